@@ -1,0 +1,375 @@
+#include "common/config.h"
+
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+namespace freshsync {
+namespace {
+
+// Reads typed keys out of one TOML table, remembering which keys were consumed so that
+// anything left over can be reported as unknown. Errors are collected, first one wins.
+class TableReader {
+ public:
+  TableReader(const toml::table& table, std::string prefix) : table_(table), prefix_(std::move(prefix)) {}
+
+  std::string Key(std::string_view name) const { return prefix_.empty() ? std::string(name) : prefix_ + "." + std::string(name); }
+
+  template <typename T>
+  void Get(std::string_view name, T& out, bool required = false) {
+    seen_.insert(std::string(name));
+    const toml::node* node = table_.get(name);
+    if (node == nullptr) {
+      if (required) Fail(Key(name) + ": required key is missing");
+      return;
+    }
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (auto v = node->value<std::string>()) out = *v;
+      else Fail(Key(name) + ": must be a string");
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (auto v = node->value<bool>()) out = *v;
+      else Fail(Key(name) + ": must be true or false");
+    } else if constexpr (std::is_floating_point_v<T>) {
+      if (node->is_number()) out = static_cast<T>(*node->value<double>());
+      else Fail(Key(name) + ": must be a number");
+    } else {
+      if (auto v = node->value_exact<int64_t>()) {
+        if (*v < std::numeric_limits<T>::min() || *v > std::numeric_limits<T>::max()) Fail(Key(name) + ": out of range");
+        else out = static_cast<T>(*v);
+      } else {
+        Fail(Key(name) + ": must be an integer");
+      }
+    }
+  }
+
+  const toml::table* Table(std::string_view name) {
+    seen_.insert(std::string(name));
+    const toml::node* node = table_.get(name);
+    if (node == nullptr) return nullptr;
+    if (!node->is_table()) {
+      Fail(Key(name) + ": must be a table");
+      return nullptr;
+    }
+    return node->as_table();
+  }
+
+  const toml::array* Array(std::string_view name) {
+    seen_.insert(std::string(name));
+    const toml::node* node = table_.get(name);
+    if (node == nullptr) return nullptr;
+    if (!node->is_array()) {
+      Fail(Key(name) + ": must be an array of tables ([[" + Key(name) + "]])");
+      return nullptr;
+    }
+    return node->as_array();
+  }
+
+  // Marks the end of reading: any key not asked for is an error.
+  void RejectUnknown() {
+    for (const auto& [k, v] : table_) {
+      if (!seen_.count(std::string(k.str()))) Fail(Key(k.str()) + ": unknown key");
+    }
+  }
+
+  void Fail(std::string message) {
+    if (error_.empty()) error_ = std::move(message);
+  }
+  void Absorb(const TableReader& child) {
+    if (!child.error_.empty()) Fail(child.error_);
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  const toml::table& table_;
+  std::string prefix_;
+  std::set<std::string> seen_;
+  std::string error_;
+};
+
+Result<toml::table> ParseToml(std::string_view text, std::string_view source_name) {
+  try {
+    return toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << source_name << ":" << e.source().begin.line << ":" << e.source().begin.column << ": " << e.description();
+    return Status::InvalidArgument(msg.str());
+  }
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound(path + ": cannot open config file");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool IsSiteId(const std::string& s) {
+  static const std::regex re("^[a-z0-9][a-z0-9-]{0,62}$");
+  return std::regex_match(s, re);
+}
+
+bool StartsWith(const std::string& s, std::string_view p) { return s.rfind(p, 0) == 0; }
+
+void ReadHubLink(TableReader& parent, const toml::table& t, HubLinkConfig& hub) {
+  TableReader r(t, "hub");
+  r.Get("url", hub.url, true);
+  r.Get("ca", hub.ca, true);
+  r.Get("cert", hub.cert, true);
+  r.Get("key", hub.key, true);
+  r.Get("batch_max_records", hub.batch_max_records);
+  r.Get("batch_max_bytes", hub.batch_max_bytes);
+  r.Get("batch_max_age_ms", hub.batch_max_age_ms);
+  r.Get("timeout_ms", hub.timeout_ms);
+  r.Get("backoff_initial_ms", hub.backoff_initial_ms);
+  r.Get("backoff_max_ms", hub.backoff_max_ms);
+  r.Get("reconcile_interval_s", hub.reconcile_interval_s);
+  r.RejectUnknown();
+  if (r.error().empty()) {
+    if (!StartsWith(hub.url, "https://")) r.Fail("hub.url: must start with https:// (the link is always TLS)");
+    else if (hub.batch_max_records < 1 || hub.batch_max_records > 100000) r.Fail("hub.batch_max_records: must be 1..100000");
+    else if (hub.batch_max_bytes < 1024) r.Fail("hub.batch_max_bytes: must be at least 1024");
+    else if (hub.batch_max_age_ms < 0) r.Fail("hub.batch_max_age_ms: must be >= 0");
+    else if (hub.timeout_ms < 100) r.Fail("hub.timeout_ms: must be at least 100");
+    else if (hub.backoff_initial_ms < 1 || hub.backoff_max_ms < hub.backoff_initial_ms)
+      r.Fail("hub.backoff_max_ms: must be >= hub.backoff_initial_ms >= 1");
+    else if (hub.reconcile_interval_s < 1) r.Fail("hub.reconcile_interval_s: must be at least 1");
+  }
+  parent.Absorb(r);
+}
+
+}  // namespace
+
+Result<std::pair<std::string, int>> ParseHostPort(std::string_view value, std::string_view key) {
+  const auto colon = value.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return Status::InvalidArgument(std::string(key) + ": must be host:port");
+  std::string host(value.substr(0, colon));
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string port_text(value.substr(colon + 1));
+  int port = 0;
+  try {
+    size_t used = 0;
+    port = std::stoi(port_text, &used);
+    if (used != port_text.size()) port = -1;
+  } catch (...) {
+    port = -1;
+  }
+  if (port < 0 || port > 65535) return Status::InvalidArgument(std::string(key) + ": port must be 0..65535");
+  return std::make_pair(host, port);
+}
+
+Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view source_name) {
+  auto parsed = ParseToml(text, source_name);
+  if (!parsed.ok()) return parsed.status();
+  EdgeConfig c;
+  TableReader root(*parsed, "");
+  root.Get("site", c.site, true);
+  root.Get("max_clock_skew_s", c.max_clock_skew_s);
+
+  if (const toml::table* t = root.Table("mqtt")) {
+    TableReader r(*t, "mqtt");
+    r.Get("uri", c.mqtt.uri, true);
+    r.Get("topic_root", c.mqtt.topic_root);
+    r.Get("client_id", c.mqtt.client_id);
+    r.Get("username", c.mqtt.username);
+    r.Get("password", c.mqtt.password);
+    r.Get("ca", c.mqtt.ca);
+    r.Get("cert", c.mqtt.cert);
+    r.Get("key", c.mqtt.key);
+    r.Get("keepalive_s", c.mqtt.keepalive_s);
+    r.RejectUnknown();
+    root.Absorb(r);
+  } else {
+    root.Fail("mqtt: required table is missing");
+  }
+
+  if (const toml::table* t = root.Table("store")) {
+    TableReader r(*t, "store");
+    std::string durability = "normal";
+    r.Get("path", c.store.path, true);
+    r.Get("durability", durability);
+    r.Get("busy_timeout_ms", c.store.busy_timeout_ms);
+    r.Get("outbox_retention_h", c.store.outbox_retention_h);
+    r.Get("quota_mb", c.store.quota_mb);
+    r.RejectUnknown();
+    if (durability == "normal") c.store.durability = Durability::kNormal;
+    else if (durability == "strict") c.store.durability = Durability::kStrict;
+    else r.Fail("store.durability: must be \"normal\" or \"strict\", not \"" + durability + "\"");
+    root.Absorb(r);
+  } else {
+    root.Fail("store: required table is missing");
+  }
+
+  if (const toml::table* t = root.Table("metrics")) {
+    TableReader r(*t, "metrics");
+    r.Get("listen", c.metrics_listen);
+    r.RejectUnknown();
+    root.Absorb(r);
+  }
+  if (const toml::table* t = root.Table("geofence")) {
+    TableReader r(*t, "geofence");
+    r.Get("file", c.geofence_file);
+    r.RejectUnknown();
+    root.Absorb(r);
+  }
+  if (const toml::table* t = root.Table("coldchain")) {
+    TableReader r(*t, "coldchain");
+    if (const toml::array* rules = r.Array("rule")) {
+      int i = 0;
+      for (const toml::node& node : *rules) {
+        const std::string prefix = "coldchain.rule[" + std::to_string(i++) + "]";
+        if (!node.is_table()) {
+          r.Fail(prefix + ": must be a table");
+          continue;
+        }
+        TableReader rr(*node.as_table(), prefix);
+        ColdchainRule rule;
+        rr.Get("sensors", rule.sensors, true);
+        rr.Get("min_c", rule.min_c, true);
+        rr.Get("max_c", rule.max_c, true);
+        rr.Get("for_s", rule.for_s);
+        rr.RejectUnknown();
+        if (rr.error().empty() && !(rule.min_c < rule.max_c)) rr.Fail(prefix + ".max_c: must be greater than min_c");
+        if (rr.error().empty() && rule.for_s < 0) rr.Fail(prefix + ".for_s: must be >= 0");
+        r.Absorb(rr);
+        c.coldchain_rules.push_back(rule);
+      }
+    }
+    r.RejectUnknown();
+    root.Absorb(r);
+  }
+  if (const toml::table* t = root.Table("hub")) {
+    c.hub.emplace();
+    ReadHubLink(root, *t, *c.hub);
+  }
+  if (const toml::table* t = root.Table("log")) {
+    TableReader r(*t, "log");
+    r.Get("level", c.log_level);
+    r.RejectUnknown();
+    root.Absorb(r);
+  }
+  if (const toml::table* t = root.Table("privacy")) {
+    TableReader r(*t, "privacy");
+    r.Get("key_file", c.privacy_key_file);
+    r.RejectUnknown();
+    root.Absorb(r);
+  }
+  root.RejectUnknown();
+  if (!root.error().empty()) return Status::InvalidArgument(root.error());
+
+  // Cross-field checks, after types are known to be right.
+  if (!IsSiteId(c.site)) return Status::InvalidArgument("site: must be 1-63 chars of a-z, 0-9 and '-', starting with a letter or digit");
+  const std::string& uri = c.mqtt.uri;
+  if (!(StartsWith(uri, "tcp://") || StartsWith(uri, "ssl://") || StartsWith(uri, "ws://") || StartsWith(uri, "wss://") ||
+        StartsWith(uri, "mqtt://") || StartsWith(uri, "mqtts://")))
+    return Status::InvalidArgument("mqtt.uri: must start with tcp://, ssl://, ws:// or wss://");
+  if (c.mqtt.topic_root.empty() || c.mqtt.topic_root.find_first_of("#+") != std::string::npos || c.mqtt.topic_root.back() == '/')
+    return Status::InvalidArgument("mqtt.topic_root: must be non-empty, without '#', '+' or a trailing '/'");
+  if (c.mqtt.keepalive_s < 2 || c.mqtt.keepalive_s > 3600) return Status::InvalidArgument("mqtt.keepalive_s: must be 2..3600");
+  if ((c.mqtt.cert.empty()) != (c.mqtt.key.empty())) return Status::InvalidArgument("mqtt.key: cert and key go together");
+  if (c.mqtt.client_id.empty()) c.mqtt.client_id = "edged-" + c.site;
+  if (c.store.path.empty()) return Status::InvalidArgument("store.path: must not be empty");
+  if (c.store.busy_timeout_ms < 1 || c.store.busy_timeout_ms * 2 > c.mqtt.keepalive_s * 1000)
+    return Status::InvalidArgument("store.busy_timeout_ms: must be >= 1 and at most half of mqtt.keepalive_s");
+  if (c.store.outbox_retention_h < 0) return Status::InvalidArgument("store.outbox_retention_h: must be >= 0");
+  if (c.store.quota_mb < 0) return Status::InvalidArgument("store.quota_mb: must be >= 0");
+  if (!c.metrics_listen.empty()) {
+    auto hp = ParseHostPort(c.metrics_listen, "metrics.listen");
+    if (!hp.ok()) return hp.status();
+  }
+  static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+  if (!levels.count(c.log_level)) return Status::InvalidArgument("log.level: must be one of trace, debug, info, warn, error, critical, off");
+  if (c.max_clock_skew_s < 0) return Status::InvalidArgument("max_clock_skew_s: must be >= 0");
+  return c;
+}
+
+Result<EdgeConfig> LoadEdgeConfig(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  return ParseEdgeConfig(*text, path);
+}
+
+Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_name) {
+  auto parsed = ParseToml(text, source_name);
+  if (!parsed.ok()) return parsed.status();
+  HubConfig c;
+  TableReader root(*parsed, "");
+  root.Get("listen", c.listen, true);
+  root.Get("threads", c.threads);
+  root.Get("audit_log", c.audit_log);
+  if (const toml::table* t = root.Table("tls")) {
+    TableReader r(*t, "tls");
+    r.Get("ca", c.tls_ca, true);
+    r.Get("cert", c.tls_cert, true);
+    r.Get("key", c.tls_key, true);
+    r.RejectUnknown();
+    root.Absorb(r);
+  } else {
+    root.Fail("tls: required table is missing (the hub only speaks HTTPS)");
+  }
+  if (const toml::table* t = root.Table("store")) {
+    TableReader r(*t, "store");
+    r.Get("path", c.store_path, true);
+    r.RejectUnknown();
+    root.Absorb(r);
+  } else {
+    root.Fail("store: required table is missing");
+  }
+  if (const toml::table* t = root.Table("limits")) {
+    TableReader r(*t, "limits");
+    r.Get("max_body_bytes", c.max_body_bytes);
+    r.Get("max_decompressed_bytes", c.max_decompressed_bytes);
+    r.Get("max_records_per_batch", c.max_records_per_batch);
+    r.RejectUnknown();
+    root.Absorb(r);
+  }
+  if (const toml::array* tokens = root.Array("tokens")) {
+    int i = 0;
+    for (const toml::node& node : *tokens) {
+      const std::string prefix = "tokens[" + std::to_string(i++) + "]";
+      if (!node.is_table()) {
+        root.Fail(prefix + ": must be a table");
+        continue;
+      }
+      TableReader r(*node.as_table(), prefix);
+      HubToken tok;
+      r.Get("name", tok.name, true);
+      r.Get("role", tok.role, true);
+      r.Get("sha256", tok.sha256_hex, true);
+      r.RejectUnknown();
+      static const std::regex hex64("^[0-9a-f]{64}$");
+      if (r.error().empty() && tok.role != "reader" && tok.role != "admin") r.Fail(prefix + ".role: must be \"reader\" or \"admin\"");
+      if (r.error().empty() && !std::regex_match(tok.sha256_hex, hex64))
+        r.Fail(prefix + ".sha256: must be 64 lower-case hex digits (sha256sum of the token)");
+      root.Absorb(r);
+      c.tokens.push_back(tok);
+    }
+  }
+  if (const toml::table* t = root.Table("log")) {
+    TableReader r(*t, "log");
+    r.Get("level", c.log_level);
+    r.RejectUnknown();
+    root.Absorb(r);
+  }
+  root.RejectUnknown();
+  if (!root.error().empty()) return Status::InvalidArgument(root.error());
+  auto hp = ParseHostPort(c.listen, "listen");
+  if (!hp.ok()) return hp.status();
+  if (c.max_body_bytes < 1024) return Status::InvalidArgument("limits.max_body_bytes: must be at least 1024");
+  if (c.max_decompressed_bytes < c.max_body_bytes) return Status::InvalidArgument("limits.max_decompressed_bytes: must be >= limits.max_body_bytes");
+  if (c.max_records_per_batch < 1) return Status::InvalidArgument("limits.max_records_per_batch: must be >= 1");
+  if (c.threads < 1 || c.threads > 256) return Status::InvalidArgument("threads: must be 1..256");
+  if (c.store_path.empty()) return Status::InvalidArgument("store.path: must not be empty");
+  return c;
+}
+
+Result<HubConfig> LoadHubConfig(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  return ParseHubConfig(*text, path);
+}
+
+}  // namespace freshsync

@@ -1,0 +1,105 @@
+// Configuration of edged and hubd: TOML files parsed with toml++, then validated.
+//
+// Contract: Load*Config returns either a fully validated config, or kInvalidArgument whose
+// message names the offending key and the reason, e.g. "mqtt.uri: must start with tcp://,
+// ssl://, ws:// or wss://". Unknown keys are refused too (a typo must not silently fall back
+// to a default). Keys and defaults are documented in docs/operations.md.
+// Thread-safety: the structs are plain values.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace freshsync {
+
+enum class Durability { kNormal, kStrict };
+
+struct MqttConfig {
+  std::string uri;
+  std::string topic_root = "fs";
+  std::string client_id;          // default "edged-<site>"
+  std::string username;
+  std::string password;
+  std::string ca;                 // TLS (ssl:// uris)
+  std::string cert;
+  std::string key;
+  int keepalive_s = 20;
+};
+
+struct StoreConfig {
+  std::string path;
+  Durability durability = Durability::kNormal;
+  int busy_timeout_ms = 2000;     // well under the MQTT keepalive: a stuck lock must not drop us
+  int outbox_retention_h = 72;
+  int64_t quota_mb = 0;           // 0: no quota
+};
+
+struct ColdchainRule {
+  std::string sensors;            // glob on the sensor id
+  double min_c = 0;
+  double max_c = 0;
+  int for_s = 300;
+};
+
+struct HubLinkConfig {
+  std::string url;
+  std::string ca;
+  std::string cert;
+  std::string key;
+  int batch_max_records = 5000;
+  int64_t batch_max_bytes = 4 << 20;
+  int batch_max_age_ms = 100;
+  int timeout_ms = 10000;
+  int backoff_initial_ms = 200;
+  int backoff_max_ms = 30000;
+  int reconcile_interval_s = 300;
+};
+
+struct EdgeConfig {
+  std::string site;
+  MqttConfig mqtt;
+  StoreConfig store;
+  std::string metrics_listen;     // "" = no metrics endpoint
+  std::string geofence_file;      // "" = no geofences
+  std::vector<ColdchainRule> coldchain_rules;
+  std::optional<HubLinkConfig> hub;
+  std::string log_level = "info";
+  std::string privacy_key_file;   // key for customer data at rest
+  int max_clock_skew_s = 0;       // 0: accept any device timestamp
+};
+
+struct HubToken {
+  std::string name;
+  std::string role;               // "reader" or "admin"
+  std::string sha256_hex;         // lower-case hex of SHA-256(token)
+};
+
+struct HubConfig {
+  std::string listen;             // host:port
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string store_path;
+  std::vector<HubToken> tokens;
+  int64_t max_body_bytes = 16 << 20;
+  int64_t max_decompressed_bytes = 64 << 20;
+  int max_records_per_batch = 100000;
+  int threads = 8;
+  std::string audit_log;          // "" = audit rows in the store only
+  std::string log_level = "info";
+};
+
+Result<EdgeConfig> LoadEdgeConfig(const std::string& path);
+Result<EdgeConfig> ParseEdgeConfig(std::string_view toml_text, std::string_view source_name = "config");
+Result<HubConfig> LoadHubConfig(const std::string& path);
+Result<HubConfig> ParseHubConfig(std::string_view toml_text, std::string_view source_name = "config");
+
+// "host:port" -> (host, port), kInvalidArgument naming `key` otherwise.
+Result<std::pair<std::string, int>> ParseHostPort(std::string_view value, std::string_view key);
+
+}  // namespace freshsync

@@ -1,0 +1,112 @@
+#include "common/config.h"
+
+#include <gtest/gtest.h>
+
+namespace freshsync {
+namespace {
+
+constexpr const char* kMinimalEdge = R"(
+site = "sh-pudong-01"
+[mqtt]
+uri = "tcp://127.0.0.1:1883"
+topic_root = "fs"
+[store]
+path = "/tmp/edge.db"
+durability = "normal"
+[metrics]
+listen = "127.0.0.1:9464"
+[geofence]
+file = "/etc/freshsync/fences.geojson"
+[[coldchain.rule]]
+sensors = "cold-*"
+min_c = 0.0
+max_c = 4.0
+for_s = 300
+[hub]
+url = "https://hub.example:8443"
+ca = "/etc/freshsync/ca.crt"
+cert = "/etc/freshsync/site.crt"
+key = "/etc/freshsync/site.key"
+)";
+
+TEST(EdgeConfigTest, ParsesTheDesignExample) {
+  auto c = ParseEdgeConfig(kMinimalEdge);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->site, "sh-pudong-01");
+  EXPECT_EQ(c->mqtt.client_id, "edged-sh-pudong-01");
+  EXPECT_EQ(c->store.durability, Durability::kNormal);
+  ASSERT_EQ(c->coldchain_rules.size(), 1u);
+  EXPECT_EQ(c->coldchain_rules[0].for_s, 300);
+  ASSERT_TRUE(c->hub.has_value());
+  EXPECT_EQ(c->hub->url, "https://hub.example:8443");
+  EXPECT_EQ(c->store.outbox_retention_h, 72);
+}
+
+struct BadCase {
+  std::string replace_from;
+  std::string replace_to;
+  std::string expected_key;
+};
+
+class EdgeConfigErrorTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(EdgeConfigErrorTest, NamesTheKey) {
+  std::string text = kMinimalEdge;
+  const auto& p = GetParam();
+  const auto pos = text.find(p.replace_from);
+  ASSERT_NE(pos, std::string::npos) << p.replace_from;
+  text.replace(pos, p.replace_from.size(), p.replace_to);
+  auto c = ParseEdgeConfig(text);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find(p.expected_key), std::string::npos) << c.status().message();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Keys, EdgeConfigErrorTest,
+    ::testing::Values(BadCase{"durability = \"normal\"", "durability = \"fast\"", "store.durability"},
+                      BadCase{"uri = \"tcp://127.0.0.1:1883\"", "uri = \"http://x\"", "mqtt.uri"},
+                      BadCase{"uri = \"tcp://127.0.0.1:1883\"", "uri = 5", "mqtt.uri"},
+                      BadCase{"site = \"sh-pudong-01\"", "site = \"Bad Site!\"", "site"},
+                      BadCase{"site = \"sh-pudong-01\"", "", "site"},
+                      BadCase{"for_s = 300", "for_s = 300\nfour_s = 1", "coldchain.rule[0].four_s"},
+                      BadCase{"max_c = 4.0", "max_c = -1.0", "coldchain.rule[0].max_c"},
+                      BadCase{"listen = \"127.0.0.1:9464\"", "listen = \"nope\"", "metrics.listen"},
+                      BadCase{"url = \"https://hub.example:8443\"", "url = \"http://hub.example\"", "hub.url"},
+                      BadCase{"[store]", "[storage]", "store"},
+                      BadCase{"topic_root = \"fs\"", "topic_root = \"fs/#\"", "mqtt.topic_root"}));
+
+TEST(EdgeConfigTest, SyntaxErrorHasLineNumber) {
+  auto c = ParseEdgeConfig("site = \"x\"\n[mqtt\n", "edged.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("edged.toml:2"), std::string::npos) << c.status().message();
+}
+
+TEST(HubConfigTest, ParsesAndValidatesTokens) {
+  const std::string good = R"(
+listen = "0.0.0.0:8443"
+[tls]
+ca = "/etc/freshsync/ca.crt"
+cert = "/etc/freshsync/hub.crt"
+key = "/etc/freshsync/hub.key"
+[store]
+path = "/var/lib/freshsync/hub.db"
+[[tokens]]
+name = "hq-analytics"
+role = "reader"
+sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+)";
+  auto c = ParseHubConfig(good);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->tokens.size(), 1u);
+  EXPECT_EQ(c->tokens[0].role, "reader");
+
+  std::string bad = good;
+  bad.replace(bad.find("\"reader\""), 8, "\"root\"");
+  auto b = ParseHubConfig(bad);
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("tokens[0].role"), std::string::npos) << b.status().message();
+}
+
+}  // namespace
+}  // namespace freshsync

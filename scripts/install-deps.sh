@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages FreshSync builds, tests and runs with. Idempotent.
+set -euo pipefail
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libpaho-mqttpp-dev libpaho-mqtt-dev mosquitto mosquitto-clients
+  libsqlite3-dev sqlite3 libcurl4-openssl-dev curl libssl-dev openssl
+  libprotobuf-dev protobuf-compiler libzstd-dev zstd
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libsystemd-dev
+  libtomlplusplus-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libsodium-dev
+  clang libclang-rt-14-dev iproute2 procps psmisc
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The packaged broker must not hold port 1883 or compete with the brokers the tests start.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+  ${SUDO:-} systemctl stop mosquitto || true
+fi

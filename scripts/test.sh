@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds FreshSync and runs every test: the default build, then ASan/UBSan and TSan builds
+# of the unit and integration tests. Usage: scripts/test.sh [--quick] (skip sanitizer builds)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0; [[ ${1:-} == --quick ]] && quick=1
+scripts/install-deps.sh
+jobs=${JOBS:-2}
+
+build() {  # build DIR [cmake args...]
+  local dir=$1; shift
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+}
+
+build build
+(cd build && ctest --output-on-failure -j "$jobs" -LE "slow|sanitizer-skip" --timeout 600)
+(cd build && ctest --output-on-failure -L slow --timeout 900)
+if ((!quick)); then
+  build build-asan -DFRESHSYNC_SANITIZE=address -DFRESHSYNC_BUILD_BENCH=OFF
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+     ctest --output-on-failure -j "$jobs" -LE "slow|sanitizer-skip" --timeout 900)
+  build build-tsan -DFRESHSYNC_SANITIZE=thread -DFRESHSYNC_BUILD_BENCH=OFF
+  (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+     ctest --output-on-failure -j "$jobs" -L tsan --timeout 900)
+fi
