@@ -37,8 +37,22 @@ int ColdchainEngine::RuleIndex(const std::string& sensor) const {
   return -1;
 }
 
+std::string AlertJson(const AlertEvent& a) {
+  Json j = {{"alert_id", a.alert_id}, {"sensor", a.sensor},      {"kind", a.KindName()},       {"state", a.WireState()},
+            {"min_c", a.min_c},       {"max_c", a.max_c},        {"started_ts", a.started_ts_ms}, {"rule", a.rule},
+            {"limit_min_c", a.limit_min_c}, {"limit_max_c", a.limit_max_c}};
+  if (a.ended_ts_ms) j["ended_ts"] = *a.ended_ts_ms;
+  return j.dump();
+}
+
+void ColdchainEngine::Derive(const std::string& sensor, Sensor& s) const {
+  s.rule = RuleIndex(sensor);
+  s.offline_after_ms = OfflineAfterMs(s);
+}
+
 const ColdchainRule* ColdchainEngine::RuleFor(const std::string& sensor) const {
-  const int i = RuleIndex(sensor);
+  auto it = sensors_.find(sensor);
+  const int i = it != sensors_.end() ? it->second.rule : RuleIndex(sensor);
   return i < 0 ? nullptr : &rules_[static_cast<size_t>(i)];
 }
 
@@ -98,6 +112,7 @@ Output ColdchainEngine::Process(const Reading& r, Verdict* verdict) {
   ++counters_.applied;
   if (verdict) *verdict = Verdict::kApplied;
   Sensor& s = known ? found->second : sensors_[r.sensor];
+  if (!known) Derive(r.sensor, s);
 
   // The sensor speaks again: its offline alert (if any) ends now. min/max stay the temperature
   // it went silent with, which is what the alert was raised about.
@@ -110,6 +125,7 @@ Output ColdchainEngine::Process(const Reading& r, Verdict* verdict) {
   if (known) {
     s.intervals.push_back(r.ts_ms - s.last_ts_ms);
     if (s.intervals.size() > static_cast<size_t>(kIntervalWindow)) s.intervals.erase(s.intervals.begin());
+    s.offline_after_ms = OfflineAfterMs(s);
   }
 
   const int64_t minute = MinuteOf(r.ts_ms);
@@ -181,7 +197,7 @@ Output ColdchainEngine::Tick(int64_t now_ms) {
       s.rolled_through_ms = s.bucket->minute_ms + kMinuteMs;
       s.bucket.reset();
     }
-    if (!s.offline_since_ms && now_ms - s.last_ts_ms > OfflineAfterMs(s) && RuleIndex(id) >= 0) {
+    if (!s.offline_since_ms && s.rule >= 0 && now_ms - s.last_ts_ms > s.offline_after_ms) {
       s.offline_since_ms = s.last_ts_ms;
       out.alerts.push_back(MakeAlert(id, s, AlertKind::kOffline, AlertState::kOpen, now_ms));
     }
@@ -265,6 +281,7 @@ Status ColdchainEngine::RestoreSensor(const std::string& sensor, std::string_vie
   auto s = Decode(blob);
   if (!s.ok()) return s.status();
   newest_ms_ = std::max(newest_ms_, s->last_ts_ms);
+  Derive(sensor, *s);
   sensors_[sensor] = std::move(*s);
   return Status::Ok();
 }
@@ -291,7 +308,10 @@ Status ColdchainEngine::Restore(std::string_view blob) {
   }
   sensors_ = std::move(restored);
   newest_ms_ = 0;
-  for (const auto& [id, s] : sensors_) newest_ms_ = std::max(newest_ms_, s.last_ts_ms);
+  for (auto& [id, s] : sensors_) {
+    newest_ms_ = std::max(newest_ms_, s.last_ts_ms);
+    Derive(id, s);
+  }
   return Status::Ok();
 }
 

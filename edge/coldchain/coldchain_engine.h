@@ -107,6 +107,11 @@ struct Output {
   bool empty() const { return alerts.empty() && rollups.empty(); }
 };
 
+// The fs/alerts/coldchain payload of the design: {"alert_id", "sensor", "kind" (excursion or
+// offline), "state" (open or closed), "min_c", "max_c", "started_ts", "ended_ts" (closed only)},
+// timestamps as epoch milliseconds, plus "rule", "limit_min_c" and "limit_max_c" for context.
+std::string AlertJson(const AlertEvent& a);
+
 enum class Verdict { kApplied, kOutOfOrder, kInvalid };
 
 // Process-lifetime counters for metrics; not part of snapshots.
@@ -172,10 +177,15 @@ class ColdchainEngine {
     std::optional<int64_t> offline_since_ms;  // open offline alert (its started_ts)
     std::optional<Bucket> bucket;         // the minute being aggregated
     int64_t rolled_through_ms = 0;        // minutes before this were already emitted
+    // Derived, not serialized: recomputed on creation, restore and each new interval, because
+    // Tick looks at every sensor on every call.
+    int rule = -1;
+    int64_t offline_after_ms = 0;
   };
 
   int RuleIndex(const std::string& sensor) const;
   int64_t OfflineAfterMs(const Sensor& s) const;
+  void Derive(const std::string& sensor, Sensor& s) const;
   AlertEvent MakeAlert(const std::string& sensor, const Sensor& s, AlertKind kind, AlertState state, int64_t ts) const;
   static Rollup MakeRollup(const std::string& sensor, const Bucket& b);
   static std::string Encode(const Sensor& s);

@@ -87,6 +87,32 @@ TEST(ColdchainEngineTest, ExactAlertsAndDurations) {
   EXPECT_TRUE(engine.OpenAlerts().empty());
 }
 
+TEST(ColdchainEngineTest, AlertJsonHasTheDesignFields) {
+  AlertEvent a;
+  a.alert_id = "cold-1/excursion/1000";
+  a.sensor = "cold-1";
+  a.state = AlertState::kUpdate;
+  a.min_c = 4.5;
+  a.max_c = 7.25;
+  a.started_ts_ms = 1000;
+  a.rule = "cold-*";
+  a.limit_max_c = 4;
+  auto j = nlohmann::json::parse(AlertJson(a));
+  EXPECT_EQ(j["alert_id"], "cold-1/excursion/1000");
+  EXPECT_EQ(j["sensor"], "cold-1");
+  EXPECT_EQ(j["kind"], "excursion");
+  EXPECT_EQ(j["state"], "open");
+  EXPECT_EQ(j["min_c"], 4.5);
+  EXPECT_EQ(j["max_c"], 7.25);
+  EXPECT_EQ(j["started_ts"], 1000);
+  EXPECT_FALSE(j.contains("ended_ts"));
+  a.state = AlertState::kClosed;
+  a.ended_ts_ms = 5000;
+  j = nlohmann::json::parse(AlertJson(a));
+  EXPECT_EQ(j["state"], "closed");
+  EXPECT_EQ(j["ended_ts"], 5000);
+}
+
 TEST(ColdchainEngineTest, SpikeShorterThanForSOpensNothingExactlyForSOpens) {
   ColdchainEngine engine(Rules(), ColdchainSettings{});
   Feeder f(engine);

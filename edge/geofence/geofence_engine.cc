@@ -20,6 +20,12 @@ const char* GateName(Gate g) {
   return "?";
 }
 
+std::string EventJson(const GeofenceEvent& e) {
+  return Json{{"vehicle", e.vehicle}, {"fence", e.fence}, {"kind", e.kind}, {"event", e.EventName()}, {"ts", e.ts_ms},
+              {"confirmed_ts", e.confirmed_ts_ms}}
+      .dump();
+}
+
 GeofenceEngine::GeofenceEngine(FenceSet fences, GeofenceSettings settings) : fences_(std::move(fences)), settings_(settings) {
   // Near() must find fences a vehicle is just outside of, to start exit runs' neighbours and
   // enter runs alike; state for fences farther away is reached through the vehicle's map.

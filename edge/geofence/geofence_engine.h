@@ -68,6 +68,10 @@ struct GeofenceEvent {
   bool operator==(const GeofenceEvent&) const = default;
 };
 
+// The fs/events/geofence payload of the design: {"vehicle", "fence", "kind", "event" (enter or
+// exit), "ts"}, ts as epoch milliseconds, plus "confirmed_ts".
+std::string EventJson(const GeofenceEvent& e);
+
 // Process-lifetime counters for metrics; not part of snapshots.
 struct GateCounters {
   uint64_t accepted = 0;

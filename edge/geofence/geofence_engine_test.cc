@@ -130,6 +130,17 @@ TEST(GeofenceEngineTest, HandTrackExactEventsAndDriveThrough) {
   EXPECT_TRUE(engine.InsideOf("truck-1").empty());
 }
 
+TEST(GeofenceEngineTest, EventJsonHasTheDesignFields) {
+  const GeofenceEvent e{"truck-1", "depot", "depot", GeofenceEvent::Type::kExit, 1000, 31000};
+  const auto j = nlohmann::json::parse(EventJson(e));
+  EXPECT_EQ(j["vehicle"], "truck-1");
+  EXPECT_EQ(j["fence"], "depot");
+  EXPECT_EQ(j["kind"], "depot");
+  EXPECT_EQ(j["event"], "exit");
+  EXPECT_EQ(j["ts"], 1000);
+  EXPECT_EQ(j["confirmed_ts"], 31000);
+}
+
 TEST(GeofenceEngineTest, JitteryBoundaryDoesNotFlap) {
   // Parked right on the depot's west edge for an hour, +-10 m of noise on each axis.
   Track track("truck-1", -500, 100);
