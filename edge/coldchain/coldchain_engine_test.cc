@@ -129,6 +129,14 @@ TEST(ColdchainEngineTest, SpikeShorterThanForSOpensNothingExactlyForSOpens) {
   EXPECT_EQ(f.got.alerts.size(), 2u);
 }
 
+TEST(ColdchainEngineTest, HoveringAtTheLimitOpensNothing) {
+  // 3.9 / 4.1 alternating for an hour: no outside run lasts beyond one reading.
+  ColdchainEngine engine(Rules(), ColdchainSettings{});
+  Feeder f(engine);
+  Series(f, "cold-1", 0, 3600, [](int t) { return (t / 10) % 2 ? 4.1 : 3.9; });
+  EXPECT_TRUE(f.got.alerts.empty());
+}
+
 TEST(ColdchainEngineTest, LongExcursionEmitsRateLimitedUpdates) {
   ColdchainEngine engine(Rules(), ColdchainSettings{});
   Feeder f(engine);

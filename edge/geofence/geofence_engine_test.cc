@@ -160,6 +160,29 @@ TEST(GeofenceEngineTest, JitteryBoundaryDoesNotFlap) {
   }
 }
 
+TEST(GeofenceEngineTest, JitterOnCircleEdgeAndRandomHoversNeverFlap) {
+  // Parked on drop-1's circle edge (60 m from its centre at 2000, 100), +-10 m, for an hour.
+  {
+    Track track("truck-1", 1000, 100);
+    track.DriveTo(1940, 100).Park(3600, 10, 3).DriveTo(1000, 100);
+    GeofenceEngine engine(Fences(), Defaults());
+    const auto events = Feed(engine, track.fixes());
+    EXPECT_TRUE(events.empty()) << Summary(events);
+  }
+  // Property: hovering anywhere (on, near or across an edge) with noise up to +-10 m gives at
+  // most one event, because one transition needs 2 x 20 m of real movement to be undone.
+  std::mt19937_64 rng(2024);
+  std::uniform_real_distribution<double> where(-60, 260);
+  for (int trial = 0; trial < 40; ++trial) {
+    const double e = where(rng), n = where(rng);
+    Track track("truck-1", e, n);
+    track.Park(1800, 10, 100 + trial);
+    GeofenceEngine engine(Fences(), Defaults());
+    const auto events = Feed(engine, track.fixes());
+    EXPECT_LE(events.size(), 1u) << "at " << e << "," << n << "\n" << Summary(events);
+  }
+}
+
 TEST(GeofenceEngineTest, JitterJustInsideAfterEnteringGivesNoExit) {
   // Enters properly, then parks 5 m inside the edge with +-10 m noise for an hour: exactly one
   // event (the enter), no exit until it really drives off.
