@@ -198,6 +198,8 @@ bool MosquittoBroker::Start() {
     if (port_ == 0 || attempt > 0) port_ = PickFreePort();
     std::ostringstream conf;
     conf << "listener " << port_ << " 127.0.0.1\n"
+         // Started as root, mosquitto drops to user "mosquitto", which cannot write our 0700 temp dirs.
+         << (geteuid() == 0 ? "user root\n" : "")
          << "allow_anonymous true\n"
          << "persistence true\n"
          << "persistence_location " << dir_ << "/\n"
