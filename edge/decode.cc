@@ -208,8 +208,17 @@ Status ValidateClimate(const ClimateSample& c) {
 
 Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
   if (!IsValidUtf8(payload)) return Bad("payload is not valid UTF-8");
-  json j = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Bad("malformed JSON");
+  json j;
+  try {
+    j = json::parse(payload.begin(), payload.end());
+  } catch (const json::parse_error& e) {
+    // Only the position: nlohmann's message quotes the input, which may be personal data.
+    return Bad("malformed JSON at byte " + std::to_string(e.byte));
+  } catch (const json::out_of_range&) {
+    return Bad("malformed JSON: number out of range (Inf is not a number)");
+  } catch (const json::exception&) {
+    return Bad("malformed JSON");
+  }
   if (!j.is_object()) return Bad("JSON payload must be an object");
   JsonObject o(j);
   switch (topic.kind) {
