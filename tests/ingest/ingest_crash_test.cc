@@ -19,25 +19,31 @@ TEST(IngestCrashTest, KillNineDuringPublishingLosesNothingAndAppliesOnce) {
   std::atomic<bool> published{false};
   std::thread publisher([&] {
     auto pub = site.NewPublisher("crash-pub");
-    for (const auto& m : msgs) pub->Publish(m, 50);
+    // Paced at about 1,500 msg/s so that the kills land while publishing is under way.
+    size_t i = 0;
+    for (const auto& m : msgs) {
+      pub->Publish(m, 50);
+      if (++i % 15 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     pub->Publish(Sentinel("k", 1));
     pub->Flush();
     published = true;
   });
   std::mt19937 rng(std::random_device{}());
-  int kills = 0;
-  while (kills < 5 || !published) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 500));
-    if (kills >= 12) break;
+  int kills = 0, kills_while_publishing = 0;
+  while (!published && kills < 20) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 700));
+    if (published) break;
     site.KillEdged();
     ++kills;
+    ++kills_while_publishing;
     const int64_t applied = site.Int("SELECT COUNT(*) FROM dedupe");
     std::cerr << "kill " << kills << " after " << applied << " applied\n";
     if (rng() % 2) std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 300));
     ASSERT_TRUE(site.StartEdged());
   }
   publisher.join();
-  EXPECT_GE(kills, 5);
+  EXPECT_GE(kills_while_publishing, 5);
   ASSERT_TRUE(site.WaitInt(SentinelSql("k", 1), 1, std::chrono::seconds(180)));
   ExpectWorkloadApplied(site, exp, 1);
 }
