@@ -112,6 +112,7 @@ class EdgeStore {
        *movement_put_ = nullptr, *order_get_ = nullptr, *order_put_ = nullptr, *order_update_ = nullptr,
        *gps_put_ = nullptr, *climate_put_ = nullptr, *dead_letter_ = nullptr;
   int64_t customers_dropped_ = 0;
+  int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
   std::function<Status()> commit_fault_;
 };
 

@@ -185,6 +185,17 @@ TEST_F(StoreTest, HlcSurvivesRestartEvenIfTheClockStepsBack) {
   EXPECT_GT(Record(2).hlc(), before);
 }
 
+TEST_F(StoreTest, HlcSurvivesRestartAfterTheOutboxWasTrimmed) {
+  ASSERT_TRUE(Move("a1", "apple", 1).ok());
+  const uint64_t before = Record(1).hlc();
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(), "INSERT INTO sync_state VALUES('acked_seq', 1); DELETE FROM outbox;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  clock_.now -= 3600 * 1000;
+  Reopen();
+  ASSERT_TRUE(Move("a2", "apple", 1).ok());
+  EXPECT_GT(Record(2).hlc(), before);
+}
+
 TEST_F(StoreTest, OrderLifecycle) {
   ASSERT_TRUE(Order("o-1", "created").ok());
   EXPECT_EQ(*Order("o-1", "created"), EdgeStore::Outcome::kDuplicate);
