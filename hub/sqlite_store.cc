@@ -133,20 +133,21 @@ class Conn {
     }
     return Status::Ok();
   }
-  // Statements are prepared once per connection and cached by their text.
-  Result<Stmt*> Prepare(const std::string& sql) {
+  // Statements are prepared once per connection and cached by the address of their text
+  // (always a string literal), so the per-record hot path costs one hash lookup, no allocation.
+  Result<Stmt*> Prepare(const char* sql) {
     auto it = cache_.find(sql);
     if (it != cache_.end()) return &it->second;
     sqlite3_stmt* s = nullptr;
-    const int rc = sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
-    if (rc != SQLITE_OK) return DbError(db_, rc, "prepare: " + sql);
+    const int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) return DbError(db_, rc, std::string("prepare: ") + sql);
     return &cache_.emplace(sql, Stmt(s)).first->second;
   }
   sqlite3* db() const { return db_; }
 
  private:
   sqlite3* db_ = nullptr;
-  std::map<std::string, Stmt> cache_;
+  std::unordered_map<const char*, Stmt> cache_;
 };
 
 // ---------- Schema ----------
