@@ -272,6 +272,14 @@ struct HubServer::Impl {
       SendError(res, 415, "Content-Encoding must be zstd or identity");
       return HR::Handled;
     }
+    // httplib reads a POST without Content-Length until the peer closes, with no cap.
+    const bool has_body_method = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
+                                 req.method == "DELETE" || req.method == "PRI";
+    if (has_body_method && !req.has_header("Content-Length")) {
+      res.set_header("Connection", "close");
+      SendError(res, 411, "Content-Length required");
+      return HR::Handled;
+    }
     if (req.has_header("Content-Length")) {
       auto len = ParseU64(req.get_header_value("Content-Length"));
       if (!len) {
@@ -586,7 +594,10 @@ Status HubServer::Start() {
   im.server->set_payload_max_length(static_cast<size_t>(im.config.max_body_bytes));
   im.server->set_read_timeout(10, 0);
   im.server->set_write_timeout(10, 0);
-  im.server->set_keep_alive_timeout(30);
+  // A connection holds a worker thread while it is kept alive; rotate connections so that more
+  // sites than threads still get served (docs/architecture-hub.md, "Threads").
+  im.server->set_keep_alive_timeout(5);
+  im.server->set_keep_alive_max_count(100);
   im.server->set_tcp_nodelay(true);
   im.Register();
   auto hp = ParseHostPort(im.config.listen, "listen");

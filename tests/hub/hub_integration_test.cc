@@ -465,6 +465,10 @@ TEST_F(HubdTest, BadInputGetsFourXxAndCostsNoMemory) {
         RawTls(port_, site_a_, pki_.ca_cert(),
                "POST /v1/sites/site-a/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n");
     EXPECT_EQ(chunked.rfind("HTTP/1.1 411", 0), 0u) << chunked;
+    // So would a POST without any length, read until the peer closes.
+    const std::string nolength = RawTls(port_, site_a_, pki_.ca_cert(),
+                                        "POST /v1/sites/site-a/batches HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nabc");
+    EXPECT_EQ(nolength.rfind("HTTP/1.1 411", 0), 0u) << nolength;
   }
   // Too many records.
   {
