@@ -205,6 +205,10 @@ struct HubServer::Impl {
     e.ts_ms = clock.NowMs();
     Status s = store.AppendAudit(e);
     if (!s.ok()) spdlog::error("audit: {}", s.ToString());
+    AuditFile(e);
+  }
+
+  void AuditFile(const AuditEntry& e) {
     if (audit_file) {
       json j = {{"ts_ms", e.ts_ms}, {"kind", e.kind},     {"actor", e.actor},   {"path", e.path},
                 {"seq_from", e.seq_from}, {"seq_to", e.seq_to}, {"count", e.count}, {"status", e.status}};
@@ -341,7 +345,9 @@ struct HubServer::Impl {
     if (batch.site() != site) return reply(403, "Batch.site '" + batch.site() + "' does not match the URL site");
     const uint64_t from = batch.records_size() ? batch.records(0).seq() : 0;
     const uint64_t to = batch.records_size() ? batch.records(batch.records_size() - 1).seq() : 0;
-    auto applied = store.ApplyBatch(site, batch, clock.NowMs());
+    const int64_t now = clock.NowMs();
+    const AuditEntry audit{0, now, "push", actor, req.path, from, to, 0, 200, batch.urgent() ? "urgent" : ""};
+    auto applied = store.ApplyBatch(site, batch, now, &audit);
     if (!applied.ok()) {
       const auto code = applied.status().code();
       if (code == StatusCode::kInvalidArgument) return reply(400, applied.status().message(), from, to);
@@ -354,7 +360,13 @@ struct HubServer::Impl {
     ack.set_applied(applied->applied);
     ack.set_duplicates(applied->duplicates);
     if (applied->gap) return reply(409, "gap: expected seq " + std::to_string(applied->contiguous_seq + 1), from, to);
-    reply(200, "", from, to);
+    // The audit row committed with the batch; only the optional file line is left to write.
+    res.status = 200;
+    if (WantsJson(req)) res.set_content(AckJson(ack).dump(), kJson);
+    else res.set_content(ack.SerializeAsString(), kProto);
+    AuditEntry done = audit;
+    done.count = applied->applied;
+    AuditFile(done);
   }
 
   void GetDigest(const httplib::Request& req, httplib::Response& res) {

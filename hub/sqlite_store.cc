@@ -440,11 +440,18 @@ struct SqliteHubStore::Impl {
     }
   }
 
-  Result<ApplyResult> Apply(const std::string& site, const v1::Batch& batch, int64_t now_ms) {
+  Result<ApplyResult> Apply(const std::string& site, const v1::Batch& batch, int64_t now_ms, const AuditEntry* audit) {
     std::lock_guard<std::mutex> lock(write_mu);
     Status s = writer.Exec("BEGIN IMMEDIATE");
     if (!s.ok()) return s;
     auto result = ApplyInTxn(site, batch, now_ms);
+    if (result.ok() && !result->gap && audit != nullptr) {
+      AuditEntry e = *audit;
+      e.count = result->applied;
+      e.status = 200;
+      s = InsertAudit(e);
+      if (!s.ok()) result = s;
+    }
     if (result.ok() && !result->gap) {
       s = writer.Exec("COMMIT");
       if (s.ok()) return result;
@@ -454,6 +461,9 @@ struct SqliteHubStore::Impl {
     site_ids.clear();
     return result;
   }
+
+  // Requires write_mu held.
+  Status InsertAudit(const AuditEntry& e);
 
   Result<ApplyResult> ApplyInTxn(const std::string& site, const v1::Batch& batch, int64_t now_ms) {
     ApplyResult res;
@@ -562,10 +572,11 @@ Status ValidateBatch(const v1::Batch& batch) {
 }
 }  // namespace
 
-Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms) {
+Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
+                                               const AuditEntry* audit) {
   Status s = ValidateBatch(batch);
   if (!s.ok()) return s;
-  return impl_->Apply(site, batch, now_ms);
+  return impl_->Apply(site, batch, now_ms, audit);
 }
 
 Result<uint64_t> SqliteHubStore::ContiguousSeq(const std::string& site) {
@@ -758,7 +769,11 @@ Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t fr
 
 Status SqliteHubStore::AppendAudit(const AuditEntry& e) {
   std::lock_guard<std::mutex> lock(impl_->write_mu);
-  auto st = impl_->writer.Prepare(
+  return impl_->InsertAudit(e);
+}
+
+Status SqliteHubStore::Impl::InsertAudit(const AuditEntry& e) {
+  auto st = writer.Prepare(
       "INSERT INTO audit(ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail) "
       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
   if (!st.ok()) return st.status();
@@ -766,7 +781,7 @@ Status SqliteHubStore::AppendAudit(const AuditEntry& e) {
   (*st)->Bind(1, e.ts_ms).Bind(2, e.kind).Bind(3, e.actor).Bind(4, e.path).BindU(5, e.seq_from).BindU(6, e.seq_to);
   (*st)->BindU(7, e.count).Bind(8, int64_t{e.status}).Bind(9, e.detail);
   const int rc = (*st)->Step();
-  if (rc != SQLITE_DONE) return DbError(impl_->writer.db(), rc, "insert audit");
+  if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert audit");
   return Status::Ok();
 }
 

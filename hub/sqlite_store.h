@@ -36,7 +36,9 @@ class SqliteHubStore final : public HubStore {
   static Result<std::unique_ptr<SqliteHubStore>> Open(const SqliteHubStoreOptions& options);
   ~SqliteHubStore() override;
 
-  Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms) override;
+  using HubStore::ApplyBatch;
+  Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
+                                 const AuditEntry* audit) override;
   Result<uint64_t> ContiguousSeq(const std::string& site) override;
   Result<std::vector<FeedEntry>> Changes(uint64_t after, int limit) override;
   Result<std::vector<SiteInfo>> Sites() override;

@@ -326,6 +326,21 @@ TEST_F(SqliteHubStoreTest, EverythingSurvivesReopen) {
   EXPECT_EQ((*audit)[0].count, 10u);
 }
 
+TEST_F(SqliteHubStoreTest, PushAuditCommitsWithTheBatch) {
+  const AuditEntry audit{0, 7, "push", "a", "/v1/sites/a/batches", 1, 10, 0, 0, ""};
+  auto b = Range("a", 1, 10);
+  ASSERT_TRUE(store_->ApplyBatch("a", b, 7, &audit).ok());
+  auto gap = Range("a", 20, 21);
+  auto g = store_->ApplyBatch("a", gap, 8, &audit);
+  ASSERT_TRUE(g.ok());
+  EXPECT_TRUE(g->gap);
+  auto rows = store_->Audit(0, 10);
+  ASSERT_EQ(rows->size(), 1u);  // the refused batch wrote nothing, its audit row neither
+  EXPECT_EQ((*rows)[0].count, 10u);
+  EXPECT_EQ((*rows)[0].status, 200);
+  EXPECT_EQ((*rows)[0].seq_to, 10u);
+}
+
 TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   store_.reset();
   {

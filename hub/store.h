@@ -138,7 +138,14 @@ class HubStore {
   // a normal batch must be consecutive and start at or below contiguous + 1; an urgent batch
   // holds its records without moving contiguous. Records already held are counted as
   // duplicates and have no second effect. The caller has checked that batch.site() == site.
-  virtual Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms) = 0;
+  // If `audit` is given and the batch is applied, the audit entry is written in the same
+  // transaction (count = records applied, status 200): the push and its audit row commit
+  // together, with one fsync.
+  virtual Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
+                                         const AuditEntry* audit) = 0;
+  Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms) {
+    return ApplyBatch(site, batch, now_ms, nullptr);
+  }
 
   // Contiguous seq of a site; 0 for a site never seen.
   virtual Result<uint64_t> ContiguousSeq(const std::string& site) = 0;
