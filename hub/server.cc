@@ -236,9 +236,14 @@ struct HubServer::Impl {
         break;
       case AuthOutcome::kForbidden:
         SendError(res, 403, "token '" + caller.name + "' lacks the admin role");
-        break;
+        // An authenticated caller overstepping its role is audited.
+        AuditEvent({0, 0, "pull", caller.name, req.path, 0, 0, 0, 403, "refused: role"});
+        return std::nullopt;
     }
-    AuditEvent({0, 0, "pull", caller.name.empty() ? "-" : caller.name, req.path, 0, 0, 0, res.status, "refused"});
+    // Unauthenticated refusals are logged, not audited: every audit row is a write with an
+    // fsync, and anyone who can reach the port must not be able to slow the apply path or
+    // grow the database.
+    spdlog::warn("HQ {} {}: {} ({})", req.method, req.path, res.status, req.remote_addr);
     return std::nullopt;
   }
 
@@ -295,8 +300,8 @@ struct HubServer::Impl {
         res.set_header("Connection", "close");
         SendError(res, 413, "body of " + std::to_string(*len) + " bytes exceeds limits.max_body_bytes (" +
                                 std::to_string(config.max_body_bytes) + ")");
-        AuditEvent({0, 0, req.method == "POST" ? "push" : "pull", PeerSiteId(req.ssl).value_or("-"), req.path, 0, 0, 0,
-                    413, "body too large"});
+        if (auto cn = PeerSiteId(req.ssl)) AuditEvent({0, 0, "push", *cn, req.path, 0, 0, 0, 413, "body too large"});
+        else spdlog::warn("{} {}: 413 for {} bytes from {}", req.method, req.path, *len, req.remote_addr);
         return HR::Handled;
       }
     }
@@ -315,7 +320,9 @@ struct HubServer::Impl {
       AuditEvent({0, 0, "push", actor, req.path, from, to, ack.applied(), status, error});
     };
     if (!SiteAllowed(req, res, site)) {
-      AuditEvent({0, 0, "push", actor, req.path, 0, 0, 0, 403, "certificate does not match site"});
+      // Audited only for a verified certificate of another site; without one, log (see Authorize).
+      if (actor != "-") AuditEvent({0, 0, "push", actor, req.path, 0, 0, 0, 403, "certificate does not match site"});
+      else spdlog::warn("push {} without a client certificate from {}", req.path, req.remote_addr);
       return;
     }
     struct Inflight {

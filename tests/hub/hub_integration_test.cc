@@ -398,8 +398,17 @@ TEST_F(HubdTest, RefusesWrongIdentities) {
     if (e["kind"] == "push" && e["status"] == 403) ++pushes_refused;
     if (e["kind"] == "pull") ++pulls;
   }
-  EXPECT_EQ(pushes_refused, 3);
-  EXPECT_GE(pulls, 4);
+  // Audited: site-b's certificate on site-a's URL, and site-a's batch naming site-b. Not
+  // audited (logged only): the push without any certificate, and the HQ calls without a valid
+  // token. The reader's refused admin call is audited.
+  EXPECT_EQ(pushes_refused, 2);
+  bool reader_refused = false;
+  for (const auto& e : audit["entries"]) {
+    if (e["kind"] == "pull" && e["actor"] == "hq-analytics" && e["status"] == 403) reader_refused = true;
+    EXPECT_NE(e["status"], 401) << e.dump();
+  }
+  EXPECT_TRUE(reader_refused);
+  EXPECT_GE(pulls, 1);
   // The audit file mirrors the table.
   EXPECT_NE(ReadFile(dir_.File("audit.jsonl")).find("\"hq-analytics\""), std::string::npos);
   EXPECT_TRUE(hubd_.Running());
@@ -496,9 +505,15 @@ TEST_F(HubdTest, BadInputGetsFourXxAndCostsNoMemory) {
   EXPECT_EQ(ok->status, 200);
   EXPECT_EQ(Feed(100).size(), 8u);
   const long rss_after = RssKb(hubd_.pid());
+  std::printf("hubd VmRSS %ld kB -> %ld kB\n", rss_before, rss_after);
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan keeps freed memory in its quarantine (256 MB by default), so RSS says nothing here.
+  GTEST_SKIP() << "RSS bound not meaningful under AddressSanitizer";
+#else
   // The decompression cap is 8 MB; allow for it, the records batch and allocator slack,
   // but not for a 2 GB bomb or a 1 GB body.
   EXPECT_LT(rss_after - rss_before, 48 * 1024) << rss_before << " -> " << rss_after;
+#endif
 }
 
 TEST_F(HubdTest, KillAndRestartKeepsEverything) {
