@@ -154,7 +154,8 @@ struct HubServer::Impl {
   HubConfig config;
   HubStore& store;
   Clock& clock;
-  TokenAuth tokens;
+  std::mutex tokens_mu;
+  std::shared_ptr<const TokenAuth> tokens;  // swapped whole on reload
   std::unique_ptr<httplib::SSLServer> server;
   int port = 0;
   std::atomic<int> inflight_batches{0};
@@ -162,7 +163,8 @@ struct HubServer::Impl {
   std::mutex audit_file_mu;
   FILE* audit_file = nullptr;
 
-  Impl(const HubConfig& c, HubStore& s, Clock& k) : config(c), store(s), clock(k), tokens(c.tokens) {
+  Impl(const HubConfig& c, HubStore& s, Clock& k)
+      : config(c), store(s), clock(k), tokens(std::make_shared<const TokenAuth>(c.tokens)) {
     max_inflight_batches = std::max(1, config.threads / 2);
   }
   ~Impl() {
@@ -223,7 +225,12 @@ struct HubServer::Impl {
   // ---------- HQ auth ----------
   std::optional<Caller> Authorize(const httplib::Request& req, httplib::Response& res, Role needed) {
     Caller caller;
-    switch (tokens.Check(req.get_header_value("Authorization"), needed, &caller)) {
+    std::shared_ptr<const TokenAuth> auth;
+    {
+      std::lock_guard<std::mutex> lock(tokens_mu);
+      auth = tokens;
+    }
+    switch (auth->Check(req.get_header_value("Authorization"), needed, &caller)) {
       case AuthOutcome::kOk:
         return caller;
       case AuthOutcome::kMissing:
@@ -635,6 +642,12 @@ Status HubServer::Start() {
 int HubServer::port() const { return impl_->port; }
 
 void HubServer::Run() { impl_->server->listen_after_bind(); }
+
+void HubServer::ReloadTokens(const std::vector<HubToken>& tokens) {
+  auto fresh = std::make_shared<const TokenAuth>(tokens);
+  std::lock_guard<std::mutex> lock(impl_->tokens_mu);
+  impl_->tokens = std::move(fresh);
+}
 
 void HubServer::Stop() {
   if (impl_->server) impl_->server->stop();
