@@ -3,12 +3,20 @@
 //
 // Exit codes: 0 clean stop (SIGTERM/SIGINT) or valid --check-config; 2 invalid config (the
 // message names the key); 1 a runtime failure at start-up (store, bind).
+// SIGHUP re-reads the config file and applies log.level and [[tokens]]; other keys need a
+// restart. Under systemd: READY=1 once listening, WATCHDOG=1 while the store answers.
+// systemd credentials: a tls.* file whose name exists in $CREDENTIALS_DIRECTORY is read from
+// there (the unit passes the key with LoadCredential=, readable by this service only).
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -32,6 +40,17 @@ freshsync::Status CheckFiles(const freshsync::HubConfig& c) {
   return freshsync::Status::Ok();
 }
 
+// Points tls.* paths at systemd credentials when the unit provides them.
+void UseCredentials(freshsync::HubConfig& c) {
+  const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
+  if (dir == nullptr || *dir == '\0') return;
+  for (std::string* path : {&c.tls_ca, &c.tls_cert, &c.tls_key}) {
+    const std::filesystem::path candidate = std::filesystem::path(dir) / std::filesystem::path(*path).filename();
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(candidate, ec)) *path = candidate.string();
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -43,6 +62,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   auto config = freshsync::LoadHubConfig(config_path);
+  if (config.ok()) UseCredentials(*config);
   freshsync::Status files = config.ok() ? CheckFiles(*config) : config.status();
   if (!files.ok()) {
     std::fprintf(stderr, "hubd: invalid config: %s\n", files.message().c_str());
@@ -63,6 +83,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a peer that hangs up mid-response must not kill the hub
 
@@ -81,18 +102,58 @@ int main(int argc, char** argv) {
   }
   spdlog::info("hubd listening on {} (port {}), store {}", config->listen, server.port(), config->store_path);
 
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool stopping = false;
   std::thread signal_thread([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("signal {}: stopping", sig);
-    sd_notify(0, "STOPPING=1");
-    server.Stop();
+    while (true) {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      if (sig == SIGHUP) {
+        auto fresh = freshsync::LoadHubConfig(config_path);
+        if (!fresh.ok()) {
+          spdlog::error("SIGHUP: config not reloaded: {}", fresh.status().message());
+          continue;
+        }
+        (void)freshsync::SetLogLevel(fresh->log_level);
+        server.ReloadTokens(fresh->tokens);
+        spdlog::info("SIGHUP: reloaded log.level={} and {} tokens", fresh->log_level, fresh->tokens.size());
+        continue;
+      }
+      spdlog::info("signal {}: stopping", sig);
+      sd_notify(0, "STOPPING=1");
+      {
+        std::lock_guard<std::mutex> lock(stop_mu);
+        stopping = true;
+      }
+      stop_cv.notify_all();
+      server.Stop();
+      return;
+    }
   });
+  // The watchdog is fed only while the store answers a read: a wedged database gets hubd
+  // restarted by systemd instead of accepting connections it cannot serve.
+  std::thread watchdog_thread;
+  uint64_t watchdog_usec = 0;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+    watchdog_thread = std::thread([&] {
+      const auto period = std::chrono::microseconds(watchdog_usec / 2);
+      std::unique_lock<std::mutex> lock(stop_mu);
+      while (!stop_cv.wait_for(lock, period, [&] { return stopping; })) {
+        lock.unlock();
+        const bool healthy = (*store)->ContiguousSeq("").ok();
+        if (healthy) sd_notify(0, "WATCHDOG=1");
+        else spdlog::error("watchdog: store does not answer; not feeding the watchdog");
+        lock.lock();
+      }
+    });
+  }
   sd_notify(0, "READY=1");
   server.Run();
   // Run() also returns if the listener fails; wake the signal thread so that it can be joined.
   kill(getpid(), SIGTERM);
   signal_thread.join();
+  if (watchdog_thread.joinable()) watchdog_thread.join();
   spdlog::info("hubd stopped");
   return 0;
 }

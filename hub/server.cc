@@ -154,7 +154,8 @@ struct HubServer::Impl {
   HubConfig config;
   HubStore& store;
   Clock& clock;
-  TokenAuth tokens;
+  std::mutex tokens_mu;
+  std::shared_ptr<const TokenAuth> tokens;  // swapped whole on reload
   std::unique_ptr<httplib::SSLServer> server;
   int port = 0;
   std::atomic<int> inflight_batches{0};
@@ -162,7 +163,8 @@ struct HubServer::Impl {
   std::mutex audit_file_mu;
   FILE* audit_file = nullptr;
 
-  Impl(const HubConfig& c, HubStore& s, Clock& k) : config(c), store(s), clock(k), tokens(c.tokens) {
+  Impl(const HubConfig& c, HubStore& s, Clock& k)
+      : config(c), store(s), clock(k), tokens(std::make_shared<const TokenAuth>(c.tokens)) {
     max_inflight_batches = std::max(1, config.threads / 2);
   }
   ~Impl() {
@@ -223,7 +225,12 @@ struct HubServer::Impl {
   // ---------- HQ auth ----------
   std::optional<Caller> Authorize(const httplib::Request& req, httplib::Response& res, Role needed) {
     Caller caller;
-    switch (tokens.Check(req.get_header_value("Authorization"), needed, &caller)) {
+    std::shared_ptr<const TokenAuth> auth;
+    {
+      std::lock_guard<std::mutex> lock(tokens_mu);
+      auth = tokens;
+    }
+    switch (auth->Check(req.get_header_value("Authorization"), needed, &caller)) {
       case AuthOutcome::kOk:
         return caller;
       case AuthOutcome::kMissing:
@@ -236,9 +243,14 @@ struct HubServer::Impl {
         break;
       case AuthOutcome::kForbidden:
         SendError(res, 403, "token '" + caller.name + "' lacks the admin role");
-        break;
+        // An authenticated caller overstepping its role is audited.
+        AuditEvent({0, 0, "pull", caller.name, req.path, 0, 0, 0, 403, "refused: role"});
+        return std::nullopt;
     }
-    AuditEvent({0, 0, "pull", caller.name.empty() ? "-" : caller.name, req.path, 0, 0, 0, res.status, "refused"});
+    // Unauthenticated refusals are logged, not audited: every audit row is a write with an
+    // fsync, and anyone who can reach the port must not be able to slow the apply path or
+    // grow the database.
+    spdlog::warn("HQ {} {}: {} ({})", req.method, req.path, res.status, req.remote_addr);
     return std::nullopt;
   }
 
@@ -295,8 +307,8 @@ struct HubServer::Impl {
         res.set_header("Connection", "close");
         SendError(res, 413, "body of " + std::to_string(*len) + " bytes exceeds limits.max_body_bytes (" +
                                 std::to_string(config.max_body_bytes) + ")");
-        AuditEvent({0, 0, req.method == "POST" ? "push" : "pull", PeerSiteId(req.ssl).value_or("-"), req.path, 0, 0, 0,
-                    413, "body too large"});
+        if (auto cn = PeerSiteId(req.ssl)) AuditEvent({0, 0, "push", *cn, req.path, 0, 0, 0, 413, "body too large"});
+        else spdlog::warn("{} {}: 413 for {} bytes from {}", req.method, req.path, *len, req.remote_addr);
         return HR::Handled;
       }
     }
@@ -315,7 +327,9 @@ struct HubServer::Impl {
       AuditEvent({0, 0, "push", actor, req.path, from, to, ack.applied(), status, error});
     };
     if (!SiteAllowed(req, res, site)) {
-      AuditEvent({0, 0, "push", actor, req.path, 0, 0, 0, 403, "certificate does not match site"});
+      // Audited only for a verified certificate of another site; without one, log (see Authorize).
+      if (actor != "-") AuditEvent({0, 0, "push", actor, req.path, 0, 0, 0, 403, "certificate does not match site"});
+      else spdlog::warn("push {} without a client certificate from {}", req.path, req.remote_addr);
       return;
     }
     struct Inflight {
@@ -628,6 +642,12 @@ Status HubServer::Start() {
 int HubServer::port() const { return impl_->port; }
 
 void HubServer::Run() { impl_->server->listen_after_bind(); }
+
+void HubServer::ReloadTokens(const std::vector<HubToken>& tokens) {
+  auto fresh = std::make_shared<const TokenAuth>(tokens);
+  std::lock_guard<std::mutex> lock(impl_->tokens_mu);
+  impl_->tokens = std::move(fresh);
+}
 
 void HubServer::Stop() {
   if (impl_->server) impl_->server->stop();

@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/config.h"
@@ -39,6 +40,9 @@ class HubServer {
   // Serves until Stop(). Returns when the listener has closed.
   void Run();
   void Stop();
+  // Replaces the HQ token table (SIGHUP). Requests in flight finish with the table they
+  // started with. Thread-safe.
+  void ReloadTokens(const std::vector<HubToken>& tokens);
 
  private:
   struct Impl;

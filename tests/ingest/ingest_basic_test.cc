@@ -172,3 +172,52 @@ TEST(IngestBasicTest, TransientStoreFailureIsRetriedInPlace) {
 
 }  // namespace
 }  // namespace freshsync::testing
+
+namespace freshsync::testing {
+namespace {
+
+// edged over TLS with a client certificate (mqtt.ca/cert/key, ssl://): messages flow.
+TEST(IngestTlsTest, ClientCertificateOverTls) {
+  TempDir pki_dir;
+  TestPki pki(pki_dir.path());
+  ASSERT_TRUE(pki.Init());
+  const auto client = pki.Client("test-site");
+  const int tls_port = PickFreePort();
+  SiteOptions o;
+  o.broker_conf = "listener " + std::to_string(tls_port) + " 127.0.0.1\ncafile " + pki.ca_cert() + "\ncertfile " + pki.server().cert +
+                  "\nkeyfile " + pki.server().key + "\nrequire_certificate true\n";
+  o.mqtt_table = [&](const std::string&) {
+    return "[mqtt]\nuri = \"ssl://127.0.0.1:" + std::to_string(tls_port) + "\"\nca = \"" + pki.ca_cert() + "\"\ncert = \"" + client.cert +
+           "\"\nkey = \"" + client.key + "\"\n";
+  };
+  Site site(o);
+  ASSERT_TRUE(site.StartEdged()) << site.log();
+  auto pub = site.NewPublisher("tls-test-pub");  // plain listener; edged reads over TLS
+  for (uint64_t i = 1; i <= 10; ++i) pub->Publish(Sentinel("tls", i));
+  pub->Flush();
+  ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM climate_readings", 10, std::chrono::seconds(20)));
+  EXPECT_EQ(site.StopEdged(), 0);
+}
+
+// Without the CA it must not connect (server verification is on).
+TEST(IngestTlsTest, RefusesAnUnverifiedServer) {
+  TempDir pki_dir;
+  TestPki pki(pki_dir.path());
+  ASSERT_TRUE(pki.Init());
+  TestPki other(pki_dir.File("other"));
+  ASSERT_TRUE(other.Init());
+  const int tls_port = PickFreePort();
+  SiteOptions o;
+  o.broker_conf = "listener " + std::to_string(tls_port) + " 127.0.0.1\ncafile " + pki.ca_cert() + "\ncertfile " + pki.server().cert +
+                  "\nkeyfile " + pki.server().key + "\n";
+  o.mqtt_table = [&](const std::string&) {
+    return "[mqtt]\nuri = \"ssl://127.0.0.1:" + std::to_string(tls_port) + "\"\nca = \"" + other.ca_cert() + "\"\n";
+  };
+  Site site(o);
+  EXPECT_FALSE(site.StartEdged({}, std::chrono::seconds(3)));
+  EXPECT_NE(site.log().find("cannot connect"), std::string::npos) << site.log();
+  EXPECT_TRUE(site.EdgedRunning());  // it keeps retrying rather than giving up
+}
+
+}  // namespace
+}  // namespace freshsync::testing

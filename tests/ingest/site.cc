@@ -89,19 +89,21 @@ std::vector<std::string> Subscriber::Payloads() {
   return payloads_;
 }
 
-Site::Site(std::string extra_toml) {
-  broker_ = std::make_unique<MosquittoBroker>(dir_.File("broker"));
+Site::Site(SiteOptions options) {
+  broker_ = std::make_unique<MosquittoBroker>(dir_.File("broker"), options.broker_conf);
   EXPECT_TRUE(broker_->Start());
   config_path_ = dir_.File("edged.toml");
   db_path_ = dir_.File("edge.db");
   log_path_ = dir_.File("edged.log");
-  WriteFile(config_path_, "site = \"test-site\"\n[mqtt]\nuri = \"" + broker_->Uri() + "\"\ntopic_root = \"fs\"\n[store]\npath = \"" +
-                              db_path_ + "\"\ndurability = \"normal\"\n" + extra_toml);
+  const std::string mqtt = options.mqtt_table ? options.mqtt_table(broker_->Uri())
+                                              : "[mqtt]\nuri = \"" + broker_->Uri() + "\"\ntopic_root = \"fs\"\n";
+  WriteFile(config_path_, "site = \"test-site\"\n" + mqtt + "[store]\npath = \"" + db_path_ + "\"\ndurability = \"normal\"\n" +
+                              options.extra_toml);
 }
 
 Site::~Site() { edged_.Kill(); }
 
-bool Site::StartEdged(std::map<std::string, std::string> env) {
+bool Site::StartEdged(std::map<std::string, std::string> env, std::chrono::milliseconds timeout) {
   edged_ = ChildProcess({BinDir() + "/edged", "--config", config_path_}, log_path_, std::move(env));
   if (!edged_.Start()) return false;
   ++starts_;
@@ -113,7 +115,7 @@ bool Site::StartEdged(std::map<std::string, std::string> env) {
         for (size_t p = l.find("subscribed to"); p != std::string::npos; p = l.find("subscribed to", p + 1)) ++n;
         return n >= starts_;
       },
-      std::chrono::seconds(20));
+      timeout);
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,9 +53,17 @@ class Subscriber {
   std::vector<std::string> payloads_;
 };
 
+struct SiteOptions {
+  std::string extra_toml;      // appended to edged.toml (after [store])
+  std::string broker_conf;     // appended to mosquitto.conf
+  // Replaces the [mqtt] table (given the broker's plain URI); empty: plain TCP to the broker.
+  std::function<std::string(const std::string& plain_uri)> mqtt_table;
+};
+
 class Site {
  public:
-  explicit Site(std::string extra_toml = "");
+  explicit Site(std::string extra_toml = "") : Site(SiteOptions{std::move(extra_toml), "", nullptr}) {}
+  explicit Site(SiteOptions options);
   ~Site();
   MosquittoBroker& broker() { return *broker_; }
   const std::string& config_path() const { return config_path_; }
@@ -62,7 +71,7 @@ class Site {
   std::string log() const { return ReadFile(log_path_); }
 
   // Starts edged and waits until it has subscribed (counted from the log).
-  bool StartEdged(std::map<std::string, std::string> env = {});
+  bool StartEdged(std::map<std::string, std::string> env = {}, std::chrono::milliseconds timeout = std::chrono::seconds(20));
   void KillEdged() { edged_.Kill(); }
   int StopEdged() { return edged_.Stop(); }
   bool EdgedRunning() { return edged_.Running(); }
