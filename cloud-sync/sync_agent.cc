@@ -1,7 +1,6 @@
 #include "cloud-sync/sync_agent.h"
 
 #include <spdlog/spdlog.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,6 +8,7 @@
 #include <limits>
 #include <map>
 
+#include "cloud-sync/batch_codec.h"
 #include "cloud-sync/curl_transport.h"
 #include "cloud-sync/outbox_schema.h"
 #include "freshsync.pb.h"
@@ -20,36 +20,12 @@ constexpr int64_t kStoreRetryMs = 500;        // after a local SQLite failure (b
 constexpr int64_t kMinReconcileGapMs = 5000;  // reconnect storms must not turn into digest storms
 constexpr int64_t kErrorLogEveryMs = 10000;
 
-void PutVarint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
-// Reads a leading `seq` field (field 1, varint) from a serialized ChangeRecord. Protobuf
-// writers emit fields in number order, so a record that carries its seq starts with it.
-bool LeadingSeq(const std::string& rec, uint64_t* seq) {
-  if (rec.empty() || static_cast<uint8_t>(rec[0]) != 0x08) return false;
-  uint64_t v = 0;
-  for (size_t i = 1, shift = 0; i < rec.size() && shift < 64; ++i, shift += 7) {
-    const auto b = static_cast<uint8_t>(rec[i]);
-    v |= static_cast<uint64_t>(b & 0x7F) << shift;
-    if ((b & 0x80) == 0) {
-      *seq = v;
-      return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 SyncAgent::SyncAgent(EdgeConfig config, Clock& clock, std::unique_ptr<Transport> transport, SyncAgentOptions options)
     : config_(std::move(config)), hub_(config_.hub.value_or(HubLinkConfig{})), clock_(clock),
       owned_transport_(std::move(transport)), options_(options),
-      backoff_(hub_.backoff_initial_ms, hub_.backoff_max_ms, options.rng_seed) {
+      backoff_(hub_.backoff_initial_ms, hub_.backoff_max_ms, options.rng_seed), encoder_(options.zstd_level) {
   if (!owned_transport_) {
     CurlTransportOptions t;
     t.ca = hub_.ca;
@@ -60,13 +36,9 @@ SyncAgent::SyncAgent(EdgeConfig config, Clock& clock, std::unique_ptr<Transport>
     owned_transport_ = std::make_unique<CurlTransport>(std::move(t));
   }
   transport_ = owned_transport_.get();
-  zctx_ = ZSTD_createCCtx();
 }
 
-SyncAgent::~SyncAgent() {
-  Stop();
-  ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(zctx_));
-}
+SyncAgent::~SyncAgent() { Stop(); }
 
 Status SyncAgent::Open() {
   if (!config_.hub) return Status::InvalidArgument("sync agent: no [hub] section in the config");
@@ -205,44 +177,6 @@ Status SyncAgent::PersistAcked(uint64_t acked, bool advanced) {
   return st;
 }
 
-// Batch grammar (freshsync.v1.Batch, protobuf wire format, written by hand so that the stored
-// records are appended without parsing):
-//   0x0A len site | (0x12 len ChangeRecord)* | [0x18 0x01 if urgent]
-// A stored record that does not start with its own seq gets `0x08 varint(seq)` appended:
-// for a scalar field the last occurrence wins, so the row's seq is what the hub sees.
-std::string SyncAgent::BuildBody(const std::vector<OutboxRow>& rows, bool urgent) {
-  raw_.clear();
-  raw_.push_back(0x0A);
-  PutVarint(raw_, config_.site.size());
-  raw_ += config_.site;
-  std::string tail;
-  for (const auto& row : rows) {
-    uint64_t seq = 0;
-    tail.clear();
-    if (!LeadingSeq(row.record, &seq) || seq != row.seq) {
-      tail.push_back(0x08);
-      PutVarint(tail, row.seq);
-    }
-    raw_.push_back(0x12);
-    PutVarint(raw_, row.record.size() + tail.size());
-    raw_ += row.record;
-    raw_ += tail;
-  }
-  if (urgent) {
-    raw_.push_back(0x18);
-    raw_.push_back(0x01);
-  }
-  compressed_.resize(ZSTD_compressBound(raw_.size()));
-  const size_t n = ZSTD_compressCCtx(static_cast<ZSTD_CCtx*>(zctx_), compressed_.data(), compressed_.size(), raw_.data(),
-                                     raw_.size(), options_.zstd_level);
-  if (ZSTD_isError(n)) {
-    spdlog::critical("sync: zstd failed: {}", ZSTD_getErrorName(n));  // cannot happen with a bound-sized buffer
-    std::abort();
-  }
-  compressed_.resize(n);
-  return compressed_;
-}
-
 int64_t SyncAgent::Failure(const Result<HttpResponse>& r, const char* what) {
   work_.retries++;
   if (!r.ok()) {
@@ -280,14 +214,14 @@ int64_t SyncAgent::Failure(const Result<HttpResponse>& r, const char* what) {
 }
 
 int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
-  const std::string& body = BuildBody(rows, kind == Kind::kUrgent);
+  const std::string_view body = encoder_.Encode(config_.site, rows, kind == Kind::kUrgent);
   HttpRequest req;
   req.method = "POST";
   req.url = BaseUrl() + "/batches";
   req.headers = {{"Content-Type", "application/x-protobuf"},
                  {"Content-Encoding", "zstd"},
                  {"Accept", "application/x-protobuf"}};
-  req.body = body;
+  req.body.assign(body.data(), body.size());
   auto r = transport_->Send(req);
   if (r.ok()) work_.last_http_status = r->status;
 

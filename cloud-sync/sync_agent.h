@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "cloud-sync/backoff.h"
+#include "cloud-sync/batch_codec.h"
 #include "cloud-sync/sync_store.h"
 #include "cloud-sync/transport.h"
 #include "common/clock.h"
@@ -117,7 +118,6 @@ class SyncAgent {
   void SetLink(bool up);
   void SetError(std::string e);
   void Publish();  // copies the working state into stats_
-  std::string BuildBody(const std::vector<OutboxRow>& rows, bool urgent);
   std::string BaseUrl() const;
 
   EdgeConfig config_;
@@ -141,9 +141,7 @@ class SyncAgent {
   int consecutive_409_ = 0;
   std::deque<std::pair<uint64_t, uint64_t>> resend_;  // inclusive seq ranges
   std::vector<OutboxRow> rows_;
-  std::string raw_;
-  std::string compressed_;
-  void* zctx_ = nullptr;         // ZSTD_CCtx*
+  BatchEncoder encoder_;
   int64_t last_error_log_ms_ = -1'000'000;
   SyncStats work_;
 
