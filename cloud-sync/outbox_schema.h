@@ -34,8 +34,9 @@ inline constexpr const char* kStateAckedAtMs = "acked_at_ms";         // wall cl
 inline constexpr const char* kStateUrgentSentSeq = "urgent_sent_seq"; // urgent lane scanned and sent up to here
 inline constexpr const char* kStateLinkUp = "link_up";                // 1 after a 2xx/409 answer, 0 after a failure
 // Set when the hub holds seqs the edge does not (the edge store was restored from an older
-// backup). The store must allocate every new seq >= this value, so that no seq is reused with
+// backup): the highest seq the hub holds. The store allocates every new seq above it
+// (next seq = max(max(outbox.seq), acked_seq, seq_floor) + 1), so no seq is reused with
 // different content. Absent or 0: no constraint.
-inline constexpr const char* kStateMinNextSeq = "min_next_seq";
+inline constexpr const char* kStateSeqFloor = "seq_floor";
 
 }  // namespace freshsync::sync

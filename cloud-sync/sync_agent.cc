@@ -142,11 +142,11 @@ Status SyncAgent::LoadState() {
   if (!acked.ok()) return acked.status();
   auto urgent = store_->GetState(kStateUrgentSentSeq, 0);
   if (!urgent.ok()) return urgent.status();
-  auto min_next = store_->GetState(kStateMinNextSeq, 0);
-  if (!min_next.ok()) return min_next.status();
+  auto floor = store_->GetState(kStateSeqFloor, 0);
+  if (!floor.ok()) return floor.status();
   acked_ = static_cast<uint64_t>(*acked);
   urgent_scanned_ = static_cast<uint64_t>(*urgent);
-  work_.min_next_seq = static_cast<uint64_t>(*min_next);
+  work_.seq_floor = static_cast<uint64_t>(*floor);
   loaded_ = true;
   spdlog::info("sync: resuming after acked_seq {}", acked_);
   return Status::Ok();
@@ -279,10 +279,10 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
     // from an older backup. Its seq counter must move past the hub's (outbox_schema.h).
     if (auto last = store_->LastSeq(); last.ok()) last_seq_ = *last;
     if (c > last_seq_) {
-      work_.min_next_seq = std::max<uint64_t>(work_.min_next_seq, c + 1);
-      spdlog::warn("sync: hub holds up to seq {} but the outbox ends at {}: setting min_next_seq {}", c, last_seq_,
-                   work_.min_next_seq);
-      (void)store_->SetStates({{kStateMinNextSeq, static_cast<int64_t>(work_.min_next_seq)}});
+      work_.seq_floor = std::max<uint64_t>(work_.seq_floor, c);
+      spdlog::warn("sync: hub holds up to seq {} but the outbox ends at {}: setting seq_floor {}", c, last_seq_,
+                   work_.seq_floor);
+      (void)store_->SetStates({{kStateSeqFloor, static_cast<int64_t>(work_.seq_floor)}});
     }
   }
   (void)PersistAcked(c, c >= acked_);
@@ -344,11 +344,11 @@ int64_t SyncAgent::Reconcile() {
   const uint64_t c = reply.contiguous_seq();
   const uint64_t old_acked = acked_;
   if (c > last_seq_) {
-    work_.min_next_seq = std::max<uint64_t>(work_.min_next_seq, c + 1);
+    work_.seq_floor = std::max<uint64_t>(work_.seq_floor, c);
     spdlog::warn("sync: reconcile: hub holds up to seq {} but the outbox ends at {} (edge restored from a backup?): "
-                 "min_next_seq {}",
-                 c, last_seq_, work_.min_next_seq);
-    if (Status st = store_->SetStates({{kStateMinNextSeq, static_cast<int64_t>(work_.min_next_seq)}}); !st.ok()) {
+                 "seq_floor {}",
+                 c, last_seq_, work_.seq_floor);
+    if (Status st = store_->SetStates({{kStateSeqFloor, static_cast<int64_t>(work_.seq_floor)}}); !st.ok()) {
       SetError("store: " + st.ToString());
     }
     (void)PersistAcked(c, true);

@@ -3,7 +3,7 @@
 // What it does, in the order of one Step():
 //   1. trims acknowledged outbox rows older than store.outbox_retention_h (small chunks);
 //   2. reconciles with the hub after every reconnect and every hub.reconcile_interval_s
-//      (digest of seq ranges; rewinds, re-sends differing ranges, or records 'min_next_seq');
+//      (digest of seq ranges; rewinds, re-sends differing ranges, or records 'seq_floor');
 //   3. re-sends ranges that reconciliation found different;
 //   4. sends priority rows (orders, stock, alerts, geofence) that lie beyond the next normal
 //      batch as `urgent` batches, once each ('urgent_sent_seq');
@@ -70,7 +70,7 @@ struct SyncStats {
   uint64_t reconciliations = 0;
   uint64_t reconcile_resends = 0;  // buckets found different and re-sent
   uint64_t trimmed = 0;
-  uint64_t min_next_seq = 0;    // see outbox_schema.h kStateMinNextSeq
+  uint64_t seq_floor = 0;    // see outbox_schema.h kStateSeqFloor
   int last_http_status = 0;     // 0: no answer (transport error) or nothing sent yet
   std::string last_error;
   int64_t last_ack_ms = 0;      // wall clock

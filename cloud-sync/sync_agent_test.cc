@@ -386,9 +386,9 @@ TEST_F(SyncAgentTest, ReconcileMovesTheSeqCounterPastTheHubAfterAnEdgeRestore) {
   for (uint64_t s = 1; s <= 150; ++s)
     hub->held[s] = {s, 3, s, "truck-" + std::to_string(s % 7), 1};
   clock.Advance(a->StepForTest());
-  EXPECT_EQ(db.State("min_next_seq"), 151);
+  EXPECT_EQ(db.State("seq_floor"), 150);
   EXPECT_EQ(db.State("acked_seq"), 150);
-  EXPECT_EQ(a->GetStats().min_next_seq, 151u);
+  EXPECT_EQ(a->GetStats().seq_floor, 150u);
   // New rows from 151 flow on.
   db.Add(151, 155, clock.NowMs());
   Drain(*a, 155);
