@@ -212,7 +212,18 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
   if (const toml::table* t = root.Table("geofence")) {
     TableReader r(*t, "geofence");
     r.Get("file", c.geofence_file);
+    r.Get("hysteresis_m", c.geofence.hysteresis_m);
+    r.Get("dwell_s", c.geofence.dwell_s);
+    r.Get("max_hdop", c.geofence.max_hdop);
+    r.Get("max_speed_kmh", c.geofence.max_speed_kmh);
     r.RejectUnknown();
+    // Written as !(x >= lo) so that NaN is refused too.
+    if (r.error().empty() && !(c.geofence.hysteresis_m >= 0 && c.geofence.hysteresis_m <= 1000))
+      r.Fail("geofence.hysteresis_m: must be 0..1000");
+    if (r.error().empty() && (c.geofence.dwell_s < 0 || c.geofence.dwell_s > 86400)) r.Fail("geofence.dwell_s: must be 0..86400");
+    if (r.error().empty() && !(c.geofence.max_hdop > 0 && c.geofence.max_hdop <= 100)) r.Fail("geofence.max_hdop: must be > 0 and <= 100");
+    if (r.error().empty() && !(c.geofence.max_speed_kmh >= 10 && c.geofence.max_speed_kmh <= 1000))
+      r.Fail("geofence.max_speed_kmh: must be 10..1000");
     root.Absorb(r);
   }
   if (const toml::table* t = root.Table("coldchain")) {
@@ -232,13 +243,21 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
         rr.Get("max_c", rule.max_c, true);
         rr.Get("for_s", rule.for_s);
         rr.RejectUnknown();
+        if (rr.error().empty() && !std::regex_match(rule.sensors, std::regex("^\\S+$")))
+          rr.Fail(prefix + ".sensors: must be a non-empty glob without spaces");
         if (rr.error().empty() && !(rule.min_c < rule.max_c)) rr.Fail(prefix + ".max_c: must be greater than min_c");
         if (rr.error().empty() && rule.for_s < 0) rr.Fail(prefix + ".for_s: must be >= 0");
         r.Absorb(rr);
         c.coldchain_rules.push_back(rule);
       }
     }
+    r.Get("offline_after_s", c.coldchain.offline_after_s);
+    r.Get("update_interval_s", c.coldchain.update_interval_s);
     r.RejectUnknown();
+    if (r.error().empty() && (c.coldchain.offline_after_s < 1 || c.coldchain.offline_after_s > 7 * 86400))
+      r.Fail("coldchain.offline_after_s: must be 1..604800");
+    if (r.error().empty() && (c.coldchain.update_interval_s < 1 || c.coldchain.update_interval_s > 86400))
+      r.Fail("coldchain.update_interval_s: must be 1..86400");
     root.Absorb(r);
   }
   if (const toml::table* t = root.Table("hub")) {

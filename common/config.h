@@ -46,6 +46,21 @@ struct ColdchainRule {
   int for_s = 300;
 };
 
+// Tuning of the geofence engine (edge/geofence), keys of [geofence]. Defaults suit trucks with
+// consumer-grade GPS (a few metres of noise, 1 Hz fixes) and fences of 50 m radius or more.
+struct GeofenceSettings {
+  double hysteresis_m = 20;       // enter: inside by this much; exit: outside by this much
+  int dwell_s = 30;               // the condition must hold this long (message time)
+  double max_hdop = 5.0;          // fixes with a worse (larger) hdop are ignored
+  double max_speed_kmh = 150;     // fixes implying a faster move from the last good fix are ignored
+};
+
+// Tuning of the cold-chain engine (edge/coldchain), keys of [coldchain] beside [[coldchain.rule]].
+struct ColdchainSettings {
+  int offline_after_s = 600;      // silence before an offline alert (at least 5 usual intervals)
+  int update_interval_s = 60;     // an open alert's min/max updates are emitted at most this often
+};
+
 struct HubLinkConfig {
   std::string url;
   std::string ca;
@@ -66,7 +81,9 @@ struct EdgeConfig {
   StoreConfig store;
   std::string metrics_listen;     // "" = no metrics endpoint
   std::string geofence_file;      // "" = no geofences
+  GeofenceSettings geofence;
   std::vector<ColdchainRule> coldchain_rules;
+  ColdchainSettings coldchain;
   std::optional<HubLinkConfig> hub;
   std::string log_level = "info";
   std::string privacy_key_file;   // key for customer data at rest

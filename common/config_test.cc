@@ -74,7 +74,41 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"listen = \"127.0.0.1:9464\"", "listen = \"nope\"", "metrics.listen"},
                       BadCase{"url = \"https://hub.example:8443\"", "url = \"http://hub.example\"", "hub.url"},
                       BadCase{"[store]", "[storage]", "store"},
-                      BadCase{"topic_root = \"fs\"", "topic_root = \"fs/#\"", "mqtt.topic_root"}));
+                      BadCase{"topic_root = \"fs\"", "topic_root = \"fs/#\"", "mqtt.topic_root"},
+                      BadCase{"[geofence]", "[geofence]\nhysteresis_m = -1", "geofence.hysteresis_m"},
+                      BadCase{"[geofence]", "[geofence]\nhysteresis_m = nan", "geofence.hysteresis_m"},
+                      BadCase{"[geofence]", "[geofence]\ndwell_s = -5", "geofence.dwell_s"},
+                      BadCase{"[geofence]", "[geofence]\ndwell_s = 1.5", "geofence.dwell_s"},
+                      BadCase{"[geofence]", "[geofence]\nmax_hdop = 0", "geofence.max_hdop"},
+                      BadCase{"[geofence]", "[geofence]\nmax_speed_kmh = 5", "geofence.max_speed_kmh"},
+                      BadCase{"[geofence]", "[geofence]\nhisteresis_m = 5", "geofence.histeresis_m"},
+                      BadCase{"sensors = \"cold-*\"", "sensors = \"\"", "coldchain.rule[0].sensors"},
+                      BadCase{"[[coldchain.rule]]", "[coldchain]\noffline_after_s = 0\n[[coldchain.rule]]", "coldchain.offline_after_s"},
+                      BadCase{"[[coldchain.rule]]", "[coldchain]\nupdate_interval_s = 0\n[[coldchain.rule]]", "coldchain.update_interval_s"}));
+
+TEST(EdgeConfigTest, RuleTuningDefaultsAndOverrides) {
+  auto d = ParseEdgeConfig(kMinimalEdge);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->geofence.hysteresis_m, 20);
+  EXPECT_EQ(d->geofence.dwell_s, 30);
+  EXPECT_EQ(d->geofence.max_hdop, 5.0);
+  EXPECT_EQ(d->geofence.max_speed_kmh, 150);
+  EXPECT_EQ(d->coldchain.offline_after_s, 600);
+  EXPECT_EQ(d->coldchain.update_interval_s, 60);
+
+  std::string text = kMinimalEdge;
+  text.replace(text.find("[geofence]"), 10, "[geofence]\nhysteresis_m = 15\ndwell_s = 45\nmax_hdop = 3\nmax_speed_kmh = 120");
+  text.replace(text.find("[[coldchain.rule]]"), 18, "[coldchain]\noffline_after_s = 900\nupdate_interval_s = 30\n[[coldchain.rule]]");
+  auto c = ParseEdgeConfig(text);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->geofence.hysteresis_m, 15);
+  EXPECT_EQ(c->geofence.dwell_s, 45);
+  EXPECT_EQ(c->geofence.max_hdop, 3.0);
+  EXPECT_EQ(c->geofence.max_speed_kmh, 120);
+  EXPECT_EQ(c->coldchain.offline_after_s, 900);
+  EXPECT_EQ(c->coldchain.update_interval_s, 30);
+  ASSERT_EQ(c->coldchain_rules.size(), 1u);
+}
 
 TEST(EdgeConfigTest, SyntaxErrorHasLineNumber) {
   auto c = ParseEdgeConfig("site = \"x\"\n[mqtt\n", "edged.toml");
