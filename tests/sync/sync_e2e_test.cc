@@ -88,16 +88,16 @@ class SyncE2E : public ::testing::Test {
     hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"),
                          {{"FRESHSYNC_HUB_SHED_FILE_FOR_TEST", dir_.File("shed")}});
     if (!hubd_.Start()) return false;
-    return WaitFor([&] { return Hq().Get("/healthz") != nullptr; }, std::chrono::seconds(20));
+    return WaitFor([&] { return Hq()->Get("/healthz") != nullptr; }, std::chrono::seconds(20));
   }
 
-  httplib::SSLClient Hq() {
-    httplib::SSLClient c("127.0.0.1", hub_port_);
-    c.set_ca_cert_path(pki_->ca_cert().c_str());
-    c.enable_server_certificate_verification(true);
-    c.set_bearer_token_auth(kToken);
-    c.set_connection_timeout(2);
-    c.set_read_timeout(10);
+  std::unique_ptr<httplib::SSLClient> Hq() {
+    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", hub_port_);
+    c->set_ca_cert_path(pki_->ca_cert().c_str());
+    c->enable_server_certificate_verification(true);
+    c->set_bearer_token_auth(kToken);
+    c->set_connection_timeout(2);
+    c->set_read_timeout(10);
     return c;
   }
 
@@ -107,7 +107,7 @@ class SyncE2E : public ::testing::Test {
     uint64_t after = 0;
     auto c = Hq();
     while (true) {
-      auto r = c.Get("/v1/changes?after=" + std::to_string(after) + "&limit=10000", {{"Accept", "application/x-protobuf"}});
+      auto r = c->Get("/v1/changes?after=" + std::to_string(after) + "&limit=10000", {{"Accept", "application/x-protobuf"}});
       if (!r || r->status != 200) {
         ADD_FAILURE() << "feed: " << (r ? r->status : -1);
         return out;
@@ -121,7 +121,7 @@ class SyncE2E : public ::testing::Test {
   }
 
   json HqJson(const std::string& path) {
-    auto r = Hq().Get(path);
+    auto r = Hq()->Get(path);
     if (!r || r->status != 200) return json();
     return json::parse(r->body, nullptr, false);
   }
@@ -222,7 +222,8 @@ TEST_F(SyncE2E, SlowTwentyThousandThroughEveryFault) {
         gps.insert({"truck-" + std::to_string(t), static_cast<uint64_t>(next_fix)});
       }
     }
-    msgs.push_back(Receive(++movements, "sku-" + std::to_string(movements % 3), 1));
+    ++movements;
+    msgs.push_back(Receive(movements, "sku-" + std::to_string(movements % 3), 1));
     Publish(msgs);
   };
   const std::string shed = dir_.File("shed");
@@ -264,13 +265,20 @@ TEST_F(SyncE2E, SlowTwentyThousandThroughEveryFault) {
         std::this_thread::sleep_for(std::chrono::seconds(3));
         std::filesystem::remove(shed);
         break;
-      case 12: {  // the edge killed while a batch is in flight (the proxy holds it 400 ms each way)
+      case 12: {  // the edge killed in the middle of a batch: the proxy holds each chunk 400 ms
         proxy_->SetDelayMs(400);
+        const int64_t up_before = proxy_->bytes_up();
         chunk();
-        ASSERT_TRUE(WaitFor([&] { return proxy_->open_connections() > 0 && EdgeBacklog() > 0; }, std::chrono::seconds(10)));
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        // A request is on its way (bytes went up) and its answer cannot be back yet.
+        ASSERT_TRUE(WaitFor([&] { return proxy_->bytes_up() > up_before + 1000 && EdgeBacklog() > 0; },
+                            std::chrono::seconds(10)));
+        // The agent sends one request at a time, so this is the ack before the one in flight.
+        const int64_t acked_before = site_->Int("SELECT IFNULL((SELECT value FROM sync_state WHERE name = 'acked_seq'), 0)");
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
         site_->KillEdged();
         ++edge_kills;
+        // Nothing was acknowledged in the meantime: the batch was cut before its ack.
+        EXPECT_EQ(site_->Int("SELECT IFNULL((SELECT value FROM sync_state WHERE name = 'acked_seq'), 0)"), acked_before);
         proxy_->SetDelayMs(0);
         ASSERT_TRUE(site_->StartEdged()) << site_->log();
         break;
