@@ -1,0 +1,194 @@
+// ingest_drain: how fast does edged drain a backlog queued at the broker, compared with a
+// bare Paho subscriber draining the same backlog in the same run?
+//
+//   1. a real Mosquitto (persistence, max_queued_messages 1000000) on a free port;
+//   2. two persistent sessions subscribed to fs/#: "bench-bare" and edged's own;
+//   3. both offline, N mixed JSON messages (~140 bytes: movements, GPS, climate) are
+//      published at QoS 1, so the broker queues N for each session;
+//   4. the bare subscriber (set_message_callback, clean_session=false, counts only) drains;
+//   5. edged is started and drains into its store; done when the dedupe table holds N rows.
+// Rates are messages / wall second from connect (bare) or process start (edged) until the
+// last message is in. CPU per message comes from getrusage (bare, in process) and
+// /proc/PID/stat (edged).
+#include <sqlite3.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <deque>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <mqtt/async_client.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/support/harness.h"
+
+using namespace freshsync::testing;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double CpuSecondsSelf() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+double CpuSecondsOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = all.rfind(')');
+  std::istringstream rest(all.substr(close + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+int64_t CountRows(const std::string& db_path) {
+  sqlite3* db = nullptr;
+  int64_t n = -1;
+  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(db, 1000);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM dedupe", -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+      n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return n;
+}
+
+std::string MessageFor(size_t i, std::string& topic) {
+  const int64_t ts = 1764000000000 + static_cast<int64_t>(i);
+  switch (i % 4) {
+    case 0:
+      topic = "fs/stock/movements";
+      return nlohmann::json({{"id", "bench-m-" + std::to_string(i)}, {"sku", "sku-" + std::to_string(i % 50)}, {"delta", 5},
+                             {"reason", "receive"}, {"lot", "L-2026-11-25"}, {"ts", ts}})
+          .dump();
+    case 1:
+    case 2:
+      topic = "fs/vehicles/truck-" + std::to_string(i % 10) + "/gps";
+      return nlohmann::json({{"seq", i}, {"lat", 31.2304 + (i % 1000) / 1e5}, {"lon", 121.4737 - (i % 1000) / 1e5}, {"ts", ts},
+                             {"speed_kmh", 42.5}, {"heading", 181.0}, {"hdop", 0.9}})
+          .dump();
+    default:
+      topic = "fs/sensors/cold-" + std::to_string(i % 10) + "/climate";
+      return nlohmann::json({{"seq", i}, {"ts", ts}, {"temp_c", 3.25}, {"rh", 88.5}, {"battery", 97.0}}).dump();
+  }
+}
+
+mqtt::connect_options PersistentOpts() {
+  return mqtt::connect_options_builder()
+      .mqtt_version(MQTTVERSION_3_1_1)
+      .clean_session(false)
+      .keep_alive_interval(std::chrono::seconds(20))
+      .finalize();
+}
+
+std::string SelfDir() {
+  return std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ingest_drain: edged vs. bare Paho draining a queued backlog"};
+  size_t n = 100000;
+  std::string durability = "normal";
+  app.add_option("--messages", n, "backlog size (default 100000)");
+  app.add_option("--durability", durability, "edged store.durability: normal or strict");
+  CLI11_PARSE(app, argc, argv);
+  const std::string bin_dir = std::getenv("FRESHSYNC_BIN_DIR") ? std::getenv("FRESHSYNC_BIN_DIR") : SelfDir();
+
+  TempDir dir;
+  MosquittoBroker broker(dir.File("broker"));
+  if (!broker.Start()) {
+    std::cerr << "cannot start mosquitto\n";
+    return 1;
+  }
+  const std::string config = dir.File("edged.toml"), db = dir.File("edge.db"), log = dir.File("edged.log");
+  WriteFile(config, "site = \"bench\"\n[mqtt]\nuri = \"" + broker.Uri() + "\"\n[store]\npath = \"" + db + "\"\ndurability = \"" +
+                        durability + "\"\n[log]\nlevel = \"warn\"\n");
+
+  // Sessions: edged's (start it once, let it subscribe, stop it) and the bare subscriber's.
+  {
+    ChildProcess edged({bin_dir + "/edged", "--config", config}, log);
+    edged.Start();
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // connect + subscribe
+    edged.Stop();
+  }
+  std::atomic<size_t> received{0};
+  mqtt::async_client bare(broker.Uri(), "bench-bare", mqtt::create_options_builder().mqtt_version(MQTTVERSION_3_1_1).finalize(), nullptr);
+  bare.set_message_callback([&](mqtt::const_message_ptr) { ++received; });
+  bare.connect(PersistentOpts())->wait();
+  bare.subscribe("fs/#", 1)->wait();
+  bare.disconnect()->wait();
+
+  // The backlog, queued for both sessions.
+  std::cerr << "publishing " << n << " messages...\n";
+  {
+    mqtt::async_client pub(broker.Uri(), "bench-pub", mqtt::create_options_builder().mqtt_version(MQTTVERSION_3_1_1).max_buffered_messages(10000).finalize(), nullptr);
+    pub.connect(mqtt::connect_options_builder().mqtt_version(MQTTVERSION_3_1_1).max_inflight(1000).finalize())->wait();
+    std::deque<mqtt::delivery_token_ptr> window;
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; ++i) {
+      std::string topic;
+      const std::string payload = MessageFor(i, topic);
+      bytes += payload.size();
+      if (window.size() >= 500) {
+        window.front()->wait();
+        window.pop_front();
+      }
+      window.push_back(pub.publish(topic, payload.data(), payload.size(), 1, false));
+    }
+    for (auto& t : window) t->wait();
+    pub.disconnect()->wait();
+    std::cerr << "mean payload " << bytes / n << " bytes\n";
+  }
+
+  // Bare subscriber drain.
+  received = 0;
+  double cpu0 = CpuSecondsSelf();
+  auto t0 = Clock::now();
+  bare.connect(PersistentOpts())->wait();
+  while (received < n) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  const double bare_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double bare_cpu = CpuSecondsSelf() - cpu0;
+  bare.disconnect()->wait();
+
+  // edged drain.
+  ChildProcess edged({bin_dir + "/edged", "--config", config}, log);
+  t0 = Clock::now();
+  edged.Start();
+  double edged_cpu = 0;
+  while (true) {
+    if (CountRows(db) >= static_cast<int64_t>(n)) break;
+    if (!edged.Running()) {
+      std::cerr << "edged died; see " << log << "\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const double edged_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  edged_cpu = CpuSecondsOf(edged.pid());
+  edged.Stop();
+
+  const double bare_rate = n / bare_s, edged_rate = n / edged_s;
+  std::printf("| path | messages | seconds | messages/s | CPU us/message |\n| --- | --- | --- | --- | --- |\n");
+  std::printf("| bare Paho subscriber | %zu | %.2f | %.0f | %.1f |\n", n, bare_s, bare_rate, bare_cpu * 1e6 / n);
+  std::printf("| edged (durability=%s) | %zu | %.2f | %.0f | %.1f |\n", durability.c_str(), n, edged_s, edged_rate, edged_cpu * 1e6 / n);
+  std::printf("\nratio edged/bare: %.2f\n", edged_rate / bare_rate);
+  return 0;
+}

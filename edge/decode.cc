@@ -1,0 +1,549 @@
+#include "edge/decode.h"
+
+#include <cmath>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "freshsync.pb.h"
+
+namespace freshsync::edge {
+namespace {
+
+using json = nlohmann::json;
+
+// Device timestamps outside this window are refused: they are almost always a unit mix-up
+// (seconds instead of ms) or an unset clock, and would poison time-based rules.
+constexpr int64_t kMinTsMs = 946684800000;    // 2000-01-01
+constexpr int64_t kMaxTsMs = 4102444800000;   // 2100-01-01
+constexpr size_t kMaxLines = 1000;
+constexpr size_t kMaxFreeText = 256;
+
+Status Bad(std::string m) { return Status::InvalidArgument(std::move(m)); }
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+// An identifier: 1..kMaxIdBytes bytes of valid UTF-8 without control characters.
+Status CheckId(std::string_view field, const std::string& v) {
+  if (v.empty()) return Bad(std::string(field) + ": must not be empty");
+  if (v.size() > kMaxIdBytes) return Bad(std::string(field) + ": longer than " + std::to_string(kMaxIdBytes) + " bytes");
+  if (!IsValidUtf8(v)) return Bad(std::string(field) + ": not valid UTF-8");
+  for (unsigned char c : v)
+    if (c < 0x20 || c == 0x7f) return Bad(std::string(field) + ": contains control characters");
+  return Status::Ok();
+}
+
+Status CheckText(std::string_view field, const std::string& v, size_t max) {
+  if (v.size() > max) return Bad(std::string(field) + ": longer than " + std::to_string(max) + " bytes");
+  if (!IsValidUtf8(v)) return Bad(std::string(field) + ": not valid UTF-8");
+  return Status::Ok();
+}
+
+Status CheckTs(std::string_view field, int64_t ts) {
+  if (ts < kMinTsMs || ts >= kMaxTsMs) return Bad(std::string(field) + ": epoch milliseconds out of range (years 2000..2099)");
+  return Status::Ok();
+}
+
+Status CheckRange(std::string_view field, double v, double lo, double hi) {
+  if (!std::isfinite(v)) return Bad(std::string(field) + ": must be a finite number");
+  if (v < lo || v > hi) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "%.*s: %g out of range %g..%g", static_cast<int>(field.size()), field.data(), v, lo, hi);
+    return Bad(buf);
+  }
+  return Status::Ok();
+}
+
+// ---- JSON field access: each getter names the field in its error ----
+
+class JsonObject {
+ public:
+  explicit JsonObject(const json& j, std::string prefix = "") : j_(j), prefix_(std::move(prefix)) {}
+
+  std::string Name(std::string_view f) const { return prefix_ + std::string(f); }
+
+  Status String(std::string_view f, std::string& out, bool required) const {
+    auto it = j_.find(f);
+    if (it == j_.end() || it->is_null()) return required ? Bad(Name(f) + ": missing") : Status::Ok();
+    if (!it->is_string()) return Bad(Name(f) + ": must be a string");
+    out = it->get<std::string>();
+    return Status::Ok();
+  }
+  Status Int(std::string_view f, int64_t& out, bool required, bool* present = nullptr) const {
+    auto it = j_.find(f);
+    if (present) *present = false;
+    if (it == j_.end() || it->is_null()) return required ? Bad(Name(f) + ": missing") : Status::Ok();
+    if (it->is_number_integer()) {
+      if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        return Bad(Name(f) + ": integer too large");
+      out = it->get<int64_t>();
+    } else if (it->is_number_float()) {
+      return Bad(Name(f) + ": must be an integer, not a fraction");
+    } else {
+      return Bad(Name(f) + ": must be an integer");
+    }
+    if (present) *present = true;
+    return Status::Ok();
+  }
+  Status Double(std::string_view f, double& out, bool required, bool* present = nullptr) const {
+    auto it = j_.find(f);
+    if (present) *present = false;
+    if (it == j_.end() || it->is_null()) return required ? Bad(Name(f) + ": missing") : Status::Ok();
+    if (!it->is_number()) return Bad(Name(f) + ": must be a number");
+    out = it->get<double>();
+    if (!std::isfinite(out)) return Bad(Name(f) + ": must be a finite number");
+    if (present) *present = true;
+    return Status::Ok();
+  }
+  Status OptDouble(std::string_view f, std::optional<double>& out) const {
+    double v = 0;
+    bool present = false;
+    Status s = Double(f, v, false, &present);
+    if (!s.ok()) return s;
+    if (present) out = v;
+    return Status::Ok();
+  }
+  // `ts`: RFC 3339 string or epoch ms integer.
+  Status Ts(std::string_view f, std::optional<int64_t>& out, bool required) const {
+    auto it = j_.find(f);
+    if (it == j_.end() || it->is_null()) return required ? Bad(Name(f) + ": missing") : Status::Ok();
+    if (it->is_string()) {
+      auto r = ParseRfc3339(it->get_ref<const std::string&>());
+      if (!r.ok()) return Bad(Name(f) + ": " + r.status().message());
+      out = *r;
+    } else if (it->is_number_integer()) {
+      if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        return Bad(Name(f) + ": epoch milliseconds out of range (years 2000..2099)");
+      out = it->get<int64_t>();
+    } else {
+      return Bad(Name(f) + ": must be an RFC 3339 string or epoch milliseconds");
+    }
+    return CheckTs(Name(f), *out);
+  }
+  Status Seq(std::string_view f, uint64_t& out) const {
+    auto it = j_.find(f);
+    if (it == j_.end() || it->is_null()) return Bad(Name(f) + ": missing");
+    if (!it->is_number_integer()) return Bad(Name(f) + ": must be an integer");
+    if (!it->is_number_unsigned() && it->get<int64_t>() < 0) return Bad(Name(f) + ": must be >= 1");
+    out = it->get<uint64_t>();
+    return Status::Ok();
+  }
+
+ private:
+  const json& j_;
+  std::string prefix_;
+};
+
+#define RETURN_IF_ERROR(expr)      \
+  do {                             \
+    ::freshsync::Status _s = (expr); \
+    if (!_s.ok()) return _s;       \
+  } while (0)
+
+// ---- Validation shared by both forms ----
+
+Status ValidateMovement(const StockMovement& m) {
+  RETURN_IF_ERROR(CheckId("id", m.id));
+  RETURN_IF_ERROR(CheckId("sku", m.sku));
+  if (!IsKnownMovementReason(m.reason))
+    return Bad("reason: must be one of receive, pick, adjust, spoil, return, transfer");
+  if (m.delta == 0) return Bad("delta: must not be zero");
+  if (m.delta > 1000000000 || m.delta < -1000000000) return Bad("delta: magnitude over 1e9 units");
+  // The sign follows from the reason for the one-directional ones; adjust and transfer go both ways.
+  if ((m.reason == "receive" || m.reason == "return") && m.delta < 0) return Bad("delta: must be positive for reason " + m.reason);
+  if ((m.reason == "pick" || m.reason == "spoil") && m.delta > 0) return Bad("delta: must be negative for reason " + m.reason);
+  if (!m.order_id.empty()) RETURN_IF_ERROR(CheckId("order_id", m.order_id));
+  if (!m.lot.empty()) RETURN_IF_ERROR(CheckId("lot", m.lot));
+  if (m.ts_ms) RETURN_IF_ERROR(CheckTs("ts", *m.ts_ms));
+  return Status::Ok();
+}
+
+Status ValidateOrder(const OrderStatus& o) {
+  RETURN_IF_ERROR(CheckId("order_id", o.order_id));
+  if (!IsKnownOrderStatus(o.status))
+    return Bad("status: must be one of created, accepted, picking, packed, dispatched, delivered, cancelled");
+  RETURN_IF_ERROR(CheckTs("ts", o.ts_ms));
+  if (!o.actor.empty()) RETURN_IF_ERROR(CheckId("actor", o.actor));
+  if (o.status == "created") {
+    if (o.lines.empty()) return Bad("lines: an order is created with at least one line");
+    if (o.lines.size() > kMaxLines) return Bad("lines: more than " + std::to_string(kMaxLines) + " lines");
+    for (size_t i = 0; i < o.lines.size(); ++i) {
+      const std::string p = "lines[" + std::to_string(i) + "]";
+      RETURN_IF_ERROR(CheckId(p + ".sku", o.lines[i].sku));
+      if (o.lines[i].qty <= 0 || o.lines[i].qty > 1000000) return Bad(p + ".qty: must be 1..1000000");
+    }
+  } else if (!o.lines.empty() || o.customer) {
+    return Bad("lines: lines and customer are only accepted with status created");
+  }
+  if (o.customer) {
+    // Only sizes and encoding are checked: the values themselves are never echoed.
+    RETURN_IF_ERROR(CheckText("customer.name", o.customer->name, kMaxFreeText));
+    RETURN_IF_ERROR(CheckText("customer.phone", o.customer->phone, kMaxFreeText));
+    RETURN_IF_ERROR(CheckText("customer.address", o.customer->address, kMaxFreeText));
+  }
+  return Status::Ok();
+}
+
+Status ValidateGps(const GpsFix& g) {
+  if (g.seq < 1 || g.seq > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return Bad("seq: must be 1..2^63-1");
+  RETURN_IF_ERROR(CheckRange("lat", g.lat, -90, 90));
+  RETURN_IF_ERROR(CheckRange("lon", g.lon, -180, 180));
+  RETURN_IF_ERROR(CheckTs("ts", g.ts_ms));
+  if (g.speed_kmh) RETURN_IF_ERROR(CheckRange("speed_kmh", *g.speed_kmh, 0, 400));
+  if (g.heading) RETURN_IF_ERROR(CheckRange("heading", *g.heading, 0, 360));
+  if (g.hdop) RETURN_IF_ERROR(CheckRange("hdop", *g.hdop, 0, 100));
+  return Status::Ok();
+}
+
+Status ValidateClimate(const ClimateSample& c) {
+  if (c.seq < 1 || c.seq > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return Bad("seq: must be 1..2^63-1");
+  RETURN_IF_ERROR(CheckTs("ts", c.ts_ms));
+  RETURN_IF_ERROR(CheckRange("temp_c", c.temp_c, -80, 100));
+  if (c.rh) RETURN_IF_ERROR(CheckRange("rh", *c.rh, 0, 100));
+  if (c.battery) RETURN_IF_ERROR(CheckRange("battery", *c.battery, 0, 100));
+  return Status::Ok();
+}
+
+// ---- JSON form ----
+
+Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
+  if (!IsValidUtf8(payload)) return Bad("payload is not valid UTF-8");
+  json j;
+  try {
+    j = json::parse(payload.begin(), payload.end());
+  } catch (const json::parse_error& e) {
+    // Only the position: nlohmann's message quotes the input, which may be personal data.
+    return Bad("malformed JSON at byte " + std::to_string(e.byte));
+  } catch (const json::out_of_range&) {
+    return Bad("malformed JSON: number out of range (Inf is not a number)");
+  } catch (const json::exception&) {
+    return Bad("malformed JSON");
+  }
+  if (!j.is_object()) return Bad("JSON payload must be an object");
+  JsonObject o(j);
+  switch (topic.kind) {
+    case TopicKind::kStockMovements: {
+      StockMovement m;
+      RETURN_IF_ERROR(o.String("id", m.id, true));
+      RETURN_IF_ERROR(o.String("sku", m.sku, true));
+      RETURN_IF_ERROR(o.Int("delta", m.delta, true));
+      RETURN_IF_ERROR(o.String("reason", m.reason, true));
+      RETURN_IF_ERROR(o.String("order_id", m.order_id, false));
+      RETURN_IF_ERROR(o.String("lot", m.lot, false));
+      RETURN_IF_ERROR(o.Ts("ts", m.ts_ms, false));
+      RETURN_IF_ERROR(ValidateMovement(m));
+      return Message(std::move(m));
+    }
+    case TopicKind::kOrderStatus: {
+      OrderStatus s;
+      std::optional<int64_t> ts;
+      RETURN_IF_ERROR(o.String("order_id", s.order_id, true));
+      RETURN_IF_ERROR(o.String("status", s.status, true));
+      RETURN_IF_ERROR(o.Ts("ts", ts, true));
+      s.ts_ms = *ts;
+      RETURN_IF_ERROR(o.String("actor", s.actor, false));
+      if (auto it = j.find("lines"); it != j.end() && !it->is_null()) {
+        if (!it->is_array()) return Bad("lines: must be an array");
+        if (it->size() > kMaxLines) return Bad("lines: more than " + std::to_string(kMaxLines) + " lines");
+        for (size_t i = 0; i < it->size(); ++i) {
+          const json& lj = (*it)[i];
+          const std::string p = "lines[" + std::to_string(i) + "].";
+          if (!lj.is_object()) return Bad("lines[" + std::to_string(i) + "]: must be an object");
+          JsonObject lo(lj, p);
+          OrderLine line;
+          RETURN_IF_ERROR(lo.String("sku", line.sku, true));
+          RETURN_IF_ERROR(lo.Int("qty", line.qty, true));
+          s.lines.push_back(std::move(line));
+        }
+      }
+      if (auto it = j.find("customer"); it != j.end() && !it->is_null()) {
+        if (!it->is_object()) return Bad("customer: must be an object");
+        JsonObject co(*it, "customer.");
+        Customer c;
+        RETURN_IF_ERROR(co.String("name", c.name, false));
+        RETURN_IF_ERROR(co.String("phone", c.phone, false));
+        RETURN_IF_ERROR(co.String("address", c.address, false));
+        s.customer = std::move(c);
+      }
+      RETURN_IF_ERROR(ValidateOrder(s));
+      return Message(std::move(s));
+    }
+    case TopicKind::kGps: {
+      GpsFix g;
+      g.vehicle = topic.device;
+      std::optional<int64_t> ts;
+      RETURN_IF_ERROR(o.Seq("seq", g.seq));
+      RETURN_IF_ERROR(o.Double("lat", g.lat, true));
+      RETURN_IF_ERROR(o.Double("lon", g.lon, true));
+      RETURN_IF_ERROR(o.Ts("ts", ts, true));
+      g.ts_ms = *ts;
+      RETURN_IF_ERROR(o.OptDouble("speed_kmh", g.speed_kmh));
+      RETURN_IF_ERROR(o.OptDouble("heading", g.heading));
+      RETURN_IF_ERROR(o.OptDouble("hdop", g.hdop));
+      RETURN_IF_ERROR(ValidateGps(g));
+      return Message(std::move(g));
+    }
+    case TopicKind::kClimate: {
+      ClimateSample c;
+      c.sensor = topic.device;
+      std::optional<int64_t> ts;
+      RETURN_IF_ERROR(o.Seq("seq", c.seq));
+      RETURN_IF_ERROR(o.Ts("ts", ts, true));
+      c.ts_ms = *ts;
+      RETURN_IF_ERROR(o.Double("temp_c", c.temp_c, true));
+      RETURN_IF_ERROR(o.OptDouble("rh", c.rh));
+      RETURN_IF_ERROR(o.OptDouble("battery", c.battery));
+      RETURN_IF_ERROR(ValidateClimate(c));
+      return Message(std::move(c));
+    }
+    default:
+      return Bad("unknown topic");
+  }
+}
+
+// ---- Protobuf form: proto3 cannot tell a missing scalar from zero, so zero means missing ----
+
+Result<Message> DecodeProto(const TopicInfo& topic, std::string_view payload) {
+  const int size = static_cast<int>(payload.size());
+  switch (topic.kind) {
+    case TopicKind::kStockMovements: {
+      v1::StockMovementMsg p;
+      if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf StockMovementMsg");
+      StockMovement m{p.id(), p.sku(), p.delta(), p.reason(), p.order_id(), p.lot(), std::nullopt};
+      if (m.id.empty()) return Bad("id: missing");
+      if (m.sku.empty()) return Bad("sku: missing");
+      if (p.ts_ms() != 0) m.ts_ms = p.ts_ms();
+      RETURN_IF_ERROR(ValidateMovement(m));
+      return Message(std::move(m));
+    }
+    case TopicKind::kOrderStatus: {
+      v1::OrderStatusMsg p;
+      if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf OrderStatusMsg");
+      OrderStatus s;
+      s.order_id = p.order_id();
+      s.status = p.status();
+      s.ts_ms = p.ts_ms();
+      s.actor = p.actor();
+      if (s.order_id.empty()) return Bad("order_id: missing");
+      if (s.status.empty()) return Bad("status: missing");
+      if (s.ts_ms == 0) return Bad("ts: missing");
+      for (const auto& l : p.lines()) s.lines.push_back({l.sku(), l.qty()});
+      if (p.has_customer()) s.customer = Customer{p.customer().name(), p.customer().phone(), p.customer().address()};
+      RETURN_IF_ERROR(ValidateOrder(s));
+      return Message(std::move(s));
+    }
+    case TopicKind::kGps: {
+      v1::GpsMsg p;
+      if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf GpsMsg");
+      GpsFix g;
+      g.vehicle = topic.device;
+      g.seq = p.seq();
+      g.lat = p.lat();
+      g.lon = p.lon();
+      g.ts_ms = p.ts_ms();
+      if (g.seq == 0) return Bad("seq: missing");
+      if (g.ts_ms == 0) return Bad("ts: missing");
+      if (p.has_speed_kmh()) g.speed_kmh = p.speed_kmh();
+      if (p.has_heading()) g.heading = p.heading();
+      if (p.has_hdop()) g.hdop = p.hdop();
+      RETURN_IF_ERROR(ValidateGps(g));
+      return Message(std::move(g));
+    }
+    case TopicKind::kClimate: {
+      v1::ClimateMsg p;
+      if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf ClimateMsg");
+      ClimateSample c;
+      c.sensor = topic.device;
+      c.seq = p.seq();
+      c.ts_ms = p.ts_ms();
+      c.temp_c = p.temp_c();
+      if (c.seq == 0) return Bad("seq: missing");
+      if (c.ts_ms == 0) return Bad("ts: missing");
+      if (p.has_rh()) c.rh = p.rh();
+      if (p.has_battery()) c.battery = p.battery();
+      RETURN_IF_ERROR(ValidateClimate(c));
+      return Message(std::move(c));
+    }
+    default:
+      return Bad("unknown topic");
+  }
+}
+
+bool IsDeviceId(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':')) return false;
+  return true;
+}
+
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {  // H. Hinnant's algorithm
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+}  // namespace
+
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  while (i < n) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+    else return false;
+    if (i + len > n) return false;
+    for (int k = 1; k < len; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+// Grammar (RFC 3339 section 5.6): full-date "T" partial-time time-offset
+//   full-date = 4DIGIT "-" 2DIGIT "-" 2DIGIT;  partial-time = 2DIGIT ":" 2DIGIT ":" 2DIGIT ["." 1*DIGIT]
+//   time-offset = "Z" / ("+" / "-") 2DIGIT ":" 2DIGIT        ('t', 'z' and ' ' accepted too)
+Result<int64_t> ParseRfc3339(std::string_view s) {
+  auto digits = [&](size_t pos, size_t count, int& out) {
+    if (pos + count > s.size()) return false;
+    out = 0;
+    for (size_t i = pos; i < pos + count; ++i) {
+      if (s[i] < '0' || s[i] > '9') return false;
+      out = out * 10 + (s[i] - '0');
+    }
+    return true;
+  };
+  const Status bad = Bad("not an RFC 3339 timestamp (e.g. 2026-11-25T08:00:00Z)");
+  int y, mo, d, h, mi, se;
+  if (!digits(0, 4, y) || s.size() < 20 || s[4] != '-' || !digits(5, 2, mo) || s[7] != '-' || !digits(8, 2, d) ||
+      !(s[10] == 'T' || s[10] == 't' || s[10] == ' ') || !digits(11, 2, h) || s[13] != ':' || !digits(14, 2, mi) ||
+      s[16] != ':' || !digits(17, 2, se))
+    return bad;
+  static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (mo < 1 || mo > 12 || d < 1 || d > kDays[mo - 1] || h > 23 || mi > 59 || se > 60) return bad;
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  if (mo == 2 && d == 29 && !leap) return bad;
+  size_t pos = 19;
+  int64_t ms = 0;
+  if (pos < s.size() && s[pos] == '.') {
+    ++pos;
+    int ndigits = 0;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      if (ndigits < 3) ms = ms * 10 + (s[pos] - '0');
+      ++ndigits;
+      ++pos;
+    }
+    if (ndigits == 0) return bad;
+    for (int k = ndigits; k < 3; ++k) ms *= 10;
+  }
+  int64_t offset_min = 0;
+  if (pos < s.size() && (s[pos] == 'Z' || s[pos] == 'z')) {
+    ++pos;
+  } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
+    int oh, om;
+    if (!digits(pos + 1, 2, oh) || pos + 3 >= s.size() || s[pos + 3] != ':' || !digits(pos + 4, 2, om) || oh > 23 || om > 59)
+      return bad;
+    offset_min = (oh * 60 + om) * (s[pos] == '-' ? -1 : 1);
+    pos += 6;
+  } else {
+    return bad;
+  }
+  if (pos != s.size()) return bad;
+  if (se == 60) se = 59;  // leap second: clamp, order within the second is kept by the ms part
+  const int64_t days = DaysFromCivil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
+  return ((days * 86400 + h * 3600 + mi * 60 + se) - offset_min * 60) * 1000 + ms;
+}
+
+bool IsKnownOrderStatus(std::string_view s) {
+  return s == "created" || s == "accepted" || s == "picking" || s == "packed" || s == "dispatched" || s == "delivered" ||
+         s == "cancelled";
+}
+
+bool IsKnownMovementReason(std::string_view s) {
+  return s == "receive" || s == "pick" || s == "adjust" || s == "spoil" || s == "return" || s == "transfer";
+}
+
+bool IsLegalOrderTransition(std::string_view from, std::string_view to) {
+  // created -> accepted -> picking -> packed -> dispatched -> delivered; cancelled from any
+  // state before dispatch. Each step is taken once and in order.
+  static constexpr std::string_view kFlow[] = {"created", "accepted", "picking", "packed", "dispatched", "delivered"};
+  if (from.empty()) return to == "created";
+  if (to == "cancelled") return from == "created" || from == "accepted" || from == "picking" || from == "packed";
+  for (size_t i = 0; i + 1 < std::size(kFlow); ++i)
+    if (from == kFlow[i]) return to == kFlow[i + 1];
+  return false;
+}
+
+TopicInfo ClassifyTopic(std::string_view root, std::string_view topic) {
+  TopicInfo info;
+  if (topic.size() <= root.size() || topic.substr(0, root.size()) != root || topic[root.size()] != '/') return info;
+  std::string_view rest = topic.substr(root.size() + 1);
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t slash = rest.find('/', start);
+    parts.push_back(rest.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  if (parts.size() == 2 && parts[0] == "stock" && parts[1] == "movements") info.kind = TopicKind::kStockMovements;
+  else if (parts.size() == 2 && parts[0] == "orders" && parts[1] == "status") info.kind = TopicKind::kOrderStatus;
+  else if (parts.size() == 3 && parts[0] == "vehicles" && parts[2] == "gps" && IsDeviceId(parts[1])) {
+    info.kind = TopicKind::kGps;
+    info.device = parts[1];
+  } else if (parts.size() == 3 && parts[0] == "sensors" && parts[2] == "climate" && IsDeviceId(parts[1])) {
+    info.kind = TopicKind::kClimate;
+    info.device = parts[1];
+  } else if ((parts.size() == 1 && parts[0] == "deadletter") || parts[0] == "events" || parts[0] == "alerts" ||
+             (parts.size() == 3 && parts[0] == "orders" && parts[2] == "state")) {
+    info.kind = TopicKind::kOwnOutput;
+  }
+  return info;
+}
+
+Result<Message> Decode(std::string_view root, std::string_view topic, std::string_view payload) {
+  const TopicInfo info = ClassifyTopic(root, topic);
+  if (info.kind == TopicKind::kUnknown || info.kind == TopicKind::kOwnOutput)
+    return Bad("unknown topic (expected stock/movements, orders/status, vehicles/{id}/gps or sensors/{id}/climate)");
+  if (payload.size() > kMaxPayloadBytes)
+    return Bad("payload too large: " + std::to_string(payload.size()) + " bytes (max " + std::to_string(kMaxPayloadBytes) + ")");
+  size_t i = 0;
+  while (i < payload.size() && IsSpace(payload[i])) ++i;
+  if (i == payload.size()) return Bad("empty payload");
+  if (payload[i] == '{') return DecodeJson(info, payload);
+  return DecodeProto(info, payload);
+}
+
+std::optional<std::string> RedactOrderPayload(std::string_view payload) {
+  size_t i = 0;
+  while (i < payload.size() && IsSpace(payload[i])) ++i;
+  if (i < payload.size() && payload[i] == '{') {
+    json j = json::parse(payload.begin(), payload.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    if (j.contains("customer")) j["customer"] = "<redacted>";
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  v1::OrderStatusMsg p;
+  if (!p.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) return std::nullopt;
+  p.clear_customer();
+  return p.SerializeAsString();
+}
+
+}  // namespace freshsync::edge

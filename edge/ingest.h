@@ -1,0 +1,93 @@
+// Ingest: the site's MQTT broker into the EdgeStore, one message at a time, acknowledged
+// only after its transaction has committed.
+//
+// How "commit, then ack" is met with Paho (facts in design.md): the message callback
+// (set_message_callback) runs on Paho's single receive thread and Paho C sends the PUBACK
+// only after it returns. So OnMessage() commits (or dead-letters) before returning. When the
+// store cannot commit (disk full, I/O error, lock held past busy_timeout) the callback does
+// NOT return: it retries in place with backoff, holding the message. If that lasts longer
+// than 1.5 x keepalive the broker drops the connection and will redeliver the message, which
+// dedupe then absorbs; if the disk recovers first the PUBACK goes out after the commit as
+// usual. If a shutdown is requested while the store is failing, the process exits with
+// status 75 (EX_TEMPFAIL) from inside the callback, so the PUBACK is never sent.
+// Either way no message is acknowledged before it is committed. (docs/architecture.md)
+//
+// Thread-safety: Start/Stop from one controlling thread. The callback is serial.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/status.h"
+#include "edge/store.h"
+
+namespace mqtt {
+class async_client;
+class message;
+}  // namespace mqtt
+
+namespace freshsync::edge {
+
+struct IngestCounters {
+  std::atomic<int64_t> applied{0};
+  std::atomic<int64_t> duplicates{0};
+  std::atomic<int64_t> refused{0};       // dead letters
+  std::atomic<int64_t> ignored{0};       // our own output topics echoed back by {root}/#
+  std::atomic<int64_t> store_retries{0}; // commits retried after an environment error
+  std::atomic<int64_t> deadletter_publish_failures{0};
+};
+
+class Ingest {
+ public:
+  // `store` must outlive the Ingest. Nothing happens before Start().
+  Ingest(const EdgeConfig& config, EdgeStore& store, Clock& clock = SystemClock());
+  ~Ingest();
+  Ingest(const Ingest&) = delete;
+  Ingest& operator=(const Ingest&) = delete;
+
+  // Creates the client and starts connecting in the background (retrying with backoff until
+  // the broker answers; Paho reconnects automatically afterwards). kInvalidArgument for a bad
+  // mqtt.* setting.
+  Status Start();
+  // Disconnects (waits up to a few seconds). Messages not yet acknowledged are redelivered
+  // to the next run by the broker (persistent session).
+  void Stop();
+
+  bool subscribed() const { return subscribed_.load(); }
+  const IngestCounters& counters() const { return counters_; }
+
+  // The work of one message; public so that tests and the benchmark can drive it without a
+  // broker. Returns only once the message is committed or dead-lettered.
+  void HandleMessage(const std::string& topic, std::string_view payload);
+
+ private:
+  friend class SubscribeListener;
+  void ConnectLoop();
+  void OnConnected();
+  void Refuse(const std::string& topic, std::string_view payload, const Status& why, int64_t received_ms);
+  // Retries `op` until it does not fail with kIOError (see the header comment).
+  template <typename Op>
+  auto RetryStore(Op op) -> decltype(op());
+  void PublishDeadLetter(const std::string& topic, const std::string& reason, const std::string& code, int64_t received_ms);
+
+  EdgeConfig config_;
+  EdgeStore& store_;
+  Clock& clock_;
+  std::unique_ptr<mqtt::async_client> client_;
+  std::thread connector_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> subscribed_{false};
+  IngestCounters counters_;
+  std::unique_ptr<class SubscribeListener> sub_listener_;
+};
+
+}  // namespace freshsync::edge

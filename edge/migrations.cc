@@ -1,0 +1,114 @@
+#include "edge/migrations.h"
+
+namespace freshsync::edge {
+
+// The outbox and sync_state DDL is the contract of docs/sync-protocol.md; do not change
+// their columns here (the sync agent and operators' queries rely on them).
+static const char* kV1 = R"sql(
+CREATE TABLE outbox(
+  seq        INTEGER PRIMARY KEY,
+  entity     INTEGER NOT NULL,
+  key        TEXT    NOT NULL,
+  version    INTEGER NOT NULL,
+  hlc        INTEGER NOT NULL,
+  priority   INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  record     BLOB    NOT NULL
+);
+CREATE TABLE sync_state(
+  name  TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE edge_meta(
+  name  TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO edge_meta(name, value) VALUES ('hlc_last', 0);
+CREATE TABLE dedupe(
+  kind    INTEGER NOT NULL,
+  key     TEXT    NOT NULL,
+  seen_ms INTEGER NOT NULL,
+  PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE TABLE dead_letters(
+  id            INTEGER PRIMARY KEY,
+  received_ms   INTEGER NOT NULL,
+  topic         TEXT    NOT NULL,
+  reason        TEXT    NOT NULL,
+  payload       BLOB,
+  payload_bytes INTEGER NOT NULL
+);
+CREATE TABLE entity_versions(
+  entity  INTEGER NOT NULL,
+  key     TEXT    NOT NULL,
+  version INTEGER NOT NULL,
+  PRIMARY KEY (entity, key)
+) WITHOUT ROWID;
+CREATE TABLE stock(
+  sku        TEXT PRIMARY KEY,
+  on_hand    INTEGER NOT NULL CHECK (on_hand >= 0),
+  reserved   INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+  version    INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE stock_movements(
+  id       TEXT PRIMARY KEY,
+  sku      TEXT    NOT NULL,
+  delta    INTEGER NOT NULL,
+  reason   TEXT    NOT NULL,
+  order_id TEXT,
+  lot      TEXT,
+  ts_ms    INTEGER NOT NULL,
+  seq      INTEGER NOT NULL
+);
+CREATE TABLE orders(
+  order_id        TEXT PRIMARY KEY,
+  status          TEXT    NOT NULL,
+  version         INTEGER NOT NULL,
+  lines           TEXT    NOT NULL,
+  customer_sealed BLOB,
+  actor           TEXT,
+  created_ts_ms   INTEGER NOT NULL,
+  updated_ts_ms   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE vehicle_positions(
+  vehicle   TEXT    NOT NULL,
+  seq       INTEGER NOT NULL,
+  ts_ms     INTEGER NOT NULL,
+  lat       REAL    NOT NULL,
+  lon       REAL    NOT NULL,
+  speed_kmh REAL,
+  heading   REAL,
+  hdop      REAL,
+  PRIMARY KEY (vehicle, seq)
+);
+CREATE TABLE climate_readings(
+  sensor  TEXT    NOT NULL,
+  seq     INTEGER NOT NULL,
+  ts_ms   INTEGER NOT NULL,
+  temp_c  REAL    NOT NULL,
+  rh      REAL,
+  battery REAL,
+  PRIMARY KEY (sensor, seq)
+);
+)sql";
+
+// v2: dead letters say which kind of refusal they were (bad input or a rule), so operators
+// can tell a broken device from a business conflict; time indexes for track queries.
+static const char* kV2 = R"sql(
+ALTER TABLE dead_letters ADD COLUMN code TEXT NOT NULL DEFAULT 'invalid';
+CREATE INDEX vehicle_positions_by_ts ON vehicle_positions(vehicle, ts_ms);
+CREATE INDEX climate_readings_by_ts ON climate_readings(sensor, ts_ms);
+)sql";
+
+const std::vector<Migration>& StoreMigrations() {
+  static const std::vector<Migration> migrations = {
+      {1, "initial schema: outbox, sync_state, dedupe, dead letters, domain tables", kV1},
+      {2, "dead_letters.code; time indexes on positions and climate readings", kV2},
+  };
+  return migrations;
+}
+
+int LatestStoreVersion() { return StoreMigrations().back().version; }
+
+}  // namespace freshsync::edge

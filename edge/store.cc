@@ -1,0 +1,618 @@
+#include "edge/store.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "edge/migrations.h"
+#include "freshsync.pb.h"
+
+namespace freshsync::edge {
+
+// A prepared statement, reset after each use. Owned by EdgeStore, prepared once at Open.
+class EdgeStore::Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) { rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr); }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  int prepare_rc() const { return rc_; }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& BindBlob(int i, const std::string& v) {
+    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& BindOpt(int i, const std::optional<double>& v) {
+    if (v) sqlite3_bind_double(stmt_, i, *v);
+    else sqlite3_bind_null(stmt_, i);
+    return *this;
+  }
+  Stmt& BindDouble(int i, double v) {
+    sqlite3_bind_double(stmt_, i, v);
+    return *this;
+  }
+  Stmt& BindTextOrNull(int i, const std::string& v) {
+    if (v.empty()) sqlite3_bind_null(stmt_, i);
+    else Bind(i, v);
+    return *this;
+  }
+  // SQLITE_ROW or SQLITE_DONE, or an error code.
+  int Step() { return sqlite3_step(stmt_); }
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(stmt_, col));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))) : std::string();
+  }
+  bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_ = SQLITE_OK;
+};
+
+namespace {
+
+// The Entity enum values of proto/freshsync.proto, as stored in outbox.entity.
+constexpr int kEntityStock = v1::STOCK;
+constexpr int kEntityOrder = v1::ORDER;
+constexpr int kEntityPosition = v1::VEHICLE_POSITION;
+constexpr int kEntityClimate = v1::CLIMATE;
+
+// Which SQLite failures are the environment's (retry later, never acknowledge) rather than ours.
+bool IsEnvironmentError(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_FULL: case SQLITE_IOERR: case SQLITE_BUSY: case SQLITE_LOCKED: case SQLITE_CANTOPEN:
+    case SQLITE_READONLY: case SQLITE_NOMEM: case SQLITE_PROTOCOL: case SQLITE_INTERRUPT:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string LinesJson(const std::vector<OrderLine>& lines) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const auto& l : lines) a.push_back({{"sku", l.sku}, {"qty", l.qty}});
+  return a.dump();
+}
+
+std::vector<OrderLine> ParseLinesJson(const std::string& text) {
+  std::vector<OrderLine> out;
+  auto a = nlohmann::json::parse(text, nullptr, false);
+  if (!a.is_array()) return out;
+  for (const auto& l : a) {
+    if (l.is_object() && l.contains("sku") && l.contains("qty")) out.push_back({l["sku"].get<std::string>(), l["qty"].get<int64_t>()});
+  }
+  return out;
+}
+
+}  // namespace
+
+Status EdgeStore::Error(const char* what) {
+  const int rc = sqlite3_extended_errcode(db_);
+  std::string msg = std::string(what) + ": " + sqlite3_errmsg(db_);
+  if (IsEnvironmentError(rc)) return Status::IOError(msg);
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) return Status::Conflict(msg);
+  return Status::Internal(msg);
+}
+
+EdgeStore::EdgeStore(StoreOptions options, sqlite3* db)
+    : options_(std::move(options)), clock_(options_.clock ? *options_.clock : SystemClock()), hlc_(clock_), db_(db) {}
+
+EdgeStore::~EdgeStore() {
+  stmts_.clear();  // finalize before close
+  if (db_) sqlite3_close_v2(db_);
+}
+
+Status EdgeStore::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : "?";
+    sqlite3_free(err);
+    const int rc = sqlite3_extended_errcode(db_);
+    return IsEnvironmentError(rc) ? Status::IOError(m) : Status::Internal(m);
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(options.path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string m = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close_v2(db);
+    return Status::IOError("store.path: cannot open " + options.path + ": " + m);
+  }
+  std::unique_ptr<EdgeStore> store(new EdgeStore(std::move(options), db));
+  sqlite3_busy_timeout(db, store->options_.busy_timeout_ms);
+  sqlite3_extended_result_codes(db, 1);
+
+  // WAL: readers (edgectl, the sync agent) never block the writer. NORMAL syncs the WAL only
+  // at checkpoints (survives a process crash, not a power cut); FULL syncs every commit.
+  Status s = store->Exec("PRAGMA journal_mode=WAL");
+  if (s.ok())
+    s = store->Exec(store->options_.durability == Durability::kStrict ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+  // Checkpoint every ~4000 pages (16 MB of WAL) rather than 1000: a checkpoint copies each
+  // hot page (outbox tail, dedupe and index leaves) once however often it changed, and under
+  // NORMAL it is where the fsyncs happen, so fewer checkpoints mean fewer writes and syncs.
+  if (s.ok()) s = store->Exec("PRAGMA wal_autocheckpoint=4000");
+  if (!s.ok()) return s;
+
+  // Migrations, each in its own transaction together with its user_version bump.
+  int version = 0;
+  {
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+    if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+  }
+  if (version > LatestStoreVersion())
+    return Status::Internal("store schema version " + std::to_string(version) + " is newer than this edged (" +
+                            std::to_string(LatestStoreVersion()) + "); refusing to run an older binary on it");
+  for (const Migration& m : StoreMigrations()) {
+    if (m.version <= version) continue;
+    std::string sql = std::string("BEGIN IMMEDIATE;\n") + m.sql + "\nPRAGMA user_version=" + std::to_string(m.version) + ";\nCOMMIT;";
+    s = store->Exec(sql.c_str());
+    if (!s.ok()) {
+      (void)store->Exec("ROLLBACK");
+      return Status(s.code(), "store migration " + std::to_string(m.version) + " failed: " + s.message());
+    }
+    spdlog::info("store: migrated to schema version {} ({})", m.version, m.description);
+  }
+  // Database files may hold sealed customer data and sync state: owner only.
+  chmod(store->options_.path.c_str(), 0600);
+
+  s = store->Prepare();
+  if (!s.ok()) return s;
+
+  // The HLC must never issue a timestamp at or below one already persisted, even if the
+  // wall clock stepped back while we were down.
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT max((SELECT value FROM edge_meta WHERE name='hlc_last'), IFNULL((SELECT MAX(hlc) FROM outbox), 0))",
+                     -1, &st, nullptr);
+  if (sqlite3_step(st) == SQLITE_ROW) store->hlc_.Observe(static_cast<uint64_t>(sqlite3_column_int64(st, 0)));
+  sqlite3_finalize(st);
+  return store;
+}
+
+Status EdgeStore::Prepare() {
+  auto make = [&](const char* sql) -> Stmt* {
+    stmts_.push_back(std::make_unique<Stmt>(db_, sql));
+    return stmts_.back()->prepare_rc() == SQLITE_OK ? stmts_.back().get() : nullptr;
+  };
+  begin_ = make("BEGIN IMMEDIATE");
+  commit_ = make("COMMIT");
+  rollback_ = make("ROLLBACK");
+  claim_ = make("INSERT OR IGNORE INTO dedupe(kind, key, seen_ms) VALUES (?1, ?2, ?3)");
+  version_ = make(
+      "INSERT INTO entity_versions(entity, key, version) VALUES (?1, ?2, 1) "
+      "ON CONFLICT(entity, key) DO UPDATE SET version = version + 1 RETURNING version");
+  // seq is dense: one past the highest ever issued. The outbox is trimmed only at or below
+  // acked_seq, so max(outbox.seq, acked_seq) is that; 'seq_floor' lets the sync agent move
+  // the counter past the hub's after an edge restore (docs/sync-protocol.md).
+  next_seq_ = make(
+      "SELECT max(IFNULL((SELECT MAX(seq) FROM outbox), 0), "
+      "IFNULL((SELECT MAX(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0)) + 1");
+  outbox_ = make("INSERT INTO outbox(seq, entity, key, version, hlc, priority, created_ms, record) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
+  hlc_save_ = make("UPDATE edge_meta SET value = ?1 WHERE name = 'hlc_last'");
+  stock_get_ = make("SELECT on_hand, reserved FROM stock WHERE sku = ?1");
+  stock_put_ = make(
+      "INSERT INTO stock(sku, on_hand, reserved, version, updated_ms) VALUES (?1, ?2, 0, ?3, ?4) "
+      "ON CONFLICT(sku) DO UPDATE SET on_hand = excluded.on_hand, version = excluded.version, updated_ms = excluded.updated_ms");
+  movement_put_ = make("INSERT INTO stock_movements(id, sku, delta, reason, order_id, lot, ts_ms, seq) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
+  order_get_ = make("SELECT status, lines, customer_sealed, actor FROM orders WHERE order_id = ?1");
+  order_put_ = make(
+      "INSERT INTO orders(order_id, status, version, lines, customer_sealed, actor, created_ts_ms, updated_ts_ms) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)");
+  order_update_ = make("UPDATE orders SET status = ?2, version = ?3, actor = ?4, updated_ts_ms = ?5 WHERE order_id = ?1");
+  gps_put_ = make("INSERT INTO vehicle_positions(vehicle, seq, ts_ms, lat, lon, speed_kmh, heading, hdop) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
+  climate_put_ = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery) VALUES (?1,?2,?3,?4,?5,?6)");
+  dead_letter_ = make(
+      "INSERT INTO dead_letters(received_ms, topic, reason, payload, payload_bytes, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  for (auto& s : stmts_)
+    if (s->prepare_rc() != SQLITE_OK) return Error("prepare");
+  return Status::Ok();
+}
+
+Status EdgeStore::Begin() {
+  const int rc = begin_->Step();
+  begin_->Reset();
+  return rc == SQLITE_DONE ? Status::Ok() : Error("begin");
+}
+
+Status EdgeStore::Commit() {
+  if (commit_fault_) {
+    Status f = commit_fault_();
+    if (!f.ok()) return f;
+  }
+  const int rc = commit_->Step();
+  commit_->Reset();
+  return rc == SQLITE_DONE ? Status::Ok() : Error("commit");
+}
+
+void EdgeStore::Rollback() {
+  if (sqlite3_get_autocommit(db_)) return;  // SQLite already rolled back (e.g. on SQLITE_FULL)
+  rollback_->Step();
+  rollback_->Reset();
+}
+
+Result<bool> EdgeStore::Claim(DedupeKind kind, const std::string& key, int64_t now_ms) {
+  const int rc = claim_->Bind(1, static_cast<int64_t>(kind)).Bind(2, key).Bind(3, now_ms).Step();
+  claim_->Reset();
+  if (rc != SQLITE_DONE) return Error("dedupe");
+  return sqlite3_changes(db_) == 1;
+}
+
+Result<int64_t> EdgeStore::NextVersion(int entity, const std::string& key) {
+  int rc = version_->Bind(1, entity).Bind(2, key).Step();
+  if (rc != SQLITE_ROW) {
+    version_->Reset();
+    return Error("entity version");
+  }
+  const int64_t v = version_->Int(0);
+  rc = version_->Step();  // finish the RETURNING statement
+  version_->Reset();
+  return v;
+}
+
+Result<int64_t> EdgeStore::AppendOutbox(int entity, const std::string& key, int64_t version, int priority, int64_t ts_ms,
+                                        void* record_ptr, int64_t now_ms) {
+  auto* record = static_cast<v1::ChangeRecord*>(record_ptr);
+  int rc = next_seq_->Step();
+  if (rc != SQLITE_ROW) {
+    next_seq_->Reset();
+    return Error("next seq");
+  }
+  const int64_t seq = next_seq_->Int(0);
+  next_seq_->Reset();
+  const uint64_t hlc = hlc_.Now();
+  record->set_seq(static_cast<uint64_t>(seq));
+  record->set_entity(static_cast<v1::Entity>(entity));
+  record->set_key(key);
+  record->set_version(static_cast<uint64_t>(version));
+  record->set_hlc(hlc);
+  record->set_ts_ms(ts_ms);
+  rc = outbox_->Bind(1, seq)
+           .Bind(2, entity)
+           .Bind(3, key)
+           .Bind(4, version)
+           .Bind(5, static_cast<int64_t>(hlc))
+           .Bind(6, priority)
+           .Bind(7, now_ms)
+           .BindBlob(8, record->SerializeAsString())
+           .Step();
+  outbox_->Reset();
+  if (rc != SQLITE_DONE) return Error("outbox");
+  // The HLC's last value is recovered at Open as max(edge_meta.hlc_last, MAX(outbox.hlc)):
+  // every value issued is in an outbox row of the same transaction, so edge_meta only has to
+  // cover rows the sync agent has trimmed (acked and older than the retention), and writing
+  // it once a second rather than per message saves a page write per commit.
+  if (now_ms - hlc_saved_ms_ >= 1000 || now_ms < hlc_saved_ms_) {
+    rc = hlc_save_->Bind(1, static_cast<int64_t>(hlc)).Step();
+    hlc_save_->Reset();
+    if (rc != SQLITE_DONE) return Error("hlc");
+    hlc_saved_ms_ = now_ms;  // if this transaction rolls back we merely save again sooner or later
+  }
+  return seq;
+}
+
+Result<EdgeStore::Outcome> EdgeStore::Apply(const Message& message, int64_t received_ms) {
+  Status s = Begin();
+  if (!s.ok()) return s;
+  Result<Outcome> r = std::visit(
+      [&](const auto& m) -> Result<Outcome> {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, StockMovement>) return ApplyMovement(m, received_ms);
+        else if constexpr (std::is_same_v<T, OrderStatus>) return ApplyOrder(m, received_ms);
+        else if constexpr (std::is_same_v<T, GpsFix>) return ApplyGps(m, received_ms);
+        else return ApplyClimate(m, received_ms);
+      },
+      message);
+  if (!r.ok()) {
+    Rollback();
+    return r;
+  }
+  if (*r == Outcome::kDuplicate) {
+    Rollback();  // nothing was written
+    return r;
+  }
+  s = Commit();
+  if (!s.ok()) {
+    Rollback();
+    return s;
+  }
+  return r;
+}
+
+// Movement: claim the id, refuse whole if stock would go negative, else stock row,
+// movement row, one STOCK change record carrying the new level and the movement.
+Result<EdgeStore::Outcome> EdgeStore::ApplyMovement(const StockMovement& m, int64_t now_ms) {
+  auto claimed = Claim(DedupeKind::kMovement, m.id, now_ms);
+  if (!claimed.ok()) return claimed.status();
+  if (!*claimed) return Outcome::kDuplicate;
+
+  int64_t on_hand = 0, reserved = 0;
+  int rc = stock_get_->Bind(1, m.sku).Step();
+  if (rc == SQLITE_ROW) {
+    on_hand = stock_get_->Int(0);
+    reserved = stock_get_->Int(1);
+  }
+  stock_get_->Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("stock read");
+  const int64_t next = on_hand + m.delta;
+  if (next < 0)
+    return Status::Conflict("negative stock: movement " + m.id + " of " + std::to_string(m.delta) + " on sku " + m.sku +
+                            " with " + std::to_string(on_hand) + " on hand");
+  // Extension point (issue 4): reservations will also require next >= reserved here.
+
+  auto version = NextVersion(kEntityStock, m.sku);
+  if (!version.ok()) return version.status();
+  rc = stock_put_->Bind(1, m.sku).Bind(2, next).Bind(3, *version).Bind(4, now_ms).Step();
+  stock_put_->Reset();
+  if (rc != SQLITE_DONE) return Error("stock write");
+
+  const int64_t ts = m.ts_ms.value_or(now_ms);
+  v1::ChangeRecord rec;
+  auto* st = rec.mutable_stock();
+  st->set_sku(m.sku);
+  st->set_on_hand(next);
+  st->set_reserved(reserved);
+  st->set_movement_id(m.id);
+  st->set_delta(m.delta);
+  st->set_reason(m.reason);
+  st->set_lot(m.lot);
+  st->set_order_id(m.order_id);
+  auto seq = AppendOutbox(kEntityStock, m.sku, *version, 1, ts, &rec, now_ms);
+  if (!seq.ok()) return seq.status();
+
+  rc = movement_put_->Bind(1, m.id)
+           .Bind(2, m.sku)
+           .Bind(3, m.delta)
+           .Bind(4, m.reason)
+           .BindTextOrNull(5, m.order_id)
+           .BindTextOrNull(6, m.lot)
+           .Bind(7, ts)
+           .Bind(8, *seq)
+           .Step();
+  movement_put_->Reset();
+  if (rc != SQLITE_DONE) return Error("movement write");
+  return Outcome::kApplied;
+}
+
+Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t now_ms) {
+  auto claimed = Claim(DedupeKind::kOrderStatus, o.order_id + "#" + o.status, now_ms);
+  if (!claimed.ok()) return claimed.status();
+  if (!*claimed) return Outcome::kDuplicate;
+
+  std::string from, lines_json, sealed;
+  int rc = order_get_->Bind(1, o.order_id).Step();
+  if (rc == SQLITE_ROW) {
+    from = order_get_->Text(0);
+    lines_json = order_get_->Text(1);
+    sealed = order_get_->Text(2);
+  }
+  order_get_->Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("order read");
+  if (!IsLegalOrderTransition(from, o.status)) {
+    if (from.empty()) return Status::Conflict("illegal order transition: order " + o.order_id + " is unknown, cannot become " + o.status);
+    return Status::Conflict("illegal order transition: order " + o.order_id + " " + from + " -> " + o.status);
+  }
+  // Extension point (issue 4): reservations against stock are taken/released here.
+
+  auto version = NextVersion(kEntityOrder, o.order_id);
+  if (!version.ok()) return version.status();
+  std::vector<OrderLine> lines;
+  if (from.empty()) {
+    lines = o.lines;
+    lines_json = LinesJson(lines);
+    if (o.customer) {
+      if (options_.sealer) {
+        nlohmann::json c = {{"name", o.customer->name}, {"phone", o.customer->phone}, {"address", o.customer->address}};
+        sealed = options_.sealer->Seal(c.dump());
+      } else {
+        // No key: the data is dropped, never stored in clear. Count it so operators notice.
+        if (++customers_dropped_ % 1000 == 1)
+          spdlog::warn("privacy: no privacy.key_file configured; customer data dropped from {} orders so far", customers_dropped_);
+      }
+    }
+    order_put_->Bind(1, o.order_id).Bind(2, o.status).Bind(3, *version).Bind(4, lines_json);
+    if (sealed.empty()) order_put_->BindTextOrNull(5, sealed);
+    else order_put_->BindBlob(5, sealed);
+    rc = order_put_->BindTextOrNull(6, o.actor).Bind(7, o.ts_ms).Step();
+    order_put_->Reset();
+  } else {
+    lines = ParseLinesJson(lines_json);
+    rc = order_update_->Bind(1, o.order_id).Bind(2, o.status).Bind(3, *version).BindTextOrNull(4, o.actor).Bind(5, o.ts_ms).Step();
+    order_update_->Reset();
+  }
+  if (rc != SQLITE_DONE) return Error("order write");
+
+  v1::ChangeRecord rec;
+  auto* os = rec.mutable_order();
+  os->set_order_id(o.order_id);
+  os->set_status(o.status);
+  os->set_actor(o.actor);
+  for (const auto& l : lines) {
+    auto* pl = os->add_lines();
+    pl->set_sku(l.sku);
+    pl->set_qty(l.qty);
+  }
+  os->set_customer_sealed(sealed);
+  auto seq = AppendOutbox(kEntityOrder, o.order_id, *version, 1, o.ts_ms, &rec, now_ms);
+  if (!seq.ok()) return seq.status();
+  return Outcome::kApplied;
+}
+
+namespace {
+int32_t FixedPoint(double v, double scale) { return static_cast<int32_t>(std::llround(v * scale)); }
+}  // namespace
+
+Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) {
+  auto claimed = Claim(DedupeKind::kGps, g.vehicle + "#" + std::to_string(g.seq), now_ms);
+  if (!claimed.ok()) return claimed.status();
+  if (!*claimed) return Outcome::kDuplicate;
+  int rc = gps_put_->Bind(1, g.vehicle)
+               .Bind(2, static_cast<int64_t>(g.seq))
+               .Bind(3, g.ts_ms)
+               .BindDouble(4, g.lat)
+               .BindDouble(5, g.lon)
+               .BindOpt(6, g.speed_kmh)
+               .BindOpt(7, g.heading)
+               .BindOpt(8, g.hdop)
+               .Step();
+  gps_put_->Reset();
+  if (rc != SQLITE_DONE) return Error("position write");
+  auto version = NextVersion(kEntityPosition, g.vehicle);
+  if (!version.ok()) return version.status();
+  v1::ChangeRecord rec;
+  auto* p = rec.mutable_position();
+  p->set_vehicle(g.vehicle);
+  p->set_device_seq(g.seq);
+  p->set_lat_e6(FixedPoint(g.lat, 1e6));
+  p->set_lon_e6(FixedPoint(g.lon, 1e6));
+  if (g.speed_kmh) p->set_speed_dkmh(static_cast<uint32_t>(FixedPoint(*g.speed_kmh, 10)));
+  if (g.heading) p->set_heading_deg(static_cast<uint32_t>(FixedPoint(*g.heading, 1)));
+  if (g.hdop) p->set_hdop_d(static_cast<uint32_t>(FixedPoint(*g.hdop, 10)));
+  auto seq = AppendOutbox(kEntityPosition, g.vehicle, *version, 0, g.ts_ms, &rec, now_ms);
+  if (!seq.ok()) return seq.status();
+  // Extension point (issue 4): geofence evaluation on the new position.
+  return Outcome::kApplied;
+}
+
+Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64_t now_ms) {
+  auto claimed = Claim(DedupeKind::kClimate, c.sensor + "#" + std::to_string(c.seq), now_ms);
+  if (!claimed.ok()) return claimed.status();
+  if (!*claimed) return Outcome::kDuplicate;
+  int rc = climate_put_->Bind(1, c.sensor)
+               .Bind(2, static_cast<int64_t>(c.seq))
+               .Bind(3, c.ts_ms)
+               .BindDouble(4, c.temp_c)
+               .BindOpt(5, c.rh)
+               .BindOpt(6, c.battery)
+               .Step();
+  climate_put_->Reset();
+  if (rc != SQLITE_DONE) return Error("climate write");
+  auto version = NextVersion(kEntityClimate, c.sensor);
+  if (!version.ok()) return version.status();
+  v1::ChangeRecord rec;
+  auto* p = rec.mutable_climate();
+  p->set_sensor(c.sensor);
+  p->set_device_seq(c.seq);
+  p->set_temp_dc(FixedPoint(c.temp_c, 100));
+  if (c.rh) p->set_rh_d(static_cast<uint32_t>(FixedPoint(*c.rh, 10)));
+  if (c.battery) p->set_battery_d(static_cast<uint32_t>(FixedPoint(*c.battery, 10)));
+  auto seq = AppendOutbox(kEntityClimate, c.sensor, *version, 0, c.ts_ms, &rec, now_ms);
+  if (!seq.ok()) return seq.status();
+  // Extension point (issue 4): cold-chain excursion tracking on the new reading.
+  return Outcome::kApplied;
+}
+
+Status EdgeStore::AddDeadLetter(const DeadLetter& dl) {
+  const std::string payload = dl.payload.substr(0, kMaxDeadLetterPayload);
+  const std::string topic = dl.topic.substr(0, 512);
+  dead_letter_->Bind(1, dl.received_ms).Bind(2, topic).Bind(3, dl.reason);
+  if (payload.empty()) dead_letter_->BindTextOrNull(4, payload);
+  else dead_letter_->BindBlob(4, payload);
+  const int rc = dead_letter_->Bind(5, dl.payload_bytes).Bind(6, dl.code.empty() ? std::string("invalid") : dl.code).Step();
+  dead_letter_->Reset();
+  return rc == SQLITE_DONE ? Status::Ok() : Error("dead letter");
+}
+
+Status EdgeStore::ResetLinkState() {
+  return Exec("INSERT INTO sync_state(name, value) VALUES ('link_up', 0) ON CONFLICT(name) DO UPDATE SET value = 0");
+}
+
+// ---- read side ----
+
+namespace {
+
+struct ReadOnlyDb {
+  sqlite3* db = nullptr;
+  ~ReadOnlyDb() { sqlite3_close_v2(db); }
+};
+
+Result<int64_t> QueryInt(sqlite3* db, const char* sql) {
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) return Status::Internal(std::string("query: ") + sqlite3_errmsg(db));
+  int64_t v = 0;
+  const int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Status::IOError(std::string("query: ") + sqlite3_errmsg(db));
+  return v;
+}
+
+Status OpenReadOnly(const std::string& path, ReadOnlyDb& out) {
+  struct stat sb;
+  if (stat(path.c_str(), &sb) != 0) return Status::NotFound(path + ": no store database");
+  if (sqlite3_open_v2(path.c_str(), &out.db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
+    return Status::IOError(path + ": " + sqlite3_errmsg(out.db));
+  sqlite3_busy_timeout(out.db, 2000);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<StoreSummary> ReadStoreSummary(const std::string& path) {
+  ReadOnlyDb ro;
+  Status s = OpenReadOnly(path, ro);
+  if (!s.ok()) return s;
+  // One read transaction, so the numbers are consistent with each other.
+  sqlite3_exec(ro.db, "BEGIN", nullptr, nullptr, nullptr);
+  StoreSummary out;
+  auto last = QueryInt(ro.db, "SELECT max(IFNULL((SELECT MAX(seq) FROM outbox),0), IFNULL((SELECT value FROM sync_state WHERE name='acked_seq'),0))");
+  auto acked = QueryInt(ro.db, "SELECT IFNULL((SELECT value FROM sync_state WHERE name='acked_seq'), 0)");
+  auto dls = QueryInt(ro.db, "SELECT COUNT(*) FROM dead_letters");
+  auto link = QueryInt(ro.db, "SELECT IFNULL((SELECT value FROM sync_state WHERE name='link_up'), 0)");
+  sqlite3_exec(ro.db, "COMMIT", nullptr, nullptr, nullptr);
+  for (auto* r : {&last, &acked, &dls, &link})
+    if (!r->ok()) return r->status();
+  out.last_seq = *last;
+  out.acked_seq = *acked;
+  auto backlog = QueryInt(ro.db, ("SELECT COUNT(*) FROM outbox WHERE seq > " + std::to_string(out.acked_seq)).c_str());
+  if (!backlog.ok()) return backlog.status();
+  out.backlog = *backlog;
+  out.dead_letters = *dls;
+  out.link_up = *link != 0;
+  return out;
+}
+
+Result<std::vector<DeadLetterRow>> ReadDeadLetters(const std::string& path, int64_t limit) {
+  ReadOnlyDb ro;
+  Status s = OpenReadOnly(path, ro);
+  if (!s.ok()) return s;
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(ro.db,
+                         "SELECT id, received_ms, topic, code, reason, payload_bytes FROM dead_letters ORDER BY id DESC LIMIT ?1",
+                         -1, &st, nullptr) != SQLITE_OK)
+    return Status::Internal(std::string("dead letters: ") + sqlite3_errmsg(ro.db));
+  sqlite3_bind_int64(st, 1, limit);
+  std::vector<DeadLetterRow> rows;
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    DeadLetterRow r;
+    r.id = sqlite3_column_int64(st, 0);
+    r.received_ms = sqlite3_column_int64(st, 1);
+    r.topic = reinterpret_cast<const char*>(sqlite3_column_text(st, 2));
+    r.code = reinterpret_cast<const char*>(sqlite3_column_text(st, 3));
+    r.reason = reinterpret_cast<const char*>(sqlite3_column_text(st, 4));
+    r.payload_bytes = sqlite3_column_int64(st, 5);
+    rows.push_back(std::move(r));
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return Status::IOError(std::string("dead letters: ") + sqlite3_errmsg(ro.db));
+  return rows;
+}
+
+}  // namespace freshsync::edge

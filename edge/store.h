@@ -1,0 +1,142 @@
+// EdgeStore: the site's SQLite store. Every accepted message becomes ONE transaction holding
+// its dedupe key, its domain rows and its outbox change record(s). Schema: docs/formats.md.
+//
+// Ordering invariant (where durability meets acknowledgement): Apply() returns only after
+// COMMIT has returned, so a caller that acknowledges after Apply() never acknowledges a
+// message that is not in the store. With durability = normal (synchronous=NORMAL, WAL) a
+// commit survives a process crash (kill -9) but the last commits may be lost on power loss;
+// strict (synchronous=FULL) survives power loss too, at about 1/7 the commit rate.
+//
+// Status codes from Apply():
+//   ok               applied, or a duplicate (outcome says which); nothing more to do
+//   kConflict        refused by a rule (negative stock, illegal order transition): nothing
+//                    was written; the caller dead-letters it
+//   kIOError         the disk failed (full, I/O error, locked past busy_timeout): nothing
+//                    was written; the caller must NOT acknowledge the message
+//   kInternal        a bug or a corrupt database
+// Thread-safety: an EdgeStore is used from one thread at a time (the MQTT callback thread).
+// Other processes (edgectl, sqlite3) may read concurrently: WAL lets them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/status.h"
+#include "edge/decode.h"
+#include "edge/privacy.h"
+
+struct sqlite3;
+
+namespace freshsync::edge {
+
+struct StoreOptions {
+  std::string path;
+  Durability durability = Durability::kNormal;
+  int busy_timeout_ms = 2000;
+  Clock* clock = nullptr;                 // default SystemClock()
+  std::optional<Sealer> sealer;           // none: customer data is dropped (and counted)
+};
+
+struct DeadLetter {
+  std::string topic;
+  std::string reason;
+  std::string code;       // "invalid" (bad input) or "conflict" (refused by a rule)
+  std::string payload;    // already redacted; truncated to kMaxDeadLetterPayload by the store
+  int64_t payload_bytes = 0;  // original size
+  int64_t received_ms = 0;
+};
+
+// Row kinds of the dedupe table (docs/formats.md).
+enum class DedupeKind : int { kMovement = 1, kOrderStatus = 2, kGps = 3, kClimate = 4 };
+
+class EdgeStore {
+ public:
+  static constexpr size_t kMaxDeadLetterPayload = 4096;
+  enum class Outcome { kApplied, kDuplicate };
+
+  // Opens (creating if needed) and migrates the database to LatestStoreVersion().
+  // kIOError if it cannot be opened, kInternal if its version is newer than this binary.
+  static Result<std::unique_ptr<EdgeStore>> Open(StoreOptions options);
+  ~EdgeStore();
+  EdgeStore(const EdgeStore&) = delete;
+  EdgeStore& operator=(const EdgeStore&) = delete;
+
+  // received_ms: when the message arrived (used as ts for movements without one).
+  Result<Outcome> Apply(const Message& message, int64_t received_ms);
+  Status AddDeadLetter(const DeadLetter& dl);
+
+  // Records that no link to the hub is up (edged start); the sync agent sets it to 1.
+  Status ResetLinkState();
+
+  // Customer records dropped because no privacy key is configured, since Open.
+  int64_t customers_dropped() const { return customers_dropped_; }
+  uint64_t last_hlc() const { return hlc_.Last(); }
+  sqlite3* db_for_test() { return db_; }
+  // Called before every COMMIT; a non-ok Status makes the transaction roll back with it.
+  void SetCommitFaultForTest(std::function<Status()> fault) { commit_fault_ = std::move(fault); }
+
+ private:
+  class Stmt;
+  EdgeStore(StoreOptions options, sqlite3* db);
+  Status Prepare();
+  Status Exec(const char* sql);
+  Result<Outcome> ApplyMovement(const StockMovement& m, int64_t received_ms);
+  Result<Outcome> ApplyOrder(const OrderStatus& o, int64_t received_ms);
+  Result<Outcome> ApplyGps(const GpsFix& g, int64_t received_ms);
+  Result<Outcome> ApplyClimate(const ClimateSample& c, int64_t received_ms);
+  // Inside a transaction: claims the identity; false if already seen.
+  Result<bool> Claim(DedupeKind kind, const std::string& key, int64_t now_ms);
+  Result<int64_t> NextVersion(int entity, const std::string& key);
+  // Appends one change record (assigning seq, version and hlc) inside the transaction.
+  Result<int64_t> AppendOutbox(int entity, const std::string& key, int64_t version, int priority, int64_t ts_ms,
+                               void* record /* v1::ChangeRecord* */, int64_t now_ms);
+  Status Begin();
+  Status Commit();
+  void Rollback();
+  Status Error(const char* what);
+
+  StoreOptions options_;
+  Clock& clock_;
+  HybridLogicalClock hlc_;
+  sqlite3* db_ = nullptr;
+  std::vector<std::unique_ptr<Stmt>> stmts_;
+  // Prepared once, owned by stmts_.
+  Stmt *begin_ = nullptr, *commit_ = nullptr, *rollback_ = nullptr, *claim_ = nullptr, *version_ = nullptr,
+       *next_seq_ = nullptr, *outbox_ = nullptr, *hlc_save_ = nullptr, *stock_get_ = nullptr, *stock_put_ = nullptr,
+       *movement_put_ = nullptr, *order_get_ = nullptr, *order_put_ = nullptr, *order_update_ = nullptr,
+       *gps_put_ = nullptr, *climate_put_ = nullptr, *dead_letter_ = nullptr;
+  int64_t customers_dropped_ = 0;
+  int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
+  std::function<Status()> commit_fault_;
+};
+
+// ---- Read side, for edgectl and tests: its own read-only connection ----
+
+struct StoreSummary {
+  int64_t last_seq = 0;
+  int64_t acked_seq = 0;
+  int64_t backlog = 0;       // outbox rows with seq > acked_seq
+  int64_t dead_letters = 0;
+  bool link_up = false;
+};
+
+struct DeadLetterRow {
+  int64_t id = 0;
+  int64_t received_ms = 0;
+  std::string topic;
+  std::string code;
+  std::string reason;
+  int64_t payload_bytes = 0;
+};
+
+// kNotFound when the database does not exist.
+Result<StoreSummary> ReadStoreSummary(const std::string& path);
+Result<std::vector<DeadLetterRow>> ReadDeadLetters(const std::string& path, int64_t limit);
+
+}  // namespace freshsync::edge

@@ -1,0 +1,355 @@
+#include "edge/store.h"
+
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "edge/migrations.h"
+#include "freshsync.pb.h"
+
+namespace freshsync::edge {
+namespace {
+
+class FakeClock : public Clock {
+ public:
+  int64_t NowMs() override { return now; }
+  int64_t MonotonicMs() override { return now; }
+  int64_t now = 1764000000000;
+};
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("edge-store-test-" + std::to_string(getpid()) + "-" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    path_ = (dir_ / "edge.db").string();
+    Reopen();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Reopen(std::optional<Sealer> sealer = std::nullopt) {
+    store_.reset();
+    StoreOptions o;
+    o.path = path_;
+    o.clock = &clock_;
+    o.sealer = sealer;
+    auto s = EdgeStore::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(*s);
+  }
+  int64_t Int(const std::string& sql) {
+    sqlite3_stmt* st = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(store_->db_for_test(), sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sql;
+    int64_t v = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+  }
+  std::string Text(const std::string& sql) {
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(store_->db_for_test(), sql.c_str(), -1, &st, nullptr);
+    std::string v;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_blob(st, 0))
+      v.assign(static_cast<const char*>(sqlite3_column_blob(st, 0)), static_cast<size_t>(sqlite3_column_bytes(st, 0)));
+    sqlite3_finalize(st);
+    return v;
+  }
+  Result<EdgeStore::Outcome> Move(const std::string& id, const std::string& sku, int64_t delta, const std::string& reason = "adjust") {
+    return store_->Apply(StockMovement{id, sku, delta, reason, "", "", clock_.now}, clock_.now);
+  }
+  Result<EdgeStore::Outcome> Order(const std::string& id, const std::string& status, std::optional<Customer> customer = std::nullopt) {
+    OrderStatus o;
+    o.order_id = id;
+    o.status = status;
+    o.ts_ms = clock_.now;
+    if (status == "created") o.lines = {{"apple", 2}};
+    o.customer = customer;
+    return store_->Apply(o, clock_.now);
+  }
+  v1::ChangeRecord Record(int64_t seq) {
+    v1::ChangeRecord r;
+    EXPECT_TRUE(r.ParseFromString(Text("SELECT record FROM outbox WHERE seq = " + std::to_string(seq))));
+    return r;
+  }
+  void ExpectDenseOutbox() {
+    EXPECT_EQ(Int("SELECT COUNT(*) FROM outbox"), Int("SELECT IFNULL(MAX(seq),0) FROM outbox"));
+    EXPECT_EQ(Int("SELECT COUNT(DISTINCT seq) FROM outbox"), Int("SELECT COUNT(*) FROM outbox"));
+  }
+
+  FakeClock clock_;
+  std::filesystem::path dir_;
+  std::string path_;
+  std::unique_ptr<EdgeStore> store_;
+};
+
+TEST_F(StoreTest, OpensInWalAtLatestVersion) {
+  EXPECT_EQ(Text("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(Int("PRAGMA user_version"), LatestStoreVersion());
+  EXPECT_EQ(Int("PRAGMA synchronous"), 1);  // NORMAL
+}
+
+TEST_F(StoreTest, StrictDurabilityIsSynchronousFull) {
+  store_.reset();
+  StoreOptions o;
+  o.path = path_;
+  o.durability = Durability::kStrict;
+  auto s = EdgeStore::Open(o);
+  ASSERT_TRUE(s.ok());
+  store_ = std::move(*s);
+  EXPECT_EQ(Int("PRAGMA synchronous"), 2);  // FULL
+}
+
+TEST_F(StoreTest, MovementAppliesOnceWithOutboxRecord) {
+  ASSERT_EQ(*Move("m-1", "apple", 10, "receive"), EdgeStore::Outcome::kApplied);
+  EXPECT_EQ(*Move("m-1", "apple", 10, "receive"), EdgeStore::Outcome::kDuplicate);
+  EXPECT_EQ(Int("SELECT on_hand FROM stock WHERE sku='apple'"), 10);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM stock_movements"), 1);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM outbox"), 1);
+  EXPECT_EQ(Int("SELECT priority FROM outbox WHERE seq=1"), 1);
+  auto r = Record(1);
+  EXPECT_EQ(r.seq(), 1u);
+  EXPECT_EQ(r.entity(), v1::STOCK);
+  EXPECT_EQ(r.key(), "apple");
+  EXPECT_EQ(r.version(), 1u);
+  EXPECT_EQ(r.stock().on_hand(), 10);
+  EXPECT_EQ(r.stock().movement_id(), "m-1");
+  EXPECT_GT(r.hlc(), 0u);
+}
+
+TEST_F(StoreTest, NegativeStockIsRefusedWhole) {
+  ASSERT_TRUE(Move("m-1", "apple", 5, "receive").ok());
+  auto r = Move("m-2", "apple", -6, "pick");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kConflict);
+  EXPECT_NE(r.status().message().find("negative stock"), std::string::npos);
+  EXPECT_EQ(Int("SELECT on_hand FROM stock WHERE sku='apple'"), 5);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM stock_movements"), 1);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM dedupe WHERE key='m-2'"), 0);  // refusal leaves no trace
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM outbox"), 1);
+  // The same id can be applied later, once there is stock.
+  ASSERT_TRUE(Move("m-3", "apple", 10, "receive").ok());
+  EXPECT_EQ(*Move("m-2", "apple", -6, "pick"), EdgeStore::Outcome::kApplied);
+  EXPECT_EQ(Int("SELECT on_hand FROM stock WHERE sku='apple'"), 9);
+  // Unknown sku going negative.
+  EXPECT_EQ(Move("m-4", "pear", -1, "pick").status().code(), StatusCode::kConflict);
+  ExpectDenseOutbox();
+}
+
+TEST_F(StoreTest, VersionsIncreasePerEntityAndSeqIsDense) {
+  ASSERT_TRUE(Move("a1", "apple", 1).ok());
+  ASSERT_TRUE(Move("p1", "pear", 1).ok());
+  ASSERT_TRUE(Move("a2", "apple", 1).ok());
+  ASSERT_TRUE(store_->Apply(GpsFix{"t1", 1, 31, 121, clock_.now, {}, {}, {}}, clock_.now).ok());
+  ASSERT_TRUE(store_->Apply(GpsFix{"t1", 2, 31, 121, clock_.now, 50.0, {}, {}}, clock_.now).ok());
+  ASSERT_TRUE(store_->Apply(ClimateSample{"c1", 1, clock_.now, 3.25, {}, {}}, clock_.now).ok());
+  EXPECT_EQ(*store_->Apply(GpsFix{"t1", 2, 31, 121, clock_.now, {}, {}, {}}, clock_.now), EdgeStore::Outcome::kDuplicate);
+  EXPECT_EQ(Record(3).version(), 2u);  // apple again
+  EXPECT_EQ(Record(2).version(), 1u);
+  EXPECT_EQ(Record(5).version(), 2u);  // t1 again
+  EXPECT_EQ(Record(5).position().speed_dkmh(), 500u);
+  EXPECT_EQ(Record(6).climate().temp_dc(), 325);
+  EXPECT_EQ(Int("SELECT priority FROM outbox WHERE seq=4"), 0);
+  EXPECT_EQ(Int("SELECT priority FROM outbox WHERE seq=6"), 0);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM outbox"), 6);
+  uint64_t prev = 0;
+  for (int s = 1; s <= 6; ++s) {
+    EXPECT_GT(Record(s).hlc(), prev);
+    prev = Record(s).hlc();
+  }
+  ExpectDenseOutbox();
+}
+
+TEST_F(StoreTest, SeqContinuesPastTrimmedOutbox) {
+  ASSERT_TRUE(Move("a1", "apple", 1).ok());
+  ASSERT_TRUE(Move("a2", "apple", 1).ok());
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(), "INSERT INTO sync_state VALUES('acked_seq', 2); DELETE FROM outbox;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  ASSERT_TRUE(Move("a3", "apple", 1).ok());
+  EXPECT_EQ(Int("SELECT MAX(seq) FROM outbox"), 3);
+}
+
+TEST_F(StoreTest, HlcSurvivesRestartEvenIfTheClockStepsBack) {
+  ASSERT_TRUE(Move("a1", "apple", 1).ok());
+  const uint64_t before = Record(1).hlc();
+  clock_.now -= 3600 * 1000;  // wall clock stepped back an hour while we were down
+  Reopen();
+  ASSERT_TRUE(Move("a2", "apple", 1).ok());
+  EXPECT_GT(Record(2).hlc(), before);
+}
+
+TEST_F(StoreTest, HlcSurvivesRestartAfterTheOutboxWasTrimmed) {
+  ASSERT_TRUE(Move("a1", "apple", 1).ok());
+  const uint64_t before = Record(1).hlc();
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(), "INSERT INTO sync_state VALUES('acked_seq', 1); DELETE FROM outbox;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  clock_.now -= 3600 * 1000;
+  Reopen();
+  ASSERT_TRUE(Move("a2", "apple", 1).ok());
+  EXPECT_GT(Record(2).hlc(), before);
+}
+
+TEST_F(StoreTest, OrderLifecycle) {
+  ASSERT_TRUE(Order("o-1", "created").ok());
+  EXPECT_EQ(*Order("o-1", "created"), EdgeStore::Outcome::kDuplicate);
+  auto r = Order("o-1", "packed");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kConflict);
+  EXPECT_NE(r.status().message().find("illegal order transition"), std::string::npos);
+  for (const char* s : {"accepted", "picking", "packed", "dispatched", "delivered"}) ASSERT_TRUE(Order("o-1", s).ok()) << s;
+  EXPECT_EQ(Text("SELECT status FROM orders WHERE order_id='o-1'"), "delivered");
+  EXPECT_EQ(Int("SELECT version FROM orders WHERE order_id='o-1'"), 6);
+  EXPECT_EQ(Order("o-1", "cancelled").status().code(), StatusCode::kConflict);
+  EXPECT_EQ(Order("o-2", "accepted").status().code(), StatusCode::kConflict);
+  auto last = Record(6);
+  EXPECT_EQ(last.entity(), v1::ORDER);
+  EXPECT_EQ(last.order().status(), "delivered");
+  ASSERT_EQ(last.order().lines_size(), 1);
+  EXPECT_EQ(last.version(), 6u);
+  ExpectDenseOutbox();
+}
+
+TEST_F(StoreTest, CustomerDataIsSealedNeverClear) {
+  std::array<unsigned char, Sealer::kKeyBytes> key{};
+  key.fill(7);
+  const Sealer sealer = Sealer::FromKey(key);
+  Reopen(sealer);
+  ASSERT_TRUE(Order("o-1", "created", Customer{"Li Wei", "+86 13800000000", "88 Century Avenue"}).ok());
+  const std::string sealed = Text("SELECT customer_sealed FROM orders");
+  ASSERT_FALSE(sealed.empty());
+  EXPECT_EQ(sealed.find("Li Wei"), std::string::npos);
+  auto opened = sealer.Open(sealed);
+  ASSERT_TRUE(opened.ok());
+  EXPECT_NE(opened->find("Li Wei"), std::string::npos);
+  EXPECT_EQ(Record(1).order().customer_sealed(), sealed);
+  // Nowhere in the database file in clear.
+  store_.reset();
+  for (const char* f : {"edge.db", "edge.db-wal"}) {
+    std::ifstream in(dir_ / f, std::ios::binary);
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(all.find("Li Wei"), std::string::npos) << f;
+    EXPECT_EQ(all.find("13800000000"), std::string::npos) << f;
+  }
+}
+
+TEST_F(StoreTest, CustomerDataIsDroppedWithoutKey) {
+  ASSERT_TRUE(Order("o-1", "created", Customer{"Li Wei", "1", "2"}).ok());
+  EXPECT_EQ(Int("SELECT customer_sealed IS NULL FROM orders"), 1);
+  EXPECT_EQ(store_->customers_dropped(), 1);
+}
+
+TEST_F(StoreTest, CommitFailureWritesNothingAndIsAnIoError) {
+  int failures = 1;
+  store_->SetCommitFaultForTest([&] { return failures-- > 0 ? Status::IOError("disk full (injected)") : Status::Ok(); });
+  auto r = Move("a1", "apple", 3);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kIOError);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM outbox"), 0);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM dedupe"), 0);
+  EXPECT_EQ(*Move("a1", "apple", 3), EdgeStore::Outcome::kApplied);  // the retry applies it
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM outbox"), 1);
+}
+
+TEST_F(StoreTest, RealDiskFullIsAnIoError) {
+  // max_page_count makes SQLite report SQLITE_FULL exactly as a full disk does.
+  ASSERT_TRUE(Move("a0", "apple", 1).ok());
+  const int64_t pages = Int("PRAGMA page_count");
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(), ("PRAGMA max_page_count=" + std::to_string(pages)).c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  Status last;
+  for (int i = 0; i < 2000 && last.ok(); ++i) {
+    auto r = store_->Apply(ClimateSample{"c" + std::to_string(i), 1, clock_.now, 1.0, {}, {}}, clock_.now);
+    last = r.ok() ? Status::Ok() : r.status();
+  }
+  EXPECT_EQ(last.code(), StatusCode::kIOError) << last.ToString();
+  ExpectDenseOutbox();
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM outbox"), Int("SELECT COUNT(*) FROM dedupe"));
+}
+
+TEST_F(StoreTest, DeadLettersAreKeptTruncated) {
+  DeadLetter dl{"fs/x", "unknown topic", "invalid", std::string(10000, 'p'), 10000, clock_.now};
+  ASSERT_TRUE(store_->AddDeadLetter(dl).ok());
+  EXPECT_EQ(Int("SELECT length(payload) FROM dead_letters"), static_cast<int64_t>(EdgeStore::kMaxDeadLetterPayload));
+  EXPECT_EQ(Int("SELECT payload_bytes FROM dead_letters"), 10000);
+  auto rows = ReadDeadLetters(path_, 10);
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].reason, "unknown topic");
+}
+
+TEST_F(StoreTest, SummaryForEdgectl) {
+  ASSERT_TRUE(Move("a1", "apple", 1).ok());
+  ASSERT_TRUE(Move("a2", "apple", 1).ok());
+  ASSERT_TRUE(Move("a3", "apple", 1).ok());
+  ASSERT_TRUE(store_->ResetLinkState().ok());
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(), "INSERT INTO sync_state VALUES('acked_seq', 1)", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto s = ReadStoreSummary(path_);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->last_seq, 3);
+  EXPECT_EQ(s->acked_seq, 1);
+  EXPECT_EQ(s->backlog, 2);
+  EXPECT_FALSE(s->link_up);
+  EXPECT_EQ(ReadStoreSummary((dir_ / "nope.db").string()).status().code(), StatusCode::kNotFound);
+}
+
+// The committed v1 fixture (edge/testdata/make_fixture_v1.sh) migrates to the latest schema,
+// keeps its rows, and ends with the same schema as a fresh database.
+TEST_F(StoreTest, MigratesV1Fixture) {
+  store_.reset();
+  const auto fixture = dir_ / "v1.db";
+  std::filesystem::copy_file(std::string(FRESHSYNC_EDGE_TESTDATA) + "/store_v1.db", fixture);
+  StoreOptions o;
+  o.path = fixture.string();
+  o.clock = &clock_;
+  auto s = EdgeStore::Open(o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  store_ = std::move(*s);
+  EXPECT_EQ(Int("PRAGMA user_version"), LatestStoreVersion());
+  EXPECT_EQ(Int("SELECT on_hand FROM stock WHERE sku='apple'"), 10);
+  EXPECT_EQ(Text("SELECT code FROM dead_letters"), "invalid");
+  // Applying continues the fixture's seq, versions and HLC.
+  ASSERT_EQ(*Move("m-2", "apple", -4, "pick"), EdgeStore::Outcome::kApplied);
+  EXPECT_EQ(*Move("m-1", "apple", 10, "receive"), EdgeStore::Outcome::kDuplicate);
+  auto r = Record(3);
+  EXPECT_EQ(r.version(), 2u);
+  EXPECT_GT(r.hlc(), 115670016000065536u);
+  ExpectDenseOutbox();
+
+  auto schema = [](sqlite3* db) {
+    std::map<std::string, std::string> out;
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db, "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL", -1, &st, nullptr);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      std::string sql = reinterpret_cast<const char*>(sqlite3_column_text(st, 1));
+      std::string squashed;
+      for (char c : sql)
+        if (!std::isspace(static_cast<unsigned char>(c))) squashed += c;
+      out[reinterpret_cast<const char*>(sqlite3_column_text(st, 0))] = squashed;
+    }
+    sqlite3_finalize(st);
+    return out;
+  };
+  const auto migrated = schema(store_->db_for_test());
+  Reopen();  // the fresh database of this test
+  const auto fresh = schema(store_->db_for_test());
+  EXPECT_EQ(migrated, fresh);
+}
+
+TEST_F(StoreTest, RefusesANewerSchema) {
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(), "PRAGMA user_version=99", nullptr, nullptr, nullptr), SQLITE_OK);
+  store_.reset();
+  StoreOptions o;
+  o.path = path_;
+  auto s = EdgeStore::Open(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kInternal);
+}
+
+}  // namespace
+}  // namespace freshsync::edge

@@ -1,0 +1,55 @@
+#include "hub/auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+
+#include "hub/digest.h"
+
+namespace freshsync::hub {
+
+TokenAuth::TokenAuth(const std::vector<HubToken>& tokens) {
+  for (const auto& t : tokens) {
+    entries_.push_back({t.sha256_hex, Caller{t.name, t.role == "admin" ? Role::kAdmin : Role::kReader}});
+  }
+}
+
+AuthOutcome TokenAuth::Check(std::string_view authorization, Role needed, Caller* caller) const {
+  constexpr std::string_view kPrefix = "Bearer ";
+  if (authorization.size() <= kPrefix.size() || authorization.substr(0, kPrefix.size()) != kPrefix) return AuthOutcome::kMissing;
+  const std::string hex = digest::Sha256Hex(authorization.substr(kPrefix.size()));
+  const Entry* found = nullptr;
+  // Compare against every entry, without early exit, so timing does not depend on which matched.
+  for (const auto& e : entries_) {
+    if (e.sha256_hex.size() == hex.size() && CRYPTO_memcmp(e.sha256_hex.data(), hex.data(), hex.size()) == 0) found = &e;
+  }
+  if (found == nullptr) return AuthOutcome::kInvalid;
+  if (needed == Role::kAdmin && found->caller.role != Role::kAdmin) {
+    if (caller) *caller = found->caller;
+    return AuthOutcome::kForbidden;
+  }
+  if (caller) *caller = found->caller;
+  return AuthOutcome::kOk;
+}
+
+std::optional<std::string> PeerSiteId(const SSL* ssl) {
+  if (ssl == nullptr) return std::nullopt;
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr) return std::nullopt;
+  // Belt and braces: the handshake already fails on a bad chain, but never trust an
+  // unverified certificate's name.
+  if (SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;
+  X509_NAME* subject = X509_get_subject_name(cert);
+  if (subject == nullptr) return std::nullopt;
+  const int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (idx < 0 || X509_NAME_get_index_by_NID(subject, NID_commonName, idx) >= 0) return std::nullopt;
+  const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
+  unsigned char* utf8 = nullptr;
+  const int len = ASN1_STRING_to_UTF8(&utf8, data);
+  if (len < 0) return std::nullopt;
+  std::string cn(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
+  OPENSSL_free(utf8);
+  if (cn.find('\0') != std::string::npos) return std::nullopt;
+  return cn;
+}
+
+}  // namespace freshsync::hub

@@ -1,0 +1,41 @@
+#include "hub/auth.h"
+
+#include <gtest/gtest.h>
+
+#include "hub/digest.h"
+
+namespace freshsync::hub {
+namespace {
+
+TokenAuth MakeAuth() {
+  return TokenAuth({HubToken{"hq-analytics", "reader", digest::Sha256Hex("reader-secret")},
+                    HubToken{"hq-ops", "admin", digest::Sha256Hex("admin-secret")}});
+}
+
+TEST(TokenAuthTest, ChecksTokensByTheirHash) {
+  const TokenAuth auth = MakeAuth();
+  Caller c;
+  EXPECT_EQ(auth.Check("Bearer reader-secret", Role::kReader, &c), AuthOutcome::kOk);
+  EXPECT_EQ(c.name, "hq-analytics");
+  EXPECT_EQ(c.role, Role::kReader);
+  EXPECT_EQ(auth.Check("Bearer admin-secret", Role::kAdmin, &c), AuthOutcome::kOk);
+  EXPECT_EQ(c.name, "hq-ops");
+  EXPECT_EQ(auth.Check("Bearer admin-secret", Role::kReader, &c), AuthOutcome::kOk);
+}
+
+TEST(TokenAuthTest, RefusesMissingWrongAndWeakTokens) {
+  const TokenAuth auth = MakeAuth();
+  Caller c;
+  EXPECT_EQ(auth.Check("", Role::kReader, &c), AuthOutcome::kMissing);
+  EXPECT_EQ(auth.Check("Bearer ", Role::kReader, &c), AuthOutcome::kMissing);
+  EXPECT_EQ(auth.Check("Basic cmVhZGVy", Role::kReader, &c), AuthOutcome::kMissing);
+  EXPECT_EQ(auth.Check("Bearer wrong", Role::kReader, &c), AuthOutcome::kInvalid);
+  // The hash itself is not a token.
+  EXPECT_EQ(auth.Check("Bearer " + digest::Sha256Hex("reader-secret"), Role::kReader, &c), AuthOutcome::kInvalid);
+  EXPECT_EQ(auth.Check("Bearer reader-secret", Role::kAdmin, &c), AuthOutcome::kForbidden);
+}
+
+TEST(PeerSiteIdTest, NoSslNoSite) { EXPECT_FALSE(PeerSiteId(nullptr).has_value()); }
+
+}  // namespace
+}  // namespace freshsync::hub

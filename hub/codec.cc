@@ -1,0 +1,172 @@
+#include "hub/codec.h"
+
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include <memory>
+
+namespace freshsync::hub {
+
+Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimits& limits) {
+  if (input.empty()) return Status::InvalidArgument("empty zstd body");
+  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> dctx(ZSTD_createDCtx(), &ZSTD_freeDCtx);
+  if (!dctx) return Status::Internal("ZSTD_createDCtx failed");
+  ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, limits.window_log_max);
+
+  // A frame header may announce its size. Believe it only to refuse early, never to allocate.
+  const unsigned long long declared = ZSTD_getFrameContentSize(input.data(), input.size());
+  if (declared == ZSTD_CONTENTSIZE_ERROR) return Status::InvalidArgument("not a zstd frame");
+  if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared > limits.max_output_bytes)
+    return Status::Conflict("decompressed size " + std::to_string(declared) + " exceeds the limit of " +
+                            std::to_string(limits.max_output_bytes) + " bytes");
+
+  std::string out;
+  // A first reserve of an empty string allocates exactly; without a declared size the string
+  // grows geometrically, so the worst case is about twice the cap, never more.
+  if (declared != ZSTD_CONTENTSIZE_UNKNOWN) out.reserve(declared + 1);
+  // Grow in steps: the output buffer never exceeds the cap by more than one step's slack.
+  const size_t step = ZSTD_DStreamOutSize() * 8;
+  ZSTD_inBuffer in{input.data(), input.size(), 0};
+  size_t last_ret = 1;
+  while (true) {
+    if (out.size() >= limits.max_output_bytes + 1) {
+      return Status::Conflict("decompressed size exceeds the limit of " + std::to_string(limits.max_output_bytes) + " bytes");
+    }
+    const size_t old = out.size();
+    // +1 so that output of exactly the cap is accepted while one byte more is detected.
+    const size_t room = std::min<uint64_t>(step, limits.max_output_bytes + 1 - old);
+    out.resize(old + room);
+    ZSTD_outBuffer ob{out.data() + old, room, 0};
+    last_ret = ZSTD_decompressStream(dctx.get(), &ob, &in);
+    out.resize(old + ob.pos);
+    if (ZSTD_isError(last_ret)) {
+      const auto code = ZSTD_getErrorCode(last_ret);
+      if (code == ZSTD_error_frameParameter_windowTooLarge)
+        return Status::Conflict("zstd window larger than 2^" + std::to_string(limits.window_log_max));
+      return Status::InvalidArgument(std::string("zstd: ") + ZSTD_getErrorName(last_ret));
+    }
+    if (out.size() > limits.max_output_bytes)
+      return Status::Conflict("decompressed size exceeds the limit of " + std::to_string(limits.max_output_bytes) + " bytes");
+    if (in.pos == in.size && ob.pos < room) break;  // all input consumed and the decoder has flushed
+  }
+  if (last_ret != 0) return Status::InvalidArgument("zstd: truncated frame");
+  return out;
+}
+
+std::string ZstdCompress(std::string_view input, int level) {
+  std::string out(ZSTD_compressBound(input.size()), '\0');
+  const size_t n = ZSTD_compress(out.data(), out.size(), input.data(), input.size(), level);
+  if (ZSTD_isError(n)) return {};
+  out.resize(n);
+  return out;
+}
+
+std::string EntityName(int entity) {
+  if (v1::Entity_IsValid(entity)) return v1::Entity_Name(static_cast<v1::Entity>(entity));
+  return std::to_string(entity);
+}
+
+std::string Base64(std::string_view bytes) {
+  static const char* tbl = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
+    out.push_back(tbl[v >> 18]);
+    out.push_back(tbl[(v >> 12) & 63]);
+    out.push_back(tbl[(v >> 6) & 63]);
+    out.push_back(tbl[v & 63]);
+  }
+  if (i + 1 == bytes.size()) {
+    const uint32_t v = uint8_t(bytes[i]) << 16;
+    out.push_back(tbl[v >> 18]);
+    out.push_back(tbl[(v >> 12) & 63]);
+    out += "==";
+  } else if (i + 2 == bytes.size()) {
+    const uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8);
+    out.push_back(tbl[v >> 18]);
+    out.push_back(tbl[(v >> 12) & 63]);
+    out.push_back(tbl[(v >> 6) & 63]);
+    out.push_back('=');
+  }
+  return out;
+}
+
+nlohmann::json RecordFieldsToJson(const v1::ChangeRecord& r) {
+  using nlohmann::json;
+  json j = json::object();
+  switch (r.body_case()) {
+    case v1::ChangeRecord::kStock: {
+      const auto& s = r.stock();
+      j = {{"sku", s.sku()}, {"on_hand", s.on_hand()}, {"reserved", s.reserved()}};
+      if (!s.movement_id().empty()) {
+        j["movement_id"] = s.movement_id();
+        j["delta"] = s.delta();
+        j["reason"] = s.reason();
+        if (!s.lot().empty()) j["lot"] = s.lot();
+        if (!s.order_id().empty()) j["order_id"] = s.order_id();
+      }
+      break;
+    }
+    case v1::ChangeRecord::kOrder: {
+      const auto& o = r.order();
+      j = {{"order_id", o.order_id()}, {"status", o.status()}};
+      if (!o.actor().empty()) j["actor"] = o.actor();
+      if (o.lines_size() > 0) {
+        json lines = json::array();
+        for (const auto& l : o.lines()) lines.push_back({{"sku", l.sku()}, {"qty", l.qty()}});
+        j["lines"] = std::move(lines);
+      }
+      // Sealed customer data stays sealed; HQ gets the opaque blob, base64.
+      if (!o.customer_sealed().empty()) j["customer_sealed"] = Base64(o.customer_sealed());
+      break;
+    }
+    case v1::ChangeRecord::kPosition: {
+      const auto& p = r.position();
+      j = {{"vehicle", p.vehicle()},
+           {"device_seq", p.device_seq()},
+           {"lat", p.lat_e6() / 1e6},
+           {"lon", p.lon_e6() / 1e6},
+           {"speed_kmh", p.speed_dkmh() / 10.0},
+           {"heading", p.heading_deg()},
+           {"hdop", p.hdop_d() / 10.0}};
+      break;
+    }
+    case v1::ChangeRecord::kClimate: {
+      const auto& c = r.climate();
+      j = {{"sensor", c.sensor()},
+           {"device_seq", c.device_seq()},
+           {"temp_c", c.temp_dc() / 100.0},
+           {"rh", c.rh_d() / 10.0},
+           {"battery", c.battery_d() / 10.0}};
+      break;
+    }
+    case v1::ChangeRecord::kGeofence: {
+      const auto& g = r.geofence();
+      j = {{"vehicle", g.vehicle()}, {"fence", g.fence()}, {"kind", g.kind()}, {"event", g.event()}};
+      break;
+    }
+    case v1::ChangeRecord::kAlert: {
+      const auto& a = r.alert();
+      j = {{"alert_id", a.alert_id()},   {"sensor", a.sensor()},
+           {"state", a.state()},         {"min_c", a.min_c()},
+           {"max_c", a.max_c()},         {"started_ts", a.started_ts_ms()},
+           {"kind", a.kind()}};
+      if (a.ended_ts_ms() != 0) j["ended_ts"] = a.ended_ts_ms();
+      break;
+    }
+    case v1::ChangeRecord::BODY_NOT_SET:
+      break;
+  }
+  return j;
+}
+
+nlohmann::json ChangeToJson(uint64_t cursor, const std::string& site, const v1::ChangeRecord& r) {
+  return {{"cursor", cursor},   {"site", site},      {"seq", r.seq()},
+          {"entity", EntityName(r.entity())},         {"key", r.key()},
+          {"version", r.version()}, {"hlc", r.hlc()}, {"ts", r.ts_ms()},
+          {"fields", RecordFieldsToJson(r)}};
+}
+
+}  // namespace freshsync::hub

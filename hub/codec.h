@@ -1,0 +1,49 @@
+// Wire codecs of the hub: bounded zstd decompression and the JSON form of change records.
+//
+// Thread-safety: free functions, no shared state.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "freshsync.pb.h"
+
+namespace freshsync::hub {
+
+struct ZstdLimits {
+  // Output cap: decompression stops as soon as the output would exceed it.
+  uint64_t max_output_bytes = 64 << 20;
+  // Cap on the decoder's window (2^N bytes). A frame that asks for more is refused instead of
+  // letting its header make us allocate up to 2^31 bytes of window.
+  int window_log_max = 24;
+};
+
+// Streaming decompression of one or more zstd frames with a hard output cap.
+// Memory used is bounded by max_output_bytes plus the decoder window, whatever the input
+// claims in its frame header, so a zstd bomb costs at most the cap.
+// Returns:
+//   kInvalidArgument  not zstd, corrupt or truncated input
+//   kConflict         the output would exceed max_output_bytes, or the window is too large
+//                     (the server answers 413 for this code)
+Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimits& limits);
+
+// Plain zstd compression (tests, tools).
+std::string ZstdCompress(std::string_view input, int level = 1);
+
+// "STOCK", "ORDER", ... ; the number as a string for values this build does not know.
+std::string EntityName(int entity);
+
+// The record's body as a JSON object with plain numbers (not the proto3 JSON mapping, which
+// turns 64-bit integers into strings). Bytes fields are base64.
+nlohmann::json RecordFieldsToJson(const v1::ChangeRecord& record);
+
+// One feed entry: cursor, site, seq, entity, key, version, hlc, ts (ms), fields.
+nlohmann::json ChangeToJson(uint64_t cursor, const std::string& site, const v1::ChangeRecord& record);
+
+std::string Base64(std::string_view bytes);
+
+}  // namespace freshsync::hub

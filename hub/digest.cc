@@ -1,0 +1,104 @@
+#include "hub/digest.h"
+
+#include <openssl/evp.h>
+
+#include <stdexcept>
+
+namespace freshsync::digest {
+
+struct RangeDigester::Impl {
+  EVP_MD_CTX* ctx = nullptr;
+  Impl() : ctx(EVP_MD_CTX_new()) {
+    // Allocation failure of a few hundred bytes is not an environment error we can handle.
+    if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) throw std::runtime_error("EVP sha256 init failed");
+  }
+  ~Impl() { EVP_MD_CTX_free(ctx); }
+};
+
+namespace {
+void PutU64(uint8_t* p, uint64_t v) {
+  for (int i = 7; i >= 0; --i) {
+    p[i] = static_cast<uint8_t>(v & 0xFF);
+    v >>= 8;
+  }
+}
+void PutU32(uint8_t* p, uint32_t v) {
+  for (int i = 3; i >= 0; --i) {
+    p[i] = static_cast<uint8_t>(v & 0xFF);
+    v >>= 8;
+  }
+}
+}  // namespace
+
+std::string ValidateRange(uint64_t from, uint64_t to, uint64_t n) {
+  if (from > kMaxSeq) return "from: must be at most 2^62";
+  if (to > kMaxSeq) return "to: must be at most 2^62";
+  if (to < from) return "to: must be >= from";
+  if (n < 1 || n > kMaxBuckets) return "buckets: must be 1..1024";
+  return "";
+}
+
+std::vector<Bucket> SplitRange(uint64_t from, uint64_t to, uint64_t n) {
+  std::vector<Bucket> out;
+  if (!ValidateRange(from, to, n).empty()) return out;
+  const uint64_t len = to - from + 1;
+  const uint64_t w = (len + n - 1) / n;
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t start = from + i * w;
+    if (start > to) break;
+    out.push_back({start, std::min(to, start + w - 1)});
+  }
+  return out;
+}
+
+uint64_t BucketIndex(uint64_t from, uint64_t to, uint64_t n, uint64_t seq) {
+  const uint64_t len = to - from + 1;
+  const uint64_t w = (len + n - 1) / n;
+  return (seq - from) / w;
+}
+
+RangeDigester::RangeDigester() : impl_(std::make_unique<Impl>()) {}
+RangeDigester::~RangeDigester() = default;
+RangeDigester::RangeDigester(RangeDigester&&) noexcept = default;
+RangeDigester& RangeDigester::operator=(RangeDigester&&) noexcept = default;
+
+void RangeDigester::Add(uint64_t seq, uint32_t entity, uint64_t version, std::string_view key) {
+  uint8_t head[24];
+  PutU64(head, seq);
+  PutU32(head + 8, entity);
+  PutU64(head + 12, version);
+  PutU32(head + 20, static_cast<uint32_t>(key.size()));
+  EVP_DigestUpdate(impl_->ctx, head, sizeof(head));
+  if (!key.empty()) EVP_DigestUpdate(impl_->ctx, key.data(), key.size());
+  ++count_;
+}
+
+std::array<uint8_t, 32> RangeDigester::Finish() {
+  std::array<uint8_t, 32> out{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(impl_->ctx, out.data(), &len);
+  EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr);
+  count_ = 0;
+  return out;
+}
+
+std::string RangeDigester::FinishAsString() {
+  const auto d = Finish();
+  return std::string(reinterpret_cast<const char*>(d.data()), d.size());
+}
+
+std::string Sha256Hex(std::string_view data) {
+  uint8_t md[32];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(64);
+  for (unsigned i = 0; i < len; ++i) {
+    out.push_back(hex[md[i] >> 4]);
+    out.push_back(hex[md[i] & 0xF]);
+  }
+  return out;
+}
+
+}  // namespace freshsync::digest

@@ -1,0 +1,73 @@
+// Range digests for reconciliation (docs/sync-protocol.md, "Reconciliation").
+//
+// The edge and the hub must compute byte-identical digests, so both link this one library
+// (target `freshsync_digest`, which depends on OpenSSL only, not on the hub).
+//
+// Grammar of the bytes hashed for one bucket, for each held record in ascending seq:
+//   record := seq:u64be entity:u32be version:u64be key_len:u32be key:bytes[key_len]
+//   digest := SHA-256(record*)          -- an empty bucket is SHA-256("")
+//
+// Thread-safety: RangeDigester is a plain value used by one thread at a time; the free
+// functions are pure.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace freshsync::digest {
+
+constexpr uint64_t kMaxBuckets = 1024;
+// Seq values above this are refused so that (to - from + 1) and bucket arithmetic never overflow.
+constexpr uint64_t kMaxSeq = uint64_t{1} << 62;
+
+struct Bucket {
+  uint64_t from_seq = 0;
+  uint64_t to_seq = 0;  // inclusive
+};
+
+// Splits [from, to] into buckets of width w = ceil((to - from + 1) / n):
+// bucket i covers [from + i*w, min(to, from + (i+1)*w - 1)].
+// Only buckets that start at or before `to` are returned, so there are ceil(len / w) <= n of
+// them (e.g. from=1, to=10, n=6 gives w=2 and five buckets). Both sides use this function, so
+// they agree on the count.
+// Returns an empty vector when the arguments are invalid (see ValidateRange).
+std::vector<Bucket> SplitRange(uint64_t from, uint64_t to, uint64_t n);
+
+// "" when valid, otherwise the name of the bad parameter ("from", "to" or "buckets") followed
+// by ": reason".
+std::string ValidateRange(uint64_t from, uint64_t to, uint64_t n);
+
+// Index of the bucket holding `seq` (which must lie in [from, to]) for a SplitRange(from, to, n).
+uint64_t BucketIndex(uint64_t from, uint64_t to, uint64_t n, uint64_t seq);
+
+// Incremental SHA-256 over the record grammar above.
+class RangeDigester {
+ public:
+  RangeDigester();
+  ~RangeDigester();
+  RangeDigester(RangeDigester&&) noexcept;
+  RangeDigester& operator=(RangeDigester&&) noexcept;
+  RangeDigester(const RangeDigester&) = delete;
+  RangeDigester& operator=(const RangeDigester&) = delete;
+
+  // Records must be added in ascending seq order; the digest is order-sensitive by design.
+  void Add(uint64_t seq, uint32_t entity, uint64_t version, std::string_view key);
+  uint64_t count() const { return count_; }
+  // The 32-byte digest. The digester is reset afterwards and can be reused.
+  std::array<uint8_t, 32> Finish();
+  std::string FinishAsString();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  uint64_t count_ = 0;
+};
+
+// Lower-case hex of SHA-256(data). Used for bearer tokens as well.
+std::string Sha256Hex(std::string_view data);
+
+}  // namespace freshsync::digest

@@ -1,0 +1,636 @@
+#include "hub/server.h"
+
+#include <httplib.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <charconv>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "hub/auth.h"
+#include "hub/codec.h"
+#include "hub/digest.h"
+
+namespace freshsync::hub {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kJson = "application/json";
+constexpr const char* kProto = "application/x-protobuf";
+
+void SendJson(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), kJson);
+}
+
+void SendError(httplib::Response& res, int status, const std::string& message, const std::string& parameter = "") {
+  json j = {{"error", message}};
+  if (!parameter.empty()) j["parameter"] = parameter;
+  SendJson(res, status, j);
+}
+
+bool WantsJson(const httplib::Request& req) {
+  return req.get_header_value("Accept").find(kJson) != std::string::npos;
+}
+bool WantsProto(const httplib::Request& req) {
+  return req.get_header_value("Accept").find(kProto) != std::string::npos;
+}
+
+// Strict unsigned decimal: digits only, no sign, no overflow.
+std::optional<uint64_t> ParseU64(const std::string& s) {
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// A timestamp parameter: epoch milliseconds, or RFC 3339 ("2026-11-25T08:00:00Z",
+// "...T08:00:00.250+08:00").
+std::optional<int64_t> ParseTimestampMs(const std::string& s) {
+  if (auto v = ParseU64(s)) {
+    if (*v > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    return static_cast<int64_t>(*v);
+  }
+  int Y, M, D, h, m, sec;
+  int n = 0;
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &sec, &n) != 6 || n != 19) return std::nullopt;
+  if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60) return std::nullopt;
+  size_t i = 19;
+  int64_t frac_ms = 0;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    int digits = 0;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
+      if (digits < 3) frac_ms = frac_ms * 10 + (s[i] - '0');
+      ++digits;
+      ++i;
+    }
+    if (digits == 0) return std::nullopt;
+    for (int d = digits; d < 3; ++d) frac_ms *= 10;
+  }
+  int64_t offset_s = 0;
+  if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
+    ++i;
+  } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
+    int oh, om, on = 0;
+    if (std::sscanf(s.c_str() + i + 1, "%2d:%2d%n", &oh, &om, &on) != 2 || on != 5) return std::nullopt;
+    offset_s = (oh * 3600 + om * 60) * (s[i] == '+' ? 1 : -1);
+    i += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (i != s.size()) return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = Y - 1900;
+  tm.tm_mon = M - 1;
+  tm.tm_mday = D;
+  tm.tm_hour = h;
+  tm.tm_min = m;
+  tm.tm_sec = sec;
+  const int64_t t = timegm(&tm);
+  return (t - offset_s) * 1000 + frac_ms;
+}
+
+// Reads an optional unsigned query parameter; on a bad value answers 400 naming it.
+bool UParam(const httplib::Request& req, httplib::Response& res, const char* name, uint64_t& out, uint64_t min,
+            uint64_t max, bool required = false) {
+  if (!req.has_param(name)) {
+    if (!required) return true;
+    SendError(res, 400, std::string(name) + ": required query parameter is missing", name);
+    return false;
+  }
+  auto v = ParseU64(req.get_param_value(name));
+  if (!v || *v < min || *v > max) {
+    SendError(res, 400, std::string(name) + ": must be an integer in " + std::to_string(min) + ".." + std::to_string(max),
+              name);
+    return false;
+  }
+  out = *v;
+  return true;
+}
+
+bool TsParam(const httplib::Request& req, httplib::Response& res, const char* name, int64_t& out) {
+  if (!req.has_param(name)) return true;
+  auto v = ParseTimestampMs(req.get_param_value(name));
+  if (!v) {
+    SendError(res, 400, std::string(name) + ": must be epoch milliseconds or an RFC 3339 timestamp", name);
+    return false;
+  }
+  out = *v;
+  return true;
+}
+
+json AckJson(const v1::BatchAck& a) {
+  json j = {{"contiguous_seq", a.contiguous_seq()},
+            {"expected_seq", a.expected_seq()},
+            {"applied", a.applied()},
+            {"duplicates", a.duplicates()}};
+  if (!a.error().empty()) j["error"] = a.error();
+  return j;
+}
+
+json PositionJson(const PositionRow& p) {
+  return {{"vehicle", p.vehicle}, {"site", p.site},           {"device_seq", p.device_seq},
+          {"lat", p.lat_e6 / 1e6}, {"lon", p.lon_e6 / 1e6},   {"speed_kmh", p.speed_dkmh / 10.0},
+          {"heading", p.heading_deg}, {"hdop", p.hdop_d / 10.0}, {"ts", p.ts_ms},
+          {"hlc", p.hlc},         {"seq", p.seq}};
+}
+
+// Site ids as in the config rules; anything else can never match a certificate anyway.
+constexpr const char* kSite = "([a-z0-9][a-z0-9-]{0,62})";
+
+}  // namespace
+
+struct HubServer::Impl {
+  HubConfig config;
+  HubStore& store;
+  Clock& clock;
+  TokenAuth tokens;
+  std::unique_ptr<httplib::SSLServer> server;
+  int port = 0;
+  std::atomic<int> inflight_batches{0};
+  int max_inflight_batches = 1;
+  std::mutex audit_file_mu;
+  FILE* audit_file = nullptr;
+
+  Impl(const HubConfig& c, HubStore& s, Clock& k) : config(c), store(s), clock(k), tokens(c.tokens) {
+    max_inflight_batches = std::max(1, config.threads / 2);
+  }
+  ~Impl() {
+    if (audit_file) std::fclose(audit_file);
+  }
+
+  // ---------- TLS ----------
+  std::string tls_error;
+
+  bool SetupTls(SSL_CTX& ctx) {
+    auto fail = [&](const std::string& key, const std::string& what) {
+      char buf[256] = {0};
+      ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+      tls_error = key + ": " + what + " (" + buf + ")";
+      return false;
+    };
+    SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    // Forward secrecy and AEAD only (TLS 1.3 suites are all of that already).
+    if (SSL_CTX_set_cipher_list(&ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) return fail("tls", "cipher list");
+    if (SSL_CTX_use_certificate_chain_file(&ctx, config.tls_cert.c_str()) != 1)
+      return fail("tls.cert", "cannot load certificate chain " + config.tls_cert);
+    if (SSL_CTX_use_PrivateKey_file(&ctx, config.tls_key.c_str(), SSL_FILETYPE_PEM) != 1)
+      return fail("tls.key", "cannot load private key " + config.tls_key);
+    if (SSL_CTX_check_private_key(&ctx) != 1) return fail("tls.key", "does not match tls.cert");
+    if (SSL_CTX_load_verify_locations(&ctx, config.tls_ca.c_str(), nullptr) != 1)
+      return fail("tls.ca", "cannot load CA " + config.tls_ca);
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(config.tls_ca.c_str());
+    if (names == nullptr) return fail("tls.ca", "no CA names in " + config.tls_ca);
+    SSL_CTX_set_client_CA_list(&ctx, names);
+    // Request a certificate and verify any that is presented; do not require one (HQ callers).
+    SSL_CTX_set_verify(&ctx, SSL_VERIFY_PEER, nullptr);
+    static const unsigned char kSessionCtx[] = "freshsync-hubd";
+    SSL_CTX_set_session_id_context(&ctx, kSessionCtx, sizeof(kSessionCtx) - 1);
+    return true;
+  }
+
+  // ---------- audit ----------
+  void AuditEvent(AuditEntry e) {
+    e.ts_ms = clock.NowMs();
+    Status s = store.AppendAudit(e);
+    if (!s.ok()) spdlog::error("audit: {}", s.ToString());
+    AuditFile(e);
+  }
+
+  void AuditFile(const AuditEntry& e) {
+    if (audit_file) {
+      json j = {{"ts_ms", e.ts_ms}, {"kind", e.kind},     {"actor", e.actor},   {"path", e.path},
+                {"seq_from", e.seq_from}, {"seq_to", e.seq_to}, {"count", e.count}, {"status", e.status}};
+      if (!e.detail.empty()) j["detail"] = e.detail;
+      const std::string line = j.dump() + "\n";
+      std::lock_guard<std::mutex> lock(audit_file_mu);
+      std::fwrite(line.data(), 1, line.size(), audit_file);
+      std::fflush(audit_file);
+    }
+  }
+
+  // ---------- HQ auth ----------
+  std::optional<Caller> Authorize(const httplib::Request& req, httplib::Response& res, Role needed) {
+    Caller caller;
+    switch (tokens.Check(req.get_header_value("Authorization"), needed, &caller)) {
+      case AuthOutcome::kOk:
+        return caller;
+      case AuthOutcome::kMissing:
+        res.set_header("WWW-Authenticate", "Bearer");
+        SendError(res, 401, "missing bearer token");
+        break;
+      case AuthOutcome::kInvalid:
+        res.set_header("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        SendError(res, 401, "invalid token");
+        break;
+      case AuthOutcome::kForbidden:
+        SendError(res, 403, "token '" + caller.name + "' lacks the admin role");
+        break;
+    }
+    AuditEvent({0, 0, "pull", caller.name.empty() ? "-" : caller.name, req.path, 0, 0, 0, res.status, "refused"});
+    return std::nullopt;
+  }
+
+  void AuditPull(const Caller& c, const httplib::Request& req, int status, uint64_t count) {
+    AuditEvent({0, 0, "pull", c.name, req.path, 0, 0, count, status, ""});
+  }
+
+  // ---------- site auth ----------
+  bool SiteAllowed(const httplib::Request& req, httplib::Response& res, const std::string& site) {
+    auto cn = PeerSiteId(req.ssl);
+    if (!cn) {
+      SendError(res, 403, "a verified client certificate is required");
+      return false;
+    }
+    if (*cn != site) {
+      SendError(res, 403, "client certificate is for site '" + *cn + "', not '" + site + "'");
+      return false;
+    }
+    return true;
+  }
+
+  // ---------- routes ----------
+  httplib::Server::HandlerResponse PreRoute(const httplib::Request& req, httplib::Response& res) {
+    using HR = httplib::Server::HandlerResponse;
+    // Everything here runs before the body is read, so refusals cost no memory.
+    if (req.has_header("Transfer-Encoding")) {
+      res.set_header("Connection", "close");
+      SendError(res, 411, "chunked bodies are not accepted; send Content-Length");
+      return HR::Handled;
+    }
+    const std::string enc = req.get_header_value("Content-Encoding");
+    if (!enc.empty() && enc != "zstd" && enc != "identity") {
+      // httplib would inflate gzip/br itself, without our limits.
+      res.set_header("Connection", "close");
+      SendError(res, 415, "Content-Encoding must be zstd or identity");
+      return HR::Handled;
+    }
+    // httplib reads a POST without Content-Length until the peer closes, with no cap.
+    const bool has_body_method = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
+                                 req.method == "DELETE" || req.method == "PRI";
+    if (has_body_method && !req.has_header("Content-Length")) {
+      res.set_header("Connection", "close");
+      SendError(res, 411, "Content-Length required");
+      return HR::Handled;
+    }
+    if (req.has_header("Content-Length")) {
+      auto len = ParseU64(req.get_header_value("Content-Length"));
+      if (!len) {
+        res.set_header("Connection", "close");
+        SendError(res, 400, "bad Content-Length");
+        return HR::Handled;
+      }
+      if (*len > static_cast<uint64_t>(config.max_body_bytes)) {
+        res.set_header("Connection", "close");
+        SendError(res, 413, "body of " + std::to_string(*len) + " bytes exceeds limits.max_body_bytes (" +
+                                std::to_string(config.max_body_bytes) + ")");
+        AuditEvent({0, 0, req.method == "POST" ? "push" : "pull", PeerSiteId(req.ssl).value_or("-"), req.path, 0, 0, 0,
+                    413, "body too large"});
+        return HR::Handled;
+      }
+    }
+    return HR::Unhandled;
+  }
+
+  void PostBatch(const httplib::Request& req, httplib::Response& res) {
+    const std::string site = req.matches[1];
+    const std::string actor = PeerSiteId(req.ssl).value_or("-");
+    v1::BatchAck ack;
+    auto reply = [&](int status, const std::string& error, uint64_t from = 0, uint64_t to = 0) {
+      if (!error.empty()) ack.set_error(error);
+      res.status = status;
+      if (WantsJson(req)) res.set_content(AckJson(ack).dump(), kJson);
+      else res.set_content(ack.SerializeAsString(), kProto);
+      AuditEvent({0, 0, "push", actor, req.path, from, to, ack.applied(), status, error});
+    };
+    if (!SiteAllowed(req, res, site)) {
+      AuditEvent({0, 0, "push", actor, req.path, 0, 0, 0, 403, "certificate does not match site"});
+      return;
+    }
+    struct Inflight {
+      std::atomic<int>& n;
+      ~Inflight() { --n; }
+    } guard{inflight_batches};
+    if (++inflight_batches > max_inflight_batches) {
+      res.set_header("Retry-After", "1");
+      return reply(503, "hub busy, retry later");
+    }
+    std::string raw;
+    const std::string* payload = &req.body;
+    if (req.get_header_value("Content-Encoding") == "zstd") {
+      ZstdLimits limits;
+      limits.max_output_bytes = static_cast<uint64_t>(config.max_decompressed_bytes);
+      auto out = ZstdDecompressCapped(req.body, limits);
+      if (!out.ok()) return reply(out.status().code() == StatusCode::kConflict ? 413 : 400, out.status().message());
+      raw = std::move(*out);
+      payload = &raw;
+    }
+    v1::Batch batch;
+    if (!batch.ParseFromString(*payload)) return reply(400, "body is not a valid freshsync.v1.Batch");
+    raw.clear();
+    raw.shrink_to_fit();
+    if (batch.records_size() > config.max_records_per_batch)
+      return reply(413, "batch of " + std::to_string(batch.records_size()) + " records exceeds limits.max_records_per_batch");
+    if (batch.site() != site) return reply(403, "Batch.site '" + batch.site() + "' does not match the URL site");
+    const uint64_t from = batch.records_size() ? batch.records(0).seq() : 0;
+    const uint64_t to = batch.records_size() ? batch.records(batch.records_size() - 1).seq() : 0;
+    const int64_t now = clock.NowMs();
+    const AuditEntry audit{0, now, "push", actor, req.path, from, to, 0, 200, batch.urgent() ? "urgent" : ""};
+    auto applied = store.ApplyBatch(site, batch, now, &audit);
+    if (!applied.ok()) {
+      const auto code = applied.status().code();
+      if (code == StatusCode::kInvalidArgument) return reply(400, applied.status().message(), from, to);
+      spdlog::error("apply batch site={} seq={}..{}: {}", site, from, to, applied.status().ToString());
+      res.set_header("Retry-After", "5");
+      return reply(503, "store unavailable", from, to);
+    }
+    ack.set_contiguous_seq(applied->contiguous_seq);
+    ack.set_expected_seq(applied->contiguous_seq + 1);
+    ack.set_applied(applied->applied);
+    ack.set_duplicates(applied->duplicates);
+    if (applied->gap) return reply(409, "gap: expected seq " + std::to_string(applied->contiguous_seq + 1), from, to);
+    // The audit row committed with the batch; only the optional file line is left to write.
+    res.status = 200;
+    if (WantsJson(req)) res.set_content(AckJson(ack).dump(), kJson);
+    else res.set_content(ack.SerializeAsString(), kProto);
+    AuditEntry done = audit;
+    done.count = applied->applied;
+    AuditFile(done);
+  }
+
+  void GetDigest(const httplib::Request& req, httplib::Response& res) {
+    const std::string site = req.matches[1];
+    if (!SiteAllowed(req, res, site)) return;
+    uint64_t from = 0, to = 0, buckets = 0;
+    if (!UParam(req, res, "from", from, 0, digest::kMaxSeq, true) || !UParam(req, res, "to", to, 0, digest::kMaxSeq, true) ||
+        !UParam(req, res, "buckets", buckets, 1, digest::kMaxBuckets, true))
+      return;
+    if (to < from) return SendError(res, 400, "to: must be >= from", "to");
+    auto d = store.Digest(site, from, to, buckets);
+    if (!d.ok()) return SendError(res, 503, d.status().message());
+    v1::DigestReply reply;
+    reply.set_contiguous_seq(d->contiguous_seq);
+    for (const auto& r : d->ranges) {
+      auto* rd = reply.add_ranges();
+      rd->set_from_seq(r.from_seq);
+      rd->set_to_seq(r.to_seq);
+      rd->set_count(r.count);
+      rd->set_digest(r.digest);
+    }
+    if (WantsJson(req)) {
+      json ranges = json::array();
+      for (const auto& r : d->ranges) {
+        static const char* hex = "0123456789abcdef";
+        std::string h;
+        for (unsigned char c : r.digest) {
+          h.push_back(hex[c >> 4]);
+          h.push_back(hex[c & 15]);
+        }
+        ranges.push_back({{"from_seq", r.from_seq}, {"to_seq", r.to_seq}, {"count", r.count}, {"digest", h}});
+      }
+      SendJson(res, 200, {{"contiguous_seq", d->contiguous_seq}, {"ranges", ranges}});
+    } else {
+      res.set_content(reply.SerializeAsString(), kProto);
+    }
+    AuditEvent({0, 0, "digest", site, req.path, from, to, buckets, 200, ""});
+  }
+
+  void GetChanges(const httplib::Request& req, httplib::Response& res) {
+    auto caller = Authorize(req, res, Role::kReader);
+    if (!caller) return;
+    uint64_t after = 0, limit = 1000;
+    if (!UParam(req, res, "after", after, 0, static_cast<uint64_t>(INT64_MAX)) || !UParam(req, res, "limit", limit, 1, 10000))
+      return AuditPull(*caller, req, 400, 0);
+    auto changes = store.Changes(after, static_cast<int>(limit));
+    if (!changes.ok()) {
+      SendError(res, 503, changes.status().message());
+      return AuditPull(*caller, req, 503, 0);
+    }
+    const uint64_t next = changes->empty() ? after : changes->back().cursor;
+    if (WantsProto(req)) {
+      v1::Feed feed;
+      for (auto& c : *changes) {
+        auto* fc = feed.add_changes();
+        fc->set_site(c.site);
+        fc->set_cursor(c.cursor);
+        *fc->mutable_record() = std::move(c.record);
+      }
+      feed.set_next(next);
+      res.set_content(feed.SerializeAsString(), kProto);
+    } else {
+      json arr = json::array();
+      for (const auto& c : *changes) arr.push_back(ChangeToJson(c.cursor, c.site, c.record));
+      SendJson(res, 200, {{"changes", std::move(arr)}, {"next", next}});
+    }
+    AuditPull(*caller, req, 200, changes->size());
+  }
+
+  // Shared shape of the per-site state endpoints.
+  template <typename Fn>
+  void SiteState(const httplib::Request& req, httplib::Response& res, const char* field, Fn fetch) {
+    auto caller = Authorize(req, res, Role::kReader);
+    if (!caller) return;
+    const std::string site = req.matches[1];
+    json arr = json::array();
+    Status s = fetch(site, arr, res);
+    if (res.status == 400) return AuditPull(*caller, req, 400, 0);
+    if (!s.ok()) {
+      SendError(res, 503, s.message());
+      return AuditPull(*caller, req, 503, 0);
+    }
+    const size_t n = arr.size();
+    SendJson(res, 200, {{"site", site}, {field, std::move(arr)}});
+    AuditPull(*caller, req, 200, n);
+  }
+
+  void Register() {
+    auto& s = *server;
+    s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) { return PreRoute(req, res); });
+    s.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "unknown";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      spdlog::error("{} {}: exception {}", req.method, req.path, what);
+      SendError(res, 500, "internal error");
+    });
+    s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+    s.Post(std::string("/v1/sites/") + kSite + "/batches",
+           [this](const httplib::Request& req, httplib::Response& res) { PostBatch(req, res); });
+    s.Get(std::string("/v1/sites/") + kSite + "/digest",
+          [this](const httplib::Request& req, httplib::Response& res) { GetDigest(req, res); });
+    s.Get("/v1/changes", [this](const httplib::Request& req, httplib::Response& res) { GetChanges(req, res); });
+    s.Get("/v1/sites", [this](const httplib::Request& req, httplib::Response& res) {
+      auto caller = Authorize(req, res, Role::kReader);
+      if (!caller) return;
+      auto sites = store.Sites();
+      if (!sites.ok()) return SendError(res, 503, sites.status().message());
+      json arr = json::array();
+      for (const auto& si : *sites)
+        arr.push_back({{"site", si.site},
+                       {"contiguous_seq", si.contiguous_seq},
+                       {"max_seq", si.max_seq},
+                       {"records", si.records},
+                       {"last_push_ms", si.last_push_ms}});
+      const size_t n = arr.size();
+      SendJson(res, 200, {{"sites", std::move(arr)}});
+      AuditPull(*caller, req, 200, n);
+    });
+    s.Get(std::string("/v1/sites/") + kSite + "/stock", [this](const httplib::Request& req, httplib::Response& res) {
+      SiteState(req, res, "stock", [this](const std::string& site, json& arr, httplib::Response&) -> Status {
+        auto rows = store.Stock(site);
+        if (!rows.ok()) return rows.status();
+        for (const auto& r : *rows)
+          arr.push_back({{"sku", r.sku}, {"on_hand", r.on_hand}, {"reserved", r.reserved}, {"version", r.version},
+                         {"hlc", r.hlc}, {"ts", r.ts_ms}, {"seq", r.seq}});
+        return Status::Ok();
+      });
+    });
+    s.Get(std::string("/v1/sites/") + kSite + "/orders", [this](const httplib::Request& req, httplib::Response& res) {
+      SiteState(req, res, "orders", [this](const std::string& site, json& arr, httplib::Response&) -> Status {
+        auto rows = store.Orders(site);
+        if (!rows.ok()) return rows.status();
+        for (const auto& r : *rows) {
+          json o = {{"order_id", r.order_id}, {"site", r.site}, {"status", r.status}, {"actor", r.actor},
+                    {"version", r.version},   {"hlc", r.hlc},   {"ts", r.ts_ms},      {"seq", r.seq}};
+          o["lines"] = r.lines_json.empty() ? json::array() : json::parse(r.lines_json, nullptr, false);
+          if (!r.customer_sealed.empty()) o["customer_sealed"] = Base64(r.customer_sealed);
+          arr.push_back(std::move(o));
+        }
+        return Status::Ok();
+      });
+    });
+    s.Get(std::string("/v1/sites/") + kSite + "/vehicles", [this](const httplib::Request& req, httplib::Response& res) {
+      SiteState(req, res, "vehicles", [this](const std::string& site, json& arr, httplib::Response&) -> Status {
+        auto rows = store.Vehicles(site);
+        if (!rows.ok()) return rows.status();
+        for (const auto& r : *rows) arr.push_back(PositionJson(r));
+        return Status::Ok();
+      });
+    });
+    s.Get(std::string("/v1/sites/") + kSite + "/alerts", [this](const httplib::Request& req, httplib::Response& res) {
+      SiteState(req, res, "alerts", [this](const std::string& site, json& arr, httplib::Response&) -> Status {
+        auto rows = store.OpenAlerts(site);
+        if (!rows.ok()) return rows.status();
+        for (const auto& r : *rows) {
+          json a = {{"alert_id", r.alert_id}, {"sensor", r.sensor},   {"state", r.state},
+                    {"kind", r.kind},         {"min_c", r.min_c},     {"max_c", r.max_c},
+                    {"started_ts", r.started_ts_ms}, {"version", r.version}, {"seq", r.seq}};
+          arr.push_back(std::move(a));
+        }
+        return Status::Ok();
+      });
+    });
+    s.Get(std::string("/v1/sites/") + kSite + "/geofence", [this](const httplib::Request& req, httplib::Response& res) {
+      SiteState(req, res, "events", [this, &req](const std::string& site, json& arr, httplib::Response& r) -> Status {
+        int64_t from = 0, to = INT64_MAX;
+        uint64_t limit = 1000;
+        if (!TsParam(req, r, "from", from) || !TsParam(req, r, "to", to) || !UParam(req, r, "limit", limit, 1, 10000))
+          return Status::InvalidArgument("bad parameter");
+        auto rows = store.GeofenceEvents(site, from, to, static_cast<int>(limit));
+        if (!rows.ok()) return rows.status();
+        for (const auto& e : *rows)
+          arr.push_back({{"seq", e.seq}, {"vehicle", e.vehicle}, {"fence", e.fence}, {"kind", e.kind},
+                         {"event", e.event}, {"ts", e.ts_ms}});
+        return Status::Ok();
+      });
+    });
+    s.Get(std::string("/v1/sites/") + kSite + "/vehicles/([^/]+)/track",
+          [this](const httplib::Request& req, httplib::Response& res) {
+            SiteState(req, res, "track", [this, &req](const std::string& site, json& arr, httplib::Response& r) -> Status {
+              int64_t from = 0, to = INT64_MAX;
+              uint64_t limit = 10000;
+              if (!TsParam(req, r, "from", from) || !TsParam(req, r, "to", to) ||
+                  !UParam(req, r, "limit", limit, 1, 100000))
+                return Status::InvalidArgument("bad parameter");
+              if (to < from) {
+                SendError(r, 400, "to: must be >= from", "to");
+                return Status::InvalidArgument("bad parameter");
+              }
+              auto rows = store.Track(site, req.matches[2], from, to, static_cast<int>(limit));
+              if (!rows.ok()) return rows.status();
+              for (const auto& p : *rows) arr.push_back(PositionJson(p));
+              return Status::Ok();
+            });
+          });
+    s.Get("/v1/audit", [this](const httplib::Request& req, httplib::Response& res) {
+      auto caller = Authorize(req, res, Role::kAdmin);
+      if (!caller) return;
+      uint64_t after = 0, limit = 1000;
+      if (!UParam(req, res, "after", after, 0, static_cast<uint64_t>(INT64_MAX)) ||
+          !UParam(req, res, "limit", limit, 1, 10000))
+        return AuditPull(*caller, req, 400, 0);
+      auto rows = store.Audit(after, static_cast<int>(limit));
+      if (!rows.ok()) return SendError(res, 503, rows.status().message());
+      json arr = json::array();
+      for (const auto& e : *rows)
+        arr.push_back({{"id", e.id},         {"ts_ms", e.ts_ms},   {"kind", e.kind},   {"actor", e.actor},
+                       {"path", e.path},     {"seq_from", e.seq_from}, {"seq_to", e.seq_to}, {"count", e.count},
+                       {"status", e.status}, {"detail", e.detail}});
+      const uint64_t next = rows->empty() ? after : rows->back().id;
+      const size_t n = arr.size();
+      SendJson(res, 200, {{"entries", std::move(arr)}, {"next", next}});
+      AuditPull(*caller, req, 200, n);
+    });
+  }
+};
+
+HubServer::HubServer(const HubConfig& config, HubStore& store, Clock& clock)
+    : impl_(std::make_unique<Impl>(config, store, clock)) {}
+HubServer::~HubServer() = default;
+
+Status HubServer::Start() {
+  auto& im = *impl_;
+  im.server = std::make_unique<httplib::SSLServer>([&im](SSL_CTX& ctx) { return im.SetupTls(ctx); });
+  if (!im.server->is_valid()) return Status::InvalidArgument(im.tls_error.empty() ? "tls: setup failed" : im.tls_error);
+  if (!im.config.audit_log.empty()) {
+    im.audit_file = std::fopen(im.config.audit_log.c_str(), "a");
+    if (im.audit_file == nullptr) return Status::InvalidArgument("audit_log: cannot open " + im.config.audit_log);
+  }
+  const int threads = im.config.threads;
+  im.server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  im.server->set_payload_max_length(static_cast<size_t>(im.config.max_body_bytes));
+  im.server->set_read_timeout(10, 0);
+  im.server->set_write_timeout(10, 0);
+  // A connection holds a worker thread while it is kept alive; rotate connections so that more
+  // sites than threads still get served (docs/architecture-hub.md, "Threads").
+  im.server->set_keep_alive_timeout(5);
+  im.server->set_keep_alive_max_count(100);
+  im.server->set_tcp_nodelay(true);
+  im.Register();
+  auto hp = ParseHostPort(im.config.listen, "listen");
+  if (!hp.ok()) return hp.status();
+  if (hp->second == 0) {
+    im.port = im.server->bind_to_any_port(hp->first);
+    if (im.port <= 0) return Status::Unavailable("listen: cannot bind " + im.config.listen);
+  } else {
+    if (!im.server->bind_to_port(hp->first, hp->second))
+      return Status::Unavailable("listen: cannot bind " + im.config.listen);
+    im.port = hp->second;
+  }
+  return Status::Ok();
+}
+
+int HubServer::port() const { return impl_->port; }
+
+void HubServer::Run() { impl_->server->listen_after_bind(); }
+
+void HubServer::Stop() {
+  if (impl_->server) impl_->server->stop();
+}
+
+}  // namespace freshsync::hub

@@ -1,0 +1,48 @@
+// HubServer: the HTTPS front of hubd. Site endpoints (batches, digest) authenticated by the
+// client certificate; HQ endpoints by bearer token. Routes and answers: docs/api.md.
+//
+// TLS: 1.2 or later, ECDHE with AES-GCM or ChaCha20 only. A client certificate is requested
+// and, if presented, must chain to tls.ca (else the handshake fails); it is optional at the
+// TLS layer because HQ callers come without one, and required by the site routes.
+//
+// Limits: a request claiming more than max_body_bytes is answered 413 before its body is read;
+// chunked bodies are refused (411) because they would bypass that check; decompression stops
+// at max_decompressed_bytes (413). Batch requests beyond the in-flight budget get 503 with
+// Retry-After, which bounds the memory held by decompressed batches.
+//
+// Thread-safety: Start() then Run() from one thread; Stop() from any thread (a signal
+// thread). Ownership: borrows the store and the clock, which must outlive the server.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/status.h"
+#include "hub/store.h"
+
+namespace freshsync::hub {
+
+class HubServer {
+ public:
+  HubServer(const HubConfig& config, HubStore& store, Clock& clock);
+  ~HubServer();
+  HubServer(const HubServer&) = delete;
+  HubServer& operator=(const HubServer&) = delete;
+
+  // Loads the TLS material and binds `listen`. kInvalidArgument naming the tls.* key when a
+  // certificate or key cannot be loaded; kUnavailable when the address cannot be bound.
+  Status Start();
+  // The bound port (useful with port 0).
+  int port() const;
+  // Serves until Stop(). Returns when the listener has closed.
+  void Run();
+  void Stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace freshsync::hub

@@ -1,0 +1,800 @@
+#include "hub/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "hub/digest.h"
+
+namespace freshsync::hub {
+
+int OrderStatusRank(const std::string& status) {
+  // Lifecycle order. The two terminal states share a rank: which of them wins is decided by
+  // the HLC, i.e. by whichever happened later (docs/conflicts.md).
+  static const std::unordered_map<std::string, int> ranks = {
+      {"created", 1}, {"accepted", 2}, {"picking", 3}, {"packed", 4},
+      {"dispatched", 5}, {"delivered", 6}, {"cancelled", 6}};
+  auto it = ranks.find(status);
+  return it == ranks.end() ? 0 : it->second;
+}
+
+namespace {
+
+// ---------- Thin RAII over sqlite3 ----------
+
+class Stmt {
+ public:
+  Stmt() = default;
+  explicit Stmt(sqlite3_stmt* s) : s_(s) {}
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(Stmt&& o) noexcept : s_(o.s_) { o.s_ = nullptr; }
+  Stmt& operator=(Stmt&& o) noexcept {
+    std::swap(s_, o.s_);
+    return *this;
+  }
+  sqlite3_stmt* get() const { return s_; }
+
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& BindU(int i, uint64_t v) {
+    sqlite3_bind_int64(s_, i, static_cast<int64_t>(v));
+    return *this;
+  }
+  Stmt& Bind(int i, double v) {
+    sqlite3_bind_double(s_, i, v);
+    return *this;
+  }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+    return *this;
+  }
+  Stmt& BindBlob(int i, const std::string& v) {
+    sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+    return *this;
+  }
+  Stmt& BindNull(int i) {
+    sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  int Step() { return sqlite3_step(s_); }
+  void Reset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  int64_t Int(int c) const { return sqlite3_column_int64(s_, c); }
+  uint64_t UInt(int c) const { return static_cast<uint64_t>(sqlite3_column_int64(s_, c)); }
+  double Real(int c) const { return sqlite3_column_double(s_, c); }
+  bool IsNull(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
+  std::string Text(int c) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(s_, c));
+    return p ? std::string(p, sqlite3_column_bytes(s_, c)) : std::string();
+  }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+};
+
+// Resets a statement when leaving scope, so that an early return never leaves it busy
+// (a busy read statement would pin the WAL snapshot).
+class ResetGuard {
+ public:
+  explicit ResetGuard(Stmt& s) : s_(s) {}
+  ~ResetGuard() { s_.Reset(); }
+
+ private:
+  Stmt& s_;
+};
+
+Status DbError(sqlite3* db, int rc, const std::string& what) {
+  const std::string msg = what + ": " + sqlite3_errstr(rc) + " (" + (db ? sqlite3_errmsg(db) : "") + ")";
+  switch (rc & 0xFF) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_ERROR:
+    case SQLITE_MISUSE:
+      return Status::Internal(msg);
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status::Unavailable(msg);
+    default:
+      return Status::IOError(msg);
+  }
+}
+
+class Conn {
+ public:
+  ~Conn() {
+    cache_.clear();
+    if (db_) sqlite3_close_v2(db_);
+  }
+  Status Open(const std::string& path, bool create) {
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;  // one thread at a time per connection
+    if (create) flags |= SQLITE_OPEN_CREATE;
+    const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+    if (rc != SQLITE_OK) return Status::IOError(path + ": cannot open database: " + sqlite3_errstr(rc));
+    sqlite3_extended_result_codes(db_, 1);
+    sqlite3_busy_timeout(db_, 5000);
+    return Status::Ok();
+  }
+  Status Exec(const std::string& sql) {
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errstr(rc);
+      sqlite3_free(err);
+      return DbError(db_, rc, "exec: " + msg);
+    }
+    return Status::Ok();
+  }
+  // Statements are prepared once per connection and cached by the address of their text
+  // (always a string literal), so the per-record hot path costs one hash lookup, no allocation.
+  Result<Stmt*> Prepare(const char* sql) {
+    auto it = cache_.find(sql);
+    if (it != cache_.end()) return &it->second;
+    sqlite3_stmt* s = nullptr;
+    const int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) return DbError(db_, rc, std::string("prepare: ") + sql);
+    return &cache_.emplace(sql, Stmt(s)).first->second;
+  }
+  sqlite3* db() const { return db_; }
+
+ private:
+  sqlite3* db_ = nullptr;
+  std::unordered_map<const char*, Stmt> cache_;
+};
+
+// ---------- Schema ----------
+
+// Numbered migrations: index i migrates user_version i to i + 1. Never edit a shipped one.
+const std::vector<std::string>& Migrations() {
+  static const std::vector<std::string> m = {
+      // 1: initial schema.
+      R"sql(
+CREATE TABLE sites(
+  site_id        INTEGER PRIMARY KEY,
+  site           TEXT    NOT NULL UNIQUE,
+  contiguous_seq INTEGER NOT NULL DEFAULT 0,   -- every seq <= it is held
+  max_seq        INTEGER NOT NULL DEFAULT 0,
+  records        INTEGER NOT NULL DEFAULT 0,
+  last_push_ms   INTEGER NOT NULL DEFAULT 0
+);
+-- One row per record held; cursor is the hub's ingest order (the HQ feed cursor).
+-- Rows are never deleted, so rowids are never reused.
+CREATE TABLE changes(
+  cursor  INTEGER PRIMARY KEY,
+  site_id INTEGER NOT NULL,
+  seq     INTEGER NOT NULL,
+  entity  INTEGER NOT NULL,
+  key     TEXT    NOT NULL,
+  version INTEGER NOT NULL,
+  record  BLOB    NOT NULL                      -- serialized freshsync.v1.ChangeRecord
+);
+CREATE UNIQUE INDEX changes_site_seq ON changes(site_id, seq);
+CREATE TABLE stock(
+  site_id INTEGER NOT NULL, sku TEXT NOT NULL,
+  on_hand INTEGER NOT NULL, reserved INTEGER NOT NULL,
+  version INTEGER NOT NULL, hlc INTEGER NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY(site_id, sku)) WITHOUT ROWID;
+CREATE TABLE orders(
+  order_id TEXT PRIMARY KEY, site_id INTEGER NOT NULL,
+  status TEXT NOT NULL, rank INTEGER NOT NULL, actor TEXT NOT NULL,
+  lines TEXT, customer_sealed BLOB,
+  version INTEGER NOT NULL, hlc INTEGER NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX orders_site ON orders(site_id);
+CREATE TABLE vehicles(
+  vehicle TEXT PRIMARY KEY, site_id INTEGER NOT NULL,
+  device_seq INTEGER NOT NULL, lat_e6 INTEGER NOT NULL, lon_e6 INTEGER NOT NULL,
+  speed_dkmh INTEGER NOT NULL, heading_deg INTEGER NOT NULL, hdop_d INTEGER NOT NULL,
+  ts_ms INTEGER NOT NULL, hlc INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX vehicles_site ON vehicles(site_id);
+CREATE TABLE positions(
+  site_id INTEGER NOT NULL, vehicle TEXT NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+  device_seq INTEGER NOT NULL, lat_e6 INTEGER NOT NULL, lon_e6 INTEGER NOT NULL,
+  speed_dkmh INTEGER NOT NULL, heading_deg INTEGER NOT NULL, hdop_d INTEGER NOT NULL, hlc INTEGER NOT NULL,
+  PRIMARY KEY(site_id, vehicle, ts_ms, seq)) WITHOUT ROWID;
+CREATE TABLE alerts(
+  site_id INTEGER NOT NULL, alert_id TEXT NOT NULL, sensor TEXT NOT NULL, state TEXT NOT NULL, kind TEXT NOT NULL,
+  min_c REAL NOT NULL, max_c REAL NOT NULL, started_ts_ms INTEGER NOT NULL, ended_ts_ms INTEGER NOT NULL,
+  version INTEGER NOT NULL, hlc INTEGER NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY(site_id, alert_id)) WITHOUT ROWID;
+CREATE INDEX alerts_state ON alerts(site_id, state);
+CREATE TABLE geofence_events(
+  site_id INTEGER NOT NULL, seq INTEGER NOT NULL, vehicle TEXT NOT NULL, fence TEXT NOT NULL,
+  kind TEXT NOT NULL, event TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+  PRIMARY KEY(site_id, seq)) WITHOUT ROWID;
+CREATE INDEX geofence_ts ON geofence_events(site_id, ts_ms);
+CREATE TABLE audit(
+  id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL, path TEXT NOT NULL,
+  seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL, count INTEGER NOT NULL, status INTEGER NOT NULL,
+  detail TEXT NOT NULL);
+)sql",
+  };
+  return m;
+}
+
+constexpr const char* kInsertChange =
+    "INSERT OR IGNORE INTO changes(site_id, seq, entity, key, version, record) VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
+constexpr const char* kUpsertStock =
+    "INSERT INTO stock(site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+    "ON CONFLICT(site_id, sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, "
+    "version = excluded.version, hlc = excluded.hlc, ts_ms = excluded.ts_ms, seq = excluded.seq "
+    "WHERE excluded.version > stock.version";
+constexpr const char* kUpsertOrder =
+    "INSERT INTO orders(order_id, site_id, status, rank, actor, lines, customer_sealed, version, hlc, ts_ms, seq) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+    "ON CONFLICT(order_id) DO UPDATE SET site_id = excluded.site_id, status = excluded.status, rank = excluded.rank, "
+    "actor = excluded.actor, version = excluded.version, hlc = excluded.hlc, ts_ms = excluded.ts_ms, seq = excluded.seq "
+    "WHERE (excluded.rank, excluded.hlc) > (orders.rank, orders.hlc)";
+// Lines and the sealed customer come only with `created`; a later-arriving created record loses
+// the status rule but must still contribute them.
+constexpr const char* kFillOrderLines = "UPDATE orders SET lines = ?2 WHERE order_id = ?1 AND lines IS NULL";
+constexpr const char* kFillOrderCustomer =
+    "UPDATE orders SET customer_sealed = ?2 WHERE order_id = ?1 AND customer_sealed IS NULL";
+constexpr const char* kUpsertVehicle =
+    "INSERT INTO vehicles(vehicle, site_id, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, hdop_d, ts_ms, hlc, seq) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+    "ON CONFLICT(vehicle) DO UPDATE SET site_id = excluded.site_id, device_seq = excluded.device_seq, "
+    "lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6, speed_dkmh = excluded.speed_dkmh, "
+    "heading_deg = excluded.heading_deg, hdop_d = excluded.hdop_d, ts_ms = excluded.ts_ms, hlc = excluded.hlc, "
+    "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)";
+constexpr const char* kInsertPosition =
+    "INSERT OR IGNORE INTO positions(site_id, vehicle, ts_ms, seq, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, "
+    "hdop_d, hlc) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+constexpr const char* kUpsertAlert =
+    "INSERT INTO alerts(site_id, alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, hlc, seq) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+    "ON CONFLICT(site_id, alert_id) DO UPDATE SET sensor = excluded.sensor, state = excluded.state, kind = excluded.kind, "
+    "min_c = excluded.min_c, max_c = excluded.max_c, started_ts_ms = excluded.started_ts_ms, "
+    "ended_ts_ms = excluded.ended_ts_ms, version = excluded.version, hlc = excluded.hlc, seq = excluded.seq "
+    "WHERE excluded.version > alerts.version";
+constexpr const char* kInsertGeofence =
+    "INSERT OR IGNORE INTO geofence_events(site_id, seq, vehicle, fence, kind, event, ts_ms) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+std::string LinesJson(const v1::OrderState& o) {
+  nlohmann::json lines = nlohmann::json::array();
+  for (const auto& l : o.lines()) lines.push_back({{"sku", l.sku()}, {"qty", l.qty()}});
+  return lines.dump();
+}
+
+}  // namespace
+
+struct SqliteHubStore::Impl {
+  SqliteHubStoreOptions options;
+
+  std::mutex write_mu;  // guards writer and site_ids
+  Conn writer;
+  std::unordered_map<std::string, int64_t> site_ids;
+
+  std::mutex read_mu;
+  std::condition_variable read_cv;
+  std::vector<std::unique_ptr<Conn>> idle_readers;
+
+  // A checked-out read connection, returned to the pool on destruction.
+  class Reader {
+   public:
+    Reader(Impl& impl, std::unique_ptr<Conn> c) : impl_(impl), c_(std::move(c)) {}
+    ~Reader() {
+      std::lock_guard<std::mutex> lock(impl_.read_mu);
+      impl_.idle_readers.push_back(std::move(c_));
+      impl_.read_cv.notify_one();
+    }
+    Conn& operator*() { return *c_; }
+    Conn* operator->() { return c_.get(); }
+
+   private:
+    Impl& impl_;
+    std::unique_ptr<Conn> c_;
+  };
+
+  Reader AcquireReader() {
+    std::unique_lock<std::mutex> lock(read_mu);
+    read_cv.wait(lock, [&] { return !idle_readers.empty(); });
+    auto c = std::move(idle_readers.back());
+    idle_readers.pop_back();
+    return Reader(*this, std::move(c));
+  }
+
+  Status Migrate() {
+    auto st = writer.Prepare("PRAGMA user_version");
+    if (!st.ok()) return st.status();
+    int version = 0;
+    {
+      Stmt& s = **st;
+      ResetGuard g(s);
+      if (s.Step() == SQLITE_ROW) version = static_cast<int>(s.Int(0));
+    }
+    const auto& m = Migrations();
+    if (version > static_cast<int>(m.size()))
+      return Status::Internal("database schema version " + std::to_string(version) + " is newer than this hubd (" +
+                              std::to_string(m.size()) + ")");
+    for (int v = version; v < static_cast<int>(m.size()); ++v) {
+      // Each migration and its version bump commit together.
+      Status s = writer.Exec("BEGIN IMMEDIATE;" + m[v] + "PRAGMA user_version = " + std::to_string(v + 1) + ";COMMIT;");
+      if (!s.ok()) {
+        (void)writer.Exec("ROLLBACK");
+        return Status::Internal("migration " + std::to_string(v + 1) + " failed: " + s.message());
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Site id for `site`, creating the row inside the current write transaction.
+  Result<int64_t> SiteIdForWrite(const std::string& site) {
+    auto it = site_ids.find(site);
+    if (it != site_ids.end()) return it->second;
+    auto ins = writer.Prepare("INSERT OR IGNORE INTO sites(site) VALUES(?1)");
+    if (!ins.ok()) return ins.status();
+    {
+      ResetGuard g(**ins);
+      (*ins)->Bind(1, site);
+      const int rc = (*ins)->Step();
+      if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert site");
+    }
+    auto sel = writer.Prepare("SELECT site_id FROM sites WHERE site = ?1");
+    if (!sel.ok()) return sel.status();
+    ResetGuard g(**sel);
+    (*sel)->Bind(1, site);
+    if ((*sel)->Step() != SQLITE_ROW) return Status::Internal("site row vanished");
+    const int64_t id = (*sel)->Int(0);
+    // Cached only after commit would be purer; a rolled-back insert leaves a stale id, so the
+    // cache is cleared on every rollback (see ApplyBatch).
+    site_ids.emplace(site, id);
+    return id;
+  }
+
+  Status ApplyState(int64_t site_id, const v1::ChangeRecord& r) {
+    const int64_t hlc = static_cast<int64_t>(r.hlc());
+    const int64_t version = static_cast<int64_t>(r.version());
+    const int64_t seq = static_cast<int64_t>(r.seq());
+    auto run = [&](Result<Stmt*>& st, const char* what) -> Status {
+      const int rc = (*st)->Step();
+      (*st)->Reset();
+      if (rc != SQLITE_DONE) return DbError(writer.db(), rc, what);
+      return Status::Ok();
+    };
+    switch (r.entity()) {
+      case v1::STOCK: {
+        if (!r.has_stock()) return Status::Ok();
+        auto st = writer.Prepare(kUpsertStock);
+        if (!st.ok()) return st.status();
+        (*st)->Bind(1, site_id).Bind(2, r.key()).Bind(3, r.stock().on_hand()).Bind(4, r.stock().reserved());
+        (*st)->Bind(5, version).Bind(6, hlc).Bind(7, r.ts_ms()).Bind(8, seq);
+        return run(st, "upsert stock");
+      }
+      case v1::ORDER: {
+        if (!r.has_order()) return Status::Ok();
+        const auto& o = r.order();
+        std::string lines;
+        if (o.lines_size() > 0) lines = LinesJson(o);
+        auto st = writer.Prepare(kUpsertOrder);
+        if (!st.ok()) return st.status();
+        (*st)->Bind(1, r.key()).Bind(2, site_id).Bind(3, o.status()).Bind(4, int64_t{OrderStatusRank(o.status())});
+        (*st)->Bind(5, o.actor());
+        if (lines.empty()) (*st)->BindNull(6); else (*st)->Bind(6, lines);
+        if (o.customer_sealed().empty()) (*st)->BindNull(7); else (*st)->BindBlob(7, o.customer_sealed());
+        (*st)->Bind(8, version).Bind(9, hlc).Bind(10, r.ts_ms()).Bind(11, seq);
+        Status s = run(st, "upsert order");
+        if (!s.ok()) return s;
+        if (!lines.empty()) {
+          auto f = writer.Prepare(kFillOrderLines);
+          if (!f.ok()) return f.status();
+          (*f)->Bind(1, r.key()).Bind(2, lines);
+          s = run(f, "fill order lines");
+          if (!s.ok()) return s;
+        }
+        if (!o.customer_sealed().empty()) {
+          auto f = writer.Prepare(kFillOrderCustomer);
+          if (!f.ok()) return f.status();
+          (*f)->Bind(1, r.key()).BindBlob(2, o.customer_sealed());
+          s = run(f, "fill order customer");
+        }
+        return s;
+      }
+      case v1::VEHICLE_POSITION: {
+        if (!r.has_position()) return Status::Ok();
+        const auto& p = r.position();
+        auto pos = writer.Prepare(kInsertPosition);
+        if (!pos.ok()) return pos.status();
+        (*pos)->Bind(1, site_id).Bind(2, r.key()).Bind(3, r.ts_ms()).Bind(4, seq).BindU(5, p.device_seq());
+        (*pos)->Bind(6, int64_t{p.lat_e6()}).Bind(7, int64_t{p.lon_e6()}).Bind(8, int64_t{p.speed_dkmh()});
+        (*pos)->Bind(9, int64_t{p.heading_deg()}).Bind(10, int64_t{p.hdop_d()}).Bind(11, hlc);
+        Status s = run(pos, "insert position");
+        if (!s.ok()) return s;
+        auto veh = writer.Prepare(kUpsertVehicle);
+        if (!veh.ok()) return veh.status();
+        (*veh)->Bind(1, r.key()).Bind(2, site_id).BindU(3, p.device_seq()).Bind(4, int64_t{p.lat_e6()});
+        (*veh)->Bind(5, int64_t{p.lon_e6()}).Bind(6, int64_t{p.speed_dkmh()}).Bind(7, int64_t{p.heading_deg()});
+        (*veh)->Bind(8, int64_t{p.hdop_d()}).Bind(9, r.ts_ms()).Bind(10, hlc).Bind(11, seq);
+        return run(veh, "upsert vehicle");
+      }
+      case v1::COLDCHAIN_ALERT: {
+        if (!r.has_alert()) return Status::Ok();
+        const auto& a = r.alert();
+        auto st = writer.Prepare(kUpsertAlert);
+        if (!st.ok()) return st.status();
+        (*st)->Bind(1, site_id).Bind(2, r.key()).Bind(3, a.sensor()).Bind(4, a.state()).Bind(5, a.kind());
+        (*st)->Bind(6, a.min_c()).Bind(7, a.max_c()).Bind(8, a.started_ts_ms()).Bind(9, a.ended_ts_ms());
+        (*st)->Bind(10, version).Bind(11, hlc).Bind(12, seq);
+        return run(st, "upsert alert");
+      }
+      case v1::GEOFENCE_EVENT: {
+        if (!r.has_geofence()) return Status::Ok();
+        const auto& g = r.geofence();
+        auto st = writer.Prepare(kInsertGeofence);
+        if (!st.ok()) return st.status();
+        (*st)->Bind(1, site_id).Bind(2, seq).Bind(3, g.vehicle().empty() ? r.key() : g.vehicle()).Bind(4, g.fence());
+        (*st)->Bind(5, g.kind()).Bind(6, g.event()).Bind(7, r.ts_ms());
+        return run(st, "insert geofence event");
+      }
+      default:
+        // CLIMATE readings and STOCK_MOVEMENT records live in the feed only.
+        return Status::Ok();
+    }
+  }
+
+  Result<ApplyResult> Apply(const std::string& site, const v1::Batch& batch, int64_t now_ms, const AuditEntry* audit) {
+    std::lock_guard<std::mutex> lock(write_mu);
+    Status s = writer.Exec("BEGIN IMMEDIATE");
+    if (!s.ok()) return s;
+    auto result = ApplyInTxn(site, batch, now_ms);
+    if (result.ok() && !result->gap && audit != nullptr) {
+      AuditEntry e = *audit;
+      e.count = result->applied;
+      e.status = 200;
+      s = InsertAudit(e);
+      if (!s.ok()) result = s;
+    }
+    if (result.ok() && !result->gap) {
+      s = writer.Exec("COMMIT");
+      if (s.ok()) return result;
+      result = s;
+    }
+    (void)writer.Exec("ROLLBACK");
+    site_ids.clear();
+    return result;
+  }
+
+  // Requires write_mu held.
+  Status InsertAudit(const AuditEntry& e);
+
+  Result<ApplyResult> ApplyInTxn(const std::string& site, const v1::Batch& batch, int64_t now_ms) {
+    ApplyResult res;
+    auto site_id = SiteIdForWrite(site);
+    if (!site_id.ok()) return site_id.status();
+    uint64_t contiguous = 0, max_seq = 0;
+    {
+      auto st = writer.Prepare("SELECT contiguous_seq, max_seq FROM sites WHERE site_id = ?1");
+      if (!st.ok()) return st.status();
+      ResetGuard g(**st);
+      (*st)->Bind(1, *site_id);
+      if ((*st)->Step() != SQLITE_ROW) return Status::Internal("site row missing");
+      contiguous = (*st)->UInt(0);
+      max_seq = (*st)->UInt(1);
+    }
+    res.contiguous_seq = contiguous;
+    const auto& recs = batch.records();
+    if (recs.empty()) return res;
+    if (!batch.urgent() && recs[0].seq() > contiguous + 1) {
+      res.gap = true;
+      return res;
+    }
+    auto ins = writer.Prepare(kInsertChange);
+    if (!ins.ok()) return ins.status();
+    std::string blob;
+    for (const auto& r : recs) {
+      // Everything at or below contiguous is held by definition: skip without touching disk.
+      if (r.seq() <= contiguous) {
+        ++res.duplicates;
+        continue;
+      }
+      blob.clear();
+      r.SerializeToString(&blob);
+      Stmt& st = **ins;
+      st.Bind(1, *site_id).BindU(2, r.seq()).Bind(3, int64_t{r.entity()}).Bind(4, r.key()).BindU(5, r.version());
+      st.BindBlob(6, blob);
+      const int rc = st.Step();
+      st.Reset();
+      if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert change");
+      if (sqlite3_changes(writer.db()) == 0) {
+        ++res.duplicates;  // held earlier, e.g. through the urgent lane
+        continue;
+      }
+      ++res.applied;
+      max_seq = std::max<uint64_t>(max_seq, r.seq());
+      Status s = ApplyState(*site_id, r);
+      if (!s.ok()) return s;
+    }
+    if (!batch.urgent()) contiguous = std::max<uint64_t>(contiguous, recs[recs.size() - 1].seq());
+    res.contiguous_seq = contiguous;
+    auto up = writer.Prepare(
+        "UPDATE sites SET contiguous_seq = ?2, max_seq = ?3, records = records + ?4, last_push_ms = ?5 WHERE site_id = ?1");
+    if (!up.ok()) return up.status();
+    ResetGuard g(**up);
+    (*up)->Bind(1, *site_id).BindU(2, contiguous).BindU(3, std::max(max_seq, contiguous)).Bind(4, int64_t{res.applied});
+    (*up)->Bind(5, now_ms);
+    const int rc = (*up)->Step();
+    if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "update site");
+    return res;
+  }
+};
+
+SqliteHubStore::SqliteHubStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SqliteHubStore::~SqliteHubStore() = default;
+
+int SqliteHubStore::SchemaVersion() { return static_cast<int>(Migrations().size()); }
+
+Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::Open(const SqliteHubStoreOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  Status s = impl->writer.Open(options.path, true);
+  if (!s.ok()) return s;
+  // WAL: readers see a consistent snapshot while the writer applies a batch.
+  s = impl->writer.Exec(std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
+                        (options.synchronous_full ? "FULL" : "NORMAL") +
+                        "; PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=OFF;");
+  if (!s.ok()) return Status::IOError(options.path + ": " + s.message());
+  s = impl->Migrate();
+  if (!s.ok()) return s;
+  for (int i = 0; i < std::max(1, options.read_connections); ++i) {
+    auto c = std::make_unique<Conn>();
+    s = c->Open(options.path, false);
+    if (!s.ok()) return s;
+    s = c->Exec("PRAGMA query_only=1; PRAGMA cache_size=-8192;");
+    if (!s.ok()) return s;
+    impl->idle_readers.push_back(std::move(c));
+  }
+  return std::unique_ptr<SqliteHubStore>(new SqliteHubStore(std::move(impl)));
+}
+
+namespace {
+Status ValidateBatch(const v1::Batch& batch) {
+  uint64_t prev = 0;
+  for (const auto& r : batch.records()) {
+    if (r.seq() == 0) return Status::InvalidArgument("record seq must be >= 1");
+    if (r.seq() > digest::kMaxSeq) return Status::InvalidArgument("record seq above 2^62");
+    if (prev != 0) {
+      if (!batch.urgent() && r.seq() != prev + 1)
+        return Status::InvalidArgument("normal batch records must have consecutive seqs (" + std::to_string(prev) +
+                                       " then " + std::to_string(r.seq()) + ")");
+      if (batch.urgent() && r.seq() <= prev) return Status::InvalidArgument("urgent batch records must have increasing seqs");
+    }
+    prev = r.seq();
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
+                                               const AuditEntry* audit) {
+  Status s = ValidateBatch(batch);
+  if (!s.ok()) return s;
+  return impl_->Apply(site, batch, now_ms, audit);
+}
+
+Result<uint64_t> SqliteHubStore::ContiguousSeq(const std::string& site) {
+  auto r = impl_->AcquireReader();
+  auto st = r->Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
+  if (!st.ok()) return st.status();
+  ResetGuard g(**st);
+  (*st)->Bind(1, site);
+  const int rc = (*st)->Step();
+  if (rc == SQLITE_ROW) return (*st)->UInt(0);
+  if (rc == SQLITE_DONE) return uint64_t{0};
+  return DbError(r->db(), rc, "contiguous seq");
+}
+
+// Runs a read query and maps each row through `row`. Stops at the first error.
+template <typename T, typename BindFn, typename RowFn>
+Result<std::vector<T>> Query(SqliteHubStore::Impl& impl, const char* sql, BindFn bind, RowFn row) {
+  auto r = impl.AcquireReader();
+  auto st = r->Prepare(sql);
+  if (!st.ok()) return st.status();
+  Stmt& s = **st;
+  ResetGuard g(s);
+  bind(s);
+  std::vector<T> out;
+  while (true) {
+    const int rc = s.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return DbError(r->db(), rc, "query");
+    out.push_back(row(s));
+  }
+  return out;
+}
+
+Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit) {
+  return Query<FeedEntry>(
+      *impl_,
+      "SELECT c.cursor, s.site, c.record FROM changes c JOIN sites s ON s.site_id = c.site_id "
+      "WHERE c.cursor > ?1 ORDER BY c.cursor LIMIT ?2",
+      [&](Stmt& s) { s.BindU(1, after).Bind(2, int64_t{limit}); },
+      [](Stmt& s) {
+        FeedEntry e;
+        e.cursor = s.UInt(0);
+        e.site = s.Text(1);
+        const auto* p = sqlite3_column_blob(s.get(), 2);
+        // A row we wrote ourselves; a parse failure means corruption, surfaced as an empty record.
+        (void)e.record.ParseFromArray(p, sqlite3_column_bytes(s.get(), 2));
+        return e;
+      });
+}
+
+Result<std::vector<SiteInfo>> SqliteHubStore::Sites() {
+  return Query<SiteInfo>(
+      *impl_, "SELECT site, contiguous_seq, max_seq, records, last_push_ms FROM sites ORDER BY site", [](Stmt&) {},
+      [](Stmt& s) {
+        return SiteInfo{s.Text(0), s.UInt(1), s.UInt(2), s.UInt(3), s.Int(4)};
+      });
+}
+
+Result<std::vector<StockRow>> SqliteHubStore::Stock(const std::string& site) {
+  return Query<StockRow>(
+      *impl_,
+      "SELECT sku, on_hand, reserved, version, hlc, ts_ms, seq FROM stock "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku",
+      [&](Stmt& s) { s.Bind(1, site); },
+      [](Stmt& s) { return StockRow{s.Text(0), s.Int(1), s.Int(2), s.UInt(3), s.UInt(4), s.Int(5), s.UInt(6)}; });
+}
+
+Result<std::vector<OrderRow>> SqliteHubStore::Orders(const std::string& site) {
+  return Query<OrderRow>(
+      *impl_,
+      "SELECT o.order_id, s.site, o.status, o.actor, o.lines, o.customer_sealed, o.version, o.hlc, o.ts_ms, o.seq "
+      "FROM orders o JOIN sites s ON s.site_id = o.site_id WHERE s.site = ?1 ORDER BY o.order_id",
+      [&](Stmt& s) { s.Bind(1, site); },
+      [](Stmt& s) {
+        return OrderRow{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5),
+                        s.UInt(6), s.UInt(7), s.Int(8),  s.UInt(9)};
+      });
+}
+
+namespace {
+PositionRow VehicleFromRow(Stmt& s) {
+  PositionRow p;
+  p.vehicle = s.Text(0);
+  p.site = s.Text(1);
+  p.device_seq = s.UInt(2);
+  p.lat_e6 = static_cast<int32_t>(s.Int(3));
+  p.lon_e6 = static_cast<int32_t>(s.Int(4));
+  p.speed_dkmh = static_cast<uint32_t>(s.Int(5));
+  p.heading_deg = static_cast<uint32_t>(s.Int(6));
+  p.hdop_d = static_cast<uint32_t>(s.Int(7));
+  p.ts_ms = s.Int(8);
+  p.hlc = s.UInt(9);
+  p.seq = s.UInt(10);
+  return p;
+}
+}  // namespace
+
+Result<std::vector<PositionRow>> SqliteHubStore::Vehicles(const std::string& site) {
+  return Query<PositionRow>(
+      *impl_,
+      "SELECT v.vehicle, s.site, v.device_seq, v.lat_e6, v.lon_e6, v.speed_dkmh, v.heading_deg, v.hdop_d, v.ts_ms, v.hlc, "
+      "v.seq FROM vehicles v JOIN sites s ON s.site_id = v.site_id WHERE s.site = ?1 ORDER BY v.vehicle",
+      [&](Stmt& s) { s.Bind(1, site); }, VehicleFromRow);
+}
+
+Result<std::vector<AlertRow>> SqliteHubStore::OpenAlerts(const std::string& site) {
+  return Query<AlertRow>(
+      *impl_,
+      "SELECT alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, seq FROM alerts "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND state = 'open' ORDER BY started_ts_ms, alert_id",
+      [&](Stmt& s) { s.Bind(1, site); },
+      [](Stmt& s) {
+        return AlertRow{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Real(4), s.Real(5),
+                        s.Int(6),  s.Int(7),  s.UInt(8), s.UInt(9)};
+      });
+}
+
+Result<std::vector<PositionRow>> SqliteHubStore::Track(const std::string& site, const std::string& vehicle,
+                                                       int64_t from_ms, int64_t to_ms, int limit) {
+  return Query<PositionRow>(
+      *impl_,
+      "SELECT p.vehicle, s.site, p.device_seq, p.lat_e6, p.lon_e6, p.speed_dkmh, p.heading_deg, p.hdop_d, p.ts_ms, p.hlc, "
+      "p.seq FROM positions p JOIN sites s ON s.site_id = p.site_id "
+      "WHERE s.site = ?1 AND p.vehicle = ?2 AND p.ts_ms BETWEEN ?3 AND ?4 ORDER BY p.ts_ms, p.seq LIMIT ?5",
+      [&](Stmt& s) { s.Bind(1, site).Bind(2, vehicle).Bind(3, from_ms).Bind(4, to_ms).Bind(5, int64_t{limit}); },
+      VehicleFromRow);
+}
+
+Result<std::vector<GeofenceRow>> SqliteHubStore::GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
+                                                                int limit) {
+  return Query<GeofenceRow>(
+      *impl_,
+      "SELECT seq, vehicle, fence, kind, event, ts_ms FROM geofence_events "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 "
+      "ORDER BY ts_ms, seq LIMIT ?4",
+      [&](Stmt& s) { s.Bind(1, site).Bind(2, from_ms).Bind(3, to_ms).Bind(4, int64_t{limit}); },
+      [](Stmt& s) { return GeofenceRow{s.UInt(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Int(5)}; });
+}
+
+Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) {
+  const std::string bad = digest::ValidateRange(from, to, buckets);
+  if (!bad.empty()) return Status::InvalidArgument(bad);
+  DigestResult out;
+  auto r = impl_->AcquireReader();
+  // One read transaction, so that contiguous_seq and the digests describe the same snapshot.
+  Status s = r->Exec("BEGIN");
+  if (!s.ok()) return s;
+  struct EndTxn {
+    Conn& c;
+    ~EndTxn() { (void)c.Exec("COMMIT"); }
+  } end{*r};
+  {
+    auto st = r->Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
+    if (!st.ok()) return st.status();
+    ResetGuard g(**st);
+    (*st)->Bind(1, site);
+    if ((*st)->Step() == SQLITE_ROW) out.contiguous_seq = (*st)->UInt(0);
+  }
+  const auto ranges = digest::SplitRange(from, to, buckets);
+  std::vector<digest::RangeDigester> digesters(ranges.size());
+  auto st = r->Prepare(
+      "SELECT c.seq, c.entity, c.version, c.key FROM changes c "
+      "WHERE c.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND c.seq BETWEEN ?2 AND ?3 ORDER BY c.seq");
+  if (!st.ok()) return st.status();
+  {
+    Stmt& q = **st;
+    ResetGuard g(q);
+    q.Bind(1, site).BindU(2, from).BindU(3, to);
+    while (true) {
+      const int rc = q.Step();
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return DbError(r->db(), rc, "digest");
+      const uint64_t seq = q.UInt(0);
+      const auto* key = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 3));
+      const int key_len = sqlite3_column_bytes(q.get(), 3);
+      digesters[digest::BucketIndex(from, to, buckets, seq)].Add(
+          seq, static_cast<uint32_t>(q.Int(1)), q.UInt(2), std::string_view(key ? key : "", key_len));
+    }
+  }
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    DigestResult::Range range;
+    range.from_seq = ranges[i].from_seq;
+    range.to_seq = ranges[i].to_seq;
+    range.count = digesters[i].count();
+    range.digest = digesters[i].FinishAsString();
+    out.ranges.push_back(std::move(range));
+  }
+  return out;
+}
+
+Status SqliteHubStore::AppendAudit(const AuditEntry& e) {
+  std::lock_guard<std::mutex> lock(impl_->write_mu);
+  return impl_->InsertAudit(e);
+}
+
+Status SqliteHubStore::Impl::InsertAudit(const AuditEntry& e) {
+  auto st = writer.Prepare(
+      "INSERT INTO audit(ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+  if (!st.ok()) return st.status();
+  ResetGuard g(**st);
+  (*st)->Bind(1, e.ts_ms).Bind(2, e.kind).Bind(3, e.actor).Bind(4, e.path).BindU(5, e.seq_from).BindU(6, e.seq_to);
+  (*st)->BindU(7, e.count).Bind(8, int64_t{e.status}).Bind(9, e.detail);
+  const int rc = (*st)->Step();
+  if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert audit");
+  return Status::Ok();
+}
+
+Result<std::vector<AuditEntry>> SqliteHubStore::Audit(uint64_t after, int limit) {
+  return Query<AuditEntry>(
+      *impl_,
+      "SELECT id, ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail FROM audit WHERE id > ?1 "
+      "ORDER BY id LIMIT ?2",
+      [&](Stmt& s) { s.BindU(1, after).Bind(2, int64_t{limit}); },
+      [](Stmt& s) {
+        return AuditEntry{s.UInt(0), s.Int(1),  s.Text(2), s.Text(3), s.Text(4),
+                          s.UInt(5), s.UInt(6), s.UInt(7), static_cast<int>(s.Int(8)), s.Text(9)};
+      });
+}
+
+}  // namespace freshsync::hub

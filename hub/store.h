@@ -1,0 +1,180 @@
+// HubStore: the hub's durable state. Idempotent apply of site batches keyed by (site, seq),
+// the HQ change feed in the hub's own ingest order, materialized current state, position
+// history, reconciliation digests and the audit log.
+//
+// SqliteHubStore (sqlite_store.h) is the embedded default; a server database follows later,
+// which is why callers see only this interface and plain structs.
+//
+// Thread-safety: every method is safe to call from any thread. Writers are serialized by the
+// implementation; readers may run concurrently with a writer.
+//
+// Status codes:
+//   kInvalidArgument  the batch breaks a structural rule (seq 0, not consecutive, ...)
+//   kIOError          the database failed (disk full, I/O error); the batch was not applied
+//   kInternal         the database is corrupt or a statement could not be prepared
+// A seq gap is not an error status: ApplyBatch returns ok with ApplyResult::gap set, because
+// the caller must answer with the expected seq.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "freshsync.pb.h"
+
+namespace freshsync::hub {
+
+struct ApplyResult {
+  bool gap = false;             // refused: first seq > contiguous + 1; nothing was written
+  uint64_t contiguous_seq = 0;  // after the batch
+  uint32_t applied = 0;         // records newly held
+  uint32_t duplicates = 0;      // records already held
+};
+
+struct SiteInfo {
+  std::string site;
+  uint64_t contiguous_seq = 0;
+  uint64_t max_seq = 0;         // highest seq held (urgent records can be above contiguous)
+  uint64_t records = 0;         // records held
+  int64_t last_push_ms = 0;     // hub wall clock of the last accepted batch
+};
+
+struct FeedEntry {
+  uint64_t cursor = 0;          // the hub's ingest order, strictly increasing
+  std::string site;
+  v1::ChangeRecord record;
+};
+
+struct StockRow {
+  std::string sku;
+  int64_t on_hand = 0;
+  int64_t reserved = 0;
+  uint64_t version = 0;
+  uint64_t hlc = 0;
+  int64_t ts_ms = 0;
+  uint64_t seq = 0;
+};
+
+struct OrderRow {
+  std::string order_id;
+  std::string site;             // the site whose record currently wins
+  std::string status;
+  std::string actor;
+  std::string lines_json;       // JSON array of {sku, qty}; "" if no record carried lines yet
+  std::string customer_sealed;  // opaque sealed blob, never decrypted by the hub
+  uint64_t version = 0;
+  uint64_t hlc = 0;
+  int64_t ts_ms = 0;
+  uint64_t seq = 0;
+};
+
+struct PositionRow {
+  std::string vehicle;
+  std::string site;             // the site that reported this position
+  uint64_t device_seq = 0;
+  int32_t lat_e6 = 0;
+  int32_t lon_e6 = 0;
+  uint32_t speed_dkmh = 0;
+  uint32_t heading_deg = 0;
+  uint32_t hdop_d = 0;
+  int64_t ts_ms = 0;            // device timestamp
+  uint64_t hlc = 0;
+  uint64_t seq = 0;
+};
+
+struct AlertRow {
+  std::string alert_id;
+  std::string sensor;
+  std::string state;
+  std::string kind;
+  double min_c = 0;
+  double max_c = 0;
+  int64_t started_ts_ms = 0;
+  int64_t ended_ts_ms = 0;
+  uint64_t version = 0;
+  uint64_t seq = 0;
+};
+
+struct GeofenceRow {
+  uint64_t seq = 0;
+  std::string vehicle;
+  std::string fence;
+  std::string kind;
+  std::string event;
+  int64_t ts_ms = 0;
+};
+
+struct AuditEntry {
+  uint64_t id = 0;              // assigned by the store
+  int64_t ts_ms = 0;
+  std::string kind;             // "push", "pull", "digest"
+  std::string actor;            // site (certificate CN) or token name
+  std::string path;
+  uint64_t seq_from = 0;
+  uint64_t seq_to = 0;
+  uint64_t count = 0;           // records applied (push) or returned (pull)
+  int status = 0;               // HTTP status answered
+  std::string detail;
+};
+
+struct DigestResult {
+  uint64_t contiguous_seq = 0;
+  struct Range {
+    uint64_t from_seq = 0;
+    uint64_t to_seq = 0;
+    uint64_t count = 0;
+    std::string digest;         // 32 raw bytes
+  };
+  std::vector<Range> ranges;
+};
+
+class HubStore {
+ public:
+  virtual ~HubStore() = default;
+
+  // Applies one batch for `site` in one transaction (all or nothing), per docs/sync-protocol.md:
+  // a normal batch must be consecutive and start at or below contiguous + 1; an urgent batch
+  // holds its records without moving contiguous. Records already held are counted as
+  // duplicates and have no second effect. The caller has checked that batch.site() == site.
+  // If `audit` is given and the batch is applied, the audit entry is written in the same
+  // transaction (count = records applied, status 200): the push and its audit row commit
+  // together, with one fsync.
+  virtual Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
+                                         const AuditEntry* audit) = 0;
+  Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms) {
+    return ApplyBatch(site, batch, now_ms, nullptr);
+  }
+
+  // Contiguous seq of a site; 0 for a site never seen.
+  virtual Result<uint64_t> ContiguousSeq(const std::string& site) = 0;
+
+  // Up to `limit` changes with cursor > after, in cursor order.
+  virtual Result<std::vector<FeedEntry>> Changes(uint64_t after, int limit) = 0;
+
+  virtual Result<std::vector<SiteInfo>> Sites() = 0;
+  virtual Result<std::vector<StockRow>> Stock(const std::string& site) = 0;
+  // Orders whose winning record came from `site`.
+  virtual Result<std::vector<OrderRow>> Orders(const std::string& site) = 0;
+  // Latest positions of vehicles whose newest position came from `site`.
+  virtual Result<std::vector<PositionRow>> Vehicles(const std::string& site) = 0;
+  virtual Result<std::vector<AlertRow>> OpenAlerts(const std::string& site) = 0;
+  // Positions of `vehicle` reported by `site` with from_ms <= ts <= to_ms, oldest first.
+  virtual Result<std::vector<PositionRow>> Track(const std::string& site, const std::string& vehicle, int64_t from_ms,
+                                                 int64_t to_ms, int limit) = 0;
+  virtual Result<std::vector<GeofenceRow>> GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
+                                                          int limit) = 0;
+
+  // Reconciliation digest (hub/digest.h); arguments already validated by the caller.
+  virtual Result<DigestResult> Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) = 0;
+
+  virtual Status AppendAudit(const AuditEntry& entry) = 0;
+  // Up to `limit` audit entries with id > after, oldest first.
+  virtual Result<std::vector<AuditEntry>> Audit(uint64_t after, int limit) = 0;
+};
+
+// Lifecycle rank of an order status for the conflict rule (docs/conflicts.md); 0 if unknown.
+int OrderStatusRank(const std::string& status);
+
+}  // namespace freshsync::hub

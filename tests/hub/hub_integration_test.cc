@@ -1,0 +1,606 @@
+// hubd end to end: the real binary on a free loopback port, real mutual TLS with certificates
+// made by TestPki, requests through httplib's SSLClient (and raw OpenSSL where a well-behaved
+// client cannot express the attack, e.g. a 1 GB Content-Length with no body).
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <fstream>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "freshsync.pb.h"
+#include "hub/codec.h"
+#include "hub/digest.h"
+#include "tests/support/harness.h"
+
+namespace freshsync::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kReaderToken = "reader-token-0123456789";
+constexpr const char* kAdminToken = "admin-token-9876543210";
+
+v1::ChangeRecord Record(uint64_t seq) {
+  // A mix of entities, so that every materialized table is exercised.
+  v1::ChangeRecord r;
+  r.set_seq(seq);
+  r.set_version(seq);
+  r.set_hlc((uint64_t{1764000000000} + seq) << 16);
+  r.set_ts_ms(1764000000000 + static_cast<int64_t>(seq) * 1000);
+  switch (seq % 4) {
+    case 0:
+      r.set_entity(v1::STOCK);
+      r.set_key("sku-" + std::to_string(seq % 7));
+      r.mutable_stock()->set_sku(r.key());
+      r.mutable_stock()->set_on_hand(static_cast<int64_t>(seq));
+      break;
+    case 1:
+      r.set_entity(v1::VEHICLE_POSITION);
+      r.set_key("truck-" + std::to_string(seq % 3));
+      r.mutable_position()->set_vehicle(r.key());
+      r.mutable_position()->set_lat_e6(31000000 + static_cast<int32_t>(seq));
+      r.mutable_position()->set_lon_e6(121000000);
+      break;
+    case 2:
+      r.set_entity(v1::ORDER);
+      r.set_key("o-" + std::to_string(seq));
+      r.mutable_order()->set_order_id(r.key());
+      r.mutable_order()->set_status("created");
+      break;
+    default:
+      r.set_entity(v1::COLDCHAIN_ALERT);
+      r.set_key("al-" + std::to_string(seq));
+      r.mutable_alert()->set_alert_id(r.key());
+      r.mutable_alert()->set_sensor("cold-1");
+      r.mutable_alert()->set_state("open");
+      break;
+  }
+  return r;
+}
+
+std::string BatchBody(const std::string& site, uint64_t first, uint64_t last, bool urgent = false) {
+  v1::Batch b;
+  b.set_site(site);
+  b.set_urgent(urgent);
+  for (uint64_t s = first; s <= last; ++s) *b.add_records() = Record(s);
+  return hub::ZstdCompress(b.SerializeAsString(), 1);
+}
+
+long RssKb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+// Sends `request` verbatim over TLS and returns what comes back until the peer closes or
+// `timeout_s` passes. "" when the TLS handshake fails.
+std::string RawTls(int port, const TestPki::Files& client, const std::string& ca, const std::string& request,
+                   int timeout_s = 5) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr);
+  SSL_CTX_use_certificate_file(ctx, client.cert.c_str(), SSL_FILETYPE_PEM);
+  SSL_CTX_use_PrivateKey_file(ctx, client.key.c_str(), SSL_FILETYPE_PEM);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    SSL* ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) == 1) {
+      SSL_write(ssl, request.data(), static_cast<int>(request.size()));
+      char buf[4096];
+      int n;
+      while ((n = SSL_read(ssl, buf, sizeof(buf))) > 0) {
+        out.append(buf, n);
+        if (out.find("\r\n\r\n") != std::string::npos && out.find("}") != std::string::npos) break;
+      }
+    }
+    SSL_free(ssl);
+  }
+  close(fd);
+  SSL_CTX_free(ctx);
+  return out;
+}
+
+class HubdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    signal(SIGPIPE, SIG_IGN);  // refused connections must fail a request, not kill the test
+    ASSERT_TRUE(pki_.Init());
+    site_a_ = pki_.Client("site-a");
+    site_b_ = pki_.Client("site-b");
+    port_ = PickFreePort();
+    WriteConfig();
+    StartHubd();
+  }
+  void TearDown() override { hubd_.Kill(); }
+
+  void WriteConfig(const std::string& extra = "") {
+    std::ostringstream c;
+    c << "listen = \"127.0.0.1:" << port_ << "\"\n"
+      << "threads = 4\n"
+      << "audit_log = \"" << dir_.File("audit.jsonl") << "\"\n"
+      << extra << "[tls]\nca = \"" << pki_.ca_cert() << "\"\ncert = \"" << pki_.server().cert << "\"\nkey = \""
+      << pki_.server().key << "\"\n"
+      << "[store]\npath = \"" << dir_.File("hub.db") << "\"\n"
+      << "[limits]\nmax_body_bytes = 1048576\nmax_decompressed_bytes = 8388608\nmax_records_per_batch = 20000\n"
+      << "[[tokens]]\nname = \"hq-analytics\"\nrole = \"reader\"\nsha256 = \"" << digest::Sha256Hex(kReaderToken)
+      << "\"\n"
+      << "[[tokens]]\nname = \"hq-ops\"\nrole = \"admin\"\nsha256 = \"" << digest::Sha256Hex(kAdminToken) << "\"\n";
+    WriteFile(dir_.File("hubd.toml"), c.str());
+  }
+
+  void StartHubd() {
+    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
+    ASSERT_TRUE(hubd_.Start());
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          auto c = Hq("");
+          auto r = c->Get("/healthz");
+          return r && r->status == 200;
+        },
+        std::chrono::seconds(20)))
+        << ReadFile(dir_.File("hubd.log"));
+  }
+
+  std::unique_ptr<httplib::SSLClient> Site(const TestPki::Files& f) {
+    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", port_, f.cert, f.key);
+    Configure(*c);
+    return c;
+  }
+  std::unique_ptr<httplib::SSLClient> Hq(const std::string& token) {
+    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", port_);
+    Configure(*c);
+    if (!token.empty()) c->set_bearer_token_auth(token);
+    return c;
+  }
+  void Configure(httplib::SSLClient& c) {
+    c.set_ca_cert_path(pki_.ca_cert());
+    c.enable_server_certificate_verification(true);
+    c.set_connection_timeout(5);
+    c.set_read_timeout(30);
+  }
+
+  httplib::Result Push(httplib::SSLClient& c, const std::string& site, const std::string& body, bool json = false) {
+    httplib::Headers h = {{"Content-Encoding", "zstd"}};
+    if (json) h.emplace("Accept", "application/json");
+    return c.Post(("/v1/sites/" + site + "/batches").c_str(), h, body, "application/x-protobuf");
+  }
+
+  v1::BatchAck Ack(const httplib::Result& r) {
+    v1::BatchAck a;
+    EXPECT_TRUE(r);
+    if (r) {
+      EXPECT_TRUE(a.ParseFromString(r->body)) << r->body;
+    }
+    return a;
+  }
+
+  json GetJson(const std::string& path, const std::string& token = kReaderToken, int want = 200) {
+    auto c = Hq(token);
+    auto r = c->Get(path.c_str());
+    EXPECT_TRUE(r) << path;
+    if (!r) return {};
+    EXPECT_EQ(r->status, want) << path << ": " << r->body;
+    return json::parse(r->body, nullptr, false);
+  }
+
+  // Every change in the feed, paging with `page`.
+  std::vector<json> Feed(int page) {
+    std::vector<json> out;
+    uint64_t after = 0;
+    while (true) {
+      json j = GetJson("/v1/changes?after=" + std::to_string(after) + "&limit=" + std::to_string(page));
+      if (!j.is_object()) break;
+      for (auto& c : j["changes"]) out.push_back(c);
+      const uint64_t next = j["next"];
+      if (j["changes"].empty()) {
+        EXPECT_EQ(next, after);
+        break;
+      }
+      after = next;
+    }
+    return out;
+  }
+
+  TempDir dir_;
+  TestPki pki_{dir_.File("pki")};
+  TestPki::Files site_a_, site_b_;
+  int port_ = 0;
+  ChildProcess hubd_;
+};
+
+TEST_F(HubdTest, PushedRecordsAppearInFeedAndStateExactlyOnce) {
+  auto a = Site(site_a_);
+  auto r = Push(*a, "site-a", BatchBody("site-a", 1, 60));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  auto ack = Ack(r);
+  EXPECT_EQ(ack.contiguous_seq(), 60u);
+  EXPECT_EQ(ack.expected_seq(), 61u);
+  EXPECT_EQ(ack.applied(), 60u);
+  auto b = Site(site_b_);
+  ASSERT_EQ(Push(*b, "site-b", BatchBody("site-b", 1, 40))->status, 200);
+  // Retransmissions of both (a lost ack) change nothing.
+  EXPECT_EQ(Ack(Push(*a, "site-a", BatchBody("site-a", 1, 60))).duplicates(), 60u);
+  EXPECT_EQ(Ack(Push(*b, "site-b", BatchBody("site-b", 21, 45))).applied(), 5u);
+
+  const auto feed = Feed(17);
+  ASSERT_EQ(feed.size(), 105u);
+  std::set<std::pair<std::string, uint64_t>> seen;
+  uint64_t last_cursor = 0;
+  for (const auto& c : feed) {
+    EXPECT_TRUE(seen.insert({c["site"].get<std::string>(), c["seq"].get<uint64_t>()}).second) << c.dump();
+    EXPECT_GT(c["cursor"].get<uint64_t>(), last_cursor);
+    last_cursor = c["cursor"];
+    for (const char* k : {"entity", "key", "version", "hlc", "ts", "fields"}) EXPECT_TRUE(c.contains(k)) << k;
+  }
+  const auto& first = feed.front();
+  EXPECT_EQ(first["site"], "site-a");
+  EXPECT_EQ(first["entity"], "VEHICLE_POSITION");
+  EXPECT_DOUBLE_EQ(first["fields"]["lat"].get<double>(), 31.000001);
+
+  // Protobuf feed on Accept.
+  auto hq = Hq(kReaderToken);
+  auto pr = hq->Get("/v1/changes?after=0&limit=5", {{"Accept", "application/x-protobuf"}});
+  ASSERT_TRUE(pr);
+  v1::Feed pf;
+  ASSERT_TRUE(pf.ParseFromString(pr->body));
+  ASSERT_EQ(pf.changes_size(), 5);
+  EXPECT_EQ(pf.changes(0).record().seq(), 1u);
+  EXPECT_EQ(pf.next(), pf.changes(4).cursor());
+
+  // Current state.
+  json sites = GetJson("/v1/sites");
+  ASSERT_EQ(sites["sites"].size(), 2u);
+  EXPECT_EQ(sites["sites"][0]["site"], "site-a");
+  EXPECT_EQ(sites["sites"][0]["contiguous_seq"], 60);
+  EXPECT_EQ(sites["sites"][1]["contiguous_seq"], 45);
+  EXPECT_GT(sites["sites"][0]["last_push_ms"].get<int64_t>(), 0);
+  json stock = GetJson("/v1/sites/site-a/stock");
+  EXPECT_EQ(stock["stock"].size(), 7u);  // sku-0..6
+  json orders = GetJson("/v1/sites/site-a/orders");
+  EXPECT_EQ(orders["orders"].size(), 15u);  // seq % 4 == 2 in 1..60
+  json alerts = GetJson("/v1/sites/site-a/alerts");
+  EXPECT_EQ(alerts["alerts"].size(), 15u);
+  // Trucks are seen by both sites: the newest device timestamp wins, here site-a's (seq up to
+  // 57 against site-b's 45), although site-b pushed later.
+  json va = GetJson("/v1/sites/site-a/vehicles");
+  json vb = GetJson("/v1/sites/site-b/vehicles");
+  EXPECT_EQ(va["vehicles"].size(), 3u);
+  EXPECT_TRUE(vb["vehicles"].empty());
+  // Track over a time range: positions of truck-1 at site-a are seqs 1, 13, 25, 37, 49.
+  const int64_t t0 = 1764000000000;
+  json track = GetJson("/v1/sites/site-a/vehicles/truck-1/track?from=" + std::to_string(t0 + 13000) +
+                       "&to=" + std::to_string(t0 + 37000));
+  ASSERT_EQ(track["track"].size(), 3u);
+  EXPECT_EQ(track["track"][0]["seq"], 13);
+  json track_rfc = GetJson("/v1/sites/site-a/vehicles/truck-1/track?from=2025-11-24T16:00:13Z&to=2025-11-24T16:00:37.000Z");
+  EXPECT_EQ(track_rfc["track"].size(), 3u);
+}
+
+TEST_F(HubdTest, GapIsRefusedWithTheExpectedSeq) {
+  auto a = Site(site_a_);
+  ASSERT_EQ(Push(*a, "site-a", BatchBody("site-a", 1, 10))->status, 200);
+  auto r = Push(*a, "site-a", BatchBody("site-a", 15, 20));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409);
+  auto ack = Ack(r);
+  EXPECT_EQ(ack.expected_seq(), 11u);
+  EXPECT_EQ(ack.contiguous_seq(), 10u);
+  // JSON on Accept.
+  r = Push(*a, "site-a", BatchBody("site-a", 15, 20), true);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409);
+  EXPECT_EQ(json::parse(r->body)["expected_seq"], 11);
+  EXPECT_EQ(Feed(100).size(), 10u);
+}
+
+TEST_F(HubdTest, UrgentBatchOvertakesWithoutMovingContiguous) {
+  auto a = Site(site_a_);
+  ASSERT_EQ(Push(*a, "site-a", BatchBody("site-a", 1, 4))->status, 200);
+  auto ack = Ack(Push(*a, "site-a", BatchBody("site-a", 10, 10, true)));
+  EXPECT_EQ(ack.contiguous_seq(), 4u);
+  EXPECT_EQ(ack.applied(), 1u);
+  EXPECT_EQ(Feed(100).size(), 5u);
+  ack = Ack(Push(*a, "site-a", BatchBody("site-a", 5, 12)));
+  EXPECT_EQ(ack.contiguous_seq(), 12u);
+  EXPECT_EQ(ack.applied(), 7u);
+  EXPECT_EQ(ack.duplicates(), 1u);
+  EXPECT_EQ(Feed(100).size(), 12u);
+}
+
+TEST_F(HubdTest, DigestMatchesTheSharedLibrary) {
+  auto a = Site(site_a_);
+  ASSERT_EQ(Push(*a, "site-a", BatchBody("site-a", 1, 50))->status, 200);
+  auto r = a->Get("/v1/sites/site-a/digest?from=1&to=64&buckets=4");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  v1::DigestReply d;
+  ASSERT_TRUE(d.ParseFromString(r->body));
+  EXPECT_EQ(d.contiguous_seq(), 50u);
+  ASSERT_EQ(d.ranges_size(), 4);
+  digest::RangeDigester want;
+  for (uint64_t s = 17; s <= 32; ++s) {
+    const auto rec = Record(s);
+    want.Add(s, rec.entity(), rec.version(), rec.key());
+  }
+  EXPECT_EQ(d.ranges(1).from_seq(), 17u);
+  EXPECT_EQ(d.ranges(1).count(), 16u);
+  EXPECT_EQ(d.ranges(1).digest(), want.FinishAsString());
+  EXPECT_EQ(d.ranges(3).count(), 2u);
+  // Another site's digest is not ours to read.
+  EXPECT_EQ(a->Get("/v1/sites/site-b/digest?from=1&to=2&buckets=1")->status, 403);
+  r = a->Get("/v1/sites/site-a/digest?from=1&to=2&buckets=5000");
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(json::parse(r->body)["parameter"], "buckets");
+}
+
+TEST_F(HubdTest, RefusesWrongIdentities) {
+  const std::string body = BatchBody("site-a", 1, 3);
+  // Another site's certificate.
+  auto b = Site(site_b_);
+  auto r = Push(*b, "site-a", body);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  // The right certificate, but Batch.site names another site.
+  auto a = Site(site_a_);
+  r = Push(*a, "site-a", BatchBody("site-b", 1, 3));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  // No certificate at all.
+  auto none = Hq("");
+  r = Push(*none, "site-a", body);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  // Expired and untrusted certificates fail the handshake: no HTTP answer at all.
+  auto expired = Site(pki_.Client("site-a", -1));
+  r = Push(*expired, "site-a", body);
+  EXPECT_FALSE(r && r->status == 200);
+  EXPECT_FALSE(r) << r->status;
+  auto stranger = Site(pki_.Untrusted("site-a"));
+  r = Push(*stranger, "site-a", body);
+  EXPECT_FALSE(r) << r->status;
+  // Plain HTTP gets no HTTP answer.
+  httplib::Client plain("127.0.0.1", port_);
+  plain.set_read_timeout(5);
+  auto pr = plain.Get("/healthz");
+  EXPECT_FALSE(pr && pr->status == 200);
+  EXPECT_TRUE(Feed(100).empty());
+
+  // HQ tokens.
+  GetJson("/v1/changes", "", 401);
+  GetJson("/v1/changes", "not-a-token", 401);
+  GetJson("/v1/changes", digest::Sha256Hex(kReaderToken), 401);  // the hash is not the token
+  GetJson("/v1/audit", kReaderToken, 403);
+  json audit = GetJson("/v1/audit?limit=1000", kAdminToken, 200);
+  ASSERT_TRUE(audit.is_object());
+  int pushes_refused = 0, pulls = 0;
+  for (const auto& e : audit["entries"]) {
+    if (e["kind"] == "push" && e["status"] == 403) ++pushes_refused;
+    if (e["kind"] == "pull") ++pulls;
+  }
+  EXPECT_EQ(pushes_refused, 3);
+  EXPECT_GE(pulls, 4);
+  // The audit file mirrors the table.
+  EXPECT_NE(ReadFile(dir_.File("audit.jsonl")).find("\"hq-analytics\""), std::string::npos);
+  EXPECT_TRUE(hubd_.Running());
+}
+
+TEST_F(HubdTest, BadInputGetsFourXxAndCostsNoMemory) {
+  auto a = Site(site_a_);
+  ASSERT_EQ(Push(*a, "site-a", BatchBody("site-a", 1, 5))->status, 200);
+  const long rss_before = RssKb(hubd_.pid());
+  ASSERT_GT(rss_before, 0);
+
+  // zstd bomb: 2 GB of zeros in about 64 KB, without a declared size.
+  {
+    std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), &ZSTD_freeCCtx);
+    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 0);
+    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, 19);
+    const std::string zeros(4 << 20, '\0');
+    std::string bomb, buf(ZSTD_CStreamOutSize(), '\0');
+    for (int i = 0; i < 64; ++i) {
+      ZSTD_inBuffer in{zeros.data(), zeros.size(), 0};
+      const bool last = i == 63;
+      size_t rem;
+      do {
+        ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
+        rem = ZSTD_compressStream2(cctx.get(), &ob, &in, last ? ZSTD_e_end : ZSTD_e_continue);
+        bomb.append(buf.data(), ob.pos);
+      } while (last ? rem != 0 : in.pos < in.size);
+    }
+    ASSERT_LT(bomb.size(), 1u << 20);
+    for (int i = 0; i < 3; ++i) {
+      auto r = Push(*a, "site-a", bomb);
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 413) << r->body;
+    }
+  }
+  // Truncated protobuf inside a valid zstd frame.
+  {
+    v1::Batch b;
+    b.set_site("site-a");
+    for (uint64_t s = 6; s <= 20; ++s) *b.add_records() = Record(s);
+    std::string raw = b.SerializeAsString();
+    raw.resize(raw.size() - 7);
+    auto r = Push(*a, "site-a", hub::ZstdCompress(raw));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << r->body;
+    // And a truncated zstd frame.
+    const std::string z = BatchBody("site-a", 6, 20);
+    r = Push(*a, "site-a", z.substr(0, z.size() / 2));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+  }
+  // A claimed 1 GB body: answered 413 at once, without reading it.
+  {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string resp =
+        RawTls(port_, site_a_, pki_.ca_cert(),
+               "POST /v1/sites/site-a/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n"
+               "Content-Encoding: zstd\r\nContent-Length: 1073741824\r\n\r\n");
+    EXPECT_EQ(resp.rfind("HTTP/1.1 413", 0), 0u) << resp;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+    // Chunked bodies would dodge the length check: refused too.
+    const std::string chunked =
+        RawTls(port_, site_a_, pki_.ca_cert(),
+               "POST /v1/sites/site-a/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    EXPECT_EQ(chunked.rfind("HTTP/1.1 411", 0), 0u) << chunked;
+    // So would a POST without any length, read until the peer closes.
+    const std::string nolength = RawTls(port_, site_a_, pki_.ca_cert(),
+                                        "POST /v1/sites/site-a/batches HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nabc");
+    EXPECT_EQ(nolength.rfind("HTTP/1.1 411", 0), 0u) << nolength;
+  }
+  // Too many records.
+  {
+    v1::Batch b;
+    b.set_site("site-a");
+    for (uint64_t s = 6; s <= 20010; ++s) *b.add_records() = Record(s);
+    auto r = Push(*a, "site-a", hub::ZstdCompress(b.SerializeAsString()));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 413) << r->body;
+  }
+  // Bad query parameters name themselves.
+  for (const auto& [path, param] : std::vector<std::pair<std::string, std::string>>{
+           {"/v1/changes?after=-1", "after"},
+           {"/v1/changes?limit=0", "limit"},
+           {"/v1/changes?limit=abc", "limit"},
+           {"/v1/sites/site-a/vehicles/truck-1/track?from=yesterday", "from"},
+           {"/v1/sites/site-a/vehicles/truck-1/track?from=10&to=5", "to"}}) {
+    json j = GetJson(path, kReaderToken, 400);
+    EXPECT_EQ(j["parameter"], param) << path;
+  }
+
+  EXPECT_TRUE(hubd_.Running());
+  auto ok = Push(*a, "site-a", BatchBody("site-a", 6, 8));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(Feed(100).size(), 8u);
+  const long rss_after = RssKb(hubd_.pid());
+  // The decompression cap is 8 MB; allow for it, the records batch and allocator slack,
+  // but not for a 2 GB bomb or a 1 GB body.
+  EXPECT_LT(rss_after - rss_before, 48 * 1024) << rss_before << " -> " << rss_after;
+}
+
+TEST_F(HubdTest, KillAndRestartKeepsEverything) {
+  auto a = Site(site_a_);
+  ASSERT_EQ(Push(*a, "site-a", BatchBody("site-a", 1, 30))->status, 200);
+  ASSERT_EQ(Push(*a, "site-a", BatchBody("site-a", 40, 41, true))->status, 200);
+  hubd_.Kill();
+  StartHubd();
+  auto a2 = Site(site_a_);
+  auto ack = Ack(Push(*a2, "site-a", BatchBody("site-a", 25, 45)));
+  EXPECT_EQ(ack.contiguous_seq(), 45u);
+  EXPECT_EQ(ack.applied(), 13u);     // 31..39 and 42..45
+  EXPECT_EQ(ack.duplicates(), 8u);   // 25..30, 40, 41
+  EXPECT_EQ(Feed(7).size(), 45u);
+  // SIGTERM is a clean stop.
+  EXPECT_EQ(hubd_.Stop(), 0);
+}
+
+TEST(HubdConfigTest, CheckConfigNamesTheKey) {
+  TempDir dir;
+  TestPki pki(dir.File("pki"));
+  ASSERT_TRUE(pki.Init());
+  const std::string good = "listen = \"127.0.0.1:1\"\n[tls]\nca = \"" + pki.ca_cert() + "\"\ncert = \"" +
+                           pki.server().cert + "\"\nkey = \"" + pki.server().key + "\"\n[store]\npath = \"" +
+                           dir.File("h.db") + "\"\n";
+  WriteFile(dir.File("good.toml"), good);
+  EXPECT_EQ(RunShell("'" + BinDir() + "/hubd' --check-config --config '" + dir.File("good.toml") + "'"), 0);
+  auto check = [&](const std::string& text, const std::string& key) {
+    WriteFile(dir.File("bad.toml"), text);
+    const std::string log = dir.File("check.log");
+    const int rc = RunShell("'" + BinDir() + "/hubd' --check-config --config '" + dir.File("bad.toml") + "'", log);
+    EXPECT_EQ(rc, 2);  // RunShell returns the exit code
+    EXPECT_NE(ReadFile(log).find(key), std::string::npos) << ReadFile(log);
+  };
+  check(good + "threads = 0\n", "threads");
+  check(good + "[limits]\nmax_body_bytes = 10\n", "limits.max_body_bytes");
+  check(good + "[[tokens]]\nname = \"x\"\nrole = \"root\"\nsha256 = \"00\"\n", "tokens[0].role");
+  std::string missing = good;
+  missing.replace(missing.find(pki.server().key), pki.server().key.size(), dir.File("nope.key"));
+  check(missing, "tls.key");
+}
+
+// ---------- slow ----------
+
+TEST_F(HubdTest, SlowManyBatchesWithRestartsAndRetries) {
+  // 200k records in 2,000-record batches, hubd SIGKILLed every 25 batches; the pusher retries
+  // and rewinds like the agent does. Afterwards every seq is held exactly once.
+  constexpr uint64_t kTotal = 200000, kBatch = 2000;
+  uint64_t next = 1;
+  int batches = 0;
+  auto a = Site(site_a_);
+  const auto t0 = std::chrono::steady_clock::now();
+  while (next <= kTotal) {
+    const uint64_t last = std::min(kTotal, next + kBatch - 1);
+    auto r = Push(*a, "site-a", BatchBody("site-a", next, last));
+    if (!r || r->status >= 500) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      a = Site(site_a_);
+      continue;
+    }
+    auto ack = Ack(r);
+    ASSERT_TRUE(r->status == 200 || r->status == 409) << r->status << " " << r->body;
+    next = ack.expected_seq();
+    if (++batches % 25 == 0) {
+      hubd_.Kill();
+      // Resend the last batch after the restart: its ack may be what was lost.
+      next = next > kBatch ? next - kBatch : 1;
+      StartHubd();
+      a = Site(site_a_);
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("pushed %llu records in %.2fs including restarts (%.0f records/s)\n", (unsigned long long)kTotal, secs,
+              kTotal / secs);
+  json sites = GetJson("/v1/sites");
+  EXPECT_EQ(sites["sites"][0]["contiguous_seq"], kTotal);
+  EXPECT_EQ(sites["sites"][0]["records"], kTotal);
+  const auto feed = Feed(10000);
+  ASSERT_EQ(feed.size(), kTotal);
+  for (uint64_t i = 0; i < kTotal; ++i) ASSERT_EQ(feed[i]["seq"].get<uint64_t>(), i + 1);
+}
+
+TEST_F(HubdTest, SlowHttpsPushRate) {
+  // Pre-encoded 5,000-record batches over one kept-alive connection: the hub's HTTPS ingest
+  // rate (TLS + zstd + protobuf + apply + fsync), without client-side encoding cost.
+  constexpr uint64_t kTotal = 300000, kBatch = 5000;
+  std::vector<std::string> bodies;
+  for (uint64_t s = 1; s <= kTotal; s += kBatch) bodies.push_back(BatchBody("site-a", s, s + kBatch - 1));
+  size_t bytes = 0;
+  for (const auto& b : bodies) bytes += b.size();
+  auto a = Site(site_a_);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const auto& body : bodies) {
+    auto r = Push(*a, "site-a", body);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("HTTPS push: %llu records in %.2fs = %.0f records/s, %.1f bytes/record on the wire\n",
+              (unsigned long long)kTotal, secs, kTotal / secs, double(bytes) / kTotal);
+  EXPECT_EQ(GetJson("/v1/sites")["sites"][0]["contiguous_seq"], kTotal);
+}
+
+}  // namespace
+}  // namespace freshsync::testing
