@@ -1,4 +1,6 @@
-// Range digests for reconciliation (docs/sync-protocol.md, "Reconciliation").
+// Range digests for reconciliation (docs/sync-protocol.md, "Reconciliation"): the edge's
+// per-bucket view over the hub's freshsync_digest library (hub/digest.h), which owns the byte
+// layout and the bucket split, so both sides compute them with the same code.
 //
 // Grammar of one bucket's digest: SHA-256 over, for each record held in the bucket in
 // ascending seq order,
