@@ -11,6 +11,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "cloud-sync/sync_agent.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "edge/ingest.h"
@@ -96,16 +98,26 @@ int main(int argc, char** argv) {
   (void)(*store)->ResetLinkState();
   InstallCommitFaultForTest(**store);
 
+  // The sync agent (cloud-sync/): its own thread and store connection. Started before ingest
+  // because its first step is a reconciliation with the hub (which, after an edge restore,
+  // moves the seq counter past the hub's via 'seq_floor'); ingest does not wait for it, as
+  // the site must work with the link down (docs/sync-agent.md, Limits).
+  std::unique_ptr<freshsync::sync::SyncAgent> agent;
+  if (config->hub) {
+    agent = std::make_unique<freshsync::sync::SyncAgent>(*config, freshsync::SystemClock());
+    if (auto s = agent->Start(); !s.ok()) {
+      spdlog::critical("sync: {}", s.ToString());
+      return 2;
+    }
+  } else {
+    spdlog::info("sync: no [hub] configured; records stay in the outbox");
+  }
+
   freshsync::edge::Ingest ingest(*config, **store);
   if (auto s = ingest.Start(); !s.ok()) {
     spdlog::critical("ingest: {}", s.ToString());
     return 2;
   }
-
-  // Hook for the sync agent (cloud-sync/, issue 3): when [hub] is configured, start
-  // freshsync::sync::SyncAgent here with *config and config->store.path, and stop it
-  // before the store is closed below.
-  if (config->hub) spdlog::info("hub configured ({}); sync agent not built into this edged yet", config->hub->url);
 
   // READY once subscribed (or after a few seconds if the broker is down: ingest retries on
   // its own and the unit must not fail to start because the broker is late).
@@ -131,6 +143,7 @@ int main(int argc, char** argv) {
   sd_notify(0, "STOPPING=1");
   notifier.join();
   ingest.Stop();
+  if (agent) agent->Stop();
   done = true;
   if (watchdog.joinable()) watchdog.join();
   const auto& c = ingest.counters();

@@ -8,7 +8,9 @@
 #include <atomic>
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <mutex>
 #include <optional>
 
@@ -331,6 +333,18 @@ struct HubServer::Impl {
       if (actor != "-") AuditEvent({0, 0, "push", actor, req.path, 0, 0, 0, 403, "certificate does not match site"});
       else spdlog::warn("push {} without a client certificate from {}", req.path, req.remote_addr);
       return;
+    }
+    // Test-only: while the file named by FRESHSYNC_HUB_SHED_FILE_FOR_TEST exists, batches are
+    // shed with 503 and Retry-After set to the file's first line (seconds), as under overload.
+    static const char* const shed_file_for_test = std::getenv("FRESHSYNC_HUB_SHED_FILE_FOR_TEST");
+    if (shed_file_for_test != nullptr) {
+      std::ifstream in(shed_file_for_test);
+      if (in) {
+        std::string secs;
+        std::getline(in, secs);
+        res.set_header("Retry-After", secs.empty() ? std::string("1") : secs);
+        return reply(503, "shedding load (test hook)");
+      }
     }
     struct Inflight {
       std::atomic<int>& n;

@@ -1,0 +1,263 @@
+// Sync drain benchmark: a backlog of GPS change records in an edge-store-shaped SQLite file,
+// drained by the real SyncAgent to a real hubd over HTTPS (mutual TLS) on loopback.
+//
+// Baseline in the same run: reading the outbox and encoding the same batches (protobuf +
+// zstd) with no network and no hub, i.e. the agent's own ceiling.
+// Wire bytes are counted by a pass-through TCP proxy between agent and hub, so they include
+// HTTP headers, TLS records and the acks.
+//
+// Usage: sync_drain [--records N] [--batch N] [--level L] [--no-hub] [--keep DIR]
+// hubd is taken from $FRESHSYNC_BIN_DIR (default: this binary's directory).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sqlite3.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "cloud-sync/batch_codec.h"
+#include "cloud-sync/outbox_schema.h"
+#include "cloud-sync/sync_agent.h"
+#include "cloud-sync/sync_store.h"
+#include "common/clock.h"
+#include "freshsync.pb.h"
+#include "tests/support/fault_proxy.h"
+#include "tests/support/harness.h"
+
+namespace fs = freshsync;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double Secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+void Exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::fprintf(stderr, "sqlite: %s: %s\n", sql, err ? err : "?");
+    std::exit(1);
+  }
+}
+
+// GPS change records as edged writes them for fs/vehicles/{vehicle}/gps at 1 Hz per truck.
+void Generate(const std::string& path, uint64_t n, int64_t created_ms) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  Exec(db, "PRAGMA journal_mode=WAL");
+  Exec(db, "PRAGMA synchronous=NORMAL");
+  Exec(db, fs::sync::kOutboxDdl);
+  Exec(db, fs::sync::kSyncStateDdl);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "INSERT INTO outbox VALUES(?,?,?,?,?,?,?,?)", -1, &st, nullptr);
+  constexpr int kTrucks = 50;
+  struct Truck {
+    std::string id;
+    double lat, lon, heading, speed;
+    uint64_t seq = 0;
+    uint32_t hdop = 9;
+  };
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<Truck> trucks;
+  for (int i = 0; i < kTrucks; ++i) {
+    char id[32];
+    std::snprintf(id, sizeof(id), "truck-%03d", i);
+    trucks.push_back({id, 31.2 + 0.1 * u(rng), 121.5 + 0.1 * u(rng), 180 + 180 * u(rng), 40 + 20 * u(rng), 0, 9});
+  }
+  // Model: each truck's receiver reports on the whole second (GPS time), the message reaches
+  // edged 20-120 ms later and is committed in ingest's 100-message transactions; the HLC
+  // physical part is that commit time. hdop changes now and then, speed and heading drift.
+  const int64_t t0 = 1'764'000'000'000;
+  uint64_t hlc = 0;
+  Exec(db, "BEGIN");
+  fs::v1::ChangeRecord r;
+  std::string blob;
+  for (uint64_t s = 1; s <= n; ++s) {
+    Truck& t = trucks[(s - 1) % kTrucks];
+    const int64_t ts = t0 + static_cast<int64_t>((s - 1) / kTrucks) * 1000;
+    const int64_t commit_ms = ts + 20 + static_cast<int64_t>(rng() % 100);
+    const uint64_t wall = static_cast<uint64_t>(commit_ms) << 16;
+    hlc = wall > hlc ? wall : hlc + 1;
+    t.heading = std::fmod(t.heading + 5 * u(rng) + 360, 360);
+    t.speed = std::clamp(t.speed + 2 * u(rng), 0.0, 90.0);
+    if (rng() % 20 == 0) t.hdop = 8 + static_cast<uint32_t>(rng() % 5);
+    const double dist_deg = t.speed / 3.6 / 111000.0;  // per second
+    t.lat += dist_deg * std::cos(t.heading * M_PI / 180);
+    t.lon += dist_deg * std::sin(t.heading * M_PI / 180);
+    r.Clear();
+    r.set_seq(s);
+    r.set_entity(fs::v1::VEHICLE_POSITION);
+    r.set_key(t.id);
+    r.set_version(++t.seq);
+    r.set_hlc(hlc);
+    r.set_ts_ms(ts);
+    auto* p = r.mutable_position();
+    p->set_vehicle(t.id);
+    p->set_device_seq(t.seq);
+    p->set_lat_e6(static_cast<int32_t>(std::lround(t.lat * 1e6)));
+    p->set_lon_e6(static_cast<int32_t>(std::lround(t.lon * 1e6)));
+    p->set_speed_dkmh(static_cast<uint32_t>(std::lround(t.speed * 10)));
+    p->set_heading_deg(static_cast<uint32_t>(std::lround(t.heading)));
+    p->set_hdop_d(t.hdop);
+    r.SerializeToString(&blob);
+    sqlite3_bind_int64(st, 1, static_cast<int64_t>(s));
+    sqlite3_bind_int(st, 2, r.entity());
+    sqlite3_bind_text(st, 3, t.id.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, static_cast<int64_t>(t.seq));
+    sqlite3_bind_int64(st, 5, static_cast<int64_t>(r.hlc()));
+    sqlite3_bind_int(st, 6, 0);
+    sqlite3_bind_int64(st, 7, created_ms);
+    sqlite3_bind_blob(st, 8, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+      std::fprintf(stderr, "insert failed: %s\n", sqlite3_errmsg(db));
+      std::exit(1);
+    }
+    sqlite3_reset(st);
+    if (s % 100000 == 0) {
+      Exec(db, "COMMIT");
+      Exec(db, "BEGIN");
+    }
+  }
+  Exec(db, "COMMIT");
+  sqlite3_finalize(st);
+  Exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+  sqlite3_close(db);
+}
+
+bool WaitPort(int port, int timeout_ms) {
+  for (int i = 0; i < timeout_ms / 20; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    close(fd);
+    if (ok) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint64_t n = 1'000'000;
+  int batch = 5000;
+  int level = 3;
+  bool no_hub = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--records") n = std::stoull(next());
+    else if (a == "--batch") batch = std::stoi(next());
+    else if (a == "--level") level = std::stoi(next());
+    else if (a == "--no-hub") no_hub = true;
+    else {
+      std::fprintf(stderr, "usage: %s [--records N] [--batch N] [--level L] [--no-hub]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (std::getenv("FRESHSYNC_BIN_DIR") == nullptr) {
+    setenv("FRESHSYNC_BIN_DIR", std::filesystem::path(argv[0]).parent_path().c_str(), 0);
+  }
+  fs::testing::TempDir dir;
+  const std::string db_path = dir.File("edge.db");
+  auto t0 = Clock::now();
+  Generate(db_path, n, fs::SystemClock().NowMs());
+  std::printf("generated %llu GPS records in %.2f s (outbox file %.1f MB)\n", static_cast<unsigned long long>(n),
+              Secs(t0, Clock::now()), static_cast<double>(std::filesystem::file_size(db_path)) / 1e6);
+
+  // Baseline: the agent's read + encode path with no network.
+  {
+    auto store = fs::sync::SyncStore::Open(db_path, 2000);
+    if (!store.ok()) return 1;
+    fs::sync::BatchEncoder enc(level);
+    std::vector<fs::sync::OutboxRow> rows;
+    bool full = false;
+    uint64_t after = 0, raw = 0, compressed = 0, record_bytes = 0;
+    t0 = Clock::now();
+    while (true) {
+      if (!(*store)->ReadRange(after, UINT64_MAX, batch, 4 << 20, &rows, &full).ok()) return 1;
+      if (rows.empty()) break;
+      for (auto& r : rows) record_bytes += r.record.size();
+      compressed += enc.Encode("sh-pudong-01", rows, false).size();
+      raw += enc.raw_size();
+      after = rows.back().seq;
+    }
+    const double s = Secs(t0, Clock::now());
+    std::printf("baseline  read+encode (no network): %.0f rec/s, %.1f raw protobuf B/rec, %.2f zstd-%d B/rec "
+                "(stored record %.1f B/rec)\n",
+                static_cast<double>(n) / s, static_cast<double>(raw) / n, static_cast<double>(compressed) / n, level,
+                static_cast<double>(record_bytes) / n);
+  }
+  if (no_hub) return 0;
+
+  const std::string hubd = fs::testing::BinDir() + "/hubd";
+  if (!std::filesystem::exists(hubd)) {
+    std::printf("drain: skipped, %s not built\n", hubd.c_str());
+    return 0;
+  }
+  fs::testing::TestPki pki(dir.File("pki"));
+  std::filesystem::create_directories(dir.File("pki"));
+  if (!pki.Init()) return 1;
+  auto client = pki.Client("sh-pudong-01");
+  const int hub_port = fs::testing::PickFreePort();
+  fs::testing::WriteFile(dir.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port) +
+                                                    "\"\n[tls]\nca = \"" + pki.ca_cert() +
+                                                    "\"\ncert = \"" + pki.server().cert + "\"\nkey = \"" +
+                                                    pki.server().key + "\"\n[store]\npath = \"" +
+                                                    dir.File("hub.db") + "\"\n");
+  fs::testing::ChildProcess hub({hubd, "--config", dir.File("hubd.toml")}, dir.File("hubd.log"));
+  if (!hub.Start() || !WaitPort(hub_port, 10000)) {
+    std::fprintf(stderr, "hubd did not start; log:\n%s\n", fs::testing::ReadFile(dir.File("hubd.log")).c_str());
+    return 1;
+  }
+  fs::testing::FaultProxy proxy("127.0.0.1", hub_port);
+  if (!proxy.Start()) return 1;
+
+  fs::EdgeConfig cfg;
+  cfg.site = "sh-pudong-01";
+  cfg.store.path = db_path;
+  fs::HubLinkConfig h;
+  h.url = "https://127.0.0.1:" + std::to_string(proxy.port());
+  h.ca = pki.ca_cert();
+  h.cert = client.cert;
+  h.key = client.key;
+  h.batch_max_records = batch;
+  h.timeout_ms = 60000;
+  cfg.hub = h;
+  fs::sync::SyncAgentOptions o;
+  o.zstd_level = level;
+  fs::sync::SyncAgent agent(cfg, fs::SystemClock(), nullptr, o);
+  t0 = Clock::now();
+  if (!agent.Start().ok()) return 1;
+  while (agent.GetStats().acked_seq < n) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (Secs(t0, Clock::now()) > 600) {
+      std::fprintf(stderr, "drain: timed out at acked %llu\n", static_cast<unsigned long long>(agent.GetStats().acked_seq));
+      return 1;
+    }
+  }
+  const double s = Secs(t0, Clock::now());
+  agent.Stop();
+  const auto st = agent.GetStats();
+  std::printf("drain     agent -> hubd over HTTPS: %.0f rec/s (%.2f s), %llu batches, %llu retries\n",
+              static_cast<double>(n) / s, s, static_cast<unsigned long long>(st.batches_sent),
+              static_cast<unsigned long long>(st.retries));
+  std::printf("wire      %.2f B/rec request bodies, %.2f B/rec on the wire up (TLS, HTTP), %.2f B/rec down\n",
+              static_cast<double>(st.bytes_sent) / n, static_cast<double>(proxy.bytes_up()) / n,
+              static_cast<double>(proxy.bytes_down()) / n);
+  proxy.Stop();
+  hub.Stop();
+  return 0;
+}

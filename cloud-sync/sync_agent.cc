@@ -1,0 +1,472 @@
+#include "cloud-sync/sync_agent.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <map>
+
+#include "cloud-sync/batch_codec.h"
+#include "cloud-sync/curl_transport.h"
+#include "cloud-sync/outbox_schema.h"
+#include "freshsync.pb.h"
+
+namespace freshsync::sync {
+namespace {
+
+constexpr int64_t kStoreRetryMs = 500;        // after a local SQLite failure (busy, I/O)
+constexpr int64_t kMinReconcileGapMs = 5000;  // reconnect storms must not turn into digest storms
+constexpr int64_t kErrorLogEveryMs = 10000;
+
+}  // namespace
+
+SyncAgent::SyncAgent(EdgeConfig config, Clock& clock, std::unique_ptr<Transport> transport, SyncAgentOptions options)
+    : config_(std::move(config)), hub_(config_.hub.value_or(HubLinkConfig{})), clock_(clock),
+      owned_transport_(std::move(transport)), options_(options),
+      backoff_(hub_.backoff_initial_ms, hub_.backoff_max_ms, options.rng_seed), encoder_(options.zstd_level) {
+  if (!owned_transport_) {
+    CurlTransportOptions t;
+    t.ca = hub_.ca;
+    t.cert = hub_.cert;
+    t.key = hub_.key;
+    t.timeout_ms = hub_.timeout_ms;
+    t.connect_timeout_ms = std::min(hub_.timeout_ms, 5000);
+    owned_transport_ = std::make_unique<CurlTransport>(std::move(t));
+  }
+  transport_ = owned_transport_.get();
+}
+
+SyncAgent::~SyncAgent() { Stop(); }
+
+Status SyncAgent::Open() {
+  if (!config_.hub) return Status::InvalidArgument("sync agent: no [hub] section in the config");
+  if (store_) return Status::Ok();
+  auto s = SyncStore::Open(config_.store.path, config_.store.busy_timeout_ms);
+  if (!s.ok()) return s.status();
+  store_ = std::move(s.value());
+  return Status::Ok();
+}
+
+Status SyncAgent::Start() {
+  if (Status st = Open(); !st.ok()) return st;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = false;
+  }
+  thread_ = std::thread([this] { Run(); });
+  return Status::Ok();
+}
+
+void SyncAgent::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  transport_->Interrupt();
+  if (thread_.joinable()) thread_.join();
+}
+
+void SyncAgent::Notify() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    notified_ = true;
+  }
+  cv_.notify_all();
+}
+
+SyncStats SyncAgent::GetStats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void SyncAgent::Run() {
+  spdlog::info("sync: agent started for site {} -> {}", config_.site, hub_.url);
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) break;
+    }
+    const int64_t wait = Step();
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stop_) break;
+    if (wait > 0) {
+      // Only data waits end early on Notify(); a backoff must run its course.
+      const bool wakeable = backoff_.attempt() == 0;
+      cv_.wait_for(lock, std::chrono::milliseconds(wait), [&] { return stop_ || (wakeable && notified_); });
+    }
+    notified_ = false;
+  }
+  spdlog::info("sync: agent stopped (acked_seq {})", acked_);
+}
+
+void SyncAgent::Publish() {
+  work_.link_up = link_ == 1;
+  work_.last_seq = last_seq_;
+  work_.acked_seq = acked_;
+  work_.backlog = last_seq_ > acked_ ? last_seq_ - acked_ : 0;
+  work_.urgent_sent_seq = urgent_scanned_;
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_ = work_;
+}
+
+void SyncAgent::SetError(std::string e) {
+  const int64_t now = clock_.MonotonicMs();
+  if (e != work_.last_error || now - last_error_log_ms_ >= kErrorLogEveryMs) {
+    spdlog::warn("sync: {}", e);
+    last_error_log_ms_ = now;
+  }
+  work_.last_error = std::move(e);
+}
+
+void SyncAgent::SetLink(bool up) {
+  const int v = up ? 1 : 0;
+  if (link_ == v) return;
+  if (up && link_ == 0) {
+    spdlog::info("sync: link to hub up again");
+    // After an outage the two sides compare digests (docs/sync-protocol.md, Reconciliation).
+    const int64_t earliest = next_reconcile_ms_ - int64_t{hub_.reconcile_interval_s} * 1000 + kMinReconcileGapMs;
+    if (clock_.MonotonicMs() >= earliest) reconcile_due_ = true;
+    else next_reconcile_ms_ = std::min(next_reconcile_ms_, earliest);
+  } else if (!up) {
+    spdlog::warn("sync: link to hub down");
+  }
+  link_ = v;
+  if (Status st = store_->SetStates({{kStateLinkUp, v}}); !st.ok()) SetError("store: " + st.ToString());
+}
+
+Status SyncAgent::LoadState() {
+  auto acked = store_->GetState(kStateAckedSeq, 0);
+  if (!acked.ok()) return acked.status();
+  auto urgent = store_->GetState(kStateUrgentSentSeq, 0);
+  if (!urgent.ok()) return urgent.status();
+  auto floor = store_->GetState(kStateSeqFloor, 0);
+  if (!floor.ok()) return floor.status();
+  acked_ = static_cast<uint64_t>(*acked);
+  urgent_scanned_ = static_cast<uint64_t>(*urgent);
+  work_.seq_floor = static_cast<uint64_t>(*floor);
+  loaded_ = true;
+  spdlog::info("sync: resuming after acked_seq {}", acked_);
+  return Status::Ok();
+}
+
+std::string SyncAgent::BaseUrl() const {
+  std::string u = hub_.url;
+  while (!u.empty() && u.back() == '/') u.pop_back();
+  return u + "/v1/sites/" + config_.site;
+}
+
+Status SyncAgent::PersistAcked(uint64_t acked, bool advanced) {
+  if (acked < acked_) {
+    work_.rewinds++;
+    // The hub lost what it had acknowledged: priority rows above it go again as urgent.
+    urgent_scanned_ = std::min(urgent_scanned_, acked);
+  }
+  acked_ = acked;
+  std::vector<std::pair<const char*, int64_t>> v = {{kStateAckedSeq, static_cast<int64_t>(acked)},
+                                                    {kStateUrgentSentSeq, static_cast<int64_t>(urgent_scanned_)}};
+  if (advanced) {
+    work_.last_ack_ms = clock_.NowMs();
+    v.emplace_back(kStateAckedAtMs, work_.last_ack_ms);
+  }
+  // A failed write only costs a resend after a crash: the hub counts duplicates.
+  Status st = store_->SetStates(v);
+  if (!st.ok()) SetError("store: persisting acked_seq: " + st.ToString());
+  return st;
+}
+
+int64_t SyncAgent::Failure(const Result<HttpResponse>& r, const char* what) {
+  work_.retries++;
+  if (!r.ok()) {
+    work_.last_http_status = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return 0;
+    }
+    if (r.status().code() == StatusCode::kInvalidArgument) {
+      SetError(std::string(what) + ": " + r.status().message());
+      return backoff_.AtCap();
+    }
+    SetLink(false);
+    SetError(std::string(what) + ": " + r.status().message());
+    return backoff_.Next();
+  }
+  const int code = r->status;
+  work_.last_http_status = code;
+  const int retry_after = r->RetryAfterSeconds();
+  if (code == 429 || code >= 500) {
+    SetLink(false);
+    SetError(std::string(what) + ": hub answered " + std::to_string(code) +
+             (retry_after >= 0 ? " Retry-After " + std::to_string(retry_after) + "s" : ""));
+    return backoff_.Next(retry_after);
+  }
+  // A 4xx other than 409/429 does not heal by retrying soon (403: wrong certificate for the
+  // site, 400: the hub cannot parse us). Never drop records: say so loudly and retry slowly.
+  std::string body = r->body.substr(0, 200);
+  for (char& c : body) {
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  }
+  work_.last_error = "";  // force the log line
+  SetError(std::string(what) + ": hub refused with " + std::to_string(code) + " (" + body + "); retrying at the cap");
+  return backoff_.AtCap(retry_after);
+}
+
+int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
+  const std::string_view body = encoder_.Encode(config_.site, rows, kind == Kind::kUrgent);
+  HttpRequest req;
+  req.method = "POST";
+  req.url = BaseUrl() + "/batches";
+  req.headers = {{"Content-Type", "application/x-protobuf"},
+                 {"Content-Encoding", "zstd"},
+                 {"Accept", "application/x-protobuf"}};
+  req.body.assign(body.data(), body.size());
+  auto r = transport_->Send(req);
+  if (r.ok()) work_.last_http_status = r->status;
+
+  if (r.ok() && r->status == 409) {
+    freshsync::v1::BatchAck ack;
+    if (!ack.ParseFromString(r->body)) return Failure(r, "batch 409 without a BatchAck");
+    const uint64_t expected = ack.expected_seq() != 0 ? ack.expected_seq() : ack.contiguous_seq() + 1;
+    SetLink(true);
+    backoff_.Reset();
+    if (++consecutive_409_ > 3) {
+      // The hub keeps asking for a seq we do not send: the outbox has lost it (trimmed too
+      // early, or the store skipped seqs). Nothing the agent can send fixes that.
+      work_.retries++;
+      work_.last_error = "";
+      SetError("hub expects seq " + std::to_string(expected) + " but the outbox cannot supply it (first sent " +
+               std::to_string(rows.front().seq) + "); needs an operator");
+      return backoff_.AtCap();
+    }
+    spdlog::info("sync: hub expects seq {} (we sent from {}), rewinding", expected, rows.front().seq);
+    resend_.clear();  // the normal stream now covers everything from `expected`
+    (void)PersistAcked(expected - 1, false);
+    return 0;
+  }
+  if (!r.ok() || r->status != 200) return Failure(r, kind == Kind::kUrgent ? "urgent batch" : "batch");
+
+  freshsync::v1::BatchAck ack;
+  if (!ack.ParseFromString(r->body)) {
+    work_.retries++;
+    SetError("batch: 200 without a parseable BatchAck; retrying at the cap");
+    return backoff_.AtCap();
+  }
+  SetLink(true);
+  backoff_.Reset();
+  consecutive_409_ = 0;
+  work_.batches_sent++;
+  work_.records_sent += rows.size();
+  work_.bytes_sent += body.size();
+  work_.last_error.clear();
+
+  if (kind == Kind::kUrgent) {
+    work_.urgent_batches_sent++;
+    urgent_scanned_ = rows.back().seq;
+    if (Status st = store_->SetStates({{kStateUrgentSentSeq, static_cast<int64_t>(urgent_scanned_)}}); !st.ok()) {
+      SetError("store: " + st.ToString());
+    }
+    return 0;
+  }
+  if (kind == Kind::kResend && !resend_.empty()) {
+    resend_.front().first = rows.back().seq + 1;
+    if (resend_.front().first > resend_.front().second) resend_.pop_front();
+  }
+  uint64_t c = ack.contiguous_seq();
+  if (c > last_seq_) {
+    // The hub holds seqs this edge never wrote (or no longer has): the edge store was restored
+    // from an older backup. Its seq counter must move past the hub's (outbox_schema.h).
+    if (auto last = store_->LastSeq(); last.ok()) last_seq_ = *last;
+    if (c > last_seq_) {
+      work_.seq_floor = std::max<uint64_t>(work_.seq_floor, c);
+      spdlog::warn("sync: hub holds up to seq {} but the outbox ends at {}: setting seq_floor {}", c, last_seq_,
+                   work_.seq_floor);
+      (void)store_->SetStates({{kStateSeqFloor, static_cast<int64_t>(work_.seq_floor)}});
+    }
+  }
+  (void)PersistAcked(c, c >= acked_);
+  return 0;
+}
+
+void SyncAgent::MaybeTrim() {
+  const int64_t now = clock_.MonotonicMs();
+  if (now < next_trim_ms_) return;
+  next_trim_ms_ = now + int64_t{options_.retention_check_s} * 1000;
+  // Never the newest row: max(seq) must survive so the store's seq counter cannot restart.
+  if (last_seq_ == 0) return;
+  const uint64_t upto = std::min(acked_, last_seq_ - 1);
+  if (upto == 0) return;
+  const int64_t cutoff = clock_.NowMs() - int64_t{config_.store.outbox_retention_h} * 3600 * 1000;
+  auto n = store_->TrimAcked(upto, cutoff, options_.retention_chunk, options_.retention_max_chunks);
+  if (!n.ok()) {
+    SetError("store: trimming the outbox: " + n.status().ToString());
+    return;
+  }
+  if (*n > 0) {
+    work_.trimmed += static_cast<uint64_t>(*n);
+    spdlog::debug("sync: trimmed {} acknowledged outbox rows", *n);
+  }
+}
+
+int64_t SyncAgent::Reconcile() {
+  auto first = store_->FirstSeq();
+  if (!first.ok()) {
+    SetError("store: " + first.status().ToString());
+    return kStoreRetryMs;
+  }
+  const uint64_t a = std::max<uint64_t>(1, *first);
+  const uint64_t b = std::max(a, acked_);
+  const auto n = static_cast<uint32_t>(std::min<uint64_t>(options_.digest_buckets, b - a + 1));
+  HttpRequest req;
+  req.method = "GET";
+  req.url = BaseUrl() + "/digest?from=" + std::to_string(a) + "&to=" + std::to_string(b) + "&buckets=" + std::to_string(n);
+  req.headers = {{"Accept", "application/x-protobuf"}};
+  auto r = transport_->Send(req);
+  if (r.ok()) work_.last_http_status = r->status;
+  if (!r.ok() || r->status == 429 || r->status >= 500) return Failure(r, "digest");
+  const int64_t now = clock_.MonotonicMs();
+  freshsync::v1::DigestReply reply;
+  if (r->status != 200 || !reply.ParseFromString(r->body)) {
+    // A hub without reconciliation must not stop the stream: skip this round.
+    SetError("digest: hub answered " + std::to_string(r->status) + "; reconciliation skipped until the next interval");
+    SetLink(true);
+    reconcile_due_ = false;
+    next_reconcile_ms_ = now + int64_t{hub_.reconcile_interval_s} * 1000;
+    return -1;
+  }
+  SetLink(true);
+  backoff_.Reset();
+  work_.reconciliations++;
+  reconcile_due_ = false;
+  next_reconcile_ms_ = now + int64_t{hub_.reconcile_interval_s} * 1000;
+
+  const uint64_t c = reply.contiguous_seq();
+  const uint64_t old_acked = acked_;
+  if (c > last_seq_) {
+    work_.seq_floor = std::max<uint64_t>(work_.seq_floor, c);
+    spdlog::warn("sync: reconcile: hub holds up to seq {} but the outbox ends at {} (edge restored from a backup?): "
+                 "seq_floor {}",
+                 c, last_seq_, work_.seq_floor);
+    if (Status st = store_->SetStates({{kStateSeqFloor, static_cast<int64_t>(work_.seq_floor)}}); !st.ok()) {
+      SetError("store: " + st.ToString());
+    }
+    (void)PersistAcked(c, true);
+  } else if (c < acked_) {
+    spdlog::warn("sync: reconcile: hub contiguous seq {} is below our acked_seq {} (hub restored from a backup?): "
+                 "rewinding and re-sending",
+                 c, acked_);
+    resend_.clear();
+    (void)PersistAcked(c, false);
+  } else if (c > acked_) {
+    (void)PersistAcked(c, true);  // an ack we lost (crash between the hub's commit and ours)
+  }
+
+  // Compare only what both sides claim to hold in full.
+  const uint64_t comparable = std::min({old_acked, c, last_seq_});
+  if (comparable >= a && reply.ranges_size() > 0) {
+    auto local = store_->Digest(a, b, n);
+    if (!local.ok()) {
+      SetError("store: " + local.status().ToString());
+      return kStoreRetryMs;
+    }
+    std::map<uint64_t, const DigestBucket*> by_from;
+    for (const auto& bucket : *local) by_from[bucket.from_seq] = &bucket;
+    for (const auto& hr : reply.ranges()) {
+      if (hr.to_seq() > comparable) continue;
+      auto it = by_from.find(hr.from_seq());
+      const bool same = it != by_from.end() && it->second->to_seq == hr.to_seq() && it->second->count == hr.count() &&
+                        hr.digest().size() == 32 &&
+                        std::memcmp(it->second->digest.data(), hr.digest().data(), 32) == 0;
+      if (!same) {
+        spdlog::warn("sync: reconcile: seqs {}..{} differ (hub count {}), re-sending", hr.from_seq(), hr.to_seq(),
+                     hr.count());
+        resend_.emplace_back(hr.from_seq(), hr.to_seq());
+        work_.reconcile_resends++;
+      }
+    }
+  }
+  return -1;
+}
+
+int64_t SyncAgent::Step() {
+  if (!store_) return kStoreRetryMs;
+  if (!loaded_) {
+    if (Status st = LoadState(); !st.ok()) {
+      SetError("store: " + st.ToString());
+      return kStoreRetryMs;
+    }
+  }
+  struct PublishOnExit {
+    SyncAgent* a;
+    ~PublishOnExit() { a->Publish(); }
+  } publish{this};
+
+  auto last = store_->LastSeq();
+  if (!last.ok()) {
+    SetError("store: " + last.status().ToString());
+    return kStoreRetryMs;
+  }
+  last_seq_ = *last;
+  MaybeTrim();
+
+  if (reconcile_due_ || clock_.MonotonicMs() >= next_reconcile_ms_) {
+    const int64_t w = Reconcile();
+    if (w >= 0) return w;
+  }
+
+  bool full = false;
+  // Ranges that reconciliation found different. They lie at or below acked_seq, so the hub
+  // takes them as a normal batch and applies only what it lacks.
+  while (!resend_.empty()) {
+    auto [from, to] = resend_.front();
+    to = std::min(to, acked_);
+    if (from > to) {
+      resend_.pop_front();
+      continue;
+    }
+    if (Status st = store_->ReadRange(from - 1, to, hub_.batch_max_records, hub_.batch_max_bytes, &rows_, &full);
+        !st.ok()) {
+      SetError("store: " + st.ToString());
+      return kStoreRetryMs;
+    }
+    if (rows_.empty()) {
+      resend_.pop_front();
+      continue;
+    }
+    return SendRows(rows_, Kind::kResend);
+  }
+
+  // Urgent lane: priority rows that the next normal batch would not carry anyway.
+  const uint64_t urgent_from = std::max(urgent_scanned_, acked_ + static_cast<uint64_t>(hub_.batch_max_records));
+  if (last_seq_ > urgent_from) {
+    if (Status st = store_->ReadPriority(urgent_from, last_seq_, hub_.batch_max_records, hub_.batch_max_bytes, &rows_,
+                                         &full);
+        !st.ok()) {
+      SetError("store: " + st.ToString());
+      return kStoreRetryMs;
+    }
+    if (rows_.empty()) {
+      urgent_scanned_ = last_seq_;  // nothing urgent up to here; in memory only, a rescan is cheap
+    } else {
+      return SendRows(rows_, Kind::kUrgent);
+    }
+  }
+
+  // The dense normal stream.
+  if (Status st = store_->ReadRange(acked_, std::numeric_limits<uint64_t>::max(), hub_.batch_max_records,
+                                    hub_.batch_max_bytes, &rows_, &full);
+      !st.ok()) {
+    SetError("store: " + st.ToString());
+    return kStoreRetryMs;
+  }
+  if (rows_.empty()) return options_.idle_poll_ms;
+  if (!full) {
+    const int64_t age = clock_.NowMs() - rows_.front().created_ms;
+    const int64_t left = int64_t{hub_.batch_max_age_ms} - std::max<int64_t>(0, age);
+    if (left > 0) return left;
+  }
+  return SendRows(rows_, Kind::kNormal);
+}
+
+}  // namespace freshsync::sync

@@ -1,0 +1,156 @@
+// SyncAgent: ships the edge outbox to hubd, exactly once in effect, through any failure.
+//
+// What it does, in the order of one Step():
+//   1. trims acknowledged outbox rows older than store.outbox_retention_h (small chunks);
+//   2. reconciles with the hub after every reconnect and every hub.reconcile_interval_s
+//      (digest of seq ranges; rewinds, re-sends differing ranges, or records 'seq_floor');
+//   3. re-sends ranges that reconciliation found different;
+//   4. sends priority rows (orders, stock, alerts, geofence) that lie beyond the next normal
+//      batch as `urgent` batches, once each ('urgent_sent_seq');
+//   5. sends the dense normal stream after 'acked_seq', batched by count, bytes and age.
+// Batches are protobuf `Batch`, zstd-compressed, POSTed to {hub.url}/v1/sites/{site}/batches.
+//
+// Durability: 'acked_seq' is written to sync_state only after the hub's 200 names it as its
+// contiguous seq; a crash before that resends the batch and the hub counts duplicates. So the
+// hub sees every record at least once and applies it once.
+//
+// Failures: transport errors, 429 and 5xx back off exponentially with full jitter and a cap,
+// Retry-After being a floor; 409 rewinds to the hub's expected seq; other 4xx are logged and
+// retried at the cap (records are never dropped). While the link is down the thread sleeps.
+//
+// Ownership: the agent owns its thread, its SQLite connection and (unless injected) its
+// transport. The Clock and an injected Transport must outlive it.
+// Thread-safety: Start/Stop from one controlling thread; GetStats() and Notify() from any
+// thread. Step() is for tests only, and only while the thread is not running.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "cloud-sync/backoff.h"
+#include "cloud-sync/batch_codec.h"
+#include "cloud-sync/sync_store.h"
+#include "cloud-sync/transport.h"
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/status.h"
+
+namespace freshsync::sync {
+
+// Tuning that is not operator configuration.
+struct SyncAgentOptions {
+  int zstd_level = 3;
+  int idle_poll_ms = 50;              // how often an idle agent looks for new rows (Notify() wakes it sooner)
+  int retention_check_s = 60;         // how often to trim
+  int retention_chunk = 1000;         // rows per trim transaction
+  int retention_max_chunks = 50;      // trim transactions per check
+  uint32_t digest_buckets = 256;      // per reconciliation request (hub allows at most 1024)
+  uint64_t rng_seed = 0;              // 0: random; tests fix it
+};
+
+struct SyncStats {
+  bool link_up = false;
+  uint64_t last_seq = 0;        // highest seq in the outbox
+  uint64_t acked_seq = 0;       // hub's contiguous seq as last acknowledged
+  uint64_t backlog = 0;         // last_seq - acked_seq: records the hub has not acknowledged
+  uint64_t urgent_sent_seq = 0;
+  uint64_t batches_sent = 0;    // answered with 200
+  uint64_t urgent_batches_sent = 0;
+  uint64_t records_sent = 0;
+  uint64_t bytes_sent = 0;      // compressed request bodies
+  uint64_t retries = 0;         // failed exchanges that will be retried
+  uint64_t rewinds = 0;         // 409s and reconciliation rewinds
+  uint64_t reconciliations = 0;
+  uint64_t reconcile_resends = 0;  // buckets found different and re-sent
+  uint64_t trimmed = 0;
+  uint64_t seq_floor = 0;    // see outbox_schema.h kStateSeqFloor
+  int last_http_status = 0;     // 0: no answer (transport error) or nothing sent yet
+  std::string last_error;
+  int64_t last_ack_ms = 0;      // wall clock
+};
+
+class SyncAgent {
+ public:
+  // `config.hub` must be set. A null transport makes a CurlTransport from config.hub.
+  SyncAgent(EdgeConfig config, Clock& clock, std::unique_ptr<Transport> transport = nullptr,
+            SyncAgentOptions options = {});
+  ~SyncAgent();  // Stop()s
+  SyncAgent(const SyncAgent&) = delete;
+  SyncAgent& operator=(const SyncAgent&) = delete;
+
+  // Opens the store connection and starts the thread. kNotFound if the store file or its
+  // tables are missing, kInvalidArgument without a [hub] section.
+  Status Start();
+  // Returns promptly: wakes the thread from any wait and interrupts an in-flight request.
+  void Stop();
+  // New rows were committed: look now instead of at the next idle poll.
+  void Notify();
+  SyncStats GetStats() const;
+
+  // --- test seams ---
+  // Opens the store without starting the thread.
+  Status OpenForTest() { return Open(); }
+  // One unit of work; returns how long the thread would wait before the next one (ms).
+  int64_t StepForTest() { return Step(); }
+  // Forces a reconciliation on the next step.
+  void RequestReconcileForTest() { reconcile_due_ = true; }
+
+ private:
+  enum class Kind { kNormal, kUrgent, kResend };
+
+  Status Open();
+  void Run();
+  int64_t Step();
+  Status LoadState();
+  int64_t SendRows(const std::vector<OutboxRow>& rows, Kind kind);
+  // Handles a non-200 answer or a transport failure; returns the wait before the next try.
+  int64_t Failure(const Result<HttpResponse>& r, const char* what);
+  int64_t Reconcile();
+  void MaybeTrim();
+  Status PersistAcked(uint64_t acked, bool advanced);
+  void SetLink(bool up);
+  void SetError(std::string e);
+  void Publish();  // copies the working state into stats_
+  std::string BaseUrl() const;
+
+  EdgeConfig config_;
+  HubLinkConfig hub_;
+  Clock& clock_;
+  std::unique_ptr<Transport> owned_transport_;
+  Transport* transport_;
+  SyncAgentOptions options_;
+  Backoff backoff_;
+
+  // Working state: the agent thread only.
+  std::unique_ptr<SyncStore> store_;
+  bool loaded_ = false;
+  uint64_t acked_ = 0;
+  uint64_t urgent_scanned_ = 0;
+  uint64_t last_seq_ = 0;
+  int link_ = -1;                // -1 unknown, 0 down, 1 up
+  bool reconcile_due_ = true;    // at start-up, after a reconnect, and periodically
+  int64_t next_reconcile_ms_ = 0;
+  int64_t next_trim_ms_ = 0;
+  int consecutive_409_ = 0;
+  std::deque<std::pair<uint64_t, uint64_t>> resend_;  // inclusive seq ranges
+  std::vector<OutboxRow> rows_;
+  BatchEncoder encoder_;
+  int64_t last_error_log_ms_ = -1'000'000;
+  SyncStats work_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool notified_ = false;
+  SyncStats stats_;
+  std::thread thread_;
+};
+
+}  // namespace freshsync::sync

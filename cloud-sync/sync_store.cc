@@ -1,0 +1,201 @@
+#include "cloud-sync/sync_store.h"
+
+#include <sqlite3.h>
+
+namespace freshsync::sync {
+namespace {
+
+// Resets a statement on scope exit so that no read transaction stays open between steps
+// (an open read would pin the WAL and stop checkpoints).
+struct ResetGuard {
+  sqlite3_stmt* s;
+  ~ResetGuard() {
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+  }
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SyncStore>> SyncStore::Open(const std::string& path, int busy_timeout_ms) {
+  std::unique_ptr<SyncStore> s(new SyncStore());
+  // READWRITE without CREATE: the store creates the file; a wrong path must be an error, not
+  // an empty new database that silently syncs nothing.
+  int rc = sqlite3_open_v2(path.c_str(), &s->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = s->db_ ? sqlite3_errmsg(s->db_) : "out of memory";
+    return Status::NotFound(path + ": cannot open edge store: " + msg);
+  }
+  sqlite3_busy_timeout(s->db_, busy_timeout_ms);
+  if (Status st = s->Exec("PRAGMA foreign_keys=OFF"); !st.ok()) return st;
+  struct {
+    const char* sql;
+    sqlite3_stmt** stmt;
+  } stmts[] = {
+      {"SELECT value FROM sync_state WHERE name = ?1", &s->get_state_},
+      {"INSERT INTO sync_state(name, value) VALUES(?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+       &s->set_state_},
+      {"SELECT seq FROM outbox ORDER BY seq DESC LIMIT 1", &s->last_seq_},
+      {"SELECT seq FROM outbox ORDER BY seq ASC LIMIT 1", &s->first_seq_},
+      {"SELECT seq, priority, created_ms, record FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+       &s->read_range_},
+      {"SELECT seq, priority, created_ms, record FROM outbox WHERE seq > ?1 AND seq <= ?2 AND priority = 1 "
+       "ORDER BY seq LIMIT ?3",
+       &s->read_priority_},
+      // Oldest first, bounded: the inner SELECT walks the primary key from the start.
+      {"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq <= ?1 ORDER BY seq LIMIT ?3) "
+       "AND created_ms < ?2",
+       &s->trim_},
+      {"SELECT seq, entity, version, key FROM outbox WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq", &s->digest_},
+  };
+  for (auto& st : stmts) {
+    if (sqlite3_prepare_v3(s->db_, st.sql, -1, SQLITE_PREPARE_PERSISTENT, st.stmt, nullptr) != SQLITE_OK) {
+      return Status::NotFound(path + ": not an edge store with outbox and sync_state tables: " +
+                              sqlite3_errmsg(s->db_));
+    }
+  }
+  return s;
+}
+
+SyncStore::~SyncStore() {
+  for (sqlite3_stmt* st : {get_state_, set_state_, last_seq_, first_seq_, read_range_, read_priority_, trim_, digest_}) {
+    sqlite3_finalize(st);
+  }
+  sqlite3_close_v2(db_);
+}
+
+Status SyncStore::Error(const char* what) { return Status::IOError(std::string(what) + ": " + sqlite3_errmsg(db_)); }
+
+Status SyncStore::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : "?";
+    sqlite3_free(err);
+    return Status::IOError(std::string(sql) + ": " + m);
+  }
+  return Status::Ok();
+}
+
+Result<int64_t> SyncStore::GetState(const char* name, int64_t def) {
+  ResetGuard g{get_state_};
+  sqlite3_bind_text(get_state_, 1, name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(get_state_);
+  if (rc == SQLITE_ROW) return static_cast<int64_t>(sqlite3_column_int64(get_state_, 0));
+  if (rc == SQLITE_DONE) return def;
+  return Error("read sync_state");
+}
+
+Status SyncStore::SetStates(const std::vector<std::pair<const char*, int64_t>>& values) {
+  // BEGIN IMMEDIATE takes the write lock up front, so busy_timeout applies to it instead of a
+  // deadlock-prone upgrade from a read lock.
+  if (Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+  for (const auto& [name, value] : values) {
+    ResetGuard g{set_state_};
+    sqlite3_bind_text(set_state_, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(set_state_, 2, value);
+    if (sqlite3_step(set_state_) != SQLITE_DONE) {
+      Status err = Error("write sync_state");
+      (void)Exec("ROLLBACK");
+      return err;
+    }
+  }
+  if (Status st = Exec("COMMIT"); !st.ok()) {
+    (void)Exec("ROLLBACK");
+    return st;
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> SyncStore::LastSeq() {
+  ResetGuard g{last_seq_};
+  int rc = sqlite3_step(last_seq_);
+  if (rc == SQLITE_ROW) return static_cast<uint64_t>(sqlite3_column_int64(last_seq_, 0));
+  if (rc == SQLITE_DONE) return uint64_t{0};
+  return Error("read max(seq)");
+}
+
+Result<uint64_t> SyncStore::FirstSeq() {
+  ResetGuard g{first_seq_};
+  int rc = sqlite3_step(first_seq_);
+  if (rc == SQLITE_ROW) return static_cast<uint64_t>(sqlite3_column_int64(first_seq_, 0));
+  if (rc == SQLITE_DONE) return uint64_t{0};
+  return Error("read min(seq)");
+}
+
+Status SyncStore::ReadWith(sqlite3_stmt* stmt, uint64_t after, uint64_t upto, int max_records, int64_t max_bytes,
+                           std::vector<OutboxRow>* out, bool* full) {
+  ResetGuard g{stmt};
+  out->clear();
+  *full = false;
+  sqlite3_bind_int64(stmt, 1, static_cast<int64_t>(after));
+  sqlite3_bind_int64(stmt, 2, upto > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(upto));
+  // One row more than asked tells a full batch from the end of the data.
+  sqlite3_bind_int64(stmt, 3, static_cast<int64_t>(max_records) + 1);
+  int64_t bytes = 0;
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    if (static_cast<int>(out->size()) >= max_records) {
+      *full = true;
+      break;
+    }
+    const int len = sqlite3_column_bytes(stmt, 3);
+    if (!out->empty() && bytes + len > max_bytes) {
+      *full = true;
+      break;
+    }
+    OutboxRow row;
+    row.seq = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
+    row.priority = sqlite3_column_int(stmt, 1);
+    row.created_ms = sqlite3_column_int64(stmt, 2);
+    const void* blob = sqlite3_column_blob(stmt, 3);
+    if (len > 0) row.record.assign(static_cast<const char*>(blob), static_cast<size_t>(len));
+    bytes += len;
+    out->push_back(std::move(row));
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("read outbox");
+  return Status::Ok();
+}
+
+Status SyncStore::ReadRange(uint64_t after, uint64_t upto, int max_records, int64_t max_bytes,
+                            std::vector<OutboxRow>* out, bool* full) {
+  return ReadWith(read_range_, after, upto, max_records, max_bytes, out, full);
+}
+
+Status SyncStore::ReadPriority(uint64_t after, uint64_t upto, int max_records, int64_t max_bytes,
+                               std::vector<OutboxRow>* out, bool* full) {
+  return ReadWith(read_priority_, after, upto, max_records, max_bytes, out, full);
+}
+
+Result<int64_t> SyncStore::TrimAcked(uint64_t upto, int64_t cutoff_ms, int chunk, int max_chunks) {
+  int64_t total = 0;
+  for (int i = 0; i < max_chunks; ++i) {
+    ResetGuard g{trim_};
+    sqlite3_bind_int64(trim_, 1, static_cast<int64_t>(upto));
+    sqlite3_bind_int64(trim_, 2, cutoff_ms);
+    sqlite3_bind_int64(trim_, 3, chunk);
+    if (sqlite3_step(trim_) != SQLITE_DONE) return Error("trim outbox");
+    const int n = sqlite3_changes(db_);
+    total += n;
+    // Fewer than a chunk: either done, or the oldest rows are still inside the window.
+    if (n < chunk) break;
+  }
+  return total;
+}
+
+Result<std::vector<DigestBucket>> SyncStore::Digest(uint64_t from, uint64_t to, uint32_t buckets) {
+  RangeDigester d(from, to, buckets);
+  ResetGuard g{digest_};
+  sqlite3_bind_int64(digest_, 1, static_cast<int64_t>(from));
+  sqlite3_bind_int64(digest_, 2, static_cast<int64_t>(to));
+  int rc;
+  while ((rc = sqlite3_step(digest_)) == SQLITE_ROW) {
+    const auto* key = reinterpret_cast<const char*>(sqlite3_column_text(digest_, 3));
+    const int klen = sqlite3_column_bytes(digest_, 3);
+    d.Add(static_cast<uint64_t>(sqlite3_column_int64(digest_, 0)), sqlite3_column_int(digest_, 1),
+          static_cast<uint64_t>(sqlite3_column_int64(digest_, 2)), std::string_view(key ? key : "", static_cast<size_t>(klen)));
+  }
+  if (rc != SQLITE_DONE) return Error("digest outbox");
+  return d.Finish();
+}
+
+}  // namespace freshsync::sync

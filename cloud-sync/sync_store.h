@@ -1,0 +1,85 @@
+// The sync agent's own view of the edge store file: its own SQLite connection, statements
+// prepared once, reading `outbox` and reading/writing `sync_state` (DDL in outbox_schema.h).
+//
+// The store (edge/) owns the file, its WAL mode and its schema; ingest writes the same file
+// from another connection. So every write here is a short transaction, and the connection
+// waits for the lock up to busy_timeout_ms instead of failing at once.
+//
+// Status codes: kIOError for SQLite failures (including SQLITE_BUSY after the timeout: the
+// caller retries later), kNotFound when the file or the tables are missing at Open.
+// Thread-safety: none; one SyncStore per thread (the agent's thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cloud-sync/digest.h"
+#include "common/status.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace freshsync::sync {
+
+struct OutboxRow {
+  uint64_t seq = 0;
+  int priority = 0;
+  int64_t created_ms = 0;
+  std::string record;  // serialized ChangeRecord
+};
+
+class SyncStore {
+ public:
+  static Result<std::unique_ptr<SyncStore>> Open(const std::string& path, int busy_timeout_ms);
+  ~SyncStore();
+  SyncStore(const SyncStore&) = delete;
+  SyncStore& operator=(const SyncStore&) = delete;
+
+  // sync_state value, or `def` when the row is absent.
+  Result<int64_t> GetState(const char* name, int64_t def);
+  // Upserts all pairs in one transaction.
+  Status SetStates(const std::vector<std::pair<const char*, int64_t>>& values);
+
+  // max(seq) and min(seq) of the outbox; 0 when empty.
+  Result<uint64_t> LastSeq();
+  Result<uint64_t> FirstSeq();
+
+  // Rows with after < seq <= upto, ascending, at most max_records and, past the first row,
+  // at most max_bytes of record bytes. `*full` says whether a limit stopped the read.
+  Status ReadRange(uint64_t after, uint64_t upto, int max_records, int64_t max_bytes, std::vector<OutboxRow>* out,
+                   bool* full);
+  // Priority rows (priority = 1) with after < seq <= upto, same limits.
+  Status ReadPriority(uint64_t after, uint64_t upto, int max_records, int64_t max_bytes,
+                      std::vector<OutboxRow>* out, bool* full);
+
+  // Deletes acknowledged rows: seq <= upto and created_ms < cutoff_ms, at most `chunk` rows
+  // per transaction and at most `max_chunks` transactions, so that ingest never waits long
+  // for the write lock. Returns the number of rows deleted.
+  Result<int64_t> TrimAcked(uint64_t upto, int64_t cutoff_ms, int chunk, int max_chunks);
+
+  // Digest of the outbox over [from, to] (digest.h).
+  Result<std::vector<DigestBucket>> Digest(uint64_t from, uint64_t to, uint32_t buckets);
+
+ private:
+  SyncStore() = default;
+  Status Prepare(const char* sql, sqlite3_stmt** stmt);
+  Status Exec(const char* sql);
+  Status Error(const char* what);
+  Status ReadWith(sqlite3_stmt* stmt, uint64_t after, uint64_t upto, int max_records, int64_t max_bytes,
+                  std::vector<OutboxRow>* out, bool* full);
+
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* get_state_ = nullptr;
+  sqlite3_stmt* set_state_ = nullptr;
+  sqlite3_stmt* last_seq_ = nullptr;
+  sqlite3_stmt* first_seq_ = nullptr;
+  sqlite3_stmt* read_range_ = nullptr;
+  sqlite3_stmt* read_priority_ = nullptr;
+  sqlite3_stmt* trim_ = nullptr;
+  sqlite3_stmt* digest_ = nullptr;
+};
+
+}  // namespace freshsync::sync

@@ -1,0 +1,174 @@
+// Fakes for the sync agent's seams: a settable clock and an in-memory hub behind the
+// Transport interface that speaks docs/sync-protocol.md (batches, urgent, 409, digests) and
+// injects faults on demand. Test-only; header-only so that freshsync_test_support does not
+// depend on the sync module.
+#pragma once
+
+#include <zstd.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cloud-sync/digest.h"
+#include "cloud-sync/transport.h"
+#include "common/clock.h"
+#include "freshsync.pb.h"
+
+namespace freshsync::testing {
+
+class FakeClock final : public Clock {
+ public:
+  explicit FakeClock(int64_t now_ms = 1'700'000'000'000) : now_(now_ms), mono_(1'000'000) {}
+  int64_t NowMs() override { return now_.load(); }
+  int64_t MonotonicMs() override { return mono_.load(); }
+  void Advance(int64_t ms) {
+    now_ += ms;
+    mono_ += ms;
+  }
+
+ private:
+  std::atomic<int64_t> now_;
+  std::atomic<int64_t> mono_;
+};
+
+// An in-memory hub. Faults are scripted: push a canned answer or a transport error into
+// `script`, and the next request gets it instead of the protocol answer.
+class FakeHubTransport final : public sync::Transport {
+ public:
+  struct Held {
+    uint64_t seq;
+    int32_t entity;
+    uint64_t version;
+    std::string key;
+    int applied;  // times applied: must stay 1
+  };
+  struct Scripted {
+    Result<sync::HttpResponse> answer = sync::HttpResponse{};
+    bool apply_anyway = false;  // the hub commits, then the answer is lost (reset after commit)
+  };
+
+  Result<sync::HttpResponse> Send(const sync::HttpRequest& req) override {
+    std::lock_guard<std::mutex> lock(mu);
+    requests.push_back({req.method, req.url, req.body.size(), 0, false});
+    if (interrupted) return Status::Unavailable("interrupted: fake");
+    if (!script.empty()) {
+      Scripted s = script.front();
+      script.pop_front();
+      if (s.apply_anyway && req.method == "POST") (void)Apply(req);
+      return s.answer;
+    }
+    if (handler) {
+      auto r = handler(req);
+      if (r) return *r;
+    }
+    if (req.method == "GET") return Digest(req);
+    return Apply(req);
+  }
+  void Interrupt() override {
+    std::lock_guard<std::mutex> lock(mu);
+    interrupted = true;
+  }
+
+  static sync::HttpResponse Answer(int status, std::string body = "", int retry_after = -1) {
+    sync::HttpResponse r;
+    r.status = status;
+    r.body = std::move(body);
+    if (retry_after >= 0) r.headers["retry-after"] = std::to_string(retry_after);
+    return r;
+  }
+
+  uint64_t Contiguous() const {
+    uint64_t c = 0;
+    while (held.count(c + 1)) ++c;
+    return c;
+  }
+  size_t RequestCount() {
+    std::lock_guard<std::mutex> lock(mu);
+    return requests.size();
+  }
+
+  struct Seen {
+    std::string method;
+    std::string url;
+    size_t body_bytes;
+    size_t records;
+    bool urgent;
+  };
+
+  std::mutex mu;
+  std::map<uint64_t, Held> held;
+  std::deque<Scripted> script;
+  std::vector<Seen> requests;
+  std::vector<std::vector<uint64_t>> batches;  // seqs of each accepted batch, in order
+  std::vector<bool> batch_urgent;
+  // Returns an answer to override the protocol, or nullopt to let it run.
+  std::function<std::optional<Result<sync::HttpResponse>>(const sync::HttpRequest&)> handler;
+  bool interrupted = false;
+  std::string site = "site-a";
+
+ private:
+  Result<sync::HttpResponse> Apply(const sync::HttpRequest& req) {
+    const unsigned long long size = ZSTD_getFrameContentSize(req.body.data(), req.body.size());
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > (256u << 20)) return Answer(400);
+    std::string raw(size, '\0');
+    if (ZSTD_isError(ZSTD_decompress(raw.data(), raw.size(), req.body.data(), req.body.size()))) return Answer(400);
+    v1::Batch batch;
+    if (!batch.ParseFromString(raw) || batch.site() != site) return Answer(400);
+    requests.back().records = static_cast<size_t>(batch.records_size());
+    requests.back().urgent = batch.urgent();
+    v1::BatchAck ack;
+    const uint64_t c = Contiguous();
+    if (!batch.urgent() && batch.records_size() > 0 && batch.records(0).seq() > c + 1) {
+      ack.set_contiguous_seq(c);
+      ack.set_expected_seq(c + 1);
+      return Answer(409, ack.SerializeAsString());
+    }
+    std::vector<uint64_t> seqs;
+    for (const auto& r : batch.records()) {
+      seqs.push_back(r.seq());
+      auto it = held.find(r.seq());
+      if (it != held.end()) {
+        ack.set_duplicates(ack.duplicates() + 1);
+        continue;
+      }
+      held[r.seq()] = Held{r.seq(), static_cast<int32_t>(r.entity()), r.version(), r.key(), 1};
+      ack.set_applied(ack.applied() + 1);
+    }
+    batches.push_back(seqs);
+    batch_urgent.push_back(batch.urgent());
+    ack.set_contiguous_seq(Contiguous());
+    ack.set_expected_seq(ack.contiguous_seq() + 1);
+    return Answer(200, ack.SerializeAsString());
+  }
+
+  Result<sync::HttpResponse> Digest(const sync::HttpRequest& req) {
+    auto param = [&](const std::string& name) -> uint64_t {
+      const auto p = req.url.find(name + "=");
+      if (p == std::string::npos) return 0;
+      return std::stoull(req.url.substr(p + name.size() + 1));
+    };
+    const uint64_t from = param("from"), to = param("to");
+    const auto n = static_cast<uint32_t>(param("buckets"));
+    sync::RangeDigester d(from, to, n);
+    for (auto it = held.lower_bound(from); it != held.end() && it->first <= to; ++it) {
+      d.Add(it->first, it->second.entity, it->second.version, it->second.key);
+    }
+    v1::DigestReply reply;
+    reply.set_contiguous_seq(Contiguous());
+    for (const auto& b : d.Finish()) {
+      auto* r = reply.add_ranges();
+      r->set_from_seq(b.from_seq);
+      r->set_to_seq(b.to_seq);
+      r->set_count(b.count);
+      r->set_digest(std::string(b.digest.begin(), b.digest.end()));
+    }
+    return Answer(200, reply.SerializeAsString());
+  }
+};
+
+}  // namespace freshsync::testing

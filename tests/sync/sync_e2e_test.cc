@@ -1,0 +1,379 @@
+// The sync path end to end: a real Mosquitto, the real edged (with its sync agent) and the
+// real hubd over mutual TLS with certificates made by TestPki; a FaultProxy between edged and
+// hubd for link faults; hubd's ForTest shed file for 503 + Retry-After.
+#include <httplib.h>
+#include <openssl/sha.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "freshsync.pb.h"
+#include "tests/ingest/site.h"
+#include "tests/support/fault_proxy.h"
+#include "tests/support/harness.h"
+
+namespace freshsync::testing {
+namespace {
+
+using nlohmann::json;
+constexpr const char* kToken = "hq-reader-token-for-sync-tests";
+constexpr const char* kSiteId = "test-site";  // tests/ingest/site.cc names its site so
+
+std::string Sha256Hex(const std::string& s) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : d) {
+    out.push_back(hex[c >> 4]);
+    out.push_back(hex[c & 15]);
+  }
+  return out;
+}
+
+Msg Gps(int truck, int seq) {
+  const double lat = 31.2 + truck * 0.01 + seq * 1e-5;
+  const double lon = 121.5 + seq * 1e-5;
+  char payload[200];
+  std::snprintf(payload, sizeof(payload), R"({"seq":%d,"lat":%.6f,"lon":%.6f,"ts":%lld,"speed_kmh":42.5})", seq, lat, lon,
+                1764000000000LL + seq * 1000LL);
+  return {"fs/vehicles/truck-" + std::to_string(truck) + "/gps", payload};
+}
+
+Msg Receive(int n, const std::string& sku, int qty) {
+  return {"fs/stock/movements", R"({"id":"mv-)" + std::to_string(n) + R"(","sku":")" + sku + R"(","delta":)" +
+                                    std::to_string(qty) + R"(,"reason":"receive","ts":1764000000000})"};
+}
+
+class SyncE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    signal(SIGPIPE, SIG_IGN);
+    std::filesystem::create_directories(dir_.File("pki"));
+    pki_ = std::make_unique<TestPki>(dir_.File("pki"));
+    ASSERT_TRUE(pki_->Init());
+    client_ = pki_->Client(kSiteId);
+    hub_port_ = PickFreePort();
+    WriteFile(dir_.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port_) + "\"\nthreads = 4\n[tls]\nca = \"" +
+                                          pki_->ca_cert() + "\"\ncert = \"" + pki_->server().cert + "\"\nkey = \"" +
+                                          pki_->server().key + "\"\n[store]\npath = \"" + dir_.File("hub.db") +
+                                          "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\nsha256 = \"" +
+                                          Sha256Hex(kToken) + "\"\n");
+    ASSERT_TRUE(StartHubd());
+    proxy_ = std::make_unique<FaultProxy>("127.0.0.1", hub_port_);
+    ASSERT_TRUE(proxy_->Start());
+    site_ = std::make_unique<Site>("[hub]\nurl = \"https://127.0.0.1:" + std::to_string(proxy_->port()) + "\"\nca = \"" +
+                                   pki_->ca_cert() + "\"\ncert = \"" + client_.cert + "\"\nkey = \"" + client_.key +
+                                   "\"\nbatch_max_records = 500\ntimeout_ms = 3000\nbackoff_initial_ms = 50\n"
+                                   "backoff_max_ms = 2000\nreconcile_interval_s = 2\n");
+    ASSERT_TRUE(site_->StartEdged()) << site_->log();
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- edged log (tail)\n" << Tail(site_ ? site_->log() : "") << "\n---- hubd log (tail)\n"
+                << Tail(ReadFile(dir_.File("hubd.log"))) << "\n";
+    }
+    site_.reset();
+    if (proxy_) proxy_->Stop();
+    hubd_.Kill();
+  }
+  static std::string Tail(const std::string& s) { return s.size() > 6000 ? s.substr(s.size() - 6000) : s; }
+
+  bool StartHubd() {
+    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"),
+                         {{"FRESHSYNC_HUB_SHED_FILE_FOR_TEST", dir_.File("shed")}});
+    if (!hubd_.Start()) return false;
+    return WaitFor([&] { return Hq()->Get("/healthz") != nullptr; }, std::chrono::seconds(20));
+  }
+
+  std::unique_ptr<httplib::SSLClient> Hq() {
+    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", hub_port_);
+    c->set_ca_cert_path(pki_->ca_cert().c_str());
+    c->enable_server_certificate_verification(true);
+    c->set_bearer_token_auth(kToken);
+    c->set_connection_timeout(2);
+    c->set_read_timeout(10);
+    return c;
+  }
+
+  // The whole HQ feed, in protobuf.
+  std::vector<v1::FeedChange> Feed() {
+    std::vector<v1::FeedChange> out;
+    uint64_t after = 0;
+    auto c = Hq();
+    while (true) {
+      auto r = c->Get("/v1/changes?after=" + std::to_string(after) + "&limit=10000", {{"Accept", "application/x-protobuf"}});
+      if (!r || r->status != 200) {
+        ADD_FAILURE() << "feed: " << (r ? r->status : -1);
+        return out;
+      }
+      v1::Feed f;
+      EXPECT_TRUE(f.ParseFromString(r->body));
+      if (f.changes_size() == 0) return out;
+      for (auto& ch : *f.mutable_changes()) out.push_back(std::move(ch));
+      after = f.next();
+    }
+  }
+
+  json HqJson(const std::string& path) {
+    auto r = Hq()->Get(path);
+    if (!r || r->status != 200) return json();
+    return json::parse(r->body, nullptr, false);
+  }
+
+  // Records the hub holds for the site (-1 when it cannot be asked).
+  int64_t HubRecords() {
+    json j = HqJson("/v1/sites");
+    if (!j.is_object()) return -1;
+    for (auto& s : j["sites"])
+      if (s["site"] == kSiteId) return s["records"].get<int64_t>();
+    return 0;
+  }
+  int64_t EdgeLastSeq() { return site_->Int("SELECT IFNULL(max(seq), 0) FROM outbox"); }
+  int64_t EdgeBacklog() {
+    return site_->Int("SELECT count(*) FROM outbox WHERE seq > IFNULL((SELECT value FROM sync_state WHERE name = 'acked_seq'), 0)");
+  }
+  // Waits until the hub holds all `n` records and the edge backlog is zero.
+  bool WaitSynced(int64_t n, std::chrono::seconds timeout = std::chrono::seconds(120)) {
+    return WaitFor([&] { return EdgeLastSeq() == n && EdgeBacklog() == 0 && HubRecords() == n; }, timeout);
+  }
+  void Publish(const std::vector<Msg>& msgs) {
+    auto pub = site_->NewPublisher("it-pub-" + std::to_string(publishers_++));
+    for (const auto& m : msgs) pub->Publish(m);
+    pub->Flush();
+  }
+
+  // The feed holds seq 1..last for the site exactly once, and every published GPS fix once.
+  void ExpectExactlyOnce(int64_t last, const std::set<std::pair<std::string, uint64_t>>& gps) {
+    std::map<uint64_t, int> seqs;
+    std::map<std::pair<std::string, uint64_t>, int> fixes;
+    for (const auto& ch : Feed()) {
+      if (ch.site() != kSiteId) continue;
+      seqs[ch.record().seq()]++;
+      if (ch.record().has_position()) fixes[{ch.record().key(), ch.record().position().device_seq()}]++;
+    }
+    EXPECT_EQ(static_cast<int64_t>(seqs.size()), last);
+    for (const auto& [s, n] : seqs) {
+      ASSERT_EQ(n, 1) << "seq " << s << " in the feed " << n << " times";
+    }
+    if (!seqs.empty()) {
+      EXPECT_EQ(seqs.begin()->first, 1u);
+      EXPECT_EQ(static_cast<int64_t>(seqs.rbegin()->first), last);
+    }
+    EXPECT_EQ(fixes.size(), gps.size());
+    for (const auto& f : gps) {
+      auto it = fixes.find(f);
+      ASSERT_TRUE(it != fixes.end()) << f.first << "#" << f.second << " missing at HQ";
+      ASSERT_EQ(it->second, 1) << f.first << "#" << f.second;
+    }
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TestPki> pki_;
+  TestPki::Files client_;
+  int hub_port_ = 0;
+  ChildProcess hubd_;
+  std::unique_ptr<FaultProxy> proxy_;
+  std::unique_ptr<Site> site_;
+  int publishers_ = 0;
+};
+
+TEST_F(SyncE2E, PublishedMessagesReachHqExactlyOnce) {
+  std::vector<Msg> msgs;
+  std::set<std::pair<std::string, uint64_t>> gps;
+  for (int s = 1; s <= 100; ++s) {
+    for (int t = 0; t < 3; ++t) {
+      msgs.push_back(Gps(t, s));
+      gps.insert({"truck-" + std::to_string(t), static_cast<uint64_t>(s)});
+    }
+    if (s % 10 == 0) msgs.push_back(Receive(s, "sku-apple", 5));
+  }
+  Publish(msgs);
+  ASSERT_TRUE(site_->WaitInt("SELECT count(*) FROM vehicle_positions", 300));
+  const int64_t last = EdgeLastSeq();
+  ASSERT_GE(last, 310);
+  ASSERT_TRUE(WaitSynced(last)) << "hub " << HubRecords() << " edge last " << EdgeLastSeq() << " backlog " << EdgeBacklog();
+  ExpectExactlyOnce(last, gps);
+
+  // Current state at HQ: the latest position of each truck, the stock on hand.
+  json vehicles = HqJson(std::string("/v1/sites/") + kSiteId + "/vehicles");
+  ASSERT_FALSE(vehicles.is_discarded());
+  EXPECT_NE(vehicles.dump().find("truck-2"), std::string::npos) << vehicles.dump();
+  json stock = HqJson(std::string("/v1/sites/") + kSiteId + "/stock");
+  EXPECT_NE(stock.dump().find("sku-apple"), std::string::npos) << stock.dump();
+  EXPECT_NE(stock.dump().find("50"), std::string::npos) << stock.dump();  // 10 receipts of 5
+  EXPECT_EQ(site_->Int("SELECT value FROM sync_state WHERE name = 'link_up'"), 1);
+}
+
+TEST_F(SyncE2E, SlowTwentyThousandThroughEveryFault) {
+  constexpr int kTrucks = 10, kChunks = 20, kPerChunk = 100;  // 10 x 20 x 100 = 20,000 fixes
+  std::set<std::pair<std::string, uint64_t>> gps;
+  int next_fix = 1, movements = 0;
+  auto chunk = [&] {
+    std::vector<Msg> msgs;
+    for (int i = 0; i < kPerChunk; ++i, ++next_fix) {
+      for (int t = 0; t < kTrucks; ++t) {
+        msgs.push_back(Gps(t, next_fix));
+        gps.insert({"truck-" + std::to_string(t), static_cast<uint64_t>(next_fix)});
+      }
+    }
+    ++movements;
+    msgs.push_back(Receive(movements, "sku-" + std::to_string(movements % 3), 1));
+    Publish(msgs);
+  };
+  const std::string shed = dir_.File("shed");
+  int hub_kills = 0, edge_kills = 0;
+  for (int c = 0; c < kChunks; ++c) {
+    switch (c) {
+      case 2: {  // hubd killed and restarted while batches flow
+        chunk();
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        hubd_.Kill();
+        ++hub_kills;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        ASSERT_TRUE(StartHubd());
+        break;
+      }
+      case 4:  // the link cut
+        proxy_->Cut();
+        chunk();
+        std::this_thread::sleep_for(std::chrono::seconds(2));
+        proxy_->Pass();
+        break;
+      case 6:  // the link slow
+        proxy_->SetDelayMs(200);
+        chunk();
+        std::this_thread::sleep_for(std::chrono::seconds(2));
+        proxy_->SetDelayMs(0);
+        break;
+      case 8: {  // connections reset, one of them in the middle of a request
+        const int64_t before = proxy_->resets();
+        proxy_->ResetAfterBytes(3000);
+        chunk();
+        proxy_->ResetAll();
+        ASSERT_TRUE(WaitFor([&] { return proxy_->resets() > before; }, std::chrono::seconds(10)));
+        break;
+      }
+      case 10:  // the hub shedding load: 503 + Retry-After: 1
+        WriteFile(shed, "1");
+        chunk();
+        std::this_thread::sleep_for(std::chrono::seconds(3));
+        std::filesystem::remove(shed);
+        break;
+      case 12: {  // the edge killed in the middle of a batch: the proxy holds each chunk 400 ms
+        proxy_->SetDelayMs(400);
+        const int64_t up_before = proxy_->bytes_up();
+        chunk();
+        // A request is on its way (bytes went up) and its answer cannot be back yet.
+        ASSERT_TRUE(WaitFor([&] { return proxy_->bytes_up() > up_before + 1000 && EdgeBacklog() > 0; },
+                            std::chrono::seconds(10)));
+        // The agent sends one request at a time, so this is the ack before the one in flight.
+        const int64_t acked_before = site_->Int("SELECT IFNULL((SELECT value FROM sync_state WHERE name = 'acked_seq'), 0)");
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        site_->KillEdged();
+        ++edge_kills;
+        // Nothing was acknowledged in the meantime: the batch was cut before its ack.
+        EXPECT_EQ(site_->Int("SELECT IFNULL((SELECT value FROM sync_state WHERE name = 'acked_seq'), 0)"), acked_before);
+        proxy_->SetDelayMs(0);
+        ASSERT_TRUE(site_->StartEdged()) << site_->log();
+        break;
+      }
+      default:
+        chunk();
+    }
+  }
+  ASSERT_TRUE(site_->WaitInt("SELECT count(*) FROM vehicle_positions", kTrucks * kChunks * kPerChunk, std::chrono::seconds(180)));
+  const int64_t last = EdgeLastSeq();
+  ASSERT_GE(last, kTrucks * kChunks * kPerChunk);
+  ASSERT_TRUE(WaitSynced(last, std::chrono::seconds(300)))
+      << "hub " << HubRecords() << " edge last " << EdgeLastSeq() << " backlog " << EdgeBacklog();
+  ExpectExactlyOnce(last, gps);
+
+  // Every fault really happened.
+  const std::string elog = site_->log();
+  EXPECT_EQ(hub_kills, 1);
+  EXPECT_EQ(edge_kills, 1);
+  EXPECT_GE(proxy_->resets(), 2);
+  EXPECT_NE(elog.find("hub answered 503 Retry-After 1s"), std::string::npos) << "no 503 seen by the agent";
+  EXPECT_NE(elog.find("link to hub down"), std::string::npos);
+  EXPECT_EQ(EdgeBacklog(), 0);
+}
+
+TEST_F(SyncE2E, HubPutBackToAnEarlierCopyIsRefilledByReconciliation) {
+  std::vector<Msg> first, second;
+  std::set<std::pair<std::string, uint64_t>> gps;
+  for (int s = 1; s <= 400; ++s) {
+    (s <= 200 ? first : second).push_back(Gps(1, s));
+    gps.insert({"truck-1", static_cast<uint64_t>(s)});
+  }
+  Publish(first);
+  ASSERT_TRUE(WaitSynced(200));
+  // An earlier copy of the hub's database, taken with hubd stopped.
+  ASSERT_EQ(hubd_.Stop(), 0);
+  for (const char* ext : {"", "-wal", "-shm"}) {
+    const std::string f = dir_.File(std::string("hub.db") + ext);
+    if (std::filesystem::exists(f)) std::filesystem::copy_file(f, dir_.File(std::string("backup.db") + ext));
+  }
+  ASSERT_TRUE(StartHubd());
+  Publish(second);
+  ASSERT_TRUE(WaitSynced(400));
+  // Put it back. The edge is idle: nothing will be sent unless reconciliation notices.
+  ASSERT_EQ(hubd_.Stop(), 0);
+  for (const char* ext : {"", "-wal", "-shm"}) {
+    const std::string f = dir_.File(std::string("hub.db") + ext);
+    std::filesystem::remove(f);
+    if (std::filesystem::exists(dir_.File(std::string("backup.db") + ext)))
+      std::filesystem::copy_file(dir_.File(std::string("backup.db") + ext), f);
+  }
+  ASSERT_TRUE(StartHubd());
+  ASSERT_EQ(HubRecords(), 200);
+  ASSERT_TRUE(WaitSynced(400, std::chrono::seconds(60))) << "hub " << HubRecords();
+  EXPECT_NE(site_->log().find("is below our acked_seq"), std::string::npos) << "not healed by reconciliation";
+  ExpectExactlyOnce(400, gps);
+}
+
+TEST_F(SyncE2E, EdgePutBackToAnEarlierCopyNeverReusesASeq) {
+  std::vector<Msg> first, second, third;
+  std::set<std::pair<std::string, uint64_t>> gps;
+  for (int s = 1; s <= 300; ++s) {
+    (s <= 100 ? first : s <= 200 ? second : third).push_back(Gps(2, s));
+    gps.insert({"truck-2", static_cast<uint64_t>(s)});
+  }
+  Publish(first);
+  ASSERT_TRUE(WaitSynced(100));
+  ASSERT_EQ(site_->StopEdged(), 0);
+  for (const char* ext : {"", "-wal", "-shm"}) {
+    const std::string f = site_->db_path() + ext;
+    if (std::filesystem::exists(f)) std::filesystem::copy_file(f, dir_.File(std::string("edge-backup.db") + ext));
+  }
+  ASSERT_TRUE(site_->StartEdged());
+  Publish(second);
+  ASSERT_TRUE(WaitSynced(200));
+  // Put the edge store back: it has forgotten seqs 101..200, which the hub holds.
+  ASSERT_EQ(site_->StopEdged(), 0);
+  for (const char* ext : {"", "-wal", "-shm"}) {
+    const std::string f = site_->db_path() + ext;
+    std::filesystem::remove(f);
+    if (std::filesystem::exists(dir_.File(std::string("edge-backup.db") + ext)))
+      std::filesystem::copy_file(dir_.File(std::string("edge-backup.db") + ext), f);
+  }
+  ASSERT_TRUE(site_->StartEdged());
+  ASSERT_TRUE(WaitFor([&] { return site_->Int("SELECT value FROM sync_state WHERE name = 'seq_floor'") == 200; },
+                      std::chrono::seconds(30)))
+      << site_->log();
+  Publish(third);
+  // New records are numbered from 201: nothing is reused, nothing is taken as a duplicate.
+  ASSERT_TRUE(WaitFor([&] { return EdgeLastSeq() == 300 && EdgeBacklog() == 0 && HubRecords() == 300; },
+                      std::chrono::seconds(60)))
+      << "edge last " << EdgeLastSeq() << " hub " << HubRecords();
+  EXPECT_EQ(site_->Int("SELECT min(seq) FROM outbox WHERE seq > 100"), 201);
+  ExpectExactlyOnce(300, gps);
+}
+
+}  // namespace
+}  // namespace freshsync::testing
