@@ -253,7 +253,13 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
     }
     r.Get("offline_after_s", c.coldchain.offline_after_s);
     r.Get("update_interval_s", c.coldchain.update_interval_s);
+    r.Get("raw_retention_h", c.coldchain.raw_retention_h);
+    r.Get("rollup_retention_d", c.coldchain.rollup_retention_d);
     r.RejectUnknown();
+    if (r.error().empty() && (c.coldchain.raw_retention_h < 1 || c.coldchain.raw_retention_h > 24 * 3650))
+      r.Fail("coldchain.raw_retention_h: must be 1..87600");
+    if (r.error().empty() && (c.coldchain.rollup_retention_d < 1 || c.coldchain.rollup_retention_d > 3650))
+      r.Fail("coldchain.rollup_retention_d: must be 1..3650");
     if (r.error().empty() && (c.coldchain.offline_after_s < 1 || c.coldchain.offline_after_s > 7 * 86400))
       r.Fail("coldchain.offline_after_s: must be 1..604800");
     if (r.error().empty() && (c.coldchain.update_interval_s < 1 || c.coldchain.update_interval_s > 86400))

@@ -59,6 +59,8 @@ struct GeofenceSettings {
 struct ColdchainSettings {
   int offline_after_s = 600;      // silence before an offline alert (at least 5 usual intervals)
   int update_interval_s = 60;     // an open alert's min/max updates are emitted at most this often
+  int raw_retention_h = 48;       // edged keeps raw climate readings this long (message time)
+  int rollup_retention_d = 90;    // and one-minute rollups this long
 };
 
 struct HubLinkConfig {

@@ -1,6 +1,7 @@
 // edged: the site daemon. Thin main: config, logging, store, ingest, signals, systemd.
 #include <malloc.h>
 #include <signal.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "edge/ingest.h"
+#include "edge/site_rules.h"
 #include "edge/store.h"
 
 namespace {
@@ -61,13 +63,22 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::optional<freshsync::edge::Sealer> sealer;
-  if (!config->privacy_key_file.empty()) {
-    auto s = freshsync::edge::Sealer::LoadKeyFile(config->privacy_key_file);
+  // The key may come as a systemd credential (LoadCredential=privacy.key:...), see ResolveKeyPath.
+  std::string key_path = freshsync::edge::Sealer::ResolveKeyPath(config->privacy_key_file, std::getenv("CREDENTIALS_DIRECTORY"));
+  // Unset key_file: the credential is optional (absent = no key, as before); a configured one is not.
+  if (config->privacy_key_file.empty() && !key_path.empty() && access(key_path.c_str(), F_OK) != 0) key_path.clear();
+  if (!key_path.empty()) {
+    auto s = freshsync::edge::Sealer::LoadKeyFile(key_path);
     if (!s.ok()) {
       std::cerr << "edged: invalid config: " << s.status().message() << "\n";
       return 2;
     }
     sealer = std::move(*s);
+  }
+  // Fences are part of the config: a bad file refuses to start, naming the feature.
+  if (auto s = freshsync::edge::SiteRules::CheckConfig(*config); !s.ok()) {
+    std::cerr << "edged: invalid config: " << s.message() << "\n";
+    return 2;
   }
   if (check_only) {
     std::cout << "edged: " << config_path << ": ok\n";
@@ -96,6 +107,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   (void)(*store)->ResetLinkState();
+  // Rule engines (docs/rules.md): restored from the store before any message is applied.
+  auto rules = freshsync::edge::SiteRules::Create(*config);
+  if (!rules.ok()) {
+    spdlog::critical("rules: {}", rules.status().ToString());
+    return 2;
+  }
+  if (auto s = (*rules)->Attach(**store); !s.ok()) {
+    spdlog::critical("rules: {}", s.ToString());
+    return 1;
+  }
+  (*store)->SetApplyHook(rules->get());
   InstallCommitFaultForTest(**store);
 
   // The sync agent (cloud-sync/): its own thread and store connection. Started before ingest

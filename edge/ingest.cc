@@ -148,6 +148,20 @@ void Ingest::HandleMessage(const std::string& topic, std::string_view payload) {
   if (applied.ok()) {
     if (*applied == EdgeStore::Outcome::kApplied) ++counters_.applied;
     else ++counters_.duplicates;
+    PublishCommitted();
+    if (const auto* o = std::get_if<OrderStatus>(&*decoded); o && *applied == EdgeStore::Outcome::kApplied && client_) {
+      // The order's current state, retained, for terminals that connect later. Only an applied
+      // transition gets here, and transitions only move forward, so the retained message
+      // never goes back. No customer data: the state names the order, nobody else.
+      nlohmann::json j = {{"order_id", o->order_id}, {"status", o->status}, {"ts", o->ts_ms}};
+      if (!o->actor.empty()) j["actor"] = o->actor;
+      try {
+        client_->publish(config_.mqtt.topic_root + "/orders/" + o->order_id + "/state", j.dump(), 1, true);
+      } catch (const std::exception& e) {
+        ++counters_.event_publish_failures;
+        spdlog::warn("ingest: order state of {} not published: {}", o->order_id, e.what());
+      }
+    }
     return;
   }
   // kConflict (a rule) or kInternal (a bug, e.g. a constraint we did not expect): either way
@@ -179,6 +193,20 @@ void Ingest::Refuse(const std::string& topic, std::string_view payload, const St
   });
   if (!stored.ok()) spdlog::error("ingest: dead letter not stored: {}", stored.status().ToString());
   PublishDeadLetter(topic, dl.reason, dl.code, received_ms);
+}
+
+void Ingest::PublishCommitted() {
+  // Events of committed transactions only (the store holds back those of rolled-back ones).
+  auto pubs = store_.TakePublications();
+  if (!client_) return;  // driven without a broker (tests, bench)
+  for (auto& p : pubs) {
+    try {
+      client_->publish(p.topic, p.payload.data(), p.payload.size(), 1, p.retained);
+    } catch (const std::exception& e) {
+      ++counters_.event_publish_failures;
+      spdlog::warn("ingest: event on {} not published (it is in the outbox): {}", p.topic, e.what());
+    }
+  }
 }
 
 void Ingest::PublishDeadLetter(const std::string& topic, const std::string& reason, const std::string& code, int64_t received_ms) {

@@ -42,6 +42,7 @@ struct IngestCounters {
   std::atomic<int64_t> ignored{0};       // our own output topics echoed back by {root}/#
   std::atomic<int64_t> store_retries{0}; // commits retried after an environment error
   std::atomic<int64_t> deadletter_publish_failures{0};
+  std::atomic<int64_t> event_publish_failures{0};  // geofence events, alerts, order states
 };
 
 class Ingest {
@@ -75,6 +76,8 @@ class Ingest {
   // Retries `op` until it does not fail with kIOError (see the header comment).
   template <typename Op>
   auto RetryStore(Op op) -> decltype(op());
+  // Publishes what the store released after commits (EdgeStore::TakePublications).
+  void PublishCommitted();
   void PublishDeadLetter(const std::string& topic, const std::string& reason, const std::string& code, int64_t received_ms);
 
   EdgeConfig config_;

@@ -101,10 +101,33 @@ CREATE INDEX vehicle_positions_by_ts ON vehicle_positions(vehicle, ts_ms);
 CREATE INDEX climate_readings_by_ts ON climate_readings(sensor, ts_ms);
 )sql";
 
+// v3: site rules (docs/rules.md). rule_state holds each rule engine's per-entity snapshot,
+// written in the transaction of the message that changed it; climate_rollups holds one-minute
+// aggregates, kept longer than the raw readings.
+static const char* kV3 = R"sql(
+CREATE TABLE rule_state(
+  engine     TEXT    NOT NULL,
+  entity     TEXT    NOT NULL,
+  blob       TEXT    NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  PRIMARY KEY (engine, entity)
+) WITHOUT ROWID;
+CREATE TABLE climate_rollups(
+  sensor    TEXT    NOT NULL,
+  minute_ms INTEGER NOT NULL,
+  count     INTEGER NOT NULL CHECK (count > 0),
+  min_c     REAL    NOT NULL,
+  avg_c     REAL    NOT NULL,
+  max_c     REAL    NOT NULL,
+  PRIMARY KEY (sensor, minute_ms)
+) WITHOUT ROWID;
+)sql";
+
 const std::vector<Migration>& StoreMigrations() {
   static const std::vector<Migration> migrations = {
       {1, "initial schema: outbox, sync_state, dedupe, dead letters, domain tables", kV1},
       {2, "dead_letters.code; time indexes on positions and climate readings", kV2},
+      {3, "rule_state (rule engine snapshots) and climate_rollups", kV3},
   };
   return migrations;
 }

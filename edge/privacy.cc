@@ -57,4 +57,11 @@ Result<std::string> Sealer::Open(std::string_view sealed) const {
   return out;
 }
 
+std::string Sealer::ResolveKeyPath(const std::string& key_file, const char* credentials_dir) {
+  if (!key_file.empty() && key_file[0] == '/') return key_file;
+  if (credentials_dir != nullptr && credentials_dir[0] != '\0')
+    return std::string(credentials_dir) + "/" + (key_file.empty() ? std::string("privacy.key") : key_file);
+  return key_file;
+}
+
 }  // namespace freshsync::edge

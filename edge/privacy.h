@@ -19,6 +19,10 @@ class Sealer {
   static constexpr size_t kKeyBytes = 32;
   // kInvalidArgument naming privacy.key_file when the file is missing or malformed.
   static Result<Sealer> LoadKeyFile(const std::string& path);
+  // Where the key is: `key_file` if absolute; else, when $CREDENTIALS_DIRECTORY is set (systemd
+  // LoadCredential=), that directory joined with `key_file`, or with "privacy.key" when
+  // key_file is empty; else `key_file` as given (relative to the working directory). "" = no key.
+  static std::string ResolveKeyPath(const std::string& key_file, const char* credentials_dir);
   static Sealer FromKey(const std::array<unsigned char, kKeyBytes>& key);
 
   std::string Seal(std::string_view plaintext) const;

@@ -310,29 +310,64 @@ Result<int64_t> EdgeStore::AppendOutbox(int entity, const std::string& key, int6
 Result<EdgeStore::Outcome> EdgeStore::Apply(const Message& message, int64_t received_ms) {
   Status s = Begin();
   if (!s.ok()) return s;
+  pending_pubs_.clear();
+  bool hooked = false;  // the hook saw this message: tell it how the transaction ended
   Result<Outcome> r = std::visit(
       [&](const auto& m) -> Result<Outcome> {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, StockMovement>) return ApplyMovement(m, received_ms);
         else if constexpr (std::is_same_v<T, OrderStatus>) return ApplyOrder(m, received_ms);
-        else if constexpr (std::is_same_v<T, GpsFix>) return ApplyGps(m, received_ms);
-        else return ApplyClimate(m, received_ms);
+        else if constexpr (std::is_same_v<T, GpsFix>) {
+          auto a = ApplyGps(m, received_ms);
+          if (!a.ok() || *a != Outcome::kApplied || !hook_) return a;
+          hooked = true;
+          Status hs = hook_->OnGps(*this, m, received_ms);
+          if (!hs.ok()) return hs;
+          return a;
+        } else {
+          auto a = ApplyClimate(m, received_ms);
+          if (!a.ok() || *a != Outcome::kApplied || !hook_) return a;
+          hooked = true;
+          Status hs = hook_->OnClimate(*this, m, received_ms);
+          if (!hs.ok()) return hs;
+          return a;
+        }
       },
       message);
-  if (!r.ok()) {
+  auto rolled_back = [&] {
     Rollback();
+    pending_pubs_.clear();
+    if (hooked) hook_->OnRolledBack();
+  };
+  if (!r.ok()) {
+    rolled_back();
     return r;
   }
   if (*r == Outcome::kDuplicate) {
-    Rollback();  // nothing was written
+    rolled_back();  // nothing was written
     return r;
   }
   s = Commit();
   if (!s.ok()) {
-    Rollback();
+    rolled_back();
     return s;
   }
+  // Committed: only now may the events leave the process (commit, then ack, then publish).
+  for (auto& p : pending_pubs_) ready_pubs_.push_back(std::move(p));
+  pending_pubs_.clear();
+  // Bounded if nobody takes them (a caller driving Apply without publishing): they are
+  // notifications, the events themselves are in the outbox.
+  if (ready_pubs_.size() > kMaxReadyPublications)
+    ready_pubs_.erase(ready_pubs_.begin(), ready_pubs_.end() - static_cast<std::ptrdiff_t>(kMaxReadyPublications));
+  if (hooked) hook_->OnCommitted();
   return r;
+}
+
+Result<int64_t> EdgeStore::AppendChange(int entity, const std::string& key, int priority, int64_t ts_ms, v1::ChangeRecord& record,
+                                        int64_t now_ms) {
+  auto version = NextVersion(entity, key);
+  if (!version.ok()) return version.status();
+  return AppendOutbox(entity, key, *version, priority, ts_ms, &record, now_ms);
 }
 
 // Movement: claim the id, refuse whole if stock would go negative, else stock row,

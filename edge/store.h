@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/clock.h"
@@ -33,7 +34,33 @@
 
 struct sqlite3;
 
+namespace freshsync::v1 {
+class ChangeRecord;
+}
+
 namespace freshsync::edge {
+
+class EdgeStore;
+
+// A local event to publish on the site broker once the transaction that produced it commits.
+struct Publication {
+  std::string topic;
+  std::string payload;
+  bool retained = false;
+};
+
+// Domain rules that run inside a message's transaction (edge/site_rules.h). Called on the
+// store's thread only. OnGps/OnClimate may append change records and queue publications
+// through the store; a non-ok Status rolls the whole message back (kIOError: retried).
+// Exactly one of OnCommitted/OnRolledBack follows every Apply() that reached the hook.
+class ApplyHook {
+ public:
+  virtual ~ApplyHook() = default;
+  virtual Status OnGps(EdgeStore& store, const GpsFix& g, int64_t now_ms) = 0;
+  virtual Status OnClimate(EdgeStore& store, const ClimateSample& c, int64_t now_ms) = 0;
+  virtual void OnCommitted() = 0;
+  virtual void OnRolledBack() = 0;
+};
 
 struct StoreOptions {
   std::string path;
@@ -58,6 +85,7 @@ enum class DedupeKind : int { kMovement = 1, kOrderStatus = 2, kGps = 3, kClimat
 class EdgeStore {
  public:
   static constexpr size_t kMaxDeadLetterPayload = 4096;
+  static constexpr size_t kMaxReadyPublications = 10000;
   enum class Outcome { kApplied, kDuplicate };
 
   // Opens (creating if needed) and migrates the database to LatestStoreVersion().
@@ -70,6 +98,19 @@ class EdgeStore {
   // received_ms: when the message arrived (used as ts for movements without one).
   Result<Outcome> Apply(const Message& message, int64_t received_ms);
   Status AddDeadLetter(const DeadLetter& dl);
+
+  // Rules run inside Apply()'s transaction; not owned, must outlive the store's use. nullptr: none.
+  void SetApplyHook(ApplyHook* hook) { hook_ = hook; }
+  // For ApplyHook, inside Apply()'s transaction only: appends a change record for (entity, key)
+  // with the entity's next version; returns its seq.
+  Result<int64_t> AppendChange(int entity, const std::string& key, int priority, int64_t ts_ms, v1::ChangeRecord& record,
+                               int64_t now_ms);
+  // For ApplyHook: published only if the transaction commits (see TakePublications).
+  void QueuePublication(Publication p) { pending_pubs_.push_back(std::move(p)); }
+  // Publications of committed transactions, oldest first; the caller publishes them.
+  std::vector<Publication> TakePublications() { return std::exchange(ready_pubs_, {}); }
+  // The store's connection, for ApplyHook's own prepared statements (same thread only).
+  sqlite3* db() { return db_; }
 
   // Records that no link to the hub is up (edged start); the sync agent sets it to 1.
   Status ResetLinkState();
@@ -114,6 +155,9 @@ class EdgeStore {
   int64_t customers_dropped_ = 0;
   int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
   std::function<Status()> commit_fault_;
+  ApplyHook* hook_ = nullptr;
+  std::vector<Publication> pending_pubs_;  // of the open transaction
+  std::vector<Publication> ready_pubs_;    // committed, not yet taken
 };
 
 // ---- Read side, for edgectl and tests: its own read-only connection ----

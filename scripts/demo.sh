@@ -106,13 +106,15 @@ done
 sleep 3
 
 step "What the site store holds (sqlite3 $run/edge.db)"
-sqlite3 -header -column "$run/edge.db" "SELECT (SELECT count(*) FROM outbox) AS change_records, (SELECT count(*) FROM dead_letters) AS dead_letters;"
+sqlite3 -header -column "$run/edge.db" "SELECT (SELECT count(*) FROM outbox) AS change_records, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT count(*) FROM outbox WHERE entity = 5) AS geofence_events, (SELECT count(*) FROM outbox WHERE entity = 6) AS coldchain_alert_records, (SELECT count(*) FROM climate_rollups) AS climate_rollups;"
 step "HQ: GET /v1/changes?limit=3 (the change feed across sites)"
 hq "/v1/changes?limit=3" | python3 -m json.tool | head -60
 step "HQ: GET /v1/sites/$site/stock"
 hq "/v1/sites/$site/stock" | python3 -m json.tool | head -40
 step "HQ: GET /v1/sites/$site/vehicles (latest positions)"
 hq "/v1/sites/$site/vehicles" | python3 -m json.tool | head -30
+step "HQ: GET /v1/sites/$site/geofence?limit=10 (trucks entering and leaving fences)"
+hq "/v1/sites/$site/geofence?limit=10" | python3 -m json.tool | head -40
 step "HQ: GET /v1/sites/$site/alerts (open cold-chain alerts)"
 hq "/v1/sites/$site/alerts" | python3 -m json.tool | head -30
 step "Done. Logs, stores and config are in demo-run/. HQ token: $(cat "$run/hq-token")"

@@ -1,0 +1,71 @@
+// SiteRules: wires the pure rule engines (edge/geofence, edge/coldchain) into edged's apply
+// path, as docs/rules.md prescribes. It is the store's ApplyHook: for each GPS fix / climate
+// reading, inside the message's SQLite transaction, it runs the engine, appends the events to
+// the outbox (GEOFENCE_EVENT, COLDCHAIN_ALERT, priority 1), upserts the entity's snapshot in
+// `rule_state`, writes one-minute rollups to `climate_rollups` and trims raw readings and
+// rollups past their retention. Events are queued as publications that the store releases
+// only after COMMIT (commit, then ack, then publish).
+//
+// State: at start-up Restore() loads every snapshot row before any message is applied. When a
+// transaction rolls back, the entities it touched are marked stale and restored from their
+// last committed blob at the start of the next hooked message (inside that message's
+// transaction, so a failing disk surfaces as kIOError and the message is retried), so memory
+// always matches the store before it is used again.
+//
+// Thread-safety: none; the store's thread (edged's MQTT callback) owns it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "common/config.h"
+#include "common/status.h"
+#include "edge/coldchain/coldchain_engine.h"
+#include "edge/geofence/geofence_engine.h"
+#include "edge/store.h"
+
+namespace freshsync::edge {
+
+class SiteRules : public ApplyHook {
+ public:
+  // Loads [geofence] file (if set). kInvalidArgument/kNotFound naming "geofence.file" and the
+  // feature when the file is bad, so edged (and --check-config) can refuse to start.
+  static Result<std::unique_ptr<SiteRules>> Create(const EdgeConfig& config);
+  // Loads fences only, to validate a config: the same errors as Create.
+  static Status CheckConfig(const EdgeConfig& config);
+  ~SiteRules() override;
+
+  // Restores every stored snapshot; call once after EdgeStore::Open, before traffic.
+  // Prepares statements on the store's connection (the store must outlive this object).
+  Status Attach(EdgeStore& store);
+
+  Status OnGps(EdgeStore& store, const GpsFix& g, int64_t now_ms) override;
+  Status OnClimate(EdgeStore& store, const ClimateSample& c, int64_t now_ms) override;
+  void OnCommitted() override;
+  void OnRolledBack() override;
+
+  size_t fence_count() const { return geofence_ ? geofence_->fences().size() : 0; }
+  const geofence::GeofenceEngine* geofence() const { return geofence_.get(); }
+  const coldchain::ColdchainEngine& coldchain() const { return *coldchain_; }
+
+ private:
+  class Statements;
+  SiteRules(const EdgeConfig& config, std::unique_ptr<geofence::GeofenceEngine> geofence);
+  Status RestoreStale();
+  Status PutSnapshot(const char* engine, const std::string& entity, const std::string& blob, int64_t now_ms);
+  Status WriteColdchain(EdgeStore& store, const coldchain::Output& out, int64_t now_ms);
+  Result<std::string> LoadSnapshot(const char* engine, const std::string& entity);
+
+  std::string root_;
+  ColdchainSettings cc_settings_;
+  std::unique_ptr<geofence::GeofenceEngine> geofence_;  // null: no [geofence] file
+  std::unique_ptr<coldchain::ColdchainEngine> coldchain_;
+  std::unique_ptr<Statements> st_;
+  // Entities changed by the open transaction, and entities whose memory is ahead of the store.
+  std::set<std::string> touched_vehicles_, touched_sensors_;
+  std::set<std::string> stale_vehicles_, stale_sensors_;
+};
+
+}  // namespace freshsync::edge
