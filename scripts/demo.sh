@@ -96,25 +96,37 @@ step "edge-sim: 4 trucks, 3 cold rooms and the stock floor, at 30x speed, for ${
   --speed 30 --duration "$seconds" >"$run/edge-sim.log" 2>&1 & sim=$!; pids+=($sim)
 
 hq() { curl -sS --fail-with-body --cacert "$run/pki/ca.crt" -H "Authorization: Bearer $token" "https://127.0.0.1:$hub_port$1"; }
+# Pretty-prints a JSON answer with every list cut to its first few items.
+show() { python3 -c '
+import json, sys
+def cut(v):
+    if isinstance(v, list): return [cut(x) for x in v[:3]] + ([f"... {len(v) - 3} more"] if len(v) > 3 else [])
+    if isinstance(v, dict): return {k: cut(x) for k, x in v.items()}
+    return v
+print(json.dumps(cut(json.load(sys.stdin)), indent=2))'; }
+at_hq() { hq /v1/sites | python3 -c '
+import json, sys
+sites = json.load(sys.stdin).get("sites", [])
+print(", ".join("%s: %d records, contiguous up to seq %d" % (s["site"], s["records"], s["contiguous_seq"]) for s in sites) or "nothing yet")'; }
 while kill -0 "$sim" 2>/dev/null; do
   sleep 5
   status=$("$bin/edgectl" --config "$run/edged.toml" status --json 2>/dev/null || echo '{}')
-  at_hq=$(hq "/v1/sites" 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(", ".join(f"{s[\"site\"]} up to seq {s[\"contiguous_seq\"]}" for s in d.get("sites",[])) or "nothing yet")' 2>/dev/null || echo "hub not answering")
+  hq_view=$(at_hq 2>/dev/null || echo "hub not answering")
   echo "site: $status"
-  echo "  HQ: $at_hq"
+  echo "  HQ:   $hq_view"
 done
 sleep 3
 
 step "What the site store holds (sqlite3 $run/edge.db)"
 sqlite3 -header -column "$run/edge.db" "SELECT (SELECT count(*) FROM outbox) AS change_records, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT count(*) FROM outbox WHERE entity = 5) AS geofence_events, (SELECT count(*) FROM outbox WHERE entity = 6) AS coldchain_alert_records, (SELECT count(*) FROM climate_rollups) AS climate_rollups;"
 step "HQ: GET /v1/changes?limit=3 (the change feed across sites)"
-hq "/v1/changes?limit=3" | python3 -m json.tool | head -60
+hq "/v1/changes?limit=3" | show
 step "HQ: GET /v1/sites/$site/stock"
-hq "/v1/sites/$site/stock" | python3 -m json.tool | head -40
+hq "/v1/sites/$site/stock" | show
 step "HQ: GET /v1/sites/$site/vehicles (latest positions)"
-hq "/v1/sites/$site/vehicles" | python3 -m json.tool | head -30
-step "HQ: GET /v1/sites/$site/geofence?limit=10 (trucks entering and leaving fences)"
-hq "/v1/sites/$site/geofence?limit=10" | python3 -m json.tool | head -40
+hq "/v1/sites/$site/vehicles" | show
+step "HQ: GET /v1/sites/$site/geofence (trucks entering and leaving fences)"
+hq "/v1/sites/$site/geofence" | show
 step "HQ: GET /v1/sites/$site/alerts (open cold-chain alerts)"
-hq "/v1/sites/$site/alerts" | python3 -m json.tool | head -30
+hq "/v1/sites/$site/alerts" | show
 step "Done. Logs, stores and config are in demo-run/. HQ token: $(cat "$run/hq-token")"
