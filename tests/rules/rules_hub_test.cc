@@ -1,0 +1,118 @@
+// Site rules to HQ: geofence events and cold-chain alerts made by the real edged reach the
+// real hubd through the sync agent (mutual TLS), and HQ sees them in its materialized views:
+// GET /v1/sites/{site}/geofence and GET /v1/sites/{site}/alerts (open alerts only).
+#include <httplib.h>
+#include <openssl/sha.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/ingest/site.h"
+#include "tests/support/harness.h"
+
+namespace freshsync::testing {
+namespace {
+
+using nlohmann::json;
+constexpr const char* kToken = "hq-reader-token-for-rules-tests";
+constexpr const char* kSiteId = "test-site";  // tests/ingest/site.cc names its site so
+
+std::string Sha256Hex(const std::string& s) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : d) out += std::string{hex[c >> 4], hex[c & 15]};
+  return out;
+}
+
+TEST(RulesHubTest, GeofenceEventsAndAlertsReachHqViews) {
+  signal(SIGPIPE, SIG_IGN);
+  TempDir dir;
+  std::filesystem::create_directories(dir.File("pki"));
+  TestPki pki(dir.File("pki"));
+  ASSERT_TRUE(pki.Init());
+  const auto client = pki.Client(kSiteId);
+  const int port = PickFreePort();
+  WriteFile(dir.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(port) + "\"\n[tls]\nca = \"" + pki.ca_cert() +
+                                       "\"\ncert = \"" + pki.server().cert + "\"\nkey = \"" + pki.server().key + "\"\n[store]\npath = \"" +
+                                       dir.File("hub.db") + "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\nsha256 = \"" +
+                                       Sha256Hex(kToken) + "\"\n");
+  ChildProcess hubd({BinDir() + "/hubd", "--config", dir.File("hubd.toml")}, dir.File("hubd.log"));
+  ASSERT_TRUE(hubd.Start());
+  auto hq = [&] {
+    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", port);
+    c->set_ca_cert_path(pki.ca_cert().c_str());
+    c->enable_server_certificate_verification(true);
+    c->set_bearer_token_auth(kToken);
+    c->set_connection_timeout(2);
+    c->set_read_timeout(10);
+    return c;
+  };
+  auto get = [&](const std::string& path) {
+    auto r = hq()->Get(path);
+    return r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+  };
+  ASSERT_TRUE(WaitFor([&] { return hq()->Get("/healthz") != nullptr; }, std::chrono::seconds(20)));
+
+  Site site("[hub]\nurl = \"https://127.0.0.1:" + std::to_string(port) + "\"\nca = \"" + pki.ca_cert() + "\"\ncert = \"" + client.cert +
+            "\"\nkey = \"" + client.key + "\"\nbackoff_initial_ms = 50\nbackoff_max_ms = 1000\n" + "[geofence]\nfile = \"" +
+            std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_fences.geojson\"\n" +
+            "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 300\n");
+  ASSERT_TRUE(site.StartEdged()) << site.log();
+  auto pub = site.NewPublisher("rules-hub-pub");
+  // The first 800 fixes (4000 s) of the recorded track: enter/exit drop-01, drop-07, drop-03, depot.
+  std::ifstream in(std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_track.csv");
+  std::string line;
+  int seq = 0;
+  while (std::getline(in, line) && seq < 800) {
+    if (line.empty() || line[0] == '#') continue;
+    std::stringstream ss(line);
+    std::string v, ts, lat, lon, hdop;
+    std::getline(ss, v, ',');
+    std::getline(ss, ts, ',');
+    std::getline(ss, lat, ',');
+    std::getline(ss, lon, ',');
+    std::getline(ss, hdop, ',');
+    pub->Publish({"fs/vehicles/" + v + "/gps",
+                  "{\"seq\":" + std::to_string(++seq) + ",\"ts\":" + ts + ",\"lat\":" + lat + ",\"lon\":" + lon + ",\"hdop\":" + hdop + "}"});
+  }
+  // cold-1: an excursion that opens and closes; cold-2: one that is still open.
+  const int64_t t0 = 1767225600000;
+  for (int i = 0; i < 40; ++i) {
+    const double t1 = i >= 10 && i < 25 ? 7.5 : 2.0;  // 15 readings outside: 450 s
+    const double t2 = i >= 20 ? 9.0 : 3.0;            // 20 readings outside, still open
+    for (const auto& [s, t] : {std::pair{"cold-1", t1}, std::pair{"cold-2", t2}})
+      pub->Publish({std::string("fs/sensors/") + s + "/climate",
+                    "{\"seq\":" + std::to_string(i + 1) + ",\"ts\":" + std::to_string(t0 + i * 30'000) + ",\"temp_c\":" + std::to_string(t) + "}"});
+  }
+  pub->Flush();
+  ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM dedupe WHERE kind IN (3, 4)", 880));
+  ASSERT_EQ(site.Int("SELECT COUNT(*) FROM outbox WHERE entity = 5"), 8);
+  const int64_t last = site.Int("SELECT MAX(seq) FROM outbox");
+  ASSERT_TRUE(site.WaitInt("SELECT IFNULL((SELECT value FROM sync_state WHERE name = 'acked_seq'), 0)", last)) << site.log();
+
+  json geo = get(std::string("/v1/sites/") + kSiteId + "/geofence");
+  ASSERT_TRUE(geo.is_object()) << geo.dump();
+  std::string summary;
+  for (const auto& e : geo["events"]) summary += e["event"].get<std::string>() + " " + e["fence"].get<std::string>() + " ";
+  EXPECT_EQ(summary, "enter drop-01 exit drop-01 enter drop-07 exit drop-07 enter drop-03 exit drop-03 enter depot exit depot ") << geo.dump();
+  EXPECT_EQ(geo["events"][0]["vehicle"], "truck-01");
+  EXPECT_EQ(geo["events"][0]["kind"], "customer_drop");
+
+  json alerts = get(std::string("/v1/sites/") + kSiteId + "/alerts");
+  ASSERT_TRUE(alerts.is_object()) << alerts.dump();
+  ASSERT_EQ(alerts["alerts"].size(), 1u) << alerts.dump();  // cold-1's alert closed: not open any more
+  EXPECT_EQ(alerts["alerts"][0]["alert_id"], "cold-2/excursion/" + std::to_string(t0 + 20 * 30'000));
+  EXPECT_EQ(alerts["alerts"][0]["state"], "open");
+  EXPECT_EQ(alerts["alerts"][0]["max_c"], 9.0);
+  hubd.Kill();
+}
+
+}  // namespace
+}  // namespace freshsync::testing
