@@ -443,7 +443,23 @@ void SyncAgent::CompareState() {
     return;
   }
   work_.state_compares++;
-  if (hub.digest == edge->digest) return;
+  if (hub.digest == edge->digest) {
+    unrepairable_pair_.clear();
+    return;
+  }
+  auto report = [&](const Hub& h) {
+    // Logged once per round as an error (not through SetError's warning).
+    work_.state_mismatches++;
+    work_.last_error = "state digest differs and rebuild-state did not repair it: edge " + digest::Hex(edge->digest) + " (" +
+                       std::to_string(edge->skus) + " skus) hub " + digest::Hex(h.digest) + " (" +
+                       std::to_string(h.skus) + " skus) at seq " + std::to_string(acked_) + "; needs an operator";
+    last_error_log_ms_ = clock_.MonotonicMs();
+    spdlog::error("sync: {}", work_.last_error);
+  };
+  if (edge->digest + hub.digest == unrepairable_pair_) {
+    report(hub);  // the hub's records themselves differ: another rebuild would change nothing
+    return;
+  }
 
   spdlog::warn("sync: state digest differs: edge {} ({} skus) hub {} ({} skus) at seq {}; asking the hub to rebuild",
                digest::Hex(edge->digest), edge->skus, digest::Hex(hub.digest), hub.skus, acked_);
@@ -453,18 +469,14 @@ void SyncAgent::CompareState() {
   Hub again = ask("GET", "/state-digest", "state digest after rebuild");
   if (!again.ok) return;
   if (again.digest == edge->digest) {
+    unrepairable_pair_.clear();
     work_.state_repaired++;
     spdlog::info("sync: hub stock rebuilt; state digests agree ({} skus)", again.skus);
     return;
   }
   // Once per reconciliation interval at most: never a hot loop.
-  work_.state_mismatches++;
-  // Logged once per round as an error (not through SetError's warning).
-  work_.last_error = ("state digest still differs after rebuild-state: edge " + digest::Hex(edge->digest) + " (" +
-           std::to_string(edge->skus) + " skus) hub " + digest::Hex(again.digest) + " (" + std::to_string(again.skus) +
-           " skus) at seq " + std::to_string(acked_) + "; needs an operator");
-  last_error_log_ms_ = clock_.MonotonicMs();
-  spdlog::error("sync: {}", work_.last_error);
+  unrepairable_pair_ = edge->digest + again.digest;
+  report(again);
 }
 
 int64_t SyncAgent::Step() {

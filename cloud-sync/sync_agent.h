@@ -148,6 +148,9 @@ class SyncAgent {
   int64_t next_trim_ms_ = 0;
   int consecutive_409_ = 0;
   std::deque<std::pair<uint64_t, uint64_t>> resend_;  // inclusive seq ranges
+  // Edge digest + hub digest of the last rebuild that did not help: the same pair again means
+  // a rebuild cannot help either (it re-derives the same rows), so none is requested.
+  std::string unrepairable_pair_;
   std::vector<OutboxRow> rows_;
   BatchEncoder encoder_;
   int64_t last_error_log_ms_ = -1'000'000;
