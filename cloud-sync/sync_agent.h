@@ -70,6 +70,11 @@ struct SyncStats {
   uint64_t reconciliations = 0;
   uint64_t reconcile_resends = 0;  // buckets found different and re-sent
   uint64_t trimmed = 0;
+  uint64_t state_compares = 0;      // stock state digests compared with the hub
+  uint64_t state_rebuilds = 0;      // rebuild-state requests sent (hub stock differed)
+  uint64_t state_repaired = 0;      // rebuilds after which the digests agreed
+  uint64_t state_mismatches = 0;    // digests still different after a rebuild (logged as an error)
+  uint64_t state_skipped = 0;       // comparisons skipped: edge not fully acked, or it moved meanwhile
   uint64_t seq_floor = 0;    // see outbox_schema.h kStateSeqFloor
   int last_http_status = 0;     // 0: no answer (transport error) or nothing sent yet
   std::string last_error;
@@ -113,6 +118,9 @@ class SyncAgent {
   // Handles a non-200 answer or a transport failure; returns the wait before the next try.
   int64_t Failure(const Result<HttpResponse>& r, const char* what);
   int64_t Reconcile();
+  // Current-state step of a reconciliation round (docs/sync-agent.md): compares the edge's
+  // stock digest with the hub's, asks the hub to rebuild on a difference, compares again.
+  void CompareState();
   void MaybeTrim();
   Status PersistAcked(uint64_t acked, bool advanced);
   void SetLink(bool up);
@@ -140,6 +148,9 @@ class SyncAgent {
   int64_t next_trim_ms_ = 0;
   int consecutive_409_ = 0;
   std::deque<std::pair<uint64_t, uint64_t>> resend_;  // inclusive seq ranges
+  // Edge digest + hub digest of the last rebuild that did not help: the same pair again means
+  // a rebuild cannot help either (it re-derives the same rows), so none is requested.
+  std::string unrepairable_pair_;
   std::vector<OutboxRow> rows_;
   BatchEncoder encoder_;
   int64_t last_error_log_ms_ = -1'000'000;
