@@ -17,10 +17,13 @@ build build
 (cd build && ctest --output-on-failure -j "$jobs" -LE "slow|sanitizer-skip" --timeout 600)
 (cd build && ctest --output-on-failure -L slow --timeout 900)
 if ((!quick)); then
-  build build-asan -DFRESHSYNC_SANITIZE=address -DFRESHSYNC_BUILD_BENCH=OFF
+  # Sanitizer builds: -O1 with line tables only, to cut their compile time on 2 cores
+  # and still gives file:line in reports.
+  san_flags=(-DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -g1" -DFRESHSYNC_BUILD_BENCH=OFF)
+  build build-asan -DFRESHSYNC_SANITIZE=address "${san_flags[@]}"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest --output-on-failure -j "$jobs" -LE "slow|sanitizer-skip" --timeout 900)
-  build build-tsan -DFRESHSYNC_SANITIZE=thread -DFRESHSYNC_BUILD_BENCH=OFF
+  build build-tsan -DFRESHSYNC_SANITIZE=thread "${san_flags[@]}"
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
      ctest --output-on-failure -j "$jobs" -L tsan --timeout 900)
 fi
