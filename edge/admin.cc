@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -119,7 +120,8 @@ Status IntegrityCheck(sqlite3* db, std::vector<std::string>* findings) {
 
 Result<StoreLock> StoreLock::Acquire(const std::string& store_path) {
   const std::string p = store_path + ".lock";
-  const int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  // Read-only is enough for flock(2), and lets edged (its own user) lock a file root created.
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return Status::IOError("lock file " + p + ": " + std::strerror(errno));
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int e = errno;
@@ -159,6 +161,14 @@ Status RestoreStore(const std::string& in_path, const std::string& store_path) {
 
   const std::string tmp = store_path + ".restore.tmp";
   if (Status s = CopyDatabase(in.db, tmp); !s.ok()) return s;
+  // An operator restores as root; edged runs as its own user. The new file takes the old
+  // store's owner and mode (best effort: without privileges the caller already owns both).
+  struct stat old_st {};
+  if (::stat(store_path.c_str(), &old_st) == 0) {
+    if (::chown(tmp.c_str(), old_st.st_uid, old_st.st_gid) != 0 && errno != EPERM)
+      return Status::IOError("chown " + tmp + ": " + std::strerror(errno));
+    (void)::chmod(tmp.c_str(), old_st.st_mode & 07777);
+  }
   std::error_code ec;
   if (std::filesystem::exists(store_path)) {
     // Fold the old store's WAL into it, then keep it aside: an operator can still go back.

@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   (void)freshsync::InitLogging("edged", config->log_level);
+  freshsync::SetLogSite(config->site);
   spdlog::info("edged starting: site {}, store {}, broker {}", config->site, config->store.path, config->mqtt.uri);
   if (!sealer) spdlog::warn("privacy: no privacy.key_file; customer personal data will be dropped, not stored");
 
