@@ -147,29 +147,22 @@ bool MetricsServer::StoreQueries(std::string* out) {
       if (!any[i]) o << "freshsync_dead_letters_stored{code=\"" << codes[i] << "\"} 0\n";
   }
 
-  // Open cold-chain alerts: the rules engine's table, when this build has one.
+  // Open cold-chain alerts, from the cold-chain engine's per-sensor snapshots in rule_state
+  // (edge/coldchain/coldchain_engine.cc, Encode: "exc" is an open excursion alert, "off" an
+  // open offline alert). 0 while the store has no rule_state table (schema before v3).
   int64_t open_alerts = 0;
   {
-    bool has = false;
-    sqlite3_stmt* st = nullptr;
-    std::string table;
-    if (sqlite3_prepare_v2(db_,
-                           "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
-                           "('coldchain_alerts', 'cold_chain_alerts', 'alerts') ORDER BY name LIMIT 1",
-                           -1, &st, nullptr) == SQLITE_OK) {
-      if (sqlite3_step(st) == SQLITE_ROW) {
-        table = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
-        has = true;
-      }
-      sqlite3_finalize(st);
-    }
-    if (has) {
-      bool qok = true;
-      open_alerts = QueryInt(db_, ("SELECT count(*) FROM " + table + " WHERE state = 'open'").c_str(), 0, &qok);
+    bool qok = true;
+    const int64_t exists = QueryInt(db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rule_state'", 0, &qok);
+    if (qok && exists > 0) {
+      open_alerts = QueryInt(db_,
+                             "SELECT coalesce(sum((json_type(blob, '$.exc') IS NOT NULL) + (json_type(blob, '$.off') IS NOT NULL)), 0) "
+                             "FROM rule_state WHERE engine = 'coldchain' AND json_valid(blob)",
+                             0, &qok);
       if (!qok) open_alerts = 0;
     }
   }
-  Head(o, "freshsync_coldchain_open_alerts", "gauge", "Cold-chain alerts currently open (0 when the store has no alert table).");
+  Head(o, "freshsync_coldchain_open_alerts", "gauge", "Cold-chain alerts open now, excursion and offline (0 without a rule_state table).");
   o << "freshsync_coldchain_open_alerts " << open_alerts << '\n';
   *out += o.str();
   return ok;

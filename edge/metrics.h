@@ -7,7 +7,7 @@
 //   - SyncAgent::GetStats(): a snapshot copied under the agent's own short lock.
 //   - The store file, through a read-only SQLite connection owned by this server (WAL lets it
 //     read while ingest writes): outbox backlog and the age of the oldest unacknowledged
-//     record, dead letters by code, open cold-chain alerts (0 while no alert table exists).
+//     record, dead letters by code, open cold-chain alerts (from rule_state; 0 without it).
 // Scrapes are serialised by a mutex of this server (never shared with ingest).
 //
 // /healthz: 200 while the process serves HTTP at all.

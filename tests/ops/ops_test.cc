@@ -115,6 +115,16 @@ TEST(Metrics, ScrapeMovesWithTrafficAndReadiness) {
   EXPECT_EQ(Sample(m.body, "freshsync_sync_enabled"), 0);
   EXPECT_EQ(Sample(m.body, "freshsync_ingest_connected"), 1);
 
+  // Open cold-chain alerts come from the cold-chain engine's snapshots in rule_state (schema
+  // v3 of the site-rules work; created here if this build's schema predates it).
+  Sql(site.db_path(),
+      "CREATE TABLE IF NOT EXISTS rule_state(engine TEXT NOT NULL, entity TEXT NOT NULL, blob TEXT NOT NULL, "
+      "updated_ms INTEGER NOT NULL, PRIMARY KEY (engine, entity)) WITHOUT ROWID;"
+      "INSERT INTO rule_state VALUES ('coldchain', 'cold-1', '{\"v\":1,\"exc\":[1,5.5,7.0,1,0]}', 1),"
+      "('coldchain', 'cold-2', '{\"v\":1,\"off\":1764000000000}', 1), ('coldchain', 'cold-3', '{\"v\":1}', 1),"
+      "('geofence', 'truck-1', '{\"exc\":1}', 1);");
+  EXPECT_EQ(Sample(Get(port, "/metrics").body, "freshsync_coldchain_open_alerts"), 2);
+
   // Broker gone: not ready (ingest not subscribed), still alive.
   site.broker().Stop();
   EXPECT_TRUE(WaitFor([&] { return Get(port, "/readyz").status == 503; }, 30s));
