@@ -43,11 +43,11 @@ int main(int argc, char** argv) {
   auto* dl_show = dead->add_subcommand("show", "one dead letter with its stored payload");
   dl_show->add_option("ID", show_id, "dead letter id")->required();
   dl_show->add_flag("--json", dl_json, "machine-readable output");
-  std::string replay_id;
+  int64_t replay_id = 0;
   bool replay_all = false;
   auto* dl_replay = dead->add_subcommand(
       "replay", "re-publish stored payloads to their topics, after the cause was fixed (order payloads lack customer data)");
-  dl_replay->add_option("ID", replay_id, "dead letter id");
+  dl_replay->add_option("ID", replay_id, "dead letter id")->check(CLI::PositiveNumber);
   dl_replay->add_flag("--all", replay_all, "every dead letter refused by a rule (code 'conflict')");
   std::string backup_out, restore_in;
   auto* backup = app.add_subcommand("backup", "consistent copy of the store, safe while edged runs");
@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
   }
   if (dl_replay->parsed()) {
     std::vector<freshsync::edge::DeadLetterFull> letters;
-    if (replay_all == !replay_id.empty()) {
+    if (replay_all == (replay_id > 0)) {
       std::cerr << "edgectl: dead-letters replay: give either an ID or --all\n";
       return 2;
     }
@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
       }
       letters = std::move(*all);
     } else {
-      auto d = freshsync::edge::ReadDeadLetter(db, std::stoll(replay_id));
+      auto d = freshsync::edge::ReadDeadLetter(db, replay_id);
       if (!d.ok()) {
         std::cerr << "edgectl: " << d.status().message() << "\n";
         return 1;

@@ -357,6 +357,11 @@ TEST(Edgectl, DeadLetterShowAndReplayAfterFix) {
   EXPECT_EQ(site.Int("SELECT on_hand FROM stock WHERE sku = 'kale'"), 5);
   EXPECT_EQ(site.Int("SELECT count(*) FROM dead_letters"), 1);
 
+  // Usage errors are refused, not crashes.
+  EXPECT_NE(Ctl(site.config_path(), "dead-letters replay", &out), 0) << out;
+  EXPECT_NE(Ctl(site.config_path(), "dead-letters replay abc", &out), 0) << out;
+  EXPECT_NE(Ctl(site.config_path(), "dead-letters show 999999", &out), 0) << out;
+
   // reconcile without a [hub] says so.
   EXPECT_NE(Ctl(site.config_path(), "reconcile", &out), 0);
   EXPECT_EQ(site.StopEdged(), 0);
