@@ -224,6 +224,7 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
                  {"Accept", "application/x-protobuf"}};
   req.body.assign(body.data(), body.size());
   auto r = transport_->Send(req);
+  CountAnswer(r);
   if (r.ok()) work_.last_http_status = r->status;
 
   if (r.ok() && r->status == 409) {
@@ -258,6 +259,11 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
   backoff_.Reset();
   consecutive_409_ = 0;
   work_.batches_sent++;
+  {
+    size_t b = 0;
+    while (b < SyncStats::kBatchSizeBounds.size() && rows.size() > SyncStats::kBatchSizeBounds[b]) ++b;
+    work_.batch_size_buckets[b]++;
+  }
   work_.records_sent += rows.size();
   work_.bytes_sent += body.size();
   work_.last_error.clear();
@@ -288,6 +294,20 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
   }
   (void)PersistAcked(c, c >= acked_);
   return 0;
+}
+
+void SyncAgent::CountAnswer(const Result<HttpResponse>& r) { work_.http_codes[r.ok() ? r->status : 0]++; }
+
+void SyncAgent::PollReconcileRequest() {
+  const int64_t now = clock_.MonotonicMs();
+  if (now < next_request_poll_ms_) return;
+  next_request_poll_ms_ = now + 1000;
+  auto v = store_->GetState(kStateReconcileRequested, 0);
+  if (!v.ok() || *v == 0) return;
+  spdlog::info("sync: reconciliation requested by an operator");
+  reconcile_due_ = true;
+  next_reconcile_ms_ = std::min(next_reconcile_ms_, now);
+  (void)store_->SetStates({{kStateReconcileRequested, 0}});
 }
 
 void SyncAgent::MaybeTrim() {
@@ -324,6 +344,7 @@ int64_t SyncAgent::Reconcile() {
   req.url = BaseUrl() + "/digest?from=" + std::to_string(a) + "&to=" + std::to_string(b) + "&buckets=" + std::to_string(n);
   req.headers = {{"Accept", "application/x-protobuf"}};
   auto r = transport_->Send(req);
+  CountAnswer(r);
   if (r.ok()) work_.last_http_status = r->status;
   if (!r.ok() || r->status == 429 || r->status >= 500) return Failure(r, "digest");
   const int64_t now = clock_.MonotonicMs();
@@ -499,6 +520,7 @@ int64_t SyncAgent::Step() {
   }
   last_seq_ = *last;
   MaybeTrim();
+  PollReconcileRequest();
 
   if (reconcile_due_ || clock_.MonotonicMs() >= next_reconcile_ms_) {
     const int64_t w = Reconcile();

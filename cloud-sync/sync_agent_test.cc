@@ -359,6 +359,31 @@ TEST_F(SyncAgentTest, ReconcileRewindsWhenTheHubWasRestoredFromAnOlderBackup) {
   EXPECT_EQ(a->GetStats().backlog, 0u);
 }
 
+TEST_F(SyncAgentTest, OperatorReconcileRequestIsPickedUpAndCleared) {
+  // `edgectl reconcile` sets sync_state('reconcile_requested') = 1 (edge/admin.h).
+  db.Add(1, 100, clock.NowMs());
+  auto a = Make();
+  Drain(*a, 100);
+  const uint64_t before = a->GetStats().reconciliations;
+  for (int i = 0; i < 5; ++i) clock.Advance(a->StepForTest() + 1);
+  EXPECT_EQ(a->GetStats().reconciliations, before);  // idle: none due for an hour
+  db.SetState("reconcile_requested", 1);
+  for (int i = 0; i < 5; ++i) clock.Advance(std::max<int64_t>(a->StepForTest(), 1000));
+  EXPECT_EQ(a->GetStats().reconciliations, before + 1);
+  EXPECT_EQ(db.State("reconcile_requested"), 0);
+}
+
+TEST_F(SyncAgentTest, StatsCountHttpCodesAndBatchSizes) {
+  db.Add(1, 25, clock.NowMs());
+  auto a = Make();
+  Drain(*a, 25);
+  const auto s = a->GetStats();
+  EXPECT_EQ(s.http_codes.at(200), 4u);  // the digest and three batches
+  // Batches of 10, 10 and 5 records: all in the (1, 10] bucket.
+  EXPECT_EQ(s.batch_size_buckets[1], 3u);
+  EXPECT_EQ(s.batch_size_buckets[0] + s.batch_size_buckets[2] + s.batch_size_buckets[5], 0u);
+}
+
 TEST_F(SyncAgentTest, ReconcileResendsADifferingRange) {
   db.Add(1, 100, clock.NowMs());
   auto a = Make();
