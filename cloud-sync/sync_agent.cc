@@ -12,6 +12,7 @@
 #include "cloud-sync/curl_transport.h"
 #include "cloud-sync/outbox_schema.h"
 #include "freshsync.pb.h"
+#include "hub/digest.h"
 
 namespace freshsync::sync {
 namespace {
@@ -223,6 +224,7 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
                  {"Accept", "application/x-protobuf"}};
   req.body.assign(body.data(), body.size());
   auto r = transport_->Send(req);
+  CountAnswer(r);
   if (r.ok()) work_.last_http_status = r->status;
 
   if (r.ok() && r->status == 409) {
@@ -257,6 +259,11 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
   backoff_.Reset();
   consecutive_409_ = 0;
   work_.batches_sent++;
+  {
+    size_t b = 0;
+    while (b < SyncStats::kBatchSizeBounds.size() && rows.size() > SyncStats::kBatchSizeBounds[b]) ++b;
+    work_.batch_size_buckets[b]++;
+  }
   work_.records_sent += rows.size();
   work_.bytes_sent += body.size();
   work_.last_error.clear();
@@ -287,6 +294,20 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
   }
   (void)PersistAcked(c, c >= acked_);
   return 0;
+}
+
+void SyncAgent::CountAnswer(const Result<HttpResponse>& r) { work_.http_codes[r.ok() ? r->status : 0]++; }
+
+void SyncAgent::PollReconcileRequest() {
+  const int64_t now = clock_.MonotonicMs();
+  if (now < next_request_poll_ms_) return;
+  next_request_poll_ms_ = now + 1000;
+  auto v = store_->GetState(kStateReconcileRequested, 0);
+  if (!v.ok() || *v == 0) return;
+  spdlog::info("sync: reconciliation requested by an operator");
+  reconcile_due_ = true;
+  next_reconcile_ms_ = std::min(next_reconcile_ms_, now);
+  (void)store_->SetStates({{kStateReconcileRequested, 0}});
 }
 
 void SyncAgent::MaybeTrim() {
@@ -323,6 +344,7 @@ int64_t SyncAgent::Reconcile() {
   req.url = BaseUrl() + "/digest?from=" + std::to_string(a) + "&to=" + std::to_string(b) + "&buckets=" + std::to_string(n);
   req.headers = {{"Accept", "application/x-protobuf"}};
   auto r = transport_->Send(req);
+  CountAnswer(r);
   if (r.ok()) work_.last_http_status = r->status;
   if (!r.ok() || r->status == 429 || r->status >= 500) return Failure(r, "digest");
   const int64_t now = clock_.MonotonicMs();
@@ -386,7 +408,96 @@ int64_t SyncAgent::Reconcile() {
       }
     }
   }
+  // Seq ranges agree (hub contiguous == edge acked, no differing bucket): compare current state.
+  if (c == old_acked && c == acked_ && resend_.empty()) CompareState();
   return -1;
+}
+
+void SyncAgent::CompareState() {
+  // Edge side first: digest and last seq in one read transaction. Compare only when every
+  // record the digest reflects is acknowledged; otherwise the hub legitimately lags.
+  auto edge = store_->StockDigest();
+  if (!edge.ok()) {
+    SetError("store: stock digest: " + edge.status().ToString());
+    return;
+  }
+  if (!edge->available) return;
+  if (edge->last_seq != acked_) {
+    work_.state_skipped++;
+    spdlog::debug("sync: state digest skipped: outbox last seq {} != acked_seq {}", edge->last_seq, acked_);
+    return;
+  }
+  struct Hub {
+    bool ok = false;
+    std::string digest;
+    uint64_t skus = 0;
+    uint64_t contiguous = 0;
+  };
+  auto ask = [&](const char* method, const char* path, const char* what) -> Hub {
+    HttpRequest req;
+    req.method = method;
+    req.url = BaseUrl() + path;
+    req.headers = {{"Accept", "application/x-protobuf"}};
+    auto r = transport_->Send(req);
+    Hub h;
+    if (r.ok()) work_.last_http_status = r->status;
+    freshsync::v1::StateDigestReply reply;
+    if (!r.ok() || r->status != 200 || !reply.ParseFromString(r->body) || reply.digest().size() != 32) {
+      // Not worth a backoff of the stream: the next round tries again.
+      SetError(std::string(what) + ": " +
+               (r.ok() ? "hub answered " + std::to_string(r->status) : r.status().message()) +
+               "; state comparison skipped until the next reconciliation");
+      return h;
+    }
+    h.ok = true;
+    h.digest = reply.digest();
+    h.skus = reply.skus();
+    h.contiguous = reply.contiguous_seq();
+    return h;
+  };
+  Hub hub = ask("GET", "/state-digest", "state digest");
+  if (!hub.ok) return;
+  // The hub's snapshot must cover exactly what the edge's does (nothing else sends meanwhile:
+  // this thread is the only sender, but a hub restored in between would show here).
+  if (hub.contiguous != acked_) {
+    work_.state_skipped++;
+    return;
+  }
+  work_.state_compares++;
+  if (hub.digest == edge->digest) {
+    unrepairable_pair_.clear();
+    return;
+  }
+  auto report = [&](const Hub& h) {
+    // Logged once per round as an error (not through SetError's warning).
+    work_.state_mismatches++;
+    work_.last_error = "state digest differs and rebuild-state did not repair it: edge " + digest::Hex(edge->digest) + " (" +
+                       std::to_string(edge->skus) + " skus) hub " + digest::Hex(h.digest) + " (" +
+                       std::to_string(h.skus) + " skus) at seq " + std::to_string(acked_) + "; needs an operator";
+    last_error_log_ms_ = clock_.MonotonicMs();
+    spdlog::error("sync: {}", work_.last_error);
+  };
+  if (edge->digest + hub.digest == unrepairable_pair_) {
+    report(hub);  // the hub's records themselves differ: another rebuild would change nothing
+    return;
+  }
+
+  spdlog::warn("sync: state digest differs: edge {} ({} skus) hub {} ({} skus) at seq {}; asking the hub to rebuild",
+               digest::Hex(edge->digest), edge->skus, digest::Hex(hub.digest), hub.skus, acked_);
+  work_.state_rebuilds++;
+  Hub rebuilt = ask("POST", "/rebuild-state", "rebuild-state");
+  if (!rebuilt.ok) return;
+  Hub again = ask("GET", "/state-digest", "state digest after rebuild");
+  if (!again.ok) return;
+  if (again.digest == edge->digest) {
+    unrepairable_pair_.clear();
+    work_.state_repaired++;
+    spdlog::info("sync: hub stock rebuilt; state digests agree ({} skus)", again.skus);
+    return;
+  }
+  // Once per reconciliation interval at most: never a hot loop.
+  unrepairable_pair_ = edge->digest + again.digest;
+  report(again);
 }
 
 int64_t SyncAgent::Step() {
@@ -409,6 +520,7 @@ int64_t SyncAgent::Step() {
   }
   last_seq_ = *last;
   MaybeTrim();
+  PollReconcileRequest();
 
   if (reconcile_due_ || clock_.MonotonicMs() >= next_reconcile_ms_) {
     const int64_t w = Reconcile();

@@ -24,9 +24,11 @@
 // thread. Step() is for tests only, and only while the thread is not running.
 #pragma once
 
+#include <array>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -70,10 +72,21 @@ struct SyncStats {
   uint64_t reconciliations = 0;
   uint64_t reconcile_resends = 0;  // buckets found different and re-sent
   uint64_t trimmed = 0;
+  uint64_t state_compares = 0;      // stock state digests compared with the hub
+  uint64_t state_rebuilds = 0;      // rebuild-state requests sent (hub stock differed)
+  uint64_t state_repaired = 0;      // rebuilds after which the digests agreed
+  uint64_t state_mismatches = 0;    // digests still different after a rebuild (logged as an error)
+  uint64_t state_skipped = 0;       // comparisons skipped: edge not fully acked, or it moved meanwhile
   uint64_t seq_floor = 0;    // see outbox_schema.h kStateSeqFloor
   int last_http_status = 0;     // 0: no answer (transport error) or nothing sent yet
   std::string last_error;
   int64_t last_ack_ms = 0;      // wall clock
+  // For metrics: every hub answer by HTTP status (0: transport error, no answer).
+  std::map<int, uint64_t> http_codes;
+  // For metrics: records per batch answered 200, counted per bucket of kBatchSizeBounds
+  // (the last bucket is everything above the last bound). Sum: records_sent; count: batches_sent.
+  static constexpr std::array<uint64_t, 5> kBatchSizeBounds = {1, 10, 100, 1000, 5000};
+  std::array<uint64_t, 6> batch_size_buckets{};
 };
 
 class SyncAgent {
@@ -102,6 +115,10 @@ class SyncAgent {
   // Forces a reconciliation on the next step.
   void RequestReconcileForTest() { reconcile_due_ = true; }
 
+  // sync_state row an operator sets to 1 (`edgectl reconcile`) to ask the running agent for
+  // a reconciliation now; the agent polls it about once a second and clears it.
+  static constexpr const char* kStateReconcileRequested = "reconcile_requested";
+
  private:
   enum class Kind { kNormal, kUrgent, kResend };
 
@@ -113,7 +130,12 @@ class SyncAgent {
   // Handles a non-200 answer or a transport failure; returns the wait before the next try.
   int64_t Failure(const Result<HttpResponse>& r, const char* what);
   int64_t Reconcile();
+  // Current-state step of a reconciliation round (docs/sync-agent.md): compares the edge's
+  // stock digest with the hub's, asks the hub to rebuild on a difference, compares again.
+  void CompareState();
   void MaybeTrim();
+  void PollReconcileRequest();
+  void CountAnswer(const Result<HttpResponse>& r);
   Status PersistAcked(uint64_t acked, bool advanced);
   void SetLink(bool up);
   void SetError(std::string e);
@@ -138,8 +160,12 @@ class SyncAgent {
   bool reconcile_due_ = true;    // at start-up, after a reconnect, and periodically
   int64_t next_reconcile_ms_ = 0;
   int64_t next_trim_ms_ = 0;
+  int64_t next_request_poll_ms_ = 0;  // kStateReconcileRequested
   int consecutive_409_ = 0;
   std::deque<std::pair<uint64_t, uint64_t>> resend_;  // inclusive seq ranges
+  // Edge digest + hub digest of the last rebuild that did not help: the same pair again means
+  // a rebuild cannot help either (it re-derives the same rows), so none is requested.
+  std::string unrepairable_pair_;
   std::vector<OutboxRow> rows_;
   BatchEncoder encoder_;
   int64_t last_error_log_ms_ = -1'000'000;

@@ -359,6 +359,31 @@ TEST_F(SyncAgentTest, ReconcileRewindsWhenTheHubWasRestoredFromAnOlderBackup) {
   EXPECT_EQ(a->GetStats().backlog, 0u);
 }
 
+TEST_F(SyncAgentTest, OperatorReconcileRequestIsPickedUpAndCleared) {
+  // `edgectl reconcile` sets sync_state('reconcile_requested') = 1 (edge/admin.h).
+  db.Add(1, 100, clock.NowMs());
+  auto a = Make();
+  Drain(*a, 100);
+  const uint64_t before = a->GetStats().reconciliations;
+  for (int i = 0; i < 5; ++i) clock.Advance(a->StepForTest() + 1);
+  EXPECT_EQ(a->GetStats().reconciliations, before);  // idle: none due for an hour
+  db.SetState("reconcile_requested", 1);
+  for (int i = 0; i < 5; ++i) clock.Advance(std::max<int64_t>(a->StepForTest(), 1000));
+  EXPECT_EQ(a->GetStats().reconciliations, before + 1);
+  EXPECT_EQ(db.State("reconcile_requested"), 0);
+}
+
+TEST_F(SyncAgentTest, StatsCountHttpCodesAndBatchSizes) {
+  db.Add(1, 25, clock.NowMs());
+  auto a = Make();
+  Drain(*a, 25);
+  const auto s = a->GetStats();
+  EXPECT_EQ(s.http_codes.at(200), 4u);  // the digest and three batches
+  // Batches of 10, 10 and 5 records: all in the (1, 10] bucket.
+  EXPECT_EQ(s.batch_size_buckets[1], 3u);
+  EXPECT_EQ(s.batch_size_buckets[0] + s.batch_size_buckets[2] + s.batch_size_buckets[5], 0u);
+}
+
 TEST_F(SyncAgentTest, ReconcileResendsADifferingRange) {
   db.Add(1, 100, clock.NowMs());
   auto a = Make();
@@ -458,6 +483,123 @@ TEST_F(SyncAgentTest, MissingStoreIsNotFound) {
   cfg.store.path = dir.File("nope.db");
   SyncAgent a(cfg, clock, std::make_unique<FakeHubTransport>());
   EXPECT_EQ(a.Start().code(), StatusCode::kNotFound);
+}
+
+// --- current-state digest (docs/sync-agent.md, "State digest") ---
+
+class StateDigestTest : public SyncAgentTest {
+ protected:
+  void SetUp() override {
+    // The edge store's stock table (edge/migrations.cc), with two SKUs.
+    db.Exec(
+        "CREATE TABLE stock(sku TEXT PRIMARY KEY, on_hand INTEGER NOT NULL CHECK (on_hand >= 0), "
+        "reserved INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0), version INTEGER NOT NULL, "
+        "updated_ms INTEGER NOT NULL) WITHOUT ROWID");
+    db.Exec("INSERT INTO stock VALUES('sku-2', 20, 1, 2, 0), ('sku-1', 7, 0, 3, 0)");
+    good = {{"sku-1", {7, 0, 3}}, {"sku-2", {20, 1, 2}}};
+    db.Add(1, 10, clock.NowMs());
+    a = Make();
+    Drain(*a, 10);
+    hub->rebuild_source = good;
+  }
+  size_t Requests(const std::string& path) {
+    size_t n = 0;
+    for (auto& r : hub->requests)
+      if (r.url.find(path) != std::string::npos) ++n;
+    return n;
+  }
+  std::map<std::string, FakeHubTransport::StockState> good;
+  std::unique_ptr<SyncAgent> a;
+};
+
+TEST_F(StateDigestTest, EqualStateNeedsNoRebuild) {
+  hub->stock = good;
+  a->RequestReconcileForTest();
+  clock.Advance(a->StepForTest());
+  const auto st = a->GetStats();
+  EXPECT_EQ(st.state_compares, 1u);
+  EXPECT_EQ(st.state_rebuilds, 0u);
+  EXPECT_EQ(hub->rebuilds, 0);
+  EXPECT_EQ(Requests("/state-digest"), 1u);
+}
+
+TEST_F(StateDigestTest, DifferentHubStockIsRebuiltAndComparedAgain) {
+  hub->stock = good;
+  hub->stock["sku-1"].on_hand = 5000;  // the hub's materialized row is wrong
+  hub->stock.erase("sku-2");           // and one is lost
+  a->RequestReconcileForTest();
+  clock.Advance(a->StepForTest());
+  const auto st = a->GetStats();
+  EXPECT_EQ(st.state_compares, 1u);
+  EXPECT_EQ(st.state_rebuilds, 1u);
+  EXPECT_EQ(st.state_repaired, 1u);
+  EXPECT_EQ(st.state_mismatches, 0u);
+  EXPECT_EQ(hub->rebuilds, 1);
+  EXPECT_EQ(hub->stock.at("sku-1").on_hand, 7);
+  EXPECT_EQ(hub->stock.count("sku-2"), 1u);
+  EXPECT_EQ(Requests("/state-digest"), 2u);  // before and after the rebuild
+  // The stream is not disturbed: nothing re-sent, backlog zero.
+  EXPECT_EQ(st.backlog, 0u);
+  EXPECT_EQ(st.reconcile_resends, 0u);
+}
+
+TEST_F(StateDigestTest, StillDifferentAfterRebuildIsCountedLoggedAndNotRetriedHot) {
+  hub->stock = good;
+  hub->stock["sku-1"].version = 4;
+  hub->rebuild_restores = false;  // the hub's records themselves disagree with the edge
+  a->RequestReconcileForTest();
+  clock.Advance(a->StepForTest());
+  auto st = a->GetStats();
+  EXPECT_EQ(st.state_rebuilds, 1u);
+  EXPECT_EQ(st.state_repaired, 0u);
+  EXPECT_EQ(st.state_mismatches, 1u);
+  EXPECT_NE(st.last_error.find("state digest differs and rebuild-state did not repair it"), std::string::npos) << st.last_error;
+  // Both digests are named (64 hex digits each).
+  EXPECT_NE(st.last_error.find("edge "), std::string::npos);
+  EXPECT_NE(st.last_error.find(" hub "), std::string::npos);
+  // Many idle steps within the interval: no further comparison or rebuild.
+  for (int i = 0; i < 50; ++i) clock.Advance(std::max<int64_t>(1, a->StepForTest()));
+  EXPECT_EQ(hub->rebuilds, 1);
+  EXPECT_EQ(Requests("/state-digest"), 2u);
+  // The next interval compares again and reports again, but does not ask for the same
+  // rebuild that already failed to help (it would re-derive the same rows).
+  clock.Advance(int64_t{cfg.hub->reconcile_interval_s} * 1000);
+  clock.Advance(a->StepForTest());
+  EXPECT_EQ(Requests("/state-digest"), 3u);
+  EXPECT_EQ(hub->rebuilds, 1);
+  EXPECT_EQ(a->GetStats().state_mismatches, 2u);
+  // The hub's stock changed meanwhile: a rebuild is worth asking for again.
+  hub->stock["sku-2"].on_hand = 1;
+  clock.Advance(int64_t{cfg.hub->reconcile_interval_s} * 1000);
+  clock.Advance(a->StepForTest());
+  EXPECT_EQ(hub->rebuilds, 2);
+  EXPECT_EQ(a->GetStats().state_mismatches, 3u);
+}
+
+TEST_F(StateDigestTest, SkippedWhileTheOutboxHasUnackedRecords) {
+  hub->stock = {{"sku-1", {1, 0, 1}}};  // would differ
+  db.Add(11, 12, clock.NowMs());        // written but not yet acknowledged
+  a->RequestReconcileForTest();
+  clock.Advance(a->StepForTest());
+  auto st = a->GetStats();
+  EXPECT_GE(st.state_skipped, 1u);
+  EXPECT_EQ(st.state_compares, 0u);
+  EXPECT_EQ(Requests("/state-digest"), 0u);
+  EXPECT_EQ(hub->rebuilds, 0);
+}
+
+TEST_F(StateDigestTest, AHubWithoutTheEndpointDoesNotStopTheStream) {
+  hub->handler = [](const sync::HttpRequest& req) -> std::optional<Result<sync::HttpResponse>> {
+    if (req.url.find("/state-digest") != std::string::npos) return FakeHubTransport::Answer(404, "not found");
+    return std::nullopt;
+  };
+  a->RequestReconcileForTest();
+  clock.Advance(a->StepForTest());
+  EXPECT_EQ(a->GetStats().state_compares, 0u);
+  EXPECT_EQ(hub->rebuilds, 0);
+  db.Add(11, 20, clock.NowMs());
+  Drain(*a, 20);
+  EXPECT_EQ(hub->Contiguous(), 20u);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include "hub/digest.h"
+
 namespace freshsync::sync {
 namespace {
 
@@ -196,6 +198,49 @@ Result<std::vector<DigestBucket>> SyncStore::Digest(uint64_t from, uint64_t to, 
   }
   if (rc != SQLITE_DONE) return Error("digest outbox");
   return d.Finish();
+}
+
+Result<StockSnapshot> SyncStore::StockDigest() {
+  StockSnapshot out;
+  // Prepared per call (once per reconciliation round): a store without a `stock` table (an
+  // outbox-only test store) simply has nothing to compare.
+  sqlite3_stmt* q = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT sku, on_hand, reserved, version FROM stock ORDER BY sku", -1, &q, nullptr) !=
+      SQLITE_OK) {
+    sqlite3_finalize(q);
+    return out;
+  }
+  struct Fin {
+    sqlite3_stmt* s;
+    ~Fin() { sqlite3_finalize(s); }
+  } fin{q};
+  // One read transaction: the digest and last seq describe the same snapshot, so the caller
+  // can tell whether every row the digest reflects has been acknowledged by the hub.
+  if (Status st = Exec("BEGIN"); !st.ok()) return st;
+  struct End {
+    SyncStore* s;
+    ~End() { (void)s->Exec("COMMIT"); }
+  } end{this};
+  {
+    ResetGuard g{last_seq_};
+    const int rc = sqlite3_step(last_seq_);
+    if (rc == SQLITE_ROW) out.last_seq = static_cast<uint64_t>(sqlite3_column_int64(last_seq_, 0));
+    else if (rc != SQLITE_DONE) return Error("stock digest: last seq");
+  }
+  // ORDER BY sku with the BINARY collation: bytewise, as the hub sorts (hub/digest.h).
+  digest::StateDigester d;
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const auto* sku = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+    const int len = sqlite3_column_bytes(q, 0);
+    d.AddStock(std::string_view(sku ? sku : "", static_cast<size_t>(len)), sqlite3_column_int64(q, 1),
+               sqlite3_column_int64(q, 2), static_cast<uint64_t>(sqlite3_column_int64(q, 3)));
+  }
+  if (rc != SQLITE_DONE) return Error("stock digest");
+  out.available = true;
+  out.skus = d.count();
+  out.digest = d.FinishAsString();
+  return out;
 }
 
 }  // namespace freshsync::sync

@@ -31,6 +31,15 @@ struct OutboxRow {
   std::string record;  // serialized ChangeRecord
 };
 
+// The edge's current-state digest (hub/digest.h StateDigester over the `stock` table) and the
+// outbox's last seq, read in one read transaction so they describe the same snapshot.
+struct StockSnapshot {
+  bool available = false;  // false: the store has no `stock` table (nothing to compare)
+  std::string digest;      // 32 raw bytes
+  uint64_t skus = 0;
+  uint64_t last_seq = 0;   // max(outbox.seq) in the same snapshot
+};
+
 class SyncStore {
  public:
   static Result<std::unique_ptr<SyncStore>> Open(const std::string& path, int busy_timeout_ms);
@@ -59,6 +68,9 @@ class SyncStore {
   // per transaction and at most `max_chunks` transactions, so that ingest never waits long
   // for the write lock. Returns the number of rows deleted.
   Result<int64_t> TrimAcked(uint64_t upto, int64_t cutoff_ms, int chunk, int max_chunks);
+
+  // Current-state digest of the edge's stock, with the outbox's last seq (one snapshot).
+  Result<StockSnapshot> StockDigest();
 
   // Digest of the outbox over [from, to] (digest.h).
   Result<std::vector<DigestBucket>> Digest(uint64_t from, uint64_t to, uint32_t buckets);

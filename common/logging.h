@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -14,5 +15,13 @@ namespace freshsync {
 Status InitLogging(const std::string& program, const std::string& level);
 // Changes the level at run time (SIGHUP).
 Status SetLogLevel(const std::string& level);
+
+// Structured journal fields. Under systemd every record carries, beside MESSAGE, PRIORITY,
+// SYSLOG_IDENTIFIER and TID: FRESHSYNC_SITE (once set here) and FRESHSYNC_COMPONENT (the
+// message's leading "component:" word: ingest, sync, store, metrics, watchdog, reload, ...).
+// Query with e.g. `journalctl -u edged FRESHSYNC_COMPONENT=sync`. Call before threads start.
+void SetLogSite(const std::string& site);
+// The component of a message: its leading word of [a-z_-] (at most 24) before ':'; "" otherwise.
+std::string LogComponent(std::string_view message);
 
 }  // namespace freshsync

@@ -1,4 +1,5 @@
-// edgectl: operator tool reading the site store (status, dead letters). Thin main.
+// edgectl: operator tool for a site store: status, dead letters (list, show, replay), backup,
+// restore, verify, reconcile. Thin main; the work is in edge/admin.h.
 #include <ctime>
 #include <iostream>
 
@@ -6,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/config.h"
+#include "edge/admin.h"
 #include "edge/store.h"
 
 namespace {
@@ -36,6 +38,24 @@ int main(int argc, char** argv) {
   auto* dead = app.add_subcommand("dead-letters", "list refused messages, newest first");
   dead->add_flag("--json", dl_json, "machine-readable output");
   dead->add_option("--limit", dl_limit, "at most this many (default 100)");
+  dead->require_subcommand(0, 1);
+  int64_t show_id = 0;
+  auto* dl_show = dead->add_subcommand("show", "one dead letter with its stored payload");
+  dl_show->add_option("ID", show_id, "dead letter id")->required();
+  dl_show->add_flag("--json", dl_json, "machine-readable output");
+  int64_t replay_id = 0;
+  bool replay_all = false;
+  auto* dl_replay = dead->add_subcommand(
+      "replay", "re-publish stored payloads to their topics, after the cause was fixed (order payloads lack customer data)");
+  dl_replay->add_option("ID", replay_id, "dead letter id")->check(CLI::PositiveNumber);
+  dl_replay->add_flag("--all", replay_all, "every dead letter refused by a rule (code 'conflict')");
+  std::string backup_out, restore_in;
+  auto* backup = app.add_subcommand("backup", "consistent copy of the store, safe while edged runs");
+  backup->add_option("OUT", backup_out, "output file")->required();
+  auto* restore = app.add_subcommand("restore", "replace the store with a backup (edged must be stopped)");
+  restore->add_option("IN", restore_in, "backup file")->required();
+  auto* verify = app.add_subcommand("verify", "integrity check and domain invariants; exit 0 sound, 1 findings");
+  auto* reconcile = app.add_subcommand("reconcile", "ask the running edged's sync agent to reconcile with the hub now");
   CLI11_PARSE(app, argc, argv);
 
   auto config = freshsync::LoadEdgeConfig(config_path);
@@ -62,7 +82,96 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  auto rows = freshsync::edge::ReadDeadLetters(config->store.path, dl_limit);
+  const std::string& db = config->store.path;
+  if (backup->parsed()) {
+    if (auto st = freshsync::edge::BackupStore(db, backup_out); !st.ok()) {
+      std::cerr << "edgectl: backup: " << st.ToString() << "\n";
+      return 1;
+    }
+    std::cout << "backup written to " << backup_out << "\n";
+    return 0;
+  }
+  if (restore->parsed()) {
+    if (auto st = freshsync::edge::RestoreStore(restore_in, db); !st.ok()) {
+      std::cerr << "edgectl: restore: " << st.ToString() << "\n";
+      return 1;
+    }
+    std::cout << "restored " << db << " from " << restore_in << " (previous store kept as " << db << ".pre-restore)\n";
+    return 0;
+  }
+  if (verify->parsed()) {
+    std::vector<std::string> findings;
+    if (auto st = freshsync::edge::VerifyStore(db, &findings); !st.ok()) {
+      std::cerr << "edgectl: verify: " << st.ToString() << "\n";
+      return 2;
+    }
+    for (const auto& f : findings) std::cout << f << "\n";
+    if (!findings.empty()) return 1;
+    std::cout << "ok\n";
+    return 0;
+  }
+  if (reconcile->parsed()) {
+    if (!config->hub) {
+      std::cerr << "edgectl: reconcile: no [hub] in the config, nothing to reconcile with\n";
+      return 1;
+    }
+    if (auto st = freshsync::edge::RequestReconcile(db); !st.ok()) {
+      std::cerr << "edgectl: reconcile: " << st.ToString() << "\n";
+      return 1;
+    }
+    std::cout << "reconciliation requested; the running sync agent starts it within about a second\n";
+    return 0;
+  }
+  if (dl_show->parsed()) {
+    auto d = freshsync::edge::ReadDeadLetter(db, show_id);
+    if (!d.ok()) {
+      std::cerr << "edgectl: " << d.status().message() << "\n";
+      return 1;
+    }
+    if (dl_json) {
+      nlohmann::json j = {{"id", d->id},         {"received", IsoTime(d->received_ms)}, {"topic", d->topic},
+                          {"code", d->code},     {"reason", d->reason},                 {"payload", d->payload},
+                          {"payload_bytes", d->payload_bytes}};
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    } else {
+      std::cout << "id        " << d->id << "\nreceived  " << IsoTime(d->received_ms) << "\ntopic     " << d->topic
+                << "\ncode      " << d->code << "\nreason    " << d->reason << "\npayload   (" << d->payload_bytes
+                << " bytes received, " << d->payload.size() << " kept)\n"
+                << d->payload << "\n";
+    }
+    return 0;
+  }
+  if (dl_replay->parsed()) {
+    std::vector<freshsync::edge::DeadLetterFull> letters;
+    if (replay_all == (replay_id > 0)) {
+      std::cerr << "edgectl: dead-letters replay: give either an ID or --all\n";
+      return 2;
+    }
+    if (replay_all) {
+      auto all = freshsync::edge::ReadReplayableDeadLetters(db);
+      if (!all.ok()) {
+        std::cerr << "edgectl: " << all.status().message() << "\n";
+        return 1;
+      }
+      letters = std::move(*all);
+    } else {
+      auto d = freshsync::edge::ReadDeadLetter(db, replay_id);
+      if (!d.ok()) {
+        std::cerr << "edgectl: " << d.status().message() << "\n";
+        return 1;
+      }
+      letters.push_back(std::move(*d));
+    }
+    auto n = freshsync::edge::ReplayDeadLetters(*config, letters);
+    if (!n.ok()) {
+      std::cerr << "edgectl: replay: " << n.status().ToString() << "\n";
+      return 1;
+    }
+    std::cout << "replayed " << *n << " of " << letters.size()
+              << " dead letter(s); edged applies or refuses them again (see dead-letters)\n";
+    return 0;
+  }
+  auto rows = freshsync::edge::ReadDeadLetters(db, dl_limit);
   if (!rows.ok()) {
     std::cerr << "edgectl: " << rows.status().message() << "\n";
     return 1;

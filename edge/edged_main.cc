@@ -5,6 +5,9 @@
 #include <systemd/sd-daemon.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <cstdlib>
 #include <iostream>
 #include <thread>
@@ -16,7 +19,10 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/logging.h"
+#include "edge/admin.h"
 #include "edge/ingest.h"
+#include "edge/metrics.h"
+#include "edge/service.h"
 #include "edge/site_rules.h"
 #include "edge/store.h"
 
@@ -40,6 +46,15 @@ void InstallCommitFaultForTest(freshsync::edge::EdgeStore& store) {
     return freshsync::Status::IOError("injected commit failure (test hook)");
   });
 }
+
+// SIGHUP reload hook for the site rules (geofences, cold-chain rules): called with the freshly
+// parsed config after the log level has been applied. The rules wiring sets it; until then a
+// SIGHUP reloads only the log level. A non-ok Status is logged and the old rules stay.
+std::function<freshsync::Status(const freshsync::EdgeConfig&)> g_reload_site_rules;
+
+// A message inside the ingest callback longer than this makes the watchdog go silent
+// (edge/service.h): systemd restarts edged, the broker redelivers.
+constexpr int64_t kIngestStuckMs = 60'000;
 
 }  // namespace
 
@@ -90,11 +105,20 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   (void)freshsync::InitLogging("edged", config->log_level);
+  freshsync::SetLogSite(config->site);
   spdlog::info("edged starting: site {}, store {}, broker {}", config->site, config->store.path, config->mqtt.uri);
   if (!sealer) spdlog::warn("privacy: no privacy.key_file; customer personal data will be dropped, not stored");
+
+  // Held for the life of the process: `edgectl restore` refuses while it is held (edge/admin.h).
+  auto store_lock = freshsync::edge::StoreLock::Acquire(config->store.path);
+  if (!store_lock.ok()) {
+    spdlog::critical("store: {}", store_lock.status().ToString());
+    return 1;
+  }
 
   freshsync::edge::StoreOptions so;
   so.path = config->store.path;
@@ -141,33 +165,94 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  std::unique_ptr<freshsync::edge::MetricsServer> metrics;
+  if (!config->metrics_listen.empty()) {
+    freshsync::edge::MetricsSources ms;
+    ms.site = config->site;
+    ms.store_path = config->store.path;
+    ms.ingest = &ingest.counters();
+    ms.ingest_connected = [&ingest] { return ingest.subscribed(); };
+    ms.agent = agent.get();
+    metrics = std::make_unique<freshsync::edge::MetricsServer>(config->metrics_listen, std::move(ms));
+    // Metrics are for operators: a port in use must not stop the site from ingesting.
+    if (auto s = metrics->Start(); !s.ok()) {
+      spdlog::error("{}; running without metrics", s.ToString());
+      metrics.reset();
+    }
+  }
+
   // READY once subscribed (or after a few seconds if the broker is down: ingest retries on
   // its own and the unit must not fail to start because the broker is late).
   std::thread notifier([&ingest] {
     for (int i = 0; i < 100 && !ingest.subscribed(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     sd_notify(0, "READY=1");
   });
+  // Every tick: STATUS= (link state, backlog) and, only while healthy, WATCHDOG=1.
   uint64_t watchdog_usec = 0;
-  std::atomic<bool> done{false};
-  std::thread watchdog;
-  if (sd_watchdog_enabled(0, &watchdog_usec) > 0) {
-    watchdog = std::thread([&] {
-      while (!done) {
-        sd_notify(0, "WATCHDOG=1");
-        std::this_thread::sleep_for(std::chrono::microseconds(watchdog_usec / 2));
+  const bool watchdog_on = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  std::chrono::milliseconds tick(2000);
+  if (watchdog_on) tick = std::min(tick, std::chrono::milliseconds(std::max<uint64_t>(watchdog_usec / 3000, 10)));
+  std::mutex tick_mu;
+  std::condition_variable tick_cv;
+  bool done = false;
+  std::thread notifier_loop([&] {
+    int64_t stuck_ms = kIngestStuckMs;
+    if (const char* t = std::getenv("FRESHSYNC_INGEST_STUCK_MS_FOR_TEST")) stuck_ms = std::atoll(t);
+    freshsync::edge::ServiceMonitor monitor(config->store.path, &ingest.counters(), [&ingest] { return ingest.subscribed(); },
+                                            agent.get(), stuck_ms);
+    bool was_healthy = true;
+    std::unique_lock<std::mutex> lock(tick_mu);
+    while (!done) {
+      lock.unlock();
+      std::string why;
+      const bool healthy = monitor.Healthy(&why);
+      const std::string status = "STATUS=" + monitor.StatusLine() + (healthy ? "" : " (unhealthy: " + why + ")");
+      if (watchdog_on && healthy) sd_notify(0, (status + "\nWATCHDOG=1").c_str());
+      else sd_notify(0, status.c_str());
+      if (healthy != was_healthy) {
+        if (healthy) spdlog::info("watchdog: healthy again");
+        else spdlog::error("watchdog: unhealthy ({}); withholding WATCHDOG=1", why);
+        was_healthy = healthy;
       }
-    });
-  }
+      lock.lock();
+      tick_cv.wait_for(lock, tick, [&] { return done; });
+    }
+  });
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (true) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    // Reload: the log level, then the site rules through their hook. Other keys (store,
+    // broker, hub) need a restart; the new file is only validated for them.
+    sd_notify(0, "RELOADING=1");
+    auto fresh = freshsync::LoadEdgeConfig(config_path);
+    if (!fresh.ok()) {
+      spdlog::error("reload: {}: keeping the running configuration", fresh.status().message());
+    } else {
+      if (auto st = freshsync::SetLogLevel(fresh->log_level); !st.ok()) spdlog::error("reload: {}", st.ToString());
+      else spdlog::info("reload: log level {}", fresh->log_level);
+      if (g_reload_site_rules) {
+        if (auto st = g_reload_site_rules(*fresh); !st.ok()) spdlog::error("reload: site rules: {}", st.ToString());
+        else spdlog::info("reload: site rules reloaded");
+      }
+    }
+    sd_notify(0, "READY=1");
+  }
   spdlog::info("edged: signal {}, shutting down", sig);
   sd_notify(0, "STOPPING=1");
   notifier.join();
+  // Drain: Stop() disconnects after the callback in progress has committed (and been acked);
+  // everything not yet acknowledged stays with the broker for the next run.
   ingest.Stop();
   if (agent) agent->Stop();
-  done = true;
-  if (watchdog.joinable()) watchdog.join();
+  if (metrics) metrics->Stop();
+  {
+    std::lock_guard<std::mutex> lock(tick_mu);
+    done = true;
+  }
+  tick_cv.notify_all();
+  notifier_loop.join();
   const auto& c = ingest.counters();
   spdlog::info("edged: stopped; applied {}, duplicates {}, dead letters {}", c.applied.load(), c.duplicates.load(), c.refused.load());
   return 0;

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+
 namespace freshsync::edge {
 
 // Completion of the {root}/# subscription: readiness for logs, tests and sd_notify.
@@ -133,6 +135,14 @@ auto Ingest::RetryStore(Op op) -> decltype(op()) {
 }
 
 void Ingest::HandleMessage(const std::string& topic, std::string_view payload) {
+  struct Busy {
+    std::atomic<int64_t>& since;
+    explicit Busy(std::atomic<int64_t>& s) : since(s) {
+      since.store(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count(),
+                  std::memory_order_relaxed);
+    }
+    ~Busy() { since.store(0, std::memory_order_relaxed); }
+  } busy(counters_.busy_since_ms);
   const int64_t received_ms = clock_.NowMs();
   const TopicInfo info = ClassifyTopic(config_.mqtt.topic_root, topic);
   if (info.kind == TopicKind::kOwnOutput) {
@@ -146,8 +156,12 @@ void Ingest::HandleMessage(const std::string& topic, std::string_view payload) {
   }
   auto applied = RetryStore([&] { return store_.Apply(*decoded, received_ms); });
   if (applied.ok()) {
-    if (*applied == EdgeStore::Outcome::kApplied) ++counters_.applied;
-    else ++counters_.duplicates;
+    if (*applied == EdgeStore::Outcome::kApplied) {
+      ++counters_.applied;
+      if (static_cast<int>(info.kind) < 4) counters_.applied_by_kind[static_cast<int>(info.kind)].fetch_add(1, std::memory_order_relaxed);
+    } else {
+      ++counters_.duplicates;
+    }
     PublishCommitted();
     if (const auto* o = std::get_if<OrderStatus>(&*decoded); o && *applied == EdgeStore::Outcome::kApplied && client_) {
       // The order's current state, retained, for terminals that connect later. Only an applied
@@ -176,6 +190,7 @@ void Ingest::Refuse(const std::string& topic, std::string_view payload, const St
   dl.topic = topic;
   dl.reason = why.message();
   dl.code = why.code() == StatusCode::kConflict ? "conflict" : why.code() == StatusCode::kInternal ? "internal" : "invalid";
+  counters_.refused_by_code[dl.code == "invalid" ? 0 : dl.code == "conflict" ? 1 : 2].fetch_add(1, std::memory_order_relaxed);
   dl.payload_bytes = static_cast<int64_t>(payload.size());
   dl.received_ms = received_ms;
   // Order payloads may carry customer personal data: keep them only once redacted, and not

@@ -43,6 +43,13 @@ struct IngestCounters {
   std::atomic<int64_t> store_retries{0}; // commits retried after an environment error
   std::atomic<int64_t> deadletter_publish_failures{0};
   std::atomic<int64_t> event_publish_failures{0};  // geofence events, alerts, order states
+  // Applied messages by TopicKind (stock movements, order status, gps, climate), for metrics.
+  std::atomic<int64_t> applied_by_kind[4]{};
+  // Dead letters by code: 0 invalid, 1 conflict, 2 internal (DeadLetter::code), for metrics.
+  std::atomic<int64_t> refused_by_code[3]{};
+  // steady_clock ms at which the message now in the callback arrived; 0 between messages.
+  // The watchdog (edge/service.h) reads it to tell a wedged ingest from an idle one.
+  std::atomic<int64_t> busy_since_ms{0};
 };
 
 class Ingest {

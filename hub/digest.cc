@@ -87,6 +87,42 @@ std::string RangeDigester::FinishAsString() {
   return std::string(reinterpret_cast<const char*>(d.data()), d.size());
 }
 
+StateDigester::StateDigester() : inner_(std::make_unique<RangeDigester>()) {}
+StateDigester::~StateDigester() = default;
+StateDigester::StateDigester(StateDigester&&) noexcept = default;
+StateDigester& StateDigester::operator=(StateDigester&&) noexcept = default;
+
+// row := sku_len:u32be sku on_hand:i64be reserved:i64be version:u64be (see digest.h)
+void StateDigester::AddStock(std::string_view sku, int64_t on_hand, int64_t reserved, uint64_t version) {
+  uint8_t len[4];
+  PutU32(len, static_cast<uint32_t>(sku.size()));
+  uint8_t tail[24];
+  PutU64(tail, static_cast<uint64_t>(on_hand));
+  PutU64(tail + 8, static_cast<uint64_t>(reserved));
+  PutU64(tail + 16, version);
+  EVP_MD_CTX* c = inner_->impl_->ctx;
+  EVP_DigestUpdate(c, len, sizeof(len));
+  if (!sku.empty()) EVP_DigestUpdate(c, sku.data(), sku.size());
+  EVP_DigestUpdate(c, tail, sizeof(tail));
+  ++count_;
+}
+
+std::string StateDigester::FinishAsString() {
+  count_ = 0;
+  return inner_->FinishAsString();
+}
+
+std::string Hex(std::string_view bytes) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(hex[c >> 4]);
+    out.push_back(hex[c & 0xF]);
+  }
+  return out;
+}
+
 std::string Sha256Hex(std::string_view data) {
   uint8_t md[32];
   unsigned int len = 0;

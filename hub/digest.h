@@ -62,10 +62,42 @@ class RangeDigester {
   std::string FinishAsString();
 
  private:
+  friend class StateDigester;
   struct Impl;
   std::unique_ptr<Impl> impl_;
   uint64_t count_ = 0;
 };
+
+// Current-state digest (docs/sync-protocol.md, "State digest"): the stock a site owns.
+// Orders and vehicles are shared between sites by the conflict rules, so only stock is compared.
+//
+// Grammar of the bytes hashed, for each stock row in ascending sku order (bytewise, as
+// SQLite's BINARY collation and std::string's operator< sort):
+//   row    := sku_len:u32be sku:bytes[sku_len] on_hand:i64be reserved:i64be version:u64be
+//   digest := SHA-256(row*)             -- no rows is SHA-256("")
+// i64be is the two's-complement bit pattern, big-endian.
+class StateDigester {
+ public:
+  StateDigester();
+  ~StateDigester();
+  StateDigester(StateDigester&&) noexcept;
+  StateDigester& operator=(StateDigester&&) noexcept;
+  StateDigester(const StateDigester&) = delete;
+  StateDigester& operator=(const StateDigester&) = delete;
+
+  // Rows must be added in ascending sku order; the caller sorts (ORDER BY sku).
+  void AddStock(std::string_view sku, int64_t on_hand, int64_t reserved, uint64_t version);
+  uint64_t count() const { return count_; }
+  // The 32-byte digest as a string; the digester is reset afterwards.
+  std::string FinishAsString();
+
+ private:
+  std::unique_ptr<RangeDigester> inner_;  // reuses its SHA-256 context
+  uint64_t count_ = 0;
+};
+
+// Lower-case hex of any bytes (for logs and JSON).
+std::string Hex(std::string_view bytes);
 
 // Lower-case hex of SHA-256(data). Used for bearer tokens as well.
 std::string Sha256Hex(std::string_view data);

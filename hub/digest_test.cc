@@ -79,5 +79,53 @@ TEST(DigestTest, Sha256HexOfKnownInput) {
   EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST(StateDigestTest, MatchesTheByteLayoutOfTheProtocol) {
+  // Built by hand from docs/sync-protocol.md ("State digest"): per row in sku order,
+  // len(sku) u32be, sku, on_hand i64be, reserved i64be, version u64be.
+  std::string bytes;
+  auto put = [&](uint64_t v, int n) {
+    for (int i = n - 1; i >= 0; --i) bytes.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+  };
+  put(5, 4), bytes += "sku-a", put(120, 8), put(3, 8), put(9, 8);
+  put(0, 4), put(static_cast<uint64_t>(int64_t{-2}), 8), put(0, 8), put(0x0102030405060708ULL, 8);
+  // The second row's on_hand is -2 as two's complement: ff..fe.
+  EXPECT_EQ(static_cast<unsigned char>(bytes[4 + 5 + 24 + 4]), 0xFF);
+  uint8_t want[32];
+  SHA256(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), want);
+
+  StateDigester d;
+  d.AddStock("sku-a", 120, 3, 9);
+  d.AddStock("", -2, 0, 0x0102030405060708ULL);
+  EXPECT_EQ(d.count(), 2u);
+  const std::string got = d.FinishAsString();
+  ASSERT_EQ(got.size(), 32u);
+  EXPECT_EQ(0, memcmp(got.data(), want, 32));
+  EXPECT_EQ(d.count(), 0u);  // reset for reuse
+  // No rows: SHA-256 of nothing.
+  EXPECT_EQ(Hex(d.FinishAsString()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+TEST(StateDigestTest, EveryFieldMatters) {
+  auto one = [](std::string_view sku, int64_t on_hand, int64_t reserved, uint64_t version) {
+    StateDigester d;
+    d.AddStock(sku, on_hand, reserved, version);
+    return d.FinishAsString();
+  };
+  const std::string base = one("a", 1, 2, 3);
+  EXPECT_NE(base, one("b", 1, 2, 3));
+  EXPECT_NE(base, one("a", 9, 2, 3));
+  EXPECT_NE(base, one("a", 1, 9, 3));
+  EXPECT_NE(base, one("a", 1, 2, 9));
+  // The length prefix keeps ("ab", ...) apart from ("a", ...) followed by other bytes.
+  StateDigester two;
+  two.AddStock("a", 1, 2, 3);
+  two.AddStock("b", 1, 2, 3);
+  StateDigester swapped;
+  swapped.AddStock("b", 1, 2, 3);
+  swapped.AddStock("a", 1, 2, 3);
+  EXPECT_NE(two.FinishAsString(), swapped.FinishAsString());
+  EXPECT_EQ(Hex(std::string("\x00\xff", 2)), "00ff");
+}
+
 }  // namespace
 }  // namespace freshsync::digest

@@ -434,6 +434,56 @@ struct HubServer::Impl {
     AuditEvent({0, 0, "digest", site, req.path, from, to, buckets, 200, ""});
   }
 
+  static void SendStateDigest(const httplib::Request& req, httplib::Response& res, const StateDigestResult& d,
+                              const json& extra) {
+    if (WantsJson(req)) {
+      json j = {{"contiguous_seq", d.contiguous_seq}, {"skus", d.skus}, {"digest", digest::Hex(d.digest)}};
+      for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
+      SendJson(res, 200, j);
+    } else {
+      v1::StateDigestReply reply;
+      reply.set_digest(d.digest);
+      reply.set_skus(d.skus);
+      reply.set_contiguous_seq(d.contiguous_seq);
+      res.set_content(reply.SerializeAsString(), kProto);
+    }
+  }
+
+  // GET /v1/sites/{site}/state-digest: digest of the site's materialized stock.
+  void GetStateDigest(const httplib::Request& req, httplib::Response& res) {
+    const std::string site = req.matches[1];
+    if (!SiteAllowed(req, res, site)) return;
+    auto d = store.StateDigest(site);
+    if (!d.ok()) return SendError(res, 503, d.status().message());
+    SendStateDigest(req, res, *d, json::object());
+    AuditEvent({0, 0, "state-digest", site, req.path, 0, d->contiguous_seq, d->skus, 200, ""});
+  }
+
+  // POST /v1/sites/{site}/rebuild-state: re-derive the site's stock from the records held,
+  // audited in the same transaction; answers the state digest after the rebuild.
+  void PostRebuildState(const httplib::Request& req, httplib::Response& res) {
+    const std::string site = req.matches[1];
+    if (!SiteAllowed(req, res, site)) return;
+    AuditEntry audit{0, clock.NowMs(), "rebuild-state", site, req.path, 0, 0, 0, 200, "stock re-derived from held records"};
+    auto r = store.RebuildState(site, &audit);
+    if (!r.ok()) {
+      spdlog::error("rebuild-state site={}: {}", site, r.status().ToString());
+      return SendError(res, 503, r.status().message());
+    }
+    if (r->changed > 0) {
+      spdlog::warn("rebuild-state site={}: {} stock rows repaired ({} before, {} after)", site, r->changed,
+                   r->skus_before, r->skus_after);
+    } else {
+      spdlog::info("rebuild-state site={}: stock already consistent ({} rows)", site, r->skus_after);
+    }
+    auto d = store.StateDigest(site);
+    if (!d.ok()) return SendError(res, 503, d.status().message());
+    SendStateDigest(req, res, *d, {{"changed", r->changed}});
+    AuditEntry done = audit;
+    done.count = r->changed;
+    AuditFile(done);
+  }
+
   void GetChanges(const httplib::Request& req, httplib::Response& res) {
     auto caller = Authorize(req, res, Role::kReader);
     if (!caller) return;
@@ -501,6 +551,10 @@ struct HubServer::Impl {
            [this](const httplib::Request& req, httplib::Response& res) { PostBatch(req, res); });
     s.Get(std::string("/v1/sites/") + kSite + "/digest",
           [this](const httplib::Request& req, httplib::Response& res) { GetDigest(req, res); });
+    s.Get(std::string("/v1/sites/") + kSite + "/state-digest",
+          [this](const httplib::Request& req, httplib::Response& res) { GetStateDigest(req, res); });
+    s.Post(std::string("/v1/sites/") + kSite + "/rebuild-state",
+           [this](const httplib::Request& req, httplib::Response& res) { PostRebuildState(req, res); });
     s.Get("/v1/changes", [this](const httplib::Request& req, httplib::Response& res) { GetChanges(req, res); });
     s.Get("/v1/sites", [this](const httplib::Request& req, httplib::Response& res) {
       auto caller = Authorize(req, res, Role::kReader);

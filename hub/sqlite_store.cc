@@ -767,6 +767,140 @@ Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t fr
   return out;
 }
 
+Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
+  StateDigestResult out;
+  auto r = impl_->AcquireReader();
+  // One read transaction: the contiguous seq and the stock rows describe the same snapshot.
+  Status s = r->Exec("BEGIN");
+  if (!s.ok()) return s;
+  struct EndTxn {
+    Conn& c;
+    ~EndTxn() { (void)c.Exec("COMMIT"); }
+  } end{*r};
+  {
+    auto st = r->Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
+    if (!st.ok()) return st.status();
+    ResetGuard g(**st);
+    (*st)->Bind(1, site);
+    if ((*st)->Step() == SQLITE_ROW) out.contiguous_seq = (*st)->UInt(0);
+  }
+  // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (hub/digest.h).
+  auto st = r->Prepare(
+      "SELECT sku, on_hand, reserved, version FROM stock "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku");
+  if (!st.ok()) return st.status();
+  digest::StateDigester d;
+  {
+    Stmt& q = **st;
+    ResetGuard g(q);
+    q.Bind(1, site);
+    while (true) {
+      const int rc = q.Step();
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return DbError(r->db(), rc, "state digest");
+      const auto* sku = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0));
+      const int sku_len = sqlite3_column_bytes(q.get(), 0);
+      d.AddStock(std::string_view(sku ? sku : "", sku_len), q.Int(1), q.Int(2), q.UInt(3));
+    }
+  }
+  out.skus = d.count();
+  out.digest = d.FinishAsString();
+  return out;
+}
+
+Result<RebuildResult> SqliteHubStore::RebuildState(const std::string& site, const AuditEntry* audit) {
+  auto& im = *impl_;
+  std::lock_guard<std::mutex> lock(im.write_mu);
+  Status s = im.writer.Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  auto body = [&]() -> Result<RebuildResult> {
+    RebuildResult res;
+    auto site_id = im.SiteIdForWrite(site);
+    if (!site_id.ok()) return site_id.status();
+    struct Row {
+      int64_t on_hand, reserved;
+      uint64_t version;
+    };
+    std::map<std::string, Row> before;
+    {
+      auto st = im.writer.Prepare("SELECT sku, on_hand, reserved, version FROM stock WHERE site_id = ?1");
+      if (!st.ok()) return st.status();
+      ResetGuard g(**st);
+      (*st)->Bind(1, *site_id);
+      while (true) {
+        const int rc = (*st)->Step();
+        if (rc == SQLITE_DONE) break;
+        if (rc != SQLITE_ROW) return DbError(im.writer.db(), rc, "rebuild: read stock");
+        before[(*st)->Text(0)] = Row{(*st)->Int(1), (*st)->Int(2), (*st)->UInt(3)};
+      }
+    }
+    res.skus_before = before.size();
+    {
+      auto del = im.writer.Prepare("DELETE FROM stock WHERE site_id = ?1");
+      if (!del.ok()) return del.status();
+      ResetGuard g(**del);
+      (*del)->Bind(1, *site_id);
+      const int rc = (*del)->Step();
+      if (rc != SQLITE_DONE) return DbError(im.writer.db(), rc, "rebuild: delete stock");
+    }
+    // Per SKU the held STOCK record with the highest version (then seq) wins: the same
+    // result as the conflict rule applied record by record (docs/conflicts.md).
+    auto sel = im.writer.Prepare(
+        "SELECT key, seq, record FROM changes WHERE site_id = ?1 AND entity = ?2 ORDER BY key, version DESC, seq DESC");
+    if (!sel.ok()) return sel.status();
+    auto ins = im.writer.Prepare(
+        "INSERT INTO stock(site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    if (!ins.ok()) return ins.status();
+    ResetGuard g(**sel);
+    (*sel)->Bind(1, *site_id).Bind(2, int64_t{v1::STOCK});
+    std::string last_key;
+    bool have_key = false;
+    while (true) {
+      const int rc = (*sel)->Step();
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return DbError(im.writer.db(), rc, "rebuild: read changes");
+      std::string key = (*sel)->Text(0);
+      if (have_key && key == last_key) continue;
+      v1::ChangeRecord rec;
+      const auto* p = sqlite3_column_blob((*sel)->get(), 2);
+      if (!rec.ParseFromArray(p, sqlite3_column_bytes((*sel)->get(), 2)) || !rec.has_stock()) continue;
+      have_key = true;
+      last_key = key;
+      const uint64_t seq = (*sel)->UInt(1);
+      ResetGuard gi(**ins);
+      (*ins)->Bind(1, *site_id).Bind(2, key).Bind(3, rec.stock().on_hand()).Bind(4, rec.stock().reserved());
+      (*ins)->BindU(5, rec.version()).BindU(6, rec.hlc()).Bind(7, rec.ts_ms()).BindU(8, seq);
+      const int irc = (*ins)->Step();
+      if (irc != SQLITE_DONE) return DbError(im.writer.db(), irc, "rebuild: insert stock");
+      ++res.skus_after;
+      auto it = before.find(key);
+      if (it == before.end() || it->second.on_hand != rec.stock().on_hand() ||
+          it->second.reserved != rec.stock().reserved() || it->second.version != rec.version()) {
+        ++res.changed;
+      }
+      if (it != before.end()) before.erase(it);
+    }
+    res.changed += before.size();  // rows no held record supports: deleted
+    if (audit != nullptr) {
+      AuditEntry e = *audit;
+      e.count = res.changed;
+      Status as = im.InsertAudit(e);
+      if (!as.ok()) return as;
+    }
+    return res;
+  };
+  auto result = body();
+  if (result.ok()) {
+    s = im.writer.Exec("COMMIT");
+    if (s.ok()) return result;
+    result = s;
+  }
+  (void)im.writer.Exec("ROLLBACK");
+  im.site_ids.clear();
+  return result;
+}
+
 Status SqliteHubStore::AppendAudit(const AuditEntry& e) {
   std::lock_guard<std::mutex> lock(impl_->write_mu);
   return impl_->InsertAudit(e);

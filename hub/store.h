@@ -130,6 +130,19 @@ struct DigestResult {
   std::vector<Range> ranges;
 };
 
+// Current-state digest of a site's stock (hub/digest.h StateDigester).
+struct StateDigestResult {
+  uint64_t contiguous_seq = 0;
+  uint64_t skus = 0;            // stock rows hashed
+  std::string digest;           // 32 raw bytes
+};
+
+struct RebuildResult {
+  uint64_t skus_before = 0;     // stock rows of the site before the rebuild
+  uint64_t skus_after = 0;
+  uint64_t changed = 0;         // rows inserted, updated or deleted
+};
+
 class HubStore {
  public:
   virtual ~HubStore() = default;
@@ -168,6 +181,16 @@ class HubStore {
 
   // Reconciliation digest (hub/digest.h); arguments already validated by the caller.
   virtual Result<DigestResult> Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) = 0;
+
+  // Digest of the site's materialized stock (docs/sync-protocol.md, "State digest"), read in
+  // one snapshot together with the site's contiguous seq. A site never seen has 0 rows.
+  virtual Result<StateDigestResult> StateDigest(const std::string& site) = 0;
+
+  // Repair: re-derives the site's materialized stock from the records held, in one write
+  // transaction: per SKU the STOCK record with the highest version (ties: highest seq) wins,
+  // rows without any held record are deleted. If `audit` is given it is written in the same
+  // transaction (count = rows changed). Other sites and other tables are untouched.
+  virtual Result<RebuildResult> RebuildState(const std::string& site, const AuditEntry* audit) = 0;
 
   virtual Status AppendAudit(const AuditEntry& entry) = 0;
   // Up to `limit` audit entries with id > after, oldest first.

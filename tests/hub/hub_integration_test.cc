@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -356,6 +357,50 @@ TEST_F(HubdTest, DigestMatchesTheSharedLibrary) {
   r = a->Get("/v1/sites/site-a/digest?from=1&to=2&buckets=5000");
   EXPECT_EQ(r->status, 400);
   EXPECT_EQ(json::parse(r->body)["parameter"], "buckets");
+}
+
+TEST_F(HubdTest, StateDigestAndRebuildStateForTheSiteOnly) {
+  auto a = Site(site_a_);
+  ASSERT_EQ(Push(*a, "site-a", BatchBody("site-a", 1, 50))->status, 200);
+  // Expected: per sku the STOCK record with the highest version (Record(): every 4th seq).
+  std::map<std::string, std::pair<int64_t, uint64_t>> stock;
+  for (uint64_t s = 1; s <= 50; ++s) {
+    const auto rec = Record(s);
+    if (rec.entity() != v1::STOCK) continue;
+    auto& row = stock[rec.key()];
+    if (rec.version() > row.second) row = {rec.stock().on_hand(), rec.version()};
+  }
+  digest::StateDigester want;
+  for (const auto& [sku, row] : stock) want.AddStock(sku, row.first, 0, row.second);
+  const std::string want_digest = want.FinishAsString();
+
+  auto r = a->Get("/v1/sites/site-a/state-digest");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  v1::StateDigestReply d;
+  ASSERT_TRUE(d.ParseFromString(r->body));
+  EXPECT_EQ(d.digest(), want_digest);
+  EXPECT_EQ(d.skus(), stock.size());
+  EXPECT_EQ(d.contiguous_seq(), 50u);
+  r = a->Get("/v1/sites/site-a/state-digest", {{"Accept", "application/json"}});
+  ASSERT_EQ(r->status, 200);
+  EXPECT_EQ(json::parse(r->body)["digest"], digest::Hex(want_digest));
+
+  // Rebuild with nothing to repair: same digest, nothing changed, audited.
+  r = a->Post("/v1/sites/site-a/rebuild-state", {{"Accept", "application/json"}}, "", "application/octet-stream");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["changed"], 0);
+  EXPECT_EQ(json::parse(r->body)["digest"], digest::Hex(want_digest));
+
+  // Another site's state is not ours to read or rebuild.
+  EXPECT_EQ(a->Get("/v1/sites/site-b/state-digest")->status, 403);
+  EXPECT_EQ(a->Post("/v1/sites/site-b/rebuild-state", "", "application/octet-stream")->status, 403);
+  // HQ tokens are not site certificates.
+  auto hq = Hq(kReaderToken);
+  auto h = hq->Get("/v1/sites/site-a/state-digest");
+  ASSERT_TRUE(h);
+  EXPECT_NE(h->status, 200);
 }
 
 TEST_F(HubdTest, RefusesWrongIdentities) {

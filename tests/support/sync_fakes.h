@@ -18,6 +18,7 @@
 #include "cloud-sync/transport.h"
 #include "common/clock.h"
 #include "freshsync.pb.h"
+#include "hub/digest.h"
 
 namespace freshsync::testing {
 
@@ -66,6 +67,12 @@ class FakeHubTransport final : public sync::Transport {
       auto r = handler(req);
       if (r) return *r;
     }
+    if (req.url.find("/state-digest") != std::string::npos) return StateDigest();
+    if (req.url.find("/rebuild-state") != std::string::npos) {
+      ++rebuilds;
+      if (rebuild_restores) stock = rebuild_source;
+      return StateDigest();
+    }
     if (req.method == "GET") return Digest(req);
     return Apply(req);
   }
@@ -111,6 +118,19 @@ class FakeHubTransport final : public sync::Transport {
   bool interrupted = false;
   std::string site = "site-a";
 
+  // Materialized stock of the site (sku -> on_hand, reserved, version), answered by
+  // GET .../state-digest. POST .../rebuild-state replaces it with `rebuild_source` when
+  // `rebuild_restores` (a hub whose records are right), and leaves it alone otherwise.
+  struct StockState {
+    int64_t on_hand = 0;
+    int64_t reserved = 0;
+    uint64_t version = 0;
+  };
+  std::map<std::string, StockState> stock;
+  std::map<std::string, StockState> rebuild_source;
+  bool rebuild_restores = true;
+  int rebuilds = 0;
+
  private:
   Result<sync::HttpResponse> Apply(const sync::HttpRequest& req) {
     const unsigned long long size = ZSTD_getFrameContentSize(req.body.data(), req.body.size());
@@ -144,6 +164,16 @@ class FakeHubTransport final : public sync::Transport {
     ack.set_contiguous_seq(Contiguous());
     ack.set_expected_seq(ack.contiguous_seq() + 1);
     return Answer(200, ack.SerializeAsString());
+  }
+
+  Result<sync::HttpResponse> StateDigest() {
+    digest::StateDigester d;
+    for (const auto& [sku, row] : stock) d.AddStock(sku, row.on_hand, row.reserved, row.version);
+    v1::StateDigestReply reply;
+    reply.set_skus(d.count());
+    reply.set_digest(d.FinishAsString());
+    reply.set_contiguous_seq(Contiguous());
+    return Answer(200, reply.SerializeAsString());
   }
 
   Result<sync::HttpResponse> Digest(const sync::HttpRequest& req) {

@@ -1,0 +1,299 @@
+#include "edge/admin.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include <mqtt/async_client.h>
+
+namespace freshsync::edge {
+namespace {
+
+constexpr int kBackupPagesPerStep = 256;  // 1 MiB at 4 KiB pages
+constexpr int kBackupSleepMs = 2;
+
+struct Db {
+  sqlite3* db = nullptr;
+  ~Db() {
+    if (db != nullptr) sqlite3_close(db);
+  }
+};
+
+Status SqlError(sqlite3* db, const std::string& what) {
+  return Status::IOError(what + ": " + (db != nullptr ? sqlite3_errmsg(db) : "out of memory"));
+}
+
+Status OpenDb(const std::string& path, int flags, Db* out) {
+  if (!std::filesystem::exists(path)) return Status::NotFound(path + ": no such file");
+  if (sqlite3_open_v2(path.c_str(), &out->db, flags, nullptr) != SQLITE_OK) return SqlError(out->db, "opening " + path);
+  sqlite3_busy_timeout(out->db, 5000);
+  return Status::Ok();
+}
+
+Status Exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : "?";
+    sqlite3_free(err);
+    return Status::IOError(std::string(sql) + ": " + m);
+  }
+  return Status::Ok();
+}
+
+// Runs `sql`; `row` is called per row. kIOError on failure.
+template <typename F>
+Status Query(sqlite3* db, const std::string& sql, F row) {
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return SqlError(db, sql);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) row(st);
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return SqlError(db, sql);
+  return Status::Ok();
+}
+
+std::string Text(sqlite3_stmt* st, int col) {
+  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, col));
+  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st, col))) : std::string();
+}
+
+Status FsyncPath(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::IOError("open " + path + ": " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Status::IOError("fsync " + path + ": " + std::strerror(errno));
+  return Status::Ok();
+}
+
+std::string DirOf(const std::string& path) {
+  auto p = std::filesystem::path(path).parent_path();
+  return p.empty() ? "." : p.string();
+}
+
+// Copies the database behind `src` (consistent snapshot) into a new file `dest_path`.
+Status CopyDatabase(sqlite3* src, const std::string& dest_path) {
+  std::error_code ec;
+  std::filesystem::remove(dest_path, ec);
+  Db dest;
+  if (sqlite3_open_v2(dest_path.c_str(), &dest.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
+    return SqlError(dest.db, "creating " + dest_path);
+  // One read transaction on the source for the whole copy: every step reads the same WAL
+  // snapshot, so the copy is consistent and never restarts, and writers are not blocked.
+  if (Status s = Exec(src, "BEGIN"); !s.ok()) return s;
+  if (Status s = Exec(src, "SELECT count(*) FROM sqlite_master"); !s.ok()) return s;
+  sqlite3_backup* b = sqlite3_backup_init(dest.db, "main", src, "main");
+  if (b == nullptr) {
+    (void)Exec(src, "ROLLBACK");
+    return SqlError(dest.db, "backup init");
+  }
+  int rc;
+  while ((rc = sqlite3_backup_step(b, kBackupPagesPerStep)) == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
+    sqlite3_sleep(kBackupSleepMs);
+  }
+  sqlite3_backup_finish(b);
+  (void)Exec(src, "ROLLBACK");
+  if (rc != SQLITE_DONE) return Status::IOError(std::string("backup step: ") + sqlite3_errstr(rc));
+  if (Status s = Exec(dest.db, "PRAGMA journal_mode=DELETE"); !s.ok()) return s;  // one self-contained file
+  sqlite3_close(dest.db);
+  dest.db = nullptr;
+  return FsyncPath(dest_path);
+}
+
+Status IntegrityCheck(sqlite3* db, std::vector<std::string>* findings) {
+  return Query(db, "PRAGMA integrity_check", [&](sqlite3_stmt* st) {
+    std::string r = Text(st, 0);
+    if (r != "ok") findings->push_back("integrity_check: " + r);
+  });
+}
+
+}  // namespace
+
+Result<StoreLock> StoreLock::Acquire(const std::string& store_path) {
+  const std::string p = store_path + ".lock";
+  // Read-only is enough for flock(2), and lets edged (its own user) lock a file root created.
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IOError("lock file " + p + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int e = errno;
+    ::close(fd);
+    if (e == EWOULDBLOCK) return Status::Conflict(p + " is held: edged is running on this store");
+    return Status::IOError("flock " + p + ": " + std::strerror(e));
+  }
+  return StoreLock(fd);
+}
+
+StoreLock::~StoreLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status BackupStore(const std::string& store_path, const std::string& out_path) {
+  Db src;
+  if (Status s = OpenDb(store_path, SQLITE_OPEN_READONLY, &src); !s.ok()) return s;
+  const std::string tmp = out_path + ".tmp";
+  if (Status s = CopyDatabase(src.db, tmp); !s.ok()) return s;
+  if (std::rename(tmp.c_str(), out_path.c_str()) != 0) return Status::IOError("rename " + tmp + ": " + std::strerror(errno));
+  return FsyncPath(DirOf(out_path));
+}
+
+Status RestoreStore(const std::string& in_path, const std::string& store_path) {
+  auto lock = StoreLock::Acquire(store_path);
+  if (!lock.ok()) return lock.status();
+  Db in;
+  if (Status s = OpenDb(in_path, SQLITE_OPEN_READONLY, &in); !s.ok()) return s;
+  std::vector<std::string> findings;
+  if (Status s = IntegrityCheck(in.db, &findings); !s.ok())
+    return Status::InvalidArgument(in_path + ": not a readable SQLite database: " + s.message());
+  int64_t tables = 0;
+  (void)Query(in.db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('outbox', 'sync_state', 'stock')",
+              [&](sqlite3_stmt* st) { tables = sqlite3_column_int64(st, 0); });
+  if (tables != 3) findings.push_back("not an edge store (tables outbox, sync_state, stock missing)");
+  if (!findings.empty()) return Status::InvalidArgument(in_path + ": " + findings.front());
+
+  const std::string tmp = store_path + ".restore.tmp";
+  if (Status s = CopyDatabase(in.db, tmp); !s.ok()) return s;
+  // An operator restores as root; edged runs as its own user. The new file takes the old
+  // store's owner and mode (best effort: without privileges the caller already owns both).
+  struct stat old_st {};
+  if (::stat(store_path.c_str(), &old_st) == 0) {
+    if (::chown(tmp.c_str(), old_st.st_uid, old_st.st_gid) != 0 && errno != EPERM)
+      return Status::IOError("chown " + tmp + ": " + std::strerror(errno));
+    (void)::chmod(tmp.c_str(), old_st.st_mode & 07777);
+  }
+  std::error_code ec;
+  if (std::filesystem::exists(store_path)) {
+    // Fold the old store's WAL into it, then keep it aside: an operator can still go back.
+    {
+      Db old;
+      if (OpenDb(store_path, SQLITE_OPEN_READWRITE, &old).ok()) (void)Exec(old.db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+    if (std::rename(store_path.c_str(), (store_path + ".pre-restore").c_str()) != 0)
+      return Status::IOError("rename " + store_path + ": " + std::strerror(errno));
+  }
+  // Stale -wal/-shm must go before the new file takes the name: SQLite would otherwise apply
+  // the old store's WAL frames to the restored file.
+  std::filesystem::remove(store_path + "-wal", ec);
+  std::filesystem::remove(store_path + "-shm", ec);
+  std::filesystem::remove(store_path + "-journal", ec);
+  if (std::rename(tmp.c_str(), store_path.c_str()) != 0) return Status::IOError("rename " + tmp + ": " + std::strerror(errno));
+  if (Status s = FsyncPath(DirOf(store_path)); !s.ok()) return s;
+  // edged runs in WAL mode; set it now so the first open does not have to.
+  Db fresh;
+  if (Status s = OpenDb(store_path, SQLITE_OPEN_READWRITE, &fresh); !s.ok()) return s;
+  return Exec(fresh.db, "PRAGMA journal_mode=WAL");
+}
+
+Status VerifyStore(const std::string& store_path, std::vector<std::string>* findings) {
+  Db db;
+  if (Status s = OpenDb(store_path, SQLITE_OPEN_READONLY, &db); !s.ok()) return s;
+  if (Status s = IntegrityCheck(db.db, findings); !s.ok()) return s;
+  // All invariants read in one snapshot.
+  if (Status s = Exec(db.db, "BEGIN"); !s.ok()) return s;
+  auto check = [&](const std::string& sql, auto describe) {
+    Status s = Query(db.db, sql, [&](sqlite3_stmt* st) { findings->push_back(describe(st)); });
+    if (!s.ok()) findings->push_back("query failed: " + s.message());
+  };
+  check("SELECT sku, on_hand FROM stock WHERE on_hand < 0 LIMIT 20",
+        [](sqlite3_stmt* st) { return "stock " + Text(st, 0) + ": on_hand " + Text(st, 1) + " < 0"; });
+  check("SELECT sku, reserved, on_hand FROM stock WHERE reserved > on_hand OR reserved < 0 LIMIT 20", [](sqlite3_stmt* st) {
+    return "stock " + Text(st, 0) + ": reserved " + Text(st, 1) + " exceeds on_hand " + Text(st, 2) + " (or is negative)";
+  });
+  check("SELECT min(seq), max(seq), count(*) FROM outbox HAVING count(*) > 0 AND count(*) != max(seq) - min(seq) + 1",
+        [](sqlite3_stmt* st) {
+          return "outbox seq not dense: " + Text(st, 2) + " rows between seq " + Text(st, 0) + " and " + Text(st, 1);
+        });
+  // acked_seq may exceed the outbox's last seq only up to seq_floor (hub restored ahead of a
+  // restored edge, outbox_schema.h).
+  check("SELECT a.value, (SELECT coalesce(max(seq), 0) FROM outbox) AS last, "
+        "coalesce((SELECT value FROM sync_state WHERE name = 'seq_floor'), 0) AS fl "
+        "FROM sync_state a WHERE a.name = 'acked_seq' AND a.value > max(last, fl)",
+        [](sqlite3_stmt* st) { return "acked_seq " + Text(st, 0) + " beyond the last seq " + Text(st, 1); });
+  (void)Exec(db.db, "ROLLBACK");
+  return Status::Ok();
+}
+
+namespace {
+const char* kDeadLetterCols = "SELECT id, received_ms, topic, code, reason, payload, payload_bytes FROM dead_letters ";
+DeadLetterFull RowToDeadLetter(sqlite3_stmt* st) {
+  DeadLetterFull d;
+  d.id = sqlite3_column_int64(st, 0);
+  d.received_ms = sqlite3_column_int64(st, 1);
+  d.topic = Text(st, 2);
+  d.code = Text(st, 3);
+  d.reason = Text(st, 4);
+  const void* p = sqlite3_column_blob(st, 5);
+  if (p != nullptr) d.payload.assign(static_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(st, 5)));
+  d.payload_bytes = sqlite3_column_int64(st, 6);
+  return d;
+}
+}  // namespace
+
+Result<DeadLetterFull> ReadDeadLetter(const std::string& store_path, int64_t id) {
+  Db db;
+  if (Status s = OpenDb(store_path, SQLITE_OPEN_READONLY, &db); !s.ok()) return s;
+  std::vector<DeadLetterFull> out;
+  if (Status s = Query(db.db, std::string(kDeadLetterCols) + "WHERE id = " + std::to_string(id),
+                       [&](sqlite3_stmt* st) { out.push_back(RowToDeadLetter(st)); });
+      !s.ok())
+    return s;
+  if (out.empty()) return Status::NotFound("no dead letter with id " + std::to_string(id));
+  return out.front();
+}
+
+Result<std::vector<DeadLetterFull>> ReadReplayableDeadLetters(const std::string& store_path) {
+  Db db;
+  if (Status s = OpenDb(store_path, SQLITE_OPEN_READONLY, &db); !s.ok()) return s;
+  std::vector<DeadLetterFull> out;
+  if (Status s = Query(db.db, std::string(kDeadLetterCols) + "WHERE code = 'conflict' ORDER BY id",
+                       [&](sqlite3_stmt* st) { out.push_back(RowToDeadLetter(st)); });
+      !s.ok())
+    return s;
+  return out;
+}
+
+Result<int64_t> ReplayDeadLetters(const EdgeConfig& config, const std::vector<DeadLetterFull>& letters) {
+  const auto& m = config.mqtt;
+  int64_t n = 0;
+  try {
+    mqtt::async_client client(m.uri, "edgectl-replay-" + std::to_string(::getpid()),
+                              mqtt::create_options_builder().mqtt_version(MQTTVERSION_3_1_1).finalize(), nullptr);
+    auto b = mqtt::connect_options_builder().mqtt_version(MQTTVERSION_3_1_1).clean_session(true).connect_timeout(
+        std::chrono::seconds(5));
+    if (!m.username.empty()) b.user_name(m.username).password(m.password);
+    if (m.uri.rfind("ssl://", 0) == 0 || m.uri.rfind("mqtts://", 0) == 0 || m.uri.rfind("wss://", 0) == 0) {
+      auto ssl = mqtt::ssl_options_builder().enable_server_cert_auth(true).verify(true);
+      if (!m.ca.empty()) ssl.trust_store(m.ca);
+      if (!m.cert.empty()) ssl.key_store(m.cert).private_key(m.key);
+      b.ssl(ssl.finalize());
+    }
+    client.connect(b.finalize())->wait();
+    for (const auto& d : letters) {
+      if (d.payload.empty()) continue;  // nothing kept (unredactable order payload)
+      client.publish(d.topic, d.payload.data(), d.payload.size(), 1, false)->wait();
+      ++n;
+    }
+    client.disconnect()->wait();
+  } catch (const std::exception& e) {
+    return Status::Unavailable(std::string("broker ") + m.uri + ": " + e.what() + " (" + std::to_string(n) + " published)");
+  }
+  return n;
+}
+
+Status RequestReconcile(const std::string& store_path) {
+  Db db;
+  if (Status s = OpenDb(store_path, SQLITE_OPEN_READWRITE, &db); !s.ok()) return s;
+  return Exec(db.db,
+              "INSERT INTO sync_state(name, value) VALUES ('reconcile_requested', 1) "
+              "ON CONFLICT(name) DO UPDATE SET value = 1");
+}
+
+}  // namespace freshsync::edge

@@ -1,0 +1,245 @@
+#include "edge/metrics.h"
+
+#include <sqlite3.h>
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <sstream>
+
+#include "cloud-sync/sync_agent.h"
+#include "common/config.h"
+#include "edge/ingest.h"
+
+namespace freshsync::edge {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Exposition grammar (Prometheus text 0.0.4): "# HELP name text", "# TYPE name kind", then
+// "name{label=\"v\",...} value" lines.
+void Head(std::ostringstream& o, const char* name, const char* type, const char* help) {
+  o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+}
+
+int64_t Load(const std::atomic<int64_t>& a) { return a.load(std::memory_order_relaxed); }
+
+// One integer from a query without parameters; `def` when there is no row or on error.
+int64_t QueryInt(sqlite3* db, const char* sql, int64_t def, bool* ok) {
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
+    *ok = false;
+    return def;
+  }
+  int64_t v = def;
+  const int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) v = sqlite3_column_int64(st, 0);
+  else if (rc != SQLITE_ROW && rc != SQLITE_DONE) *ok = false;
+  sqlite3_finalize(st);
+  return v;
+}
+
+}  // namespace
+
+MetricsServer::MetricsServer(std::string listen, MetricsSources sources)
+    : listen_(std::move(listen)), src_(std::move(sources)) {}
+
+MetricsServer::~MetricsServer() {
+  Stop();
+  if (db_ != nullptr) sqlite3_close(db_);
+}
+
+Status MetricsServer::Start() {
+  auto hp = ParseHostPort(listen_, "metrics.listen");
+  if (!hp.ok()) return hp.status();
+  http_ = std::make_unique<httplib::Server>();
+  http_->new_task_queue = [] { return new httplib::ThreadPool(2); };
+  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(Render(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  http_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+  http_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    std::string why;
+    if (Ready(&why)) {
+      res.set_content("ready\n", "text/plain");
+    } else {
+      res.status = 503;
+      res.set_content("not ready: " + why + "\n", "text/plain");
+    }
+  });
+  if (!http_->bind_to_port(hp->first, hp->second)) {
+    return Status::IOError("metrics: cannot listen on " + listen_);
+  }
+  thread_ = std::thread([this] { http_->listen_after_bind(); });
+  spdlog::info("metrics: serving /metrics, /healthz, /readyz on http://{}", listen_);
+  return Status::Ok();
+}
+
+void MetricsServer::Stop() {
+  if (http_) http_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool MetricsServer::Ready(std::string* why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!StoreQueries(nullptr)) {
+    *why = "store not readable";
+    return false;
+  }
+  if (!src_.ingest_connected || !src_.ingest_connected()) {
+    *why = "ingest not subscribed to the broker";
+    return false;
+  }
+  return true;
+}
+
+// With out == nullptr only checks that the store answers. Caller holds mu_.
+bool MetricsServer::StoreQueries(std::string* out) {
+  if (db_ == nullptr) {
+    if (sqlite3_open_v2(src_.store_path.c_str(), &db_, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+      sqlite3_close(db_);
+      db_ = nullptr;
+      return false;
+    }
+    sqlite3_busy_timeout(db_, 500);
+  }
+  bool ok = true;
+  const int64_t last_seq = QueryInt(db_, "SELECT max(seq) FROM outbox", 0, &ok);
+  if (out == nullptr || !ok) return ok;
+  const int64_t acked = QueryInt(db_, "SELECT value FROM sync_state WHERE name = 'acked_seq'", 0, &ok);
+  const int64_t oldest_ms = QueryInt(
+      db_, "SELECT created_ms FROM outbox WHERE seq > (SELECT coalesce(max(value), 0) FROM sync_state WHERE name = 'acked_seq') "
+           "ORDER BY seq LIMIT 1",
+      0, &ok);
+  const int64_t now = NowMs();
+  std::ostringstream o;
+  Head(o, "freshsync_outbox_last_seq", "gauge", "Highest change-record seq in the outbox.");
+  o << "freshsync_outbox_last_seq " << last_seq << '\n';
+  Head(o, "freshsync_outbox_acked_seq", "gauge", "Highest contiguous seq the hub has acknowledged.");
+  o << "freshsync_outbox_acked_seq " << acked << '\n';
+  Head(o, "freshsync_outbox_backlog", "gauge", "Change records the hub has not acknowledged yet.");
+  o << "freshsync_outbox_backlog " << (last_seq > acked ? last_seq - acked : 0) << '\n';
+  Head(o, "freshsync_outbox_oldest_unacked_age_seconds", "gauge",
+       "Age of the oldest change record the hub has not acknowledged (0 when none).");
+  o << "freshsync_outbox_oldest_unacked_age_seconds " << (oldest_ms > 0 ? std::max<int64_t>(0, now - oldest_ms) / 1000.0 : 0.0)
+    << '\n';
+
+  // Dead letters held in the store, by code (survives restarts, unlike the process counter).
+  Head(o, "freshsync_dead_letters_stored", "gauge", "Dead letters held in the store, by code.");
+  {
+    sqlite3_stmt* st = nullptr;
+    bool any[3] = {false, false, false};
+    const char* codes[3] = {"invalid", "conflict", "internal"};
+    if (sqlite3_prepare_v2(db_, "SELECT code, count(*) FROM dead_letters GROUP BY code", -1, &st, nullptr) == SQLITE_OK) {
+      while (sqlite3_step(st) == SQLITE_ROW) {
+        const char* c = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+        std::string code = c ? c : "";
+        for (int i = 0; i < 3; ++i)
+          if (code == codes[i]) any[i] = true;
+        o << "freshsync_dead_letters_stored{code=\"" << code << "\"} " << sqlite3_column_int64(st, 1) << '\n';
+      }
+      sqlite3_finalize(st);
+    }
+    for (int i = 0; i < 3; ++i)
+      if (!any[i]) o << "freshsync_dead_letters_stored{code=\"" << codes[i] << "\"} 0\n";
+  }
+
+  // Open cold-chain alerts, from the cold-chain engine's per-sensor snapshots in rule_state
+  // (edge/coldchain/coldchain_engine.cc, Encode: "exc" is an open excursion alert, "off" an
+  // open offline alert). 0 while the store has no rule_state table (schema before v3).
+  int64_t open_alerts = 0;
+  {
+    bool qok = true;
+    const int64_t exists = QueryInt(db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rule_state'", 0, &qok);
+    if (qok && exists > 0) {
+      open_alerts = QueryInt(db_,
+                             "SELECT coalesce(sum((json_type(blob, '$.exc') IS NOT NULL) + (json_type(blob, '$.off') IS NOT NULL)), 0) "
+                             "FROM rule_state WHERE engine = 'coldchain' AND json_valid(blob)",
+                             0, &qok);
+      if (!qok) open_alerts = 0;
+    }
+  }
+  Head(o, "freshsync_coldchain_open_alerts", "gauge", "Cold-chain alerts open now, excursion and offline (0 without a rule_state table).");
+  o << "freshsync_coldchain_open_alerts " << open_alerts << '\n';
+  *out += o.str();
+  return ok;
+}
+
+std::string MetricsServer::Render() {
+  std::ostringstream o;
+  Head(o, "freshsync_up", "gauge", "1 while edged serves metrics.");
+  o << "freshsync_up{site=\"" << src_.site << "\"} 1\n";
+  const IngestCounters& c = *src_.ingest;
+  Head(o, "freshsync_ingest_applied_total", "counter", "Messages applied to the store, by topic kind.");
+  const char* kinds[4] = {"stock_movement", "order_status", "gps", "climate"};
+  for (int i = 0; i < 4; ++i) o << "freshsync_ingest_applied_total{kind=\"" << kinds[i] << "\"} " << Load(c.applied_by_kind[i]) << '\n';
+  Head(o, "freshsync_ingest_duplicates_total", "counter", "Redelivered or republished messages absorbed by dedupe.");
+  o << "freshsync_ingest_duplicates_total " << Load(c.duplicates) << '\n';
+  Head(o, "freshsync_ingest_dead_letters_total", "counter", "Messages refused into the dead letters since start, by code.");
+  const char* codes[3] = {"invalid", "conflict", "internal"};
+  for (int i = 0; i < 3; ++i)
+    o << "freshsync_ingest_dead_letters_total{code=\"" << codes[i] << "\"} " << Load(c.refused_by_code[i]) << '\n';
+  Head(o, "freshsync_ingest_ignored_total", "counter", "Own output topics echoed back by the subscription.");
+  o << "freshsync_ingest_ignored_total " << Load(c.ignored) << '\n';
+  Head(o, "freshsync_ingest_store_retries_total", "counter", "Commits retried after a disk or lock error.");
+  o << "freshsync_ingest_store_retries_total " << Load(c.store_retries) << '\n';
+  Head(o, "freshsync_ingest_connected", "gauge", "1 while ingest is subscribed to the site broker.");
+  o << "freshsync_ingest_connected " << (src_.ingest_connected && src_.ingest_connected() ? 1 : 0) << '\n';
+
+  std::string body = o.str();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string store_part;
+    const bool ok = StoreQueries(&store_part);
+    body += store_part;
+    std::ostringstream s;
+    Head(s, "freshsync_store_readable", "gauge", "1 when the metrics connection can read the store.");
+    s << "freshsync_store_readable " << (ok ? 1 : 0) << '\n';
+    body += s.str();
+  }
+
+  std::ostringstream y;
+  Head(y, "freshsync_sync_enabled", "gauge", "1 when a [hub] is configured.");
+  y << "freshsync_sync_enabled " << (src_.agent ? 1 : 0) << '\n';
+  if (src_.agent != nullptr) {
+    const sync::SyncStats s = src_.agent->GetStats();
+    const int64_t now = NowMs();
+    Head(y, "freshsync_sync_link_up", "gauge", "1 while the last exchange with the hub succeeded.");
+    y << "freshsync_sync_link_up " << (s.link_up ? 1 : 0) << '\n';
+    Head(y, "freshsync_sync_lag_seconds", "gauge",
+         "Seconds since the hub last acknowledged records, while records are waiting (0 when caught up).");
+    double lag = 0;
+    if (s.backlog > 0) lag = s.last_ack_ms > 0 ? std::max<int64_t>(0, now - s.last_ack_ms) / 1000.0 : -1;
+    y << "freshsync_sync_lag_seconds " << lag << '\n';
+    Head(y, "freshsync_sync_retries_total", "counter", "Failed exchanges with the hub that will be retried.");
+    y << "freshsync_sync_retries_total " << s.retries << '\n';
+    Head(y, "freshsync_sync_rewinds_total", "counter", "409 answers and reconciliation rewinds.");
+    y << "freshsync_sync_rewinds_total " << s.rewinds << '\n';
+    Head(y, "freshsync_sync_reconciliations_total", "counter", "Digest reconciliations completed.");
+    y << "freshsync_sync_reconciliations_total " << s.reconciliations << '\n';
+    Head(y, "freshsync_sync_records_sent_total", "counter", "Change records in batches the hub answered 200.");
+    y << "freshsync_sync_records_sent_total " << s.records_sent << '\n';
+    Head(y, "freshsync_sync_bytes_sent_total", "counter", "Compressed batch bytes the hub answered 200.");
+    y << "freshsync_sync_bytes_sent_total " << s.bytes_sent << '\n';
+    Head(y, "freshsync_sync_http_responses_total", "counter", "Answers from the hub by HTTP status (code 0: no answer).");
+    for (const auto& [code, n] : s.http_codes) y << "freshsync_sync_http_responses_total{code=\"" << code << "\"} " << n << '\n';
+    Head(y, "freshsync_sync_batch_records", "histogram", "Records per batch the hub answered 200.");
+    uint64_t cum = 0;
+    for (size_t i = 0; i < s.batch_size_buckets.size(); ++i) {
+      cum += s.batch_size_buckets[i];
+      if (i < sync::SyncStats::kBatchSizeBounds.size())
+        y << "freshsync_sync_batch_records_bucket{le=\"" << sync::SyncStats::kBatchSizeBounds[i] << "\"} " << cum << '\n';
+      else
+        y << "freshsync_sync_batch_records_bucket{le=\"+Inf\"} " << cum << '\n';
+    }
+    y << "freshsync_sync_batch_records_sum " << s.records_sent << '\n';
+    y << "freshsync_sync_batch_records_count " << s.batches_sent << '\n';
+  }
+  body += y.str();
+  return body;
+}
+
+}  // namespace freshsync::edge

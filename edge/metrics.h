@@ -1,0 +1,78 @@
+// MetricsServer: the Prometheus text endpoint of edged on [metrics] listen, plus /healthz and
+// /readyz. Plain HTTP on loopback (or a management network): it exposes counts, never payloads.
+//
+// Where the numbers come from:
+//   - Ingest counters (IngestCounters): atomics, read with relaxed loads. The ingest path
+//     never takes a lock for metrics.
+//   - SyncAgent::GetStats(): a snapshot copied under the agent's own short lock.
+//   - The store file, through a read-only SQLite connection owned by this server (WAL lets it
+//     read while ingest writes): outbox backlog and the age of the oldest unacknowledged
+//     record, dead letters by code, open cold-chain alerts (from rule_state; 0 without it).
+// Scrapes are serialised by a mutex of this server (never shared with ingest).
+//
+// /healthz: 200 while the process serves HTTP at all.
+// /readyz:  200 when the store is open and ingest is subscribed to the broker, 503 otherwise
+//           (the body says which).
+//
+// Thread-safety: Start/Stop from one thread; Render() from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/status.h"
+
+struct sqlite3;
+namespace httplib {
+class Server;
+}
+
+namespace freshsync::sync {
+class SyncAgent;
+}
+
+namespace freshsync::edge {
+
+struct IngestCounters;
+
+struct MetricsSources {
+  std::string site;
+  std::string store_path;
+  const IngestCounters* ingest = nullptr;      // required
+  std::function<bool()> ingest_connected;      // required: ingest subscribed
+  const sync::SyncAgent* agent = nullptr;      // null when running without [hub]
+};
+
+class MetricsServer {
+ public:
+  MetricsServer(std::string listen, MetricsSources sources);
+  ~MetricsServer();  // Stop()s
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
+  // Binds `listen` (host:port) and serves on its own thread. kInvalidArgument for a bad
+  // address, kIOError when the port cannot be bound (e.g. another edged runs).
+  Status Start();
+  void Stop();
+
+  // The whole /metrics body (Prometheus text exposition format 0.0.4).
+  std::string Render();
+  // Ready as /readyz defines it; `why` says what is missing.
+  bool Ready(std::string* why);
+
+ private:
+  bool StoreQueries(std::string* out);
+
+  std::string listen_;
+  MetricsSources src_;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread thread_;
+  std::mutex mu_;            // scrapes; guards db_
+  sqlite3* db_ = nullptr;    // read-only, opened lazily
+};
+
+}  // namespace freshsync::edge

@@ -1,0 +1,83 @@
+#include "edge/service.h"
+
+#include <sqlite3.h>
+
+#include <chrono>
+
+#include "cloud-sync/sync_agent.h"
+#include "edge/ingest.h"
+
+namespace freshsync::edge {
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+ServiceMonitor::ServiceMonitor(std::string store_path, const IngestCounters* ingest, std::function<bool()> ingest_connected,
+                               const sync::SyncAgent* agent, int64_t stuck_ms)
+    : path_(std::move(store_path)), ingest_(ingest), connected_(std::move(ingest_connected)), agent_(agent), stuck_ms_(stuck_ms) {}
+
+ServiceMonitor::~ServiceMonitor() {
+  if (db_ != nullptr) sqlite3_close(db_);
+}
+
+bool ServiceMonitor::StoreAnswers(int64_t* last_seq, int64_t* acked) {
+  if (db_ == nullptr) {
+    if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+      sqlite3_close(db_);
+      db_ = nullptr;
+      return false;
+    }
+    sqlite3_busy_timeout(db_, 1000);
+  }
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT (SELECT coalesce(max(seq), 0) FROM outbox), "
+                         "(SELECT coalesce(max(value), 0) FROM sync_state WHERE name = 'acked_seq')",
+                         -1, &st, nullptr) != SQLITE_OK) {
+    // The file may have been replaced underneath us: reopen next time.
+    sqlite3_close(db_);
+    db_ = nullptr;
+    return false;
+  }
+  const bool ok = sqlite3_step(st) == SQLITE_ROW;
+  if (ok) {
+    *last_seq = sqlite3_column_int64(st, 0);
+    *acked = sqlite3_column_int64(st, 1);
+  }
+  sqlite3_finalize(st);
+  return ok;
+}
+
+bool ServiceMonitor::Healthy(std::string* why) {
+  int64_t last = 0, acked = 0;
+  if (!StoreAnswers(&last, &acked)) {
+    *why = "store does not answer";
+    return false;
+  }
+  const int64_t since = ingest_->busy_since_ms.load(std::memory_order_relaxed);
+  if (since != 0 && SteadyMs() - since > stuck_ms_) {
+    *why = "ingest stuck on one message for " + std::to_string((SteadyMs() - since) / 1000) + " s";
+    return false;
+  }
+  return true;
+}
+
+std::string ServiceMonitor::StatusLine() {
+  int64_t last = 0, acked = 0;
+  const bool store_ok = StoreAnswers(&last, &acked);
+  std::string s = connected_ && connected_() ? "broker connected" : "broker disconnected";
+  if (agent_ != nullptr) {
+    const sync::SyncStats st = agent_->GetStats();
+    s += st.link_up ? ", hub link up" : ", hub link down";
+  } else {
+    s += ", no hub";
+  }
+  if (store_ok) s += ", backlog " + std::to_string(last > acked ? last - acked : 0);
+  else s += ", store not answering";
+  s += ", applied " + std::to_string(ingest_->applied.load(std::memory_order_relaxed));
+  s += ", dead letters " + std::to_string(ingest_->refused.load(std::memory_order_relaxed));
+  return s;
+}
+
+}  // namespace freshsync::edge

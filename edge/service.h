@@ -1,0 +1,57 @@
+// ServiceMonitor: what edged tells systemd. The STATUS= line (link state, backlog, counts) and
+// the watchdog verdict: WATCHDOG=1 is sent only while Healthy() holds, so a wedged daemon is
+// restarted by systemd instead of being kept alive by a timer.
+//
+// Healthy means both:
+//   - the store answers: a read on the monitor's own read-only connection succeeds (a
+//     corrupt or vanished file, or a lock held past busy_timeout, fails it);
+//   - ingest is not wedged: no message has been inside the MQTT callback for longer than
+//     `stuck_ms` (IngestCounters::busy_since_ms). A callback retrying a failing disk holds
+//     its message unacknowledged (ingest.h); after stuck_ms the watchdog lets systemd restart
+//     us, and the broker redelivers the message.
+// Idle ingest (no traffic) is healthy: the Paho thread is only visible through its callbacks.
+//
+// Thread-safety: one thread (edged's notifier thread) uses a monitor.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+struct sqlite3;
+
+namespace freshsync::sync {
+class SyncAgent;
+}
+
+namespace freshsync::edge {
+
+struct IngestCounters;
+
+// Monotonic milliseconds, the clock of IngestCounters::busy_since_ms.
+int64_t SteadyMs();
+
+class ServiceMonitor {
+ public:
+  ServiceMonitor(std::string store_path, const IngestCounters* ingest, std::function<bool()> ingest_connected,
+                 const sync::SyncAgent* agent, int64_t stuck_ms);
+  ~ServiceMonitor();
+  ServiceMonitor(const ServiceMonitor&) = delete;
+  ServiceMonitor& operator=(const ServiceMonitor&) = delete;
+
+  bool Healthy(std::string* why);
+  // e.g. "broker connected, hub link up, backlog 12, applied 3400, dead letters 2"
+  std::string StatusLine();
+
+ private:
+  bool StoreAnswers(int64_t* last_seq, int64_t* acked);
+
+  std::string path_;
+  const IngestCounters* ingest_;
+  std::function<bool()> connected_;
+  const sync::SyncAgent* agent_;
+  int64_t stuck_ms_;
+  sqlite3* db_ = nullptr;
+};
+
+}  // namespace freshsync::edge
