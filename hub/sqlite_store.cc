@@ -716,6 +716,25 @@ Result<std::vector<GeofenceRow>> SqliteHubStore::GeofenceEvents(const std::strin
       [](Stmt& s) { return GeofenceRow{s.UInt(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Int(5)}; });
 }
 
+namespace {
+
+// Ends a read transaction on scope exit (a read-only COMMIT cannot lose anything).
+struct ReadTxnEnd {
+  Conn& c;
+  ~ReadTxnEnd() { (void)c.Exec("COMMIT"); }
+};
+
+// The site's contiguous seq as seen by `conn`'s current transaction; 0 for an unknown site.
+Result<uint64_t> ContiguousSeqIn(Conn& conn, const std::string& site) {
+  auto st = conn.Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
+  if (!st.ok()) return st.status();
+  ResetGuard g(**st);
+  (*st)->Bind(1, site);
+  return (*st)->Step() == SQLITE_ROW ? (*st)->UInt(0) : uint64_t{0};
+}
+
+}  // namespace
+
 Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) {
   const std::string bad = digest::ValidateRange(from, to, buckets);
   if (!bad.empty()) return Status::InvalidArgument(bad);
@@ -724,17 +743,10 @@ Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t fr
   // One read transaction, so that contiguous_seq and the digests describe the same snapshot.
   Status s = r->Exec("BEGIN");
   if (!s.ok()) return s;
-  struct EndTxn {
-    Conn& c;
-    ~EndTxn() { (void)c.Exec("COMMIT"); }
-  } end{*r};
-  {
-    auto st = r->Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
-    if (!st.ok()) return st.status();
-    ResetGuard g(**st);
-    (*st)->Bind(1, site);
-    if ((*st)->Step() == SQLITE_ROW) out.contiguous_seq = (*st)->UInt(0);
-  }
+  ReadTxnEnd end{*r};
+  auto contiguous = ContiguousSeqIn(*r, site);
+  if (!contiguous.ok()) return contiguous.status();
+  out.contiguous_seq = *contiguous;
   const auto ranges = digest::SplitRange(from, to, buckets);
   std::vector<digest::RangeDigester> digesters(ranges.size());
   auto st = r->Prepare(
@@ -773,17 +785,10 @@ Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
   // One read transaction: the contiguous seq and the stock rows describe the same snapshot.
   Status s = r->Exec("BEGIN");
   if (!s.ok()) return s;
-  struct EndTxn {
-    Conn& c;
-    ~EndTxn() { (void)c.Exec("COMMIT"); }
-  } end{*r};
-  {
-    auto st = r->Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
-    if (!st.ok()) return st.status();
-    ResetGuard g(**st);
-    (*st)->Bind(1, site);
-    if ((*st)->Step() == SQLITE_ROW) out.contiguous_seq = (*st)->UInt(0);
-  }
+  ReadTxnEnd end{*r};
+  auto contiguous = ContiguousSeqIn(*r, site);
+  if (!contiguous.ok()) return contiguous.status();
+  out.contiguous_seq = *contiguous;
   // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (hub/digest.h).
   auto st = r->Prepare(
       "SELECT sku, on_hand, reserved, version FROM stock "
