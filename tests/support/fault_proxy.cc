@@ -102,6 +102,8 @@ void FaultProxy::Stop() {
     conns.swap(conns_);
     if (listen_fd_ >= 0) close(listen_fd_);
     listen_fd_ = -1;
+    for (int fd : retired_listen_fds_) close(fd);
+    retired_listen_fds_.clear();
   }
   for (auto& c : conns) {
     if (c->thread.joinable()) c->thread.join();
@@ -124,7 +126,10 @@ void FaultProxy::Cut() {
   if (cut_.exchange(true)) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (listen_fd_ >= 0) close(listen_fd_);
+    // shutdown() takes a listening socket out of LISTEN immediately, even while the acceptor
+    // is blocked in poll() on it; close() alone would leave it listening until poll returns.
+    if (listen_fd_ >= 0) shutdown(listen_fd_, SHUT_RDWR);
+    if (listen_fd_ >= 0) retired_listen_fds_.push_back(listen_fd_);
     listen_fd_ = -1;
   }
   char b = 1;
@@ -174,6 +179,8 @@ void FaultProxy::AcceptLoop() {
     int lfd;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      for (int fd : retired_listen_fds_) close(fd);
+      retired_listen_fds_.clear();
       lfd = listen_fd_;
     }
     pollfd p[2] = {{wake_[0], POLLIN, 0}, {lfd, POLLIN, 0}};

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace freshsync::testing {
 
@@ -58,6 +59,9 @@ class FaultProxy {
   int upstream_port_;
   int port_ = 0;
   int listen_fd_ = -1;
+  // A cut listener is shut down at once (so connects are refused) but closed only by the
+  // acceptor thread, which may still be polling its fd number.
+  std::vector<int> retired_listen_fds_;
   int wake_[2] = {-1, -1};   // wakes the accept loop
   std::thread acceptor_;
   std::atomic<bool> stopping_{false};
