@@ -4,6 +4,7 @@
 // counts as down). Asserts that telemetry is downsampled first and nothing else is lost, and
 // that a full store pauses telemetry (the broker keeps it) while stock and orders still flow.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sqlite3.h>
 
 #include <nlohmann/json.hpp>
@@ -62,9 +63,11 @@ std::vector<std::pair<int64_t, int64_t>> QuotaSteps(const std::string& log) {
 }
 
 TEST(QuotaTest, TelemetryIsDownsampledFirstNothingElseIsLostAndAFullStorePausesTelemetry) {
+  const int metrics_port = PickFreePort();
   Site site(
       "quota_mb = 1\n"
-      "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 60\n");
+      "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 60\n"
+      "[metrics]\nlisten = \"127.0.0.1:" + std::to_string(metrics_port) + "\"\n");
   ASSERT_TRUE(site.StartEdged({{"FRESHSYNC_QUOTA_TICK_MS_FOR_TEST", "100"}}));
   auto pub = site.NewPublisher("quota-pub");
 
@@ -142,7 +145,21 @@ TEST(QuotaTest, TelemetryIsDownsampledFirstNothingElseIsLostAndAFullStorePausesT
   EXPECT_EQ(st["disk"]["state"], "full") << st.dump();
   EXPECT_EQ(st["disk"]["quota_mb"], 1);
   EXPECT_GE(st["disk"]["used_mb"].get<double>(), 0.9);
-  EXPECT_TRUE(st["disk"].contains("forecast_full_s"));
+  // At (or past) the quota the forecast is "now".
+  EXPECT_EQ(st["disk"]["forecast_full_s"], 0) << st.dump();
+  {
+    httplib::Client http("127.0.0.1", metrics_port);
+    auto m = http.Get("/metrics");
+    ASSERT_TRUE(m && m->status == 200);
+    EXPECT_NE(m->body.find("freshsync_disk_quota_state{state=\"full\"} 1"), std::string::npos) << m->body;
+    EXPECT_NE(m->body.find("freshsync_disk_quota_alert 1"), std::string::npos);
+    EXPECT_NE(m->body.find("freshsync_disk_quota_bytes 1048576"), std::string::npos);
+    EXPECT_NE(m->body.find("freshsync_disk_quota_pauses_total 1"), std::string::npos);
+    EXPECT_EQ(m->body.find("freshsync_disk_quota_rows_total{step=\"downsample\"} 0\n"), std::string::npos) << "downsampled rows counted";
+    auto ready = http.Get("/readyz");
+    ASSERT_TRUE(ready);
+    EXPECT_EQ(ready->status, 200) << "paused telemetry is intended, not unready: " << ready->body;
+  }
 
   // While paused: telemetry is not acknowledged (not applied), stock and orders still flow.
   const int64_t van_before = site.Int("SELECT COUNT(*) FROM vehicle_positions WHERE vehicle = 'van-1'");
