@@ -7,7 +7,7 @@
 //      climate keeps its one-minute rollups untouched, so the aggregates lose nothing);
 //   2. drop: what is left of acknowledged raw telemetry, acknowledged telemetry outbox rows
 //      (before their retention: the hub holds them), and telemetry dedupe keys older than a
-//      day (see QuotaStore::DropAcked for why that is safe);
+//      day (why that is safe: SqliteQuotaStore::DropAcked in quota_sqlite.cc);
 //   3. full: at or above the quota with nothing left to free, telemetry is paused (no longer
 //      acknowledged, so the broker keeps it; Ingest::PauseTelemetry) and an alert is raised.
 //      It resumes by itself once the used size is back under the resume mark (hub acks make
