@@ -58,6 +58,7 @@ Status Ingest::Start() {
                       .finalize();
     client_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id, create, nullptr);
     telemetry_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id + "-telemetry", create, nullptr);
+    publisher_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id + "-out", create, nullptr);
   } catch (const std::exception& e) {
     return Status::InvalidArgument(std::string("mqtt.uri: ") + e.what());
   }
@@ -81,18 +82,22 @@ Status Ingest::Start() {
                  cause.empty() ? "no reason given" : cause);
   });
   connector_ = std::thread([this] { ConnectLoop(false); });
+  publisher_connector_ = std::thread([this] { ConnectLoop(false, /*publisher=*/true); });
   telemetry_connector_ = std::thread([this] { ConnectLoop(true); });
   return Status::Ok();
 }
 
-void Ingest::ConnectLoop(bool telemetry) {
+void Ingest::ConnectLoop(bool telemetry, bool publisher) {
   const auto& m = config_.mqtt;
-  mqtt::async_client& client = telemetry ? *telemetry_ : *client_;
+  mqtt::async_client& client = publisher ? *publisher_ : telemetry ? *telemetry_ : *client_;
   auto stop = [&] { return stopping_.load() || (telemetry && telemetry_paused_.load()); };
   auto b = mqtt::connect_options_builder()
                // Paho C++ 1.2 can silently fall back to 3.1 after a socket error: pin the version.
                .mqtt_version(MQTTVERSION_3_1_1)
-               .clean_session(false)  // persistent session: the broker queues while we are down
+               // Persistent sessions for the subscribers: the broker queues while we are down.
+               // The publisher's notifications are best effort (the outbox is the record), and
+               // a clean session keeps stale in-flight publishes from being resent on reconnect.
+               .clean_session(publisher)
                .keep_alive_interval(std::chrono::seconds(m.keepalive_s))
                .connect_timeout(std::chrono::seconds(5))
                .automatic_reconnect(std::chrono::seconds(1), std::chrono::seconds(30));
@@ -198,7 +203,8 @@ void Ingest::Stop() {
   cv_.notify_all();
   if (connector_.joinable()) connector_.join();
   if (telemetry_connector_.joinable()) telemetry_connector_.join();
-  for (auto* c : {telemetry_.get(), client_.get()}) {
+  if (publisher_connector_.joinable()) publisher_connector_.join();
+  for (auto* c : {telemetry_.get(), client_.get(), publisher_.get()}) {
     if (!c) continue;
     try {
       if (c->is_connected()) c->disconnect(std::chrono::milliseconds(2000))->wait_for(std::chrono::seconds(5));
@@ -264,7 +270,7 @@ void Ingest::HandleMessage(const std::string& topic, std::string_view payload) {
       nlohmann::json j = {{"order_id", o->order_id}, {"status", o->status}, {"ts", o->ts_ms}};
       if (!o->actor.empty()) j["actor"] = o->actor;
       try {
-        client_->publish(config_.mqtt.topic_root + "/orders/" + o->order_id + "/state", j.dump(), 1, true);
+        publisher_->publish(config_.mqtt.topic_root + "/orders/" + o->order_id + "/state", j.dump(), 1, true);
       } catch (const std::exception& e) {
         ++counters_.event_publish_failures;
         spdlog::warn("ingest: order state of {} not published: {}", o->order_id, e.what());
@@ -310,7 +316,7 @@ void Ingest::PublishCommitted() {
   if (!client_) return;  // driven without a broker (tests, bench)
   for (auto& p : pubs) {
     try {
-      client_->publish(p.topic, p.payload.data(), p.payload.size(), 1, p.retained);
+      publisher_->publish(p.topic, p.payload.data(), p.payload.size(), 1, p.retained);
     } catch (const std::exception& e) {
       ++counters_.event_publish_failures;
       spdlog::warn("ingest: event on {} not published (it is in the outbox): {}", p.topic, e.what());
@@ -323,7 +329,7 @@ void Ingest::PublishDeadLetter(const std::string& topic, const std::string& reas
   // Never waits: Paho queues the publish and its send thread delivers it (bounded buffer).
   nlohmann::json j = {{"topic", topic}, {"reason", reason}, {"code", code}, {"received_ms", received_ms}};
   try {
-    client_->publish(config_.mqtt.topic_root + "/deadletter", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), 1, false);
+    publisher_->publish(config_.mqtt.topic_root + "/deadletter", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), 1, false);
   } catch (const std::exception& e) {
     ++counters_.deadletter_publish_failures;
     spdlog::warn("ingest: dead-letter notification not published: {}", e.what());

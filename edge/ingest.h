@@ -96,7 +96,7 @@ class Ingest {
   friend class SubscribeListener;
   // Connects the main or the telemetry client, retrying with backoff, until connected, stopping,
   // or (telemetry) paused.
-  void ConnectLoop(bool telemetry);
+  void ConnectLoop(bool telemetry, bool publisher = false);
   void OnConnected();
   void OnTelemetryConnected();
   void OnSubscribed(bool telemetry);
@@ -113,6 +113,11 @@ class Ingest {
   Clock& clock_;
   std::unique_ptr<mqtt::async_client> client_;
   std::unique_ptr<mqtt::async_client> telemetry_;  // gps + climate (see the header comment)
+  // Publishes edged's notifications (order state, events, alerts, dead letters) and subscribes
+  // to nothing: with the subscribers publishing too, Paho 1.3.12 sent a malformed packet on
+  // reconnect after a broker restart and the broker dropped the client in a loop.
+  std::unique_ptr<mqtt::async_client> publisher_;
+  std::thread publisher_connector_;
   std::thread connector_;
   std::thread telemetry_connector_;
   std::mutex pause_mu_;  // serializes PauseTelemetry/ResumeTelemetry/Stop on telemetry_
