@@ -168,10 +168,14 @@ TEST(RulesReloadTest, SighupAppliesNewColdchainBounds) {
     return out;
   };
   const std::string sensor = "sensor = 'cold-1'";
+  auto send = [&](double temp_c, int seconds) {
+    const auto msgs = series(temp_c, seconds);  // before reading seq: it advances it
+    Send(site, *pub, msgs, "climate_readings", sensor, seq);
+  };
   // 6 degC for two minutes breaks max_c 4 for longer than for_s: open, then closed.
-  Send(site, *pub, series(3.0, 60), "climate_readings", sensor, seq);
-  Send(site, *pub, series(6.0, 120), "climate_readings", sensor, seq);
-  Send(site, *pub, series(3.0, 30), "climate_readings", sensor, seq);
+  send(3.0, 60);
+  send(6.0, 120);
+  send(3.0, 30);
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM outbox WHERE entity = 6"), 2);
   // max_c 8 after SIGHUP: the same two minutes at 6 degC are no excursion.
   std::string conf = ReadFile(site.config_path());
@@ -182,13 +186,13 @@ TEST(RulesReloadTest, SighupAppliesNewColdchainBounds) {
   site.SignalEdged(SIGHUP);
   ASSERT_TRUE(WaitFor([&] { return site.log().find("rules: reload staged (0 fences, 1 cold-chain rules)") != std::string::npos; },
                       std::chrono::seconds(10)));
-  Send(site, *pub, series(6.0, 120), "climate_readings", sensor, seq);
-  Send(site, *pub, series(3.0, 30), "climate_readings", sensor, seq);
+  send(6.0, 120);
+  send(3.0, 30);
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM outbox WHERE entity = 6"), 2);
   EXPECT_NE(site.log().find("rules: reloaded (0 fences, 1 cold-chain rules); state of 0 vehicles and 1 sensors kept"), std::string::npos)
       << site.log();
   // ... while 9 degC still is one.
-  Send(site, *pub, series(9.0, 120), "climate_readings", sensor, seq);
+  send(9.0, 120);
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM outbox WHERE entity = 6"), 3);
   EXPECT_EQ(site.StopEdged(), 0);
 }
