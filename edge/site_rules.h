@@ -62,6 +62,7 @@ class SiteRules : public ApplyHook {
   void OnCommitted() override;
   void OnRolledBack() override;
 
+  // Owner thread only: a reload swaps the engines there.
   size_t fence_count() const { return geofence_ ? geofence_->fences().size() : 0; }
   const geofence::GeofenceEngine* geofence() const { return geofence_.get(); }
   const coldchain::ColdchainEngine& coldchain() const { return *coldchain_; }
