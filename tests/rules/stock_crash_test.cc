@@ -326,7 +326,11 @@ TEST(StockCrashTest, KillNineDuringRandomStockTrafficAppliesEachMessageOnceByThe
   }
   publisher.join();
   EXPECT_GE(kills, 5);
+  // Stock and orders come over edged's main client, the climate sentinel over its telemetry
+  // client (edge/ingest.h): wait for both. dedupe reaches its total only once every message is
+  // applied, and never passes it.
   ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM climate_readings WHERE sensor = 'sentinel-stock'", 1, std::chrono::seconds(180)));
+  ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM dedupe", static_cast<int64_t>(w.claimed.size()) + 1, std::chrono::seconds(180)));
 
   // Invariants, per lot and per SKU, and lots against reservations and totals.
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM stock_lots WHERE on_hand < 0 OR reserved < 0 OR reserved > on_hand"), 0);
