@@ -31,6 +31,7 @@ struct StockMovement {
   std::string order_id;     // optional
   std::string lot;          // optional
   std::optional<int64_t> ts_ms;  // absent: the store uses its receive time
+  std::string expiry;       // optional, YYYY-MM-DD: the lot's expiry (kept for incoming stock)
 };
 
 struct OrderLine {
@@ -102,6 +103,8 @@ Result<int64_t> ParseRfc3339(std::string_view s);
 bool IsLegalOrderTransition(std::string_view from, std::string_view to);
 bool IsKnownOrderStatus(std::string_view s);
 bool IsKnownMovementReason(std::string_view s);
+// A calendar date "YYYY-MM-DD" (year 2000..2199, real month lengths, leap years).
+bool IsValidDate(std::string_view s);
 
 // A copy of an order payload with customer data removed, safe to keep in dead_letters.
 // Returns std::nullopt when the payload cannot be parsed well enough to redact it (the

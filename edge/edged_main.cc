@@ -49,8 +49,8 @@ void InstallCommitFaultForTest(freshsync::edge::EdgeStore& store) {
 }
 
 // SIGHUP reload hook for the site rules (geofences, cold-chain rules): called with the freshly
-// parsed config after the log level has been applied. The rules wiring sets it; until then a
-// SIGHUP reloads only the log level. A non-ok Status is logged and the old rules stay.
+// parsed config after the log level has been applied; set to SiteRules::Reload once the rules
+// are attached. A non-ok Status is logged and the old rules stay (docs/operations.md).
 std::function<freshsync::Status(const freshsync::EdgeConfig&)> g_reload_site_rules;
 
 // The disk quota pauses and resumes telemetry through ingest (edge/disk_quota.h).
@@ -140,6 +140,7 @@ int main(int argc, char** argv) {
   so.durability = config->store.durability;
   so.busy_timeout_ms = config->store.busy_timeout_ms;
   so.sealer = sealer;
+  so.topic_root = config->mqtt.topic_root;  // for the store's own notices (refused orders)
   auto store = freshsync::edge::EdgeStore::Open(so);
   if (!store.ok()) {
     spdlog::critical("store: {}", store.status().ToString());
@@ -157,6 +158,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   (*store)->SetApplyHook(rules->get());
+  // Reload validates and stages on this (the signal) thread; the ingest thread adopts the new
+  // rules at its next GPS fix or climate reading (edge/site_rules.h).
+  g_reload_site_rules = [r = rules->get()](const freshsync::EdgeConfig& fresh) { return r->Reload(fresh); };
   InstallCommitFaultForTest(**store);
 
   // The sync agent (cloud-sync/): its own thread and store connection. Started before ingest
@@ -281,7 +285,8 @@ int main(int argc, char** argv) {
       if (auto st = freshsync::SetLogLevel(fresh->log_level); !st.ok()) spdlog::error("reload: {}", st.ToString());
       else spdlog::info("reload: log level {}", fresh->log_level);
       if (g_reload_site_rules) {
-        if (auto st = g_reload_site_rules(*fresh); !st.ok()) spdlog::error("reload: site rules: {}", st.ToString());
+        if (auto st = g_reload_site_rules(*fresh); !st.ok())
+          spdlog::error("reload: site rules: {}; keeping the running rules", st.message());
         else spdlog::info("reload: site rules reloaded");
       }
     }

@@ -103,10 +103,12 @@ nlohmann::json RecordFieldsToJson(const v1::ChangeRecord& r) {
       if (!s.movement_id().empty()) {
         j["movement_id"] = s.movement_id();
         j["delta"] = s.delta();
-        j["reason"] = s.reason();
         if (!s.lot().empty()) j["lot"] = s.lot();
-        if (!s.order_id().empty()) j["order_id"] = s.order_id();
       }
+      // A reservation or release (order created, cancelled, dispatched) has no movement but
+      // names its reason and order (docs/formats.md).
+      if (!s.reason().empty()) j["reason"] = s.reason();
+      if (!s.order_id().empty()) j["order_id"] = s.order_id();
       break;
     }
     case v1::ChangeRecord::kOrder: {

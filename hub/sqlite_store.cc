@@ -18,7 +18,9 @@ int OrderStatusRank(const std::string& status) {
   // the HLC, i.e. by whichever happened later (docs/conflicts.md).
   static const std::unordered_map<std::string, int> ranks = {
       {"created", 1}, {"accepted", 2}, {"picking", 3}, {"packed", 4},
-      {"dispatched", 5}, {"delivered", 6}, {"cancelled", 6}};
+      {"dispatched", 5}, {"delivered", 6}, {"cancelled", 6},
+      // An edge refuses a created order stock cannot cover (docs/rules.md); terminal.
+      {"refused", 6}};
   auto it = ranks.find(status);
   return it == ranks.end() ? 0 : it->second;
 }

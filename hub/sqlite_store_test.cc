@@ -219,6 +219,17 @@ TEST_F(SqliteHubStoreTest, OrderHandedBetweenSitesHigherRankThenHlcWins) {
   EXPECT_EQ((*store_->Orders("a"))[0].lines_json, R"([{"qty":2,"sku":"kale"}])");
 }
 
+// An edge refuses a created order that stock cannot cover (docs/rules.md): `refused` is
+// terminal at the hub too, so a lower-ranked status with a later HLC does not undo it.
+TEST_F(SqliteHubStoreTest, RefusedOrderIsTerminal) {
+  EXPECT_EQ(OrderStatusRank("refused"), OrderStatusRank("cancelled"));
+  Apply(MakeBatch("a", {Order(1, "o-r", "refused", 100, 1)}));
+  Apply(MakeBatch("b", {Order(1, "o-r", "accepted", 300, 1)}));
+  ASSERT_EQ(store_->Orders("a")->size(), 1u);
+  EXPECT_EQ((*store_->Orders("a"))[0].status, "refused");
+  EXPECT_TRUE(store_->Orders("b")->empty());
+}
+
 TEST_F(SqliteHubStoreTest, LateCreatedRecordStillContributesLines) {
   Apply(MakeBatch("a", {Order(1, "o-1", "accepted", 200, 2)}, true));
   auto created = Order(1, "o-1", "created", 100, 1);

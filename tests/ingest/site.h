@@ -73,6 +73,7 @@ class Site {
   // Starts edged and waits until it has subscribed (counted from the log).
   bool StartEdged(std::map<std::string, std::string> env = {}, std::chrono::milliseconds timeout = std::chrono::seconds(20));
   void KillEdged() { edged_.Kill(); }
+  void SignalEdged(int sig) { edged_.Signal(sig); }
   int StopEdged() { return edged_.Stop(); }
   bool EdgedRunning() { return edged_.Running(); }
 
