@@ -68,6 +68,9 @@ struct StoreOptions {
   int busy_timeout_ms = 2000;
   Clock* clock = nullptr;                 // default SystemClock()
   std::optional<Sealer> sealer;           // none: customer data is dropped (and counted)
+  // SQLite VFS to open the database with; "" = SQLite's default. Tests name a fault-injecting
+  // VFS here (tests/support/fault_vfs.h) to simulate power cuts and disk errors.
+  std::string vfs_name;
 };
 
 struct DeadLetter {
