@@ -43,7 +43,9 @@ TEST(EdgedFaultsTest, DeviceClocksHoursOffAreRefusedBeyondTheBoundWithAReason) {
   pub->Publish(Sentinel("skew", 1));
   pub->Flush();
   ASSERT_TRUE(site.WaitInt(SentinelSql("skew", 1), 1, std::chrono::seconds(30))) << site.log();
-  EXPECT_EQ(site.Int("SELECT COUNT(*) FROM dead_letters"), 3);
+  // Movements come on the main session, telemetry on its own: wait for both.
+  ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM stock_movements", 1, std::chrono::seconds(30)));
+  ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM dead_letters", 3, std::chrono::seconds(30)));
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM dead_letters WHERE reason LIKE 'ts: % s ahead of the edge clock (max_clock_skew_s = 600)%'"), 3)
       << site.Text("SELECT reason FROM dead_letters LIMIT 1");
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM dead_letters WHERE topic = 'fs/vehicles/truck-ahead/gps'"), 1);
@@ -109,6 +111,8 @@ TEST(EdgedFaultsTest, SlowBrokerRestartsAndKillsWithTheShippedConfig) {
   ASSERT_TRUE(site.StartEdged()) << site.log();
   ASSERT_TRUE(site.WaitInt(SentinelSql("qa", 1), 1, std::chrono::seconds(120))) << "queue lost across a broker restart";
   ASSERT_TRUE(site.WaitInt(SentinelSql("qb", 1), 1, std::chrono::seconds(120))) << "queue lost across a broker kill after autosave";
+  // The sentinels (telemetry) and stock/orders travel on separate sessions: wait for both.
+  ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM dedupe", exp.total() + 2, std::chrono::seconds(60)));
   ExpectWorkloadApplied(site, exp, 2);
 
   // 3. kill -9 twice while edged consumes live; the publisher resends what it has no PUBACK for.
@@ -130,13 +134,17 @@ TEST(EdgedFaultsTest, SlowBrokerRestartsAndKillsWithTheShippedConfig) {
   }
   publisher.join();
   ASSERT_TRUE(site.WaitInt(SentinelSql("qc", 1), 1, std::chrono::seconds(120)));
+  // Stock and orders come on the other session; give them time to settle (losses allowed here).
+  WaitFor([&] { return site.Int("SELECT COUNT(*) FROM dedupe") + site.Int("SELECT COUNT(*) FROM dead_letters") >= exp.total() + 3; },
+          std::chrono::seconds(30));
   // Nothing applied twice, whatever was lost.
   const int64_t applied = site.Int("SELECT COUNT(*) FROM dedupe");
+  const int64_t refused = site.Int("SELECT COUNT(*) FROM dead_letters");
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM outbox"), applied);
   ExpectDenseOutbox(site);
-  const int64_t lost = exp.total() + 3 - applied;
+  const int64_t lost = exp.total() + 3 - applied - refused;
   std::cerr << "FIGURES broker_faults queued_then_restart=" << a.size() << " queued_then_kill_after_autosave=" << b.size()
-            << " live_with_two_kills=" << c.size() << " lost_in_live_kills=" << lost << " autosave_interval_s=" << autosave_s << "\n";
+            << " live_with_two_kills=" << c.size() << " lost_in_live_kills=" << lost << " refused_after_loss=" << refused << " autosave_interval_s=" << autosave_s << "\n";
   EXPECT_GE(lost, 0);
   EXPECT_TRUE(site.EdgedRunning());
 }
