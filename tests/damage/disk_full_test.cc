@@ -84,7 +84,8 @@ TEST(DiskFullTest, EdgedHoldsMessagesWhileTheDiskIsFullAndRecoversWhenSpaceRetur
   // Space comes back: no restart, no operator.
   ASSERT_TRUE(disk.Resize("256m"));
   ASSERT_TRUE(site.WaitInt(SentinelSql("full", 1), 1, std::chrono::seconds(180))) << site.log();
-  // The sentinel (telemetry) and stock/orders travel on separate sessions: wait for both.
+  // The sentinel (telemetry) may be applied before stock/orders when ingest runs them on
+  // separate sessions (the telemetry client split): wait for both.
   ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM dedupe", exp.total() + 1, std::chrono::seconds(60)));
   ExpectWorkloadApplied(site, exp, 1);
   EXPECT_EQ(site.Text("PRAGMA integrity_check"), "ok");
