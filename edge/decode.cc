@@ -389,6 +389,19 @@ int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {  // H. Hinnant's algo
 
 }  // namespace
 
+Status CheckDeviceClock(const Message& message, int64_t now_ms, int max_skew_s) {
+  if (max_skew_s <= 0) return Status::Ok();
+  std::optional<int64_t> ts;
+  std::visit([&](const auto& m) { ts = m.ts_ms; }, message);  // optional only for movements
+  if (!ts) return Status::Ok();
+  const int64_t ahead_ms = *ts - now_ms;
+  if (ahead_ms <= static_cast<int64_t>(max_skew_s) * 1000) return Status::Ok();
+  char buf[160];
+  snprintf(buf, sizeof buf, "ts: %.1f s ahead of the edge clock (max_clock_skew_s = %d); device clock wrong?",
+           static_cast<double>(ahead_ms) / 1000.0, max_skew_s);
+  return Bad(buf);
+}
+
 bool IsValidUtf8(std::string_view s) {
   size_t i = 0;
   const size_t n = s.size();

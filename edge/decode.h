@@ -95,6 +95,13 @@ TopicInfo ClassifyTopic(std::string_view root, std::string_view topic);
 
 Result<Message> Decode(std::string_view root, std::string_view topic, std::string_view payload);
 
+// The device-clock check (config `max_clock_skew_s`): a message whose own timestamp is more
+// than `max_skew_s` seconds AHEAD of the edge clock `now_ms` is refused (kInvalidArgument,
+// the reason names the field and how far ahead). Timestamps behind are accepted: delayed
+// delivery (a broker queue, a truck buffering offline) is legitimate and looks the same as a
+// slow clock. max_skew_s <= 0 accepts everything; a movement without `ts` always passes.
+Status CheckDeviceClock(const Message& message, int64_t now_ms, int max_skew_s);
+
 // Helpers, exposed for tests and for the store.
 bool IsValidUtf8(std::string_view s);
 // RFC 3339 ("2026-11-25T00:27:00Z", fractional seconds and offsets allowed) -> epoch ms.

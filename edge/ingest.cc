@@ -254,6 +254,10 @@ void Ingest::HandleMessage(const std::string& topic, std::string_view payload) {
     Refuse(topic, payload, decoded.status(), received_ms);
     return;
   }
+  if (Status skew = CheckDeviceClock(*decoded, received_ms, config_.max_clock_skew_s); !skew.ok()) {
+    Refuse(topic, payload, skew, received_ms);
+    return;
+  }
   auto applied = RetryStore([&] { return store_.Apply(*decoded, received_ms); });
   if (applied.ok()) {
     if (*applied == EdgeStore::Outcome::kApplied) {

@@ -128,7 +128,8 @@ Status EdgeStore::Exec(const char* sql) {
 
 Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(options.path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc = sqlite3_open_v2(options.path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 options.vfs_name.empty() ? nullptr : options.vfs_name.c_str());
   if (rc != SQLITE_OK) {
     std::string m = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close_v2(db);

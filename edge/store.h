@@ -71,6 +71,9 @@ struct StoreOptions {
   Clock* clock = nullptr;                 // default SystemClock()
   std::optional<Sealer> sealer;           // none: customer data is dropped (and counted)
   std::string topic_root = "fs";          // for the store's own publications (refused orders)
+  // SQLite VFS to open the database with; "" = SQLite's default. Tests name a fault-injecting
+  // VFS here (tests/support/fault_vfs.h) to simulate power cuts and disk errors.
+  std::string vfs_name;
 };
 
 struct DeadLetter {

@@ -58,11 +58,13 @@ struct SiteOptions {
   std::string broker_conf;     // appended to mosquitto.conf
   // Replaces the [mqtt] table (given the broker's plain URI); empty: plain TCP to the broker.
   std::function<std::string(const std::string& plain_uri)> mqtt_table;
+  std::string root_toml;       // top-level keys, placed before the first table
+  std::string store_dir;       // where edge.db lives; empty: the site's temp dir
 };
 
 class Site {
  public:
-  explicit Site(std::string extra_toml = "") : Site(SiteOptions{std::move(extra_toml), "", nullptr}) {}
+  explicit Site(std::string extra_toml = "") : Site(SiteOptions{std::move(extra_toml), "", nullptr, "", ""}) {}
   explicit Site(SiteOptions options);
   ~Site();
   MosquittoBroker& broker() { return *broker_; }
