@@ -154,17 +154,21 @@ install -m 0600 "$work/hub.key" "$root/etc/freshsync/"
 check "hubd --check-config with the certificates in place exits 0" in_root hubd --config /etc/freshsync/hubd.toml --check-config
 
 # The system user from sysusers.d, the directories from tmpfiles.d, owner and mode as written.
-user=$(awk '$1 == "u" { print $2 }' "$src/systemd/freshsync.sysusers")
-home=$(awk '$1 == "u" { print $NF }' "$src/systemd/freshsync.sysusers")
-check "user $user exists with home $home" sh -c "chroot '$root' getent passwd '$user' | cut -d: -f6 | grep -qx '$home'"
-check "group $user exists" sh -c "chroot '$root' getent group '$user' >/dev/null"
-check "user $user has no login shell" sh -c "chroot '$root' getent passwd '$user' | cut -d: -f7 | grep -Eq '(nologin|false)\$'"
-while read -r type path mode owner group _; do
-  [[ $type == d ]] || continue
-  want="$mode $owner $group"; want=${want#0}
-  got=$(chroot "$root" stat -c '%a %U %G' "$path" 2>&1 || true)   # names from the root's passwd
-  check "tmpfiles: $path is $want (got $got)" test "$got" = "$want"
-done < <(grep -v '^#' "$src/systemd/freshsync.tmpfiles")
+check_user_and_dirs() {  # check_user_and_dirs LABEL
+  local user home type path mode owner group want got
+  user=$(awk '$1 == "u" { print $2 }' "$src/systemd/freshsync.sysusers")
+  home=$(awk '$1 == "u" { print $NF }' "$src/systemd/freshsync.sysusers")
+  check "$1: user $user exists with home $home" sh -c "chroot '$root' getent passwd '$user' | cut -d: -f6 | grep -qx '$home'"
+  check "$1: group $user exists" sh -c "chroot '$root' getent group '$user' >/dev/null"
+  check "$1: user $user has no login shell" sh -c "chroot '$root' getent passwd '$user' | cut -d: -f7 | grep -Eq '(nologin|false)\$'"
+  while read -r type path mode owner group _; do
+    [[ $type == d ]] || continue
+    want="$mode $owner $group"; want=${want#0}
+    got=$(chroot "$root" stat -c '%a %U %G' "$path" 2>&1 || true)   # names from the root's passwd
+    check "$1: tmpfiles: $path is $want (got $got)" test "$got" = "$want"
+  done < <(grep -v '^#' "$src/systemd/freshsync.tmpfiles")
+}
+check_user_and_dirs "minbase (adduser fallback)"
 
 # Units, sysusers.d and tmpfiles.d where systemd looks for them, byte for byte what we ship.
 for f in edged.service:lib/systemd/system/edged.service hubd.service:lib/systemd/system/hubd.service \
@@ -202,9 +206,10 @@ ip link set lo up
 mkdir -p '$root/run/mosquitto' && chroot '$root' chown mosquitto: /run/mosquitto
 chroot '$root' /usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf >'$work/mosquitto.out' 2>&1 &
 pid=\$!
-for i in \$(seq 50); do ss -ltn | grep -q ':1883 ' && break; sleep 0.1; done
+for i in \$(seq 100); do ss -ltn | grep -q ':1883 ' && ss -ltn | grep -q ':9001 ' && break; sleep 0.1; done
 rc=0
 ss -ltn >'$work/listen'
+cat '$work/listen'
 pub() { mosquitto_pub -h 127.0.0.1 -p 1883 -q 1 "\$@"; }
 mosquitto_sub -h 127.0.0.1 -p 1883 -q 1 -u edged -P pw-edged -t 'fs/#' -v -W 4 >'$work/sub.out' 2>/dev/null &
 sub=\$!
@@ -228,18 +233,7 @@ check "truck-07 cannot publish to truck-08's topic" sh -c "! grep -q not-yours '
 check "anonymous clients are refused" sh -c "! grep -q anonymous '$work/sub.out'"
 check "persistence: the broker saved its state on shutdown" test -s "$root/var/lib/mosquitto/mosquitto.db"
 
-# --- 5. systemd-analyze verify on the installed units, where the root has systemd ----------------
-# A minbase root has no systemd; the host's systemd-analyze checks the installed files with
-# --root (ExecStart= binaries and paths resolve inside the root).
-if command -v systemd-analyze >/dev/null; then
-  set +e
-  out=$(systemd-analyze verify --root="$root" /usr/lib/systemd/system/edged.service /usr/lib/systemd/system/hubd.service 2>&1); rc=$?
-  set -e
-  [[ -n $out ]] && echo "$out" | sed 's/^/  /'
-  check "systemd-analyze verify --root on the installed units" test "$rc" -eq 0
-fi
-
-# --- 6. Remove and purge ----------------------------------------------------------------------
+# --- 5. Remove and purge ----------------------------------------------------------------------
 step "remove freshsync-edge (the hub stays)"
 check "apt-get remove freshsync-edge" in_root apt-get remove -y -q freshsync-edge
 check "edged is gone" test ! -e "$root/usr/bin/edged"
@@ -257,6 +251,28 @@ done
 check "the operator's hub certificates stay" test -f "$root/etc/freshsync/hub.key"
 check "mosquitto still parses its config after the purge" \
   unshare -n sh -c "ip link set lo up; chroot '$root' timeout -s TERM 2 /usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf >/dev/null 2>&1; test \$? -eq 124"
+
+# --- 6. Again with systemd installed (a Debian 12 server), still not PID 1 -------------------
+# Now postinst takes the systemd-sysusers/systemd-tmpfiles path, and the root's own
+# systemd-analyze verifies the installed units against the root's systemd.
+step "install systemd (not running: still a chroot), then both packages again"
+in_root userdel freshsync; in_root groupdel freshsync 2>/dev/null || true
+in_root sh -c 'rm -rf /var/lib/freshsync /etc/freshsync'
+in_root apt-get install -y -q --no-install-recommends systemd | tail -2
+check "the root has systemd-sysusers and systemd-tmpfiles" in_root sh -c 'command -v systemd-sysusers && command -v systemd-tmpfiles'
+check "the root has no systemd running" test ! -d "$root/run/systemd/system"
+check "apt-get install ./freshsync-edge ./freshsync-hub (with systemd)" \
+  in_root apt-get install -y -q "/tmp/debs/$(basename "$edge_deb")" "/tmp/debs/$(basename "$hub_deb")"
+check_user_and_dirs "with systemd (sysusers/tmpfiles)"
+check "edged --check-config on the shipped edged.toml exits 0 (with systemd)" in_root edged --config /etc/freshsync/edged.toml --check-config
+set +e
+in_root systemd-analyze verify /usr/lib/systemd/system/edged.service /usr/lib/systemd/system/hubd.service >"$work/verify" 2>&1; rc=$?
+set -e
+sed 's/^/  /' "$work/verify"
+check "systemd-analyze verify in the root on the installed units" test "$rc" -eq 0
+check "... and it has nothing to say about them" sh -c "! grep -E '(edged|hubd)\.service' '$work/verify'"
+check "apt-get purge freshsync-edge freshsync-hub (with systemd)" in_root apt-get purge -y -q freshsync-edge freshsync-hub
+check "neither package is left (with systemd)" sh -c "! chroot '$root' dpkg-query -W freshsync-edge freshsync-hub 2>/dev/null | grep -q ."
 
 step "done: $failures failure(s)"
 exit $((failures > 0))
