@@ -12,6 +12,9 @@
 # ~/.cache/freshsync), so reruns skip the bootstrap; each run unpacks a fresh copy of it.
 set -euo pipefail
 
+# The whole test is one function, read by bash before it runs: editing this file while a run
+# is in progress cannot change what that run does.
+main() {
 build=$(cd "$1" && pwd)
 src=$(cd "$2" && pwd)
 
@@ -136,6 +139,18 @@ check "both packages installed" sh -c "chroot '$root' dpkg-query -W -f='\${Statu
 step "checks"
 # The binaries run, on the shipped configs.
 check "edged --check-config on the shipped edged.toml exits 0" in_root edged --config /etc/freshsync/edged.toml --check-config
+# As the unit runs it: User=freshsync, the privacy key handed over as a credential (the
+# key file itself is root's). A bad credential must fail the check: it is really read.
+creds=/run/credentials/edged.service
+mkdir -p "$root$creds" && cp "$root/etc/freshsync/privacy.key" "$root$creds/privacy.key"
+chroot "$root" chown -R freshsync: "$creds"
+as_unit() { chroot --userspec=freshsync:freshsync "$root" /usr/bin/env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY="$creds" "$@"; }
+check "as edged.service runs it (User=freshsync, privacy.key credential): --check-config exits 0" \
+  as_unit edged --config /etc/freshsync/edged.toml --check-config
+echo not-a-key >"$root$creds/privacy.key"
+check "... and the credential is what it reads (a bad key fails the check)" \
+  sh -c "! chroot --userspec=freshsync:freshsync '$root' /usr/bin/env -i CREDENTIALS_DIRECTORY='$creds' /usr/bin/edged --config /etc/freshsync/edged.toml --check-config"
+rm -rf "$root/run/credentials"
 check "edged --help" in_root sh -c 'edged --help >/dev/null'
 check "edgectl --help" in_root sh -c 'edgectl --help >/dev/null'
 check "edge-sim --help" in_root sh -c 'edge-sim --help >/dev/null'
@@ -276,3 +291,5 @@ check "neither package is left (with systemd)" sh -c "! chroot '$root' dpkg-quer
 
 step "done: $failures failure(s)"
 exit $((failures > 0))
+}
+main "$@"
