@@ -238,6 +238,15 @@ check "truck-07 cannot publish to truck-08's topic" sh -c "! grep -q not-yours '
 check "anonymous clients are refused" sh -c "! grep -q anonymous '$work/sub.out'"
 check "persistence: the broker saved its state on shutdown" test -s "$root/var/lib/mosquitto/mosquitto.db"
 
+# --- Upgrade in place (the same version again: postinst runs as on an upgrade) ---------------
+step "reinstall freshsync-edge over itself"
+key_before=$(cat "$root/etc/freshsync/privacy.key")
+sed -i 's/^site = .*/site = "sh-pudong-01"/' "$root/etc/freshsync/edged.toml"
+check "apt-get install --reinstall ./freshsync-edge" in_root apt-get install -y -q --reinstall "/tmp/debs/$(basename "$edge_deb")"
+check "the privacy key survives an upgrade" test "$(cat "$root/etc/freshsync/privacy.key")" = "$key_before"
+check "the operator's edit to edged.toml survives an upgrade" grep -qx 'site = "sh-pudong-01"' "$root/etc/freshsync/edged.toml"
+check "the broker users survive an upgrade" grep -q '^truck-07:' "$root/etc/mosquitto/freshsync.passwd"
+
 # --- 5. Remove and purge ----------------------------------------------------------------------
 step "remove freshsync-edge (the hub stays)"
 check "apt-get remove freshsync-edge" in_root apt-get remove -y -q freshsync-edge
