@@ -23,7 +23,7 @@ skip() { echo "SKIP: $*"; exit 77; }
 # mmdebstrap, not debootstrap: the same minbase root from the same mirror, with one apt/dpkg
 # run instead of one dpkg run per package; measured side by side here it took 48 s of CPU
 # against debootstrap's 82 s, and CI pays the bootstrap on every fresh machine.
-for tool in mmdebstrap unshare ip mosquitto_pub mosquitto_sub cpack; do
+for tool in mmdebstrap unshare ip curl mosquitto_pub mosquitto_sub cpack; do
   command -v "$tool" >/dev/null || skip "$tool not installed (scripts/install-deps.sh installs it)"
 done
 
@@ -140,7 +140,7 @@ check "as edged.service runs it (User=freshsync, privacy.key credential): --chec
 echo not-a-key >"$root$creds/privacy.key"
 check "... and the credential is what it reads (a bad key fails the check)" \
   sh -c "! chroot --userspec=freshsync:freshsync '$root' /usr/bin/env -i CREDENTIALS_DIRECTORY='$creds' /usr/bin/edged --config /etc/freshsync/edged.toml --check-config"
-rm -rf "$root/run/credentials"
+cp "$root/etc/freshsync/privacy.key" "$root$creds/privacy.key"   # the real one again, for the run below
 check "edged --help" in_root sh -c 'edged --help >/dev/null'
 check "edgectl --help" in_root sh -c 'edgectl --help >/dev/null'
 check "edge-sim --help" in_root sh -c 'edge-sim --help >/dev/null'
@@ -204,6 +204,9 @@ step "mosquitto with the installed config"
 check "freshsync.conf in /etc/mosquitto/conf.d" test -f "$root/etc/mosquitto/conf.d/freshsync.conf"
 in_root mosquitto_passwd -b /etc/mosquitto/freshsync.passwd edged pw-edged
 in_root mosquitto_passwd -b /etc/mosquitto/freshsync.passwd truck-07 pw-truck
+in_root mosquitto_passwd -b /etc/mosquitto/freshsync.passwd terminal-01 pw-terminal
+# What the operator does before starting edged: the broker password in the shipped config.
+sed -i 's/^# password = .*/password = "pw-edged"/' "$root/etc/freshsync/edged.toml"
 cat >"$work/broker.sh" <<EOF
 set -u
 ip link set lo up
@@ -223,6 +226,21 @@ pub -u truck-07 -P pw-truck -t fs/vehicles/truck-08/gps -m not-yours || true
 pub -u truck-07 -P pw-truck -t fs/vehicles/truck-07/gps -m yours || rc=1
 pub -t fs/vehicles/truck-07/gps -m anonymous 2>/dev/null && echo anonymous-accepted >>'$work/sub.out'
 wait \$sub
+# edged as its unit runs it (User=freshsync, the key as a credential) on the shipped config:
+# it gets ready, applies a terminal's stock movement that came through the ACLs, and stops
+# cleanly on SIGTERM.
+chroot --userspec=freshsync:freshsync '$root' /usr/bin/env -i PATH=/usr/bin:/bin CREDENTIALS_DIRECTORY='$creds' \
+  /usr/bin/edged --config /etc/freshsync/edged.toml >'$work/edged.out' 2>&1 &
+edged=\$!
+for i in \$(seq 200); do curl -sf http://127.0.0.1:9464/readyz >/dev/null && break; sleep 0.1; done
+curl -sf http://127.0.0.1:9464/readyz >/dev/null && echo ready >>'$work/edged.result'
+pub -u terminal-01 -P pw-terminal -t fs/stock/movements -m '{"id":"m-1","sku":"carrot-1kg","delta":5,"reason":"receive"}'
+for i in \$(seq 100); do
+  chroot '$root' edgectl --config /etc/freshsync/edged.toml status --json 2>/dev/null | grep -q '"last_seq":1' && break
+  sleep 0.1
+done
+chroot '$root' edgectl --config /etc/freshsync/edged.toml status --json >>'$work/edged.result' 2>&1
+kill -TERM \$edged; wait \$edged; echo "stopped \$?" >>'$work/edged.result'
 kill -TERM \$pid; wait \$pid
 exit \$rc
 EOF
@@ -237,6 +255,11 @@ check "truck-07 publishes to its own topic" grep -qx 'fs/vehicles/truck-07/gps y
 check "truck-07 cannot publish to truck-08's topic" sh -c "! grep -q not-yours '$work/sub.out'"
 check "anonymous clients are refused" sh -c "! grep -q anonymous '$work/sub.out'"
 check "persistence: the broker saved its state on shutdown" test -s "$root/var/lib/mosquitto/mosquitto.db"
+echo "  edged:"; sed 's/^/    /' "$work/edged.result" "$work/edged.out" 2>/dev/null | tail -20 || true
+check "edged (User=freshsync, shipped config) got ready on the packaged broker" grep -qx ready "$work/edged.result"
+check "edged applied a terminal's stock movement (outbox last_seq 1)" grep -q '"last_seq":1' "$work/edged.result"
+check "edged stopped cleanly on SIGTERM (exit 0)" grep -qx 'stopped 0' "$work/edged.result"
+rm -rf "$root/run/credentials"
 
 # --- Upgrade in place (the same version again: postinst runs as on an upgrade) ---------------
 step "reinstall freshsync-edge over itself"
@@ -257,12 +280,14 @@ step "remove freshsync-hub, then purge both"
 check "apt-get remove freshsync-hub" in_root apt-get remove -y -q freshsync-hub
 check "apt-get purge freshsync-edge freshsync-hub" in_root apt-get purge -y -q freshsync-edge freshsync-hub
 check "neither package is left in dpkg's database" sh -c "! chroot '$root' dpkg-query -W freshsync-edge freshsync-hub 2>/dev/null | grep -q ."
-for f in /etc/freshsync/edged.toml /etc/freshsync/hubd.toml /etc/freshsync/fences.geojson /etc/freshsync/privacy.key \
+for f in /etc/freshsync/edged.toml /etc/freshsync/hubd.toml /etc/freshsync/fences.geojson \
          /etc/mosquitto/conf.d/freshsync.conf /etc/mosquitto/freshsync.acl /etc/mosquitto/freshsync.passwd \
          /usr/lib/systemd/system/edged.service /usr/lib/sysusers.d/freshsync-edge.conf; do
   check "purged: $f" test ! -e "$root$f"
 done
 check "the operator's hub certificates stay" test -f "$root/etc/freshsync/hub.key"
+check "purge keeps the site's store" test -f "$root/var/lib/freshsync/edge.db"
+check "... and the privacy key that unseals it" test -f "$root/etc/freshsync/privacy.key"
 check "mosquitto still parses its config after the purge" \
   unshare -n sh -c "ip link set lo up; chroot '$root' timeout -s TERM 2 /usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf >/dev/null 2>&1; test \$? -eq 124"
 
