@@ -30,8 +30,9 @@ if ((!quick)); then
   # TSan runs only the tsan-labelled suites, so it builds only their binaries and the daemons
   # they start: about half the targets.
   cmake -S . -B build-tsan -G Ninja "${launcher[@]}" -DFRESHSYNC_SANITIZE=thread "${san_flags[@]}" >/dev/null
-  mapfile -t tsan_targets < <(cd build-tsan && ctest -N -V -L tsan |
-    sed -n 's/^.*Test command: \([^ ]*\).*/\1/p' | xargs -n1 basename | sort -u)
+  # Each tsan-labelled test is named after its executable target (ctest knows a test's command
+  # path only once the binary exists, so the names are what we can read before building).
+  mapfile -t tsan_targets < <(cd build-tsan && ctest -N -L tsan | sed -n 's/^ *Test *#[0-9]*: *//p' | sort -u)
   cmake --build build-tsan -j "$jobs" --target "${tsan_targets[@]}" edged hubd edgectl edge-sim
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
      ctest --output-on-failure -j "$jobs" -L tsan --timeout 900)
