@@ -371,8 +371,9 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
     r.Get("push_burst", c.push_burst);
     r.RejectUnknown();
     // Written as !(x >= lo) so that NaN is refused too.
-    for (auto [name, v] : {std::pair<const char*, double>{"pull_per_s", c.pull_per_s}, {"pull_burst", c.pull_burst},
-                           {"push_per_s", c.push_per_s}, {"push_burst", c.push_burst}})
+    const std::pair<const char*, double> values[] = {
+        {"pull_per_s", c.pull_per_s}, {"pull_burst", c.pull_burst}, {"push_per_s", c.push_per_s}, {"push_burst", c.push_burst}};
+    for (const auto& [name, v] : values)
       if (r.error().empty() && !(v >= 0 && v <= 1e6)) r.Fail(std::string("rate_limits.") + name + ": must be 0..1000000");
     root.Absorb(r);
   }

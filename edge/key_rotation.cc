@@ -56,7 +56,8 @@ Result<RotationReport> ResealCustomerData(const std::string& store_path, const S
     while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
       ++rows;
       after.assign(reinterpret_cast<const char*>(sqlite3_column_text(sel, 0)), static_cast<size_t>(sqlite3_column_bytes(sel, 0)));
-      const std::string blob(static_cast<const char*>(sqlite3_column_blob(sel, 1)), static_cast<size_t>(sqlite3_column_bytes(sel, 1)));
+      const void* p = sqlite3_column_blob(sel, 1);
+      const std::string blob = p ? std::string(static_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(sel, 1))) : "";
       ++report.scanned;
       if (sealer.IsCurrent(blob)) {
         ++report.already_current;
