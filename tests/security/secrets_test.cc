@@ -124,7 +124,7 @@ TEST_F(SecretsTest, NoSecretOrPersonalDataInLogsOrStoresThenKeyRotation) {
     pub->Publish({"fs/orders/status", o.dump()});
   }
   // Refused: illegal transition, missing lines, malformed JSON, each carrying customer data.
-  pub->Publish({"fs/orders/status", json{{"order_id", "o-0"}, {"status", "created"}, {"ts", 1764000000100},
+  pub->Publish({"fs/orders/status", json{{"order_id", "o-0"}, {"status", "delivered"}, {"ts", 1764000000100},
                                          {"lines", {{{"sku", "apple"}, {"qty", 1}}}},
                                          {"customer", {{"name", pii[3]}, {"phone", pii[1]}, {"address", pii[4]}}}}
                                         .dump()});
