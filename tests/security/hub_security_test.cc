@@ -159,7 +159,8 @@ TEST_F(HubSecurityTest, RateLimitsPerTokenAndPerSite) {
   EXPECT_NE(m->body.find("freshsync_hub_rate_limited_total{scope=\"site\"} 1"), std::string::npos) << m->body;
   // ... and audited once per key per minute, with who and where, never the token.
   int token_rows = 0, site_rows = 0;
-  for (const auto& e : Audit()["entries"]) {
+  const json audit = Audit();  // named: a range-for over a temporary's member would dangle
+  for (const auto& e : audit["entries"]) {
     if (e["kind"] != "rate-limited") continue;
     EXPECT_EQ(e["status"], 429);
     if (e["actor"] == "hq-analytics") {
@@ -188,9 +189,10 @@ TEST_F(HubSecurityTest, AuditRecordsWhoPulledWhat) {
   ASSERT_EQ(Client(kAdminToken)->Get("/v1/sites")->status, 200);
 
   std::vector<json> pulls;
-  for (const auto& e : Audit()["entries"])
+  const json audit = Audit();
+  for (const auto& e : audit["entries"])
     if (e["kind"] == "pull") pulls.push_back(e);
-  ASSERT_GE(pulls.size(), 4u);
+  ASSERT_GE(pulls.size(), 4u) << audit.dump();
   // Token name and role, endpoint, query, rows returned, status.
   EXPECT_EQ(pulls[0]["actor"], "hq-analytics");
   EXPECT_EQ(pulls[0]["path"], "/v1/changes");
