@@ -98,7 +98,10 @@ int main(int argc, char** argv) {
   // Unset key_file: the credential is optional (absent = no key, as before); a configured one is not.
   if (config->privacy_key_file.empty() && !key_path.empty() && access(key_path.c_str(), F_OK) != 0) key_path.clear();
   if (!key_path.empty()) {
-    auto s = freshsync::edge::Sealer::LoadKeyFile(key_path);
+    std::vector<std::string> old_keys;
+    for (const auto& f : config->privacy_old_key_files)
+      old_keys.push_back(freshsync::edge::Sealer::ResolveKeyPath(f, std::getenv("CREDENTIALS_DIRECTORY")));
+    auto s = freshsync::edge::Sealer::LoadKeyFiles(key_path, old_keys);
     if (!s.ok()) {
       std::cerr << "edged: invalid config: " << s.status().message() << "\n";
       return 2;
@@ -225,7 +228,8 @@ int main(int argc, char** argv) {
     ms.ingest_connected = [&ingest] { return ingest.subscribed(); };
     ms.agent = agent.get();
     if (quota) ms.quota = [&quota] { return quota->status(); };
-    metrics = std::make_unique<freshsync::edge::MetricsServer>(config->metrics_listen, std::move(ms));
+    metrics = std::make_unique<freshsync::edge::MetricsServer>(
+        config->metrics_listen, std::move(ms), freshsync::edge::MetricsTls{config->metrics_tls_cert, config->metrics_tls_key});
     // Metrics are for operators: a port in use must not stop the site from ingesting.
     if (auto s = metrics->Start(); !s.ok()) {
       spdlog::error("{}; running without metrics", s.ToString());

@@ -14,7 +14,7 @@ namespace freshsync::edge {
 // A prepared statement, reset after each use. Owned by EdgeStore, prepared once at Open.
 class EdgeStore::Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) { rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr); }
+  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr); }
   ~Stmt() { sqlite3_finalize(stmt_); }
   int prepare_rc() const { return rc_; }
   Stmt& Bind(int i, int64_t v) {
@@ -57,7 +57,6 @@ class EdgeStore::Stmt {
   bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 
  private:
-  sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
   int rc_ = SQLITE_OK;
 };

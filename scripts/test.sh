@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds FreshSync and runs every test: the default build, then ASan/UBSan and TSan builds
-# of the unit and integration tests. Usage: scripts/test.sh [--quick] (skip sanitizer builds)
+# of the unit and integration tests, then a short libFuzzer run of every fuzz target
+# (scripts/fuzz.sh). Usage: scripts/test.sh [--quick] (skip sanitizer builds and fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0; [[ ${1:-} == --quick ]] && quick=1
@@ -36,4 +37,6 @@ if ((!quick)); then
   cmake --build build-tsan -j "$jobs" --target "${tsan_targets[@]}" edged hubd edgectl edge-sim
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
      ctest --output-on-failure -j "$jobs" -L tsan --timeout 900)
+  # libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each over fuzz/corpus (fuzz/README.md).
+  scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 fi
