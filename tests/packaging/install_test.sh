@@ -197,6 +197,10 @@ check "privacy.key generated, 0600 root (got $got)" test "$got" = "600 root"
 check "privacy.key holds 64 hex digits" sh -c "grep -Eqx '[0-9a-f]{64}' '$root/etc/freshsync/privacy.key'"
 got=$(chroot "$root" stat -c '%a %U %G' /etc/mosquitto/freshsync.passwd 2>&1 || true)
 check "freshsync.passwd created, 0640 root:mosquitto (got $got)" test "$got" = "640 root mosquitto"
+got=$(chroot "$root" stat -c '%a %U %G' /etc/mosquitto/certs/freshsync-broker.key 2>&1 || true)
+check "placeholder broker TLS key generated, 0640 root:mosquitto (got $got)" test "$got" = "640 root mosquitto"
+check "... with its self-signed certificate" \
+  sh -c "openssl x509 -in '$root/etc/mosquitto/certs/freshsync-broker.crt' -noout -subject | grep -q 'FreshSync placeholder'"
 
 # --- 4. The packaged broker config, in Debian's mosquitto, in a private network namespace -------
 # (its listeners are the real ports 1883 and 9001; a namespace keeps them off the host's).
@@ -214,10 +218,13 @@ ip link set lo up
 mkdir -p '$root/run/mosquitto' && chroot '$root' chown mosquitto: /run/mosquitto
 chroot '$root' /usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf >'$work/mosquitto.out' 2>&1 &
 pid=\$!
-for i in \$(seq 100); do ss -ltn | grep -q ':1883 ' && ss -ltn | grep -q ':9001 ' && break; sleep 0.1; done
+for i in \$(seq 100); do ss -ltn | grep -q ':1883 ' && ss -ltn | grep -q ':8883 ' && ss -ltn | grep -q ':9001 ' && break; sleep 0.1; done
 rc=0
 ss -ltn >'$work/listen'
 cat '$work/listen'
+# The device listener speaks TLS 1.2+ with the placeholder certificate, and refuses TLS 1.1.
+openssl s_client -connect 127.0.0.1:8883 -tls1_2 </dev/null >'$work/tls12.out' 2>&1
+openssl s_client -connect 127.0.0.1:8883 -tls1_1 -cipher 'DEFAULT@SECLEVEL=0' </dev/null >'$work/tls11.out' 2>&1 && echo tls11-accepted >>'$work/tls11.out'
 pub() { mosquitto_pub -h 127.0.0.1 -p 1883 -q 1 "\$@"; }
 mosquitto_sub -h 127.0.0.1 -p 1883 -q 1 -u edged -P pw-edged -t 'fs/#' -v -W 4 >'$work/sub.out' 2>/dev/null &
 sub=\$!
@@ -250,7 +257,10 @@ set -e
 echo "  broker output:"; cat "$work/mosquitto.out" "$root/var/log/mosquitto/mosquitto.log" 2>/dev/null | tail -15 | sed 's/^/    /' || true
 echo "  edged saw:"; sed 's/^/    /' "$work/sub.out" || true
 check "the broker started with the packaged config and took a device's publish" test "$broker_rc" -eq 0
-check "listens on 1883 (MQTT) and 9001 (websockets)" sh -c "grep -q ':1883 ' '$work/listen' && grep -q ':9001 ' '$work/listen'"
+check "listens on 1883 (MQTT, loopback), 8883 (MQTT over TLS) and 9001 (websockets over TLS)" \
+  sh -c "grep -q '127.0.0.1:1883 ' '$work/listen' && grep -q ':8883 ' '$work/listen' && grep -q ':9001 ' '$work/listen'"
+check "8883 completes a TLS 1.2 handshake with the placeholder certificate" grep -q 'FreshSync placeholder' "$work/tls12.out"
+check "8883 refuses TLS 1.1" sh -c "! grep -q tls11-accepted '$work/tls11.out'"
 check "truck-07 publishes to its own topic" grep -qx 'fs/vehicles/truck-07/gps yours' "$work/sub.out"
 check "truck-07 cannot publish to truck-08's topic" sh -c "! grep -q not-yours '$work/sub.out'"
 check "anonymous clients are refused" sh -c "! grep -q anonymous '$work/sub.out'"
@@ -264,11 +274,13 @@ rm -rf "$root/run/credentials"
 # --- Upgrade in place (the same version again: postinst runs as on an upgrade) ---------------
 step "reinstall freshsync-edge over itself"
 key_before=$(cat "$root/etc/freshsync/privacy.key")
+cp "$root/etc/mosquitto/certs/freshsync-broker.crt" "$work/broker.crt.before"
 sed -i 's/^site = .*/site = "sh-pudong-01"/' "$root/etc/freshsync/edged.toml"
 check "apt-get install --reinstall ./freshsync-edge" in_root apt-get install -y -q --reinstall "/tmp/debs/$(basename "$edge_deb")"
 check "the privacy key survives an upgrade" test "$(cat "$root/etc/freshsync/privacy.key")" = "$key_before"
 check "the operator's edit to edged.toml survives an upgrade" grep -qx 'site = "sh-pudong-01"' "$root/etc/freshsync/edged.toml"
 check "the broker users survive an upgrade" grep -q '^truck-07:' "$root/etc/mosquitto/freshsync.passwd"
+check "the broker certificate survives an upgrade" cmp -s "$work/broker.crt.before" "$root/etc/mosquitto/certs/freshsync-broker.crt"
 
 # --- 5. Remove and purge ----------------------------------------------------------------------
 step "remove freshsync-edge (the hub stays)"
@@ -282,7 +294,8 @@ check "apt-get purge freshsync-edge freshsync-hub" in_root apt-get purge -y -q f
 check "neither package is left in dpkg's database" sh -c "! chroot '$root' dpkg-query -W freshsync-edge freshsync-hub 2>/dev/null | grep -q ."
 for f in /etc/freshsync/edged.toml /etc/freshsync/hubd.toml /etc/freshsync/fences.geojson \
          /etc/mosquitto/conf.d/freshsync.conf /etc/mosquitto/freshsync.acl /etc/mosquitto/freshsync.passwd \
-         /usr/lib/systemd/system/edged.service /usr/lib/sysusers.d/freshsync-edge.conf; do
+         /usr/lib/systemd/system/edged.service /usr/lib/sysusers.d/freshsync-edge.conf \
+         /etc/mosquitto/certs/freshsync-broker.crt /etc/mosquitto/certs/freshsync-broker.key; do
   check "purged: $f" test ! -e "$root$f"
 done
 check "the operator's hub certificates stay" test -f "$root/etc/freshsync/hub.key"
