@@ -215,7 +215,8 @@ int64_t SyncAgent::Failure(const Result<HttpResponse>& r, const char* what) {
 }
 
 int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
-  const std::string_view body = encoder_.Encode(config_.site, rows, kind == Kind::kUrgent);
+  const int format = std::min(hub_format_, options_.max_batch_format);
+  const std::string_view body = encoder_.Encode(config_.site, rows, kind == Kind::kUrgent, format);
   HttpRequest req;
   req.method = "POST";
   req.url = BaseUrl() + "/batches";
@@ -230,6 +231,7 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
   if (r.ok() && r->status == 409) {
     freshsync::v1::BatchAck ack;
     if (!ack.ParseFromString(r->body)) return Failure(r, "batch 409 without a BatchAck");
+    LearnFormat(ack.max_format());
     const uint64_t expected = ack.expected_seq() != 0 ? ack.expected_seq() : ack.contiguous_seq() + 1;
     SetLink(true);
     backoff_.Reset();
@@ -247,6 +249,10 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
     (void)PersistAcked(expected - 1, false);
     return 0;
   }
+  if (r.ok() && r->status == 400 && format >= 2) {
+    // A hub that announced format 2 and now cannot read it was replaced by an older one.
+    hub_format_ = 1;
+  }
   if (!r.ok() || r->status != 200) return Failure(r, kind == Kind::kUrgent ? "urgent batch" : "batch");
 
   freshsync::v1::BatchAck ack;
@@ -255,6 +261,7 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
     SetError("batch: 200 without a parseable BatchAck; retrying at the cap");
     return backoff_.AtCap();
   }
+  LearnFormat(ack.max_format());
   SetLink(true);
   backoff_.Reset();
   consecutive_409_ = 0;
@@ -294,6 +301,13 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
   }
   (void)PersistAcked(c, c >= acked_);
   return 0;
+}
+
+void SyncAgent::LearnFormat(uint32_t announced_max_format) {
+  const int announced = announced_max_format == 0 ? 1 : static_cast<int>(std::min<uint32_t>(announced_max_format, 16));
+  const int format = std::min(announced, BatchEncoder::kMaxFormat);
+  if (format != hub_format_) spdlog::info("sync: hub decodes batch format {}, sending format {}", announced, format);
+  hub_format_ = format;
 }
 
 void SyncAgent::CountAnswer(const Result<HttpResponse>& r) { work_.http_codes[r.ok() ? r->status : 0]++; }
