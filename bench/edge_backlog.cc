@@ -301,7 +301,7 @@ int main(int argc, char** argv) {
 
   const int hub_port = fs::testing::PickFreePort();
   fs::testing::WriteFile(dir.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port) +
-                                                    "\"\nlog_level = \"warn\"\n[tls]\nca = \"" + pki.ca_cert() +
+                                                    "\"\n[log]\nlevel = \"warn\"\n[tls]\nca = \"" + pki.ca_cert() +
                                                     "\"\ncert = \"" + pki.server().cert + "\"\nkey = \"" +
                                                     pki.server().key + "\"\n[store]\npath = \"" + dir.File("hub.db") +
                                                     "\"\n");

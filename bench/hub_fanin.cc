@@ -11,7 +11,7 @@
 // readings (10 %), as edged writes them, encoded by the agent's own BatchEncoder (format 2,
 // zstd level 3). Certificates: TestPki, one CA issuing one CN per site.
 //
-// Usage: hub_fanin [--sites 100] [--records 10000] [--batch 2000]
+// Usage: hub_fanin [--sites 100] [--records 10000] [--batch 2000] [--format 2]
 //   --records is per site. hubd is taken from $FRESHSYNC_BIN_DIR (default: this binary's dir).
 #include <sqlite3.h>
 
@@ -50,7 +50,7 @@ struct SiteLoad {
 };
 
 // The records of one site, encoded as the agent would send them.
-SiteLoad MakeSite(int index, uint64_t records, int batch) {
+SiteLoad MakeSite(int index, uint64_t records, int batch, int format) {
   SiteLoad load;
   char name[32];
   std::snprintf(name, sizeof(name), "site-%03d", index);
@@ -59,7 +59,7 @@ SiteLoad MakeSite(int index, uint64_t records, int batch) {
   std::vector<fs::sync::OutboxRow> rows;
   fs::sync::BatchEncoder enc(3);
   fs::v1::ChangeRecord r;
-  uint64_t hlc = 0;
+  uint64_t hlc = 0, fixes = 0;
   for (uint64_t s = 1; s <= records; ++s) {
     const int64_t ts = kT0 + static_cast<int64_t>(s / kTrucks) * 1000 + index;
     const uint64_t wall = static_cast<uint64_t>(ts + 20 + static_cast<int64_t>(s * 7919 % 100)) << 16;
@@ -70,7 +70,7 @@ SiteLoad MakeSite(int index, uint64_t records, int batch) {
     r.set_ts_ms(ts);
     const int kind = static_cast<int>(s % 10);
     if (kind < 8) {
-      const int t = static_cast<int>(s % kTrucks);
+      const int t = static_cast<int>(fixes++ % kTrucks);
       char id[32];
       std::snprintf(id, sizeof(id), "s%03d-truck-%02d", index, t);
       r.set_entity(fs::v1::VEHICLE_POSITION);
@@ -102,7 +102,7 @@ SiteLoad MakeSite(int index, uint64_t records, int batch) {
     }
     rows.push_back({s, 0, 0, r.SerializeAsString()});
     if (rows.size() == static_cast<size_t>(batch) || s == records) {
-      load.bodies.emplace_back(enc.Encode(load.site, rows, false, 2));
+      load.bodies.emplace_back(enc.Encode(load.site, rows, false, format));
       load.ranges.emplace_back(rows.front().seq, rows.back().seq);
       rows.clear();
     }
@@ -156,14 +156,16 @@ int main(int argc, char** argv) {
   int sites = 100;
   uint64_t per_site = 10000;
   int batch = 2000;
+  int format = 2;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string("0"); };
     if (a == "--sites") sites = std::stoi(next());
     else if (a == "--records") per_site = std::stoull(next());
     else if (a == "--batch") batch = std::stoi(next());
+    else if (a == "--format") format = std::stoi(next());
     else {
-      std::fprintf(stderr, "usage: %s [--sites N] [--records N per site] [--batch N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--sites N] [--records N per site] [--batch N] [--format 1|2]\n", argv[0]);
       return 2;
     }
   }
@@ -181,12 +183,12 @@ int main(int argc, char** argv) {
   std::vector<SiteLoad> loads;
   uint64_t body_bytes = 0;
   for (int i = 0; i < sites; ++i) {
-    loads.push_back(MakeSite(i, per_site, batch));
+    loads.push_back(MakeSite(i, per_site, batch, format));
     for (const auto& b : loads.back().bodies) body_bytes += b.size();
   }
-  std::printf("sites %d x %llu records = %llu, batches of %d, %.2f B/record compressed (format 2), built in %.1f s\n",
+  std::printf("sites %d x %llu records = %llu, batches of %d, %.2f B/record compressed (format %d), built in %.1f s\n",
               sites, static_cast<unsigned long long>(per_site), static_cast<unsigned long long>(total), batch,
-              static_cast<double>(body_bytes) / static_cast<double>(total), Secs(t0, Clock::now()));
+              static_cast<double>(body_bytes) / static_cast<double>(total), format, Secs(t0, Clock::now()));
 
   // ---- Baseline: in-process decode + apply, one batch at a time, synchronous=FULL. ----
   {
@@ -235,7 +237,7 @@ int main(int argc, char** argv) {
   const int threads = std::min(256, 2 * sites + 8);
   fs::testing::WriteFile(dir.File("hubd.toml"),
                          "listen = \"127.0.0.1:" + std::to_string(hub_port) + "\"\nthreads = " + std::to_string(threads) +
-                             "\nlog_level = \"warn\"\n[tls]\nca = \"" + pki.ca_cert() + "\"\ncert = \"" +
+                             "\n[log]\nlevel = \"warn\"\n[tls]\nca = \"" + pki.ca_cert() + "\"\ncert = \"" +
                              pki.server().cert + "\"\nkey = \"" + pki.server().key + "\"\n[store]\npath = \"" +
                              dir.File("hub.db") + "\"\n");
   fs::testing::ChildProcess hub({hubd, "--config", dir.File("hubd.toml")}, dir.File("hubd.log"));
