@@ -12,7 +12,17 @@
 // status 75 (EX_TEMPFAIL) from inside the callback, so the PUBACK is never sent.
 // Either way no message is acknowledged before it is committed. (docs/architecture.md)
 //
-// Thread-safety: Start/Stop from one controlling thread. The callback is serial.
+// Two clients, two persistent sessions: the main client (mqtt.client_id) takes stock, orders
+// and anything unknown; the telemetry client (mqtt.client_id + "-telemetry") takes GPS and
+// climate. So telemetry can be paused on its own (PauseTelemetry, the disk quota's last
+// resort, edge/disk_quota.h): its client disconnects, the broker keeps queueing its session's
+// messages (up to max_queued_messages), and ResumeTelemetry reconnects for the redelivery,
+// while stock and orders keep flowing. Paho runs both clients' callbacks on one receive
+// thread, so HandleMessage stays serial. Publications (events, alerts, order state, dead
+// letters) all go out through the main client.
+//
+// Thread-safety: Start/Stop/PauseTelemetry/ResumeTelemetry from controlling threads (not from
+// the callback). The callback is serial.
 #pragma once
 
 #include <atomic>
@@ -68,7 +78,14 @@ class Ingest {
   // to the next run by the broker (persistent session).
   void Stop();
 
-  bool subscribed() const { return subscribed_.load(); }
+  // Main client subscribed, and the telemetry client too unless telemetry is paused.
+  bool subscribed() const { return subscribed_.load() && (telemetry_subscribed_.load() || telemetry_paused_.load()); }
+  // Disconnects the telemetry client: nothing more is acknowledged on gps/climate topics, the
+  // broker keeps them. Waits up to a few seconds. Idempotent.
+  void PauseTelemetry();
+  // Reconnects it (in the background); the broker redelivers what it kept. Idempotent.
+  void ResumeTelemetry();
+  bool telemetry_paused() const { return telemetry_paused_.load(); }
   const IngestCounters& counters() const { return counters_; }
 
   // The work of one message; public so that tests and the benchmark can drive it without a
@@ -77,8 +94,12 @@ class Ingest {
 
  private:
   friend class SubscribeListener;
-  void ConnectLoop();
+  // Connects the main or the telemetry client, retrying with backoff, until connected, stopping,
+  // or (telemetry) paused.
+  void ConnectLoop(bool telemetry);
   void OnConnected();
+  void OnTelemetryConnected();
+  void OnSubscribed(bool telemetry);
   void Refuse(const std::string& topic, std::string_view payload, const Status& why, int64_t received_ms);
   // Retries `op` until it does not fail with kIOError (see the header comment).
   template <typename Op>
@@ -91,13 +112,21 @@ class Ingest {
   EdgeStore& store_;
   Clock& clock_;
   std::unique_ptr<mqtt::async_client> client_;
+  std::unique_ptr<mqtt::async_client> telemetry_;  // gps + climate (see the header comment)
   std::thread connector_;
+  std::thread telemetry_connector_;
+  std::mutex pause_mu_;  // serializes PauseTelemetry/ResumeTelemetry/Stop on telemetry_
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> subscribed_{false};
+  std::atomic<bool> telemetry_subscribed_{false};
+  std::atomic<bool> telemetry_paused_{false};
+  std::atomic<bool> subscribed_logged_{false};
+  std::atomic<bool> legacy_dropped_{false};  // the pre-split {root}/# subscription, once per process
   IngestCounters counters_;
   std::unique_ptr<class SubscribeListener> sub_listener_;
+  std::unique_ptr<class SubscribeListener> telemetry_sub_listener_;
 };
 
 }  // namespace freshsync::edge
