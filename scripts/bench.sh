@@ -102,7 +102,8 @@ gen=$OUT/generated.md
   echo
   for run in "${RUNS[@]}"; do
     name=${run%%|*}
-    echo "<details><summary><code>${run#*|}</code> ($(cat "$OUT/$name.secs") s)</summary>"
+    cmd=${run#*|}
+    echo "<details><summary><code>${cmd//$BIN\//}</code> ($(cat "$OUT/$name.secs") s)</summary>"
     echo
     echo '```'
     sed "s|$BIN/||g; s|$ROOT/||g" "$OUT/$name.txt" | grep -v '^RESULT|'
