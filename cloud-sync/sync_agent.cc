@@ -351,7 +351,11 @@ int64_t SyncAgent::Reconcile() {
     SetError("store: " + first.status().ToString());
     return kStoreRetryMs;
   }
-  const uint64_t a = std::max<uint64_t>(1, *first);
+  // Below sync_state.quota_dropped_upto the edge's disk quota dropped acknowledged telemetry
+  // records (edge/disk_quota.h): the outbox has holes there that no re-send can fill, so
+  // digests start above it.
+  auto quota_mark = store_->GetState("quota_dropped_upto", 0);
+  const uint64_t a = std::max<uint64_t>({1, *first, quota_mark.ok() ? static_cast<uint64_t>(*quota_mark) + 1 : 1});
   const uint64_t b = std::max(a, acked_);
   const auto n = static_cast<uint32_t>(std::min<uint64_t>(options_.digest_buckets, b - a + 1));
   HttpRequest req;

@@ -1,6 +1,7 @@
 // edgectl: operator tool for a site store: status, dead letters (list, show, replay), backup,
 // restore, verify, reconcile. Thin main; the work is in edge/admin.h.
 #include <ctime>
+#include <cmath>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -8,6 +9,7 @@
 
 #include "common/config.h"
 #include "edge/admin.h"
+#include "edge/disk_quota.h"
 #include "edge/store.h"
 
 namespace {
@@ -73,12 +75,26 @@ int main(int argc, char** argv) {
                         {"link", s->link_up ? "up" : "down"},
                         {"dead_letters", s->dead_letters},
                         {"outbox", {{"last_seq", s->last_seq}, {"acked_seq", s->acked_seq}, {"backlog", s->backlog}}}};
+    // The disk quota: state and forecast as edged last published them (edge/disk_quota.h).
+    auto q = freshsync::edge::ReadQuotaState(config->store.path);
+    const double mib = 1 << 20;
+    if (q.ok()) {
+      j["disk"] = {{"quota_mb", config->store.quota_mb},
+                   {"used_mb", std::round(static_cast<double>(q->used_bytes) / mib * 100) / 100},
+                   {"state", q->state},
+                   {"forecast_full_s", q->forecast_full_s ? nlohmann::json(*q->forecast_full_s) : nlohmann::json(nullptr)}};
+    }
     if (status_json) {
       std::cout << j.dump() << "\n";
     } else {
       std::cout << "site          " << config->site << "\nlink          " << (s->link_up ? "up" : "down") << "\ndead letters  "
                 << s->dead_letters << "\noutbox        last seq " << s->last_seq << ", acked " << s->acked_seq << ", backlog "
                 << s->backlog << "\n";
+      if (q.ok())
+        std::cout << "disk          " << j["disk"]["used_mb"].dump() << " MiB used of "
+                  << (config->store.quota_mb > 0 ? std::to_string(config->store.quota_mb) + " MiB" : std::string("no quota")) << ", "
+                  << q->state << ", full in "
+                  << (q->forecast_full_s ? std::to_string(*q->forecast_full_s) + " s" : std::string("never (not growing)")) << "\n";
     }
     return 0;
   }

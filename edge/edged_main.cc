@@ -20,6 +20,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "edge/admin.h"
+#include "edge/disk_quota.h"
 #include "edge/ingest.h"
 #include "edge/metrics.h"
 #include "edge/service.h"
@@ -51,6 +52,20 @@ void InstallCommitFaultForTest(freshsync::edge::EdgeStore& store) {
 // parsed config after the log level has been applied. The rules wiring sets it; until then a
 // SIGHUP reloads only the log level. A non-ok Status is logged and the old rules stay.
 std::function<freshsync::Status(const freshsync::EdgeConfig&)> g_reload_site_rules;
+
+// The disk quota pauses and resumes telemetry through ingest (edge/disk_quota.h).
+class IngestTelemetryGate final : public freshsync::edge::TelemetryGate {
+ public:
+  explicit IngestTelemetryGate(freshsync::edge::Ingest& ingest) : ingest_(ingest) {}
+  void Pause() override { ingest_.PauseTelemetry(); }
+  void Resume() override { ingest_.ResumeTelemetry(); }
+
+ private:
+  freshsync::edge::Ingest& ingest_;
+};
+
+// How often the disk quota measures and frees (FRESHSYNC_QUOTA_TICK_MS_FOR_TEST overrides).
+constexpr int64_t kQuotaTickMs = 2000;
 
 // A message inside the ingest callback longer than this makes the watchdog go silent
 // (edge/service.h): systemd restarts edged, the broker redelivers.
@@ -165,6 +180,38 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Disk quota: its own store connection and thread; measures even without a quota, for the
+  // forecast in `edgectl status` and /metrics.
+  IngestTelemetryGate gate(ingest);
+  std::unique_ptr<freshsync::edge::QuotaStore> quota_store;
+  std::unique_ptr<freshsync::edge::DiskQuota> quota;
+  if (auto qs = freshsync::edge::OpenSqliteQuotaStore(config->store.path, config->store.busy_timeout_ms, freshsync::SystemClock());
+      qs.ok()) {
+    quota_store = std::move(*qs);
+    freshsync::edge::QuotaOptions qo;
+    qo.quota_bytes = config->store.quota_mb << 20;
+    quota = std::make_unique<freshsync::edge::DiskQuota>(qo, *quota_store, &gate, freshsync::SystemClock());
+    if (qo.quota_bytes > 0) spdlog::info("disk quota: {} MiB (docs/operations.md, Disk quota)", config->store.quota_mb);
+  } else {
+    spdlog::error("disk quota: {}; running without it", qs.status().ToString());
+  }
+  std::mutex quota_mu;
+  std::condition_variable quota_cv;
+  bool quota_done = false;
+  std::thread quota_loop([&] {
+    if (!quota) return;
+    int64_t tick_ms = kQuotaTickMs;
+    if (const char* t = std::getenv("FRESHSYNC_QUOTA_TICK_MS_FOR_TEST")) tick_ms = std::max<int64_t>(10, std::atoll(t));
+    std::unique_lock<std::mutex> lock(quota_mu);
+    while (!quota_done) {
+      lock.unlock();
+      // An error (the store busy past busy_timeout, a disk error) skips a round; the next one starts over.
+      if (auto s = quota->Tick(); !s.ok()) spdlog::warn("disk quota: {}", s.ToString());
+      lock.lock();
+      quota_cv.wait_for(lock, std::chrono::milliseconds(tick_ms), [&] { return quota_done; });
+    }
+  });
+
   std::unique_ptr<freshsync::edge::MetricsServer> metrics;
   if (!config->metrics_listen.empty()) {
     freshsync::edge::MetricsSources ms;
@@ -173,6 +220,7 @@ int main(int argc, char** argv) {
     ms.ingest = &ingest.counters();
     ms.ingest_connected = [&ingest] { return ingest.subscribed(); };
     ms.agent = agent.get();
+    if (quota) ms.quota = [&quota] { return quota->status(); };
     metrics = std::make_unique<freshsync::edge::MetricsServer>(config->metrics_listen, std::move(ms));
     // Metrics are for operators: a port in use must not stop the site from ingesting.
     if (auto s = metrics->Start(); !s.ok()) {
@@ -242,6 +290,12 @@ int main(int argc, char** argv) {
   spdlog::info("edged: signal {}, shutting down", sig);
   sd_notify(0, "STOPPING=1");
   notifier.join();
+  {
+    std::lock_guard<std::mutex> lock(quota_mu);
+    quota_done = true;
+  }
+  quota_cv.notify_all();
+  quota_loop.join();  // before ingest stops: a Pause/Resume in flight must not race Stop
   // Drain: Stop() disconnects after the callback in progress has committed (and been acked);
   // everything not yet acknowledged stays with the broker for the next run.
   ingest.Stop();

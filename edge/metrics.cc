@@ -1,5 +1,7 @@
 #include "edge/metrics.h"
 
+#include "edge/disk_quota.h"
+
 #include <sqlite3.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
@@ -188,6 +190,26 @@ std::string MetricsServer::Render() {
   o << "freshsync_ingest_store_retries_total " << Load(c.store_retries) << '\n';
   Head(o, "freshsync_ingest_connected", "gauge", "1 while ingest is subscribed to the site broker.");
   o << "freshsync_ingest_connected " << (src_.ingest_connected && src_.ingest_connected() ? 1 : 0) << '\n';
+
+  if (src_.quota) {
+    const QuotaStatus q = src_.quota();
+    Head(o, "freshsync_disk_quota_bytes", "gauge", "store.quota_mb in bytes (0: no quota).");
+    o << "freshsync_disk_quota_bytes " << q.quota_bytes << '\n';
+    Head(o, "freshsync_disk_used_bytes", "gauge", "Live bytes of the store (pages in use x page size).");
+    o << "freshsync_disk_used_bytes " << q.used_bytes << '\n';
+    Head(o, "freshsync_disk_quota_state", "gauge", "1 for the quota's current state (ok, downsampling, dropping, full).");
+    for (auto st : {QuotaState::kOk, QuotaState::kDownsampling, QuotaState::kDropping, QuotaState::kFull})
+      o << "freshsync_disk_quota_state{state=\"" << QuotaStateName(st) << "\"} " << (q.state == st ? 1 : 0) << '\n';
+    Head(o, "freshsync_disk_forecast_full_seconds", "gauge", "Seconds until the quota is reached at the recent growth rate (-1: not growing).");
+    o << "freshsync_disk_forecast_full_seconds " << q.forecast_full_s.value_or(-1) << '\n';
+    Head(o, "freshsync_disk_quota_alert", "gauge", "1 while telemetry is paused because nothing more can be freed.");
+    o << "freshsync_disk_quota_alert " << (q.alert_open ? 1 : 0) << '\n';
+    Head(o, "freshsync_disk_quota_rows_total", "counter", "Acknowledged raw telemetry rows removed by the quota, by step.");
+    o << "freshsync_disk_quota_rows_total{step=\"downsample\"} " << q.downsampled_rows << '\n';
+    o << "freshsync_disk_quota_rows_total{step=\"drop\"} " << q.dropped_rows << '\n';
+    Head(o, "freshsync_disk_quota_pauses_total", "counter", "Times telemetry was paused by the quota.");
+    o << "freshsync_disk_quota_pauses_total " << q.pauses << '\n';
+  }
 
   std::string body = o.str();
   {

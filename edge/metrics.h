@@ -38,6 +38,7 @@ class SyncAgent;
 namespace freshsync::edge {
 
 struct IngestCounters;
+struct QuotaStatus;
 
 struct MetricsSources {
   std::string site;
@@ -45,6 +46,7 @@ struct MetricsSources {
   const IngestCounters* ingest = nullptr;      // required
   std::function<bool()> ingest_connected;      // required: ingest subscribed
   const sync::SyncAgent* agent = nullptr;      // null when running without [hub]
+  std::function<QuotaStatus()> quota;          // the disk quota (edge/disk_quota.h); empty: none
 };
 
 class MetricsServer {

@@ -123,11 +123,24 @@ CREATE TABLE climate_rollups(
 ) WITHOUT ROWID;
 )sql";
 
+// v5: the disk quota (edge/disk_quota.h) thins and drops raw telemetry only once the hub has
+// acknowledged it, so each raw row names its outbox record. Rows from before v5 have NULL
+// there; they are all at or below quota_legacy_seq, the highest seq issued before v5.
+static const char* kV5 = R"sql(
+ALTER TABLE vehicle_positions ADD COLUMN outbox_seq INTEGER;
+ALTER TABLE climate_readings ADD COLUMN outbox_seq INTEGER;
+INSERT OR REPLACE INTO edge_meta(name, value)
+  SELECT 'quota_legacy_seq', max(IFNULL((SELECT MAX(seq) FROM outbox), 0),
+                                 IFNULL((SELECT MAX(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0));
+)sql";
+
 const std::vector<Migration>& StoreMigrations() {
   static const std::vector<Migration> migrations = {
       {1, "initial schema: outbox, sync_state, dedupe, dead letters, domain tables", kV1},
       {2, "dead_letters.code; time indexes on positions and climate readings", kV2},
       {3, "rule_state (rule engine snapshots) and climate_rollups", kV3},
+      // 4 is taken (another change in flight); keep the list in version order when merging.
+      {5, "outbox_seq on raw telemetry rows, for the disk quota", kV5},
   };
   return migrations;
 }

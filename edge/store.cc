@@ -221,8 +221,11 @@ Status EdgeStore::Prepare() {
       "INSERT INTO orders(order_id, status, version, lines, customer_sealed, actor, created_ts_ms, updated_ts_ms) "
       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)");
   order_update_ = make("UPDATE orders SET status = ?2, version = ?3, actor = ?4, updated_ts_ms = ?5 WHERE order_id = ?1");
-  gps_put_ = make("INSERT INTO vehicle_positions(vehicle, seq, ts_ms, lat, lon, speed_kmh, heading, hdop) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
-  climate_put_ = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery) VALUES (?1,?2,?3,?4,?5,?6)");
+  // outbox_seq: the quota touches a raw row only once the hub has acknowledged its record.
+  gps_put_ = make(
+      "INSERT INTO vehicle_positions(vehicle, seq, ts_ms, lat, lon, speed_kmh, heading, hdop, outbox_seq) "
+      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
+  climate_put_ = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery, outbox_seq) VALUES (?1,?2,?3,?4,?5,?6,?7)");
   dead_letter_ = make(
       "INSERT INTO dead_letters(received_ms, topic, reason, payload, payload_bytes, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
   for (auto& s : stmts_)
@@ -502,17 +505,6 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
   auto claimed = Claim(DedupeKind::kGps, g.vehicle + "#" + std::to_string(g.seq), now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
-  int rc = gps_put_->Bind(1, g.vehicle)
-               .Bind(2, static_cast<int64_t>(g.seq))
-               .Bind(3, g.ts_ms)
-               .BindDouble(4, g.lat)
-               .BindDouble(5, g.lon)
-               .BindOpt(6, g.speed_kmh)
-               .BindOpt(7, g.heading)
-               .BindOpt(8, g.hdop)
-               .Step();
-  gps_put_->Reset();
-  if (rc != SQLITE_DONE) return Error("position write");
   auto version = NextVersion(kEntityPosition, g.vehicle);
   if (!version.ok()) return version.status();
   v1::ChangeRecord rec;
@@ -526,6 +518,18 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
   if (g.hdop) p->set_hdop_d(static_cast<uint32_t>(FixedPoint(*g.hdop, 10)));
   auto seq = AppendOutbox(kEntityPosition, g.vehicle, *version, 0, g.ts_ms, &rec, now_ms);
   if (!seq.ok()) return seq.status();
+  const int rc = gps_put_->Bind(1, g.vehicle)
+                     .Bind(2, static_cast<int64_t>(g.seq))
+                     .Bind(3, g.ts_ms)
+                     .BindDouble(4, g.lat)
+                     .BindDouble(5, g.lon)
+                     .BindOpt(6, g.speed_kmh)
+                     .BindOpt(7, g.heading)
+                     .BindOpt(8, g.hdop)
+                     .Bind(9, *seq)
+                     .Step();
+  gps_put_->Reset();
+  if (rc != SQLITE_DONE) return Error("position write");
   // Extension point (issue 4): geofence evaluation on the new position.
   return Outcome::kApplied;
 }
@@ -534,15 +538,6 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
   auto claimed = Claim(DedupeKind::kClimate, c.sensor + "#" + std::to_string(c.seq), now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
-  int rc = climate_put_->Bind(1, c.sensor)
-               .Bind(2, static_cast<int64_t>(c.seq))
-               .Bind(3, c.ts_ms)
-               .BindDouble(4, c.temp_c)
-               .BindOpt(5, c.rh)
-               .BindOpt(6, c.battery)
-               .Step();
-  climate_put_->Reset();
-  if (rc != SQLITE_DONE) return Error("climate write");
   auto version = NextVersion(kEntityClimate, c.sensor);
   if (!version.ok()) return version.status();
   v1::ChangeRecord rec;
@@ -554,6 +549,16 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
   if (c.battery) p->set_battery_d(static_cast<uint32_t>(FixedPoint(*c.battery, 10)));
   auto seq = AppendOutbox(kEntityClimate, c.sensor, *version, 0, c.ts_ms, &rec, now_ms);
   if (!seq.ok()) return seq.status();
+  const int rc = climate_put_->Bind(1, c.sensor)
+                     .Bind(2, static_cast<int64_t>(c.seq))
+                     .Bind(3, c.ts_ms)
+                     .BindDouble(4, c.temp_c)
+                     .BindOpt(5, c.rh)
+                     .BindOpt(6, c.battery)
+                     .Bind(7, *seq)
+                     .Step();
+  climate_put_->Reset();
+  if (rc != SQLITE_DONE) return Error("climate write");
   // Extension point (issue 4): cold-chain excursion tracking on the new reading.
   return Outcome::kApplied;
 }

@@ -125,8 +125,9 @@ inline std::vector<Msg> MixedWorkload(size_t n, const std::string& tag, Expected
   return out;
 }
 
-// A message that is applied after everything published before it (per-connection order):
-// wait for its row to know that edged has worked through the rest.
+// A message that is applied after everything published before it on the same edged client
+// (per-connection order; telemetry has its own client): wait for its row to know that edged has
+// worked through the rest of the telemetry.
 inline Msg Sentinel(const std::string& name, uint64_t seq) {
   return {"fs/sensors/sentinel-" + name + "/climate",
           nlohmann::json({{"seq", seq}, {"ts", 1764000000000}, {"temp_c", 1.0}}).dump()};
@@ -138,6 +139,10 @@ inline std::string SentinelSql(const std::string& name, uint64_t seq) {
 
 // Checks the store holds exactly the effect of `exp` (plus `extra_climate` sentinel rows).
 inline void ExpectWorkloadApplied(const Site& site, const Expected& exp, int64_t extra_climate) {
+  // The sentinel is telemetry: it proves that edged's telemetry client is through. Stock and
+  // orders come over the other client (edge/ingest.h), so wait for those too; dedupe reaches
+  // the total only once everything is applied (and never passes it: exactly once).
+  (void)site.WaitInt("SELECT COUNT(*) FROM dedupe", exp.total() + extra_climate, std::chrono::seconds(60));
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM stock_movements"), exp.movements);
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM orders"), exp.orders);
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM vehicle_positions"), exp.gps);
