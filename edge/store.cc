@@ -177,9 +177,14 @@ Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
   if (!s.ok()) return s;
 
   // The HLC must never issue a timestamp at or below one already persisted, even if the
-  // wall clock stepped back while we were down.
+  // wall clock stepped back while we were down. seq and hlc are issued together in the write
+  // transaction (AppendOutbox), so the newest rows by seq hold the highest hlc: reading them
+  // by primary key keeps start-up independent of the backlog (MAX(hlc) over the whole outbox
+  // was a full scan, seconds with 10M rows; docs/benchmarks.md, "Memory and start-up").
   sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "SELECT max((SELECT value FROM edge_meta WHERE name='hlc_last'), IFNULL((SELECT MAX(hlc) FROM outbox), 0))",
+  sqlite3_prepare_v2(db,
+                     "SELECT max((SELECT value FROM edge_meta WHERE name='hlc_last'), "
+                     "IFNULL((SELECT MAX(hlc) FROM (SELECT hlc FROM outbox ORDER BY seq DESC LIMIT 1000)), 0))",
                      -1, &st, nullptr);
   if (sqlite3_step(st) == SQLITE_ROW) store->hlc_.Observe(static_cast<uint64_t>(sqlite3_column_int64(st, 0)));
   sqlite3_finalize(st);

@@ -284,6 +284,7 @@ struct HubServer::Impl {
     const std::string site = req.matches[1];
     const std::string actor = PeerSiteId(req.ssl).value_or("-");
     v1::BatchAck ack;
+    ack.set_max_format(kMaxBatchFormat);  // lets the edge switch to the compact format
     auto reply = [&](int status, const std::string& error, uint64_t from = 0, uint64_t to = 0) {
       if (!error.empty()) ack.set_error(error);
       res.status = status;
@@ -330,6 +331,7 @@ struct HubServer::Impl {
     }
     v1::Batch batch;
     if (!batch.ParseFromString(*payload)) return reply(400, "body is not a valid freshsync.v1.Batch");
+    if (Status ex = ExpandBatch(batch); !ex.ok()) return reply(400, ex.message());
     raw.clear();
     raw.shrink_to_fit();
     if (batch.records_size() > config.max_records_per_batch)
