@@ -135,7 +135,8 @@ bool Verify(const std::string& db_path, int sites, uint64_t per_site) {
   const auto total = static_cast<int64_t>(per_site) * sites;
   expect("changes held", "SELECT count(*) FROM changes", total);
   expect("sites complete", "SELECT count(*) FROM sites WHERE contiguous_seq = " + std::to_string(per_site), sites);
-  expect("positions", "SELECT count(*) FROM positions", QueryInt(db, "SELECT count(*) FROM changes WHERE entity = 3"));
+  expect("positions in the history", "SELECT sum(count) FROM position_chunks",
+         QueryInt(db, "SELECT count(*) FROM changes WHERE entity = 3"));
   expect("vehicles", "SELECT count(*) FROM vehicles", int64_t{kTrucks} * sites);
   // The latest-position view holds each truck's newest fix (its highest seq, as ts grows with seq).
   expect("vehicles not at their newest fix",

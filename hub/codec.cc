@@ -34,7 +34,12 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
     }
     const size_t old = out.size();
     // +1 so that output of exactly the cap is accepted while one byte more is detected.
-    const size_t room = std::min<uint64_t>(step, limits.max_output_bytes + 1 - old);
+    // A declared size (the agent's encoder always writes it) sizes the first step exactly:
+    // resize() zero-fills, and zeroing a 1 MiB step for a 100 KB batch, in memory fresh from
+    // mmap, was ~15 % of hubd's CPU under fan-in (docs/benchmarks.md). The +1 still detects a
+    // frame that holds more than it declared.
+    const size_t want = declared != ZSTD_CONTENTSIZE_UNKNOWN && old == 0 ? static_cast<size_t>(declared) + 1 : step;
+    const size_t room = std::min<uint64_t>(want, limits.max_output_bytes + 1 - old);
     out.resize(old + room);
     ZSTD_outBuffer ob{out.data() + old, room, 0};
     last_ret = ZSTD_decompressStream(dctx.get(), &ob, &in);

@@ -3,7 +3,9 @@
 #include <sqlite3.h>
 
 #include <condition_variable>
+#include <algorithm>
 #include <deque>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -12,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hub/digest.h"
+#include "hub/position_chunk.h"
 
 namespace freshsync::hub {
 
@@ -68,10 +71,9 @@ class Stmt {
     return *this;
   }
   int Step() { return sqlite3_step(s_); }
-  void Reset() {
-    sqlite3_reset(s_);
-    sqlite3_clear_bindings(s_);
-  }
+  // No sqlite3_clear_bindings: every use of every statement binds all of its parameters, and
+  // clearing them cost ~2 % of apply (callgrind, docs/benchmarks.md).
+  void Reset() { sqlite3_reset(s_); }
   int64_t Int(int c) const { return sqlite3_column_int64(s_, c); }
   uint64_t UInt(int c) const { return static_cast<uint64_t>(sqlite3_column_int64(s_, c)); }
   double Real(int c) const { return sqlite3_column_double(s_, c); }
@@ -219,6 +221,19 @@ CREATE TABLE audit(
   seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL, count INTEGER NOT NULL, status INTEGER NOT NULL,
   detail TEXT NOT NULL);
 )sql",
+      // 2: position history in chunks, one row per vehicle per batch instead of one per fix
+      // (hub/position_chunk.h has the blob format). The rows of `positions` are moved into
+      // chunks by MovePositionsToChunks, in the same transaction, and the table dropped.
+      R"sql(
+CREATE TABLE position_chunks(
+  site_id INTEGER NOT NULL, vehicle TEXT NOT NULL,
+  ts_min  INTEGER NOT NULL,  -- first fix's device time; ts_max - ts_min <= kChunkMaxSpanMs
+  seq_min INTEGER NOT NULL,  -- first fix's seq (unique per site, so the key is unique)
+  ts_max  INTEGER NOT NULL,
+  count   INTEGER NOT NULL,  -- fixes in the blob
+  fixes   BLOB    NOT NULL,
+  PRIMARY KEY(site_id, vehicle, ts_min, seq_min)) WITHOUT ROWID;
+)sql",
   };
   return m;
 }
@@ -248,9 +263,9 @@ constexpr const char* kUpsertVehicle =
     "lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6, speed_dkmh = excluded.speed_dkmh, "
     "heading_deg = excluded.heading_deg, hdop_d = excluded.hdop_d, ts_ms = excluded.ts_ms, hlc = excluded.hlc, "
     "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)";
-constexpr const char* kInsertPosition =
-    "INSERT OR IGNORE INTO positions(site_id, vehicle, ts_ms, seq, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, "
-    "hdop_d, hlc) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+constexpr const char* kInsertChunk =
+    "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 constexpr const char* kUpsertAlert =
     "INSERT INTO alerts(site_id, alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, hlc, seq) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
@@ -268,10 +283,96 @@ std::string LinesJson(const v1::OrderState& o) {
   return lines.dump();
 }
 
+// Writes the fixes of one (site, vehicle), sorted by (ts_ms, seq), as chunks: a new chunk
+// starts when the current one holds kChunkMaxFixes or would span more than kChunkMaxSpanMs.
+// Used by the writer per batch and by migration 2.
+Status InsertChunks(Conn& db, int64_t site_id, const std::string& vehicle, const std::vector<ChunkFix>& fixes,
+                    std::string* blob) {
+  auto ins = db.Prepare(kInsertChunk);
+  if (!ins.ok()) return ins.status();
+  Stmt& st = **ins;
+  size_t begin = 0;
+  while (begin < fixes.size()) {
+    size_t end = begin + 1;
+    // Unsigned difference: sorted, so it is the true distance even for extreme timestamps.
+    while (end < fixes.size() && end - begin < kChunkMaxFixes &&
+           static_cast<uint64_t>(fixes[end].ts_ms) - static_cast<uint64_t>(fixes[begin].ts_ms) <=
+               static_cast<uint64_t>(kChunkMaxSpanMs)) {
+      ++end;
+    }
+    blob->clear();
+    EncodeChunk(fixes.data() + begin, end - begin, blob);
+    st.Bind(1, site_id).Bind(2, vehicle).Bind(3, fixes[begin].ts_ms).BindU(4, fixes[begin].seq);
+    st.Bind(5, fixes[end - 1].ts_ms).Bind(6, static_cast<int64_t>(end - begin)).BindBlob(7, *blob);
+    const int rc = st.Step();
+    st.Reset();
+    if (rc != SQLITE_DONE) return DbError(db.db(), rc, "insert position chunk");
+    begin = end;
+  }
+  return Status::Ok();
+}
+
+// The records of a batch as stored in `changes.record`: record i is bytes[ends[i-1], ends[i]).
+struct SerializedRecords {
+  std::string bytes;
+  std::vector<size_t> ends;
+  std::string_view Record(int i) const {
+    const size_t begin = i == 0 ? 0 : ends[static_cast<size_t>(i) - 1];
+    return std::string_view(bytes).substr(begin, ends[static_cast<size_t>(i)] - begin);
+  }
+};
+
+bool FixBefore(const ChunkFix& a, const ChunkFix& b) {
+  return a.ts_ms != b.ts_ms ? a.ts_ms < b.ts_ms : a.seq < b.seq;
+}
+
+// Migration 2's data step: every `positions` row into chunks, then the table goes.
+Status MovePositionsToChunks(Conn& db) {
+  auto sel = db.Prepare(
+      "SELECT site_id, vehicle, ts_ms, seq, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, hdop_d, hlc "
+      "FROM positions ORDER BY site_id, vehicle, ts_ms, seq");
+  if (!sel.ok()) return sel.status();
+  Stmt& q = **sel;
+  std::vector<ChunkFix> fixes;
+  std::string blob, vehicle;
+  int64_t site_id = 0;
+  Status s;
+  {
+    ResetGuard g(q);
+    while (true) {
+      const int rc = q.Step();
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return DbError(db.db(), rc, "migration 2: read positions");
+      const bool same = rc == SQLITE_ROW && !fixes.empty() && q.Int(0) == site_id && q.Text(1) == vehicle;
+      if (!fixes.empty() && !same) {
+        if (s = InsertChunks(db, site_id, vehicle, fixes, &blob); !s.ok()) return s;
+        fixes.clear();
+      }
+      if (rc == SQLITE_DONE) break;
+      if (fixes.empty()) {
+        site_id = q.Int(0);
+        vehicle = q.Text(1);
+      }
+      ChunkFix f;
+      f.ts_ms = q.Int(2);
+      f.seq = q.UInt(3);
+      f.device_seq = q.UInt(4);
+      f.lat_e6 = static_cast<int32_t>(q.Int(5));
+      f.lon_e6 = static_cast<int32_t>(q.Int(6));
+      f.speed_dkmh = static_cast<uint32_t>(q.Int(7));
+      f.heading_deg = static_cast<uint32_t>(q.Int(8));
+      f.hdop_d = static_cast<uint32_t>(q.Int(9));
+      f.hlc = q.UInt(10);
+      fixes.push_back(f);
+    }
+  }
+  return db.Exec("DROP TABLE positions");
+}
+
 }  // namespace
 
 struct SqliteHubStore::Impl {
   SqliteHubStoreOptions options;
+  int migrate_to = 0;  // 0: the newest schema (OpenAtSchemaVersionForTest sets it)
 
   std::mutex write_mu;  // guards writer and site_ids
   Conn writer;
@@ -319,9 +420,12 @@ struct SqliteHubStore::Impl {
     if (version > static_cast<int>(m.size()))
       return Status::Internal("database schema version " + std::to_string(version) + " is newer than this hubd (" +
                               std::to_string(m.size()) + ")");
-    for (int v = version; v < static_cast<int>(m.size()); ++v) {
-      // Each migration and its version bump commit together.
-      Status s = writer.Exec("BEGIN IMMEDIATE;" + m[v] + "PRAGMA user_version = " + std::to_string(v + 1) + ";COMMIT;");
+    const int target = migrate_to > 0 ? std::min(migrate_to, static_cast<int>(m.size())) : static_cast<int>(m.size());
+    for (int v = version; v < target; ++v) {
+      // Each migration, its data step and its version bump commit together.
+      Status s = writer.Exec("BEGIN IMMEDIATE;" + m[v]);
+      if (s.ok() && v + 1 == 2) s = MovePositionsToChunks(writer);
+      if (s.ok()) s = writer.Exec("PRAGMA user_version = " + std::to_string(v + 1) + ";COMMIT;");
       if (!s.ok()) {
         (void)writer.Exec("ROLLBACK");
         return Status::Internal("migration " + std::to_string(v + 1) + " failed: " + s.message());
@@ -354,25 +458,53 @@ struct SqliteHubStore::Impl {
     return id;
   }
 
-  // Newest position per vehicle among the records applied by the current batch.
-  std::unordered_map<std::string, const v1::ChangeRecord*> latest_positions;
+  // The position records applied by the current batch, per vehicle, in batch order. Keys view
+  // the records' own strings, which outlive the batch's apply.
+  std::unordered_map<std::string_view, std::vector<const v1::ChangeRecord*>> batch_positions;
+  std::vector<ChunkFix> chunk_fixes;  // reused buffers
+  std::string chunk_blob;
 
-  // One upsert per vehicle for the batch: the same end state as one upsert per record, because
-  // the upsert only ever keeps the greater (ts_ms, hlc) and the batch's greatest is upserted.
-  Status UpsertVehicles(int64_t site_id) {
-    for (const auto& [key, rec] : latest_positions) {
-      const v1::ChangeRecord& r = *rec;
+  // Per vehicle and batch: one latest-position upsert and one position-history chunk (or a
+  // few, kChunkMaxFixes / kChunkMaxSpanMs) instead of a B-tree write per fix for each. The
+  // view ends as with one upsert per record, because the upsert only ever keeps the greater
+  // (ts_ms, hlc) and the batch's greatest is upserted.
+  Status WritePositions(int64_t site_id) {
+    for (auto& [key, recs] : batch_positions) {
+      const v1::ChangeRecord* latest = recs.front();
+      chunk_fixes.clear();
+      for (const v1::ChangeRecord* rec : recs) {
+        if (std::make_pair(rec->ts_ms(), rec->hlc()) > std::make_pair(latest->ts_ms(), latest->hlc())) latest = rec;
+        const auto& p = rec->position();
+        ChunkFix f;
+        f.ts_ms = rec->ts_ms();
+        f.seq = rec->seq();
+        f.device_seq = p.device_seq();
+        f.lat_e6 = p.lat_e6();
+        f.lon_e6 = p.lon_e6();
+        f.speed_dkmh = p.speed_dkmh();
+        f.heading_deg = p.heading_deg();
+        f.hdop_d = p.hdop_d();
+        f.hlc = rec->hlc();
+        chunk_fixes.push_back(f);
+      }
+      // Batches are in seq order and fixes mostly in time order too: usually already sorted.
+      if (!std::is_sorted(chunk_fixes.begin(), chunk_fixes.end(), FixBefore))
+        std::sort(chunk_fixes.begin(), chunk_fixes.end(), FixBefore);
+      const std::string vehicle(key);
+      if (Status s = InsertChunks(writer, site_id, vehicle, chunk_fixes, &chunk_blob); !s.ok()) return s;
+
+      const v1::ChangeRecord& r = *latest;
       const auto& p = r.position();
       auto veh = writer.Prepare(kUpsertVehicle);
       if (!veh.ok()) return veh.status();
-      (*veh)->Bind(1, r.key()).Bind(2, site_id).BindU(3, p.device_seq()).Bind(4, int64_t{p.lat_e6()});
+      (*veh)->Bind(1, vehicle).Bind(2, site_id).BindU(3, p.device_seq()).Bind(4, int64_t{p.lat_e6()});
       (*veh)->Bind(5, int64_t{p.lon_e6()}).Bind(6, int64_t{p.speed_dkmh()}).Bind(7, int64_t{p.heading_deg()});
       (*veh)->Bind(8, int64_t{p.hdop_d()}).Bind(9, r.ts_ms()).BindU(10, r.hlc()).BindU(11, r.seq());
       const int rc = (*veh)->Step();
       (*veh)->Reset();
       if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "upsert vehicle");
     }
-    latest_positions.clear();
+    batch_positions.clear();
     return Status::Ok();
   }
 
@@ -425,22 +557,9 @@ struct SqliteHubStore::Impl {
         return s;
       }
       case v1::VEHICLE_POSITION: {
-        if (!r.has_position()) return Status::Ok();
-        const auto& p = r.position();
-        auto pos = writer.Prepare(kInsertPosition);
-        if (!pos.ok()) return pos.status();
-        (*pos)->Bind(1, site_id).Bind(2, r.key()).Bind(3, r.ts_ms()).Bind(4, seq).BindU(5, p.device_seq());
-        (*pos)->Bind(6, int64_t{p.lat_e6()}).Bind(7, int64_t{p.lon_e6()}).Bind(8, int64_t{p.speed_dkmh()});
-        (*pos)->Bind(9, int64_t{p.heading_deg()}).Bind(10, int64_t{p.hdop_d()}).Bind(11, hlc);
-        Status s = run(pos, "insert position");
-        if (!s.ok()) return s;
-        // The latest-position view is written once per vehicle per batch (UpsertVehicles):
-        // keep the record that the view's rule, (ts_ms, hlc) strictly greater, would leave.
-        auto [it, fresh] = latest_positions.try_emplace(r.key(), &r);
-        if (!fresh) {
-          const v1::ChangeRecord& kept = *it->second;
-          if (std::make_pair(r.ts_ms(), r.hlc()) > std::make_pair(kept.ts_ms(), kept.hlc())) it->second = &r;
-        }
+        // History and latest position are written per vehicle at the end of the batch
+        // (WritePositions).
+        if (r.has_position()) batch_positions[r.key()].push_back(&r);
         return Status::Ok();
       }
       case v1::COLDCHAIN_ALERT: {
@@ -478,6 +597,7 @@ struct SqliteHubStore::Impl {
   struct PendingApply {
     const std::string* site;
     const v1::Batch* batch;
+    const SerializedRecords* serialized;
     int64_t now_ms;
     const AuditEntry* audit;
     Result<ApplyResult> result = Status::Internal("not applied");
@@ -490,8 +610,9 @@ struct SqliteHubStore::Impl {
   std::deque<PendingApply*> queue;
   bool leader_active = false;
 
-  Result<ApplyResult> Apply(const std::string& site, const v1::Batch& batch, int64_t now_ms, const AuditEntry* audit) {
-    PendingApply me{&site, &batch, now_ms, audit};
+  Result<ApplyResult> Apply(const std::string& site, const v1::Batch& batch, const SerializedRecords& serialized,
+                            int64_t now_ms, const AuditEntry* audit) {
+    PendingApply me{&site, &batch, &serialized, now_ms, audit};
     std::unique_lock<std::mutex> ql(queue_mu);
     queue.push_back(&me);
     while (!me.done) {
@@ -531,7 +652,7 @@ struct SqliteHubStore::Impl {
         p->result = s;
         continue;
       }
-      p->result = ApplyInTxn(*p->site, *p->batch, p->now_ms);
+      p->result = ApplyInTxn(*p->site, *p->batch, *p->serialized, p->now_ms);
       auto& result = p->result;
       if (result.ok() && !result->gap && p->audit != nullptr) {
         AuditEntry e = *p->audit;
@@ -565,9 +686,10 @@ struct SqliteHubStore::Impl {
   // Requires write_mu held.
   Status InsertAudit(const AuditEntry& e);
 
-  Result<ApplyResult> ApplyInTxn(const std::string& site, const v1::Batch& batch, int64_t now_ms) {
+  Result<ApplyResult> ApplyInTxn(const std::string& site, const v1::Batch& batch, const SerializedRecords& serialized,
+                                 int64_t now_ms) {
     ApplyResult res;
-    latest_positions.clear();  // an earlier batch that failed half-way may have left entries
+    batch_positions.clear();  // an earlier batch that failed half-way may have left entries
     auto site_id = SiteIdForWrite(site);
     if (!site_id.ok()) return site_id.status();
     uint64_t contiguous = 0, max_seq = 0;
@@ -589,18 +711,17 @@ struct SqliteHubStore::Impl {
     }
     auto ins = writer.Prepare(kInsertChange);
     if (!ins.ok()) return ins.status();
-    std::string blob;
-    for (const auto& r : recs) {
+    Stmt& st = **ins;
+    for (int i = 0; i < recs.size(); ++i) {
+      const v1::ChangeRecord& r = recs[i];
       // Everything at or below contiguous is held by definition: skip without touching disk.
       if (r.seq() <= contiguous) {
         ++res.duplicates;
         continue;
       }
-      blob.clear();
-      r.SerializeToString(&blob);
-      Stmt& st = **ins;
       st.Bind(1, *site_id).BindU(2, r.seq()).Bind(3, int64_t{r.entity()}).Bind(4, r.key()).BindU(5, r.version());
-      st.BindBlob(6, blob);
+      const std::string_view blob = serialized.Record(i);
+      sqlite3_bind_blob(st.get(), 6, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
       const int rc = st.Step();
       st.Reset();
       if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert change");
@@ -613,7 +734,7 @@ struct SqliteHubStore::Impl {
       Status s = ApplyState(*site_id, r);
       if (!s.ok()) return s;
     }
-    if (Status vs = UpsertVehicles(*site_id); !vs.ok()) return vs;
+    if (Status vs = WritePositions(*site_id); !vs.ok()) return vs;
     if (!batch.urgent()) contiguous = std::max<uint64_t>(contiguous, recs[recs.size() - 1].seq());
     res.contiguous_seq = contiguous;
     auto up = writer.Prepare(
@@ -634,8 +755,14 @@ SqliteHubStore::~SqliteHubStore() = default;
 int SqliteHubStore::SchemaVersion() { return static_cast<int>(Migrations().size()); }
 
 Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::Open(const SqliteHubStoreOptions& options) {
+  return OpenAtSchemaVersionForTest(options, 0);
+}
+
+Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::OpenAtSchemaVersionForTest(const SqliteHubStoreOptions& options,
+                                                                                 int version) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  impl->migrate_to = version;
   Status s = impl->writer.Open(options.path, true);
   if (!s.ok()) return s;
   // WAL: readers see a consistent snapshot while the writer applies a batch.
@@ -678,7 +805,15 @@ Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1
                                                const AuditEntry* audit) {
   Status s = ValidateBatch(batch);
   if (!s.ok()) return s;
-  return impl_->Apply(site, batch, now_ms, audit);
+  // Serialized here, on the caller's (HTTP worker's) thread, not under the single writer:
+  // with many sites pushing, the writer is the bottleneck (docs/benchmarks.md, "Hub fan-in").
+  SerializedRecords serialized;
+  serialized.ends.reserve(static_cast<size_t>(batch.records_size()));
+  for (const auto& r : batch.records()) {
+    r.AppendToString(&serialized.bytes);
+    serialized.ends.push_back(serialized.bytes.size());
+  }
+  return impl_->Apply(site, batch, serialized, now_ms, audit);
 }
 
 Result<uint64_t> SqliteHubStore::ContiguousSeq(const std::string& site) {
@@ -798,13 +933,65 @@ Result<std::vector<AlertRow>> SqliteHubStore::OpenAlerts(const std::string& site
 
 Result<std::vector<PositionRow>> SqliteHubStore::Track(const std::string& site, const std::string& vehicle,
                                                        int64_t from_ms, int64_t to_ms, int limit) {
-  return Query<PositionRow>(
-      *impl_,
-      "SELECT p.vehicle, s.site, p.device_seq, p.lat_e6, p.lon_e6, p.speed_dkmh, p.heading_deg, p.hdop_d, p.ts_ms, p.hlc, "
-      "p.seq FROM positions p JOIN sites s ON s.site_id = p.site_id "
-      "WHERE s.site = ?1 AND p.vehicle = ?2 AND p.ts_ms BETWEEN ?3 AND ?4 ORDER BY p.ts_ms, p.seq LIMIT ?5",
-      [&](Stmt& s) { s.Bind(1, site).Bind(2, vehicle).Bind(3, from_ms).Bind(4, to_ms).Bind(5, int64_t{limit}); },
-      VehicleFromRow);
+  std::vector<PositionRow> out;
+  if (limit <= 0 || to_ms < from_ms) return out;
+  auto r = impl_->AcquireReader();
+  // A chunk spans at most kChunkMaxSpanMs, so one that holds a fix at or after `from` starts
+  // no earlier than from - kChunkMaxSpanMs: an index range scan, however long the history.
+  auto st = r->Prepare(
+      "SELECT ts_min, count, fixes FROM position_chunks "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND vehicle = ?2 AND ts_min BETWEEN ?3 AND ?4 "
+      "AND ts_max >= ?5 ORDER BY ts_min, seq_min");
+  if (!st.ok()) return st.status();
+  Stmt& q = **st;
+  ResetGuard g(q);
+  const int64_t lowest =
+      from_ms >= std::numeric_limits<int64_t>::min() + kChunkMaxSpanMs ? from_ms - kChunkMaxSpanMs
+                                                                       : std::numeric_limits<int64_t>::min();
+  q.Bind(1, site).Bind(2, vehicle).Bind(3, lowest).Bind(4, to_ms).Bind(5, from_ms);
+  // Chunks may overlap in time (a late batch), so fixes are merged by (ts_ms, seq). Once
+  // `limit` fixes are held, a chunk starting after the last of them cannot contribute.
+  std::vector<ChunkFix> fixes, decoded;
+  const auto cap = static_cast<size_t>(limit);
+  auto trim = [&] {
+    std::sort(fixes.begin(), fixes.end(), FixBefore);
+    if (fixes.size() > cap) fixes.resize(cap);
+  };
+  while (true) {
+    const int rc = q.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return DbError(r->db(), rc, "track");
+    if (fixes.size() >= cap) {
+      trim();
+      if (q.Int(0) > fixes.back().ts_ms) break;
+    }
+    decoded.clear();
+    const auto* blob = static_cast<const char*>(sqlite3_column_blob(q.get(), 2));
+    const std::string_view bytes(blob ? blob : "", static_cast<size_t>(sqlite3_column_bytes(q.get(), 2)));
+    if (!DecodeChunk(bytes, q.UInt(1), &decoded))
+      return Status::Internal("position chunk of " + vehicle + " at site " + site + " is damaged");
+    for (const ChunkFix& f : decoded) {
+      if (f.ts_ms >= from_ms && f.ts_ms <= to_ms) fixes.push_back(f);
+    }
+  }
+  trim();
+  out.reserve(fixes.size());
+  for (const ChunkFix& f : fixes) {
+    PositionRow p;
+    p.vehicle = vehicle;
+    p.site = site;
+    p.device_seq = f.device_seq;
+    p.lat_e6 = f.lat_e6;
+    p.lon_e6 = f.lon_e6;
+    p.speed_dkmh = f.speed_dkmh;
+    p.heading_deg = f.heading_deg;
+    p.hdop_d = f.hdop_d;
+    p.ts_ms = f.ts_ms;
+    p.hlc = f.hlc;
+    p.seq = f.seq;
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 Result<std::vector<GeofenceRow>> SqliteHubStore::GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,

@@ -58,6 +58,9 @@ class SqliteHubStore final : public HubStore {
 
   // The schema version this build migrates to.
   static int SchemaVersion();
+  // Tests of migrations only: Open, but migrate no further than `version`.
+  static Result<std::unique_ptr<SqliteHubStore>> OpenAtSchemaVersionForTest(const SqliteHubStoreOptions& options,
+                                                                             int version);
 
   struct Impl;
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "hub/digest.h"
+#include "hub/position_chunk.h"
 #include "tests/support/harness.h"
 
 namespace freshsync::hub {
@@ -435,7 +436,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 1);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 2);
 }
 
 TEST_F(SqliteHubStoreTest, ConcurrentPushersAndReadersStayConsistent) {
@@ -509,6 +510,127 @@ TEST_F(SqliteHubStoreTest, ConcurrentBatchesShareCommitsAndARefusedOneLeavesNoTr
   EXPECT_EQ(*store_->ContiguousSeq("gappy"), 0u);
   for (int t = 0; t < 8; ++t) EXPECT_EQ(*store_->ContiguousSeq("s" + std::to_string(t)), 400u);
   EXPECT_EQ(store_->Stock("s3")->size(), 10u);
+}
+
+TEST_F(SqliteHubStoreTest, TrackMergesLateFixesAndHonoursLimitAndSpan) {
+  // Batch 1 holds fixes at 1, 3, 5 s; batch 2 the late ones at 2 and 4 s (their chunks overlap
+  // in time), and one three hours later (beyond a chunk's span: a chunk of its own).
+  constexpr int64_t h = 3'600'000;
+  Apply(MakeBatch("a", {Position(1, "truck-1", 1000, 1), Position(2, "truck-1", 3000, 3),
+                        Position(3, "truck-1", 5000, 5), Position(4, "truck-2", 2500, 99)}));
+  Apply(MakeBatch("a", {Position(5, "truck-1", 4000, 4), Position(6, "truck-1", 2000, 2),
+                        Position(7, "truck-1", 3 * h, 7)}));
+  auto all = store_->Track("a", "truck-1", 0, 4 * h, 100);
+  ASSERT_TRUE(all.ok());
+  std::vector<int32_t> lats;
+  for (const auto& p : *all) lats.push_back(p.lat_e6);
+  EXPECT_EQ(lats, (std::vector<int32_t>{1, 2, 3, 4, 5, 7}));
+  EXPECT_EQ((*all)[1].seq, 6u);
+  EXPECT_EQ((*all)[1].site, "a");
+  EXPECT_EQ((*all)[1].vehicle, "truck-1");
+  EXPECT_EQ((*all)[1].hlc, uint64_t{2000} << 16);
+  auto first3 = store_->Track("a", "truck-1", 0, 4 * h, 3);
+  ASSERT_EQ(first3->size(), 3u);
+  EXPECT_EQ((*first3)[2].ts_ms, 3000);
+  auto mid = store_->Track("a", "truck-1", 2000, 4000, 100);
+  ASSERT_EQ(mid->size(), 3u);
+  EXPECT_EQ((*mid)[0].ts_ms, 2000);
+  auto late = store_->Track("a", "truck-1", 2 * h, 4 * h, 100);
+  ASSERT_EQ(late->size(), 1u);
+  EXPECT_EQ((*late)[0].seq, 7u);
+  EXPECT_EQ(store_->Track("a", "truck-2", 0, 4 * h, 100)->size(), 1u);
+  EXPECT_TRUE(store_->Track("a", "truck-1", 6000, 2 * h, 100)->empty());
+  EXPECT_TRUE(store_->Track("b", "truck-1", 0, 4 * h, 100)->empty());
+  // A duplicate batch adds no fixes twice.
+  Apply(MakeBatch("a", {Position(5, "truck-1", 4000, 4), Position(6, "truck-1", 2000, 2),
+                        Position(7, "truck-1", 3 * h, 7)}));
+  EXPECT_EQ(store_->Track("a", "truck-1", 0, 4 * h, 100)->size(), 6u);
+}
+
+TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {
+  store_.reset();
+  const std::string path = dir_.File("v1.db");
+  {
+    auto v1 = SqliteHubStore::OpenAtSchemaVersionForTest({path, 1, false}, 1);
+    ASSERT_TRUE(v1.ok()) << v1.status().ToString();
+  }
+  // A version-1 store with position history as rows: two sites, three vehicles, one with more
+  // fixes than a chunk holds and a jump in time longer than a chunk may span.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  auto exec = [&](const std::string& sql) { ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sql; };
+  exec("PRAGMA user_version");
+  exec("INSERT INTO sites(site_id, site, contiguous_seq, max_seq) VALUES(1, 'a', 2000, 2000), (2, 'b', 10, 10)");
+  exec("BEGIN");
+  const int n = static_cast<int>(kChunkMaxFixes) + 300;
+  for (int i = 1; i <= n; ++i) {
+    const int64_t ts = 1000 * i + (i > 1000 ? 5 * kChunkMaxSpanMs : 0);
+    exec("INSERT INTO positions VALUES(1, 'truck-1', " + std::to_string(ts) + ", " + std::to_string(i) + ", " +
+         std::to_string(i) + ", " + std::to_string(31000000 + i) + ", -121000000, 420, 90, 9, " +
+         std::to_string((ts << 16) + 7) + ")");
+  }
+  exec("INSERT INTO positions VALUES(1, 'truck-2', 5000, 5000, 1, 1, 2, 3, 4, 5, 6)");
+  exec("INSERT INTO positions VALUES(2, 'truck-1', 7000, 3, 2, 10, 20, 30, 40, 50, 60)");
+  exec("COMMIT");
+  sqlite3_close(db);
+
+  auto s = SqliteHubStore::Open({path, 1, false});
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto track = (*s)->Track("a", "truck-1", 0, std::numeric_limits<int64_t>::max(), 100000);
+  ASSERT_TRUE(track.ok()) << track.status().ToString();
+  ASSERT_EQ(track->size(), static_cast<size_t>(n));
+  for (int i = 1; i <= n; ++i) {
+    const auto& p = (*track)[static_cast<size_t>(i - 1)];
+    ASSERT_EQ(p.seq, static_cast<uint64_t>(i));
+    ASSERT_EQ(p.lat_e6, 31000000 + i);
+    ASSERT_EQ(p.lon_e6, -121000000);
+    ASSERT_EQ(p.hlc, (static_cast<uint64_t>(p.ts_ms) << 16) + 7);
+  }
+  auto b = (*s)->Track("b", "truck-1", 0, 10000, 10);
+  ASSERT_EQ(b->size(), 1u);
+  EXPECT_EQ((*b)[0].device_seq, 2u);
+  EXPECT_EQ((*b)[0].hdop_d, 50u);
+  EXPECT_EQ((*b)[0].hlc, 60u);
+  EXPECT_EQ((*s)->Track("a", "truck-2", 0, 10000, 10)->size(), 1u);
+  s->reset();
+
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  auto count = [&](const std::string& sql) {
+    sqlite3_stmt* st = nullptr;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+      v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+  };
+  EXPECT_EQ(count("PRAGMA user_version"), 2);
+  EXPECT_EQ(count("SELECT count(*) FROM sqlite_master WHERE name = 'positions'"), 0);
+  EXPECT_EQ(count("SELECT sum(count) FROM position_chunks"), n + 2);
+  // truck-1 at a: 1000 fixes, then a jump: ceil(1000 / 1024) + ceil(300 / 1024) chunks.
+  EXPECT_EQ(count("SELECT count(*) FROM position_chunks WHERE site_id = 1 AND vehicle = 'truck-1'"), 2);
+  EXPECT_EQ(count("SELECT max(ts_max - ts_min) <= " + std::to_string(kChunkMaxSpanMs) + " FROM position_chunks"), 1);
+  sqlite3_close(db);
+}
+
+TEST_F(SqliteHubStoreTest, BigBatchOfOneTruckIsSplitIntoBoundedChunks) {
+  std::vector<v1::ChangeRecord> recs;
+  const uint64_t n = kChunkMaxFixes * 2 + 10;
+  for (uint64_t s = 1; s <= n; ++s) recs.push_back(Position(s, "truck-1", 1000 * static_cast<int64_t>(s), static_cast<int32_t>(s)));
+  Apply(MakeBatch("a", recs));
+  auto track = store_->Track("a", "truck-1", 0, std::numeric_limits<int64_t>::max(), 100000);
+  ASSERT_EQ(track->size(), n);
+  EXPECT_EQ(track->back().lat_e6, static_cast<int32_t>(n));
+  // 1024 fixes at 1 s apart span 1023 s: split by count, three chunks.
+  store_.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("hub.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*), max(count) FROM position_chunks", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int64(st, 0), 3);
+  EXPECT_EQ(sqlite3_column_int64(st, 1), static_cast<int64_t>(kChunkMaxFixes));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
 }
 
 }  // namespace
