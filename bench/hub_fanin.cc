@@ -14,11 +14,15 @@
 // Usage: hub_fanin [--sites 100] [--records 10000] [--batch 2000] [--format 2]
 //   --records is per site. hubd is taken from $FRESHSYNC_BIN_DIR (default: this binary's dir).
 #include <sqlite3.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +42,29 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 double Secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// CPU seconds (user + system): wall-clock rates on a shared 2-core VM move with other work,
+// CPU time per record much less, so both are printed.
+double SelfCpuSeconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+double CpuSecondsOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = all.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(all.substr(close + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 constexpr int kTrucks = 20;
 constexpr int kSkus = 200;
@@ -192,6 +219,7 @@ int main(int argc, char** argv) {
               static_cast<double>(body_bytes) / static_cast<double>(total), format, Secs(t0, Clock::now()));
 
   // ---- Baseline: in-process decode + apply, one batch at a time, synchronous=FULL. ----
+  double baseline_cpu_us = 0;
   {
     const std::string path = dir.File("baseline.db");
     auto store = fs::hub::SqliteHubStore::Open({path, 1, true});
@@ -200,6 +228,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     t0 = Clock::now();
+    const double cpu0 = SelfCpuSeconds();
     // Round-robin over sites, as their batches would interleave at the hub.
     for (size_t b = 0; b < loads[0].bodies.size(); ++b) {
       for (auto& load : loads) {
@@ -214,8 +243,9 @@ int main(int argc, char** argv) {
       }
     }
     const double s = Secs(t0, Clock::now());
-    std::printf("baseline  in-process decode+apply, one batch per transaction: %.0f rec/s (%.2f s)\n",
-                static_cast<double>(total) / s, s);
+    baseline_cpu_us = (SelfCpuSeconds() - cpu0) * 1e6 / static_cast<double>(total);
+    std::printf("baseline  in-process decode+apply, one batch per transaction: %.0f rec/s (%.2f s), %.2f us CPU/record\n",
+                static_cast<double>(total) / s, s, baseline_cpu_us);
     std::printf("RESULT|in-process decode + apply, one batch at a time (baseline)|%.0f rec/s|\n",
                 static_cast<double>(total) / s);
   }
@@ -293,11 +323,18 @@ int main(int argc, char** argv) {
   }
   while (ready < sites) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   t0 = Clock::now();
+  const double hub_cpu0 = CpuSecondsOf(hub.pid()), self_cpu0 = SelfCpuSeconds();
   go = true;
   for (auto& t : pushers) t.join();
   const double s = Secs(t0, Clock::now());
+  const double hub_cpu_us = (CpuSecondsOf(hub.pid()) - hub_cpu0) * 1e6 / static_cast<double>(total);
+  const double client_cpu_us = (SelfCpuSeconds() - self_cpu0) * 1e6 / static_cast<double>(total);
   std::printf("fan-in    %d sites -> hubd over HTTPS at once: %.0f rec/s (%.2f s), %llu retries (503/reconnect)\n",
               sites, static_cast<double>(total) / s, s, static_cast<unsigned long long>(retries.load()));
+  std::printf("cpu       hubd %.2f us/record (in-process baseline %.2f), the %d pushing clients %.2f us/record\n",
+              hub_cpu_us, baseline_cpu_us, sites, client_cpu_us);
+  std::printf("RESULT|hubd CPU per record during fan-in (in-process baseline)|%.2f us (%.2f us)|\n", hub_cpu_us,
+              baseline_cpu_us);
   hub.Stop();
   if (failures > 0) return 1;
   const bool ok = Verify(dir.File("hub.db"), sites, per_site);

@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -373,6 +374,64 @@ Status MovePositionsToChunks(Conn& db) {
 struct SqliteHubStore::Impl {
   SqliteHubStoreOptions options;
   int migrate_to = 0;  // 0: the newest schema (OpenAtSchemaVersionForTest sets it)
+
+  ~Impl() {
+    if (checkpoint_thread.joinable()) {
+      {
+        std::lock_guard<std::mutex> l(ckpt_mu);
+        ckpt_stop = true;
+      }
+      ckpt_cv.notify_one();
+      checkpoint_thread.join();
+    }
+    if (writer.db() != nullptr) sqlite3_wal_hook(writer.db(), nullptr, nullptr);
+  }
+
+  // ---------- Checkpoints off the writer's path ----------
+  // SQLite's automatic checkpoint runs inside the COMMIT of whichever write crosses the
+  // threshold, so one batch in every few paid for copying ~16 MB of WAL into the database and
+  // its fsync: 9 % of hubd's CPU during a drain, all of it on the single writer (perf,
+  // docs/benchmarks.md). Instead a thread with its own connection checkpoints (PASSIVE: it
+  // never blocks the writer or readers) once the WAL holds kCheckpointFrames. Should it fall
+  // behind, the writer checkpoints itself at kWriterCheckpointFrames, so the WAL stays bounded.
+  // Durability is unchanged: a batch is durable once its COMMIT has synced the WAL.
+  static constexpr int kCheckpointFrames = 4000;         // ~16 MB with 4 KiB pages
+  static constexpr int kWriterCheckpointFrames = 64000;  // ~256 MB
+  Conn checkpointer;
+  std::thread checkpoint_thread;
+  std::mutex ckpt_mu;
+  std::condition_variable ckpt_cv;
+  bool ckpt_wanted = false;
+  bool ckpt_stop = false;
+
+  // sqlite3_wal_hook: after every commit of the writer, with the WAL's size in frames.
+  static int WalHook(void* arg, sqlite3* db, const char* /*schema*/, int frames) {
+    auto* self = static_cast<Impl*>(arg);
+    if (frames >= kWriterCheckpointFrames) {
+      (void)sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    } else if (frames >= kCheckpointFrames) {
+      {
+        std::lock_guard<std::mutex> l(self->ckpt_mu);
+        self->ckpt_wanted = true;
+      }
+      self->ckpt_cv.notify_one();
+    }
+    return SQLITE_OK;
+  }
+
+  void CheckpointLoop() {
+    std::unique_lock<std::mutex> l(ckpt_mu);
+    while (true) {
+      ckpt_cv.wait(l, [&] { return ckpt_wanted || ckpt_stop; });
+      if (ckpt_stop) return;
+      ckpt_wanted = false;
+      l.unlock();
+      // SQLITE_BUSY (another checkpoint under way) and errors leave the frames for the next
+      // round or for the writer's own checkpoint; nothing is lost either way.
+      (void)sqlite3_wal_checkpoint_v2(checkpointer.db(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      l.lock();
+    }
+  }
 
   std::mutex write_mu;  // guards writer and site_ids
   Conn writer;
@@ -772,6 +831,13 @@ Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::OpenAtSchemaVersionForTe
   if (!s.ok()) return Status::IOError(options.path + ": " + s.message());
   s = impl->Migrate();
   if (!s.ok()) return s;
+  s = impl->checkpointer.Open(options.path, false);
+  if (!s.ok()) return s;
+  // Same synchronous level as the writer: the checkpoint syncs the database file under FULL.
+  s = impl->checkpointer.Exec(std::string("PRAGMA synchronous=") + (options.synchronous_full ? "FULL" : "NORMAL"));
+  if (!s.ok()) return s;
+  sqlite3_wal_hook(impl->writer.db(), &Impl::WalHook, impl.get());
+  impl->checkpoint_thread = std::thread([p = impl.get()] { p->CheckpointLoop(); });
   for (int i = 0; i < std::max(1, options.read_connections); ++i) {
     auto c = std::make_unique<Conn>();
     s = c->Open(options.path, false);
@@ -807,12 +873,15 @@ Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1
   if (!s.ok()) return s;
   // Serialized here, on the caller's (HTTP worker's) thread, not under the single writer:
   // with many sites pushing, the writer is the bottleneck (docs/benchmarks.md, "Hub fan-in").
+  // Sized once: AppendToString reserves exactly, which made this quadratic (perf, 7 % of
+  // hubd during a drain).
   SerializedRecords serialized;
   serialized.ends.reserve(static_cast<size_t>(batch.records_size()));
-  for (const auto& r : batch.records()) {
-    r.AppendToString(&serialized.bytes);
-    serialized.ends.push_back(serialized.bytes.size());
-  }
+  size_t total = 0;
+  for (const auto& r : batch.records()) serialized.ends.push_back(total += r.ByteSizeLong());
+  serialized.bytes.resize(total);
+  auto* out = reinterpret_cast<uint8_t*>(serialized.bytes.data());
+  for (const auto& r : batch.records()) out = r.SerializeWithCachedSizesToArray(out);
   return impl_->Apply(site, batch, serialized, now_ms, audit);
 }
 
