@@ -633,5 +633,61 @@ TEST_F(SqliteHubStoreTest, BigBatchOfOneTruckIsSplitIntoBoundedChunks) {
   sqlite3_close(db);
 }
 
+TEST_F(SqliteHubStoreTest, RowHeldAboveContiguousWithoutMaxSeqFallsBackToRecordByRecord) {
+  // The multi-row fast path trusts sites.max_seq; a store edited by hand (a change row above
+  // contiguous that max_seq does not know of) must still get each record once.
+  auto r = Apply(Range("a", 1, 100));
+  ASSERT_EQ(r.contiguous_seq, 100u);
+  store_.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("hub.db").c_str(), &db), SQLITE_OK);
+  const std::string held = Range("a", 150, 150).records(0).SerializeAsString();
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "INSERT INTO changes(site_id, seq, entity, key, version, record) "
+                                   "SELECT site_id, 150, 1, 'sku-0', 150, ?1 FROM sites WHERE site = 'a'",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  sqlite3_bind_blob(st, 1, held.data(), static_cast<int>(held.size()), SQLITE_STATIC);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  Reopen();
+  r = Apply(Range("a", 90, 300));  // 11 below contiguous, 150 held, 199 new (three 64-row inserts and 7 single)
+  EXPECT_FALSE(r.gap);
+  EXPECT_EQ(r.applied, 199u);
+  EXPECT_EQ(r.duplicates, 12u);
+  EXPECT_EQ(r.contiguous_seq, 300u);
+  EXPECT_EQ(FeedSize(), 300u);
+  // The same batch again: all duplicates, nothing new in the feed.
+  r = Apply(Range("a", 90, 300));
+  EXPECT_EQ(r.applied, 0u);
+  EXPECT_EQ(r.duplicates, 211u);
+  EXPECT_EQ(FeedSize(), 300u);
+  // Stock follows the highest version per SKU: sku-0's last record is seq 300.
+  auto stock = store_->Stock("a");
+  ASSERT_EQ(stock->size(), 10u);
+  EXPECT_EQ((*stock)[0].sku, "sku-0");
+  EXPECT_EQ((*stock)[0].on_hand, 300);
+}
+
+TEST_F(SqliteHubStoreTest, LargeBatchesFeedInSeqOrder) {
+  // Multi-row inserts keep cursor order = seq order within a batch, across two sites.
+  Apply(Range("a", 1, 1000));
+  Apply(Range("b", 1, 130));
+  Apply(Range("a", 1001, 1065));
+  auto feed = store_->Changes(0, 100000);
+  ASSERT_EQ(feed->size(), 1195u);
+  for (size_t i = 1; i < feed->size(); ++i) {
+    const auto& prev = (*feed)[i - 1];
+    const auto& cur = (*feed)[i];
+    ASSERT_LT(prev.cursor, cur.cursor);
+    if (prev.site == cur.site) {
+      ASSERT_EQ(cur.record.seq(), prev.record.seq() + 1) << i;
+    }
+  }
+  EXPECT_EQ((*feed)[1000].site, "b");
+  EXPECT_EQ((*feed)[1130].record.seq(), 1001u);
+}
+
 }  // namespace
 }  // namespace freshsync::hub
