@@ -3,6 +3,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include <algorithm>
 #include <memory>
 
 namespace freshsync::hub {
@@ -37,8 +38,11 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
     // A declared size (the agent's encoder always writes it) sizes the first step exactly:
     // resize() zero-fills, and zeroing a 1 MiB step for a 100 KB batch, in memory fresh from
     // mmap, was ~15 % of hubd's CPU under fan-in (docs/benchmarks.md). The +1 still detects a
-    // frame that holds more than it declared.
-    const size_t want = declared != ZSTD_CONTENTSIZE_UNKNOWN && old == 0 ? static_cast<size_t>(declared) + 1 : step;
+    // frame that holds more than it declared. Capped at 4 steps, so that a frame merely
+    // claiming a large size does not get that much memory touched before it delivers.
+    const size_t want = declared != ZSTD_CONTENTSIZE_UNKNOWN && old == 0
+                            ? static_cast<size_t>(std::min<unsigned long long>(declared + 1, 4 * step))
+                            : step;
     const size_t room = std::min<uint64_t>(want, limits.max_output_bytes + 1 - old);
     out.resize(old + room);
     ZSTD_outBuffer ob{out.data() + old, room, 0};
