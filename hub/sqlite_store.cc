@@ -2,8 +2,8 @@
 
 #include <sqlite3.h>
 
-#include <condition_variable>
 #include <algorithm>
+#include <condition_variable>
 #include <deque>
 #include <limits>
 #include <map>
