@@ -17,6 +17,8 @@ BUILD_TYPE=${BUILD_TYPE:-Release}
 JOBS=${JOBS:-2}
 DOC=$ROOT/docs/benchmarks.md
 QUICK=0
+# Read now: the generated section is written at the end, when the runs themselves have moved it.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 [[ ${1:-} == --quick ]] && QUICK=1
 
 launcher=()
@@ -89,7 +91,7 @@ gen=$OUT/generated.md
   echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')."
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')),"
   echo "$(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo), kernel $(uname -r),"
-  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute rates)."
+  echo "load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute rates)."
   echo
   echo "| benchmark | measure | value | target |"
   echo "| --- | --- | --- | --- |"
