@@ -16,20 +16,15 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz/fuzz_check.h"
 #include "cloud-sync/batch_codec.h"
-#include <google/protobuf/stubs/logging.h>
 
 #include "freshsync.pb.h"
 #include "hub/codec.h"
 
 namespace {
 
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "contract violated: %s\n", what);
-    std::abort();
-  }
-}
+using freshsync::fuzz::Check;
 
 class Reader {
  public:
@@ -127,13 +122,6 @@ void RoundTrip(Reader in, int format) {
 }
 
 }  // namespace
-
-// libprotobuf logs every string field with invalid UTF-8 at ERROR level; the fuzzer makes
-// thousands a second, and the log would be all the run prints (and most of its time).
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler(nullptr);
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
