@@ -92,6 +92,10 @@ int main(int argc, char** argv) {
     std::cerr << "edged: invalid config: " << config.status().message() << "\n";
     return 2;
   }
+  // [hub] key = "site.key", a bare name, is the credential edged.service loads
+  // (LoadCredential=site.key:/etc/freshsync/site.key), so the key need not be readable by the
+  // freshsync user in /etc; an absolute path is read as it is.
+  if (config->hub) config->hub->key = freshsync::edge::Sealer::ResolveKeyPath(config->hub->key, std::getenv("CREDENTIALS_DIRECTORY"));
   std::optional<freshsync::edge::Sealer> sealer;
   // The key may come as a systemd credential (LoadCredential=privacy.key:...), see ResolveKeyPath.
   std::string key_path = freshsync::edge::Sealer::ResolveKeyPath(config->privacy_key_file, std::getenv("CREDENTIALS_DIRECTORY"));

@@ -15,8 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fuzz/fuzz_check.h"
 #include "edge/decode.h"
-#include <google/protobuf/stubs/logging.h>
 
 #include "freshsync.pb.h"
 
@@ -27,12 +27,7 @@ using freshsync::edge::GpsFix;
 using freshsync::edge::OrderStatus;
 using freshsync::edge::StockMovement;
 
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "contract violated: %s\n", what);
-    std::abort();
-  }
-}
+using freshsync::fuzz::Check;
 
 bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
 
@@ -77,13 +72,6 @@ void CheckRedacted(std::string_view payload) {
 }
 
 }  // namespace
-
-// libprotobuf logs every string field with invalid UTF-8 at ERROR level; the fuzzer makes
-// thousands a second, and the log would be all the run prints (and most of its time).
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler(nullptr);
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;

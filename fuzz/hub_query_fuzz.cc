@@ -11,18 +11,14 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz/fuzz_check.h"
 #include "hub/query.h"
 
 namespace {
 
 using namespace freshsync::hub;
 
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "contract violated: %s\n", what);
-    std::abort();
-  }
-}
+using freshsync::fuzz::Check;
 
 QueryParams Split(std::string_view q) {
   QueryParams p;

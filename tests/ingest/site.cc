@@ -104,6 +104,7 @@ Site::Site(SiteOptions options) {
 Site::~Site() { edged_.Kill(); }
 
 bool Site::StartEdged(std::map<std::string, std::string> env, std::chrono::milliseconds timeout) {
+  env.insert(edged_env_.begin(), edged_env_.end());  // insert keeps the call's own values
   edged_ = ChildProcess({BinDir() + "/edged", "--config", config_path_}, log_path_, std::move(env));
   if (!edged_.Start()) return false;
   ++starts_;

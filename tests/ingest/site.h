@@ -74,6 +74,8 @@ class Site {
 
   // Starts edged and waits until it has subscribed (counted from the log).
   bool StartEdged(std::map<std::string, std::string> env = {}, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Environment every StartEdged adds (a call's own `env` wins), e.g. CREDENTIALS_DIRECTORY.
+  void SetEdgedEnv(std::map<std::string, std::string> env) { edged_env_ = std::move(env); }
   void KillEdged() { edged_.Kill(); }
   void SignalEdged(int sig) { edged_.Signal(sig); }
   int StopEdged() { return edged_.Stop(); }
@@ -92,6 +94,7 @@ class Site {
   std::unique_ptr<MosquittoBroker> broker_;
   std::string config_path_, db_path_, log_path_;
   ChildProcess edged_;
+  std::map<std::string, std::string> edged_env_;
   int starts_ = 0;
 };
 

@@ -37,9 +37,15 @@ SiteHub::SiteHub(SiteHubOptions options) {
   if (!StartHubd()) return;
   proxy_ = std::make_unique<FaultProxy>("127.0.0.1", hub_port_);
   if (!proxy_->Start()) return;
+  // The site key reaches edged as edged.service gives it: a systemd credential named in the
+  // config by its bare name (key = "site.key", looked up in $CREDENTIALS_DIRECTORY).
+  const std::string credentials = dir_.File("credentials");
+  std::filesystem::create_directories(credentials);
+  std::filesystem::copy_file(client.key, credentials + "/site.key");
   site_ = std::make_unique<Site>("[hub]\nurl = \"https://127.0.0.1:" + std::to_string(proxy_->port()) + "\"\nca = \"" +
-                                 pki_->ca_cert() + "\"\ncert = \"" + client.cert + "\"\nkey = \"" + client.key + "\"\n" +
+                                 pki_->ca_cert() + "\"\ncert = \"" + client.cert + "\"\nkey = \"site.key\"\n" +
                                  options.hub_tuning + options.edge_toml);
+  site_->SetEdgedEnv({{"CREDENTIALS_DIRECTORY", credentials}});
   ok_ = true;
 }
 
