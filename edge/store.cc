@@ -218,6 +218,10 @@ Status EdgeStore::Prepare() {
   order_update_ = make("UPDATE orders SET status = ?2, version = ?3, actor = ?4, updated_ts_ms = ?5 WHERE order_id = ?1");
   gps_put_ = make("INSERT INTO vehicle_positions(vehicle, seq, ts_ms, lat, lon, speed_kmh, heading, hdop) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
   climate_put_ = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery) VALUES (?1,?2,?3,?4,?5,?6)");
+  // The intake journal's applied position (edge/intake_journal.h), written in each batch.
+  intake_put_ = make(
+      "INSERT INTO edge_meta(name, value) VALUES ('intake_applied', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value");
+  intake_get_ = make("SELECT value FROM edge_meta WHERE name = 'intake_applied'");
   dead_letter_ = make(
       "INSERT INTO dead_letters(received_ms, topic, reason, payload, payload_bytes, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
   for (auto& s : stmts_)
@@ -308,11 +312,27 @@ Result<int64_t> EdgeStore::AppendOutbox(int entity, const std::string& key, int6
 }
 
 Result<EdgeStore::Outcome> EdgeStore::Apply(const Message& message, int64_t received_ms) {
-  Status s = Begin();
+  Status s = BeginBatch();
   if (!s.ok()) return s;
+  Result<Outcome> r = ApplyInBatch(message, received_ms);
+  if (!r.ok() || *r == Outcome::kDuplicate) {  // a duplicate wrote nothing
+    RollbackBatch();
+    return r;
+  }
+  s = CommitBatch();
+  if (!s.ok()) return s;
+  return r;
+}
+
+Status EdgeStore::BeginBatch() {
+  Status s = Begin();
   pending_pubs_.clear();
-  bool hooked = false;  // the hook saw this message: tell it how the transaction ended
-  Result<Outcome> r = std::visit(
+  batch_hooked_ = false;
+  return s;
+}
+
+Result<EdgeStore::Outcome> EdgeStore::ApplyInBatch(const Message& message, int64_t received_ms) {
+  return std::visit(
       [&](const auto& m) -> Result<Outcome> {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, StockMovement>) return ApplyMovement(m, received_ms);
@@ -320,36 +340,33 @@ Result<EdgeStore::Outcome> EdgeStore::Apply(const Message& message, int64_t rece
         else if constexpr (std::is_same_v<T, GpsFix>) {
           auto a = ApplyGps(m, received_ms);
           if (!a.ok() || *a != Outcome::kApplied || !hook_) return a;
-          hooked = true;
+          batch_hooked_ = true;
           Status hs = hook_->OnGps(*this, m, received_ms);
           if (!hs.ok()) return hs;
           return a;
         } else {
           auto a = ApplyClimate(m, received_ms);
           if (!a.ok() || *a != Outcome::kApplied || !hook_) return a;
-          hooked = true;
+          batch_hooked_ = true;
           Status hs = hook_->OnClimate(*this, m, received_ms);
           if (!hs.ok()) return hs;
           return a;
         }
       },
       message);
-  auto rolled_back = [&] {
-    Rollback();
-    pending_pubs_.clear();
-    if (hooked) hook_->OnRolledBack();
-  };
-  if (!r.ok()) {
-    rolled_back();
-    return r;
-  }
-  if (*r == Outcome::kDuplicate) {
-    rolled_back();  // nothing was written
-    return r;
-  }
-  s = Commit();
+}
+
+void EdgeStore::RollbackBatch() {
+  Rollback();
+  pending_pubs_.clear();
+  if (batch_hooked_) hook_->OnRolledBack();
+  batch_hooked_ = false;
+}
+
+Status EdgeStore::CommitBatch() {
+  Status s = Commit();
   if (!s.ok()) {
-    rolled_back();
+    RollbackBatch();
     return s;
   }
   // Committed: only now may the events leave the process (commit, then ack, then publish).
@@ -359,8 +376,23 @@ Result<EdgeStore::Outcome> EdgeStore::Apply(const Message& message, int64_t rece
   // notifications, the events themselves are in the outbox.
   if (ready_pubs_.size() > kMaxReadyPublications)
     ready_pubs_.erase(ready_pubs_.begin(), ready_pubs_.end() - static_cast<std::ptrdiff_t>(kMaxReadyPublications));
-  if (hooked) hook_->OnCommitted();
-  return r;
+  if (batch_hooked_) hook_->OnCommitted();
+  batch_hooked_ = false;
+  return Status::Ok();
+}
+
+Status EdgeStore::SetIntakePosition(int64_t index) {
+  const int rc = intake_put_->Bind(1, index).Step();
+  intake_put_->Reset();
+  return rc == SQLITE_DONE ? Status::Ok() : Error("intake position");
+}
+
+Result<int64_t> EdgeStore::IntakePosition() {
+  const int rc = intake_get_->Step();
+  const int64_t v = rc == SQLITE_ROW ? intake_get_->Int(0) : 0;
+  intake_get_->Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("intake position");
+  return v;
 }
 
 Result<int64_t> EdgeStore::AppendChange(int entity, const std::string& key, int priority, int64_t ts_ms, v1::ChangeRecord& record,

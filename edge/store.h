@@ -99,6 +99,25 @@ class EdgeStore {
   Result<Outcome> Apply(const Message& message, int64_t received_ms);
   Status AddDeadLetter(const DeadLetter& dl);
 
+  // ---- Batches: many messages in one transaction (edge/ingest.cc's journal applier) ----
+  // BeginBatch(), then ApplyInBatch()/AddDeadLetter()/SetIntakePosition() any number of
+  // times, then CommitBatch() or RollbackBatch(). Apply() is exactly BeginBatch + ApplyInBatch
+  // + CommitBatch (or RollbackBatch when not applied).
+  // ApplyInBatch returns what Apply would, but a non-ok result leaves that message's partial
+  // writes in the open transaction: the caller must RollbackBatch() (and may re-apply the
+  // messages before it, which is deterministic, then handle this one on its own).
+  // CommitBatch: kIOError (or another error) means the whole batch was rolled back. The
+  // ApplyHook hears one OnCommitted/OnRolledBack per batch that reached it; publications
+  // are released (TakePublications) only by a successful CommitBatch.
+  Status BeginBatch();
+  Result<Outcome> ApplyInBatch(const Message& message, int64_t received_ms);
+  Status CommitBatch();
+  void RollbackBatch();
+  // The intake journal index applied so far (edge_meta 'intake_applied'); 0 if never set.
+  // Set inside a batch, so it commits with the messages it covers.
+  Status SetIntakePosition(int64_t index);
+  Result<int64_t> IntakePosition();
+
   // Rules run inside Apply()'s transaction; not owned, must outlive the store's use. nullptr: none.
   void SetApplyHook(ApplyHook* hook) { hook_ = hook; }
   // For ApplyHook, inside Apply()'s transaction only: appends a change record for (entity, key)
@@ -151,11 +170,13 @@ class EdgeStore {
   Stmt *begin_ = nullptr, *commit_ = nullptr, *rollback_ = nullptr, *claim_ = nullptr, *version_ = nullptr,
        *next_seq_ = nullptr, *outbox_ = nullptr, *hlc_save_ = nullptr, *stock_get_ = nullptr, *stock_put_ = nullptr,
        *movement_put_ = nullptr, *order_get_ = nullptr, *order_put_ = nullptr, *order_update_ = nullptr,
-       *gps_put_ = nullptr, *climate_put_ = nullptr, *dead_letter_ = nullptr;
+       *gps_put_ = nullptr, *climate_put_ = nullptr, *dead_letter_ = nullptr, *intake_put_ = nullptr,
+       *intake_get_ = nullptr;
   int64_t customers_dropped_ = 0;
   int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
   std::function<Status()> commit_fault_;
   ApplyHook* hook_ = nullptr;
+  bool batch_hooked_ = false;  // a message of the open batch reached hook_
   std::vector<Publication> pending_pubs_;  // of the open transaction
   std::vector<Publication> ready_pubs_;    // committed, not yet taken
 };
