@@ -16,7 +16,8 @@ namespace {
 int64_t JournalLag(const Site& site) {
   auto last = edge::ReadJournalLastIndex(edge::Ingest::JournalDir(site.db_path()));
   if (!last.ok()) return -1;
-  return static_cast<int64_t>(*last) - site.Int("SELECT IFNULL((SELECT value FROM edge_meta WHERE name = 'intake_applied'), 0)");
+  // A drained journal may hold no entry at all (last index 0): no lag.
+  return std::max<int64_t>(0, static_cast<int64_t>(*last) - site.Int("SELECT IFNULL((SELECT value FROM edge_meta WHERE name = 'intake_applied'), 0)"));
 }
 
 TEST(IngestJournalCrashTest, KillNineWhileTheApplierLagsLosesNothingAndAppliesOnce) {
