@@ -10,24 +10,40 @@
 
 namespace freshsync::edge {
 
-// Completion of the {root}/# subscription: readiness for logs, tests and sd_notify.
+// Completion of a client's subscriptions: readiness for logs, tests and sd_notify.
 class SubscribeListener : public mqtt::iaction_listener {
  public:
-  explicit SubscribeListener(Ingest* ingest) : ingest_(ingest) {}
-  void on_success(const mqtt::token&) override {
-    ingest_->subscribed_ = true;
-    spdlog::info("ingest: subscribed to {}/# (QoS 1)", ingest_->config_.mqtt.topic_root);
-  }
+  SubscribeListener(Ingest* ingest, bool telemetry) : ingest_(ingest), telemetry_(telemetry) {}
+  void on_success(const mqtt::token&) override { ingest_->OnSubscribed(telemetry_); }
   void on_failure(const mqtt::token& tok) override {
-    spdlog::error("ingest: subscription to {}/# refused (rc {})", ingest_->config_.mqtt.topic_root, tok.get_return_code());
+    spdlog::error("ingest: {} subscription under {}/ refused (rc {})", telemetry_ ? "telemetry" : "main",
+                  ingest_->config_.mqtt.topic_root, tok.get_return_code());
   }
 
  private:
   Ingest* ingest_;
+  bool telemetry_;
 };
 
+namespace {
+// Until this version the main client subscribed to {root}/#. Its persistent session keeps
+// that subscription, so it is dropped once the telemetry client holds its own (not before:
+// telemetry published in between would be queued for nobody).
+std::string LegacyFilter(const std::string& root) { return root + "/#"; }
+// Telemetry topics: the telemetry client's. {root}/vehicles/# and {root}/sensors/# rather
+// than the exact gps/climate patterns, so that a malformed topic there is still dead-lettered.
+std::vector<std::string> TelemetryFilters(const std::string& root) { return {root + "/vehicles/#", root + "/sensors/#"}; }
+// Everything else edged consumes: the main client's. {root}/+ keeps single-level unknown
+// topics dead-lettered; own outputs ({root}/events/#, {root}/alerts/#) are no longer echoed.
+std::vector<std::string> MainFilters(const std::string& root) { return {root + "/stock/#", root + "/orders/#", root + "/+"}; }
+}  // namespace
+
 Ingest::Ingest(const EdgeConfig& config, EdgeStore& store, Clock& clock)
-    : config_(config), store_(store), clock_(clock), sub_listener_(std::make_unique<SubscribeListener>(this)) {}
+    : config_(config),
+      store_(store),
+      clock_(clock),
+      sub_listener_(std::make_unique<SubscribeListener>(this, false)),
+      telemetry_sub_listener_(std::make_unique<SubscribeListener>(this, true)) {}
 
 Ingest::~Ingest() { Stop(); }
 
@@ -62,24 +78,38 @@ Status Ingest::Start() {
                       .delete_oldest_messages(true)
                       .finalize();
     client_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id, create, nullptr);
+    telemetry_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id + "-telemetry", create, nullptr);
   } catch (const std::exception& e) {
     return Status::InvalidArgument(std::string("mqtt.uri: ") + e.what());
   }
-  client_->set_message_callback([this](mqtt::const_message_ptr msg) {
+  auto on_message = [this](mqtt::const_message_ptr msg) {
     const auto& payload = msg->get_payload_ref();
     Accept(msg->get_topic(), std::string_view(payload.data(), payload.size()));
-  });
+  };
+  client_->set_message_callback(on_message);
+  telemetry_->set_message_callback(on_message);
   client_->set_connected_handler([this](const std::string&) { OnConnected(); });
+  telemetry_->set_connected_handler([this](const std::string&) { OnTelemetryConnected(); });
   client_->set_connection_lost_handler([this](const std::string& cause) {
     subscribed_ = false;
+    subscribed_logged_ = false;
     spdlog::warn("ingest: connection to {} lost ({}); reconnecting", config_.mqtt.uri, cause.empty() ? "no reason given" : cause);
   });
-  connector_ = std::thread([this] { ConnectLoop(); });
+  telemetry_->set_connection_lost_handler([this](const std::string& cause) {
+    telemetry_subscribed_ = false;
+    subscribed_logged_ = false;
+    spdlog::warn("ingest: telemetry connection to {} lost ({}); reconnecting", config_.mqtt.uri,
+                 cause.empty() ? "no reason given" : cause);
+  });
+  connector_ = std::thread([this] { ConnectLoop(false); });
+  telemetry_connector_ = std::thread([this] { ConnectLoop(true); });
   return Status::Ok();
 }
 
-void Ingest::ConnectLoop() {
+void Ingest::ConnectLoop(bool telemetry) {
   const auto& m = config_.mqtt;
+  mqtt::async_client& client = telemetry ? *telemetry_ : *client_;
+  auto stop = [&] { return stopping_.load() || (telemetry && telemetry_paused_.load()); };
   auto b = mqtt::connect_options_builder()
                // Paho C++ 1.2 can silently fall back to 3.1 after a socket error: pin the version.
                .mqtt_version(MQTTVERSION_3_1_1)
@@ -97,38 +127,102 @@ void Ingest::ConnectLoop() {
   const auto opts = b.finalize();
   // Paho's automatic reconnect only starts after a first success; until then we retry here.
   int backoff_ms = 200;
-  while (!stopping_) {
+  while (!stop()) {
     try {
-      auto tok = client_->connect(opts);
-      if (tok->wait_for(std::chrono::seconds(10)) && client_->is_connected()) return;
+      auto tok = client.connect(opts);
+      if (tok->wait_for(std::chrono::seconds(10)) && client.is_connected()) return;
     } catch (const std::exception& e) {
-      spdlog::warn("ingest: cannot connect to {}: {}; retrying in {} ms", m.uri, e.what(), backoff_ms);
+      spdlog::warn("ingest: {} client cannot connect to {}: {}; retrying in {} ms", telemetry ? "telemetry" : "main", m.uri, e.what(),
+                   backoff_ms);
     }
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stopping_.load(); });
+    cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), stop);
     backoff_ms = std::min(backoff_ms * 2, 10000);
   }
 }
 
-void Ingest::OnConnected() {
+namespace {
+void Subscribe(mqtt::async_client& client, const std::vector<std::string>& filters, mqtt::iaction_listener& listener) {
   // Re-subscribing is harmless with a persistent session and covers a broker that lost it.
-  // {root}/# also brings back what we publish ourselves; HandleMessage skips those topics
-  // (MQTT 3.1.1 has no no-local option).
-  const std::string filter = config_.mqtt.topic_root + "/#";
+  // {root}/orders/# also brings back the order states we publish; Accept skips those
+  // topics (MQTT 3.1.1 has no no-local option).
   try {
-    client_->subscribe(filter, 1, nullptr, *sub_listener_);
+    auto topics = mqtt::string_collection::create(filters);
+    client.subscribe(topics, mqtt::iasync_client::qos_collection(filters.size(), 1), nullptr, listener);
   } catch (const std::exception& e) {
-    spdlog::error("ingest: subscribe to {} failed: {}", filter, e.what());
+    spdlog::error("ingest: subscribe to {} failed: {}", filters.front(), e.what());
   }
+}
+}  // namespace
+
+void Ingest::OnConnected() { Subscribe(*client_, MainFilters(config_.mqtt.topic_root), *sub_listener_); }
+
+void Ingest::OnTelemetryConnected() {
+  if (telemetry_paused_) {
+    // Paho's automatic reconnect came back while we are paused (the link was down when
+    // PauseTelemetry ran, so there was no connection to close): close this one.
+    try {
+      telemetry_->disconnect();
+    } catch (const std::exception& e) {
+      spdlog::warn("ingest: telemetry disconnect: {}", e.what());
+    }
+    return;
+  }
+  Subscribe(*telemetry_, TelemetryFilters(config_.mqtt.topic_root), *telemetry_sub_listener_);
+}
+
+void Ingest::OnSubscribed(bool telemetry) {
+  (telemetry ? telemetry_subscribed_ : subscribed_) = true;
+  if (telemetry_subscribed_ && subscribed_ && !legacy_dropped_.exchange(true)) {
+    try {
+      // The collection form: the token keeps the filter alive until the UNSUBSCRIBE is sent
+      // (with a temporary string, Paho 1.2 sent a malformed packet after a reconnect).
+      client_->unsubscribe(mqtt::string_collection::create({LegacyFilter(config_.mqtt.topic_root)}));
+    } catch (const std::exception& e) {
+      legacy_dropped_ = false;
+      spdlog::warn("ingest: unsubscribe from {}: {}", LegacyFilter(config_.mqtt.topic_root), e.what());
+    }
+  }
+  // One "subscribed to" line per time both are up: tests and operators wait for it.
+  if (subscribed() && !subscribed_logged_.exchange(true))
+    spdlog::info("ingest: subscribed to {}/{{stock,orders,+}} and, {}, {}/{{vehicles,sensors}}/# (QoS 1)", config_.mqtt.topic_root,
+                 telemetry_paused_ ? "paused by the disk quota" : "as " + config_.mqtt.client_id + "-telemetry",
+                 config_.mqtt.topic_root);
+}
+
+void Ingest::PauseTelemetry() {
+  std::lock_guard<std::mutex> guard(pause_mu_);
+  if (stopping_ || telemetry_paused_.exchange(true) || !telemetry_) return;
+  cv_.notify_all();  // a connect loop in progress gives up
+  if (telemetry_connector_.joinable()) telemetry_connector_.join();
+  telemetry_subscribed_ = false;
+  try {
+    // The session stays (clean_session=false): the broker queues gps/climate for it.
+    if (telemetry_->is_connected()) telemetry_->disconnect(std::chrono::milliseconds(2000))->wait_for(std::chrono::seconds(5));
+  } catch (const std::exception& e) {
+    spdlog::warn("ingest: telemetry disconnect: {}", e.what());
+  }
+  spdlog::warn("ingest: telemetry paused: gps and climate are no longer acknowledged; the broker keeps them");
+}
+
+void Ingest::ResumeTelemetry() {
+  std::lock_guard<std::mutex> guard(pause_mu_);
+  if (stopping_ || !telemetry_paused_.exchange(false) || !telemetry_) return;
+  if (telemetry_connector_.joinable()) telemetry_connector_.join();
+  telemetry_connector_ = std::thread([this] { ConnectLoop(true); });
+  spdlog::info("ingest: telemetry resumed: reconnecting for what the broker kept");
 }
 
 bool Ingest::Stop() {
+  std::lock_guard<std::mutex> guard(pause_mu_);
   if (stopping_.exchange(true)) return !applier_gave_up_;
   cv_.notify_all();
   if (connector_.joinable()) connector_.join();
-  if (client_) {
+  if (telemetry_connector_.joinable()) telemetry_connector_.join();
+  for (auto* c : {telemetry_.get(), client_.get()}) {
+    if (!c) continue;
     try {
-      if (client_->is_connected()) client_->disconnect(std::chrono::milliseconds(2000))->wait_for(std::chrono::seconds(5));
+      if (c->is_connected()) c->disconnect(std::chrono::milliseconds(2000))->wait_for(std::chrono::seconds(5));
     } catch (const std::exception& e) {
       spdlog::warn("ingest: disconnect: {}", e.what());
     }

@@ -22,8 +22,17 @@
 // half the MQTT keepalive (a longer stall would get the client dropped); then it appends
 // anyway and counts an overrun.
 //
-// Thread-safety: Start/Stop from one controlling thread. Accept() is called by Paho's receive
-// thread (serialised internally, so any number of clients may feed it).
+// Two clients, two persistent sessions: the main client (mqtt.client_id) takes stock, orders
+// and anything unknown; the telemetry client (mqtt.client_id + "-telemetry") takes GPS and
+// climate. So telemetry can be paused on its own (PauseTelemetry, the disk quota's last
+// resort, edge/disk_quota.h): its client disconnects, the broker keeps queueing its session's
+// messages (up to max_queued_messages), and ResumeTelemetry reconnects for the redelivery,
+// while stock and orders keep flowing. Paho runs both clients' callbacks on one receive
+// thread, so Accept stays serial (and is serialised internally anyway). Publications (events, alerts, order state, dead
+// letters) all go out through the main client.
+//
+// Thread-safety: Start/Stop/PauseTelemetry/ResumeTelemetry from controlling threads (not from
+// the callback). Accept() is called by Paho's receive thread.
 #pragma once
 
 #include <atomic>
@@ -103,7 +112,14 @@ class Ingest {
   // failed during the drain: the rest stays in the journal for the next start.
   bool Stop();
 
-  bool subscribed() const { return subscribed_.load(); }
+  // Main client subscribed, and the telemetry client too unless telemetry is paused.
+  bool subscribed() const { return subscribed_.load() && (telemetry_subscribed_.load() || telemetry_paused_.load()); }
+  // Disconnects the telemetry client: nothing more is acknowledged on gps/climate topics, the
+  // broker keeps them. Waits up to a few seconds. Idempotent.
+  void PauseTelemetry();
+  // Reconnects it (in the background); the broker redelivers what it kept. Idempotent.
+  void ResumeTelemetry();
+  bool telemetry_paused() const { return telemetry_paused_.load(); }
   const IngestCounters& counters() const { return counters_; }
 
   // The callback's work: journal the message (own output topics are only counted); when it
@@ -131,8 +147,12 @@ class Ingest {
   friend class SubscribeListener;
   // What a batch does once committed: counters and notifications (never before the commit).
   struct AfterCommit;
-  void ConnectLoop();
+  // Connects the main or the telemetry client, retrying with backoff, until connected, stopping,
+  // or (telemetry) paused.
+  void ConnectLoop(bool telemetry);
   void OnConnected();
+  void OnTelemetryConnected();
+  void OnSubscribed(bool telemetry);
   void ApplierLoop();
   // Applies entries[0..n) in as few transactions as possible; false if it gave up because the
   // store kept failing during shutdown.
@@ -151,12 +171,19 @@ class Ingest {
   EdgeStore& store_;
   Clock& clock_;
   std::unique_ptr<mqtt::async_client> client_;
+  std::unique_ptr<mqtt::async_client> telemetry_;  // gps + climate (see the header comment)
   std::thread connector_;
+  std::thread telemetry_connector_;
+  std::mutex pause_mu_;  // serializes PauseTelemetry/ResumeTelemetry/Stop on telemetry_
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> subscribed_{false};
   std::atomic<bool> stop_applier_{false};
+  std::atomic<bool> telemetry_subscribed_{false};
+  std::atomic<bool> telemetry_paused_{false};
+  std::atomic<bool> subscribed_logged_{false};
+  std::atomic<bool> legacy_dropped_{false};  // the pre-split {root}/# subscription, once per process
   IngestCounters counters_;
   std::unique_ptr<IntakeJournal> journal_;
   std::mutex append_mu_;  // one appender at a time, whichever client's callback it is
@@ -168,6 +195,7 @@ class Ingest {
   size_t max_batch_ = kMaxBatch;
   int apply_delay_ms_ = 0;
   std::unique_ptr<class SubscribeListener> sub_listener_;
+  std::unique_ptr<class SubscribeListener> telemetry_sub_listener_;
 };
 
 }  // namespace freshsync::edge
