@@ -1,5 +1,6 @@
-// EdgeStore: the site's SQLite store. Every accepted message becomes ONE transaction holding
-// its dedupe key, its domain rows and its outbox change record(s). Schema: docs/formats.md.
+// EdgeStore: the site's SQLite store. Every accepted message is applied inside one transaction
+// (its own, Apply(), or a batch's, ApplyInBatch()) holding its dedupe key, its domain rows and
+// its outbox change record(s). Schema: docs/formats.md.
 //
 // Ordering invariant (where durability meets acknowledgement): Apply() returns only after
 // COMMIT has returned, so a caller that acknowledges after Apply() never acknowledges a
@@ -14,7 +15,7 @@
 //   kIOError         the disk failed (full, I/O error, locked past busy_timeout): nothing
 //                    was written; the caller must NOT acknowledge the message
 //   kInternal        a bug or a corrupt database
-// Thread-safety: an EdgeStore is used from one thread at a time (the MQTT callback thread).
+// Thread-safety: an EdgeStore is used from one thread at a time (ingest's journal applier).
 // Other processes (edgectl, sqlite3) may read concurrently: WAL lets them.
 #pragma once
 
