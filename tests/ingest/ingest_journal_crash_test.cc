@@ -20,6 +20,8 @@ int64_t JournalLag(const Site& site) {
   return std::max<int64_t>(0, static_cast<int64_t>(*last) - site.Int("SELECT IFNULL((SELECT value FROM edge_meta WHERE name = 'intake_applied'), 0)"));
 }
 
+std::string Tail(const std::string& log) { return log.substr(log.size() > 4000 ? log.size() - 4000 : 0); }
+
 TEST(IngestJournalCrashTest, KillNineWhileTheApplierLagsLosesNothingAndAppliesOnce) {
   Site site;
   // The applier commits at most 20 entries every 20 ms (~1,000 msg/s) while the publisher
@@ -47,7 +49,7 @@ TEST(IngestJournalCrashTest, KillNineWhileTheApplierLagsLosesNothingAndAppliesOn
     lag = JournalLag(site);  // as the crash left it
     std::cerr << "kill " << kills + 1 << " with " << lag << " journaled, unapplied messages\n";
     max_lag_at_kill = std::max(max_lag_at_kill, lag);
-    ASSERT_TRUE(site.StartEdged(slow_applier));
+    ASSERT_TRUE(site.StartEdged(slow_applier)) << Tail(site.log());
   }
   publisher.join();
   EXPECT_GE(kills, 2);
