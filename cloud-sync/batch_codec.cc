@@ -31,6 +31,132 @@ bool LeadingSeq(const std::string& rec, uint64_t* seq) {
   return false;
 }
 
+bool ReadVarint(const uint8_t*& p, const uint8_t* end, uint64_t* v) {
+  uint64_t out = 0;
+  for (int shift = 0; p < end && shift < 64; shift += 7) {
+    const uint8_t b = *p++;
+    out |= static_cast<uint64_t>(b & 0x7F) << shift;
+    if ((b & 0x80) == 0) {
+      *v = out;
+      return true;
+    }
+  }
+  return false;
+}
+
+// One protobuf field: its number, wire type, whole encoding [begin, end), and for varints the
+// value, for length-delimited fields the payload.
+struct Field {
+  uint32_t number = 0;
+  uint32_t wire_type = 0;
+  const uint8_t* begin = nullptr;
+  const uint8_t* end = nullptr;
+  uint64_t varint = 0;
+  std::string_view payload;
+};
+
+// Reads the field at p; false on anything this walker does not handle (groups, truncation).
+bool NextField(const uint8_t*& p, const uint8_t* end, Field* f) {
+  f->begin = p;
+  uint64_t tag = 0;
+  if (!ReadVarint(p, end, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1FFFFFFF) return false;
+  f->number = static_cast<uint32_t>(tag >> 3);
+  f->wire_type = static_cast<uint32_t>(tag & 7);
+  switch (f->wire_type) {
+    case 0:
+      if (!ReadVarint(p, end, &f->varint)) return false;
+      break;
+    case 1:
+      if (end - p < 8) return false;
+      p += 8;
+      break;
+    case 2: {
+      uint64_t len = 0;
+      if (!ReadVarint(p, end, &len) || len > static_cast<uint64_t>(end - p)) return false;
+      f->payload = std::string_view(reinterpret_cast<const char*>(p), len);
+      p += len;
+      break;
+    }
+    case 5:
+      if (end - p < 4) return false;
+      p += 4;
+      break;
+    default:
+      return false;
+  }
+  f->end = p;
+  return true;
+}
+
+void Append(std::string& out, const Field& f) { out.append(reinterpret_cast<const char*>(f.begin), f.end - f.begin); }
+
+// ChangeRecord field numbers (proto/freshsync.proto).
+constexpr uint32_t kSeq = 1, kKey = 3, kHlc = 5, kTs = 6, kHlcFromTs = 7, kPosition = 12, kClimate = 13;
+
+// Body (VehiclePosition, ClimateReading) without its subfield 1 when that equals `key`.
+// Returns false when the body is kept as it is.
+bool BodyWithoutKey(std::string_view body, std::string_view key, std::string& out) {
+  const auto* p = reinterpret_cast<const uint8_t*>(body.data());
+  const auto* end = p + body.size();
+  Field f;
+  bool dropped = false;
+  out.clear();
+  while (p < end) {
+    if (!NextField(p, end, &f)) return false;
+    if (f.number == 1 && f.wire_type == 2 && f.payload == key && !dropped) {
+      dropped = true;
+      continue;
+    }
+    Append(out, f);
+  }
+  return dropped;
+}
+
+// Format 2 form of one stored record (see batch_codec.h). False if the record cannot be walked
+// or already uses hlc_from_ts; the caller then sends it whole.
+bool CompactRecord(const std::string& rec, uint64_t seq, bool omit_seq, std::string& out, std::string& body) {
+  const auto* begin = reinterpret_cast<const uint8_t*>(rec.data());
+  const auto* end = begin + rec.size();
+  std::string_view key;
+  uint64_t hlc = 0, ts = 0;
+  bool have_hlc = false;
+  Field f;
+  for (const uint8_t* p = begin; p < end;) {
+    if (!NextField(p, end, &f)) return false;
+    if (f.number == kHlcFromTs) return false;
+    if (f.number == kKey && f.wire_type == 2) key = f.payload;
+    if (f.number == kHlc && f.wire_type == 0) {
+      hlc = f.varint;
+      have_hlc = true;
+    }
+    if (f.number == kTs && f.wire_type == 0) ts = f.varint;
+  }
+  out.clear();
+  if (!omit_seq) {
+    out.push_back(0x08);
+    PutVarint(out, seq);
+  }
+  for (const uint8_t* p = begin; p < end;) {
+    NextField(p, end, &f);  // walked above
+    if (f.number == kSeq && f.wire_type == 0) continue;
+    if (f.number == kHlc && f.wire_type == 0 && have_hlc) {
+      // Two's complement difference, zigzag (sint64): wraps consistently for any ts_ms.
+      const auto delta = static_cast<int64_t>(hlc - (ts << 16));
+      out.push_back(static_cast<char>(kHlcFromTs << 3));
+      PutVarint(out, (static_cast<uint64_t>(delta) << 1) ^ static_cast<uint64_t>(delta >> 63));
+      continue;
+    }
+    if ((f.number == kPosition || f.number == kClimate) && f.wire_type == 2 && BodyWithoutKey(f.payload, key, body)) {
+      out.push_back(static_cast<char>(f.number << 3 | 2));
+      PutVarint(out, body.size());
+      out += body;
+      continue;
+    }
+    Append(out, f);
+  }
+  return true;
+}
+
 }  // namespace
 
 BatchEncoder::BatchEncoder(int zstd_level) : level_(zstd_level), cctx_(ZSTD_createCCtx()) {
@@ -39,13 +165,28 @@ BatchEncoder::BatchEncoder(int zstd_level) : level_(zstd_level), cctx_(ZSTD_crea
 
 BatchEncoder::~BatchEncoder() { ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(cctx_)); }
 
-std::string_view BatchEncoder::Encode(const std::string& site, const std::vector<OutboxRow>& rows, bool urgent) {
+std::string_view BatchEncoder::Encode(const std::string& site, const std::vector<OutboxRow>& rows, bool urgent,
+                                      int format) {
   raw_.clear();
   raw_.push_back(0x0A);
   PutVarint(raw_, site.size());
   raw_ += site;
+  if (format >= 2) {
+    raw_.push_back(0x20);
+    PutVarint(raw_, 2);
+  }
   char tail[11];
+  std::string body;
+  uint64_t prev_seq = 0;
   for (const auto& row : rows) {
+    const bool omit_seq = prev_seq != 0 && row.seq == prev_seq + 1;
+    prev_seq = row.seq;
+    if (format >= 2 && CompactRecord(row.record, row.seq, omit_seq, rec_, body)) {
+      raw_.push_back(0x12);
+      PutVarint(raw_, rec_.size());
+      raw_ += rec_;
+      continue;
+    }
     uint64_t seq = 0;
     size_t tail_len = 0;
     if (!LeadingSeq(row.record, &seq) || seq != row.seq) {

@@ -18,6 +18,7 @@ namespace freshsync::sync {
 namespace {
 
 constexpr int64_t kStoreRetryMs = 500;        // after a local SQLite failure (busy, I/O)
+constexpr uint64_t kUrgentScanWindow = 200000; // outbox rows the urgent lane scans per step
 constexpr int64_t kMinReconcileGapMs = 5000;  // reconnect storms must not turn into digest storms
 constexpr int64_t kErrorLogEveryMs = 10000;
 
@@ -215,7 +216,8 @@ int64_t SyncAgent::Failure(const Result<HttpResponse>& r, const char* what) {
 }
 
 int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
-  const std::string_view body = encoder_.Encode(config_.site, rows, kind == Kind::kUrgent);
+  const int format = std::min(hub_format_, options_.max_batch_format);
+  const std::string_view body = encoder_.Encode(config_.site, rows, kind == Kind::kUrgent, format);
   HttpRequest req;
   req.method = "POST";
   req.url = BaseUrl() + "/batches";
@@ -230,6 +232,7 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
   if (r.ok() && r->status == 409) {
     freshsync::v1::BatchAck ack;
     if (!ack.ParseFromString(r->body)) return Failure(r, "batch 409 without a BatchAck");
+    LearnFormat(ack.max_format());
     const uint64_t expected = ack.expected_seq() != 0 ? ack.expected_seq() : ack.contiguous_seq() + 1;
     SetLink(true);
     backoff_.Reset();
@@ -247,6 +250,10 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
     (void)PersistAcked(expected - 1, false);
     return 0;
   }
+  if (r.ok() && r->status == 400 && format >= 2) {
+    // A hub that announced format 2 and now cannot read it was replaced by an older one.
+    hub_format_ = 1;
+  }
   if (!r.ok() || r->status != 200) return Failure(r, kind == Kind::kUrgent ? "urgent batch" : "batch");
 
   freshsync::v1::BatchAck ack;
@@ -255,6 +262,7 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
     SetError("batch: 200 without a parseable BatchAck; retrying at the cap");
     return backoff_.AtCap();
   }
+  LearnFormat(ack.max_format());
   SetLink(true);
   backoff_.Reset();
   consecutive_409_ = 0;
@@ -294,6 +302,13 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
   }
   (void)PersistAcked(c, c >= acked_);
   return 0;
+}
+
+void SyncAgent::LearnFormat(uint32_t announced_max_format) {
+  const int announced = announced_max_format == 0 ? 1 : static_cast<int>(std::min<uint32_t>(announced_max_format, 16));
+  const int format = std::min(announced, BatchEncoder::kMaxFormat);
+  if (format != hub_format_) spdlog::info("sync: hub decodes batch format {}, sending format {}", announced, format);
+  hub_format_ = format;
 }
 
 void SyncAgent::CountAnswer(const Result<HttpResponse>& r) { work_.http_codes[r.ok() ? r->status : 0]++; }
@@ -336,7 +351,11 @@ int64_t SyncAgent::Reconcile() {
     SetError("store: " + first.status().ToString());
     return kStoreRetryMs;
   }
-  const uint64_t a = std::max<uint64_t>(1, *first);
+  // Below sync_state.quota_dropped_upto the edge's disk quota dropped acknowledged telemetry
+  // records (edge/disk_quota.h): the outbox has holes there that no re-send can fill, so
+  // digests start above it.
+  auto quota_mark = store_->GetState("quota_dropped_upto", 0);
+  const uint64_t a = std::max<uint64_t>({1, *first, quota_mark.ok() ? static_cast<uint64_t>(*quota_mark) + 1 : 1});
   const uint64_t b = std::max(a, acked_);
   const auto n = static_cast<uint32_t>(std::min<uint64_t>(options_.digest_buckets, b - a + 1));
   HttpRequest req;
@@ -552,14 +571,19 @@ int64_t SyncAgent::Step() {
   // Urgent lane: priority rows that the next normal batch would not carry anyway.
   const uint64_t urgent_from = std::max(urgent_scanned_, acked_ + static_cast<uint64_t>(hub_.batch_max_records));
   if (last_seq_ > urgent_from) {
-    if (Status st = store_->ReadPriority(urgent_from, last_seq_, hub_.batch_max_records, hub_.batch_max_bytes, &rows_,
+    // The outbox has no index on priority, so the scan walks every row it covers. A window
+    // per step keeps one step short with a huge backlog (a whole 10M-row backlog was a 1 GB
+    // read before the first batch; docs/benchmarks.md, "Memory and start-up"); the window
+    // still moves 40x faster than the normal stream's 5,000 records.
+    const uint64_t scan_to = std::min(last_seq_, urgent_from + kUrgentScanWindow);
+    if (Status st = store_->ReadPriority(urgent_from, scan_to, hub_.batch_max_records, hub_.batch_max_bytes, &rows_,
                                          &full);
         !st.ok()) {
       SetError("store: " + st.ToString());
       return kStoreRetryMs;
     }
     if (rows_.empty()) {
-      urgent_scanned_ = last_seq_;  // nothing urgent up to here; in memory only, a rescan is cheap
+      urgent_scanned_ = scan_to;  // nothing urgent up to here; in memory only, a rescan is cheap
     } else {
       return SendRows(rows_, Kind::kUrgent);
     }

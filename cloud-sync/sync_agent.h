@@ -55,6 +55,7 @@ struct SyncAgentOptions {
   int retention_max_chunks = 50;      // trim transactions per check
   uint32_t digest_buckets = 256;      // per reconciliation request (hub allows at most 1024)
   uint64_t rng_seed = 0;              // 0: random; tests fix it
+  int max_batch_format = BatchEncoder::kMaxFormat;  // 1 forces the original format (tests, benchmarks)
 };
 
 struct SyncStats {
@@ -127,6 +128,7 @@ class SyncAgent {
   int64_t Step();
   Status LoadState();
   int64_t SendRows(const std::vector<OutboxRow>& rows, Kind kind);
+  void LearnFormat(uint32_t announced_max_format);  // from a BatchAck
   // Handles a non-200 answer or a transport failure; returns the wait before the next try.
   int64_t Failure(const Result<HttpResponse>& r, const char* what);
   int64_t Reconcile();
@@ -162,6 +164,10 @@ class SyncAgent {
   int64_t next_trim_ms_ = 0;
   int64_t next_request_poll_ms_ = 0;  // kStateReconcileRequested
   int consecutive_409_ = 0;
+  // Batch format to send: 1 until the hub's BatchAck announces max_format >= 2 (an older hub
+  // never does, so it keeps getting format 1). Re-learnt from every ack, so a hub downgraded
+  // behind the same URL is followed after one refused batch.
+  int hub_format_ = 1;
   std::deque<std::pair<uint64_t, uint64_t>> resend_;  // inclusive seq ranges
   // Edge digest + hub digest of the last rebuild that did not help: the same pair again means
   // a rebuild cannot help either (it re-derives the same rows), so none is requested.

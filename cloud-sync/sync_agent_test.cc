@@ -145,6 +145,43 @@ TEST_F(SyncAgentTest, BatchesByCountAndPersistsAcked) {
   EXPECT_EQ(hub->requests[1].url, "https://hub.test:8443/v1/sites/site-a/batches");
 }
 
+TEST_F(SyncAgentTest, SendsFormat2OnlyAfterTheHubAnnouncesIt) {
+  db.Add(1, 30, clock.NowMs());
+  auto a = Make();
+  hub->max_format = 2;
+  Drain(*a, 30);
+  auto posts = Posts();
+  ASSERT_EQ(posts.size(), 3u);
+  EXPECT_EQ(posts[0].format, 0u);  // nothing heard from the hub yet: the original format
+  EXPECT_EQ(posts[1].format, 2u);
+  EXPECT_EQ(posts[2].format, 2u);
+  EXPECT_EQ(hub->batches[1], (std::vector<uint64_t>{11, 12, 13, 14, 15, 16, 17, 18, 19, 20}));
+  EXPECT_EQ(db.State("acked_seq"), 30);
+}
+
+TEST_F(SyncAgentTest, AnOlderHubKeepsGettingFormat1) {
+  db.Add(1, 30, clock.NowMs());
+  auto a = Make();  // the fake announces no max_format, as hubs before format 2
+  Drain(*a, 30);
+  for (const auto& p : Posts()) EXPECT_EQ(p.format, 0u);
+  EXPECT_EQ(db.State("acked_seq"), 30);
+}
+
+TEST_F(SyncAgentTest, FallsBackToFormat1WhenTheHubIsReplacedByAnOlderOne) {
+  db.Add(1, 30, clock.NowMs());
+  auto a = Make();
+  hub->max_format = 2;
+  Drain(*a, 10);
+  hub->max_format = 0;  // downgraded behind the same URL: refuses format 2 with 400
+  Drain(*a, 30);
+  auto posts = Posts();
+  ASSERT_EQ(posts.size(), 4u);
+  EXPECT_EQ(posts[1].format, 2u);  // refused
+  EXPECT_EQ(posts[2].format, 0u);
+  EXPECT_EQ(posts[3].format, 0u);
+  EXPECT_EQ(db.State("acked_seq"), 30);
+}
+
 TEST_F(SyncAgentTest, BatchesByBytes) {
   cfg.hub->batch_max_records = 1000;
   cfg.hub->batch_max_bytes = 2048;

@@ -208,7 +208,11 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
   if (const toml::table* t = root.Table("metrics")) {
     TableReader r(*t, "metrics");
     r.Get("listen", c.metrics_listen);
+    r.Get("tls_cert", c.metrics_tls_cert);
+    r.Get("tls_key", c.metrics_tls_key);
     r.RejectUnknown();
+    if (r.error().empty() && c.metrics_tls_cert.empty() != c.metrics_tls_key.empty())
+      r.Fail("metrics.tls_key: tls_cert and tls_key go together");
     root.Absorb(r);
   }
   if (const toml::table* t = root.Table("geofence")) {
@@ -281,6 +285,12 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
   if (const toml::table* t = root.Table("privacy")) {
     TableReader r(*t, "privacy");
     r.Get("key_file", c.privacy_key_file);
+    if (const toml::array* old = r.Array("old_key_files")) {
+      for (const toml::node& node : *old) {
+        if (auto v = node.value<std::string>(); v && !v->empty()) c.privacy_old_key_files.push_back(*v);
+        else r.Fail("privacy.old_key_files: must be an array of non-empty strings");
+      }
+    }
     r.RejectUnknown();
     root.Absorb(r);
   }
@@ -353,6 +363,20 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
     r.RejectUnknown();
     root.Absorb(r);
   }
+  if (const toml::table* t = root.Table("rate_limits")) {
+    TableReader r(*t, "rate_limits");
+    r.Get("pull_per_s", c.pull_per_s);
+    r.Get("pull_burst", c.pull_burst);
+    r.Get("push_per_s", c.push_per_s);
+    r.Get("push_burst", c.push_burst);
+    r.RejectUnknown();
+    // Written as !(x >= lo) so that NaN is refused too.
+    const std::pair<const char*, double> values[] = {
+        {"pull_per_s", c.pull_per_s}, {"pull_burst", c.pull_burst}, {"push_per_s", c.push_per_s}, {"push_burst", c.push_burst}};
+    for (const auto& [name, v] : values)
+      if (r.error().empty() && !(v >= 0 && v <= 1e6)) r.Fail(std::string("rate_limits.") + name + ": must be 0..1000000");
+    root.Absorb(r);
+  }
   if (const toml::array* tokens = root.Array("tokens")) {
     int i = 0;
     for (const toml::node& node : *tokens) {
@@ -390,6 +414,10 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
   if (c.max_records_per_batch < 1) return Status::InvalidArgument("limits.max_records_per_batch: must be >= 1");
   if (c.threads < 1 || c.threads > 256) return Status::InvalidArgument("threads: must be 1..256");
   if (c.store_path.empty()) return Status::InvalidArgument("store.path: must not be empty");
+  if (c.pull_burst == 0) c.pull_burst = std::max(1.0, 2 * c.pull_per_s);
+  if (c.push_burst == 0) c.push_burst = std::max(1.0, 2 * c.push_per_s);
+  if (c.pull_burst < 1) return Status::InvalidArgument("rate_limits.pull_burst: must be >= 1");
+  if (c.push_burst < 1) return Status::InvalidArgument("rate_limits.push_burst: must be >= 1");
   return c;
 }
 

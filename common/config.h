@@ -82,13 +82,16 @@ struct EdgeConfig {
   MqttConfig mqtt;
   StoreConfig store;
   std::string metrics_listen;     // "" = no metrics endpoint
+  std::string metrics_tls_cert;   // both set: the metrics endpoint speaks HTTPS (TLS 1.2+)
+  std::string metrics_tls_key;
   std::string geofence_file;      // "" = no geofences
   GeofenceSettings geofence;
   std::vector<ColdchainRule> coldchain_rules;
   ColdchainSettings coldchain;
   std::optional<HubLinkConfig> hub;
   std::string log_level = "info";
-  std::string privacy_key_file;   // key for customer data at rest
+  std::string privacy_key_file;   // key for customer data at rest (new data is sealed with it)
+  std::vector<std::string> privacy_old_key_files;  // earlier keys, to open data not yet re-sealed
   int max_clock_skew_s = 0;       // 0: accept any device timestamp
 };
 
@@ -110,6 +113,12 @@ struct HubConfig {
   int max_records_per_batch = 100000;
   int threads = 8;
   std::string audit_log;          // "" = audit rows in the store only
+  // [rate_limits]: token buckets, per HQ bearer token and per site; per_s 0 = unlimited,
+  // burst 0 = twice per_s (at least 1).
+  double pull_per_s = 0;
+  double pull_burst = 0;
+  double push_per_s = 0;
+  double push_burst = 0;
   std::string log_level = "info";
 };
 

@@ -142,5 +142,52 @@ sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
   EXPECT_NE(b.status().message().find("tokens[0].role"), std::string::npos) << b.status().message();
 }
 
+TEST(EdgeConfigTest, MetricsTlsAndOldPrivacyKeys) {
+  std::string text = std::string(kMinimalEdge) +
+                     "[privacy]\nkey_file = \"new.key\"\nold_key_files = [\"a.key\", \"/etc/freshsync/b.key\"]\n";
+  text.replace(text.find("listen = \"127.0.0.1:9464\""), 25,
+               "listen = \"0.0.0.0:9464\"\ntls_cert = \"m.crt\"\ntls_key = \"m.key\"");
+  auto c = ParseEdgeConfig(text);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->metrics_tls_cert, "m.crt");
+  EXPECT_EQ(c->metrics_tls_key, "m.key");
+  EXPECT_EQ(c->privacy_old_key_files, (std::vector<std::string>{"a.key", "/etc/freshsync/b.key"}));
+
+  std::string lone = text;
+  lone.erase(lone.find("tls_key = \"m.key\""), 17);
+  auto l = ParseEdgeConfig(lone);
+  ASSERT_FALSE(l.ok());
+  EXPECT_EQ(l.status().message(), "metrics.tls_key: tls_cert and tls_key go together");
+  std::string bad = text;
+  bad.replace(bad.find("\"a.key\""), 7, "42");
+  EXPECT_EQ(ParseEdgeConfig(bad).status().message(), "privacy.old_key_files: must be an array of non-empty strings");
+}
+
+TEST(HubConfigTest, RateLimits) {
+  const std::string base = R"(
+listen = "0.0.0.0:8443"
+[tls]
+ca = "ca.crt"
+cert = "hub.crt"
+key = "hub.key"
+[store]
+path = "hub.db"
+)";
+  auto off = ParseHubConfig(base);
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->pull_per_s, 0);
+  EXPECT_EQ(off->push_per_s, 0);
+  auto c = ParseHubConfig(base + "[rate_limits]\npull_per_s = 2.5\npush_per_s = 10\npush_burst = 50\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->pull_per_s, 2.5);
+  EXPECT_EQ(c->pull_burst, 5);  // twice the rate by default
+  EXPECT_EQ(c->push_burst, 50);
+  EXPECT_EQ(ParseHubConfig(base + "[rate_limits]\npull_per_s = -1\n").status().message(), "rate_limits.pull_per_s: must be 0..1000000");
+  EXPECT_EQ(ParseHubConfig(base + "[rate_limits]\npull_per_s = nan\n").status().message(), "rate_limits.pull_per_s: must be 0..1000000");
+  EXPECT_EQ(ParseHubConfig(base + "[rate_limits]\npull_per_s = 1\npull_burst = 0.5\n").status().message(),
+            "rate_limits.pull_burst: must be >= 1");
+  EXPECT_EQ(ParseHubConfig(base + "[rate_limits]\npulls = 1\n").status().message(), "rate_limits.pulls: unknown key");
+}
+
 }  // namespace
 }  // namespace freshsync

@@ -154,6 +154,7 @@ Status ValidateMovement(const StockMovement& m) {
   if ((m.reason == "pick" || m.reason == "spoil") && m.delta > 0) return Bad("delta: must be negative for reason " + m.reason);
   if (!m.order_id.empty()) RETURN_IF_ERROR(CheckId("order_id", m.order_id));
   if (!m.lot.empty()) RETURN_IF_ERROR(CheckId("lot", m.lot));
+  if (!m.expiry.empty() && !IsValidDate(m.expiry)) return Bad("expiry: must be a date YYYY-MM-DD");
   if (m.ts_ms) RETURN_IF_ERROR(CheckTs("ts", *m.ts_ms));
   return Status::Ok();
 }
@@ -230,6 +231,7 @@ Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
       RETURN_IF_ERROR(o.String("reason", m.reason, true));
       RETURN_IF_ERROR(o.String("order_id", m.order_id, false));
       RETURN_IF_ERROR(o.String("lot", m.lot, false));
+      RETURN_IF_ERROR(o.String("expiry", m.expiry, false));
       RETURN_IF_ERROR(o.Ts("ts", m.ts_ms, false));
       RETURN_IF_ERROR(ValidateMovement(m));
       return Message(std::move(m));
@@ -309,7 +311,7 @@ Result<Message> DecodeProto(const TopicInfo& topic, std::string_view payload) {
     case TopicKind::kStockMovements: {
       v1::StockMovementMsg p;
       if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf StockMovementMsg");
-      StockMovement m{p.id(), p.sku(), p.delta(), p.reason(), p.order_id(), p.lot(), std::nullopt};
+      StockMovement m{p.id(), p.sku(), p.delta(), p.reason(), p.order_id(), p.lot(), std::nullopt, p.expiry()};
       if (m.id.empty()) return Bad("id: missing");
       if (m.sku.empty()) return Bad("sku: missing");
       if (p.ts_ms() != 0) m.ts_ms = p.ts_ms();
@@ -386,6 +388,19 @@ int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {  // H. Hinnant's algo
 }
 
 }  // namespace
+
+Status CheckDeviceClock(const Message& message, int64_t now_ms, int max_skew_s) {
+  if (max_skew_s <= 0) return Status::Ok();
+  std::optional<int64_t> ts;
+  std::visit([&](const auto& m) { ts = m.ts_ms; }, message);  // optional only for movements
+  if (!ts) return Status::Ok();
+  const int64_t ahead_ms = *ts - now_ms;
+  if (ahead_ms <= static_cast<int64_t>(max_skew_s) * 1000) return Status::Ok();
+  char buf[160];
+  snprintf(buf, sizeof buf, "ts: %.1f s ahead of the edge clock (max_clock_skew_s = %d); device clock wrong?",
+           static_cast<double>(ahead_ms) / 1000.0, max_skew_s);
+  return Bad(buf);
+}
 
 bool IsValidUtf8(std::string_view s) {
   size_t i = 0;
@@ -478,6 +493,22 @@ bool IsKnownOrderStatus(std::string_view s) {
 
 bool IsKnownMovementReason(std::string_view s) {
   return s == "receive" || s == "pick" || s == "adjust" || s == "spoil" || s == "return" || s == "transfer";
+}
+
+bool IsValidDate(std::string_view s) {
+  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
+  for (size_t i : {0, 1, 2, 3, 5, 6, 8, 9})
+    if (s[i] < '0' || s[i] > '9') return false;
+  auto num = [&](size_t at, size_t n) {
+    int v = 0;
+    for (size_t i = at; i < at + n; ++i) v = v * 10 + (s[i] - '0');
+    return v;
+  };
+  const int y = num(0, 4), m = num(5, 2), d = num(8, 2);
+  if (y < 2000 || y > 2199 || m < 1 || m > 12 || d < 1) return false;
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return d <= kDays[m - 1] + (m == 2 && leap ? 1 : 0);
 }
 
 bool IsLegalOrderTransition(std::string_view from, std::string_view to) {

@@ -31,6 +31,7 @@ struct StockMovement {
   std::string order_id;     // optional
   std::string lot;          // optional
   std::optional<int64_t> ts_ms;  // absent: the store uses its receive time
+  std::string expiry;       // optional, YYYY-MM-DD: the lot's expiry (kept for incoming stock)
 };
 
 struct OrderLine {
@@ -94,6 +95,13 @@ TopicInfo ClassifyTopic(std::string_view root, std::string_view topic);
 
 Result<Message> Decode(std::string_view root, std::string_view topic, std::string_view payload);
 
+// The device-clock check (config `max_clock_skew_s`): a message whose own timestamp is more
+// than `max_skew_s` seconds AHEAD of the edge clock `now_ms` is refused (kInvalidArgument,
+// the reason names the field and how far ahead). Timestamps behind are accepted: delayed
+// delivery (a broker queue, a truck buffering offline) is legitimate and looks the same as a
+// slow clock. max_skew_s <= 0 accepts everything; a movement without `ts` always passes.
+Status CheckDeviceClock(const Message& message, int64_t now_ms, int max_skew_s);
+
 // Helpers, exposed for tests and for the store.
 bool IsValidUtf8(std::string_view s);
 // RFC 3339 ("2026-11-25T00:27:00Z", fractional seconds and offsets allowed) -> epoch ms.
@@ -102,6 +110,8 @@ Result<int64_t> ParseRfc3339(std::string_view s);
 bool IsLegalOrderTransition(std::string_view from, std::string_view to);
 bool IsKnownOrderStatus(std::string_view s);
 bool IsKnownMovementReason(std::string_view s);
+// A calendar date "YYYY-MM-DD" (year 2000..2199, real month lengths, leap years).
+bool IsValidDate(std::string_view s);
 
 // A copy of an order payload with customer data removed, safe to keep in dead_letters.
 // Returns std::nullopt when the payload cannot be parsed well enough to redact it (the

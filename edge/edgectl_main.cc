@@ -1,6 +1,9 @@
 // edgectl: operator tool for a site store: status, dead letters (list, show, replay), backup,
-// restore, verify, reconcile. Thin main; the work is in edge/admin.h.
+// restore, verify, reconcile, rotate-key. Thin main; the work is in edge/admin.h and
+// edge/key_rotation.h.
+#include <cstdlib>
 #include <ctime>
+#include <cmath>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -8,6 +11,9 @@
 
 #include "common/config.h"
 #include "edge/admin.h"
+#include "edge/disk_quota.h"
+#include "edge/key_rotation.h"
+#include "edge/privacy.h"
 #include "edge/store.h"
 
 namespace {
@@ -56,6 +62,14 @@ int main(int argc, char** argv) {
   restore->add_option("IN", restore_in, "backup file")->required();
   auto* verify = app.add_subcommand("verify", "integrity check and domain invariants; exit 0 sound, 1 findings");
   auto* reconcile = app.add_subcommand("reconcile", "ask the running edged's sync agent to reconcile with the hub now");
+  int rotate_batch = 500;
+  bool rotate_json = false;
+  auto* rotate = app.add_subcommand(
+      "rotate-key",
+      "re-seal stored customer data with privacy.key_file, opening it with privacy.old_key_files; safe while edged runs; "
+      "exit 0 when no row needs an old key any more");
+  rotate->add_option("--batch", rotate_batch, "rows per transaction (default 500)")->check(CLI::Range(1, 100000));
+  rotate->add_flag("--json", rotate_json, "machine-readable output");
   CLI11_PARSE(app, argc, argv);
 
   auto config = freshsync::LoadEdgeConfig(config_path);
@@ -73,16 +87,64 @@ int main(int argc, char** argv) {
                         {"link", s->link_up ? "up" : "down"},
                         {"dead_letters", s->dead_letters},
                         {"outbox", {{"last_seq", s->last_seq}, {"acked_seq", s->acked_seq}, {"backlog", s->backlog}}}};
+    // The disk quota: state and forecast as edged last published them (edge/disk_quota.h).
+    auto q = freshsync::edge::ReadQuotaState(config->store.path);
+    const double mib = 1 << 20;
+    if (q.ok()) {
+      j["disk"] = {{"quota_mb", config->store.quota_mb},
+                   {"used_mb", std::round(static_cast<double>(q->used_bytes) / mib * 100) / 100},
+                   {"state", q->state},
+                   {"forecast_full_s", q->forecast_full_s ? nlohmann::json(*q->forecast_full_s) : nlohmann::json(nullptr)}};
+    }
     if (status_json) {
       std::cout << j.dump() << "\n";
     } else {
       std::cout << "site          " << config->site << "\nlink          " << (s->link_up ? "up" : "down") << "\ndead letters  "
                 << s->dead_letters << "\noutbox        last seq " << s->last_seq << ", acked " << s->acked_seq << ", backlog "
                 << s->backlog << "\n";
+      if (q.ok())
+        std::cout << "disk          " << j["disk"]["used_mb"].dump() << " MiB used of "
+                  << (config->store.quota_mb > 0 ? std::to_string(config->store.quota_mb) + " MiB" : std::string("no quota")) << ", "
+                  << q->state << ", full in "
+                  << (q->forecast_full_s ? std::to_string(*q->forecast_full_s) + " s" : std::string("never (not growing)")) << "\n";
     }
     return 0;
   }
   const std::string& db = config->store.path;
+  if (rotate->parsed()) {
+    const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
+    const std::string current = freshsync::edge::Sealer::ResolveKeyPath(config->privacy_key_file, creds);
+    if (config->privacy_key_file.empty()) {
+      std::cerr << "edgectl: rotate-key: privacy.key_file is not set: there is no key to rotate to\n";
+      return 2;
+    }
+    std::vector<std::string> old;
+    for (const auto& f : config->privacy_old_key_files) old.push_back(freshsync::edge::Sealer::ResolveKeyPath(f, creds));
+    auto sealer = freshsync::edge::Sealer::LoadKeyFiles(current, old);
+    if (!sealer.ok()) {
+      std::cerr << "edgectl: rotate-key: " << sealer.status().message() << "\n";
+      return 2;
+    }
+    auto r = freshsync::edge::ResealCustomerData(db, *sealer, rotate_batch);
+    if (!r.ok()) {
+      std::cerr << "edgectl: rotate-key: " << r.status().ToString() << "\n";
+      return 1;
+    }
+    if (rotate_json) {
+      std::cout << nlohmann::json{{"key_id", sealer->current_key_id_hex()}, {"scanned", r->scanned},
+                                  {"resealed", r->resealed}, {"already_current", r->already_current},
+                                  {"unreadable", r->unreadable}, {"remaining_old", r->remaining_old}}
+                       .dump()
+                << "\n";
+    } else {
+      std::cout << "key " << sealer->current_key_id_hex() << ": " << r->scanned << " sealed rows, " << r->resealed
+                << " re-sealed, " << r->already_current << " already current, " << r->unreadable
+                << " unreadable with the configured keys\n";
+      std::cout << (r->remaining_old == 0 ? "no row needs an old key: privacy.old_key_files can be emptied\n"
+                                          : "some rows still need an old key: keep privacy.old_key_files\n");
+    }
+    return r->remaining_old == 0 ? 0 : 1;
+  }
   if (backup->parsed()) {
     if (auto st = freshsync::edge::BackupStore(db, backup_out); !st.ok()) {
       std::cerr << "edgectl: backup: " << st.ToString() << "\n";

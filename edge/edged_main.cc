@@ -20,6 +20,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "edge/admin.h"
+#include "edge/disk_quota.h"
 #include "edge/ingest.h"
 #include "edge/metrics.h"
 #include "edge/service.h"
@@ -72,9 +73,23 @@ void InstallIngestHooksForTest(freshsync::edge::Ingest& ingest) {
 }
 
 // SIGHUP reload hook for the site rules (geofences, cold-chain rules): called with the freshly
-// parsed config after the log level has been applied. The rules wiring sets it; until then a
-// SIGHUP reloads only the log level. A non-ok Status is logged and the old rules stay.
+// parsed config after the log level has been applied; set to SiteRules::Reload once the rules
+// are attached. A non-ok Status is logged and the old rules stay (docs/operations.md).
 std::function<freshsync::Status(const freshsync::EdgeConfig&)> g_reload_site_rules;
+
+// The disk quota pauses and resumes telemetry through ingest (edge/disk_quota.h).
+class IngestTelemetryGate final : public freshsync::edge::TelemetryGate {
+ public:
+  explicit IngestTelemetryGate(freshsync::edge::Ingest& ingest) : ingest_(ingest) {}
+  void Pause() override { ingest_.PauseTelemetry(); }
+  void Resume() override { ingest_.ResumeTelemetry(); }
+
+ private:
+  freshsync::edge::Ingest& ingest_;
+};
+
+// How often the disk quota measures and frees (FRESHSYNC_QUOTA_TICK_MS_FOR_TEST overrides).
+constexpr int64_t kQuotaTickMs = 2000;
 
 // A message inside the ingest callback longer than this makes the watchdog go silent
 // (edge/service.h): systemd restarts edged, the broker redelivers.
@@ -107,7 +122,10 @@ int main(int argc, char** argv) {
   // Unset key_file: the credential is optional (absent = no key, as before); a configured one is not.
   if (config->privacy_key_file.empty() && !key_path.empty() && access(key_path.c_str(), F_OK) != 0) key_path.clear();
   if (!key_path.empty()) {
-    auto s = freshsync::edge::Sealer::LoadKeyFile(key_path);
+    std::vector<std::string> old_keys;
+    for (const auto& f : config->privacy_old_key_files)
+      old_keys.push_back(freshsync::edge::Sealer::ResolveKeyPath(f, std::getenv("CREDENTIALS_DIRECTORY")));
+    auto s = freshsync::edge::Sealer::LoadKeyFiles(key_path, old_keys);
     if (!s.ok()) {
       std::cerr << "edged: invalid config: " << s.status().message() << "\n";
       return 2;
@@ -149,6 +167,7 @@ int main(int argc, char** argv) {
   so.durability = config->store.durability;
   so.busy_timeout_ms = config->store.busy_timeout_ms;
   so.sealer = sealer;
+  so.topic_root = config->mqtt.topic_root;  // for the store's own notices (refused orders)
   auto store = freshsync::edge::EdgeStore::Open(so);
   if (!store.ok()) {
     spdlog::critical("store: {}", store.status().ToString());
@@ -166,6 +185,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   (*store)->SetApplyHook(rules->get());
+  // Reload validates and stages on this (the signal) thread; the ingest thread adopts the new
+  // rules at its next GPS fix or climate reading (edge/site_rules.h).
+  g_reload_site_rules = [r = rules->get()](const freshsync::EdgeConfig& fresh) { return r->Reload(fresh); };
   InstallCommitFaultForTest(**store);
 
   // The sync agent (cloud-sync/): its own thread and store connection. Started before ingest
@@ -193,6 +215,38 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Disk quota: its own store connection and thread; measures even without a quota, for the
+  // forecast in `edgectl status` and /metrics.
+  IngestTelemetryGate gate(ingest);
+  std::unique_ptr<freshsync::edge::QuotaStore> quota_store;
+  std::unique_ptr<freshsync::edge::DiskQuota> quota;
+  if (auto qs = freshsync::edge::OpenSqliteQuotaStore(config->store.path, config->store.busy_timeout_ms, freshsync::SystemClock());
+      qs.ok()) {
+    quota_store = std::move(*qs);
+    freshsync::edge::QuotaOptions qo;
+    qo.quota_bytes = config->store.quota_mb << 20;
+    quota = std::make_unique<freshsync::edge::DiskQuota>(qo, *quota_store, &gate, freshsync::SystemClock());
+    if (qo.quota_bytes > 0) spdlog::info("disk quota: {} MiB (docs/operations.md, Disk quota)", config->store.quota_mb);
+  } else {
+    spdlog::error("disk quota: {}; running without it", qs.status().ToString());
+  }
+  std::mutex quota_mu;
+  std::condition_variable quota_cv;
+  bool quota_done = false;
+  std::thread quota_loop([&] {
+    if (!quota) return;
+    int64_t tick_ms = kQuotaTickMs;
+    if (const char* t = std::getenv("FRESHSYNC_QUOTA_TICK_MS_FOR_TEST")) tick_ms = std::max<int64_t>(10, std::atoll(t));
+    std::unique_lock<std::mutex> lock(quota_mu);
+    while (!quota_done) {
+      lock.unlock();
+      // An error (the store busy past busy_timeout, a disk error) skips a round; the next one starts over.
+      if (auto s = quota->Tick(); !s.ok()) spdlog::warn("disk quota: {}", s.ToString());
+      lock.lock();
+      quota_cv.wait_for(lock, std::chrono::milliseconds(tick_ms), [&] { return quota_done; });
+    }
+  });
+
   std::unique_ptr<freshsync::edge::MetricsServer> metrics;
   if (!config->metrics_listen.empty()) {
     freshsync::edge::MetricsSources ms;
@@ -201,7 +255,9 @@ int main(int argc, char** argv) {
     ms.ingest = &ingest.counters();
     ms.ingest_connected = [&ingest] { return ingest.subscribed(); };
     ms.agent = agent.get();
-    metrics = std::make_unique<freshsync::edge::MetricsServer>(config->metrics_listen, std::move(ms));
+    if (quota) ms.quota = [&quota] { return quota->status(); };
+    metrics = std::make_unique<freshsync::edge::MetricsServer>(
+        config->metrics_listen, std::move(ms), freshsync::edge::MetricsTls{config->metrics_tls_cert, config->metrics_tls_key});
     // Metrics are for operators: a port in use must not stop the site from ingesting.
     if (auto s = metrics->Start(); !s.ok()) {
       spdlog::error("{}; running without metrics", s.ToString());
@@ -261,7 +317,8 @@ int main(int argc, char** argv) {
       if (auto st = freshsync::SetLogLevel(fresh->log_level); !st.ok()) spdlog::error("reload: {}", st.ToString());
       else spdlog::info("reload: log level {}", fresh->log_level);
       if (g_reload_site_rules) {
-        if (auto st = g_reload_site_rules(*fresh); !st.ok()) spdlog::error("reload: site rules: {}", st.ToString());
+        if (auto st = g_reload_site_rules(*fresh); !st.ok())
+          spdlog::error("reload: site rules: {}; keeping the running rules", st.message());
         else spdlog::info("reload: site rules reloaded");
       }
     }
@@ -270,6 +327,12 @@ int main(int argc, char** argv) {
   spdlog::info("edged: signal {}, shutting down", sig);
   sd_notify(0, "STOPPING=1");
   notifier.join();
+  {
+    std::lock_guard<std::mutex> lock(quota_mu);
+    quota_done = true;
+  }
+  quota_cv.notify_all();
+  quota_loop.join();  // before ingest stops: a Pause/Resume in flight must not race Stop
   // Drain: Stop() disconnects (everything not yet acknowledged stays with the broker for the
   // next run), then the applier commits what is in the journal (at most
   // Ingest::kMaxUnappliedEntries, about a second's work) and stops.

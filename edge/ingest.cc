@@ -79,6 +79,7 @@ Status Ingest::Start() {
                       .finalize();
     client_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id, create, nullptr);
     telemetry_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id + "-telemetry", create, nullptr);
+    publisher_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id + "-out", create, nullptr);
   } catch (const std::exception& e) {
     return Status::InvalidArgument(std::string("mqtt.uri: ") + e.what());
   }
@@ -102,18 +103,22 @@ Status Ingest::Start() {
                  cause.empty() ? "no reason given" : cause);
   });
   connector_ = std::thread([this] { ConnectLoop(false); });
+  publisher_connector_ = std::thread([this] { ConnectLoop(false, /*publisher=*/true); });
   telemetry_connector_ = std::thread([this] { ConnectLoop(true); });
   return Status::Ok();
 }
 
-void Ingest::ConnectLoop(bool telemetry) {
+void Ingest::ConnectLoop(bool telemetry, bool publisher) {
   const auto& m = config_.mqtt;
-  mqtt::async_client& client = telemetry ? *telemetry_ : *client_;
+  mqtt::async_client& client = publisher ? *publisher_ : telemetry ? *telemetry_ : *client_;
   auto stop = [&] { return stopping_.load() || (telemetry && telemetry_paused_.load()); };
   auto b = mqtt::connect_options_builder()
                // Paho C++ 1.2 can silently fall back to 3.1 after a socket error: pin the version.
                .mqtt_version(MQTTVERSION_3_1_1)
-               .clean_session(false)  // persistent session: the broker queues while we are down
+               // Persistent sessions for the subscribers: the broker queues while we are down.
+               // The publisher's notifications are best effort (the outbox is the record), and
+               // a clean session keeps stale in-flight publishes from being resent on reconnect.
+               .clean_session(publisher)
                .keep_alive_interval(std::chrono::seconds(m.keepalive_s))
                .connect_timeout(std::chrono::seconds(5))
                .automatic_reconnect(std::chrono::seconds(1), std::chrono::seconds(30));
@@ -219,21 +224,27 @@ bool Ingest::Stop() {
   cv_.notify_all();
   if (connector_.joinable()) connector_.join();
   if (telemetry_connector_.joinable()) telemetry_connector_.join();
-  for (auto* c : {telemetry_.get(), client_.get()}) {
-    if (!c) continue;
+  if (publisher_connector_.joinable()) publisher_connector_.join();
+  auto disconnect = [](mqtt::async_client* c) {
+    if (!c) return;
     try {
       if (c->is_connected()) c->disconnect(std::chrono::milliseconds(2000))->wait_for(std::chrono::seconds(5));
     } catch (const std::exception& e) {
       spdlog::warn("ingest: disconnect: {}", e.what());
     }
-  }
-  // No more appends: let the applier empty the journal into the store, then stop.
+  };
+  // The subscribers first: once they are gone, nothing more is appended or acknowledged.
+  disconnect(telemetry_.get());
+  disconnect(client_.get());
+  // Let the applier empty the journal into the store, then stop.
   stop_applier_ = true;
   if (journal_) journal_->Interrupt();
   if (applier_.joinable()) applier_.join();
   if (journal_ && journal_->UnappliedEntries() > 0)
     spdlog::warn("ingest: {} journal entries not applied (store failing); they are applied at the next start",
                  journal_->UnappliedEntries());
+  // The publisher last, so that the notifications of the drained batches still go out.
+  disconnect(publisher_.get());
   return !applier_gave_up_;
 }
 
@@ -308,11 +319,9 @@ struct Ingest::AfterCommit {
   int64_t applied_by_kind[4] = {};
   int64_t refused_by_code[3] = {};
   struct DeadLetterNote {
-    std::string topic, reason, code;
-    int64_t received_ms;
+    std::string topic, reason;
   };
-  std::vector<DeadLetterNote> dead_letters;
-  std::vector<Publication> order_states;
+  std::vector<DeadLetterNote> dead_letters;  // for the log; the notifications are in the store's publications
   void Clear() { *this = AfterCommit(); }
 };
 
@@ -409,21 +418,39 @@ Status Ingest::TryBatch(const std::vector<JournalEntry>& entries, size_t begin, 
       if (!s.ok()) break;
       continue;
     }
+    // The device-clock check uses the time the message reached us (journaled with it), so a
+    // replay after a crash judges it exactly as the first attempt did.
+    if (Status skew = CheckDeviceClock(*decoded, e.received_ms, config_.max_clock_skew_s); !skew.ok()) {
+      s = DeadLetterInBatch(e, skew, after);
+      if (!s.ok()) break;
+      continue;
+    }
     auto applied = store_.ApplyInBatch(*decoded, e.received_ms);
     if (applied.ok()) {
-      if (*applied == EdgeStore::Outcome::kApplied) {
-        ++after->applied;
-        if (static_cast<int>(info.kind) < 4) ++after->applied_by_kind[static_cast<int>(info.kind)];
-        if (const auto* o = std::get_if<OrderStatus>(&*decoded)) {
-          // The order's current state, retained, for terminals that connect later. Only an
-          // applied transition gets here, and transitions only move forward, so the retained
-          // message never goes back. No customer data: the state names the order, nobody else.
-          nlohmann::json j = {{"order_id", o->order_id}, {"status", o->status}, {"ts", o->ts_ms}};
-          if (!o->actor.empty()) j["actor"] = o->actor;
-          after->order_states.push_back({root + "/orders/" + o->order_id + "/state", j.dump(), true});
-        }
-      } else {
-        ++after->duplicates;
+      switch (*applied) {
+        case EdgeStore::Outcome::kApplied:
+          ++after->applied;
+          if (static_cast<int>(info.kind) < 4) ++after->applied_by_kind[static_cast<int>(info.kind)];
+          if (const auto* o = std::get_if<OrderStatus>(&*decoded)) {
+            // The order's current state, retained, for terminals that connect later. Only an
+            // applied transition gets here, and transitions only move forward, so the retained
+            // message never goes back. No customer data: the state names the order, nobody else.
+            // Queued in the store so that it leaves only if the batch commits, in message order.
+            nlohmann::json j = {{"order_id", o->order_id}, {"status", o->status}, {"ts", o->ts_ms}};
+            if (!o->actor.empty()) j["actor"] = o->actor;
+            store_.QueuePublication({root + "/orders/" + o->order_id + "/state", j.dump(), true});
+          }
+          break;
+        case EdgeStore::Outcome::kRefused:
+          // An order stock cannot cover: the store committed its refusal (dead letter, order
+          // `refused`, ORDER record) and queued its notifications (dead letter, retained
+          // `refused` state, order event). A dead letter like any other for the counters.
+          ++after->refused;
+          ++after->refused_by_code[1];  // conflict
+          break;
+        case EdgeStore::Outcome::kDuplicate:
+          ++after->duplicates;
+          break;
       }
       continue;
     }
@@ -467,7 +494,11 @@ Status Ingest::DeadLetterInBatch(const JournalEntry& e, const Status& why, After
   if (!s.ok()) return s;
   ++after->refused;
   ++after->refused_by_code[dl.code == "invalid" ? 0 : dl.code == "conflict" ? 1 : 2];
-  after->dead_letters.push_back({dl.topic, dl.reason, dl.code, e.received_ms});
+  after->dead_letters.push_back({dl.topic, dl.reason});
+  // The notification goes with the batch's other publications, after COMMIT, in message order.
+  nlohmann::json j = {{"topic", dl.topic}, {"reason", dl.reason}, {"code", dl.code}, {"received_ms", e.received_ms}};
+  store_.QueuePublication(
+      {config_.mqtt.topic_root + "/deadletter", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false});
   return Status::Ok();
 }
 
@@ -486,31 +517,19 @@ void Ingest::Finish(AfterCommit& after, uint64_t last_index) {
   }
   applied_cv_.notify_all();
   for (const auto& d : after.dead_letters) spdlog::info("ingest: dead letter on {}: {}", d.topic, d.reason);
-  // Events of committed transactions only (the store holds back those of rolled-back ones).
+  // What the committed transactions produced, in message order: events, alerts, order states,
+  // dead-letter notifications (the store holds back those of rolled-back ones).
   auto pubs = store_.TakePublications();
-  if (!client_) return;  // driven without a broker (tests, bench)
-  for (auto* list : {&pubs, &after.order_states}) {
-    for (auto& p : *list) {
-      try {
-        client_->publish(p.topic, p.payload.data(), p.payload.size(), 1, p.retained);
-      } catch (const std::exception& e) {
-        ++counters_.event_publish_failures;
-        spdlog::warn("ingest: event on {} not published (it is in the outbox): {}", p.topic, e.what());
-      }
+  if (!publisher_) return;  // driven without a broker (tests, bench)
+  const std::string deadletter_topic = config_.mqtt.topic_root + "/deadletter";
+  for (auto& p : pubs) {
+    // Never waits: Paho queues the publish and its send thread delivers it (bounded buffer).
+    try {
+      publisher_->publish(p.topic, p.payload.data(), p.payload.size(), 1, p.retained);
+    } catch (const std::exception& e) {
+      ++(p.topic == deadletter_topic ? counters_.deadletter_publish_failures : counters_.event_publish_failures);
+      spdlog::warn("ingest: {} not published (the outbox or dead_letters has it): {}", p.topic, e.what());
     }
-  }
-  for (const auto& d : after.dead_letters) PublishDeadLetter(d.topic, d.reason, d.code, d.received_ms);
-}
-
-void Ingest::PublishDeadLetter(const std::string& topic, const std::string& reason, const std::string& code, int64_t received_ms) {
-  if (!client_) return;  // driven without a broker (tests, bench)
-  // Never waits: Paho queues the publish and its send thread delivers it (bounded buffer).
-  nlohmann::json j = {{"topic", topic}, {"reason", reason}, {"code", code}, {"received_ms", received_ms}};
-  try {
-    client_->publish(config_.mqtt.topic_root + "/deadletter", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), 1, false);
-  } catch (const std::exception& e) {
-    ++counters_.deadletter_publish_failures;
-    spdlog::warn("ingest: dead-letter notification not published: {}", e.what());
   }
 }
 

@@ -15,21 +15,25 @@
 //      replays exactly the entries after that index; dedupe keys make any re-application
 //      harmless. A message that is refused (decode error, rule conflict) is dead-lettered in
 //      the batch. A store failure (kIOError) rolls the batch back and retries it with backoff.
-//      Only after a batch commits does the applier publish what it produced: events, retained
-//      order states, dead-letter notifications.
+//      Only after a batch commits does the applier publish what it produced, in message order:
+//      events, alerts, retained order states, dead-letter notifications (also those of orders
+//      the stock ledger refused, EdgeStore::Outcome::kRefused, which count as refused).
 // Backpressure: while more than kMaxUnappliedEntries (or kMaxUnappliedBytes) are in the
 // journal and not yet applied, the callback waits for the applier, but never longer than
 // half the MQTT keepalive (a longer stall would get the client dropped); then it appends
 // anyway and counts an overrun.
 //
-// Two clients, two persistent sessions: the main client (mqtt.client_id) takes stock, orders
-// and anything unknown; the telemetry client (mqtt.client_id + "-telemetry") takes GPS and
-// climate. So telemetry can be paused on its own (PauseTelemetry, the disk quota's last
-// resort, edge/disk_quota.h): its client disconnects, the broker keeps queueing its session's
-// messages (up to max_queued_messages), and ResumeTelemetry reconnects for the redelivery,
-// while stock and orders keep flowing. Paho runs both clients' callbacks on one receive
-// thread, so Accept stays serial (and is serialised internally anyway). Publications (events, alerts, order state, dead
-// letters) all go out through the main client.
+// Three clients. Two subscribe, each with its own persistent session, and both feed the one
+// journal: the main client (mqtt.client_id) takes stock, orders and anything unknown; the
+// telemetry client (mqtt.client_id + "-telemetry") takes GPS and climate. So telemetry can be
+// paused on its own (PauseTelemetry, the disk quota's last resort, edge/disk_quota.h): its
+// client disconnects, the broker keeps queueing its session's messages (up to
+// max_queued_messages), and ResumeTelemetry reconnects for the redelivery, while stock and
+// orders keep flowing. Paho runs all clients' callbacks on one receive thread, so Accept is
+// serial (and serialised by append_mu_ anyway). The third client (mqtt.client_id + "-out",
+// clean session) subscribes to nothing and publishes what the applier produced (events,
+// alerts, order states, dead-letter notifications): with the subscribers publishing too, Paho
+// 1.3.12 sent a malformed packet on reconnect after a broker restart.
 //
 // Thread-safety: Start/Stop/PauseTelemetry/ResumeTelemetry from controlling threads (not from
 // the callback). Accept() is called by Paho's receive thread.
@@ -149,7 +153,7 @@ class Ingest {
   struct AfterCommit;
   // Connects the main or the telemetry client, retrying with backoff, until connected, stopping,
   // or (telemetry) paused.
-  void ConnectLoop(bool telemetry);
+  void ConnectLoop(bool telemetry, bool publisher = false);
   void OnConnected();
   void OnTelemetryConnected();
   void OnSubscribed(bool telemetry);
@@ -163,7 +167,6 @@ class Ingest {
                   AfterCommit* after);
   Status DeadLetterInBatch(const JournalEntry& e, const Status& why, AfterCommit* after);
   void Finish(AfterCommit& after, uint64_t last_index);
-  void PublishDeadLetter(const std::string& topic, const std::string& reason, const std::string& code, int64_t received_ms);
   // Waits with backoff before retrying a failed append/batch; true if a shutdown interrupted.
   bool Backoff(int* backoff_ms);
 
@@ -172,6 +175,11 @@ class Ingest {
   Clock& clock_;
   std::unique_ptr<mqtt::async_client> client_;
   std::unique_ptr<mqtt::async_client> telemetry_;  // gps + climate (see the header comment)
+  // Publishes edged's notifications (order state, events, alerts, dead letters) and subscribes
+  // to nothing: with the subscribers publishing too, Paho 1.3.12 sent a malformed packet on
+  // reconnect after a broker restart and the broker dropped the client in a loop.
+  std::unique_ptr<mqtt::async_client> publisher_;
+  std::thread publisher_connector_;
   std::thread connector_;
   std::thread telemetry_connector_;
   std::mutex pause_mu_;  // serializes PauseTelemetry/ResumeTelemetry/Stop on telemetry_

@@ -1,7 +1,11 @@
 #include "edge/metrics.h"
 
+#include "edge/disk_quota.h"
+
 #include <sqlite3.h>
 #include <httplib.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -44,8 +48,8 @@ int64_t QueryInt(sqlite3* db, const char* sql, int64_t def, bool* ok) {
 
 }  // namespace
 
-MetricsServer::MetricsServer(std::string listen, MetricsSources sources)
-    : listen_(std::move(listen)), src_(std::move(sources)) {}
+MetricsServer::MetricsServer(std::string listen, MetricsSources sources, MetricsTls tls)
+    : listen_(std::move(listen)), src_(std::move(sources)), tls_(std::move(tls)) {}
 
 MetricsServer::~MetricsServer() {
   Stop();
@@ -55,7 +59,29 @@ MetricsServer::~MetricsServer() {
 Status MetricsServer::Start() {
   auto hp = ParseHostPort(listen_, "metrics.listen");
   if (!hp.ok()) return hp.status();
-  http_ = std::make_unique<httplib::Server>();
+  if (tls_.cert.empty()) {
+    http_ = std::make_unique<httplib::Server>();
+  } else {
+    // Same policy as hubd (hub/server.cc): TLS 1.2+, forward secrecy and AEAD only.
+    http_ = std::make_unique<httplib::SSLServer>([this](SSL_CTX& ctx) {
+      auto fail = [&](const std::string& what) {
+        char buf[256] = {0};
+        ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+        tls_error_ = what + " (" + buf + ")";
+        return false;
+      };
+      SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+      SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+      if (SSL_CTX_set_cipher_list(&ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) return fail("metrics: cipher list");
+      if (SSL_CTX_use_certificate_chain_file(&ctx, tls_.cert.c_str()) != 1)
+        return fail("metrics.tls_cert: cannot load certificate chain " + tls_.cert);
+      if (SSL_CTX_use_PrivateKey_file(&ctx, tls_.key.c_str(), SSL_FILETYPE_PEM) != 1)
+        return fail("metrics.tls_key: cannot load private key " + tls_.key);
+      if (SSL_CTX_check_private_key(&ctx) != 1) return fail("metrics.tls_key: does not match metrics.tls_cert");
+      return true;
+    });
+    if (!http_->is_valid()) return Status::InvalidArgument(tls_error_.empty() ? "metrics: TLS setup failed" : tls_error_);
+  }
   http_->new_task_queue = [] { return new httplib::ThreadPool(2); };
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(Render(), "text/plain; version=0.0.4; charset=utf-8");
@@ -74,7 +100,7 @@ Status MetricsServer::Start() {
     return Status::IOError("metrics: cannot listen on " + listen_);
   }
   thread_ = std::thread([this] { http_->listen_after_bind(); });
-  spdlog::info("metrics: serving /metrics, /healthz, /readyz on http://{}", listen_);
+  spdlog::info("metrics: serving /metrics, /healthz, /readyz on {}://{}", tls_.cert.empty() ? "http" : "https", listen_);
   return Status::Ok();
 }
 
@@ -196,6 +222,26 @@ std::string MetricsServer::Render() {
   o << "freshsync_ingest_backpressure_waits_total " << Load(c.backpressure_waits) << '\n';
   Head(o, "freshsync_ingest_connected", "gauge", "1 while ingest is subscribed to the site broker.");
   o << "freshsync_ingest_connected " << (src_.ingest_connected && src_.ingest_connected() ? 1 : 0) << '\n';
+
+  if (src_.quota) {
+    const QuotaStatus q = src_.quota();
+    Head(o, "freshsync_disk_quota_bytes", "gauge", "store.quota_mb in bytes (0: no quota).");
+    o << "freshsync_disk_quota_bytes " << q.quota_bytes << '\n';
+    Head(o, "freshsync_disk_used_bytes", "gauge", "Live bytes of the store (pages in use x page size).");
+    o << "freshsync_disk_used_bytes " << q.used_bytes << '\n';
+    Head(o, "freshsync_disk_quota_state", "gauge", "1 for the quota's current state (ok, downsampling, dropping, full).");
+    for (auto st : {QuotaState::kOk, QuotaState::kDownsampling, QuotaState::kDropping, QuotaState::kFull})
+      o << "freshsync_disk_quota_state{state=\"" << QuotaStateName(st) << "\"} " << (q.state == st ? 1 : 0) << '\n';
+    Head(o, "freshsync_disk_forecast_full_seconds", "gauge", "Seconds until the quota is reached at the recent growth rate (-1: not growing).");
+    o << "freshsync_disk_forecast_full_seconds " << q.forecast_full_s.value_or(-1) << '\n';
+    Head(o, "freshsync_disk_quota_alert", "gauge", "1 while telemetry is paused because nothing more can be freed.");
+    o << "freshsync_disk_quota_alert " << (q.alert_open ? 1 : 0) << '\n';
+    Head(o, "freshsync_disk_quota_rows_total", "counter", "Acknowledged raw telemetry rows removed by the quota, by step.");
+    o << "freshsync_disk_quota_rows_total{step=\"downsample\"} " << q.downsampled_rows << '\n';
+    o << "freshsync_disk_quota_rows_total{step=\"drop\"} " << q.dropped_rows << '\n';
+    Head(o, "freshsync_disk_quota_pauses_total", "counter", "Times telemetry was paused by the quota.");
+    o << "freshsync_disk_quota_pauses_total " << q.pauses << '\n';
+  }
 
   std::string body = o.str();
   {

@@ -1,5 +1,7 @@
 // MetricsServer: the Prometheus text endpoint of edged on [metrics] listen, plus /healthz and
-// /readyz. Plain HTTP on loopback (or a management network): it exposes counts, never payloads.
+// /readyz. It exposes counts, never payloads. Plain HTTP by default, meant for loopback (the
+// packaged config binds 127.0.0.1); with [metrics] tls_cert/tls_key it speaks HTTPS only,
+// TLS 1.2 or later with ECDHE+AEAD ciphers (the hub's policy), for a scrape across a network.
 //
 // Where the numbers come from:
 //   - Ingest counters (IngestCounters): atomics, read with relaxed loads. The ingest path
@@ -38,6 +40,7 @@ class SyncAgent;
 namespace freshsync::edge {
 
 struct IngestCounters;
+struct QuotaStatus;
 
 struct MetricsSources {
   std::string site;
@@ -45,17 +48,25 @@ struct MetricsSources {
   const IngestCounters* ingest = nullptr;      // required
   std::function<bool()> ingest_connected;      // required: ingest subscribed
   const sync::SyncAgent* agent = nullptr;      // null when running without [hub]
+  std::function<QuotaStatus()> quota;          // the disk quota (edge/disk_quota.h); empty: none
+};
+
+// PEM files; both empty: plain HTTP.
+struct MetricsTls {
+  std::string cert;
+  std::string key;
 };
 
 class MetricsServer {
  public:
-  MetricsServer(std::string listen, MetricsSources sources);
+  MetricsServer(std::string listen, MetricsSources sources, MetricsTls tls = {});
   ~MetricsServer();  // Stop()s
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
   // Binds `listen` (host:port) and serves on its own thread. kInvalidArgument for a bad
-  // address, kIOError when the port cannot be bound (e.g. another edged runs).
+  // address or TLS material that does not load (naming metrics.tls_cert/tls_key), kIOError
+  // when the port cannot be bound (e.g. another edged runs).
   Status Start();
   void Stop();
 
@@ -69,6 +80,8 @@ class MetricsServer {
 
   std::string listen_;
   MetricsSources src_;
+  MetricsTls tls_;
+  std::string tls_error_;
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
   std::mutex mu_;            // scrapes; guards db_

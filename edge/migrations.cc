@@ -1,5 +1,9 @@
 #include "edge/migrations.h"
 
+#include <string>
+
+#include "edge/stock_ledger.h"
+
 namespace freshsync::edge {
 
 // The outbox and sync_state DDL is the contract of docs/sync-protocol.md; do not change
@@ -123,11 +127,32 @@ CREATE TABLE climate_rollups(
 ) WITHOUT ROWID;
 )sql";
 
+// v4: stock per lot with reservations (edge/stock_ledger.h, docs/rules.md "Stock"). The
+// ledger's DDL rebuilds `stock` with CHECK (reserved <= on_hand) and moves each SKU's stock to
+// lot ""; movements keep the expiry they carried.
+static const std::string& V4() {
+  static const std::string sql = std::string(StockLedger::kMigrationSql) + "ALTER TABLE stock_movements ADD COLUMN expiry TEXT;\n";
+  return sql;
+}
+
+// v5: the disk quota (edge/disk_quota.h) thins and drops raw telemetry only once the hub has
+// acknowledged it, so each raw row names its outbox record. Rows from before v5 have NULL
+// there; they are all at or below quota_legacy_seq, the highest seq issued before v5.
+static const char* kV5 = R"sql(
+ALTER TABLE vehicle_positions ADD COLUMN outbox_seq INTEGER;
+ALTER TABLE climate_readings ADD COLUMN outbox_seq INTEGER;
+INSERT OR REPLACE INTO edge_meta(name, value)
+  SELECT 'quota_legacy_seq', max(IFNULL((SELECT MAX(seq) FROM outbox), 0),
+                                 IFNULL((SELECT MAX(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0));
+)sql";
+
 const std::vector<Migration>& StoreMigrations() {
   static const std::vector<Migration> migrations = {
       {1, "initial schema: outbox, sync_state, dedupe, dead letters, domain tables", kV1},
       {2, "dead_letters.code; time indexes on positions and climate readings", kV2},
       {3, "rule_state (rule engine snapshots) and climate_rollups", kV3},
+      {4, "stock per lot with reservations: stock_lots, reservations, stock_movements.expiry", V4().c_str()},
+      {5, "outbox_seq on raw telemetry rows, for the disk quota", kV5},
   };
   return migrations;
 }

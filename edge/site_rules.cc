@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <utility>
+
 #include <spdlog/spdlog.h>
 
 #include "freshsync.pb.h"
@@ -96,10 +98,25 @@ SiteRules::SiteRules(const EdgeConfig& config, std::unique_ptr<geofence::Geofenc
 
 SiteRules::~SiteRules() = default;
 
+// What Reload() prepared, off the owner thread, for AdoptStaged() to swap in.
+struct SiteRules::Staged {
+  std::unique_ptr<geofence::GeofenceEngine> geofence;
+  std::unique_ptr<coldchain::ColdchainEngine> coldchain;
+  ColdchainSettings cc_settings;
+  std::string describe;
+};
+
 Status SiteRules::Attach(EdgeStore& store) {
   st_ = std::make_unique<Statements>(store.db());
   if (Status s = st_->Prepare(); !s.ok()) return s;
   int vehicles = 0, sensors = 0;
+  if (Status s = RestoreAll(&vehicles, &sensors); !s.ok()) return s;
+  spdlog::info("rules: {} fences; restored state of {} vehicles and {} sensors (newest reading ts {})", fence_count(), vehicles,
+               sensors, coldchain_->NewestTs());
+  return Status::Ok();
+}
+
+Status SiteRules::RestoreAll(int* vehicles, int* sensors) {
   sqlite3_stmt* q = st_->all_;
   int rc;
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -111,10 +128,10 @@ Status SiteRules::Attach(EdgeStore& store) {
     if (engine == kGeofence) {
       if (!geofence_) continue;  // fences removed from the config: nothing to restore into
       s = geofence_->RestoreVehicle(entity, blob);
-      ++vehicles;
+      ++*vehicles;
     } else if (engine == kColdchain) {
       s = coldchain_->RestoreSensor(entity, blob);
-      ++sensors;
+      ++*sensors;
     }
     if (!s.ok()) {
       // A blob this binary cannot read (corrupt, or written by a newer one): the entity starts
@@ -123,9 +140,61 @@ Status SiteRules::Attach(EdgeStore& store) {
     }
   }
   sqlite3_reset(q);
-  if (rc != SQLITE_DONE) return SqlError(store.db(), "restore");
-  spdlog::info("rules: {} fences; restored state of {} vehicles and {} sensors (newest reading ts {})", fence_count(), vehicles,
-               sensors, coldchain_->NewestTs());
+  if (rc != SQLITE_DONE) return SqlError(st_->db_, "restore");
+  return Status::Ok();
+}
+
+Status SiteRules::Reload(const EdgeConfig& config) {
+  // Everything that can fail is done here, before anything running is touched.
+  auto staged = std::make_unique<Staged>();
+  if (!config.geofence_file.empty()) {
+    auto fences = LoadFences(config);
+    if (!fences.ok()) return fences.status();
+    staged->geofence = std::make_unique<geofence::GeofenceEngine>(std::move(*fences), config.geofence);
+  }
+  staged->coldchain = std::make_unique<coldchain::ColdchainEngine>(config.coldchain_rules, config.coldchain);
+  staged->cc_settings = config.coldchain;
+  staged->describe = std::to_string(staged->geofence ? staged->geofence->fences().size() : 0) + " fences" +
+                     (config.geofence_file.empty() ? "" : " from " + config.geofence_file) + ", " +
+                     std::to_string(config.coldchain_rules.size()) + " cold-chain rules";
+  spdlog::info("rules: reload staged ({}); adopted at the next GPS fix or climate reading", staged->describe);
+  std::lock_guard<std::mutex> lock(staged_mu_);
+  staged_ = std::move(staged);  // a newer reload replaces one not yet adopted
+  has_staged_.store(true, std::memory_order_release);
+  return Status::Ok();
+}
+
+Status SiteRules::AdoptStaged() {
+  if (!has_staged_.load(std::memory_order_acquire)) return Status::Ok();
+  std::unique_ptr<Staged> staged;
+  {
+    std::lock_guard<std::mutex> lock(staged_mu_);
+    staged = std::move(staged_);
+    has_staged_.store(false, std::memory_order_relaxed);
+  }
+  if (!staged) return Status::Ok();
+  // At the start of a message, memory equals the committed store (stale entities are about to
+  // be restored from it anyway), so rebuilding from rule_state loses nothing: the same as a
+  // restart with the new config. If the read fails, put the old engines back and retry later.
+  auto old_geofence = std::exchange(geofence_, std::move(staged->geofence));
+  auto old_coldchain = std::exchange(coldchain_, std::move(staged->coldchain));
+  const ColdchainSettings old_settings = std::exchange(cc_settings_, staged->cc_settings);
+  int vehicles = 0, sensors = 0;
+  if (Status s = RestoreAll(&vehicles, &sensors); !s.ok()) {
+    staged->geofence = std::exchange(geofence_, std::move(old_geofence));
+    staged->coldchain = std::exchange(coldchain_, std::move(old_coldchain));
+    cc_settings_ = old_settings;
+    std::lock_guard<std::mutex> lock(staged_mu_);
+    if (!staged_) {
+      staged_ = std::move(staged);
+      has_staged_.store(true, std::memory_order_release);
+    }
+    return s;
+  }
+  stale_vehicles_.clear();  // just restored from the store, every one of them
+  stale_sensors_.clear();
+  reloads_adopted_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("rules: reloaded ({}); state of {} vehicles and {} sensors kept", staged->describe, vehicles, sensors);
   return Status::Ok();
 }
 
@@ -171,6 +240,7 @@ Status SiteRules::PutSnapshot(const char* engine, const std::string& entity, con
 }
 
 Status SiteRules::OnGps(EdgeStore& store, const GpsFix& g, int64_t now_ms) {
+  if (Status s = AdoptStaged(); !s.ok()) return s;
   if (!geofence_) return Status::Ok();
   if (Status s = RestoreStale(); !s.ok()) return s;
   touched_vehicles_.insert(g.vehicle);
@@ -239,6 +309,7 @@ Status SiteRules::WriteColdchain(EdgeStore& store, const coldchain::Output& out,
 }
 
 Status SiteRules::OnClimate(EdgeStore& store, const ClimateSample& c, int64_t now_ms) {
+  if (Status s = AdoptStaged(); !s.ok()) return s;
   if (Status s = RestoreStale(); !s.ok()) return s;
   touched_sensors_.insert(c.sensor);
   coldchain::Verdict verdict = coldchain::Verdict::kApplied;

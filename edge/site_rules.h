@@ -12,11 +12,21 @@
 // transaction, so a failing disk surfaces as kIOError and the message is retried), so memory
 // always matches the store before it is used again.
 //
-// Thread-safety: none; the store's thread (edged's MQTT callback) owns it.
+// Reload (SIGHUP): Reload() may be called from any thread. It loads and checks the new
+// [geofence] file and [[coldchain.rule]]s off the ingest thread and, if they are good, hands
+// them over; the ingest thread adopts them at the start of the next GPS fix or climate reading
+// (inside that message's transaction), rebuilding the engines from the new config and
+// restoring every entity from `rule_state`, exactly as a restart would. So state is kept per
+// vehicle and fence (dropped for a fence no longer in the file) and per sensor. A bad file
+// leaves the running rules untouched.
+//
+// Thread-safety: none for the rest; the store's thread (edged's MQTT callback) owns it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 
@@ -41,11 +51,18 @@ class SiteRules : public ApplyHook {
   // Prepares statements on the store's connection (the store must outlive this object).
   Status Attach(EdgeStore& store);
 
+  // Any thread. kInvalidArgument/kNotFound naming "geofence.file", the path and the feature
+  // when the new file is bad (the running rules stay); ok once the new rules are staged.
+  Status Reload(const EdgeConfig& config);
+  // Reloads staged and not yet adopted (0 or 1) and adopted so far; for logs and tests.
+  int64_t reloads_adopted() const { return reloads_adopted_.load(std::memory_order_relaxed); }
+
   Status OnGps(EdgeStore& store, const GpsFix& g, int64_t now_ms) override;
   Status OnClimate(EdgeStore& store, const ClimateSample& c, int64_t now_ms) override;
   void OnCommitted() override;
   void OnRolledBack() override;
 
+  // Owner thread only: a reload swaps the engines there.
   size_t fence_count() const { return geofence_ ? geofence_->fences().size() : 0; }
   const geofence::GeofenceEngine* geofence() const { return geofence_.get(); }
   const coldchain::ColdchainEngine& coldchain() const { return *coldchain_; }
@@ -53,7 +70,12 @@ class SiteRules : public ApplyHook {
  private:
   class Statements;
   SiteRules(const EdgeConfig& config, std::unique_ptr<geofence::GeofenceEngine> geofence);
+  struct Staged;
   Status RestoreStale();
+  // On the owner thread, at the start of a hooked message: adopts staged rules, if any.
+  Status AdoptStaged();
+  // Restores every stored snapshot into the current engines (Attach, AdoptStaged).
+  Status RestoreAll(int* vehicles, int* sensors);
   Status PutSnapshot(const char* engine, const std::string& entity, const std::string& blob, int64_t now_ms);
   Status WriteColdchain(EdgeStore& store, const coldchain::Output& out, int64_t now_ms);
   Result<std::string> LoadSnapshot(const char* engine, const std::string& entity);
@@ -66,6 +88,11 @@ class SiteRules : public ApplyHook {
   // Entities changed by the open transaction, and entities whose memory is ahead of the store.
   std::set<std::string> touched_vehicles_, touched_sensors_;
   std::set<std::string> stale_vehicles_, stale_sensors_;
+  // Reload hand-over: written by Reload() (any thread), taken by the owner thread.
+  std::mutex staged_mu_;
+  std::unique_ptr<Staged> staged_;
+  std::atomic<bool> has_staged_{false};
+  std::atomic<int64_t> reloads_adopted_{0};
 };
 
 }  // namespace freshsync::edge

@@ -42,9 +42,9 @@ struct SkuLevel {
 
 class StockLedger {
  public:
-  // The schema the ledger needs, as the store migration that adds it (from store schema v3:
-  // rebuilds `stock` with CHECK (reserved <= on_hand), moves each SKU's stock to lot "", adds
-  // stock_movements.expiry). Not yet in StoreMigrations(): see docs/rules.md, Stock.
+  // The schema the ledger needs (from store schema v3: rebuilds `stock` with CHECK (reserved <=
+  // on_hand), moves each SKU's stock to lot ""). Store migration 4 is this plus
+  // stock_movements.expiry (edge/migrations.cc).
   static const char* const kMigrationSql;
 
   explicit StockLedger(sqlite3* db) : db_(db) {}

@@ -82,7 +82,7 @@ class LedgerTest : public ::testing::Test {
   }
   StockMovement Mv(const std::string& id, const std::string& sku, int64_t delta, const std::string& reason, const std::string& lot = "",
                    const std::string& order = "") {
-    return StockMovement{id, sku, delta, reason, order, lot, std::nullopt};
+    return StockMovement{id, sku, delta, reason, order, lot, std::nullopt, ""};
   }
 
   std::string path_;

@@ -14,7 +14,7 @@ namespace freshsync::edge {
 // A prepared statement, reset after each use. Owned by EdgeStore, prepared once at Open.
 class EdgeStore::Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) { rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr); }
+  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr); }
   ~Stmt() { sqlite3_finalize(stmt_); }
   int prepare_rc() const { return rc_; }
   Stmt& Bind(int i, int64_t v) {
@@ -57,7 +57,6 @@ class EdgeStore::Stmt {
   bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 
  private:
-  sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
   int rc_ = SQLITE_OK;
 };
@@ -128,7 +127,8 @@ Status EdgeStore::Exec(const char* sql) {
 
 Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(options.path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc = sqlite3_open_v2(options.path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 options.vfs_name.empty() ? nullptr : options.vfs_name.c_str());
   if (rc != SQLITE_OK) {
     std::string m = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close_v2(db);
@@ -177,9 +177,14 @@ Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
   if (!s.ok()) return s;
 
   // The HLC must never issue a timestamp at or below one already persisted, even if the
-  // wall clock stepped back while we were down.
+  // wall clock stepped back while we were down. seq and hlc are issued together in the write
+  // transaction (AppendOutbox), so the newest rows by seq hold the highest hlc: reading them
+  // by primary key keeps start-up independent of the backlog (MAX(hlc) over the whole outbox
+  // was a full scan, seconds with 10M rows; docs/benchmarks.md, "Memory and start-up").
   sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "SELECT max((SELECT value FROM edge_meta WHERE name='hlc_last'), IFNULL((SELECT MAX(hlc) FROM outbox), 0))",
+  sqlite3_prepare_v2(db,
+                     "SELECT max((SELECT value FROM edge_meta WHERE name='hlc_last'), "
+                     "IFNULL((SELECT MAX(hlc) FROM (SELECT hlc FROM outbox ORDER BY seq DESC LIMIT 1000)), 0))",
                      -1, &st, nullptr);
   if (sqlite3_step(st) == SQLITE_ROW) store->hlc_.Observe(static_cast<uint64_t>(sqlite3_column_int64(st, 0)));
   sqlite3_finalize(st);
@@ -206,18 +211,18 @@ Status EdgeStore::Prepare() {
       "IFNULL((SELECT MAX(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0)) + 1");
   outbox_ = make("INSERT INTO outbox(seq, entity, key, version, hlc, priority, created_ms, record) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
   hlc_save_ = make("UPDATE edge_meta SET value = ?1 WHERE name = 'hlc_last'");
-  stock_get_ = make("SELECT on_hand, reserved FROM stock WHERE sku = ?1");
-  stock_put_ = make(
-      "INSERT INTO stock(sku, on_hand, reserved, version, updated_ms) VALUES (?1, ?2, 0, ?3, ?4) "
-      "ON CONFLICT(sku) DO UPDATE SET on_hand = excluded.on_hand, version = excluded.version, updated_ms = excluded.updated_ms");
-  movement_put_ = make("INSERT INTO stock_movements(id, sku, delta, reason, order_id, lot, ts_ms, seq) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
+  movement_put_ = make(
+      "INSERT INTO stock_movements(id, sku, delta, reason, order_id, lot, ts_ms, seq, expiry) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
   order_get_ = make("SELECT status, lines, customer_sealed, actor FROM orders WHERE order_id = ?1");
   order_put_ = make(
       "INSERT INTO orders(order_id, status, version, lines, customer_sealed, actor, created_ts_ms, updated_ts_ms) "
       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)");
   order_update_ = make("UPDATE orders SET status = ?2, version = ?3, actor = ?4, updated_ts_ms = ?5 WHERE order_id = ?1");
-  gps_put_ = make("INSERT INTO vehicle_positions(vehicle, seq, ts_ms, lat, lon, speed_kmh, heading, hdop) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
-  climate_put_ = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery) VALUES (?1,?2,?3,?4,?5,?6)");
+  // outbox_seq: the quota touches a raw row only once the hub has acknowledged its record.
+  gps_put_ = make(
+      "INSERT INTO vehicle_positions(vehicle, seq, ts_ms, lat, lon, speed_kmh, heading, hdop, outbox_seq) "
+      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
+  climate_put_ = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery, outbox_seq) VALUES (?1,?2,?3,?4,?5,?6,?7)");
   // The intake journal's applied position (edge/intake_journal.h), written in each batch.
   intake_put_ = make(
       "INSERT INTO edge_meta(name, value) VALUES ('intake_applied', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value");
@@ -226,7 +231,8 @@ Status EdgeStore::Prepare() {
       "INSERT INTO dead_letters(received_ms, topic, reason, payload, payload_bytes, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
   for (auto& s : stmts_)
     if (s->prepare_rc() != SQLITE_OK) return Error("prepare");
-  return Status::Ok();
+  ledger_ = std::make_unique<StockLedger>(db_);
+  return ledger_->Prepare();
 }
 
 Status EdgeStore::Begin() {
@@ -402,59 +408,59 @@ Result<int64_t> EdgeStore::AppendChange(int entity, const std::string& key, int 
   return AppendOutbox(entity, key, *version, priority, ts_ms, &record, now_ms);
 }
 
-// Movement: claim the id, refuse whole if stock would go negative, else stock row,
-// movement row, one STOCK change record carrying the new level and the movement.
+// Movement: claim the id; the ledger applies it to the lots (refusing it whole if it needs
+// more than the free stock, or more than an order's reservation plus free stock for a pick
+// with order_id); then the SKU's stock row, one STOCK change record carrying the new on_hand
+// and reserved with the movement, and the movement row.
 Result<EdgeStore::Outcome> EdgeStore::ApplyMovement(const StockMovement& m, int64_t now_ms) {
   auto claimed = Claim(DedupeKind::kMovement, m.id, now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
 
-  int64_t on_hand = 0, reserved = 0;
-  int rc = stock_get_->Bind(1, m.sku).Step();
-  if (rc == SQLITE_ROW) {
-    on_hand = stock_get_->Int(0);
-    reserved = stock_get_->Int(1);
-  }
-  stock_get_->Reset();
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("stock read");
-  const int64_t next = on_hand + m.delta;
-  if (next < 0)
-    return Status::Conflict("negative stock: movement " + m.id + " of " + std::to_string(m.delta) + " on sku " + m.sku +
-                            " with " + std::to_string(on_hand) + " on hand");
-  // Extension point (issue 4): reservations will also require next >= reserved here.
-
-  auto version = NextVersion(kEntityStock, m.sku);
-  if (!version.ok()) return version.status();
-  rc = stock_put_->Bind(1, m.sku).Bind(2, next).Bind(3, *version).Bind(4, now_ms).Step();
-  stock_put_->Reset();
-  if (rc != SQLITE_DONE) return Error("stock write");
-
+  auto level = ledger_->Move(m, m.delta > 0 ? m.expiry : std::string());
+  if (!level.ok()) return level.status();
   const int64_t ts = m.ts_ms.value_or(now_ms);
-  v1::ChangeRecord rec;
-  auto* st = rec.mutable_stock();
-  st->set_sku(m.sku);
-  st->set_on_hand(next);
-  st->set_reserved(reserved);
-  st->set_movement_id(m.id);
-  st->set_delta(m.delta);
-  st->set_reason(m.reason);
-  st->set_lot(m.lot);
-  st->set_order_id(m.order_id);
-  auto seq = AppendOutbox(kEntityStock, m.sku, *version, 1, ts, &rec, now_ms);
-  if (!seq.ok()) return seq.status();
+  int64_t seq = 0;
+  if (Status st = PutStock(*level, &m, m.reason, m.order_id, ts, now_ms, &seq); !st.ok()) return st;
 
-  rc = movement_put_->Bind(1, m.id)
-           .Bind(2, m.sku)
-           .Bind(3, m.delta)
-           .Bind(4, m.reason)
-           .BindTextOrNull(5, m.order_id)
-           .BindTextOrNull(6, m.lot)
-           .Bind(7, ts)
-           .Bind(8, *seq)
-           .Step();
+  const int rc = movement_put_->Bind(1, m.id)
+                     .Bind(2, m.sku)
+                     .Bind(3, m.delta)
+                     .Bind(4, m.reason)
+                     .BindTextOrNull(5, m.order_id)
+                     .BindTextOrNull(6, m.lot)
+                     .Bind(7, ts)
+                     .Bind(8, seq)
+                     .BindTextOrNull(9, m.expiry)
+                     .Step();
   movement_put_->Reset();
   if (rc != SQLITE_DONE) return Error("movement write");
   return Outcome::kApplied;
+}
+
+Status EdgeStore::PutStock(const SkuLevel& level, const StockMovement* m, const std::string& reason, const std::string& order_id,
+                           int64_t ts_ms, int64_t now_ms, int64_t* seq_out) {
+  // The stock row and the record share the version, so the state digest (sku, on_hand,
+  // reserved, version) of the edge equals the hub's once the record is applied there.
+  auto version = NextVersion(kEntityStock, level.sku);
+  if (!version.ok()) return version.status();
+  if (Status st = ledger_->PutSku(level, *version, now_ms); !st.ok()) return st;
+  v1::ChangeRecord rec;
+  auto* st = rec.mutable_stock();
+  st->set_sku(level.sku);
+  st->set_on_hand(level.on_hand);
+  st->set_reserved(level.reserved);
+  if (m) {
+    st->set_movement_id(m->id);
+    st->set_delta(m->delta);
+    st->set_lot(m->lot);
+  }
+  st->set_reason(reason);
+  st->set_order_id(order_id);
+  auto seq = AppendOutbox(kEntityStock, level.sku, *version, 1, ts_ms, &rec, now_ms);
+  if (!seq.ok()) return seq.status();
+  if (seq_out) *seq_out = *seq;
+  return Status::Ok();
 }
 
 Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t now_ms) {
@@ -475,8 +481,36 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t n
     if (from.empty()) return Status::Conflict("illegal order transition: order " + o.order_id + " is unknown, cannot become " + o.status);
     return Status::Conflict("illegal order transition: order " + o.order_id + " " + from + " -> " + o.status);
   }
-  // Extension point (issue 4): reservations against stock are taken/released here.
+  // Reservations (docs/rules.md, "Stock"): taken on created, all or nothing; what is left is
+  // returned on cancelled, and on dispatched (lines shipped short, or picked without order_id).
+  std::vector<SkuLevel> touched;
+  std::string refusal;  // non-empty: stock cannot cover the created order
+  if (o.status == "created") {
+    // A savepoint, so that a shortfall on the second SKU also undoes the first one's
+    // reservation while the refusal itself still commits.
+    if (Status st = Exec("SAVEPOINT reserve"); !st.ok()) return st;
+    auto reserved = ledger_->Reserve(o.order_id, o.lines);
+    if (!reserved.ok()) {
+      const Status why = reserved.status();
+      if (Status st = Exec("ROLLBACK TO reserve; RELEASE reserve"); !st.ok()) return st;
+      if (why.code() != StatusCode::kConflict) return why;
+      refusal = why.message();
+    } else {
+      if (Status st = Exec("RELEASE reserve"); !st.ok()) return st;
+      touched = std::move(*reserved);
+    }
+  } else if (o.status == "cancelled" || o.status == "dispatched") {
+    auto released = ledger_->Release(o.order_id);
+    if (!released.ok()) return released.status();
+    touched = std::move(*released);
+  }
+  const std::string stock_reason = o.status == "created" ? "reserve" : "release";
+  for (const auto& level : touched)
+    if (Status st = PutStock(level, nullptr, stock_reason, o.order_id, o.ts_ms, now_ms); !st.ok()) return st;
 
+  // A refused order is kept as `refused` (terminal: no transition leaves it), so HQ sees it and
+  // a redelivery or a later status for it changes nothing.
+  const std::string status = refusal.empty() ? o.status : "refused";
   auto version = NextVersion(kEntityOrder, o.order_id);
   if (!version.ok()) return version.status();
   std::vector<OrderLine> lines;
@@ -493,7 +527,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t n
           spdlog::warn("privacy: no privacy.key_file configured; customer data dropped from {} orders so far", customers_dropped_);
       }
     }
-    order_put_->Bind(1, o.order_id).Bind(2, o.status).Bind(3, *version).Bind(4, lines_json);
+    order_put_->Bind(1, o.order_id).Bind(2, status).Bind(3, *version).Bind(4, lines_json);
     if (sealed.empty()) order_put_->BindTextOrNull(5, sealed);
     else order_put_->BindBlob(5, sealed);
     rc = order_put_->BindTextOrNull(6, o.actor).Bind(7, o.ts_ms).Step();
@@ -508,7 +542,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t n
   v1::ChangeRecord rec;
   auto* os = rec.mutable_order();
   os->set_order_id(o.order_id);
-  os->set_status(o.status);
+  os->set_status(status);
   os->set_actor(o.actor);
   for (const auto& l : lines) {
     auto* pl = os->add_lines();
@@ -518,7 +552,38 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t n
   os->set_customer_sealed(sealed);
   auto seq = AppendOutbox(kEntityOrder, o.order_id, *version, 1, o.ts_ms, &rec, now_ms);
   if (!seq.ok()) return seq.status();
-  return Outcome::kApplied;
+  if (refusal.empty()) return Outcome::kApplied;
+  return RefuseOrder(o, refusal, now_ms);
+}
+
+// The rest of a refusal, in the same transaction: the dead letter (so operators find it where
+// every refused message is), and, once committed, the dead-letter notification, the order's
+// retained state and an order event for terminals (docs/formats.md, "Refused orders").
+Result<EdgeStore::Outcome> EdgeStore::RefuseOrder(const OrderStatus& o, const std::string& why, int64_t now_ms) {
+  const std::string& root = options_.topic_root;
+  nlohmann::json lines = nlohmann::json::array();
+  for (const auto& l : o.lines) lines.push_back({{"sku", l.sku}, {"qty", l.qty}});
+  // The message without its customer data (never kept in clear), as ingest keeps order payloads.
+  nlohmann::json kept = {{"order_id", o.order_id}, {"status", o.status}, {"ts", o.ts_ms}, {"lines", lines}};
+  if (!o.actor.empty()) kept["actor"] = o.actor;
+  DeadLetter dl;
+  dl.topic = root + "/orders/status";
+  dl.reason = why;
+  dl.code = "conflict";
+  dl.payload = kept.dump();
+  dl.payload_bytes = static_cast<int64_t>(dl.payload.size());
+  dl.received_ms = now_ms;
+  if (Status st = AddDeadLetter(dl); !st.ok()) return st;
+  spdlog::info("store: order {} refused: {}", o.order_id, why);
+
+  const nlohmann::json notice = {{"topic", dl.topic}, {"reason", why}, {"code", dl.code}, {"received_ms", now_ms}};
+  pending_pubs_.push_back({root + "/deadletter", notice.dump(), false});
+  nlohmann::json state = {{"order_id", o.order_id}, {"status", "refused"}, {"ts", o.ts_ms}, {"reason", why}};
+  if (!o.actor.empty()) state["actor"] = o.actor;
+  pending_pubs_.push_back({root + "/orders/" + o.order_id + "/state", state.dump(), true});
+  const nlohmann::json event = {{"order_id", o.order_id}, {"event", "refused"}, {"ts", o.ts_ms}, {"reason", why}, {"lines", lines}};
+  pending_pubs_.push_back({root + "/events/orders", event.dump(), false});
+  return Outcome::kRefused;
 }
 
 namespace {
@@ -529,17 +594,6 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
   auto claimed = Claim(DedupeKind::kGps, g.vehicle + "#" + std::to_string(g.seq), now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
-  int rc = gps_put_->Bind(1, g.vehicle)
-               .Bind(2, static_cast<int64_t>(g.seq))
-               .Bind(3, g.ts_ms)
-               .BindDouble(4, g.lat)
-               .BindDouble(5, g.lon)
-               .BindOpt(6, g.speed_kmh)
-               .BindOpt(7, g.heading)
-               .BindOpt(8, g.hdop)
-               .Step();
-  gps_put_->Reset();
-  if (rc != SQLITE_DONE) return Error("position write");
   auto version = NextVersion(kEntityPosition, g.vehicle);
   if (!version.ok()) return version.status();
   v1::ChangeRecord rec;
@@ -553,6 +607,18 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
   if (g.hdop) p->set_hdop_d(static_cast<uint32_t>(FixedPoint(*g.hdop, 10)));
   auto seq = AppendOutbox(kEntityPosition, g.vehicle, *version, 0, g.ts_ms, &rec, now_ms);
   if (!seq.ok()) return seq.status();
+  const int rc = gps_put_->Bind(1, g.vehicle)
+                     .Bind(2, static_cast<int64_t>(g.seq))
+                     .Bind(3, g.ts_ms)
+                     .BindDouble(4, g.lat)
+                     .BindDouble(5, g.lon)
+                     .BindOpt(6, g.speed_kmh)
+                     .BindOpt(7, g.heading)
+                     .BindOpt(8, g.hdop)
+                     .Bind(9, *seq)
+                     .Step();
+  gps_put_->Reset();
+  if (rc != SQLITE_DONE) return Error("position write");
   // Extension point (issue 4): geofence evaluation on the new position.
   return Outcome::kApplied;
 }
@@ -561,15 +627,6 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
   auto claimed = Claim(DedupeKind::kClimate, c.sensor + "#" + std::to_string(c.seq), now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
-  int rc = climate_put_->Bind(1, c.sensor)
-               .Bind(2, static_cast<int64_t>(c.seq))
-               .Bind(3, c.ts_ms)
-               .BindDouble(4, c.temp_c)
-               .BindOpt(5, c.rh)
-               .BindOpt(6, c.battery)
-               .Step();
-  climate_put_->Reset();
-  if (rc != SQLITE_DONE) return Error("climate write");
   auto version = NextVersion(kEntityClimate, c.sensor);
   if (!version.ok()) return version.status();
   v1::ChangeRecord rec;
@@ -581,6 +638,16 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
   if (c.battery) p->set_battery_d(static_cast<uint32_t>(FixedPoint(*c.battery, 10)));
   auto seq = AppendOutbox(kEntityClimate, c.sensor, *version, 0, c.ts_ms, &rec, now_ms);
   if (!seq.ok()) return seq.status();
+  const int rc = climate_put_->Bind(1, c.sensor)
+                     .Bind(2, static_cast<int64_t>(c.seq))
+                     .Bind(3, c.ts_ms)
+                     .BindDouble(4, c.temp_c)
+                     .BindOpt(5, c.rh)
+                     .BindOpt(6, c.battery)
+                     .Bind(7, *seq)
+                     .Step();
+  climate_put_->Reset();
+  if (rc != SQLITE_DONE) return Error("climate write");
   // Extension point (issue 4): cold-chain excursion tracking on the new reading.
   return Outcome::kApplied;
 }

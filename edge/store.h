@@ -9,7 +9,8 @@
 // strict (synchronous=FULL) survives power loss too, at about 1/7 the commit rate.
 //
 // Status codes from Apply():
-//   ok               applied, or a duplicate (outcome says which); nothing more to do
+//   ok               applied, a duplicate, or an order refused for want of stock (outcome
+//                    says which); nothing more to do but publish TakePublications()
 //   kConflict        refused by a rule (negative stock, illegal order transition): nothing
 //                    was written; the caller dead-letters it
 //   kIOError         the disk failed (full, I/O error, locked past busy_timeout): nothing
@@ -32,6 +33,7 @@
 #include "common/status.h"
 #include "edge/decode.h"
 #include "edge/privacy.h"
+#include "edge/stock_ledger.h"
 
 struct sqlite3;
 
@@ -69,6 +71,10 @@ struct StoreOptions {
   int busy_timeout_ms = 2000;
   Clock* clock = nullptr;                 // default SystemClock()
   std::optional<Sealer> sealer;           // none: customer data is dropped (and counted)
+  std::string topic_root = "fs";          // for the store's own publications (refused orders)
+  // SQLite VFS to open the database with; "" = SQLite's default. Tests name a fault-injecting
+  // VFS here (tests/support/fault_vfs.h) to simulate power cuts and disk errors.
+  std::string vfs_name;
 };
 
 struct DeadLetter {
@@ -87,7 +93,12 @@ class EdgeStore {
  public:
   static constexpr size_t kMaxDeadLetterPayload = 4096;
   static constexpr size_t kMaxReadyPublications = 10000;
-  enum class Outcome { kApplied, kDuplicate };
+  // kRefused: an order `created` that stock cannot cover. Unlike a kConflict it is committed
+  // (docs/rules.md, "Refused orders"): the dedupe claim, the order as `refused`, its ORDER
+  // change record and its dead letter, in one transaction; the dead-letter notification, the
+  // retained order state and the order event are in TakePublications(). The caller must not
+  // dead-letter it again nor publish a `created` state for it.
+  enum class Outcome { kApplied, kDuplicate, kRefused };
 
   // Opens (creating if needed) and migrates the database to LatestStoreVersion().
   // kIOError if it cannot be opened, kInternal if its version is newer than this binary.
@@ -157,6 +168,10 @@ class EdgeStore {
   // Appends one change record (assigning seq, version and hlc) inside the transaction.
   Result<int64_t> AppendOutbox(int entity, const std::string& key, int64_t version, int priority, int64_t ts_ms,
                                void* record /* v1::ChangeRecord* */, int64_t now_ms);
+  // One STOCK change record (and the stock row, same version) for a SKU the ledger changed.
+  Status PutStock(const SkuLevel& level, const StockMovement* m, const std::string& reason, const std::string& order_id,
+                  int64_t ts_ms, int64_t now_ms, int64_t* seq_out = nullptr);
+  Result<Outcome> RefuseOrder(const OrderStatus& o, const std::string& why, int64_t now_ms);
   Status Begin();
   Status Commit();
   void Rollback();
@@ -169,10 +184,10 @@ class EdgeStore {
   std::vector<std::unique_ptr<Stmt>> stmts_;
   // Prepared once, owned by stmts_.
   Stmt *begin_ = nullptr, *commit_ = nullptr, *rollback_ = nullptr, *claim_ = nullptr, *version_ = nullptr,
-       *next_seq_ = nullptr, *outbox_ = nullptr, *hlc_save_ = nullptr, *stock_get_ = nullptr, *stock_put_ = nullptr,
-       *movement_put_ = nullptr, *order_get_ = nullptr, *order_put_ = nullptr, *order_update_ = nullptr,
-       *gps_put_ = nullptr, *climate_put_ = nullptr, *dead_letter_ = nullptr, *intake_put_ = nullptr,
-       *intake_get_ = nullptr;
+       *next_seq_ = nullptr, *outbox_ = nullptr, *hlc_save_ = nullptr, *movement_put_ = nullptr, *order_get_ = nullptr,
+       *order_put_ = nullptr, *order_update_ = nullptr, *gps_put_ = nullptr, *climate_put_ = nullptr,
+       *dead_letter_ = nullptr, *intake_put_ = nullptr, *intake_get_ = nullptr;
+  std::unique_ptr<StockLedger> ledger_;  // on db_, prepared with the statements
   int64_t customers_dropped_ = 0;
   int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
   std::function<Status()> commit_fault_;

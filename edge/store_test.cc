@@ -21,6 +21,8 @@ class FakeClock : public Clock {
   int64_t now = 1764000000000;
 };
 
+std::pair<int64_t, int64_t> P(int64_t on_hand, int64_t reserved) { return {on_hand, reserved}; }
+
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -62,18 +64,32 @@ class StoreTest : public ::testing::Test {
     sqlite3_finalize(st);
     return v;
   }
-  Result<EdgeStore::Outcome> Move(const std::string& id, const std::string& sku, int64_t delta, const std::string& reason = "adjust") {
-    return store_->Apply(StockMovement{id, sku, delta, reason, "", "", clock_.now}, clock_.now);
+  Result<EdgeStore::Outcome> Move(const std::string& id, const std::string& sku, int64_t delta, const std::string& reason = "adjust",
+                                  const std::string& lot = "", const std::string& expiry = "", const std::string& order = "") {
+    return store_->Apply(StockMovement{id, sku, delta, reason, order, lot, clock_.now, expiry}, clock_.now);
   }
-  Result<EdgeStore::Outcome> Order(const std::string& id, const std::string& status, std::optional<Customer> customer = std::nullopt) {
+  Result<EdgeStore::Outcome> Order(const std::string& id, const std::string& status, std::optional<Customer> customer = std::nullopt,
+                                   std::vector<OrderLine> lines = {{"apple", 2}}) {
     OrderStatus o;
     o.order_id = id;
     o.status = status;
     o.ts_ms = clock_.now;
-    if (status == "created") o.lines = {{"apple", 2}};
+    if (status == "created") o.lines = std::move(lines);
     o.customer = customer;
     return store_->Apply(o, clock_.now);
   }
+  // (on_hand, reserved) of a lot, of a SKU's stock row, and an order's reservation of a SKU.
+  std::pair<int64_t, int64_t> Lot(const std::string& sku, const std::string& lot) {
+    return {Int("SELECT on_hand FROM stock_lots WHERE sku='" + sku + "' AND lot='" + lot + "'"),
+            Int("SELECT reserved FROM stock_lots WHERE sku='" + sku + "' AND lot='" + lot + "'")};
+  }
+  std::pair<int64_t, int64_t> Sku(const std::string& sku) {
+    return {Int("SELECT on_hand FROM stock WHERE sku='" + sku + "'"), Int("SELECT reserved FROM stock WHERE sku='" + sku + "'")};
+  }
+  int64_t ReservedFor(const std::string& order, const std::string& sku) {
+    return Int("SELECT IFNULL(SUM(qty), 0) FROM reservations WHERE order_id='" + order + "' AND sku='" + sku + "'");
+  }
+  v1::ChangeRecord LastRecord() { return Record(Int("SELECT MAX(seq) FROM outbox")); }
   v1::ChangeRecord Record(int64_t seq) {
     v1::ChangeRecord r;
     EXPECT_TRUE(r.ParseFromString(Text("SELECT record FROM outbox WHERE seq = " + std::to_string(seq))));
@@ -197,7 +213,8 @@ TEST_F(StoreTest, HlcSurvivesRestartAfterTheOutboxWasTrimmed) {
 }
 
 TEST_F(StoreTest, OrderLifecycle) {
-  ASSERT_TRUE(Order("o-1", "created").ok());
+  ASSERT_TRUE(Move("r-1", "apple", 10, "receive").ok());  // seq 1
+  ASSERT_EQ(*Order("o-1", "created"), EdgeStore::Outcome::kApplied);
   EXPECT_EQ(*Order("o-1", "created"), EdgeStore::Outcome::kDuplicate);
   auto r = Order("o-1", "packed");
   ASSERT_FALSE(r.ok());
@@ -208,7 +225,12 @@ TEST_F(StoreTest, OrderLifecycle) {
   EXPECT_EQ(Int("SELECT version FROM orders WHERE order_id='o-1'"), 6);
   EXPECT_EQ(Order("o-1", "cancelled").status().code(), StatusCode::kConflict);
   EXPECT_EQ(Order("o-2", "accepted").status().code(), StatusCode::kConflict);
-  auto last = Record(6);
+  // seq 2: the reservation's STOCK record, then created, accepted, picking, packed; dispatched
+  // released the 2 never picked (STOCK, seq 7) before its ORDER record (seq 8).
+  EXPECT_EQ(Record(2).stock().reason(), "reserve");
+  EXPECT_EQ(Record(7).stock().reason(), "release");
+  EXPECT_EQ(Sku("apple"), P(10, 0));
+  auto last = Record(9);
   EXPECT_EQ(last.entity(), v1::ORDER);
   EXPECT_EQ(last.order().status(), "delivered");
   ASSERT_EQ(last.order().lines_size(), 1);
@@ -221,6 +243,7 @@ TEST_F(StoreTest, CustomerDataIsSealedNeverClear) {
   key.fill(7);
   const Sealer sealer = Sealer::FromKey(key);
   Reopen(sealer);
+  ASSERT_TRUE(Move("r-1", "apple", 10, "receive").ok());
   ASSERT_TRUE(Order("o-1", "created", Customer{"Li Wei", "+86 13800000000", "88 Century Avenue"}).ok());
   const std::string sealed = Text("SELECT customer_sealed FROM orders");
   ASSERT_FALSE(sealed.empty());
@@ -228,7 +251,7 @@ TEST_F(StoreTest, CustomerDataIsSealedNeverClear) {
   auto opened = sealer.Open(sealed);
   ASSERT_TRUE(opened.ok());
   EXPECT_NE(opened->find("Li Wei"), std::string::npos);
-  EXPECT_EQ(Record(1).order().customer_sealed(), sealed);
+  EXPECT_EQ(Record(3).order().customer_sealed(), sealed);
   // Nowhere in the database file in clear.
   store_.reset();
   for (const char* f : {"edge.db", "edge.db-wal"}) {
@@ -240,6 +263,7 @@ TEST_F(StoreTest, CustomerDataIsSealedNeverClear) {
 }
 
 TEST_F(StoreTest, CustomerDataIsDroppedWithoutKey) {
+  ASSERT_TRUE(Move("r-1", "apple", 10, "receive").ok());
   ASSERT_TRUE(Order("o-1", "created", Customer{"Li Wei", "1", "2"}).ok());
   EXPECT_EQ(Int("SELECT customer_sealed IS NULL FROM orders"), 1);
   EXPECT_EQ(store_->customers_dropped(), 1);
@@ -312,13 +336,20 @@ TEST_F(StoreTest, MigratesV1Fixture) {
   store_ = std::move(*s);
   EXPECT_EQ(Int("PRAGMA user_version"), LatestStoreVersion());
   EXPECT_EQ(Int("SELECT on_hand FROM stock WHERE sku='apple'"), 10);
+  EXPECT_EQ(Lot("apple", ""), P(10, 0));  // migration 4: existing stock is lot ""
   EXPECT_EQ(Text("SELECT code FROM dead_letters"), "invalid");
   // Applying continues the fixture's seq, versions and HLC.
   ASSERT_EQ(*Move("m-2", "apple", -4, "pick"), EdgeStore::Outcome::kApplied);
   EXPECT_EQ(*Move("m-1", "apple", 10, "receive"), EdgeStore::Outcome::kDuplicate);
   auto r = Record(3);
   EXPECT_EQ(r.version(), 2u);
+  EXPECT_EQ(r.stock().on_hand(), 6);
   EXPECT_GT(r.hlc(), 115670016000065536u);
+  EXPECT_EQ(Int("SELECT version FROM stock WHERE sku='apple'"), 2);
+  // Reservations work on migrated stock, and the migrated CHECKs hold.
+  ASSERT_EQ(*Order("o-9", "created", std::nullopt, {{"apple", 6}}), EdgeStore::Outcome::kApplied);
+  EXPECT_EQ(Sku("apple"), P(6, 6));
+  EXPECT_EQ(Move("m-3", "apple", -1, "spoil").status().code(), StatusCode::kConflict);
   ExpectDenseOutbox();
 
   auto schema = [](sqlite3* db) {
@@ -339,6 +370,132 @@ TEST_F(StoreTest, MigratesV1Fixture) {
   Reopen();  // the fresh database of this test
   const auto fresh = schema(store_->db_for_test());
   EXPECT_EQ(migrated, fresh);
+}
+
+TEST_F(StoreTest, CreatedOrderReservesFefoAndPickConsumesIt) {
+  ASSERT_TRUE(Move("r-late", "apple", 5, "receive", "L-late", "2026-12-20").ok());
+  ASSERT_TRUE(Move("r-none", "apple", 5, "receive", "L-none").ok());
+  ASSERT_TRUE(Move("r-early", "apple", 4, "receive", "L-early", "2026-12-01").ok());
+  ASSERT_TRUE(Move("r-pear", "pear", 3, "receive", "P1", "2026-12-05").ok());
+  EXPECT_EQ(Text("SELECT expiry FROM stock_lots WHERE sku='apple' AND lot='L-early'"), "2026-12-01");
+  EXPECT_EQ(Text("SELECT expiry FROM stock_movements WHERE id='r-late'"), "2026-12-20");
+  const int64_t before = Int("SELECT MAX(seq) FROM outbox");
+  ASSERT_EQ(*Order("o-1", "created", std::nullopt, {{"apple", 6}, {"pear", 1}, {"apple", 1}}), EdgeStore::Outcome::kApplied);
+  // 7 apples: the 4 expiring first, then 3 of the next one; lots without expiry last.
+  EXPECT_EQ(Lot("apple", "L-early"), P(4, 4));
+  EXPECT_EQ(Lot("apple", "L-late"), P(5, 3));
+  EXPECT_EQ(Lot("apple", "L-none"), P(5, 0));
+  EXPECT_EQ(Sku("apple"), P(14, 7));
+  EXPECT_EQ(Sku("pear"), P(3, 1));
+  // One STOCK record per SKU touched, with on_hand, reserved and the order; then the ORDER record.
+  ASSERT_EQ(Int("SELECT MAX(seq) FROM outbox"), before + 3);
+  auto apple = Record(before + 1), pear = Record(before + 2);
+  EXPECT_EQ(apple.key(), "apple");
+  EXPECT_EQ(apple.stock().on_hand(), 14);
+  EXPECT_EQ(apple.stock().reserved(), 7);
+  EXPECT_EQ(apple.stock().order_id(), "o-1");
+  EXPECT_EQ(apple.stock().reason(), "reserve");
+  EXPECT_EQ(apple.version(), 4u);  // three receives, then the reservation
+  EXPECT_EQ(Int("SELECT version FROM stock WHERE sku='apple'"), 4);
+  EXPECT_EQ(pear.stock().reserved(), 1);
+  EXPECT_EQ(Record(before + 3).order().status(), "created");
+
+  // Free stock is 7 apples: an unrelated 8-apple pick is refused whole, a 7-apple one is not.
+  EXPECT_EQ(Move("x-1", "apple", -8, "pick").status().code(), StatusCode::kConflict);
+  // A pick for the order takes its reservation (FEFO) before any free stock.
+  ASSERT_EQ(*Move("p-1", "apple", -5, "pick", "", "", "o-1"), EdgeStore::Outcome::kApplied);
+  EXPECT_EQ(Lot("apple", "L-early"), P(0, 0));
+  EXPECT_EQ(Lot("apple", "L-late"), P(4, 2));
+  EXPECT_EQ(ReservedFor("o-1", "apple"), 2);
+  auto pick = LastRecord();
+  EXPECT_EQ(pick.stock().on_hand(), 9);
+  EXPECT_EQ(pick.stock().reserved(), 2);
+  EXPECT_EQ(pick.stock().order_id(), "o-1");
+  EXPECT_EQ(pick.stock().movement_id(), "p-1");
+  ASSERT_EQ(*Move("x-2", "apple", -7, "pick"), EdgeStore::Outcome::kApplied);
+  EXPECT_EQ(Sku("apple"), P(2, 2));
+  // Cancel returns what is left of the reservation, as a STOCK record per SKU.
+  const int64_t at_cancel = Int("SELECT MAX(seq) FROM outbox");
+  ASSERT_EQ(*Order("o-1", "cancelled"), EdgeStore::Outcome::kApplied);
+  EXPECT_EQ(Sku("apple"), P(2, 0));
+  EXPECT_EQ(Sku("pear"), P(3, 0));
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM reservations"), 0);
+  ASSERT_EQ(Int("SELECT MAX(seq) FROM outbox"), at_cancel + 3);
+  EXPECT_EQ(Record(at_cancel + 1).key(), "apple");
+  EXPECT_EQ(Record(at_cancel + 1).stock().reserved(), 0);
+  EXPECT_EQ(Record(at_cancel + 1).stock().reason(), "release");
+  EXPECT_EQ(Record(at_cancel + 2).key(), "pear");
+  EXPECT_EQ(LastRecord().order().status(), "cancelled");
+  ExpectDenseOutbox();
+}
+
+TEST_F(StoreTest, OrderStockCannotCoverIsRefusedVisiblyAndOnce) {
+  ASSERT_TRUE(Move("r-1", "apple", 5, "receive").ok());
+  ASSERT_TRUE(Move("r-2", "pear", 1, "receive").ok());
+  // apple could be reserved, pear cannot: nothing is reserved (all or nothing).
+  ASSERT_EQ(*Order("o-1", "created", std::nullopt, {{"apple", 2}, {"pear", 3}}), EdgeStore::Outcome::kRefused);
+  EXPECT_EQ(Sku("apple"), P(5, 0));
+  EXPECT_EQ(Sku("pear"), P(1, 0));
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM reservations"), 0);
+  EXPECT_EQ(Text("SELECT status FROM orders WHERE order_id='o-1'"), "refused");
+  // HQ sees it: one ORDER record `refused`, with its lines; no STOCK record.
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM outbox"), 3);
+  auto r = Record(3);
+  EXPECT_EQ(r.entity(), v1::ORDER);
+  EXPECT_EQ(r.order().status(), "refused");
+  EXPECT_EQ(r.order().lines_size(), 2);
+  // The dead letter names order, sku, needed and free.
+  const std::string reason = Text("SELECT reason FROM dead_letters");
+  EXPECT_EQ(reason, "insufficient stock: order o-1 needs 3 of sku pear, 1 free; nothing reserved");
+  EXPECT_EQ(Text("SELECT code FROM dead_letters"), "conflict");
+  EXPECT_EQ(Text("SELECT topic FROM dead_letters"), "fs/orders/status");
+  // Published only after commit: dead-letter notice, retained state, order event.
+  auto pubs = store_->TakePublications();
+  ASSERT_EQ(pubs.size(), 3u);
+  EXPECT_EQ(pubs[0].topic, "fs/deadletter");
+  EXPECT_NE(pubs[0].payload.find("needs 3 of sku pear, 1 free"), std::string::npos);
+  EXPECT_EQ(pubs[1].topic, "fs/orders/o-1/state");
+  EXPECT_TRUE(pubs[1].retained);
+  EXPECT_NE(pubs[1].payload.find("\"status\":\"refused\""), std::string::npos);
+  EXPECT_EQ(pubs[2].topic, "fs/events/orders");
+  EXPECT_NE(pubs[2].payload.find("\"event\":\"refused\""), std::string::npos);
+  // A redelivery has no second effect; the order goes nowhere from refused.
+  EXPECT_EQ(*Order("o-1", "created", std::nullopt, {{"apple", 2}, {"pear", 3}}), EdgeStore::Outcome::kDuplicate);
+  EXPECT_EQ(Order("o-1", "accepted").status().code(), StatusCode::kConflict);
+  EXPECT_EQ(Order("o-1", "cancelled").status().code(), StatusCode::kConflict);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM dead_letters"), 1);
+  EXPECT_TRUE(store_->TakePublications().empty());
+  ExpectDenseOutbox();
+}
+
+TEST_F(StoreTest, RefusalThatFailsToCommitLeavesNothing) {
+  ASSERT_TRUE(Move("r-1", "apple", 1, "receive").ok());
+  store_->TakePublications();
+  int failures = 1;
+  store_->SetCommitFaultForTest([&] { return failures-- > 0 ? Status::IOError("disk full (injected)") : Status::Ok(); });
+  auto r = Order("o-1", "created", std::nullopt, {{"apple", 2}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kIOError);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM dead_letters"), 0);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM orders"), 0);
+  EXPECT_TRUE(store_->TakePublications().empty());
+  EXPECT_EQ(*Order("o-1", "created", std::nullopt, {{"apple", 2}}), EdgeStore::Outcome::kRefused);  // the retry
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM dead_letters"), 1);
+  EXPECT_EQ(store_->TakePublications().size(), 3u);
+}
+
+TEST_F(StoreTest, DispatchReleasesUnpickedReservation) {
+  ASSERT_TRUE(Move("r-1", "apple", 10, "receive", "A", "2026-12-01").ok());
+  ASSERT_EQ(*Order("o-1", "created", std::nullopt, {{"apple", 4}}), EdgeStore::Outcome::kApplied);
+  for (const char* s : {"accepted", "picking"}) ASSERT_TRUE(Order("o-1", s).ok());
+  ASSERT_EQ(*Move("p-1", "apple", -3, "pick", "A", "", "o-1"), EdgeStore::Outcome::kApplied);
+  EXPECT_EQ(Sku("apple"), P(7, 1));
+  for (const char* s : {"packed", "dispatched"}) ASSERT_TRUE(Order("o-1", s).ok());
+  EXPECT_EQ(Sku("apple"), P(7, 0));
+  EXPECT_EQ(Lot("apple", "A"), P(7, 0));
+  ASSERT_TRUE(Order("o-1", "delivered").ok());
+  EXPECT_EQ(Sku("apple"), P(7, 0));
+  ExpectDenseOutbox();
 }
 
 TEST_F(StoreTest, RefusesANewerSchema) {

@@ -53,6 +53,28 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
   return out;
 }
 
+Status ExpandBatch(v1::Batch& batch) {
+  if (batch.format() <= 1) return Status::Ok();
+  if (batch.format() > kMaxBatchFormat)
+    return Status::InvalidArgument("Batch.format " + std::to_string(batch.format()) + " is newer than this hub (" +
+                                   std::to_string(kMaxBatchFormat) + ")");
+  uint64_t prev_seq = 0;
+  for (auto& r : *batch.mutable_records()) {
+    // The first record always carries its seq; a 0 there stays 0 and is refused by the store.
+    if (r.seq() == 0 && prev_seq != 0) r.set_seq(prev_seq + 1);
+    prev_seq = r.seq();
+    if (r.has_hlc_from_ts()) {
+      // Unsigned wrap-around, the exact inverse of the edge's hlc - (ts_ms << 16).
+      r.set_hlc((static_cast<uint64_t>(r.ts_ms()) << 16) + static_cast<uint64_t>(r.hlc_from_ts()));
+      r.clear_hlc_from_ts();
+    }
+    if (r.has_position() && r.position().vehicle().empty()) r.mutable_position()->set_vehicle(r.key());
+    if (r.has_climate() && r.climate().sensor().empty()) r.mutable_climate()->set_sensor(r.key());
+  }
+  batch.set_format(0);  // the records are format 1 now
+  return Status::Ok();
+}
+
 std::string ZstdCompress(std::string_view input, int level) {
   std::string out(ZSTD_compressBound(input.size()), '\0');
   const size_t n = ZSTD_compress(out.data(), out.size(), input.data(), input.size(), level);
@@ -103,10 +125,12 @@ nlohmann::json RecordFieldsToJson(const v1::ChangeRecord& r) {
       if (!s.movement_id().empty()) {
         j["movement_id"] = s.movement_id();
         j["delta"] = s.delta();
-        j["reason"] = s.reason();
         if (!s.lot().empty()) j["lot"] = s.lot();
-        if (!s.order_id().empty()) j["order_id"] = s.order_id();
       }
+      // A reservation or release (order created, cancelled, dispatched) has no movement but
+      // names its reason and order (docs/formats.md).
+      if (!s.reason().empty()) j["reason"] = s.reason();
+      if (!s.order_id().empty()) j["order_id"] = s.order_id();
       break;
     }
     case v1::ChangeRecord::kOrder: {

@@ -19,6 +19,8 @@
 #include "hub/auth.h"
 #include "hub/codec.h"
 #include "hub/digest.h"
+#include "hub/query.h"
+#include "hub/rate_limit.h"
 
 namespace freshsync::hub {
 namespace {
@@ -46,89 +48,11 @@ bool WantsProto(const httplib::Request& req) {
   return req.get_header_value("Accept").find(kProto) != std::string::npos;
 }
 
-// Strict unsigned decimal: digits only, no sign, no overflow.
-std::optional<uint64_t> ParseU64(const std::string& s) {
-  if (s.empty() || s.size() > 20) return std::nullopt;
-  uint64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
-// A timestamp parameter: epoch milliseconds, or RFC 3339 ("2026-11-25T08:00:00Z",
-// "...T08:00:00.250+08:00").
-std::optional<int64_t> ParseTimestampMs(const std::string& s) {
-  if (auto v = ParseU64(s)) {
-    if (*v > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
-    return static_cast<int64_t>(*v);
-  }
-  int Y, M, D, h, m, sec;
-  int n = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &sec, &n) != 6 || n != 19) return std::nullopt;
-  if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60) return std::nullopt;
-  size_t i = 19;
-  int64_t frac_ms = 0;
-  if (i < s.size() && s[i] == '.') {
-    ++i;
-    int digits = 0;
-    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
-      if (digits < 3) frac_ms = frac_ms * 10 + (s[i] - '0');
-      ++digits;
-      ++i;
-    }
-    if (digits == 0) return std::nullopt;
-    for (int d = digits; d < 3; ++d) frac_ms *= 10;
-  }
-  int64_t offset_s = 0;
-  if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
-    ++i;
-  } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
-    int oh, om, on = 0;
-    if (std::sscanf(s.c_str() + i + 1, "%2d:%2d%n", &oh, &om, &on) != 2 || on != 5) return std::nullopt;
-    offset_s = (oh * 3600 + om * 60) * (s[i] == '+' ? 1 : -1);
-    i += 6;
-  } else {
-    return std::nullopt;
-  }
-  if (i != s.size()) return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = Y - 1900;
-  tm.tm_mon = M - 1;
-  tm.tm_mday = D;
-  tm.tm_hour = h;
-  tm.tm_min = m;
-  tm.tm_sec = sec;
-  const int64_t t = timegm(&tm);
-  return (t - offset_s) * 1000 + frac_ms;
-}
-
-// Reads an optional unsigned query parameter; on a bad value answers 400 naming it.
-bool UParam(const httplib::Request& req, httplib::Response& res, const char* name, uint64_t& out, uint64_t min,
-            uint64_t max, bool required = false) {
-  if (!req.has_param(name)) {
-    if (!required) return true;
-    SendError(res, 400, std::string(name) + ": required query parameter is missing", name);
-    return false;
-  }
-  auto v = ParseU64(req.get_param_value(name));
-  if (!v || *v < min || *v > max) {
-    SendError(res, 400, std::string(name) + ": must be an integer in " + std::to_string(min) + ".." + std::to_string(max),
-              name);
-    return false;
-  }
-  out = *v;
-  return true;
-}
-
-bool TsParam(const httplib::Request& req, httplib::Response& res, const char* name, int64_t& out) {
-  if (!req.has_param(name)) return true;
-  auto v = ParseTimestampMs(req.get_param_value(name));
-  if (!v) {
-    SendError(res, 400, std::string(name) + ": must be epoch milliseconds or an RFC 3339 timestamp", name);
-    return false;
-  }
-  out = *v;
-  return true;
+// Answers 400 naming the parameter when a query did not parse; true when it did.
+bool QueryOk(httplib::Response& res, const std::optional<QueryError>& error) {
+  if (!error) return true;
+  SendError(res, 400, error->message, error->parameter);
+  return false;
 }
 
 json AckJson(const v1::BatchAck& a) {
@@ -164,9 +88,16 @@ struct HubServer::Impl {
   int max_inflight_batches = 1;
   std::mutex audit_file_mu;
   FILE* audit_file = nullptr;
+  RateLimiter pull_limiter;  // per bearer token name
+  RateLimiter push_limiter;  // per site
 
   Impl(const HubConfig& c, HubStore& s, Clock& k)
-      : config(c), store(s), clock(k), tokens(std::make_shared<const TokenAuth>(c.tokens)) {
+      : config(c),
+        store(s),
+        clock(k),
+        tokens(std::make_shared<const TokenAuth>(c.tokens)),
+        pull_limiter({c.pull_per_s, c.pull_burst}, k),
+        push_limiter({c.push_per_s, c.push_burst}, k) {
     max_inflight_batches = std::max(1, config.threads / 2);
   }
   ~Impl() {
@@ -234,6 +165,7 @@ struct HubServer::Impl {
     }
     switch (auth->Check(req.get_header_value("Authorization"), needed, &caller)) {
       case AuthOutcome::kOk:
+        if (!WithinRate(pull_limiter, "pull", caller.name, req, res)) return std::nullopt;
         return caller;
       case AuthOutcome::kMissing:
         res.set_header("WWW-Authenticate", "Bearer");
@@ -256,8 +188,39 @@ struct HubServer::Impl {
     return std::nullopt;
   }
 
+  // Takes one request from `key`'s bucket; when it is empty answers 429 with Retry-After
+  // (whole seconds, at least 1) and audits the refusal, at most once a minute per key with the
+  // number of refusals since the last such row (RateLimiter::kReportEveryMs).
+  bool WithinRate(RateLimiter& limiter, const char* kind, const std::string& key, const httplib::Request& req,
+                  httplib::Response& res) {
+    const auto d = limiter.Acquire(key);
+    if (d.allowed) return true;
+    const int64_t secs = std::max<int64_t>(1, (d.retry_after_ms + 999) / 1000);
+    res.set_header("Retry-After", std::to_string(secs));
+    SendError(res, 429, std::string("rate limit exceeded for ") + (std::string_view(kind) == "pull" ? "token '" : "site '") +
+                            key + "', retry after " + std::to_string(secs) + "s");
+    if (d.report) {
+      AuditEvent({0, 0, "rate-limited", key, req.path, 0, 0, d.refused_since_report, 429,
+                  std::string(kind) + ": " + std::to_string(d.refused_since_report) + " refused since the last report"});
+    }
+    return false;
+  }
+
+  // Who pulled what: token name (actor), role and query (detail), endpoint (path), rows
+  // returned (count). Query values are cursors, limits and times, never secrets.
   void AuditPull(const Caller& c, const httplib::Request& req, int status, uint64_t count) {
-    AuditEvent({0, 0, "pull", c.name, req.path, 0, 0, count, status, ""});
+    std::string detail = std::string("role=") + (c.role == Role::kAdmin ? "admin" : "reader");
+    if (!req.params.empty()) {
+      detail += " query=";
+      bool first = true;
+      for (const auto& [k, v] : req.params) {
+        if (!first) detail += '&';
+        first = false;
+        detail += k + "=" + v;
+      }
+      if (detail.size() > 512) detail.resize(512);  // the detail column is for people, not for payloads
+    }
+    AuditEvent({0, 0, "pull", c.name, req.path, 0, 0, count, status, std::move(detail)});
   }
 
   // ---------- site auth ----------
@@ -271,7 +234,7 @@ struct HubServer::Impl {
       SendError(res, 403, "client certificate is for site '" + *cn + "', not '" + site + "'");
       return false;
     }
-    return true;
+    return WithinRate(push_limiter, "push", site, req, res);
   }
 
   // ---------- routes ----------
@@ -321,6 +284,7 @@ struct HubServer::Impl {
     const std::string site = req.matches[1];
     const std::string actor = PeerSiteId(req.ssl).value_or("-");
     v1::BatchAck ack;
+    ack.set_max_format(kMaxBatchFormat);  // lets the edge switch to the compact format
     auto reply = [&](int status, const std::string& error, uint64_t from = 0, uint64_t to = 0) {
       if (!error.empty()) ack.set_error(error);
       res.status = status;
@@ -329,6 +293,7 @@ struct HubServer::Impl {
       AuditEvent({0, 0, "push", actor, req.path, from, to, ack.applied(), status, error});
     };
     if (!SiteAllowed(req, res, site)) {
+      if (res.status == 429) return;  // rate limited: already answered and audited
       // Audited only for a verified certificate of another site; without one, log (see Authorize).
       if (actor != "-") AuditEvent({0, 0, "push", actor, req.path, 0, 0, 0, 403, "certificate does not match site"});
       else spdlog::warn("push {} without a client certificate from {}", req.path, req.remote_addr);
@@ -366,6 +331,7 @@ struct HubServer::Impl {
     }
     v1::Batch batch;
     if (!batch.ParseFromString(*payload)) return reply(400, "body is not a valid freshsync.v1.Batch");
+    if (Status ex = ExpandBatch(batch); !ex.ok()) return reply(400, ex.message());
     raw.clear();
     raw.shrink_to_fit();
     if (batch.records_size() > config.max_records_per_batch)
@@ -400,11 +366,9 @@ struct HubServer::Impl {
   void GetDigest(const httplib::Request& req, httplib::Response& res) {
     const std::string site = req.matches[1];
     if (!SiteAllowed(req, res, site)) return;
-    uint64_t from = 0, to = 0, buckets = 0;
-    if (!UParam(req, res, "from", from, 0, digest::kMaxSeq, true) || !UParam(req, res, "to", to, 0, digest::kMaxSeq, true) ||
-        !UParam(req, res, "buckets", buckets, 1, digest::kMaxBuckets, true))
-      return;
-    if (to < from) return SendError(res, 400, "to: must be >= from", "to");
+    DigestQuery q;
+    if (!QueryOk(res, ParseDigestQuery(req.params, &q))) return;
+    const uint64_t from = q.from, to = q.to, buckets = q.buckets;
     auto d = store.Digest(site, from, to, buckets);
     if (!d.ok()) return SendError(res, 503, d.status().message());
     v1::DigestReply reply;
@@ -487,10 +451,10 @@ struct HubServer::Impl {
   void GetChanges(const httplib::Request& req, httplib::Response& res) {
     auto caller = Authorize(req, res, Role::kReader);
     if (!caller) return;
-    uint64_t after = 0, limit = 1000;
-    if (!UParam(req, res, "after", after, 0, static_cast<uint64_t>(INT64_MAX)) || !UParam(req, res, "limit", limit, 1, 10000))
-      return AuditPull(*caller, req, 400, 0);
-    auto changes = store.Changes(after, static_cast<int>(limit));
+    FeedQuery q;
+    if (!QueryOk(res, ParseFeedQuery(req.params, &q))) return AuditPull(*caller, req, 400, 0);
+    const uint64_t after = q.after;
+    auto changes = store.Changes(after, static_cast<int>(q.limit));
     if (!changes.ok()) {
       SendError(res, 503, changes.status().message());
       return AuditPull(*caller, req, 503, 0);
@@ -547,6 +511,15 @@ struct HubServer::Impl {
       SendError(res, 500, "internal error");
     });
     s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+    // Prometheus text format. Counters only, no names of tokens or sites, so it needs no token.
+    s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      std::string body =
+          "# HELP freshsync_hub_rate_limited_total Requests refused with 429 by the rate limits.\n"
+          "# TYPE freshsync_hub_rate_limited_total counter\n";
+      body += "freshsync_hub_rate_limited_total{scope=\"token\"} " + std::to_string(pull_limiter.refused_total()) + "\n";
+      body += "freshsync_hub_rate_limited_total{scope=\"site\"} " + std::to_string(push_limiter.refused_total()) + "\n";
+      res.set_content(body, "text/plain; version=0.0.4");
+    });
     s.Post(std::string("/v1/sites/") + kSite + "/batches",
            [this](const httplib::Request& req, httplib::Response& res) { PostBatch(req, res); });
     s.Get(std::string("/v1/sites/") + kSite + "/digest",
@@ -619,11 +592,9 @@ struct HubServer::Impl {
     });
     s.Get(std::string("/v1/sites/") + kSite + "/geofence", [this](const httplib::Request& req, httplib::Response& res) {
       SiteState(req, res, "events", [this, &req](const std::string& site, json& arr, httplib::Response& r) -> Status {
-        int64_t from = 0, to = INT64_MAX;
-        uint64_t limit = 1000;
-        if (!TsParam(req, r, "from", from) || !TsParam(req, r, "to", to) || !UParam(req, r, "limit", limit, 1, 10000))
-          return Status::InvalidArgument("bad parameter");
-        auto rows = store.GeofenceEvents(site, from, to, static_cast<int>(limit));
+        RangeQuery q;
+        if (!QueryOk(r, ParseRangeQuery(req.params, {1000, 10000, false}, &q))) return Status::InvalidArgument("bad parameter");
+        auto rows = store.GeofenceEvents(site, q.from, q.to, static_cast<int>(q.limit));
         if (!rows.ok()) return rows.status();
         for (const auto& e : *rows)
           arr.push_back({{"seq", e.seq}, {"vehicle", e.vehicle}, {"fence", e.fence}, {"kind", e.kind},
@@ -634,16 +605,10 @@ struct HubServer::Impl {
     s.Get(std::string("/v1/sites/") + kSite + "/vehicles/([^/]+)/track",
           [this](const httplib::Request& req, httplib::Response& res) {
             SiteState(req, res, "track", [this, &req](const std::string& site, json& arr, httplib::Response& r) -> Status {
-              int64_t from = 0, to = INT64_MAX;
-              uint64_t limit = 10000;
-              if (!TsParam(req, r, "from", from) || !TsParam(req, r, "to", to) ||
-                  !UParam(req, r, "limit", limit, 1, 100000))
+              RangeQuery q;
+              if (!QueryOk(r, ParseRangeQuery(req.params, {10000, 100000, true}, &q)))
                 return Status::InvalidArgument("bad parameter");
-              if (to < from) {
-                SendError(r, 400, "to: must be >= from", "to");
-                return Status::InvalidArgument("bad parameter");
-              }
-              auto rows = store.Track(site, req.matches[2], from, to, static_cast<int>(limit));
+              auto rows = store.Track(site, req.matches[2], q.from, q.to, static_cast<int>(q.limit));
               if (!rows.ok()) return rows.status();
               for (const auto& p : *rows) arr.push_back(PositionJson(p));
               return Status::Ok();
@@ -652,11 +617,10 @@ struct HubServer::Impl {
     s.Get("/v1/audit", [this](const httplib::Request& req, httplib::Response& res) {
       auto caller = Authorize(req, res, Role::kAdmin);
       if (!caller) return;
-      uint64_t after = 0, limit = 1000;
-      if (!UParam(req, res, "after", after, 0, static_cast<uint64_t>(INT64_MAX)) ||
-          !UParam(req, res, "limit", limit, 1, 10000))
-        return AuditPull(*caller, req, 400, 0);
-      auto rows = store.Audit(after, static_cast<int>(limit));
+      FeedQuery q;
+      if (!QueryOk(res, ParseFeedQuery(req.params, &q))) return AuditPull(*caller, req, 400, 0);
+      const uint64_t after = q.after;
+      auto rows = store.Audit(after, static_cast<int>(q.limit));
       if (!rows.ok()) return SendError(res, 503, rows.status().message());
       json arr = json::array();
       for (const auto& e : *rows)

@@ -3,9 +3,11 @@
 #include <sqlite3.h>
 
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -18,7 +20,9 @@ int OrderStatusRank(const std::string& status) {
   // the HLC, i.e. by whichever happened later (docs/conflicts.md).
   static const std::unordered_map<std::string, int> ranks = {
       {"created", 1}, {"accepted", 2}, {"picking", 3}, {"packed", 4},
-      {"dispatched", 5}, {"delivered", 6}, {"cancelled", 6}};
+      {"dispatched", 5}, {"delivered", 6}, {"cancelled", 6},
+      // An edge refuses a created order stock cannot cover (docs/rules.md); terminal.
+      {"refused", 6}};
   auto it = ranks.find(status);
   return it == ranks.end() ? 0 : it->second;
 }
@@ -350,6 +354,28 @@ struct SqliteHubStore::Impl {
     return id;
   }
 
+  // Newest position per vehicle among the records applied by the current batch.
+  std::unordered_map<std::string, const v1::ChangeRecord*> latest_positions;
+
+  // One upsert per vehicle for the batch: the same end state as one upsert per record, because
+  // the upsert only ever keeps the greater (ts_ms, hlc) and the batch's greatest is upserted.
+  Status UpsertVehicles(int64_t site_id) {
+    for (const auto& [key, rec] : latest_positions) {
+      const v1::ChangeRecord& r = *rec;
+      const auto& p = r.position();
+      auto veh = writer.Prepare(kUpsertVehicle);
+      if (!veh.ok()) return veh.status();
+      (*veh)->Bind(1, r.key()).Bind(2, site_id).BindU(3, p.device_seq()).Bind(4, int64_t{p.lat_e6()});
+      (*veh)->Bind(5, int64_t{p.lon_e6()}).Bind(6, int64_t{p.speed_dkmh()}).Bind(7, int64_t{p.heading_deg()});
+      (*veh)->Bind(8, int64_t{p.hdop_d()}).Bind(9, r.ts_ms()).BindU(10, r.hlc()).BindU(11, r.seq());
+      const int rc = (*veh)->Step();
+      (*veh)->Reset();
+      if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "upsert vehicle");
+    }
+    latest_positions.clear();
+    return Status::Ok();
+  }
+
   Status ApplyState(int64_t site_id, const v1::ChangeRecord& r) {
     const int64_t hlc = static_cast<int64_t>(r.hlc());
     const int64_t version = static_cast<int64_t>(r.version());
@@ -408,12 +434,14 @@ struct SqliteHubStore::Impl {
         (*pos)->Bind(9, int64_t{p.heading_deg()}).Bind(10, int64_t{p.hdop_d()}).Bind(11, hlc);
         Status s = run(pos, "insert position");
         if (!s.ok()) return s;
-        auto veh = writer.Prepare(kUpsertVehicle);
-        if (!veh.ok()) return veh.status();
-        (*veh)->Bind(1, r.key()).Bind(2, site_id).BindU(3, p.device_seq()).Bind(4, int64_t{p.lat_e6()});
-        (*veh)->Bind(5, int64_t{p.lon_e6()}).Bind(6, int64_t{p.speed_dkmh()}).Bind(7, int64_t{p.heading_deg()});
-        (*veh)->Bind(8, int64_t{p.hdop_d()}).Bind(9, r.ts_ms()).Bind(10, hlc).Bind(11, seq);
-        return run(veh, "upsert vehicle");
+        // The latest-position view is written once per vehicle per batch (UpsertVehicles):
+        // keep the record that the view's rule, (ts_ms, hlc) strictly greater, would leave.
+        auto [it, fresh] = latest_positions.try_emplace(r.key(), &r);
+        if (!fresh) {
+          const v1::ChangeRecord& kept = *it->second;
+          if (std::make_pair(r.ts_ms(), r.hlc()) > std::make_pair(kept.ts_ms(), kept.hlc())) it->second = &r;
+        }
+        return Status::Ok();
       }
       case v1::COLDCHAIN_ALERT: {
         if (!r.has_alert()) return Status::Ok();
@@ -440,26 +468,98 @@ struct SqliteHubStore::Impl {
     }
   }
 
+  // ---------- Group commit ----------
+  // Concurrent ApplyBatch calls (one per site connection) are merged into one write
+  // transaction: the first caller to find no commit under way becomes the leader, takes every
+  // request queued so far, applies each inside its own SAVEPOINT (a refused or failing batch
+  // rolls back alone), commits once (one fsync for all of them) and only then hands each caller
+  // its result, so every ack still follows the commit of its batch. Callers that arrive during
+  // a commit queue up for the next one. docs/benchmarks.md, "Hub fan-in", has the numbers.
+  struct PendingApply {
+    const std::string* site;
+    const v1::Batch* batch;
+    int64_t now_ms;
+    const AuditEntry* audit;
+    Result<ApplyResult> result = Status::Internal("not applied");
+    bool done = false;
+  };
+  // Upper bound of records per group transaction: bounds the latency one commit adds.
+  static constexpr size_t kMaxGroupRecords = 100000;
+  std::mutex queue_mu;
+  std::condition_variable queue_cv;
+  std::deque<PendingApply*> queue;
+  bool leader_active = false;
+
   Result<ApplyResult> Apply(const std::string& site, const v1::Batch& batch, int64_t now_ms, const AuditEntry* audit) {
+    PendingApply me{&site, &batch, now_ms, audit};
+    std::unique_lock<std::mutex> ql(queue_mu);
+    queue.push_back(&me);
+    while (!me.done) {
+      if (leader_active) {
+        queue_cv.wait(ql);
+        continue;
+      }
+      leader_active = true;
+      std::vector<PendingApply*> group;
+      size_t records = 0;
+      while (!queue.empty() && (group.empty() || records + queue.front()->batch->records_size() <= kMaxGroupRecords)) {
+        records += queue.front()->batch->records_size();
+        group.push_back(queue.front());
+        queue.pop_front();
+      }
+      ql.unlock();
+      ApplyGroup(group);
+      ql.lock();
+      for (auto* p : group) p->done = true;
+      leader_active = false;
+      queue_cv.notify_all();
+    }
+    return std::move(me.result);
+  }
+
+  void ApplyGroup(const std::vector<PendingApply*>& group) {
     std::lock_guard<std::mutex> lock(write_mu);
     Status s = writer.Exec("BEGIN IMMEDIATE");
-    if (!s.ok()) return s;
-    auto result = ApplyInTxn(site, batch, now_ms);
-    if (result.ok() && !result->gap && audit != nullptr) {
-      AuditEntry e = *audit;
-      e.count = result->applied;
-      e.status = 200;
-      s = InsertAudit(e);
-      if (!s.ok()) result = s;
+    if (!s.ok()) {
+      for (auto* p : group) p->result = s;
+      return;
     }
-    if (result.ok() && !result->gap) {
-      s = writer.Exec("COMMIT");
-      if (s.ok()) return result;
-      result = s;
+    bool any_applied = false;
+    for (auto* p : group) {
+      s = writer.Exec("SAVEPOINT batch");
+      if (!s.ok()) {
+        p->result = s;
+        continue;
+      }
+      p->result = ApplyInTxn(*p->site, *p->batch, p->now_ms);
+      auto& result = p->result;
+      if (result.ok() && !result->gap && p->audit != nullptr) {
+        AuditEntry e = *p->audit;
+        e.count = result->applied;
+        e.status = 200;
+        s = InsertAudit(e);
+        if (!s.ok()) result = s;
+      }
+      if (result.ok() && !result->gap) {
+        s = writer.Exec("RELEASE batch");
+        if (s.ok()) {
+          any_applied = true;
+          continue;
+        }
+        result = s;
+      }
+      // Refused (gap) or failed: this batch leaves no trace, the others stay.
+      (void)writer.Exec("ROLLBACK TO batch");
+      (void)writer.Exec("RELEASE batch");
+      site_ids.clear();
     }
+    s = any_applied ? writer.Exec("COMMIT") : writer.Exec("ROLLBACK");
+    if (s.ok()) return;
     (void)writer.Exec("ROLLBACK");
     site_ids.clear();
-    return result;
+    for (auto* p : group) {
+      if (p->result.ok() && !p->result->gap) p->result = s;
+    }
   }
 
   // Requires write_mu held.
@@ -467,6 +567,7 @@ struct SqliteHubStore::Impl {
 
   Result<ApplyResult> ApplyInTxn(const std::string& site, const v1::Batch& batch, int64_t now_ms) {
     ApplyResult res;
+    latest_positions.clear();  // an earlier batch that failed half-way may have left entries
     auto site_id = SiteIdForWrite(site);
     if (!site_id.ok()) return site_id.status();
     uint64_t contiguous = 0, max_seq = 0;
@@ -512,6 +613,7 @@ struct SqliteHubStore::Impl {
       Status s = ApplyState(*site_id, r);
       if (!s.ok()) return s;
     }
+    if (Status vs = UpsertVehicles(*site_id); !vs.ok()) return vs;
     if (!batch.urgent()) contiguous = std::max<uint64_t>(contiguous, recs[recs.size() - 1].seq());
     res.contiguous_seq = contiguous;
     auto up = writer.Prepare(

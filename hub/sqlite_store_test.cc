@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <thread>
 
 #include "hub/digest.h"
@@ -217,6 +218,17 @@ TEST_F(SqliteHubStoreTest, OrderHandedBetweenSitesHigherRankThenHlcWins) {
   EXPECT_EQ((*store_->Orders("a"))[0].status, "cancelled");
   // Lines survive status changes that carry none.
   EXPECT_EQ((*store_->Orders("a"))[0].lines_json, R"([{"qty":2,"sku":"kale"}])");
+}
+
+// An edge refuses a created order that stock cannot cover (docs/rules.md): `refused` is
+// terminal at the hub too, so a lower-ranked status with a later HLC does not undo it.
+TEST_F(SqliteHubStoreTest, RefusedOrderIsTerminal) {
+  EXPECT_EQ(OrderStatusRank("refused"), OrderStatusRank("cancelled"));
+  Apply(MakeBatch("a", {Order(1, "o-r", "refused", 100, 1)}));
+  Apply(MakeBatch("b", {Order(1, "o-r", "accepted", 300, 1)}));
+  ASSERT_EQ(store_->Orders("a")->size(), 1u);
+  EXPECT_EQ((*store_->Orders("a"))[0].status, "refused");
+  EXPECT_TRUE(store_->Orders("b")->empty());
 }
 
 TEST_F(SqliteHubStoreTest, LateCreatedRecordStillContributesLines) {
@@ -444,6 +456,59 @@ TEST_F(SqliteHubStoreTest, ConcurrentPushersAndReadersStayConsistent) {
   });
   for (auto& t : threads) t.join();
   EXPECT_EQ(FeedSize(), 600u);
+}
+
+TEST_F(SqliteHubStoreTest, LatestPositionWithinOneBatchFollowsTheSameRule) {
+  // Out of device-time order inside one batch; the newest fix wins, not the last one applied,
+  // and of two fixes with the same (ts, hlc) the first stays, as record-by-record apply did.
+  auto p3 = Position(3, "truck-1", 6000, 30);
+  p3.set_hlc(Position(2, "truck-1", 9000, 0).hlc());  // same (ts, hlc) as seq 2 below
+  p3.set_ts_ms(9000);
+  Apply(MakeBatch("a", {Position(1, "truck-1", 5000, 10), Position(2, "truck-1", 9000, 20), p3,
+                        Position(4, "truck-1", 7000, 40), Position(5, "truck-2", 1000, 50)}));
+  auto v = store_->Vehicles("a");
+  ASSERT_EQ(v->size(), 2u);
+  EXPECT_EQ((*v)[0].vehicle, "truck-1");
+  EXPECT_EQ((*v)[0].ts_ms, 9000);
+  EXPECT_EQ((*v)[0].lat_e6, 20);
+  EXPECT_EQ((*v)[0].seq, 2u);
+  EXPECT_EQ((*v)[1].lat_e6, 50);
+  // A later batch whose newest fix is older than the view's keeps the view.
+  Apply(MakeBatch("a", {Position(6, "truck-1", 8000, 60)}));
+  EXPECT_EQ((*store_->Vehicles("a"))[0].lat_e6, 20);
+  EXPECT_EQ(store_->Track("a", "truck-1", 0, 10000, 100)->size(), 5u);
+}
+
+TEST_F(SqliteHubStoreTest, ConcurrentBatchesShareCommitsAndARefusedOneLeavesNoTrace) {
+  // Many sites at once (the group commit merges them into shared transactions); one site
+  // keeps sending a batch with a gap, which must be refused alone, every time.
+  std::vector<std::thread> threads;
+  std::atomic<int> gaps{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([this, t] {
+      const std::string site = "s" + std::to_string(t);
+      for (uint64_t s = 1; s <= 400; s += 40) {
+        auto r = store_->ApplyBatch(site, Range(site, s, s + 39), 0);
+        ASSERT_TRUE(r.ok()) << r.status().ToString();
+        EXPECT_FALSE(r->gap);
+        EXPECT_EQ(r->applied, 40u);
+        EXPECT_EQ(r->contiguous_seq, s + 39);
+      }
+    });
+  }
+  threads.emplace_back([this, &gaps] {
+    for (int i = 0; i < 30; ++i) {
+      auto r = store_->ApplyBatch("gappy", Range("gappy", 5, 9), 0);
+      ASSERT_TRUE(r.ok());
+      if (r->gap) gaps++;
+    }
+  });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(gaps.load(), 30);
+  EXPECT_EQ(FeedSize(), 8u * 400u);
+  EXPECT_EQ(*store_->ContiguousSeq("gappy"), 0u);
+  for (int t = 0; t < 8; ++t) EXPECT_EQ(*store_->ContiguousSeq("s" + std::to_string(t)), 400u);
+  EXPECT_EQ(store_->Stock("s3")->size(), 10u);
 }
 
 }  // namespace

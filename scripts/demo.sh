@@ -118,11 +118,13 @@ done
 sleep 3
 
 step "What the site store holds (sqlite3 $run/edge.db)"
-sqlite3 -header -column "$run/edge.db" "SELECT (SELECT count(*) FROM outbox) AS change_records, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT count(*) FROM outbox WHERE entity = 5) AS geofence_events, (SELECT count(*) FROM outbox WHERE entity = 6) AS coldchain_alert_records, (SELECT count(*) FROM climate_rollups) AS climate_rollups;"
+sqlite3 -header -column "$run/edge.db" "SELECT (SELECT count(*) FROM outbox) AS change_records, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT count(*) FROM orders) AS orders, (SELECT IFNULL(sum(reserved), 0) FROM stock) AS units_reserved, (SELECT count(*) FROM outbox WHERE entity = 5) AS geofence_events, (SELECT count(*) FROM outbox WHERE entity = 6) AS coldchain_alert_records, (SELECT count(*) FROM climate_rollups) AS climate_rollups;"
 step "HQ: GET /v1/changes?limit=3 (the change feed across sites)"
 hq "/v1/changes?limit=3" | show
 step "HQ: GET /v1/sites/$site/stock"
 hq "/v1/sites/$site/stock" | show
+step "HQ: GET /v1/sites/$site/orders (orders reserve stock when created)"
+hq "/v1/sites/$site/orders" | show
 step "HQ: GET /v1/sites/$site/vehicles (latest positions)"
 hq "/v1/sites/$site/vehicles" | show
 step "HQ: GET /v1/sites/$site/geofence (trucks entering and leaving fences)"

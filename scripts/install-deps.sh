@@ -9,6 +9,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libsystemd-dev
   libtomlplusplus-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libsodium-dev
   clang libclang-rt-14-dev iproute2 procps psmisc
+  mmdebstrap  # tests/packaging/install_test.sh: a clean Debian 12 root for the package install test
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds FreshSync and runs every test: the default build, then ASan/UBSan and TSan builds
-# of the unit and integration tests. Usage: scripts/test.sh [--quick] (skip sanitizer builds)
+# of the unit and integration tests, then a short libFuzzer run of every fuzz target
+# (scripts/fuzz.sh). Usage: scripts/test.sh [--quick] (skip sanitizer builds and fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0; [[ ${1:-} == --quick ]] && quick=1
@@ -30,9 +31,12 @@ if ((!quick)); then
   # TSan runs only the tsan-labelled suites, so it builds only their binaries and the daemons
   # they start: about half the targets.
   cmake -S . -B build-tsan -G Ninja "${launcher[@]}" -DFRESHSYNC_SANITIZE=thread "${san_flags[@]}" >/dev/null
-  mapfile -t tsan_targets < <(cd build-tsan && ctest -N -V -L tsan |
-    sed -n 's/^.*Test command: \([^ ]*\).*/\1/p' | xargs -n1 basename | sort -u)
+  # Each tsan-labelled test is named after its executable target (ctest knows a test's command
+  # path only once the binary exists, so the names are what we can read before building).
+  mapfile -t tsan_targets < <(cd build-tsan && ctest -N -L tsan | sed -n 's/^ *Test *#[0-9]*: *//p' | sort -u)
   cmake --build build-tsan -j "$jobs" --target "${tsan_targets[@]}" edged hubd edgectl edge-sim
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
      ctest --output-on-failure -j "$jobs" -L tsan --timeout 900)
+  # libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each over fuzz/corpus (fuzz/README.md).
+  scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 fi

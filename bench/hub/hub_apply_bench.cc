@@ -132,9 +132,16 @@ int main(int argc, char** argv) {
   const bool full = sync == "full";
   const std::string path = dir + "/hub_apply_bench." + std::to_string(getpid()) + ".db";
   std::printf("records=%llu batch=%llu synchronous=%s\n", (unsigned long long)records, (unsigned long long)batch, sync.c_str());
-  std::printf("raw sqlite insert (1 row/record, unique index)  %10.0f records/s\n", RawSqlite(path, records, batch, full));
-  std::printf("hub apply, positions only (decode + apply)       %10.0f records/s\n", HubApply(path, records, batch, false, full));
-  std::printf("hub apply, mixed entities (decode + apply)       %10.0f records/s\n", HubApply(path, records, batch, true, full));
+  const double raw = RawSqlite(path, records, batch, full);
+  const double positions = HubApply(path, records, batch, false, full);
+  const double mixed = HubApply(path, records, batch, true, full);
+  std::printf("raw sqlite insert (1 row/record, unique index)  %10.0f records/s\n", raw);
+  std::printf("hub apply, positions only (decode + apply)       %10.0f records/s  (%.2f of raw)\n", positions,
+              positions / raw);
+  std::printf("hub apply, mixed entities (decode + apply)       %10.0f records/s  (%.2f of raw)\n", mixed, mixed / raw);
+  std::printf("RESULT|raw SQLite insert, %llu per transaction (baseline)|%.0f rec/s|\n", (unsigned long long)batch, raw);
+  std::printf("RESULT|hub apply in-process, positions / mixed|%.0f / %.0f rec/s (%.2f / %.2f of raw)|\n", positions,
+              mixed, positions / raw, mixed / raw);
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
   return 0;
 }

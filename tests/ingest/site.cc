@@ -93,11 +93,11 @@ Site::Site(SiteOptions options) {
   broker_ = std::make_unique<MosquittoBroker>(dir_.File("broker"), options.broker_conf);
   EXPECT_TRUE(broker_->Start());
   config_path_ = dir_.File("edged.toml");
-  db_path_ = dir_.File("edge.db");
+  db_path_ = options.store_dir.empty() ? dir_.File("edge.db") : options.store_dir + "/edge.db";
   log_path_ = dir_.File("edged.log");
   const std::string mqtt = options.mqtt_table ? options.mqtt_table(broker_->Uri())
                                               : "[mqtt]\nuri = \"" + broker_->Uri() + "\"\ntopic_root = \"fs\"\n";
-  WriteFile(config_path_, "site = \"test-site\"\n" + mqtt + "[store]\npath = \"" + db_path_ + "\"\ndurability = \"normal\"\n" +
+  WriteFile(config_path_, "site = \"test-site\"\n" + options.root_toml + mqtt + "[store]\npath = \"" + db_path_ + "\"\ndurability = \"normal\"\n" +
                               options.extra_toml);
 }
 

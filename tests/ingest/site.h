@@ -58,11 +58,13 @@ struct SiteOptions {
   std::string broker_conf;     // appended to mosquitto.conf
   // Replaces the [mqtt] table (given the broker's plain URI); empty: plain TCP to the broker.
   std::function<std::string(const std::string& plain_uri)> mqtt_table;
+  std::string root_toml;       // top-level keys, placed before the first table
+  std::string store_dir;       // where edge.db lives; empty: the site's temp dir
 };
 
 class Site {
  public:
-  explicit Site(std::string extra_toml = "") : Site(SiteOptions{std::move(extra_toml), "", nullptr}) {}
+  explicit Site(std::string extra_toml = "") : Site(SiteOptions{std::move(extra_toml), "", nullptr, "", ""}) {}
   explicit Site(SiteOptions options);
   ~Site();
   MosquittoBroker& broker() { return *broker_; }
@@ -73,6 +75,7 @@ class Site {
   // Starts edged and waits until it has subscribed (counted from the log).
   bool StartEdged(std::map<std::string, std::string> env = {}, std::chrono::milliseconds timeout = std::chrono::seconds(20));
   void KillEdged() { edged_.Kill(); }
+  void SignalEdged(int sig) { edged_.Signal(sig); }
   int StopEdged() { return edged_.Stop(); }
   bool EdgedRunning() { return edged_.Running(); }
 

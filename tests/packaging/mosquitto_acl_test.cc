@@ -18,7 +18,7 @@ class ShippedMosquittoAclTest : public ::testing::Test {
     const std::string acl = std::string(FRESHSYNC_SOURCE_DIR) + "/packaging/mosquitto/freshsync.acl";
     passwd_ = tmp_.File("passwd");
     WriteFile(passwd_, "");
-    for (const char* user : {"edged", "truck-07", "truck-08", "terminal-01"}) {
+    for (const char* user : {"edged", "truck-07", "truck-08", "terminal-01", "cold-1", "cold-2"}) {
       ASSERT_EQ(RunShell("mosquitto_passwd -b '" + passwd_ + "' " + user + " pw-" + user, tmp_.File("passwd.log")), 0);
     }
     broker_ = std::make_unique<MosquittoBroker>(tmp_.File("broker"), "allow_anonymous false\npassword_file " + passwd_ + "\nacl_file " + acl + "\n");
@@ -47,6 +47,12 @@ TEST_F(ShippedMosquittoAclTest, DevicePublishesOnlyToItsOwnTopics) {
   ASSERT_EQ(RunShell(Pub("truck-07", "fs/vehicles/truck-08/gps")), 0);   // accepted at protocol level, dropped by the ACL
   ASSERT_EQ(RunShell(Pub("truck-07", "fs/stock/movements")), 0);        // a truck is no terminal
   ASSERT_EQ(RunShell(Pub("terminal-01", "fs/stock/movements")), 0);
+  // Sensors likewise, and no device may speak for edged (its events, alerts, order state).
+  ASSERT_EQ(RunShell(Pub("cold-1", "fs/sensors/cold-1/climate")), 0);
+  ASSERT_EQ(RunShell(Pub("cold-1", "fs/sensors/cold-2/climate")), 0);
+  ASSERT_EQ(RunShell(Pub("truck-07", "fs/alerts/coldchain")), 0);
+  ASSERT_EQ(RunShell(Pub("truck-07", "fs/orders/o-1/state")), 0);
+  ASSERT_EQ(RunShell(Pub("truck-07", "fs/deadletter")), 0);
   ASSERT_EQ(RunShell(Pub("truck-08", "fs/vehicles/truck-08/gps")), 0);
 
   ASSERT_TRUE(WaitFor([&] { return ReadFile(out).find("fs/vehicles/truck-08/gps truck-08") != std::string::npos; }, std::chrono::seconds(5)));
@@ -56,6 +62,11 @@ TEST_F(ShippedMosquittoAclTest, DevicePublishesOnlyToItsOwnTopics) {
   EXPECT_NE(seen.find("fs/stock/movements terminal-01"), std::string::npos) << seen;
   EXPECT_EQ(seen.find("fs/vehicles/truck-08/gps truck-07"), std::string::npos) << "truck-07 wrote into truck-08's track:\n" << seen;
   EXPECT_EQ(seen.find("fs/stock/movements truck-07"), std::string::npos) << "a truck moved stock:\n" << seen;
+  EXPECT_NE(seen.find("fs/sensors/cold-1/climate cold-1"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("fs/sensors/cold-2/climate cold-1"), std::string::npos) << "cold-1 wrote cold-2's readings:\n" << seen;
+  EXPECT_EQ(seen.find("fs/alerts/coldchain truck-07"), std::string::npos) << "a device forged an alert:\n" << seen;
+  EXPECT_EQ(seen.find("fs/orders/o-1/state truck-07"), std::string::npos) << "a device forged order state:\n" << seen;
+  EXPECT_EQ(seen.find("fs/deadletter truck-07"), std::string::npos) << "a device forged a dead letter:\n" << seen;
 }
 
 TEST_F(ShippedMosquittoAclTest, NoPasswordNoEntry) {

@@ -1,12 +1,14 @@
 // Site rules to HQ: geofence events and cold-chain alerts made by the real edged reach the
 // real hubd through the sync agent (mutual TLS), and HQ sees them in its materialized views:
-// GET /v1/sites/{site}/geofence and GET /v1/sites/{site}/alerts (open alerts only).
+// GET /v1/sites/{site}/geofence and GET /v1/sites/{site}/alerts (open alerts only); and orders
+// that reserve stock or are refused for want of it, in /orders and /stock.
 #include <httplib.h>
 #include <openssl/sha.h>
 #include <signal.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -111,6 +113,37 @@ TEST(RulesHubTest, GeofenceEventsAndAlertsReachHqViews) {
   EXPECT_EQ(alerts["alerts"][0]["alert_id"], "cold-2/excursion/" + std::to_string(t0 + 20 * 30'000));
   EXPECT_EQ(alerts["alerts"][0]["state"], "open");
   EXPECT_EQ(alerts["alerts"][0]["max_c"], 9.0);
+
+  // Stock with reservations (docs/rules.md, "Stock"): a created order reserves, one stock
+  // cannot cover is refused, and HQ sees both, with on_hand and reserved.
+  Subscriber order_events(site.broker().Uri(), "order-events", "fs/events/orders");
+  Subscriber dead(site.broker().Uri(), "dead-watch", "fs/deadletter");
+  pub->Publish({"fs/stock/movements", R"({"id":"r-kale","sku":"kale","delta":5,"reason":"receive","lot":"K1","expiry":"2026-01-09"})"});
+  pub->Publish({"fs/orders/status", R"({"order_id":"o-ok","status":"created","ts":1767225600000,"lines":[{"sku":"kale","qty":3}]})"});
+  pub->Publish({"fs/orders/status", R"({"order_id":"o-short","status":"created","ts":1767225601000,"lines":[{"sku":"kale","qty":3}]})"});
+  pub->Flush();
+  ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM orders", 2));
+  const int64_t last_stock = site.Int("SELECT MAX(seq) FROM outbox");
+  ASSERT_TRUE(site.WaitInt("SELECT IFNULL((SELECT value FROM sync_state WHERE name = 'acked_seq'), 0)", last_stock)) << site.log();
+  json orders = get(std::string("/v1/sites/") + kSiteId + "/orders");
+  std::map<std::string, std::string> status;
+  for (const auto& o : orders["orders"]) status[o["order_id"].get<std::string>()] = o["status"].get<std::string>();
+  EXPECT_EQ(status["o-ok"], "created") << orders.dump();
+  EXPECT_EQ(status["o-short"], "refused") << orders.dump();
+  json stock = get(std::string("/v1/sites/") + kSiteId + "/stock");
+  ASSERT_EQ(stock["stock"].size(), 1u) << stock.dump();
+  EXPECT_EQ(stock["stock"][0]["on_hand"], 5);
+  EXPECT_EQ(stock["stock"][0]["reserved"], 3);
+  ASSERT_TRUE(WaitFor([&] { return !order_events.Payloads().empty(); }, std::chrono::seconds(10)));
+  const json refused = json::parse(order_events.Payloads()[0]);
+  EXPECT_EQ(refused["order_id"], "o-short");
+  EXPECT_EQ(refused["event"], "refused");
+  EXPECT_EQ(refused["reason"], "insufficient stock: order o-short needs 3 of sku kale, 2 free; nothing reserved");
+  ASSERT_TRUE(WaitFor([&] { return !dead.Payloads().empty(); }, std::chrono::seconds(10)));
+  EXPECT_EQ(json::parse(dead.Payloads()[0])["reason"], refused["reason"]);
+  Subscriber state(site.broker().Uri(), "state-watch", "fs/orders/o-short/state");
+  ASSERT_TRUE(WaitFor([&] { return !state.Payloads().empty(); }, std::chrono::seconds(10)));
+  EXPECT_EQ(json::parse(state.Payloads().back())["status"], "refused");
   hubd.Kill();
 }
 

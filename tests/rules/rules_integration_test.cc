@@ -210,6 +210,8 @@ TEST(RulesIntegrationTest, CustomerDataIsNowhereInClearAndOrderStateIsRetained) 
   const std::string name = "Zhang Sanfeng-Secret", phone = "+86 139 8765 4321", address = "77 Hidden Willow Lane";
   const std::string customer = R"("customer":{"name":")" + name + R"(","phone":")" + phone + R"(","address":")" + address + R"("})";
   auto pub = site.NewPublisher("order-pub");
+  // Orders reserve stock when created (docs/rules.md, "Stock"): the kale they need.
+  pub->Publish({"fs/stock/movements", R"({"id":"r-kale","sku":"kale","delta":5,"reason":"receive","lot":"K1","expiry":"2026-01-09"})"});
   pub->Publish({"fs/orders/status", R"({"order_id":"o-p1","status":"created","ts":1767225600000,"lines":[{"sku":"kale","qty":2}],)" + customer + "}"});
   pub->Publish({"fs/orders/status", R"({"order_id":"o-p1","status":"accepted","ts":1767225601000,"actor":"t-1"})"});
   // Refused ones carrying the same data: an unknown order, and a broken payload.

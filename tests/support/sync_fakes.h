@@ -6,6 +6,7 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -105,6 +106,7 @@ class FakeHubTransport final : public sync::Transport {
     size_t body_bytes;
     size_t records;
     bool urgent;
+    uint32_t format = 0;  // Batch.format of a batch request
   };
 
   std::mutex mu;
@@ -117,6 +119,9 @@ class FakeHubTransport final : public sync::Transport {
   std::function<std::optional<Result<sync::HttpResponse>>(const sync::HttpRequest&)> handler;
   bool interrupted = false;
   std::string site = "site-a";
+  // Announced in every BatchAck (0: an older hub). With 2, format-2 batches are accepted
+  // (implied seqs filled in; the fake keeps only seq, entity, version and key).
+  uint32_t max_format = 0;
 
   // Materialized stock of the site (sku -> on_hand, reserved, version), answered by
   // GET .../state-digest. POST .../rebuild-state replaces it with `rebuild_source` when
@@ -139,9 +144,19 @@ class FakeHubTransport final : public sync::Transport {
     if (ZSTD_isError(ZSTD_decompress(raw.data(), raw.size(), req.body.data(), req.body.size()))) return Answer(400);
     v1::Batch batch;
     if (!batch.ParseFromString(raw) || batch.site() != site) return Answer(400);
+    requests.back().format = batch.format();
+    if (batch.format() > std::max(max_format, 1u)) return Answer(400);  // as a hub that does not know it
+    if (batch.format() >= 2) {
+      uint64_t prev = 0;
+      for (auto& r : *batch.mutable_records()) {
+        if (r.seq() == 0 && prev != 0) r.set_seq(prev + 1);
+        prev = r.seq();
+      }
+    }
     requests.back().records = static_cast<size_t>(batch.records_size());
     requests.back().urgent = batch.urgent();
     v1::BatchAck ack;
+    if (max_format != 0) ack.set_max_format(max_format);
     const uint64_t c = Contiguous();
     if (!batch.urgent() && batch.records_size() > 0 && batch.records(0).seq() > c + 1) {
       ack.set_contiguous_seq(c);
