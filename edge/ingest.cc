@@ -240,9 +240,13 @@ bool Ingest::Stop() {
   stop_applier_ = true;
   if (journal_) journal_->Interrupt();
   if (applier_.joinable()) applier_.join();
-  if (journal_ && journal_->UnappliedEntries() > 0)
-    spdlog::warn("ingest: {} journal entries not applied (store failing); they are applied at the next start",
-                 journal_->UnappliedEntries());
+  if (journal_) {
+    // append_mu_: a callback Paho still had in flight must not append meanwhile.
+    std::lock_guard<std::mutex> lock(append_mu_);
+    if (!journal_->RemoveIfAllApplied())
+      spdlog::warn("ingest: {} journal entries not applied (store failing); they are applied at the next start",
+                   journal_->UnappliedEntries());
+  }
   // The publisher last, so that the notifications of the drained batches still go out.
   disconnect(publisher_.get());
   return !applier_gave_up_;

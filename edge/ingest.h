@@ -110,10 +110,12 @@ class Ingest {
   // position are queued for the applier) and starts the applier. Start() calls it; tests and
   // the benchmark call it alone to drive Accept()/HandleMessage() without a broker.
   Status StartIntake();
-  // Disconnects (waits up to a few seconds), then lets the applier drain the journal into the
-  // store (bounded by kMaxUnappliedEntries), then stops it. Messages not yet acknowledged are
-  // redelivered to the next run by the broker (persistent session). False if the store
-  // failed during the drain: the rest stays in the journal for the next start.
+  // Disconnects the subscribers (waits up to a few seconds), lets the applier drain the
+  // journal into the store (bounded by kMaxUnappliedEntries) and stops it, deletes the then
+  // fully applied journal (IntakeJournal::RemoveIfAllApplied), and disconnects the publisher.
+  // Messages not yet acknowledged are redelivered to the next run by the broker (persistent
+  // sessions). False if the store failed during the drain: the rest stays in the journal for
+  // the next start.
   bool Stop();
 
   // Main client subscribed, and the telemetry client too unless telemetry is paused.
@@ -135,7 +137,7 @@ class Ingest {
   void HandleMessage(const std::string& topic, std::string_view payload);
 
   // Where the journal of the store at `store_path` lives: "<store_path>.intake".
-  static std::string JournalDir(const std::string& store_path) { return store_path + ".intake"; }
+  static std::string JournalDir(const std::string& store_path) { return IntakeJournalDir(store_path); }
 
   // Test hooks (edged reads them from FRESHSYNC_*_FOR_TEST, see edged_main.cc). Before Start.
   // Journal appends fail (as on a full disk) when `fault` says so.

@@ -360,6 +360,25 @@ void IntakeJournal::Release(uint64_t index) {
   cv_.notify_all();
 }
 
+bool IntakeJournal::RemoveIfAllApplied() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!queued_.empty() || !sizes_.empty()) return false;
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  while (!segments_.empty()) {
+    if (::unlink(segments_.back().path.c_str()) != 0 && errno != ENOENT) {
+      // What is left holds only applied entries: replaying them into this store is harmless
+      // (Open skips them by the store's position).
+      spdlog::warn("intake journal: cannot delete {}: {}", segments_.back().path, std::strerror(errno));
+      return false;
+    }
+    segments_.pop_back();
+  }
+  return true;
+}
+
 void IntakeJournal::DeleteReleasedSegments() {
   // Segment i holds indexes [first_i, first_{i+1}); it can go once all of them are applied.
   // The last segment is the one being appended to and stays.

@@ -83,6 +83,12 @@ class IntakeJournal {
   // Entries up to `index` are committed in the store: forget them and delete the segments
   // that hold nothing else.
   void Release(uint64_t index);
+  // Clean shutdown, with no Append() running: if every entry is released, deletes every
+  // segment (the one being appended to as well) and returns true; otherwise changes nothing.
+  // So a journal left by a clean stop is empty and replays nothing into whatever store it
+  // meets next, such as an earlier copy of the store put back by an operator (its entries
+  // belong to the store that applied them). A later Append() starts a new segment.
+  bool RemoveIfAllApplied();
 
   uint64_t last_index() const;     // last appended (or recovered) index; 0 if none ever
   uint64_t applied_index() const;  // last Release()d
@@ -131,5 +137,8 @@ uint32_t Crc32c(const void* data, size_t n, uint32_t crc = 0);
 // For edgectl: the last index in the journal at `dir` (0 if empty or missing), without
 // opening it for writing.
 Result<uint64_t> ReadJournalLastIndex(const std::string& dir);
+
+// Where the intake journal of the store at `store_path` lives (edged, edgectl restore, tests).
+inline std::string IntakeJournalDir(const std::string& store_path) { return store_path + ".intake"; }
 
 }  // namespace freshsync::edge

@@ -222,6 +222,31 @@ TEST_F(IntakeJournalTest, StrictModeSyncsAndReadsBack) {
   EXPECT_EQ(*ReadJournalLastIndex(dir_.string()), 3u);
 }
 
+TEST_F(IntakeJournalTest, ACleanStopLeavesNothingToReplayIntoAnEarlierStore) {
+  {
+    auto j = Open(0, 200);  // small segments: several files
+    AppendN(*j, 1, 20);
+    TakeAll(*j);
+    j->Release(19);
+    EXPECT_FALSE(j->RemoveIfAllApplied()) << "entry 20 is not applied yet";
+    EXPECT_FALSE(Segments().empty());
+    j->Release(20);
+    ASSERT_TRUE(j->RemoveIfAllApplied());
+    EXPECT_TRUE(Segments().empty());
+  }
+  // An earlier copy of the store (applied up to 5) meets the journal: nothing is replayed
+  // (entries 6..20 were applied to the store that was replaced), and indexes go on from 6.
+  auto j = Open(5);
+  EXPECT_TRUE(TakeAll(*j).empty());
+  EXPECT_EQ(j->UnappliedEntries(), 0u);
+  AppendN(*j, 6, 2);
+  EXPECT_EQ(TakeAll(*j).size(), 2u);
+  // Without the clean stop (a crash), the entries after the store's position are replayed.
+  j.reset();
+  auto again = Open(5);
+  EXPECT_EQ(TakeAll(*again).size(), 2u);
+}
+
 TEST_F(IntakeJournalTest, TakeWaitsForAnAppendAndInterruptWakesIt) {
   auto j = Open(0);
   std::vector<JournalEntry> out;
