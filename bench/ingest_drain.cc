@@ -233,5 +233,14 @@ int main(int argc, char** argv) {
     std::printf("| time after the last PUBACK until edged applied all | %.3f s |\n", live_catchup_s);
     std::printf("| edged CPU per message, live | %.1f us |\n", live_cpu * 1e6 / static_cast<double>(live));
   }
+  // Summary lines for scripts/bench.sh.
+  std::printf("RESULT|bare Paho subscriber drain, %zu queued (baseline)|%.0f msg/s, %.1f us CPU/msg|\n", n, bare_rate,
+              bare_cpu * 1e6 / n);
+  std::printf("RESULT|edged drain (durability=%s), ratio to bare|%.0f msg/s, %.2f, %.1f us CPU/msg|ratio >= 0.7\n",
+              durability.c_str(), edged_rate, edged_rate / bare_rate, edged_cpu * 1e6 / n);
+  if (live > 0)
+    std::printf("RESULT|live: one publisher at full speed, edged behind (max) / catch-up after last PUBACK|%.0f msg/s, %lld msgs / "
+                "%.3f s|keeps up (no growth)\n",
+                live / live_pub_s, static_cast<long long>(live_max_behind), live_catchup_s);
   return 0;
 }

@@ -297,7 +297,10 @@ Result<uint64_t> IntakeJournal::Append(std::string_view topic, std::string_view 
       // Whatever reached the file is not acknowledged. The index is spent (a copy may survive
       // and be replayed, which dedupe absorbs), and the next append starts a fresh segment so
       // that nothing acknowledged ever follows this possibly torn entry in the same file.
-      last_index_ = index;
+      {
+        std::lock_guard<std::mutex> lock(mu_);  // observers read it from other threads
+        last_index_ = index;
+      }
       (void)::ftruncate(fd_, static_cast<off_t>(segment_size_));
       ::close(fd_);
       fd_ = -1;
