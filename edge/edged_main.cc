@@ -1,6 +1,7 @@
 // edged: the site daemon. Thin main: config, logging, store, ingest, signals, systemd.
 #include <malloc.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
@@ -104,6 +105,9 @@ int main(int argc, char** argv) {
   // freed memory in the arena instead (bounded: the working set per message is small).
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
   mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  // SQLite's memory statistics take a process-wide mutex around every allocation it makes
+  // (several per statement); nothing here reads them. Must precede sqlite3_initialize.
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   CLI::App app{"edged: FreshSync site daemon (MQTT ingest into the site store)"};
   std::string config_path;
   bool check_only = false;

@@ -188,6 +188,7 @@ class EdgeStore {
        *order_put_ = nullptr, *order_update_ = nullptr, *gps_put_ = nullptr, *climate_put_ = nullptr,
        *dead_letter_ = nullptr, *intake_put_ = nullptr, *intake_get_ = nullptr;
   std::unique_ptr<StockLedger> ledger_;  // on db_, prepared with the statements
+  int64_t next_seq_cached_ = 0;  // next outbox seq within the open transaction; 0: read it
   int64_t customers_dropped_ = 0;
   int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
   std::function<Status()> commit_fault_;
