@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -101,6 +102,35 @@ TEST_F(IngestTest, RefusalsInsideABatchDoNotLoseTheirNeighbours) {
   EXPECT_EQ(Int("SELECT MAX(seq) - MIN(seq) + 1 FROM outbox"), 288);
   EXPECT_EQ(Int("SELECT value FROM edge_meta WHERE name = 'intake_applied'"), static_cast<int64_t>(last));
   EXPECT_LT(ingest_->counters().batches, 300);  // batched, not one transaction per message
+}
+
+// Inside one batch: an order stock cannot cover is committed as refused (Outcome::kRefused)
+// and counts as a refused message (code conflict), not as applied or duplicate; a device clock
+// too far ahead is refused (invalid) by the applier, judged on the time the message arrived.
+TEST_F(IngestTest, RefusedOrdersAndSkewedClocksCountAsRefusedInABatch) {
+  ingest_.reset();
+  config_.max_clock_skew_s = 600;
+  ingest_ = std::make_unique<Ingest>(config_, *store_);
+  ASSERT_TRUE(ingest_->StartIntake().ok());
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::string ts = std::to_string(now_ms), ahead = std::to_string(now_ms + 86'400'000);
+  ingest_->Accept("fs/stock/movements", R"({"id":"m1","sku":"apple","delta":5,"reason":"receive"})");
+  ingest_->Accept("fs/orders/status", R"({"order_id":"o-ok","status":"created","ts":)" + ts + R"(,"lines":[{"sku":"apple","qty":3}]})");
+  ingest_->Accept("fs/orders/status", R"({"order_id":"o-short","status":"created","ts":)" + ts + R"(,"lines":[{"sku":"apple","qty":10}]})");
+  ingest_->Accept("fs/vehicles/t1/gps", R"({"seq":1,"lat":31.2,"lon":121.4,"ts":)" + ahead + "}");
+  const uint64_t last = ingest_->Accept("fs/vehicles/t1/gps", R"({"seq":2,"lat":31.2,"lon":121.4,"ts":)" + ts + "}");
+  ingest_->WaitApplied(last);
+  const auto& c = ingest_->counters();
+  EXPECT_EQ(c.applied, 3);  // m1, o-ok, gps seq 2
+  EXPECT_EQ(c.refused, 2);
+  EXPECT_EQ(c.duplicates, 0);
+  EXPECT_EQ(c.refused_by_code[0], 1);  // the clock
+  EXPECT_EQ(c.refused_by_code[1], 1);  // the order
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM dead_letters"), 2);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM orders WHERE order_id = 'o-short' AND status = 'refused'"), 1);
+  EXPECT_EQ(Int("SELECT reserved FROM stock WHERE sku = 'apple'"), 3);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM vehicle_positions"), 1);
+  EXPECT_EQ(Int("SELECT MAX(seq) - MIN(seq) + 1 FROM outbox"), Int("SELECT COUNT(*) FROM outbox"));
 }
 
 // A restart replays the journal from the position recorded in the store; entries that were in
