@@ -67,7 +67,6 @@ Status Ingest::StartIntake() {
 }
 
 Status Ingest::Start() {
-  if (Status s = StartIntake(); !s.ok()) return s;
   const auto& m = config_.mqtt;
   try {
     // Offline buffering is for our own notifications (dead letters) only, and bounded.
@@ -102,6 +101,10 @@ Status Ingest::Start() {
     spdlog::warn("ingest: telemetry connection to {} lost ({}); reconnecting", config_.mqtt.uri,
                  cause.empty() ? "no reason given" : cause);
   });
+  // Only now the applier: it may publish at once (entries a crash left in the journal), so
+  // the clients must exist before its thread does (TSan caught it reading publisher_ while
+  // this thread assigned it). Publishing before the connection is up is buffered by Paho.
+  if (Status s = StartIntake(); !s.ok()) return s;
   connector_ = std::thread([this] { ConnectLoop(false); });
   publisher_connector_ = std::thread([this] { ConnectLoop(false, /*publisher=*/true); });
   telemetry_connector_ = std::thread([this] { ConnectLoop(true); });

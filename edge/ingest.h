@@ -102,7 +102,7 @@ class Ingest {
   Ingest(const Ingest&) = delete;
   Ingest& operator=(const Ingest&) = delete;
 
-  // StartIntake(), then creates the client and starts connecting in the background
+  // Creates the clients, StartIntake(), then starts connecting in the background
   // (retrying with backoff until the broker answers; Paho reconnects automatically
   // afterwards). kInvalidArgument for a bad mqtt.* setting, kIOError for the journal.
   Status Start();
