@@ -7,9 +7,14 @@
 //      published at QoS 1, so the broker queues N for each session;
 //   4. the bare subscriber (set_message_callback, clean_session=false, counts only) drains;
 //   5. edged is started and drains into its store; done when the dedupe table holds N rows.
+//   6. live: with edged running and caught up, one publisher sends L more messages at full
+//      speed (QoS 1, 500 in flight); we sample how far edged's store is behind the publisher
+//      while it runs and how long edged needs after the last PUBACK to have applied them all.
 // Rates are messages / wall second from connect (bare) or process start (edged) until the
 // last message is in. CPU per message comes from getrusage (bare, in process) and
-// /proc/PID/stat (edged).
+// /proc/PID/stat (edged; utime+stime over the drain, start-up included).
+// --profile FILE runs the draining edged under `perf record -g` (FILE: perf.data) instead;
+// its CPU column is then perf's and not meaningful.
 #include <sqlite3.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -20,6 +25,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -109,6 +115,10 @@ int main(int argc, char** argv) {
   std::string durability = "normal";
   app.add_option("--messages", n, "backlog size (default 100000)");
   app.add_option("--durability", durability, "edged store.durability: normal or strict");
+  size_t live = 30000;
+  std::string profile;
+  app.add_option("--live", live, "messages for the live phase (0: skip)");
+  app.add_option("--profile", profile, "perf.data file: profile the draining edged with perf record -g");
   CLI11_PARSE(app, argc, argv);
   const std::string bin_dir = std::getenv("FRESHSYNC_BIN_DIR") ? std::getenv("FRESHSYNC_BIN_DIR") : SelfDir();
 
@@ -136,14 +146,15 @@ int main(int argc, char** argv) {
   bare.subscribe("fs/#", 1)->wait();
   bare.disconnect()->wait();
 
-  // The backlog, queued for both sessions.
-  std::cerr << "publishing " << n << " messages...\n";
-  {
-    mqtt::async_client pub(broker.Uri(), "bench-pub", mqtt::create_options_builder().mqtt_version(MQTTVERSION_3_1_1).max_buffered_messages(10000).finalize(), nullptr);
+  // Publishes messages [first, first + count) at full speed, 500 in flight; `on_ack` after each
+  // PUBACK window step (for sampling).
+  auto publish = [&](size_t first, size_t count, const std::function<void(size_t)>& on_progress) {
+    mqtt::async_client pub(broker.Uri(), "bench-pub",
+                           mqtt::create_options_builder().mqtt_version(MQTTVERSION_3_1_1).max_buffered_messages(10000).finalize(), nullptr);
     pub.connect(mqtt::connect_options_builder().mqtt_version(MQTTVERSION_3_1_1).max_inflight(1000).finalize())->wait();
     std::deque<mqtt::delivery_token_ptr> window;
     size_t bytes = 0;
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = first; i < first + count; ++i) {
       std::string topic;
       const std::string payload = MessageFor(i, topic);
       bytes += payload.size();
@@ -152,11 +163,16 @@ int main(int argc, char** argv) {
         window.pop_front();
       }
       window.push_back(pub.publish(topic, payload.data(), payload.size(), 1, false));
+      if (on_progress && (i - first) % 1000 == 999) on_progress(i - first + 1);
     }
     for (auto& t : window) t->wait();
     pub.disconnect()->wait();
-    std::cerr << "mean payload " << bytes / n << " bytes\n";
-  }
+    return bytes;
+  };
+
+  // The backlog, queued for both sessions.
+  std::cerr << "publishing " << n << " messages...\n";
+  std::cerr << "mean payload " << publish(0, n, nullptr) / n << " bytes\n";
 
   // Bare subscriber drain.
   received = 0;
@@ -169,7 +185,9 @@ int main(int argc, char** argv) {
   bare.disconnect()->wait();
 
   // edged drain.
-  ChildProcess edged({bin_dir + "/edged", "--config", config}, log);
+  std::vector<std::string> edged_argv = {bin_dir + "/edged", "--config", config};
+  if (!profile.empty()) edged_argv.insert(edged_argv.begin(), {"perf", "record", "-F", "999", "-g", "-o", profile, "--"});
+  ChildProcess edged(edged_argv, log);
   t0 = Clock::now();
   edged.Start();
   double edged_cpu = 0;
@@ -183,12 +201,46 @@ int main(int argc, char** argv) {
   }
   const double edged_s = std::chrono::duration<double>(Clock::now() - t0).count();
   edged_cpu = CpuSecondsOf(edged.pid());
-  edged.Stop();
+
+  // Live: one publisher at full speed into the running, caught-up edged.
+  double live_pub_s = 0, live_catchup_s = 0, live_cpu = 0;
+  int64_t live_max_behind = 0;
+  if (live > 0) {
+    const double cpu_before = CpuSecondsOf(edged.pid());
+    const auto l0 = Clock::now();
+    publish(n, live, [&](size_t acked) {
+      if (acked % 5000 == 0) live_max_behind = std::max<int64_t>(live_max_behind, static_cast<int64_t>(n + acked) - CountRows(db));
+    });
+    live_pub_s = std::chrono::duration<double>(Clock::now() - l0).count();
+    const int64_t behind_at_end = static_cast<int64_t>(n + live) - CountRows(db);
+    live_max_behind = std::max(live_max_behind, behind_at_end);
+    const auto c0 = Clock::now();
+    while (CountRows(db) < static_cast<int64_t>(n + live)) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    live_catchup_s = std::chrono::duration<double>(Clock::now() - c0).count();
+    live_cpu = CpuSecondsOf(edged.pid()) - cpu_before;
+  }
+  edged.Stop(std::chrono::seconds(60));
 
   const double bare_rate = n / bare_s, edged_rate = n / edged_s;
   std::printf("| path | messages | seconds | messages/s | CPU us/message |\n| --- | --- | --- | --- | --- |\n");
   std::printf("| bare Paho subscriber | %zu | %.2f | %.0f | %.1f |\n", n, bare_s, bare_rate, bare_cpu * 1e6 / n);
   std::printf("| edged (durability=%s) | %zu | %.2f | %.0f | %.1f |\n", durability.c_str(), n, edged_s, edged_rate, edged_cpu * 1e6 / n);
   std::printf("\nratio edged/bare: %.2f\n", edged_rate / bare_rate);
+  if (live > 0) {
+    std::printf("\n| live, one publisher at full speed | value |\n| --- | --- |\n");
+    std::printf("| messages | %zu |\n| publisher rate (PUBACKed by the broker) | %.0f msg/s |\n", live, live / live_pub_s);
+    std::printf("| edged's store behind the publisher, max sampled | %lld messages |\n", static_cast<long long>(live_max_behind));
+    std::printf("| time after the last PUBACK until edged applied all | %.3f s |\n", live_catchup_s);
+    std::printf("| edged CPU per message, live | %.1f us |\n", live_cpu * 1e6 / static_cast<double>(live));
+  }
+  // Summary lines for scripts/bench.sh.
+  std::printf("RESULT|bare Paho subscriber drain, %zu queued (baseline)|%.0f msg/s, %.1f us CPU/msg|\n", n, bare_rate,
+              bare_cpu * 1e6 / n);
+  std::printf("RESULT|edged drain (durability=%s), ratio to bare|%.0f msg/s, %.2f, %.1f us CPU/msg|ratio >= 0.7\n",
+              durability.c_str(), edged_rate, edged_rate / bare_rate, edged_cpu * 1e6 / n);
+  if (live > 0)
+    std::printf("RESULT|live: one publisher at full speed, edged behind (max) / catch-up after last PUBACK|%.0f msg/s, %lld msgs / "
+                "%.3f s|keeps up (no growth)\n",
+                live / live_pub_s, static_cast<long long>(live_max_behind), live_catchup_s);
   return 0;
 }

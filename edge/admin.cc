@@ -1,5 +1,7 @@
 #include "edge/admin.h"
 
+#include "edge/intake_journal.h"
+
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/file.h>
@@ -178,6 +180,17 @@ Status RestoreStore(const std::string& in_path, const std::string& store_path) {
     }
     if (std::rename(store_path.c_str(), (store_path + ".pre-restore").c_str()) != 0)
       return Status::IOError("rename " + store_path + ": " + std::strerror(errno));
+  }
+  // The intake journal goes with the old store: its entries after the backup's position were
+  // applied to that store (or, after a crash, acknowledged for it), and replaying them into
+  // the restored copy would number new records with seqs the hub may already hold for other
+  // content. Kept beside `.pre-restore`, so the pair can be put back together.
+  const std::string journal = IntakeJournalDir(store_path);
+  if (std::filesystem::exists(journal, ec)) {
+    const std::string aside = IntakeJournalDir(store_path + ".pre-restore");
+    std::filesystem::remove_all(aside, ec);
+    if (std::rename(journal.c_str(), aside.c_str()) != 0)
+      return Status::IOError("rename " + journal + ": " + std::strerror(errno));
   }
   // Stale -wal/-shm must go before the new file takes the name: SQLite would otherwise apply
   // the old store's WAL frames to the restored file.

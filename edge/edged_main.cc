@@ -1,6 +1,7 @@
 // edged: the site daemon. Thin main: config, logging, store, ingest, signals, systemd.
 #include <malloc.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
@@ -48,6 +49,30 @@ void InstallCommitFaultForTest(freshsync::edge::EdgeStore& store) {
   });
 }
 
+// Test-only: FRESHSYNC_FAIL_JOURNAL_FOR_TEST="AFTER:COUNT" makes intake journal appends fail
+// (as on a full disk) after AFTER successful ones, COUNT times (COUNT < 0: forever).
+// FRESHSYNC_APPLIER_PACE_FOR_TEST="MAX_BATCH:DELAY_MS" makes the journal applier lag behind.
+void InstallIngestHooksForTest(freshsync::edge::Ingest& ingest) {
+  long after = 0, count = 0;
+  if (const char* spec = std::getenv("FRESHSYNC_FAIL_JOURNAL_FOR_TEST"); spec && std::sscanf(spec, "%ld:%ld", &after, &count) == 2) {
+    spdlog::warn("test hook: failing journal appends after {} for {}", after, count);
+    ingest.SetJournalFaultForTest([after, count, n = 0L, failed = 0L]() mutable {
+      if (n < after) {
+        ++n;
+        return freshsync::Status::Ok();
+      }
+      if (count >= 0 && failed >= count) return freshsync::Status::Ok();
+      ++failed;
+      return freshsync::Status::IOError("injected journal failure (test hook)");
+    });
+  }
+  long batch = 0, delay = 0;
+  if (const char* spec = std::getenv("FRESHSYNC_APPLIER_PACE_FOR_TEST"); spec && std::sscanf(spec, "%ld:%ld", &batch, &delay) == 2 && batch > 0) {
+    spdlog::warn("test hook: applier takes at most {} entries per batch, {} ms apart", batch, delay);
+    ingest.SetApplierPaceForTest(static_cast<size_t>(batch), static_cast<int>(delay));
+  }
+}
+
 // SIGHUP reload hook for the site rules (geofences, cold-chain rules): called with the freshly
 // parsed config after the log level has been applied; set to SiteRules::Reload once the rules
 // are attached. A non-ok Status is logged and the old rules stay (docs/operations.md).
@@ -80,6 +105,9 @@ int main(int argc, char** argv) {
   // freed memory in the arena instead (bounded: the working set per message is small).
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
   mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  // SQLite's memory statistics take a process-wide mutex around every allocation it makes
+  // (several per statement); nothing here reads them. Must precede sqlite3_initialize.
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   CLI::App app{"edged: FreshSync site daemon (MQTT ingest into the site store)"};
   std::string config_path;
   bool check_only = false;
@@ -185,7 +213,11 @@ int main(int argc, char** argv) {
     spdlog::info("sync: no [hub] configured; records stay in the outbox");
   }
 
+  // Ingest: the Paho callback journals each message (edge/intake_journal.h) and the applier
+  // thread commits the journal to the store in batches; journal entries left by a previous
+  // run are applied first.
   freshsync::edge::Ingest ingest(*config, **store);
+  InstallIngestHooksForTest(ingest);
   if (auto s = ingest.Start(); !s.ok()) {
     spdlog::critical("ingest: {}", s.ToString());
     return 2;
@@ -309,9 +341,10 @@ int main(int argc, char** argv) {
   }
   quota_cv.notify_all();
   quota_loop.join();  // before ingest stops: a Pause/Resume in flight must not race Stop
-  // Drain: Stop() disconnects after the callback in progress has committed (and been acked);
-  // everything not yet acknowledged stays with the broker for the next run.
-  ingest.Stop();
+  // Drain: Stop() disconnects (everything not yet acknowledged stays with the broker for the
+  // next run), then the applier commits what is in the journal (at most
+  // Ingest::kMaxUnappliedEntries, about a second's work) and stops.
+  const bool drained = ingest.Stop();
   if (agent) agent->Stop();
   if (metrics) metrics->Stop();
   {
@@ -322,5 +355,6 @@ int main(int argc, char** argv) {
   notifier_loop.join();
   const auto& c = ingest.counters();
   spdlog::info("edged: stopped; applied {}, duplicates {}, dead letters {}", c.applied.load(), c.duplicates.load(), c.refused.load());
-  return 0;
+  // Not drained: the store failed; the journal keeps the rest for the next start.
+  return drained ? 0 : 75;
 }

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdlib>
 
 namespace freshsync::edge {
 
@@ -46,6 +47,25 @@ Ingest::Ingest(const EdgeConfig& config, EdgeStore& store, Clock& clock)
 
 Ingest::~Ingest() { Stop(); }
 
+Status Ingest::StartIntake() {
+  if (journal_) return Status::Ok();
+  auto applied = store_.IntakePosition();
+  if (!applied.ok()) return applied.status();
+  IntakeJournalOptions jo;
+  jo.dir = JournalDir(config_.store.path);
+  jo.sync_each_append = config_.store.durability == Durability::kStrict;
+  auto j = IntakeJournal::Open(jo, static_cast<uint64_t>(*applied));
+  if (!j.ok()) return j.status();
+  journal_ = std::move(*j);
+  if (journal_fault_) journal_->SetAppendFaultForTest(journal_fault_);
+  counters_.journal_last_index = static_cast<int64_t>(journal_->last_index());
+  counters_.journal_applied_index = *applied;
+  if (const uint64_t pending = journal_->UnappliedEntries(); pending > 0)
+    spdlog::info("ingest: {} journal entries after index {} not yet in the store; applying them first", pending, *applied);
+  applier_ = std::thread([this] { ApplierLoop(); });
+  return Status::Ok();
+}
+
 Status Ingest::Start() {
   const auto& m = config_.mqtt;
   try {
@@ -64,7 +84,7 @@ Status Ingest::Start() {
   }
   auto on_message = [this](mqtt::const_message_ptr msg) {
     const auto& payload = msg->get_payload_ref();
-    HandleMessage(msg->get_topic(), std::string_view(payload.data(), payload.size()));
+    Accept(msg->get_topic(), std::string_view(payload.data(), payload.size()));
   };
   client_->set_message_callback(on_message);
   telemetry_->set_message_callback(on_message);
@@ -81,6 +101,10 @@ Status Ingest::Start() {
     spdlog::warn("ingest: telemetry connection to {} lost ({}); reconnecting", config_.mqtt.uri,
                  cause.empty() ? "no reason given" : cause);
   });
+  // Only now the applier: it may publish at once (entries a crash left in the journal), so
+  // the clients must exist before its thread does (TSan caught it reading publisher_ while
+  // this thread assigned it). Publishing before the connection is up is buffered by Paho.
+  if (Status s = StartIntake(); !s.ok()) return s;
   connector_ = std::thread([this] { ConnectLoop(false); });
   publisher_connector_ = std::thread([this] { ConnectLoop(false, /*publisher=*/true); });
   telemetry_connector_ = std::thread([this] { ConnectLoop(true); });
@@ -128,7 +152,7 @@ void Ingest::ConnectLoop(bool telemetry, bool publisher) {
 namespace {
 void Subscribe(mqtt::async_client& client, const std::vector<std::string>& filters, mqtt::iaction_listener& listener) {
   // Re-subscribing is harmless with a persistent session and covers a broker that lost it.
-  // {root}/orders/# also brings back the order states we publish; HandleMessage skips those
+  // {root}/orders/# also brings back the order states we publish; Accept skips those
   // topics (MQTT 3.1.1 has no no-local option).
   try {
     auto topics = mqtt::string_collection::create(filters);
@@ -197,146 +221,322 @@ void Ingest::ResumeTelemetry() {
   spdlog::info("ingest: telemetry resumed: reconnecting for what the broker kept");
 }
 
-void Ingest::Stop() {
+bool Ingest::Stop() {
   std::lock_guard<std::mutex> guard(pause_mu_);
-  if (stopping_.exchange(true)) return;
+  if (stopping_.exchange(true)) return !applier_gave_up_;
   cv_.notify_all();
   if (connector_.joinable()) connector_.join();
   if (telemetry_connector_.joinable()) telemetry_connector_.join();
   if (publisher_connector_.joinable()) publisher_connector_.join();
-  for (auto* c : {telemetry_.get(), client_.get(), publisher_.get()}) {
-    if (!c) continue;
+  auto disconnect = [](mqtt::async_client* c) {
+    if (!c) return;
     try {
       if (c->is_connected()) c->disconnect(std::chrono::milliseconds(2000))->wait_for(std::chrono::seconds(5));
     } catch (const std::exception& e) {
       spdlog::warn("ingest: disconnect: {}", e.what());
     }
+  };
+  // The subscribers first: once they are gone, nothing more is appended or acknowledged.
+  disconnect(telemetry_.get());
+  disconnect(client_.get());
+  // Let the applier empty the journal into the store, then stop.
+  stop_applier_ = true;
+  if (journal_) journal_->Interrupt();
+  if (applier_.joinable()) applier_.join();
+  if (journal_) {
+    // append_mu_: a callback Paho still had in flight must not append meanwhile.
+    std::lock_guard<std::mutex> lock(append_mu_);
+    if (!journal_->RemoveIfAllApplied())
+      spdlog::warn("ingest: {} journal entries not applied (store failing); they are applied at the next start",
+                   journal_->UnappliedEntries());
+  }
+  // The publisher last, so that the notifications of the drained batches still go out.
+  disconnect(publisher_.get());
+  return !applier_gave_up_;
+}
+
+bool Ingest::Backoff(int* backoff_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, std::chrono::milliseconds(*backoff_ms), [&] { return stopping_.load(); });
+  *backoff_ms = std::min(*backoff_ms * 2, 5000);
+  return stopping_;
+}
+
+namespace {
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+uint64_t Ingest::Accept(const std::string& topic, std::string_view payload) {
+  const int64_t received_ms = clock_.NowMs();
+  if (ClassifyTopic(config_.mqtt.topic_root, topic).kind == TopicKind::kOwnOutput) {
+    ++counters_.ignored;
+    return 0;
+  }
+  std::lock_guard<std::mutex> lock(append_mu_);
+  // Backpressure: let the applier catch up, within the keepalive budget.
+  const int budget_ms = std::max(1, config_.mqtt.keepalive_s) * 500;
+  if (journal_->UnappliedEntries() >= kMaxUnappliedEntries || journal_->UnappliedBytes() >= kMaxUnappliedBytes) {
+    ++counters_.backpressure_waits;
+    if (!journal_->WaitForRoom(kMaxUnappliedEntries, kMaxUnappliedBytes, budget_ms)) ++counters_.backpressure_overruns;
+  }
+  int backoff_ms = 50;
+  while (true) {
+    auto index = journal_->Append(topic, payload, received_ms);
+    if (index.ok()) {
+      counters_.intake_busy_since_ms.store(0, std::memory_order_relaxed);
+      counters_.journal_last_index.store(static_cast<int64_t>(*index), std::memory_order_relaxed);
+      return *index;  // durable: Paho may acknowledge once we return
+    }
+    if (index.status().code() != StatusCode::kIOError) {
+      // Cannot be journaled at all (a topic over 64 KiB): nothing to apply, so let it go.
+      spdlog::error("ingest: {} not journaled: {}", topic.substr(0, 200), index.status().ToString());
+      ++counters_.refused;
+      return 0;
+    }
+    // Not durable, so we must not return (returning acks it).
+    ++counters_.journal_retries;
+    if (counters_.intake_busy_since_ms.load(std::memory_order_relaxed) == 0)
+      counters_.intake_busy_since_ms.store(SteadyMs(), std::memory_order_relaxed);
+    spdlog::error("ingest: intake journal failed ({}); holding the message unacknowledged, retry in {} ms", index.status().ToString(),
+                  backoff_ms);
+    if (Backoff(&backoff_ms)) {
+      spdlog::critical("ingest: shutdown requested while the journal is failing; exiting without acknowledging the message");
+      spdlog::default_logger()->flush();
+      std::_Exit(75);  // EX_TEMPFAIL; no PUBACK can go out for a message we did not journal
+    }
   }
 }
 
-template <typename Op>
-auto Ingest::RetryStore(Op op) -> decltype(op()) {
-  int backoff_ms = 50;
-  while (true) {
-    auto r = op();
-    if (r.ok() || r.status().code() != StatusCode::kIOError) return r;
-    // The message is neither committed nor refused: we must not return (returning acks it).
-    ++counters_.store_retries;
-    spdlog::error("ingest: store failed ({}); holding the message unacknowledged, retry in {} ms", r.status().ToString(), backoff_ms);
-    if (stopping_) {
-      spdlog::critical("ingest: shutdown requested while the store is failing; exiting without acknowledging the message");
-      spdlog::default_logger()->flush();
-      std::_Exit(75);  // EX_TEMPFAIL; no PUBACK can go out for a message we did not commit
-    }
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stopping_.load(); });
-    backoff_ms = std::min(backoff_ms * 2, 5000);
-  }
+void Ingest::WaitApplied(uint64_t index) {
+  std::unique_lock<std::mutex> lock(applied_mu_);
+  applied_cv_.wait(lock, [&] {
+    return static_cast<uint64_t>(counters_.journal_applied_index.load()) >= index || applier_gave_up_.load();
+  });
 }
 
 void Ingest::HandleMessage(const std::string& topic, std::string_view payload) {
-  struct Busy {
-    std::atomic<int64_t>& since;
-    explicit Busy(std::atomic<int64_t>& s) : since(s) {
-      since.store(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count(),
-                  std::memory_order_relaxed);
-    }
-    ~Busy() { since.store(0, std::memory_order_relaxed); }
-  } busy(counters_.busy_since_ms);
-  const int64_t received_ms = clock_.NowMs();
-  const TopicInfo info = ClassifyTopic(config_.mqtt.topic_root, topic);
-  if (info.kind == TopicKind::kOwnOutput) {
-    ++counters_.ignored;
-    return;
-  }
-  auto decoded = Decode(config_.mqtt.topic_root, topic, payload);
-  if (!decoded.ok()) {
-    Refuse(topic, payload, decoded.status(), received_ms);
-    return;
-  }
-  if (Status skew = CheckDeviceClock(*decoded, received_ms, config_.max_clock_skew_s); !skew.ok()) {
-    Refuse(topic, payload, skew, received_ms);
-    return;
-  }
-  auto applied = RetryStore([&] { return store_.Apply(*decoded, received_ms); });
-  if (applied.ok()) {
-    if (*applied == EdgeStore::Outcome::kApplied) {
-      ++counters_.applied;
-      if (static_cast<int>(info.kind) < 4) counters_.applied_by_kind[static_cast<int>(info.kind)].fetch_add(1, std::memory_order_relaxed);
-    } else {
-      ++counters_.duplicates;
-    }
-    PublishCommitted();
-    if (const auto* o = std::get_if<OrderStatus>(&*decoded); o && *applied == EdgeStore::Outcome::kApplied && client_) {
-      // The order's current state, retained, for terminals that connect later. Only an applied
-      // transition gets here, and transitions only move forward, so the retained message
-      // never goes back. No customer data: the state names the order, nobody else.
-      nlohmann::json j = {{"order_id", o->order_id}, {"status", o->status}, {"ts", o->ts_ms}};
-      if (!o->actor.empty()) j["actor"] = o->actor;
-      try {
-        publisher_->publish(config_.mqtt.topic_root + "/orders/" + o->order_id + "/state", j.dump(), 1, true);
-      } catch (const std::exception& e) {
-        ++counters_.event_publish_failures;
-        spdlog::warn("ingest: order state of {} not published: {}", o->order_id, e.what());
-      }
-    }
-    return;
-  }
-  // kConflict (a rule) or kInternal (a bug, e.g. a constraint we did not expect): either way
-  // this one message cannot be applied and must not stall the pipeline.
-  if (applied.status().code() == StatusCode::kInternal) spdlog::error("ingest: internal error on {}: {}", topic, applied.status().ToString());
-  Refuse(topic, payload, applied.status(), received_ms);
+  const uint64_t index = Accept(topic, payload);
+  if (index != 0) WaitApplied(index);
 }
 
-void Ingest::Refuse(const std::string& topic, std::string_view payload, const Status& why, int64_t received_ms) {
-  ++counters_.refused;
+struct Ingest::AfterCommit {
+  int64_t applied = 0, duplicates = 0, refused = 0;
+  int64_t applied_by_kind[4] = {};
+  int64_t refused_by_code[3] = {};
+  struct DeadLetterNote {
+    std::string topic, reason;
+  };
+  std::vector<DeadLetterNote> dead_letters;  // for the log; the notifications are in the store's publications
+  void Clear() { *this = AfterCommit(); }
+};
+
+void Ingest::ApplierLoop() {
+  std::vector<JournalEntry> batch;
+  while (true) {
+    batch.clear();
+    if (!journal_->Take(max_batch_, 200, &batch)) {
+      if (stop_applier_) break;  // drained
+      continue;
+    }
+    if (apply_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(apply_delay_ms_));
+    counters_.busy_since_ms.store(SteadyMs(), std::memory_order_relaxed);
+    const bool ok = ApplyEntries(batch);
+    counters_.busy_since_ms.store(0, std::memory_order_relaxed);
+    if (!ok) {
+      applier_gave_up_ = true;
+      applied_cv_.notify_all();
+      break;
+    }
+  }
+}
+
+bool Ingest::ApplyEntries(const std::vector<JournalEntry>& entries) {
+  AfterCommit after;
+  size_t begin = 0;
+  int backoff_ms = 50, failures_while_stopping = 0;
+  auto wait_retry = [&] {
+    if (!stopping_) {
+      Backoff(&backoff_ms);
+      return true;
+    }
+    // Draining for a shutdown: a few seconds for a transient failure (a lock), then leave the
+    // rest in the journal for the next start rather than outlive TimeoutStopSec.
+    if (++failures_while_stopping > 20) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    return true;
+  };
+  while (begin < entries.size()) {
+    size_t failed_at = entries.size();
+    after.Clear();
+    Status s = TryBatch(entries, begin, entries.size(), false, &failed_at, &after);
+    if (s.ok()) {
+      Finish(after, entries.back().index);
+      return true;
+    }
+    if (s.code() == StatusCode::kIOError) {
+      // Nothing of the batch stayed. The messages are safe in the journal; retry.
+      ++counters_.store_retries;
+      spdlog::error("ingest: store failed ({}); holding {} journaled messages, retry in {} ms", s.ToString(), entries.size() - begin,
+                    backoff_ms);
+      if (!wait_retry()) return false;
+      continue;
+    }
+    // One message failed on its own (a rule refused it, or a bug): its partial writes went
+    // with the rolled-back batch. Commit the ones before it, then that one alone.
+    if (failed_at > begin) {
+      size_t again = entries.size();
+      after.Clear();
+      s = TryBatch(entries, begin, failed_at, false, &again, &after);
+      if (!s.ok()) continue;  // the environment (retried above next time round) or not deterministic
+      Finish(after, entries[failed_at - 1].index);
+    }
+    after.Clear();
+    size_t unused = 0;
+    s = TryBatch(entries, failed_at, failed_at + 1, true, &unused, &after);
+    if (!s.ok()) {
+      // The environment, or not even its dead letter could be written (a bug): either way it
+      // stays unapplied and is retried; a lasting failure trips the watchdog (busy_since_ms).
+      if (s.code() != StatusCode::kIOError)
+        spdlog::critical("ingest: cannot apply or dead-letter {}: {}", entries[failed_at].topic, s.ToString());
+      begin = failed_at;
+      if (!wait_retry()) return false;
+      continue;
+    }
+    Finish(after, entries[failed_at].index);
+    begin = failed_at + 1;
+    backoff_ms = 50;
+  }
+  return true;
+}
+
+Status Ingest::TryBatch(const std::vector<JournalEntry>& entries, size_t begin, size_t end, bool isolate, size_t* failed_at,
+                        AfterCommit* after) {
+  const std::string& root = config_.mqtt.topic_root;
+  Status s = store_.BeginBatch();
+  if (!s.ok()) return s;
+  for (size_t i = begin; i < end; ++i) {
+    const JournalEntry& e = entries[i];
+    const TopicInfo info = ClassifyTopic(root, e.topic);
+    auto decoded = Decode(root, e.topic, e.payload);
+    if (!decoded.ok()) {
+      s = DeadLetterInBatch(e, decoded.status(), after);
+      if (!s.ok()) break;
+      continue;
+    }
+    // The device-clock check uses the time the message reached us (journaled with it), so a
+    // replay after a crash judges it exactly as the first attempt did.
+    if (Status skew = CheckDeviceClock(*decoded, e.received_ms, config_.max_clock_skew_s); !skew.ok()) {
+      s = DeadLetterInBatch(e, skew, after);
+      if (!s.ok()) break;
+      continue;
+    }
+    auto applied = store_.ApplyInBatch(*decoded, e.received_ms);
+    if (applied.ok()) {
+      switch (*applied) {
+        case EdgeStore::Outcome::kApplied:
+          ++after->applied;
+          if (static_cast<int>(info.kind) < 4) ++after->applied_by_kind[static_cast<int>(info.kind)];
+          if (const auto* o = std::get_if<OrderStatus>(&*decoded)) {
+            // The order's current state, retained, for terminals that connect later. Only an
+            // applied transition gets here, and transitions only move forward, so the retained
+            // message never goes back. No customer data: the state names the order, nobody else.
+            // Queued in the store so that it leaves only if the batch commits, in message order.
+            nlohmann::json j = {{"order_id", o->order_id}, {"status", o->status}, {"ts", o->ts_ms}};
+            if (!o->actor.empty()) j["actor"] = o->actor;
+            store_.QueuePublication({root + "/orders/" + o->order_id + "/state", j.dump(), true});
+          }
+          break;
+        case EdgeStore::Outcome::kRefused:
+          // An order stock cannot cover: the store committed its refusal (dead letter, order
+          // `refused`, ORDER record) and queued its notifications (dead letter, retained
+          // `refused` state, order event). A dead letter like any other for the counters.
+          ++after->refused;
+          ++after->refused_by_code[1];  // conflict
+          break;
+        case EdgeStore::Outcome::kDuplicate:
+          ++after->duplicates;
+          break;
+      }
+      continue;
+    }
+    s = applied.status();
+    if (s.code() == StatusCode::kIOError) break;
+    // kConflict (a rule) or kInternal (a bug, e.g. a constraint we did not expect): this one
+    // message cannot be applied and must not stall the pipeline.
+    if (!isolate) {
+      *failed_at = i;
+      break;
+    }
+    if (s.code() == StatusCode::kInternal) spdlog::error("ingest: internal error on {}: {}", e.topic, s.ToString());
+    store_.RollbackBatch();  // its partial writes
+    s = store_.BeginBatch();
+    if (s.ok()) s = DeadLetterInBatch(e, applied.status(), after);
+    if (!s.ok()) break;
+  }
+  if (s.ok()) s = store_.SetIntakePosition(static_cast<int64_t>(entries[end - 1].index));
+  if (!s.ok()) {
+    store_.RollbackBatch();
+    return s;
+  }
+  return store_.CommitBatch();  // rolled back if it fails
+}
+
+Status Ingest::DeadLetterInBatch(const JournalEntry& e, const Status& why, AfterCommit* after) {
   DeadLetter dl;
-  dl.topic = topic;
+  dl.topic = e.topic;
   dl.reason = why.message();
   dl.code = why.code() == StatusCode::kConflict ? "conflict" : why.code() == StatusCode::kInternal ? "internal" : "invalid";
-  counters_.refused_by_code[dl.code == "invalid" ? 0 : dl.code == "conflict" ? 1 : 2].fetch_add(1, std::memory_order_relaxed);
-  dl.payload_bytes = static_cast<int64_t>(payload.size());
-  dl.received_ms = received_ms;
+  dl.payload_bytes = static_cast<int64_t>(e.payload.size());
+  dl.received_ms = e.received_ms;
   // Order payloads may carry customer personal data: keep them only once redacted, and not
   // at all when they are too broken to redact.
-  if (ClassifyTopic(config_.mqtt.topic_root, topic).kind == TopicKind::kOrderStatus) {
-    if (auto redacted = RedactOrderPayload(payload)) dl.payload = std::move(*redacted);
+  if (ClassifyTopic(config_.mqtt.topic_root, e.topic).kind == TopicKind::kOrderStatus) {
+    if (auto redacted = RedactOrderPayload(e.payload)) dl.payload = std::move(*redacted);
   } else {
-    dl.payload = std::string(payload.substr(0, EdgeStore::kMaxDeadLetterPayload));
+    dl.payload = e.payload.substr(0, EdgeStore::kMaxDeadLetterPayload);
   }
-  spdlog::info("ingest: dead letter on {} ({} bytes): {}", topic, payload.size(), dl.reason);
-  auto stored = RetryStore([&]() -> Result<bool> {
-    Status s = store_.AddDeadLetter(dl);
-    if (!s.ok()) return s;
-    return true;
-  });
-  if (!stored.ok()) spdlog::error("ingest: dead letter not stored: {}", stored.status().ToString());
-  PublishDeadLetter(topic, dl.reason, dl.code, received_ms);
+  Status s = store_.AddDeadLetter(dl);
+  if (!s.ok()) return s;
+  ++after->refused;
+  ++after->refused_by_code[dl.code == "invalid" ? 0 : dl.code == "conflict" ? 1 : 2];
+  after->dead_letters.push_back({dl.topic, dl.reason});
+  // The notification goes with the batch's other publications, after COMMIT, in message order.
+  nlohmann::json j = {{"topic", dl.topic}, {"reason", dl.reason}, {"code", dl.code}, {"received_ms", e.received_ms}};
+  store_.QueuePublication(
+      {config_.mqtt.topic_root + "/deadletter", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false});
+  return Status::Ok();
 }
 
-void Ingest::PublishCommitted() {
-  // Events of committed transactions only (the store holds back those of rolled-back ones).
+void Ingest::Finish(AfterCommit& after, uint64_t last_index) {
+  // Committed: counters first (WaitApplied callers read them), then the journal may forget.
+  counters_.applied += after.applied;
+  counters_.duplicates += after.duplicates;
+  counters_.refused += after.refused;
+  for (int i = 0; i < 4; ++i) counters_.applied_by_kind[i].fetch_add(after.applied_by_kind[i], std::memory_order_relaxed);
+  for (int i = 0; i < 3; ++i) counters_.refused_by_code[i].fetch_add(after.refused_by_code[i], std::memory_order_relaxed);
+  ++counters_.batches;
+  journal_->Release(last_index);
+  {
+    std::lock_guard<std::mutex> lock(applied_mu_);
+    counters_.journal_applied_index.store(static_cast<int64_t>(last_index));
+  }
+  applied_cv_.notify_all();
+  for (const auto& d : after.dead_letters) spdlog::info("ingest: dead letter on {}: {}", d.topic, d.reason);
+  // What the committed transactions produced, in message order: events, alerts, order states,
+  // dead-letter notifications (the store holds back those of rolled-back ones).
   auto pubs = store_.TakePublications();
-  if (!client_) return;  // driven without a broker (tests, bench)
+  if (!publisher_) return;  // driven without a broker (tests, bench)
+  const std::string deadletter_topic = config_.mqtt.topic_root + "/deadletter";
   for (auto& p : pubs) {
+    // Never waits: Paho queues the publish and its send thread delivers it (bounded buffer).
     try {
       publisher_->publish(p.topic, p.payload.data(), p.payload.size(), 1, p.retained);
     } catch (const std::exception& e) {
-      ++counters_.event_publish_failures;
-      spdlog::warn("ingest: event on {} not published (it is in the outbox): {}", p.topic, e.what());
+      ++(p.topic == deadletter_topic ? counters_.deadletter_publish_failures : counters_.event_publish_failures);
+      spdlog::warn("ingest: {} not published (the outbox or dead_letters has it): {}", p.topic, e.what());
     }
-  }
-}
-
-void Ingest::PublishDeadLetter(const std::string& topic, const std::string& reason, const std::string& code, int64_t received_ms) {
-  if (!client_) return;  // driven without a broker (tests, bench)
-  // Never waits: Paho queues the publish and its send thread delivers it (bounded buffer).
-  nlohmann::json j = {{"topic", topic}, {"reason", reason}, {"code", code}, {"received_ms", received_ms}};
-  try {
-    publisher_->publish(config_.mqtt.topic_root + "/deadletter", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), 1, false);
-  } catch (const std::exception& e) {
-    ++counters_.deadletter_publish_failures;
-    spdlog::warn("ingest: dead-letter notification not published: {}", e.what());
   }
 }
 

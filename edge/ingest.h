@@ -1,33 +1,48 @@
-// Ingest: the site's MQTT broker into the EdgeStore, one message at a time, acknowledged
-// only after its transaction has committed.
+// Ingest: the site's MQTT broker into the EdgeStore, through the intake journal.
 //
-// How "commit, then ack" is met with Paho (facts in design.md): the message callback
-// (set_message_callback) runs on Paho's single receive thread and Paho C sends the PUBACK
-// only after it returns. So OnMessage() commits (or dead-letters) before returning. When the
-// store cannot commit (disk full, I/O error, lock held past busy_timeout) the callback does
-// NOT return: it retries in place with backoff, holding the message. If that lasts longer
-// than 1.5 x keepalive the broker drops the connection and will redeliver the message, which
-// dedupe then absorbs; if the disk recovers first the PUBACK goes out after the commit as
-// usual. If a shutdown is requested while the store is failing, the process exits with
-// status 75 (EX_TEMPFAIL) from inside the callback, so the PUBACK is never sent.
-// Either way no message is acknowledged before it is committed. (docs/architecture.md)
+// Two stages (docs/architecture.md, "Intake journal"):
+//   1. Paho's message callback (set_message_callback) appends the message to the intake
+//      journal (edge/intake_journal.h) and returns. Paho C sends the PUBACK only after the
+//      callback returns, so every acknowledged message is already in the journal: write()
+//      returned (survives kill -9, like SQLite WAL with synchronous=NORMAL), and under
+//      durability = strict fdatasync too. When the journal cannot be written (disk full, I/O
+//      error) the callback does NOT return: it retries in place with backoff, holding the
+//      message; if a shutdown is requested meanwhile the process exits with status 75
+//      (EX_TEMPFAIL) from inside the callback, so that PUBACK is never sent.
+//   2. The applier thread takes journal entries in order and applies them in large
+//      transactions (EdgeStore::BeginBatch/ApplyInBatch/CommitBatch, up to kMaxBatch
+//      messages), recording the last journal index applied in the same transaction. A crash
+//      replays exactly the entries after that index; dedupe keys make any re-application
+//      harmless. A message that is refused (decode error, rule conflict) is dead-lettered in
+//      the batch. A store failure (kIOError) rolls the batch back and retries it with backoff.
+//      Only after a batch commits does the applier publish what it produced, in message order:
+//      events, alerts, retained order states, dead-letter notifications (also those of orders
+//      the stock ledger refused, EdgeStore::Outcome::kRefused, which count as refused).
+// Backpressure: while more than kMaxUnappliedEntries (or kMaxUnappliedBytes) are in the
+// journal and not yet applied, the callback waits for the applier, but never longer than
+// half the MQTT keepalive (a longer stall would get the client dropped); then it appends
+// anyway and counts an overrun.
 //
-// Two clients, two persistent sessions: the main client (mqtt.client_id) takes stock, orders
-// and anything unknown; the telemetry client (mqtt.client_id + "-telemetry") takes GPS and
-// climate. So telemetry can be paused on its own (PauseTelemetry, the disk quota's last
-// resort, edge/disk_quota.h): its client disconnects, the broker keeps queueing its session's
-// messages (up to max_queued_messages), and ResumeTelemetry reconnects for the redelivery,
-// while stock and orders keep flowing. Paho runs both clients' callbacks on one receive
-// thread, so HandleMessage stays serial. Publications (events, alerts, order state, dead
-// letters) all go out through the main client.
+// Three clients. Two subscribe, each with its own persistent session, and both feed the one
+// journal: the main client (mqtt.client_id) takes stock, orders and anything unknown; the
+// telemetry client (mqtt.client_id + "-telemetry") takes GPS and climate. So telemetry can be
+// paused on its own (PauseTelemetry, the disk quota's last resort, edge/disk_quota.h): its
+// client disconnects, the broker keeps queueing its session's messages (up to
+// max_queued_messages), and ResumeTelemetry reconnects for the redelivery, while stock and
+// orders keep flowing. Paho runs all clients' callbacks on one receive thread, so Accept is
+// serial (and serialised by append_mu_ anyway). The third client (mqtt.client_id + "-out",
+// clean session) subscribes to nothing and publishes what the applier produced (events,
+// alerts, order states, dead-letter notifications): with the subscribers publishing too, Paho
+// 1.3.12 sent a malformed packet on reconnect after a broker restart.
 //
 // Thread-safety: Start/Stop/PauseTelemetry/ResumeTelemetry from controlling threads (not from
-// the callback). The callback is serial.
+// the callback). Accept() is called by Paho's receive thread.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,6 +51,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/status.h"
+#include "edge/intake_journal.h"
 #include "edge/store.h"
 
 namespace mqtt {
@@ -59,24 +75,48 @@ struct IngestCounters {
   std::atomic<int64_t> refused_by_code[3]{};
   // steady_clock ms at which the message now in the callback arrived; 0 between messages.
   // The watchdog (edge/service.h) reads it to tell a wedged ingest from an idle one.
+  // Set by the applier around each batch (including its retries of a failing store).
   std::atomic<int64_t> busy_since_ms{0};
+  // The same for the callback while it cannot write the journal (the message is held).
+  std::atomic<int64_t> intake_busy_since_ms{0};
+  // Intake journal: last index appended, last index committed in the store (lag = the
+  // difference), batches committed, appends retried after a disk error, and callbacks that
+  // waited for the applier (backpressure) / gave up waiting after the keepalive budget.
+  std::atomic<int64_t> journal_last_index{0};
+  std::atomic<int64_t> journal_applied_index{0};
+  std::atomic<int64_t> batches{0};
+  std::atomic<int64_t> journal_retries{0};
+  std::atomic<int64_t> backpressure_waits{0};
+  std::atomic<int64_t> backpressure_overruns{0};
 };
 
 class Ingest {
  public:
+  static constexpr size_t kMaxBatch = 512;
+  static constexpr uint64_t kMaxUnappliedEntries = 20000;
+  static constexpr uint64_t kMaxUnappliedBytes = 16u << 20;
+
   // `store` must outlive the Ingest. Nothing happens before Start().
   Ingest(const EdgeConfig& config, EdgeStore& store, Clock& clock = SystemClock());
   ~Ingest();
   Ingest(const Ingest&) = delete;
   Ingest& operator=(const Ingest&) = delete;
 
-  // Creates the client and starts connecting in the background (retrying with backoff until
-  // the broker answers; Paho reconnects automatically afterwards). kInvalidArgument for a bad
-  // mqtt.* setting.
+  // Creates the clients, StartIntake(), then starts connecting in the background
+  // (retrying with backoff until the broker answers; Paho reconnects automatically
+  // afterwards). kInvalidArgument for a bad mqtt.* setting, kIOError for the journal.
   Status Start();
-  // Disconnects (waits up to a few seconds). Messages not yet acknowledged are redelivered
-  // to the next run by the broker (persistent session).
-  void Stop();
+  // Opens the intake journal at JournalDir(store path) (entries after the store's recorded
+  // position are queued for the applier) and starts the applier. Start() calls it; tests and
+  // the benchmark call it alone to drive Accept()/HandleMessage() without a broker.
+  Status StartIntake();
+  // Disconnects the subscribers (waits up to a few seconds), lets the applier drain the
+  // journal into the store (bounded by kMaxUnappliedEntries) and stops it, deletes the then
+  // fully applied journal (IntakeJournal::RemoveIfAllApplied), and disconnects the publisher.
+  // Messages not yet acknowledged are redelivered to the next run by the broker (persistent
+  // sessions). False if the store failed during the drain: the rest stays in the journal for
+  // the next start.
+  bool Stop();
 
   // Main client subscribed, and the telemetry client too unless telemetry is paused.
   bool subscribed() const { return subscribed_.load() && (telemetry_subscribed_.load() || telemetry_paused_.load()); }
@@ -88,25 +128,49 @@ class Ingest {
   bool telemetry_paused() const { return telemetry_paused_.load(); }
   const IngestCounters& counters() const { return counters_; }
 
-  // The work of one message; public so that tests and the benchmark can drive it without a
-  // broker. Returns only once the message is committed or dead-lettered.
+  // The callback's work: journal the message (own output topics are only counted); when it
+  // returns, the message may be acknowledged. Returns its journal index (0: ignored).
+  uint64_t Accept(const std::string& topic, std::string_view payload);
+  // Blocks until the applier has committed (or dead-lettered) journal entry `index`.
+  void WaitApplied(uint64_t index);
+  // Accept + WaitApplied, for tests and the benchmark (after StartIntake()).
   void HandleMessage(const std::string& topic, std::string_view payload);
+
+  // Where the journal of the store at `store_path` lives: "<store_path>.intake".
+  static std::string JournalDir(const std::string& store_path) { return IntakeJournalDir(store_path); }
+
+  // Test hooks (edged reads them from FRESHSYNC_*_FOR_TEST, see edged_main.cc). Before Start.
+  // Journal appends fail (as on a full disk) when `fault` says so.
+  void SetJournalFaultForTest(std::function<Status()> fault) { journal_fault_ = std::move(fault); }
+  // The applier takes at most max_batch entries per transaction and sleeps delay_ms before
+  // each: lets a test make it lag far behind the journal.
+  void SetApplierPaceForTest(size_t max_batch, int delay_ms) {
+    max_batch_ = max_batch;
+    apply_delay_ms_ = delay_ms;
+  }
 
  private:
   friend class SubscribeListener;
+  // What a batch does once committed: counters and notifications (never before the commit).
+  struct AfterCommit;
   // Connects the main or the telemetry client, retrying with backoff, until connected, stopping,
   // or (telemetry) paused.
   void ConnectLoop(bool telemetry, bool publisher = false);
   void OnConnected();
   void OnTelemetryConnected();
   void OnSubscribed(bool telemetry);
-  void Refuse(const std::string& topic, std::string_view payload, const Status& why, int64_t received_ms);
-  // Retries `op` until it does not fail with kIOError (see the header comment).
-  template <typename Op>
-  auto RetryStore(Op op) -> decltype(op());
-  // Publishes what the store released after commits (EdgeStore::TakePublications).
-  void PublishCommitted();
-  void PublishDeadLetter(const std::string& topic, const std::string& reason, const std::string& code, int64_t received_ms);
+  void ApplierLoop();
+  // Applies entries[0..n) in as few transactions as possible; false if it gave up because the
+  // store kept failing during shutdown.
+  bool ApplyEntries(const std::vector<JournalEntry>& entries);
+  // One transaction over entries[begin, end). Ok: committed. Otherwise the status, with
+  // *failed_at the entry that failed on its own (a rule refusal, not the environment).
+  Status TryBatch(const std::vector<JournalEntry>& entries, size_t begin, size_t end, bool isolate, size_t* failed_at,
+                  AfterCommit* after);
+  Status DeadLetterInBatch(const JournalEntry& e, const Status& why, AfterCommit* after);
+  void Finish(AfterCommit& after, uint64_t last_index);
+  // Waits with backoff before retrying a failed append/batch; true if a shutdown interrupted.
+  bool Backoff(int* backoff_ms);
 
   EdgeConfig config_;
   EdgeStore& store_;
@@ -125,11 +189,21 @@ class Ingest {
   std::condition_variable cv_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> subscribed_{false};
+  std::atomic<bool> stop_applier_{false};
   std::atomic<bool> telemetry_subscribed_{false};
   std::atomic<bool> telemetry_paused_{false};
   std::atomic<bool> subscribed_logged_{false};
   std::atomic<bool> legacy_dropped_{false};  // the pre-split {root}/# subscription, once per process
   IngestCounters counters_;
+  std::unique_ptr<IntakeJournal> journal_;
+  std::mutex append_mu_;  // one appender at a time, whichever client's callback it is
+  std::thread applier_;
+  std::atomic<bool> applier_gave_up_{false};
+  std::mutex applied_mu_;
+  std::condition_variable applied_cv_;
+  std::function<Status()> journal_fault_;
+  size_t max_batch_ = kMaxBatch;
+  int apply_delay_ms_ = 0;
   std::unique_ptr<class SubscribeListener> sub_listener_;
   std::unique_ptr<class SubscribeListener> telemetry_sub_listener_;
 };

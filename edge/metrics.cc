@@ -212,6 +212,14 @@ std::string MetricsServer::Render() {
   o << "freshsync_ingest_ignored_total " << Load(c.ignored) << '\n';
   Head(o, "freshsync_ingest_store_retries_total", "counter", "Commits retried after a disk or lock error.");
   o << "freshsync_ingest_store_retries_total " << Load(c.store_retries) << '\n';
+  Head(o, "freshsync_ingest_journal_lag", "gauge", "Intake journal entries acknowledged to the broker but not yet committed to the store.");
+  o << "freshsync_ingest_journal_lag " << std::max<int64_t>(0, Load(c.journal_last_index) - Load(c.journal_applied_index)) << '\n';
+  Head(o, "freshsync_ingest_batches_total", "counter", "Store transactions committed by the journal applier.");
+  o << "freshsync_ingest_batches_total " << Load(c.batches) << '\n';
+  Head(o, "freshsync_ingest_journal_retries_total", "counter", "Journal appends retried after a disk error (message held unacknowledged).");
+  o << "freshsync_ingest_journal_retries_total " << Load(c.journal_retries) << '\n';
+  Head(o, "freshsync_ingest_backpressure_waits_total", "counter", "Callbacks that waited for the applier to catch up.");
+  o << "freshsync_ingest_backpressure_waits_total " << Load(c.backpressure_waits) << '\n';
   Head(o, "freshsync_ingest_connected", "gauge", "1 while ingest is subscribed to the site broker.");
   o << "freshsync_ingest_connected " << (src_.ingest_connected && src_.ingest_connected() ? 1 : 0) << '\n';
 

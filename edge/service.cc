@@ -55,7 +55,10 @@ bool ServiceMonitor::Healthy(std::string* why) {
     *why = "store does not answer";
     return false;
   }
-  const int64_t since = ingest_->busy_since_ms.load(std::memory_order_relaxed);
+  // The older of the applier's batch and the callback's held message (journal failing).
+  int64_t since = ingest_->busy_since_ms.load(std::memory_order_relaxed);
+  const int64_t intake = ingest_->intake_busy_since_ms.load(std::memory_order_relaxed);
+  if (intake != 0 && (since == 0 || intake < since)) since = intake;
   if (since != 0 && SteadyMs() - since > stuck_ms_) {
     *why = "ingest stuck on one message for " + std::to_string((SteadyMs() - since) / 1000) + " s";
     return false;

@@ -5,10 +5,10 @@
 // Healthy means both:
 //   - the store answers: a read on the monitor's own read-only connection succeeds (a
 //     corrupt or vanished file, or a lock held past busy_timeout, fails it);
-//   - ingest is not wedged: no message has been inside the MQTT callback for longer than
-//     `stuck_ms` (IngestCounters::busy_since_ms). A callback retrying a failing disk holds
-//     its message unacknowledged (ingest.h); after stuck_ms the watchdog lets systemd restart
-//     us, and the broker redelivers the message.
+//   - ingest is not wedged: no batch has been in the journal applier, and no message held in
+//     the MQTT callback by a failing journal, for longer than `stuck_ms`
+//     (IngestCounters::busy_since_ms, intake_busy_since_ms). After stuck_ms the watchdog lets
+//     systemd restart us: the journal and the broker still hold everything not yet applied.
 // Idle ingest (no traffic) is healthy: the Paho thread is only visible through its callbacks.
 //
 // Thread-safety: one thread (edged's notifier thread) uses a monitor.

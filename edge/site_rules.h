@@ -20,7 +20,7 @@
 // vehicle and fence (dropped for a fence no longer in the file) and per sensor. A bad file
 // leaves the running rules untouched.
 //
-// Thread-safety: none for the rest; the store's thread (edged's MQTT callback) owns it.
+// Thread-safety: none for the rest; the store's thread (edged's ingest applier) owns it.
 #pragma once
 
 #include <atomic>

@@ -223,6 +223,10 @@ Status EdgeStore::Prepare() {
       "INSERT INTO vehicle_positions(vehicle, seq, ts_ms, lat, lon, speed_kmh, heading, hdop, outbox_seq) "
       "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
   climate_put_ = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery, outbox_seq) VALUES (?1,?2,?3,?4,?5,?6,?7)");
+  // The intake journal's applied position (edge/intake_journal.h), written in each batch.
+  intake_put_ = make(
+      "INSERT INTO edge_meta(name, value) VALUES ('intake_applied', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value");
+  intake_get_ = make("SELECT value FROM edge_meta WHERE name = 'intake_applied'");
   dead_letter_ = make(
       "INSERT INTO dead_letters(received_ms, topic, reason, payload, payload_bytes, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
   for (auto& s : stmts_)
@@ -232,6 +236,7 @@ Status EdgeStore::Prepare() {
 }
 
 Status EdgeStore::Begin() {
+  next_seq_cached_ = 0;  // other connections (the quota) may have appended since
   const int rc = begin_->Step();
   begin_->Reset();
   return rc == SQLITE_DONE ? Status::Ok() : Error("begin");
@@ -242,12 +247,14 @@ Status EdgeStore::Commit() {
     Status f = commit_fault_();
     if (!f.ok()) return f;
   }
+  next_seq_cached_ = 0;
   const int rc = commit_->Step();
   commit_->Reset();
   return rc == SQLITE_DONE ? Status::Ok() : Error("commit");
 }
 
 void EdgeStore::Rollback() {
+  next_seq_cached_ = 0;
   if (sqlite3_get_autocommit(db_)) return;  // SQLite already rolled back (e.g. on SQLITE_FULL)
   rollback_->Step();
   rollback_->Reset();
@@ -275,13 +282,20 @@ Result<int64_t> EdgeStore::NextVersion(int entity, const std::string& key) {
 Result<int64_t> EdgeStore::AppendOutbox(int entity, const std::string& key, int64_t version, int priority, int64_t ts_ms,
                                         void* record_ptr, int64_t now_ms) {
   auto* record = static_cast<v1::ChangeRecord*>(record_ptr);
-  int rc = next_seq_->Step();
-  if (rc != SQLITE_ROW) {
+  int rc = SQLITE_OK;
+  // Read once per transaction, then counted here: BEGIN IMMEDIATE holds the write lock, so
+  // nobody else appends to the outbox or moves seq_floor until COMMIT or ROLLBACK (after
+  // which Begin() forgets it). Saves a statement per message in a batch.
+  if (next_seq_cached_ == 0) {
+    rc = next_seq_->Step();
+    if (rc != SQLITE_ROW) {
+      next_seq_->Reset();
+      return Error("next seq");
+    }
+    next_seq_cached_ = next_seq_->Int(0);
     next_seq_->Reset();
-    return Error("next seq");
   }
-  const int64_t seq = next_seq_->Int(0);
-  next_seq_->Reset();
+  const int64_t seq = next_seq_cached_++;
   const uint64_t hlc = hlc_.Now();
   record->set_seq(static_cast<uint64_t>(seq));
   record->set_entity(static_cast<v1::Entity>(entity));
@@ -314,11 +328,27 @@ Result<int64_t> EdgeStore::AppendOutbox(int entity, const std::string& key, int6
 }
 
 Result<EdgeStore::Outcome> EdgeStore::Apply(const Message& message, int64_t received_ms) {
-  Status s = Begin();
+  Status s = BeginBatch();
   if (!s.ok()) return s;
+  Result<Outcome> r = ApplyInBatch(message, received_ms);
+  if (!r.ok() || *r == Outcome::kDuplicate) {  // a duplicate wrote nothing
+    RollbackBatch();
+    return r;
+  }
+  s = CommitBatch();
+  if (!s.ok()) return s;
+  return r;
+}
+
+Status EdgeStore::BeginBatch() {
+  Status s = Begin();
   pending_pubs_.clear();
-  bool hooked = false;  // the hook saw this message: tell it how the transaction ended
-  Result<Outcome> r = std::visit(
+  batch_hooked_ = false;
+  return s;
+}
+
+Result<EdgeStore::Outcome> EdgeStore::ApplyInBatch(const Message& message, int64_t received_ms) {
+  return std::visit(
       [&](const auto& m) -> Result<Outcome> {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, StockMovement>) return ApplyMovement(m, received_ms);
@@ -326,36 +356,33 @@ Result<EdgeStore::Outcome> EdgeStore::Apply(const Message& message, int64_t rece
         else if constexpr (std::is_same_v<T, GpsFix>) {
           auto a = ApplyGps(m, received_ms);
           if (!a.ok() || *a != Outcome::kApplied || !hook_) return a;
-          hooked = true;
+          batch_hooked_ = true;
           Status hs = hook_->OnGps(*this, m, received_ms);
           if (!hs.ok()) return hs;
           return a;
         } else {
           auto a = ApplyClimate(m, received_ms);
           if (!a.ok() || *a != Outcome::kApplied || !hook_) return a;
-          hooked = true;
+          batch_hooked_ = true;
           Status hs = hook_->OnClimate(*this, m, received_ms);
           if (!hs.ok()) return hs;
           return a;
         }
       },
       message);
-  auto rolled_back = [&] {
-    Rollback();
-    pending_pubs_.clear();
-    if (hooked) hook_->OnRolledBack();
-  };
-  if (!r.ok()) {
-    rolled_back();
-    return r;
-  }
-  if (*r == Outcome::kDuplicate) {
-    rolled_back();  // nothing was written
-    return r;
-  }
-  s = Commit();
+}
+
+void EdgeStore::RollbackBatch() {
+  Rollback();
+  pending_pubs_.clear();
+  if (batch_hooked_) hook_->OnRolledBack();
+  batch_hooked_ = false;
+}
+
+Status EdgeStore::CommitBatch() {
+  Status s = Commit();
   if (!s.ok()) {
-    rolled_back();
+    RollbackBatch();
     return s;
   }
   // Committed: only now may the events leave the process (commit, then ack, then publish).
@@ -365,8 +392,23 @@ Result<EdgeStore::Outcome> EdgeStore::Apply(const Message& message, int64_t rece
   // notifications, the events themselves are in the outbox.
   if (ready_pubs_.size() > kMaxReadyPublications)
     ready_pubs_.erase(ready_pubs_.begin(), ready_pubs_.end() - static_cast<std::ptrdiff_t>(kMaxReadyPublications));
-  if (hooked) hook_->OnCommitted();
-  return r;
+  if (batch_hooked_) hook_->OnCommitted();
+  batch_hooked_ = false;
+  return Status::Ok();
+}
+
+Status EdgeStore::SetIntakePosition(int64_t index) {
+  const int rc = intake_put_->Bind(1, index).Step();
+  intake_put_->Reset();
+  return rc == SQLITE_DONE ? Status::Ok() : Error("intake position");
+}
+
+Result<int64_t> EdgeStore::IntakePosition() {
+  const int rc = intake_get_->Step();
+  const int64_t v = rc == SQLITE_ROW ? intake_get_->Int(0) : 0;
+  intake_get_->Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("intake position");
+  return v;
 }
 
 Result<int64_t> EdgeStore::AppendChange(int entity, const std::string& key, int priority, int64_t ts_ms, v1::ChangeRecord& record,

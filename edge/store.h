@@ -1,5 +1,6 @@
-// EdgeStore: the site's SQLite store. Every accepted message becomes ONE transaction holding
-// its dedupe key, its domain rows and its outbox change record(s). Schema: docs/formats.md.
+// EdgeStore: the site's SQLite store. Every accepted message is applied inside one transaction
+// (its own, Apply(), or a batch's, ApplyInBatch()) holding its dedupe key, its domain rows and
+// its outbox change record(s). Schema: docs/formats.md.
 //
 // Ordering invariant (where durability meets acknowledgement): Apply() returns only after
 // COMMIT has returned, so a caller that acknowledges after Apply() never acknowledges a
@@ -15,7 +16,7 @@
 //   kIOError         the disk failed (full, I/O error, locked past busy_timeout): nothing
 //                    was written; the caller must NOT acknowledge the message
 //   kInternal        a bug or a corrupt database
-// Thread-safety: an EdgeStore is used from one thread at a time (the MQTT callback thread).
+// Thread-safety: an EdgeStore is used from one thread at a time (ingest's journal applier).
 // Other processes (edgectl, sqlite3) may read concurrently: WAL lets them.
 #pragma once
 
@@ -110,6 +111,25 @@ class EdgeStore {
   Result<Outcome> Apply(const Message& message, int64_t received_ms);
   Status AddDeadLetter(const DeadLetter& dl);
 
+  // ---- Batches: many messages in one transaction (edge/ingest.cc's journal applier) ----
+  // BeginBatch(), then ApplyInBatch()/AddDeadLetter()/SetIntakePosition() any number of
+  // times, then CommitBatch() or RollbackBatch(). Apply() is exactly BeginBatch + ApplyInBatch
+  // + CommitBatch (or RollbackBatch when not applied).
+  // ApplyInBatch returns what Apply would, but a non-ok result leaves that message's partial
+  // writes in the open transaction: the caller must RollbackBatch() (and may re-apply the
+  // messages before it, which is deterministic, then handle this one on its own).
+  // CommitBatch: kIOError (or another error) means the whole batch was rolled back. The
+  // ApplyHook hears one OnCommitted/OnRolledBack per batch that reached it; publications
+  // are released (TakePublications) only by a successful CommitBatch.
+  Status BeginBatch();
+  Result<Outcome> ApplyInBatch(const Message& message, int64_t received_ms);
+  Status CommitBatch();
+  void RollbackBatch();
+  // The intake journal index applied so far (edge_meta 'intake_applied'); 0 if never set.
+  // Set inside a batch, so it commits with the messages it covers.
+  Status SetIntakePosition(int64_t index);
+  Result<int64_t> IntakePosition();
+
   // Rules run inside Apply()'s transaction; not owned, must outlive the store's use. nullptr: none.
   void SetApplyHook(ApplyHook* hook) { hook_ = hook; }
   // For ApplyHook, inside Apply()'s transaction only: appends a change record for (entity, key)
@@ -164,13 +184,16 @@ class EdgeStore {
   std::vector<std::unique_ptr<Stmt>> stmts_;
   // Prepared once, owned by stmts_.
   Stmt *begin_ = nullptr, *commit_ = nullptr, *rollback_ = nullptr, *claim_ = nullptr, *version_ = nullptr,
-       *next_seq_ = nullptr, *outbox_ = nullptr, *hlc_save_ = nullptr, *movement_put_ = nullptr, *order_get_ = nullptr, *order_put_ = nullptr, *order_update_ = nullptr,
-       *gps_put_ = nullptr, *climate_put_ = nullptr, *dead_letter_ = nullptr;
+       *next_seq_ = nullptr, *outbox_ = nullptr, *hlc_save_ = nullptr, *movement_put_ = nullptr, *order_get_ = nullptr,
+       *order_put_ = nullptr, *order_update_ = nullptr, *gps_put_ = nullptr, *climate_put_ = nullptr,
+       *dead_letter_ = nullptr, *intake_put_ = nullptr, *intake_get_ = nullptr;
   std::unique_ptr<StockLedger> ledger_;  // on db_, prepared with the statements
+  int64_t next_seq_cached_ = 0;  // next outbox seq within the open transaction; 0: read it
   int64_t customers_dropped_ = 0;
   int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
   std::function<Status()> commit_fault_;
   ApplyHook* hook_ = nullptr;
+  bool batch_hooked_ = false;  // a message of the open batch reached hook_
   std::vector<Publication> pending_pubs_;  // of the open transaction
   std::vector<Publication> ready_pubs_;    // committed, not yet taken
 };

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "edge/ingest.h"
+#include "edge/intake_journal.h"
 #include "tests/ingest/workload.h"
 
 namespace freshsync::testing {
@@ -170,29 +172,65 @@ TEST(IngestBasicTest, BadConfigIsRefusedNamingTheKey) {
 // The store fails (as on a full disk) from the 21st commit on. edged must hold that message
 // unacknowledged: after kill -9 and a restart with a healthy disk, all 40 messages are there.
 TEST(IngestBasicTest, FailingDiskNeverAcknowledges) {
+  // The disk fails for both the intake journal (from the 21st append) and the store (from the
+  // 21st commit): message 21 is held unacknowledged, and 21..40 stay with the broker.
   Site site;
-  ASSERT_TRUE(site.StartEdged({{"FRESHSYNC_FAIL_COMMITS_FOR_TEST", "20:-1"}}));
+  ASSERT_TRUE(site.StartEdged({{"FRESHSYNC_FAIL_COMMITS_FOR_TEST", "20:-1"}, {"FRESHSYNC_FAIL_JOURNAL_FOR_TEST", "20:-1"}}));
   auto pub = site.NewPublisher("disk-pub");
   for (uint64_t i = 1; i <= 40; ++i) pub->Publish(Sentinel("disk", i));
   pub->Flush();
   ASSERT_TRUE(WaitFor([&] { return site.log().find("holding the message unacknowledged") != std::string::npos; }, std::chrono::seconds(20)));
-  EXPECT_EQ(site.Int("SELECT COUNT(*) FROM climate_readings"), 20);
+  ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM climate_readings", 20, std::chrono::seconds(20)));
   site.KillEdged();
+  // Only 20 were ever journaled: the other 20 can only come back from the broker, which
+  // therefore never got their acknowledgement.
+  auto journaled = edge::ReadJournalLastIndex(edge::Ingest::JournalDir(site.db_path()));
+  ASSERT_TRUE(journaled.ok());
+  EXPECT_EQ(*journaled, 20u);
   ASSERT_TRUE(site.StartEdged());
   ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM climate_readings", 40, std::chrono::seconds(30)));
   EXPECT_EQ(site.Int("SELECT COUNT(*) FROM dead_letters"), 0);
   ExpectDenseOutbox(site);
 }
 
-// A transient failure: the same message is retried in place and then acknowledged normally.
+// The journal works, the store fails: messages are acknowledged once journaled, held there
+// while the store fails, and survive a kill -9 into the next run.
+TEST(IngestBasicTest, JournaledMessagesSurviveAFailingStoreAndAKill) {
+  Site site;
+  ASSERT_TRUE(site.StartEdged({{"FRESHSYNC_FAIL_COMMITS_FOR_TEST", "0:-1"}}));
+  auto pub = site.NewPublisher("store-fail-pub");
+  for (uint64_t i = 1; i <= 40; ++i) pub->Publish(Sentinel("sf", i));
+  pub->Flush();
+  ASSERT_TRUE(WaitFor([&] { return site.log().find("store failed") != std::string::npos; }, std::chrono::seconds(20))) << site.log();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto j = edge::ReadJournalLastIndex(edge::Ingest::JournalDir(site.db_path()));
+        return j.ok() && *j == 40;
+      },
+      std::chrono::seconds(20)));
+  EXPECT_EQ(site.Int("SELECT COUNT(*) FROM climate_readings"), 0);
+  site.KillEdged();
+  ASSERT_TRUE(site.StartEdged());
+  ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM climate_readings", 40, std::chrono::seconds(30)));
+  ExpectDenseOutbox(site);
+  EXPECT_EQ(site.StopEdged(), 0);
+}
+
+// A transient failure: the batch is retried in place and then committed normally.
 TEST(IngestBasicTest, TransientStoreFailureIsRetriedInPlace) {
   Site site;
   ASSERT_TRUE(site.StartEdged({{"FRESHSYNC_FAIL_COMMITS_FOR_TEST", "5:3"}}));
   auto pub = site.NewPublisher("transient-pub");
-  for (uint64_t i = 1; i <= 20; ++i) pub->Publish(Sentinel("t", i));
-  pub->Flush();
+  for (uint64_t i = 1; i <= 20; ++i) {
+    pub->Publish(Sentinel("t", i));
+    pub->Flush();
+    // One by one, so that there are more than 5 commits.
+    if (i <= 10) {
+      ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM climate_readings", static_cast<int64_t>(i), std::chrono::seconds(20)));
+    }
+  }
   ASSERT_TRUE(site.WaitInt("SELECT COUNT(*) FROM climate_readings", 20, std::chrono::seconds(30)));
-  EXPECT_NE(site.log().find("holding the message unacknowledged"), std::string::npos);
+  EXPECT_NE(site.log().find("store failed"), std::string::npos);
   ExpectDenseOutbox(site);
   EXPECT_EQ(site.StopEdged(), 0);
 }

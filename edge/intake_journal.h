@@ -1,0 +1,144 @@
+// IntakeJournal: the append-only file where ingest puts each MQTT message before the broker
+// gets its acknowledgement. The batch applier (edge/ingest.cc) later applies the entries to
+// the EdgeStore in large transactions and records, in the same transaction, the index of the
+// last entry applied; on start the journal hands back exactly the entries after that index.
+//
+// Ordering invariant (docs/architecture.md, "Intake journal"):
+//   Append() returns  =>  the entry survives a process crash (kill -9): write() has returned,
+//                         and with sync_each_append (durability = strict) fdatasync too, so it
+//                         survives a power cut as well.
+//   Only then does the caller return from the Paho callback, which sends the PUBACK.
+//   An entry whose Append() failed or was torn by a crash was never acknowledged: Open()
+//   drops a torn tail (bad length, checksum or index) and the broker redelivers it.
+//
+// Format (little-endian), one directory of segments named intake-<first index, 20 digits>.log:
+//   segment := magic(8 bytes "FSJRNL01") entry*
+//   entry   := body_len:u32 crc:u32 index:u64 body
+//   body    := received_ms:i64 topic_len:u16 topic payload        (body_len bytes)
+//   crc     := CRC-32C of index and body
+// Indexes are dense and increasing across segments. A segment is rotated once it passes
+// segment_bytes and deleted once every entry in it is applied (Release()).
+//
+// Memory: the unapplied entries are also kept in memory for the applier (no read-back in steady
+// state); their total is bounded by the caller's backpressure (Ingest waits while Unapplied()
+// is over its limit).
+//
+// Thread-safety: Append() from one thread at a time (the Paho receive thread); Take(),
+// Release() and the observers from any thread (the applier).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace freshsync::edge {
+
+struct JournalEntry {
+  uint64_t index = 0;
+  int64_t received_ms = 0;
+  std::string topic;
+  std::string payload;
+};
+
+struct IntakeJournalOptions {
+  std::string dir;                       // created if missing (0700)
+  bool sync_each_append = false;         // durability = strict: fdatasync before Append returns
+  uint64_t segment_bytes = 8u << 20;     // rotate after this many bytes
+};
+
+class IntakeJournal {
+ public:
+  static constexpr size_t kMaxTopic = 65535;
+
+  // Opens the directory, deletes segments whose entries are all <= applied_index, drops a torn
+  // tail of the last segment (truncating the file), and queues every valid entry after
+  // applied_index for Take(). New entries get indexes above max(last valid, applied_index).
+  // kIOError when the directory or a segment cannot be read or written.
+  static Result<std::unique_ptr<IntakeJournal>> Open(IntakeJournalOptions options, uint64_t applied_index);
+  ~IntakeJournal();
+  IntakeJournal(const IntakeJournal&) = delete;
+  IntakeJournal& operator=(const IntakeJournal&) = delete;
+
+  // Appends one message; returns its index once durable (see the invariant above). kIOError:
+  // nothing was appended (a partial write is cut back off), the caller must not acknowledge.
+  // kInvalidArgument: topic longer than kMaxTopic.
+  Result<uint64_t> Append(std::string_view topic, std::string_view payload, int64_t received_ms);
+
+  // Moves up to max_entries queued (appended, not yet taken) entries into *out, oldest first.
+  // Waits up to wait_ms for the first one; returns false if none came.
+  bool Take(size_t max_entries, int wait_ms, std::vector<JournalEntry>* out);
+  // Wakes a Take() that is waiting (shutdown).
+  void Interrupt();
+  // Backpressure: waits until fewer than max_entries entries and max_bytes bytes are
+  // unapplied, or timeout_ms passed. True if there is room.
+  bool WaitForRoom(uint64_t max_entries, uint64_t max_bytes, int timeout_ms);
+  // Entries up to `index` are committed in the store: forget them and delete the segments
+  // that hold nothing else.
+  void Release(uint64_t index);
+  // Clean shutdown, with no Append() running: if every entry is released, deletes every
+  // segment (the one being appended to as well) and returns true; otherwise changes nothing.
+  // So a journal left by a clean stop is empty and replays nothing into whatever store it
+  // meets next, such as an earlier copy of the store put back by an operator (its entries
+  // belong to the store that applied them). A later Append() starts a new segment.
+  bool RemoveIfAllApplied();
+
+  uint64_t last_index() const;     // last appended (or recovered) index; 0 if none ever
+  uint64_t applied_index() const;  // last Release()d
+  // Appended and not yet released: what the applier still has to do.
+  uint64_t UnappliedEntries() const;
+  uint64_t UnappliedBytes() const;
+  // Entries dropped by Open() as a torn tail (never acknowledged).
+  uint64_t torn_entries_dropped() const { return torn_dropped_; }
+  size_t segment_count() const;
+
+  // Called before every write(); a non-ok Status fails that Append as a disk would.
+  void SetAppendFaultForTest(std::function<Status()> fault) { append_fault_ = std::move(fault); }
+
+ private:
+  struct Segment {
+    uint64_t first_index = 0;
+    std::string path;
+  };
+  explicit IntakeJournal(IntakeJournalOptions options);
+  Status Recover(uint64_t applied_index);
+  Status OpenNewSegment(uint64_t first_index);
+  void DeleteReleasedSegments();  // mu_ held
+
+  IntakeJournalOptions options_;
+  std::function<Status()> append_fault_;
+  // Appender's own state (one appending thread).
+  int fd_ = -1;
+  uint64_t segment_size_ = 0;
+  std::string buf_;  // encoding buffer, reused
+  uint64_t torn_dropped_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool interrupted_ = false;
+  std::vector<Segment> segments_;     // oldest first; the last one is being appended to
+  std::deque<JournalEntry> queued_;   // appended, not yet taken
+  std::deque<std::pair<uint64_t, uint64_t>> sizes_;  // (index, bytes) of entries not yet released
+  uint64_t unapplied_bytes_ = 0;
+  uint64_t last_index_ = 0;
+  uint64_t applied_index_ = 0;
+};
+
+// CRC-32C (Castagnoli), as used in the entry header. Exposed for tests.
+uint32_t Crc32c(const void* data, size_t n, uint32_t crc = 0);
+
+// For edgectl: the last index in the journal at `dir` (0 if empty or missing), without
+// opening it for writing.
+Result<uint64_t> ReadJournalLastIndex(const std::string& dir);
+
+// Where the intake journal of the store at `store_path` lives (edged, edgectl restore, tests).
+inline std::string IntakeJournalDir(const std::string& store_path) { return store_path + ".intake"; }
+
+}  // namespace freshsync::edge
