@@ -13,6 +13,9 @@
 // Rates are messages / wall second from connect (bare) or process start (edged) until the
 // last message is in. CPU per message comes from getrusage (bare, in process) and
 // /proc/PID/stat (edged; utime+stime over the drain, start-up included).
+// --node-script bench/node/drain.js adds what a team would otherwise write: a Node.js
+// subscriber (mqtt.js + better-sqlite3, one transaction per message, PUBACK after the commit;
+// bench/node/README.md) draining the same backlog from a third persistent session.
 // --profile FILE runs the draining edged under `perf record -g` (FILE: perf.data) instead;
 // its CPU column is then perf's and not meaningful.
 #include <sqlite3.h>
@@ -119,6 +122,8 @@ int main(int argc, char** argv) {
   std::string profile;
   app.add_option("--live", live, "messages for the live phase (0: skip)");
   app.add_option("--profile", profile, "perf.data file: profile the draining edged with perf record -g");
+  std::string node_script;
+  app.add_option("--node-script", node_script, "bench/node/drain.js: also drain with the Node.js comparison");
   CLI11_PARSE(app, argc, argv);
   const std::string bin_dir = std::getenv("FRESHSYNC_BIN_DIR") ? std::getenv("FRESHSYNC_BIN_DIR") : SelfDir();
 
@@ -145,6 +150,19 @@ int main(int argc, char** argv) {
   bare.connect(PersistentOpts())->wait();
   bare.subscribe("fs/#", 1)->wait();
   bare.disconnect()->wait();
+  const std::string node_db = dir.File("node.db"), node_log = dir.File("node.log");
+  auto node_drain = [&](size_t count) {
+    return ChildProcess({"node", node_script, "--url=mqtt://127.0.0.1:" + std::to_string(broker.port()), "--client-id=bench-node",
+                         "--db=" + node_db, "--count=" + std::to_string(count)},
+                        node_log);
+  };
+  if (!node_script.empty()) {  // its session: subscribe once, then off
+    ChildProcess node = node_drain(0);
+    if (!node.Start() || node.Wait(std::chrono::seconds(30)) != 0) {
+      std::cerr << "node " << node_script << " failed; see " << node_log << "\n";
+      return 1;
+    }
+  }
 
   // Publishes messages [first, first + count) at full speed, 500 in flight; `on_ack` after each
   // PUBACK window step (for sampling).
@@ -183,6 +201,26 @@ int main(int argc, char** argv) {
   const double bare_s = std::chrono::duration<double>(Clock::now() - t0).count();
   const double bare_cpu = CpuSecondsSelf() - cpu0;
   bare.disconnect()->wait();
+
+  // Node.js drain (its wall time from process start, as edged's; its CPU from the reaped child).
+  double node_s = 0, node_cpu = 0;
+  if (!node_script.empty()) {
+    rusage before{}, after{};
+    getrusage(RUSAGE_CHILDREN, &before);
+    ChildProcess node = node_drain(n);
+    const auto n0 = Clock::now();
+    node.Start();
+    if (node.Wait(std::chrono::minutes(30)) != 0) {
+      std::cerr << "node drain failed; see " << node_log << "\n";
+      return 1;
+    }
+    node_s = std::chrono::duration<double>(Clock::now() - n0).count();
+    getrusage(RUSAGE_CHILDREN, &after);
+    auto secs = [](const rusage& r) {
+      return r.ru_utime.tv_sec + r.ru_stime.tv_sec + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
+    };
+    node_cpu = secs(after) - secs(before);
+  }
 
   // edged drain.
   std::vector<std::string> edged_argv = {bin_dir + "/edged", "--config", config};
@@ -225,7 +263,10 @@ int main(int argc, char** argv) {
   std::printf("| path | messages | seconds | messages/s | CPU us/message |\n| --- | --- | --- | --- | --- |\n");
   std::printf("| bare Paho subscriber | %zu | %.2f | %.0f | %.1f |\n", n, bare_s, bare_rate, bare_cpu * 1e6 / n);
   std::printf("| edged (durability=%s) | %zu | %.2f | %.0f | %.1f |\n", durability.c_str(), n, edged_s, edged_rate, edged_cpu * 1e6 / n);
+  if (node_s > 0)
+    std::printf("| Node.js: mqtt.js + better-sqlite3 | %zu | %.2f | %.0f | %.1f |\n", n, node_s, n / node_s, node_cpu * 1e6 / n);
   std::printf("\nratio edged/bare: %.2f\n", edged_rate / bare_rate);
+  if (node_s > 0) std::printf("ratio edged/Node.js: %.2f\n", edged_rate / (n / node_s));
   if (live > 0) {
     std::printf("\n| live, one publisher at full speed | value |\n| --- | --- |\n");
     std::printf("| messages | %zu |\n| publisher rate (PUBACKed by the broker) | %.0f msg/s |\n", live, live / live_pub_s);
@@ -238,6 +279,9 @@ int main(int argc, char** argv) {
               bare_cpu * 1e6 / n);
   std::printf("RESULT|edged drain (durability=%s), ratio to bare|%.0f msg/s, %.2f, %.1f us CPU/msg|ratio >= 0.7\n",
               durability.c_str(), edged_rate, edged_rate / bare_rate, edged_cpu * 1e6 / n);
+  if (node_s > 0)
+    std::printf("RESULT|Node.js subscriber (mqtt.js + better-sqlite3) drain; edged's rate over it|%.0f msg/s, %.1f us CPU/msg; edged %.2fx|edged faster\n",
+                n / node_s, node_cpu * 1e6 / n, edged_rate / (n / node_s));
   if (live > 0)
     std::printf("RESULT|live: one publisher at full speed, edged behind (max) / catch-up after last PUBACK|%.0f msg/s, %lld msgs / "
                 "%.3f s|keeps up (no growth)\n",

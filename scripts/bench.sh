@@ -40,9 +40,14 @@ export FRESHSYNC_BIN_DIR=$BIN
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
+# The Node.js comparison (bench/node/README.md) runs when its modules are installed there.
+NODE_ARGS=""
+if command -v node >/dev/null && [[ -d $ROOT/bench/node/node_modules/better-sqlite3/build ]]; then
+  NODE_ARGS="--node-script $ROOT/bench/node/drain.js"
+fi
 if ((QUICK)); then
   RUNS=(
-    "ingest_drain|$BIN/ingest_drain --messages 10000"
+    "ingest_drain|$BIN/ingest_drain --messages 10000 $NODE_ARGS"
     "sync_drain|$BIN/sync_drain --records 100000"
     "sync_latency|$BIN/sync_latency --seconds 3"
     "hub_apply_bench|$BIN/hub_apply_bench --records 100000 --batch 5000"
@@ -51,7 +56,7 @@ if ((QUICK)); then
   )
 else
   RUNS=(
-    "ingest_drain|$BIN/ingest_drain --messages 100000"
+    "ingest_drain|$BIN/ingest_drain --messages 100000 $NODE_ARGS"
     "sync_drain|$BIN/sync_drain --records 1000000"
     "sync_latency|$BIN/sync_latency"
     "hub_apply_bench|$BIN/hub_apply_bench --records 500000 --batch 5000"
