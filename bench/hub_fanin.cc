@@ -29,6 +29,7 @@
 
 #include <httplib.h>
 
+#include "bench/bench_util.h"
 #include "cloud-sync/batch_codec.h"
 #include "common/clock.h"
 #include "freshsync.pb.h"
@@ -41,30 +42,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double Secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+using freshsync::bench::Secs;
 
-// CPU seconds (user + system): wall-clock rates on a shared 2-core VM move with other work,
-// CPU time per record much less, so both are printed.
-double SelfCpuSeconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-double CpuSecondsOf(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close = all.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(all.substr(close + 2));
-  std::string field;
-  long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stol(field);
-    if (i == 15) stime = std::stol(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
+using freshsync::bench::CpuSecondsOf;
+using freshsync::bench::SelfCpuSeconds;
 
 constexpr int kTrucks = 20;
 constexpr int kSkus = 200;

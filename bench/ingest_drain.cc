@@ -37,6 +37,7 @@
 #include <mqtt/async_client.h>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_util.h"
 #include "tests/support/harness.h"
 
 using namespace freshsync::testing;
@@ -44,25 +45,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double CpuSecondsSelf() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-double CpuSecondsOf(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close = all.rfind(')');
-  std::istringstream rest(all.substr(close + 2));
-  std::string field;
-  long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stol(field);
-    if (i == 15) stime = std::stol(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
+using freshsync::bench::CpuSecondsOf;
+using freshsync::bench::SelfCpuSeconds;
 
 int64_t CountRows(const std::string& db_path) {
   sqlite3* db = nullptr;
@@ -194,12 +178,12 @@ int main(int argc, char** argv) {
 
   // Bare subscriber drain.
   received = 0;
-  double cpu0 = CpuSecondsSelf();
+  double cpu0 = SelfCpuSeconds();
   auto t0 = Clock::now();
   bare.connect(PersistentOpts())->wait();
   while (received < n) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   const double bare_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  const double bare_cpu = CpuSecondsSelf() - cpu0;
+  const double bare_cpu = SelfCpuSeconds() - cpu0;
   bare.disconnect()->wait();
 
   // Node.js drain (its wall time from process start, as edged's; its CPU from the reaped child).

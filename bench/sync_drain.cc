@@ -24,6 +24,7 @@
 #include <string>
 #include <thread>
 
+#include "bench/bench_util.h"
 #include "cloud-sync/batch_codec.h"
 #include "cloud-sync/outbox_schema.h"
 #include "cloud-sync/sync_agent.h"
@@ -38,15 +39,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double Secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+using freshsync::bench::Secs;
 
-void Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::fprintf(stderr, "sqlite: %s: %s\n", sql, err ? err : "?");
-    std::exit(1);
-  }
-}
+using freshsync::bench::Exec;
 
 // GPS change records as edged writes them for fs/vehicles/{vehicle}/gps at 1 Hz per truck.
 void Generate(const std::string& path, uint64_t n, int64_t created_ms) {
