@@ -109,8 +109,8 @@ gen=$OUT/generated.md
   echo
   for run in "${RUNS[@]}"; do
     name=${run%%|*}
-    cmd=${run#*|}
-    echo "<details><summary><code>${cmd//$BIN\//}</code> ($(cat "$OUT/$name.secs") s)</summary>"
+    cmd=${run#*|}; cmd=${cmd//$BIN\//}  # shown relative: no machine's paths in the doc
+    echo "<details><summary><code>${cmd//$ROOT\//}</code> ($(cat "$OUT/$name.secs") s)</summary>"
     echo
     echo '```'
     sed "s|$BIN/||g; s|$ROOT/||g" "$OUT/$name.txt" | grep -v '^RESULT|'
