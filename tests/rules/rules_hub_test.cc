@@ -3,7 +3,6 @@
 // GET /v1/sites/{site}/geofence and GET /v1/sites/{site}/alerts (open alerts only); and orders
 // that reserve stock or are refused for want of it, in /orders and /stock.
 #include <httplib.h>
-#include <openssl/sha.h>
 #include <signal.h>
 
 #include <filesystem>
@@ -14,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "hub/digest.h"
 #include "tests/ingest/site.h"
 #include "tests/support/harness.h"
 
@@ -23,15 +23,6 @@ namespace {
 using nlohmann::json;
 constexpr const char* kToken = "hq-reader-token-for-rules-tests";
 constexpr const char* kSiteId = "test-site";  // tests/ingest/site.cc names its site so
-
-std::string Sha256Hex(const std::string& s) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : d) out += std::string{hex[c >> 4], hex[c & 15]};
-  return out;
-}
 
 TEST(RulesHubTest, GeofenceEventsAndAlertsReachHqViews) {
   signal(SIGPIPE, SIG_IGN);
@@ -44,7 +35,7 @@ TEST(RulesHubTest, GeofenceEventsAndAlertsReachHqViews) {
   WriteFile(dir.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(port) + "\"\n[tls]\nca = \"" + pki.ca_cert() +
                                        "\"\ncert = \"" + pki.server().cert + "\"\nkey = \"" + pki.server().key + "\"\n[store]\npath = \"" +
                                        dir.File("hub.db") + "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\nsha256 = \"" +
-                                       Sha256Hex(kToken) + "\"\n");
+                                       digest::Sha256Hex(kToken) + "\"\n");
   ChildProcess hubd({BinDir() + "/hubd", "--config", dir.File("hubd.toml")}, dir.File("hubd.log"));
   ASSERT_TRUE(hubd.Start());
   auto hq = [&] {

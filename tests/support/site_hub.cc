@@ -1,27 +1,15 @@
 #include "tests/support/site_hub.h"
 
 #include <httplib.h>
-#include <openssl/sha.h>
 #include <signal.h>
 
 #include <filesystem>
 
 #include <gtest/gtest.h>
 
+#include "hub/digest.h"
+
 namespace freshsync::testing {
-
-namespace {
-
-std::string Sha256Hex(const std::string& s) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : d) out += std::string{hex[c >> 4], hex[c & 15]};
-  return out;
-}
-
-}  // namespace
 
 SiteHub::SiteHub(SiteHubOptions options) {
   signal(SIGPIPE, SIG_IGN);  // a peer (hubd) killed mid-request must not kill the test
@@ -33,7 +21,7 @@ SiteHub::SiteHub(SiteHubOptions options) {
   WriteFile(dir_.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port_) + "\"\nthreads = 4\n[tls]\nca = \"" +
                                         pki_->ca_cert() + "\"\ncert = \"" + pki_->server().cert + "\"\nkey = \"" + pki_->server().key +
                                         "\"\n[store]\npath = \"" + dir_.File("hub.db") + "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\n"
-                                        "sha256 = \"" + Sha256Hex(kToken) + "\"\n");
+                                        "sha256 = \"" + digest::Sha256Hex(kToken) + "\"\n");
   if (!StartHubd()) return;
   proxy_ = std::make_unique<FaultProxy>("127.0.0.1", hub_port_);
   if (!proxy_->Start()) return;

@@ -2,7 +2,6 @@
 // real hubd over mutual TLS with certificates made by TestPki; a FaultProxy between edged and
 // hubd for link faults; hubd's ForTest shed file for 503 + Retry-After.
 #include <httplib.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <sqlite3.h>
 
@@ -14,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "freshsync.pb.h"
+#include "hub/digest.h"
 #include "tests/ingest/site.h"
 #include "tests/support/fault_proxy.h"
 #include "tests/support/harness.h"
@@ -24,18 +24,6 @@ namespace {
 using nlohmann::json;
 constexpr const char* kToken = "hq-reader-token-for-sync-tests";
 constexpr const char* kSiteId = "test-site";  // tests/ingest/site.cc names its site so
-
-std::string Sha256Hex(const std::string& s) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : d) {
-    out.push_back(hex[c >> 4]);
-    out.push_back(hex[c & 15]);
-  }
-  return out;
-}
 
 Msg Gps(int truck, int seq) {
   const double lat = 31.2 + truck * 0.01 + seq * 1e-5;
@@ -65,7 +53,7 @@ class SyncE2E : public ::testing::Test {
                                           pki_->ca_cert() + "\"\ncert = \"" + pki_->server().cert + "\"\nkey = \"" +
                                           pki_->server().key + "\"\n[store]\npath = \"" + dir_.File("hub.db") +
                                           "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\nsha256 = \"" +
-                                          Sha256Hex(kToken) + "\"\n");
+                                          digest::Sha256Hex(kToken) + "\"\n");
     ASSERT_TRUE(StartHubd());
     proxy_ = std::make_unique<FaultProxy>("127.0.0.1", hub_port_);
     ASSERT_TRUE(proxy_->Start());
