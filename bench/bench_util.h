@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -51,6 +52,12 @@ inline void Exec(sqlite3* db, const char* sql) {
     std::fprintf(stderr, "sqlite: %s: %s\n", sql, err ? err : "?");
     std::exit(1);
   }
+}
+
+// The daemons a benchmark starts sit beside it: FRESHSYNC_BIN_DIR (tests/support/harness.h)
+// defaults to the benchmark's own directory unless the caller set it.
+inline void DefaultBinDirToOwn(const char* argv0) {
+  setenv("FRESHSYNC_BIN_DIR", std::filesystem::path(argv0).parent_path().c_str(), /*overwrite=*/0);
 }
 
 }  // namespace freshsync::bench

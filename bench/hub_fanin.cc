@@ -182,9 +182,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--sites 1..120 (hubd threads are capped at 256), --records and --batch >= 1\n");
     return 2;
   }
-  if (std::getenv("FRESHSYNC_BIN_DIR") == nullptr) {
-    setenv("FRESHSYNC_BIN_DIR", std::filesystem::path(argv[0]).parent_path().c_str(), 0);
-  }
+  freshsync::bench::DefaultBinDirToOwn(argv[0]);
   fs::testing::TempDir dir;
   const uint64_t total = per_site * static_cast<uint64_t>(sites);
 

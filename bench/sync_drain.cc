@@ -164,9 +164,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (std::getenv("FRESHSYNC_BIN_DIR") == nullptr) {
-    setenv("FRESHSYNC_BIN_DIR", std::filesystem::path(argv[0]).parent_path().c_str(), 0);
-  }
+  freshsync::bench::DefaultBinDirToOwn(argv[0]);
   fs::testing::TempDir dir;
   const std::string db_path = dir.File("edge.db");
   auto t0 = Clock::now();

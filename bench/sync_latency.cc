@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "bench/bench_util.h"
 #include "freshsync.pb.h"
 #include "tests/ingest/site.h"
 #include "tests/support/harness.h"
@@ -46,8 +47,7 @@ int main(int argc, char** argv) {
     if (a == "--rate") rate = std::stoi(argv[i + 1]);
     else if (a == "--seconds") seconds = std::stoi(argv[i + 1]);
   }
-  if (std::getenv("FRESHSYNC_BIN_DIR") == nullptr)
-    setenv("FRESHSYNC_BIN_DIR", std::filesystem::path(argv[0]).parent_path().c_str(), 0);
+  freshsync::bench::DefaultBinDirToOwn(argv[0]);
   const std::string token = "latency-bench-reader";
   TempDir dir;
   std::filesystem::create_directories(dir.File("pki"));
