@@ -63,6 +63,7 @@ Status Ingest::StartIntake() {
   IntakeJournalOptions jo;
   jo.dir = JournalDir(config_.store.path);
   jo.sync_each_append = config_.store.durability == Durability::kStrict;
+  jo.files = journal_files_;
   auto j = IntakeJournal::Open(jo, static_cast<uint64_t>(*applied));
   if (!j.ok()) return j.status();
   journal_ = std::move(*j);

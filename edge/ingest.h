@@ -142,6 +142,8 @@ class Ingest {
   // Test hooks (edged reads them from FRESHSYNC_*_FOR_TEST, see edged_main.cc). Before Start.
   // Journal appends fail (as on a full disk) when `fault` says so.
   void SetJournalFaultForTest(std::function<Status()> fault) { journal_fault_ = std::move(fault); }
+  // The journal writes through `files` (a power-cut simulation) instead of the real disk.
+  void SetJournalFilesForTest(JournalFiles* files) { journal_files_ = files; }
   // The applier takes at most max_batch entries per transaction and sleeps delay_ms before
   // each: lets a test make it lag far behind the journal.
   void SetApplierPaceForTest(size_t max_batch, int delay_ms) {
@@ -202,6 +204,7 @@ class Ingest {
   std::mutex applied_mu_;
   std::condition_variable applied_cv_;
   std::function<Status()> journal_fault_;
+  JournalFiles* journal_files_ = nullptr;
   size_t max_batch_ = kMaxBatch;
   int apply_delay_ms_ = 0;
   std::unique_ptr<class SubscribeListener> sub_listener_;

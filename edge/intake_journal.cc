@@ -144,15 +144,32 @@ size_t ParseSegment(const std::string& data, OnEntry on_entry, uint64_t* last_in
   return pos;
 }
 
-Status SyncDir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("cannot open " + dir);
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  return rc == 0 ? Status::Ok() : Errno("cannot sync " + dir);
-}
+class PosixFiles final : public JournalFiles {
+ public:
+  int Open(const std::string& path, int flags, mode_t mode) override { return ::open(path.c_str(), flags, mode); }
+  ssize_t Write(int fd, const void* data, size_t n) override { return ::write(fd, data, n); }
+  int DataSync(int fd) override { return ::fdatasync(fd); }
+  int Truncate(int fd, off_t size) override { return ::ftruncate(fd, size); }
+  int TruncatePath(const std::string& path, off_t size) override { return ::truncate(path.c_str(), size); }
+  int Close(int fd) override { return ::close(fd); }
+  int Unlink(const std::string& path) override { return ::unlink(path.c_str()); }
+  int SyncDir(const std::string& dir) override {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    const int rc = ::fsync(fd);
+    const int saved = errno;
+    ::close(fd);
+    errno = saved;
+    return rc;
+  }
+};
 
 }  // namespace
+
+JournalFiles& PosixJournalFiles() {
+  static PosixFiles files;
+  return files;
+}
 
 uint32_t Crc32c(const void* data, size_t n, uint32_t crc) {
   const auto* p = static_cast<const unsigned char*>(data);
@@ -166,10 +183,11 @@ uint32_t Crc32c(const void* data, size_t n, uint32_t crc) {
   return ~crc;
 }
 
-IntakeJournal::IntakeJournal(IntakeJournalOptions options) : options_(std::move(options)) {}
+IntakeJournal::IntakeJournal(IntakeJournalOptions options)
+    : options_(std::move(options)), files_(options_.files ? *options_.files : PosixJournalFiles()) {}
 
 IntakeJournal::~IntakeJournal() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) files_.Close(fd_);
 }
 
 Result<std::unique_ptr<IntakeJournal>> IntakeJournal::Open(IntakeJournalOptions options, uint64_t applied_index) {
@@ -213,10 +231,10 @@ Status IntakeJournal::Recover(uint64_t applied_index) {
     }
     if (entries == 0) {
       // Holds nothing that was ever acknowledged (at most a torn first entry).
-      if (::unlink(path.c_str()) != 0) return Errno("cannot delete " + path);
+      if (files_.Unlink(path) != 0) return Errno("cannot delete " + path);
       continue;
     }
-    if (is_last && valid < data->size() && ::truncate(path.c_str(), static_cast<off_t>(valid)) != 0)
+    if (is_last && valid < data->size() && files_.TruncatePath(path, static_cast<off_t>(valid)) != 0)
       return Errno("cannot truncate " + path);
     segments_.push_back({first, path});
   }
@@ -229,25 +247,25 @@ Status IntakeJournal::Recover(uint64_t applied_index) {
 
 Status IntakeJournal::OpenNewSegment(uint64_t first_index) {
   if (fd_ >= 0) {
-    ::close(fd_);
+    files_.Close(fd_);
     fd_ = -1;
   }
   const std::string path = options_.dir + "/" + SegmentName(first_index);
   // O_TRUNC: a file of this name can only be a previous attempt that holds no valid entry.
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+  const int fd = files_.Open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return Errno("cannot create " + path);
-  if (::write(fd, kMagic, sizeof(kMagic)) != static_cast<ssize_t>(sizeof(kMagic))) {
+  if (files_.Write(fd, kMagic, sizeof(kMagic)) != static_cast<ssize_t>(sizeof(kMagic))) {
     Status s = Errno("cannot write " + path);
-    ::close(fd);
-    ::unlink(path.c_str());
+    files_.Close(fd);
+    files_.Unlink(path);
     return s;
   }
   if (options_.sync_each_append) {
     // The new file's directory entry must be durable before any entry in it is acknowledged.
-    if (::fdatasync(fd) != 0 || !SyncDir(options_.dir).ok()) {
+    if (files_.DataSync(fd) != 0 || files_.SyncDir(options_.dir) != 0) {
       Status s = Errno("cannot sync " + path);
-      ::close(fd);
-      ::unlink(path.c_str());
+      files_.Close(fd);
+      files_.Unlink(path);
       return s;
     }
   }
@@ -284,7 +302,7 @@ Result<uint64_t> IntakeJournal::Append(std::string_view topic, std::string_view 
   if (failed.ok()) {
     size_t done = 0;
     while (done < buf_.size()) {
-      const ssize_t n = ::write(fd_, buf_.data() + done, buf_.size() - done);
+      const ssize_t n = files_.Write(fd_, buf_.data() + done, buf_.size() - done);
       if (n < 0) {
         if (errno == EINTR) continue;
         failed = Errno("cannot append");
@@ -292,7 +310,7 @@ Result<uint64_t> IntakeJournal::Append(std::string_view topic, std::string_view 
       }
       done += static_cast<size_t>(n);
     }
-    if (failed.ok() && options_.sync_each_append && ::fdatasync(fd_) != 0) failed = Errno("cannot sync");
+    if (failed.ok() && options_.sync_each_append && files_.DataSync(fd_) != 0) failed = Errno("cannot sync");
     if (!failed.ok()) {
       // Whatever reached the file is not acknowledged. The index is spent (a copy may survive
       // and be replayed, which dedupe absorbs), and the next append starts a fresh segment so
@@ -301,8 +319,8 @@ Result<uint64_t> IntakeJournal::Append(std::string_view topic, std::string_view 
         std::lock_guard<std::mutex> lock(mu_);  // observers read it from other threads
         last_index_ = index;
       }
-      (void)::ftruncate(fd_, static_cast<off_t>(segment_size_));
-      ::close(fd_);
+      (void)files_.Truncate(fd_, static_cast<off_t>(segment_size_));
+      files_.Close(fd_);
       fd_ = -1;
       return failed;
     }
@@ -367,11 +385,11 @@ bool IntakeJournal::RemoveIfAllApplied() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!queued_.empty() || !sizes_.empty()) return false;
   if (fd_ >= 0) {
-    ::close(fd_);
+    files_.Close(fd_);
     fd_ = -1;
   }
   while (!segments_.empty()) {
-    if (::unlink(segments_.back().path.c_str()) != 0 && errno != ENOENT) {
+    if (files_.Unlink(segments_.back().path) != 0 && errno != ENOENT) {
       // What is left holds only applied entries: replaying them into this store is harmless
       // (Open skips them by the store's position).
       spdlog::warn("intake journal: cannot delete {}: {}", segments_.back().path, std::strerror(errno));
@@ -386,7 +404,7 @@ void IntakeJournal::DeleteReleasedSegments() {
   // Segment i holds indexes [first_i, first_{i+1}); it can go once all of them are applied.
   // The last segment is the one being appended to and stays.
   while (segments_.size() > 1 && segments_[1].first_index <= applied_index_ + 1) {
-    if (::unlink(segments_.front().path.c_str()) != 0 && errno != ENOENT) {
+    if (files_.Unlink(segments_.front().path) != 0 && errno != ENOENT) {
       spdlog::warn("intake journal: cannot delete {}: {}", segments_.front().path, std::strerror(errno));
       return;  // tried again at the next release
     }

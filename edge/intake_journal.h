@@ -37,9 +37,30 @@
 #include <string_view>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "common/status.h"
 
 namespace freshsync::edge {
+
+// The journal's writing file-system calls, behind a seam (as EdgeStore has its SQLite VFS) so
+// that a test can cut the power under them and roll the files back to what a disk would hold
+// (tests/support/power_cut_files.h). Each call behaves like the POSIX call it names: -1 with
+// errno set on failure. Reads (recovery) go straight to the files: they see whatever the disk
+// holds. PosixJournalFiles() is the real disk; it is stateless and thread-safe.
+class JournalFiles {
+ public:
+  virtual ~JournalFiles() = default;
+  virtual int Open(const std::string& path, int flags, mode_t mode) = 0;  // open(2)
+  virtual ssize_t Write(int fd, const void* data, size_t n) = 0;           // write(2)
+  virtual int DataSync(int fd) = 0;                                        // fdatasync(2)
+  virtual int Truncate(int fd, off_t size) = 0;                            // ftruncate(2)
+  virtual int TruncatePath(const std::string& path, off_t size) = 0;       // truncate(2)
+  virtual int Close(int fd) = 0;                                           // close(2)
+  virtual int Unlink(const std::string& path) = 0;                         // unlink(2)
+  virtual int SyncDir(const std::string& dir) = 0;  // open(O_DIRECTORY) + fsync(2) + close
+};
+JournalFiles& PosixJournalFiles();
 
 struct JournalEntry {
   uint64_t index = 0;
@@ -52,6 +73,7 @@ struct IntakeJournalOptions {
   std::string dir;                       // created if missing (0700)
   bool sync_each_append = false;         // durability = strict: fdatasync before Append returns
   uint64_t segment_bytes = 8u << 20;     // rotate after this many bytes
+  JournalFiles* files = nullptr;         // nullptr: PosixJournalFiles(); must outlive the journal
 };
 
 class IntakeJournal {
@@ -113,6 +135,7 @@ class IntakeJournal {
   void DeleteReleasedSegments();  // mu_ held
 
   IntakeJournalOptions options_;
+  JournalFiles& files_;
   std::function<Status()> append_fault_;
   // Appender's own state (one appending thread).
   int fd_ = -1;

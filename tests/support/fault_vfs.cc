@@ -202,25 +202,34 @@ FaultVfs::~FaultVfs() {
 }
 
 int FaultVfs::Gate(Op op) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (power_countdown_ > 0 && --power_countdown_ == 0) {
-    power_off_ = true;
-    power_countdown_ = -1;
-  }
-  if (power_off_) return SQLITE_IOERR_WRITE;
-  auto it = rules_.find(op);
-  if (it != rules_.end() && it->second.count != 0) {
-    Rule& r = it->second;
-    if (r.skip > 0) {
-      --r.skip;
-    } else {
+  std::function<void()> fired;  // the cut listener, when this call is the armed cut
+  int rc = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (power_countdown_ > 0 && --power_countdown_ == 0) {
+      power_off_ = true;
+      power_countdown_ = -1;
+      fired = cut_listener_;
+    }
+    if (power_off_) {
+      rc = SQLITE_IOERR_WRITE;
+    } else if (auto it = rules_.find(op); it != rules_.end() && it->second.count != 0 && it->second.skip == 0) {
+      Rule& r = it->second;
       if (r.count > 0) --r.count;
       ++errors_injected_;
-      return r.code;
+      rc = r.code;
+    } else {
+      if (it != rules_.end() && it->second.count != 0) --it->second.skip;
+      if (op == Op::kWrite) ++writes_;
     }
   }
-  if (op == Op::kWrite) ++writes_;
-  return 0;
+  if (fired) fired();
+  return rc;
+}
+
+void FaultVfs::SetCutListener(std::function<void()> f) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cut_listener_ = std::move(f);
 }
 
 void FaultVfs::ArmPowerCut(int64_t n) {

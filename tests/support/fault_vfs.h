@@ -47,6 +47,9 @@ class FaultVfs {
   void ArmPowerCut(int64_t n);
   void PowerOffNow();
   bool power_off() const;
+  // Runs once when an armed cut fires, on the thread whose call found the power off, with no
+  // lock of the VFS held (that call still fails as usual if the listener returns).
+  void SetCutListener(std::function<void()> f);
   struct CutReport {
     int64_t files = 0;
     int64_t writes_dropped = 0;   // unsynced writes undone
@@ -98,6 +101,7 @@ class FaultVfs {
   bool power_off_ = false;
   std::map<Op, Rule> rules_;
   std::function<void(const std::string&)> sync_listener_;
+  std::function<void()> cut_listener_;
   int64_t syncs_ = 0, writes_ = 0, errors_injected_ = 0;
 };
 
