@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0; [[ ${1:-} == --quick ]] && quick=1
+# Each stage's elapsed time goes to the log, so a slow CI run shows where its minutes went.
+started=$SECONDS
+stage() { echo "== test.sh: $* (at $((SECONDS - started)) s)"; }
+stage "installing dependencies"
 scripts/install-deps.sh
 jobs=${JOBS:-2}
 
@@ -18,11 +22,14 @@ build() {  # build DIR [cmake args...]
   cmake --build "$dir" -j "$jobs"
 }
 
+stage "default build"
 build build
+stage "default tests"
 (cd build && ctest --output-on-failure -j "$jobs" -LE "slow|sanitizer-skip" --timeout 600)
 if ((quick)); then
   (cd build && ctest --output-on-failure -L slow --timeout 900)
 else
+  stage "slow tests"
   (cd build && ctest --output-on-failure -L slow -LE install --timeout 900)
   # The package install test (3-9 min on a fresh machine) mostly waits on the Debian mirror and
   # dpkg, so it runs while the ASan tree compiles, and is waited for before any timing-driven
@@ -33,21 +40,27 @@ else
   # Sanitizer builds: -O1 with line tables only, to cut their compile time on 2 cores
   # and still gives file:line in reports.
   san_flags=(-DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -g1" -DFRESHSYNC_BUILD_BENCH=OFF)
+  stage "ASan/UBSan build (package install test alongside)"
   build build-asan -DFRESHSYNC_SANITIZE=address "${san_flags[@]}"
   install_rc=0; wait "$install_pid" || install_rc=$?
   cat build/install-test.log
   ((install_rc == 0)) || { echo "test.sh: package_install_test failed" >&2; exit 1; }
+  stage "ASan/UBSan tests"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest --output-on-failure -j "$jobs" -LE "slow|sanitizer-skip" --timeout 900)
   # TSan runs only the tsan-labelled suites, so it builds only their binaries and the daemons
   # they start: about half the targets.
+  stage "TSan build"
   cmake -S . -B build-tsan -G Ninja "${launcher[@]}" -DFRESHSYNC_SANITIZE=thread "${san_flags[@]}" >/dev/null
   # Each tsan-labelled test is named after its executable target (ctest knows a test's command
   # path only once the binary exists, so the names are what we can read before building).
   mapfile -t tsan_targets < <(cd build-tsan && ctest -N -L tsan | sed -n 's/^ *Test *#[0-9]*: *//p' | sort -u)
   cmake --build build-tsan -j "$jobs" --target "${tsan_targets[@]}" edged hubd edgectl edge-sim
+  stage "TSan tests"
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
      ctest --output-on-failure -j "$jobs" -L tsan --timeout 900)
   # libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each over fuzz/corpus (fuzz/README.md).
+  stage "fuzzing"
   scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 fi
+stage "done"
