@@ -38,5 +38,11 @@ inline constexpr const char* kStateLinkUp = "link_up";                // 1 after
 // (next seq = max(max(outbox.seq), acked_seq, seq_floor) + 1), so no seq is reused with
 // different content. Absent or 0: no constraint.
 inline constexpr const char* kStateSeqFloor = "seq_floor";
+// Set by `edgectl restore` in the restored copy: the last seq that copy had allocated
+// (max(outbox.seq, acked_seq, seq_floor)). Records above it were written after the restore,
+// and the hub may hold other content under the same seqs (from the timeline the backup lost).
+// While it is set the agent sends nothing; its first successful reconciliation moves those
+// records above the hub's contiguous seq (SyncStore::RenumberAfterRestore) and clears it.
+inline constexpr const char* kStateRestoredLastSeq = "restored_last_seq";
 
 }  // namespace freshsync::sync

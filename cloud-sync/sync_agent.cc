@@ -146,6 +146,13 @@ Status SyncAgent::LoadState() {
   if (!urgent.ok()) return urgent.status();
   auto floor = store_->GetState(kStateSeqFloor, 0);
   if (!floor.ok()) return floor.status();
+  auto restored = store_->GetState(kStateRestoredLastSeq, 0);
+  if (!restored.ok()) return restored.status();
+  restored_last_ = static_cast<uint64_t>(std::max<int64_t>(0, *restored));
+  if (restored_last_ > 0)
+    spdlog::warn("sync: the edge store was restored from a backup (last seq {}); nothing is sent until the hub has been "
+                 "asked what it holds",
+                 restored_last_);
   acked_ = static_cast<uint64_t>(*acked);
   urgent_scanned_ = static_cast<uint64_t>(*urgent);
   work_.seq_floor = static_cast<uint64_t>(*floor);
@@ -368,6 +375,13 @@ int64_t SyncAgent::Reconcile() {
   if (!r.ok() || r->status == 429 || r->status >= 500) return Failure(r, "digest");
   const int64_t now = clock_.MonotonicMs();
   freshsync::v1::DigestReply reply;
+  if ((r->status != 200 || !reply.ParseFromString(r->body)) && restored_last_ > 0) {
+    // After a restore, sending before the hub says what it holds could reuse its seqs: wait.
+    SetError("digest: hub answered " + std::to_string(r->status) +
+             "; the edge store was restored, so nothing is sent until a digest succeeds");
+    SetLink(true);
+    return std::min<int64_t>(int64_t{hub_.reconcile_interval_s} * 1000, 30000);
+  }
   if (r->status != 200 || !reply.ParseFromString(r->body)) {
     // A hub without reconciliation must not stop the stream: skip this round.
     SetError("digest: hub answered " + std::to_string(r->status) + "; reconciliation skipped until the next interval");
@@ -383,6 +397,33 @@ int64_t SyncAgent::Reconcile() {
   next_reconcile_ms_ = now + int64_t{hub_.reconcile_interval_s} * 1000;
 
   const uint64_t c = reply.contiguous_seq();
+  if (restored_last_ > 0) {
+    if (c > restored_last_) {
+      // The hub holds seqs past the restored copy's last one, from the timeline the backup
+      // lost. Whatever edged wrote since the restore took those seqs with other content: move
+      // it above the hub's, so the hub takes it as new instead of as repeats.
+      auto moved = store_->RenumberAfterRestore(restored_last_, c);
+      if (!moved.ok()) {
+        SetError("store: " + moved.status().ToString());
+        reconcile_due_ = true;
+        return kStoreRetryMs;
+      }
+      spdlog::warn("sync: edge store restored at seq {}, hub holds up to {}: {} records written since the restore "
+                   "moved up by {}",
+                   restored_last_, c, *moved, c - restored_last_);
+      work_.seq_floor = std::max<uint64_t>(work_.seq_floor, c);
+      acked_ = c;
+      urgent_scanned_ = c;
+      resend_.clear();
+      if (auto last = store_->LastSeq(); last.ok()) last_seq_ = *last;
+    } else if (Status st = store_->SetStates({{kStateRestoredLastSeq, 0}}); !st.ok()) {
+      // The hub is not ahead of the copy: nothing to move, the stream goes on as usual.
+      SetError("store: " + st.ToString());
+      reconcile_due_ = true;
+      return kStoreRetryMs;
+    }
+    restored_last_ = 0;
+  }
   const uint64_t old_acked = acked_;
   if (c > last_seq_) {
     work_.seq_floor = std::max<uint64_t>(work_.seq_floor, c);

@@ -155,6 +155,9 @@ class SyncAgent {
   // Working state: the agent thread only.
   std::unique_ptr<SyncStore> store_;
   bool loaded_ = false;
+  // sync_state.restored_last_seq (outbox_schema.h): nonzero after `edgectl restore` until the
+  // first successful reconciliation; nothing is sent while it is set.
+  uint64_t restored_last_ = 0;
   uint64_t acked_ = 0;
   uint64_t urgent_scanned_ = 0;
   uint64_t last_seq_ = 0;

@@ -457,6 +457,56 @@ TEST_F(SyncAgentTest, ReconcileMovesTheSeqCounterPastTheHubAfterAnEdgeRestore) {
   EXPECT_EQ(hub->Contiguous(), 155u);
 }
 
+// `edgectl restore` marks the copy (restored_last_seq); edged then writes new records while
+// the hub is unreachable, taking seqs 101..120 that the hub already holds with other content
+// (the timeline the backup lost). Nothing may be sent before the hub says what it holds; then
+// those records move above the hub's seqs and reach it as new ones, none taken as a repeat.
+TEST_F(SyncAgentTest, RecordsWrittenAfterARestoreMoveAboveTheHubsSeqsBeforeAnythingIsSent) {
+  db.Add(1, 100, clock.NowMs());
+  db.SetState("acked_seq", 80);
+  db.SetState("restored_last_seq", 100);
+  db.Add(101, 120, clock.NowMs(), [](uint64_t) { return 1; });  // after the restore: orders, urgent lane
+  bool hub_down = true;
+  auto a = Make();
+  for (uint64_t s = 1; s <= 150; ++s) hub->held[s] = {s, 3, s, "truck-" + std::to_string(s % 7), 1};
+  hub->handler = [&](const HttpRequest&) -> std::optional<Result<HttpResponse>> {
+    if (hub_down) return Result<HttpResponse>(Status::Unavailable("connect: refused"));
+    return std::nullopt;
+  };
+  for (int i = 0; i < 20; ++i) clock.Advance(a->StepForTest());
+  EXPECT_TRUE(Posts().empty()) << "sent before the hub said what it holds";
+  EXPECT_EQ(db.State("restored_last_seq"), 100);
+
+  hub_down = false;
+  Drain(*a, 170);
+  EXPECT_EQ(hub->Contiguous(), 170u);
+  for (uint64_t s = 101; s <= 150; ++s) EXPECT_EQ(hub->held[s].entity, 3) << "hub record " << s << " overwritten";
+  for (uint64_t s = 151; s <= 170; ++s) {
+    EXPECT_EQ(hub->held[s].entity, v1::ORDER) << s;
+    EXPECT_EQ(hub->held[s].version, s - 50) << s;  // the row written as seq s - 50 after the restore
+    EXPECT_EQ(hub->held[s].applied, 1) << s;
+  }
+  EXPECT_EQ(db.Int("SELECT count(*) FROM outbox WHERE seq BETWEEN 101 AND 150"), 0);
+  EXPECT_EQ(db.Int("SELECT min(seq) FROM outbox WHERE seq > 100"), 151);
+  // The seq inside each moved record follows its row.
+  EXPECT_EQ(db.State("restored_last_seq"), 0);
+  EXPECT_EQ(db.State("seq_floor"), 150);
+  EXPECT_EQ(a->GetStats().acked_seq, 170u);
+}
+
+// A restored copy that is ahead of the hub (the hub lost more than the edge): nothing moves.
+TEST_F(SyncAgentTest, ARestoredCopyAheadOfTheHubSendsAsUsual) {
+  db.Add(1, 100, clock.NowMs());
+  db.SetState("acked_seq", 60);
+  db.SetState("restored_last_seq", 100);
+  auto a = Make();
+  for (uint64_t s = 1; s <= 60; ++s) hub->held[s] = {s, 3, s, "truck-" + std::to_string(s % 7), 1};
+  Drain(*a, 100);
+  EXPECT_EQ(hub->Contiguous(), 100u);
+  EXPECT_EQ(db.State("restored_last_seq"), 0);
+  EXPECT_EQ(db.Int("SELECT max(seq) FROM outbox"), 100);
+}
+
 TEST_F(SyncAgentTest, NoBusyLoopWhileTheLinkIsDownAndStopIsPrompt) {
   cfg.hub->backoff_initial_ms = 20;
   cfg.hub->backoff_max_ms = 100;

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include "cloud-sync/outbox_schema.h"
+#include "freshsync.pb.h"
 #include "hub/digest.h"
 
 namespace freshsync::sync {
@@ -182,6 +184,87 @@ Result<int64_t> SyncStore::TrimAcked(uint64_t upto, int64_t cutoff_ms, int chunk
     if (n < chunk) break;
   }
   return total;
+}
+
+Result<int64_t> SyncStore::RenumberAfterRestore(uint64_t restored_last, uint64_t hub_contiguous) {
+  if (hub_contiguous <= restored_last) return Status::InvalidArgument("renumber: hub is not ahead of the restored store");
+  const auto shift = static_cast<int64_t>(hub_contiguous - restored_last);
+  if (Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+  struct Statements {
+    sqlite3_stmt* read = nullptr;
+    sqlite3_stmt* move = nullptr;
+    ~Statements() {
+      sqlite3_finalize(read);
+      sqlite3_finalize(move);
+    }
+  } q;
+  auto fail = [&](const char* what) -> Status {
+    Status err = Error(what);
+    (void)Exec("ROLLBACK");
+    return err;
+  };
+  if (sqlite3_prepare_v2(db_, "SELECT record FROM outbox WHERE seq = ?1", -1, &q.read, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(db_, "UPDATE outbox SET seq = ?1, record = ?2 WHERE seq = ?3", -1, &q.move, nullptr) != SQLITE_OK)
+    return fail("renumber: prepare");
+  // The seqs first: SQLite leaves undefined what a cursor sees of rows changed under it.
+  std::vector<int64_t> seqs;
+  {
+    sqlite3_stmt* list = nullptr;
+    if (sqlite3_prepare_v2(db_, "SELECT seq FROM outbox WHERE seq > ?1 ORDER BY seq DESC", -1, &list, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(list);
+      return fail("renumber: prepare");
+    }
+    sqlite3_bind_int64(list, 1, static_cast<int64_t>(restored_last));
+    int rc;
+    while ((rc = sqlite3_step(list)) == SQLITE_ROW) seqs.push_back(sqlite3_column_int64(list, 0));
+    sqlite3_finalize(list);
+    if (rc != SQLITE_DONE) return fail("renumber: read outbox");
+  }
+  int64_t moved = 0;
+  v1::ChangeRecord record;
+  std::string bytes;
+  for (const int64_t seq : seqs) {  // highest first
+    sqlite3_bind_int64(q.read, 1, seq);
+    if (sqlite3_step(q.read) != SQLITE_ROW) return fail("renumber: read row");
+    const bool parsed = record.ParseFromArray(sqlite3_column_blob(q.read, 0), sqlite3_column_bytes(q.read, 0));
+    sqlite3_reset(q.read);
+    if (!parsed) return fail("renumber: unreadable change record");
+    record.set_seq(static_cast<uint64_t>(seq + shift));
+    record.SerializeToString(&bytes);
+    sqlite3_bind_int64(q.move, 1, seq + shift);
+    sqlite3_bind_blob(q.move, 2, bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(q.move, 3, seq);
+    if (sqlite3_step(q.move) != SQLITE_DONE) return fail("renumber: move row");
+    sqlite3_reset(q.move);
+    ++moved;
+  }
+  // The disk quota finds a raw telemetry row's record by outbox_seq (schema v5 of the edge store;
+  // an outbox-only store has neither table).
+  for (const char* table : {"vehicle_positions", "climate_readings"}) {
+    sqlite3_stmt* has = nullptr;
+    const std::string probe = std::string("SELECT 1 FROM pragma_table_info('") + table + "') WHERE name = 'outbox_seq'";
+    const bool present = sqlite3_prepare_v2(db_, probe.c_str(), -1, &has, nullptr) == SQLITE_OK && sqlite3_step(has) == SQLITE_ROW;
+    sqlite3_finalize(has);
+    if (!present) continue;
+    const std::string sql = std::string("UPDATE ") + table + " SET outbox_seq = outbox_seq + " + std::to_string(shift) +
+                            " WHERE outbox_seq > " + std::to_string(restored_last);
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) return fail("renumber: telemetry rows");
+  }
+  for (const auto& [name, value] : std::vector<std::pair<const char*, int64_t>>{
+           {kStateAckedSeq, static_cast<int64_t>(hub_contiguous)},
+           {kStateUrgentSentSeq, static_cast<int64_t>(hub_contiguous)},
+           {kStateSeqFloor, static_cast<int64_t>(hub_contiguous)},
+           {kStateRestoredLastSeq, 0}}) {
+    ResetGuard g{set_state_};
+    sqlite3_bind_text(set_state_, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(set_state_, 2, value);
+    if (sqlite3_step(set_state_) != SQLITE_DONE) return fail("renumber: sync_state");
+  }
+  if (Status st = Exec("COMMIT"); !st.ok()) {
+    (void)Exec("ROLLBACK");
+    return st;
+  }
+  return moved;
 }
 
 Result<std::vector<DigestBucket>> SyncStore::Digest(uint64_t from, uint64_t to, uint32_t buckets) {

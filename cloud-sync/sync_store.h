@@ -69,6 +69,16 @@ class SyncStore {
   // for the write lock. Returns the number of rows deleted.
   Result<int64_t> TrimAcked(uint64_t upto, int64_t cutoff_ms, int chunk, int max_chunks);
 
+  // After an edge restore (outbox_schema.h, kStateRestoredLastSeq): in one write transaction,
+  // moves every outbox row with seq > restored_last up by (hub_contiguous - restored_last),
+  // rewriting the seq inside its record and in the raw telemetry rows that point at it, and
+  // sets acked_seq, urgent_sent_seq and seq_floor to hub_contiguous and restored_last_seq to 0.
+  // Rows are moved highest first, so no two ever share a seq. Requires hub_contiguous >
+  // restored_last. Returns the number of rows moved. kIOError: nothing changed (rolled back).
+  // The one transaction holds the write lock for the whole move (ingest waits and retries
+  // with its journal holding the messages): about a second per 100k rows here.
+  Result<int64_t> RenumberAfterRestore(uint64_t restored_last, uint64_t hub_contiguous);
+
   // Current-state digest of the edge's stock, with the outbox's last seq (one snapshot).
   Result<StockSnapshot> StockDigest();
 

@@ -1,5 +1,6 @@
 #include "edge/admin.h"
 
+#include "cloud-sync/outbox_schema.h"
 #include "edge/intake_journal.h"
 
 #include <fcntl.h>
@@ -202,7 +203,15 @@ Status RestoreStore(const std::string& in_path, const std::string& store_path) {
   // edged runs in WAL mode; set it now so the first open does not have to.
   Db fresh;
   if (Status s = OpenDb(store_path, SQLITE_OPEN_READWRITE, &fresh); !s.ok()) return s;
-  return Exec(fresh.db, "PRAGMA journal_mode=WAL");
+  if (Status s = Exec(fresh.db, "PRAGMA journal_mode=WAL"); !s.ok()) return s;
+  // The copy's last allocated seq. The hub may hold later seqs from the timeline this backup
+  // lost: the sync agent sends nothing until it has moved whatever edged writes from now on
+  // above them (cloud-sync/outbox_schema.h, kStateRestoredLastSeq).
+  const std::string mark = std::string("INSERT INTO sync_state(name, value) SELECT '") + freshsync::sync::kStateRestoredLastSeq +
+                           "', max((SELECT coalesce(max(seq), 0) FROM outbox), "
+                           "coalesce((SELECT max(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0)) "
+                           "WHERE true ON CONFLICT(name) DO UPDATE SET value = excluded.value";
+  return Exec(fresh.db, mark.c_str());
 }
 
 Status VerifyStore(const std::string& store_path, std::vector<std::string>* findings) {
@@ -221,13 +230,19 @@ Status VerifyStore(const std::string& store_path, std::vector<std::string>* find
     return "stock " + Text(st, 0) + ": reserved " + Text(st, 1) + " exceeds on_hand " + Text(st, 2) + " (or is negative)";
   });
   // Dense above the disk quota's mark: at or below it the quota may have dropped acknowledged
-  // telemetry records (edge/disk_quota.h).
-  check("SELECT min(seq), max(seq), count(*) FROM outbox "
-        "WHERE seq > coalesce((SELECT value FROM sync_state WHERE name = 'quota_dropped_upto'), 0) "
-        "HAVING count(*) > 0 AND count(*) != max(seq) - min(seq) + 1",
-        [](sqlite3_stmt* st) {
-          return "outbox seq not dense: " + Text(st, 2) + " rows between seq " + Text(st, 0) + " and " + Text(st, 1);
-        });
+  // telemetry records (edge/disk_quota.h). seq_floor (an edge restore, outbox_schema.h) splits
+  // the outbox in two runs, each dense: the hub holds the seqs between them.
+  const std::string mark = "coalesce((SELECT value FROM sync_state WHERE name = 'quota_dropped_upto'), 0)";
+  const std::string floor = "coalesce((SELECT value FROM sync_state WHERE name = 'seq_floor'), 0)";
+  auto not_dense = [](sqlite3_stmt* st) {
+    return "outbox seq not dense: " + Text(st, 2) + " rows between seq " + Text(st, 0) + " and " + Text(st, 1);
+  };
+  check("SELECT min(seq), max(seq), count(*) FROM outbox WHERE seq > " + mark + " AND seq <= " + floor +
+            " HAVING count(*) > 0 AND count(*) != max(seq) - min(seq) + 1",
+        not_dense);
+  check("SELECT min(seq), max(seq), count(*) FROM outbox WHERE seq > max(" + mark + ", " + floor +
+            ") HAVING count(*) > 0 AND count(*) != max(seq) - min(seq) + 1",
+        not_dense);
   // acked_seq may exceed the outbox's last seq only up to seq_floor (hub restored ahead of a
   // restored edge, outbox_schema.h).
   check("SELECT a.value, (SELECT coalesce(max(seq), 0) FROM outbox) AS last, "

@@ -412,6 +412,45 @@ TEST_F(SyncE2E, EdgePutBackToAnEarlierCopyNeverReusesASeq) {
   ExpectExactlyOnce(300, gps);
 }
 
+// Issue 3, an edge restored from a backup, the operator's way (`edgectl backup`, `edgectl
+// restore`), with the link down when edged comes back: the site goes on working, and its new
+// records take seqs 101..200 that the hub holds with other content. Once the link is back the
+// agent asks the hub first, moves those records above its seqs, and HQ gets every fix once.
+TEST_F(SyncE2E, EdgeRestoredWithEdgectlWhileTheLinkIsDownLosesNothingWrittenAfter) {
+  std::vector<Msg> first, second, third;
+  std::set<std::pair<std::string, uint64_t>> gps;
+  for (int s = 1; s <= 300; ++s) {
+    (s <= 100 ? first : s <= 200 ? second : third).push_back(Gps(3, s));
+    gps.insert({"truck-3", static_cast<uint64_t>(s)});
+  }
+  const std::string edgectl = "'" + BinDir() + "/edgectl' --config '" + site_->config_path() + "' ";
+  Publish(first);
+  ASSERT_TRUE(WaitSynced(100));
+  ASSERT_EQ(RunShell(edgectl + "backup '" + dir_.File("backup.db") + "'"), 0);
+  Publish(second);
+  ASSERT_TRUE(WaitSynced(200));
+  ASSERT_EQ(site_->StopEdged(), 0);
+  ASSERT_EQ(RunShell(edgectl + "restore '" + dir_.File("backup.db") + "'"), 0);
+  EXPECT_EQ(site_->Int("SELECT value FROM sync_state WHERE name = 'restored_last_seq'"), 100);
+
+  proxy_->Cut();
+  ASSERT_TRUE(site_->StartEdged());
+  Publish(third);
+  ASSERT_TRUE(site_->WaitInt("SELECT count(*) FROM vehicle_positions", 200)) << site_->log();
+  EXPECT_EQ(EdgeLastSeq(), 200);  // the site kept working, numbering on from the copy
+  EXPECT_EQ(site_->Int("SELECT value FROM sync_state WHERE name = 'restored_last_seq'"), 100);  // nothing sent yet
+
+  proxy_->Pass();
+  ASSERT_TRUE(WaitSynced(300)) << "edge last " << EdgeLastSeq() << " backlog " << EdgeBacklog() << " hub " << HubRecords()
+                               << "\n" << site_->log();
+  EXPECT_EQ(site_->Int("SELECT value FROM sync_state WHERE name = 'restored_last_seq'"), 0);
+  EXPECT_EQ(site_->Int("SELECT min(seq) FROM outbox WHERE seq > 100"), 201);
+  ExpectExactlyOnce(300, gps);
+  // The moved store is still one that `edgectl verify` accepts (two dense runs around seq_floor).
+  ASSERT_EQ(site_->StopEdged(), 0);
+  EXPECT_EQ(RunShell(edgectl + "verify"), 0);
+}
+
 // Issue 3, current state: the hub's materialized stock is corrupted behind its back (the
 // records it holds are fine); the agent's state digest sees the difference within a
 // reconciliation interval, asks hubd to rebuild-state, and HQ's stock matches the edge again.
