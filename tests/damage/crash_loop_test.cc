@@ -1,6 +1,7 @@
 // The crash loop (issue 6, item 1): 100 cycles of kill -9 to edged at a random moment under a
 // steady publishing load, while the link to the hub flaps (FaultProxy cuts and resets) and
-// hubd is killed and restarted every 10 cycles. At the end: the edge store holds exactly the
+// hubd is killed and restarted every 10 cycles together with edged, and every 10 cycles (offset by 5) on
+// its own while the live edged pushes. At the end: the edge store holds exactly the
 // effect of what was published; the hub's feed holds every change record exactly once (seq
 // 1..last, no gap, no repeat); stock invariants hold at the edge and HQ's stock equals the
 // edge's; the edge backlog is zero.
@@ -40,7 +41,7 @@ TEST(CrashLoopTest, SlowHundredKillsUnderLoadWithFlappingLinkAndHubKills) {
   });
 
   std::mt19937 rng(20261125);
-  int edge_kills = 0, hub_kills = 0, link_cuts = 0, link_resets = 0;
+  int edge_kills = 0, hub_kills = 0, hub_kills_live = 0, link_cuts = 0, link_resets = 0;
   const auto t0 = std::chrono::steady_clock::now();
   for (int cycle = 1; cycle <= kCycles; ++cycle) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 400));
@@ -66,6 +67,13 @@ TEST(CrashLoopTest, SlowHundredKillsUnderLoadWithFlappingLinkAndHubKills) {
       sh.proxy().Pass();
     }
     if (cycle % 10 == 0) {
+      ASSERT_TRUE(sh.StartHubd()) << sh.HubLog();
+    }
+    if (cycle % 10 == 5) {
+      // hubd killed while a live edged is pushing (mid-batch, mid-ack or mid-reconciliation).
+      std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 300));
+      sh.KillHubd();
+      ++hub_kills_live;
       ASSERT_TRUE(sh.StartHubd()) << sh.HubLog();
     }
   }
@@ -95,7 +103,8 @@ TEST(CrashLoopTest, SlowHundredKillsUnderLoadWithFlappingLinkAndHubKills) {
   EXPECT_EQ(sh.EdgeBacklog(), 0);
   EXPECT_EQ(edge_kills, kCycles);
   EXPECT_EQ(hub_kills, kCycles / 10);
-  std::cerr << "FIGURES crash_loop cycles=" << kCycles << " edged_kills=" << edge_kills << " hubd_kills=" << hub_kills
+  EXPECT_EQ(hub_kills_live, kCycles / 10);
+  std::cerr << "FIGURES crash_loop cycles=" << kCycles << " edged_kills=" << edge_kills << " hubd_kills=" << hub_kills << " hubd_kills_while_edged_pushed=" << hub_kills_live
             << " link_cuts=" << link_cuts << " link_resets=" << link_resets << " proxy_resets=" << sh.proxy().resets()
             << " messages=" << n + 1 << " change_records=" << last << " loop_s=" << loop_s
             << " applied=" << site.Int("SELECT COUNT(*) FROM dedupe") << " expected=" << exp.total() + 1

@@ -1,5 +1,6 @@
 // The shipped site broker config (packaging/mosquitto/) against a real mosquitto: a device may
-// publish only to its own topics, and nobody gets in without a password.
+// publish only to its own topics, read only what edged publishes back, and nobody gets in
+// without a password.
 #include <gtest/gtest.h>
 
 #include <sstream>
@@ -67,6 +68,42 @@ TEST_F(ShippedMosquittoAclTest, DevicePublishesOnlyToItsOwnTopics) {
   EXPECT_EQ(seen.find("fs/alerts/coldchain truck-07"), std::string::npos) << "a device forged an alert:\n" << seen;
   EXPECT_EQ(seen.find("fs/orders/o-1/state truck-07"), std::string::npos) << "a device forged order state:\n" << seen;
   EXPECT_EQ(seen.find("fs/deadletter truck-07"), std::string::npos) << "a device forged a dead letter:\n" << seen;
+}
+
+// Reading: a device may not follow another device's track or readings, nor stock and order
+// traffic (customer data travels in order messages); it may read what edged publishes back.
+TEST_F(ShippedMosquittoAclTest, DeviceReadsOnlyWhatEdgedPublishesBack) {
+  auto subscribe = [&](const std::string& user, const std::string& topic, const std::string& file) {
+    return ChildProcess({"mosquitto_sub", "-h", "127.0.0.1", "-p", std::to_string(broker_->port()), "-u", user, "-P", "pw-" + user,
+                         "-q", "1", "-t", topic, "-v"},
+                        file);
+  };
+  ChildProcess spy_track = subscribe("truck-07", "fs/vehicles/truck-08/gps", tmp_.File("spy-track.out"));
+  ChildProcess spy_all = subscribe("truck-07", "fs/#", tmp_.File("spy-all.out"));
+  ChildProcess spy_cold = subscribe("cold-1", "fs/sensors/#", tmp_.File("spy-cold.out"));
+  ChildProcess edged = subscribe("edged", "fs/#", tmp_.File("edged.out"));  // the control: it sees everything
+  for (ChildProcess* p : {&spy_track, &spy_all, &spy_cold, &edged}) ASSERT_TRUE(p->Start());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+
+  ASSERT_EQ(RunShell(Pub("truck-08", "fs/vehicles/truck-08/gps")), 0);
+  ASSERT_EQ(RunShell(Pub("cold-2", "fs/sensors/cold-2/climate")), 0);
+  ASSERT_EQ(RunShell(Pub("terminal-01", "fs/orders/status")), 0);
+  ASSERT_EQ(RunShell(Pub("terminal-01", "fs/stock/movements")), 0);
+  ASSERT_EQ(RunShell(Pub("edged", "fs/events/geofence")), 0);
+
+  ASSERT_TRUE(WaitFor([&] { return ReadFile(tmp_.File("edged.out")).find("fs/events/geofence edged") != std::string::npos; },
+                      std::chrono::seconds(5)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const std::string all = ReadFile(tmp_.File("edged.out"));
+  for (const char* line : {"fs/vehicles/truck-08/gps truck-08", "fs/sensors/cold-2/climate cold-2", "fs/orders/status terminal-01",
+                           "fs/stock/movements terminal-01"})
+    EXPECT_NE(all.find(line), std::string::npos) << "the control subscriber missed " << line << ":\n" << all;
+  EXPECT_EQ(ReadFile(tmp_.File("spy-track.out")), "") << "truck-07 followed truck-08's track";
+  EXPECT_EQ(ReadFile(tmp_.File("spy-cold.out")), "") << "cold-1 read cold-2's readings";
+  const std::string spied = ReadFile(tmp_.File("spy-all.out"));
+  EXPECT_NE(spied.find("fs/events/geofence edged"), std::string::npos) << "devices may read edged's events:\n" << spied;
+  for (const char* topic : {"fs/vehicles/", "fs/sensors/", "fs/orders/status", "fs/stock/"})
+    EXPECT_EQ(spied.find(topic), std::string::npos) << "truck-07 read " << topic << ":\n" << spied;
 }
 
 TEST_F(ShippedMosquittoAclTest, NoPasswordNoEntry) {
