@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -123,6 +125,46 @@ std::string RawTls(int port, const TestPki::Files& client, const std::string& ca
   close(fd);
   SSL_CTX_free(ctx);
   return out;
+}
+
+// What a plain-HTTP client gets from the TLS port: `request` is sent in clear over TCP and
+// everything that comes back is read until the peer closes or `timeout_s` passes.
+struct PlainAnswer {
+  bool connected = false;
+  bool closed_by_peer = false;  // EOF or reset before the timeout: the server hung up on us
+  std::string bytes;
+  double secs = 0;
+};
+PlainAnswer PlainRequest(int port, const std::string& request, int timeout_s = 5) {
+  PlainAnswer a;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    a.connected = true;
+    if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+      char buf[4096];
+      while (true) {
+        const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n > 0) {
+          a.bytes.append(buf, static_cast<size_t>(n));
+          continue;
+        }
+        a.closed_by_peer = n == 0 || errno == ECONNRESET;
+        break;
+      }
+    } else {
+      a.closed_by_peer = errno == ECONNRESET || errno == EPIPE;
+    }
+  }
+  close(fd);
+  a.secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return a;
 }
 
 class HubdTest : public ::testing::Test {
@@ -643,11 +685,35 @@ TEST_F(HubdTest, RefusesWrongIdentities) {
   auto stranger = Site(pki_.Untrusted("site-a"));
   r = Push(*stranger, "site-a", body);
   EXPECT_FALSE(r) << r->status;
-  // Plain HTTP gets no HTTP answer.
-  httplib::Client plain("127.0.0.1", port_);
-  plain.set_read_timeout(5);
-  auto pr = plain.Get("/healthz");
-  EXPECT_FALSE(pr && pr->status == 200);
+  // Plain HTTP is refused by the TLS layer. OpenSSL sees an HTTP request where a ClientHello
+  // should be and ends the handshake: the connection is accepted, then closed at once with
+  // nothing sent (at most a TLS alert record, content type 21), so no HTTP status comes back.
+  // A 400 from the TLS server would also be a refusal. Anything else fails: a 200, any other
+  // status, or a server that holds the connection open until the client gives up.
+  for (const std::string& request :
+       {std::string("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+        "POST /v1/sites/site-a/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n"
+        "Content-Encoding: zstd\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body}) {
+    const PlainAnswer pa = PlainRequest(port_, request);
+    const std::string what = request.substr(0, request.find('\r'));
+    ASSERT_TRUE(pa.connected) << what;
+    EXPECT_TRUE(pa.closed_by_peer) << what << ": connection held open for " << pa.secs << " s";
+    EXPECT_LT(pa.secs, 3.0) << what;
+    const bool tls_refusal = pa.bytes.empty() || static_cast<unsigned char>(pa.bytes[0]) == 0x15;
+    const bool http_400 = pa.bytes.rfind("HTTP/1.1 400 ", 0) == 0 || pa.bytes.rfind("HTTP/1.0 400 ", 0) == 0;
+    EXPECT_TRUE(tls_refusal || http_400) << what << ": got " << pa.bytes.size() << " bytes: " << pa.bytes;
+  }
+  // The same through an HTTP client: the read fails (the peer closed without an answer), or 400.
+  {
+    httplib::Client plain("127.0.0.1", port_);
+    plain.set_read_timeout(5);
+    auto pr = plain.Get("/healthz");
+    if (pr) {
+      EXPECT_EQ(pr->status, 400) << pr->body;
+    } else {
+      EXPECT_EQ(pr.error(), httplib::Error::Read) << httplib::to_string(pr.error());
+    }
+  }
   EXPECT_TRUE(Feed(100).empty());
 
   // HQ tokens.
