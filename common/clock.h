@@ -1,5 +1,6 @@
 // Clock seam. Production code asks a Clock for time so that tests can inject a FakeClock
-// (tests/support/fakes.h) and replay hours of traffic in milliseconds.
+// (tests/support/sync_fakes.h; a few unit tests keep a small clock of their own beside the
+// test, e.g. edge/store_test.cc) and replay hours of traffic in milliseconds.
 //
 // Thread-safety: implementations must be safe to call from any thread.
 #pragma once

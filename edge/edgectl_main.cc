@@ -1,6 +1,7 @@
-// edgectl: operator tool for a site store: status, dead letters (list, show, replay), backup,
+// edgectl: operator tool for a site store: status, backlog, dead letters (list, show, replay), backup,
 // restore, verify, reconcile, rotate-key. Thin main; the work is in edge/admin.h and
 // edge/key_rotation.h.
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 #include <cmath>
@@ -39,6 +40,9 @@ int main(int argc, char** argv) {
   bool status_json = false;
   auto* status = app.add_subcommand("status", "site, link, dead letters and outbox backlog");
   status->add_flag("--json", status_json, "machine-readable output");
+  bool backlog_json = false;
+  auto* backlog = app.add_subcommand("backlog", "change records the hub has not acknowledged, by sync lane");
+  backlog->add_flag("--json", backlog_json, "machine-readable output");
   bool dl_json = false;
   int64_t dl_limit = 100;
   auto* dead = app.add_subcommand("dead-letters", "list refused messages, newest first");
@@ -107,6 +111,33 @@ int main(int argc, char** argv) {
                   << (config->store.quota_mb > 0 ? std::to_string(config->store.quota_mb) + " MiB" : std::string("no quota")) << ", "
                   << q->state << ", full in "
                   << (q->forecast_full_s ? std::to_string(*q->forecast_full_s) + " s" : std::string("never (not growing)")) << "\n";
+    }
+    return 0;
+  }
+  if (backlog->parsed()) {
+    auto b = freshsync::edge::ReadBacklog(config->store.path);
+    if (!b.ok()) {
+      std::cerr << "edgectl: " << b.status().message() << "\n";
+      return 1;
+    }
+    const int64_t now_ms = static_cast<int64_t>(std::time(nullptr)) * 1000;
+    if (backlog_json) {
+      nlohmann::json j = {{"site", config->site},
+                          {"last_seq", b->last_seq},
+                          {"acked_seq", b->acked_seq},
+                          {"backlog", b->backlog},
+                          {"lanes", {{"priority", b->priority}, {"bulk", b->bulk}}},
+                          {"oldest_created_ms", b->backlog > 0 ? nlohmann::json(b->oldest_created_ms) : nlohmann::json(nullptr)}};
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << "site          " << config->site << "\nbacklog       " << b->backlog
+                << " change records not acknowledged by the hub";
+      if (b->backlog > 0) std::cout << " (seq " << b->acked_seq + 1 << ".." << b->last_seq << ")";
+      std::cout << "\n  priority    " << b->priority << " (orders, stock, alerts, geofence: sent first)\n  bulk        "
+                << b->bulk << " (vehicle positions, climate)\nacked seq     " << b->acked_seq << " of " << b->last_seq << "\n";
+      if (b->backlog > 0)
+        std::cout << "oldest        " << IsoTime(b->oldest_created_ms) << " ("
+                  << std::max<int64_t>(0, (now_ms - b->oldest_created_ms) / 1000) << " s ago)\n";
     }
     return 0;
   }

@@ -3,6 +3,8 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -729,6 +731,43 @@ Result<StoreSummary> ReadStoreSummary(const std::string& path) {
   out.backlog = *backlog;
   out.dead_letters = *dls;
   out.link_up = *link != 0;
+  return out;
+}
+
+Result<BacklogSummary> ReadBacklog(const std::string& path) {
+  ReadOnlyDb ro;
+  Status s = OpenReadOnly(path, ro);
+  if (!s.ok()) return s;
+  sqlite3_exec(ro.db, "BEGIN", nullptr, nullptr, nullptr);
+  // Ends the read transaction on every path out.
+  struct Commit {
+    sqlite3* db;
+    ~Commit() { sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr); }
+  } commit{ro.db};
+  BacklogSummary out;
+  auto acked = QueryInt(ro.db, "SELECT IFNULL((SELECT value FROM sync_state WHERE name='acked_seq'), 0)");
+  if (!acked.ok()) return acked.status();
+  out.acked_seq = *acked;
+  auto last = QueryInt(ro.db, "SELECT IFNULL((SELECT MAX(seq) FROM outbox), 0)");
+  if (!last.ok()) return last.status();
+  out.last_seq = std::max(*last, out.acked_seq);
+  // A range scan on the primary key from acked_seq, grouped by lane.
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(ro.db,
+                         "SELECT priority, COUNT(*), MIN(created_ms) FROM outbox WHERE seq > ?1 GROUP BY priority", -1,
+                         &st, nullptr) != SQLITE_OK)
+    return Status::Internal(std::string("backlog: ") + sqlite3_errmsg(ro.db));
+  sqlite3_bind_int64(st, 1, out.acked_seq);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const int64_t n = sqlite3_column_int64(st, 1);
+    const int64_t oldest = sqlite3_column_int64(st, 2);
+    (sqlite3_column_int64(st, 0) != 0 ? out.priority : out.bulk) += n;
+    out.backlog += n;
+    if (out.oldest_created_ms == 0 || oldest < out.oldest_created_ms) out.oldest_created_ms = oldest;
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return Status::IOError(std::string("backlog: ") + sqlite3_errmsg(ro.db));
   return out;
 }
 

@@ -217,8 +217,21 @@ struct DeadLetterRow {
   int64_t payload_bytes = 0;
 };
 
+// The records the hub has not acknowledged (seq > acked_seq), by sync lane (outbox.priority:
+// the sync agent sends lane 1 ahead of lane 0; docs/sync-protocol.md).
+struct BacklogSummary {
+  int64_t last_seq = 0;
+  int64_t acked_seq = 0;
+  int64_t backlog = 0;           // = priority + bulk; the same number as StoreSummary::backlog
+  int64_t priority = 0;          // lane 1: orders, stock, alerts, geofence events
+  int64_t bulk = 0;              // lane 0: vehicle positions, climate readings
+  int64_t oldest_created_ms = 0; // edge wall clock at commit of the oldest such record; 0 if none
+};
+
 // kNotFound when the database does not exist.
 Result<StoreSummary> ReadStoreSummary(const std::string& path);
+// One read transaction, so the counts agree with each other. kNotFound as above.
+Result<BacklogSummary> ReadBacklog(const std::string& path);
 Result<std::vector<DeadLetterRow>> ReadDeadLetters(const std::string& path, int64_t limit);
 
 }  // namespace freshsync::edge

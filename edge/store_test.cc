@@ -320,6 +320,30 @@ TEST_F(StoreTest, SummaryForEdgectl) {
   EXPECT_EQ(s->backlog, 2);
   EXPECT_FALSE(s->link_up);
   EXPECT_EQ(ReadStoreSummary((dir_ / "nope.db").string()).status().code(), StatusCode::kNotFound);
+
+  // edgectl backlog: the same backlog, by lane (stock is lane 1, climate lane 0).
+  ASSERT_TRUE(store_->Apply(ClimateSample{"c1", 1, clock_.now, 1.0, {}, {}}, clock_.now).ok());
+  ASSERT_TRUE(store_->Apply(ClimateSample{"c1", 2, clock_.now, 1.5, {}, {}}, clock_.now).ok());
+  auto b = ReadBacklog(path_);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(b->last_seq, 5);
+  EXPECT_EQ(b->acked_seq, 1);
+  EXPECT_EQ(b->backlog, 4);
+  EXPECT_EQ(b->priority, 2);
+  EXPECT_EQ(b->bulk, 2);
+  EXPECT_EQ(b->backlog, ReadStoreSummary(path_)->backlog);
+  EXPECT_EQ(b->oldest_created_ms, Int("SELECT MIN(created_ms) FROM outbox WHERE seq > 1"));
+  EXPECT_GT(b->oldest_created_ms, 0);
+  // Everything acknowledged: nothing left, no oldest.
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(), "UPDATE sync_state SET value = 5 WHERE name = 'acked_seq'", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  b = ReadBacklog(path_);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->backlog, 0);
+  EXPECT_EQ(b->priority + b->bulk, 0);
+  EXPECT_EQ(b->oldest_created_ms, 0);
+  EXPECT_EQ(ReadBacklog((dir_ / "nope.db").string()).status().code(), StatusCode::kNotFound);
 }
 
 // The committed v1 fixture (edge/testdata/make_fixture_v1.sh) migrates to the latest schema,

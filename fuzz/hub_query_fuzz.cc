@@ -1,8 +1,10 @@
 // libFuzzer target: the HQ API's query parsing (hub/query.h): /v1/changes and /v1/audit
 // (?after=&limit=), the geofence and track ranges (?from=&to=&limit=) and the digest query.
+// The same input also goes through PrefersProtobuf as an Accept header.
 // The input is a query string "a=1&b=2" (httplib has already %-decoded values when the
 // server calls these). Checks: whatever is accepted is within the documented bounds, and an
 // RFC 3339 time in UTC agrees with timegm(3).
+#include <cctype>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -54,6 +56,14 @@ void CheckTimestamp(const std::string& v) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // The same bytes as an Accept header (content negotiation of the HQ reads): never fails, and
+  // protobuf is never chosen unless named.
+  const std::string_view raw(reinterpret_cast<const char*>(data), size);
+  if (PrefersProtobuf(raw)) {
+    std::string lower(raw);
+    for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    Check(lower.find("application/x-protobuf") != std::string::npos, "protobuf only when named");
+  }
   const QueryParams params = Split(std::string_view(reinterpret_cast<const char*>(data), size));
   FeedQuery f;
   if (auto e = ParseFeedQuery(params, &f)) {

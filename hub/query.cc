@@ -1,5 +1,7 @@
 #include "hub/query.h"
 
+#include <algorithm>
+
 #include "hub/digest.h"
 
 namespace freshsync::hub {
@@ -148,6 +150,63 @@ std::optional<QueryError> ParseDigestQuery(const QueryParams& params, DigestQuer
   if (q.to < q.from) return QueryError{"to", "to: must be >= from"};
   *out = q;
   return std::nullopt;
+}
+
+namespace {
+
+std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool EqualsNoCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+// qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ), in thousandths; 1000 if malformed.
+int ParseQ(std::string_view v) {
+  if (v.empty() || (v[0] != '0' && v[0] != '1')) return 1000;
+  int q = (v[0] - '0') * 1000;
+  if (v.size() == 1) return q;
+  if (v[1] != '.' || v.size() > 5) return 1000;
+  int scale = 100;
+  for (size_t i = 2; i < v.size(); ++i, scale /= 10) {
+    if (v[i] < '0' || v[i] > '9') return 1000;
+    q += (v[i] - '0') * scale;
+  }
+  return q > 1000 ? 1000 : q;
+}
+
+}  // namespace
+
+bool PrefersProtobuf(std::string_view accept) {
+  int q_proto = -1, q_json = -1;
+  while (!accept.empty()) {
+    const size_t comma = accept.find(',');
+    std::string_view item = accept.substr(0, comma);
+    accept = comma == std::string_view::npos ? std::string_view() : accept.substr(comma + 1);
+    const size_t semi = item.find(';');
+    const std::string_view type = TrimOws(item.substr(0, semi));
+    int q = 1000;
+    std::string_view params = semi == std::string_view::npos ? std::string_view() : item.substr(semi + 1);
+    while (!params.empty()) {
+      const size_t next = params.find(';');
+      const std::string_view p = TrimOws(params.substr(0, next));
+      params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
+      if (p.size() >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') q = ParseQ(TrimOws(p.substr(2)));
+    }
+    if (EqualsNoCase(type, "application/x-protobuf")) q_proto = std::max(q_proto, q);
+    else if (EqualsNoCase(type, "application/json")) q_json = std::max(q_json, q);
+  }
+  return q_proto > 0 && q_proto >= q_json;
 }
 
 }  // namespace freshsync::hub

@@ -61,4 +61,12 @@ std::optional<uint64_t> ParseU64(std::string_view s);
 // with a year 1970..9999 and real calendar dates.
 std::optional<int64_t> ParseTimestampMs(std::string_view s);
 
+// Content negotiation of the HQ GET routes, which answer JSON by default: true when the
+// request's Accept header asks for protobuf, i.e. names "application/x-protobuf" (media types
+// are case-insensitive, parameters other than q are ignored) with a q above 0 and not below the
+// q of "application/json". Wildcards ("*/*", "application/*") do not ask for protobuf. A q
+// that does not parse counts as 1 (RFC 9110 leaves it to the server; being lenient keeps a
+// sloppy protobuf client working). Never fails.
+bool PrefersProtobuf(std::string_view accept);
+
 }  // namespace freshsync::hub

@@ -73,5 +73,21 @@ TEST(QueryTest, RangeAndDigest) {
   EXPECT_TRUE(ParseDigestQuery({{"from", "1"}, {"to", "9"}, {"buckets", "1025"}}, &d));
 }
 
+TEST(QueryTest, PrefersProtobufOnlyWhenAcceptAsksForIt) {
+  // JSON by default.
+  for (const char* json : {"", "*/*", "application/*", "application/json", "text/html, */*;q=0.8",
+                           "application/x-protobuf;q=0", "application/x-protobuf;q=0.000, application/json",
+                           "application/json, application/x-protobuf;q=0.5", "application/x-protobufs",
+                           "application/protobuf"}) {
+    EXPECT_FALSE(PrefersProtobuf(json)) << json;
+  }
+  for (const char* proto : {"application/x-protobuf", "Application/X-Protobuf", " application/x-protobuf ",
+                            "application/x-protobuf; charset=binary", "application/json;q=0.5, application/x-protobuf",
+                            "application/x-protobuf;q=0.9,application/json;q=0.9", "application/json, application/x-protobuf",
+                            "application/x-protobuf;q=junk", "*/*;q=0.1, application/x-protobuf;q=0.2"}) {
+    EXPECT_TRUE(PrefersProtobuf(proto)) << proto;
+  }
+}
+
 }  // namespace
 }  // namespace freshsync::hub

@@ -45,8 +45,21 @@ void SendError(httplib::Response& res, int status, const std::string& message, c
 bool WantsJson(const httplib::Request& req) {
   return req.get_header_value("Accept").find(kJson) != std::string::npos;
 }
-bool WantsProto(const httplib::Request& req) {
-  return req.get_header_value("Accept").find(kProto) != std::string::npos;
+// HQ reads: JSON unless Accept asks for protobuf (PrefersProtobuf, hub/query.h).
+bool WantsProto(const httplib::Request& req) { return PrefersProtobuf(req.get_header_value("Accept")); }
+
+// 200 with the protobuf or the JSON form of an HQ read, as the caller's Accept asks. The two
+// forms are built lazily, so only the one sent costs anything. Vary: the same URL has two
+// representations, which a cache between HQ and the hub must keep apart.
+template <typename ToProto, typename ToJson>
+void SendRead(const httplib::Request& req, httplib::Response& res, ToProto to_proto, ToJson to_json) {
+  res.set_header("Vary", "Accept");
+  if (WantsProto(req)) {
+    res.status = 200;
+    res.set_content(to_proto().SerializeAsString(), kProto);
+  } else {
+    SendJson(res, 200, to_json());
+  }
 }
 
 // Answers 400 naming the parameter when a query did not parse; true when it did.
@@ -70,6 +83,27 @@ json PositionJson(const PositionRow& p) {
           {"lat", p.lat_e6 / 1e6}, {"lon", p.lon_e6 / 1e6},   {"speed_kmh", p.speed_dkmh / 10.0},
           {"heading", p.heading_deg}, {"hdop", p.hdop_d / 10.0}, {"ts", p.ts_ms},
           {"hlc", p.hlc},         {"seq", p.seq}};
+}
+
+void FillPosition(const PositionRow& p, v1::PositionItem* out) {
+  out->set_site(p.site);
+  auto* pos = out->mutable_position();
+  pos->set_vehicle(p.vehicle);
+  pos->set_device_seq(p.device_seq);
+  pos->set_lat_e6(p.lat_e6);
+  pos->set_lon_e6(p.lon_e6);
+  pos->set_speed_dkmh(p.speed_dkmh);
+  pos->set_heading_deg(p.heading_deg);
+  pos->set_hdop_d(p.hdop_d);
+  out->set_ts_ms(p.ts_ms);
+  out->set_hlc(p.hlc);
+  out->set_seq(p.seq);
+}
+
+// orders.lines as the hub stored it (JSON [{"sku", "qty"}]); "" before any record carried lines.
+json OrderLinesJson(const OrderRow& r) {
+  if (r.lines_json.empty()) return json::array();
+  return json::parse(r.lines_json, nullptr, false);
 }
 
 // Site ids as in the config rules; anything else can never match a certificate anyway.
@@ -468,40 +502,56 @@ struct HubServer::Impl {
       return AuditPull(*caller, req, 503, 0);
     }
     const uint64_t next = changes->empty() ? after : changes->back().cursor;
-    if (WantsProto(req)) {
-      v1::Feed feed;
-      for (auto& c : *changes) {
-        auto* fc = feed.add_changes();
-        fc->set_site(c.site);
-        fc->set_cursor(c.cursor);
-        *fc->mutable_record() = std::move(c.record);
-      }
-      feed.set_next(next);
-      res.set_content(feed.SerializeAsString(), kProto);
-    } else {
-      json arr = json::array();
-      for (const auto& c : *changes) arr.push_back(ChangeToJson(c.cursor, c.site, c.record));
-      SendJson(res, 200, {{"changes", std::move(arr)}, {"next", next}});
-    }
+    SendRead(
+        req, res,
+        [&] {
+          v1::Feed feed;
+          for (auto& c : *changes) {
+            auto* fc = feed.add_changes();
+            fc->set_site(c.site);
+            fc->set_cursor(c.cursor);
+            *fc->mutable_record() = std::move(c.record);
+          }
+          feed.set_next(next);
+          return feed;
+        },
+        [&] {
+          json arr = json::array();
+          for (const auto& c : *changes) arr.push_back(ChangeToJson(c.cursor, c.site, c.record));
+          return json{{"changes", std::move(arr)}, {"next", next}};
+        });
     AuditPull(*caller, req, 200, changes->size());
   }
 
-  // Shared shape of the per-site state endpoints.
-  template <typename Fn>
-  void SiteState(const httplib::Request& req, httplib::Response& res, const char* field, Fn fetch) {
+  // Shared shape of the per-site state endpoints: `fetch(site, res)` reads the rows (or answers
+  // 400 for a bad query parameter); the answer is {"site", field: [row_json(row)...]}, or the
+  // protobuf `Reply` with `site` and add_item(reply) filled by fill(row, item) per row.
+  template <typename Reply, typename Fetch, typename RowJson, typename AddItem, typename Fill>
+  void SiteState(const httplib::Request& req, httplib::Response& res, const char* field, Fetch fetch, RowJson row_json,
+                 AddItem add_item, Fill fill) {
     auto caller = Authorize(req, res, Role::kReader);
     if (!caller) return;
     const std::string site = req.matches[1];
-    json arr = json::array();
-    Status s = fetch(site, arr, res);
+    auto rows = fetch(site, res);
     if (res.status == 400) return AuditPull(*caller, req, 400, 0);
-    if (!s.ok()) {
-      SendError(res, 503, s.message());
+    if (!rows.ok()) {
+      SendError(res, 503, rows.status().message());
       return AuditPull(*caller, req, 503, 0);
     }
-    const size_t n = arr.size();
-    SendJson(res, 200, {{"site", site}, {field, std::move(arr)}});
-    AuditPull(*caller, req, 200, n);
+    SendRead(
+        req, res,
+        [&] {
+          Reply reply;
+          reply.set_site(site);
+          for (const auto& r : *rows) fill(r, add_item(reply));
+          return reply;
+        },
+        [&] {
+          json arr = json::array();
+          for (const auto& r : *rows) arr.push_back(row_json(r));
+          return json{{"site", site}, {field, std::move(arr)}};
+        });
+    AuditPull(*caller, req, 200, rows->size());
   }
 
   void Register() {
@@ -542,85 +592,148 @@ struct HubServer::Impl {
       if (!caller) return;
       auto sites = store.Sites();
       if (!sites.ok()) return SendError(res, 503, sites.status().message());
-      json arr = json::array();
-      for (const auto& si : *sites)
-        arr.push_back({{"site", si.site},
-                       {"contiguous_seq", si.contiguous_seq},
-                       {"max_seq", si.max_seq},
-                       {"records", si.records},
-                       {"last_push_ms", si.last_push_ms}});
-      const size_t n = arr.size();
-      SendJson(res, 200, {{"sites", std::move(arr)}});
-      AuditPull(*caller, req, 200, n);
+      SendRead(
+          req, res,
+          [&] {
+            v1::SitesReply reply;
+            for (const auto& si : *sites) {
+              auto* o = reply.add_sites();
+              o->set_site(si.site);
+              o->set_contiguous_seq(si.contiguous_seq);
+              o->set_max_seq(si.max_seq);
+              o->set_records(si.records);
+              o->set_last_push_ms(si.last_push_ms);
+            }
+            return reply;
+          },
+          [&] {
+            json arr = json::array();
+            for (const auto& si : *sites)
+              arr.push_back({{"site", si.site},
+                             {"contiguous_seq", si.contiguous_seq},
+                             {"max_seq", si.max_seq},
+                             {"records", si.records},
+                             {"last_push_ms", si.last_push_ms}});
+            return json{{"sites", std::move(arr)}};
+          });
+      AuditPull(*caller, req, 200, sites->size());
     });
     s.Get(std::string("/v1/sites/") + kSite + "/stock", [this](const httplib::Request& req, httplib::Response& res) {
-      SiteState(req, res, "stock", [this](const std::string& site, json& arr, httplib::Response&) -> Status {
-        auto rows = store.Stock(site);
-        if (!rows.ok()) return rows.status();
-        for (const auto& r : *rows)
-          arr.push_back({{"sku", r.sku}, {"on_hand", r.on_hand}, {"reserved", r.reserved}, {"version", r.version},
-                         {"hlc", r.hlc}, {"ts", r.ts_ms}, {"seq", r.seq}});
-        return Status::Ok();
-      });
+      SiteState<v1::StockReply>(
+          req, res, "stock", [this](const std::string& site, httplib::Response&) { return store.Stock(site); },
+          [](const StockRow& r) {
+            return json{{"sku", r.sku}, {"on_hand", r.on_hand}, {"reserved", r.reserved}, {"version", r.version},
+                        {"hlc", r.hlc}, {"ts", r.ts_ms},         {"seq", r.seq}};
+          },
+          [](v1::StockReply& reply) { return reply.add_stock(); },
+          [](const StockRow& r, v1::StockItem* o) {
+            o->set_sku(r.sku);
+            o->set_on_hand(r.on_hand);
+            o->set_reserved(r.reserved);
+            o->set_version(r.version);
+            o->set_hlc(r.hlc);
+            o->set_ts_ms(r.ts_ms);
+            o->set_seq(r.seq);
+          });
     });
     s.Get(std::string("/v1/sites/") + kSite + "/orders", [this](const httplib::Request& req, httplib::Response& res) {
-      SiteState(req, res, "orders", [this](const std::string& site, json& arr, httplib::Response&) -> Status {
-        auto rows = store.Orders(site);
-        if (!rows.ok()) return rows.status();
-        for (const auto& r : *rows) {
-          json o = {{"order_id", r.order_id}, {"site", r.site}, {"status", r.status}, {"actor", r.actor},
-                    {"version", r.version},   {"hlc", r.hlc},   {"ts", r.ts_ms},      {"seq", r.seq}};
-          o["lines"] = r.lines_json.empty() ? json::array() : json::parse(r.lines_json, nullptr, false);
-          if (!r.customer_sealed.empty()) o["customer_sealed"] = Base64(r.customer_sealed);
-          arr.push_back(std::move(o));
-        }
-        return Status::Ok();
-      });
+      SiteState<v1::OrdersReply>(
+          req, res, "orders", [this](const std::string& site, httplib::Response&) { return store.Orders(site); },
+          [](const OrderRow& r) {
+            json o = {{"order_id", r.order_id}, {"site", r.site}, {"status", r.status}, {"actor", r.actor},
+                      {"version", r.version},   {"hlc", r.hlc},   {"ts", r.ts_ms},      {"seq", r.seq}};
+            o["lines"] = OrderLinesJson(r);
+            if (!r.customer_sealed.empty()) o["customer_sealed"] = Base64(r.customer_sealed);
+            return o;
+          },
+          [](v1::OrdersReply& reply) { return reply.add_orders(); },
+          [](const OrderRow& r, v1::OrderItem* o) {
+            o->set_order_id(r.order_id);
+            o->set_site(r.site);
+            o->set_status(r.status);
+            o->set_actor(r.actor);
+            // The hub wrote these lines itself (sqlite_store.cc LinesJson); skip anything else.
+            const json lines = OrderLinesJson(r);
+            if (lines.is_array()) {
+              for (const auto& l : lines) {
+                if (!l.is_object() || !l.contains("sku") || !l["sku"].is_string() || !l.contains("qty") ||
+                    !l["qty"].is_number_integer())
+                  continue;
+                auto* line = o->add_lines();
+                line->set_sku(l["sku"].get<std::string>());
+                line->set_qty(l["qty"].get<int64_t>());
+              }
+            }
+            o->set_customer_sealed(r.customer_sealed);
+            o->set_version(r.version);
+            o->set_hlc(r.hlc);
+            o->set_ts_ms(r.ts_ms);
+            o->set_seq(r.seq);
+          });
     });
     s.Get(std::string("/v1/sites/") + kSite + "/vehicles", [this](const httplib::Request& req, httplib::Response& res) {
-      SiteState(req, res, "vehicles", [this](const std::string& site, json& arr, httplib::Response&) -> Status {
-        auto rows = store.Vehicles(site);
-        if (!rows.ok()) return rows.status();
-        for (const auto& r : *rows) arr.push_back(PositionJson(r));
-        return Status::Ok();
-      });
+      SiteState<v1::VehiclesReply>(
+          req, res, "vehicles", [this](const std::string& site, httplib::Response&) { return store.Vehicles(site); },
+          PositionJson, [](v1::VehiclesReply& reply) { return reply.add_vehicles(); }, FillPosition);
     });
     s.Get(std::string("/v1/sites/") + kSite + "/alerts", [this](const httplib::Request& req, httplib::Response& res) {
-      SiteState(req, res, "alerts", [this](const std::string& site, json& arr, httplib::Response&) -> Status {
-        auto rows = store.OpenAlerts(site);
-        if (!rows.ok()) return rows.status();
-        for (const auto& r : *rows) {
-          json a = {{"alert_id", r.alert_id}, {"sensor", r.sensor},   {"state", r.state},
-                    {"kind", r.kind},         {"min_c", r.min_c},     {"max_c", r.max_c},
-                    {"started_ts", r.started_ts_ms}, {"version", r.version}, {"seq", r.seq}};
-          arr.push_back(std::move(a));
-        }
-        return Status::Ok();
-      });
+      SiteState<v1::AlertsReply>(
+          req, res, "alerts", [this](const std::string& site, httplib::Response&) { return store.OpenAlerts(site); },
+          [](const AlertRow& r) {
+            return json{{"alert_id", r.alert_id}, {"sensor", r.sensor},   {"state", r.state},
+                        {"kind", r.kind},         {"min_c", r.min_c},     {"max_c", r.max_c},
+                        {"started_ts", r.started_ts_ms}, {"version", r.version}, {"seq", r.seq}};
+          },
+          [](v1::AlertsReply& reply) { return reply.add_alerts(); },
+          [](const AlertRow& r, v1::AlertItem* o) {
+            auto* a = o->mutable_alert();
+            a->set_alert_id(r.alert_id);
+            a->set_sensor(r.sensor);
+            a->set_state(r.state);
+            a->set_kind(r.kind);
+            a->set_min_c(r.min_c);
+            a->set_max_c(r.max_c);
+            a->set_started_ts_ms(r.started_ts_ms);
+            a->set_ended_ts_ms(r.ended_ts_ms);
+            o->set_version(r.version);
+            o->set_seq(r.seq);
+          });
     });
     s.Get(std::string("/v1/sites/") + kSite + "/geofence", [this](const httplib::Request& req, httplib::Response& res) {
-      SiteState(req, res, "events", [this, &req](const std::string& site, json& arr, httplib::Response& r) -> Status {
-        RangeQuery q;
-        if (!QueryOk(r, ParseRangeQuery(req.params, {1000, 10000, false}, &q))) return Status::InvalidArgument("bad parameter");
-        auto rows = store.GeofenceEvents(site, q.from, q.to, static_cast<int>(q.limit));
-        if (!rows.ok()) return rows.status();
-        for (const auto& e : *rows)
-          arr.push_back({{"seq", e.seq}, {"vehicle", e.vehicle}, {"fence", e.fence}, {"kind", e.kind},
-                         {"event", e.event}, {"ts", e.ts_ms}});
-        return Status::Ok();
-      });
+      SiteState<v1::GeofenceReply>(
+          req, res, "events",
+          [this, &req](const std::string& site, httplib::Response& r) -> Result<std::vector<GeofenceRow>> {
+            RangeQuery q;
+            if (!QueryOk(r, ParseRangeQuery(req.params, {1000, 10000, false}, &q)))
+              return Status::InvalidArgument("bad parameter");
+            return store.GeofenceEvents(site, q.from, q.to, static_cast<int>(q.limit));
+          },
+          [](const GeofenceRow& e) {
+            return json{{"seq", e.seq},   {"vehicle", e.vehicle}, {"fence", e.fence},
+                        {"kind", e.kind}, {"event", e.event},     {"ts", e.ts_ms}};
+          },
+          [](v1::GeofenceReply& reply) { return reply.add_events(); },
+          [](const GeofenceRow& e, v1::GeofenceItem* o) {
+            auto* g = o->mutable_event();
+            g->set_vehicle(e.vehicle);
+            g->set_fence(e.fence);
+            g->set_kind(e.kind);
+            g->set_event(e.event);
+            o->set_ts_ms(e.ts_ms);
+            o->set_seq(e.seq);
+          });
     });
     s.Get(std::string("/v1/sites/") + kSite + "/vehicles/([^/]+)/track",
           [this](const httplib::Request& req, httplib::Response& res) {
-            SiteState(req, res, "track", [this, &req](const std::string& site, json& arr, httplib::Response& r) -> Status {
-              RangeQuery q;
-              if (!QueryOk(r, ParseRangeQuery(req.params, {10000, 100000, true}, &q)))
-                return Status::InvalidArgument("bad parameter");
-              auto rows = store.Track(site, req.matches[2], q.from, q.to, static_cast<int>(q.limit));
-              if (!rows.ok()) return rows.status();
-              for (const auto& p : *rows) arr.push_back(PositionJson(p));
-              return Status::Ok();
-            });
+            SiteState<v1::TrackReply>(
+                req, res, "track",
+                [this, &req](const std::string& site, httplib::Response& r) -> Result<std::vector<PositionRow>> {
+                  RangeQuery q;
+                  if (!QueryOk(r, ParseRangeQuery(req.params, {10000, 100000, true}, &q)))
+                    return Status::InvalidArgument("bad parameter");
+                  return store.Track(site, req.matches[2], q.from, q.to, static_cast<int>(q.limit));
+                },
+                PositionJson, [](v1::TrackReply& reply) { return reply.add_track(); }, FillPosition);
           });
     s.Get("/v1/audit", [this](const httplib::Request& req, httplib::Response& res) {
       auto caller = Authorize(req, res, Role::kAdmin);
@@ -630,15 +743,36 @@ struct HubServer::Impl {
       const uint64_t after = q.after;
       auto rows = store.Audit(after, static_cast<int>(q.limit));
       if (!rows.ok()) return SendError(res, 503, rows.status().message());
-      json arr = json::array();
-      for (const auto& e : *rows)
-        arr.push_back({{"id", e.id},         {"ts_ms", e.ts_ms},   {"kind", e.kind},   {"actor", e.actor},
-                       {"path", e.path},     {"seq_from", e.seq_from}, {"seq_to", e.seq_to}, {"count", e.count},
-                       {"status", e.status}, {"detail", e.detail}});
       const uint64_t next = rows->empty() ? after : rows->back().id;
-      const size_t n = arr.size();
-      SendJson(res, 200, {{"entries", std::move(arr)}, {"next", next}});
-      AuditPull(*caller, req, 200, n);
+      SendRead(
+          req, res,
+          [&] {
+            v1::AuditReply reply;
+            for (const auto& e : *rows) {
+              auto* o = reply.add_entries();
+              o->set_id(e.id);
+              o->set_ts_ms(e.ts_ms);
+              o->set_kind(e.kind);
+              o->set_actor(e.actor);
+              o->set_path(e.path);
+              o->set_seq_from(e.seq_from);
+              o->set_seq_to(e.seq_to);
+              o->set_count(e.count);
+              o->set_status(e.status);
+              o->set_detail(e.detail);
+            }
+            reply.set_next(next);
+            return reply;
+          },
+          [&] {
+            json arr = json::array();
+            for (const auto& e : *rows)
+              arr.push_back({{"id", e.id},         {"ts_ms", e.ts_ms},   {"kind", e.kind},   {"actor", e.actor},
+                             {"path", e.path},     {"seq_from", e.seq_from}, {"seq_to", e.seq_to}, {"count", e.count},
+                             {"status", e.status}, {"detail", e.detail}});
+            return json{{"entries", std::move(arr)}, {"next", next}};
+          });
+      AuditPull(*caller, req, 200, rows->size());
     });
   }
 };

@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -125,6 +127,46 @@ std::string RawTls(int port, const TestPki::Files& client, const std::string& ca
   return out;
 }
 
+// What a plain-HTTP client gets from the TLS port: `request` is sent in clear over TCP and
+// everything that comes back is read until the peer closes or `timeout_s` passes.
+struct PlainAnswer {
+  bool connected = false;
+  bool closed_by_peer = false;  // EOF or reset before the timeout: the server hung up on us
+  std::string bytes;
+  double secs = 0;
+};
+PlainAnswer PlainRequest(int port, const std::string& request, int timeout_s = 5) {
+  PlainAnswer a;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    a.connected = true;
+    if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+      char buf[4096];
+      while (true) {
+        const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n > 0) {
+          a.bytes.append(buf, static_cast<size_t>(n));
+          continue;
+        }
+        a.closed_by_peer = n == 0 || errno == ECONNRESET;
+        break;
+      }
+    } else {
+      a.closed_by_peer = errno == ECONNRESET || errno == EPIPE;
+    }
+  }
+  close(fd);
+  a.secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return a;
+}
+
 class HubdTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -206,6 +248,28 @@ class HubdTest : public ::testing::Test {
     if (!r) return {};
     EXPECT_EQ(r->status, want) << path << ": " << r->body;
     return json::parse(r->body, nullptr, false);
+  }
+
+  // GET `path` in both forms over HTTPS: without Accept (JSON, the default) and with
+  // Accept: application/x-protobuf, each with its Content-Type.
+  template <typename Msg>
+  std::pair<json, Msg> GetBoth(const std::string& path, const std::string& token = kReaderToken) {
+    std::pair<json, Msg> out;
+    auto c = Hq(token);
+    auto r = c->Get(path.c_str());
+    EXPECT_TRUE(r) << path;
+    if (!r) return out;
+    EXPECT_EQ(r->status, 200) << path << ": " << r->body;
+    EXPECT_EQ(r->get_header_value("Content-Type"), "application/json") << path;
+    EXPECT_EQ(r->get_header_value("Vary"), "Accept") << path;
+    out.first = json::parse(r->body, nullptr, false);
+    auto p = c->Get(path.c_str(), {{"Accept", "application/x-protobuf"}});
+    EXPECT_TRUE(p) << path;
+    if (!p) return out;
+    EXPECT_EQ(p->status, 200) << path << ": " << p->body;
+    EXPECT_EQ(p->get_header_value("Content-Type"), "application/x-protobuf") << path;
+    EXPECT_TRUE(out.second.ParseFromString(p->body)) << path;
+    return out;
   }
 
   // Every change in the feed, paging with `page`.
@@ -300,6 +364,199 @@ TEST_F(HubdTest, PushedRecordsAppearInFeedAndStateExactlyOnce) {
   EXPECT_EQ(track["track"][0]["seq"], 13);
   json track_rfc = GetJson("/v1/sites/site-a/vehicles/truck-1/track?from=2025-11-24T16:00:13Z&to=2025-11-24T16:00:37.000Z");
   EXPECT_EQ(track_rfc["track"].size(), 3u);
+}
+
+// The JSON form of the protobuf answers, by the mapping docs/api.md documents: what HQ gets from
+// either form must be the same content.
+json PositionItemJson(const v1::PositionItem& p) {
+  const auto& v = p.position();
+  return {{"vehicle", v.vehicle()},          {"site", p.site()},           {"device_seq", v.device_seq()},
+          {"lat", v.lat_e6() / 1e6},         {"lon", v.lon_e6() / 1e6},    {"speed_kmh", v.speed_dkmh() / 10.0},
+          {"heading", v.heading_deg()},      {"hdop", v.hdop_d() / 10.0},  {"ts", p.ts_ms()},
+          {"hlc", p.hlc()},                  {"seq", p.seq()}};
+}
+
+TEST_F(HubdTest, EveryHqReadAnswersProtobufOnAcceptWithTheSameContent) {
+  auto a = Site(site_a_);
+  ASSERT_EQ(Push(*a, "site-a", BatchBody("site-a", 1, 60))->status, 200);
+  // What Record() lacks: an order with lines and sealed customer data, geofence events, an
+  // alert with every field set.
+  v1::Batch extra;
+  extra.set_site("site-a");
+  {
+    auto r = Record(61);
+    r.set_entity(v1::ORDER);
+    r.set_key("o-lines");
+    r.clear_alert();
+    auto* o = r.mutable_order();
+    o->set_order_id("o-lines");
+    o->set_status("created");
+    o->set_actor("terminal-3");
+    auto* l = o->add_lines();
+    l->set_sku("tomato-5kg");
+    l->set_qty(4);
+    l = o->add_lines();
+    l->set_sku("leek-1kg");
+    l->set_qty(12);
+    o->set_customer_sealed(std::string("\x00\x01sealed\xff", 9));
+    *extra.add_records() = r;
+  }
+  for (uint64_t seq : {62, 63}) {
+    auto r = Record(seq);
+    r.set_entity(v1::GEOFENCE_EVENT);
+    r.set_key("truck-1");
+    r.clear_body();
+    auto* g = r.mutable_geofence();
+    g->set_vehicle("truck-1");
+    g->set_fence("depot");
+    g->set_kind("depot");
+    g->set_event(seq == 62 ? "enter" : "exit");
+    *extra.add_records() = r;
+  }
+  {
+    auto r = Record(64);
+    r.set_entity(v1::COLDCHAIN_ALERT);
+    r.set_key("al-full");
+    r.clear_body();
+    auto* al = r.mutable_alert();
+    al->set_alert_id("al-full");
+    al->set_sensor("cold-2");
+    al->set_state("open");
+    al->set_kind("excursion");
+    al->set_min_c(0.5);
+    al->set_max_c(4.25);
+    al->set_started_ts_ms(1764000050000);
+    *extra.add_records() = r;
+  }
+  ASSERT_EQ(Push(*a, "site-a", hub::ZstdCompress(extra.SerializeAsString()))->status, 200);
+
+  {  // The change feed: every change, field for field.
+    auto [j, p] = GetBoth<v1::Feed>("/v1/changes?after=0&limit=1000");
+    ASSERT_EQ(j["changes"].size(), 64u);
+    ASSERT_EQ(p.changes_size(), 64);
+    for (int i = 0; i < p.changes_size(); ++i) {
+      const auto& c = p.changes(i);
+      EXPECT_EQ(j["changes"][i], hub::ChangeToJson(c.cursor(), c.site(), c.record())) << i;
+    }
+    EXPECT_EQ(j["next"], p.next());
+  }
+  {  // Sites.
+    auto [j, p] = GetBoth<v1::SitesReply>("/v1/sites");
+    json want = json::array();
+    for (const auto& si : p.sites())
+      want.push_back({{"site", si.site()}, {"contiguous_seq", si.contiguous_seq()}, {"max_seq", si.max_seq()},
+                      {"records", si.records()}, {"last_push_ms", si.last_push_ms()}});
+    ASSERT_EQ(want.size(), 1u);
+    EXPECT_EQ(j["sites"], want);
+  }
+  {  // Stock.
+    auto [j, p] = GetBoth<v1::StockReply>("/v1/sites/site-a/stock");
+    EXPECT_EQ(p.site(), "site-a");
+    json want = json::array();
+    for (const auto& r : p.stock())
+      want.push_back({{"sku", r.sku()}, {"on_hand", r.on_hand()}, {"reserved", r.reserved()}, {"version", r.version()},
+                      {"hlc", r.hlc()}, {"ts", r.ts_ms()}, {"seq", r.seq()}});
+    ASSERT_EQ(want.size(), 7u);
+    EXPECT_EQ(j["stock"], want);
+    EXPECT_EQ(j["site"], "site-a");
+  }
+  {  // Orders, with lines and the sealed blob.
+    auto [j, p] = GetBoth<v1::OrdersReply>("/v1/sites/site-a/orders");
+    EXPECT_EQ(p.site(), "site-a");
+    json want = json::array();
+    bool saw_lines = false;
+    for (const auto& o : p.orders()) {
+      json lines = json::array();
+      for (const auto& l : o.lines()) lines.push_back({{"sku", l.sku()}, {"qty", l.qty()}});
+      json w = {{"order_id", o.order_id()}, {"site", o.site()}, {"status", o.status()}, {"actor", o.actor()},
+                {"lines", lines},           {"version", o.version()}, {"hlc", o.hlc()}, {"ts", o.ts_ms()},
+                {"seq", o.seq()}};
+      if (!o.customer_sealed().empty()) w["customer_sealed"] = hub::Base64(o.customer_sealed());
+      if (o.order_id() == "o-lines") {
+        saw_lines = true;
+        EXPECT_EQ(o.lines_size(), 2);
+        EXPECT_EQ(o.customer_sealed(), std::string("\x00\x01sealed\xff", 9));
+        EXPECT_EQ(o.actor(), "terminal-3");
+      }
+      want.push_back(std::move(w));
+    }
+    EXPECT_TRUE(saw_lines);
+    ASSERT_EQ(want.size(), 16u);
+    EXPECT_EQ(j["orders"], want);
+  }
+  {  // Latest vehicle positions.
+    auto [j, p] = GetBoth<v1::VehiclesReply>("/v1/sites/site-a/vehicles");
+    EXPECT_EQ(p.site(), "site-a");
+    json want = json::array();
+    for (const auto& v : p.vehicles()) want.push_back(PositionItemJson(v));
+    ASSERT_EQ(want.size(), 3u);
+    EXPECT_EQ(j["vehicles"], want);
+  }
+  {  // Open alerts.
+    auto [j, p] = GetBoth<v1::AlertsReply>("/v1/sites/site-a/alerts");
+    EXPECT_EQ(p.site(), "site-a");
+    json want = json::array();
+    for (const auto& it : p.alerts()) {
+      const auto& al = it.alert();
+      EXPECT_EQ(al.ended_ts_ms(), 0);
+      want.push_back({{"alert_id", al.alert_id()}, {"sensor", al.sensor()}, {"state", al.state()},
+                      {"kind", al.kind()},         {"min_c", al.min_c()},   {"max_c", al.max_c()},
+                      {"started_ts", al.started_ts_ms()}, {"version", it.version()}, {"seq", it.seq()}});
+    }
+    ASSERT_EQ(want.size(), 16u);
+    EXPECT_EQ(j["alerts"], want);
+    EXPECT_NE(j["alerts"].dump().find("\"max_c\":4.25"), std::string::npos);
+  }
+  {  // Geofence events over a time range.
+    auto [j, p] = GetBoth<v1::GeofenceReply>("/v1/sites/site-a/geofence?from=0&to=2025-11-25T00:00:00Z");
+    EXPECT_EQ(p.site(), "site-a");
+    json want = json::array();
+    for (const auto& e : p.events())
+      want.push_back({{"seq", e.seq()},           {"vehicle", e.event().vehicle()}, {"fence", e.event().fence()},
+                      {"kind", e.event().kind()}, {"event", e.event().event()},     {"ts", e.ts_ms()}});
+    ASSERT_EQ(want.size(), 2u);
+    EXPECT_EQ(j["events"], want);
+  }
+  {  // A vehicle's track over a time range: truck-1 at seqs 13, 25, 37.
+    const int64_t t0 = 1764000000000;
+    auto [j, p] = GetBoth<v1::TrackReply>("/v1/sites/site-a/vehicles/truck-1/track?from=" + std::to_string(t0 + 13000) +
+                                          "&to=" + std::to_string(t0 + 37000));
+    EXPECT_EQ(p.site(), "site-a");
+    json want = json::array();
+    for (const auto& v : p.track()) want.push_back(PositionItemJson(v));
+    ASSERT_EQ(want.size(), 3u);
+    EXPECT_EQ(j["track"], want);
+    EXPECT_EQ(p.track(0).seq(), 13u);
+    EXPECT_EQ(p.track(0).position().lat_e6(), 31000013);
+  }
+  {  // The audit log (admin). Every pull adds a row, so the protobuf fetch asks for as many as
+     // the JSON one got.
+    json first = GetJson("/v1/audit?limit=1000", kAdminToken);
+    const size_t n = first["entries"].size();
+    ASSERT_GT(n, 8u);
+    auto [j, p] = GetBoth<v1::AuditReply>("/v1/audit?limit=" + std::to_string(n), kAdminToken);
+    json want = json::array();
+    for (const auto& e : p.entries())
+      want.push_back({{"id", e.id()},         {"ts_ms", e.ts_ms()},   {"kind", e.kind()},   {"actor", e.actor()},
+                      {"path", e.path()},     {"seq_from", e.seq_from()}, {"seq_to", e.seq_to()}, {"count", e.count()},
+                      {"status", e.status()}, {"detail", e.detail()}});
+    ASSERT_EQ(want.size(), n);
+    EXPECT_EQ(j["entries"], want);
+    EXPECT_EQ(j["next"], p.next());
+  }
+
+  // Negotiation: wildcards and JSON preferred by q get JSON; errors are JSON whatever was asked.
+  auto hq = Hq(kReaderToken);
+  for (const char* accept : {"*/*", "application/json", "application/x-protobuf;q=0.5, application/json"}) {
+    auto r = hq->Get("/v1/sites/site-a/stock", {{"Accept", accept}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->get_header_value("Content-Type"), "application/json") << accept;
+  }
+  auto r = hq->Get("/v1/sites/site-a/vehicles/truck-1/track?from=yesterday", {{"Accept", "application/x-protobuf"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
+  EXPECT_EQ(json::parse(r->body, nullptr, false)["parameter"], "from");
 }
 
 TEST_F(HubdTest, GapIsRefusedWithTheExpectedSeq) {
@@ -428,11 +685,35 @@ TEST_F(HubdTest, RefusesWrongIdentities) {
   auto stranger = Site(pki_.Untrusted("site-a"));
   r = Push(*stranger, "site-a", body);
   EXPECT_FALSE(r) << r->status;
-  // Plain HTTP gets no HTTP answer.
-  httplib::Client plain("127.0.0.1", port_);
-  plain.set_read_timeout(5);
-  auto pr = plain.Get("/healthz");
-  EXPECT_FALSE(pr && pr->status == 200);
+  // Plain HTTP is refused by the TLS layer. OpenSSL sees an HTTP request where a ClientHello
+  // should be and ends the handshake: the connection is accepted, then closed at once with
+  // nothing sent (at most a TLS alert record, content type 21), so no HTTP status comes back.
+  // A 400 from the TLS server would also be a refusal. Anything else fails: a 200, any other
+  // status, or a server that holds the connection open until the client gives up.
+  for (const std::string& request :
+       {std::string("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+        "POST /v1/sites/site-a/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n"
+        "Content-Encoding: zstd\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body}) {
+    const PlainAnswer pa = PlainRequest(port_, request);
+    const std::string what = request.substr(0, request.find('\r'));
+    ASSERT_TRUE(pa.connected) << what;
+    EXPECT_TRUE(pa.closed_by_peer) << what << ": connection held open for " << pa.secs << " s";
+    EXPECT_LT(pa.secs, 3.0) << what;
+    const bool tls_refusal = pa.bytes.empty() || static_cast<unsigned char>(pa.bytes[0]) == 0x15;
+    const bool http_400 = pa.bytes.rfind("HTTP/1.1 400 ", 0) == 0 || pa.bytes.rfind("HTTP/1.0 400 ", 0) == 0;
+    EXPECT_TRUE(tls_refusal || http_400) << what << ": got " << pa.bytes.size() << " bytes: " << pa.bytes;
+  }
+  // The same through an HTTP client: the read fails (the peer closed without an answer), or 400.
+  {
+    httplib::Client plain("127.0.0.1", port_);
+    plain.set_read_timeout(5);
+    auto pr = plain.Get("/healthz");
+    if (pr) {
+      EXPECT_EQ(pr->status, 400) << pr->body;
+    } else {
+      EXPECT_EQ(pr.error(), httplib::Error::Read) << httplib::to_string(pr.error());
+    }
+  }
   EXPECT_TRUE(Feed(100).empty());
 
   // HQ tokens.

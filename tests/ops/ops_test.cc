@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/ingest/site.h"
 
@@ -349,6 +350,62 @@ TEST(Edgectl, BackupUnderLoadRestoresAndVerifies) {
   // Restore refuses a file that is not a store.
   WriteFile(dir.File("junk.db"), "this is not sqlite");
   EXPECT_NE(Ctl(site.config_path(), "restore '" + dir.File("junk.db") + "'", &out), 0);
+}
+
+TEST(Edgectl, BacklogByLane) {
+  // No [hub]: nothing is ever acknowledged, so every change record is backlog.
+  Site site;
+  ASSERT_TRUE(site.StartEdged());
+  auto pub = site.NewPublisher("backlog-pub");
+  for (int i = 0; i < 5; ++i) pub->Publish(Movement("bl" + std::to_string(i), "carrot", 2));
+  for (int i = 1; i <= 7; ++i)
+    pub->Publish({"fs/vehicles/truck-9/gps", "{\"seq\":" + std::to_string(i) +
+                                                 ",\"lat\":31.2,\"lon\":121.5,\"ts\":" + std::to_string(1764000000000 + i * 1000) + "}"});
+  pub->Flush();
+  ASSERT_TRUE(site.WaitInt("SELECT count(*) FROM outbox", 12, 30s));
+  ASSERT_EQ(site.StopEdged(), 0);  // nothing moves while we compare
+  const int64_t lane1 = site.Int("SELECT count(*) FROM outbox WHERE priority = 1");
+  const int64_t lane0 = site.Int("SELECT count(*) FROM outbox WHERE priority = 0");
+  EXPECT_EQ(lane1, 5);
+  EXPECT_EQ(lane0, 7);
+
+  std::string out;
+  ASSERT_EQ(Ctl(site.config_path(), "backlog --json", &out), 0) << out;
+  auto j = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << out;
+  EXPECT_EQ(j["backlog"], 12);
+  EXPECT_EQ(j["last_seq"], 12);
+  EXPECT_EQ(j["acked_seq"], 0);
+  EXPECT_EQ(j["lanes"]["priority"], lane1);
+  EXPECT_EQ(j["lanes"]["bulk"], lane0);
+  EXPECT_EQ(j["oldest_created_ms"], site.Int("SELECT MIN(created_ms) FROM outbox"));
+  // The same number as status's outbox.backlog.
+  std::string status;
+  ASSERT_EQ(Ctl(site.config_path(), "status --json", &status), 0) << status;
+  EXPECT_EQ(nlohmann::json::parse(status, nullptr, false)["outbox"]["backlog"], j["backlog"]) << status;
+
+  // The hub acknowledges the first 6 records (what the sync agent would write): 6 are left,
+  // split by the lanes of the records above seq 6.
+  Sql(site.db_path(), "INSERT OR REPLACE INTO sync_state(name, value) VALUES('acked_seq', 6)");
+  ASSERT_EQ(Ctl(site.config_path(), "backlog --json", &out), 0) << out;
+  j = nlohmann::json::parse(out, nullptr, false);
+  EXPECT_EQ(j["backlog"], 6);
+  EXPECT_EQ(j["acked_seq"], 6);
+  EXPECT_EQ(j["lanes"]["priority"], site.Int("SELECT count(*) FROM outbox WHERE seq > 6 AND priority = 1"));
+  EXPECT_EQ(j["lanes"]["bulk"], site.Int("SELECT count(*) FROM outbox WHERE seq > 6 AND priority = 0"));
+
+  // Text form for people.
+  ASSERT_EQ(Ctl(site.config_path(), "backlog", &out), 0) << out;
+  EXPECT_NE(out.find("backlog       6 change records not acknowledged by the hub (seq 7..12)"), std::string::npos) << out;
+  EXPECT_NE(out.find("priority"), std::string::npos) << out;
+  EXPECT_NE(out.find("oldest"), std::string::npos) << out;
+
+  // All acknowledged: an empty backlog, no oldest record.
+  Sql(site.db_path(), "UPDATE sync_state SET value = 12 WHERE name = 'acked_seq'");
+  ASSERT_EQ(Ctl(site.config_path(), "backlog --json", &out), 0) << out;
+  j = nlohmann::json::parse(out, nullptr, false);
+  EXPECT_EQ(j["backlog"], 0);
+  EXPECT_TRUE(j["oldest_created_ms"].is_null()) << out;
 }
 
 TEST(Edgectl, DeadLetterShowAndReplayAfterFix) {

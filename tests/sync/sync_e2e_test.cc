@@ -200,6 +200,32 @@ TEST_F(SyncE2E, PublishedMessagesReachHqExactlyOnce) {
   EXPECT_NE(stock.dump().find("sku-apple"), std::string::npos) << stock.dump();
   EXPECT_NE(stock.dump().find("50"), std::string::npos) << stock.dump();  // 10 receipts of 5
   EXPECT_EQ(site_->Int("SELECT value FROM sync_state WHERE name = 'link_up'"), 1);
+
+  // What the operator sees while edged is connected to the running hubd: `edgectl status
+  // --json` says the link is up, and once the agent has recorded the last ack the backlog
+  // (there and in `edgectl backlog --json`) is 0.
+  auto edgectl = [&](const std::string& args) {
+    const std::string out = dir_.File("edgectl.out");
+    std::filesystem::remove(out);  // RunShell appends
+    const int rc = RunShell("'" + BinDir() + "/edgectl' --config '" + site_->config_path() + "' " + args, out);
+    EXPECT_EQ(rc, 0) << args << ": " << ReadFile(out);
+    return json::parse(ReadFile(out), nullptr, false);
+  };
+  json status;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        status = edgectl("status --json");
+        return status.is_object() && status["outbox"]["backlog"] == 0;
+      },
+      std::chrono::seconds(30)))
+      << status.dump();
+  EXPECT_EQ(status["link"], "up") << status.dump();
+  EXPECT_EQ(status["site"], kSiteId);
+  EXPECT_EQ(status["outbox"]["acked_seq"], status["outbox"]["last_seq"]) << status.dump();
+  EXPECT_GE(status["outbox"]["last_seq"].get<int64_t>(), last);
+  json backlog = edgectl("backlog --json");
+  EXPECT_EQ(backlog["backlog"], 0) << backlog.dump();
+  EXPECT_EQ(backlog["acked_seq"], status["outbox"]["acked_seq"]) << backlog.dump();
 }
 
 // edged's /metrics follows the sync path: HTTP codes from the hub (200, and 503 while the hub
