@@ -1,7 +1,9 @@
 // Test harness: real components for integration tests. Temp dirs, child processes, a real
 // Mosquitto on a free loopback port, and real TLS certificates made with the openssl CLI.
 //
-// Everything here is test-only. Fakes (clock, disk, transport) live in tests/support/fakes.h.
+// Everything here is test-only. Fakes live beside it: sync_fakes.h (FakeClock, an in-memory hub
+// behind Transport), fault_vfs.h (a failing disk and power cuts under SQLite), power_cut_files.h
+// (power cuts under the intake journal), fault_proxy.h (a flaky link).
 #pragma once
 
 #include <sys/types.h>
