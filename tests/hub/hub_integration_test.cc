@@ -92,6 +92,23 @@ long RssKb(pid_t pid) {
   return -1;
 }
 
+// A TCP socket connected to 127.0.0.1:port whose reads give up after timeout_s; -1 (and the
+// socket closed) when the connection is refused.
+int ConnectLoopback(int port, int timeout_s) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 // Sends `request` verbatim over TLS and returns what comes back until the peer closes or
 // `timeout_s` passes. "" when the TLS handshake fails.
 std::string RawTls(int port, const TestPki::Files& client, const std::string& ca, const std::string& request,
@@ -100,15 +117,9 @@ std::string RawTls(int port, const TestPki::Files& client, const std::string& ca
   SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr);
   SSL_CTX_use_certificate_file(ctx, client.cert.c_str(), SSL_FILETYPE_PEM);
   SSL_CTX_use_PrivateKey_file(ctx, client.key.c_str(), SSL_FILETYPE_PEM);
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  timeval tv{timeout_s, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const int fd = ConnectLoopback(port, timeout_s);
   std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+  if (fd >= 0) {
     SSL* ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
     if (SSL_connect(ssl) == 1) {
@@ -121,8 +132,8 @@ std::string RawTls(int port, const TestPki::Files& client, const std::string& ca
       }
     }
     SSL_free(ssl);
+    close(fd);
   }
-  close(fd);
   SSL_CTX_free(ctx);
   return out;
 }
@@ -138,14 +149,8 @@ struct PlainAnswer {
 PlainAnswer PlainRequest(int port, const std::string& request, int timeout_s = 5) {
   PlainAnswer a;
   const auto t0 = std::chrono::steady_clock::now();
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  timeval tv{timeout_s, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+  const int fd = ConnectLoopback(port, timeout_s);
+  if (fd >= 0) {
     a.connected = true;
     if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
       char buf[4096];
@@ -161,8 +166,8 @@ PlainAnswer PlainRequest(int port, const std::string& request, int timeout_s = 5
     } else {
       a.closed_by_peer = errno == ECONNRESET || errno == EPIPE;
     }
+    close(fd);
   }
-  close(fd);
   a.secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return a;
 }
