@@ -19,6 +19,8 @@ command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -
 cmake -S . -B "$dir" -G Ninja -DFRESHSYNC_FUZZ=ON -DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -g1" \
   -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang "${launcher[@]}" >/dev/null
 cmake --build "$dir" -j "$jobs" --target fuzz
+# FUZZ_BUILD_ONLY=1: stop here (scripts/test.sh builds the targets in the background early on).
+[[ ${FUZZ_BUILD_ONLY:-0} == 1 ]] && exit 0
 
 failed=()
 for t in "${targets[@]}"; do

@@ -29,7 +29,26 @@ stage "default tests"
 if ((quick)); then
   (cd build && ctest --output-on-failure -L slow --timeout 900)
 else
-  stage "slow tests"
+  # Sanitizer builds: -O1 with line tables only, to cut their compile time on 2 cores
+  # and still gives file:line in reports.
+  san_flags=(-DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -g1" -DFRESHSYNC_BUILD_BENCH=OFF)
+  # The TSan tree and the fuzz targets compile in the background at nice 19 from here on: the
+  # slow suites below mostly wait (kills, restarts, broker autosaves), and at nice 19 the
+  # compiler only takes CPU that the tests leave idle. They are waited for before their tests.
+  # TSan runs only the tsan-labelled suites, so it builds only their binaries and the daemons
+  # they start: about half the targets. Each tsan-labelled test is named after its executable
+  # target (ctest knows a test's command path only once the binary exists, so the names are
+  # what we can read before building).
+  (
+    set -e
+    cmake -S . -B build-tsan -G Ninja "${launcher[@]}" -DFRESHSYNC_SANITIZE=thread "${san_flags[@]}" >/dev/null
+    mapfile -t tsan_targets < <(cd build-tsan && ctest -N -L tsan | sed -n 's/^ *Test *#[0-9]*: *//p' | sort -u)
+    nice -n 19 cmake --build build-tsan -j "$jobs" --target "${tsan_targets[@]}" edged hubd edgectl edge-sim
+    FUZZ_BUILD_ONLY=1 nice -n 19 scripts/fuzz.sh
+  ) >build/background-builds.log 2>&1 &
+  background_pid=$!
+
+  stage "slow tests (TSan and fuzz builds in the background at nice 19)"
   (cd build && ctest --output-on-failure -L slow -LE install --timeout 900)
   # The package install test (3-9 min on a fresh machine) mostly waits on the Debian mirror and
   # dpkg, so it runs while the ASan tree compiles, and is waited for before any timing-driven
@@ -37,9 +56,6 @@ else
   (cd build && ctest --output-on-failure -L install --timeout 900 >install-test.log 2>&1) &
   install_pid=$!
 
-  # Sanitizer builds: -O1 with line tables only, to cut their compile time on 2 cores
-  # and still gives file:line in reports.
-  san_flags=(-DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -g1" -DFRESHSYNC_BUILD_BENCH=OFF)
   stage "ASan/UBSan build (package install test alongside)"
   build build-asan -DFRESHSYNC_SANITIZE=address "${san_flags[@]}"
   install_rc=0; wait "$install_pid" || install_rc=$?
@@ -48,18 +64,15 @@ else
   stage "ASan/UBSan tests"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest --output-on-failure -j "$jobs" -LE "slow|sanitizer-skip" --timeout 900)
-  # TSan runs only the tsan-labelled suites, so it builds only their binaries and the daemons
-  # they start: about half the targets.
-  stage "TSan build"
-  cmake -S . -B build-tsan -G Ninja "${launcher[@]}" -DFRESHSYNC_SANITIZE=thread "${san_flags[@]}" >/dev/null
-  # Each tsan-labelled test is named after its executable target (ctest knows a test's command
-  # path only once the binary exists, so the names are what we can read before building).
-  mapfile -t tsan_targets < <(cd build-tsan && ctest -N -L tsan | sed -n 's/^ *Test *#[0-9]*: *//p' | sort -u)
-  cmake --build build-tsan -j "$jobs" --target "${tsan_targets[@]}" edged hubd edgectl edge-sim
+  stage "waiting for the background TSan and fuzz builds"
+  background_rc=0; wait "$background_pid" || background_rc=$?
+  tail -n 5 build/background-builds.log
+  ((background_rc == 0)) || { cat build/background-builds.log; echo "test.sh: the TSan or fuzz build failed" >&2; exit 1; }
   stage "TSan tests"
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
      ctest --output-on-failure -j "$jobs" -L tsan --timeout 900)
-  # libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each over fuzz/corpus (fuzz/README.md).
+  # libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each over fuzz/corpus (fuzz/README.md);
+  # the build above left nothing to compile.
   stage "fuzzing"
   scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 fi
