@@ -8,28 +8,31 @@
 
 namespace freshsync::testing {
 
-int PowerCutFiles::GateLocked(bool* fired) {
-  if (countdown_ > 0 && --countdown_ == 0) {
-    power_off_ = true;
-    countdown_ = -1;
-    *fired = true;
-  }
-  if (power_off_) {
-    errno = EIO;
-    return -1;
-  }
-  return 0;
-}
-
-void PowerCutFiles::FireIfNeeded(bool fired) {
-  if (!fired) return;
-  std::function<void()> listener;
+template <typename Op>
+auto PowerCutFiles::Gated(Op op) -> decltype(op()) {
+  bool fired = false, refused = false;
+  decltype(op()) rc = -1;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    listener = cut_listener_;
+    if (countdown_ > 0 && --countdown_ == 0) {
+      power_off_ = true;
+      countdown_ = -1;
+      fired = true;
+    }
+    // The operation runs under the lock, so none can land after a cut rolled the files back.
+    refused = power_off_;
+    if (!refused) rc = op();
   }
-  if (listener) listener();
-  errno = EIO;  // the listener may have touched errno; the caller reads it
+  if (fired) {
+    std::function<void()> listener;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      listener = cut_listener_;
+    }
+    if (listener) listener();
+  }
+  if (refused) errno = EIO;  // set last: the listener may have touched errno
+  return rc;
 }
 
 int64_t PowerCutFiles::SizeOf(int fd) {
@@ -38,93 +41,54 @@ int64_t PowerCutFiles::SizeOf(int fd) {
 }
 
 int PowerCutFiles::Open(const std::string& path, int flags, mode_t mode) {
-  bool fired = false;
-  int fd = -1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    const bool creates = (flags & O_CREAT) != 0;
-    if (creates && GateLocked(&fired) != 0) {
-      // fall through to FireIfNeeded with fd = -1
-    } else {
-      const bool existed = ::access(path.c_str(), F_OK) == 0;
-      fd = ::open(path.c_str(), flags, mode);
-      if (fd >= 0) {
-        paths_[fd] = path;
-        auto [it, inserted] = files_.try_emplace(path);
-        if (!existed) {
-          it->second = FileState{0, false};
-        } else if (inserted) {
-          it->second = FileState{SizeOf(fd), true};
-        }
-        // O_TRUNC on a file with durable content: the journal only does this to a file that
-        // holds no valid entry, so what it loses at a cut does not matter; count it as synced.
-        if ((flags & O_TRUNC) != 0) it->second.durable_size = 0;
-      }
-    }
-  }
-  FireIfNeeded(fired);
-  if (fired) errno = EIO;
-  return fd;
+  auto open = [&] {
+    const bool existed = ::access(path.c_str(), F_OK) == 0;
+    const int fd = ::open(path.c_str(), flags, mode);
+    if (fd < 0) return fd;
+    paths_[fd] = path;
+    auto [it, inserted] = files_.try_emplace(path);
+    if (!existed) it->second = FileState{0, false};
+    else if (inserted) it->second = FileState{SizeOf(fd), true};
+    // O_TRUNC on a file with durable content: the journal only does this to a file that holds
+    // no valid entry, so what it loses at a cut does not matter; count it as synced.
+    if ((flags & O_TRUNC) != 0) it->second.durable_size = 0;
+    return fd;
+  };
+  if ((flags & O_CREAT) != 0) return Gated(open);  // creating is a disk write; opening is not
+  std::lock_guard<std::mutex> lock(mu_);
+  return open();
 }
 
 ssize_t PowerCutFiles::Write(int fd, const void* data, size_t n) {
-  bool fired = false;
-  ssize_t rc = -1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (GateLocked(&fired) == 0) rc = ::write(fd, data, n);  // under the lock: see the header
-  }
-  FireIfNeeded(fired);
-  return rc;
+  return Gated([&] { return ::write(fd, data, n); });
 }
 
 int PowerCutFiles::DataSync(int fd) {
-  bool fired = false;
-  int rc = -1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (GateLocked(&fired) == 0) {
-      auto it = paths_.find(fd);
-      if (it != paths_.end()) files_[it->second].durable_size = SizeOf(fd);
-      ++syncs_;
-      rc = 0;
-    }
-  }
-  FireIfNeeded(fired);
-  return rc;
+  return Gated([&] {
+    if (auto it = paths_.find(fd); it != paths_.end()) files_[it->second].durable_size = SizeOf(fd);
+    ++syncs_;
+    return 0;
+  });
 }
 
 int PowerCutFiles::Truncate(int fd, off_t size) {
-  bool fired = false;
-  int rc = -1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (GateLocked(&fired) == 0) {
-      rc = ::ftruncate(fd, size);
-      auto it = paths_.find(fd);
-      if (rc == 0 && it != paths_.end()) {
-        FileState& f = files_[it->second];
-        if (f.durable_size > size) f.durable_size = size;  // a shrink: taken as durable
-      }
+  return Gated([&] {
+    const int rc = ::ftruncate(fd, size);
+    if (auto it = paths_.find(fd); rc == 0 && it != paths_.end()) {
+      FileState& f = files_[it->second];
+      if (f.durable_size > size) f.durable_size = size;  // a shrink: taken as durable
     }
-  }
-  FireIfNeeded(fired);
-  return rc;
+    return rc;
+  });
 }
 
 int PowerCutFiles::TruncatePath(const std::string& path, off_t size) {
-  bool fired = false;
-  int rc = -1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (GateLocked(&fired) == 0) {
-      rc = ::truncate(path.c_str(), size);
-      auto it = files_.find(path);
-      if (rc == 0 && it != files_.end() && it->second.durable_size > size) it->second.durable_size = size;
-    }
-  }
-  FireIfNeeded(fired);
-  return rc;
+  return Gated([&] {
+    const int rc = ::truncate(path.c_str(), size);
+    if (auto it = files_.find(path); rc == 0 && it != files_.end() && it->second.durable_size > size)
+      it->second.durable_size = size;
+    return rc;
+  });
 }
 
 int PowerCutFiles::Close(int fd) {
@@ -134,35 +98,22 @@ int PowerCutFiles::Close(int fd) {
 }
 
 int PowerCutFiles::Unlink(const std::string& path) {
-  bool fired = false;
-  int rc = -1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (GateLocked(&fired) == 0) {
-      rc = ::unlink(path.c_str());
-      if (rc == 0) files_.erase(path);
-    }
-  }
-  FireIfNeeded(fired);
-  return rc;
+  return Gated([&] {
+    const int rc = ::unlink(path.c_str());
+    if (rc == 0) files_.erase(path);
+    return rc;
+  });
 }
 
 int PowerCutFiles::SyncDir(const std::string& dir) {
-  bool fired = false;
-  int rc = -1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (GateLocked(&fired) == 0) {
-      const std::string prefix = dir + "/";
-      for (auto& [path, f] : files_)
-        if (path.compare(0, prefix.size(), prefix) == 0 && path.find('/', prefix.size()) == std::string::npos)
-          f.durable_name = true;
-      ++syncs_;
-      rc = 0;
-    }
-  }
-  FireIfNeeded(fired);
-  return rc;
+  return Gated([&] {
+    const std::string prefix = dir + "/";
+    for (auto& [path, f] : files_)
+      if (path.compare(0, prefix.size(), prefix) == 0 && path.find('/', prefix.size()) == std::string::npos)
+        f.durable_name = true;
+    ++syncs_;
+    return 0;
+  });
 }
 
 void PowerCutFiles::ArmPowerCut(int64_t n) {

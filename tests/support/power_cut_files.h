@@ -65,9 +65,10 @@ class PowerCutFiles final : public edge::JournalFiles {
     int64_t durable_size = 0;
     bool durable_name = true;
   };
-  // 0 to go ahead, or -1 with errno = EIO; *fired when this call is the armed cut. mu_ held.
-  int GateLocked(bool* fired);
-  void FireIfNeeded(bool fired);
+  // Runs `op` (a disk call, under mu_) unless the power is off; -1 with errno EIO otherwise. The
+  // call that meets the armed cut fails too, after running the cut listener.
+  template <typename Op>
+  auto Gated(Op op) -> decltype(op());
   static int64_t SizeOf(int fd);
 
   mutable std::mutex mu_;
