@@ -375,14 +375,14 @@ int64_t SyncAgent::Reconcile() {
   if (!r.ok() || r->status == 429 || r->status >= 500) return Failure(r, "digest");
   const int64_t now = clock_.MonotonicMs();
   freshsync::v1::DigestReply reply;
-  if ((r->status != 200 || !reply.ParseFromString(r->body)) && restored_last_ > 0) {
-    // After a restore, sending before the hub says what it holds could reuse its seqs: wait.
-    SetError("digest: hub answered " + std::to_string(r->status) +
-             "; the edge store was restored, so nothing is sent until a digest succeeds");
-    SetLink(true);
-    return std::min<int64_t>(int64_t{hub_.reconcile_interval_s} * 1000, 30000);
-  }
   if (r->status != 200 || !reply.ParseFromString(r->body)) {
+    if (restored_last_ > 0) {
+      // After a restore, sending before the hub says what it holds could reuse its seqs: wait.
+      SetError("digest: hub answered " + std::to_string(r->status) +
+               "; the edge store was restored, so nothing is sent until a digest succeeds");
+      SetLink(true);
+      return std::min<int64_t>(int64_t{hub_.reconcile_interval_s} * 1000, 30000);
+    }
     // A hub without reconciliation must not stop the stream: skip this round.
     SetError("digest: hub answered " + std::to_string(r->status) + "; reconciliation skipped until the next interval");
     SetLink(true);

@@ -89,19 +89,23 @@ Result<int64_t> SyncStore::GetState(const char* name, int64_t def) {
   return Error("read sync_state");
 }
 
-Status SyncStore::SetStates(const std::vector<std::pair<const char*, int64_t>>& values) {
-  // BEGIN IMMEDIATE takes the write lock up front, so busy_timeout applies to it instead of a
-  // deadlock-prone upgrade from a read lock.
-  if (Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+Status SyncStore::WriteStates(const std::vector<std::pair<const char*, int64_t>>& values) {
   for (const auto& [name, value] : values) {
     ResetGuard g{set_state_};
     sqlite3_bind_text(set_state_, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(set_state_, 2, value);
-    if (sqlite3_step(set_state_) != SQLITE_DONE) {
-      Status err = Error("write sync_state");
-      (void)Exec("ROLLBACK");
-      return err;
-    }
+    if (sqlite3_step(set_state_) != SQLITE_DONE) return Error("write sync_state");
+  }
+  return Status::Ok();
+}
+
+Status SyncStore::SetStates(const std::vector<std::pair<const char*, int64_t>>& values) {
+  // BEGIN IMMEDIATE takes the write lock up front, so busy_timeout applies to it instead of a
+  // deadlock-prone upgrade from a read lock.
+  if (Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+  if (Status st = WriteStates(values); !st.ok()) {
+    (void)Exec("ROLLBACK");
+    return st;
   }
   if (Status st = Exec("COMMIT"); !st.ok()) {
     (void)Exec("ROLLBACK");
@@ -250,15 +254,11 @@ Result<int64_t> SyncStore::RenumberAfterRestore(uint64_t restored_last, uint64_t
                             " WHERE outbox_seq > " + std::to_string(restored_last);
     if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) return fail("renumber: telemetry rows");
   }
-  for (const auto& [name, value] : std::vector<std::pair<const char*, int64_t>>{
-           {kStateAckedSeq, static_cast<int64_t>(hub_contiguous)},
-           {kStateUrgentSentSeq, static_cast<int64_t>(hub_contiguous)},
-           {kStateSeqFloor, static_cast<int64_t>(hub_contiguous)},
-           {kStateRestoredLastSeq, 0}}) {
-    ResetGuard g{set_state_};
-    sqlite3_bind_text(set_state_, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(set_state_, 2, value);
-    if (sqlite3_step(set_state_) != SQLITE_DONE) return fail("renumber: sync_state");
+  const auto c = static_cast<int64_t>(hub_contiguous);
+  if (Status st = WriteStates({{kStateAckedSeq, c}, {kStateUrgentSentSeq, c}, {kStateSeqFloor, c}, {kStateRestoredLastSeq, 0}});
+      !st.ok()) {
+    (void)Exec("ROLLBACK");
+    return st;
   }
   if (Status st = Exec("COMMIT"); !st.ok()) {
     (void)Exec("ROLLBACK");

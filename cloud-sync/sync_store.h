@@ -89,6 +89,8 @@ class SyncStore {
   SyncStore() = default;
   Status Prepare(const char* sql, sqlite3_stmt** stmt);
   Status Exec(const char* sql);
+  // Upserts sync_state rows inside the caller's transaction.
+  Status WriteStates(const std::vector<std::pair<const char*, int64_t>>& values);
   Status Error(const char* what);
   Status ReadWith(sqlite3_stmt* stmt, uint64_t after, uint64_t upto, int max_records, int64_t max_bytes,
                   std::vector<OutboxRow>* out, bool* full);
