@@ -42,7 +42,10 @@ using namespace std::chrono_literals;
 
 // What the child tells the parent; one write(2) each, well under PIPE_BUF, so atomic.
 struct Report {
-  enum Kind : int32_t { kAck, kFloor, kCut, kError } kind;
+  // kAck: message a, journal index b. kFloor: journal index a is durable in the store (b = 2
+  // when a WAL sync said so). kArmed: the cut is armed in the journal (a = 1) or the store.
+  // kCut: journal bytes dropped << 1 | torn, journal bytes kept, store writes dropped.
+  enum Kind : int32_t { kAck, kFloor, kArmed, kCut, kError } kind;
   int64_t a = 0, b = 0, c = 0;
 };
 
@@ -102,7 +105,7 @@ EdgeConfig ConfigFor(const std::string& path, Durability durability) {
   const bool journal_cut = rng() % 2 == 0;
   if (journal_cut) files.ArmPowerCut(1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(run.max_journal_ops)));
   else vfs.ArmPowerCut(1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(run.max_store_ops)));
-  Send(out, {Report::kFloor, -1, journal_cut ? 1 : 0, 0});  // tells the parent where the cut is armed
+  Send(out, {Report::kArmed, journal_cut ? 1 : 0, 0, 0});
   if (run.durability == Durability::kNormal) {
     // Everything committed when the WAL is synced is durable: the applier's position then is
     // the floor below which nothing may be lost.
@@ -201,9 +204,11 @@ void RunCuts(const CutRun& run, const std::vector<Msg>& msgs, const std::string&
           next = static_cast<size_t>(r.a) + 1;
           ++fig.acked;
           break;
+        case Report::kArmed:
+          (r.a ? fig.journal_cuts : fig.store_cuts)++;
+          break;
         case Report::kFloor:
-          if (r.a < 0) (r.b ? fig.journal_cuts : fig.store_cuts)++;
-          else floor = std::max(floor, r.a);
+          floor = std::max(floor, r.a);
           if (r.b == 2) ++fig.wal_syncs;
           break;
         case Report::kCut:
@@ -248,7 +253,7 @@ void RunCuts(const CutRun& run, const std::vector<Msg>& msgs, const std::string&
     }
   }
   if (exact) {
-    const auto keys = RecoverCopy(path, run.durability, dir.File("final"), &fig.recovered_from_journal, tag + " final");
+    (void)RecoverCopy(path, run.durability, dir.File("final"), &fig.recovered_from_journal, tag + " final");
     StoreFile db(dir.File("final") + "/edge.db");
     ExpectExactly(db, *exact);
   }
