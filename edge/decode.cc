@@ -1,6 +1,8 @@
 #include "edge/decode.h"
 
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -209,6 +211,7 @@ Status ValidateClimate(const ClimateSample& c) {
 
 Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
   if (!IsValidUtf8(payload)) return Bad("payload is not valid UTF-8");
+  if (JsonDepthExceeds(payload, kMaxJsonDepth)) return Bad("JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   json j;
   try {
     j = json::parse(payload.begin(), payload.end());
@@ -575,6 +578,171 @@ std::optional<std::string> RedactOrderPayload(std::string_view payload) {
   if (!p.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) return std::nullopt;
   p.clear_customer();
   return p.SerializeAsString();
+}
+
+}  // namespace freshsync::edge
+
+namespace freshsync::edge {
+namespace {
+
+bool StartsAsJson(std::string_view payload) {
+  size_t i = 0;
+  while (i < payload.size() && IsSpace(payload[i])) ++i;
+  return i < payload.size() && payload[i] == '{';
+}
+
+// "customer" in any letter case, without lowering a copy (this runs on every message): one
+// compare per byte until a 'c'/'C' matches.
+bool ContainsCustomerKey(std::string_view p) {
+  static constexpr char kKey[] = "customer";
+  constexpr size_t n = sizeof kKey - 1;
+  if (p.size() < n) return false;
+  for (size_t i = 0; i + n <= p.size(); ++i) {
+    if ((p[i] | 0x20) != 'c') continue;
+    size_t k = 1;
+    while (k < n && (p[i + k] | 0x20) == kKey[k]) ++k;
+    if (k == n) return true;
+  }
+  return false;
+}
+
+bool IsCustomerKey(const std::string& key) {
+  if (key.size() != 8) return false;
+  for (size_t k = 0; k < 8; ++k)
+    if ((key[k] | 0x20) != "customer"[k]) return false;
+  return true;
+}
+
+// A stand-in for one customer text that Decode judges exactly as it judged the original.
+std::string RedactedText(size_t original_size) {
+  if (original_size > kMaxFreeText) return std::string(original_size, '#');  // still "longer than"
+  return "<redacted>";
+}
+
+// Top level: keeps the block's shape for Decode (see decode.h). Deeper: the whole value goes.
+void RedactJson(json& j, int depth) {
+  if (depth > kMaxJsonDepth) return;  // not reached: the caller refused deeper input
+  if (j.is_array()) {
+    for (auto& v : j) RedactJson(v, depth + 1);
+    return;
+  }
+  if (!j.is_object()) return;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (!IsCustomerKey(it.key())) {
+      RedactJson(it.value(), depth + 1);
+      continue;
+    }
+    json& c = it.value();
+    if (depth > 0 || it.key() != "customer") {
+      c = "<redacted>";  // Decode never reads it
+    } else if (c.is_null()) {
+      // nothing in it
+    } else if (!c.is_object()) {
+      c = 0;  // Decode: "customer: must be an object", as before
+    } else {
+      json kept = json::object();
+      for (const char* f : {"name", "phone", "address"}) {
+        auto fv = c.find(f);
+        if (fv == c.end()) continue;
+        if (fv->is_null()) kept[f] = nullptr;
+        else if (fv->is_string()) kept[f] = RedactedText(fv->get_ref<const std::string&>().size());
+        else kept[f] = 0;  // "must be a string", as before
+      }
+      c = std::move(kept);
+    }
+  }
+}
+
+template <typename Msg>
+bool ParsesCleanly(std::string_view payload, Msg* m) {
+  // Same size once re-serialized: no unknown field, no field repeated (the parser keeps the
+  // last copy of a string, an earlier one could hold anything), nothing else we would not keep.
+  return m->ParseFromArray(payload.data(), static_cast<int>(payload.size())) && m->ByteSizeLong() == payload.size();
+}
+
+void RedactCustomer(v1::Customer* c) {
+  if (!c->name().empty()) c->set_name(RedactedText(c->name().size()));
+  if (!c->phone().empty()) c->set_phone(RedactedText(c->phone().size()));
+  if (!c->address().empty()) c->set_address(RedactedText(c->address().size()));
+}
+
+template <typename Msg>
+std::optional<std::string> Reserialized(std::string_view payload) {
+  Msg m;
+  if (!m.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) return std::nullopt;
+  m.DiscardUnknownFields();  // where a wrong-type or unknown field could hide text
+  if constexpr (std::is_same_v<Msg, v1::OrderStatusMsg>) {
+    if (m.has_customer()) RedactCustomer(m.mutable_customer());
+  }
+  return m.SerializeAsString();
+}
+
+}  // namespace
+
+bool JsonDepthExceeds(std::string_view p, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const char c = p[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max_depth) return true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return false;
+}
+
+bool MayCarryPersonalData(TopicKind kind, std::string_view payload) {
+  if (payload.empty()) return false;
+  if (StartsAsJson(payload)) return ContainsCustomerKey(payload) || std::memchr(payload.data(), '\\', payload.size()) != nullptr;
+  switch (kind) {
+    case TopicKind::kGps: {
+      v1::GpsMsg m;
+      return !ParsesCleanly(payload, &m);
+    }
+    case TopicKind::kClimate: {
+      v1::ClimateMsg m;
+      return !ParsesCleanly(payload, &m);
+    }
+    case TopicKind::kStockMovements: {
+      v1::StockMovementMsg m;
+      return !ParsesCleanly(payload, &m);
+    }
+    case TopicKind::kOrderStatus: {
+      v1::OrderStatusMsg m;
+      return !ParsesCleanly(payload, &m) || m.has_customer();
+    }
+    default:
+      return true;  // binary on a topic we do not decode: we cannot tell what it holds
+  }
+}
+
+std::optional<std::string> RedactPersonalData(TopicKind kind, std::string_view payload) {
+  if (StartsAsJson(payload)) {
+    if (JsonDepthExceeds(payload, kMaxJsonDepth)) return std::nullopt;
+    json j = json::parse(payload.begin(), payload.end(), nullptr, false);
+    if (j.is_discarded()) return std::nullopt;
+    RedactJson(j, 0);
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  switch (kind) {
+    case TopicKind::kGps:
+      return Reserialized<v1::GpsMsg>(payload);
+    case TopicKind::kClimate:
+      return Reserialized<v1::ClimateMsg>(payload);
+    case TopicKind::kStockMovements:
+      return Reserialized<v1::StockMovementMsg>(payload);
+    case TopicKind::kOrderStatus:
+      return Reserialized<v1::OrderStatusMsg>(payload);
+    default:
+      return std::nullopt;
+  }
 }
 
 }  // namespace freshsync::edge

@@ -113,6 +113,36 @@ bool IsKnownMovementReason(std::string_view s);
 // A calendar date "YYYY-MM-DD" (year 2000..2199, real month lengths, leap years).
 bool IsValidDate(std::string_view s);
 
+// ---- Personal data, whatever the topic (docs/security.md, "Personal data") ----
+// The only personal data in the contract is an order's `customer` block (name, phone,
+// address). Redaction used to hang on the topic ({root}/orders/status exactly), so the same
+// block sent on a wrong topic, or in a payload that does not parse, was kept in clear. These
+// two functions decide on the payload's bytes instead, and every path that stores, logs or
+// publishes a payload (the intake journal, dead_letters, notifications) goes through them.
+
+// Deepest JSON nesting Decode accepts (objects and arrays). Deeper payloads are refused before
+// nlohmann parses them: its dump() and our redaction recurse, and nothing legitimate nests so.
+constexpr int kMaxJsonDepth = 32;
+
+// Cheap, conservative: false only when `payload` cannot carry a customer block. JSON (first
+// non-space byte '{'): no "customer" in any letter case and no backslash (an escape could spell
+// the key), a byte scan without parsing, so a GPS fix costs two memchr/memmem passes. Anything
+// else is protobuf or garbage: false only when it parses as the protobuf of its topic with no
+// unknown fields and (orders) no customer; GpsMsg and ClimateMsg hold no text at all.
+bool MayCarryPersonalData(TopicKind kind, std::string_view payload);
+
+// `payload` with every customer block replaced, so that Decode() of the result gives the same
+// outcome as Decode() of the original, the customer's contents aside: at the top level a
+// customer object keeps its shape ("name"/"phone"/"address" become "<redacted>", or a
+// placeholder of the same length when over the limit, a wrong type stays a wrong type), nested
+// ones become "<redacted>"; protobuf loses its unknown fields and its customer's text the same
+// way. std::nullopt when the payload cannot be parsed for its topic (the caller keeps none of
+// it; Decode() refuses such a payload anyway).
+std::optional<std::string> RedactPersonalData(TopicKind kind, std::string_view payload);
+
+// True when the JSON text nests objects/arrays deeper than max_depth (strings skipped). O(n).
+bool JsonDepthExceeds(std::string_view payload, int max_depth);
+
 // A copy of an order payload with customer data removed, safe to keep in dead_letters.
 // Returns std::nullopt when the payload cannot be parsed well enough to redact it (the
 // caller then keeps no payload at all).

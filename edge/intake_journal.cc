@@ -16,9 +16,13 @@ namespace freshsync::edge {
 
 namespace {
 
-constexpr char kMagic[8] = {'F', 'S', 'J', 'R', 'N', 'L', '0', '1'};
+// Version 1 segments (no flags byte) are still read, so a journal left by an older edged
+// recovers; every segment written now is version 2.
+constexpr char kMagicV1[8] = {'F', 'S', 'J', 'R', 'N', 'L', '0', '1'};
+constexpr char kMagic[8] = {'F', 'S', 'J', 'R', 'N', 'L', '0', '2'};
 constexpr size_t kHeader = 16;  // body_len:u32 crc:u32 index:u64
-constexpr size_t kBodyFixed = 10;  // received_ms:i64 topic_len:u16
+constexpr size_t kBodyFixedV1 = 10;  // received_ms:i64 topic_len:u16
+constexpr size_t kBodyFixed = 11;    // received_ms:i64 flags:u8 topic_len:u16
 // A body larger than this is not something Append wrote (MQTT payloads here are capped far below).
 constexpr uint32_t kMaxBody = 64u << 20;
 constexpr char kPrefix[] = "intake-";
@@ -121,23 +125,27 @@ Result<std::string> ReadWholeFile(const std::string& path) {
 // checksum or breaks the index order (a torn or corrupt tail).
 template <typename OnEntry>
 size_t ParseSegment(const std::string& data, OnEntry on_entry, uint64_t* last_index) {
-  if (data.size() < sizeof(kMagic) || std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) return 0;
+  if (data.size() < sizeof(kMagic)) return 0;
+  const bool v1 = std::memcmp(data.data(), kMagicV1, sizeof(kMagicV1)) == 0;
+  if (!v1 && std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) return 0;
+  const size_t fixed = v1 ? kBodyFixedV1 : kBodyFixed;
   size_t pos = sizeof(kMagic);
   while (data.size() - pos >= kHeader) {
     const char* h = data.data() + pos;
     const uint32_t body_len = GetU32(h);
     const uint32_t crc = GetU32(h + 4);
     const uint64_t index = GetU64(h + 8);
-    if (body_len < kBodyFixed || body_len > kMaxBody || data.size() - pos - kHeader < body_len) break;
+    if (body_len < fixed || body_len > kMaxBody || data.size() - pos - kHeader < body_len) break;
     if (Crc32c(h + 8, 8 + body_len) != crc) break;
     if (*last_index != 0 && index <= *last_index) break;
     const char* b = h + kHeader;
     const auto received_ms = static_cast<int64_t>(GetU64(b));
+    const uint8_t flags = v1 ? 0 : static_cast<uint8_t>(b[8]);
     uint16_t topic_len;
-    std::memcpy(&topic_len, b + 8, 2);
-    if (kBodyFixed + topic_len > body_len) break;
-    on_entry(index, received_ms, std::string_view(b + kBodyFixed, topic_len),
-             std::string_view(b + kBodyFixed + topic_len, body_len - kBodyFixed - topic_len), kHeader + body_len);
+    std::memcpy(&topic_len, b + fixed - 2, 2);
+    if (fixed + topic_len > body_len) break;
+    on_entry(index, received_ms, flags, std::string_view(b + fixed, topic_len),
+             std::string_view(b + fixed + topic_len, body_len - fixed - topic_len), kHeader + body_len);
     *last_index = index;
     pos += kHeader + body_len;
   }
@@ -208,10 +216,10 @@ Status IntakeJournal::Recover(uint64_t applied_index) {
     size_t entries = 0;
     const size_t valid = ParseSegment(
         *data,
-        [&](uint64_t index, int64_t received_ms, std::string_view topic, std::string_view payload, size_t bytes) {
+        [&](uint64_t index, int64_t received_ms, uint8_t flags, std::string_view topic, std::string_view payload, size_t bytes) {
           ++entries;
           if (index <= applied_index) return;
-          queued_.push_back({index, received_ms, std::string(topic), std::string(payload)});
+          queued_.push_back({index, received_ms, std::string(topic), std::string(payload), flags});
           sizes_.emplace_back(index, bytes);
           unapplied_bytes_ += bytes;
         },
@@ -277,7 +285,7 @@ Status IntakeJournal::OpenNewSegment(uint64_t first_index) {
   return Status::Ok();
 }
 
-Result<uint64_t> IntakeJournal::Append(std::string_view topic, std::string_view payload, int64_t received_ms) {
+Result<uint64_t> IntakeJournal::Append(std::string_view topic, std::string_view payload, int64_t received_ms, uint8_t flags) {
   if (topic.size() > kMaxTopic) return Status::InvalidArgument("intake journal: topic too long");
   if (fd_ < 0 || segment_size_ >= options_.segment_bytes) {
     // Rotation, or the first append after a failed one.
@@ -290,6 +298,7 @@ Result<uint64_t> IntakeJournal::Append(std::string_view topic, std::string_view 
   PutU32(buf_, 0);  // crc, below
   PutU64(buf_, index);
   PutU64(buf_, static_cast<uint64_t>(received_ms));
+  buf_.push_back(static_cast<char>(flags));
   const auto topic_len = static_cast<uint16_t>(topic.size());
   buf_.append(reinterpret_cast<const char*>(&topic_len), 2);
   buf_.append(topic);
@@ -331,7 +340,7 @@ Result<uint64_t> IntakeJournal::Append(std::string_view topic, std::string_view 
   {
     std::lock_guard<std::mutex> lock(mu_);
     last_index_ = index;
-    queued_.push_back({index, received_ms, std::string(topic), std::string(payload)});
+    queued_.push_back({index, received_ms, std::string(topic), std::string(payload), flags});
     sizes_.emplace_back(index, buf_.size());
     unapplied_bytes_ += buf_.size();
   }
@@ -363,8 +372,17 @@ void IntakeJournal::Interrupt() {
 
 bool IntakeJournal::WaitForRoom(uint64_t max_entries, uint64_t max_bytes, int timeout_ms) {
   std::unique_lock<std::mutex> lock(mu_);
-  return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                      [&] { return sizes_.size() < max_entries && unapplied_bytes_ < max_bytes; });
+  cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+               [&] { return room_waits_cancelled_ || (sizes_.size() < max_entries && unapplied_bytes_ < max_bytes); });
+  return sizes_.size() < max_entries && unapplied_bytes_ < max_bytes;
+}
+
+void IntakeJournal::CancelRoomWaits() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    room_waits_cancelled_ = true;
+  }
+  cv_.notify_all();
 }
 
 void IntakeJournal::Release(uint64_t index) {
@@ -447,7 +465,7 @@ Result<uint64_t> ReadJournalLastIndex(const std::string& dir) {
     auto data = ReadWholeFile(it->second);
     if (!data.ok()) return data.status();
     uint64_t last = 0;
-    ParseSegment(*data, [](uint64_t, int64_t, std::string_view, std::string_view, size_t) {}, &last);
+    ParseSegment(*data, [](uint64_t, int64_t, uint8_t, std::string_view, std::string_view, size_t) {}, &last);
     if (last != 0) return last;
   }
   return uint64_t{0};

@@ -12,10 +12,15 @@
 //   drops a torn tail (bad length, checksum or index) and the broker redelivers it.
 //
 // Format (little-endian), one directory of segments named intake-<first index, 20 digits>.log:
-//   segment := magic(8 bytes "FSJRNL01") entry*
+//   segment := magic(8 bytes "FSJRNL02") entry*
 //   entry   := body_len:u32 crc:u32 index:u64 body
-//   body    := received_ms:i64 topic_len:u16 topic payload        (body_len bytes)
+//   body    := received_ms:i64 flags:u8 topic_len:u16 topic payload   (body_len bytes)
 //   crc     := CRC-32C of index and body
+//   flags   := kJournalSealed | kJournalWithheld (JournalEntry), or 0: the payload as received
+// Version 1 segments ("FSJRNL01", written before flags existed: body := received_ms:i64
+// topic_len:u16 topic payload) are still recovered, their entries with flags 0; new entries
+// always go to a new segment (Open never appends to a recovered file), so a file holds one
+// version only.
 // Indexes are dense and increasing across segments. A segment is rotated once it passes
 // segment_bytes and deleted once every entry in it is applied (Release()).
 //
@@ -62,11 +67,21 @@ class JournalFiles {
 };
 JournalFiles& PosixJournalFiles();
 
+// JournalEntry::flags: what the payload field holds (ingest decides, edge/ingest.cc Accept; a
+// payload that may carry personal data is never journaled in clear, docs/security.md).
+// The payload is a Sealer blob (edge/privacy.h) of the payload as received.
+constexpr uint8_t kJournalSealed = 0x01;
+// The payload was not kept (it may carry personal data, no privacy key, and it cannot be
+// redacted): the field holds the reason it is refused (Decode's, which never quotes payload
+// bytes); the applier dead-letters it without a payload.
+constexpr uint8_t kJournalWithheld = 0x02;
+
 struct JournalEntry {
   uint64_t index = 0;
   int64_t received_ms = 0;
   std::string topic;
   std::string payload;
+  uint8_t flags = 0;
 };
 
 struct IntakeJournalOptions {
@@ -92,7 +107,7 @@ class IntakeJournal {
   // Appends one message; returns its index once durable (see the invariant above). kIOError:
   // nothing was appended (a partial write is cut back off), the caller must not acknowledge.
   // kInvalidArgument: topic longer than kMaxTopic.
-  Result<uint64_t> Append(std::string_view topic, std::string_view payload, int64_t received_ms);
+  Result<uint64_t> Append(std::string_view topic, std::string_view payload, int64_t received_ms, uint8_t flags = 0);
 
   // Moves up to max_entries queued (appended, not yet taken) entries into *out, oldest first.
   // Waits up to wait_ms for the first one; returns false if none came.
@@ -100,8 +115,12 @@ class IntakeJournal {
   // Wakes a Take() that is waiting (shutdown).
   void Interrupt();
   // Backpressure: waits until fewer than max_entries entries and max_bytes bytes are
-  // unapplied, or timeout_ms passed. True if there is room.
+  // unapplied, or timeout_ms passed, or CancelRoomWaits() was called. True if there is room.
   bool WaitForRoom(uint64_t max_entries, uint64_t max_bytes, int timeout_ms);
+  // Shutdown: every WaitForRoom, now and later, returns at once. The Paho callback must not
+  // sit in WaitForRoom while Stop() needs Paho's lock to disconnect (docs/architecture.md,
+  // "Who waits on whom").
+  void CancelRoomWaits();
   // Entries up to `index` are committed in the store: forget them and delete the segments
   // that hold nothing else.
   void Release(uint64_t index);
@@ -146,6 +165,7 @@ class IntakeJournal {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool interrupted_ = false;
+  bool room_waits_cancelled_ = false;
   std::vector<Segment> segments_;     // oldest first; the last one is being appended to
   std::deque<JournalEntry> queued_;   // appended, not yet taken
   std::deque<std::pair<uint64_t, uint64_t>> sizes_;  // (index, bytes) of entries not yet released
