@@ -255,6 +255,9 @@ int main(int argc, char** argv) {
     }
   });
 
+  // The watchdog and /readyz judge ingest against the same limit.
+  int64_t stuck_ms = kIngestStuckMs;
+  if (const char* t = std::getenv("FRESHSYNC_INGEST_STUCK_MS_FOR_TEST")) stuck_ms = std::atoll(t);
   std::unique_ptr<freshsync::edge::MetricsServer> metrics;
   if (!config->metrics_listen.empty()) {
     freshsync::edge::MetricsSources ms;
@@ -264,6 +267,7 @@ int main(int argc, char** argv) {
     ms.ingest_connected = [&ingest] { return ingest.subscribed(); };
     ms.agent = agent.get();
     if (quota) ms.quota = [&quota] { return quota->status(); };
+    ms.ingest_stuck_ms = stuck_ms;
     metrics = std::make_unique<freshsync::edge::MetricsServer>(
         config->metrics_listen, std::move(ms), freshsync::edge::MetricsTls{config->metrics_tls_cert, config->metrics_tls_key});
     // Metrics are for operators: a port in use must not stop the site from ingesting.
@@ -288,8 +292,6 @@ int main(int argc, char** argv) {
   std::condition_variable tick_cv;
   bool done = false;
   std::thread notifier_loop([&] {
-    int64_t stuck_ms = kIngestStuckMs;
-    if (const char* t = std::getenv("FRESHSYNC_INGEST_STUCK_MS_FOR_TEST")) stuck_ms = std::atoll(t);
     freshsync::edge::ServiceMonitor monitor(config->store.path, &ingest.counters(), [&ingest] { return ingest.subscribed(); },
                                             agent.get(), stuck_ms);
     bool was_healthy = true;

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 
 namespace freshsync::edge {
 
@@ -26,6 +27,18 @@ class SubscribeListener : public mqtt::iaction_listener {
 };
 
 namespace {
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// A withheld journal entry (kJournalWithheld) holds the original size (u32 LE) and the reason.
+std::string WithheldForm(size_t original_size, std::string_view reason) {
+  const auto n = static_cast<uint32_t>(std::min<size_t>(original_size, UINT32_MAX));
+  std::string out(reinterpret_cast<const char*>(&n), 4);
+  out.append(reason);
+  return out;
+}
+
 // Until this version the main client subscribed to {root}/#. Its persistent session keeps
 // that subscription, so it is dropped once the telemetry client holds its own (not before:
 // telemetry published in between would be queued for nobody).
@@ -69,6 +82,7 @@ Status Ingest::StartIntake() {
   journal_ = std::move(*j);
   if (journal_fault_) journal_->SetAppendFaultForTest(journal_fault_);
   counters_.journal_last_index = static_cast<int64_t>(journal_->last_index());
+  counters_.applier_progress_ms = SteadyMs();
   counters_.journal_applied_index = *applied;
   if (const uint64_t pending = journal_->UnappliedEntries(); pending > 0)
     spdlog::info("ingest: {} journal entries after index {} not yet in the store; applying them first", pending, *applied);
@@ -114,6 +128,7 @@ Status Ingest::Start() {
   // Only now the applier: it may publish at once (entries a crash left in the journal), so
   // the clients must exist before its thread does (TSan caught it reading publisher_ while
   // this thread assigned it). Publishing before the connection is up is buffered by Paho.
+  publication_thread_ = std::thread([this] { PublicationLoop(); });
   if (Status s = StartIntake(); !s.ok()) return s;
   connector_ = std::thread([this] { ConnectLoop(false); });
   publisher_connector_ = std::thread([this] { ConnectLoop(false, /*publisher=*/true); });
@@ -235,6 +250,9 @@ bool Ingest::Stop() {
   std::lock_guard<std::mutex> guard(pause_mu_);
   if (stopping_.exchange(true)) return !applier_gave_up_;
   cv_.notify_all();
+  // The callback may be waiting for room in the journal while holding Paho's lock, which the
+  // disconnects below need: from now on it appends without waiting (see "Who waits on whom").
+  if (journal_) journal_->CancelRoomWaits();
   if (connector_.joinable()) connector_.join();
   if (telemetry_connector_.joinable()) telemetry_connector_.join();
   if (publisher_connector_.joinable()) publisher_connector_.join();
@@ -260,6 +278,20 @@ bool Ingest::Stop() {
       spdlog::warn("ingest: {} journal entries not applied (store failing); they are applied at the next start",
                    journal_->UnappliedEntries());
   }
+  // The publication thread: what the drained batches produced still goes out, for at most a
+  // few seconds (TimeoutStopSec), then the rest is dropped and counted.
+  if (publication_thread_.joinable()) {
+    std::unique_lock<std::mutex> lock(pub_mu_);
+    pub_stop_ = true;
+    pub_cv_.notify_all();
+    if (!pub_cv_.wait_for(lock, std::chrono::seconds(3), [&] { return pub_queue_.empty() && !pub_busy_; })) {
+      spdlog::warn("ingest: {} notifications not published at shutdown (the outbox and dead_letters have them)", pub_queue_.size());
+      pub_abandon_ = true;
+      pub_cv_.notify_all();
+    }
+    lock.unlock();
+    publication_thread_.join();
+  }
   // The publisher last, so that the notifications of the drained batches still go out.
   disconnect(publisher_.get());
   return !applier_gave_up_;
@@ -272,28 +304,49 @@ bool Ingest::Backoff(int* backoff_ms) {
   return stopping_;
 }
 
-namespace {
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
-
 uint64_t Ingest::Accept(const std::string& topic, std::string_view payload) {
   const int64_t received_ms = clock_.NowMs();
-  if (ClassifyTopic(config_.mqtt.topic_root, topic).kind == TopicKind::kOwnOutput) {
+  const TopicKind kind = ClassifyTopic(config_.mqtt.topic_root, topic).kind;
+  if (kind == TopicKind::kOwnOutput) {
     ++counters_.ignored;
     return 0;
   }
+  // Personal data never reaches the disk in clear, whatever the topic (docs/security.md,
+  // "Personal data"). A byte scan decides first (a GPS fix pays only that); a payload that
+  // may carry a customer is sealed with the site's key, so the applier gets it back whole;
+  // without a key it is journaled redacted (the store would drop the customer anyway, and the
+  // redacted form decodes to the same outcome), or, when it cannot even be parsed, only the
+  // reason it is refused is kept.
+  std::string kept;
+  uint8_t flags = 0;
+  if (MayCarryPersonalData(kind, payload)) {
+    if (const auto& sealer = store_.sealer()) {
+      kept = sealer->Seal(payload);
+      flags = kJournalSealed;
+      ++counters_.journal_sealed;
+    } else if (auto redacted = RedactPersonalData(kind, payload)) {
+      kept = std::move(*redacted);
+      ++counters_.journal_redacted;
+    } else {
+      auto decoded = Decode(config_.mqtt.topic_root, topic, payload);
+      kept = WithheldForm(payload.size(), decoded.ok() ? "payload withheld: it may carry personal data and cannot be redacted"
+                                                       : decoded.status().message());
+      flags = kJournalWithheld;
+      ++counters_.journal_redacted;
+    }
+    payload = kept;
+  }
   std::lock_guard<std::mutex> lock(append_mu_);
-  // Backpressure: let the applier catch up, within the keepalive budget.
+  // Backpressure: let the applier catch up, within the keepalive budget. Never once a stop
+  // began: Stop() needs Paho's lock, which Paho holds while we are in this callback.
   const int budget_ms = std::max(1, config_.mqtt.keepalive_s) * 500;
-  if (journal_->UnappliedEntries() >= kMaxUnappliedEntries || journal_->UnappliedBytes() >= kMaxUnappliedBytes) {
+  if (!stopping_ && (journal_->UnappliedEntries() >= kMaxUnappliedEntries || journal_->UnappliedBytes() >= kMaxUnappliedBytes)) {
     ++counters_.backpressure_waits;
     if (!journal_->WaitForRoom(kMaxUnappliedEntries, kMaxUnappliedBytes, budget_ms)) ++counters_.backpressure_overruns;
   }
   int backoff_ms = 50;
   while (true) {
-    auto index = journal_->Append(topic, payload, received_ms);
+    auto index = journal_->Append(topic, payload, received_ms, flags);
     if (index.ok()) {
       counters_.intake_busy_since_ms.store(0, std::memory_order_relaxed);
       counters_.journal_last_index.store(static_cast<int64_t>(*index), std::memory_order_relaxed);
@@ -347,6 +400,8 @@ void Ingest::ApplierLoop() {
   while (true) {
     batch.clear();
     if (!journal_->Take(max_batch_, 200, &batch)) {
+      // Nothing to do is progress too: the watchdog must not blame an idle applier.
+      counters_.applier_progress_ms.store(SteadyMs(), std::memory_order_relaxed);
       if (stop_applier_) break;  // drained
       continue;
     }
@@ -429,16 +484,22 @@ Status Ingest::TryBatch(const std::vector<JournalEntry>& entries, size_t begin, 
   for (size_t i = begin; i < end; ++i) {
     const JournalEntry& e = entries[i];
     const TopicInfo info = ClassifyTopic(root, e.topic);
-    auto decoded = Decode(root, e.topic, e.payload);
+    auto payload = EntryPayload(e);
+    if (!payload.ok()) {  // withheld at intake, or sealed under a key we no longer hold
+      s = DeadLetterInBatch(e, "", payload.status(), after);
+      if (!s.ok()) break;
+      continue;
+    }
+    auto decoded = Decode(root, e.topic, *payload);
     if (!decoded.ok()) {
-      s = DeadLetterInBatch(e, decoded.status(), after);
+      s = DeadLetterInBatch(e, *payload, decoded.status(), after);
       if (!s.ok()) break;
       continue;
     }
     // The device-clock check uses the time the message reached us (journaled with it), so a
     // replay after a crash judges it exactly as the first attempt did.
     if (Status skew = CheckDeviceClock(*decoded, e.received_ms, config_.max_clock_skew_s); !skew.ok()) {
-      s = DeadLetterInBatch(e, skew, after);
+      s = DeadLetterInBatch(e, *payload, skew, after);
       if (!s.ok()) break;
       continue;
     }
@@ -482,7 +543,7 @@ Status Ingest::TryBatch(const std::vector<JournalEntry>& entries, size_t begin, 
     if (s.code() == StatusCode::kInternal) spdlog::error("ingest: internal error on {}: {}", e.topic, s.ToString());
     store_.RollbackBatch();  // its partial writes
     s = store_.BeginBatch();
-    if (s.ok()) s = DeadLetterInBatch(e, applied.status(), after);
+    if (s.ok()) s = DeadLetterInBatch(e, *payload, applied.status(), after);
     if (!s.ok()) break;
   }
   if (s.ok()) s = store_.SetIntakePosition(static_cast<int64_t>(entries[end - 1].index));
@@ -493,19 +554,42 @@ Status Ingest::TryBatch(const std::vector<JournalEntry>& entries, size_t begin, 
   return store_.CommitBatch();  // rolled back if it fails
 }
 
-Status Ingest::DeadLetterInBatch(const JournalEntry& e, const Status& why, AfterCommit* after) {
+Result<std::string> Ingest::EntryPayload(const JournalEntry& e) const {
+  if (e.flags & kJournalWithheld) {
+    // Only the reason was kept (see Accept).
+    return Status::InvalidArgument(e.payload.size() > 4 ? e.payload.substr(4) : std::string("payload withheld"));
+  }
+  if (e.flags & kJournalSealed) {
+    const auto& sealer = store_.sealer();
+    if (!sealer) return Status::InvalidArgument("journal entry sealed with a privacy key that is no longer configured");
+    auto opened = sealer->Open(e.payload);
+    if (!opened.ok()) return Status::InvalidArgument("journal entry sealed with a privacy key that is no longer configured");
+    return std::move(*opened);
+  }
+  return e.payload;
+}
+
+Status Ingest::DeadLetterInBatch(const JournalEntry& e, std::string_view payload, const Status& why, AfterCommit* after) {
   DeadLetter dl;
   dl.topic = e.topic;
+  // Decode's reasons name fields and limits and never quote payload bytes (edge/decode.h).
   dl.reason = why.message();
   dl.code = why.code() == StatusCode::kConflict ? "conflict" : why.code() == StatusCode::kInternal ? "internal" : "invalid";
-  dl.payload_bytes = static_cast<int64_t>(e.payload.size());
+  dl.payload_bytes = static_cast<int64_t>(payload.size());
+  if ((e.flags & kJournalWithheld) && e.payload.size() >= 4) {
+    uint32_t n = 0;
+    std::memcpy(&n, e.payload.data(), 4);
+    dl.payload_bytes = n;
+  }
   dl.received_ms = e.received_ms;
-  // Order payloads may carry customer personal data: keep them only once redacted, and not
-  // at all when they are too broken to redact.
-  if (ClassifyTopic(config_.mqtt.topic_root, e.topic).kind == TopicKind::kOrderStatus) {
-    if (auto redacted = RedactOrderPayload(e.payload)) dl.payload = std::move(*redacted);
-  } else {
-    dl.payload = e.payload.substr(0, EdgeStore::kMaxDeadLetterPayload);
+  // A customer block may come on any topic and in any payload: the decision is on the bytes
+  // (MayCarryPersonalData), not the topic. Kept only once redacted, not at all when too
+  // broken to redact.
+  const TopicKind kind = ClassifyTopic(config_.mqtt.topic_root, e.topic).kind;
+  if (!MayCarryPersonalData(kind, payload)) {
+    dl.payload = std::string(payload.substr(0, EdgeStore::kMaxDeadLetterPayload));
+  } else if (auto redacted = RedactPersonalData(kind, payload)) {
+    dl.payload = std::move(*redacted);
   }
   Status s = store_.AddDeadLetter(dl);
   if (!s.ok()) return s;
@@ -533,21 +617,102 @@ void Ingest::Finish(AfterCommit& after, uint64_t last_index) {
     counters_.journal_applied_index.store(static_cast<int64_t>(last_index));
   }
   applied_cv_.notify_all();
-  for (const auto& d : after.dead_letters) spdlog::info("ingest: dead letter on {}: {}", d.topic, d.reason);
+  counters_.applier_progress_ms.store(SteadyMs(), std::memory_order_relaxed);
+  // One line per dead letter, but at most 100 per 10 s: a flood of bad messages must not turn
+  // into a flood of log lines (a full log pipe would block the applier). The rest is counted.
+  const int64_t now = SteadyMs();
+  if (now - last_dl_log_ms_ >= 10'000) {
+    if (dl_suppressed_ > 0) spdlog::warn("ingest: {} more dead letters in the last 10 s not logged one by one", dl_suppressed_);
+    last_dl_log_ms_ = now;
+    dl_logged_in_window_ = 0;
+    dl_suppressed_ = 0;
+  }
+  for (const auto& d : after.dead_letters) {
+    if (dl_logged_in_window_++ < 100) spdlog::info("ingest: dead letter on {}: {}", d.topic, d.reason);
+    else ++dl_suppressed_;
+  }
   // What the committed transactions produced, in message order: events, alerts, order states,
   // dead-letter notifications (the store holds back those of rolled-back ones).
-  auto pubs = store_.TakePublications();
-  if (!publisher_) return;  // driven without a broker (tests, bench)
+  Publish(store_.TakePublications());
+}
+
+// Who waits on whom (docs/architecture.md, "Who waits on whom"). The rule: a thread that must
+// make progress never waits on a thread that may be waiting on it.
+//   - Paho's receive thread runs our callback (Accept) holding Paho's library mutex, and
+//     Accept may wait for the applier (backpressure, WaitForRoom).
+//   - So the applier must never wait for Paho's mutex: MQTTAsync_send (publish) takes it.
+//     It once did, in Finish: the callback waited for room, the applier waited in publish
+//     for the mutex the callback's thread held, Paho's send thread waited for it too, and
+//     only the keepalive/2 budget of each callback let one message through now and then
+//     (issue 11: 20,000 bad 60 KB messages wedged edged for good). Now the applier only
+//     pushes into pub_queue_ (pub_mu_ is never held across a Paho call) and this thread
+//     calls Paho; when it is blocked, the queue fills and notifications are dropped and
+//     counted (publications_dropped), never waited for. The outbox and dead_letters are the
+//     record; notifications are best effort.
+//   - Stop() needs Paho's mutex to disconnect: it first cancels the callback's room waits
+//     (CancelRoomWaits), so the callback returns within one append.
+//   - The callback's other wait, a failing journal, exits the process on stop (_Exit(75)).
+void Ingest::Publish(std::vector<Publication> pubs) {
+  if (pubs.empty() || !publisher_) return;  // driven without a broker (tests, bench): nothing to send
+  int64_t dropped = 0;
+  {
+    std::lock_guard<std::mutex> lock(pub_mu_);
+    for (auto& p : pubs) {
+      const size_t bytes = p.topic.size() + p.payload.size();
+      if (pub_queue_.size() >= kMaxQueuedPublications || pub_queue_bytes_ + bytes > kMaxQueuedPublicationBytes) {
+        ++dropped;
+        continue;
+      }
+      pub_queue_bytes_ += bytes;
+      pub_queue_.push_back(std::move(p));
+    }
+  }
+  pub_cv_.notify_one();
+  if (dropped == 0) return;
+  counters_.publications_dropped.fetch_add(dropped, std::memory_order_relaxed);
+  drops_since_log_ += dropped;
+  const int64_t now = SteadyMs();
+  if (now - last_drop_log_ms_ >= 10'000) {
+    spdlog::warn("ingest: publication queue full; {} notifications dropped since the last report (the outbox and dead_letters have them)",
+                 drops_since_log_);
+    last_drop_log_ms_ = now;
+    drops_since_log_ = 0;
+  }
+}
+
+void Ingest::PublicationLoop() {
   const std::string deadletter_topic = config_.mqtt.topic_root + "/deadletter";
-  for (auto& p : pubs) {
-    // Never waits: Paho queues the publish and its send thread delivers it (bounded buffer).
+  std::unique_lock<std::mutex> lock(pub_mu_);
+  while (true) {
+    pub_cv_.wait(lock, [&] { return !pub_queue_.empty() || pub_stop_ || pub_abandon_; });
+    if (pub_abandon_) {
+      counters_.publications_dropped.fetch_add(static_cast<int64_t>(pub_queue_.size()), std::memory_order_relaxed);
+      pub_queue_.clear();
+      pub_queue_bytes_ = 0;
+      break;
+    }
+    if (pub_queue_.empty()) {
+      if (pub_stop_) break;
+      continue;
+    }
+    Publication p = std::move(pub_queue_.front());
+    pub_queue_.pop_front();
+    pub_queue_bytes_ -= p.topic.size() + p.payload.size();
+    pub_busy_ = true;
+    lock.unlock();
+    // May wait for Paho's mutex (held while the receive thread is in our callback): only this
+    // thread waits, the applier goes on.
     try {
       publisher_->publish(p.topic, p.payload.data(), p.payload.size(), 1, p.retained);
     } catch (const std::exception& e) {
       ++(p.topic == deadletter_topic ? counters_.deadletter_publish_failures : counters_.event_publish_failures);
       spdlog::warn("ingest: {} not published (the outbox or dead_letters has it): {}", p.topic, e.what());
     }
+    lock.lock();
+    pub_busy_ = false;
+    if (pub_queue_.empty()) pub_cv_.notify_all();  // Stop() waits for the drain
   }
+  pub_cv_.notify_all();
 }
 
 }  // namespace freshsync::edge

@@ -42,11 +42,13 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/config.h"
@@ -88,6 +90,18 @@ struct IngestCounters {
   std::atomic<int64_t> journal_retries{0};
   std::atomic<int64_t> backpressure_waits{0};
   std::atomic<int64_t> backpressure_overruns{0};
+  // Notifications (events, alerts, order states, dead letters) dropped because the publication
+  // queue was full: the broker or Paho could not take them as fast as the applier made them.
+  // The outbox and dead_letters still hold what they announce.
+  std::atomic<int64_t> publications_dropped{0};
+  // steady_clock ms of the applier's last sign of progress: a batch committed, or the journal
+  // found empty. With journal entries unapplied and this older than the stuck limit, the
+  // applier is not making progress (IngestProgressing, edge/service.h: /readyz, watchdog).
+  std::atomic<int64_t> applier_progress_ms{0};
+  // Journal entries written sealed (privacy key) or redacted/withheld (no key) because their
+  // payload may carry personal data (docs/security.md, "Personal data").
+  std::atomic<int64_t> journal_sealed{0};
+  std::atomic<int64_t> journal_redacted{0};
 };
 
 class Ingest {
@@ -95,6 +109,10 @@ class Ingest {
   static constexpr size_t kMaxBatch = 512;
   static constexpr uint64_t kMaxUnappliedEntries = 20000;
   static constexpr uint64_t kMaxUnappliedBytes = 16u << 20;
+  // The publication queue between the applier and the publication thread; beyond either bound
+  // a notification is dropped (and counted), never waited for.
+  static constexpr size_t kMaxQueuedPublications = 10000;
+  static constexpr size_t kMaxQueuedPublicationBytes = 8u << 20;
 
   // `store` must outlive the Ingest. Nothing happens before Start().
   Ingest(const EdgeConfig& config, EdgeStore& store, Clock& clock = SystemClock());
@@ -169,8 +187,15 @@ class Ingest {
   // *failed_at the entry that failed on its own (a rule refusal, not the environment).
   Status TryBatch(const std::vector<JournalEntry>& entries, size_t begin, size_t end, bool isolate, size_t* failed_at,
                   AfterCommit* after);
-  Status DeadLetterInBatch(const JournalEntry& e, const Status& why, AfterCommit* after);
+  // `payload` is the entry's payload as received ("" when it was not kept).
+  Status DeadLetterInBatch(const JournalEntry& e, std::string_view payload, const Status& why, AfterCommit* after);
   void Finish(AfterCommit& after, uint64_t last_index);
+  // The payload as received, from a journal entry (opens a sealed one); otherwise the reason it
+  // is refused (withheld, or sealed under a key we no longer have).
+  Result<std::string> EntryPayload(const JournalEntry& e) const;
+  // Hands notifications to the publication thread; never waits (drops and counts when full).
+  void Publish(std::vector<Publication> pubs);
+  void PublicationLoop();
   // Waits with backoff before retrying a failed append/batch; true if a shutdown interrupted.
   bool Backoff(int* backoff_ms);
 
@@ -207,6 +232,21 @@ class Ingest {
   JournalFiles* journal_files_ = nullptr;
   size_t max_batch_ = kMaxBatch;
   int apply_delay_ms_ = 0;
+  // Publication: the applier pushes, PublicationLoop pops and calls Paho. pub_mu_ is never held
+  // while Paho is called, so the applier never waits on Paho's lock (see ingest.cc, "Who waits
+  // on whom").
+  std::mutex pub_mu_;
+  std::condition_variable pub_cv_;
+  std::deque<Publication> pub_queue_;
+  size_t pub_queue_bytes_ = 0;
+  bool pub_stop_ = false;       // drain what is queued, then exit
+  bool pub_abandon_ = false;    // exit now, dropping what is queued
+  bool pub_busy_ = false;       // a publish() is in progress
+  std::thread publication_thread_;
+  int64_t last_drop_log_ms_ = 0;    // applier only: drops are logged at most every 10 s
+  int64_t drops_since_log_ = 0;
+  int64_t last_dl_log_ms_ = 0;      // applier only: dead letters logged one by one up to a rate
+  int64_t dl_logged_in_window_ = 0, dl_suppressed_ = 0;
   std::unique_ptr<class SubscribeListener> sub_listener_;
   std::unique_ptr<class SubscribeListener> telemetry_sub_listener_;
 };

@@ -1,4 +1,5 @@
 #include "edge/metrics.h"
+#include "edge/service.h"
 
 #include "edge/disk_quota.h"
 
@@ -119,7 +120,7 @@ bool MetricsServer::Ready(std::string* why) {
     *why = "ingest not subscribed to the broker";
     return false;
   }
-  return true;
+  return IngestProgressing(*src_.ingest, src_.ingest_stuck_ms, why);
 }
 
 // With out == nullptr only checks that the store answers. Caller holds mu_.
@@ -220,6 +221,19 @@ std::string MetricsServer::Render() {
   o << "freshsync_ingest_journal_retries_total " << Load(c.journal_retries) << '\n';
   Head(o, "freshsync_ingest_backpressure_waits_total", "counter", "Callbacks that waited for the applier to catch up.");
   o << "freshsync_ingest_backpressure_waits_total " << Load(c.backpressure_waits) << '\n';
+  Head(o, "freshsync_ingest_publications_dropped_total", "counter",
+       "Notifications (events, alerts, order states, dead letters) dropped because the publication queue was full.");
+  o << "freshsync_ingest_publications_dropped_total " << Load(c.publications_dropped) << '\n';
+  Head(o, "freshsync_ingest_journal_private_total", "counter",
+       "Journal entries that may carry personal data, by how they were kept (sealed with the privacy key, or redacted).");
+  o << "freshsync_ingest_journal_private_total{kept=\"sealed\"} " << Load(c.journal_sealed) << '\n';
+  o << "freshsync_ingest_journal_private_total{kept=\"redacted\"} " << Load(c.journal_redacted) << '\n';
+  Head(o, "freshsync_ingest_applier_idle_seconds", "gauge",
+       "Seconds since the journal applier last committed a batch or found the journal empty.");
+  {
+    const int64_t p = Load(c.applier_progress_ms);
+    o << "freshsync_ingest_applier_idle_seconds " << (p == 0 ? 0.0 : std::max<int64_t>(0, SteadyMs() - p) / 1000.0) << '\n';
+  }
   Head(o, "freshsync_ingest_connected", "gauge", "1 while ingest is subscribed to the site broker.");
   o << "freshsync_ingest_connected " << (src_.ingest_connected && src_.ingest_connected() ? 1 : 0) << '\n';
 

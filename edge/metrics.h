@@ -13,8 +13,9 @@
 // Scrapes are serialised by a mutex of this server (never shared with ingest).
 //
 // /healthz: 200 while the process serves HTTP at all.
-// /readyz:  200 when the store is open and ingest is subscribed to the broker, 503 otherwise
-//           (the body says which).
+// /readyz:  200 when the store is open, ingest is subscribed to the broker and the journal
+//           applier makes progress (IngestProgressing, edge/service.h: no batch committed for
+//           ingest_stuck_ms while entries wait), 503 otherwise (the body says which).
 //
 // Thread-safety: Start/Stop from one thread; Render() from any thread.
 #pragma once
@@ -49,6 +50,7 @@ struct MetricsSources {
   std::function<bool()> ingest_connected;      // required: ingest subscribed
   const sync::SyncAgent* agent = nullptr;      // null when running without [hub]
   std::function<QuotaStatus()> quota;          // the disk quota (edge/disk_quota.h); empty: none
+  int64_t ingest_stuck_ms = 60'000;            // /readyz: the applier's progress limit
 };
 
 // PEM files; both empty: plain HTTP.

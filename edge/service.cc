@@ -13,6 +13,17 @@ int64_t SteadyMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+bool IngestProgressing(const IngestCounters& c, int64_t stuck_ms, std::string* why) {
+  const int64_t lag = c.journal_last_index.load(std::memory_order_relaxed) - c.journal_applied_index.load(std::memory_order_relaxed);
+  const int64_t progress = c.applier_progress_ms.load(std::memory_order_relaxed);
+  if (lag <= 0 || progress == 0) return true;
+  const int64_t idle = SteadyMs() - progress;
+  if (idle <= stuck_ms) return true;
+  *why = "journal applier made no progress for " + std::to_string(idle / 1000) + " s with " + std::to_string(lag) +
+         " journal entries unapplied";
+  return false;
+}
+
 ServiceMonitor::ServiceMonitor(std::string store_path, const IngestCounters* ingest, std::function<bool()> ingest_connected,
                                const sync::SyncAgent* agent, int64_t stuck_ms)
     : path_(std::move(store_path)), ingest_(ingest), connected_(std::move(ingest_connected)), agent_(agent), stuck_ms_(stuck_ms) {}
@@ -63,7 +74,7 @@ bool ServiceMonitor::Healthy(std::string* why) {
     *why = "ingest stuck on one message for " + std::to_string((SteadyMs() - since) / 1000) + " s";
     return false;
   }
-  return true;
+  return IngestProgressing(*ingest_, stuck_ms_, why);
 }
 
 std::string ServiceMonitor::StatusLine() {

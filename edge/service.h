@@ -7,8 +7,12 @@
 //     corrupt or vanished file, or a lock held past busy_timeout, fails it);
 //   - ingest is not wedged: no batch has been in the journal applier, and no message held in
 //     the MQTT callback by a failing journal, for longer than `stuck_ms`
-//     (IngestCounters::busy_since_ms, intake_busy_since_ms). After stuck_ms the watchdog lets
-//     systemd restart us: the journal and the broker still hold everything not yet applied.
+//     (IngestCounters::busy_since_ms, intake_busy_since_ms), and the applier is making
+//     progress (IngestProgressing: with journal entries unapplied, a batch committed within
+//     stuck_ms). The last covers an applier blocked anywhere, not only inside a batch (issue
+//     11: it sat in a publish, outside any batch, while /readyz said ready). After stuck_ms
+//     the watchdog lets systemd restart us: the journal and the broker still hold everything
+//     not yet applied. /readyz (edge/metrics.h) applies the same IngestProgressing test.
 // Idle ingest (no traffic) is healthy: the Paho thread is only visible through its callbacks.
 //
 // Thread-safety: one thread (edged's notifier thread) uses a monitor.
@@ -30,6 +34,11 @@ struct IngestCounters;
 
 // Monotonic milliseconds, the clock of IngestCounters::busy_since_ms.
 int64_t SteadyMs();
+
+// False (with `why`) when journal entries are waiting and the applier has shown no progress
+// (IngestCounters::applier_progress_ms: a committed batch, or an empty journal) for longer
+// than stuck_ms. One definition for the watchdog and /readyz.
+bool IngestProgressing(const IngestCounters& c, int64_t stuck_ms, std::string* why);
 
 class ServiceMonitor {
  public:

@@ -140,6 +140,9 @@ class EdgeStore {
   void QueuePublication(Publication p) { pending_pubs_.push_back(std::move(p)); }
   // Publications of committed transactions, oldest first; the caller publishes them.
   std::vector<Publication> TakePublications() { return std::exchange(ready_pubs_, {}); }
+  // The site's privacy key, if any: ingest seals journal entries that may carry personal data
+  // with the same key the store seals customers with.
+  const std::optional<Sealer>& sealer() const { return options_.sealer; }
   // The store's connection, for ApplyHook's own prepared statements (same thread only).
   sqlite3* db() { return db_; }
 
