@@ -653,11 +653,33 @@ void RedactJson(json& j, int depth) {
   }
 }
 
+// A protobuf string that holds a control character is not an identifier or a status: it may
+// be a whole message (a customer block) smuggled into a string field of another message.
+bool PlainText(const std::string& s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f) return false;
+  return true;
+}
+bool PlainStrings(const v1::GpsMsg&) { return true; }
+bool PlainStrings(const v1::ClimateMsg&) { return true; }
+bool PlainStrings(const v1::StockMovementMsg& m) {
+  return PlainText(m.id()) && PlainText(m.sku()) && PlainText(m.reason()) && PlainText(m.order_id()) && PlainText(m.lot()) &&
+         PlainText(m.expiry());
+}
+bool PlainStrings(const v1::OrderStatusMsg& m) {
+  if (!PlainText(m.order_id()) || !PlainText(m.status()) || !PlainText(m.actor())) return false;
+  for (const auto& l : m.lines())
+    if (!PlainText(l.sku())) return false;
+  return true;
+}
+
 template <typename Msg>
 bool ParsesCleanly(std::string_view payload, Msg* m) {
-  // Same size once re-serialized: no unknown field, no field repeated (the parser keeps the
-  // last copy of a string, an earlier one could hold anything), nothing else we would not keep.
-  return m->ParseFromArray(payload.data(), static_cast<int>(payload.size())) && m->ByteSizeLong() == payload.size();
+  // No unknown field (a field of the wrong wire type lands there too), the same size once
+  // re-serialized (no field repeated: the parser keeps the last copy of a string, an earlier
+  // one could hold anything), and no string that could be a message in disguise.
+  return m->ParseFromArray(payload.data(), static_cast<int>(payload.size())) &&
+         m->GetReflection()->GetUnknownFields(*m).field_count() == 0 && m->ByteSizeLong() == payload.size() && PlainStrings(*m);
 }
 
 void RedactCustomer(v1::Customer* c) {
@@ -674,6 +696,9 @@ std::optional<std::string> Reserialized(std::string_view payload) {
   if constexpr (std::is_same_v<Msg, v1::OrderStatusMsg>) {
     if (m.has_customer()) RedactCustomer(m.mutable_customer());
   }
+  // A string that may be a smuggled message cannot be redacted field by field; Decode refuses
+  // such a message anyway (identifiers hold no control characters).
+  if (!PlainStrings(m)) return std::nullopt;
   return m.SerializeAsString();
 }
 
