@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <strings.h>
 #include <thread>
@@ -237,7 +238,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void ReadHead() {
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(limits_.max_header_bytes));
-    parser_->body_limit(boost::none);  // the Handler checks Content-Length against the head
+    // The Handler checks Content-Length against the head. (Not boost::none: Beast 1.74 compares
+    // the length with the optional, and anything is greater than none.)
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     // One deadline for the whole head, however slowly it trickles in.
     tcp().expires_after(limits_.head_timeout);
     bh::async_read_header(stream_, buffer_, *parser_,
@@ -257,7 +260,10 @@ class Session : public std::enable_shared_from_this<Session> {
       ++impl_.stats.bad_requests;
       return Refuse(400, "malformed request: " + ec.message());
     }
-    if (ec) return Close();
+    if (ec) {
+      spdlog::debug("{}: head read: {}", addr_, ec.message());
+      return Close();
+    }
     const auto& head = parser_->get();
     const auto count = std::distance(head.begin(), head.end());
     if (count > limits_.max_header_count) {
@@ -319,7 +325,10 @@ class Session : public std::enable_shared_from_this<Session> {
         ++self->impl_.stats.bad_requests;
         return self->Refuse(400, "malformed request: " + ec.message());
       }
-      if (ec) return self->Close();
+      if (ec) {
+        spdlog::debug("{}: body read: {}", self->addr_, ec.message());
+        return self->Close();
+      }
       self->request_->body = std::move(self->parser_->get().body());
       self->Dispatch();
     });
@@ -356,7 +365,10 @@ class Session : public std::enable_shared_from_this<Session> {
     res->prepare_payload();
     tcp().expires_after(limits_.write_timeout);
     bh::async_write(stream_, *res, [self = shared_from_this(), res, keep](beast::error_code ec, size_t) {
-      if (ec) return self->Close();
+      if (ec) {
+        spdlog::debug("{}: write: {}", self->addr_, ec.message());
+        return self->Close();
+      }
       if (!keep) return self->Shutdown();
       self->WaitIdle();
     });
