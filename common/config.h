@@ -115,7 +115,7 @@ struct HubConfig {
   // [limits], HTTP transport (hub/http/http.h): what one client may hold, and for how long.
   int64_t max_header_bytes = 16 << 10;     // request line + headers; 431 beyond
   int max_header_count = 100;              // header fields; 431 beyond
-  int max_connections = 20000;             // in all; more are closed at accept
+  int max_connections = 10000;             // in all; more are closed at accept
   int max_connections_per_address = 256;   // per peer IP address
   int64_t handshake_timeout_ms = 10000;    // TCP accept to finished TLS handshake
   int64_t head_timeout_ms = 10000;         // first byte to last header of a request

@@ -51,7 +51,7 @@ struct Limits {
   std::chrono::milliseconds body_timeout{60000};
   std::chrono::milliseconds idle_timeout{60000};
   std::chrono::milliseconds write_timeout{30000};
-  int max_connections = 20000;
+  int max_connections = 10000;
   int max_connections_per_address = 256;
   int io_threads = 2;
 };
