@@ -188,7 +188,7 @@ class HubHttpAbuseTest : public ::testing::Test {
   // Slowloris: `n` TLS connections each send one byte of a request head per second. The HQ
   // reader's p99 stays under 1 s, and every slow connection is closed by the head deadline.
   void Slowloris(int n) {
-    StartHubd("head_timeout_s = 3\nmax_connections_per_address = 20000\n");
+    StartHubd("head_timeout_s = 3\nmax_connections_per_address = 10000\n");
     std::vector<TlsConn> slow(static_cast<size_t>(n));
     for (auto& c : slow) ASSERT_TRUE(c.Open(ctx_, port_));
     std::atomic<bool> stop{false};
@@ -224,7 +224,7 @@ class HubHttpAbuseTest : public ::testing::Test {
   // `n` idle keep-alive TLS connections, each after one answered request: all stay open (a
   // sample answers a second request), and hubd's RSS stays bounded.
   void IdleKeepAlive(int n, long max_rss_kb) {
-    StartHubd("max_connections_per_address = 20000\nidle_timeout_s = 600\n");
+    StartHubd("max_connections_per_address = 10000\nidle_timeout_s = 600\n");
     const long rss0 = RssKb(hubd_.pid());
     std::vector<TlsConn> conns(static_cast<size_t>(n));
     const std::string req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
