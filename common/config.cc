@@ -360,6 +360,23 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
     r.Get("max_body_bytes", c.max_body_bytes);
     r.Get("max_decompressed_bytes", c.max_decompressed_bytes);
     r.Get("max_records_per_batch", c.max_records_per_batch);
+    r.Get("max_header_bytes", c.max_header_bytes);
+    r.Get("max_header_count", c.max_header_count);
+    r.Get("max_connections", c.max_connections);
+    r.Get("max_connections_per_address", c.max_connections_per_address);
+    // Deadlines in seconds (fractions allowed), kept in milliseconds.
+    const std::pair<const char*, int64_t*> deadlines[] = {{"handshake_timeout_s", &c.handshake_timeout_ms},
+                                                          {"head_timeout_s", &c.head_timeout_ms},
+                                                          {"body_timeout_s", &c.body_timeout_ms},
+                                                          {"idle_timeout_s", &c.idle_timeout_ms},
+                                                          {"write_timeout_s", &c.write_timeout_ms}};
+    for (const auto& [name, ms] : deadlines) {
+      double secs = static_cast<double>(*ms) / 1000.0;
+      r.Get(name, secs);
+      if (r.error().empty() && !(secs >= 0.1 && secs <= 3600))
+        r.Fail(std::string("limits.") + name + ": must be 0.1..3600 seconds");
+      *ms = static_cast<int64_t>(secs * 1000.0);
+    }
     r.RejectUnknown();
     root.Absorb(r);
   }
@@ -413,6 +430,12 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
   if (c.max_decompressed_bytes < c.max_body_bytes) return Status::InvalidArgument("limits.max_decompressed_bytes: must be >= limits.max_body_bytes");
   if (c.max_records_per_batch < 1) return Status::InvalidArgument("limits.max_records_per_batch: must be >= 1");
   if (c.threads < 1 || c.threads > 256) return Status::InvalidArgument("threads: must be 1..256");
+  if (c.max_header_bytes < 1024 || c.max_header_bytes > (1 << 20))
+    return Status::InvalidArgument("limits.max_header_bytes: must be 1024..1048576");
+  if (c.max_header_count < 8 || c.max_header_count > 10000) return Status::InvalidArgument("limits.max_header_count: must be 8..10000");
+  if (c.max_connections < 1 || c.max_connections > 1000000) return Status::InvalidArgument("limits.max_connections: must be 1..1000000");
+  if (c.max_connections_per_address < 1 || c.max_connections_per_address > c.max_connections)
+    return Status::InvalidArgument("limits.max_connections_per_address: must be 1..limits.max_connections");
   if (c.store_path.empty()) return Status::InvalidArgument("store.path: must not be empty");
   if (c.pull_burst == 0) c.pull_burst = std::max(1.0, 2 * c.pull_per_s);
   if (c.push_burst == 0) c.push_burst = std::max(1.0, 2 * c.push_per_s);

@@ -112,6 +112,16 @@ struct HubConfig {
   int64_t max_decompressed_bytes = 64 << 20;
   int max_records_per_batch = 100000;
   int threads = 8;
+  // [limits], HTTP transport (hub/http/http.h): what one client may hold, and for how long.
+  int64_t max_header_bytes = 16 << 10;     // request line + headers; 431 beyond
+  int max_header_count = 100;              // header fields; 431 beyond
+  int max_connections = 10000;             // in all; more are closed at accept
+  int max_connections_per_address = 256;   // per peer IP address
+  int64_t handshake_timeout_ms = 10000;    // TCP accept to finished TLS handshake
+  int64_t head_timeout_ms = 10000;         // first byte to last header of a request
+  int64_t body_timeout_ms = 60000;         // the whole body
+  int64_t idle_timeout_ms = 60000;         // keep-alive: between two requests
+  int64_t write_timeout_ms = 30000;        // an answer (or a stream's chunk) to be taken by the client
   std::string audit_log;          // "" = audit rows in the store only
   // [rate_limits]: token buckets, per HQ bearer token and per site; per_s 0 = unlimited,
   // burst 0 = twice per_s (at least 1).

@@ -14,9 +14,18 @@ TokenAuth::TokenAuth(const std::vector<HubToken>& tokens) {
 }
 
 AuthOutcome TokenAuth::Check(std::string_view authorization, Role needed, Caller* caller) const {
-  constexpr std::string_view kPrefix = "Bearer ";
-  if (authorization.size() <= kPrefix.size() || authorization.substr(0, kPrefix.size()) != kPrefix) return AuthOutcome::kMissing;
-  const std::string hex = digest::Sha256Hex(authorization.substr(kPrefix.size()));
+  // RFC 9110 11.1: the scheme name is case-insensitive ("bearer", "BEARER"); one or more
+  // spaces separate it from the token.
+  constexpr std::string_view kScheme = "bearer";
+  if (authorization.size() <= kScheme.size() || authorization[kScheme.size()] != ' ') return AuthOutcome::kMissing;
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    const char ch = authorization[i];
+    if ((ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch - 'A' + 'a') : ch) != kScheme[i]) return AuthOutcome::kMissing;
+  }
+  std::string_view token = authorization.substr(kScheme.size());
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  if (token.empty()) return AuthOutcome::kMissing;
+  const std::string hex = digest::Sha256Hex(token);
   const Entry* found = nullptr;
   // Compare against every entry, without early exit, so timing does not depend on which matched.
   for (const auto& e : entries_) {

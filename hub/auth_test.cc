@@ -35,6 +35,19 @@ TEST(TokenAuthTest, RefusesMissingWrongAndWeakTokens) {
   EXPECT_EQ(auth.Check("Bearer reader-secret", Role::kAdmin, &c), AuthOutcome::kForbidden);
 }
 
+// RFC 9110 11.1: auth scheme names are case-insensitive (issue 11, part 5).
+TEST(TokenAuthTest, SchemeNameIgnoresCase) {
+  const TokenAuth auth = MakeAuth();
+  Caller c;
+  EXPECT_EQ(auth.Check("bearer reader-secret", Role::kReader, &c), AuthOutcome::kOk);
+  EXPECT_EQ(auth.Check("BEARER reader-secret", Role::kReader, &c), AuthOutcome::kOk);
+  EXPECT_EQ(auth.Check("bEaReR  reader-secret", Role::kReader, &c), AuthOutcome::kOk);
+  EXPECT_EQ(c.name, "hq-analytics");
+  EXPECT_EQ(auth.Check("Bearerreader-secret", Role::kReader, &c), AuthOutcome::kMissing);
+  EXPECT_EQ(auth.Check("Bearer    ", Role::kReader, &c), AuthOutcome::kMissing);
+  EXPECT_EQ(auth.Check("Bearex reader-secret", Role::kReader, &c), AuthOutcome::kMissing);
+}
+
 TEST(PeerSiteIdTest, NoSslNoSite) { EXPECT_FALSE(PeerSiteId(nullptr).has_value()); }
 
 }  // namespace

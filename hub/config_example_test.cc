@@ -1,4 +1,8 @@
 // The shipped example config must stay valid as the config grows.
+#include <string>
+#include <utility>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "common/config.h"
@@ -14,6 +18,37 @@ TEST(HubConfigExampleTest, ExampleParses) {
   ASSERT_EQ(c->tokens.size(), 1u);
   EXPECT_EQ(c->tokens[0].role, "reader");
   EXPECT_EQ(c->max_decompressed_bytes, 64 << 20);
+  // The transport's keys, at their defaults.
+  const HubConfig defaults;
+  EXPECT_EQ(c->max_header_bytes, defaults.max_header_bytes);
+  EXPECT_EQ(c->max_header_count, defaults.max_header_count);
+  EXPECT_EQ(c->max_connections, defaults.max_connections);
+  EXPECT_EQ(c->max_connections_per_address, defaults.max_connections_per_address);
+  EXPECT_EQ(c->handshake_timeout_ms, defaults.handshake_timeout_ms);
+  EXPECT_EQ(c->head_timeout_ms, defaults.head_timeout_ms);
+  EXPECT_EQ(c->body_timeout_ms, defaults.body_timeout_ms);
+  EXPECT_EQ(c->idle_timeout_ms, defaults.idle_timeout_ms);
+  EXPECT_EQ(c->write_timeout_ms, defaults.write_timeout_ms);
+}
+
+TEST(HubConfigExampleTest, TransportLimitsAreValidated) {
+  const std::string base =
+      "listen = \"127.0.0.1:1\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[store]\npath = \"d\"\n[limits]\n";
+  auto ok = ParseHubConfig(base + "head_timeout_s = 0.5\nmax_connections_per_address = 3\n");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->head_timeout_ms, 500);
+  EXPECT_EQ(ok->max_connections_per_address, 3);
+  for (const auto& [line, key] : std::vector<std::pair<std::string, std::string>>{
+           {"head_timeout_s = 0\n", "limits.head_timeout_s"},
+           {"idle_timeout_s = -1\n", "limits.idle_timeout_s"},
+           {"max_header_bytes = 100\n", "limits.max_header_bytes"},
+           {"max_header_count = 1\n", "limits.max_header_count"},
+           {"max_connections = 0\n", "limits.max_connections"},
+           {"max_connections = 10\nmax_connections_per_address = 11\n", "limits.max_connections_per_address"}}) {
+    auto bad = ParseHubConfig(base + line);
+    ASSERT_FALSE(bad.ok()) << line;
+    EXPECT_NE(bad.status().message().find(key), std::string::npos) << bad.status().message();
+  }
 }
 
 }  // namespace

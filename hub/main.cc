@@ -9,6 +9,7 @@
 // there (the unit passes the key with LoadCredential=, readable by this service only).
 #include <malloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -86,7 +87,7 @@ int main(int argc, char** argv) {
   }
 
   // Signals are taken synchronously by one thread; block them before any other thread starts
-  // so that none of httplib's workers receives them.
+  // so that none of the I/O or worker threads receives them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -94,6 +95,18 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a peer that hangs up mid-response must not kill the hub
+
+  // Every connection is a descriptor, and limits.max_connections may exceed the default soft
+  // limit (1024): take the hard limit, which the unit's LimitNOFILE= sets.
+  if (rlimit nofile{}; getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    if (nofile.rlim_cur < nofile.rlim_max) {
+      nofile.rlim_cur = nofile.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (nofile.rlim_cur != RLIM_INFINITY && static_cast<rlim_t>(config->max_connections) + 64 > nofile.rlim_cur)
+      spdlog::warn("limits.max_connections={} but RLIMIT_NOFILE is {}: connections beyond it fail at accept",
+                   config->max_connections, static_cast<uint64_t>(nofile.rlim_cur));
+  }
 
   freshsync::hub::SqliteHubStoreOptions store_options;
   store_options.path = config->store_path;

@@ -1,7 +1,6 @@
 #include "hub/server.h"
 
 #include <google/protobuf/arena.h>
-#include <httplib.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
@@ -14,10 +13,13 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <regex>
 
 #include <nlohmann/json.hpp>
 
 #include "hub/auth.h"
+#include "hub/http/http.h"
+#include "hub/http/worker_pool.h"
 #include "hub/codec.h"
 #include "hub/digest.h"
 #include "hub/query.h"
@@ -31,28 +33,28 @@ using nlohmann::json;
 constexpr const char* kJson = "application/json";
 constexpr const char* kProto = "application/x-protobuf";
 
-void SendJson(httplib::Response& res, int status, const json& body) {
+void SendJson(http::Response& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump(), kJson);
 }
 
-void SendError(httplib::Response& res, int status, const std::string& message, const std::string& parameter = "") {
+void SendError(http::Response& res, int status, const std::string& message, const std::string& parameter = "") {
   json j = {{"error", message}};
   if (!parameter.empty()) j["parameter"] = parameter;
   SendJson(res, status, j);
 }
 
-bool WantsJson(const httplib::Request& req) {
+bool WantsJson(const http::Request& req) {
   return req.get_header_value("Accept").find(kJson) != std::string::npos;
 }
 // HQ reads: JSON unless Accept asks for protobuf (PrefersProtobuf, hub/query.h).
-bool WantsProto(const httplib::Request& req) { return PrefersProtobuf(req.get_header_value("Accept")); }
+bool WantsProto(const http::Request& req) { return PrefersProtobuf(req.get_header_value("Accept")); }
 
 // 200 with the protobuf or the JSON form of an HQ read, as the caller's Accept asks. The two
 // forms are built lazily, so only the one sent costs anything. Vary: the same URL has two
 // representations, which a cache between HQ and the hub must keep apart.
 template <typename ToProto, typename ToJson>
-void SendRead(const httplib::Request& req, httplib::Response& res, ToProto to_proto, ToJson to_json) {
+void SendRead(const http::Request& req, http::Response& res, ToProto to_proto, ToJson to_json) {
   res.set_header("Vary", "Accept");
   if (WantsProto(req)) {
     res.status = 200;
@@ -63,7 +65,7 @@ void SendRead(const httplib::Request& req, httplib::Response& res, ToProto to_pr
 }
 
 // Answers 400 naming the parameter when a query did not parse; true when it did.
-bool QueryOk(httplib::Response& res, const std::optional<QueryError>& error) {
+bool QueryOk(http::Response& res, const std::optional<QueryError>& error) {
   if (!error) return true;
   SendError(res, 400, error->message, error->parameter);
   return false;
@@ -117,8 +119,9 @@ struct HubServer::Impl {
   Clock& clock;
   std::mutex tokens_mu;
   std::shared_ptr<const TokenAuth> tokens;  // swapped whole on reload
-  std::unique_ptr<httplib::SSLServer> server;
-  int port = 0;
+  std::unique_ptr<http::Server> server;
+  std::unique_ptr<http::WorkerPool> workers;
+  std::atomic<uint64_t> worker_queue_full{0};
   std::atomic<int> inflight_batches{0};
   int max_inflight_batches = 1;
   std::mutex audit_file_mu;
@@ -191,7 +194,7 @@ struct HubServer::Impl {
   }
 
   // ---------- HQ auth ----------
-  std::optional<Caller> Authorize(const httplib::Request& req, httplib::Response& res, Role needed) {
+  std::optional<Caller> Authorize(const http::Request& req, http::Response& res, Role needed) {
     Caller caller;
     std::shared_ptr<const TokenAuth> auth;
     {
@@ -226,8 +229,8 @@ struct HubServer::Impl {
   // Takes one request from `key`'s bucket; when it is empty answers 429 with Retry-After
   // (whole seconds, at least 1) and audits the refusal, at most once a minute per key with the
   // number of refusals since the last such row (RateLimiter::kReportEveryMs).
-  bool WithinRate(RateLimiter& limiter, const char* kind, const std::string& key, const httplib::Request& req,
-                  httplib::Response& res) {
+  bool WithinRate(RateLimiter& limiter, const char* kind, const std::string& key, const http::Request& req,
+                  http::Response& res) {
     const auto d = limiter.Acquire(key);
     if (d.allowed) return true;
     const int64_t secs = std::max<int64_t>(1, (d.retry_after_ms + 999) / 1000);
@@ -243,7 +246,7 @@ struct HubServer::Impl {
 
   // Who pulled what: token name (actor), role and query (detail), endpoint (path), rows
   // returned (count). Query values are cursors, limits and times, never secrets.
-  void AuditPull(const Caller& c, const httplib::Request& req, int status, uint64_t count) {
+  void AuditPull(const Caller& c, const http::Request& req, int status, uint64_t count) {
     std::string detail = std::string("role=") + (c.role == Role::kAdmin ? "admin" : "reader");
     if (!req.params.empty()) {
       detail += " query=";
@@ -259,7 +262,7 @@ struct HubServer::Impl {
   }
 
   // ---------- site auth ----------
-  bool SiteAllowed(const httplib::Request& req, httplib::Response& res, const std::string& site) {
+  bool SiteAllowed(const http::Request& req, http::Response& res, const std::string& site) {
     auto cn = PeerSiteId(req.ssl);
     if (!cn) {
       SendError(res, 403, "a verified client certificate is required");
@@ -273,35 +276,36 @@ struct HubServer::Impl {
   }
 
   // ---------- routes ----------
-  httplib::Server::HandlerResponse PreRoute(const httplib::Request& req, httplib::Response& res) {
-    using HR = httplib::Server::HandlerResponse;
+  // Returns true when it has answered (the body is then not read, and the connection closes).
+  bool PreRoute(const http::Request& req, http::Response& res) {
     // Everything here runs before the body is read, so refusals cost no memory.
     if (req.has_header("Transfer-Encoding")) {
       res.set_header("Connection", "close");
       SendError(res, 411, "chunked bodies are not accepted; send Content-Length");
-      return HR::Handled;
+      return true;
     }
     const std::string enc = req.get_header_value("Content-Encoding");
     if (!enc.empty() && enc != "zstd" && enc != "identity") {
-      // httplib would inflate gzip/br itself, without our limits.
+      // Nothing here would inflate gzip/br within our limits.
       res.set_header("Connection", "close");
       SendError(res, 415, "Content-Encoding must be zstd or identity");
-      return HR::Handled;
+      return true;
     }
-    // httplib reads a POST without Content-Length until the peer closes, with no cap.
+    // A POST without Content-Length has no body in HTTP/1.1; a client that sends one anyway
+    // (read-until-close) is told so rather than having its body parsed as the next request.
     const bool has_body_method = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
                                  req.method == "DELETE" || req.method == "PRI";
     if (has_body_method && !req.has_header("Content-Length")) {
       res.set_header("Connection", "close");
       SendError(res, 411, "Content-Length required");
-      return HR::Handled;
+      return true;
     }
     if (req.has_header("Content-Length")) {
       auto len = ParseU64(req.get_header_value("Content-Length"));
       if (!len) {
         res.set_header("Connection", "close");
         SendError(res, 400, "bad Content-Length");
-        return HR::Handled;
+        return true;
       }
       if (*len > static_cast<uint64_t>(config.max_body_bytes)) {
         res.set_header("Connection", "close");
@@ -309,13 +313,13 @@ struct HubServer::Impl {
                                 std::to_string(config.max_body_bytes) + ")");
         if (auto cn = PeerSiteId(req.ssl)) AuditEvent({0, 0, "push", *cn, req.path, 0, 0, 0, 413, "body too large"});
         else spdlog::warn("{} {}: 413 for {} bytes from {}", req.method, req.path, *len, req.remote_addr);
-        return HR::Handled;
+        return true;
       }
     }
-    return HR::Unhandled;
+    return false;
   }
 
-  void PostBatch(const httplib::Request& req, httplib::Response& res) {
+  void PostBatch(const http::Request& req, http::Response& res) {
     const std::string site = req.matches[1];
     const std::string actor = PeerSiteId(req.ssl).value_or("-");
     v1::BatchAck ack;
@@ -405,7 +409,7 @@ struct HubServer::Impl {
     AuditFile(done);
   }
 
-  void GetDigest(const httplib::Request& req, httplib::Response& res) {
+  void GetDigest(const http::Request& req, http::Response& res) {
     const std::string site = req.matches[1];
     if (!SiteAllowed(req, res, site)) return;
     DigestQuery q;
@@ -440,7 +444,7 @@ struct HubServer::Impl {
     AuditEvent({0, 0, "digest", site, req.path, from, to, buckets, 200, ""});
   }
 
-  static void SendStateDigest(const httplib::Request& req, httplib::Response& res, const StateDigestResult& d,
+  static void SendStateDigest(const http::Request& req, http::Response& res, const StateDigestResult& d,
                               const json& extra) {
     if (WantsJson(req)) {
       json j = {{"contiguous_seq", d.contiguous_seq}, {"skus", d.skus}, {"digest", digest::Hex(d.digest)}};
@@ -456,7 +460,7 @@ struct HubServer::Impl {
   }
 
   // GET /v1/sites/{site}/state-digest: digest of the site's materialized stock.
-  void GetStateDigest(const httplib::Request& req, httplib::Response& res) {
+  void GetStateDigest(const http::Request& req, http::Response& res) {
     const std::string site = req.matches[1];
     if (!SiteAllowed(req, res, site)) return;
     auto d = store.StateDigest(site);
@@ -467,7 +471,7 @@ struct HubServer::Impl {
 
   // POST /v1/sites/{site}/rebuild-state: re-derive the site's stock from the records held,
   // audited in the same transaction; answers the state digest after the rebuild.
-  void PostRebuildState(const httplib::Request& req, httplib::Response& res) {
+  void PostRebuildState(const http::Request& req, http::Response& res) {
     const std::string site = req.matches[1];
     if (!SiteAllowed(req, res, site)) return;
     AuditEntry audit{0, clock.NowMs(), "rebuild-state", site, req.path, 0, 0, 0, 200, "stock re-derived from held records"};
@@ -490,7 +494,7 @@ struct HubServer::Impl {
     AuditFile(done);
   }
 
-  void GetChanges(const httplib::Request& req, httplib::Response& res) {
+  void GetChanges(const http::Request& req, http::Response& res) {
     auto caller = Authorize(req, res, Role::kReader);
     if (!caller) return;
     FeedQuery q;
@@ -527,7 +531,7 @@ struct HubServer::Impl {
   // 400 for a bad query parameter); the answer is {"site", field: [row_json(row)...]}, or the
   // protobuf `Reply` with `site` and add_item(reply) filled by fill(row, item) per row.
   template <typename Reply, typename Fetch, typename RowJson, typename AddItem, typename Fill>
-  void SiteState(const httplib::Request& req, httplib::Response& res, const char* field, Fetch fetch, RowJson row_json,
+  void SiteState(const http::Request& req, http::Response& res, const char* field, Fetch fetch, RowJson row_json,
                  AddItem add_item, Fill fill) {
     auto caller = Authorize(req, res, Role::kReader);
     if (!caller) return;
@@ -554,40 +558,132 @@ struct HubServer::Impl {
     AuditPull(*caller, req, 200, rows->size());
   }
 
-  void Register() {
-    auto& s = *server;
-    s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) { return PreRoute(req, res); });
-    s.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-      std::string what = "unknown";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
+  // The transport's counters (docs/operations.md, "Metrics").
+  std::string MetricsText() const {
+    const http::Stats& st = server->stats();
+    std::string b;
+    auto counter = [&b](const char* name, const char* help, const std::string& labels, uint64_t v, const char* type = "counter") {
+      if (!help[0]) {
+        b += std::string(name) + labels + " " + std::to_string(v) + "\n";
+        return;
       }
-      spdlog::error("{} {}: exception {}", req.method, req.path, what);
+      b += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+      b += std::string(name) + labels + " " + std::to_string(v) + "\n";
+    };
+    counter("freshsync_hub_connections_open", "TLS connections open now.", "",
+            static_cast<uint64_t>(std::max<int64_t>(0, st.connections_open.load())), "gauge");
+    counter("freshsync_hub_connections_accepted_total", "Connections accepted (under the caps).", "", st.connections_accepted.load());
+    counter("freshsync_hub_connections_refused_total", "Connections closed at accept by a cap.", "{cap=\"global\"}",
+            st.refused_global_cap.load());
+    counter("freshsync_hub_connections_refused_total", "", "{cap=\"address\"}", st.refused_address_cap.load());
+    counter("freshsync_hub_tls_handshake_failures_total", "TLS handshakes that failed or missed their deadline.", "",
+            st.handshake_failures.load());
+    counter("freshsync_hub_request_timeouts_total", "Connections closed because a request head or body missed its deadline.", "",
+            st.head_timeouts.load());
+    counter("freshsync_hub_headers_too_large_total", "Requests refused with 431 (header bytes or count).", "",
+            st.headers_too_large.load());
+    counter("freshsync_hub_bad_requests_total", "Requests refused with 400 by the HTTP parser.", "", st.bad_requests.load());
+    counter("freshsync_hub_body_budget_full_total", "Requests refused with 503 because bodies in flight reached their budget.", "",
+            st.body_budget_full.load());
+    counter("freshsync_hub_worker_queue_full_total", "Requests refused with 503 because the worker queue was full.", "",
+            worker_queue_full.load());
+    return b;
+  }
+
+  // ---------- routing ----------
+  using RouteFn = std::function<void(const http::Request&, http::Response&)>;
+  struct Route {
+    std::string method;
+    std::regex pattern;
+    RouteFn fn;
+    bool blocking;  // touches the store: runs on the worker pool, never on an I/O thread
+  };
+  std::vector<Route> routes;
+  void Get(const std::string& pattern, RouteFn fn, bool blocking = true) {
+    routes.push_back({"GET", std::regex(pattern), std::move(fn), blocking});
+  }
+  void Post(const std::string& pattern, RouteFn fn, bool blocking = true) {
+    routes.push_back({"POST", std::regex(pattern), std::move(fn), blocking});
+  }
+
+  static void RunRoute(const Route& route, const http::Request& req, http::Response& res) {
+    try {
+      route.fn(req, res);
+    } catch (const std::exception& e) {
+      spdlog::error("{} {}: exception {}", req.method, req.path, e.what());
+      res = http::Response{};
       SendError(res, 500, "internal error");
-    });
-    s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+    } catch (...) {
+      spdlog::error("{} {}: exception", req.method, req.path);
+      res = http::Response{};
+      SendError(res, 500, "internal error");
+    }
+  }
+
+  // The transport's view of the hub: PreRoute on the head, then the route table.
+  struct Router : http::Handler {
+    Impl& im;
+    explicit Router(Impl& i) : im(i) {}
+    std::optional<http::Response> OnHead(const http::Request& req) override {
+      http::Response res;
+      if (im.PreRoute(req, res)) return res;
+      return std::nullopt;
+    }
+    void OnRequest(std::shared_ptr<http::Exchange> ex) override {
+      http::Request& req = ex->request();
+      for (const Route& route : im.routes) {
+        std::smatch m;
+        if (!std::regex_match(req.path, m, route.pattern)) continue;
+        if (route.method != req.method) continue;
+        for (const auto& g : m) req.matches.push_back(g.str());
+        if (!route.blocking) {
+          http::Response res;
+          RunRoute(route, req, res);
+          return ex->Respond(std::move(res));
+        }
+        const bool queued = im.workers->TrySubmit([ex, &route] {
+          http::Response res;
+          RunRoute(route, ex->request(), res);
+          ex->Respond(std::move(res));
+        });
+        if (!queued) {
+          ++im.worker_queue_full;
+          http::Response res;
+          res.set_header("Retry-After", "1");
+          SendError(res, 503, "hub busy, retry later");
+          ex->Respond(std::move(res));
+        }
+        return;
+      }
+      http::Response res;
+      SendError(res, 404, "no such route: " + req.method + " " + req.path);
+      ex->Respond(std::move(res));
+    }
+  };
+  std::unique_ptr<Router> router;
+
+  void Register() {
+    Get("/healthz", [](const http::Request&, http::Response& res) { res.set_content("ok\n", "text/plain"); }, false);
     // Prometheus text format. Counters only, no names of tokens or sites, so it needs no token.
-    s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    Get("/metrics", [this](const http::Request&, http::Response& res) {
       std::string body =
           "# HELP freshsync_hub_rate_limited_total Requests refused with 429 by the rate limits.\n"
           "# TYPE freshsync_hub_rate_limited_total counter\n";
       body += "freshsync_hub_rate_limited_total{scope=\"token\"} " + std::to_string(pull_limiter.refused_total()) + "\n";
       body += "freshsync_hub_rate_limited_total{scope=\"site\"} " + std::to_string(push_limiter.refused_total()) + "\n";
+      body += MetricsText();
       res.set_content(body, "text/plain; version=0.0.4");
-    });
-    s.Post(std::string("/v1/sites/") + kSite + "/batches",
-           [this](const httplib::Request& req, httplib::Response& res) { PostBatch(req, res); });
-    s.Get(std::string("/v1/sites/") + kSite + "/digest",
-          [this](const httplib::Request& req, httplib::Response& res) { GetDigest(req, res); });
-    s.Get(std::string("/v1/sites/") + kSite + "/state-digest",
-          [this](const httplib::Request& req, httplib::Response& res) { GetStateDigest(req, res); });
-    s.Post(std::string("/v1/sites/") + kSite + "/rebuild-state",
-           [this](const httplib::Request& req, httplib::Response& res) { PostRebuildState(req, res); });
-    s.Get("/v1/changes", [this](const httplib::Request& req, httplib::Response& res) { GetChanges(req, res); });
-    s.Get("/v1/sites", [this](const httplib::Request& req, httplib::Response& res) {
+    }, false);
+    Post(std::string("/v1/sites/") + kSite + "/batches",
+           [this](const http::Request& req, http::Response& res) { PostBatch(req, res); });
+    Get(std::string("/v1/sites/") + kSite + "/digest",
+          [this](const http::Request& req, http::Response& res) { GetDigest(req, res); });
+    Get(std::string("/v1/sites/") + kSite + "/state-digest",
+          [this](const http::Request& req, http::Response& res) { GetStateDigest(req, res); });
+    Post(std::string("/v1/sites/") + kSite + "/rebuild-state",
+           [this](const http::Request& req, http::Response& res) { PostRebuildState(req, res); });
+    Get("/v1/changes", [this](const http::Request& req, http::Response& res) { GetChanges(req, res); });
+    Get("/v1/sites", [this](const http::Request& req, http::Response& res) {
       auto caller = Authorize(req, res, Role::kReader);
       if (!caller) return;
       auto sites = store.Sites();
@@ -618,9 +714,9 @@ struct HubServer::Impl {
           });
       AuditPull(*caller, req, 200, sites->size());
     });
-    s.Get(std::string("/v1/sites/") + kSite + "/stock", [this](const httplib::Request& req, httplib::Response& res) {
+    Get(std::string("/v1/sites/") + kSite + "/stock", [this](const http::Request& req, http::Response& res) {
       SiteState<v1::StockReply>(
-          req, res, "stock", [this](const std::string& site, httplib::Response&) { return store.Stock(site); },
+          req, res, "stock", [this](const std::string& site, http::Response&) { return store.Stock(site); },
           [](const StockRow& r) {
             return json{{"sku", r.sku}, {"on_hand", r.on_hand}, {"reserved", r.reserved}, {"version", r.version},
                         {"hlc", r.hlc}, {"ts", r.ts_ms},         {"seq", r.seq}};
@@ -636,9 +732,9 @@ struct HubServer::Impl {
             o->set_seq(r.seq);
           });
     });
-    s.Get(std::string("/v1/sites/") + kSite + "/orders", [this](const httplib::Request& req, httplib::Response& res) {
+    Get(std::string("/v1/sites/") + kSite + "/orders", [this](const http::Request& req, http::Response& res) {
       SiteState<v1::OrdersReply>(
-          req, res, "orders", [this](const std::string& site, httplib::Response&) { return store.Orders(site); },
+          req, res, "orders", [this](const std::string& site, http::Response&) { return store.Orders(site); },
           [](const OrderRow& r) {
             json o = {{"order_id", r.order_id}, {"site", r.site}, {"status", r.status}, {"actor", r.actor},
                       {"version", r.version},   {"hlc", r.hlc},   {"ts", r.ts_ms},      {"seq", r.seq}};
@@ -671,14 +767,14 @@ struct HubServer::Impl {
             o->set_seq(r.seq);
           });
     });
-    s.Get(std::string("/v1/sites/") + kSite + "/vehicles", [this](const httplib::Request& req, httplib::Response& res) {
+    Get(std::string("/v1/sites/") + kSite + "/vehicles", [this](const http::Request& req, http::Response& res) {
       SiteState<v1::VehiclesReply>(
-          req, res, "vehicles", [this](const std::string& site, httplib::Response&) { return store.Vehicles(site); },
+          req, res, "vehicles", [this](const std::string& site, http::Response&) { return store.Vehicles(site); },
           PositionJson, [](v1::VehiclesReply& reply) { return reply.add_vehicles(); }, FillPosition);
     });
-    s.Get(std::string("/v1/sites/") + kSite + "/alerts", [this](const httplib::Request& req, httplib::Response& res) {
+    Get(std::string("/v1/sites/") + kSite + "/alerts", [this](const http::Request& req, http::Response& res) {
       SiteState<v1::AlertsReply>(
-          req, res, "alerts", [this](const std::string& site, httplib::Response&) { return store.OpenAlerts(site); },
+          req, res, "alerts", [this](const std::string& site, http::Response&) { return store.OpenAlerts(site); },
           [](const AlertRow& r) {
             return json{{"alert_id", r.alert_id}, {"sensor", r.sensor},   {"state", r.state},
                         {"kind", r.kind},         {"min_c", r.min_c},     {"max_c", r.max_c},
@@ -699,10 +795,10 @@ struct HubServer::Impl {
             o->set_seq(r.seq);
           });
     });
-    s.Get(std::string("/v1/sites/") + kSite + "/geofence", [this](const httplib::Request& req, httplib::Response& res) {
+    Get(std::string("/v1/sites/") + kSite + "/geofence", [this](const http::Request& req, http::Response& res) {
       SiteState<v1::GeofenceReply>(
           req, res, "events",
-          [this, &req](const std::string& site, httplib::Response& r) -> Result<std::vector<GeofenceRow>> {
+          [this, &req](const std::string& site, http::Response& r) -> Result<std::vector<GeofenceRow>> {
             RangeQuery q;
             if (!QueryOk(r, ParseRangeQuery(req.params, {1000, 10000, false}, &q)))
               return Status::InvalidArgument("bad parameter");
@@ -723,11 +819,11 @@ struct HubServer::Impl {
             o->set_seq(e.seq);
           });
     });
-    s.Get(std::string("/v1/sites/") + kSite + "/vehicles/([^/]+)/track",
-          [this](const httplib::Request& req, httplib::Response& res) {
+    Get(std::string("/v1/sites/") + kSite + "/vehicles/([^/]+)/track",
+          [this](const http::Request& req, http::Response& res) {
             SiteState<v1::TrackReply>(
                 req, res, "track",
-                [this, &req](const std::string& site, httplib::Response& r) -> Result<std::vector<PositionRow>> {
+                [this, &req](const std::string& site, http::Response& r) -> Result<std::vector<PositionRow>> {
                   RangeQuery q;
                   if (!QueryOk(r, ParseRangeQuery(req.params, {10000, 100000, true}, &q)))
                     return Status::InvalidArgument("bad parameter");
@@ -735,7 +831,7 @@ struct HubServer::Impl {
                 },
                 PositionJson, [](v1::TrackReply& reply) { return reply.add_track(); }, FillPosition);
           });
-    s.Get("/v1/audit", [this](const httplib::Request& req, httplib::Response& res) {
+    Get("/v1/audit", [this](const http::Request& req, http::Response& res) {
       auto caller = Authorize(req, res, Role::kAdmin);
       if (!caller) return;
       FeedQuery q;
@@ -783,39 +879,46 @@ HubServer::~HubServer() = default;
 
 Status HubServer::Start() {
   auto& im = *impl_;
-  im.server = std::make_unique<httplib::SSLServer>([&im](SSL_CTX& ctx) { return im.SetupTls(ctx); });
-  if (!im.server->is_valid()) return Status::InvalidArgument(im.tls_error.empty() ? "tls: setup failed" : im.tls_error);
   if (!im.config.audit_log.empty()) {
     im.audit_file = std::fopen(im.config.audit_log.c_str(), "a");
     if (im.audit_file == nullptr) return Status::InvalidArgument("audit_log: cannot open " + im.config.audit_log);
   }
-  const int threads = im.config.threads;
-  im.server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  im.server->set_payload_max_length(static_cast<size_t>(im.config.max_body_bytes));
-  im.server->set_read_timeout(10, 0);
-  im.server->set_write_timeout(10, 0);
-  // A connection holds a worker thread while it is kept alive; rotate connections so that more
-  // sites than threads still get served (docs/architecture-hub.md, "Threads").
-  im.server->set_keep_alive_timeout(5);
-  im.server->set_keep_alive_max_count(100);
-  im.server->set_tcp_nodelay(true);
-  im.Register();
   auto hp = ParseHostPort(im.config.listen, "listen");
   if (!hp.ok()) return hp.status();
-  if (hp->second == 0) {
-    im.port = im.server->bind_to_any_port(hp->first);
-    if (im.port <= 0) return Status::Unavailable("listen: cannot bind " + im.config.listen);
-  } else {
-    if (!im.server->bind_to_port(hp->first, hp->second))
-      return Status::Unavailable("listen: cannot bind " + im.config.listen);
-    im.port = hp->second;
-  }
-  return Status::Ok();
+  const HubConfig& c = im.config;
+  http::Limits limits;
+  limits.max_header_bytes = static_cast<size_t>(c.max_header_bytes);
+  limits.max_header_count = c.max_header_count;
+  limits.max_body_bytes = static_cast<uint64_t>(c.max_body_bytes);
+  limits.handshake_timeout = std::chrono::milliseconds(c.handshake_timeout_ms);
+  limits.head_timeout = std::chrono::milliseconds(c.head_timeout_ms);
+  limits.body_timeout = std::chrono::milliseconds(c.body_timeout_ms);
+  limits.idle_timeout = std::chrono::milliseconds(c.idle_timeout_ms);
+  limits.write_timeout = std::chrono::milliseconds(c.write_timeout_ms);
+  limits.max_body_bytes_in_flight = static_cast<uint64_t>(std::max(2, c.threads)) * static_cast<uint64_t>(c.max_body_bytes);
+  limits.max_connections = c.max_connections;
+  limits.max_connections_per_address = c.max_connections_per_address;
+  // I/O threads only parse, encrypt and copy; the store's calls run on the workers.
+  limits.io_threads = std::max(1, std::min(c.threads, 4));
+  // A worker per read connection (main.cc opens max(2, threads)); up to 64 requests per
+  // worker wait, beyond that 503 + Retry-After.
+  im.workers = std::make_unique<http::WorkerPool>(c.threads, static_cast<size_t>(c.threads) * 64);
+  im.router = std::make_unique<Impl::Router>(im);
+  im.Register();
+  im.server = std::make_unique<http::Server>(limits, *im.router, [&im](SSL_CTX& ctx) { return im.SetupTls(ctx); });
+  Status s = im.server->Start(hp->first, hp->second);
+  if (!s.ok() && s.code() == StatusCode::kInvalidArgument)
+    return Status::InvalidArgument(im.tls_error.empty() ? "tls: setup failed" : im.tls_error);
+  return s;
 }
 
-int HubServer::port() const { return impl_->port; }
+int HubServer::port() const { return impl_->server ? impl_->server->port() : 0; }
 
-void HubServer::Run() { impl_->server->listen_after_bind(); }
+void HubServer::Run() {
+  impl_->server->Run();
+  // The listener is closed and in-flight requests have had their grace; let queued work end.
+  impl_->workers->Stop();
+}
 
 void HubServer::ReloadTokens(const std::vector<HubToken>& tokens) {
   auto fresh = std::make_shared<const TokenAuth>(tokens);
@@ -824,7 +927,7 @@ void HubServer::ReloadTokens(const std::vector<HubToken>& tokens) {
 }
 
 void HubServer::Stop() {
-  if (impl_->server) impl_->server->stop();
+  if (impl_->server) impl_->server->Stop();
 }
 
 }  // namespace freshsync::hub
