@@ -35,9 +35,19 @@ Status CheckId(std::string_view field, const std::string& v) {
   return Status::Ok();
 }
 
+bool HasControlCharacter(std::string_view v) {
+  for (unsigned char c : v)
+    if (c < 0x20 || c == 0x7f) return true;
+  return false;
+}
+
+// Free text (customer name, phone, address): valid UTF-8 without control characters, so that
+// no free-text field can hold a message smuggled in (a protobuf in a string field) or a line
+// break into a log; identifiers (actor too) are held to the same by CheckId.
 Status CheckText(std::string_view field, const std::string& v, size_t max) {
   if (v.size() > max) return Bad(std::string(field) + ": longer than " + std::to_string(max) + " bytes");
   if (!IsValidUtf8(v)) return Bad(std::string(field) + ": not valid UTF-8");
+  if (HasControlCharacter(v)) return Bad(std::string(field) + ": contains control characters");
   return Status::Ok();
 }
 
@@ -565,21 +575,6 @@ Result<Message> Decode(std::string_view root, std::string_view topic, std::strin
   return DecodeProto(info, payload);
 }
 
-std::optional<std::string> RedactOrderPayload(std::string_view payload) {
-  size_t i = 0;
-  while (i < payload.size() && IsSpace(payload[i])) ++i;
-  if (i < payload.size() && payload[i] == '{') {
-    json j = json::parse(payload.begin(), payload.end(), nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return std::nullopt;
-    if (j.contains("customer")) j["customer"] = "<redacted>";
-    return j.dump(-1, ' ', false, json::error_handler_t::replace);
-  }
-  v1::OrderStatusMsg p;
-  if (!p.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) return std::nullopt;
-  p.clear_customer();
-  return p.SerializeAsString();
-}
-
 }  // namespace freshsync::edge
 
 namespace freshsync::edge {
@@ -613,9 +608,11 @@ bool IsCustomerKey(const std::string& key) {
   return true;
 }
 
-// A stand-in for one customer text that Decode judges exactly as it judged the original.
-std::string RedactedText(size_t original_size) {
-  if (original_size > kMaxFreeText) return std::string(original_size, '#');  // still "longer than"
+// A stand-in for one customer text that Decode judges exactly as it judged the original
+// (CheckText: length, then UTF-8, then control characters).
+std::string RedactedText(const std::string& original) {
+  if (original.size() > kMaxFreeText) return std::string(original.size(), '#');  // still "longer than"
+  if (HasControlCharacter(original)) return "<redacted>\x7f";  // still "contains control characters"
   return "<redacted>";
 }
 
@@ -645,7 +642,7 @@ void RedactJson(json& j, int depth) {
         auto fv = c.find(f);
         if (fv == c.end()) continue;
         if (fv->is_null()) kept[f] = nullptr;
-        else if (fv->is_string()) kept[f] = RedactedText(fv->get_ref<const std::string&>().size());
+        else if (fv->is_string()) kept[f] = RedactedText(fv->get_ref<const std::string&>());
         else kept[f] = 0;  // "must be a string", as before
       }
       c = std::move(kept);
@@ -655,11 +652,7 @@ void RedactJson(json& j, int depth) {
 
 // A protobuf string that holds a control character is not an identifier or a status: it may
 // be a whole message (a customer block) smuggled into a string field of another message.
-bool PlainText(const std::string& s) {
-  for (unsigned char c : s)
-    if (c < 0x20 || c == 0x7f) return false;
-  return true;
-}
+bool PlainText(const std::string& s) { return !HasControlCharacter(s); }
 bool PlainStrings(const v1::GpsMsg&) { return true; }
 bool PlainStrings(const v1::ClimateMsg&) { return true; }
 bool PlainStrings(const v1::StockMovementMsg& m) {
@@ -683,9 +676,9 @@ bool ParsesCleanly(std::string_view payload, Msg* m) {
 }
 
 void RedactCustomer(v1::Customer* c) {
-  if (!c->name().empty()) c->set_name(RedactedText(c->name().size()));
-  if (!c->phone().empty()) c->set_phone(RedactedText(c->phone().size()));
-  if (!c->address().empty()) c->set_address(RedactedText(c->address().size()));
+  if (!c->name().empty()) c->set_name(RedactedText(c->name()));
+  if (!c->phone().empty()) c->set_phone(RedactedText(c->phone()));
+  if (!c->address().empty()) c->set_address(RedactedText(c->address()));
 }
 
 template <typename Msg>
@@ -699,7 +692,15 @@ std::optional<std::string> Reserialized(std::string_view payload) {
   // A string that may be a smuggled message cannot be redacted field by field; Decode refuses
   // such a message anyway (identifiers hold no control characters).
   if (!PlainStrings(m)) return std::nullopt;
-  return m.SerializeAsString();
+  std::string out = m.SerializeAsString();
+  // Decode picks the form by the first non-whitespace byte. A re-serialized message may no
+  // longer look like protobuf to it: nothing known left, or only whitespace (tags 0x09, 0x0a,
+  // 0x0d, 0x20 are whitespace: "empty payload"), or "\n{" (field 1, 123 bytes long, moved
+  // first: read as JSON). Then there is no redacted form; the caller keeps the reason only.
+  size_t i = 0;
+  while (i < out.size() && IsSpace(out[i])) ++i;
+  if (i == out.size() || out[i] == '{') return std::nullopt;
+  return out;
 }
 
 }  // namespace
@@ -749,8 +750,13 @@ bool MayCarryPersonalData(TopicKind kind, std::string_view payload) {
 }
 
 std::optional<std::string> RedactPersonalData(TopicKind kind, std::string_view payload) {
+  // Decode refuses it for its size; a redacted (compacted JSON, re-serialized protobuf) copy
+  // could be small enough to be accepted, so there is none.
+  if (payload.size() > kMaxPayloadBytes) return std::nullopt;
   if (StartsAsJson(payload)) {
-    if (JsonDepthExceeds(payload, kMaxJsonDepth)) return std::nullopt;
+    // What DecodeJson refuses before parsing is not redacted either: the redacted text would be
+    // clean UTF-8 and be refused for a later reason, or accepted.
+    if (!IsValidUtf8(payload) || JsonDepthExceeds(payload, kMaxJsonDepth)) return std::nullopt;
     json j = json::parse(payload.begin(), payload.end(), nullptr, false);
     if (j.is_discarded()) return std::nullopt;
     RedactJson(j, 0);

@@ -143,9 +143,4 @@ std::optional<std::string> RedactPersonalData(TopicKind kind, std::string_view p
 // True when the JSON text nests objects/arrays deeper than max_depth (strings skipped). O(n).
 bool JsonDepthExceeds(std::string_view payload, int max_depth);
 
-// A copy of an order payload with customer data removed, safe to keep in dead_letters.
-// Returns std::nullopt when the payload cannot be parsed well enough to redact it (the
-// caller then keeps no payload at all).
-std::optional<std::string> RedactOrderPayload(std::string_view payload);
-
 }  // namespace freshsync::edge

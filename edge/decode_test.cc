@@ -219,18 +219,54 @@ TEST(DecodeTest, TopicClassification) {
 }
 
 TEST(DecodeTest, RedactsCustomerFromOrderPayloads) {
-  auto r = RedactOrderPayload(R"({"order_id":"o","status":"created","customer":{"name":"Li Wei","phone":"+86 138"}})");
+  auto r = RedactPersonalData(TopicKind::kOrderStatus, R"({"order_id":"o","status":"created","customer":{"name":"Li Wei","phone":"+86 138"}})");
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->find("Li Wei"), std::string::npos);
   EXPECT_EQ(r->find("138"), std::string::npos);
   EXPECT_NE(r->find("\"order_id\":\"o\""), std::string::npos);
-  EXPECT_FALSE(RedactOrderPayload(R"({"order_id":"o","customer":{"name":"Li Wei")").has_value());
+  EXPECT_FALSE(RedactPersonalData(TopicKind::kOrderStatus, R"({"order_id":"o","customer":{"name":"Li Wei")").has_value());
   v1::OrderStatusMsg o;
   o.set_order_id("o");
   o.mutable_customer()->set_name("Li Wei");
-  auto p = RedactOrderPayload(o.SerializeAsString());
+  auto p = RedactPersonalData(TopicKind::kOrderStatus, o.SerializeAsString());
   ASSERT_TRUE(p.has_value());
   EXPECT_EQ(p->find("Li Wei"), std::string::npos);
+}
+
+// Free text holds no control characters, in either form, so that the journal's two ways of
+// keeping a payload that may carry personal data agree: sealed (key; Decode sees the original)
+// and redacted (no key; Decode sees RedactPersonalData's copy) are refused for the same reason.
+TEST(DecodeTest, ControlCharactersInFreeTextAreRefusedWithAndWithoutRedaction) {
+  v1::OrderStatusMsg o;
+  o.set_order_id("o-1");
+  o.set_status("created");
+  o.set_ts_ms(1764000000000);
+  auto* line = o.add_lines();
+  line->set_sku("apple");
+  line->set_qty(1);
+  o.set_actor(std::string("picker\x01", 7));
+  auto r = Decode("fs", kOrder, o.SerializeAsString());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "actor: contains control characters");
+  o.set_actor("picker-7");
+  o.mutable_customer()->set_name("Li Wei");
+  o.mutable_customer()->set_address("1 Road\nShanghai");
+  for (const std::string& payload :
+       {o.SerializeAsString(),
+        std::string(R"({"order_id":"o-1","status":"created","ts":1764000000000,"lines":[{"sku":"apple","qty":1}],)"
+                    R"("customer":{"name":"Li Wei","address":"1 Road\nShanghai"}})")}) {
+    auto original = Decode("fs", kOrder, payload);
+    ASSERT_FALSE(original.ok());
+    EXPECT_EQ(original.status().message(), "customer.address: contains control characters");
+    auto redacted = RedactPersonalData(TopicKind::kOrderStatus, payload);
+    ASSERT_TRUE(redacted.has_value());
+    EXPECT_EQ(redacted->find("Shanghai"), std::string::npos);
+    auto again = Decode("fs", kOrder, *redacted);
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.status().message(), original.status().message());
+  }
+  o.mutable_customer()->set_address("1 Road, Shanghai");
+  EXPECT_TRUE(Decode("fs", kOrder, o.SerializeAsString()).ok());
 }
 
 TEST(DecodeTest, RefusalReasonsDoNotEchoCustomerData) {

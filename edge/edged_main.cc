@@ -268,6 +268,7 @@ int main(int argc, char** argv) {
     ms.agent = agent.get();
     if (quota) ms.quota = [&quota] { return quota->status(); };
     ms.ingest_stuck_ms = stuck_ms;
+    ms.customers_dropped = [&s = **store] { return s.customers_dropped(); };
     metrics = std::make_unique<freshsync::edge::MetricsServer>(
         config->metrics_listen, std::move(ms), freshsync::edge::MetricsTls{config->metrics_tls_cert, config->metrics_tls_key});
     // Metrics are for operators: a port in use must not stop the site from ingesting.

@@ -34,7 +34,8 @@ int64_t SteadyMs() {
 // A withheld journal entry (kJournalWithheld) holds the original size (u32 LE) and the reason.
 std::string WithheldForm(size_t original_size, std::string_view reason) {
   const auto n = static_cast<uint32_t>(std::min<size_t>(original_size, UINT32_MAX));
-  std::string out(reinterpret_cast<const char*>(&n), 4);
+  std::string out;
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));  // little-endian
   out.append(reason);
   return out;
 }
@@ -82,6 +83,7 @@ Status Ingest::StartIntake() {
   journal_ = std::move(*j);
   if (journal_fault_) journal_->SetAppendFaultForTest(journal_fault_);
   counters_.journal_last_index = static_cast<int64_t>(journal_->last_index());
+  counters_.journal_torn_dropped = static_cast<int64_t>(journal_->torn_entries_dropped());
   counters_.applier_progress_ms = SteadyMs();
   counters_.journal_applied_index = *applied;
   if (const uint64_t pending = journal_->UnappliedEntries(); pending > 0)
@@ -578,7 +580,7 @@ Status Ingest::DeadLetterInBatch(const JournalEntry& e, std::string_view payload
   dl.payload_bytes = static_cast<int64_t>(payload.size());
   if ((e.flags & kJournalWithheld) && e.payload.size() >= 4) {
     uint32_t n = 0;
-    std::memcpy(&n, e.payload.data(), 4);
+    for (int i = 3; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(e.payload[static_cast<size_t>(i)]);
     dl.payload_bytes = n;
   }
   dl.received_ms = e.received_ms;

@@ -102,6 +102,9 @@ struct IngestCounters {
   // payload may carry personal data (docs/security.md, "Personal data").
   std::atomic<int64_t> journal_sealed{0};
   std::atomic<int64_t> journal_redacted{0};
+  // Entries the journal dropped as a torn tail when it was opened (never acknowledged: the
+  // broker redelivers them).
+  std::atomic<int64_t> journal_torn_dropped{0};
 };
 
 class Ingest {

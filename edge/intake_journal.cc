@@ -60,18 +60,23 @@ __attribute__((target("sse4.2"))) uint32_t Crc32cHardware(const unsigned char* p
 }
 #endif
 
-void PutU32(std::string& b, uint32_t v) { b.append(reinterpret_cast<const char*>(&v), 4); }
-void PutU64(std::string& b, uint64_t v) { b.append(reinterpret_cast<const char*>(&v), 8); }
-uint32_t GetU32(const char* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
+// Explicit little-endian encoding, whatever the host's byte order (the format says
+// little-endian; on a little-endian host these are the bytes a memcpy would give, so files
+// written before these helpers read back identically).
+void PutLE(std::string& b, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) b.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void PutU16(std::string& b, uint16_t v) { PutLE(b, v, 2); }
+void PutU32(std::string& b, uint32_t v) { PutLE(b, v, 4); }
+void PutU64(std::string& b, uint64_t v) { PutLE(b, v, 8); }
+uint64_t GetLE(const char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
   return v;
 }
-uint64_t GetU64(const char* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
+uint16_t GetU16(const char* p) { return static_cast<uint16_t>(GetLE(p, 2)); }
+uint32_t GetU32(const char* p) { return static_cast<uint32_t>(GetLE(p, 4)); }
+uint64_t GetU64(const char* p) { return GetLE(p, 8); }
 
 Status Errno(const std::string& what) { return Status::IOError("intake journal: " + what + ": " + std::strerror(errno)); }
 
@@ -141,8 +146,7 @@ size_t ParseSegment(const std::string& data, OnEntry on_entry, uint64_t* last_in
     const char* b = h + kHeader;
     const auto received_ms = static_cast<int64_t>(GetU64(b));
     const uint8_t flags = v1 ? 0 : static_cast<uint8_t>(b[8]);
-    uint16_t topic_len;
-    std::memcpy(&topic_len, b + fixed - 2, 2);
+    const uint16_t topic_len = GetU16(b + fixed - 2);
     if (fixed + topic_len > body_len) break;
     on_entry(index, received_ms, flags, std::string_view(b + fixed, topic_len),
              std::string_view(b + fixed + topic_len, body_len - fixed - topic_len), kHeader + body_len);
@@ -299,12 +303,12 @@ Result<uint64_t> IntakeJournal::Append(std::string_view topic, std::string_view 
   PutU64(buf_, index);
   PutU64(buf_, static_cast<uint64_t>(received_ms));
   buf_.push_back(static_cast<char>(flags));
-  const auto topic_len = static_cast<uint16_t>(topic.size());
-  buf_.append(reinterpret_cast<const char*>(&topic_len), 2);
+  PutU16(buf_, static_cast<uint16_t>(topic.size()));
   buf_.append(topic);
   buf_.append(payload);
-  const uint32_t crc = Crc32c(buf_.data() + 8, buf_.size() - 8);
-  std::memcpy(buf_.data() + 4, &crc, 4);
+  std::string crc_le;
+  PutU32(crc_le, Crc32c(buf_.data() + 8, buf_.size() - 8));
+  buf_.replace(4, 4, crc_le);
 
   Status failed;
   if (append_fault_) failed = append_fault_();

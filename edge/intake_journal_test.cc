@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -13,6 +15,21 @@ namespace freshsync::edge {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Little-endian bytes of v, by hand (the journal's format, docs/formats.md).
+std::string LE(uint64_t v, int bytes) {
+  std::string out;
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  return out;
+}
+
+// One entry of a version 1 segment ("FSJRNL01", written by edged before the flags byte):
+//   entry := body_len:u32 crc:u32 index:u64 body;  body := received_ms:i64 topic_len:u16 topic payload
+std::string V1Entry(uint64_t index, int64_t received_ms, const std::string& topic, const std::string& payload) {
+  const std::string body = LE(static_cast<uint64_t>(received_ms), 8) + LE(topic.size(), 2) + topic + payload;
+  const std::string crc_input = LE(index, 8) + body;
+  return LE(body.size(), 4) + LE(Crc32c(crc_input.data(), crc_input.size()), 4) + crc_input;
+}
 
 class IntakeJournalTest : public ::testing::Test {
  protected:
@@ -263,6 +280,80 @@ TEST_F(IntakeJournalTest, TakeWaitsForAnAppendAndInterruptWakesIt) {
 
 TEST_F(IntakeJournalTest, Crc32cMatchesTheStandardCheckValue) {
   EXPECT_EQ(Crc32c("123456789", 9), 0xE3069283u);
+}
+
+// The bytes on disk of a known entry: every integer little-endian, as the format says, on any
+// host (written with explicit shifts, not a memcpy of host integers).
+TEST_F(IntakeJournalTest, AnEntryIsWrittenLittleEndianByteForByte) {
+  auto j = Open(0);
+  ASSERT_EQ(*j->Append("t/x", "pay", 0x0102030405060708, kJournalSealed), 1u);
+  j.reset();
+  const auto segs = Segments();
+  ASSERT_EQ(segs.size(), 1u);
+  EXPECT_EQ(segs[0].filename().string(), "intake-00000000000000000001.log");
+  std::ifstream in(segs[0], std::ios::binary);
+  const std::string disk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // index and body, spelled out byte by byte.
+  const std::string covered = std::string("\x01\x00\x00\x00\x00\x00\x00\x00", 8) +  // index 1
+                              std::string("\x08\x07\x06\x05\x04\x03\x02\x01", 8) +  // received_ms
+                              std::string("\x01", 1) +                                  // flags: sealed
+                              std::string("\x03\x00", 2) + "t/x" + "pay";              // topic_len 3, topic, payload
+  const uint32_t crc = Crc32c(covered.data(), covered.size());
+  const std::string crc_le{static_cast<char>(crc & 0xff), static_cast<char>((crc >> 8) & 0xff),
+                           static_cast<char>((crc >> 16) & 0xff), static_cast<char>((crc >> 24) & 0xff)};
+  const std::string expected = std::string("FSJRNL02") + std::string("\x11\x00\x00\x00", 4) +  // body_len 17
+                               crc_le + covered;
+  EXPECT_EQ(disk, expected);
+  // And it reads back as written.
+  auto again = Open(0);
+  auto got = TakeAll(*again);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].received_ms, 0x0102030405060708);
+  EXPECT_EQ(got[0].flags, kJournalSealed);
+  EXPECT_EQ(got[0].topic, "t/x");
+  EXPECT_EQ(got[0].payload, "pay");
+}
+
+// A journal left by the previous edged (version 1 segments, no flags byte) recovers: its
+// entries come back with flags 0, and new entries go to a new, version 2 segment.
+TEST_F(IntakeJournalTest, AVersion1SegmentStillRecovers) {
+  fs::create_directories(dir_);
+  {
+    std::ofstream out(dir_ / "intake-00000000000000000001.log", std::ios::binary);
+    out << "FSJRNL01" << V1Entry(1, 1001, "fs/sensors/c1/climate", Payload(1))
+        << V1Entry(2, 1002, "fs/sensors/c1/climate", Payload(2));
+  }
+  auto j = Open(0);
+  EXPECT_EQ(j->torn_entries_dropped(), 0u);
+  EXPECT_EQ(j->last_index(), 2u);
+  auto got = TakeAll(*j);
+  ASSERT_EQ(got.size(), 2u);
+  for (uint64_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(got[i].index, i + 1);
+    EXPECT_EQ(got[i].received_ms, static_cast<int64_t>(1001 + i));
+    EXPECT_EQ(got[i].flags, 0);
+    EXPECT_EQ(got[i].topic, "fs/sensors/c1/climate");
+    EXPECT_EQ(got[i].payload, Payload(i + 1));
+  }
+  AppendN(*j, 3, 1);
+  const auto segs = Segments();
+  ASSERT_EQ(segs.size(), 2u);
+  std::ifstream in(segs[1], std::ios::binary);
+  std::string magic(8, '\0');
+  in.read(magic.data(), 8);
+  EXPECT_EQ(magic, "FSJRNL02");
+  // A torn v1 tail is dropped like a v2 one.
+  j.reset();
+  fs::remove(segs[1]);
+  {
+    std::ofstream out(segs[0], std::ios::binary | std::ios::app);
+    out << V1Entry(3, 1003, "fs/sensors/c1/climate", Payload(3)).substr(0, 20);
+  }
+  auto torn = Open(1);
+  EXPECT_EQ(torn->torn_entries_dropped(), 1u);
+  auto rest = TakeAll(*torn);
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].index, 2u);
 }
 
 }  // namespace

@@ -228,6 +228,14 @@ std::string MetricsServer::Render() {
        "Journal entries that may carry personal data, by how they were kept (sealed with the privacy key, or redacted).");
   o << "freshsync_ingest_journal_private_total{kept=\"sealed\"} " << Load(c.journal_sealed) << '\n';
   o << "freshsync_ingest_journal_private_total{kept=\"redacted\"} " << Load(c.journal_redacted) << '\n';
+  Head(o, "freshsync_ingest_journal_torn_dropped_total", "counter",
+       "Intake journal entries dropped as a torn tail when edged started (never acknowledged; the broker redelivers them).");
+  o << "freshsync_ingest_journal_torn_dropped_total " << Load(c.journal_torn_dropped) << '\n';
+  if (src_.customers_dropped) {
+    Head(o, "freshsync_privacy_customers_dropped_total", "counter",
+         "Orders whose customer data was dropped, not stored, because no privacy.key_file is configured.");
+    o << "freshsync_privacy_customers_dropped_total " << src_.customers_dropped() << '\n';
+  }
   Head(o, "freshsync_ingest_applier_idle_seconds", "gauge",
        "Seconds since the journal applier last committed a batch or found the journal empty.");
   {

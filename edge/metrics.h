@@ -51,6 +51,7 @@ struct MetricsSources {
   const sync::SyncAgent* agent = nullptr;      // null when running without [hub]
   std::function<QuotaStatus()> quota;          // the disk quota (edge/disk_quota.h); empty: none
   int64_t ingest_stuck_ms = 60'000;            // /readyz: the applier's progress limit
+  std::function<int64_t()> customers_dropped;  // EdgeStore::customers_dropped; empty: not exported
 };
 
 // PEM files; both empty: plain HTTP.

@@ -535,8 +535,8 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t n
         sealed = options_.sealer->Seal(c.dump());
       } else {
         // No key: the data is dropped, never stored in clear. Count it so operators notice.
-        if (++customers_dropped_ % 1000 == 1)
-          spdlog::warn("privacy: no privacy.key_file configured; customer data dropped from {} orders so far", customers_dropped_);
+        if (const int64_t n = ++customers_dropped_; n % 1000 == 1)
+          spdlog::warn("privacy: no privacy.key_file configured; customer data dropped from {} orders so far", n);
       }
     }
     order_put_->Bind(1, o.order_id).Bind(2, status).Bind(3, *version).Bind(4, lines_json);

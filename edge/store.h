@@ -20,6 +20,7 @@
 // Other processes (edgectl, sqlite3) may read concurrently: WAL lets them.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -150,7 +151,7 @@ class EdgeStore {
   Status ResetLinkState();
 
   // Customer records dropped because no privacy key is configured, since Open.
-  int64_t customers_dropped() const { return customers_dropped_; }
+  int64_t customers_dropped() const { return customers_dropped_.load(std::memory_order_relaxed); }
   uint64_t last_hlc() const { return hlc_.Last(); }
   sqlite3* db_for_test() { return db_; }
   // Called before every COMMIT; a non-ok Status makes the transaction roll back with it.
@@ -192,7 +193,7 @@ class EdgeStore {
        *dead_letter_ = nullptr, *intake_put_ = nullptr, *intake_get_ = nullptr;
   std::unique_ptr<StockLedger> ledger_;  // on db_, prepared with the statements
   int64_t next_seq_cached_ = 0;  // next outbox seq within the open transaction; 0: read it
-  int64_t customers_dropped_ = 0;
+  std::atomic<int64_t> customers_dropped_{0};  // read by /metrics from its own thread
   int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
   std::function<Status()> commit_fault_;
   ApplyHook* hook_ = nullptr;

@@ -1,17 +1,22 @@
 // libFuzzer target: edge/decode.h, the decoder of the four inbound MQTT topics, in both the JSON
-// and the protobuf form (Decode picks by the payload's first non-space byte), plus
-// RedactOrderPayload, which keeps refused order payloads in dead_letters.
+// and the protobuf form (Decode picks by the payload's first non-space byte), plus the
+// personal-data pair that ingest runs on every payload before it reaches the journal, the
+// dead letters or a notification: MayCarryPersonalData and RedactPersonalData.
 //
 // Input: byte 0 picks the topic (low 2 bits: movements, orders, gps, climate; with 0x80 set
 // the topic is taken from the input up to the first '\n', to fuzz ClassifyTopic too), the rest
 // is the payload. Beyond "no crash, no sanitizer report" it checks the decoder's contract:
-// accepted values are in range, reasons are valid UTF-8 (they go into JSON dead letters), and
-// a redacted order payload has no customer left in it.
+// accepted values are in range, reasons are valid UTF-8 (they go into JSON dead letters); a
+// payload MayCarryPersonalData calls clean holds no customer (Decode yields none, no JSON
+// "customer" key); RedactPersonalData leaves no customer value and decodes to the same verdict
+// and reason as the original (so journaling the redacted form, without a key, gives the outcome
+// that sealing it, with a key, gives).
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -55,19 +60,114 @@ void CheckMessage(const freshsync::edge::Message& m) {
   }
 }
 
-void CheckRedacted(std::string_view payload) {
-  auto redacted = freshsync::edge::RedactOrderPayload(payload);
-  if (!redacted) return;
+bool IsCustomerKey(std::string_view key) {
+  static constexpr char kKey[] = "customer";
+  if (key.size() != 8) return false;
+  for (size_t k = 0; k < 8; ++k)
+    if ((key[k] | 0x20) != kKey[k]) return false;
+  return true;
+}
+
+bool StartsAsJson(std::string_view p) {
   size_t i = 0;
-  while (i < payload.size() && (payload[i] == ' ' || payload[i] == '\t' || payload[i] == '\r' || payload[i] == '\n')) ++i;
-  if (i < payload.size() && payload[i] == '{') {
-    auto j = nlohmann::json::parse(*redacted, nullptr, false);
-    Check(j.is_object(), "redacted JSON payload is an object");
-    Check(!j.contains("customer") || j["customer"] == "<redacted>", "redacted JSON payload has no customer");
+  while (i < p.size() && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n')) ++i;
+  return i < p.size() && p[i] == '{';
+}
+
+// Every string (keys too) of a JSON tree; `in_customer` collects those under a "customer" key
+// (any letter case, any depth: the personal data), `outside` all the others.
+void CollectJsonStrings(const nlohmann::json& j, bool under_customer, std::vector<std::string>* in_customer,
+                        std::vector<std::string>* outside) {
+  if (j.is_string()) {
+    (under_customer ? in_customer : outside)->push_back(j.get<std::string>());
+  } else if (j.is_array()) {
+    for (const auto& v : j) CollectJsonStrings(v, under_customer, in_customer, outside);
+  } else if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      (under_customer ? in_customer : outside)->push_back(it.key());
+      CollectJsonStrings(it.value(), under_customer || IsCustomerKey(it.key()), in_customer, outside);
+    }
+  }
+}
+
+bool IsPlaceholder(std::string_view v) {
+  return v.empty() || v == "<redacted>" || v == "<redacted>\x7f" || v.find_first_not_of('#') == std::string_view::npos;
+}
+
+bool AnyContains(const std::vector<std::string>& haystacks, std::string_view needle) {
+  for (const auto& h : haystacks)
+    if (h.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+// MayCarryPersonalData false  =>  the payload holds no customer: Decode yields none, and a JSON
+// payload has no "customer" key anywhere (ingest journals and dead-letters it in clear).
+void CheckNoPersonalData(std::string_view payload, const freshsync::Result<freshsync::edge::Message>& decoded) {
+  if (decoded.ok()) {
+    if (const auto* o = std::get_if<OrderStatus>(&*decoded))
+      Check(!o->customer.has_value(), "MayCarryPersonalData false but Decode yields a customer");
+  }
+  if (StartsAsJson(payload)) {
+    auto j = nlohmann::json::parse(payload, nullptr, false);
+    if (j.is_discarded()) return;
+    std::vector<std::string> in_customer, outside;
+    CollectJsonStrings(j, false, &in_customer, &outside);
+    for (const auto& k : outside) Check(!IsCustomerKey(k), "MayCarryPersonalData false but the JSON has a customer key");
+  }
+}
+
+// RedactPersonalData: no customer value of the input is left in the output (unless the same
+// text is also somewhere outside the customer block), the output decodes to the same verdict
+// and reason as the input, and a customer it still decodes to holds only placeholders.
+void CheckRedacted(std::string_view topic, freshsync::edge::TopicKind kind, std::string_view payload,
+                   const freshsync::Result<freshsync::edge::Message>& decoded) {
+  auto redacted = freshsync::edge::RedactPersonalData(kind, payload);
+  if (!redacted) return;
+  auto again = freshsync::edge::Decode("fs", topic, *redacted);
+  Check(again.ok() == decoded.ok(), "Decode accepts/refuses the redacted payload unlike the original");
+  if (!decoded.ok()) {
+    Check(again.status().message() == decoded.status().message(), "the redacted payload is refused for another reason");
+  } else if (const auto* o = std::get_if<OrderStatus>(&*again)) {
+    const auto* orig = std::get_if<OrderStatus>(&*decoded);
+    Check(orig != nullptr && orig->customer.has_value() == o->customer.has_value(), "redaction adds or drops the customer block");
+    if (o->customer)
+      Check(IsPlaceholder(o->customer->name) && IsPlaceholder(o->customer->phone) && IsPlaceholder(o->customer->address),
+            "the redacted payload decodes to a customer value");
+  }
+  if (StartsAsJson(payload)) {
+    auto j = nlohmann::json::parse(payload, nullptr, false);
+    Check(!j.is_discarded(), "RedactPersonalData redacted JSON that does not parse");
+    auto r = nlohmann::json::parse(*redacted, nullptr, false);
+    Check(!r.is_discarded(), "redacted JSON parses");
+    std::vector<std::string> secrets, outside, r_customer, r_outside;
+    CollectJsonStrings(j, false, &secrets, &outside);
+    CollectJsonStrings(r, false, &r_customer, &r_outside);
+    for (const auto& s : r_customer) Check(IsPlaceholder(s) || IsCustomerKey(s) || s == "name" || s == "phone" || s == "address",
+                                           "a redacted customer block holds text");
+    for (const auto& v : secrets) {
+      if (v.size() < 3 || IsPlaceholder(v) || std::string_view("<redacted>").find(v) != std::string_view::npos) continue;
+      if (AnyContains(r_outside, v)) Check(AnyContains(outside, v), "a customer value is left in the redacted JSON");
+    }
   } else {
-    freshsync::v1::OrderStatusMsg p;
-    Check(p.ParseFromString(*redacted), "redacted protobuf payload parses");
-    Check(!p.has_customer(), "redacted protobuf payload has no customer");
+    // Protobuf: the redacted form is the message of its topic, with no unknown field.
+    freshsync::v1::OrderStatusMsg in, out;
+    if (kind != freshsync::edge::TopicKind::kOrderStatus || !in.ParseFromString(std::string(payload))) return;
+    Check(out.ParseFromString(*redacted), "redacted protobuf parses");
+    Check(out.GetReflection()->GetUnknownFields(out).field_count() == 0, "redacted protobuf has no unknown field");
+    const auto& c = out.customer();
+    Check(IsPlaceholder(c.name()) && IsPlaceholder(c.phone()) && IsPlaceholder(c.address()), "redacted protobuf customer holds text");
+    for (const std::string* v : {&in.customer().name(), &in.customer().phone(), &in.customer().address()}) {
+      if (v->size() < 3 || IsPlaceholder(*v)) continue;
+      if (redacted->find(*v) != std::string::npos)
+        Check(std::string(payload).find(*v) != std::string::npos &&
+                  (in.order_id().find(*v) != std::string::npos || in.status().find(*v) != std::string::npos ||
+                   in.actor().find(*v) != std::string::npos || [&] {
+                     for (const auto& l : in.lines())
+                       if (l.sku().find(*v) != std::string::npos) return true;
+                     return false;
+                   }()),
+              "a customer value is left in the redacted protobuf");
+    }
   }
 }
 
@@ -92,6 +192,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Check(freshsync::edge::IsValidUtf8(r.status().message()), "refusal reason is valid UTF-8");
     (void)nlohmann::json({{"reason", r.status().message()}}).dump();  // throws (and aborts) on bad UTF-8
   }
-  if (freshsync::edge::ClassifyTopic("fs", topic).kind == freshsync::edge::TopicKind::kOrderStatus) CheckRedacted(rest);
+  const auto kind = freshsync::edge::ClassifyTopic("fs", topic).kind;
+  if (!freshsync::edge::MayCarryPersonalData(kind, rest)) CheckNoPersonalData(rest, r);
+  CheckRedacted(topic, kind, rest, r);
   return 0;
 }

@@ -116,6 +116,11 @@ TEST(Metrics, ScrapeMovesWithTrafficAndReadiness) {
   EXPECT_GE(Sample(m.body, "freshsync_outbox_oldest_unacked_age_seconds"), 0);
   EXPECT_EQ(Sample(m.body, "freshsync_sync_enabled"), 0);
   EXPECT_EQ(Sample(m.body, "freshsync_ingest_connected"), 1);
+  // Counted in the journal and the store, exported here (no privacy key, no torn tail).
+  EXPECT_NE(m.body.find("# HELP freshsync_ingest_journal_torn_dropped_total "), std::string::npos);
+  EXPECT_EQ(Sample(m.body, "freshsync_ingest_journal_torn_dropped_total"), 0);
+  EXPECT_NE(m.body.find("# HELP freshsync_privacy_customers_dropped_total "), std::string::npos);
+  EXPECT_EQ(Sample(m.body, "freshsync_privacy_customers_dropped_total"), 0);
 
   // Open cold-chain alerts come from the cold-chain engine's snapshots in rule_state (schema
   // v3 of the site-rules work; created here if this build's schema predates it).
