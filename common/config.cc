@@ -360,6 +360,8 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
     r.Get("max_body_bytes", c.max_body_bytes);
     r.Get("max_decompressed_bytes", c.max_decompressed_bytes);
     r.Get("max_records_per_batch", c.max_records_per_batch);
+    r.Get("max_decompressed_total_bytes", c.max_decompressed_total_bytes);
+    r.Get("site_bytes_per_day", c.site_bytes_per_day);
     r.RejectUnknown();
     root.Absorb(r);
   }
@@ -412,6 +414,11 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
   if (c.max_body_bytes < 1024) return Status::InvalidArgument("limits.max_body_bytes: must be at least 1024");
   if (c.max_decompressed_bytes < c.max_body_bytes) return Status::InvalidArgument("limits.max_decompressed_bytes: must be >= limits.max_body_bytes");
   if (c.max_records_per_batch < 1) return Status::InvalidArgument("limits.max_records_per_batch: must be >= 1");
+  if (c.max_decompressed_total_bytes == 0) c.max_decompressed_total_bytes = 2 * c.max_decompressed_bytes + (16 << 20);
+  // One request at the per-request cap must always fit, or every large batch would get 503.
+  if (c.max_decompressed_total_bytes < c.max_decompressed_bytes)
+    return Status::InvalidArgument("limits.max_decompressed_total_bytes: must be 0 or >= limits.max_decompressed_bytes");
+  if (c.site_bytes_per_day < 0) return Status::InvalidArgument("limits.site_bytes_per_day: must be >= 0 (0 = unlimited)");
   if (c.threads < 1 || c.threads > 256) return Status::InvalidArgument("threads: must be 1..256");
   if (c.store_path.empty()) return Status::InvalidArgument("store.path: must not be empty");
   if (c.pull_burst == 0) c.pull_burst = std::max(1.0, 2 * c.pull_per_s);

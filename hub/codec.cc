@@ -21,10 +21,21 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
     return Status::Conflict("decompressed size " + std::to_string(declared) + " exceeds the limit of " +
                             std::to_string(limits.max_output_bytes) + " bytes");
 
+  // The decoder's window: zstd allocates at most the frame's window, which is at most
+  // 2^window_log_max and, for a single-segment frame, the content size; plus its own buffers.
+  const uint64_t window_cap = uint64_t{1} << limits.window_log_max;
+  const uint64_t window = (declared != ZSTD_CONTENTSIZE_UNKNOWN ? std::min<uint64_t>(declared, window_cap) : window_cap) +
+                          ZSTD_DStreamInSize() + ZSTD_DStreamOutSize() + (64 << 10);
+  auto budget_refused = [] { return Status::Unavailable("decompression budget of the hub is exhausted; retry later"); };
+  if (limits.reservation && !limits.reservation->GrowTo(window)) return budget_refused();
+
   std::string out;
   // A first reserve of an empty string allocates exactly; without a declared size the string
   // grows geometrically, so the worst case is about twice the cap, never more.
-  if (declared != ZSTD_CONTENTSIZE_UNKNOWN) out.reserve(declared + 1);
+  if (declared != ZSTD_CONTENTSIZE_UNKNOWN) {
+    if (limits.reservation && !limits.reservation->GrowTo(window + declared + 2)) return budget_refused();
+    out.reserve(declared + 1);
+  }
   // Grow in steps: the output buffer never exceeds the cap by more than one step's slack.
   const size_t step = ZSTD_DStreamOutSize() * 8;
   ZSTD_inBuffer in{input.data(), input.size(), 0};
@@ -44,6 +55,11 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
                             ? static_cast<size_t>(std::min<unsigned long long>(declared + 1, 4 * step))
                             : step;
     const size_t room = std::min<uint64_t>(want, limits.max_output_bytes + 1 - old);
+    if (limits.reservation && old + room > out.capacity()) {
+      // libstdc++ grows to max(2 x capacity, the size asked for): reserve that before it happens.
+      const uint64_t next_cap = std::max<uint64_t>(2 * uint64_t{out.capacity()}, old + room) + 1;
+      if (!limits.reservation->GrowTo(window + next_cap)) return budget_refused();
+    }
     out.resize(old + room);
     ZSTD_outBuffer ob{out.data() + old, room, 0};
     last_ret = ZSTD_decompressStream(dctx.get(), &ob, &in);

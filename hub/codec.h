@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "hub/decompress_budget.h"
 #include "freshsync.pb.h"
 
 namespace freshsync::hub {
@@ -20,6 +21,10 @@ struct ZstdLimits {
   // Cap on the decoder's window (2^N bytes). A frame that asks for more is refused instead of
   // letting its header make us allocate up to 2^31 bytes of window.
   int window_log_max = 24;
+  // Optional process-wide budget (hub/decompress_budget.h): the decoder window and every output
+  // growth are reserved here before they are allocated. Not owned; outlives the call and holds
+  // the bytes until the caller drops it (after it has freed the output).
+  DecompressReservation* reservation = nullptr;
 };
 
 // Streaming decompression of one or more zstd frames with a hard output cap.
@@ -29,6 +34,7 @@ struct ZstdLimits {
 //   kInvalidArgument  not zstd, corrupt or truncated input
 //   kConflict         the output would exceed max_output_bytes, or the window is too large
 //                     (the server answers 413 for this code)
+//   kUnavailable      limits.reservation's budget cannot cover the memory (503 + Retry-After)
 Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimits& limits);
 
 // Highest Batch.format this hub decodes (announced in BatchAck.max_format).
