@@ -414,10 +414,14 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
   if (c.max_body_bytes < 1024) return Status::InvalidArgument("limits.max_body_bytes: must be at least 1024");
   if (c.max_decompressed_bytes < c.max_body_bytes) return Status::InvalidArgument("limits.max_decompressed_bytes: must be >= limits.max_body_bytes");
   if (c.max_records_per_batch < 1) return Status::InvalidArgument("limits.max_records_per_batch: must be >= 1");
-  if (c.max_decompressed_total_bytes == 0) c.max_decompressed_total_bytes = 2 * c.max_decompressed_bytes + (16 << 20);
-  // One request at the per-request cap must always fit, or every large batch would get 503.
-  if (c.max_decompressed_total_bytes < c.max_decompressed_bytes)
-    return Status::InvalidArgument("limits.max_decompressed_total_bytes: must be 0 or >= limits.max_decompressed_bytes");
+  // One request at the per-request cap must always fit, or such a batch would get 503 for ever:
+  // its worst case is a 16 MiB decoder window, zstd's buffers and about twice the cap for the
+  // output string's growth (hub::DecompressWorstCase); 20 MiB covers all but the output.
+  const int64_t one_request = 2 * c.max_decompressed_bytes + (20 << 20);
+  if (c.max_decompressed_total_bytes == 0) c.max_decompressed_total_bytes = one_request;
+  if (c.max_decompressed_total_bytes < one_request)
+    return Status::InvalidArgument("limits.max_decompressed_total_bytes: must be 0 or >= 2 x limits.max_decompressed_bytes + 20 MiB (" +
+                                   std::to_string(one_request) + "), so that one batch at the cap always fits");
   if (c.site_bytes_per_day < 0) return Status::InvalidArgument("limits.site_bytes_per_day: must be >= 0 (0 = unlimited)");
   if (c.threads < 1 || c.threads > 256) return Status::InvalidArgument("threads: must be 1..256");
   if (c.store_path.empty()) return Status::InvalidArgument("store.path: must not be empty");

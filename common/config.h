@@ -112,8 +112,8 @@ struct HubConfig {
   int64_t max_decompressed_bytes = 64 << 20;
   int max_records_per_batch = 100000;
   // Process-wide cap on memory held by decompression across all concurrent batch requests
-  // (hub/decompress_budget.h); 0 = 2 x max_decompressed_bytes + 16 MiB, which always fits one
-  // worst-case request. Over it: 503 + Retry-After.
+  // (hub/decompress_budget.h); 0 = 2 x max_decompressed_bytes + 20 MiB, the least that always
+  // fits one worst-case request (also the minimum accepted). Over it: 503 + Retry-After.
   int64_t max_decompressed_total_bytes = 0;
   // Bytes a site may add to the store per UTC day (records held plus refused-record rows);
   // 0 = unlimited. Over it: 429 + Retry-After, nothing written. Bounds what a stolen site

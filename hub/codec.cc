@@ -27,7 +27,14 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
   const uint64_t window = (declared != ZSTD_CONTENTSIZE_UNKNOWN ? std::min<uint64_t>(declared, window_cap) : window_cap) +
                           ZSTD_DStreamInSize() + ZSTD_DStreamOutSize() + (64 << 10);
   auto budget_refused = [] { return Status::Unavailable("decompression budget of the hub is exhausted; retry later"); };
-  if (limits.reservation && !limits.reservation->GrowTo(window)) return budget_refused();
+  // Admission is all or nothing: the request's worst case is reserved up front, so that under
+  // contention some requests run to completion and the rest are refused at once. Growing the
+  // reservation step by step let sixteen bombs each take a window and then all fail to grow.
+  // Worst case: the declared size (the agent always declares it; a frame that then holds more
+  // grows step by step below), else the output string's geometric growth up to the cap.
+  const uint64_t worst_output =
+      declared != ZSTD_CONTENTSIZE_UNKNOWN ? declared + 2 : 2 * (limits.max_output_bytes + 1) + 1;
+  if (limits.reservation && !limits.reservation->GrowTo(window + worst_output)) return budget_refused();
 
   std::string out;
   // A first reserve of an empty string allocates exactly; without a declared size the string
@@ -72,10 +79,18 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
     }
     if (out.size() > limits.max_output_bytes)
       return Status::Conflict("decompressed size exceeds the limit of " + std::to_string(limits.max_output_bytes) + " bytes");
-    if (in.pos == in.size && ob.pos < room) break;  // all input consumed and the decoder has flushed
+    // All input consumed and the frame complete, or no progress left to make (a truncated
+    // frame). Not "output short of the room": zstd may return after one block with output
+    // still to flush, which made a large, highly compressible frame look truncated.
+    if (in.pos == in.size && (last_ret == 0 || ob.pos == 0)) break;
   }
   if (last_ret != 0) return Status::InvalidArgument("zstd: truncated frame");
   return out;
+}
+
+uint64_t DecompressWorstCase(uint64_t max_output_bytes, int window_log_max) {
+  return (uint64_t{1} << window_log_max) + ZSTD_DStreamInSize() + ZSTD_DStreamOutSize() + (64 << 10) +
+         2 * (max_output_bytes + 1) + 1;
 }
 
 Status ExpandBatch(v1::Batch& batch) {

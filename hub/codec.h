@@ -21,8 +21,10 @@ struct ZstdLimits {
   // Cap on the decoder's window (2^N bytes). A frame that asks for more is refused instead of
   // letting its header make us allocate up to 2^31 bytes of window.
   int window_log_max = 24;
-  // Optional process-wide budget (hub/decompress_budget.h): the decoder window and every output
-  // growth are reserved here before they are allocated. Not owned; outlives the call and holds
+  // Optional process-wide budget (hub/decompress_budget.h): the decoder window plus the
+  // output's worst case (the declared size, else about 2 x max_output_bytes for the string's
+  // geometric growth) are reserved before anything is allocated, and any growth beyond that
+  // before it happens. DecompressWorstCase() is that amount for an undeclared frame. Not owned; outlives the call and holds
   // the bytes until the caller drops it (after it has freed the output).
   DecompressReservation* reservation = nullptr;
 };
@@ -36,6 +38,10 @@ struct ZstdLimits {
 //                     (the server answers 413 for this code)
 //   kUnavailable      limits.reservation's budget cannot cover the memory (503 + Retry-After)
 Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimits& limits);
+
+// Bytes a reservation needs for one frame without a declared size at these limits: the
+// smallest process budget that still admits every valid request (config validation).
+uint64_t DecompressWorstCase(uint64_t max_output_bytes, int window_log_max = 24);
 
 // Highest Batch.format this hub decodes (announced in BatchAck.max_format).
 constexpr uint32_t kMaxBatchFormat = 2;

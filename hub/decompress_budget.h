@@ -3,9 +3,9 @@
 // sixteen parallel zstd bombs peak at 489 MB, about twice what one request may use (issue 11).
 //
 // A request takes a Reservation and grows it *before* it allocates (ZstdDecompressCapped
-// reserves the decoder window, then every output growth, ahead of the allocation); when the
-// budget cannot cover the growth the request stops with kUnavailable and the server answers
-// 503 + Retry-After, so memory held never exceeds the budget by construction. The reservation is
+// reserves its worst case up front, all or nothing, and any growth beyond it ahead of the
+// allocation); when the budget cannot cover it the request stops with kUnavailable and the
+// server answers 503 + Retry-After, so memory held never exceeds the budget by construction. The reservation is
 // released when it goes out of scope, after the decompressed bytes are freed.
 //
 // Thread-safety: all methods are safe from any thread (one mutex-free atomic counter).
