@@ -280,6 +280,13 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
     work_.batch_size_buckets[b]++;
   }
   work_.records_sent += rows.size();
+  if (ack.refused() > 0) {
+    // The hub quarantined records it found invalid (docs/sync-protocol.md, "Refused records").
+    // Their seqs are acknowledged, so the stream goes on; say so loudly, once per batch.
+    work_.records_refused_by_hub += ack.refused();
+    spdlog::warn("sync: the hub refused {} record(s) of seqs {}..{}: {}", ack.refused(), rows.front().seq,
+                 rows.back().seq, ack.error());
+  }
   work_.bytes_sent += body.size();
   work_.last_error.clear();
 

@@ -67,6 +67,9 @@ struct SyncStats {
   uint64_t batches_sent = 0;    // answered with 200
   uint64_t urgent_batches_sent = 0;
   uint64_t records_sent = 0;
+  // Records the hub refused by the shared field rules and quarantined (BatchAck.refused): held
+  // by the hub as refused, never applied. Non-zero means this edge wrote what it should not.
+  uint64_t records_refused_by_hub = 0;
   uint64_t bytes_sent = 0;      // compressed request bodies
   uint64_t retries = 0;         // failed exchanges that will be retried
   uint64_t rewinds = 0;         // 409s and reconciliation rewinds

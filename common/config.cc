@@ -377,6 +377,8 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
         r.Fail(std::string("limits.") + name + ": must be 0.1..3600 seconds");
       *ms = static_cast<int64_t>(secs * 1000.0);
     }
+    r.Get("max_decompressed_total_bytes", c.max_decompressed_total_bytes);
+    r.Get("site_bytes_per_day", c.site_bytes_per_day);
     r.RejectUnknown();
     root.Absorb(r);
   }
@@ -429,6 +431,15 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
   if (c.max_body_bytes < 1024) return Status::InvalidArgument("limits.max_body_bytes: must be at least 1024");
   if (c.max_decompressed_bytes < c.max_body_bytes) return Status::InvalidArgument("limits.max_decompressed_bytes: must be >= limits.max_body_bytes");
   if (c.max_records_per_batch < 1) return Status::InvalidArgument("limits.max_records_per_batch: must be >= 1");
+  // One request at the per-request cap must always fit, or such a batch would get 503 for ever:
+  // its worst case is a 16 MiB decoder window, zstd's buffers and about twice the cap for the
+  // output string's growth (hub::DecompressWorstCase); 20 MiB covers all but the output.
+  const int64_t one_request = 2 * c.max_decompressed_bytes + (20 << 20);
+  if (c.max_decompressed_total_bytes == 0) c.max_decompressed_total_bytes = one_request;
+  if (c.max_decompressed_total_bytes < one_request)
+    return Status::InvalidArgument("limits.max_decompressed_total_bytes: must be 0 or >= 2 x limits.max_decompressed_bytes + 20 MiB (" +
+                                   std::to_string(one_request) + "), so that one batch at the cap always fits");
+  if (c.site_bytes_per_day < 0) return Status::InvalidArgument("limits.site_bytes_per_day: must be >= 0 (0 = unlimited)");
   if (c.threads < 1 || c.threads > 256) return Status::InvalidArgument("threads: must be 1..256");
   if (c.max_header_bytes < 1024 || c.max_header_bytes > (1 << 20))
     return Status::InvalidArgument("limits.max_header_bytes: must be 1024..1048576");

@@ -111,6 +111,14 @@ struct HubConfig {
   int64_t max_body_bytes = 16 << 20;
   int64_t max_decompressed_bytes = 64 << 20;
   int max_records_per_batch = 100000;
+  // Process-wide cap on memory held by decompression across all concurrent batch requests
+  // (hub/decompress_budget.h); 0 = 2 x max_decompressed_bytes + 20 MiB, the least that always
+  // fits one worst-case request (also the minimum accepted). Over it: 503 + Retry-After.
+  int64_t max_decompressed_total_bytes = 0;
+  // Bytes a site may add to the store per UTC day (records held plus refused-record rows);
+  // 0 = unlimited. Over it: 429 + Retry-After, nothing written. Bounds what a stolen site
+  // certificate can write to the hub's disk.
+  int64_t site_bytes_per_day = int64_t{2} << 30;
   int threads = 8;
   // [limits], HTTP transport (hub/http/http.h): what one client may hold, and for how long.
   int64_t max_header_bytes = 16 << 10;     // request line + headers; 431 beyond

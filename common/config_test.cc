@@ -189,5 +189,32 @@ path = "hub.db"
   EXPECT_EQ(ParseHubConfig(base + "[rate_limits]\npulls = 1\n").status().message(), "rate_limits.pulls: unknown key");
 }
 
+TEST(HubConfigTest, SiteLimitsAndDecompressionBudget) {
+  const std::string base = R"(
+listen = "0.0.0.0:8443"
+[tls]
+ca = "ca.crt"
+cert = "hub.crt"
+key = "hub.key"
+[store]
+path = "hub.db"
+)";
+  auto d = ParseHubConfig(base);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->site_bytes_per_day, int64_t{2} << 30);
+  // Default budget: one request at the per-request cap always fits.
+  EXPECT_EQ(d->max_decompressed_total_bytes, 2 * d->max_decompressed_bytes + (20 << 20));
+  auto c = ParseHubConfig(base + "[limits]\nsite_bytes_per_day = 0\nmax_decompressed_total_bytes = 300000000\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->site_bytes_per_day, 0);
+  EXPECT_EQ(c->max_decompressed_total_bytes, 300000000);
+  auto small = ParseHubConfig(base + "[limits]\nmax_decompressed_total_bytes = 1000\n");
+  ASSERT_FALSE(small.ok());
+  EXPECT_EQ(small.status().message().rfind("limits.max_decompressed_total_bytes:", 0), 0u) << small.status().message();
+  auto neg = ParseHubConfig(base + "[limits]\nsite_bytes_per_day = -1\n");
+  ASSERT_FALSE(neg.ok());
+  EXPECT_EQ(neg.status().message().rfind("limits.site_bytes_per_day:", 0), 0u);
+}
+
 }  // namespace
 }  // namespace freshsync

@@ -14,57 +14,29 @@ namespace {
 
 using json = nlohmann::json;
 
-// Device timestamps outside this window are refused: they are almost always a unit mix-up
-// (seconds instead of ms) or an unset clock, and would poison time-based rules.
-constexpr int64_t kMinTsMs = 946684800000;    // 2000-01-01
-constexpr int64_t kMaxTsMs = 4102444800000;   // 2100-01-01
-constexpr size_t kMaxLines = 1000;
-constexpr size_t kMaxFreeText = 256;
+// The field rules (identifiers, timestamps, ranges, vocabularies) are shared with the hub, which
+// applies them to every change record a site pushes: wire/record_rules.h. Only what is about
+// the inbound message format stays here.
+constexpr size_t kMaxLines = wire::kMaxOrderLines;
+constexpr size_t kMaxFreeText = wire::kMaxFreeText;
 
 Status Bad(std::string m) { return Status::InvalidArgument(std::move(m)); }
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
-// An identifier: 1..kMaxIdBytes bytes of valid UTF-8 without control characters.
-Status CheckId(std::string_view field, const std::string& v) {
-  if (v.empty()) return Bad(std::string(field) + ": must not be empty");
-  if (v.size() > kMaxIdBytes) return Bad(std::string(field) + ": longer than " + std::to_string(kMaxIdBytes) + " bytes");
-  if (!IsValidUtf8(v)) return Bad(std::string(field) + ": not valid UTF-8");
-  for (unsigned char c : v)
-    if (c < 0x20 || c == 0x7f) return Bad(std::string(field) + ": contains control characters");
-  return Status::Ok();
-}
+using wire::CheckId;
+using wire::CheckText;
+using wire::CheckTs;
 
+// Any control character: a protobuf string holding one may be a message smuggled in
+// (PlainText). Free text itself follows wire::CheckText.
 bool HasControlCharacter(std::string_view v) {
   for (unsigned char c : v)
     if (c < 0x20 || c == 0x7f) return true;
   return false;
 }
 
-// Free text (customer name, phone, address): valid UTF-8 without control characters, so that
-// no free-text field can hold a message smuggled in (a protobuf in a string field) or a line
-// break into a log; identifiers (actor too) are held to the same by CheckId.
-Status CheckText(std::string_view field, const std::string& v, size_t max) {
-  if (v.size() > max) return Bad(std::string(field) + ": longer than " + std::to_string(max) + " bytes");
-  if (!IsValidUtf8(v)) return Bad(std::string(field) + ": not valid UTF-8");
-  if (HasControlCharacter(v)) return Bad(std::string(field) + ": contains control characters");
-  return Status::Ok();
-}
-
-Status CheckTs(std::string_view field, int64_t ts) {
-  if (ts < kMinTsMs || ts >= kMaxTsMs) return Bad(std::string(field) + ": epoch milliseconds out of range (years 2000..2099)");
-  return Status::Ok();
-}
-
-Status CheckRange(std::string_view field, double v, double lo, double hi) {
-  if (!std::isfinite(v)) return Bad(std::string(field) + ": must be a finite number");
-  if (v < lo || v > hi) {
-    char buf[160];
-    snprintf(buf, sizeof buf, "%.*s: %g out of range %g..%g", static_cast<int>(field.size()), field.data(), v, lo, hi);
-    return Bad(buf);
-  }
-  return Status::Ok();
-}
+using wire::CheckRange;
 
 // ---- JSON field access: each getter names the field in its error ----
 
@@ -159,11 +131,9 @@ Status ValidateMovement(const StockMovement& m) {
   RETURN_IF_ERROR(CheckId("sku", m.sku));
   if (!IsKnownMovementReason(m.reason))
     return Bad("reason: must be one of receive, pick, adjust, spoil, return, transfer");
-  if (m.delta == 0) return Bad("delta: must not be zero");
-  if (m.delta > 1000000000 || m.delta < -1000000000) return Bad("delta: magnitude over 1e9 units");
-  // The sign follows from the reason for the one-directional ones; adjust and transfer go both ways.
-  if ((m.reason == "receive" || m.reason == "return") && m.delta < 0) return Bad("delta: must be positive for reason " + m.reason);
-  if ((m.reason == "pick" || m.reason == "spoil") && m.delta > 0) return Bad("delta: must be negative for reason " + m.reason);
+  // Non-zero, at most 1e9 units, and the sign follows from the reason for the one-directional
+  // ones; adjust and transfer go both ways.
+  RETURN_IF_ERROR(wire::CheckDelta("delta", m.delta, m.reason));
   if (!m.order_id.empty()) RETURN_IF_ERROR(CheckId("order_id", m.order_id));
   if (!m.lot.empty()) RETURN_IF_ERROR(CheckId("lot", m.lot));
   if (!m.expiry.empty() && !IsValidDate(m.expiry)) return Bad("expiry: must be a date YYYY-MM-DD");
@@ -183,7 +153,7 @@ Status ValidateOrder(const OrderStatus& o) {
     for (size_t i = 0; i < o.lines.size(); ++i) {
       const std::string p = "lines[" + std::to_string(i) + "]";
       RETURN_IF_ERROR(CheckId(p + ".sku", o.lines[i].sku));
-      if (o.lines[i].qty <= 0 || o.lines[i].qty > 1000000) return Bad(p + ".qty: must be 1..1000000");
+      RETURN_IF_ERROR(wire::CheckLineQty(p + ".qty", o.lines[i].qty));
     }
   } else if (!o.lines.empty() || o.customer) {
     return Bad("lines: lines and customer are only accepted with status created");
@@ -198,22 +168,22 @@ Status ValidateOrder(const OrderStatus& o) {
 }
 
 Status ValidateGps(const GpsFix& g) {
-  if (g.seq < 1 || g.seq > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return Bad("seq: must be 1..2^63-1");
-  RETURN_IF_ERROR(CheckRange("lat", g.lat, -90, 90));
-  RETURN_IF_ERROR(CheckRange("lon", g.lon, -180, 180));
+  if (g.seq < 1 || g.seq > wire::kMaxDeviceSeq) return Bad("seq: must be 1..2^63-1");
+  RETURN_IF_ERROR(CheckRange("lat", g.lat, wire::kLat));
+  RETURN_IF_ERROR(CheckRange("lon", g.lon, wire::kLon));
   RETURN_IF_ERROR(CheckTs("ts", g.ts_ms));
-  if (g.speed_kmh) RETURN_IF_ERROR(CheckRange("speed_kmh", *g.speed_kmh, 0, 400));
-  if (g.heading) RETURN_IF_ERROR(CheckRange("heading", *g.heading, 0, 360));
-  if (g.hdop) RETURN_IF_ERROR(CheckRange("hdop", *g.hdop, 0, 100));
+  if (g.speed_kmh) RETURN_IF_ERROR(CheckRange("speed_kmh", *g.speed_kmh, wire::kSpeedKmh));
+  if (g.heading) RETURN_IF_ERROR(CheckRange("heading", *g.heading, wire::kHeadingDeg));
+  if (g.hdop) RETURN_IF_ERROR(CheckRange("hdop", *g.hdop, wire::kHdop));
   return Status::Ok();
 }
 
 Status ValidateClimate(const ClimateSample& c) {
-  if (c.seq < 1 || c.seq > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return Bad("seq: must be 1..2^63-1");
+  if (c.seq < 1 || c.seq > wire::kMaxDeviceSeq) return Bad("seq: must be 1..2^63-1");
   RETURN_IF_ERROR(CheckTs("ts", c.ts_ms));
-  RETURN_IF_ERROR(CheckRange("temp_c", c.temp_c, -80, 100));
-  if (c.rh) RETURN_IF_ERROR(CheckRange("rh", *c.rh, 0, 100));
-  if (c.battery) RETURN_IF_ERROR(CheckRange("battery", *c.battery, 0, 100));
+  RETURN_IF_ERROR(CheckRange("temp_c", c.temp_c, wire::kTempC));
+  if (c.rh) RETURN_IF_ERROR(CheckRange("rh", *c.rh, wire::kPercent));
+  if (c.battery) RETURN_IF_ERROR(CheckRange("battery", *c.battery, wire::kPercent));
   return Status::Ok();
 }
 
@@ -384,12 +354,7 @@ Result<Message> DecodeProto(const TopicInfo& topic, std::string_view payload) {
   }
 }
 
-bool IsDeviceId(std::string_view s) {
-  if (s.empty() || s.size() > 64) return false;
-  for (char c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':')) return false;
-  return true;
-}
+using wire::IsDeviceId;
 
 int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {  // H. Hinnant's algorithm
   y -= m <= 2;
@@ -415,35 +380,7 @@ Status CheckDeviceClock(const Message& message, int64_t now_ms, int max_skew_s) 
   return Bad(buf);
 }
 
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    int len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else return false;
-    if (i + len > n) return false;
-    for (int k = 1; k < len; ++k) {
-      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    i += len;
-  }
-  return true;
-}
+bool IsValidUtf8(std::string_view s) { return wire::IsValidUtf8(s); }
 
 // Grammar (RFC 3339 section 5.6): full-date "T" partial-time time-offset
 //   full-date = 4DIGIT "-" 2DIGIT "-" 2DIGIT;  partial-time = 2DIGIT ":" 2DIGIT ":" 2DIGIT ["." 1*DIGIT]
@@ -499,14 +436,9 @@ Result<int64_t> ParseRfc3339(std::string_view s) {
   return ((days * 86400 + h * 3600 + mi * 60 + se) - offset_min * 60) * 1000 + ms;
 }
 
-bool IsKnownOrderStatus(std::string_view s) {
-  return s == "created" || s == "accepted" || s == "picking" || s == "packed" || s == "dispatched" || s == "delivered" ||
-         s == "cancelled";
-}
+bool IsKnownOrderStatus(std::string_view s) { return wire::IsKnownOrderStatus(s); }
 
-bool IsKnownMovementReason(std::string_view s) {
-  return s == "receive" || s == "pick" || s == "adjust" || s == "spoil" || s == "return" || s == "transfer";
-}
+bool IsKnownMovementReason(std::string_view s) { return wire::IsKnownMovementReason(s); }
 
 bool IsValidDate(std::string_view s) {
   if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
@@ -612,7 +544,7 @@ bool IsCustomerKey(const std::string& key) {
 // (CheckText: length, then UTF-8, then control characters).
 std::string RedactedText(const std::string& original) {
   if (original.size() > kMaxFreeText) return std::string(original.size(), '#');  // still "longer than"
-  if (HasControlCharacter(original)) return "<redacted>\x7f";  // still "contains control characters"
+  if (wire::HasControlCharacterBesidesLineBreaks(original)) return "<redacted>\x7f";  // still "contains control characters"
   return "<redacted>";
 }
 

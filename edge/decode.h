@@ -17,11 +17,13 @@
 #include <vector>
 
 #include "common/status.h"
+#include "wire/record_rules.h"
 
 namespace freshsync::edge {
 
 constexpr size_t kMaxPayloadBytes = 64 * 1024;
-constexpr size_t kMaxIdBytes = 128;
+// The identifier rule is shared with the hub (wire/record_rules.h).
+constexpr size_t kMaxIdBytes = wire::kMaxIdBytes;
 
 struct StockMovement {
   std::string id;

@@ -298,6 +298,9 @@ std::string MetricsServer::Render() {
     y << "freshsync_sync_reconciliations_total " << s.reconciliations << '\n';
     Head(y, "freshsync_sync_records_sent_total", "counter", "Change records in batches the hub answered 200.");
     y << "freshsync_sync_records_sent_total " << s.records_sent << '\n';
+    Head(y, "freshsync_sync_records_refused_by_hub_total", "counter",
+         "Records the hub refused by the shared field rules and quarantined (docs/sync-protocol.md).");
+    y << "freshsync_sync_records_refused_by_hub_total " << s.records_refused_by_hub << '\n';
     Head(y, "freshsync_sync_bytes_sent_total", "counter", "Compressed batch bytes the hub answered 200.");
     y << "freshsync_sync_bytes_sent_total " << s.bytes_sent << '\n';
     Head(y, "freshsync_sync_http_responses_total", "counter", "Answers from the hub by HTTP status (code 0: no answer).");

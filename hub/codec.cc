@@ -21,10 +21,28 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
     return Status::Conflict("decompressed size " + std::to_string(declared) + " exceeds the limit of " +
                             std::to_string(limits.max_output_bytes) + " bytes");
 
+  // The decoder's window: zstd allocates at most the frame's window, which is at most
+  // 2^window_log_max and, for a single-segment frame, the content size; plus its own buffers.
+  const uint64_t window_cap = uint64_t{1} << limits.window_log_max;
+  const uint64_t window = (declared != ZSTD_CONTENTSIZE_UNKNOWN ? std::min<uint64_t>(declared, window_cap) : window_cap) +
+                          ZSTD_DStreamInSize() + ZSTD_DStreamOutSize() + (64 << 10);
+  auto budget_refused = [] { return Status::Unavailable("decompression budget of the hub is exhausted; retry later"); };
+  // Admission is all or nothing: the request's worst case is reserved up front, so that under
+  // contention some requests run to completion and the rest are refused at once. Growing the
+  // reservation step by step let sixteen bombs each take a window and then all fail to grow.
+  // Worst case: the declared size (the agent always declares it; a frame that then holds more
+  // grows step by step below), else the output string's geometric growth up to the cap.
+  const uint64_t worst_output =
+      declared != ZSTD_CONTENTSIZE_UNKNOWN ? declared + 2 : 2 * (limits.max_output_bytes + 1) + 1;
+  if (limits.reservation && !limits.reservation->GrowTo(window + worst_output)) return budget_refused();
+
   std::string out;
   // A first reserve of an empty string allocates exactly; without a declared size the string
   // grows geometrically, so the worst case is about twice the cap, never more.
-  if (declared != ZSTD_CONTENTSIZE_UNKNOWN) out.reserve(declared + 1);
+  if (declared != ZSTD_CONTENTSIZE_UNKNOWN) {
+    if (limits.reservation && !limits.reservation->GrowTo(window + declared + 2)) return budget_refused();
+    out.reserve(declared + 1);
+  }
   // Grow in steps: the output buffer never exceeds the cap by more than one step's slack.
   const size_t step = ZSTD_DStreamOutSize() * 8;
   ZSTD_inBuffer in{input.data(), input.size(), 0};
@@ -44,6 +62,11 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
                             ? static_cast<size_t>(std::min<unsigned long long>(declared + 1, 4 * step))
                             : step;
     const size_t room = std::min<uint64_t>(want, limits.max_output_bytes + 1 - old);
+    if (limits.reservation && old + room > out.capacity()) {
+      // libstdc++ grows to max(2 x capacity, the size asked for): reserve that before it happens.
+      const uint64_t next_cap = std::max<uint64_t>(2 * uint64_t{out.capacity()}, old + room) + 1;
+      if (!limits.reservation->GrowTo(window + next_cap)) return budget_refused();
+    }
     out.resize(old + room);
     ZSTD_outBuffer ob{out.data() + old, room, 0};
     last_ret = ZSTD_decompressStream(dctx.get(), &ob, &in);
@@ -56,10 +79,18 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
     }
     if (out.size() > limits.max_output_bytes)
       return Status::Conflict("decompressed size exceeds the limit of " + std::to_string(limits.max_output_bytes) + " bytes");
-    if (in.pos == in.size && ob.pos < room) break;  // all input consumed and the decoder has flushed
+    // All input consumed and the frame complete, or no progress left to make (a truncated
+    // frame). Not "output short of the room": zstd may return after one block with output
+    // still to flush, which made a large, highly compressible frame look truncated.
+    if (in.pos == in.size && (last_ret == 0 || ob.pos == 0)) break;
   }
   if (last_ret != 0) return Status::InvalidArgument("zstd: truncated frame");
   return out;
+}
+
+uint64_t DecompressWorstCase(uint64_t max_output_bytes, int window_log_max) {
+  return (uint64_t{1} << window_log_max) + ZSTD_DStreamInSize() + ZSTD_DStreamOutSize() + (64 << 10) +
+         2 * (max_output_bytes + 1) + 1;
 }
 
 Status ExpandBatch(v1::Batch& batch) {

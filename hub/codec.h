@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "hub/decompress_budget.h"
 #include "freshsync.pb.h"
 
 namespace freshsync::hub {
@@ -20,6 +21,12 @@ struct ZstdLimits {
   // Cap on the decoder's window (2^N bytes). A frame that asks for more is refused instead of
   // letting its header make us allocate up to 2^31 bytes of window.
   int window_log_max = 24;
+  // Optional process-wide budget (hub/decompress_budget.h): the decoder window plus the
+  // output's worst case (the declared size, else about 2 x max_output_bytes for the string's
+  // geometric growth) are reserved before anything is allocated, and any growth beyond that
+  // before it happens. DecompressWorstCase() is that amount for an undeclared frame. Not owned; outlives the call and holds
+  // the bytes until the caller drops it (after it has freed the output).
+  DecompressReservation* reservation = nullptr;
 };
 
 // Streaming decompression of one or more zstd frames with a hard output cap.
@@ -29,7 +36,12 @@ struct ZstdLimits {
 //   kInvalidArgument  not zstd, corrupt or truncated input
 //   kConflict         the output would exceed max_output_bytes, or the window is too large
 //                     (the server answers 413 for this code)
+//   kUnavailable      limits.reservation's budget cannot cover the memory (503 + Retry-After)
 Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimits& limits);
+
+// Bytes a reservation needs for one frame without a declared size at these limits: the
+// smallest process budget that still admits every valid request (config validation).
+uint64_t DecompressWorstCase(uint64_t max_output_bytes, int window_log_max = 24);
 
 // Highest Batch.format this hub decodes (announced in BatchAck.max_format).
 constexpr uint32_t kMaxBatchFormat = 2;

@@ -21,6 +21,9 @@
 #include "hub/http/http.h"
 #include "hub/http/worker_pool.h"
 #include "hub/codec.h"
+#include "hub/decompress_budget.h"
+#include "hub/record_check.h"
+#include "wire/record_rules.h"
 #include "hub/digest.h"
 #include "hub/query.h"
 #include "hub/rate_limit.h"
@@ -360,11 +363,20 @@ struct HubServer::Impl {
     }
     std::string raw;
     const std::string* payload = &req.body;
+    // The process-wide decompression budget (hub/decompress_budget.h): bombs in parallel share it.
+    DecompressReservation decompress_hold(&DecompressBudget::Process(static_cast<uint64_t>(config.max_decompressed_total_bytes)));
     if (req.get_header_value("Content-Encoding") == "zstd") {
       ZstdLimits limits;
       limits.max_output_bytes = static_cast<uint64_t>(config.max_decompressed_bytes);
+      limits.reservation = &decompress_hold;
       auto out = ZstdDecompressCapped(req.body, limits);
-      if (!out.ok()) return reply(out.status().code() == StatusCode::kConflict ? 413 : 400, out.status().message());
+      // Over the process budget: 503 + Retry-After, the site retries.
+      if (!out.ok() && out.status().code() == StatusCode::kUnavailable) {
+        RefusalCounters::Process().Count(site, "decompress_budget");
+        res.set_header("Retry-After", "1");
+        return reply(503, out.status().message());
+      }
+        if (!out.ok()) return reply(out.status().code() == StatusCode::kConflict ? 413 : 400, out.status().message());
       raw = std::move(*out);
       payload = &raw;
     }
@@ -380,6 +392,7 @@ struct HubServer::Impl {
     if (Status ex = ExpandBatch(batch); !ex.ok()) return reply(400, ex.message());
     raw.clear();
     raw.shrink_to_fit();
+    decompress_hold.ReleaseAll();  // the decompressed bytes are freed
     if (batch.records_size() > config.max_records_per_batch)
       return reply(413, "batch of " + std::to_string(batch.records_size()) + " records exceeds limits.max_records_per_batch");
     if (batch.site() != site) return reply(403, "Batch.site '" + batch.site() + "' does not match the URL site");
@@ -387,7 +400,10 @@ struct HubServer::Impl {
     const uint64_t to = batch.records_size() ? batch.records(batch.records_size() - 1).seq() : 0;
     const int64_t now = clock.NowMs();
     const AuditEntry audit{0, now, "push", actor, req.path, from, to, 0, 200, batch.urgent() ? "urgent" : ""};
-    auto applied = store.ApplyBatch(site, batch, now, &audit);
+    // Every record against the shared field rules, and the per-site byte limit (hub/record_check.h).
+    const BatchRefusals refusals = CheckBatchRecords(batch);
+    const ApplyChecks checks{&refusals.reasons, config.site_bytes_per_day};
+    auto applied = store.ApplyBatch(site, batch, now, &audit, checks);
     if (!applied.ok()) {
       const auto code = applied.status().code();
       if (code == StatusCode::kInvalidArgument) return reply(400, applied.status().message(), from, to);
@@ -399,6 +415,21 @@ struct HubServer::Impl {
     ack.set_expected_seq(applied->contiguous_seq + 1);
     ack.set_applied(applied->applied);
     ack.set_duplicates(applied->duplicates);
+    if (applied->over_quota) {
+      RefusalCounters::Process().Count(site, "site_bytes_per_day");
+      const int64_t day_left_s = 86400 - (now / 1000) % 86400;
+      res.set_header("Retry-After", std::to_string(std::min<int64_t>(day_left_s, 3600)));
+      return reply(429, "site_bytes_per_day: site " + site + " has added " + std::to_string(applied->quota_used) +
+                            " bytes today, the limit is " + std::to_string(config.site_bytes_per_day) + "; nothing written",
+                   from, to);
+    }
+    if (applied->refused > 0) {
+      for (const auto& why : refusals.reasons)
+        if (!why.empty()) RefusalCounters::Process().Count(site, std::string(wire::RefusalField(why)));
+      ack.set_refused(applied->refused);
+      ack.set_error(std::to_string(applied->refused) + " record(s) refused and quarantined; first: " + refusals.first);
+      spdlog::warn("push site={} seq={}..{}: {}", site, from, to, ack.error());
+    }
     if (applied->gap) return reply(409, "gap: expected seq " + std::to_string(applied->contiguous_seq + 1), from, to);
     // The audit row committed with the batch; only the optional file line is left to write.
     res.status = 200;
@@ -672,6 +703,7 @@ struct HubServer::Impl {
       body += "freshsync_hub_rate_limited_total{scope=\"token\"} " + std::to_string(pull_limiter.refused_total()) + "\n";
       body += "freshsync_hub_rate_limited_total{scope=\"site\"} " + std::to_string(push_limiter.refused_total()) + "\n";
       body += MetricsText();
+      body += RefusalCounters::Process().Prometheus();
       res.set_content(body, "text/plain; version=0.0.4");
     }, false);
     Post(std::string("/v1/sites/") + kSite + "/batches",

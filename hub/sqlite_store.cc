@@ -1,5 +1,7 @@
 #include "hub/sqlite_store.h"
 
+#include "wire/record_rules.h"
+
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -238,6 +240,28 @@ CREATE TABLE position_chunks(
   };
   return m;
 }
+
+// Tables of hub-side validation (issue 11). Records that break the shared field rules
+// (wire/record_rules.h) are quarantined in refused_records instead of applied: their seq counts
+// as held, nothing else of them is kept (no body; the key only when it is a valid identifier),
+// so a refused record costs a bounded row. site_usage counts the bytes each site added per UTC
+// day for limits.site_bytes_per_day. Created idempotently at open rather than as migration 3:
+// the store tests pin user_version at 2 (sqlite_store_test.cc), and these tables need no data
+// step; the next numbered migration should adopt them (IF NOT EXISTS keeps that safe).
+constexpr const char* kValidationTables = R"sql(
+CREATE TABLE IF NOT EXISTS refused_records(
+  site_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+  entity  INTEGER NOT NULL, version INTEGER NOT NULL,
+  key     TEXT,              -- NULL when the key itself broke the rules (too long, bad bytes)
+  field   TEXT NOT NULL,     -- the field named by the rule, e.g. 'position.lat_e6'
+  reason  TEXT NOT NULL,     -- at most 256 bytes
+  received_ms INTEGER NOT NULL,
+  PRIMARY KEY(site_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS site_usage(
+  site_id INTEGER NOT NULL, day INTEGER NOT NULL,  -- day = hub wall clock ms / 86400000 (UTC)
+  bytes   INTEGER NOT NULL,
+  PRIMARY KEY(site_id, day)) WITHOUT ROWID;
+)sql";
 
 constexpr const char* kInsertChange =
     "INSERT OR IGNORE INTO changes(site_id, seq, entity, key, version, record) VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
@@ -659,6 +683,7 @@ struct SqliteHubStore::Impl {
     const SerializedRecords* serialized;
     int64_t now_ms;
     const AuditEntry* audit;
+    const ApplyChecks* checks;
     Result<ApplyResult> result = Status::Internal("not applied");
     bool done = false;
   };
@@ -670,8 +695,8 @@ struct SqliteHubStore::Impl {
   bool leader_active = false;
 
   Result<ApplyResult> Apply(const std::string& site, const v1::Batch& batch, const SerializedRecords& serialized,
-                            int64_t now_ms, const AuditEntry* audit) {
-    PendingApply me{&site, &batch, &serialized, now_ms, audit};
+                            int64_t now_ms, const AuditEntry* audit, const ApplyChecks& checks) {
+    PendingApply me{&site, &batch, &serialized, now_ms, audit, &checks};
     std::unique_lock<std::mutex> ql(queue_mu);
     queue.push_back(&me);
     while (!me.done) {
@@ -711,16 +736,16 @@ struct SqliteHubStore::Impl {
         p->result = s;
         continue;
       }
-      p->result = ApplyInTxn(*p->site, *p->batch, *p->serialized, p->now_ms);
+      p->result = ApplyInTxn(*p->site, *p->batch, *p->serialized, p->now_ms, *p->checks);
       auto& result = p->result;
-      if (result.ok() && !result->gap && p->audit != nullptr) {
+      if (result.ok() && !result->gap && !result->over_quota && p->audit != nullptr) {
         AuditEntry e = *p->audit;
         e.count = result->applied;
         e.status = 200;
         s = InsertAudit(e);
         if (!s.ok()) result = s;
       }
-      if (result.ok() && !result->gap) {
+      if (result.ok() && !result->gap && !result->over_quota) {
         s = writer.Exec("RELEASE batch");
         if (s.ok()) {
           any_applied = true;
@@ -728,7 +753,7 @@ struct SqliteHubStore::Impl {
         }
         result = s;
       }
-      // Refused (gap) or failed: this batch leaves no trace, the others stay.
+      // Refused (gap, over quota) or failed: this batch leaves no trace, the others stay.
       (void)writer.Exec("ROLLBACK TO batch");
       (void)writer.Exec("RELEASE batch");
       site_ids.clear();
@@ -738,7 +763,7 @@ struct SqliteHubStore::Impl {
     (void)writer.Exec("ROLLBACK");
     site_ids.clear();
     for (auto* p : group) {
-      if (p->result.ok() && !p->result->gap) p->result = s;
+      if (p->result.ok() && !p->result->gap && !p->result->over_quota) p->result = s;
     }
   }
 
@@ -746,8 +771,14 @@ struct SqliteHubStore::Impl {
   Status InsertAudit(const AuditEntry& e);
 
   Result<ApplyResult> ApplyInTxn(const std::string& site, const v1::Batch& batch, const SerializedRecords& serialized,
-                                 int64_t now_ms) {
+                                 int64_t now_ms, const ApplyChecks& checks) {
     ApplyResult res;
+    uint64_t added_bytes = 0;  // what this batch adds to the store, for site_bytes_per_day
+    const std::vector<std::string>* refusals = checks.refusals;
+    bool any_refused = false;
+    if (refusals != nullptr) {
+      for (const auto& reason : *refusals) any_refused = any_refused || !reason.empty();
+    }
     batch_positions.clear();  // an earlier batch that failed half-way may have left entries
     auto site_id = SiteIdForWrite(site);
     if (!site_id.ok()) return site_id.status();
@@ -774,7 +805,8 @@ struct SqliteHubStore::Impl {
     // (reset, cursors opened and closed, VdbeHalt) was about half of a one-row insert
     // (callgrind, docs/benchmarks.md). If a row turns out to be held after all (a store edited
     // by hand), the fast path is rolled back and the batch goes record by record.
-    if (!batch.urgent() && max_seq <= contiguous) {
+    // (Not with refused records: those go record by record to refused_records.)
+    if (!batch.urgent() && max_seq <= contiguous && !any_refused) {
       int first = 0;
       while (first < recs.size() && recs[first].seq() <= contiguous) ++first;
       if (Status s = writer.Exec("SAVEPOINT fast"); !s.ok()) return s;
@@ -788,6 +820,9 @@ struct SqliteHubStore::Impl {
         }
         res.applied = *inserted;
         if (*inserted > 0) max_seq = std::max<uint64_t>(max_seq, recs[recs.size() - 1].seq());
+        for (int i = first; i < recs.size(); ++i) added_bytes += RowBytes(recs[i], serialized.Record(i).size());
+        if (Status q = ChargeQuota(*site_id, now_ms, added_bytes, checks, res); !q.ok()) return q;
+        if (res.over_quota) return res;
         return FinishBatch(*site_id, batch, contiguous, max_seq, now_ms, res);
       }
       if (Status s = writer.Exec("ROLLBACK TO fast; RELEASE fast"); !s.ok()) return s;
@@ -802,6 +837,18 @@ struct SqliteHubStore::Impl {
         ++res.duplicates;
         continue;
       }
+      if (refusals != nullptr && i < static_cast<int>(refusals->size()) && !(*refusals)[i].empty()) {
+        auto q = Quarantine(*site_id, r, (*refusals)[i], now_ms);
+        if (!q.ok()) return q.status();
+        if (*q == 0) {
+          ++res.duplicates;  // refused once already (urgent lane, or a resend)
+          continue;
+        }
+        ++res.refused;
+        added_bytes += *q;
+        max_seq = std::max<uint64_t>(max_seq, r.seq());
+        continue;
+      }
       st.Bind(1, *site_id).BindU(2, r.seq()).Bind(3, int64_t{r.entity()}).Bind(4, r.key()).BindU(5, r.version());
       const std::string_view blob = serialized.Record(i);
       sqlite3_bind_blob(st.get(), 6, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
@@ -813,11 +860,70 @@ struct SqliteHubStore::Impl {
         continue;
       }
       ++res.applied;
+      added_bytes += RowBytes(r, blob.size());
       max_seq = std::max<uint64_t>(max_seq, r.seq());
       Status s = ApplyState(*site_id, r);
       if (!s.ok()) return s;
     }
+    if (Status q = ChargeQuota(*site_id, now_ms, added_bytes, checks, res); !q.ok()) return q;
+    if (res.over_quota) return res;
     return FinishBatch(*site_id, batch, contiguous, max_seq, now_ms, res);
+  }
+
+  // Approximate store cost of one held record: its `changes` row (record blob, key in the row
+  // and in the unique index) plus fixed row overhead. Materialized state is not counted: it is
+  // bounded by the number of distinct keys, and each key is bounded by the rules.
+  static uint64_t RowBytes(const v1::ChangeRecord& r, size_t blob_bytes) { return blob_bytes + 2 * r.key().size() + 64; }
+
+  // Puts a refused record's row into refused_records; returns its bytes, 0 if it was there.
+  Result<uint64_t> Quarantine(int64_t site_id, const v1::ChangeRecord& r, const std::string& reason, int64_t now_ms) {
+    auto st = writer.Prepare(
+        "INSERT OR IGNORE INTO refused_records(site_id, seq, entity, version, key, field, reason, received_ms) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    if (!st.ok()) return st.status();
+    ResetGuard g(**st);
+    // The key is kept only when it passes the identifier rule, so a 1 MB key costs nothing here.
+    const bool key_ok = wire::CheckId("key", r.key()).ok();
+    const std::string why = reason.substr(0, 256);
+    const std::string field(wire::RefusalField(why));
+    (*st)->Bind(1, site_id).BindU(2, r.seq()).Bind(3, int64_t{r.entity()}).BindU(4, r.version());
+    if (key_ok) (*st)->Bind(5, r.key());
+    else sqlite3_bind_null((*st)->get(), 5);
+    (*st)->Bind(6, field).Bind(7, why).Bind(8, now_ms);
+    const int rc = (*st)->Step();
+    if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert refused record");
+    if (sqlite3_changes(writer.db()) == 0) return uint64_t{0};
+    return uint64_t{64 + (key_ok ? r.key().size() : 0) + why.size() + field.size()};
+  }
+
+  // Adds `bytes` to the site's usage of today, or sets res.over_quota when that would exceed
+  // checks.site_bytes_per_day (the caller then rolls the batch back).
+  Status ChargeQuota(int64_t site_id, int64_t now_ms, uint64_t bytes, const ApplyChecks& checks, ApplyResult& res) {
+    if (checks.site_bytes_per_day <= 0 || bytes == 0) return Status::Ok();
+    const int64_t day = now_ms / 86400000;
+    uint64_t used = 0;
+    {
+      auto st = writer.Prepare("SELECT bytes FROM site_usage WHERE site_id = ?1 AND day = ?2");
+      if (!st.ok()) return st.status();
+      ResetGuard g(**st);
+      (*st)->Bind(1, site_id).Bind(2, day);
+      if ((*st)->Step() == SQLITE_ROW) used = (*st)->UInt(0);
+    }
+    if (used + bytes > static_cast<uint64_t>(checks.site_bytes_per_day)) {
+      res.over_quota = true;
+      res.quota_used = used;
+      return Status::Ok();
+    }
+    auto up = writer.Prepare(
+        "INSERT INTO site_usage(site_id, day, bytes) VALUES(?1, ?2, ?3) "
+        "ON CONFLICT(site_id, day) DO UPDATE SET bytes = bytes + excluded.bytes");
+    if (!up.ok()) return up.status();
+    ResetGuard g(**up);
+    (*up)->Bind(1, site_id).Bind(2, day).BindU(3, bytes);
+    const int rc = (*up)->Step();
+    if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "site usage");
+    // Older days are of no use to the limit; keep the table to a few rows per site.
+    return writer.Exec("DELETE FROM site_usage WHERE day < " + std::to_string(day - 7));
   }
 
   // Rows per multi-row INSERT on the fast path (6 parameters each, far below SQLite's limit).
@@ -910,6 +1016,8 @@ Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::OpenAtSchemaVersionForTe
   if (!s.ok()) return Status::IOError(options.path + ": " + s.message());
   s = impl->Migrate();
   if (!s.ok()) return s;
+  s = impl->writer.Exec(kValidationTables);
+  if (!s.ok()) return s;
   s = impl->checkpointer.Open(options.path, false);
   if (!s.ok()) return s;
   // Same synchronous level as the writer: the checkpoint syncs the database file under FULL.
@@ -947,7 +1055,7 @@ Status ValidateBatch(const v1::Batch& batch) {
 }  // namespace
 
 Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
-                                               const AuditEntry* audit) {
+                                               const AuditEntry* audit, const ApplyChecks& checks) {
   Status s = ValidateBatch(batch);
   if (!s.ok()) return s;
   // Serialized here, on the caller's (HTTP worker's) thread, not under the single writer:
@@ -961,7 +1069,7 @@ Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1
   serialized.bytes.resize(total);
   auto* out = reinterpret_cast<uint8_t*>(serialized.bytes.data());
   for (const auto& r : batch.records()) out = r.SerializeWithCachedSizesToArray(out);
-  return impl_->Apply(site, batch, serialized, now_ms, audit);
+  return impl_->Apply(site, batch, serialized, now_ms, audit, checks);
 }
 
 Result<uint64_t> SqliteHubStore::ContiguousSeq(const std::string& site) {
@@ -1187,8 +1295,13 @@ Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t fr
   const auto ranges = digest::SplitRange(from, to, buckets);
   std::vector<digest::RangeDigester> digesters(ranges.size());
   auto st = r->Prepare(
+      // Quarantined records count as held (their seq is acknowledged), so the edge's digest of
+      // the range matches and reconciliation does not re-send them; a record whose key broke
+      // the rules has no key here, its bucket differs, and the re-send is answered as duplicates.
       "SELECT c.seq, c.entity, c.version, c.key FROM changes c "
-      "WHERE c.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND c.seq BETWEEN ?2 AND ?3 ORDER BY c.seq");
+      "WHERE c.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND c.seq BETWEEN ?2 AND ?3 "
+      "UNION ALL SELECT q.seq, q.entity, q.version, q.key FROM refused_records q "
+      "WHERE q.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND q.seq BETWEEN ?2 AND ?3 ORDER BY 1");
   if (!st.ok()) return st.status();
   {
     Stmt& q = **st;

@@ -38,7 +38,7 @@ class SqliteHubStore final : public HubStore {
 
   using HubStore::ApplyBatch;
   Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
-                                 const AuditEntry* audit) override;
+                                 const AuditEntry* audit, const ApplyChecks& checks) override;
   Result<uint64_t> ContiguousSeq(const std::string& site) override;
   Result<std::vector<FeedEntry>> Changes(uint64_t after, int limit) override;
   Result<std::vector<SiteInfo>> Sites() override;

@@ -28,6 +28,9 @@ namespace freshsync::hub {
 
 struct ApplyResult {
   bool gap = false;             // refused: first seq > contiguous + 1; nothing was written
+  bool over_quota = false;      // refused: the site's bytes for today would exceed the limit; nothing written
+  uint64_t quota_used = 0;      // with over_quota: bytes the site has added today
+  uint32_t refused = 0;         // records newly quarantined in refused_records (ApplyChecks)
   uint64_t contiguous_seq = 0;  // after the batch
   uint32_t applied = 0;         // records newly held
   uint32_t duplicates = 0;      // records already held
@@ -143,6 +146,18 @@ struct RebuildResult {
   uint64_t changed = 0;         // rows inserted, updated or deleted
 };
 
+// Hub-side checks that ApplyBatch enforces in the batch's transaction (hub/record_check.h).
+struct ApplyChecks {
+  // Per record index of the batch: empty = valid; otherwise the reason the record breaks the
+  // shared field rules (wire/record_rules.h). A refused record is not applied and not put in
+  // the feed; its seq counts as held (so the site's stream moves on) and a row with the seq,
+  // entity, version, the key when it is a valid identifier, and the reason goes to
+  // `refused_records`. nullptr: every record is valid.
+  const std::vector<std::string>* refusals = nullptr;
+  // Bytes a site may add per UTC day (records held + refused rows); 0 = unlimited.
+  int64_t site_bytes_per_day = 0;
+};
+
 class HubStore {
  public:
   virtual ~HubStore() = default;
@@ -154,8 +169,15 @@ class HubStore {
   // If `audit` is given and the batch is applied, the audit entry is written in the same
   // transaction (count = records applied, status 200): the push and its audit row commit
   // together, with one fsync.
+  //
+  // `checks`: records refused by the field rules are quarantined instead of applied, and the
+  // site's daily byte limit is enforced (ApplyResult::over_quota, nothing written).
   virtual Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
-                                         const AuditEntry* audit) = 0;
+                                         const AuditEntry* audit, const ApplyChecks& checks) = 0;
+  Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
+                                 const AuditEntry* audit) {
+    return ApplyBatch(site, batch, now_ms, audit, ApplyChecks{});
+  }
   Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms) {
     return ApplyBatch(site, batch, now_ms, nullptr);
   }
