@@ -250,11 +250,12 @@ TEST(DecodeTest, ControlCharactersInFreeTextAreRefusedWithAndWithoutRedaction) {
   EXPECT_EQ(r.status().message(), "actor: contains control characters");
   o.set_actor("picker-7");
   o.mutable_customer()->set_name("Li Wei");
-  o.mutable_customer()->set_address("1 Road\nShanghai");
+  // A bell (0x07) is refused; line breaks and tabs are not (a delivery address on two lines).
+  o.mutable_customer()->set_address("1 Road\aShanghai");
   for (const std::string& payload :
        {o.SerializeAsString(),
         std::string(R"({"order_id":"o-1","status":"created","ts":1764000000000,"lines":[{"sku":"apple","qty":1}],)"
-                    R"("customer":{"name":"Li Wei","address":"1 Road\nShanghai"}})")}) {
+                    R"("customer":{"name":"Li Wei","address":"1 Road\u0007Shanghai"}})")}) {
     auto original = Decode("fs", kOrder, payload);
     ASSERT_FALSE(original.ok());
     EXPECT_EQ(original.status().message(), "customer.address: contains control characters");
@@ -265,6 +266,8 @@ TEST(DecodeTest, ControlCharactersInFreeTextAreRefusedWithAndWithoutRedaction) {
     ASSERT_FALSE(again.ok());
     EXPECT_EQ(again.status().message(), original.status().message());
   }
+  o.mutable_customer()->set_address("1 Road\r\n\tShanghai");
+  EXPECT_TRUE(Decode("fs", kOrder, o.SerializeAsString()).ok());
   o.mutable_customer()->set_address("1 Road, Shanghai");
   EXPECT_TRUE(Decode("fs", kOrder, o.SerializeAsString()).ok());
 }

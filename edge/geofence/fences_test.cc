@@ -20,7 +20,12 @@ std::string Pos(double east_m, double north_m) {
 }
 std::string Ring(const std::vector<std::pair<double, double>>& m) {
   std::string s = "[";
-  for (size_t i = 0; i < m.size(); ++i) s += (i ? "," : "") + Pos(m[i].first, m[i].second);
+  // Appended piece by piece: `const char* + std::string` (operator+ inserting at the front) trips
+  // GCC 12's -Wrestrict false positive at -O3 (GCC bug 105651), which -Werror makes fatal.
+  for (size_t i = 0; i < m.size(); ++i) {
+    if (i) s += ",";
+    s += Pos(m[i].first, m[i].second);
+  }
   return s + "," + Pos(m[0].first, m[0].second) + "]";
 }
 std::string Feature(const std::string& props, const std::string& geometry) {
@@ -28,7 +33,10 @@ std::string Feature(const std::string& props, const std::string& geometry) {
 }
 std::string Collection(const std::vector<std::string>& features) {
   std::string s = R"({"type":"FeatureCollection","features":[)";
-  for (size_t i = 0; i < features.size(); ++i) s += (i ? "," : "") + features[i];
+  for (size_t i = 0; i < features.size(); ++i) {
+    if (i) s += ",";  // not `(i ? "," : "") + ...`: see Ring
+    s += features[i];
+  }
   return s + "]}";
 }
 

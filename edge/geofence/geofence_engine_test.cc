@@ -23,7 +23,13 @@ LatLon At(double east_m, double north_m) { return {kLat0 + north_m / kMPerDegLat
 std::string TestFences() {
   auto pos = [](double e, double n) {
     const LatLon p = At(e, n);
-    return "[" + std::to_string(p.lon) + "," + std::to_string(p.lat) + "]";
+    // Not `"[" + std::to_string(...)`: GCC 12's -Wrestrict false positive at -O3 (bug 105651).
+    std::string s = "[";
+    s += std::to_string(p.lon);
+    s += ",";
+    s += std::to_string(p.lat);
+    s += "]";
+    return s;
   };
   char lonlat[96];
   const LatLon drop = At(2000, 100);
