@@ -361,7 +361,9 @@ TEST_F(HubValidationTest, SixteenParallelZstdBombsStayWithinTheProcessBudget) {
             << ", 503: " << answered_503 << ", other: " << other << "\n";
   EXPECT_EQ(other.load(), 0);
   EXPECT_GT(answered_413.load(), 0);
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's quarantine holds freed blocks: its peak says nothing about ours
   EXPECT_LT(peak_kb - base_kb, (56 + 64) * 1024) << "peak grew by " << (peak_kb - base_kb) << " kB";
+#endif
   // Still serving, and a normal batch goes through once the bombs are gone.
   v1::Batch b;
   b.set_site("site-a");
