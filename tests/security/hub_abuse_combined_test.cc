@@ -47,12 +47,17 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // hubd's peak resident memory under all of this (VmHWM), documented in docs/security.md and
-// docs/operations.md. Measured (RelWithDebInfo, 2-core VM under load): see those docs; the
-// bound leaves a wide margin over the measured peak.
+// docs/operations.md: the default decompression budget (148 MiB: 2 x 64 MiB + 20 MiB), about
+// 1,000 TLS connections at ~75 kB (~75 MB), the baseline (~17 MB) and SQLite's caches. Measured
+// 281-305 MB over six runs (RelWithDebInfo, 2-core VM at load average 7-12); 400 MiB leaves
+// about 100 MB of margin.
 constexpr long kMaxHubHwmKb = 400 * 1024;
-// Store growth (hub.db after a clean stop, against hub.db + -wal at start) allowed per record the hub holds for the real site (the record's row in
-// `changes`, its index entry, state rows, audit, WAL pages not yet reused), plus a fixed slack.
-constexpr int64_t kStoreBytesPerRecord = 1024;
+// Store growth (hub.db after a clean stop, against hub.db + -wal at start) allowed per record
+// the hub holds for the real site, per quarantined 1 MB-key record, plus a fixed slack.
+// Measured: ~150 bytes per site record without attacks (FRESHSYNC_ABUSE_CONTROL=1, +507 kB),
+// ~210-220 under attack (+695-753 kB: also the audit rows of the bombs' refused pushes and the
+// quarantine rows). Storing the keys would cost 1 MB each.
+constexpr int64_t kStoreBytesPerRecord = 512;
 constexpr int64_t kRefusedRowBytes = 512;  // a refused record's quarantine row (no body, no invalid key)
 constexpr int64_t kStoreSlackBytes = 1 << 20;
 
