@@ -237,18 +237,14 @@ CREATE TABLE position_chunks(
   fixes   BLOB    NOT NULL,
   PRIMARY KEY(site_id, vehicle, ts_min, seq_min)) WITHOUT ROWID;
 )sql",
-  };
-  return m;
-}
-
-// Tables of hub-side validation (issue 11). Records that break the shared field rules
-// (wire/record_rules.h) are quarantined in refused_records instead of applied: their seq counts
-// as held, nothing else of them is kept (no body; the key only when it is a valid identifier),
-// so a refused record costs a bounded row. site_usage counts the bytes each site added per UTC
-// day for limits.site_bytes_per_day. Created idempotently at open rather than as migration 3:
-// the store tests pin user_version at 2 (sqlite_store_test.cc), and these tables need no data
-// step; the next numbered migration should adopt them (IF NOT EXISTS keeps that safe).
-constexpr const char* kValidationTables = R"sql(
+      // 3: hub-side validation (issue 11). Records that break the shared field rules
+      // (wire/record_rules.h) are quarantined in refused_records instead of applied: their seq
+      // counts as held, nothing else of them is kept (no body; the key only when it is a valid
+      // identifier), so a refused record costs a bounded row. site_usage counts the bytes each
+      // site added per UTC day for limits.site_bytes_per_day. IF NOT EXISTS: hubd builds between
+      // the hub-validate merge and this migration created both tables at open on a version-2
+      // store, and such a store must migrate too (sqlite_store_test MigrationThreeAdopts...).
+      R"sql(
 CREATE TABLE IF NOT EXISTS refused_records(
   site_id INTEGER NOT NULL, seq INTEGER NOT NULL,
   entity  INTEGER NOT NULL, version INTEGER NOT NULL,
@@ -261,7 +257,10 @@ CREATE TABLE IF NOT EXISTS site_usage(
   site_id INTEGER NOT NULL, day INTEGER NOT NULL,  -- day = hub wall clock ms / 86400000 (UTC)
   bytes   INTEGER NOT NULL,
   PRIMARY KEY(site_id, day)) WITHOUT ROWID;
-)sql";
+)sql",
+  };
+  return m;
+}
 
 constexpr const char* kInsertChange =
     "INSERT OR IGNORE INTO changes(site_id, seq, entity, key, version, record) VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
@@ -1015,8 +1014,6 @@ Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::OpenAtSchemaVersionForTe
                         "; PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=OFF;");
   if (!s.ok()) return Status::IOError(options.path + ": " + s.message());
   s = impl->Migrate();
-  if (!s.ok()) return s;
-  s = impl->writer.Exec(kValidationTables);
   if (!s.ok()) return s;
   s = impl->checkpointer.Open(options.path, false);
   if (!s.ok()) return s;

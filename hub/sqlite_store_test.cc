@@ -439,7 +439,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 2);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 3);
 }
 
 TEST_F(SqliteHubStoreTest, ConcurrentPushersAndReadersStayConsistent) {
@@ -606,13 +606,88 @@ TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {
     sqlite3_finalize(st);
     return v;
   };
-  EXPECT_EQ(count("PRAGMA user_version"), 2);
+  EXPECT_EQ(count("PRAGMA user_version"), 3);
   EXPECT_EQ(count("SELECT count(*) FROM sqlite_master WHERE name = 'positions'"), 0);
   EXPECT_EQ(count("SELECT sum(count) FROM position_chunks"), n + 2);
   // truck-1 at a: 1000 fixes, then a jump: ceil(1000 / 1024) + ceil(300 / 1024) chunks.
   EXPECT_EQ(count("SELECT count(*) FROM position_chunks WHERE site_id = 1 AND vehicle = 'truck-1'"), 2);
   EXPECT_EQ(count("SELECT max(ts_max - ts_min) <= " + std::to_string(kChunkMaxSpanMs) + " FROM position_chunks"), 1);
   sqlite3_close(db);
+}
+
+// Migration 3 adds refused_records and site_usage to a version-2 store: one written by a hubd
+// before hub validation (no such tables), and one written by the builds that created them at
+// open with IF NOT EXISTS (tables there, user_version still 2, rows in them). Both migrate to
+// version 3, keep their records and rows, and quarantine refused records afterwards.
+TEST_F(SqliteHubStoreTest, MigrationThreeAddsTheValidationTablesToAVersionTwoStore) {
+  store_.reset();
+  for (const bool interim_tables : {false, true}) {
+    SCOPED_TRACE(interim_tables ? "v2 store with the interim tables" : "v2 store without them");
+    const std::string path = dir_.File(interim_tables ? "v2-interim.db" : "v2.db");
+    {
+      auto v2 = SqliteHubStore::OpenAtSchemaVersionForTest({path, 1, false}, 2);
+      ASSERT_TRUE(v2.ok()) << v2.status().ToString();
+    }
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    auto exec = [&](const std::string& sql) { ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sql; };
+    auto count = [&](const std::string& sql) {
+      sqlite3_stmt* st = nullptr;
+      int64_t v = -1;
+      if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+      sqlite3_finalize(st);
+      return v;
+    };
+    EXPECT_EQ(count("PRAGMA user_version"), 2);
+    EXPECT_EQ(count("SELECT count(*) FROM sqlite_master WHERE name IN ('refused_records', 'site_usage')"), 0);
+    exec("INSERT INTO sites(site_id, site, contiguous_seq, max_seq, records) VALUES(1, 'a', 1, 1, 1)");
+    {
+      v1::ChangeRecord r = Stock(1, "sku-1", 7, 1);
+      sqlite3_stmt* st = nullptr;
+      ASSERT_EQ(sqlite3_prepare_v2(db, "INSERT INTO changes(site_id, seq, entity, key, version, record) VALUES(1, 1, ?1, 'sku-1', 1, ?2)",
+                                   -1, &st, nullptr), SQLITE_OK);
+      sqlite3_bind_int(st, 1, v1::STOCK);
+      const std::string blob = r.SerializeAsString();
+      sqlite3_bind_blob(st, 2, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+      ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+      sqlite3_finalize(st);
+    }
+    if (interim_tables) {
+      // What the interim hubd created at open (its kValidationTables), with a row in each.
+      exec("CREATE TABLE refused_records(site_id INTEGER NOT NULL, seq INTEGER NOT NULL, entity INTEGER NOT NULL, "
+           "version INTEGER NOT NULL, key TEXT, field TEXT NOT NULL, reason TEXT NOT NULL, received_ms INTEGER NOT NULL, "
+           "PRIMARY KEY(site_id, seq)) WITHOUT ROWID");
+      exec("CREATE TABLE site_usage(site_id INTEGER NOT NULL, day INTEGER NOT NULL, bytes INTEGER NOT NULL, "
+           "PRIMARY KEY(site_id, day)) WITHOUT ROWID");
+      exec("INSERT INTO refused_records VALUES(1, 2, 1, 1, NULL, 'key', 'key: longer than 128 bytes', 1)");
+      exec("UPDATE sites SET contiguous_seq = 2, max_seq = 2");
+      exec("INSERT INTO site_usage VALUES(1, 20000, 1234)");
+    }
+    sqlite3_close(db);
+
+    auto s = SqliteHubStore::Open({path, 1, false});
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    const uint64_t first = interim_tables ? 3 : 2;
+    // A batch with a refused record goes to refused_records after the migration.
+    const std::vector<std::string> refusals = {"stock.on_hand: -5", ""};
+    const ApplyChecks checks{&refusals, 1 << 20};
+    auto res = (*s)->ApplyBatch("a", MakeBatch("a", {Stock(first, "sku-2", -5, 1), Stock(first + 1, "sku-3", 4, 1)}),
+                                86400000LL * 20000 + 5, nullptr, checks);
+    ASSERT_TRUE(res.ok()) << res.status().ToString();
+    EXPECT_EQ(res->refused, 1u);
+    EXPECT_EQ(res->contiguous_seq, first + 1);
+    s->reset();
+
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(count("PRAGMA user_version"), 3);
+    EXPECT_EQ(count("SELECT count(*) FROM changes WHERE site_id = 1"), 2);  // seq 1 kept, seq first + 1 added
+    EXPECT_EQ(count("SELECT count(*) FROM refused_records"), interim_tables ? 2 : 1);
+    EXPECT_EQ(count("SELECT count(*) FROM refused_records WHERE seq = " + std::to_string(first) + " AND field = 'stock.on_hand'"), 1);
+    EXPECT_EQ(count("SELECT count(*) FROM site_usage WHERE site_id = 1 AND day = 20000 AND bytes > " +
+                    std::to_string(interim_tables ? 1234 : 0)), 1);
+    sqlite3_close(db);
+  }
 }
 
 TEST_F(SqliteHubStoreTest, BigBatchOfOneTruckIsSplitIntoBoundedChunks) {

@@ -21,7 +21,7 @@ SiteHub::SiteHub(SiteHubOptions options) {
   WriteFile(dir_.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port_) + "\"\nthreads = 4\n[tls]\nca = \"" +
                                         pki_->ca_cert() + "\"\ncert = \"" + pki_->server().cert + "\"\nkey = \"" + pki_->server().key +
                                         "\"\n[store]\npath = \"" + dir_.File("hub.db") + "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\n"
-                                        "sha256 = \"" + digest::Sha256Hex(kToken) + "\"\n");
+                                        "sha256 = \"" + digest::Sha256Hex(kToken) + "\"\n" + options.hub_toml);
   if (!StartHubd()) return;
   proxy_ = std::make_unique<FaultProxy>("127.0.0.1", hub_port_);
   if (!proxy_->Start()) return;

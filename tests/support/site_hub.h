@@ -25,6 +25,7 @@ struct SiteHubOptions {
   std::string edge_toml;   // appended to edged.toml after the [hub] table (e.g. more tables)
   std::string hub_tuning = "batch_max_records = 500\ntimeout_ms = 3000\nbackoff_initial_ms = 50\n"
                            "backoff_max_ms = 2000\nreconcile_interval_s = 2\n";  // inside [hub]
+  std::string hub_toml;    // appended to hubd.toml after its [[tokens]] (e.g. a [limits] table)
 };
 
 class SiteHub {
@@ -40,6 +41,11 @@ class SiteHub {
   Site& site() { return *site_; }
   FaultProxy& proxy() { return *proxy_; }
   TempDir& dir() { return dir_; }
+  TestPki& pki() { return *pki_; }
+  // hubd's own HTTPS port (the site reaches it through proxy(); HQ and attackers directly).
+  int hub_port() const { return hub_port_; }
+  pid_t hub_pid() const { return hubd_.pid(); }
+  std::string hub_db() const { return dir_.File("hub.db"); }
 
   bool StartHubd();
   void KillHubd() { hubd_.Kill(); }
