@@ -209,6 +209,8 @@ int main(int argc, char** argv) {
       spdlog::critical("sync: {}", s.ToString());
       return 2;
     }
+    // Woken on every commit that appends to the outbox, instead of polling for rows.
+    (*store)->SetOutboxListener([a = agent.get()] { a->Notify(); });
   } else {
     spdlog::info("sync: no [hub] configured; records stay in the outbox");
   }
