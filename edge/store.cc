@@ -636,7 +636,6 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
                      .Step();
   gps_put_->Reset();
   if (rc != SQLITE_DONE) return Error("position write");
-  // Extension point (issue 4): geofence evaluation on the new position.
   return Outcome::kApplied;
 }
 
@@ -665,7 +664,6 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
                      .Step();
   climate_put_->Reset();
   if (rc != SQLITE_DONE) return Error("climate write");
-  // Extension point (issue 4): cold-chain excursion tracking on the new reading.
   return Outcome::kApplied;
 }
 
