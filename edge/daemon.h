@@ -102,7 +102,6 @@ class EdgeDaemon {
  private:
   void QuotaLoop();
   void ServiceLoop();
-  void InstallTestHooks();
 
   EdgeConfig config_;
   std::optional<Sealer> sealer_;
