@@ -21,6 +21,25 @@
 #include "edge/privacy.h"
 #include "edge/site_rules.h"
 
+namespace {
+
+// The privacy key and the old keys, if any. The key may come as a systemd credential
+// (LoadCredential=privacy.key:...), see Sealer::ResolveKeyPath. An unset key_file makes the
+// credential optional (absent = no key); a configured one is not.
+freshsync::Result<std::optional<freshsync::edge::Sealer>> LoadPrivacyKey(const freshsync::EdgeConfig& config) {
+  const char* credentials = std::getenv("CREDENTIALS_DIRECTORY");
+  std::string key_path = freshsync::edge::Sealer::ResolveKeyPath(config.privacy_key_file, credentials);
+  if (config.privacy_key_file.empty() && !key_path.empty() && access(key_path.c_str(), F_OK) != 0) key_path.clear();
+  if (key_path.empty()) return std::optional<freshsync::edge::Sealer>();
+  std::vector<std::string> old_keys;
+  for (const auto& f : config.privacy_old_key_files) old_keys.push_back(freshsync::edge::Sealer::ResolveKeyPath(f, credentials));
+  auto s = freshsync::edge::Sealer::LoadKeyFiles(key_path, old_keys);
+  if (!s.ok()) return s.status();
+  return std::optional<freshsync::edge::Sealer>(std::move(*s));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   // glibc trims the Paho receive thread's malloc arena with madvise(MADV_DONTNEED) whenever
   // its top chunk passes the trim threshold; every madvise is a TLB shootdown across CPUs,
@@ -47,21 +66,10 @@ int main(int argc, char** argv) {
   // (LoadCredential=site.key:/etc/freshsync/site.key), so the key need not be readable by the
   // freshsync user in /etc; an absolute path is read as it is.
   if (config->hub) config->hub->key = freshsync::edge::Sealer::ResolveKeyPath(config->hub->key, std::getenv("CREDENTIALS_DIRECTORY"));
-  std::optional<freshsync::edge::Sealer> sealer;
-  // The key may come as a systemd credential (LoadCredential=privacy.key:...), see ResolveKeyPath.
-  std::string key_path = freshsync::edge::Sealer::ResolveKeyPath(config->privacy_key_file, std::getenv("CREDENTIALS_DIRECTORY"));
-  // Unset key_file: the credential is optional (absent = no key, as before); a configured one is not.
-  if (config->privacy_key_file.empty() && !key_path.empty() && access(key_path.c_str(), F_OK) != 0) key_path.clear();
-  if (!key_path.empty()) {
-    std::vector<std::string> old_keys;
-    for (const auto& f : config->privacy_old_key_files)
-      old_keys.push_back(freshsync::edge::Sealer::ResolveKeyPath(f, std::getenv("CREDENTIALS_DIRECTORY")));
-    auto s = freshsync::edge::Sealer::LoadKeyFiles(key_path, old_keys);
-    if (!s.ok()) {
-      std::cerr << "edged: invalid config: " << s.status().message() << "\n";
-      return 2;
-    }
-    sealer = std::move(*s);
+  auto sealer = LoadPrivacyKey(*config);
+  if (!sealer.ok()) {
+    std::cerr << "edged: invalid config: " << sealer.status().message() << "\n";
+    return 2;
   }
   // Fences are part of the config: a bad file refuses to start, naming the feature.
   if (auto s = freshsync::edge::SiteRules::CheckConfig(*config); !s.ok()) {
@@ -84,10 +92,10 @@ int main(int argc, char** argv) {
   (void)freshsync::InitLogging("edged", config->log_level);
   freshsync::SetLogSite(config->site);
   spdlog::info("edged starting: site {}, store {}, broker {}", config->site, config->store.path, config->mqtt.uri);
-  if (!sealer) spdlog::warn("privacy: no privacy.key_file; customer personal data will be dropped, not stored");
+  if (!*sealer) spdlog::warn("privacy: no privacy.key_file; customer personal data will be dropped, not stored");
 
   // Test hooks (FRESHSYNC_*_FOR_TEST): read here, once.
-  freshsync::edge::EdgeDaemon daemon(*config, std::move(sealer), freshsync::edge::EdgeTestHooks::FromEnvironment());
+  freshsync::edge::EdgeDaemon daemon(*config, std::move(*sealer), freshsync::edge::EdgeTestHooks::FromEnvironment());
   if (!daemon.Start().ok()) return daemon.start_exit_code();
 
   int sig = 0;
