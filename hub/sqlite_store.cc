@@ -241,7 +241,7 @@ CREATE TABLE position_chunks(
   return m;
 }
 
-// Tables of hub-side validation (hub/record_check.h). Records that break the shared field rules
+// Tables of hub-side validation (issue 11). Records that break the shared field rules
 // (wire/record_rules.h) are quarantined in refused_records instead of applied: their seq counts
 // as held, nothing else of them is kept (no body; the key only when it is a valid identifier),
 // so a refused record costs a bounded row. site_usage counts the bytes each site added per UTC
