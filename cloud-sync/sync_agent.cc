@@ -95,8 +95,9 @@ void SyncAgent::Run() {
     std::unique_lock<std::mutex> lock(mu_);
     if (stop_) break;
     if (wait > 0) {
-      // Only data waits end early on Notify(); a backoff must run its course.
-      const bool wakeable = backoff_.attempt() == 0;
+      // Only an idle wait ends early on Notify(): a backoff must run its course, and a partial
+      // batch waits out its age (waking it on every commit would re-read it for nothing).
+      const bool wakeable = idle_wait_ && backoff_.attempt() == 0;
       cv_.wait_for(lock, std::chrono::milliseconds(wait), [&] { return stop_ || (wakeable && notified_); });
     }
     notified_ = false;
@@ -568,6 +569,7 @@ void SyncAgent::CompareState() {
 }
 
 int64_t SyncAgent::Step() {
+  idle_wait_ = false;
   if (!store_) return kStoreRetryMs;
   if (!loaded_) {
     if (Status st = LoadState(); !st.ok()) {
@@ -644,7 +646,10 @@ int64_t SyncAgent::Step() {
     SetError("store: " + st.ToString());
     return kStoreRetryMs;
   }
-  if (rows_.empty()) return options_.idle_poll_ms;
+  if (rows_.empty()) {
+    idle_wait_ = true;
+    return options_.idle_poll_ms;
+  }
   if (!full) {
     const int64_t age = clock_.NowMs() - rows_.front().created_ms;
     const int64_t left = int64_t{hub_.batch_max_age_ms} - std::max<int64_t>(0, age);

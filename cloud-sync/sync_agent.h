@@ -49,7 +49,11 @@ namespace freshsync::sync {
 // Tuning that is not operator configuration.
 struct SyncAgentOptions {
   int zstd_level = 3;
-  int idle_poll_ms = 50;              // how often an idle agent looks for new rows (Notify() wakes it sooner)
+  // How often an idle agent looks for new rows anyway. Notify() (edged calls it on every
+  // commit that appends to the outbox) wakes it at once; the poll remains for the rows that
+  // arrive without a Notify: the disk quota's notices, written on its own connection, and
+  // `edgectl reconcile`'s request, which the agent reads about once a second.
+  int idle_poll_ms = 1000;
   int retention_check_s = 60;         // how often to trim
   int retention_chunk = 1000;         // rows per trim transaction
   int retention_max_chunks = 50;      // trim transactions per check
@@ -107,7 +111,8 @@ class SyncAgent {
   Status Start();
   // Returns promptly: wakes the thread from any wait and interrupts an in-flight request.
   void Stop();
-  // New rows were committed: look now instead of at the next idle poll.
+  // New rows were committed: look now instead of at the next idle poll. Ends only an idle
+  // wait; a backoff and a partial batch waiting for batch_max_age_ms run their course.
   void Notify();
   SyncStats GetStats() const;
 
@@ -170,6 +175,7 @@ class SyncAgent {
   int64_t next_trim_ms_ = 0;
   int64_t next_request_poll_ms_ = 0;  // kStateReconcileRequested
   int consecutive_409_ = 0;
+  bool idle_wait_ = false;  // the last Step() found nothing to send: a Notify() ends its wait
   // Batch format to send: 1 until the hub's BatchAck announces max_format >= 2 (an older hub
   // never does, so it keeps getting format 1). Re-learnt from every ack, so a hub downgraded
   // behind the same URL is followed after one refused batch.

@@ -646,7 +646,7 @@ void Ingest::Finish(AfterCommit& after, uint64_t last_index) {
 //     It once did, in Finish: the callback waited for room, the applier waited in publish
 //     for the mutex the callback's thread held, Paho's send thread waited for it too, and
 //     only the keepalive/2 budget of each callback let one message through now and then
-//     (issue 11: 20,000 bad 60 KB messages wedged edged for good). Now the applier only
+//     (20,000 bad 60 KB messages wedged edged for good). Now the applier only
 //     pushes into pub_queue_ (pub_mu_ is never held across a Paho call) and this thread
 //     calls Paho; when it is blocked, the queue fills and notifications are dropped and
 //     counted (publications_dropped), never waited for. The outbox and dead_letters are the

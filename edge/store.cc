@@ -239,6 +239,7 @@ Status EdgeStore::Prepare() {
 
 Status EdgeStore::Begin() {
   next_seq_cached_ = 0;  // other connections (the quota) may have appended since
+  outbox_appended_ = false;
   const int rc = begin_->Step();
   begin_->Reset();
   return rc == SQLITE_DONE ? Status::Ok() : Error("begin");
@@ -252,11 +253,14 @@ Status EdgeStore::Commit() {
   next_seq_cached_ = 0;
   const int rc = commit_->Step();
   commit_->Reset();
-  return rc == SQLITE_DONE ? Status::Ok() : Error("commit");
+  if (rc != SQLITE_DONE) return Error("commit");
+  if (std::exchange(outbox_appended_, false) && on_outbox_commit_) on_outbox_commit_();
+  return Status::Ok();
 }
 
 void EdgeStore::Rollback() {
   next_seq_cached_ = 0;
+  outbox_appended_ = false;
   if (sqlite3_get_autocommit(db_)) return;  // SQLite already rolled back (e.g. on SQLITE_FULL)
   rollback_->Step();
   rollback_->Reset();
@@ -298,6 +302,7 @@ Result<int64_t> EdgeStore::AppendOutbox(int entity, const std::string& key, int6
     next_seq_->Reset();
   }
   const int64_t seq = next_seq_cached_++;
+  outbox_appended_ = true;
   const uint64_t hlc = hlc_.Now();
   record->set_seq(static_cast<uint64_t>(seq));
   record->set_entity(static_cast<v1::Entity>(entity));
@@ -631,7 +636,6 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
                      .Step();
   gps_put_->Reset();
   if (rc != SQLITE_DONE) return Error("position write");
-  // Extension point (issue 4): geofence evaluation on the new position.
   return Outcome::kApplied;
 }
 
@@ -660,7 +664,6 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
                      .Step();
   climate_put_->Reset();
   if (rc != SQLITE_DONE) return Error("climate write");
-  // Extension point (issue 4): cold-chain excursion tracking on the new reading.
   return Outcome::kApplied;
 }
 

@@ -147,6 +147,11 @@ class EdgeStore {
   // The store's connection, for ApplyHook's own prepared statements (same thread only).
   sqlite3* db() { return db_; }
 
+  // Called on the committing thread after every successful commit that appended change
+  // records to the outbox (edged wakes the sync agent with it, so the agent need not poll).
+  // Must be quick and must not call back into the store. Set before the store is used.
+  void SetOutboxListener(std::function<void()> on_outbox_commit) { on_outbox_commit_ = std::move(on_outbox_commit); }
+
   // Records that no link to the hub is up (edged start); the sync agent sets it to 1.
   Status ResetLinkState();
 
@@ -196,6 +201,8 @@ class EdgeStore {
   std::atomic<int64_t> customers_dropped_{0};  // read by /metrics from its own thread
   int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
   std::function<Status()> commit_fault_;
+  std::function<void()> on_outbox_commit_;
+  bool outbox_appended_ = false;  // the open transaction appended to the outbox
   ApplyHook* hook_ = nullptr;
   bool batch_hooked_ = false;  // a message of the open batch reached hook_
   std::vector<Publication> pending_pubs_;  // of the open transaction

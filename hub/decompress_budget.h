@@ -1,6 +1,6 @@
 // DecompressBudget: one process-wide bound on the memory that batch decompression holds across
 // all concurrent requests. The per-request cap (limits.max_decompressed_bytes) alone let
-// sixteen parallel zstd bombs peak at 489 MB, about twice what one request may use (issue 11).
+// sixteen parallel zstd bombs peak at 489 MB, about twice what one request may use.
 //
 // A request takes a Reservation and grows it *before* it allocates (ZstdDecompressCapped
 // reserves its worst case up front, all or nothing, and any growth beyond it ahead of the

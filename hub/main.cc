@@ -116,7 +116,8 @@ int main(int argc, char** argv) {
     spdlog::critical("store {}: {}", config->store_path, store.status().ToString());
     return 1;
   }
-  freshsync::hub::HubServer server(*config, **store, freshsync::SystemClock());
+  // Test hooks (FRESHSYNC_*_FOR_TEST): read here, once.
+  freshsync::hub::HubServer server(*config, **store, freshsync::SystemClock(), freshsync::hub::HubTestHooks::FromEnvironment());
   if (auto s = server.Start(); !s.ok()) {
     spdlog::critical("start: {}", s.ToString());
     return s.code() == freshsync::StatusCode::kInvalidArgument ? 2 : 1;

@@ -1,4 +1,4 @@
-// Hub-side validation of pushed batches (issue 11, "hubd trusts what a site sends") and its
+// Hub-side validation of pushed batches (a site certificate does not make a record valid) and its
 // counters. The rules themselves live in wire/record_rules.h, shared with the edge's ingest.
 //
 // What the hub does with a record that breaks them (docs/sync-protocol.md, "Refused records"):

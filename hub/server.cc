@@ -120,6 +120,7 @@ struct HubServer::Impl {
   HubConfig config;
   HubStore& store;
   Clock& clock;
+  HubTestHooks hooks;
   std::mutex tokens_mu;
   std::shared_ptr<const TokenAuth> tokens;  // swapped whole on reload
   std::unique_ptr<http::Server> server;
@@ -132,10 +133,11 @@ struct HubServer::Impl {
   RateLimiter pull_limiter;  // per bearer token name
   RateLimiter push_limiter;  // per site
 
-  Impl(const HubConfig& c, HubStore& s, Clock& k)
+  Impl(const HubConfig& c, HubStore& s, Clock& k, HubTestHooks h)
       : config(c),
         store(s),
         clock(k),
+        hooks(std::move(h)),
         tokens(std::make_shared<const TokenAuth>(c.tokens)),
         pull_limiter({c.pull_per_s, c.pull_burst}, k),
         push_limiter({c.push_per_s, c.push_burst}, k) {
@@ -341,11 +343,9 @@ struct HubServer::Impl {
       else spdlog::warn("push {} without a client certificate from {}", req.path, req.remote_addr);
       return;
     }
-    // Test-only: while the file named by FRESHSYNC_HUB_SHED_FILE_FOR_TEST exists, batches are
-    // shed with 503 and Retry-After set to the file's first line (seconds), as under overload.
-    static const char* const shed_file_for_test = std::getenv("FRESHSYNC_HUB_SHED_FILE_FOR_TEST");
-    if (shed_file_for_test != nullptr) {
-      std::ifstream in(shed_file_for_test);
+    // Test hook (HubTestHooks::shed_file): shed batches while the file exists.
+    if (!hooks.shed_file.empty()) {
+      std::ifstream in(hooks.shed_file);
       if (in) {
         std::string secs;
         std::getline(in, secs);
@@ -905,8 +905,14 @@ struct HubServer::Impl {
   }
 };
 
-HubServer::HubServer(const HubConfig& config, HubStore& store, Clock& clock)
-    : impl_(std::make_unique<Impl>(config, store, clock)) {}
+HubTestHooks HubTestHooks::FromEnvironment() {
+  HubTestHooks h;
+  if (const char* f = std::getenv("FRESHSYNC_HUB_SHED_FILE_FOR_TEST")) h.shed_file = f;
+  return h;
+}
+
+HubServer::HubServer(const HubConfig& config, HubStore& store, Clock& clock, HubTestHooks hooks)
+    : impl_(std::make_unique<Impl>(config, store, clock, std::move(hooks))) {}
 HubServer::~HubServer() = default;
 
 Status HubServer::Start() {

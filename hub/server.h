@@ -25,9 +25,19 @@
 
 namespace freshsync::hub {
 
+// Fault injection for the integration tests, from FRESHSYNC_*_FOR_TEST variables: read once,
+// by hubd's main (FromEnvironment), never in a request handler.
+struct HubTestHooks {
+  // FRESHSYNC_HUB_SHED_FILE_FOR_TEST: while this file exists, batches are shed with 503 and
+  // Retry-After set to the file's first line (seconds), as under overload. Empty: never.
+  std::string shed_file;
+
+  static HubTestHooks FromEnvironment();
+};
+
 class HubServer {
  public:
-  HubServer(const HubConfig& config, HubStore& store, Clock& clock);
+  HubServer(const HubConfig& config, HubStore& store, Clock& clock, HubTestHooks hooks = {});
   ~HubServer();
   HubServer(const HubServer&) = delete;
   HubServer& operator=(const HubServer&) = delete;

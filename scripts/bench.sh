@@ -3,7 +3,7 @@
 # docs/benchmarks.md, between the "generated" markers (the hand-written sections around them,
 # profile findings included, are kept as they are). Not part of CI: it takes several minutes.
 #
-#   scripts/bench.sh                 # all benchmarks, default sizes (issue 7 targets)
+#   scripts/bench.sh                 # all benchmarks, default sizes (the targets in docs/benchmarks.md)
 #   scripts/bench.sh --quick         # small sizes, to check that everything still runs
 #   BUILD_DIR=build-release JOBS=2 scripts/bench.sh
 #

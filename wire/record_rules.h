@@ -4,7 +4,7 @@
 // to every change record a site pushes (hub/record_check.cc), so a record the edge would never
 // have written is refused at the hub with the same limits and the same words. Before this
 // module the hub validated nothing: a valid site certificate could push 1 MB keys, negative
-// stock, a latitude of 2,147 degrees or a STOCK record carrying an order body (issue 11).
+// stock, a latitude of 2,147 degrees or a STOCK record carrying an order body.
 //
 // Contract: every Check* returns Ok or kInvalidArgument whose message starts with the field
 // name ("lat_e6: ...", "key: longer than 128 bytes"). Messages never quote the value of a text
