@@ -659,15 +659,7 @@ void Ingest::Publish(std::vector<Publication> pubs) {
   int64_t dropped = 0;
   {
     std::lock_guard<std::mutex> lock(pub_mu_);
-    for (auto& p : pubs) {
-      const size_t bytes = p.topic.size() + p.payload.size();
-      if (pub_queue_.size() >= kMaxQueuedPublications || pub_queue_bytes_ + bytes > kMaxQueuedPublicationBytes) {
-        ++dropped;
-        continue;
-      }
-      pub_queue_bytes_ += bytes;
-      pub_queue_.push_back(std::move(p));
-    }
+    for (auto& p : pubs) dropped += static_cast<int64_t>(pub_queue_.Push(std::move(p)));
   }
   pub_cv_.notify_one();
   if (dropped == 0) return;
@@ -688,18 +680,14 @@ void Ingest::PublicationLoop() {
   while (true) {
     pub_cv_.wait(lock, [&] { return !pub_queue_.empty() || pub_stop_ || pub_abandon_; });
     if (pub_abandon_) {
-      counters_.publications_dropped.fetch_add(static_cast<int64_t>(pub_queue_.size()), std::memory_order_relaxed);
-      pub_queue_.clear();
-      pub_queue_bytes_ = 0;
+      counters_.publications_dropped.fetch_add(static_cast<int64_t>(pub_queue_.Clear()), std::memory_order_relaxed);
       break;
     }
     if (pub_queue_.empty()) {
       if (pub_stop_) break;
       continue;
     }
-    Publication p = std::move(pub_queue_.front());
-    pub_queue_.pop_front();
-    pub_queue_bytes_ -= p.topic.size() + p.payload.size();
+    Publication p = pub_queue_.Pop();
     pub_busy_ = true;
     lock.unlock();
     // May wait for Paho's mutex (held while the receive thread is in our callback): only this

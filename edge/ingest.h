@@ -54,6 +54,7 @@
 #include "common/config.h"
 #include "common/status.h"
 #include "edge/intake_journal.h"
+#include "edge/publication_queue.h"
 #include "edge/store.h"
 
 namespace mqtt {
@@ -113,7 +114,8 @@ class Ingest {
   static constexpr uint64_t kMaxUnappliedEntries = 20000;
   static constexpr uint64_t kMaxUnappliedBytes = 16u << 20;
   // The publication queue between the applier and the publication thread; beyond either bound
-  // a notification is dropped (and counted), never waited for.
+  // a notification is dropped (and counted), never waited for; dead-letter notifications first
+  // (edge/publication_queue.h).
   static constexpr size_t kMaxQueuedPublications = 10000;
   static constexpr size_t kMaxQueuedPublicationBytes = 8u << 20;
 
@@ -240,8 +242,7 @@ class Ingest {
   // on whom").
   std::mutex pub_mu_;
   std::condition_variable pub_cv_;
-  std::deque<Publication> pub_queue_;
-  size_t pub_queue_bytes_ = 0;
+  PublicationQueue pub_queue_{config_.mqtt.topic_root + "/deadletter", kMaxQueuedPublications, kMaxQueuedPublicationBytes};
   bool pub_stop_ = false;       // drain what is queued, then exit
   bool pub_abandon_ = false;    // exit now, dropping what is queued
   bool pub_busy_ = false;       // a publish() is in progress
