@@ -12,7 +12,7 @@
 #include "cloud-sync/curl_transport.h"
 #include "cloud-sync/outbox_schema.h"
 #include "freshsync.pb.h"
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 namespace freshsync::sync {
 namespace {
@@ -459,7 +459,7 @@ int64_t SyncAgent::Reconcile() {
       SetError("store: " + local.status().ToString());
       return kStoreRetryMs;
     }
-    std::map<uint64_t, const DigestBucket*> by_from;
+    std::map<uint64_t, const digest::DigestBucket*> by_from;
     for (const auto& bucket : *local) by_from[bucket.from_seq] = &bucket;
     for (const auto& hr : reply.ranges()) {
       if (hr.to_seq() > comparable) continue;

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 namespace freshsync::hub {
 namespace {

@@ -24,7 +24,7 @@
 #include "hub/decompress_budget.h"
 #include "hub/record_check.h"
 #include "wire/record_rules.h"
-#include "hub/digest.h"
+#include "wire/digest.h"
 #include "hub/query.h"
 #include "hub/rate_limit.h"
 
