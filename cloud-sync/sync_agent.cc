@@ -8,7 +8,7 @@
 #include <limits>
 #include <map>
 
-#include "cloud-sync/batch_codec.h"
+#include "wire/batch_format.h"
 #include "cloud-sync/curl_transport.h"
 #include "cloud-sync/outbox_schema.h"
 #include "freshsync.pb.h"
@@ -320,7 +320,7 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
 
 void SyncAgent::LearnFormat(uint32_t announced_max_format) {
   const int announced = announced_max_format == 0 ? 1 : static_cast<int>(std::min<uint32_t>(announced_max_format, 16));
-  const int format = std::min(announced, BatchEncoder::kMaxFormat);
+  const int format = std::min(announced, wire::BatchEncoder::kMaxFormat);
   if (format != hub_format_) spdlog::info("sync: hub decodes batch format {}, sending format {}", announced, format);
   hub_format_ = format;
 }

@@ -93,28 +93,6 @@ uint64_t DecompressWorstCase(uint64_t max_output_bytes, int window_log_max) {
          2 * (max_output_bytes + 1) + 1;
 }
 
-Status ExpandBatch(v1::Batch& batch) {
-  if (batch.format() <= 1) return Status::Ok();
-  if (batch.format() > kMaxBatchFormat)
-    return Status::InvalidArgument("Batch.format " + std::to_string(batch.format()) + " is newer than this hub (" +
-                                   std::to_string(kMaxBatchFormat) + ")");
-  uint64_t prev_seq = 0;
-  for (auto& r : *batch.mutable_records()) {
-    // The first record always carries its seq; a 0 there stays 0 and is refused by the store.
-    if (r.seq() == 0 && prev_seq != 0) r.set_seq(prev_seq + 1);
-    prev_seq = r.seq();
-    if (r.has_hlc_from_ts()) {
-      // Unsigned wrap-around, the exact inverse of the edge's hlc - (ts_ms << 16).
-      r.set_hlc((static_cast<uint64_t>(r.ts_ms()) << 16) + static_cast<uint64_t>(r.hlc_from_ts()));
-      r.clear_hlc_from_ts();
-    }
-    if (r.has_position() && r.position().vehicle().empty()) r.mutable_position()->set_vehicle(r.key());
-    if (r.has_climate() && r.climate().sensor().empty()) r.mutable_climate()->set_sensor(r.key());
-  }
-  batch.set_format(0);  // the records are format 1 now
-  return Status::Ok();
-}
-
 std::string ZstdCompress(std::string_view input, int level) {
   std::string out(ZSTD_compressBound(input.size()), '\0');
   const size_t n = ZSTD_compress(out.data(), out.size(), input.data(), input.size(), level);

@@ -24,6 +24,7 @@
 #include "hub/decompress_budget.h"
 #include "hub/record_check.h"
 #include "wire/record_rules.h"
+#include "wire/batch_format.h"
 #include "wire/digest.h"
 #include "hub/query.h"
 #include "hub/rate_limit.h"
@@ -326,7 +327,7 @@ struct HubServer::Impl {
     const std::string site = req.matches[1];
     const std::string actor = PeerSiteId(req.ssl).value_or("-");
     v1::BatchAck ack;
-    ack.set_max_format(kMaxBatchFormat);  // lets the edge switch to the compact format
+    ack.set_max_format(wire::kMaxBatchFormat);  // lets the edge switch to the compact format
     auto reply = [&](int status, const std::string& error, uint64_t from = 0, uint64_t to = 0) {
       if (!error.empty()) ack.set_error(error);
       res.status = status;
@@ -389,7 +390,7 @@ struct HubServer::Impl {
     google::protobuf::Arena arena(arena_options);
     v1::Batch& batch = *google::protobuf::Arena::CreateMessage<v1::Batch>(&arena);
     if (!batch.ParseFromString(*payload)) return reply(400, "body is not a valid freshsync.v1.Batch");
-    if (Status ex = ExpandBatch(batch); !ex.ok()) return reply(400, ex.message());
+    if (Status ex = wire::ExpandBatch(batch); !ex.ok()) return reply(400, ex.message());
     raw.clear();
     raw.shrink_to_fit();
     decompress_hold.ReleaseAll();  // the decompressed bytes are freed
