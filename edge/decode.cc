@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "freshsync.pb.h"
+#include "wire/routes.h"
 
 namespace freshsync::edge {
 namespace {
@@ -479,16 +480,17 @@ TopicInfo ClassifyTopic(std::string_view root, std::string_view topic) {
     if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
-  if (parts.size() == 2 && parts[0] == "stock" && parts[1] == "movements") info.kind = TopicKind::kStockMovements;
-  else if (parts.size() == 2 && parts[0] == "orders" && parts[1] == "status") info.kind = TopicKind::kOrderStatus;
-  else if (parts.size() == 3 && parts[0] == "vehicles" && parts[2] == "gps" && IsDeviceId(parts[1])) {
+  using namespace wire;  // the topic segments (wire/routes.h)
+  if (parts.size() == 2 && parts[0] == kTopicStock && parts[1] == kTopicMovements) info.kind = TopicKind::kStockMovements;
+  else if (parts.size() == 2 && parts[0] == kTopicOrders && parts[1] == kTopicStatus) info.kind = TopicKind::kOrderStatus;
+  else if (parts.size() == 3 && parts[0] == kTopicVehicles && parts[2] == kTopicGps && IsDeviceId(parts[1])) {
     info.kind = TopicKind::kGps;
     info.device = parts[1];
-  } else if (parts.size() == 3 && parts[0] == "sensors" && parts[2] == "climate" && IsDeviceId(parts[1])) {
+  } else if (parts.size() == 3 && parts[0] == kTopicSensors && parts[2] == kTopicClimate && IsDeviceId(parts[1])) {
     info.kind = TopicKind::kClimate;
     info.device = parts[1];
-  } else if ((parts.size() == 1 && parts[0] == "deadletter") || parts[0] == "events" || parts[0] == "alerts" ||
-             (parts.size() == 3 && parts[0] == "orders" && parts[2] == "state")) {
+  } else if ((parts.size() == 1 && parts[0] == kTopicDeadletter) || parts[0] == kTopicEvents || parts[0] == kTopicAlerts ||
+             (parts.size() == 3 && parts[0] == kTopicOrders && parts[2] == kTopicState)) {
     info.kind = TopicKind::kOwnOutput;
   }
   return info;

@@ -1,5 +1,7 @@
 #include "hub/codec.h"
 
+#include "wire/scales.h"
+
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -168,20 +170,20 @@ nlohmann::json RecordFieldsToJson(const v1::ChangeRecord& r) {
       const auto& p = r.position();
       j = {{"vehicle", p.vehicle()},
            {"device_seq", p.device_seq()},
-           {"lat", p.lat_e6() / 1e6},
-           {"lon", p.lon_e6() / 1e6},
-           {"speed_kmh", p.speed_dkmh() / 10.0},
+           {"lat", p.lat_e6() / wire::kLatLonScale},
+           {"lon", p.lon_e6() / wire::kLatLonScale},
+           {"speed_kmh", p.speed_dkmh() / wire::kSpeedScale},
            {"heading", p.heading_deg()},
-           {"hdop", p.hdop_d() / 10.0}};
+           {"hdop", p.hdop_d() / wire::kHdopScale}};
       break;
     }
     case v1::ChangeRecord::kClimate: {
       const auto& c = r.climate();
       j = {{"sensor", c.sensor()},
            {"device_seq", c.device_seq()},
-           {"temp_c", c.temp_dc() / 100.0},
-           {"rh", c.rh_d() / 10.0},
-           {"battery", c.battery_d() / 10.0}};
+           {"temp_c", c.temp_dc() / wire::kTempScale},
+           {"rh", c.rh_d() / wire::kHumidityScale},
+           {"battery", c.battery_d() / wire::kBatteryScale}};
       break;
     }
     case v1::ChangeRecord::kGeofence: {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "wire/digest.h"
+#include "wire/routes.h"
 
 namespace freshsync::hub {
 namespace {
@@ -203,8 +204,8 @@ bool PrefersProtobuf(std::string_view accept) {
       params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
       if (p.size() >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') q = ParseQ(TrimOws(p.substr(2)));
     }
-    if (EqualsNoCase(type, "application/x-protobuf")) q_proto = std::max(q_proto, q);
-    else if (EqualsNoCase(type, "application/json")) q_json = std::max(q_json, q);
+    if (EqualsNoCase(type, wire::kContentTypeProtobuf)) q_proto = std::max(q_proto, q);
+    else if (EqualsNoCase(type, wire::kContentTypeJson)) q_json = std::max(q_json, q);
   }
   return q_proto > 0 && q_proto >= q_json;
 }

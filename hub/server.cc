@@ -26,6 +26,8 @@
 #include "wire/record_rules.h"
 #include "wire/batch_format.h"
 #include "wire/digest.h"
+#include "wire/routes.h"
+#include "wire/scales.h"
 #include "hub/query.h"
 #include "hub/rate_limit.h"
 
@@ -34,8 +36,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kJson = "application/json";
-constexpr const char* kProto = "application/x-protobuf";
+constexpr const char* kJson = wire::kContentTypeJson;
+constexpr const char* kProto = wire::kContentTypeProtobuf;
 
 void SendJson(http::Response& res, int status, const json& body) {
   res.status = status;
@@ -86,8 +88,8 @@ json AckJson(const v1::BatchAck& a) {
 
 json PositionJson(const PositionRow& p) {
   return {{"vehicle", p.vehicle}, {"site", p.site},           {"device_seq", p.device_seq},
-          {"lat", p.lat_e6 / 1e6}, {"lon", p.lon_e6 / 1e6},   {"speed_kmh", p.speed_dkmh / 10.0},
-          {"heading", p.heading_deg}, {"hdop", p.hdop_d / 10.0}, {"ts", p.ts_ms},
+          {"lat", p.lat_e6 / wire::kLatLonScale}, {"lon", p.lon_e6 / wire::kLatLonScale},   {"speed_kmh", p.speed_dkmh / wire::kSpeedScale},
+          {"heading", p.heading_deg}, {"hdop", p.hdop_d / wire::kHdopScale}, {"ts", p.ts_ms},
           {"hlc", p.hlc},         {"seq", p.seq}};
 }
 
@@ -707,16 +709,16 @@ struct HubServer::Impl {
       body += RefusalCounters::Process().Prometheus();
       res.set_content(body, "text/plain; version=0.0.4");
     }, false);
-    Post(std::string("/v1/sites/") + kSite + "/batches",
+    Post(std::string(wire::kSitesPrefix) + kSite + wire::kBatchesSuffix,
            [this](const http::Request& req, http::Response& res) { PostBatch(req, res); });
-    Get(std::string("/v1/sites/") + kSite + "/digest",
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kDigestSuffix,
           [this](const http::Request& req, http::Response& res) { GetDigest(req, res); });
-    Get(std::string("/v1/sites/") + kSite + "/state-digest",
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kStateDigestSuffix,
           [this](const http::Request& req, http::Response& res) { GetStateDigest(req, res); });
-    Post(std::string("/v1/sites/") + kSite + "/rebuild-state",
+    Post(std::string(wire::kSitesPrefix) + kSite + wire::kRebuildStateSuffix,
            [this](const http::Request& req, http::Response& res) { PostRebuildState(req, res); });
-    Get("/v1/changes", [this](const http::Request& req, http::Response& res) { GetChanges(req, res); });
-    Get("/v1/sites", [this](const http::Request& req, http::Response& res) {
+    Get(wire::kChangesPath, [this](const http::Request& req, http::Response& res) { GetChanges(req, res); });
+    Get(wire::kSitesPath, [this](const http::Request& req, http::Response& res) {
       auto caller = Authorize(req, res, Role::kReader);
       if (!caller) return;
       auto sites = store.Sites();
@@ -747,7 +749,7 @@ struct HubServer::Impl {
           });
       AuditPull(*caller, req, 200, sites->size());
     });
-    Get(std::string("/v1/sites/") + kSite + "/stock", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kStockSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::StockReply>(
           req, res, "stock", [this](const std::string& site, http::Response&) { return store.Stock(site); },
           [](const StockRow& r) {
@@ -765,7 +767,7 @@ struct HubServer::Impl {
             o->set_seq(r.seq);
           });
     });
-    Get(std::string("/v1/sites/") + kSite + "/orders", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kOrdersSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::OrdersReply>(
           req, res, "orders", [this](const std::string& site, http::Response&) { return store.Orders(site); },
           [](const OrderRow& r) {
@@ -800,12 +802,12 @@ struct HubServer::Impl {
             o->set_seq(r.seq);
           });
     });
-    Get(std::string("/v1/sites/") + kSite + "/vehicles", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kVehiclesSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::VehiclesReply>(
           req, res, "vehicles", [this](const std::string& site, http::Response&) { return store.Vehicles(site); },
           PositionJson, [](v1::VehiclesReply& reply) { return reply.add_vehicles(); }, FillPosition);
     });
-    Get(std::string("/v1/sites/") + kSite + "/alerts", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kAlertsSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::AlertsReply>(
           req, res, "alerts", [this](const std::string& site, http::Response&) { return store.OpenAlerts(site); },
           [](const AlertRow& r) {
@@ -828,7 +830,7 @@ struct HubServer::Impl {
             o->set_seq(r.seq);
           });
     });
-    Get(std::string("/v1/sites/") + kSite + "/geofence", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kGeofenceSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::GeofenceReply>(
           req, res, "events",
           [this, &req](const std::string& site, http::Response& r) -> Result<std::vector<GeofenceRow>> {
@@ -852,7 +854,7 @@ struct HubServer::Impl {
             o->set_seq(e.seq);
           });
     });
-    Get(std::string("/v1/sites/") + kSite + "/vehicles/([^/]+)/track",
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kVehiclesSuffix + "/([^/]+)/track",
           [this](const http::Request& req, http::Response& res) {
             SiteState<v1::TrackReply>(
                 req, res, "track",
@@ -864,7 +866,7 @@ struct HubServer::Impl {
                 },
                 PositionJson, [](v1::TrackReply& reply) { return reply.add_track(); }, FillPosition);
           });
-    Get("/v1/audit", [this](const http::Request& req, http::Response& res) {
+    Get(wire::kAuditPath, [this](const http::Request& req, http::Response& res) {
       auto caller = Authorize(req, res, Role::kAdmin);
       if (!caller) return;
       FeedQuery q;
