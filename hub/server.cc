@@ -27,6 +27,7 @@
 #include "wire/batch_format.h"
 #include "wire/digest.h"
 #include "wire/routes.h"
+#include "wire/site_id.h"
 #include "wire/scales.h"
 #include "hub/query.h"
 #include "hub/rate_limit.h"
@@ -115,7 +116,7 @@ json OrderLinesJson(const OrderRow& r) {
 }
 
 // Site ids as in the config rules; anything else can never match a certificate anyway.
-constexpr const char* kSite = "([a-z0-9][a-z0-9-]{0,62})";
+constexpr const char* kSite = wire::kSiteIdPattern;  // the site-id rule (wire/site_id.h)
 
 }  // namespace
 
