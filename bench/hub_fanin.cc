@@ -30,7 +30,8 @@
 #include <httplib.h>
 
 #include "bench/bench_util.h"
-#include "cloud-sync/batch_codec.h"
+#include "cloud-sync/sync_store.h"
+#include "wire/batch_format.h"
 #include "common/clock.h"
 #include "freshsync.pb.h"
 #include "hub/codec.h"
@@ -65,7 +66,7 @@ SiteLoad MakeSite(int index, uint64_t records, int batch, int format) {
   load.site = name;
   std::vector<uint64_t> truck_version(kTrucks, 0), sku_version(kSkus, 0), sensor_version(10, 0);
   std::vector<fs::sync::OutboxRow> rows;
-  fs::sync::BatchEncoder enc(3);
+  fs::wire::BatchEncoder enc(3);
   fs::v1::ChangeRecord r;
   uint64_t hlc = 0, fixes = 0;
   for (uint64_t s = 1; s <= records; ++s) {
@@ -213,7 +214,7 @@ int main(int argc, char** argv) {
       for (auto& load : loads) {
         auto raw = fs::hub::ZstdDecompressCapped(load.bodies[b], {});
         fs::v1::Batch batch_msg;
-        if (!raw.ok() || !batch_msg.ParseFromString(*raw) || !fs::hub::ExpandBatch(batch_msg).ok()) return 1;
+        if (!raw.ok() || !batch_msg.ParseFromString(*raw) || !fs::wire::ExpandBatch(batch_msg).ok()) return 1;
         auto res = (*store)->ApplyBatch(load.site, batch_msg, 0);
         if (!res.ok() || res->gap) {
           std::fprintf(stderr, "baseline apply failed\n");

@@ -25,7 +25,7 @@
 #include <thread>
 
 #include "bench/bench_util.h"
-#include "cloud-sync/batch_codec.h"
+#include "wire/batch_format.h"
 #include "cloud-sync/outbox_schema.h"
 #include "cloud-sync/sync_agent.h"
 #include "cloud-sync/sync_store.h"
@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
   int batch = 5000;
   int level = 3;
   bool no_hub = false;
-  int format = fs::sync::BatchEncoder::kMaxFormat;
+  int format = fs::wire::BatchEncoder::kMaxFormat;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -173,10 +173,10 @@ int main(int argc, char** argv) {
               Secs(t0, Clock::now()), static_cast<double>(std::filesystem::file_size(db_path)) / 1e6);
 
   // Baseline: the agent's read + encode path with no network, in both batch formats.
-  for (int f = 1; f <= fs::sync::BatchEncoder::kMaxFormat; ++f) {
+  for (int f = 1; f <= fs::wire::BatchEncoder::kMaxFormat; ++f) {
     auto store = fs::sync::SyncStore::Open(db_path, 2000);
     if (!store.ok()) return 1;
-    fs::sync::BatchEncoder enc(level);
+    fs::wire::BatchEncoder enc(level);
     std::vector<fs::sync::OutboxRow> rows;
     bool full = false;
     uint64_t after = 0, raw = 0, compressed = 0, record_bytes = 0;

@@ -8,11 +8,11 @@
 #include <limits>
 #include <map>
 
-#include "cloud-sync/batch_codec.h"
+#include "wire/batch_format.h"
 #include "cloud-sync/curl_transport.h"
 #include "cloud-sync/outbox_schema.h"
 #include "freshsync.pb.h"
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 namespace freshsync::sync {
 namespace {
@@ -321,7 +321,7 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
 
 void SyncAgent::LearnFormat(uint32_t announced_max_format) {
   const int announced = announced_max_format == 0 ? 1 : static_cast<int>(std::min<uint32_t>(announced_max_format, 16));
-  const int format = std::min(announced, BatchEncoder::kMaxFormat);
+  const int format = std::min(announced, wire::BatchEncoder::kMaxFormat);
   if (format != hub_format_) spdlog::info("sync: hub decodes batch format {}, sending format {}", announced, format);
   hub_format_ = format;
 }
@@ -460,7 +460,7 @@ int64_t SyncAgent::Reconcile() {
       SetError("store: " + local.status().ToString());
       return kStoreRetryMs;
     }
-    std::map<uint64_t, const DigestBucket*> by_from;
+    std::map<uint64_t, const digest::DigestBucket*> by_from;
     for (const auto& bucket : *local) by_from[bucket.from_seq] = &bucket;
     for (const auto& hr : reply.ranges()) {
       if (hr.to_seq() > comparable) continue;

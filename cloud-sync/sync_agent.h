@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "cloud-sync/backoff.h"
-#include "cloud-sync/batch_codec.h"
+#include "wire/batch_format.h"
 #include "cloud-sync/sync_store.h"
 #include "cloud-sync/transport.h"
 #include "common/clock.h"
@@ -59,7 +59,7 @@ struct SyncAgentOptions {
   int retention_max_chunks = 50;      // trim transactions per check
   uint32_t digest_buckets = 256;      // per reconciliation request (hub allows at most 1024)
   uint64_t rng_seed = 0;              // 0: random; tests fix it
-  int max_batch_format = BatchEncoder::kMaxFormat;  // 1 forces the original format (tests, benchmarks)
+  int max_batch_format = wire::BatchEncoder::kMaxFormat;  // 1 forces the original format (tests, benchmarks)
 };
 
 struct SyncStats {
@@ -185,7 +185,7 @@ class SyncAgent {
   // a rebuild cannot help either (it re-derives the same rows), so none is requested.
   std::string unrepairable_pair_;
   std::vector<OutboxRow> rows_;
-  BatchEncoder encoder_;
+  wire::BatchEncoder encoder_;
   int64_t last_error_log_ms_ = -1'000'000;
   SyncStats work_;
 

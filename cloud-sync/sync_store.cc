@@ -4,7 +4,7 @@
 
 #include "cloud-sync/outbox_schema.h"
 #include "freshsync.pb.h"
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 namespace freshsync::sync {
 namespace {
@@ -267,8 +267,9 @@ Result<int64_t> SyncStore::RenumberAfterRestore(uint64_t restored_last, uint64_t
   return moved;
 }
 
-Result<std::vector<DigestBucket>> SyncStore::Digest(uint64_t from, uint64_t to, uint32_t buckets) {
-  RangeDigester d(from, to, buckets);
+Result<std::vector<digest::DigestBucket>> SyncStore::Digest(uint64_t from, uint64_t to, uint32_t buckets) {
+  digest::BucketDigester d(from, to, buckets);
+  if (Status st = d.status(); !st.ok()) return st;
   ResetGuard g{digest_};
   sqlite3_bind_int64(digest_, 1, static_cast<int64_t>(from));
   sqlite3_bind_int64(digest_, 2, static_cast<int64_t>(to));
@@ -310,8 +311,9 @@ Result<StockSnapshot> SyncStore::StockDigest() {
     if (rc == SQLITE_ROW) out.last_seq = static_cast<uint64_t>(sqlite3_column_int64(last_seq_, 0));
     else if (rc != SQLITE_DONE) return Error("stock digest: last seq");
   }
-  // ORDER BY sku with the BINARY collation: bytewise, as the hub sorts (hub/digest.h).
+  // ORDER BY sku with the BINARY collation: bytewise, as the hub sorts (wire/digest.h).
   digest::StateDigester d;
+  if (Status st = d.status(); !st.ok()) return st;
   int rc;
   while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
     const auto* sku = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));

@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "cloud-sync/digest.h"
+#include "wire/digest.h"
 #include "common/status.h"
 
 struct sqlite3;
@@ -31,7 +31,7 @@ struct OutboxRow {
   std::string record;  // serialized ChangeRecord
 };
 
-// The edge's current-state digest (hub/digest.h StateDigester over the `stock` table) and the
+// The edge's current-state digest (wire/digest.h StateDigester over the `stock` table) and the
 // outbox's last seq, read in one read transaction so they describe the same snapshot.
 struct StockSnapshot {
   bool available = false;  // false: the store has no `stock` table (nothing to compare)
@@ -82,8 +82,8 @@ class SyncStore {
   // Current-state digest of the edge's stock, with the outbox's last seq (one snapshot).
   Result<StockSnapshot> StockDigest();
 
-  // Digest of the outbox over [from, to] (digest.h).
-  Result<std::vector<DigestBucket>> Digest(uint64_t from, uint64_t to, uint32_t buckets);
+  // Digest of the outbox over [from, to] (wire/digest.h).
+  Result<std::vector<digest::DigestBucket>> Digest(uint64_t from, uint64_t to, uint32_t buckets);
 
  private:
   SyncStore() = default;

@@ -8,6 +8,9 @@
 
 #include <toml++/toml.h>
 
+// Header-only (no link dependency on freshsync_wire, which itself depends on common).
+#include "wire/site_id.h"
+
 namespace freshsync {
 namespace {
 
@@ -106,12 +109,6 @@ Result<std::string> ReadFile(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-bool IsSiteId(const std::string& s) {
-  // ^[a-z0-9][a-z0-9-]{0,62}$ by hand: std::regex trips GCC 12's -Wmaybe-uninitialized under ASan.
-  if (s.empty() || s.size() > 63 || s[0] == '-') return false;
-  return std::all_of(s.begin(), s.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
 }
 
 bool StartsWith(const std::string& s, std::string_view p) { return s.rfind(p, 0) == 0; }
@@ -298,7 +295,7 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
   if (!root.error().empty()) return Status::InvalidArgument(root.error());
 
   // Cross-field checks, after types are known to be right.
-  if (!IsSiteId(c.site)) return Status::InvalidArgument("site: must be 1-63 chars of a-z, 0-9 and '-', starting with a letter or digit");
+  if (!wire::IsSiteId(c.site)) return Status::InvalidArgument(std::string("site: ") + wire::kSiteIdRule);
   const std::string& uri = c.mqtt.uri;
   if (!(StartsWith(uri, "tcp://") || StartsWith(uri, "ssl://") || StartsWith(uri, "ws://") || StartsWith(uri, "wss://") ||
         StartsWith(uri, "mqtt://") || StartsWith(uri, "mqtts://")))

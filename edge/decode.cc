@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "freshsync.pb.h"
+#include "wire/rfc3339.h"
+#include "wire/routes.h"
 
 namespace freshsync::edge {
 namespace {
@@ -92,7 +94,7 @@ class JsonObject {
     auto it = j_.find(f);
     if (it == j_.end() || it->is_null()) return required ? Bad(Name(f) + ": missing") : Status::Ok();
     if (it->is_string()) {
-      auto r = ParseRfc3339(it->get_ref<const std::string&>());
+      auto r = wire::ParseRfc3339(it->get_ref<const std::string&>());
       if (!r.ok()) return Bad(Name(f) + ": " + r.status().message());
       out = *r;
     } else if (it->is_number_integer()) {
@@ -356,15 +358,6 @@ Result<Message> DecodeProto(const TopicInfo& topic, std::string_view payload) {
 
 using wire::IsDeviceId;
 
-int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {  // H. Hinnant's algorithm
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
 }  // namespace
 
 Status CheckDeviceClock(const Message& message, int64_t now_ms, int max_skew_s) {
@@ -381,60 +374,6 @@ Status CheckDeviceClock(const Message& message, int64_t now_ms, int max_skew_s) 
 }
 
 bool IsValidUtf8(std::string_view s) { return wire::IsValidUtf8(s); }
-
-// Grammar (RFC 3339 section 5.6): full-date "T" partial-time time-offset
-//   full-date = 4DIGIT "-" 2DIGIT "-" 2DIGIT;  partial-time = 2DIGIT ":" 2DIGIT ":" 2DIGIT ["." 1*DIGIT]
-//   time-offset = "Z" / ("+" / "-") 2DIGIT ":" 2DIGIT        ('t', 'z' and ' ' accepted too)
-Result<int64_t> ParseRfc3339(std::string_view s) {
-  auto digits = [&](size_t pos, size_t count, int& out) {
-    if (pos + count > s.size()) return false;
-    out = 0;
-    for (size_t i = pos; i < pos + count; ++i) {
-      if (s[i] < '0' || s[i] > '9') return false;
-      out = out * 10 + (s[i] - '0');
-    }
-    return true;
-  };
-  const Status bad = Bad("not an RFC 3339 timestamp (e.g. 2026-11-25T08:00:00Z)");
-  int y, mo, d, h, mi, se;
-  if (!digits(0, 4, y) || s.size() < 20 || s[4] != '-' || !digits(5, 2, mo) || s[7] != '-' || !digits(8, 2, d) ||
-      !(s[10] == 'T' || s[10] == 't' || s[10] == ' ') || !digits(11, 2, h) || s[13] != ':' || !digits(14, 2, mi) ||
-      s[16] != ':' || !digits(17, 2, se))
-    return bad;
-  static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (mo < 1 || mo > 12 || d < 1 || d > kDays[mo - 1] || h > 23 || mi > 59 || se > 60) return bad;
-  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-  if (mo == 2 && d == 29 && !leap) return bad;
-  size_t pos = 19;
-  int64_t ms = 0;
-  if (pos < s.size() && s[pos] == '.') {
-    ++pos;
-    int ndigits = 0;
-    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
-      if (ndigits < 3) ms = ms * 10 + (s[pos] - '0');
-      ++ndigits;
-      ++pos;
-    }
-    if (ndigits == 0) return bad;
-    for (int k = ndigits; k < 3; ++k) ms *= 10;
-  }
-  int64_t offset_min = 0;
-  if (pos < s.size() && (s[pos] == 'Z' || s[pos] == 'z')) {
-    ++pos;
-  } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
-    int oh, om;
-    if (!digits(pos + 1, 2, oh) || pos + 3 >= s.size() || s[pos + 3] != ':' || !digits(pos + 4, 2, om) || oh > 23 || om > 59)
-      return bad;
-    offset_min = (oh * 60 + om) * (s[pos] == '-' ? -1 : 1);
-    pos += 6;
-  } else {
-    return bad;
-  }
-  if (pos != s.size()) return bad;
-  if (se == 60) se = 59;  // leap second: clamp, order within the second is kept by the ms part
-  const int64_t days = DaysFromCivil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
-  return ((days * 86400 + h * 3600 + mi * 60 + se) - offset_min * 60) * 1000 + ms;
-}
 
 bool IsKnownOrderStatus(std::string_view s) { return wire::IsKnownOrderStatus(s); }
 
@@ -479,16 +418,17 @@ TopicInfo ClassifyTopic(std::string_view root, std::string_view topic) {
     if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
-  if (parts.size() == 2 && parts[0] == "stock" && parts[1] == "movements") info.kind = TopicKind::kStockMovements;
-  else if (parts.size() == 2 && parts[0] == "orders" && parts[1] == "status") info.kind = TopicKind::kOrderStatus;
-  else if (parts.size() == 3 && parts[0] == "vehicles" && parts[2] == "gps" && IsDeviceId(parts[1])) {
+  using namespace wire;  // the topic segments (wire/routes.h)
+  if (parts.size() == 2 && parts[0] == kTopicStock && parts[1] == kTopicMovements) info.kind = TopicKind::kStockMovements;
+  else if (parts.size() == 2 && parts[0] == kTopicOrders && parts[1] == kTopicStatus) info.kind = TopicKind::kOrderStatus;
+  else if (parts.size() == 3 && parts[0] == kTopicVehicles && parts[2] == kTopicGps && IsDeviceId(parts[1])) {
     info.kind = TopicKind::kGps;
     info.device = parts[1];
-  } else if (parts.size() == 3 && parts[0] == "sensors" && parts[2] == "climate" && IsDeviceId(parts[1])) {
+  } else if (parts.size() == 3 && parts[0] == kTopicSensors && parts[2] == kTopicClimate && IsDeviceId(parts[1])) {
     info.kind = TopicKind::kClimate;
     info.device = parts[1];
-  } else if ((parts.size() == 1 && parts[0] == "deadletter") || parts[0] == "events" || parts[0] == "alerts" ||
-             (parts.size() == 3 && parts[0] == "orders" && parts[2] == "state")) {
+  } else if ((parts.size() == 1 && parts[0] == kTopicDeadletter) || parts[0] == kTopicEvents || parts[0] == kTopicAlerts ||
+             (parts.size() == 3 && parts[0] == kTopicOrders && parts[2] == kTopicState)) {
     info.kind = TopicKind::kOwnOutput;
   }
   return info;

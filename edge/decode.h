@@ -106,8 +106,7 @@ Status CheckDeviceClock(const Message& message, int64_t now_ms, int max_skew_s);
 
 // Helpers, exposed for tests and for the store.
 bool IsValidUtf8(std::string_view s);
-// RFC 3339 ("2026-11-25T00:27:00Z", fractional seconds and offsets allowed) -> epoch ms.
-Result<int64_t> ParseRfc3339(std::string_view s);
+// RFC 3339 strings are parsed by wire::ParseRfc3339 (wire/rfc3339.h), the hub's parser too.
 // Order lifecycle: may an order in `from` ("" = does not exist) move to `to`?
 bool IsLegalOrderTransition(std::string_view from, std::string_view to);
 bool IsKnownOrderStatus(std::string_view s);

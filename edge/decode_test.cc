@@ -175,16 +175,7 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"climate_rh", kClimate, R"({"seq":1,"ts":1764000000000,"temp_c":1,"rh":101})", "rh"}),
     [](const ::testing::TestParamInfo<Bad>& info) { return info.param.name; });
 
-TEST(DecodeTest, Rfc3339) {
-  EXPECT_EQ(*ParseRfc3339("1970-01-01T00:00:00Z"), 0);
-  EXPECT_EQ(*ParseRfc3339("2000-03-01T00:00:00.5Z"), 951868800500);
-  EXPECT_EQ(*ParseRfc3339("2000-03-01T01:00:00+01:00"), 951868800000);
-  EXPECT_EQ(*ParseRfc3339("2024-02-29t12:00:00.123456z"), 1709208000123);
-  EXPECT_FALSE(ParseRfc3339("2023-02-29T00:00:00Z").ok());
-  EXPECT_FALSE(ParseRfc3339("2024-01-01T00:00:00").ok());
-  EXPECT_FALSE(ParseRfc3339("2024-01-01T24:00:00Z").ok());
-  EXPECT_FALSE(ParseRfc3339("2024-01-01T00:00:00Zjunk").ok());
-}
+// DecodeTest.Rfc3339 moved to wire/rfc3339_test.cc with the parser.
 
 TEST(DecodeTest, Utf8) {
   EXPECT_TRUE(IsValidUtf8("plain"));

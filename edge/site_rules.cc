@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "freshsync.pb.h"
+#include "wire/routes.h"
 
 namespace freshsync::edge {
 
@@ -262,7 +263,7 @@ Status SiteRules::OnGps(EdgeStore& store, const GpsFix& g, int64_t now_ms) {
     ge->set_event(e.EventName());
     auto seq = store.AppendChange(v1::GEOFENCE_EVENT, e.vehicle, kPriorityLane, e.ts_ms, rec, now_ms);
     if (!seq.ok()) return seq.status();
-    store.QueuePublication({root_ + "/events/geofence", geofence::EventJson(e), false});
+    store.QueuePublication({root_ + wire::kGeofenceEventsSuffix, geofence::EventJson(e), false});
   }
   return PutSnapshot(kGeofence, g.vehicle, geofence_->SnapshotVehicle(g.vehicle), now_ms);
 }

@@ -10,6 +10,8 @@
 
 #include "edge/migrations.h"
 #include "freshsync.pb.h"
+#include "wire/routes.h"
+#include "wire/scales.h"
 
 namespace freshsync::edge {
 
@@ -584,7 +586,7 @@ Result<EdgeStore::Outcome> EdgeStore::RefuseOrder(const OrderStatus& o, const st
   nlohmann::json kept = {{"order_id", o.order_id}, {"status", o.status}, {"ts", o.ts_ms}, {"lines", lines}};
   if (!o.actor.empty()) kept["actor"] = o.actor;
   DeadLetter dl;
-  dl.topic = root + "/orders/status";
+  dl.topic = root + wire::kOrderStatusSuffix;
   dl.reason = why;
   dl.code = "conflict";
   dl.payload = kept.dump();
@@ -594,12 +596,12 @@ Result<EdgeStore::Outcome> EdgeStore::RefuseOrder(const OrderStatus& o, const st
   spdlog::info("store: order {} refused: {}", o.order_id, why);
 
   const nlohmann::json notice = {{"topic", dl.topic}, {"reason", why}, {"code", dl.code}, {"received_ms", now_ms}};
-  pending_pubs_.push_back({root + "/deadletter", notice.dump(), false});
+  pending_pubs_.push_back({root + wire::kDeadletterSuffix, notice.dump(), false});
   nlohmann::json state = {{"order_id", o.order_id}, {"status", "refused"}, {"ts", o.ts_ms}, {"reason", why}};
   if (!o.actor.empty()) state["actor"] = o.actor;
-  pending_pubs_.push_back({root + "/orders/" + o.order_id + "/state", state.dump(), true});
+  pending_pubs_.push_back({root + "/" + wire::kTopicOrders + "/" + o.order_id + "/" + wire::kTopicState, state.dump(), true});
   const nlohmann::json event = {{"order_id", o.order_id}, {"event", "refused"}, {"ts", o.ts_ms}, {"reason", why}, {"lines", lines}};
-  pending_pubs_.push_back({root + "/events/orders", event.dump(), false});
+  pending_pubs_.push_back({root + wire::kOrderEventsSuffix, event.dump(), false});
   return Outcome::kRefused;
 }
 
@@ -617,11 +619,11 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
   auto* p = rec.mutable_position();
   p->set_vehicle(g.vehicle);
   p->set_device_seq(g.seq);
-  p->set_lat_e6(FixedPoint(g.lat, 1e6));
-  p->set_lon_e6(FixedPoint(g.lon, 1e6));
-  if (g.speed_kmh) p->set_speed_dkmh(static_cast<uint32_t>(FixedPoint(*g.speed_kmh, 10)));
-  if (g.heading) p->set_heading_deg(static_cast<uint32_t>(FixedPoint(*g.heading, 1)));
-  if (g.hdop) p->set_hdop_d(static_cast<uint32_t>(FixedPoint(*g.hdop, 10)));
+  p->set_lat_e6(FixedPoint(g.lat, wire::kLatLonScale));
+  p->set_lon_e6(FixedPoint(g.lon, wire::kLatLonScale));
+  if (g.speed_kmh) p->set_speed_dkmh(static_cast<uint32_t>(FixedPoint(*g.speed_kmh, wire::kSpeedScale)));
+  if (g.heading) p->set_heading_deg(static_cast<uint32_t>(FixedPoint(*g.heading, wire::kHeadingScale)));
+  if (g.hdop) p->set_hdop_d(static_cast<uint32_t>(FixedPoint(*g.hdop, wire::kHdopScale)));
   auto seq = AppendOutbox(kEntityPosition, g.vehicle, *version, 0, g.ts_ms, &rec, now_ms);
   if (!seq.ok()) return seq.status();
   const int rc = gps_put_->Bind(1, g.vehicle)
@@ -649,9 +651,9 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
   auto* p = rec.mutable_climate();
   p->set_sensor(c.sensor);
   p->set_device_seq(c.seq);
-  p->set_temp_dc(FixedPoint(c.temp_c, 100));
-  if (c.rh) p->set_rh_d(static_cast<uint32_t>(FixedPoint(*c.rh, 10)));
-  if (c.battery) p->set_battery_d(static_cast<uint32_t>(FixedPoint(*c.battery, 10)));
+  p->set_temp_dc(FixedPoint(c.temp_c, wire::kTempScale));
+  if (c.rh) p->set_rh_d(static_cast<uint32_t>(FixedPoint(*c.rh, wire::kHumidityScale)));
+  if (c.battery) p->set_battery_d(static_cast<uint32_t>(FixedPoint(*c.battery, wire::kBatteryScale)));
   auto seq = AppendOutbox(kEntityClimate, c.sensor, *version, 0, c.ts_ms, &rec, now_ms);
   if (!seq.ok()) return seq.status();
   const int rc = climate_put_->Bind(1, c.sensor)

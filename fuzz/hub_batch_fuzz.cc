@@ -4,8 +4,8 @@
 //     decompression (hub/codec.h), freshsync.v1.Batch parsing, then the JSON feed form of every
 //     record (what GET /v1/changes answers) after the format 2 expansion (hub/codec.h
 //     ExpandBatch), which must serialise without throwing.
-//   mode odd: round trip. The rest describes a site and outbox rows; cloud-sync's BatchEncoder
-//     writes the batch by hand (cloud-sync/batch_codec.h), in format 1 or, with bit 1 set,
+//   mode odd: round trip. The rest describes a site and outbox rows; the agent's BatchEncoder
+//     writes the batch by hand (wire/batch_format.h), in format 1 or, with bit 1 set,
 //     format 2, and the hub's decoder (with ExpandBatch) must read back the same site, urgency
 //     and records, each with its row's seq.
 #include <algorithm>
@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "fuzz/fuzz_check.h"
-#include "cloud-sync/batch_codec.h"
 
 #include "freshsync.pb.h"
 #include "hub/codec.h"
+#include "wire/batch_format.h"
 
 namespace {
 
@@ -64,11 +64,17 @@ void HubDecode(std::string_view body, bool zstd) {
   }
   freshsync::v1::Batch batch;
   if (!batch.ParseFromString(raw)) return;
-  if (!freshsync::hub::ExpandBatch(batch).ok()) return;  // a format newer than the hub: refused
+  if (!freshsync::wire::ExpandBatch(batch).ok()) return;  // a format newer than the hub: refused
   for (const auto& rec : batch.records()) {
     (void)freshsync::hub::ChangeToJson(rec.seq(), batch.site(), rec).dump();  // throws on bad UTF-8
   }
 }
+
+// An outbox row as the agent reads it (cloud-sync/sync_store.h OutboxRow): seq and the stored bytes.
+struct Row {
+  uint64_t seq = 0;
+  std::string record;
+};
 
 void RoundTrip(Reader in, int format) {
   // Site ids are [a-z0-9-]: map bytes onto that alphabet.
@@ -76,10 +82,10 @@ void RoundTrip(Reader in, int format) {
   std::string site;
   for (size_t n = in.Byte() % 64; n > 0; --n) site.push_back(kAlphabet[in.Byte() % (sizeof(kAlphabet) - 1)]);
   const bool urgent = in.Byte() & 1;
-  std::vector<freshsync::sync::OutboxRow> rows;
+  std::vector<Row> rows;
   std::vector<freshsync::v1::ChangeRecord> expected;
   while (!in.empty() && rows.size() < 64) {
-    freshsync::sync::OutboxRow row;
+    Row row;
     // Outbox seqs start at 1 (the hub refuses 0, and format 2 reads a 0 as "previous + 1").
     row.seq = std::max<uint64_t>(in.U64(), 1);
     const uint8_t mode = in.Byte();
@@ -102,7 +108,7 @@ void RoundTrip(Reader in, int format) {
     expected.push_back(std::move(rec));
   }
   // One encoder for the whole run, as the sync agent keeps one: state must not leak between batches.
-  static freshsync::sync::BatchEncoder encoder(1);
+  static freshsync::wire::BatchEncoder encoder(1);
   const std::string body(encoder.Encode(site, rows, urgent, format));
   freshsync::hub::ZstdLimits limits;
   limits.max_output_bytes = 256 << 10;  // 64 rows of at most 255 + 24 bytes fit with room to spare
@@ -110,7 +116,7 @@ void RoundTrip(Reader in, int format) {
   Check(raw.ok(), "hub decompresses what the edge compressed");
   freshsync::v1::Batch batch;
   Check(batch.ParseFromString(*raw), "hub parses the edge's batch");
-  Check(freshsync::hub::ExpandBatch(batch).ok(), "hub expands the edge's format");
+  Check(freshsync::wire::ExpandBatch(batch).ok(), "hub expands the edge's format");
   Check(batch.site() == site, "site survives");
   Check(batch.urgent() == urgent, "urgency survives");
   Check(batch.records_size() == static_cast<int>(expected.size()), "record count survives");

@@ -3,7 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/x509.h>
 
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 namespace freshsync::hub {
 

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 namespace freshsync::hub {
 namespace {

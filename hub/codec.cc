@@ -1,5 +1,7 @@
 #include "hub/codec.h"
 
+#include "wire/scales.h"
+
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -93,28 +95,6 @@ uint64_t DecompressWorstCase(uint64_t max_output_bytes, int window_log_max) {
          2 * (max_output_bytes + 1) + 1;
 }
 
-Status ExpandBatch(v1::Batch& batch) {
-  if (batch.format() <= 1) return Status::Ok();
-  if (batch.format() > kMaxBatchFormat)
-    return Status::InvalidArgument("Batch.format " + std::to_string(batch.format()) + " is newer than this hub (" +
-                                   std::to_string(kMaxBatchFormat) + ")");
-  uint64_t prev_seq = 0;
-  for (auto& r : *batch.mutable_records()) {
-    // The first record always carries its seq; a 0 there stays 0 and is refused by the store.
-    if (r.seq() == 0 && prev_seq != 0) r.set_seq(prev_seq + 1);
-    prev_seq = r.seq();
-    if (r.has_hlc_from_ts()) {
-      // Unsigned wrap-around, the exact inverse of the edge's hlc - (ts_ms << 16).
-      r.set_hlc((static_cast<uint64_t>(r.ts_ms()) << 16) + static_cast<uint64_t>(r.hlc_from_ts()));
-      r.clear_hlc_from_ts();
-    }
-    if (r.has_position() && r.position().vehicle().empty()) r.mutable_position()->set_vehicle(r.key());
-    if (r.has_climate() && r.climate().sensor().empty()) r.mutable_climate()->set_sensor(r.key());
-  }
-  batch.set_format(0);  // the records are format 1 now
-  return Status::Ok();
-}
-
 std::string ZstdCompress(std::string_view input, int level) {
   std::string out(ZSTD_compressBound(input.size()), '\0');
   const size_t n = ZSTD_compress(out.data(), out.size(), input.data(), input.size(), level);
@@ -190,20 +170,20 @@ nlohmann::json RecordFieldsToJson(const v1::ChangeRecord& r) {
       const auto& p = r.position();
       j = {{"vehicle", p.vehicle()},
            {"device_seq", p.device_seq()},
-           {"lat", p.lat_e6() / 1e6},
-           {"lon", p.lon_e6() / 1e6},
-           {"speed_kmh", p.speed_dkmh() / 10.0},
+           {"lat", p.lat_e6() / wire::kLatLonScale},
+           {"lon", p.lon_e6() / wire::kLatLonScale},
+           {"speed_kmh", p.speed_dkmh() / wire::kSpeedScale},
            {"heading", p.heading_deg()},
-           {"hdop", p.hdop_d() / 10.0}};
+           {"hdop", p.hdop_d() / wire::kHdopScale}};
       break;
     }
     case v1::ChangeRecord::kClimate: {
       const auto& c = r.climate();
       j = {{"sensor", c.sensor()},
            {"device_seq", c.device_seq()},
-           {"temp_c", c.temp_dc() / 100.0},
-           {"rh", c.rh_d() / 10.0},
-           {"battery", c.battery_d() / 10.0}};
+           {"temp_c", c.temp_dc() / wire::kTempScale},
+           {"rh", c.rh_d() / wire::kHumidityScale},
+           {"battery", c.battery_d() / wire::kBatteryScale}};
       break;
     }
     case v1::ChangeRecord::kGeofence: {

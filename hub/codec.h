@@ -43,14 +43,8 @@ Result<std::string> ZstdDecompressCapped(std::string_view input, const ZstdLimit
 // smallest process budget that still admits every valid request (config validation).
 uint64_t DecompressWorstCase(uint64_t max_output_bytes, int window_log_max = 24);
 
-// Highest Batch.format this hub decodes (announced in BatchAck.max_format).
-constexpr uint32_t kMaxBatchFormat = 2;
-
-// Turns a received Batch of format 2 (docs/sync-protocol.md, "Batch format 2") back into the
-// records the edge stored: implied seqs filled in (previous + 1), hlc restored from
-// hlc_from_ts, an empty VehiclePosition.vehicle / ClimateReading.sensor set to the key.
-// A format 0/1 batch is left as it is. kInvalidArgument for a format this hub does not know.
-Status ExpandBatch(v1::Batch& batch);
+// Batch format 2 expansion (ExpandBatch) and kMaxBatchFormat live in wire/batch_format.h,
+// beside the encoder.
 
 // Plain zstd compression (tests, tools).
 std::string ZstdCompress(std::string_view input, int level = 1);

@@ -1,5 +1,7 @@
 #include "hub/position_chunk.h"
 
+#include "wire/batch_format.h"
+
 namespace freshsync::hub {
 namespace {
 
@@ -45,7 +47,7 @@ void EncodeChunk(const ChunkFix* fixes, size_t count, std::string* out) {
     PutVarint(f.speed_dkmh, out);
     PutVarint(f.heading_deg, out);
     PutVarint(f.hdop_d, out);
-    PutVarint(ZigzagDiff(f.hlc, static_cast<uint64_t>(f.ts_ms) << 16), out);
+    PutVarint(ZigzagDiff(f.hlc, wire::HlcBase(f.ts_ms)), out);
     prev = f;
   }
 }
@@ -71,7 +73,7 @@ bool DecodeChunk(std::string_view blob, uint64_t count, std::vector<ChunkFix>* o
     f.speed_dkmh = static_cast<uint32_t>(v[5]);
     f.heading_deg = static_cast<uint32_t>(v[6]);
     f.hdop_d = static_cast<uint32_t>(v[7]);
-    f.hlc = (static_cast<uint64_t>(f.ts_ms) << 16) + Unzigzag(v[8]);
+    f.hlc = wire::HlcBase(f.ts_ms) + Unzigzag(v[8]);
     out->push_back(f);
     prev = f;
   }

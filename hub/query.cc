@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
-#include "hub/digest.h"
+#include "wire/digest.h"
+#include "wire/rfc3339.h"
+#include "wire/routes.h"
 
 namespace freshsync::hub {
 namespace {
@@ -37,35 +39,6 @@ std::optional<QueryError> TsParam(const QueryParams& params, const char* name, i
   return std::nullopt;
 }
 
-// Exactly `width` ASCII digits at s[pos..]; no sign, no spaces (sscanf's %2d took "-1" and " 1").
-bool Digits(std::string_view s, size_t pos, size_t width, int* out) {
-  if (pos + width > s.size()) return false;
-  int v = 0;
-  for (size_t i = pos; i < pos + width; ++i) {
-    if (s[i] < '0' || s[i] > '9') return false;
-    v = v * 10 + (s[i] - '0');
-  }
-  *out = v;
-  return true;
-}
-
-bool IsLeap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-
-int DaysInMonth(int y, int m) {
-  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return m == 2 && IsLeap(y) ? 29 : kDays[m - 1];
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-int64_t DaysFromCivil(int y, int m, int d) {
-  y -= m <= 2;
-  const int64_t era = y / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
 }  // namespace
 
 std::optional<uint64_t> ParseU64(std::string_view s) {
@@ -85,42 +58,10 @@ std::optional<int64_t> ParseTimestampMs(std::string_view s) {
     if (*v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
     return static_cast<int64_t>(*v);
   }
-  // YYYY-MM-DDThh:mm:ss
-  int Y, M, D, h, m, sec;
-  if (s.size() < 20 || !Digits(s, 0, 4, &Y) || s[4] != '-' || !Digits(s, 5, 2, &M) || s[7] != '-' || !Digits(s, 8, 2, &D) ||
-      (s[10] != 'T' && s[10] != 't') || !Digits(s, 11, 2, &h) || s[13] != ':' || !Digits(s, 14, 2, &m) || s[16] != ':' ||
-      !Digits(s, 17, 2, &sec))
-    return std::nullopt;
-  if (Y < 1970 || M < 1 || M > 12 || D < 1 || D > DaysInMonth(Y, M) || h > 23 || m > 59 || sec > 60) return std::nullopt;
-  size_t i = 19;
-  int64_t frac_ms = 0;
-  if (s[i] == '.') {
-    ++i;
-    int digits = 0;
-    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
-      if (digits < 3) frac_ms = frac_ms * 10 + (s[i] - '0');
-      ++digits;
-      ++i;
-    }
-    if (digits == 0) return std::nullopt;
-    for (int d = digits; d < 3; ++d) frac_ms *= 10;
-  }
-  int64_t offset_s = 0;
-  if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
-    ++i;
-  } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
-    int oh, om;
-    if (!Digits(s, i + 1, 2, &oh) || i + 3 >= s.size() || s[i + 3] != ':' || !Digits(s, i + 4, 2, &om) || oh > 23 || om > 59)
-      return std::nullopt;
-    offset_s = (oh * 3600 + om * 60) * (s[i] == '+' ? 1 : -1);
-    i += 6;
-  } else {
-    return std::nullopt;
-  }
-  if (i != s.size()) return std::nullopt;
-  const int64_t t = DaysFromCivil(Y, M, D) * 86400 + h * 3600 + m * 60 + sec - offset_s;
-  if (t < 0) return std::nullopt;  // 1970-01-01T00:30+01:00 and the like: before the epoch
-  return t * 1000 + frac_ms;
+  // The shared strict parser (wire/rfc3339.h); query bounds before the epoch are refused.
+  auto ms = wire::ParseRfc3339(s);
+  if (!ms.ok() || *ms < 0) return std::nullopt;
+  return *ms;
 }
 
 std::optional<QueryError> ParseFeedQuery(const QueryParams& params, FeedQuery* out) {
@@ -203,8 +144,8 @@ bool PrefersProtobuf(std::string_view accept) {
       params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
       if (p.size() >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') q = ParseQ(TrimOws(p.substr(2)));
     }
-    if (EqualsNoCase(type, "application/x-protobuf")) q_proto = std::max(q_proto, q);
-    else if (EqualsNoCase(type, "application/json")) q_json = std::max(q_json, q);
+    if (EqualsNoCase(type, wire::kContentTypeProtobuf)) q_proto = std::max(q_proto, q);
+    else if (EqualsNoCase(type, wire::kContentTypeJson)) q_json = std::max(q_json, q);
   }
   return q_proto > 0 && q_proto >= q_json;
 }

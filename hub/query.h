@@ -57,8 +57,9 @@ std::optional<QueryError> ParseDigestQuery(const QueryParams& params, DigestQuer
 
 // Strict unsigned decimal: 1-20 digits, no sign, no overflow.
 std::optional<uint64_t> ParseU64(std::string_view s);
-// Epoch milliseconds (0..INT64_MAX), or RFC 3339 "YYYY-MM-DDThh:mm:ss[.fff...](Z|+hh:mm|-hh:mm)"
-// with a year 1970..9999 and real calendar dates.
+// Epoch milliseconds (0..INT64_MAX), or an RFC 3339 timestamp as wire::ParseRfc3339 reads it
+// (wire/rfc3339.h: "YYYY-MM-DDThh:mm:ss[.fff...](Z|+hh:mm|-hh:mm)", real calendar dates) that
+// is not before the epoch.
 std::optional<int64_t> ParseTimestampMs(std::string_view s);
 
 // Content negotiation of the HQ GET routes, which answer JSON by default: true when the

@@ -24,7 +24,11 @@
 #include "hub/decompress_budget.h"
 #include "hub/record_check.h"
 #include "wire/record_rules.h"
-#include "hub/digest.h"
+#include "wire/batch_format.h"
+#include "wire/digest.h"
+#include "wire/routes.h"
+#include "wire/site_id.h"
+#include "wire/scales.h"
 #include "hub/query.h"
 #include "hub/rate_limit.h"
 
@@ -33,8 +37,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kJson = "application/json";
-constexpr const char* kProto = "application/x-protobuf";
+constexpr const char* kJson = wire::kContentTypeJson;
+constexpr const char* kProto = wire::kContentTypeProtobuf;
 
 void SendJson(http::Response& res, int status, const json& body) {
   res.status = status;
@@ -85,8 +89,8 @@ json AckJson(const v1::BatchAck& a) {
 
 json PositionJson(const PositionRow& p) {
   return {{"vehicle", p.vehicle}, {"site", p.site},           {"device_seq", p.device_seq},
-          {"lat", p.lat_e6 / 1e6}, {"lon", p.lon_e6 / 1e6},   {"speed_kmh", p.speed_dkmh / 10.0},
-          {"heading", p.heading_deg}, {"hdop", p.hdop_d / 10.0}, {"ts", p.ts_ms},
+          {"lat", p.lat_e6 / wire::kLatLonScale}, {"lon", p.lon_e6 / wire::kLatLonScale},   {"speed_kmh", p.speed_dkmh / wire::kSpeedScale},
+          {"heading", p.heading_deg}, {"hdop", p.hdop_d / wire::kHdopScale}, {"ts", p.ts_ms},
           {"hlc", p.hlc},         {"seq", p.seq}};
 }
 
@@ -112,7 +116,7 @@ json OrderLinesJson(const OrderRow& r) {
 }
 
 // Site ids as in the config rules; anything else can never match a certificate anyway.
-constexpr const char* kSite = "([a-z0-9][a-z0-9-]{0,62})";
+constexpr const char* kSite = wire::kSiteIdPattern;  // the site-id rule (wire/site_id.h)
 
 }  // namespace
 
@@ -328,7 +332,7 @@ struct HubServer::Impl {
     const std::string site = req.matches[1];
     const std::string actor = PeerSiteId(req.ssl).value_or("-");
     v1::BatchAck ack;
-    ack.set_max_format(kMaxBatchFormat);  // lets the edge switch to the compact format
+    ack.set_max_format(wire::kMaxBatchFormat);  // lets the edge switch to the compact format
     auto reply = [&](int status, const std::string& error, uint64_t from = 0, uint64_t to = 0) {
       if (!error.empty()) ack.set_error(error);
       res.status = status;
@@ -389,7 +393,7 @@ struct HubServer::Impl {
     google::protobuf::Arena arena(arena_options);
     v1::Batch& batch = *google::protobuf::Arena::CreateMessage<v1::Batch>(&arena);
     if (!batch.ParseFromString(*payload)) return reply(400, "body is not a valid freshsync.v1.Batch");
-    if (Status ex = ExpandBatch(batch); !ex.ok()) return reply(400, ex.message());
+    if (Status ex = wire::ExpandBatch(batch); !ex.ok()) return reply(400, ex.message());
     raw.clear();
     raw.shrink_to_fit();
     decompress_hold.ReleaseAll();  // the decompressed bytes are freed
@@ -706,16 +710,16 @@ struct HubServer::Impl {
       body += RefusalCounters::Process().Prometheus();
       res.set_content(body, "text/plain; version=0.0.4");
     }, false);
-    Post(std::string("/v1/sites/") + kSite + "/batches",
+    Post(std::string(wire::kSitesPrefix) + kSite + wire::kBatchesSuffix,
            [this](const http::Request& req, http::Response& res) { PostBatch(req, res); });
-    Get(std::string("/v1/sites/") + kSite + "/digest",
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kDigestSuffix,
           [this](const http::Request& req, http::Response& res) { GetDigest(req, res); });
-    Get(std::string("/v1/sites/") + kSite + "/state-digest",
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kStateDigestSuffix,
           [this](const http::Request& req, http::Response& res) { GetStateDigest(req, res); });
-    Post(std::string("/v1/sites/") + kSite + "/rebuild-state",
+    Post(std::string(wire::kSitesPrefix) + kSite + wire::kRebuildStateSuffix,
            [this](const http::Request& req, http::Response& res) { PostRebuildState(req, res); });
-    Get("/v1/changes", [this](const http::Request& req, http::Response& res) { GetChanges(req, res); });
-    Get("/v1/sites", [this](const http::Request& req, http::Response& res) {
+    Get(wire::kChangesPath, [this](const http::Request& req, http::Response& res) { GetChanges(req, res); });
+    Get(wire::kSitesPath, [this](const http::Request& req, http::Response& res) {
       auto caller = Authorize(req, res, Role::kReader);
       if (!caller) return;
       auto sites = store.Sites();
@@ -746,7 +750,7 @@ struct HubServer::Impl {
           });
       AuditPull(*caller, req, 200, sites->size());
     });
-    Get(std::string("/v1/sites/") + kSite + "/stock", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kStockSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::StockReply>(
           req, res, "stock", [this](const std::string& site, http::Response&) { return store.Stock(site); },
           [](const StockRow& r) {
@@ -764,7 +768,7 @@ struct HubServer::Impl {
             o->set_seq(r.seq);
           });
     });
-    Get(std::string("/v1/sites/") + kSite + "/orders", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kOrdersSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::OrdersReply>(
           req, res, "orders", [this](const std::string& site, http::Response&) { return store.Orders(site); },
           [](const OrderRow& r) {
@@ -799,12 +803,12 @@ struct HubServer::Impl {
             o->set_seq(r.seq);
           });
     });
-    Get(std::string("/v1/sites/") + kSite + "/vehicles", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kVehiclesSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::VehiclesReply>(
           req, res, "vehicles", [this](const std::string& site, http::Response&) { return store.Vehicles(site); },
           PositionJson, [](v1::VehiclesReply& reply) { return reply.add_vehicles(); }, FillPosition);
     });
-    Get(std::string("/v1/sites/") + kSite + "/alerts", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kAlertsSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::AlertsReply>(
           req, res, "alerts", [this](const std::string& site, http::Response&) { return store.OpenAlerts(site); },
           [](const AlertRow& r) {
@@ -827,7 +831,7 @@ struct HubServer::Impl {
             o->set_seq(r.seq);
           });
     });
-    Get(std::string("/v1/sites/") + kSite + "/geofence", [this](const http::Request& req, http::Response& res) {
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kGeofenceSuffix, [this](const http::Request& req, http::Response& res) {
       SiteState<v1::GeofenceReply>(
           req, res, "events",
           [this, &req](const std::string& site, http::Response& r) -> Result<std::vector<GeofenceRow>> {
@@ -851,7 +855,7 @@ struct HubServer::Impl {
             o->set_seq(e.seq);
           });
     });
-    Get(std::string("/v1/sites/") + kSite + "/vehicles/([^/]+)/track",
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kVehiclesSuffix + "/([^/]+)/track",
           [this](const http::Request& req, http::Response& res) {
             SiteState<v1::TrackReply>(
                 req, res, "track",
@@ -863,7 +867,7 @@ struct HubServer::Impl {
                 },
                 PositionJson, [](v1::TrackReply& reply) { return reply.add_track(); }, FillPosition);
           });
-    Get("/v1/audit", [this](const http::Request& req, http::Response& res) {
+    Get(wire::kAuditPath, [this](const http::Request& req, http::Response& res) {
       auto caller = Authorize(req, res, Role::kAdmin);
       if (!caller) return;
       FeedQuery q;

@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "hub/digest.h"
+#include "wire/digest.h"
 #include "hub/position_chunk.h"
 
 namespace freshsync::hub {
@@ -1291,6 +1291,9 @@ Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t fr
   out.contiguous_seq = *contiguous;
   const auto ranges = digest::SplitRange(from, to, buckets);
   std::vector<digest::RangeDigester> digesters(ranges.size());
+  for (const auto& d : digesters) {
+    if (Status st = d.status(); !st.ok()) return st;
+  }
   auto st = r->Prepare(
       // Quarantined records count as held (their seq is acknowledged), so the edge's digest of
       // the range matches and reconciliation does not re-send them; a record whose key broke
@@ -1336,12 +1339,13 @@ Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
   auto contiguous = ContiguousSeqIn(*r, site);
   if (!contiguous.ok()) return contiguous.status();
   out.contiguous_seq = *contiguous;
-  // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (hub/digest.h).
+  // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (wire/digest.h).
   auto st = r->Prepare(
       "SELECT sku, on_hand, reserved, version FROM stock "
       "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku");
   if (!st.ok()) return st.status();
   digest::StateDigester d;
+  if (Status st = d.status(); !st.ok()) return st;
   {
     Stmt& q = **st;
     ResetGuard g(q);

@@ -9,7 +9,7 @@
 #include <chrono>
 #include <thread>
 
-#include "hub/digest.h"
+#include "wire/digest.h"
 #include "hub/position_chunk.h"
 #include "tests/support/harness.h"
 

@@ -133,7 +133,7 @@ struct DigestResult {
   std::vector<Range> ranges;
 };
 
-// Current-state digest of a site's stock (hub/digest.h StateDigester).
+// Current-state digest of a site's stock (wire/digest.h StateDigester).
 struct StateDigestResult {
   uint64_t contiguous_seq = 0;
   uint64_t skus = 0;            // stock rows hashed
@@ -201,7 +201,7 @@ class HubStore {
   virtual Result<std::vector<GeofenceRow>> GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
                                                           int limit) = 0;
 
-  // Reconciliation digest (hub/digest.h); arguments already validated by the caller.
+  // Reconciliation digest (wire/digest.h); arguments already validated by the caller.
   virtual Result<DigestResult> Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) = 0;
 
   // Digest of the site's materialized stock (docs/sync-protocol.md, "State digest"), read in

@@ -1,5 +1,7 @@
 #include "wire/record_rules.h"
 
+#include "wire/scales.h"
+
 #include <cmath>
 #include <cstdio>
 
@@ -85,11 +87,11 @@ Status CheckPosition(const v1::ChangeRecord& r) {
   WIRE_RETURN_IF_ERROR(CheckDeviceId("position.vehicle", p.vehicle()));
   WIRE_RETURN_IF_ERROR(CheckKeyMatches("position.vehicle", p.vehicle(), r.key()));
   if (p.device_seq() > kMaxDeviceSeq) return Bad("position.device_seq: must be 1..2^63-1");
-  WIRE_RETURN_IF_ERROR(CheckFixed("position.lat_e6", p.lat_e6(), kLat, 1e6));
-  WIRE_RETURN_IF_ERROR(CheckFixed("position.lon_e6", p.lon_e6(), kLon, 1e6));
-  WIRE_RETURN_IF_ERROR(CheckFixed("position.speed_dkmh", p.speed_dkmh(), kSpeedKmh, 10));
+  WIRE_RETURN_IF_ERROR(CheckFixed("position.lat_e6", p.lat_e6(), kLat, kLatLonScale));
+  WIRE_RETURN_IF_ERROR(CheckFixed("position.lon_e6", p.lon_e6(), kLon, kLatLonScale));
+  WIRE_RETURN_IF_ERROR(CheckFixed("position.speed_dkmh", p.speed_dkmh(), kSpeedKmh, kSpeedScale));
   WIRE_RETURN_IF_ERROR(CheckFixed("position.heading_deg", p.heading_deg(), kHeadingDeg, 1));
-  WIRE_RETURN_IF_ERROR(CheckFixed("position.hdop_d", p.hdop_d(), kHdop, 10));
+  WIRE_RETURN_IF_ERROR(CheckFixed("position.hdop_d", p.hdop_d(), kHdop, kHdopScale));
   return Status::Ok();
 }
 
@@ -98,9 +100,9 @@ Status CheckClimate(const v1::ChangeRecord& r) {
   WIRE_RETURN_IF_ERROR(CheckDeviceId("climate.sensor", c.sensor()));
   WIRE_RETURN_IF_ERROR(CheckKeyMatches("climate.sensor", c.sensor(), r.key()));
   if (c.device_seq() > kMaxDeviceSeq) return Bad("climate.device_seq: must be 1..2^63-1");
-  WIRE_RETURN_IF_ERROR(CheckFixed("climate.temp_dc", c.temp_dc(), kTempC, 100));
-  WIRE_RETURN_IF_ERROR(CheckFixed("climate.rh_d", c.rh_d(), kPercent, 10));
-  WIRE_RETURN_IF_ERROR(CheckFixed("climate.battery_d", c.battery_d(), kPercent, 10));
+  WIRE_RETURN_IF_ERROR(CheckFixed("climate.temp_dc", c.temp_dc(), kTempC, kTempScale));
+  WIRE_RETURN_IF_ERROR(CheckFixed("climate.rh_d", c.rh_d(), kPercent, kHumidityScale));
+  WIRE_RETURN_IF_ERROR(CheckFixed("climate.battery_d", c.battery_d(), kPercent, kBatteryScale));
   return Status::Ok();
 }
 

@@ -18,7 +18,7 @@
 
 #include "freshsync.pb.h"
 #include "hub/codec.h"
-#include "hub/digest.h"
+#include "wire/digest.h"
 #include "tests/support/harness.h"
 #include "wire/record_rules.h"
 

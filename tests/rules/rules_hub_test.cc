@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "hub/digest.h"
+#include "wire/digest.h"
 #include "tests/ingest/site.h"
 #include "tests/support/harness.h"
 

@@ -22,7 +22,7 @@
 
 #include <gtest/gtest.h>
 
-#include "hub/digest.h"
+#include "wire/digest.h"
 #include "tests/support/harness.h"
 
 namespace freshsync::testing {

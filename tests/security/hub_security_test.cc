@@ -11,7 +11,7 @@
 
 #include "freshsync.pb.h"
 #include "hub/codec.h"
-#include "hub/digest.h"
+#include "wire/digest.h"
 #include "tests/support/harness.h"
 
 namespace freshsync::testing {

@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hub/codec.h"
-#include "hub/digest.h"
+#include "wire/digest.h"
 #include "tests/ingest/site.h"
 #include "tests/support/harness.h"
 

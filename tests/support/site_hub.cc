@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 namespace freshsync::testing {
 

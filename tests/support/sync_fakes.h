@@ -15,11 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "cloud-sync/digest.h"
 #include "cloud-sync/transport.h"
 #include "common/clock.h"
 #include "freshsync.pb.h"
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 namespace freshsync::testing {
 
@@ -199,7 +198,7 @@ class FakeHubTransport final : public sync::Transport {
     };
     const uint64_t from = param("from"), to = param("to");
     const auto n = static_cast<uint32_t>(param("buckets"));
-    sync::RangeDigester d(from, to, n);
+    digest::BucketDigester d(from, to, n);
     for (auto it = held.lower_bound(from); it != held.end() && it->first <= to; ++it) {
       d.Add(it->first, it->second.entity, it->second.version, it->second.key);
     }

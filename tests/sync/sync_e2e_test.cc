@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "freshsync.pb.h"
-#include "hub/digest.h"
+#include "wire/digest.h"
 #include "tests/ingest/site.h"
 #include "tests/support/fault_proxy.h"
 #include "tests/support/harness.h"

@@ -1,11 +1,11 @@
-#include "cloud-sync/batch_codec.h"
+#include "wire/batch_format.h"
 
 #include <zstd.h>
 
 #include <cstdio>
 #include <cstdlib>
 
-namespace freshsync::sync {
+namespace freshsync::wire {
 namespace {
 
 void PutVarint(std::string& out, uint64_t v) {
@@ -17,7 +17,7 @@ void PutVarint(std::string& out, uint64_t v) {
 }
 
 // Protobuf writers emit fields in number order, so a record that carries its seq starts with it.
-bool LeadingSeq(const std::string& rec, uint64_t* seq) {
+bool LeadingSeq(std::string_view rec, uint64_t* seq) {
   if (rec.empty() || static_cast<uint8_t>(rec[0]) != 0x08) return false;
   uint64_t v = 0;
   for (size_t i = 1, shift = 0; i < rec.size() && shift < 64; ++i, shift += 7) {
@@ -112,9 +112,9 @@ bool BodyWithoutKey(std::string_view body, std::string_view key, std::string& ou
   return dropped;
 }
 
-// Format 2 form of one stored record (see batch_codec.h). False if the record cannot be walked
+// Format 2 form of one stored record (see batch_format.h). False if the record cannot be walked
 // or already uses hlc_from_ts; the caller then sends it whole.
-bool CompactRecord(const std::string& rec, uint64_t seq, bool omit_seq, std::string& out, std::string& body) {
+bool CompactRecord(std::string_view rec, uint64_t seq, bool omit_seq, std::string& out, std::string& body) {
   const auto* begin = reinterpret_cast<const uint8_t*>(rec.data());
   const auto* end = begin + rec.size();
   std::string_view key;
@@ -141,7 +141,7 @@ bool CompactRecord(const std::string& rec, uint64_t seq, bool omit_seq, std::str
     if (f.number == kSeq && f.wire_type == 0) continue;
     if (f.number == kHlc && f.wire_type == 0 && have_hlc) {
       // Two's complement difference, zigzag (sint64): wraps consistently for any ts_ms.
-      const auto delta = static_cast<int64_t>(hlc - (ts << 16));
+      const auto delta = static_cast<int64_t>(hlc - HlcBase(static_cast<int64_t>(ts)));
       out.push_back(static_cast<char>(kHlcFromTs << 3));
       PutVarint(out, (static_cast<uint64_t>(delta) << 1) ^ static_cast<uint64_t>(delta >> 63));
       continue;
@@ -165,8 +165,9 @@ BatchEncoder::BatchEncoder(int zstd_level) : level_(zstd_level), cctx_(ZSTD_crea
 
 BatchEncoder::~BatchEncoder() { ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(cctx_)); }
 
-std::string_view BatchEncoder::Encode(const std::string& site, const std::vector<OutboxRow>& rows, bool urgent,
-                                      int format) {
+void BatchEncoder::Begin(std::string_view site, int format) {
+  format_ = format;
+  prev_seq_ = 0;
   raw_.clear();
   raw_.push_back(0x0A);
   PutVarint(raw_, site.size());
@@ -175,32 +176,34 @@ std::string_view BatchEncoder::Encode(const std::string& site, const std::vector
     raw_.push_back(0x20);
     PutVarint(raw_, 2);
   }
-  char tail[11];
-  std::string body;
-  uint64_t prev_seq = 0;
-  for (const auto& row : rows) {
-    const bool omit_seq = prev_seq != 0 && row.seq == prev_seq + 1;
-    prev_seq = row.seq;
-    if (format >= 2 && CompactRecord(row.record, row.seq, omit_seq, rec_, body)) {
-      raw_.push_back(0x12);
-      PutVarint(raw_, rec_.size());
-      raw_ += rec_;
-      continue;
-    }
-    uint64_t seq = 0;
-    size_t tail_len = 0;
-    if (!LeadingSeq(row.record, &seq) || seq != row.seq) {
-      std::string t;
-      t.push_back(0x08);
-      PutVarint(t, row.seq);
-      tail_len = t.size();
-      t.copy(tail, tail_len);
-    }
+}
+
+void BatchEncoder::Add(uint64_t seq_of_row, std::string_view record) {
+  const bool omit_seq = prev_seq_ != 0 && seq_of_row == prev_seq_ + 1;
+  prev_seq_ = seq_of_row;
+  if (format_ >= 2 && CompactRecord(record, seq_of_row, omit_seq, rec_, body_)) {
     raw_.push_back(0x12);
-    PutVarint(raw_, row.record.size() + tail_len);
-    raw_ += row.record;
-    raw_.append(tail, tail_len);
+    PutVarint(raw_, rec_.size());
+    raw_ += rec_;
+    return;
   }
+  char tail[11];
+  uint64_t seq = 0;
+  size_t tail_len = 0;
+  if (!LeadingSeq(record, &seq) || seq != seq_of_row) {
+    std::string t;
+    t.push_back(0x08);
+    PutVarint(t, seq_of_row);
+    tail_len = t.size();
+    t.copy(tail, tail_len);
+  }
+  raw_.push_back(0x12);
+  PutVarint(raw_, record.size() + tail_len);
+  raw_ += record;
+  raw_.append(tail, tail_len);
+}
+
+std::string_view BatchEncoder::Finish(bool urgent) {
   if (urgent) {
     raw_.push_back(0x18);
     raw_.push_back(0x01);
@@ -217,4 +220,26 @@ std::string_view BatchEncoder::Encode(const std::string& site, const std::vector
   return out_;
 }
 
-}  // namespace freshsync::sync
+Status ExpandBatch(v1::Batch& batch) {
+  if (batch.format() <= 1) return Status::Ok();
+  if (batch.format() > kMaxBatchFormat)
+    return Status::InvalidArgument("Batch.format " + std::to_string(batch.format()) + " is newer than this hub (" +
+                                   std::to_string(kMaxBatchFormat) + ")");
+  uint64_t prev_seq = 0;
+  for (auto& r : *batch.mutable_records()) {
+    // The first record always carries its seq; a 0 there stays 0 and is refused by the store.
+    if (r.seq() == 0 && prev_seq != 0) r.set_seq(prev_seq + 1);
+    prev_seq = r.seq();
+    if (r.has_hlc_from_ts()) {
+      // Unsigned wrap-around, the exact inverse of the encoder's hlc - HlcBase(ts_ms).
+      r.set_hlc(HlcBase(r.ts_ms()) + static_cast<uint64_t>(r.hlc_from_ts()));
+      r.clear_hlc_from_ts();
+    }
+    if (r.has_position() && r.position().vehicle().empty()) r.mutable_position()->set_vehicle(r.key());
+    if (r.has_climate() && r.climate().sensor().empty()) r.mutable_climate()->set_sensor(r.key());
+  }
+  batch.set_format(0);  // the records are format 1 now
+  return Status::Ok();
+}
+
+}  // namespace freshsync::wire

@@ -1,17 +1,16 @@
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 #include <openssl/evp.h>
 
-#include <stdexcept>
 
 namespace freshsync::digest {
 
+// `ok` is false when OpenSSL could not allocate or initialise the context; every use of `ctx`
+// is then skipped and status() reports it (no exceptions: common/status.h).
 struct RangeDigester::Impl {
   EVP_MD_CTX* ctx = nullptr;
-  Impl() : ctx(EVP_MD_CTX_new()) {
-    // Allocation failure of a few hundred bytes is not an environment error we can handle.
-    if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) throw std::runtime_error("EVP sha256 init failed");
-  }
+  bool ok = false;
+  Impl() : ctx(EVP_MD_CTX_new()) { ok = ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1; }
   ~Impl() { EVP_MD_CTX_free(ctx); }
 };
 
@@ -62,7 +61,13 @@ RangeDigester::~RangeDigester() = default;
 RangeDigester::RangeDigester(RangeDigester&&) noexcept = default;
 RangeDigester& RangeDigester::operator=(RangeDigester&&) noexcept = default;
 
+Status RangeDigester::status() const {
+  if (impl_ == nullptr || !impl_->ok) return Status::Internal("digest: SHA-256 context could not be set up");
+  return Status::Ok();
+}
+
 void RangeDigester::Add(uint64_t seq, uint32_t entity, uint64_t version, std::string_view key) {
+  if (!impl_->ok) return;
   uint8_t head[24];
   PutU64(head, seq);
   PutU32(head + 8, entity);
@@ -75,9 +80,10 @@ void RangeDigester::Add(uint64_t seq, uint32_t entity, uint64_t version, std::st
 
 std::array<uint8_t, 32> RangeDigester::Finish() {
   std::array<uint8_t, 32> out{};
+  if (!impl_->ok) return out;
   unsigned int len = 0;
   EVP_DigestFinal_ex(impl_->ctx, out.data(), &len);
-  EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr);
+  impl_->ok = EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) == 1;
   count_ = 0;
   return out;
 }
@@ -100,6 +106,7 @@ void StateDigester::AddStock(std::string_view sku, int64_t on_hand, int64_t rese
   PutU64(tail, static_cast<uint64_t>(on_hand));
   PutU64(tail + 8, static_cast<uint64_t>(reserved));
   PutU64(tail + 16, version);
+  if (!inner_->impl_->ok) return;
   EVP_MD_CTX* c = inner_->impl_->ctx;
   EVP_DigestUpdate(c, len, sizeof(len));
   if (!sku.empty()) EVP_DigestUpdate(c, sku.data(), sku.size());
@@ -110,6 +117,49 @@ void StateDigester::AddStock(std::string_view sku, int64_t on_hand, int64_t rese
 std::string StateDigester::FinishAsString() {
   count_ = 0;
   return inner_->FinishAsString();
+}
+
+std::vector<DigestBucket> DigestBuckets(uint64_t from, uint64_t to, uint32_t buckets) {
+  std::vector<DigestBucket> out;
+  for (const auto& b : SplitRange(from, to, buckets)) {
+    DigestBucket d;
+    d.from_seq = b.from_seq;
+    d.to_seq = b.to_seq;
+    out.push_back(d);
+  }
+  return out;
+}
+
+BucketDigester::BucketDigester(uint64_t from, uint64_t to, uint32_t buckets) : buckets_(DigestBuckets(from, to, buckets)) {
+  if (!buckets_.empty()) width_ = buckets_[0].to_seq - buckets_[0].from_seq + 1;
+}
+
+void BucketDigester::CloseCurrent() {
+  if (!open_) return;
+  buckets_[current_].digest = d_.Finish();
+  open_ = false;
+}
+
+void BucketDigester::Add(uint64_t seq, int32_t entity, uint64_t version, std::string_view key) {
+  if (buckets_.empty() || seq < buckets_.front().from_seq || seq > buckets_.back().to_seq) return;
+  const size_t idx = static_cast<size_t>((seq - buckets_.front().from_seq) / width_);
+  if (!open_ || idx != current_) {
+    CloseCurrent();
+    current_ = idx;
+    open_ = true;
+  }
+  d_.Add(seq, static_cast<uint32_t>(entity), version, key);
+  buckets_[idx].count++;
+}
+
+std::vector<DigestBucket> BucketDigester::Finish() {
+  CloseCurrent();
+  // Buckets never opened are empty: the digest of no records.
+  const auto empty = d_.Finish();
+  for (auto& b : buckets_) {
+    if (b.count == 0) b.digest = empty;
+  }
+  return std::move(buckets_);
 }
 
 std::string Hex(std::string_view bytes) {

@@ -1,4 +1,4 @@
-#include "hub/digest.h"
+#include "wire/digest.h"
 
 #include <gtest/gtest.h>
 #include <openssl/sha.h>

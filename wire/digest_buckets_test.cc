@@ -1,11 +1,11 @@
-#include "cloud-sync/digest.h"
+#include "wire/digest.h"
 
 #include <gtest/gtest.h>
 #include <openssl/sha.h>
 
 #include <string>
 
-namespace freshsync::sync {
+namespace freshsync::digest {
 namespace {
 
 TEST(DigestBuckets, LayoutFollowsTheProtocol) {
@@ -22,7 +22,7 @@ TEST(DigestBuckets, LayoutFollowsTheProtocol) {
 }
 
 TEST(RangeDigester, MatchesTheByteLayout) {
-  RangeDigester d(100, 199, 2);
+  BucketDigester d(100, 199, 2);
   d.Add(101, 3, 7, "truck-1");
   auto out = d.Finish();
   ASSERT_EQ(out.size(), 2u);
@@ -47,7 +47,7 @@ TEST(RangeDigester, MatchesTheByteLayout) {
 
 TEST(RangeDigester, OrderAndContentMatter) {
   auto one = [](uint64_t version) {
-    RangeDigester d(1, 10, 1);
+    BucketDigester d(1, 10, 1);
     d.Add(1, 1, 1, "a");
     d.Add(2, 1, version, "a");
     return d.Finish()[0].digest;
@@ -57,7 +57,7 @@ TEST(RangeDigester, OrderAndContentMatter) {
 }
 
 TEST(RangeDigester, IgnoresSeqsOutsideTheRange) {
-  RangeDigester d(10, 19, 2);
+  BucketDigester d(10, 19, 2);
   d.Add(9, 1, 1, "x");
   d.Add(20, 1, 1, "x");
   auto out = d.Finish();
@@ -65,4 +65,4 @@ TEST(RangeDigester, IgnoresSeqsOutsideTheRange) {
 }
 
 }  // namespace
-}  // namespace freshsync::sync
+}  // namespace freshsync::digest

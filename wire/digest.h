@@ -1,14 +1,18 @@
-// Range digests for reconciliation (docs/sync-protocol.md, "Reconciliation").
+// Range and state digests for reconciliation (docs/sync-protocol.md, "Reconciliation").
 //
-// The edge and the hub must compute byte-identical digests, so both link this one library
-// (target `freshsync_digest`, which depends on OpenSSL only, not on the hub).
+// The edge (sync agent) and the hub must compute byte-identical digests, so both link this one
+// implementation (target `freshsync_wire`; OpenSSL is a private dependency).
 //
 // Grammar of the bytes hashed for one bucket, for each held record in ascending seq:
 //   record := seq:u64be entity:u32be version:u64be key_len:u32be key:bytes[key_len]
 //   digest := SHA-256(record*)          -- an empty bucket is SHA-256("")
 //
-// Thread-safety: RangeDigester is a plain value used by one thread at a time; the free
-// functions are pure.
+// Errors: nothing here throws. If OpenSSL cannot set up a SHA-256 context (allocation failure),
+// the digester's status() is kInternal, Add is a no-op and the caller must not use the digest;
+// callers check status() before Finish.
+//
+// Thread-safety: RangeDigester, StateDigester and BucketDigester are plain values used by one
+// thread at a time; the free functions are pure.
 #pragma once
 
 #include <array>
@@ -17,6 +21,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "common/status.h"
 
 namespace freshsync::digest {
 
@@ -54,6 +60,9 @@ class RangeDigester {
   RangeDigester(const RangeDigester&) = delete;
   RangeDigester& operator=(const RangeDigester&) = delete;
 
+  // Ok, or kInternal when the SHA-256 context could not be set up (then the digest is unusable).
+  Status status() const;
+
   // Records must be added in ascending seq order; the digest is order-sensitive by design.
   void Add(uint64_t seq, uint32_t entity, uint64_t version, std::string_view key);
   uint64_t count() const { return count_; }
@@ -85,6 +94,9 @@ class StateDigester {
   StateDigester(const StateDigester&) = delete;
   StateDigester& operator=(const StateDigester&) = delete;
 
+  // Ok, or kInternal when the SHA-256 context could not be set up (then the digest is unusable).
+  Status status() const { return inner_->status(); }
+
   // Rows must be added in ascending sku order; the caller sorts (ORDER BY sku).
   void AddStock(std::string_view sku, int64_t on_hand, int64_t reserved, uint64_t version);
   uint64_t count() const { return count_; }
@@ -94,6 +106,43 @@ class StateDigester {
  private:
   std::unique_ptr<RangeDigester> inner_;  // reuses its SHA-256 context
   uint64_t count_ = 0;
+};
+
+// The per-bucket view the sync agent answers a reconciliation with: SplitRange's buckets, each
+// with its record count and the RangeDigester digest of its records (an empty bucket has
+// count 0 and SHA-256("")).
+struct DigestBucket {
+  uint64_t from_seq = 0;
+  uint64_t to_seq = 0;  // inclusive
+  uint64_t count = 0;
+  std::array<uint8_t, 32> digest{};
+};
+
+// SplitRange(from, to, buckets) with zero counts and digests. Empty when the arguments are
+// invalid (ValidateRange), e.g. from > to or buckets == 0.
+std::vector<DigestBucket> DigestBuckets(uint64_t from, uint64_t to, uint32_t buckets);
+
+// Feeds records in ascending seq into DigestBuckets(from, to, buckets); records outside
+// [from, to] are ignored.
+class BucketDigester {
+ public:
+  BucketDigester(uint64_t from, uint64_t to, uint32_t buckets);
+  BucketDigester(const BucketDigester&) = delete;
+  BucketDigester& operator=(const BucketDigester&) = delete;
+
+  // Ok, or kInternal when the SHA-256 context could not be set up (then the digests are unusable).
+  Status status() const { return d_.status(); }
+  void Add(uint64_t seq, int32_t entity, uint64_t version, std::string_view key);
+  // Closes every bucket. Call once.
+  std::vector<DigestBucket> Finish();
+
+ private:
+  void CloseCurrent();
+  std::vector<DigestBucket> buckets_;
+  uint64_t width_ = 1;
+  size_t current_ = 0;  // bucket whose hash context is open
+  bool open_ = false;
+  RangeDigester d_;
 };
 
 // Lower-case hex of any bytes (for logs and JSON).
