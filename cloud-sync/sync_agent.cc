@@ -13,6 +13,7 @@
 #include "cloud-sync/outbox_schema.h"
 #include "freshsync.pb.h"
 #include "wire/digest.h"
+#include "wire/routes.h"
 
 namespace freshsync::sync {
 namespace {
@@ -165,7 +166,7 @@ Status SyncAgent::LoadState() {
 std::string SyncAgent::BaseUrl() const {
   std::string u = hub_.url;
   while (!u.empty() && u.back() == '/') u.pop_back();
-  return u + "/v1/sites/" + config_.site;
+  return u + wire::kSitesPrefix + config_.site;
 }
 
 Status SyncAgent::PersistAcked(uint64_t acked, bool advanced) {
@@ -228,10 +229,10 @@ int64_t SyncAgent::SendRows(const std::vector<OutboxRow>& rows, Kind kind) {
   const std::string_view body = encoder_.Encode(config_.site, rows, kind == Kind::kUrgent, format);
   HttpRequest req;
   req.method = "POST";
-  req.url = BaseUrl() + "/batches";
-  req.headers = {{"Content-Type", "application/x-protobuf"},
+  req.url = BaseUrl() + wire::kBatchesSuffix;
+  req.headers = {{"Content-Type", wire::kContentTypeProtobuf},
                  {"Content-Encoding", "zstd"},
-                 {"Accept", "application/x-protobuf"}};
+                 {"Accept", wire::kContentTypeProtobuf}};
   req.body.assign(body.data(), body.size());
   auto r = transport_->Send(req);
   CountAnswer(r);
@@ -375,8 +376,8 @@ int64_t SyncAgent::Reconcile() {
   const auto n = static_cast<uint32_t>(std::min<uint64_t>(options_.digest_buckets, b - a + 1));
   HttpRequest req;
   req.method = "GET";
-  req.url = BaseUrl() + "/digest?from=" + std::to_string(a) + "&to=" + std::to_string(b) + "&buckets=" + std::to_string(n);
-  req.headers = {{"Accept", "application/x-protobuf"}};
+  req.url = BaseUrl() + wire::kDigestSuffix + "?from=" + std::to_string(a) + "&to=" + std::to_string(b) + "&buckets=" + std::to_string(n);
+  req.headers = {{"Accept", wire::kContentTypeProtobuf}};
   auto r = transport_->Send(req);
   CountAnswer(r);
   if (r.ok()) work_.last_http_status = r->status;
@@ -505,7 +506,7 @@ void SyncAgent::CompareState() {
     HttpRequest req;
     req.method = method;
     req.url = BaseUrl() + path;
-    req.headers = {{"Accept", "application/x-protobuf"}};
+    req.headers = {{"Accept", wire::kContentTypeProtobuf}};
     auto r = transport_->Send(req);
     Hub h;
     if (r.ok()) work_.last_http_status = r->status;
@@ -523,7 +524,7 @@ void SyncAgent::CompareState() {
     h.contiguous = reply.contiguous_seq();
     return h;
   };
-  Hub hub = ask("GET", "/state-digest", "state digest");
+  Hub hub = ask("GET", wire::kStateDigestSuffix, "state digest");
   if (!hub.ok) return;
   // The hub's snapshot must cover exactly what the edge's does (nothing else sends meanwhile:
   // this thread is the only sender, but a hub restored in between would show here).
@@ -553,9 +554,9 @@ void SyncAgent::CompareState() {
   spdlog::warn("sync: state digest differs: edge {} ({} skus) hub {} ({} skus) at seq {}; asking the hub to rebuild",
                digest::Hex(edge->digest), edge->skus, digest::Hex(hub.digest), hub.skus, acked_);
   work_.state_rebuilds++;
-  Hub rebuilt = ask("POST", "/rebuild-state", "rebuild-state");
+  Hub rebuilt = ask("POST", wire::kRebuildStateSuffix, "rebuild-state");
   if (!rebuilt.ok) return;
-  Hub again = ask("GET", "/state-digest", "state digest after rebuild");
+  Hub again = ask("GET", wire::kStateDigestSuffix, "state digest after rebuild");
   if (!again.ok) return;
   if (again.digest == edge->digest) {
     unrepairable_pair_.clear();

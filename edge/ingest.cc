@@ -1,4 +1,5 @@
 #include "edge/ingest.h"
+#include "wire/routes.h"
 
 #include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
@@ -601,7 +602,7 @@ Status Ingest::DeadLetterInBatch(const JournalEntry& e, std::string_view payload
   // The notification goes with the batch's other publications, after COMMIT, in message order.
   nlohmann::json j = {{"topic", dl.topic}, {"reason", dl.reason}, {"code", dl.code}, {"received_ms", e.received_ms}};
   store_.QueuePublication(
-      {config_.mqtt.topic_root + "/deadletter", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false});
+      {config_.mqtt.topic_root + wire::kDeadletterSuffix, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false});
   return Status::Ok();
 }
 
@@ -675,7 +676,7 @@ void Ingest::Publish(std::vector<Publication> pubs) {
 }
 
 void Ingest::PublicationLoop() {
-  const std::string deadletter_topic = config_.mqtt.topic_root + "/deadletter";
+  const std::string deadletter_topic = config_.mqtt.topic_root + wire::kDeadletterSuffix;
   std::unique_lock<std::mutex> lock(pub_mu_);
   while (true) {
     pub_cv_.wait(lock, [&] { return !pub_queue_.empty() || pub_stop_ || pub_abandon_; });

@@ -56,6 +56,7 @@
 #include "edge/intake_journal.h"
 #include "edge/publication_queue.h"
 #include "edge/store.h"
+#include "wire/routes.h"
 
 namespace mqtt {
 class async_client;
@@ -242,7 +243,7 @@ class Ingest {
   // on whom").
   std::mutex pub_mu_;
   std::condition_variable pub_cv_;
-  PublicationQueue pub_queue_{config_.mqtt.topic_root + "/deadletter", kMaxQueuedPublications, kMaxQueuedPublicationBytes};
+  PublicationQueue pub_queue_{config_.mqtt.topic_root + wire::kDeadletterSuffix, kMaxQueuedPublications, kMaxQueuedPublicationBytes};
   bool pub_stop_ = false;       // drain what is queued, then exit
   bool pub_abandon_ = false;    // exit now, dropping what is queued
   bool pub_busy_ = false;       // a publish() is in progress
