@@ -1,4 +1,4 @@
-// Property-based test of edge ingest (issue 11, "A property-based test", edge half): generated
+// Property-based test of edge ingest: generated
 // hostile MQTT payloads on random topics go through Ingest::HandleMessage (the intake journal
 // and the applier, no broker). Properties: nothing crashes or hangs (each message is applied
 // or dead-lettered: HandleMessage returns), every refusal is a dead letter with a non-empty

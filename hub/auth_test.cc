@@ -35,7 +35,7 @@ TEST(TokenAuthTest, RefusesMissingWrongAndWeakTokens) {
   EXPECT_EQ(auth.Check("Bearer reader-secret", Role::kAdmin, &c), AuthOutcome::kForbidden);
 }
 
-// RFC 9110 11.1: auth scheme names are case-insensitive (issue 11, part 5).
+// RFC 9110 11.1: auth scheme names are case-insensitive.
 TEST(TokenAuthTest, SchemeNameIgnoresCase) {
   const TokenAuth auth = MakeAuth();
   Caller c;

@@ -237,7 +237,7 @@ CREATE TABLE position_chunks(
   fixes   BLOB    NOT NULL,
   PRIMARY KEY(site_id, vehicle, ts_min, seq_min)) WITHOUT ROWID;
 )sql",
-      // 3: hub-side validation (issue 11). Records that break the shared field rules
+      // 3: hub-side validation. Records that break the shared field rules
       // (wire/record_rules.h) are quarantined in refused_records instead of applied: their seq
       // counts as held, nothing else of them is kept (no body; the key only when it is a valid
       // identifier), so a refused record costs a bounded row. site_usage counts the bytes each

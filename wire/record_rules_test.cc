@@ -1,4 +1,4 @@
-// The shared field rules: each attack of issue 11 part 4 at the record level, the boundaries
+// The shared field rules: each attack a site could push, at the record level, the boundaries
 // on both sides, and that a record as the edge writes it passes.
 #include "wire/record_rules.h"
 

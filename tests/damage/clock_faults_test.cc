@@ -1,4 +1,4 @@
-// Clock faults (issue 6, item 4), below the daemon: the HLC and the store's change records
+// Clock faults, below the daemon: the HLC and the store's change records
 // under an edge clock that jumps hours back and forth (the Clock seam), and the device-clock
 // check behind `max_clock_skew_s`. edged_faults_test.cc covers the same through edged.
 #include <random>

@@ -1,4 +1,4 @@
-// The crash loop (issue 6, item 1): 100 cycles of kill -9 to edged at a random moment under a
+// The crash loop: 100 cycles of kill -9 to edged at a random moment under a
 // steady publishing load, while the link to the hub flaps (FaultProxy cuts and resets) and
 // hubd is killed and restarted every 10 cycles together with edged, and every 10 cycles (offset by 5) on
 // its own while the live edged pushes. At the end: the edge store holds exactly the

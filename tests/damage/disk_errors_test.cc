@@ -1,5 +1,4 @@
-// Disk errors under the store (issue 6, item 3, the injected half; disk_full_test.cc fills a
-// real tmpfs). FaultVfs makes writes fail with SQLITE_FULL or SQLITE_IOERR_WRITE and syncs
+// Disk errors under the store, injected (disk_full_test.cc fills a real tmpfs). FaultVfs makes writes fail with SQLITE_FULL or SQLITE_IOERR_WRITE and syncs
 // with SQLITE_IOERR_FSYNC, in bursts, at random moments. Apply is retried the way ingest
 // retries (the message is held, unacknowledged, until it commits). Then:
 //   - every failed Apply says kIOError (so ingest holds the message; never a dead letter);

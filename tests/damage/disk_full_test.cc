@@ -1,5 +1,4 @@
-// A full disk under the real edged (issue 6, item 3, the real half; disk_errors_test.cc
-// injects errors through a VFS). The store lives on a small tmpfs (the tests run as root).
+// A full disk under the real edged, for real (disk_errors_test.cc injects errors through a VFS). The store lives on a small tmpfs (the tests run as root).
 // Publishing fills it; edged must stay up and answer /healthz, say in its log that the disk is
 // full, count the retries in /metrics, and acknowledge nothing it could not store. When space
 // comes back (the tmpfs is remounted bigger) it carries on by itself: every published message

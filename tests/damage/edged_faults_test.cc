@@ -1,4 +1,4 @@
-// Faults around the real edged (issue 6, items 4 and 5): device clocks hours off, and the
+// Faults around the real edged: device clocks hours off, and the
 // site broker restarted and killed, with the shipped Mosquitto settings for persistence and
 // queues (packaging/mosquitto/freshsync.conf).
 #include <chrono>

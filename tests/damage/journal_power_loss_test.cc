@@ -1,4 +1,4 @@
-// Power loss under edged's whole intake path (issue 6, item 2). power_loss_test cuts the power
+// Power loss under edged's whole intake path. power_loss_test cuts the power
 // under the store alone; here messages go through Ingest::Accept, whose return is the PUBACK
 // (edge/ingest.h), into the intake journal (through PowerCutFiles) and on to the store
 // (through FaultVfs) by the real batch applier. Each cycle runs in a forked child: a cut

@@ -1,4 +1,4 @@
-// Power loss and disk errors under the store (issue 6, items 2 and 3). EdgeStore is opened
+// Power loss and disk errors under the store. EdgeStore is opened
 // through FaultVfs (tests/support/fault_vfs.h) and driven with the Apply calls ingest makes; a
 // message counts as acknowledged when Apply returned ok, exactly when ingest would send the
 // PUBACK. The power is cut at a random write or sync, hundreds of times (seeded), and the

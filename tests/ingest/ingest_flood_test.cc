@@ -1,4 +1,4 @@
-// Liveness under a flood of hostile messages (issue 11, part 1): a real Mosquitto, the real
+// Liveness under a flood of hostile messages: a real Mosquitto, the real
 // edged, a publisher at full speed. Every kind of invalid message (60 KB, deeply nested, bad
 // UTF-8, wrong types, wrong topics, orders stock cannot cover) mixed with valid movements.
 //
@@ -37,7 +37,7 @@ int Readyz(int port, std::string* body = nullptr) {
 std::vector<Msg> InvalidRound(int i) {
   const std::string n = std::to_string(i);
   std::vector<Msg> out;
-  // ~60 KB: delta 0 plus a 60,000-character pad (the reproduction of issue 11).
+  // ~60 KB: delta 0 plus a 60,000-character pad (the reported reproduction).
   out.push_back({"fs/stock/movements", R"({"id":"big-)" + n + R"(","sku":"x","delta":0,"reason":"adjust","pad":")" +
                                            std::string(60000, 'p') + "\"}"});
   // Deeply nested JSON.

@@ -1,4 +1,4 @@
-// Personal data in clear (issue 11, part 2): a customer block on every topic and path, in
+// Personal data in clear: a customer block on every topic and path, in
 // valid, wrong-topic, malformed, escaped, oversized and protobuf payloads, with and without a
 // privacy key. The journal is made to hold them (the applier is paused, then edged is killed
 // with -9), then they are applied; the store, its -wal, the journal files, the debug log and

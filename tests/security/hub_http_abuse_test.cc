@@ -1,4 +1,4 @@
-// hubd's HTTPS transport under abuse (issue 11, parts 3 and 5; docs/security.md): slow
+// hubd's HTTPS transport under abuse (docs/security.md): slow
 // clients, oversized heads, connection floods and request smuggling, against the real hubd
 // over real TLS. Raw OpenSSL clients, since a well-behaved client cannot express the attacks.
 //
@@ -257,7 +257,7 @@ class HubHttpAbuseTest : public ::testing::Test {
 };
 
 // Request smuggling: two differing Content-Lengths, or Transfer-Encoding with Content-Length,
-// are refused with 400 and the connection closed (issue 11, part 5).
+// are refused with 400 and the connection closed.
 TEST_F(HubHttpAbuseTest, ConflictingLengthsAreRefused) {
   StartHubd("");
   for (const std::string& req :
