@@ -2,8 +2,10 @@
 //   mode 0/1 (byte 0, low bit 0): hub side. The rest is the request body of
 //     POST /v1/sites/{site}/batches, zstd-compressed (bit 1 set) or identity: capped zstd
 //     decompression (hub/codec.h), freshsync.v1.Batch parsing, then the JSON feed form of every
-//     record (what GET /v1/changes answers) after the format 2 expansion (hub/codec.h
-//     ExpandBatch), which must serialise without throwing.
+//     record (what GET /v1/changes answers) after the format 2 expansion (wire/batch_format.h
+//     ExpandBatch) and the hub's record check (wire/record_rules.h CheckChangeRecord: every
+//     refusal names a field; an accepted record is within the store's bounds), which must
+//     serialise without throwing.
 //   mode odd: round trip. The rest describes a site and outbox rows; the agent's BatchEncoder
 //     writes the batch by hand (wire/batch_format.h), in format 1 or, with bit 1 set,
 //     format 2, and the hub's decoder (with ExpandBatch) must read back the same site, urgency
@@ -21,6 +23,7 @@
 #include "freshsync.pb.h"
 #include "hub/codec.h"
 #include "wire/batch_format.h"
+#include "wire/record_rules.h"
 
 namespace {
 
@@ -66,6 +69,17 @@ void HubDecode(std::string_view body, bool zstd) {
   if (!batch.ParseFromString(raw)) return;
   if (!freshsync::wire::ExpandBatch(batch).ok()) return;  // a format newer than the hub: refused
   for (const auto& rec : batch.records()) {
+    // The hub's gate (wire/record_rules.h): every refusal names a field, and what passes is
+    // within the bounds the store and HQ rely on (the key's size, versions compared as signed).
+    const freshsync::Status verdict = freshsync::wire::CheckChangeRecord(rec);
+    if (!verdict.ok()) {
+      Check(!verdict.message().empty(), "a refused record has a reason");
+      Check(!freshsync::wire::RefusalField(verdict.message()).empty(), "a refusal names its field");
+      continue;  // quarantined by the hub, never turned into a feed item
+    }
+    Check(rec.key().size() <= freshsync::wire::kMaxIdBytes, "an accepted key is at most kMaxIdBytes");
+    Check(rec.version() >= 1 && rec.version() <= freshsync::wire::kMaxVersion, "an accepted version fits int64");
+    Check(rec.hlc() <= freshsync::wire::kMaxHlc, "an accepted hlc fits int64");
     (void)freshsync::hub::ChangeToJson(rec.seq(), batch.site(), rec).dump();  // throws on bad UTF-8
   }
 }
