@@ -4,6 +4,10 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
 #include <filesystem>
 #include <cstdio>
 #include <chrono>
@@ -85,12 +89,47 @@ v1::Batch Range(const std::string& site, uint64_t first, uint64_t last) {
   return MakeBatch(site, recs);
 }
 
-class SqliteHubStoreTest : public ::testing::Test {
+// ---------------------------------------------------------------------------------------------
+// The HubStore contract (hub/store.h), run against every implementation.
+//
+// A backend is a name and a factory that opens the store whose data lives in a test's own
+// directory: created on the first open, and the same data again on the next open (Reopen(),
+// as after a restart). Adding a backend is one line in Backends(), e.g. for PostgreSQL
+//   {"Postgres", [](const std::string& dir) { return AsHubStore(PostgresHubStore::Open(...)); }},
+// and every HubStoreContractTest runs against it as Backends/HubStoreContractTest.NAME/Postgres.
+// ---------------------------------------------------------------------------------------------
+
+template <typename Store>
+Result<std::unique_ptr<HubStore>> AsHubStore(Result<std::unique_ptr<Store>> s) {
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<HubStore>(std::move(*s));
+}
+
+struct HubStoreBackend {
+  std::string name;
+  std::function<Result<std::unique_ptr<HubStore>>(const std::string& dir)> open;
+};
+
+// The SQLite store as every test of this file used to open it: hub.db, two read connections.
+Result<std::unique_ptr<HubStore>> OpenSqlite(const std::string& dir) {
+  return AsHubStore(SqliteHubStore::Open({dir + "/hub.db", 2, false}));
+}
+
+std::vector<HubStoreBackend> Backends() {
+  return {
+      {"Sqlite", OpenSqlite},
+      // {"Postgres", OpenPostgres},  (next)
+  };
+}
+
+// What both fixtures share: a temp dir, the store under test, and Apply/FeedSize.
+class HubStoreFixtureBase {
  protected:
-  void SetUp() override { Reopen(); }
+  virtual ~HubStoreFixtureBase() = default;
+  virtual Result<std::unique_ptr<HubStore>> OpenStore() = 0;
   void Reopen() {
     store_.reset();
-    auto s = SqliteHubStore::Open({dir_.File("hub.db"), 2, false});
+    auto s = OpenStore();
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
   }
@@ -104,10 +143,30 @@ class SqliteHubStoreTest : public ::testing::Test {
     return c.ok() ? c->size() : 0;
   }
   TempDir dir_;
-  std::unique_ptr<SqliteHubStore> store_;
+  std::unique_ptr<HubStore> store_;
 };
 
-TEST_F(SqliteHubStoreTest, AppliesConsecutiveBatchesAndMovesContiguous) {
+// Contract tests: only through the HubStore interface, valid for any implementation.
+class HubStoreContractTest : public ::testing::TestWithParam<HubStoreBackend>, protected HubStoreFixtureBase {
+ protected:
+  void SetUp() override { Reopen(); }
+  Result<std::unique_ptr<HubStore>> OpenStore() override { return GetParam().open(dir_.path()); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, HubStoreContractTest, ::testing::ValuesIn(Backends()),
+                         [](const ::testing::TestParamInfo<HubStoreBackend>& info) { return info.param.name; });
+
+// SQLite-only tests: they reach behind the interface into the SQLite file (hand edits of its
+// tables, position_chunks layout, the -wal file, PRAGMA user_version, migrations from a
+// version-1 or version-2 store made with OpenAtSchemaVersionForTest). Which, and why, is at the
+// end of this file, where they are grouped.
+class SqliteHubStoreTest : public ::testing::Test, protected HubStoreFixtureBase {
+ protected:
+  void SetUp() override { Reopen(); }
+  Result<std::unique_ptr<HubStore>> OpenStore() override { return OpenSqlite(dir_.path()); }
+};
+
+TEST_P(HubStoreContractTest, AppliesConsecutiveBatchesAndMovesContiguous) {
   auto r = Apply(Range("a", 1, 10));
   EXPECT_FALSE(r.gap);
   EXPECT_EQ(r.contiguous_seq, 10u);
@@ -119,7 +178,7 @@ TEST_F(SqliteHubStoreTest, AppliesConsecutiveBatchesAndMovesContiguous) {
   EXPECT_EQ(FeedSize(), 15u);
 }
 
-TEST_F(SqliteHubStoreTest, DuplicatesAreAcknowledgedAndAppliedOnce) {
+TEST_P(HubStoreContractTest, DuplicatesAreAcknowledgedAndAppliedOnce) {
   Apply(Range("a", 1, 10));
   auto r = Apply(Range("a", 1, 10));
   EXPECT_EQ(r.applied, 0u);
@@ -134,7 +193,7 @@ TEST_F(SqliteHubStoreTest, DuplicatesAreAcknowledgedAndAppliedOnce) {
   EXPECT_EQ((*sites)[0].records, 12u);
 }
 
-TEST_F(SqliteHubStoreTest, GapIsRefusedWithNothingWritten) {
+TEST_P(HubStoreContractTest, GapIsRefusedWithNothingWritten) {
   Apply(Range("a", 1, 5));
   auto r = Apply(Range("a", 7, 9));
   EXPECT_TRUE(r.gap);
@@ -146,7 +205,7 @@ TEST_F(SqliteHubStoreTest, GapIsRefusedWithNothingWritten) {
   EXPECT_EQ(r.contiguous_seq, 0u);
 }
 
-TEST_F(SqliteHubStoreTest, StructuralErrorsAreInvalidArgument) {
+TEST_P(HubStoreContractTest, StructuralErrorsAreInvalidArgument) {
   auto bad = MakeBatch("a", {Stock(1, "x", 1, 1), Stock(3, "x", 1, 2)});
   EXPECT_EQ(store_->ApplyBatch("a", bad, 0).status().code(), StatusCode::kInvalidArgument);
   bad = MakeBatch("a", {Stock(0, "x", 1, 1)});
@@ -156,7 +215,7 @@ TEST_F(SqliteHubStoreTest, StructuralErrorsAreInvalidArgument) {
   EXPECT_EQ(FeedSize(), 0u);
 }
 
-TEST_F(SqliteHubStoreTest, UrgentRecordsApplyAtOnceWithoutMovingContiguous) {
+TEST_P(HubStoreContractTest, UrgentRecordsApplyAtOnceWithoutMovingContiguous) {
   Apply(Range("a", 1, 3));
   auto r = Apply(MakeBatch("a", {Order(7, "o-1", "created", 100, 1), Alert(9, "al-1", "open", 1)}, true));
   EXPECT_FALSE(r.gap);
@@ -181,7 +240,7 @@ TEST_F(SqliteHubStoreTest, UrgentRecordsApplyAtOnceWithoutMovingContiguous) {
   EXPECT_EQ((*sites)[0].records, 10u);
 }
 
-TEST_F(SqliteHubStoreTest, StockIsOwnedByItsSiteAndNewerVersionWins) {
+TEST_P(HubStoreContractTest, StockIsOwnedByItsSiteAndNewerVersionWins) {
   Apply(MakeBatch("a", {Stock(1, "tomato", 10, 1)}));
   Apply(MakeBatch("b", {Stock(1, "tomato", 99, 1)}));
   // Out of order through the urgent lane: version 3 first, then version 2 must not overwrite.
@@ -196,7 +255,7 @@ TEST_F(SqliteHubStoreTest, StockIsOwnedByItsSiteAndNewerVersionWins) {
   EXPECT_EQ((*b)[0].on_hand, 99);
 }
 
-TEST_F(SqliteHubStoreTest, OrderHandedBetweenSitesHigherRankThenHlcWins) {
+TEST_P(HubStoreContractTest, OrderHandedBetweenSitesHigherRankThenHlcWins) {
   auto created = Order(1, "o-9", "created", 100, 1);
   auto* line = created.mutable_order()->add_lines();
   line->set_sku("kale");
@@ -226,7 +285,7 @@ TEST_F(SqliteHubStoreTest, OrderHandedBetweenSitesHigherRankThenHlcWins) {
 
 // An edge refuses a created order that stock cannot cover (docs/rules.md): `refused` is
 // terminal at the hub too, so a lower-ranked status with a later HLC does not undo it.
-TEST_F(SqliteHubStoreTest, RefusedOrderIsTerminal) {
+TEST_P(HubStoreContractTest, RefusedOrderIsTerminal) {
   EXPECT_EQ(OrderStatusRank("refused"), OrderStatusRank("cancelled"));
   Apply(MakeBatch("a", {Order(1, "o-r", "refused", 100, 1)}));
   Apply(MakeBatch("b", {Order(1, "o-r", "accepted", 300, 1)}));
@@ -235,7 +294,7 @@ TEST_F(SqliteHubStoreTest, RefusedOrderIsTerminal) {
   EXPECT_TRUE(store_->Orders("b")->empty());
 }
 
-TEST_F(SqliteHubStoreTest, LateCreatedRecordStillContributesLines) {
+TEST_P(HubStoreContractTest, LateCreatedRecordStillContributesLines) {
   Apply(MakeBatch("a", {Order(1, "o-1", "accepted", 200, 2)}, true));
   auto created = Order(1, "o-1", "created", 100, 1);
   created.set_seq(1);
@@ -252,7 +311,7 @@ TEST_F(SqliteHubStoreTest, LateCreatedRecordStillContributesLines) {
   EXPECT_EQ((*rows)[0].customer_sealed, "sealed");
 }
 
-TEST_F(SqliteHubStoreTest, TruckSeenByTwoSitesNewestDeviceTimestampWins) {
+TEST_P(HubStoreContractTest, TruckSeenByTwoSitesNewestDeviceTimestampWins) {
   Apply(MakeBatch("a", {Position(1, "truck-1", 5000, 1), Position(2, "truck-1", 7000, 2)}));
   Apply(MakeBatch("b", {Position(1, "truck-1", 6000, 3)}));  // older than a's latest
   auto a = store_->Vehicles("a");
@@ -271,14 +330,14 @@ TEST_F(SqliteHubStoreTest, TruckSeenByTwoSitesNewestDeviceTimestampWins) {
   EXPECT_EQ(store_->Track("b", "truck-1", 0, 10000, 100)->size(), 2u);
 }
 
-TEST_F(SqliteHubStoreTest, AlertsCloseByVersion) {
+TEST_P(HubStoreContractTest, AlertsCloseByVersion) {
   Apply(MakeBatch("a", {Alert(1, "al-1", "open", 1), Alert(2, "al-2", "open", 1), Alert(3, "al-1", "closed", 2)}));
   auto open = store_->OpenAlerts("a");
   ASSERT_EQ(open->size(), 1u);
   EXPECT_EQ((*open)[0].alert_id, "al-2");
 }
 
-TEST_F(SqliteHubStoreTest, GeofenceEventsAreKept) {
+TEST_P(HubStoreContractTest, GeofenceEventsAreKept) {
   v1::ChangeRecord g;
   g.set_seq(1);
   g.set_entity(v1::GEOFENCE_EVENT);
@@ -294,7 +353,7 @@ TEST_F(SqliteHubStoreTest, GeofenceEventsAreKept) {
   EXPECT_EQ((*ev)[0].event, "enter");
 }
 
-TEST_F(SqliteHubStoreTest, FeedIsInIngestOrderAcrossSitesAndResumable) {
+TEST_P(HubStoreContractTest, FeedIsInIngestOrderAcrossSitesAndResumable) {
   Apply(Range("a", 1, 3));
   Apply(Range("b", 1, 2));
   Apply(Range("a", 4, 4));
@@ -309,7 +368,7 @@ TEST_F(SqliteHubStoreTest, FeedIsInIngestOrderAcrossSitesAndResumable) {
   EXPECT_TRUE(store_->Changes((*all)[5].cursor, 10)->empty());
 }
 
-TEST_F(SqliteHubStoreTest, DigestMatchesAnIndependentComputation) {
+TEST_P(HubStoreContractTest, DigestMatchesAnIndependentComputation) {
   Apply(Range("a", 1, 20));
   Apply(MakeBatch("a", {Stock(25, "late", 1, 1)}, true));
   auto d = store_->Digest("a", 1, 30, 4);  // w = 8: [1,8] [9,16] [17,24] [25,30]
@@ -329,7 +388,7 @@ TEST_F(SqliteHubStoreTest, DigestMatchesAnIndependentComputation) {
   EXPECT_EQ(store_->Digest("a", 5, 1, 2).status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST_F(SqliteHubStoreTest, EverythingSurvivesReopen) {
+TEST_P(HubStoreContractTest, EverythingSurvivesReopen) {
   Apply(Range("a", 1, 10));
   ASSERT_TRUE(store_->AppendAudit({0, 5, "push", "a", "/v1/sites/a/batches", 1, 10, 10, 200, ""}).ok());
   Reopen();
@@ -343,7 +402,7 @@ TEST_F(SqliteHubStoreTest, EverythingSurvivesReopen) {
   EXPECT_EQ((*audit)[0].count, 10u);
 }
 
-TEST_F(SqliteHubStoreTest, PushAuditCommitsWithTheBatch) {
+TEST_P(HubStoreContractTest, PushAuditCommitsWithTheBatch) {
   const AuditEntry audit{0, 7, "push", "a", "/v1/sites/a/batches", 1, 10, 0, 0, ""};
   auto b = Range("a", 1, 10);
   ASSERT_TRUE(store_->ApplyBatch("a", b, 7, &audit).ok());
@@ -358,7 +417,7 @@ TEST_F(SqliteHubStoreTest, PushAuditCommitsWithTheBatch) {
   EXPECT_EQ((*rows)[0].seq_to, 10u);
 }
 
-TEST_F(SqliteHubStoreTest, StateDigestIsTheDigestOfTheMaterializedStock) {
+TEST_P(HubStoreContractTest, StateDigestIsTheDigestOfTheMaterializedStock) {
   // sku-1 at versions 1 and 3 (3 wins), sku-2 at version 2; reserved stays 0.
   Apply(MakeBatch("a", {Stock(1, "sku-1", 10, 1), Stock(2, "sku-2", 20, 2), Stock(3, "sku-1", 7, 3)}));
   Apply(MakeBatch("b", {Stock(1, "sku-1", 99, 1)}));  // another site's stock is not in a's digest
@@ -375,6 +434,145 @@ TEST_F(SqliteHubStoreTest, StateDigestIsTheDigestOfTheMaterializedStock) {
   EXPECT_EQ(none->skus, 0u);
   EXPECT_EQ(digest::Hex(none->digest), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
+
+TEST_P(HubStoreContractTest, ConcurrentPushersAndReadersStayConsistent) {
+  // Several sites push while readers page the feed; every record lands exactly once.
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([this, t] {
+      const std::string site = "s" + std::to_string(t);
+      for (uint64_t s = 1; s <= 200; s += 20) {
+        auto b = Range(site, s, s + 19);
+        ASSERT_TRUE(store_->ApplyBatch(site, b, 0).ok());
+        ASSERT_TRUE(store_->ApplyBatch(site, b, 0).ok());  // retry after a lost ack
+      }
+    });
+  }
+  threads.emplace_back([this] {
+    for (int i = 0; i < 50; ++i) ASSERT_TRUE(store_->Changes(0, 1000).ok());
+  });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(FeedSize(), 600u);
+}
+
+TEST_P(HubStoreContractTest, LatestPositionWithinOneBatchFollowsTheSameRule) {
+  // Out of device-time order inside one batch; the newest fix wins, not the last one applied,
+  // and of two fixes with the same (ts, hlc) the first stays, as record-by-record apply did.
+  auto p3 = Position(3, "truck-1", 6000, 30);
+  p3.set_hlc(Position(2, "truck-1", 9000, 0).hlc());  // same (ts, hlc) as seq 2 below
+  p3.set_ts_ms(9000);
+  Apply(MakeBatch("a", {Position(1, "truck-1", 5000, 10), Position(2, "truck-1", 9000, 20), p3,
+                        Position(4, "truck-1", 7000, 40), Position(5, "truck-2", 1000, 50)}));
+  auto v = store_->Vehicles("a");
+  ASSERT_EQ(v->size(), 2u);
+  EXPECT_EQ((*v)[0].vehicle, "truck-1");
+  EXPECT_EQ((*v)[0].ts_ms, 9000);
+  EXPECT_EQ((*v)[0].lat_e6, 20);
+  EXPECT_EQ((*v)[0].seq, 2u);
+  EXPECT_EQ((*v)[1].lat_e6, 50);
+  // A later batch whose newest fix is older than the view's keeps the view.
+  Apply(MakeBatch("a", {Position(6, "truck-1", 8000, 60)}));
+  EXPECT_EQ((*store_->Vehicles("a"))[0].lat_e6, 20);
+  EXPECT_EQ(store_->Track("a", "truck-1", 0, 10000, 100)->size(), 5u);
+}
+
+TEST_P(HubStoreContractTest, ConcurrentBatchesShareCommitsAndARefusedOneLeavesNoTrace) {
+  // Many sites at once (the group commit merges them into shared transactions); one site
+  // keeps sending a batch with a gap, which must be refused alone, every time.
+  std::vector<std::thread> threads;
+  std::atomic<int> gaps{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([this, t] {
+      const std::string site = "s" + std::to_string(t);
+      for (uint64_t s = 1; s <= 400; s += 40) {
+        auto r = store_->ApplyBatch(site, Range(site, s, s + 39), 0);
+        ASSERT_TRUE(r.ok()) << r.status().ToString();
+        EXPECT_FALSE(r->gap);
+        EXPECT_EQ(r->applied, 40u);
+        EXPECT_EQ(r->contiguous_seq, s + 39);
+      }
+    });
+  }
+  threads.emplace_back([this, &gaps] {
+    for (int i = 0; i < 30; ++i) {
+      auto r = store_->ApplyBatch("gappy", Range("gappy", 5, 9), 0);
+      ASSERT_TRUE(r.ok());
+      if (r->gap) gaps++;
+    }
+  });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(gaps.load(), 30);
+  EXPECT_EQ(FeedSize(), 8u * 400u);
+  EXPECT_EQ(*store_->ContiguousSeq("gappy"), 0u);
+  for (int t = 0; t < 8; ++t) EXPECT_EQ(*store_->ContiguousSeq("s" + std::to_string(t)), 400u);
+  EXPECT_EQ(store_->Stock("s3")->size(), 10u);
+}
+
+TEST_P(HubStoreContractTest, TrackMergesLateFixesAndHonoursLimitAndSpan) {
+  // Batch 1 holds fixes at 1, 3, 5 s; batch 2 the late ones at 2 and 4 s (their chunks overlap
+  // in time), and one three hours later (beyond a chunk's span: a chunk of its own).
+  constexpr int64_t h = 3'600'000;
+  Apply(MakeBatch("a", {Position(1, "truck-1", 1000, 1), Position(2, "truck-1", 3000, 3),
+                        Position(3, "truck-1", 5000, 5), Position(4, "truck-2", 2500, 99)}));
+  Apply(MakeBatch("a", {Position(5, "truck-1", 4000, 4), Position(6, "truck-1", 2000, 2),
+                        Position(7, "truck-1", 3 * h, 7)}));
+  auto all = store_->Track("a", "truck-1", 0, 4 * h, 100);
+  ASSERT_TRUE(all.ok());
+  std::vector<int32_t> lats;
+  for (const auto& p : *all) lats.push_back(p.lat_e6);
+  EXPECT_EQ(lats, (std::vector<int32_t>{1, 2, 3, 4, 5, 7}));
+  EXPECT_EQ((*all)[1].seq, 6u);
+  EXPECT_EQ((*all)[1].site, "a");
+  EXPECT_EQ((*all)[1].vehicle, "truck-1");
+  EXPECT_EQ((*all)[1].hlc, uint64_t{2000} << 16);
+  auto first3 = store_->Track("a", "truck-1", 0, 4 * h, 3);
+  ASSERT_EQ(first3->size(), 3u);
+  EXPECT_EQ((*first3)[2].ts_ms, 3000);
+  auto mid = store_->Track("a", "truck-1", 2000, 4000, 100);
+  ASSERT_EQ(mid->size(), 3u);
+  EXPECT_EQ((*mid)[0].ts_ms, 2000);
+  auto late = store_->Track("a", "truck-1", 2 * h, 4 * h, 100);
+  ASSERT_EQ(late->size(), 1u);
+  EXPECT_EQ((*late)[0].seq, 7u);
+  EXPECT_EQ(store_->Track("a", "truck-2", 0, 4 * h, 100)->size(), 1u);
+  EXPECT_TRUE(store_->Track("a", "truck-1", 6000, 2 * h, 100)->empty());
+  EXPECT_TRUE(store_->Track("b", "truck-1", 0, 4 * h, 100)->empty());
+  // A duplicate batch adds no fixes twice.
+  Apply(MakeBatch("a", {Position(5, "truck-1", 4000, 4), Position(6, "truck-1", 2000, 2),
+                        Position(7, "truck-1", 3 * h, 7)}));
+  EXPECT_EQ(store_->Track("a", "truck-1", 0, 4 * h, 100)->size(), 6u);
+}
+
+TEST_P(HubStoreContractTest, LargeBatchesFeedInSeqOrder) {
+  // Multi-row inserts keep cursor order = seq order within a batch, across two sites.
+  Apply(Range("a", 1, 1000));
+  Apply(Range("b", 1, 130));
+  Apply(Range("a", 1001, 1065));
+  auto feed = store_->Changes(0, 100000);
+  ASSERT_EQ(feed->size(), 1195u);
+  for (size_t i = 1; i < feed->size(); ++i) {
+    const auto& prev = (*feed)[i - 1];
+    const auto& cur = (*feed)[i];
+    ASSERT_LT(prev.cursor, cur.cursor);
+    if (prev.site == cur.site) {
+      ASSERT_EQ(cur.record.seq(), prev.record.seq() + 1) << i;
+    }
+  }
+  EXPECT_EQ((*feed)[1000].site, "b");
+  EXPECT_EQ((*feed)[1130].record.seq(), 1001u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite-only (SqliteHubStoreTest). Each needs the SQLite file itself, so a second backend does
+// not run them (it brings its own equivalents where they apply):
+//   RebuildStateRestoresCorruptedStockAndIsAudited   corrupts the stock table with raw SQL
+//   RefusesANewerSchema                              PRAGMA user_version, SchemaVersion()
+//   MigrationTwoMovesPositionRowsIntoChunks          migration 1 -> 2 from a version-1 file
+//   MigrationThreeAddsTheValidationTablesToAVersionTwoStore   migration 2 -> 3
+//   BigBatchOfOneTruckIsSplitIntoBoundedChunks       reads the position_chunks table
+//   RowHeldAboveContiguousWithoutMaxSeqFallsBackToRecordByRecord   hand-inserts a changes row
+//   BackgroundCheckpointsKeepTheWalBounded           sizes of hub.db and its -wal file
+// ---------------------------------------------------------------------------------------------
 
 TEST_F(SqliteHubStoreTest, RebuildStateRestoresCorruptedStockAndIsAudited) {
   Apply(MakeBatch("a", {Stock(1, "sku-1", 10, 1), Stock(2, "sku-2", 20, 2), Stock(3, "sku-1", 7, 3)}));
@@ -440,114 +638,6 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
   EXPECT_EQ(SqliteHubStore::SchemaVersion(), 3);
-}
-
-TEST_F(SqliteHubStoreTest, ConcurrentPushersAndReadersStayConsistent) {
-  // Several sites push while readers page the feed; every record lands exactly once.
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 3; ++t) {
-    threads.emplace_back([this, t] {
-      const std::string site = "s" + std::to_string(t);
-      for (uint64_t s = 1; s <= 200; s += 20) {
-        auto b = Range(site, s, s + 19);
-        ASSERT_TRUE(store_->ApplyBatch(site, b, 0).ok());
-        ASSERT_TRUE(store_->ApplyBatch(site, b, 0).ok());  // retry after a lost ack
-      }
-    });
-  }
-  threads.emplace_back([this] {
-    for (int i = 0; i < 50; ++i) ASSERT_TRUE(store_->Changes(0, 1000).ok());
-  });
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(FeedSize(), 600u);
-}
-
-TEST_F(SqliteHubStoreTest, LatestPositionWithinOneBatchFollowsTheSameRule) {
-  // Out of device-time order inside one batch; the newest fix wins, not the last one applied,
-  // and of two fixes with the same (ts, hlc) the first stays, as record-by-record apply did.
-  auto p3 = Position(3, "truck-1", 6000, 30);
-  p3.set_hlc(Position(2, "truck-1", 9000, 0).hlc());  // same (ts, hlc) as seq 2 below
-  p3.set_ts_ms(9000);
-  Apply(MakeBatch("a", {Position(1, "truck-1", 5000, 10), Position(2, "truck-1", 9000, 20), p3,
-                        Position(4, "truck-1", 7000, 40), Position(5, "truck-2", 1000, 50)}));
-  auto v = store_->Vehicles("a");
-  ASSERT_EQ(v->size(), 2u);
-  EXPECT_EQ((*v)[0].vehicle, "truck-1");
-  EXPECT_EQ((*v)[0].ts_ms, 9000);
-  EXPECT_EQ((*v)[0].lat_e6, 20);
-  EXPECT_EQ((*v)[0].seq, 2u);
-  EXPECT_EQ((*v)[1].lat_e6, 50);
-  // A later batch whose newest fix is older than the view's keeps the view.
-  Apply(MakeBatch("a", {Position(6, "truck-1", 8000, 60)}));
-  EXPECT_EQ((*store_->Vehicles("a"))[0].lat_e6, 20);
-  EXPECT_EQ(store_->Track("a", "truck-1", 0, 10000, 100)->size(), 5u);
-}
-
-TEST_F(SqliteHubStoreTest, ConcurrentBatchesShareCommitsAndARefusedOneLeavesNoTrace) {
-  // Many sites at once (the group commit merges them into shared transactions); one site
-  // keeps sending a batch with a gap, which must be refused alone, every time.
-  std::vector<std::thread> threads;
-  std::atomic<int> gaps{0};
-  for (int t = 0; t < 8; ++t) {
-    threads.emplace_back([this, t] {
-      const std::string site = "s" + std::to_string(t);
-      for (uint64_t s = 1; s <= 400; s += 40) {
-        auto r = store_->ApplyBatch(site, Range(site, s, s + 39), 0);
-        ASSERT_TRUE(r.ok()) << r.status().ToString();
-        EXPECT_FALSE(r->gap);
-        EXPECT_EQ(r->applied, 40u);
-        EXPECT_EQ(r->contiguous_seq, s + 39);
-      }
-    });
-  }
-  threads.emplace_back([this, &gaps] {
-    for (int i = 0; i < 30; ++i) {
-      auto r = store_->ApplyBatch("gappy", Range("gappy", 5, 9), 0);
-      ASSERT_TRUE(r.ok());
-      if (r->gap) gaps++;
-    }
-  });
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(gaps.load(), 30);
-  EXPECT_EQ(FeedSize(), 8u * 400u);
-  EXPECT_EQ(*store_->ContiguousSeq("gappy"), 0u);
-  for (int t = 0; t < 8; ++t) EXPECT_EQ(*store_->ContiguousSeq("s" + std::to_string(t)), 400u);
-  EXPECT_EQ(store_->Stock("s3")->size(), 10u);
-}
-
-TEST_F(SqliteHubStoreTest, TrackMergesLateFixesAndHonoursLimitAndSpan) {
-  // Batch 1 holds fixes at 1, 3, 5 s; batch 2 the late ones at 2 and 4 s (their chunks overlap
-  // in time), and one three hours later (beyond a chunk's span: a chunk of its own).
-  constexpr int64_t h = 3'600'000;
-  Apply(MakeBatch("a", {Position(1, "truck-1", 1000, 1), Position(2, "truck-1", 3000, 3),
-                        Position(3, "truck-1", 5000, 5), Position(4, "truck-2", 2500, 99)}));
-  Apply(MakeBatch("a", {Position(5, "truck-1", 4000, 4), Position(6, "truck-1", 2000, 2),
-                        Position(7, "truck-1", 3 * h, 7)}));
-  auto all = store_->Track("a", "truck-1", 0, 4 * h, 100);
-  ASSERT_TRUE(all.ok());
-  std::vector<int32_t> lats;
-  for (const auto& p : *all) lats.push_back(p.lat_e6);
-  EXPECT_EQ(lats, (std::vector<int32_t>{1, 2, 3, 4, 5, 7}));
-  EXPECT_EQ((*all)[1].seq, 6u);
-  EXPECT_EQ((*all)[1].site, "a");
-  EXPECT_EQ((*all)[1].vehicle, "truck-1");
-  EXPECT_EQ((*all)[1].hlc, uint64_t{2000} << 16);
-  auto first3 = store_->Track("a", "truck-1", 0, 4 * h, 3);
-  ASSERT_EQ(first3->size(), 3u);
-  EXPECT_EQ((*first3)[2].ts_ms, 3000);
-  auto mid = store_->Track("a", "truck-1", 2000, 4000, 100);
-  ASSERT_EQ(mid->size(), 3u);
-  EXPECT_EQ((*mid)[0].ts_ms, 2000);
-  auto late = store_->Track("a", "truck-1", 2 * h, 4 * h, 100);
-  ASSERT_EQ(late->size(), 1u);
-  EXPECT_EQ((*late)[0].seq, 7u);
-  EXPECT_EQ(store_->Track("a", "truck-2", 0, 4 * h, 100)->size(), 1u);
-  EXPECT_TRUE(store_->Track("a", "truck-1", 6000, 2 * h, 100)->empty());
-  EXPECT_TRUE(store_->Track("b", "truck-1", 0, 4 * h, 100)->empty());
-  // A duplicate batch adds no fixes twice.
-  Apply(MakeBatch("a", {Position(5, "truck-1", 4000, 4), Position(6, "truck-1", 2000, 2),
-                        Position(7, "truck-1", 3 * h, 7)}));
-  EXPECT_EQ(store_->Track("a", "truck-1", 0, 4 * h, 100)->size(), 6u);
 }
 
 TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {
@@ -746,25 +836,6 @@ TEST_F(SqliteHubStoreTest, RowHeldAboveContiguousWithoutMaxSeqFallsBackToRecordB
   ASSERT_EQ(stock->size(), 10u);
   EXPECT_EQ((*stock)[0].sku, "sku-0");
   EXPECT_EQ((*stock)[0].on_hand, 300);
-}
-
-TEST_F(SqliteHubStoreTest, LargeBatchesFeedInSeqOrder) {
-  // Multi-row inserts keep cursor order = seq order within a batch, across two sites.
-  Apply(Range("a", 1, 1000));
-  Apply(Range("b", 1, 130));
-  Apply(Range("a", 1001, 1065));
-  auto feed = store_->Changes(0, 100000);
-  ASSERT_EQ(feed->size(), 1195u);
-  for (size_t i = 1; i < feed->size(); ++i) {
-    const auto& prev = (*feed)[i - 1];
-    const auto& cur = (*feed)[i];
-    ASSERT_LT(prev.cursor, cur.cursor);
-    if (prev.site == cur.site) {
-      ASSERT_EQ(cur.record.seq(), prev.record.seq() + 1) << i;
-    }
-  }
-  EXPECT_EQ((*feed)[1000].site, "b");
-  EXPECT_EQ((*feed)[1130].record.seq(), 1001u);
 }
 
 TEST_F(SqliteHubStoreTest, BackgroundCheckpointsKeepTheWalBounded) {
