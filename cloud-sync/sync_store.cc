@@ -4,6 +4,7 @@
 
 #include "cloud-sync/outbox_schema.h"
 #include "freshsync.pb.h"
+#include "sqlite/db.h"
 #include "wire/digest.h"
 
 namespace freshsync::sync {
@@ -68,17 +69,10 @@ SyncStore::~SyncStore() {
   sqlite3_close_v2(db_);
 }
 
-Status SyncStore::Error(const char* what) { return Status::IOError(std::string(what) + ": " + sqlite3_errmsg(db_)); }
+// The one mapping, sqlite/status.h: BUSY past busy_timeout is kIOError, retried by the agent.
+Status SyncStore::Error(const char* what) { return sqlite::LastError(db_, what); }
 
-Status SyncStore::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string m = err ? err : "?";
-    sqlite3_free(err);
-    return Status::IOError(std::string(sql) + ": " + m);
-  }
-  return Status::Ok();
-}
+Status SyncStore::Exec(const char* sql) { return sqlite::ExecOn(db_, sql); }
 
 Result<int64_t> SyncStore::GetState(const char* name, int64_t def) {
   ResetGuard g{get_state_};

@@ -5,8 +5,10 @@
 // from another connection. So every write here is a short transaction, and the connection
 // waits for the lock up to busy_timeout_ms instead of failing at once.
 //
-// Status codes: kIOError for SQLite failures (including SQLITE_BUSY after the timeout: the
-// caller retries later), kNotFound when the file or the tables are missing at Open.
+// Status codes: SQLite failures through the one mapping (sqlite/status.h): kIOError for the
+// environment (including SQLITE_BUSY after the timeout: the caller retries later), kConflict
+// for a constraint, kInternal for corruption or a bug; kNotFound when the file or the tables
+// are missing at Open.
 // Thread-safety: none; one SyncStore per thread (the agent's thread).
 #pragma once
 

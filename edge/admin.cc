@@ -2,6 +2,7 @@
 
 #include "cloud-sync/outbox_schema.h"
 #include "edge/intake_journal.h"
+#include "sqlite/db.h"
 
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -31,9 +32,8 @@ struct Db {
   }
 };
 
-Status SqlError(sqlite3* db, const std::string& what) {
-  return Status::IOError(what + ": " + (db != nullptr ? sqlite3_errmsg(db) : "out of memory"));
-}
+// The one mapping, sqlite/status.h.
+Status SqlError(sqlite3* db, const std::string& what) { return sqlite::LastError(db, what); }
 
 Status OpenDb(const std::string& path, int flags, Db* out) {
   if (!std::filesystem::exists(path)) return Status::NotFound(path + ": no such file");
@@ -42,15 +42,7 @@ Status OpenDb(const std::string& path, int flags, Db* out) {
   return Status::Ok();
 }
 
-Status Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string m = err ? err : "?";
-    sqlite3_free(err);
-    return Status::IOError(std::string(sql) + ": " + m);
-  }
-  return Status::Ok();
-}
+Status Exec(sqlite3* db, const char* sql) { return sqlite::ExecOn(db, sql); }
 
 // Runs `sql`; `row` is called per row. kIOError on failure.
 template <typename F>
@@ -105,7 +97,7 @@ Status CopyDatabase(sqlite3* src, const std::string& dest_path) {
   }
   sqlite3_backup_finish(b);
   (void)Exec(src, "ROLLBACK");
-  if (rc != SQLITE_DONE) return Status::IOError(std::string("backup step: ") + sqlite3_errstr(rc));
+  if (rc != SQLITE_DONE) return sqlite::StatusFor(rc, "backup step");
   if (Status s = Exec(dest.db, "PRAGMA journal_mode=DELETE"); !s.ok()) return s;  // one self-contained file
   sqlite3_close(dest.db);
   dest.db = nullptr;

@@ -6,6 +6,8 @@
 #include <memory>
 #include <vector>
 
+#include "sqlite/status.h"
+
 namespace freshsync::edge {
 namespace {
 
@@ -18,9 +20,8 @@ struct StmtFinalizer {
 using Db = std::unique_ptr<sqlite3, DbCloser>;
 using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
 
-Status SqlError(sqlite3* db, const std::string& what) {
-  return Status::IOError("rotate-key: " + what + ": " + (db ? sqlite3_errmsg(db) : "out of memory"));
-}
+// The one mapping, sqlite/status.h.
+Status SqlError(sqlite3* db, const std::string& what) { return sqlite::LastError(db, "rotate-key: " + what); }
 
 Result<Stmt> Prepare(sqlite3* db, const char* sql) {
   sqlite3_stmt* s = nullptr;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "edge/disk_quota.h"
+#include "sqlite/status.h"
 #include "freshsync.pb.h"
 
 namespace freshsync::edge {
@@ -164,7 +165,8 @@ class SqliteQuotaStore final : public QuotaStore {
   Raw raws_[2] = {{"vehicle_positions", "vehicle", 30'000}, {"climate_readings", "sensor", 60'000}};
   int64_t next_dedupe_ms_ = 0;
 
-  Status Error(const char* what) { return Status::IOError(std::string("quota: ") + what + ": " + sqlite3_errmsg(db_)); }
+  // The one mapping, sqlite/status.h.
+  Status Error(const char* what) { return sqlite::LastError(db_, std::string("quota: ") + what); }
 
   Status Exec(const char* sql) {
     if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) return Error(sql);

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "freshsync.pb.h"
+#include "sqlite/status.h"
 #include "wire/routes.h"
 
 namespace freshsync::edge {
@@ -16,17 +17,8 @@ constexpr char kGeofence[] = "geofence";
 constexpr char kColdchain[] = "coldchain";
 constexpr int kPriorityLane = 1;  // alerts and events go ahead of bulk telemetry
 
-Status SqlError(sqlite3* db, const char* what) {
-  const int rc = sqlite3_extended_errcode(db) & 0xff;
-  std::string m = std::string("rules: ") + what + ": " + sqlite3_errmsg(db);
-  switch (rc) {
-    case SQLITE_FULL: case SQLITE_IOERR: case SQLITE_BUSY: case SQLITE_LOCKED: case SQLITE_CANTOPEN:
-    case SQLITE_READONLY: case SQLITE_NOMEM: case SQLITE_PROTOCOL: case SQLITE_INTERRUPT:
-      return Status::IOError(m);
-    default:
-      return Status::Internal(m);
-  }
-}
+// The one mapping, sqlite/status.h.
+Status SqlError(sqlite3* db, const char* what) { return sqlite::LastError(db, std::string("rules: ") + what); }
 
 Result<geofence::FenceSet> LoadFences(const EdgeConfig& config) {
   auto fences = geofence::FenceSet::LoadFile(config.geofence_file);

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include "sqlite/status.h"
+
 #include <algorithm>
 #include <map>
 
@@ -51,19 +53,9 @@ StockLedger::~StockLedger() {
   for (auto* s : {lots_, lot_add_, lot_new_, res_new_, res_get_, res_add_, res_clean_, res_of_order_, totals_, sku_put_}) sqlite3_finalize(s);
 }
 
-Status StockLedger::Err(const char* what) {
-  const int rc = sqlite3_extended_errcode(db_) & 0xff;
-  std::string m = std::string("stock: ") + what + ": " + sqlite3_errmsg(db_);
-  switch (rc) {
-    case SQLITE_FULL: case SQLITE_IOERR: case SQLITE_BUSY: case SQLITE_LOCKED: case SQLITE_CANTOPEN:
-    case SQLITE_READONLY: case SQLITE_NOMEM: case SQLITE_PROTOCOL: case SQLITE_INTERRUPT:
-      return Status::IOError(m);
-    case SQLITE_CONSTRAINT:
-      return Status::Conflict(m);  // an invariant the CHECKs caught: refuse the message whole
-    default:
-      return Status::Internal(m);
-  }
-}
+// kConflict when a CHECK caught a broken invariant (refuse the message whole), kIOError for
+// the environment: the one mapping, sqlite/status.h.
+Status StockLedger::Err(const char* what) { return sqlite::LastError(db_, std::string("stock: ") + what); }
 
 Status StockLedger::Prepare() {
   auto make = [&](const char* sql, sqlite3_stmt** out) {

@@ -9,59 +9,29 @@
 #include <spdlog/spdlog.h>
 
 #include "edge/migrations.h"
+#include "sqlite/db.h"
 #include "freshsync.pb.h"
 #include "wire/routes.h"
 #include "wire/scales.h"
 
 namespace freshsync::edge {
 
-// A prepared statement, reset after each use. Owned by EdgeStore, prepared once at Open.
-class EdgeStore::Stmt {
+// A prepared statement, reset after each use: the toolkit's Stmt, prepared once at Open.
+// Reset also clears the bindings (some statements bind a column only in one branch).
+class EdgeStore::Stmt : public sqlite::Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr); }
-  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(sqlite3* db, const char* sql) {
+    sqlite3_stmt* s = nullptr;
+    rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    static_cast<sqlite::Stmt&>(*this) = sqlite::Stmt(s);
+  }
   int prepare_rc() const { return rc_; }
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
-  Stmt& Bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& BindBlob(int i, const std::string& v) {
-    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& BindOpt(int i, const std::optional<double>& v) {
-    if (v) sqlite3_bind_double(stmt_, i, *v);
-    else sqlite3_bind_null(stmt_, i);
-    return *this;
-  }
-  Stmt& BindDouble(int i, double v) {
-    sqlite3_bind_double(stmt_, i, v);
-    return *this;
-  }
-  Stmt& BindTextOrNull(int i, const std::string& v) {
-    if (v.empty()) sqlite3_bind_null(stmt_, i);
-    else Bind(i, v);
-    return *this;
-  }
-  // SQLITE_ROW or SQLITE_DONE, or an error code.
-  int Step() { return sqlite3_step(stmt_); }
   void Reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
+    sqlite::Stmt::Reset();
+    ClearBindings();
   }
-  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
-  std::string Text(int col) {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(stmt_, col));
-    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))) : std::string();
-  }
-  bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 
  private:
-  sqlite3_stmt* stmt_ = nullptr;
   int rc_ = SQLITE_OK;
 };
 
@@ -72,17 +42,6 @@ constexpr int kEntityStock = v1::STOCK;
 constexpr int kEntityOrder = v1::ORDER;
 constexpr int kEntityPosition = v1::VEHICLE_POSITION;
 constexpr int kEntityClimate = v1::CLIMATE;
-
-// Which SQLite failures are the environment's (retry later, never acknowledge) rather than ours.
-bool IsEnvironmentError(int rc) {
-  switch (rc & 0xff) {
-    case SQLITE_FULL: case SQLITE_IOERR: case SQLITE_BUSY: case SQLITE_LOCKED: case SQLITE_CANTOPEN:
-    case SQLITE_READONLY: case SQLITE_NOMEM: case SQLITE_PROTOCOL: case SQLITE_INTERRUPT:
-      return true;
-    default:
-      return false;
-  }
-}
 
 std::string LinesJson(const std::vector<OrderLine>& lines) {
   nlohmann::json a = nlohmann::json::array();
@@ -102,13 +61,9 @@ std::vector<OrderLine> ParseLinesJson(const std::string& text) {
 
 }  // namespace
 
-Status EdgeStore::Error(const char* what) {
-  const int rc = sqlite3_extended_errcode(db_);
-  std::string msg = std::string(what) + ": " + sqlite3_errmsg(db_);
-  if (IsEnvironmentError(rc)) return Status::IOError(msg);
-  if ((rc & 0xff) == SQLITE_CONSTRAINT) return Status::Conflict(msg);
-  return Status::Internal(msg);
-}
+// kIOError for the environment, kConflict for a CHECK the input broke, kInternal otherwise:
+// the one mapping, sqlite/status.h.
+Status EdgeStore::Error(const char* what) { return sqlite::LastError(db_, what); }
 
 EdgeStore::EdgeStore(StoreOptions options, sqlite3* db)
     : options_(std::move(options)), clock_(options_.clock ? *options_.clock : SystemClock()), hlc_(clock_), db_(db) {}
@@ -118,16 +73,7 @@ EdgeStore::~EdgeStore() {
   if (db_) sqlite3_close_v2(db_);
 }
 
-Status EdgeStore::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string m = err ? err : "?";
-    sqlite3_free(err);
-    const int rc = sqlite3_extended_errcode(db_);
-    return IsEnvironmentError(rc) ? Status::IOError(m) : Status::Internal(m);
-  }
-  return Status::Ok();
-}
+Status EdgeStore::Exec(const char* sql) { return sqlite::ExecOn(db_, sql); }
 
 Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
   sqlite3* db = nullptr;
@@ -631,9 +577,9 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
                      .Bind(3, g.ts_ms)
                      .BindDouble(4, g.lat)
                      .BindDouble(5, g.lon)
-                     .BindOpt(6, g.speed_kmh)
-                     .BindOpt(7, g.heading)
-                     .BindOpt(8, g.hdop)
+                     .BindOptional(6, g.speed_kmh)
+                     .BindOptional(7, g.heading)
+                     .BindOptional(8, g.hdop)
                      .Bind(9, *seq)
                      .Step();
   gps_put_->Reset();
@@ -660,8 +606,8 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
                      .Bind(2, static_cast<int64_t>(c.seq))
                      .Bind(3, c.ts_ms)
                      .BindDouble(4, c.temp_c)
-                     .BindOpt(5, c.rh)
-                     .BindOpt(6, c.battery)
+                     .BindOptional(5, c.rh)
+                     .BindOptional(6, c.battery)
                      .Bind(7, *seq)
                      .Step();
   climate_put_->Reset();
@@ -695,12 +641,12 @@ struct ReadOnlyDb {
 
 Result<int64_t> QueryInt(sqlite3* db, const char* sql) {
   sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) return Status::Internal(std::string("query: ") + sqlite3_errmsg(db));
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) return sqlite::LastError(db, "query");
   int64_t v = 0;
   const int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
   sqlite3_finalize(st);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Status::IOError(std::string("query: ") + sqlite3_errmsg(db));
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sqlite::StatusFor(rc, "query", db);
   return v;
 }
 
@@ -708,7 +654,7 @@ Status OpenReadOnly(const std::string& path, ReadOnlyDb& out) {
   struct stat sb;
   if (stat(path.c_str(), &sb) != 0) return Status::NotFound(path + ": no store database");
   if (sqlite3_open_v2(path.c_str(), &out.db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
-    return Status::IOError(path + ": " + sqlite3_errmsg(out.db));
+    return sqlite::LastError(out.db, path);
   sqlite3_busy_timeout(out.db, 2000);
   return Status::Ok();
 }
@@ -761,7 +707,7 @@ Result<BacklogSummary> ReadBacklog(const std::string& path) {
   if (sqlite3_prepare_v2(ro.db,
                          "SELECT priority, COUNT(*), MIN(created_ms) FROM outbox WHERE seq > ?1 GROUP BY priority", -1,
                          &st, nullptr) != SQLITE_OK)
-    return Status::Internal(std::string("backlog: ") + sqlite3_errmsg(ro.db));
+    return sqlite::LastError(ro.db, "backlog");
   sqlite3_bind_int64(st, 1, out.acked_seq);
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -772,7 +718,7 @@ Result<BacklogSummary> ReadBacklog(const std::string& path) {
     if (out.oldest_created_ms == 0 || oldest < out.oldest_created_ms) out.oldest_created_ms = oldest;
   }
   sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) return Status::IOError(std::string("backlog: ") + sqlite3_errmsg(ro.db));
+  if (rc != SQLITE_DONE) return sqlite::StatusFor(rc, "backlog", ro.db);
   return out;
 }
 
@@ -784,7 +730,7 @@ Result<std::vector<DeadLetterRow>> ReadDeadLetters(const std::string& path, int6
   if (sqlite3_prepare_v2(ro.db,
                          "SELECT id, received_ms, topic, code, reason, payload_bytes FROM dead_letters ORDER BY id DESC LIMIT ?1",
                          -1, &st, nullptr) != SQLITE_OK)
-    return Status::Internal(std::string("dead letters: ") + sqlite3_errmsg(ro.db));
+    return sqlite::LastError(ro.db, "dead letters");
   sqlite3_bind_int64(st, 1, limit);
   std::vector<DeadLetterRow> rows;
   int rc;
@@ -799,7 +745,7 @@ Result<std::vector<DeadLetterRow>> ReadDeadLetters(const std::string& path, int6
     rows.push_back(std::move(r));
   }
   sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) return Status::IOError(std::string("dead letters: ") + sqlite3_errmsg(ro.db));
+  if (rc != SQLITE_DONE) return sqlite::StatusFor(rc, "dead letters", ro.db);
   return rows;
 }
 

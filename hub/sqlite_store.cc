@@ -18,6 +18,7 @@
 
 #include "wire/digest.h"
 #include "hub/position_chunk.h"
+#include "sqlite/db.h"
 
 namespace freshsync::hub {
 
@@ -35,127 +36,42 @@ int OrderStatusRank(const std::string& status) {
 
 namespace {
 
-// ---------- Thin RAII over sqlite3 ----------
+// ---------- Connections: the toolkit's Db and Stmt (sqlite/db.h) ----------
 
-class Stmt {
- public:
-  Stmt() = default;
-  explicit Stmt(sqlite3_stmt* s) : s_(s) {}
-  ~Stmt() { sqlite3_finalize(s_); }
-  Stmt(Stmt&& o) noexcept : s_(o.s_) { o.s_ = nullptr; }
-  Stmt& operator=(Stmt&& o) noexcept {
-    std::swap(s_, o.s_);
-    return *this;
-  }
-  sqlite3_stmt* get() const { return s_; }
+using sqlite::ResetGuard;
+using sqlite::Stmt;
 
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(s_, i, v);
-    return *this;
-  }
-  Stmt& BindU(int i, uint64_t v) {
-    sqlite3_bind_int64(s_, i, static_cast<int64_t>(v));
-    return *this;
-  }
-  Stmt& Bind(int i, double v) {
-    sqlite3_bind_double(s_, i, v);
-    return *this;
-  }
-  Stmt& Bind(int i, const std::string& v) {
-    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-    return *this;
-  }
-  Stmt& BindBlob(int i, const std::string& v) {
-    sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-    return *this;
-  }
-  Stmt& BindNull(int i) {
-    sqlite3_bind_null(s_, i);
-    return *this;
-  }
-  int Step() { return sqlite3_step(s_); }
-  // No sqlite3_clear_bindings: every use of every statement binds all of its parameters, and
-  // clearing them cost ~2 % of apply (callgrind, docs/benchmarks.md).
-  void Reset() { sqlite3_reset(s_); }
-  int64_t Int(int c) const { return sqlite3_column_int64(s_, c); }
-  uint64_t UInt(int c) const { return static_cast<uint64_t>(sqlite3_column_int64(s_, c)); }
-  double Real(int c) const { return sqlite3_column_double(s_, c); }
-  bool IsNull(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
-  std::string Text(int c) const {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(s_, c));
-    return p ? std::string(p, sqlite3_column_bytes(s_, c)) : std::string();
-  }
+// The one mapping, sqlite/status.h. Before it the hub mapped BUSY/LOCKED to kUnavailable and
+// CONSTRAINT to kIOError; hub/server.cc answers 503 to all three alike.
+Status DbError(sqlite3* db, int rc, const std::string& what) { return sqlite::StatusFor(rc, what, db); }
 
- private:
-  sqlite3_stmt* s_ = nullptr;
-};
-
-// Resets a statement when leaving scope, so that an early return never leaves it busy
-// (a busy read statement would pin the WAL snapshot).
-class ResetGuard {
- public:
-  explicit ResetGuard(Stmt& s) : s_(s) {}
-  ~ResetGuard() { s_.Reset(); }
-
- private:
-  Stmt& s_;
-};
-
-Status DbError(sqlite3* db, int rc, const std::string& what) {
-  const std::string msg = what + ": " + sqlite3_errstr(rc) + " (" + (db ? sqlite3_errmsg(db) : "") + ")";
-  switch (rc & 0xFF) {
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-    case SQLITE_ERROR:
-    case SQLITE_MISUSE:
-      return Status::Internal(msg);
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return Status::Unavailable(msg);
-    default:
-      return Status::IOError(msg);
-  }
-}
-
+// A connection (the toolkit's Db) with its statement cache.
 class Conn {
  public:
-  ~Conn() {
-    cache_.clear();
-    if (db_) sqlite3_close_v2(db_);
-  }
+  ~Conn() { cache_.clear(); }  // finalize before close
   Status Open(const std::string& path, bool create) {
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;  // one thread at a time per connection
-    if (create) flags |= SQLITE_OPEN_CREATE;
-    const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
-    if (rc != SQLITE_OK) return Status::IOError(path + ": cannot open database: " + sqlite3_errstr(rc));
-    sqlite3_extended_result_codes(db_, 1);
-    sqlite3_busy_timeout(db_, 5000);
+    sqlite::OpenOptions o;
+    o.create = create;
+    o.busy_timeout_ms = 5000;
+    auto db = sqlite::Db::Open(path, o);
+    if (!db.ok()) return db.status();
+    db_ = std::move(*db);
     return Status::Ok();
   }
-  Status Exec(const std::string& sql) {
-    char* err = nullptr;
-    const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
-    if (rc != SQLITE_OK) {
-      std::string msg = err ? err : sqlite3_errstr(rc);
-      sqlite3_free(err);
-      return DbError(db_, rc, "exec: " + msg);
-    }
-    return Status::Ok();
-  }
+  Status Exec(const std::string& sql) { return db_.Exec(sql); }
   // Statements are prepared once per connection and cached by the address of their text
   // (always a string literal), so the per-record hot path costs one hash lookup, no allocation.
   Result<Stmt*> Prepare(const char* sql) {
     auto it = cache_.find(sql);
     if (it != cache_.end()) return &it->second;
-    sqlite3_stmt* s = nullptr;
-    const int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
-    if (rc != SQLITE_OK) return DbError(db_, rc, std::string("prepare: ") + sql);
-    return &cache_.emplace(sql, Stmt(s)).first->second;
+    auto st = db_.Prepare(sql, true);
+    if (!st.ok()) return st.status();
+    return &cache_.emplace(sql, std::move(*st)).first->second;
   }
-  sqlite3* db() const { return db_; }
+  sqlite3* db() const { return db_.get(); }
 
  private:
-  sqlite3* db_ = nullptr;
+  sqlite::Db db_;
   std::unordered_map<const char*, Stmt> cache_;
 };
 
@@ -326,8 +242,8 @@ Status InsertChunks(Conn& db, int64_t site_id, const std::string& vehicle, const
     }
     blob->clear();
     EncodeChunk(fixes.data() + begin, end - begin, blob);
-    st.Bind(1, site_id).Bind(2, vehicle).Bind(3, fixes[begin].ts_ms).BindU(4, fixes[begin].seq);
-    st.Bind(5, fixes[end - 1].ts_ms).Bind(6, static_cast<int64_t>(end - begin)).BindBlob(7, *blob);
+    st.Bind(1, site_id).BindRef(2, vehicle).Bind(3, fixes[begin].ts_ms).Bind(4, fixes[begin].seq);
+    st.Bind(5, fixes[end - 1].ts_ms).Bind(6, static_cast<int64_t>(end - begin)).BindBlobRef(7, *blob);
     const int rc = st.Step();
     st.Reset();
     if (rc != SQLITE_DONE) return DbError(db.db(), rc, "insert position chunk");
@@ -524,14 +440,14 @@ struct SqliteHubStore::Impl {
     if (!ins.ok()) return ins.status();
     {
       ResetGuard g(**ins);
-      (*ins)->Bind(1, site);
+      (*ins)->BindRef(1, site);
       const int rc = (*ins)->Step();
       if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert site");
     }
     auto sel = writer.Prepare("SELECT site_id FROM sites WHERE site = ?1");
     if (!sel.ok()) return sel.status();
     ResetGuard g(**sel);
-    (*sel)->Bind(1, site);
+    (*sel)->BindRef(1, site);
     if ((*sel)->Step() != SQLITE_ROW) return Status::Internal("site row vanished");
     const int64_t id = (*sel)->Int(0);
     // Cached only after commit would be purer; a rolled-back insert leaves a stale id, so the
@@ -579,9 +495,9 @@ struct SqliteHubStore::Impl {
       const auto& p = r.position();
       auto veh = writer.Prepare(kUpsertVehicle);
       if (!veh.ok()) return veh.status();
-      (*veh)->Bind(1, vehicle).Bind(2, site_id).BindU(3, p.device_seq()).Bind(4, int64_t{p.lat_e6()});
+      (*veh)->BindRef(1, vehicle).Bind(2, site_id).Bind(3, p.device_seq()).Bind(4, int64_t{p.lat_e6()});
       (*veh)->Bind(5, int64_t{p.lon_e6()}).Bind(6, int64_t{p.speed_dkmh()}).Bind(7, int64_t{p.heading_deg()});
-      (*veh)->Bind(8, int64_t{p.hdop_d()}).Bind(9, r.ts_ms()).BindU(10, r.hlc()).BindU(11, r.seq());
+      (*veh)->Bind(8, int64_t{p.hdop_d()}).Bind(9, r.ts_ms()).Bind(10, r.hlc()).Bind(11, r.seq());
       const int rc = (*veh)->Step();
       (*veh)->Reset();
       if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "upsert vehicle");
@@ -605,7 +521,7 @@ struct SqliteHubStore::Impl {
         if (!r.has_stock()) return Status::Ok();
         auto st = writer.Prepare(kUpsertStock);
         if (!st.ok()) return st.status();
-        (*st)->Bind(1, site_id).Bind(2, r.key()).Bind(3, r.stock().on_hand()).Bind(4, r.stock().reserved());
+        (*st)->Bind(1, site_id).BindRef(2, r.key()).Bind(3, r.stock().on_hand()).Bind(4, r.stock().reserved());
         (*st)->Bind(5, version).Bind(6, hlc).Bind(7, r.ts_ms()).Bind(8, seq);
         return run(st, "upsert stock");
       }
@@ -616,24 +532,24 @@ struct SqliteHubStore::Impl {
         if (o.lines_size() > 0) lines = LinesJson(o);
         auto st = writer.Prepare(kUpsertOrder);
         if (!st.ok()) return st.status();
-        (*st)->Bind(1, r.key()).Bind(2, site_id).Bind(3, o.status()).Bind(4, int64_t{OrderStatusRank(o.status())});
-        (*st)->Bind(5, o.actor());
-        if (lines.empty()) (*st)->BindNull(6); else (*st)->Bind(6, lines);
-        if (o.customer_sealed().empty()) (*st)->BindNull(7); else (*st)->BindBlob(7, o.customer_sealed());
+        (*st)->BindRef(1, r.key()).Bind(2, site_id).BindRef(3, o.status()).Bind(4, int64_t{OrderStatusRank(o.status())});
+        (*st)->BindRef(5, o.actor());
+        if (lines.empty()) (*st)->BindNull(6); else (*st)->BindRef(6, lines);
+        if (o.customer_sealed().empty()) (*st)->BindNull(7); else (*st)->BindBlobRef(7, o.customer_sealed());
         (*st)->Bind(8, version).Bind(9, hlc).Bind(10, r.ts_ms()).Bind(11, seq);
         Status s = run(st, "upsert order");
         if (!s.ok()) return s;
         if (!lines.empty()) {
           auto f = writer.Prepare(kFillOrderLines);
           if (!f.ok()) return f.status();
-          (*f)->Bind(1, r.key()).Bind(2, lines);
+          (*f)->BindRef(1, r.key()).BindRef(2, lines);
           s = run(f, "fill order lines");
           if (!s.ok()) return s;
         }
         if (!o.customer_sealed().empty()) {
           auto f = writer.Prepare(kFillOrderCustomer);
           if (!f.ok()) return f.status();
-          (*f)->Bind(1, r.key()).BindBlob(2, o.customer_sealed());
+          (*f)->BindRef(1, r.key()).BindBlobRef(2, o.customer_sealed());
           s = run(f, "fill order customer");
         }
         return s;
@@ -649,7 +565,7 @@ struct SqliteHubStore::Impl {
         const auto& a = r.alert();
         auto st = writer.Prepare(kUpsertAlert);
         if (!st.ok()) return st.status();
-        (*st)->Bind(1, site_id).Bind(2, r.key()).Bind(3, a.sensor()).Bind(4, a.state()).Bind(5, a.kind());
+        (*st)->Bind(1, site_id).BindRef(2, r.key()).BindRef(3, a.sensor()).BindRef(4, a.state()).BindRef(5, a.kind());
         (*st)->Bind(6, a.min_c()).Bind(7, a.max_c()).Bind(8, a.started_ts_ms()).Bind(9, a.ended_ts_ms());
         (*st)->Bind(10, version).Bind(11, hlc).Bind(12, seq);
         return run(st, "upsert alert");
@@ -659,8 +575,8 @@ struct SqliteHubStore::Impl {
         const auto& g = r.geofence();
         auto st = writer.Prepare(kInsertGeofence);
         if (!st.ok()) return st.status();
-        (*st)->Bind(1, site_id).Bind(2, seq).Bind(3, g.vehicle().empty() ? r.key() : g.vehicle()).Bind(4, g.fence());
-        (*st)->Bind(5, g.kind()).Bind(6, g.event()).Bind(7, r.ts_ms());
+        (*st)->Bind(1, site_id).Bind(2, seq).BindRef(3, g.vehicle().empty() ? r.key() : g.vehicle()).BindRef(4, g.fence());
+        (*st)->BindRef(5, g.kind()).BindRef(6, g.event()).Bind(7, r.ts_ms());
         return run(st, "insert geofence event");
       }
       default:
@@ -848,7 +764,7 @@ struct SqliteHubStore::Impl {
         max_seq = std::max<uint64_t>(max_seq, r.seq());
         continue;
       }
-      st.Bind(1, *site_id).BindU(2, r.seq()).Bind(3, int64_t{r.entity()}).Bind(4, r.key()).BindU(5, r.version());
+      st.Bind(1, *site_id).Bind(2, r.seq()).Bind(3, int64_t{r.entity()}).BindRef(4, r.key()).Bind(5, r.version());
       const std::string_view blob = serialized.Record(i);
       sqlite3_bind_blob(st.get(), 6, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
       const int rc = st.Step();
@@ -885,10 +801,10 @@ struct SqliteHubStore::Impl {
     const bool key_ok = wire::CheckId("key", r.key()).ok();
     const std::string why = reason.substr(0, 256);
     const std::string field(wire::RefusalField(why));
-    (*st)->Bind(1, site_id).BindU(2, r.seq()).Bind(3, int64_t{r.entity()}).BindU(4, r.version());
-    if (key_ok) (*st)->Bind(5, r.key());
+    (*st)->Bind(1, site_id).Bind(2, r.seq()).Bind(3, int64_t{r.entity()}).Bind(4, r.version());
+    if (key_ok) (*st)->BindRef(5, r.key());
     else sqlite3_bind_null((*st)->get(), 5);
-    (*st)->Bind(6, field).Bind(7, why).Bind(8, now_ms);
+    (*st)->BindRef(6, field).BindRef(7, why).Bind(8, now_ms);
     const int rc = (*st)->Step();
     if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert refused record");
     if (sqlite3_changes(writer.db()) == 0) return uint64_t{0};
@@ -918,7 +834,7 @@ struct SqliteHubStore::Impl {
         "ON CONFLICT(site_id, day) DO UPDATE SET bytes = bytes + excluded.bytes");
     if (!up.ok()) return up.status();
     ResetGuard g(**up);
-    (*up)->Bind(1, site_id).Bind(2, day).BindU(3, bytes);
+    (*up)->Bind(1, site_id).Bind(2, day).Bind(3, bytes);
     const int rc = (*up)->Step();
     if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "site usage");
     // Older days are of no use to the limit; keep the table to a few rows per site.
@@ -943,8 +859,8 @@ struct SqliteHubStore::Impl {
     int i = first;
     auto bind_row = [&](Stmt& st, int base, int idx) {
       const v1::ChangeRecord& r = recs[idx];
-      st.Bind(base + 1, site_id).BindU(base + 2, r.seq()).Bind(base + 3, int64_t{r.entity()});
-      st.Bind(base + 4, r.key()).BindU(base + 5, r.version());
+      st.Bind(base + 1, site_id).Bind(base + 2, r.seq()).Bind(base + 3, int64_t{r.entity()});
+      st.BindRef(base + 4, r.key()).Bind(base + 5, r.version());
       const std::string_view blob = serialized.Record(idx);
       sqlite3_bind_blob(st.get(), base + 6, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
     };
@@ -984,7 +900,7 @@ struct SqliteHubStore::Impl {
         "UPDATE sites SET contiguous_seq = ?2, max_seq = ?3, records = records + ?4, last_push_ms = ?5 WHERE site_id = ?1");
     if (!up.ok()) return up.status();
     ResetGuard g(**up);
-    (*up)->Bind(1, site_id).BindU(2, contiguous).BindU(3, std::max(max_seq, contiguous)).Bind(4, int64_t{res.applied});
+    (*up)->Bind(1, site_id).Bind(2, contiguous).Bind(3, std::max(max_seq, contiguous)).Bind(4, int64_t{res.applied});
     (*up)->Bind(5, now_ms);
     const int rc = (*up)->Step();
     if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "update site");
@@ -1074,7 +990,7 @@ Result<uint64_t> SqliteHubStore::ContiguousSeq(const std::string& site) {
   auto st = r->Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
-  (*st)->Bind(1, site);
+  (*st)->BindRef(1, site);
   const int rc = (*st)->Step();
   if (rc == SQLITE_ROW) return (*st)->UInt(0);
   if (rc == SQLITE_DONE) return uint64_t{0};
@@ -1105,7 +1021,7 @@ Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit
       *impl_,
       "SELECT c.cursor, s.site, c.record FROM changes c JOIN sites s ON s.site_id = c.site_id "
       "WHERE c.cursor > ?1 ORDER BY c.cursor LIMIT ?2",
-      [&](Stmt& s) { s.BindU(1, after).Bind(2, int64_t{limit}); },
+      [&](Stmt& s) { s.Bind(1, after).Bind(2, int64_t{limit}); },
       [](Stmt& s) {
         FeedEntry e;
         e.cursor = s.UInt(0);
@@ -1130,7 +1046,7 @@ Result<std::vector<StockRow>> SqliteHubStore::Stock(const std::string& site) {
       *impl_,
       "SELECT sku, on_hand, reserved, version, hlc, ts_ms, seq FROM stock "
       "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku",
-      [&](Stmt& s) { s.Bind(1, site); },
+      [&](Stmt& s) { s.BindRef(1, site); },
       [](Stmt& s) { return StockRow{s.Text(0), s.Int(1), s.Int(2), s.UInt(3), s.UInt(4), s.Int(5), s.UInt(6)}; });
 }
 
@@ -1139,7 +1055,7 @@ Result<std::vector<OrderRow>> SqliteHubStore::Orders(const std::string& site) {
       *impl_,
       "SELECT o.order_id, s.site, o.status, o.actor, o.lines, o.customer_sealed, o.version, o.hlc, o.ts_ms, o.seq "
       "FROM orders o JOIN sites s ON s.site_id = o.site_id WHERE s.site = ?1 ORDER BY o.order_id",
-      [&](Stmt& s) { s.Bind(1, site); },
+      [&](Stmt& s) { s.BindRef(1, site); },
       [](Stmt& s) {
         return OrderRow{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5),
                         s.UInt(6), s.UInt(7), s.Int(8),  s.UInt(9)};
@@ -1169,7 +1085,7 @@ Result<std::vector<PositionRow>> SqliteHubStore::Vehicles(const std::string& sit
       *impl_,
       "SELECT v.vehicle, s.site, v.device_seq, v.lat_e6, v.lon_e6, v.speed_dkmh, v.heading_deg, v.hdop_d, v.ts_ms, v.hlc, "
       "v.seq FROM vehicles v JOIN sites s ON s.site_id = v.site_id WHERE s.site = ?1 ORDER BY v.vehicle",
-      [&](Stmt& s) { s.Bind(1, site); }, VehicleFromRow);
+      [&](Stmt& s) { s.BindRef(1, site); }, VehicleFromRow);
 }
 
 Result<std::vector<AlertRow>> SqliteHubStore::OpenAlerts(const std::string& site) {
@@ -1177,7 +1093,7 @@ Result<std::vector<AlertRow>> SqliteHubStore::OpenAlerts(const std::string& site
       *impl_,
       "SELECT alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, seq FROM alerts "
       "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND state = 'open' ORDER BY started_ts_ms, alert_id",
-      [&](Stmt& s) { s.Bind(1, site); },
+      [&](Stmt& s) { s.BindRef(1, site); },
       [](Stmt& s) {
         return AlertRow{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Real(4), s.Real(5),
                         s.Int(6),  s.Int(7),  s.UInt(8), s.UInt(9)};
@@ -1201,7 +1117,7 @@ Result<std::vector<PositionRow>> SqliteHubStore::Track(const std::string& site, 
   const int64_t lowest =
       from_ms >= std::numeric_limits<int64_t>::min() + kChunkMaxSpanMs ? from_ms - kChunkMaxSpanMs
                                                                        : std::numeric_limits<int64_t>::min();
-  q.Bind(1, site).Bind(2, vehicle).Bind(3, lowest).Bind(4, to_ms).Bind(5, from_ms);
+  q.BindRef(1, site).BindRef(2, vehicle).Bind(3, lowest).Bind(4, to_ms).Bind(5, from_ms);
   // Chunks may overlap in time (a late batch), so fixes are merged by (ts_ms, seq). Once
   // `limit` fixes are held, a chunk starting after the last of them cannot contribute.
   std::vector<ChunkFix> fixes, decoded;
@@ -1254,7 +1170,7 @@ Result<std::vector<GeofenceRow>> SqliteHubStore::GeofenceEvents(const std::strin
       "SELECT seq, vehicle, fence, kind, event, ts_ms FROM geofence_events "
       "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 "
       "ORDER BY ts_ms, seq LIMIT ?4",
-      [&](Stmt& s) { s.Bind(1, site).Bind(2, from_ms).Bind(3, to_ms).Bind(4, int64_t{limit}); },
+      [&](Stmt& s) { s.BindRef(1, site).Bind(2, from_ms).Bind(3, to_ms).Bind(4, int64_t{limit}); },
       [](Stmt& s) { return GeofenceRow{s.UInt(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Int(5)}; });
 }
 
@@ -1271,7 +1187,7 @@ Result<uint64_t> ContiguousSeqIn(Conn& conn, const std::string& site) {
   auto st = conn.Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
-  (*st)->Bind(1, site);
+  (*st)->BindRef(1, site);
   return (*st)->Step() == SQLITE_ROW ? (*st)->UInt(0) : uint64_t{0};
 }
 
@@ -1306,7 +1222,7 @@ Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t fr
   {
     Stmt& q = **st;
     ResetGuard g(q);
-    q.Bind(1, site).BindU(2, from).BindU(3, to);
+    q.BindRef(1, site).Bind(2, from).Bind(3, to);
     while (true) {
       const int rc = q.Step();
       if (rc == SQLITE_DONE) break;
@@ -1349,7 +1265,7 @@ Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
   {
     Stmt& q = **st;
     ResetGuard g(q);
-    q.Bind(1, site);
+    q.BindRef(1, site);
     while (true) {
       const int rc = q.Step();
       if (rc == SQLITE_DONE) break;
@@ -1425,8 +1341,8 @@ Result<RebuildResult> SqliteHubStore::RebuildState(const std::string& site, cons
       last_key = key;
       const uint64_t seq = (*sel)->UInt(1);
       ResetGuard gi(**ins);
-      (*ins)->Bind(1, *site_id).Bind(2, key).Bind(3, rec.stock().on_hand()).Bind(4, rec.stock().reserved());
-      (*ins)->BindU(5, rec.version()).BindU(6, rec.hlc()).Bind(7, rec.ts_ms()).BindU(8, seq);
+      (*ins)->Bind(1, *site_id).BindRef(2, key).Bind(3, rec.stock().on_hand()).Bind(4, rec.stock().reserved());
+      (*ins)->Bind(5, rec.version()).Bind(6, rec.hlc()).Bind(7, rec.ts_ms()).Bind(8, seq);
       const int irc = (*ins)->Step();
       if (irc != SQLITE_DONE) return DbError(im.writer.db(), irc, "rebuild: insert stock");
       ++res.skus_after;
@@ -1468,8 +1384,8 @@ Status SqliteHubStore::Impl::InsertAudit(const AuditEntry& e) {
       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
-  (*st)->Bind(1, e.ts_ms).Bind(2, e.kind).Bind(3, e.actor).Bind(4, e.path).BindU(5, e.seq_from).BindU(6, e.seq_to);
-  (*st)->BindU(7, e.count).Bind(8, int64_t{e.status}).Bind(9, e.detail);
+  (*st)->Bind(1, e.ts_ms).BindRef(2, e.kind).BindRef(3, e.actor).BindRef(4, e.path).Bind(5, e.seq_from).Bind(6, e.seq_to);
+  (*st)->Bind(7, e.count).Bind(8, int64_t{e.status}).BindRef(9, e.detail);
   const int rc = (*st)->Step();
   if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert audit");
   return Status::Ok();
@@ -1480,7 +1396,7 @@ Result<std::vector<AuditEntry>> SqliteHubStore::Audit(uint64_t after, int limit)
       *impl_,
       "SELECT id, ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail FROM audit WHERE id > ?1 "
       "ORDER BY id LIMIT ?2",
-      [&](Stmt& s) { s.BindU(1, after).Bind(2, int64_t{limit}); },
+      [&](Stmt& s) { s.Bind(1, after).Bind(2, int64_t{limit}); },
       [](Stmt& s) {
         return AuditEntry{s.UInt(0), s.Int(1),  s.Text(2), s.Text(3), s.Text(4),
                           s.UInt(5), s.UInt(6), s.UInt(7), static_cast<int>(s.Int(8)), s.Text(9)};
