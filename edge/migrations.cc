@@ -146,13 +146,14 @@ INSERT OR REPLACE INTO edge_meta(name, value)
                                  IFNULL((SELECT MAX(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0));
 )sql";
 
-const std::vector<Migration>& StoreMigrations() {
-  static const std::vector<Migration> migrations = {
-      {1, "initial schema: outbox, sync_state, dedupe, dead letters, domain tables", kV1},
-      {2, "dead_letters.code; time indexes on positions and climate readings", kV2},
-      {3, "rule_state (rule engine snapshots) and climate_rollups", kV3},
-      {4, "stock per lot with reservations: stock_lots, reservations, stock_movements.expiry", V4().c_str()},
-      {5, "outbox_seq on raw telemetry rows, for the disk quota", kV5},
+const std::vector<sqlite::Migration>& StoreMigrations() {
+  using sqlite::MigrationStep;
+  static const std::vector<sqlite::Migration> migrations = {
+      {1, "initial schema: outbox, sync_state, dedupe, dead letters, domain tables", {MigrationStep::Sql(kV1)}},
+      {2, "dead_letters.code; time indexes on positions and climate readings", {MigrationStep::Sql(kV2)}},
+      {3, "rule_state (rule engine snapshots) and climate_rollups", {MigrationStep::Sql(kV3)}},
+      {4, "stock per lot with reservations: stock_lots, reservations, stock_movements.expiry", {MigrationStep::Sql(V4().c_str())}},
+      {5, "outbox_seq on raw telemetry rows, for the disk quota", {MigrationStep::Sql(kV5)}},
   };
   return migrations;
 }

@@ -99,27 +99,15 @@ Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
   if (s.ok()) s = store->Exec("PRAGMA wal_autocheckpoint=4000");
   if (!s.ok()) return s;
 
-  // Migrations, each in its own transaction together with its user_version bump.
-  int version = 0;
-  {
-    sqlite3_stmt* st = nullptr;
-    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
-    if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-  }
-  if (version > LatestStoreVersion())
-    return Status::Internal("store schema version " + std::to_string(version) + " is newer than this edged (" +
-                            std::to_string(LatestStoreVersion()) + "); refusing to run an older binary on it");
-  for (const Migration& m : StoreMigrations()) {
-    if (m.version <= version) continue;
-    std::string sql = std::string("BEGIN IMMEDIATE;\n") + m.sql + "\nPRAGMA user_version=" + std::to_string(m.version) + ";\nCOMMIT;";
-    s = store->Exec(sql.c_str());
-    if (!s.ok()) {
-      (void)store->Exec("ROLLBACK");
-      return Status(s.code(), "store migration " + std::to_string(m.version) + " failed: " + s.message());
-    }
+  // Migrations, each in its own transaction together with its user_version bump
+  // (sqlite/migrate.h). kInternal if the file is newer than this binary.
+  sqlite::MigrateOptions migrate;
+  migrate.database = "store";
+  migrate.program = "edged";
+  migrate.on_applied = [](const sqlite::Migration& m) {
     spdlog::info("store: migrated to schema version {} ({})", m.version, m.description);
-  }
+  };
+  if (auto v = sqlite::Migrate(db, StoreMigrations(), migrate); !v.ok()) return v.status();
   // Database files may hold sealed customer data and sync state: owner only.
   chmod(store->options_.path.c_str(), 0600);
 

@@ -19,6 +19,7 @@
 #include "wire/digest.h"
 #include "hub/position_chunk.h"
 #include "sqlite/db.h"
+#include "sqlite/migrate.h"
 
 namespace freshsync::hub {
 
@@ -405,31 +406,21 @@ struct SqliteHubStore::Impl {
     return Reader(*this, std::move(c));
   }
 
+  // The numbered migrations as the shared runner takes them (sqlite/migrate.h): each one's SQL,
+  // and migration 2's data step, commit together with the version bump.
   Status Migrate() {
-    auto st = writer.Prepare("PRAGMA user_version");
-    if (!st.ok()) return st.status();
-    int version = 0;
-    {
-      Stmt& s = **st;
-      ResetGuard g(s);
-      if (s.Step() == SQLITE_ROW) version = static_cast<int>(s.Int(0));
+    const auto& sql = Migrations();
+    std::vector<sqlite::Migration> plan;
+    for (size_t i = 0; i < sql.size(); ++i) {
+      sqlite::Migration m{static_cast<int>(i + 1), "", {sqlite::MigrationStep::Sql(sql[i].c_str())}};
+      if (m.version == 2) m.steps.push_back(sqlite::MigrationStep::Data([this](sqlite3*) { return MovePositionsToChunks(writer); }));
+      plan.push_back(std::move(m));
     }
-    const auto& m = Migrations();
-    if (version > static_cast<int>(m.size()))
-      return Status::Internal("database schema version " + std::to_string(version) + " is newer than this hubd (" +
-                              std::to_string(m.size()) + ")");
-    const int target = migrate_to > 0 ? std::min(migrate_to, static_cast<int>(m.size())) : static_cast<int>(m.size());
-    for (int v = version; v < target; ++v) {
-      // Each migration, its data step and its version bump commit together.
-      Status s = writer.Exec("BEGIN IMMEDIATE;" + m[v]);
-      if (s.ok() && v + 1 == 2) s = MovePositionsToChunks(writer);
-      if (s.ok()) s = writer.Exec("PRAGMA user_version = " + std::to_string(v + 1) + ";COMMIT;");
-      if (!s.ok()) {
-        (void)writer.Exec("ROLLBACK");
-        return Status::Internal("migration " + std::to_string(v + 1) + " failed: " + s.message());
-      }
-    }
-    return Status::Ok();
+    sqlite::MigrateOptions o;
+    o.program = "hubd";
+    o.target = migrate_to;
+    auto v = sqlite::Migrate(writer.db(), plan, o);
+    return v.ok() ? Status::Ok() : v.status();
   }
 
   // Site id for `site`, creating the row inside the current write transaction.
