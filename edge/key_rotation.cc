@@ -6,59 +6,42 @@
 #include <memory>
 #include <vector>
 
-#include "sqlite/status.h"
+#include "sqlite/db.h"
 
 namespace freshsync::edge {
 namespace {
 
-struct DbCloser {
-  void operator()(sqlite3* db) const { sqlite3_close(db); }
-};
-struct StmtFinalizer {
-  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
-};
-using Db = std::unique_ptr<sqlite3, DbCloser>;
-using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
-
-// The one mapping, sqlite/status.h.
-Status SqlError(sqlite3* db, const std::string& what) { return sqlite::LastError(db, "rotate-key: " + what); }
-
-Result<Stmt> Prepare(sqlite3* db, const char* sql) {
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK) return SqlError(db, "prepare");
-  return Stmt(s);
-}
+// SQLite failures come mapped by the toolkit (sqlite/status.h); this names the step.
+Status SqlError(const Status& s, const std::string& what) { return Status(s.code(), "rotate-key: " + what + ": " + s.message()); }
 
 }  // namespace
 
 Result<RotationReport> ResealCustomerData(const std::string& store_path, const Sealer& sealer, int batch_rows) {
   if (batch_rows < 1) batch_rows = 1;
-  sqlite3* raw = nullptr;
-  const int rc_open = sqlite3_open_v2(store_path.c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr);
-  Db db(raw);
-  if (rc_open != SQLITE_OK) return SqlError(raw, "opening " + store_path);
-  sqlite3_busy_timeout(db.get(), 5000);
-  auto select = Prepare(db.get(),
-                        "SELECT order_id, customer_sealed FROM orders WHERE customer_sealed IS NOT NULL AND order_id > ?1 "
-                        "ORDER BY order_id LIMIT ?2");
-  if (!select.ok()) return select.status();
+  sqlite::OpenOptions options;
+  options.busy_timeout_ms = 5000;
+  auto db = sqlite::Db::Open(store_path, options);
+  if (!db.ok()) return SqlError(db.status(), "opening");
+  auto select = db->Prepare(
+      "SELECT order_id, customer_sealed FROM orders WHERE customer_sealed IS NOT NULL AND order_id > ?1 "
+      "ORDER BY order_id LIMIT ?2");
+  if (!select.ok()) return SqlError(select.status(), "prepare");
   // Only the blob we read is replaced: a row edged changed in between is left for the next run.
-  auto update = Prepare(db.get(), "UPDATE orders SET customer_sealed = ?2 WHERE order_id = ?1 AND customer_sealed = ?3");
-  if (!update.ok()) return update.status();
+  auto update = db->Prepare("UPDATE orders SET customer_sealed = ?2 WHERE order_id = ?1 AND customer_sealed = ?3");
+  if (!update.ok()) return SqlError(update.status(), "prepare");
 
   RotationReport report;
   std::string after;  // order_id cursor
   while (true) {
-    if (sqlite3_exec(db.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return SqlError(db.get(), "begin");
-    sqlite3_stmt* sel = select->get();
-    sqlite3_bind_text(sel, 1, after.data(), static_cast<int>(after.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_int(sel, 2, batch_rows);
+    sqlite::Transaction tx(db->get());  // rolls back unless committed
+    if (Status s = tx.Begin(); !s.ok()) return SqlError(s, "begin");
+    sqlite::ResetGuard select_reset(*select);  // reset before the rollback
+    select->Bind(1, after).Bind(2, batch_rows);
     int rows = 0, rc;
-    while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+    while ((rc = select->Step()) == SQLITE_ROW) {
       ++rows;
-      after.assign(reinterpret_cast<const char*>(sqlite3_column_text(sel, 0)), static_cast<size_t>(sqlite3_column_bytes(sel, 0)));
-      const void* p = sqlite3_column_blob(sel, 1);
-      const std::string blob = p ? std::string(static_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(sel, 1))) : "";
+      after = select->Text(0);
+      const std::string blob = select->Text(1);
       ++report.scanned;
       if (sealer.IsCurrent(blob)) {
         ++report.already_current;
@@ -71,29 +54,14 @@ Result<RotationReport> ResealCustomerData(const std::string& store_path, const S
       }
       const std::string fresh = sealer.Seal(*plain);
       sodium_memzero(plain->data(), plain->size());
-      sqlite3_stmt* up = update->get();
-      sqlite3_bind_text(up, 1, after.data(), static_cast<int>(after.size()), SQLITE_TRANSIENT);
-      sqlite3_bind_blob(up, 2, fresh.data(), static_cast<int>(fresh.size()), SQLITE_TRANSIENT);
-      sqlite3_bind_blob(up, 3, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
-      const int urc = sqlite3_step(up);
-      sqlite3_reset(up);
-      if (urc != SQLITE_DONE) {
-        sqlite3_reset(sel);
-        sqlite3_exec(db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-        return SqlError(db.get(), "update");
-      }
-      if (sqlite3_changes(db.get()) == 1) ++report.resealed;
+      sqlite::ResetGuard update_reset(*update);
+      if (Status s = update->Bind(1, after).BindBlob(2, fresh).BindBlob(3, blob).Run("rotate-key: update"); !s.ok()) return s;
+      if (sqlite3_changes(db->get()) == 1) ++report.resealed;
       else ++report.remaining_old;  // changed under us: the next run takes it
     }
-    sqlite3_reset(sel);
-    if (rc != SQLITE_DONE) {
-      sqlite3_exec(db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-      return SqlError(db.get(), "select");
-    }
-    if (sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-      sqlite3_exec(db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-      return SqlError(db.get(), "commit");
-    }
+    if (rc != SQLITE_DONE) return sqlite::StatusFor(rc, "rotate-key: select", db->get());
+    select->Reset();
+    if (Status s = tx.Commit(); !s.ok()) return SqlError(s, "commit");
     if (rows < batch_rows) break;
   }
   report.remaining_old += report.unreadable;
