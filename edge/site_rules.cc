@@ -7,7 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "freshsync.pb.h"
-#include "sqlite/status.h"
+#include "sqlite/db.h"
 #include "wire/routes.h"
 
 namespace freshsync::edge {
@@ -28,43 +28,40 @@ Result<geofence::FenceSet> LoadFences(const EdgeConfig& config) {
 }
 }  // namespace
 
-// Statements prepared once on the store's connection.
+// Statements prepared once on the store's connection (the toolkit's Stmt, sqlite/db.h).
 class SiteRules::Statements {
  public:
   explicit Statements(sqlite3* db) : db_(db) {}
-  ~Statements() {
-    for (auto* s : {put_, get_, all_, rollup_, trim_raw_, trim_rollups_}) sqlite3_finalize(s);
-  }
   Status Prepare() {
-    auto make = [&](const char* sql, sqlite3_stmt** out) {
-      return sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, out, nullptr) == SQLITE_OK;
+    struct {
+      const char* sql;
+      sqlite::Stmt* out;
+    } all[] = {
+        {"INSERT INTO rule_state(engine, entity, blob, updated_ms) VALUES (?1, ?2, ?3, ?4) "
+         "ON CONFLICT(engine, entity) DO UPDATE SET blob = excluded.blob, updated_ms = excluded.updated_ms",
+         &put_},
+        {"SELECT blob FROM rule_state WHERE engine = ?1 AND entity = ?2", &get_},
+        {"SELECT engine, entity, blob FROM rule_state ORDER BY engine, entity", &all_},
+        {"INSERT OR REPLACE INTO climate_rollups(sensor, minute_ms, count, min_c, avg_c, max_c) VALUES (?1,?2,?3,?4,?5,?6)",
+         &rollup_},
+        {"DELETE FROM climate_readings WHERE sensor = ?1 AND ts_ms < ?2", &trim_raw_},
+        {"DELETE FROM climate_rollups WHERE sensor = ?1 AND minute_ms < ?2", &trim_rollups_},
     };
-    if (!make("INSERT INTO rule_state(engine, entity, blob, updated_ms) VALUES (?1, ?2, ?3, ?4) "
-              "ON CONFLICT(engine, entity) DO UPDATE SET blob = excluded.blob, updated_ms = excluded.updated_ms",
-              &put_) ||
-        !make("SELECT blob FROM rule_state WHERE engine = ?1 AND entity = ?2", &get_) ||
-        !make("SELECT engine, entity, blob FROM rule_state ORDER BY engine, entity", &all_) ||
-        !make("INSERT OR REPLACE INTO climate_rollups(sensor, minute_ms, count, min_c, avg_c, max_c) VALUES (?1,?2,?3,?4,?5,?6)",
-              &rollup_) ||
-        !make("DELETE FROM climate_readings WHERE sensor = ?1 AND ts_ms < ?2", &trim_raw_) ||
-        !make("DELETE FROM climate_rollups WHERE sensor = ?1 AND minute_ms < ?2", &trim_rollups_))
-      return SqlError(db_, "prepare");
+    for (auto& [sql, out] : all) {
+      auto st = sqlite::PrepareOn(db_, sql, true);
+      if (!st.ok()) return Status(st.status().code(), "rules: " + st.status().message());
+      *out = std::move(*st);
+    }
     return Status::Ok();
   }
-  // Runs a statement to completion and resets it.
-  Status Run(sqlite3_stmt* s, const char* what) {
-    const int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    return rc == SQLITE_DONE ? Status::Ok() : SqlError(db_, what);
-  }
-  static void Text(sqlite3_stmt* s, int i, const std::string& v) {
-    sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  // Runs a statement to completion, then resets it and clears its bindings.
+  Status Run(sqlite::Stmt& s, const char* what) {
+    sqlite::ResetGuard reset(s, true);
+    return s.Run(std::string("rules: ") + what);
   }
 
   sqlite3* db_;
-  sqlite3_stmt *put_ = nullptr, *get_ = nullptr, *all_ = nullptr, *rollup_ = nullptr, *trim_raw_ = nullptr,
-               *trim_rollups_ = nullptr;
+  sqlite::Stmt put_, get_, all_, rollup_, trim_raw_, trim_rollups_;
 };
 
 Status SiteRules::CheckConfig(const EdgeConfig& config) {
@@ -110,13 +107,13 @@ Status SiteRules::Attach(EdgeStore& store) {
 }
 
 Status SiteRules::RestoreAll(int* vehicles, int* sensors) {
-  sqlite3_stmt* q = st_->all_;
+  sqlite::Stmt& q = st_->all_;
+  sqlite::ResetGuard reset(q);
   int rc;
-  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-    const std::string engine = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
-    const std::string entity = reinterpret_cast<const char*>(sqlite3_column_text(q, 1));
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(q, 2));
-    const std::string blob = p ? p : "";
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    const std::string engine = q.Text(0);
+    const std::string entity = q.Text(1);
+    const std::string blob = q.Text(2);
     Status s;
     if (engine == kGeofence) {
       if (!geofence_) continue;  // fences removed from the config: nothing to restore into
@@ -132,7 +129,6 @@ Status SiteRules::RestoreAll(int* vehicles, int* sensors) {
       spdlog::error("rules: {} state of {} not restored ({}); starting it afresh", engine, entity, s.message());
     }
   }
-  sqlite3_reset(q);
   if (rc != SQLITE_DONE) return SqlError(st_->db_, "restore");
   return Status::Ok();
 }
@@ -192,17 +188,11 @@ Status SiteRules::AdoptStaged() {
 }
 
 Result<std::string> SiteRules::LoadSnapshot(const char* engine, const std::string& entity) {
-  sqlite3_stmt* q = st_->get_;
-  Statements::Text(q, 1, engine);
-  Statements::Text(q, 2, entity);
-  const int rc = sqlite3_step(q);
+  sqlite::Stmt& q = st_->get_;
+  sqlite::ResetGuard reset(q, true);
+  const int rc = q.Bind(1, engine).Bind(2, entity).Step();
   std::string blob;
-  if (rc == SQLITE_ROW) {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
-    if (p) blob = p;
-  }
-  sqlite3_reset(q);
-  sqlite3_clear_bindings(q);
+  if (rc == SQLITE_ROW) blob = q.Text(0);
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqlError(st_->db_, "snapshot read");
   return blob;  // "" = never committed: the engine forgets the entity
 }
@@ -224,12 +214,7 @@ Status SiteRules::RestoreStale() {
 }
 
 Status SiteRules::PutSnapshot(const char* engine, const std::string& entity, const std::string& blob, int64_t now_ms) {
-  sqlite3_stmt* s = st_->put_;
-  Statements::Text(s, 1, engine);
-  Statements::Text(s, 2, entity);
-  Statements::Text(s, 3, blob);
-  sqlite3_bind_int64(s, 4, now_ms);
-  return st_->Run(s, "snapshot write");
+  return st_->Run(st_->put_.Bind(1, engine).Bind(2, entity).Bind(3, blob).Bind(4, now_ms), "snapshot write");
 }
 
 Status SiteRules::OnGps(EdgeStore& store, const GpsFix& g, int64_t now_ms) {
@@ -265,21 +250,13 @@ Status SiteRules::WriteColdchain(EdgeStore& store, const coldchain::Output& out,
   const int64_t rollup_keep_ms = int64_t{cc_settings_.rollup_retention_d} * 86400'000;
   for (const auto& r : out.rollups) {
     touched_sensors_.insert(r.sensor);
-    sqlite3_stmt* s = st_->rollup_;
-    Statements::Text(s, 1, r.sensor);
-    sqlite3_bind_int64(s, 2, r.minute_ms);
-    sqlite3_bind_int64(s, 3, r.count);
-    sqlite3_bind_double(s, 4, r.min_c);
-    sqlite3_bind_double(s, 5, r.avg_c);
-    sqlite3_bind_double(s, 6, r.max_c);
-    if (Status st = st_->Run(s, "rollup write"); !st.ok()) return st;
+    st_->rollup_.Bind(1, r.sensor).Bind(2, r.minute_ms).Bind(3, r.count).BindDouble(4, r.min_c).BindDouble(5, r.avg_c).BindDouble(6, r.max_c);
+    if (Status st = st_->Run(st_->rollup_, "rollup write"); !st.ok()) return st;
     // Retention, on message time, once per sensor-minute: raw readings and rollups older than
     // their windows behind this minute go (indexed range deletes, a few rows each).
-    Statements::Text(st_->trim_raw_, 1, r.sensor);
-    sqlite3_bind_int64(st_->trim_raw_, 2, r.minute_ms - raw_keep_ms);
+    st_->trim_raw_.Bind(1, r.sensor).Bind(2, r.minute_ms - raw_keep_ms);
     if (Status st = st_->Run(st_->trim_raw_, "raw retention"); !st.ok()) return st;
-    Statements::Text(st_->trim_rollups_, 1, r.sensor);
-    sqlite3_bind_int64(st_->trim_rollups_, 2, r.minute_ms - rollup_keep_ms);
+    st_->trim_rollups_.Bind(1, r.sensor).Bind(2, r.minute_ms - rollup_keep_ms);
     if (Status st = st_->Run(st_->trim_rollups_, "rollup retention"); !st.ok()) return st;
   }
   for (const auto& a : out.alerts) {

@@ -2,20 +2,12 @@
 
 #include <sqlite3.h>
 
-#include "sqlite/status.h"
 
 #include <algorithm>
 #include <map>
 
 namespace freshsync::edge {
 
-namespace {
-void Text(sqlite3_stmt* s, int i, const std::string& v) { sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
-std::string Col(sqlite3_stmt* s, int i) {
-  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
-  return p ? p : "";
-}
-}  // namespace
 
 const char* const StockLedger::kMigrationSql = R"sql(
 CREATE TABLE stock_new(
@@ -49,17 +41,17 @@ CREATE TABLE reservations(
 CREATE INDEX reservations_by_lot ON reservations(sku, lot);
 )sql";
 
-StockLedger::~StockLedger() {
-  for (auto* s : {lots_, lot_add_, lot_new_, res_new_, res_get_, res_add_, res_clean_, res_of_order_, totals_, sku_put_}) sqlite3_finalize(s);
-}
+StockLedger::~StockLedger() = default;
 
 // kConflict when a CHECK caught a broken invariant (refuse the message whole), kIOError for
 // the environment: the one mapping, sqlite/status.h.
 Status StockLedger::Err(const char* what) { return sqlite::LastError(db_, std::string("stock: ") + what); }
 
 Status StockLedger::Prepare() {
-  auto make = [&](const char* sql, sqlite3_stmt** out) {
-    return sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, out, nullptr) == SQLITE_OK;
+  auto make = [&](const char* sql, sqlite::Stmt* out) {
+    auto st = sqlite::PrepareOn(db_, sql, true);
+    if (st.ok()) *out = std::move(*st);
+    return st.ok();
   };
   // FEFO: earliest expiry first, lots without one last, then by lot name for determinism.
   if (!make("SELECT lot, on_hand, reserved FROM stock_lots WHERE sku = ?1 ORDER BY expiry IS NULL, expiry, lot", &lots_) ||
@@ -83,90 +75,53 @@ Status StockLedger::Prepare() {
   return Status::Ok();
 }
 
-Status StockLedger::Run(sqlite3_stmt* s, const char* what) {
-  const int rc = sqlite3_step(s);
-  Status st = rc == SQLITE_DONE ? Status::Ok() : Err(what);
-  sqlite3_reset(s);
-  sqlite3_clear_bindings(s);
-  return st;
+Status StockLedger::Run(sqlite::Stmt& s, const char* what) {
+  sqlite::ResetGuard reset(s, true);
+  return s.Step() == SQLITE_DONE ? Status::Ok() : Err(what);
 }
 
 Result<std::vector<StockLedger::Lot>> StockLedger::Lots(const std::string& sku) {
-  Text(lots_, 1, sku);
+  sqlite::ResetGuard reset(lots_, true);
+  lots_.Bind(1, sku);
   std::vector<Lot> out;
   int rc;
-  while ((rc = sqlite3_step(lots_)) == SQLITE_ROW) out.push_back({Col(lots_, 0), sqlite3_column_int64(lots_, 1), sqlite3_column_int64(lots_, 2)});
-  Status st = rc == SQLITE_DONE ? Status::Ok() : Err("lots");
-  sqlite3_reset(lots_);
-  sqlite3_clear_bindings(lots_);
-  if (!st.ok()) return st;
+  while ((rc = lots_.Step()) == SQLITE_ROW) out.push_back({lots_.Text(0), lots_.Int(1), lots_.Int(2)});
+  if (rc != SQLITE_DONE) return Err("lots");
   return out;
 }
 
 Result<int64_t> StockLedger::Reserved(const std::string& order_id, const std::string& sku, const std::string& lot) {
-  Text(res_get_, 1, order_id);
-  Text(res_get_, 2, sku);
-  Text(res_get_, 3, lot);
-  const int rc = sqlite3_step(res_get_);
-  const int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(res_get_, 0) : 0;
-  Status st = rc == SQLITE_ROW || rc == SQLITE_DONE ? Status::Ok() : Err("reservation");
-  sqlite3_reset(res_get_);
-  sqlite3_clear_bindings(res_get_);
-  if (!st.ok()) return st;
-  return v;
+  sqlite::ResetGuard reset(res_get_, true);
+  const int rc = res_get_.Bind(1, order_id).Bind(2, sku).Bind(3, lot).Step();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Err("reservation");
+  return rc == SQLITE_ROW ? res_get_.Int(0) : int64_t{0};
 }
 
 Status StockLedger::AddLot(const std::string& sku, const std::string& lot, int64_t d_on_hand, int64_t d_reserved,
                            const std::string& expiry) {
-  Text(lot_add_, 1, sku);
-  Text(lot_add_, 2, lot);
-  sqlite3_bind_int64(lot_add_, 3, d_on_hand);
-  sqlite3_bind_int64(lot_add_, 4, d_reserved);
-  if (expiry.empty()) sqlite3_bind_null(lot_add_, 5);
-  else Text(lot_add_, 5, expiry);
+  lot_add_.Bind(1, sku).Bind(2, lot).Bind(3, d_on_hand).Bind(4, d_reserved).BindTextOrNull(5, expiry);
   if (Status s = Run(lot_add_, "lot write"); !s.ok()) return s;
   if (sqlite3_changes(db_) > 0) return Status::Ok();
-  Text(lot_new_, 1, sku);
-  Text(lot_new_, 2, lot);
-  sqlite3_bind_int64(lot_new_, 3, d_on_hand);
-  sqlite3_bind_int64(lot_new_, 4, d_reserved);
-  if (expiry.empty()) sqlite3_bind_null(lot_new_, 5);
-  else Text(lot_new_, 5, expiry);
+  lot_new_.Bind(1, sku).Bind(2, lot).Bind(3, d_on_hand).Bind(4, d_reserved).BindTextOrNull(5, expiry);
   return Run(lot_new_, "lot insert");
 }
 
 Status StockLedger::AddReservation(const std::string& order_id, const std::string& sku, const std::string& lot, int64_t d_qty) {
-  Text(res_add_, 1, order_id);
-  Text(res_add_, 2, sku);
-  Text(res_add_, 3, lot);
-  sqlite3_bind_int64(res_add_, 4, d_qty);
+  res_add_.Bind(1, order_id).Bind(2, sku).Bind(3, lot).Bind(4, d_qty);
   if (Status s = Run(res_add_, "reservation write"); !s.ok()) return s;
   if (sqlite3_changes(db_) == 0) {
-    Text(res_new_, 1, order_id);
-    Text(res_new_, 2, sku);
-    Text(res_new_, 3, lot);
-    sqlite3_bind_int64(res_new_, 4, d_qty);
+    res_new_.Bind(1, order_id).Bind(2, sku).Bind(3, lot).Bind(4, d_qty);
     if (Status s = Run(res_new_, "reservation insert"); !s.ok()) return s;
   }
-  Text(res_clean_, 1, order_id);
-  Text(res_clean_, 2, sku);
-  Text(res_clean_, 3, lot);
+  res_clean_.Bind(1, order_id).Bind(2, sku).Bind(3, lot);
   return Run(res_clean_, "reservation cleanup");
 }
 
 Result<SkuLevel> StockLedger::Totals(const std::string& sku) {
-  Text(totals_, 1, sku);
-  const int rc = sqlite3_step(totals_);
-  SkuLevel l{sku, 0, 0};
-  if (rc == SQLITE_ROW) {
-    l.on_hand = sqlite3_column_int64(totals_, 0);
-    l.reserved = sqlite3_column_int64(totals_, 1);
-  }
-  Status st = rc == SQLITE_ROW ? Status::Ok() : Err("totals");
-  sqlite3_reset(totals_);
-  sqlite3_clear_bindings(totals_);
-  if (!st.ok()) return st;
-  return l;
+  sqlite::ResetGuard reset(totals_, true);
+  const int rc = totals_.Bind(1, sku).Step();
+  if (rc != SQLITE_ROW) return Err("totals");
+  return SkuLevel{sku, totals_.Int(0), totals_.Int(1)};
 }
 
 Result<SkuLevel> StockLedger::Move(const StockMovement& m, const std::string& expiry) {
@@ -261,14 +216,13 @@ Result<std::vector<SkuLevel>> StockLedger::Release(const std::string& order_id) 
     int64_t qty;
   };
   std::vector<Row> rows;
-  Text(res_of_order_, 1, order_id);
-  int rc;
-  while ((rc = sqlite3_step(res_of_order_)) == SQLITE_ROW)
-    rows.push_back({Col(res_of_order_, 0), Col(res_of_order_, 1), sqlite3_column_int64(res_of_order_, 2)});
-  Status st = rc == SQLITE_DONE ? Status::Ok() : Err("reservations of order");
-  sqlite3_reset(res_of_order_);
-  sqlite3_clear_bindings(res_of_order_);
-  if (!st.ok()) return st;
+  {
+    sqlite::ResetGuard reset(res_of_order_, true);
+    res_of_order_.Bind(1, order_id);
+    int rc;
+    while ((rc = res_of_order_.Step()) == SQLITE_ROW) rows.push_back({res_of_order_.Text(0), res_of_order_.Text(1), res_of_order_.Int(2)});
+    if (rc != SQLITE_DONE) return Err("reservations of order");
+  }
   std::vector<SkuLevel> out;
   for (const auto& r : rows) {
     if (Status s = AddLot(r.sku, r.lot, 0, -r.qty, ""); !s.ok()) return s;
@@ -284,11 +238,7 @@ Result<std::vector<SkuLevel>> StockLedger::Release(const std::string& order_id) 
 }
 
 Status StockLedger::PutSku(const SkuLevel& level, int64_t version, int64_t now_ms) {
-  Text(sku_put_, 1, level.sku);
-  sqlite3_bind_int64(sku_put_, 2, level.on_hand);
-  sqlite3_bind_int64(sku_put_, 3, level.reserved);
-  sqlite3_bind_int64(sku_put_, 4, version);
-  sqlite3_bind_int64(sku_put_, 5, now_ms);
+  sku_put_.Bind(1, level.sku).Bind(2, level.on_hand).Bind(3, level.reserved).Bind(4, version).Bind(5, now_ms);
   return Run(sku_put_, "stock write");
 }
 

@@ -28,9 +28,8 @@
 
 #include "common/status.h"
 #include "edge/decode.h"
+#include "sqlite/db.h"
 
-struct sqlite3;
-struct sqlite3_stmt;
 
 namespace freshsync::edge {
 
@@ -69,7 +68,7 @@ class StockLedger {
     int64_t on_hand = 0, reserved = 0;
   };
   Status Err(const char* what);
-  Status Run(sqlite3_stmt* s, const char* what);
+  Status Run(sqlite::Stmt& s, const char* what);
   Result<std::vector<Lot>> Lots(const std::string& sku);  // FEFO order
   Result<int64_t> Reserved(const std::string& order_id, const std::string& sku, const std::string& lot);
   Status AddLot(const std::string& sku, const std::string& lot, int64_t d_on_hand, int64_t d_reserved, const std::string& expiry);
@@ -77,8 +76,7 @@ class StockLedger {
   Result<SkuLevel> Totals(const std::string& sku);
 
   sqlite3* db_;
-  sqlite3_stmt *lots_ = nullptr, *lot_add_ = nullptr, *lot_new_ = nullptr, *res_new_ = nullptr, *res_get_ = nullptr, *res_add_ = nullptr, *res_clean_ = nullptr,
-               *res_of_order_ = nullptr, *totals_ = nullptr, *sku_put_ = nullptr;
+  sqlite::Stmt lots_, lot_add_, lot_new_, res_new_, res_get_, res_add_, res_clean_, res_of_order_, totals_, sku_put_;
 };
 
 }  // namespace freshsync::edge
