@@ -20,9 +20,7 @@
 
 #include "wire/digest.h"
 #include "common/status.h"
-
-struct sqlite3;
-struct sqlite3_stmt;
+#include "sqlite/db.h"
 
 namespace freshsync::sync {
 
@@ -89,23 +87,15 @@ class SyncStore {
 
  private:
   SyncStore() = default;
-  Status Prepare(const char* sql, sqlite3_stmt** stmt);
   Status Exec(const char* sql);
   // Upserts sync_state rows inside the caller's transaction.
   Status WriteStates(const std::vector<std::pair<const char*, int64_t>>& values);
   Status Error(const char* what);
-  Status ReadWith(sqlite3_stmt* stmt, uint64_t after, uint64_t upto, int max_records, int64_t max_bytes,
+  Status ReadWith(sqlite::Stmt& stmt, uint64_t after, uint64_t upto, int max_records, int64_t max_bytes,
                   std::vector<OutboxRow>* out, bool* full);
 
-  sqlite3* db_ = nullptr;
-  sqlite3_stmt* get_state_ = nullptr;
-  sqlite3_stmt* set_state_ = nullptr;
-  sqlite3_stmt* last_seq_ = nullptr;
-  sqlite3_stmt* first_seq_ = nullptr;
-  sqlite3_stmt* read_range_ = nullptr;
-  sqlite3_stmt* read_priority_ = nullptr;
-  sqlite3_stmt* trim_ = nullptr;
-  sqlite3_stmt* digest_ = nullptr;
+  sqlite::Db db_;  // declared first: the statements are finalized before it closes
+  sqlite::Stmt get_state_, set_state_, last_seq_, first_seq_, read_range_, read_priority_, trim_, digest_;
 };
 
 }  // namespace freshsync::sync
