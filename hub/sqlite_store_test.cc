@@ -628,6 +628,25 @@ TEST_F(SqliteHubStoreTest, RebuildStateRestoresCorruptedStockAndIsAudited) {
   EXPECT_EQ(again->changed, 0u);
 }
 
+// The one SQLite mapping (sqlite/status.h): a write lock held past busy_timeout (5 s here) is
+// kIOError, as a failed write is, never kInvalidArgument, so hub/server.cc answers 503 and the
+// site retries the batch; nothing of it is applied. (Before the shared mapping it was
+// kUnavailable, which the server answered 503 too.)
+TEST_F(SqliteHubStoreTest, AWriteLockHeldPastTheBusyTimeoutIsAnIOErrorAndAppliesNothing) {
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("hub.db").c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto r = store_->ApplyBatch("a", MakeBatch("a", {Stock(1, "x", 1, 1)}), 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kIOError) << r.status().ToString();
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  EXPECT_EQ(FeedSize(), 0u);
+  auto again = store_->ApplyBatch("a", MakeBatch("a", {Stock(1, "x", 1, 1)}), 0);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(FeedSize(), 1u);
+}
+
 TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   store_.reset();
   {
