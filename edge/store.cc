@@ -76,28 +76,25 @@ EdgeStore::~EdgeStore() {
 Status EdgeStore::Exec(const char* sql) { return sqlite::ExecOn(db_, sql); }
 
 Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
-  sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(options.path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 options.vfs_name.empty() ? nullptr : options.vfs_name.c_str());
-  if (rc != SQLITE_OK) {
-    std::string m = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close_v2(db);
-    return Status::IOError("store.path: cannot open " + options.path + ": " + m);
-  }
+  sqlite::OpenOptions open;
+  open.create = true;
+  open.vfs = options.vfs_name;
+  open.busy_timeout_ms = options.busy_timeout_ms;
+  open.pragmas = {
+      // WAL: readers (edgectl, the sync agent) never block the writer. NORMAL syncs the WAL
+      // only at checkpoints (survives a process crash, not a power cut); FULL syncs every commit.
+      "PRAGMA journal_mode=WAL",
+      options.durability == Durability::kStrict ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+      // Checkpoint every ~4000 pages (16 MB of WAL) rather than 1000: a checkpoint copies each
+      // hot page (outbox tail, dedupe and index leaves) once however often it changed, and under
+      // NORMAL it is where the fsyncs happen, so fewer checkpoints mean fewer writes and syncs.
+      "PRAGMA wal_autocheckpoint=4000",
+  };
+  auto conn = sqlite::Db::Open(options.path, open);
+  if (!conn.ok()) return Status(conn.status().code(), "store.path: " + conn.status().message());
+  sqlite3* db = conn->Release();
   std::unique_ptr<EdgeStore> store(new EdgeStore(std::move(options), db));
-  sqlite3_busy_timeout(db, store->options_.busy_timeout_ms);
-  sqlite3_extended_result_codes(db, 1);
-
-  // WAL: readers (edgectl, the sync agent) never block the writer. NORMAL syncs the WAL only
-  // at checkpoints (survives a process crash, not a power cut); FULL syncs every commit.
-  Status s = store->Exec("PRAGMA journal_mode=WAL");
-  if (s.ok())
-    s = store->Exec(store->options_.durability == Durability::kStrict ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-  // Checkpoint every ~4000 pages (16 MB of WAL) rather than 1000: a checkpoint copies each
-  // hot page (outbox tail, dedupe and index leaves) once however often it changed, and under
-  // NORMAL it is where the fsyncs happen, so fewer checkpoints mean fewer writes and syncs.
-  if (s.ok()) s = store->Exec("PRAGMA wal_autocheckpoint=4000");
-  if (!s.ok()) return s;
+  Status s;
 
   // Migrations, each in its own transaction together with its user_version bump
   // (sqlite/migrate.h). kInternal if the file is newer than this binary.
@@ -119,13 +116,14 @@ Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
   // transaction (AppendOutbox), so the newest rows by seq hold the highest hlc: reading them
   // by primary key keeps start-up independent of the backlog (MAX(hlc) over the whole outbox
   // was a full scan, seconds with 10M rows; docs/benchmarks.md, "Memory and start-up").
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db,
-                     "SELECT max((SELECT value FROM edge_meta WHERE name='hlc_last'), "
-                     "IFNULL((SELECT MAX(hlc) FROM (SELECT hlc FROM outbox ORDER BY seq DESC LIMIT 1000)), 0))",
-                     -1, &st, nullptr);
-  if (sqlite3_step(st) == SQLITE_ROW) store->hlc_.Observe(static_cast<uint64_t>(sqlite3_column_int64(st, 0)));
-  sqlite3_finalize(st);
+  // A failed read fails the open: an HLC below a persisted one must never be issued.
+  auto hlc = sqlite::PrepareOn(db,
+                               "SELECT max((SELECT value FROM edge_meta WHERE name='hlc_last'), "
+                               "IFNULL((SELECT MAX(hlc) FROM (SELECT hlc FROM outbox ORDER BY seq DESC LIMIT 1000)), 0))");
+  if (!hlc.ok()) return hlc.status();
+  const int rc = hlc->Step();
+  if (rc != SQLITE_ROW) return sqlite::StatusFor(rc, "store: reading the last hlc", db);
+  store->hlc_.Observe(hlc->UInt(0));
   return store;
 }
 

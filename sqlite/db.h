@@ -149,6 +149,8 @@ class Db {
   sqlite3* get() const { return db_; }
   explicit operator bool() const { return db_ != nullptr; }
   void Close();
+  // Gives up ownership (for a store that keeps the raw handle and closes it itself).
+  sqlite3* Release() { return std::exchange(db_, nullptr); }
 
   // Runs one or more statements (sqlite3_exec).
   Status Exec(std::string_view sql);
