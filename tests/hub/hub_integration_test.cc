@@ -28,6 +28,7 @@
 #include "hub/codec.h"
 #include "wire/digest.h"
 #include "tests/support/harness.h"
+#include "tests/support/zstd_bomb.h"
 #include "tests/hub/hubd_fixture.h"
 
 namespace freshsync::testing {
@@ -578,23 +579,9 @@ TEST_F(HubdTest, BadInputGetsFourXxAndCostsNoMemory) {
   const long rss_before = RssKb(hubd_.pid());
   ASSERT_GT(rss_before, 0);
 
-  // zstd bomb: 2 GB of zeros in about 64 KB, without a declared size.
+  // zstd bomb: 256 MiB of zeros in about 10 KB, without a declared size.
   {
-    std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), &ZSTD_freeCCtx);
-    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 0);
-    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, 19);
-    const std::string zeros(4 << 20, '\0');
-    std::string bomb, buf(ZSTD_CStreamOutSize(), '\0');
-    for (int i = 0; i < 64; ++i) {
-      ZSTD_inBuffer in{zeros.data(), zeros.size(), 0};
-      const bool last = i == 63;
-      size_t rem;
-      do {
-        ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
-        rem = ZSTD_compressStream2(cctx.get(), &ob, &in, last ? ZSTD_e_end : ZSTD_e_continue);
-        bomb.append(buf.data(), ob.pos);
-      } while (last ? rem != 0 : in.pos < in.size);
-    }
+    const std::string bomb = ZstdBombOfZeros(64, 19);
     ASSERT_LT(bomb.size(), 1u << 20);
     for (int i = 0; i < 3; ++i) {
       auto r = Push(*a, "site-a", bomb);

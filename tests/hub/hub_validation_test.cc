@@ -20,6 +20,7 @@
 #include "hub/codec.h"
 #include "wire/digest.h"
 #include "tests/support/harness.h"
+#include "tests/support/zstd_bomb.h"
 #include "wire/record_rules.h"
 
 namespace freshsync::testing {
@@ -323,24 +324,7 @@ TEST_F(HubValidationTest, OversizedKeysDoNotGrowTheStoreAndTheSiteByteLimitHolds
 TEST_F(HubValidationTest, SixteenParallelZstdBombsStayWithinTheProcessBudget) {
   // A 16 MiB per-request cap and a 56 MiB total (the least accepted is 2 x 16 + 20 = 52 MiB).
   StartHubd("[limits]\nmax_decompressed_bytes = 16777216\nmax_decompressed_total_bytes = 58720256\n");
-  std::string bomb;
-  {
-    std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), &ZSTD_freeCCtx);
-    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 0);
-    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, 19);
-    const std::string zeros(4 << 20, '\0');
-    std::string buf(ZSTD_CStreamOutSize(), '\0');
-    for (int i = 0; i < 64; ++i) {
-      ZSTD_inBuffer in{zeros.data(), zeros.size(), 0};
-      const bool last = i == 63;
-      size_t rem;
-      do {
-        ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
-        rem = ZSTD_compressStream2(cctx.get(), &ob, &in, last ? ZSTD_e_end : ZSTD_e_continue);
-        bomb.append(buf.data(), ob.pos);
-      } while (last ? rem != 0 : in.pos < in.size);
-    }
-  }
+  const std::string bomb = ZstdBombOfZeros(64, 19);  // 256 MiB of zeros
   const long base_kb = StatusKb(hubd_.pid(), "VmHWM:");
   ASSERT_GT(base_kb, 0);
   std::atomic<int> answered_413{0}, answered_503{0}, other{0};

@@ -40,6 +40,7 @@
 #include "hub/codec.h"
 #include "tests/ingest/workload.h"
 #include "tests/support/site_hub.h"
+#include "tests/support/zstd_bomb.h"
 
 namespace freshsync::testing {
 namespace {
@@ -193,24 +194,7 @@ TEST_F(HubAbuseCombinedTest, SlowEveryAttackAtOnceWhileASitePushesAndHqReads) {
   for (int i = 0; i < 1000000; ++i) million += "X: y\r\n";
   million += "\r\n";
   // A zstd bomb: 128 MiB of zeros (twice the default max_decompressed_bytes), no declared size.
-  std::string bomb;
-  {
-    std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), &ZSTD_freeCCtx);
-    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 0);
-    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, 3);
-    const std::string zeros(4 << 20, '\0');
-    std::string buf(ZSTD_CStreamOutSize(), '\0');
-    for (int i = 0; i < 32; ++i) {
-      ZSTD_inBuffer in{zeros.data(), zeros.size(), 0};
-      const bool last = i == 31;
-      size_t rem;
-      do {
-        ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
-        rem = ZSTD_compressStream2(cctx.get(), &ob, &in, last ? ZSTD_e_end : ZSTD_e_continue);
-        bomb.append(buf.data(), ob.pos);
-      } while (last ? rem != 0 : in.pos < in.size);
-    }
-  }
+  const std::string bomb = ZstdBombOfZeros(32, 3);
 
   std::atomic<bool> stop{false};  // the attack window is over
   std::atomic<bool> done{false};  // the whole test is over (HQ reader)
