@@ -4,7 +4,6 @@
 #include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
 
-#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdlib>
@@ -517,9 +516,7 @@ Status Ingest::TryBatch(const std::vector<JournalEntry>& entries, size_t begin, 
             // applied transition gets here, and transitions only move forward, so the retained
             // message never goes back. No customer data: the state names the order, nobody else.
             // Queued in the store so that it leaves only if the batch commits, in message order.
-            nlohmann::json j = {{"order_id", o->order_id}, {"status", o->status}, {"ts", o->ts_ms}};
-            if (!o->actor.empty()) j["actor"] = o->actor;
-            store_.QueuePublication({root + "/orders/" + o->order_id + "/state", j.dump(), true});
+            store_.QueuePublication(publish::OrderState(root, *o, o->status));
           }
           break;
         case EdgeStore::Outcome::kRefused:
@@ -600,9 +597,7 @@ Status Ingest::DeadLetterInBatch(const JournalEntry& e, std::string_view payload
   ++after->refused_by_code[dl.code == "invalid" ? 0 : dl.code == "conflict" ? 1 : 2];
   after->dead_letters.push_back({dl.topic, dl.reason});
   // The notification goes with the batch's other publications, after COMMIT, in message order.
-  nlohmann::json j = {{"topic", dl.topic}, {"reason", dl.reason}, {"code", dl.code}, {"received_ms", e.received_ms}};
-  store_.QueuePublication(
-      {config_.mqtt.topic_root + wire::kDeadletterSuffix, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false});
+  store_.QueuePublication(publish::DeadLetterNotice(config_.mqtt.topic_root, dl.topic, dl.reason, dl.code, e.received_ms));
   return Status::Ok();
 }
 

@@ -8,7 +8,6 @@
 
 #include "freshsync.pb.h"
 #include "sqlite/db.h"
-#include "wire/routes.h"
 
 namespace freshsync::edge {
 
@@ -240,7 +239,7 @@ Status SiteRules::OnGps(EdgeStore& store, const GpsFix& g, int64_t now_ms) {
     ge->set_event(e.EventName());
     auto seq = store.AppendChange(v1::GEOFENCE_EVENT, e.vehicle, kPriorityLane, e.ts_ms, rec, now_ms);
     if (!seq.ok()) return seq.status();
-    store.QueuePublication({root_ + wire::kGeofenceEventsSuffix, geofence::EventJson(e), false});
+    store.QueuePublication(publish::GeofenceEvent(root_, e));
   }
   return PutSnapshot(kGeofence, g.vehicle, geofence_->SnapshotVehicle(g.vehicle), now_ms);
 }
@@ -273,7 +272,7 @@ Status SiteRules::WriteColdchain(EdgeStore& store, const coldchain::Output& out,
     al->set_kind(a.KindName());
     auto seq = store.AppendChange(v1::COLDCHAIN_ALERT, a.alert_id, kPriorityLane, a.ts_ms, rec, now_ms);
     if (!seq.ok()) return seq.status();
-    store.QueuePublication({root_ + "/alerts/coldchain", coldchain::AlertJson(a), false});
+    store.QueuePublication(publish::ColdchainAlert(root_, a));
   }
   return Status::Ok();
 }

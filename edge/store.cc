@@ -43,11 +43,12 @@ constexpr int kEntityOrder = v1::ORDER;
 constexpr int kEntityPosition = v1::VEHICLE_POSITION;
 constexpr int kEntityClimate = v1::CLIMATE;
 
-std::string LinesJson(const std::vector<OrderLine>& lines) {
+nlohmann::json LinesArray(const std::vector<OrderLine>& lines) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& l : lines) a.push_back({{"sku", l.sku}, {"qty", l.qty}});
-  return a.dump();
+  return a;
 }
+std::string LinesJson(const std::vector<OrderLine>& lines) { return LinesArray(lines).dump(); }
 
 std::vector<OrderLine> ParseLinesJson(const std::string& text) {
   std::vector<OrderLine> out;
@@ -509,13 +510,12 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t n
 
 // The rest of a refusal, in the same transaction: the dead letter (so operators find it where
 // every refused message is), and, once committed, the dead-letter notification, the order's
-// retained state and an order event for terminals (docs/formats.md, "Refused orders").
+// retained state and an order event for terminals (docs/formats.md, "Refused orders"), their
+// topics and payloads built by edge/publications.h.
 Result<EdgeStore::Outcome> EdgeStore::RefuseOrder(const OrderStatus& o, const std::string& why, int64_t now_ms) {
   const std::string& root = options_.topic_root;
-  nlohmann::json lines = nlohmann::json::array();
-  for (const auto& l : o.lines) lines.push_back({{"sku", l.sku}, {"qty", l.qty}});
   // The message without its customer data (never kept in clear), as ingest keeps order payloads.
-  nlohmann::json kept = {{"order_id", o.order_id}, {"status", o.status}, {"ts", o.ts_ms}, {"lines", lines}};
+  nlohmann::json kept = {{"order_id", o.order_id}, {"status", o.status}, {"ts", o.ts_ms}, {"lines", LinesArray(o.lines)}};
   if (!o.actor.empty()) kept["actor"] = o.actor;
   DeadLetter dl;
   dl.topic = root + wire::kOrderStatusSuffix;
@@ -526,14 +526,9 @@ Result<EdgeStore::Outcome> EdgeStore::RefuseOrder(const OrderStatus& o, const st
   dl.received_ms = now_ms;
   if (Status st = AddDeadLetter(dl); !st.ok()) return st;
   spdlog::info("store: order {} refused: {}", o.order_id, why);
-
-  const nlohmann::json notice = {{"topic", dl.topic}, {"reason", why}, {"code", dl.code}, {"received_ms", now_ms}};
-  pending_pubs_.push_back({root + wire::kDeadletterSuffix, notice.dump(), false});
-  nlohmann::json state = {{"order_id", o.order_id}, {"status", "refused"}, {"ts", o.ts_ms}, {"reason", why}};
-  if (!o.actor.empty()) state["actor"] = o.actor;
-  pending_pubs_.push_back({root + "/" + wire::kTopicOrders + "/" + o.order_id + "/" + wire::kTopicState, state.dump(), true});
-  const nlohmann::json event = {{"order_id", o.order_id}, {"event", "refused"}, {"ts", o.ts_ms}, {"reason", why}, {"lines", lines}};
-  pending_pubs_.push_back({root + wire::kOrderEventsSuffix, event.dump(), false});
+  pending_pubs_.push_back(publish::DeadLetterNotice(root, dl.topic, why, dl.code, now_ms));
+  pending_pubs_.push_back(publish::OrderState(root, o, "refused", why));
+  pending_pubs_.push_back(publish::OrderEvent(root, o, "refused", why));
   return Outcome::kRefused;
 }
 

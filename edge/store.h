@@ -34,6 +34,7 @@
 #include "common/status.h"
 #include "edge/decode.h"
 #include "edge/privacy.h"
+#include "edge/publications.h"
 #include "edge/stock_ledger.h"
 
 struct sqlite3;
@@ -45,13 +46,6 @@ class ChangeRecord;
 namespace freshsync::edge {
 
 class EdgeStore;
-
-// A local event to publish on the site broker once the transaction that produced it commits.
-struct Publication {
-  std::string topic;
-  std::string payload;
-  bool retained = false;
-};
 
 // Domain rules that run inside a message's transaction (edge/site_rules.h). Called on the
 // store's thread only. OnGps/OnClimate may append change records and queue publications
@@ -137,7 +131,8 @@ class EdgeStore {
   // with the entity's next version; returns its seq.
   Result<int64_t> AppendChange(int entity, const std::string& key, int priority, int64_t ts_ms, v1::ChangeRecord& record,
                                int64_t now_ms);
-  // For ApplyHook: published only if the transaction commits (see TakePublications).
+  // Published only if the transaction commits (see TakePublications); built by
+  // edge/publications.h.
   void QueuePublication(Publication p) { pending_pubs_.push_back(std::move(p)); }
   // Publications of committed transactions, oldest first; the caller publishes them.
   std::vector<Publication> TakePublications() { return std::exchange(ready_pubs_, {}); }

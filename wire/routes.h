@@ -51,5 +51,6 @@ inline constexpr char kOrderStatusSuffix[] = "/orders/status";
 inline constexpr char kDeadletterSuffix[] = "/deadletter";
 inline constexpr char kOrderEventsSuffix[] = "/events/orders";
 inline constexpr char kGeofenceEventsSuffix[] = "/events/geofence";
+inline constexpr char kColdchainAlertsSuffix[] = "/alerts/coldchain";
 
 }  // namespace freshsync::wire

@@ -1,0 +1,60 @@
+#include "edge/publications.h"
+
+#include <nlohmann/json.hpp>
+
+#include "edge/coldchain/coldchain_engine.h"
+#include "edge/geofence/geofence_engine.h"
+#include "wire/routes.h"
+
+namespace freshsync::edge::publish {
+namespace {
+
+using nlohmann::json;
+
+std::string Joined(std::string_view root, std::string_view suffix) {
+  std::string t(root);
+  t += suffix;
+  return t;
+}
+
+// Reasons and identifiers reach here validated (decode.h), but a reason may quote a config
+// or store error: never throw on bytes that are not UTF-8.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+json Lines(const OrderStatus& o) {
+  json lines = json::array();
+  for (const auto& l : o.lines) lines.push_back({{"sku", l.sku}, {"qty", l.qty}});
+  return lines;
+}
+
+}  // namespace
+
+Publication DeadLetterNotice(std::string_view root, std::string_view topic, std::string_view reason, std::string_view code,
+                             int64_t received_ms) {
+  const json j = {{"topic", topic}, {"reason", reason}, {"code", code}, {"received_ms", received_ms}};
+  return {Joined(root, wire::kDeadletterSuffix), Dump(j), false};
+}
+
+Publication OrderState(std::string_view root, const OrderStatus& o, std::string_view status, std::string_view reason) {
+  json j = {{"order_id", o.order_id}, {"status", status}, {"ts", o.ts_ms}};
+  if (!reason.empty()) j["reason"] = reason;
+  if (!o.actor.empty()) j["actor"] = o.actor;
+  std::string topic(root);
+  topic.append("/").append(wire::kTopicOrders).append("/").append(o.order_id).append("/").append(wire::kTopicState);
+  return {std::move(topic), Dump(j), true};
+}
+
+Publication OrderEvent(std::string_view root, const OrderStatus& o, std::string_view event, std::string_view reason) {
+  const json j = {{"order_id", o.order_id}, {"event", event}, {"ts", o.ts_ms}, {"reason", reason}, {"lines", Lines(o)}};
+  return {Joined(root, wire::kOrderEventsSuffix), Dump(j), false};
+}
+
+Publication GeofenceEvent(std::string_view root, const geofence::GeofenceEvent& e) {
+  return {Joined(root, wire::kGeofenceEventsSuffix), geofence::EventJson(e), false};
+}
+
+Publication ColdchainAlert(std::string_view root, const coldchain::AlertEvent& a) {
+  return {Joined(root, wire::kColdchainAlertsSuffix), coldchain::AlertJson(a), false};
+}
+
+}  // namespace freshsync::edge::publish
