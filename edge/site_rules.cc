@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "edge/outbox_writer.h"
 #include "freshsync.pb.h"
 #include "sqlite/db.h"
 #include "wire/routes.h"
@@ -15,7 +16,6 @@ namespace freshsync::edge {
 namespace {
 constexpr char kGeofence[] = "geofence";
 constexpr char kColdchain[] = "coldchain";
-constexpr int kPriorityLane = 1;  // alerts and events go ahead of bulk telemetry
 
 // The one mapping, sqlite/status.h.
 Status SqlError(sqlite3* db, const char* what) { return sqlite::LastError(db, std::string("rules: ") + what); }
