@@ -27,23 +27,15 @@ const std::string kNextSeqSql =
 
 Result<std::unique_ptr<OutboxWriter>> OutboxWriter::Open(sqlite3* db, Clock& clock) {
   std::unique_ptr<OutboxWriter> w(new OutboxWriter(db, clock));
-  struct {
-    const char* sql;
-    sqlite::Stmt* stmt;
-  } stmts[] = {
-      {"INSERT INTO entity_versions(entity, key, version) VALUES (?1, ?2, 1) "
-       "ON CONFLICT(entity, key) DO UPDATE SET version = version + 1 RETURNING version",
-       &w->version_},
-      {kNextSeqSql.c_str(), &w->next_seq_stmt_},
-      {"INSERT INTO outbox(seq, entity, key, version, hlc, priority, created_ms, record) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-       &w->insert_},
-      {"UPDATE edge_meta SET value = ?1 WHERE name = 'hlc_last'", &w->hlc_save_},
-  };
-  for (auto& s : stmts) {
-    auto prepared = sqlite::PrepareOn(db, s.sql, true);
-    if (!prepared.ok()) return prepared.status();
-    *s.stmt = std::move(*prepared);
-  }
+  Status prepared = sqlite::PrepareAllOn(
+      db, {{"INSERT INTO entity_versions(entity, key, version) VALUES (?1, ?2, 1) "
+            "ON CONFLICT(entity, key) DO UPDATE SET version = version + 1 RETURNING version",
+            &w->version_},
+           {kNextSeqSql.c_str(), &w->next_seq_stmt_},
+           {"INSERT INTO outbox(seq, entity, key, version, hlc, priority, created_ms, record) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            &w->insert_},
+           {"UPDATE edge_meta SET value = ?1 WHERE name = 'hlc_last'", &w->hlc_save_}});
+  if (!prepared.ok()) return prepared;
   auto recover = sqlite::PrepareOn(db, kRecoverHlcSql.c_str());
   if (!recover.ok()) return recover.status();
   const int rc = recover->Step();
