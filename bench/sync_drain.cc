@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -30,6 +31,7 @@
 #include "cloud-sync/sync_agent.h"
 #include "cloud-sync/sync_store.h"
 #include "common/clock.h"
+#include "edge/migrations.h"
 #include "freshsync.pb.h"
 #include "tests/support/fault_proxy.h"
 #include "tests/support/harness.h"
@@ -49,8 +51,11 @@ void Generate(const std::string& path, uint64_t n, int64_t created_ms) {
   sqlite3_open(path.c_str(), &db);
   Exec(db, "PRAGMA journal_mode=WAL");
   Exec(db, "PRAGMA synchronous=NORMAL");
-  Exec(db, fs::sync::kOutboxDdl);
-  Exec(db, fs::sync::kSyncStateDdl);
+  // The edge store's schema, by its own migrations.
+  if (auto v = fs::sqlite::Migrate(db, fs::edge::StoreMigrations(), {}); !v.ok()) {
+    std::fprintf(stderr, "migrate: %s\n", v.status().ToString().c_str());
+    std::exit(1);
+  }
   sqlite3_stmt* st = nullptr;
   sqlite3_prepare_v2(db, "INSERT INTO outbox VALUES(?,?,?,?,?,?,?,?)", -1, &st, nullptr);
   constexpr int kTrucks = 50;

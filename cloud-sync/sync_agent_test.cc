@@ -1,4 +1,5 @@
-// SyncAgent against a real SQLite outbox (the documented DDL) and an in-memory hub.
+// SyncAgent against a real edge store file (migrated by the edge store's own migrations) and
+// an in-memory hub.
 #include "cloud-sync/sync_agent.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <thread>
 
 #include "cloud-sync/outbox_schema.h"
+#include "edge/migrations.h"
 #include "freshsync.pb.h"
 #include "tests/support/harness.h"
 #include "tests/support/sync_fakes.h"
@@ -23,8 +25,9 @@ class Db {
   explicit Db(const std::string& path) {
     EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK);
     Exec("PRAGMA journal_mode=WAL");
-    Exec(kOutboxDdl);
-    Exec(kSyncStateDdl);
+    // The schema edged runs on, by the runner EdgeStore::Open uses: no copy of the DDL to drift.
+    auto version = sqlite::Migrate(db_, edge::StoreMigrations(), {});
+    EXPECT_TRUE(version.ok()) << version.status().ToString();
   }
   ~Db() { sqlite3_close(db_); }
   void Exec(const std::string& sql) {
@@ -577,11 +580,7 @@ TEST_F(SyncAgentTest, MissingStoreIsNotFound) {
 class StateDigestTest : public SyncAgentTest {
  protected:
   void SetUp() override {
-    // The edge store's stock table (edge/migrations.cc), with two SKUs.
-    db.Exec(
-        "CREATE TABLE stock(sku TEXT PRIMARY KEY, on_hand INTEGER NOT NULL CHECK (on_hand >= 0), "
-        "reserved INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0), version INTEGER NOT NULL, "
-        "updated_ms INTEGER NOT NULL) WITHOUT ROWID");
+    // The edge store's stock table, with two SKUs.
     db.Exec("INSERT INTO stock VALUES('sku-2', 20, 1, 2, 0), ('sku-1', 7, 0, 3, 0)");
     good = {{"sku-1", {7, 0, 3}}, {"sku-2", {20, 1, 2}}};
     db.Add(1, 10, clock.NowMs());

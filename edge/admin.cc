@@ -2,6 +2,7 @@
 
 #include "cloud-sync/outbox_schema.h"
 #include "edge/intake_journal.h"
+#include "edge/outbox_writer.h"
 #include "sqlite/db.h"
 
 #include <fcntl.h>
@@ -200,9 +201,7 @@ Status RestoreStore(const std::string& in_path, const std::string& store_path) {
   // lost: the sync agent sends nothing until it has moved whatever edged writes from now on
   // above them (cloud-sync/outbox_schema.h, kStateRestoredLastSeq).
   const std::string mark = std::string("INSERT INTO sync_state(name, value) SELECT '") + freshsync::sync::kStateRestoredLastSeq +
-                           "', max((SELECT coalesce(max(seq), 0) FROM outbox), "
-                           "coalesce((SELECT max(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0)) "
-                           "WHERE true ON CONFLICT(name) DO UPDATE SET value = excluded.value";
+                           "', " + kLastIssuedSeqSql + " WHERE true ON CONFLICT(name) DO UPDATE SET value = excluded.value";
   return Exec(fresh.db, mark.c_str());
 }
 

@@ -2,12 +2,18 @@
 
 #include <string>
 
+#include "edge/outbox_writer.h"
 #include "edge/stock_ledger.h"
 
 namespace freshsync::edge {
 
 // The outbox and sync_state DDL is the contract of docs/sync-protocol.md; do not change
-// their columns here (the sync agent and operators' queries rely on them).
+// their columns here (the sync agent and operators' queries rely on them). This is the only
+// copy: the sync agent's tests and benchmarks migrate their stores with StoreMigrations().
+// Column meanings: outbox.seq dense per site from 1 (edge/outbox_writer.h); entity the proto
+// Entity value; priority 1 for orders, stock, alerts, geofence events, 0 for bulk telemetry;
+// created_ms the edge wall clock at commit; record a serialized freshsync.v1.ChangeRecord
+// without `site` (the batch carries it), appended to a Batch unparsed.
 static const char* kV1 = R"sql(
 CREATE TABLE outbox(
   seq        INTEGER PRIMARY KEY,
@@ -137,14 +143,16 @@ static const std::string& V4() {
 
 // v5: the disk quota (edge/disk_quota.h) thins and drops raw telemetry only once the hub has
 // acknowledged it, so each raw row names its outbox record. Rows from before v5 have NULL
-// there; they are all at or below quota_legacy_seq, the highest seq issued before v5.
-static const char* kV5 = R"sql(
+// there; they are all at or below quota_legacy_seq, the highest seq issued before v5 (the
+// outbox writer's rule, kLastIssuedSeqSql).
+static const std::string& V5() {
+  static const std::string sql = std::string(R"sql(
 ALTER TABLE vehicle_positions ADD COLUMN outbox_seq INTEGER;
 ALTER TABLE climate_readings ADD COLUMN outbox_seq INTEGER;
-INSERT OR REPLACE INTO edge_meta(name, value)
-  SELECT 'quota_legacy_seq', max(IFNULL((SELECT MAX(seq) FROM outbox), 0),
-                                 IFNULL((SELECT MAX(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0));
-)sql";
+INSERT OR REPLACE INTO edge_meta(name, value) SELECT 'quota_legacy_seq', )sql") +
+                                 kLastIssuedSeqSql + ";\n";
+  return sql;
+}
 
 const std::vector<sqlite::Migration>& StoreMigrations() {
   using sqlite::MigrationStep;
@@ -153,7 +161,7 @@ const std::vector<sqlite::Migration>& StoreMigrations() {
       {2, "dead_letters.code; time indexes on positions and climate readings", {MigrationStep::Sql(kV2)}},
       {3, "rule_state (rule engine snapshots) and climate_rollups", {MigrationStep::Sql(kV3)}},
       {4, "stock per lot with reservations: stock_lots, reservations, stock_movements.expiry", {MigrationStep::Sql(V4().c_str())}},
-      {5, "outbox_seq on raw telemetry rows, for the disk quota", {MigrationStep::Sql(kV5)}},
+      {5, "outbox_seq on raw telemetry rows, for the disk quota", {MigrationStep::Sql(V5().c_str())}},
   };
   return migrations;
 }

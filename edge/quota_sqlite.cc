@@ -10,11 +10,21 @@
 #include <vector>
 
 #include "edge/disk_quota.h"
-#include "sqlite/status.h"
+#include "edge/outbox_writer.h"
+#include "edge/store.h"
 #include "freshsync.pb.h"
+#include "sqlite/db.h"
 
 namespace freshsync::edge {
 namespace {
+
+// What the quota may drop: telemetry, as outbox entities and as dedupe kinds.
+const std::string kTelemetryEntities =
+    "(" + std::to_string(v1::VEHICLE_POSITION) + ", " + std::to_string(v1::CLIMATE) + ")";
+const std::string kTelemetryDedupeKinds = "(" + std::to_string(static_cast<int>(DedupeKind::kGps)) + ", " +
+                                          std::to_string(static_cast<int>(DedupeKind::kClimate)) + ")";
+// The quota alert's change record key (and alert id).
+constexpr char kAlertKey[] = "disk-quota";
 
 // A raw telemetry row is acknowledged when its outbox record is (outbox_seq <= acked_seq);
 // rows from before schema v5 have no outbox_seq and are all at or below quota_legacy_seq.
@@ -41,8 +51,11 @@ std::string DropScanSql(const std::string& t) {
 
 class SqliteQuotaStore final : public QuotaStore {
  public:
-  SqliteQuotaStore(sqlite3* db, Clock& clock) : db_(db), hlc_(clock) {}
-  ~SqliteQuotaStore() override { sqlite3_close_v2(db_); }
+  SqliteQuotaStore(sqlite3* db, Clock& clock) : db_(db), clock_(clock) {}
+  ~SqliteQuotaStore() override {
+    outbox_.reset();  // its statements before the connection
+    sqlite3_close_v2(db_);
+  }
 
   Result<int64_t> UsedBytes() override {
     auto pages = Int("PRAGMA page_count");
@@ -115,14 +128,15 @@ class SqliteQuotaStore final : public QuotaStore {
     if (total < max_rows) {
       // Telemetry records the hub holds, before their retention (a hub restored from an older
       // backup will lack them; docs/operations.md).
-      auto seqs = Column("SELECT seq FROM outbox WHERE seq <= ?1 AND entity IN (3, 4) ORDER BY seq LIMIT ?3", {max_rows - total});
+      auto seqs = Column("SELECT seq FROM outbox WHERE seq <= ?1 AND entity IN " + kTelemetryEntities + " ORDER BY seq LIMIT ?3",
+                         {max_rows - total});
       if (!seqs.ok()) return seqs.status();
       auto n = DeleteOutbox(*seqs);
       if (!n.ok()) return n;
       total += *n;
     }
     if (total < max_rows && now_ms >= next_dedupe_ms_) {
-      // Telemetry keys (kinds 3 and 4) a day old. Finding none scans them all, so when none
+      // Telemetry keys (gps and climate kinds) a day old. Finding none scans them all, so when none
       // are left look again only an hour later.
       auto n = DeleteOldDedupe(now_ms - kDedupeWindowMs, max_rows - total);
       if (!n.ok()) return n;
@@ -132,14 +146,28 @@ class SqliteQuotaStore final : public QuotaStore {
     return total;
   }
 
+  // One COLDCHAIN_ALERT change record, kind "disk_quota", in the priority lane, appended by
+  // the outbox writer as the store appends its own (the write lock makes it the only writer).
   Status RecordAlert(bool open, int64_t started_ms, int64_t now_ms) override {
-    if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-    Status s = AppendAlert(open, started_ms, now_ms);
-    if (!s.ok()) {
-      (void)Exec("ROLLBACK");
-      return s;
+    if (!outbox_) {
+      // Opened at the first alert: a quota that never raises one never touches the outbox.
+      auto writer = OutboxWriter::Open(db_, clock_);
+      if (!writer.ok()) return writer.status();
+      outbox_ = std::move(*writer);
     }
-    return Exec("COMMIT");
+    v1::ChangeRecord rec;
+    auto* a = rec.mutable_alert();
+    a->set_alert_id(kAlertKey);
+    a->set_state(open ? "open" : "closed");
+    a->set_kind("disk_quota");
+    a->set_started_ts_ms(started_ms);
+    if (!open) a->set_ended_ts_ms(now_ms);
+    sqlite::Transaction tx(db_);
+    if (Status s = tx.Begin(); !s.ok()) return s;
+    outbox_->NewTransaction();
+    auto seq = outbox_->AppendNext(v1::COLDCHAIN_ALERT, kAlertKey, kPriorityLane, now_ms, rec, now_ms);
+    if (!seq.ok()) return seq.status();  // rolled back by tx
+    return tx.Commit();
   }
 
   Status PublishState(QuotaState state, int64_t used_bytes, std::optional<int64_t> forecast_full_s) override {
@@ -258,7 +286,7 @@ class SqliteQuotaStore final : public QuotaStore {
   // below it the outbox has holes, so reconciliation digests and `edgectl verify`'s density
   // check start above it. (Conservative: the highest seq asked for, deleted or not.)
   Result<int64_t> DeleteOutbox(const std::vector<int64_t>& seqs) {
-    return DeleteEach("DELETE FROM outbox WHERE seq = ?3 AND seq <= ?1 AND entity IN (3, 4)", seqs,
+    return DeleteEach("DELETE FROM outbox WHERE seq = ?3 AND seq <= ?1 AND entity IN " + kTelemetryEntities, seqs,
                       "INSERT INTO sync_state(name, value) VALUES ('quota_dropped_upto', ?3) "
                       "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)");
   }
@@ -268,8 +296,8 @@ class SqliteQuotaStore final : public QuotaStore {
     std::vector<std::pair<int, std::string>> keys;
     {
       sqlite3_stmt* st = nullptr;
-      if (sqlite3_prepare_v2(db_, "SELECT kind, key FROM dedupe WHERE kind IN (3, 4) AND seen_ms < ?1 LIMIT ?2", -1, &st, nullptr) !=
-          SQLITE_OK)
+      const std::string scan = "SELECT kind, key FROM dedupe WHERE kind IN " + kTelemetryDedupeKinds + " AND seen_ms < ?1 LIMIT ?2";
+      if (sqlite3_prepare_v2(db_, scan.c_str(), -1, &st, nullptr) != SQLITE_OK)
         return Error("dedupe scan");
       sqlite3_bind_int64(st, 1, before_ms);
       sqlite3_bind_int64(st, 2, limit);
@@ -311,55 +339,9 @@ class SqliteQuotaStore final : public QuotaStore {
     return n;
   }
 
-  // Inside a write transaction: one COLDCHAIN_ALERT change record, kind "disk_quota", in the
-  // priority lane, with seq, version and hlc assigned as EdgeStore assigns them (the write
-  // lock makes this the only writer; the HLC observes every value already in the outbox).
-  Status AppendAlert(bool open, int64_t started_ms, int64_t now_ms) {
-    auto seq = Int(
-        "SELECT max(IFNULL((SELECT MAX(seq) FROM outbox), 0), "
-        "IFNULL((SELECT MAX(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0)) + 1");
-    auto last_hlc = Int("SELECT max(IFNULL((SELECT value FROM edge_meta WHERE name = 'hlc_last'), 0), IFNULL((SELECT MAX(hlc) FROM outbox), 0))");
-    auto version = Int(
-        "INSERT INTO entity_versions(entity, key, version) VALUES (6, 'disk-quota', 1) "
-        "ON CONFLICT(entity, key) DO UPDATE SET version = version + 1 RETURNING version");
-    for (auto* r : {&seq, &last_hlc, &version})
-      if (!r->ok()) return r->status();
-    hlc_.Observe(static_cast<uint64_t>(*last_hlc));
-    const uint64_t hlc = hlc_.Now();
-    v1::ChangeRecord rec;
-    rec.set_seq(static_cast<uint64_t>(*seq));
-    rec.set_entity(v1::COLDCHAIN_ALERT);
-    rec.set_key("disk-quota");
-    rec.set_version(static_cast<uint64_t>(*version));
-    rec.set_hlc(hlc);
-    rec.set_ts_ms(now_ms);
-    auto* a = rec.mutable_alert();
-    a->set_alert_id("disk-quota");
-    a->set_state(open ? "open" : "closed");
-    a->set_kind("disk_quota");
-    a->set_started_ts_ms(started_ms);
-    if (!open) a->set_ended_ts_ms(now_ms);
-    sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_,
-                           "INSERT INTO outbox(seq, entity, key, version, hlc, priority, created_ms, record) "
-                           "VALUES (?1, 6, 'disk-quota', ?2, ?3, 1, ?4, ?5)",
-                           -1, &st, nullptr) != SQLITE_OK)
-      return Error("alert");
-    const std::string blob = rec.SerializeAsString();
-    sqlite3_bind_int64(st, 1, *seq);
-    sqlite3_bind_int64(st, 2, *version);
-    sqlite3_bind_int64(st, 3, static_cast<int64_t>(hlc));
-    sqlite3_bind_int64(st, 4, now_ms);
-    sqlite3_bind_blob(st, 5, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
-    const int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return Error("alert");
-    const std::string save = "UPDATE edge_meta SET value = " + std::to_string(static_cast<int64_t>(hlc)) + " WHERE name = 'hlc_last'";
-    return Exec(save.c_str());
-  }
-
   sqlite3* db_;
-  HybridLogicalClock hlc_;
+  Clock& clock_;
+  std::unique_ptr<OutboxWriter> outbox_;  // opened at the first alert
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "edge/outbox_writer.h"
 #include "freshsync.pb.h"
 #include "sqlite/db.h"
 
@@ -14,7 +15,6 @@ namespace freshsync::edge {
 namespace {
 constexpr char kGeofence[] = "geofence";
 constexpr char kColdchain[] = "coldchain";
-constexpr int kPriorityLane = 1;  // alerts and events go ahead of bulk telemetry
 
 // The one mapping, sqlite/status.h.
 Status SqlError(sqlite3* db, const char* what) { return sqlite::LastError(db, std::string("rules: ") + what); }
@@ -32,10 +32,7 @@ class SiteRules::Statements {
  public:
   explicit Statements(sqlite3* db) : db_(db) {}
   Status Prepare() {
-    struct {
-      const char* sql;
-      sqlite::Stmt* out;
-    } all[] = {
+    Status s = sqlite::PrepareAllOn(db_, {
         {"INSERT INTO rule_state(engine, entity, blob, updated_ms) VALUES (?1, ?2, ?3, ?4) "
          "ON CONFLICT(engine, entity) DO UPDATE SET blob = excluded.blob, updated_ms = excluded.updated_ms",
          &put_},
@@ -45,13 +42,8 @@ class SiteRules::Statements {
          &rollup_},
         {"DELETE FROM climate_readings WHERE sensor = ?1 AND ts_ms < ?2", &trim_raw_},
         {"DELETE FROM climate_rollups WHERE sensor = ?1 AND minute_ms < ?2", &trim_rollups_},
-    };
-    for (auto& [sql, out] : all) {
-      auto st = sqlite::PrepareOn(db_, sql, true);
-      if (!st.ok()) return Status(st.status().code(), "rules: " + st.status().message());
-      *out = std::move(*st);
-    }
-    return Status::Ok();
+    });
+    return s.ok() ? s : Status(s.code(), "rules: " + s.message());
   }
   // Runs a statement to completion, then resets it and clears its bindings.
   Status Run(sqlite::Stmt& s, const char* what) {

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "edge/migrations.h"
+#include "edge/outbox_writer.h"
 #include "sqlite/db.h"
 #include "freshsync.pb.h"
 #include "wire/routes.h"
@@ -67,10 +68,12 @@ std::vector<OrderLine> ParseLinesJson(const std::string& text) {
 Status EdgeStore::Error(const char* what) { return sqlite::LastError(db_, what); }
 
 EdgeStore::EdgeStore(StoreOptions options, sqlite3* db)
-    : options_(std::move(options)), clock_(options_.clock ? *options_.clock : SystemClock()), hlc_(clock_), db_(db) {}
+    : options_(std::move(options)), clock_(options_.clock ? *options_.clock : SystemClock()), db_(db) {}
 
 EdgeStore::~EdgeStore() {
   stmts_.clear();  // finalize before close
+  ledger_.reset();
+  outbox_.reset();
   if (db_) sqlite3_close_v2(db_);
 }
 
@@ -111,20 +114,11 @@ Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
 
   s = store->Prepare();
   if (!s.ok()) return s;
-
-  // The HLC must never issue a timestamp at or below one already persisted, even if the
-  // wall clock stepped back while we were down. seq and hlc are issued together in the write
-  // transaction (AppendOutbox), so the newest rows by seq hold the highest hlc: reading them
-  // by primary key keeps start-up independent of the backlog (MAX(hlc) over the whole outbox
-  // was a full scan, seconds with 10M rows; docs/benchmarks.md, "Memory and start-up").
-  // A failed read fails the open: an HLC below a persisted one must never be issued.
-  auto hlc = sqlite::PrepareOn(db,
-                               "SELECT max((SELECT value FROM edge_meta WHERE name='hlc_last'), "
-                               "IFNULL((SELECT MAX(hlc) FROM (SELECT hlc FROM outbox ORDER BY seq DESC LIMIT 1000)), 0))");
-  if (!hlc.ok()) return hlc.status();
-  const int rc = hlc->Step();
-  if (rc != SQLITE_ROW) return sqlite::StatusFor(rc, "store: reading the last hlc", db);
-  store->hlc_.Observe(hlc->UInt(0));
+  // The writer recovers the HLC from what is persisted (edge/outbox_writer.h); a failed read
+  // fails the open: an HLC below a persisted one must never be issued.
+  auto writer = OutboxWriter::Open(db, store->clock_);
+  if (!writer.ok()) return writer.status();
+  store->outbox_ = std::move(*writer);
   return store;
 }
 
@@ -137,17 +131,6 @@ Status EdgeStore::Prepare() {
   commit_ = make("COMMIT");
   rollback_ = make("ROLLBACK");
   claim_ = make("INSERT OR IGNORE INTO dedupe(kind, key, seen_ms) VALUES (?1, ?2, ?3)");
-  version_ = make(
-      "INSERT INTO entity_versions(entity, key, version) VALUES (?1, ?2, 1) "
-      "ON CONFLICT(entity, key) DO UPDATE SET version = version + 1 RETURNING version");
-  // seq is dense: one past the highest ever issued. The outbox is trimmed only at or below
-  // acked_seq, so max(outbox.seq, acked_seq) is that; 'seq_floor' lets the sync agent move
-  // the counter past the hub's after an edge restore (docs/sync-protocol.md).
-  next_seq_ = make(
-      "SELECT max(IFNULL((SELECT MAX(seq) FROM outbox), 0), "
-      "IFNULL((SELECT MAX(value) FROM sync_state WHERE name IN ('acked_seq', 'seq_floor')), 0)) + 1");
-  outbox_ = make("INSERT INTO outbox(seq, entity, key, version, hlc, priority, created_ms, record) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
-  hlc_save_ = make("UPDATE edge_meta SET value = ?1 WHERE name = 'hlc_last'");
   movement_put_ = make(
       "INSERT INTO stock_movements(id, sku, delta, reason, order_id, lot, ts_ms, seq, expiry) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
   order_get_ = make("SELECT status, lines, customer_sealed, actor FROM orders WHERE order_id = ?1");
@@ -172,9 +155,10 @@ Status EdgeStore::Prepare() {
   return ledger_->Prepare();
 }
 
+uint64_t EdgeStore::last_hlc() const { return outbox_->last_hlc(); }
+
 Status EdgeStore::Begin() {
-  next_seq_cached_ = 0;  // other connections (the quota) may have appended since
-  outbox_appended_ = false;
+  outbox_->NewTransaction();  // other connections (the quota) may have appended since
   const int rc = begin_->Step();
   begin_->Reset();
   return rc == SQLITE_DONE ? Status::Ok() : Error("begin");
@@ -185,17 +169,17 @@ Status EdgeStore::Commit() {
     Status f = commit_fault_();
     if (!f.ok()) return f;
   }
-  next_seq_cached_ = 0;
+  const bool appended = outbox_->appended();
+  outbox_->NewTransaction();
   const int rc = commit_->Step();
   commit_->Reset();
   if (rc != SQLITE_DONE) return Error("commit");
-  if (std::exchange(outbox_appended_, false) && on_outbox_commit_) on_outbox_commit_();
+  if (appended && on_outbox_commit_) on_outbox_commit_();
   return Status::Ok();
 }
 
 void EdgeStore::Rollback() {
-  next_seq_cached_ = 0;
-  outbox_appended_ = false;
+  outbox_->NewTransaction();
   if (sqlite3_get_autocommit(db_)) return;  // SQLite already rolled back (e.g. on SQLITE_FULL)
   rollback_->Step();
   rollback_->Reset();
@@ -206,67 +190,6 @@ Result<bool> EdgeStore::Claim(DedupeKind kind, const std::string& key, int64_t n
   claim_->Reset();
   if (rc != SQLITE_DONE) return Error("dedupe");
   return sqlite3_changes(db_) == 1;
-}
-
-Result<int64_t> EdgeStore::NextVersion(int entity, const std::string& key) {
-  int rc = version_->Bind(1, entity).Bind(2, key).Step();
-  if (rc != SQLITE_ROW) {
-    version_->Reset();
-    return Error("entity version");
-  }
-  const int64_t v = version_->Int(0);
-  rc = version_->Step();  // finish the RETURNING statement
-  version_->Reset();
-  return v;
-}
-
-Result<int64_t> EdgeStore::AppendOutbox(int entity, const std::string& key, int64_t version, int priority, int64_t ts_ms,
-                                        void* record_ptr, int64_t now_ms) {
-  auto* record = static_cast<v1::ChangeRecord*>(record_ptr);
-  int rc = SQLITE_OK;
-  // Read once per transaction, then counted here: BEGIN IMMEDIATE holds the write lock, so
-  // nobody else appends to the outbox or moves seq_floor until COMMIT or ROLLBACK (after
-  // which Begin() forgets it). Saves a statement per message in a batch.
-  if (next_seq_cached_ == 0) {
-    rc = next_seq_->Step();
-    if (rc != SQLITE_ROW) {
-      next_seq_->Reset();
-      return Error("next seq");
-    }
-    next_seq_cached_ = next_seq_->Int(0);
-    next_seq_->Reset();
-  }
-  const int64_t seq = next_seq_cached_++;
-  outbox_appended_ = true;
-  const uint64_t hlc = hlc_.Now();
-  record->set_seq(static_cast<uint64_t>(seq));
-  record->set_entity(static_cast<v1::Entity>(entity));
-  record->set_key(key);
-  record->set_version(static_cast<uint64_t>(version));
-  record->set_hlc(hlc);
-  record->set_ts_ms(ts_ms);
-  rc = outbox_->Bind(1, seq)
-           .Bind(2, entity)
-           .Bind(3, key)
-           .Bind(4, version)
-           .Bind(5, static_cast<int64_t>(hlc))
-           .Bind(6, priority)
-           .Bind(7, now_ms)
-           .BindBlob(8, record->SerializeAsString())
-           .Step();
-  outbox_->Reset();
-  if (rc != SQLITE_DONE) return Error("outbox");
-  // The HLC's last value is recovered at Open as max(edge_meta.hlc_last, MAX(outbox.hlc)):
-  // every value issued is in an outbox row of the same transaction, so edge_meta only has to
-  // cover rows the sync agent has trimmed (acked and older than the retention), and writing
-  // it once a second rather than per message saves a page write per commit.
-  if (now_ms - hlc_saved_ms_ >= 1000 || now_ms < hlc_saved_ms_) {
-    rc = hlc_save_->Bind(1, static_cast<int64_t>(hlc)).Step();
-    hlc_save_->Reset();
-    if (rc != SQLITE_DONE) return Error("hlc");
-    hlc_saved_ms_ = now_ms;  // if this transaction rolls back we merely save again sooner or later
-  }
-  return seq;
 }
 
 Result<EdgeStore::Outcome> EdgeStore::Apply(const Message& message, int64_t received_ms) {
@@ -355,9 +278,7 @@ Result<int64_t> EdgeStore::IntakePosition() {
 
 Result<int64_t> EdgeStore::AppendChange(int entity, const std::string& key, int priority, int64_t ts_ms, v1::ChangeRecord& record,
                                         int64_t now_ms) {
-  auto version = NextVersion(entity, key);
-  if (!version.ok()) return version.status();
-  return AppendOutbox(entity, key, *version, priority, ts_ms, &record, now_ms);
+  return outbox_->AppendNext(entity, key, priority, ts_ms, record, now_ms);
 }
 
 // Movement: claim the id; the ledger applies it to the lots (refusing it whole if it needs
@@ -394,7 +315,7 @@ Status EdgeStore::PutStock(const SkuLevel& level, const StockMovement* m, const 
                            int64_t ts_ms, int64_t now_ms, int64_t* seq_out) {
   // The stock row and the record share the version, so the state digest (sku, on_hand,
   // reserved, version) of the edge equals the hub's once the record is applied there.
-  auto version = NextVersion(kEntityStock, level.sku);
+  auto version = outbox_->NextVersion(kEntityStock, level.sku);
   if (!version.ok()) return version.status();
   if (Status st = ledger_->PutSku(level, *version, now_ms); !st.ok()) return st;
   v1::ChangeRecord rec;
@@ -409,7 +330,7 @@ Status EdgeStore::PutStock(const SkuLevel& level, const StockMovement* m, const 
   }
   st->set_reason(reason);
   st->set_order_id(order_id);
-  auto seq = AppendOutbox(kEntityStock, level.sku, *version, 1, ts_ms, &rec, now_ms);
+  auto seq = outbox_->Append(kEntityStock, level.sku, *version, kPriorityLane, ts_ms, rec, now_ms);
   if (!seq.ok()) return seq.status();
   if (seq_out) *seq_out = *seq;
   return Status::Ok();
@@ -463,7 +384,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t n
   // A refused order is kept as `refused` (terminal: no transition leaves it), so HQ sees it and
   // a redelivery or a later status for it changes nothing.
   const std::string status = refusal.empty() ? o.status : "refused";
-  auto version = NextVersion(kEntityOrder, o.order_id);
+  auto version = outbox_->NextVersion(kEntityOrder, o.order_id);
   if (!version.ok()) return version.status();
   std::vector<OrderLine> lines;
   if (from.empty()) {
@@ -502,7 +423,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t n
     pl->set_qty(l.qty);
   }
   os->set_customer_sealed(sealed);
-  auto seq = AppendOutbox(kEntityOrder, o.order_id, *version, 1, o.ts_ms, &rec, now_ms);
+  auto seq = outbox_->Append(kEntityOrder, o.order_id, *version, kPriorityLane, o.ts_ms, rec, now_ms);
   if (!seq.ok()) return seq.status();
   if (refusal.empty()) return Outcome::kApplied;
   return RefuseOrder(o, refusal, now_ms);
@@ -540,7 +461,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
   auto claimed = Claim(DedupeKind::kGps, g.vehicle + "#" + std::to_string(g.seq), now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
-  auto version = NextVersion(kEntityPosition, g.vehicle);
+  auto version = outbox_->NextVersion(kEntityPosition, g.vehicle);
   if (!version.ok()) return version.status();
   v1::ChangeRecord rec;
   auto* p = rec.mutable_position();
@@ -551,7 +472,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
   if (g.speed_kmh) p->set_speed_dkmh(static_cast<uint32_t>(FixedPoint(*g.speed_kmh, wire::kSpeedScale)));
   if (g.heading) p->set_heading_deg(static_cast<uint32_t>(FixedPoint(*g.heading, wire::kHeadingScale)));
   if (g.hdop) p->set_hdop_d(static_cast<uint32_t>(FixedPoint(*g.hdop, wire::kHdopScale)));
-  auto seq = AppendOutbox(kEntityPosition, g.vehicle, *version, 0, g.ts_ms, &rec, now_ms);
+  auto seq = outbox_->Append(kEntityPosition, g.vehicle, *version, kBulkLane, g.ts_ms, rec, now_ms);
   if (!seq.ok()) return seq.status();
   const int rc = gps_put_->Bind(1, g.vehicle)
                      .Bind(2, static_cast<int64_t>(g.seq))
@@ -572,7 +493,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
   auto claimed = Claim(DedupeKind::kClimate, c.sensor + "#" + std::to_string(c.seq), now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
-  auto version = NextVersion(kEntityClimate, c.sensor);
+  auto version = outbox_->NextVersion(kEntityClimate, c.sensor);
   if (!version.ok()) return version.status();
   v1::ChangeRecord rec;
   auto* p = rec.mutable_climate();
@@ -581,7 +502,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
   p->set_temp_dc(FixedPoint(c.temp_c, wire::kTempScale));
   if (c.rh) p->set_rh_d(static_cast<uint32_t>(FixedPoint(*c.rh, wire::kHumidityScale)));
   if (c.battery) p->set_battery_d(static_cast<uint32_t>(FixedPoint(*c.battery, wire::kBatteryScale)));
-  auto seq = AppendOutbox(kEntityClimate, c.sensor, *version, 0, c.ts_ms, &rec, now_ms);
+  auto seq = outbox_->Append(kEntityClimate, c.sensor, *version, kBulkLane, c.ts_ms, rec, now_ms);
   if (!seq.ok()) return seq.status();
   const int rc = climate_put_->Bind(1, c.sensor)
                      .Bind(2, static_cast<int64_t>(c.seq))

@@ -46,6 +46,7 @@ class ChangeRecord;
 namespace freshsync::edge {
 
 class EdgeStore;
+class OutboxWriter;
 
 // Domain rules that run inside a message's transaction (edge/site_rules.h). Called on the
 // store's thread only. OnGps/OnClimate may append change records and queue publications
@@ -128,7 +129,7 @@ class EdgeStore {
   // Rules run inside Apply()'s transaction; not owned, must outlive the store's use. nullptr: none.
   void SetApplyHook(ApplyHook* hook) { hook_ = hook; }
   // For ApplyHook, inside Apply()'s transaction only: appends a change record for (entity, key)
-  // with the entity's next version; returns its seq.
+  // with the entity's next version through the store's outbox writer; returns its seq.
   Result<int64_t> AppendChange(int entity, const std::string& key, int priority, int64_t ts_ms, v1::ChangeRecord& record,
                                int64_t now_ms);
   // Published only if the transaction commits (see TakePublications); built by
@@ -152,7 +153,7 @@ class EdgeStore {
 
   // Customer records dropped because no privacy key is configured, since Open.
   int64_t customers_dropped() const { return customers_dropped_.load(std::memory_order_relaxed); }
-  uint64_t last_hlc() const { return hlc_.Last(); }
+  uint64_t last_hlc() const;
   sqlite3* db_for_test() { return db_; }
   // Called before every COMMIT; a non-ok Status makes the transaction roll back with it.
   void SetCommitFaultForTest(std::function<Status()> fault) { commit_fault_ = std::move(fault); }
@@ -168,10 +169,6 @@ class EdgeStore {
   Result<Outcome> ApplyClimate(const ClimateSample& c, int64_t received_ms);
   // Inside a transaction: claims the identity; false if already seen.
   Result<bool> Claim(DedupeKind kind, const std::string& key, int64_t now_ms);
-  Result<int64_t> NextVersion(int entity, const std::string& key);
-  // Appends one change record (assigning seq, version and hlc) inside the transaction.
-  Result<int64_t> AppendOutbox(int entity, const std::string& key, int64_t version, int priority, int64_t ts_ms,
-                               void* record /* v1::ChangeRecord* */, int64_t now_ms);
   // One STOCK change record (and the stock row, same version) for a SKU the ledger changed.
   Status PutStock(const SkuLevel& level, const StockMovement* m, const std::string& reason, const std::string& order_id,
                   int64_t ts_ms, int64_t now_ms, int64_t* seq_out = nullptr);
@@ -183,21 +180,19 @@ class EdgeStore {
 
   StoreOptions options_;
   Clock& clock_;
-  HybridLogicalClock hlc_;
   sqlite3* db_ = nullptr;
   std::vector<std::unique_ptr<Stmt>> stmts_;
   // Prepared once, owned by stmts_.
-  Stmt *begin_ = nullptr, *commit_ = nullptr, *rollback_ = nullptr, *claim_ = nullptr, *version_ = nullptr,
-       *next_seq_ = nullptr, *outbox_ = nullptr, *hlc_save_ = nullptr, *movement_put_ = nullptr, *order_get_ = nullptr,
+  Stmt *begin_ = nullptr, *commit_ = nullptr, *rollback_ = nullptr, *claim_ = nullptr, *movement_put_ = nullptr,
+       *order_get_ = nullptr,
        *order_put_ = nullptr, *order_update_ = nullptr, *gps_put_ = nullptr, *climate_put_ = nullptr,
        *dead_letter_ = nullptr, *intake_put_ = nullptr, *intake_get_ = nullptr;
   std::unique_ptr<StockLedger> ledger_;  // on db_, prepared with the statements
-  int64_t next_seq_cached_ = 0;  // next outbox seq within the open transaction; 0: read it
+  // Assigns every outbox record's seq, version and hlc (edge/outbox_writer.h); on db_.
+  std::unique_ptr<OutboxWriter> outbox_;
   std::atomic<int64_t> customers_dropped_{0};  // read by /metrics from its own thread
-  int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
   std::function<Status()> commit_fault_;
   std::function<void()> on_outbox_commit_;
-  bool outbox_appended_ = false;  // the open transaction appended to the outbox
   ApplyHook* hook_ = nullptr;
   bool batch_hooked_ = false;  // a message of the open batch reached hook_
   std::vector<Publication> pending_pubs_;  // of the open transaction

@@ -66,4 +66,13 @@ Result<Stmt> PrepareOn(sqlite3* db, const char* sql, bool persistent) {
   return Stmt(s);
 }
 
+Status PrepareAllOn(sqlite3* db, std::initializer_list<StmtSpec> specs) {
+  for (const StmtSpec& spec : specs) {
+    auto st = PrepareOn(db, spec.sql, true);
+    if (!st.ok()) return st.status();
+    *spec.out = std::move(*st);
+  }
+  return Status::Ok();
+}
+
 }  // namespace freshsync::sqlite

@@ -9,6 +9,7 @@
 #include <sqlite3.h>
 
 #include <concepts>
+#include <initializer_list>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -169,6 +170,13 @@ class Db {
 // Statement helpers for connections a store owns as a raw sqlite3* (kept while its code moves).
 Status ExecOn(sqlite3* db, std::string_view sql);
 Result<Stmt> PrepareOn(sqlite3* db, const char* sql, bool persistent = false);
+// Prepares a store's statement set, each persistent, into its Stmt; the first failure is
+// returned (the statements before it stay prepared).
+struct StmtSpec {
+  const char* sql;
+  Stmt* out;
+};
+Status PrepareAllOn(sqlite3* db, std::initializer_list<StmtSpec> specs);
 
 // A write transaction: BEGIN IMMEDIATE (takes the write lock up front, so busy_timeout applies
 // to it instead of a deadlock-prone upgrade from a read lock). Rolls back on destruction unless

@@ -101,5 +101,17 @@ TEST_F(SqliteDbTest, TransactionRollsBackUnlessCommitted) {
   EXPECT_FALSE(db->InTransaction());
 }
 
+TEST(PrepareAllOn, PreparesEachAndStopsAtTheFirstFailure) {
+  auto db = Db::Open(":memory:", {});
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE(db->Exec("CREATE TABLE t(i)").ok());
+  Stmt a, b, c;
+  ASSERT_TRUE(PrepareAllOn(db->get(), {{"SELECT count(*) FROM t", &a}, {"INSERT INTO t VALUES(?1)", &b}}).ok());
+  EXPECT_TRUE(a && b);
+  const Status s = PrepareAllOn(db->get(), {{"SELECT * FROM missing", &c}});
+  EXPECT_FALSE(s.ok());
+  EXPECT_FALSE(c);
+}
+
 }  // namespace
 }  // namespace freshsync::sqlite
