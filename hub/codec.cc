@@ -1,5 +1,6 @@
 #include "hub/codec.h"
 
+#include "wire/digest.h"
 #include "wire/scales.h"
 
 #include <zstd.h>
@@ -251,17 +252,6 @@ class Rules {
   std::unordered_map<const void*, Resolved> by_descriptor_;
 };
 
-std::string Hex(const std::string& bytes) {
-  static const char* hex = "0123456789abcdef";
-  std::string h;
-  h.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    h.push_back(hex[c >> 4]);
-    h.push_back(hex[c & 15]);
-  }
-  return h;
-}
-
 void AddFields(const pb::Message& m, nlohmann::json& out);
 
 // One value of `f` (element `index` of a repeated field, -1 for a singular one).
@@ -295,7 +285,7 @@ nlohmann::json Value(const pb::Message& m, const pb::FieldDescriptor* f, int ind
     case pb::FieldDescriptor::CPPTYPE_STRING: {
       std::string s = rep ? r.GetRepeatedString(m, f, index) : r.GetString(m, f);
       if (f->type() != pb::FieldDescriptor::TYPE_BYTES) return s;
-      return rule != nullptr && rule->hex ? Hex(s) : Base64(s);
+      return rule != nullptr && rule->hex ? digest::Hex(s) : Base64(s);
     }
     case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
       nlohmann::json j = nlohmann::json::object();

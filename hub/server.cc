@@ -501,6 +501,54 @@ struct HubServer::Impl {
     AuditPull(*caller, req, 200, changes->size());
   }
 
+  // GET /v1/sites: every site the hub has heard from, with its sequence position.
+  void GetSites(const http::Request& req, http::Response& res) {
+    auto caller = Authorize(req, res, Role::kReader);
+    if (!caller) return;
+    auto sites = store.Sites();
+    if (!sites.ok()) return SendError(res, 503, sites.status().message());
+    v1::SitesReply reply;
+    for (const auto& si : *sites) {
+      auto* o = reply.add_sites();
+      o->set_site(si.site);
+      o->set_contiguous_seq(si.contiguous_seq);
+      o->set_max_seq(si.max_seq);
+      o->set_records(si.records);
+      o->set_last_push_ms(si.last_push_ms);
+    }
+    SendRead(req, res, reply);
+    AuditPull(*caller, req, 200, sites->size());
+  }
+
+  // GET /v1/audit (admin): the audit rows after a cursor.
+  void GetAudit(const http::Request& req, http::Response& res) {
+    auto caller = Authorize(req, res, Role::kAdmin);
+    if (!caller) return;
+    FeedQuery q;
+    if (!QueryOk(res, ParseFeedQuery(req.params, &q))) return AuditPull(*caller, req, 400, 0);
+    const uint64_t after = q.after;
+    auto rows = store.Audit(after, static_cast<int>(q.limit));
+    if (!rows.ok()) return SendError(res, 503, rows.status().message());
+    const uint64_t next = rows->empty() ? after : rows->back().id;
+    v1::AuditReply reply;
+    for (const auto& e : *rows) {
+      auto* o = reply.add_entries();
+      o->set_id(e.id);
+      o->set_ts_ms(e.ts_ms);
+      o->set_kind(e.kind);
+      o->set_actor(e.actor);
+      o->set_path(e.path);
+      o->set_seq_from(e.seq_from);
+      o->set_seq_to(e.seq_to);
+      o->set_count(e.count);
+      o->set_status(e.status);
+      o->set_detail(e.detail);
+    }
+    reply.set_next(next);
+    SendRead(req, res, reply);
+    AuditPull(*caller, req, 200, rows->size());
+  }
+
   // An entity route (hub/entity_routes.h) behind the reader role; every pull is audited with
   // its status and the rows answered.
   void ServeEntity(const EntityRoute& route, const http::Request& req, http::Response& res) {
@@ -645,55 +693,13 @@ struct HubServer::Impl {
     Post(std::string(wire::kSitesPrefix) + kSite + wire::kRebuildStateSuffix,
            [this](const http::Request& req, http::Response& res) { PostRebuildState(req, res); });
     Get(wire::kChangesPath, [this](const http::Request& req, http::Response& res) { GetChanges(req, res); });
-    Get(wire::kSitesPath, [this](const http::Request& req, http::Response& res) {
-      auto caller = Authorize(req, res, Role::kReader);
-      if (!caller) return;
-      auto sites = store.Sites();
-      if (!sites.ok()) return SendError(res, 503, sites.status().message());
-      v1::SitesReply reply;
-      for (const auto& si : *sites) {
-        auto* o = reply.add_sites();
-        o->set_site(si.site);
-        o->set_contiguous_seq(si.contiguous_seq);
-        o->set_max_seq(si.max_seq);
-        o->set_records(si.records);
-        o->set_last_push_ms(si.last_push_ms);
-      }
-      SendRead(req, res, reply);
-      AuditPull(*caller, req, 200, sites->size());
-    });
+    Get(wire::kSitesPath, [this](const http::Request& req, http::Response& res) { GetSites(req, res); });
     // One handler per entity: stock, orders, vehicles, track, alerts, geofence.
     for (EntityRoute& route : EntityRoutes()) {
       const std::string pattern = std::string(wire::kSitesPrefix) + kSite + route.path;
       Get(pattern, [this, route = std::move(route)](const http::Request& req, http::Response& res) { ServeEntity(route, req, res); });
     }
-    Get(wire::kAuditPath, [this](const http::Request& req, http::Response& res) {
-      auto caller = Authorize(req, res, Role::kAdmin);
-      if (!caller) return;
-      FeedQuery q;
-      if (!QueryOk(res, ParseFeedQuery(req.params, &q))) return AuditPull(*caller, req, 400, 0);
-      const uint64_t after = q.after;
-      auto rows = store.Audit(after, static_cast<int>(q.limit));
-      if (!rows.ok()) return SendError(res, 503, rows.status().message());
-      const uint64_t next = rows->empty() ? after : rows->back().id;
-      v1::AuditReply reply;
-      for (const auto& e : *rows) {
-        auto* o = reply.add_entries();
-        o->set_id(e.id);
-        o->set_ts_ms(e.ts_ms);
-        o->set_kind(e.kind);
-        o->set_actor(e.actor);
-        o->set_path(e.path);
-        o->set_seq_from(e.seq_from);
-        o->set_seq_to(e.seq_to);
-        o->set_count(e.count);
-        o->set_status(e.status);
-        o->set_detail(e.detail);
-      }
-      reply.set_next(next);
-      SendRead(req, res, reply);
-      AuditPull(*caller, req, 200, rows->size());
-    });
+    Get(wire::kAuditPath, [this](const http::Request& req, http::Response& res) { GetAudit(req, res); });
   }
 };
 
