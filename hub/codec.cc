@@ -204,6 +204,7 @@ constexpr FieldRule kRules[] = {
     // Site routes.
     {.message = "freshsync.v1.RangeDigest", .field = "digest", .hex = true},
     {.message = "freshsync.v1.StateDigestReply", .field = "digest", .hex = true},
+    // The JSON ack keeps the fields docs/api.md shows; the agent reads the protobuf.
     {.message = "freshsync.v1.BatchAck", .field = "error", .omit_default = true},
     {.message = "freshsync.v1.BatchAck", .field = "max_format", .omit = true},
     {.message = "freshsync.v1.BatchAck", .field = "refused", .omit = true},
