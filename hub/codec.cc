@@ -1,12 +1,18 @@
 #include "hub/codec.h"
 
+#include "wire/digest.h"
 #include "wire/scales.h"
 
 #include <zstd.h>
 #include <zstd_errors.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <unordered_map>
+
+#include <google/protobuf/descriptor.h>
 
 namespace freshsync::hub {
 
@@ -135,82 +141,221 @@ std::string Base64(std::string_view bytes) {
   return out;
 }
 
-nlohmann::json RecordFieldsToJson(const v1::ChangeRecord& r) {
-  using nlohmann::json;
-  json j = json::object();
-  switch (r.body_case()) {
-    case v1::ChangeRecord::kStock: {
-      const auto& s = r.stock();
-      j = {{"sku", s.sku()}, {"on_hand", s.on_hand()}, {"reserved", s.reserved()}};
-      if (!s.movement_id().empty()) {
-        j["movement_id"] = s.movement_id();
-        j["delta"] = s.delta();
-        if (!s.lot().empty()) j["lot"] = s.lot();
-      }
-      // A reservation or release (order created, cancelled, dispatched) has no movement but
-      // names its reason and order (docs/formats.md).
-      if (!s.reason().empty()) j["reason"] = s.reason();
-      if (!s.order_id().empty()) j["order_id"] = s.order_id();
-      break;
-    }
-    case v1::ChangeRecord::kOrder: {
-      const auto& o = r.order();
-      j = {{"order_id", o.order_id()}, {"status", o.status()}};
-      if (!o.actor().empty()) j["actor"] = o.actor();
-      if (o.lines_size() > 0) {
-        json lines = json::array();
-        for (const auto& l : o.lines()) lines.push_back({{"sku", l.sku()}, {"qty", l.qty()}});
-        j["lines"] = std::move(lines);
-      }
-      // Sealed customer data stays sealed; HQ gets the opaque blob, base64.
-      if (!o.customer_sealed().empty()) j["customer_sealed"] = Base64(o.customer_sealed());
-      break;
-    }
-    case v1::ChangeRecord::kPosition: {
-      const auto& p = r.position();
-      j = {{"vehicle", p.vehicle()},
-           {"device_seq", p.device_seq()},
-           {"lat", p.lat_e6() / wire::kLatLonScale},
-           {"lon", p.lon_e6() / wire::kLatLonScale},
-           {"speed_kmh", p.speed_dkmh() / wire::kSpeedScale},
-           {"heading", p.heading_deg()},
-           {"hdop", p.hdop_d() / wire::kHdopScale}};
-      break;
-    }
-    case v1::ChangeRecord::kClimate: {
-      const auto& c = r.climate();
-      j = {{"sensor", c.sensor()},
-           {"device_seq", c.device_seq()},
-           {"temp_c", c.temp_dc() / wire::kTempScale},
-           {"rh", c.rh_d() / wire::kHumidityScale},
-           {"battery", c.battery_d() / wire::kBatteryScale}};
-      break;
-    }
-    case v1::ChangeRecord::kGeofence: {
-      const auto& g = r.geofence();
-      j = {{"vehicle", g.vehicle()}, {"fence", g.fence()}, {"kind", g.kind()}, {"event", g.event()}};
-      break;
-    }
-    case v1::ChangeRecord::kAlert: {
-      const auto& a = r.alert();
-      j = {{"alert_id", a.alert_id()},   {"sensor", a.sensor()},
-           {"state", a.state()},         {"min_c", a.min_c()},
-           {"max_c", a.max_c()},         {"started_ts", a.started_ts_ms()},
-           {"kind", a.kind()}};
-      if (a.ended_ts_ms() != 0) j["ended_ts"] = a.ended_ts_ms();
-      break;
-    }
-    case v1::ChangeRecord::BODY_NOT_SET:
-      break;
+// ---------- the JSON form of the protobuf answers ----------
+//
+// Every JSON answer of the hub is its protobuf answer put through ToJson(), so the two forms
+// cannot drift apart. A field appears under its own name with its value as is (integers stay
+// JSON integers: the proto3 JSON mapping would turn 64-bit ones into strings, which HQ's
+// clients do not expect), bytes as base64, an enum as its name, a message as an object. The
+// table below lists only the fields whose JSON differs from that: the names and units the JSON
+// API has always had (docs/api.md), which a new message therefore does not need.
+namespace {
+
+namespace pb = google::protobuf;
+
+struct FieldRule {
+  const char* message;               // full name of the message
+  const char* field;                 // a field's name, or a oneof's: its set member under `json`
+  const char* json = nullptr;        // JSON key when it is not the field's name
+  double scale = 0;                  // fixed point served in its unit: value / scale, a double
+  bool inline_fields = false;        // a message field whose fields go into the parent's object
+  bool omit_default = false;         // left out when 0, "" or empty
+  const char* only_with = nullptr;   // left out unless this sibling field is set
+  bool hex = false;                  // bytes as lowercase hex (digests) instead of base64
+  bool omit = false;                 // never in the JSON
+};
+
+constexpr FieldRule kRules[] = {
+    // Change records: the feed's entries and their "fields" (docs/formats.md).
+    {.message = "freshsync.v1.ChangeRecord", .field = "ts_ms", .json = "ts"},
+    {.message = "freshsync.v1.ChangeRecord", .field = "hlc_from_ts", .omit = true},  // batch format 2 only
+    {.message = "freshsync.v1.ChangeRecord", .field = "body", .json = "fields"},     // {} when no body
+    {.message = "freshsync.v1.FeedChange", .field = "record", .inline_fields = true},
+    // A movement's fields only with its id; a reservation or release (order created,
+    // cancelled, dispatched) has no movement but names its reason and order.
+    {.message = "freshsync.v1.StockState", .field = "movement_id", .omit_default = true},
+    {.message = "freshsync.v1.StockState", .field = "delta", .only_with = "movement_id"},
+    {.message = "freshsync.v1.StockState", .field = "lot", .omit_default = true, .only_with = "movement_id"},
+    {.message = "freshsync.v1.StockState", .field = "reason", .omit_default = true},
+    {.message = "freshsync.v1.StockState", .field = "order_id", .omit_default = true},
+    {.message = "freshsync.v1.OrderState", .field = "actor", .omit_default = true},
+    {.message = "freshsync.v1.OrderState", .field = "lines", .omit_default = true},
+    // Sealed customer data stays sealed; HQ gets the opaque blob, base64.
+    {.message = "freshsync.v1.OrderState", .field = "customer_sealed", .omit_default = true},
+    {.message = "freshsync.v1.VehiclePosition", .field = "lat_e6", .json = "lat", .scale = wire::kLatLonScale},
+    {.message = "freshsync.v1.VehiclePosition", .field = "lon_e6", .json = "lon", .scale = wire::kLatLonScale},
+    {.message = "freshsync.v1.VehiclePosition", .field = "speed_dkmh", .json = "speed_kmh", .scale = wire::kSpeedScale},
+    {.message = "freshsync.v1.VehiclePosition", .field = "heading_deg", .json = "heading"},
+    {.message = "freshsync.v1.VehiclePosition", .field = "hdop_d", .json = "hdop", .scale = wire::kHdopScale},
+    {.message = "freshsync.v1.ClimateReading", .field = "temp_dc", .json = "temp_c", .scale = wire::kTempScale},
+    {.message = "freshsync.v1.ClimateReading", .field = "rh_d", .json = "rh", .scale = wire::kHumidityScale},
+    {.message = "freshsync.v1.ClimateReading", .field = "battery_d", .json = "battery", .scale = wire::kBatteryScale},
+    {.message = "freshsync.v1.ColdchainAlert", .field = "started_ts_ms", .json = "started_ts"},
+    {.message = "freshsync.v1.ColdchainAlert", .field = "ended_ts_ms", .json = "ended_ts", .omit_default = true},
+    // HQ answers: `ts` is device time in ms; the item's nested record goes into the item.
+    {.message = "freshsync.v1.StockItem", .field = "ts_ms", .json = "ts"},
+    {.message = "freshsync.v1.OrderItem", .field = "ts_ms", .json = "ts"},
+    {.message = "freshsync.v1.OrderItem", .field = "customer_sealed", .omit_default = true},
+    {.message = "freshsync.v1.PositionItem", .field = "position", .inline_fields = true},
+    {.message = "freshsync.v1.PositionItem", .field = "ts_ms", .json = "ts"},
+    {.message = "freshsync.v1.AlertItem", .field = "alert", .inline_fields = true},
+    {.message = "freshsync.v1.GeofenceItem", .field = "event", .inline_fields = true},
+    {.message = "freshsync.v1.GeofenceItem", .field = "ts_ms", .json = "ts"},
+    // Site routes.
+    {.message = "freshsync.v1.RangeDigest", .field = "digest", .hex = true},
+    {.message = "freshsync.v1.StateDigestReply", .field = "digest", .hex = true},
+    // The JSON ack keeps the fields docs/api.md shows; the agent reads the protobuf.
+    {.message = "freshsync.v1.BatchAck", .field = "error", .omit_default = true},
+    {.message = "freshsync.v1.BatchAck", .field = "max_format", .omit = true},
+    {.message = "freshsync.v1.BatchAck", .field = "refused", .omit = true},
+};
+
+struct Resolved {
+  const FieldRule* rule;
+  const pb::FieldDescriptor* only_with = nullptr;
+};
+
+// kRules by descriptor (field or oneof). A name in the table that the proto does not have is
+// a bug in this file: it aborts at the first use, so every test of a JSON answer fails.
+class Rules {
+ public:
+  static const Rules& Get() {
+    static const Rules rules;
+    return rules;
   }
+  const Resolved* Find(const void* descriptor) const {
+    auto it = by_descriptor_.find(descriptor);
+    return it == by_descriptor_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  Rules() {
+    const pb::DescriptorPool* pool = v1::ChangeRecord::descriptor()->file()->pool();
+    for (const FieldRule& r : kRules) {
+      const pb::Descriptor* m = pool->FindMessageTypeByName(r.message);
+      if (m == nullptr) Die(r, "no such message");
+      Resolved res{&r};
+      if (r.only_with != nullptr && (res.only_with = m->FindFieldByName(r.only_with)) == nullptr)
+        Die(r, "no such only_with field");
+      if (const pb::FieldDescriptor* f = m->FindFieldByName(r.field)) {
+        by_descriptor_[f] = res;
+      } else if (const pb::OneofDescriptor* o = m->FindOneofByName(r.field)) {
+        by_descriptor_[o] = res;
+      } else {
+        Die(r, "no such field or oneof");
+      }
+    }
+  }
+  [[noreturn]] static void Die(const FieldRule& r, const char* what) {
+    std::fprintf(stderr, "hub/codec.cc kRules: %s: %s.%s\n", what, r.message, r.field);
+    std::abort();
+  }
+  std::unordered_map<const void*, Resolved> by_descriptor_;
+};
+
+void AddFields(const pb::Message& m, nlohmann::json& out);
+
+// One value of `f` (element `index` of a repeated field, -1 for a singular one).
+nlohmann::json Value(const pb::Message& m, const pb::FieldDescriptor* f, int index, const FieldRule* rule) {
+  const pb::Reflection& r = *m.GetReflection();
+  const bool rep = index >= 0;
+  auto scaled = [rule](auto v) -> nlohmann::json {
+    if (rule != nullptr && rule->scale != 0) return v / rule->scale;
+    return v;
+  };
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return scaled(rep ? r.GetRepeatedInt32(m, f, index) : r.GetInt32(m, f));
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return scaled(rep ? r.GetRepeatedInt64(m, f, index) : r.GetInt64(m, f));
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      return scaled(rep ? r.GetRepeatedUInt32(m, f, index) : r.GetUInt32(m, f));
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return scaled(rep ? r.GetRepeatedUInt64(m, f, index) : r.GetUInt64(m, f));
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return scaled(rep ? r.GetRepeatedDouble(m, f, index) : r.GetDouble(m, f));
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return scaled(rep ? r.GetRepeatedFloat(m, f, index) : r.GetFloat(m, f));
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return rep ? r.GetRepeatedBool(m, f, index) : r.GetBool(m, f);
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      const int v = rep ? r.GetRepeatedEnumValue(m, f, index) : r.GetEnumValue(m, f);
+      const pb::EnumValueDescriptor* e = f->enum_type()->FindValueByNumber(v);
+      return e != nullptr ? e->name() : std::to_string(v);
+    }
+    case pb::FieldDescriptor::CPPTYPE_STRING: {
+      std::string s = rep ? r.GetRepeatedString(m, f, index) : r.GetString(m, f);
+      if (f->type() != pb::FieldDescriptor::TYPE_BYTES) return s;
+      return rule != nullptr && rule->hex ? digest::Hex(s) : Base64(s);
+    }
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
+      nlohmann::json j = nlohmann::json::object();
+      AddFields(rep ? r.GetRepeatedMessage(m, f, index) : r.GetMessage(m, f), j);
+      return j;
+    }
+  }
+  return nullptr;
+}
+
+void AddFields(const pb::Message& m, nlohmann::json& out) {
+  const Rules& rules = Rules::Get();
+  const pb::Descriptor* d = m.GetDescriptor();
+  const pb::Reflection& r = *m.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    const Resolved* res = rules.Find(f);
+    const FieldRule* rule = res ? res->rule : nullptr;
+    std::string key = rule && rule->json ? rule->json : f->name();
+    if (const pb::OneofDescriptor* o = f->real_containing_oneof()) {
+      if (!r.HasField(m, f)) continue;  // not the member that is set
+      if (const Resolved* orule = rules.Find(o); orule && orule->rule->json) key = orule->rule->json;
+    }
+    if (rule) {
+      if (rule->omit) continue;
+      if (res->only_with && !r.HasField(m, res->only_with)) continue;
+      const bool empty = f->is_repeated() ? r.FieldSize(m, f) == 0 : !r.HasField(m, f);
+      if (rule->omit_default && empty) continue;
+      if (rule->inline_fields) {
+        AddFields(r.GetMessage(m, f), out);
+        continue;
+      }
+    }
+    if (f->is_repeated()) {
+      nlohmann::json arr = nlohmann::json::array();
+      for (int k = 0; k < r.FieldSize(m, f); ++k) arr.push_back(Value(m, f, k, rule));
+      out[key] = std::move(arr);
+    } else {
+      out[key] = Value(m, f, -1, rule);
+    }
+  }
+  // A oneof with a JSON name is always there: an empty object when no member is set.
+  for (int i = 0; i < d->real_oneof_decl_count(); ++i) {
+    const pb::OneofDescriptor* o = d->oneof_decl(i);
+    const Resolved* orule = rules.Find(o);
+    if (orule && orule->rule->json && !out.contains(orule->rule->json)) out[orule->rule->json] = nlohmann::json::object();
+  }
+}
+
+}  // namespace
+
+nlohmann::json ToJson(const google::protobuf::Message& message) {
+  nlohmann::json j = nlohmann::json::object();
+  AddFields(message, j);
   return j;
 }
 
-nlohmann::json ChangeToJson(uint64_t cursor, const std::string& site, const v1::ChangeRecord& r) {
-  return {{"cursor", cursor},   {"site", site},      {"seq", r.seq()},
-          {"entity", EntityName(r.entity())},         {"key", r.key()},
-          {"version", r.version()}, {"hlc", r.hlc()}, {"ts", r.ts_ms()},
-          {"fields", RecordFieldsToJson(r)}};
+nlohmann::json RecordFieldsToJson(const v1::ChangeRecord& record) {
+  const pb::OneofDescriptor* body = v1::ChangeRecord::descriptor()->FindOneofByName("body");
+  const pb::FieldDescriptor* set = record.GetReflection()->GetOneofFieldDescriptor(record, body);
+  if (set == nullptr) return nlohmann::json::object();
+  return ToJson(record.GetReflection()->GetMessage(record, set));
+}
+
+nlohmann::json ChangeToJson(uint64_t cursor, const std::string& site, const v1::ChangeRecord& record) {
+  nlohmann::json j = ToJson(record);
+  j["cursor"] = cursor;
+  j["site"] = site;
+  return j;
 }
 
 }  // namespace freshsync::hub

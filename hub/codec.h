@@ -1,4 +1,4 @@
-// Wire codecs of the hub: bounded zstd decompression and the JSON form of change records.
+// Wire codecs of the hub: bounded zstd decompression and the JSON form of its protobuf answers.
 //
 // Thread-safety: free functions, no shared state.
 #pragma once
@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include <google/protobuf/message.h>
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
@@ -52,11 +53,19 @@ std::string ZstdCompress(std::string_view input, int level = 1);
 // "STOCK", "ORDER", ... ; the number as a string for values this build does not know.
 std::string EntityName(int entity);
 
-// The record's body as a JSON object with plain numbers (not the proto3 JSON mapping, which
-// turns 64-bit integers into strings). Bytes fields are base64.
+// The JSON form of a protobuf answer (or record), the one mapping behind every JSON the hub
+// serves: plain numbers (not the proto3 JSON mapping, which turns 64-bit integers into strings),
+// bytes base64 (digests hex), enums by name, and the names and units of docs/api.md where they
+// differ from the protobuf's (`ts` for `ts_ms`, degrees for microdegrees, nested records
+// flattened into their item). The exceptions are a table in codec.cc; a field not in it keeps
+// its protobuf name and value.
+nlohmann::json ToJson(const google::protobuf::Message& message);
+
+// The record's body as a JSON object: ToJson of the body that is set, {} when none is.
 nlohmann::json RecordFieldsToJson(const v1::ChangeRecord& record);
 
-// One feed entry: cursor, site, seq, entity, key, version, hlc, ts (ms), fields.
+// One feed entry: cursor, site, seq, entity, key, version, hlc, ts (ms), fields; ToJson of the
+// FeedChange that holds the record.
 nlohmann::json ChangeToJson(uint64_t cursor, const std::string& site, const v1::ChangeRecord& record);
 
 std::string Base64(std::string_view bytes);

@@ -99,6 +99,60 @@ TEST(CodecTest, RecordFieldsAreJsonWithPlainNumbers) {
   EXPECT_EQ(EntityName(99), "99");
 }
 
+// An alert has one JSON form, whether it is served by /alerts or in the feed's fields.
+TEST(CodecTest, AlertJsonIsTheSameInTheFeedAndInTheAlertsAnswer) {
+  v1::ChangeRecord r;
+  r.set_entity(v1::COLDCHAIN_ALERT);
+  auto* a = r.mutable_alert();
+  a->set_alert_id("al-1");
+  a->set_state("open");
+  a->set_min_c(-1.5);
+  a->set_started_ts_ms(1000);
+  v1::AlertItem item;
+  *item.mutable_alert() = *a;
+  item.set_version(3);
+  item.set_seq(7);
+  nlohmann::json served = ToJson(item);
+  EXPECT_EQ(served["version"], 3);
+  EXPECT_EQ(served["seq"], 7);
+  served.erase("version");
+  served.erase("seq");
+  EXPECT_EQ(served, RecordFieldsToJson(r));
+  EXPECT_EQ(served["started_ts"], 1000);
+  EXPECT_FALSE(served.contains("ended_ts"));  // 0: not set
+
+  a->set_ended_ts_ms(2000);
+  *item.mutable_alert() = *a;
+  EXPECT_EQ(ToJson(item)["ended_ts"], 2000);
+  EXPECT_EQ(RecordFieldsToJson(r)["ended_ts"], 2000);
+}
+
+TEST(CodecTest, ToJsonKeepsTheApiNamesAndUnits) {
+  v1::PositionItem p;
+  p.set_site("s1");
+  p.set_ts_ms(5);
+  p.mutable_position()->set_vehicle("truck-1");
+  p.mutable_position()->set_lat_e6(-33868800);
+  p.mutable_position()->set_heading_deg(270);
+  p.mutable_position()->set_hdop_d(12);
+  const auto j = ToJson(p);
+  EXPECT_EQ(j["vehicle"], "truck-1");  // the position's fields are in the item
+  EXPECT_EQ(j["site"], "s1");
+  EXPECT_EQ(j["ts"], 5);
+  EXPECT_FALSE(j.contains("position"));
+  EXPECT_DOUBLE_EQ(j["lat"].get<double>(), -33.8688);
+  EXPECT_TRUE(j["heading"].is_number_integer());
+  EXPECT_DOUBLE_EQ(j["hdop"].get<double>(), 1.2);
+
+  v1::RangeDigest d;
+  d.set_digest(std::string("\x01\xab", 2));
+  EXPECT_EQ(ToJson(d)["digest"], "01ab");  // digests in hex, other bytes base64
+
+  v1::ChangeRecord none;
+  EXPECT_EQ(ToJson(none)["fields"], nlohmann::json::object());
+  EXPECT_FALSE(ToJson(none).contains("hlc_from_ts"));
+}
+
 TEST(CodecTest, Base64) {
   EXPECT_EQ(Base64(""), "");
   EXPECT_EQ(Base64("f"), "Zg==");

@@ -22,13 +22,12 @@
 #include "hub/http/worker_pool.h"
 #include "hub/codec.h"
 #include "hub/decompress_budget.h"
+#include "hub/entity_routes.h"
 #include "hub/record_check.h"
 #include "wire/record_rules.h"
 #include "wire/batch_format.h"
-#include "wire/digest.h"
 #include "wire/routes.h"
 #include "wire/site_id.h"
-#include "wire/scales.h"
 #include "hub/query.h"
 #include "hub/rate_limit.h"
 
@@ -57,17 +56,16 @@ bool WantsJson(const http::Request& req) {
 // HQ reads: JSON unless Accept asks for protobuf (PrefersProtobuf, hub/query.h).
 bool WantsProto(const http::Request& req) { return PrefersProtobuf(req.get_header_value("Accept")); }
 
-// 200 with the protobuf or the JSON form of an HQ read, as the caller's Accept asks. The two
-// forms are built lazily, so only the one sent costs anything. Vary: the same URL has two
-// representations, which a cache between HQ and the hub must keep apart.
-template <typename ToProto, typename ToJson>
-void SendRead(const http::Request& req, http::Response& res, ToProto to_proto, ToJson to_json) {
+// 200 with an HQ read's protobuf answer, or its JSON form (ToJson, hub/codec.h) as the caller's
+// Accept asks. Vary: the same URL has two representations, which a cache between HQ and the
+// hub must keep apart.
+void SendRead(const http::Request& req, http::Response& res, const google::protobuf::Message& reply) {
   res.set_header("Vary", "Accept");
   if (WantsProto(req)) {
     res.status = 200;
-    res.set_content(to_proto().SerializeAsString(), kProto);
+    res.set_content(reply.SerializeAsString(), kProto);
   } else {
-    SendJson(res, 200, to_json());
+    SendJson(res, 200, ToJson(reply));
   }
 }
 
@@ -76,43 +74,6 @@ bool QueryOk(http::Response& res, const std::optional<QueryError>& error) {
   if (!error) return true;
   SendError(res, 400, error->message, error->parameter);
   return false;
-}
-
-json AckJson(const v1::BatchAck& a) {
-  json j = {{"contiguous_seq", a.contiguous_seq()},
-            {"expected_seq", a.expected_seq()},
-            {"applied", a.applied()},
-            {"duplicates", a.duplicates()}};
-  if (!a.error().empty()) j["error"] = a.error();
-  return j;
-}
-
-json PositionJson(const PositionRow& p) {
-  return {{"vehicle", p.vehicle}, {"site", p.site},           {"device_seq", p.device_seq},
-          {"lat", p.lat_e6 / wire::kLatLonScale}, {"lon", p.lon_e6 / wire::kLatLonScale},   {"speed_kmh", p.speed_dkmh / wire::kSpeedScale},
-          {"heading", p.heading_deg}, {"hdop", p.hdop_d / wire::kHdopScale}, {"ts", p.ts_ms},
-          {"hlc", p.hlc},         {"seq", p.seq}};
-}
-
-void FillPosition(const PositionRow& p, v1::PositionItem* out) {
-  out->set_site(p.site);
-  auto* pos = out->mutable_position();
-  pos->set_vehicle(p.vehicle);
-  pos->set_device_seq(p.device_seq);
-  pos->set_lat_e6(p.lat_e6);
-  pos->set_lon_e6(p.lon_e6);
-  pos->set_speed_dkmh(p.speed_dkmh);
-  pos->set_heading_deg(p.heading_deg);
-  pos->set_hdop_d(p.hdop_d);
-  out->set_ts_ms(p.ts_ms);
-  out->set_hlc(p.hlc);
-  out->set_seq(p.seq);
-}
-
-// orders.lines as the hub stored it (JSON [{"sku", "qty"}]); "" before any record carried lines.
-json OrderLinesJson(const OrderRow& r) {
-  if (r.lines_json.empty()) return json::array();
-  return json::parse(r.lines_json, nullptr, false);
 }
 
 // Site ids as in the config rules; anything else can never match a certificate anyway.
@@ -336,7 +297,7 @@ struct HubServer::Impl {
     auto reply = [&](int status, const std::string& error, uint64_t from = 0, uint64_t to = 0) {
       if (!error.empty()) ack.set_error(error);
       res.status = status;
-      if (WantsJson(req)) res.set_content(AckJson(ack).dump(), kJson);
+      if (WantsJson(req)) res.set_content(ToJson(ack).dump(), kJson);
       else res.set_content(ack.SerializeAsString(), kProto);
       AuditEvent({0, 0, "push", actor, req.path, from, to, ack.applied(), status, error});
     };
@@ -437,7 +398,7 @@ struct HubServer::Impl {
     if (applied->gap) return reply(409, "gap: expected seq " + std::to_string(applied->contiguous_seq + 1), from, to);
     // The audit row committed with the batch; only the optional file line is left to write.
     res.status = 200;
-    if (WantsJson(req)) res.set_content(AckJson(ack).dump(), kJson);
+    if (WantsJson(req)) res.set_content(ToJson(ack).dump(), kJson);
     else res.set_content(ack.SerializeAsString(), kProto);
     AuditEntry done = audit;
     done.count = applied->applied;
@@ -461,35 +422,22 @@ struct HubServer::Impl {
       rd->set_count(r.count);
       rd->set_digest(r.digest);
     }
-    if (WantsJson(req)) {
-      json ranges = json::array();
-      for (const auto& r : d->ranges) {
-        static const char* hex = "0123456789abcdef";
-        std::string h;
-        for (unsigned char c : r.digest) {
-          h.push_back(hex[c >> 4]);
-          h.push_back(hex[c & 15]);
-        }
-        ranges.push_back({{"from_seq", r.from_seq}, {"to_seq", r.to_seq}, {"count", r.count}, {"digest", h}});
-      }
-      SendJson(res, 200, {{"contiguous_seq", d->contiguous_seq}, {"ranges", ranges}});
-    } else {
-      res.set_content(reply.SerializeAsString(), kProto);
-    }
+    if (WantsJson(req)) SendJson(res, 200, ToJson(reply));
+    else res.set_content(reply.SerializeAsString(), kProto);
     AuditEvent({0, 0, "digest", site, req.path, from, to, buckets, 200, ""});
   }
 
   static void SendStateDigest(const http::Request& req, http::Response& res, const StateDigestResult& d,
                               const json& extra) {
+    v1::StateDigestReply reply;
+    reply.set_digest(d.digest);
+    reply.set_skus(d.skus);
+    reply.set_contiguous_seq(d.contiguous_seq);
     if (WantsJson(req)) {
-      json j = {{"contiguous_seq", d.contiguous_seq}, {"skus", d.skus}, {"digest", digest::Hex(d.digest)}};
+      json j = ToJson(reply);
       for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
       SendJson(res, 200, j);
     } else {
-      v1::StateDigestReply reply;
-      reply.set_digest(d.digest);
-      reply.set_skus(d.skus);
-      reply.set_contiguous_seq(d.contiguous_seq);
       res.set_content(reply.SerializeAsString(), kProto);
     }
   }
@@ -541,56 +489,82 @@ struct HubServer::Impl {
       return AuditPull(*caller, req, 503, 0);
     }
     const uint64_t next = changes->empty() ? after : changes->back().cursor;
-    SendRead(
-        req, res,
-        [&] {
-          v1::Feed feed;
-          for (auto& c : *changes) {
-            auto* fc = feed.add_changes();
-            fc->set_site(c.site);
-            fc->set_cursor(c.cursor);
-            *fc->mutable_record() = std::move(c.record);
-          }
-          feed.set_next(next);
-          return feed;
-        },
-        [&] {
-          json arr = json::array();
-          for (const auto& c : *changes) arr.push_back(ChangeToJson(c.cursor, c.site, c.record));
-          return json{{"changes", std::move(arr)}, {"next", next}};
-        });
+    v1::Feed feed;
+    for (auto& c : *changes) {
+      auto* fc = feed.add_changes();
+      fc->set_site(c.site);
+      fc->set_cursor(c.cursor);
+      *fc->mutable_record() = std::move(c.record);
+    }
+    feed.set_next(next);
+    SendRead(req, res, feed);
     AuditPull(*caller, req, 200, changes->size());
   }
 
-  // Shared shape of the per-site state endpoints: `fetch(site, res)` reads the rows (or answers
-  // 400 for a bad query parameter); the answer is {"site", field: [row_json(row)...]}, or the
-  // protobuf `Reply` with `site` and add_item(reply) filled by fill(row, item) per row.
-  template <typename Reply, typename Fetch, typename RowJson, typename AddItem, typename Fill>
-  void SiteState(const http::Request& req, http::Response& res, const char* field, Fetch fetch, RowJson row_json,
-                 AddItem add_item, Fill fill) {
+  // GET /v1/sites: every site the hub has heard from, with its sequence position.
+  void GetSites(const http::Request& req, http::Response& res) {
     auto caller = Authorize(req, res, Role::kReader);
     if (!caller) return;
-    const std::string site = req.matches[1];
-    auto rows = fetch(site, res);
-    if (res.status == 400) return AuditPull(*caller, req, 400, 0);
-    if (!rows.ok()) {
-      SendError(res, 503, rows.status().message());
+    auto sites = store.Sites();
+    if (!sites.ok()) return SendError(res, 503, sites.status().message());
+    v1::SitesReply reply;
+    for (const auto& si : *sites) {
+      auto* o = reply.add_sites();
+      o->set_site(si.site);
+      o->set_contiguous_seq(si.contiguous_seq);
+      o->set_max_seq(si.max_seq);
+      o->set_records(si.records);
+      o->set_last_push_ms(si.last_push_ms);
+    }
+    SendRead(req, res, reply);
+    AuditPull(*caller, req, 200, sites->size());
+  }
+
+  // GET /v1/audit (admin): the audit rows after a cursor.
+  void GetAudit(const http::Request& req, http::Response& res) {
+    auto caller = Authorize(req, res, Role::kAdmin);
+    if (!caller) return;
+    FeedQuery q;
+    if (!QueryOk(res, ParseFeedQuery(req.params, &q))) return AuditPull(*caller, req, 400, 0);
+    const uint64_t after = q.after;
+    auto rows = store.Audit(after, static_cast<int>(q.limit));
+    if (!rows.ok()) return SendError(res, 503, rows.status().message());
+    const uint64_t next = rows->empty() ? after : rows->back().id;
+    v1::AuditReply reply;
+    for (const auto& e : *rows) {
+      auto* o = reply.add_entries();
+      o->set_id(e.id);
+      o->set_ts_ms(e.ts_ms);
+      o->set_kind(e.kind);
+      o->set_actor(e.actor);
+      o->set_path(e.path);
+      o->set_seq_from(e.seq_from);
+      o->set_seq_to(e.seq_to);
+      o->set_count(e.count);
+      o->set_status(e.status);
+      o->set_detail(e.detail);
+    }
+    reply.set_next(next);
+    SendRead(req, res, reply);
+    AuditPull(*caller, req, 200, rows->size());
+  }
+
+  // An entity route (hub/entity_routes.h) behind the reader role; every pull is audited with
+  // its status and the rows answered.
+  void ServeEntity(const EntityRoute& route, const http::Request& req, http::Response& res) {
+    auto caller = Authorize(req, res, Role::kReader);
+    if (!caller) return;
+    const EntityAnswer answer = route.read(store, {req.matches[1], req.matches, req.params});
+    if (answer.bad_query) {
+      QueryOk(res, answer.bad_query);
+      return AuditPull(*caller, req, 400, 0);
+    }
+    if (!answer.status.ok()) {
+      SendError(res, 503, answer.status.message());
       return AuditPull(*caller, req, 503, 0);
     }
-    SendRead(
-        req, res,
-        [&] {
-          Reply reply;
-          reply.set_site(site);
-          for (const auto& r : *rows) fill(r, add_item(reply));
-          return reply;
-        },
-        [&] {
-          json arr = json::array();
-          for (const auto& r : *rows) arr.push_back(row_json(r));
-          return json{{"site", site}, {field, std::move(arr)}};
-        });
-    AuditPull(*caller, req, 200, rows->size());
+    SendRead(req, res, *answer.reply);
+    AuditPull(*caller, req, 200, answer.rows);
   }
 
   // The transport's counters (docs/operations.md, "Metrics").
@@ -719,193 +693,13 @@ struct HubServer::Impl {
     Post(std::string(wire::kSitesPrefix) + kSite + wire::kRebuildStateSuffix,
            [this](const http::Request& req, http::Response& res) { PostRebuildState(req, res); });
     Get(wire::kChangesPath, [this](const http::Request& req, http::Response& res) { GetChanges(req, res); });
-    Get(wire::kSitesPath, [this](const http::Request& req, http::Response& res) {
-      auto caller = Authorize(req, res, Role::kReader);
-      if (!caller) return;
-      auto sites = store.Sites();
-      if (!sites.ok()) return SendError(res, 503, sites.status().message());
-      SendRead(
-          req, res,
-          [&] {
-            v1::SitesReply reply;
-            for (const auto& si : *sites) {
-              auto* o = reply.add_sites();
-              o->set_site(si.site);
-              o->set_contiguous_seq(si.contiguous_seq);
-              o->set_max_seq(si.max_seq);
-              o->set_records(si.records);
-              o->set_last_push_ms(si.last_push_ms);
-            }
-            return reply;
-          },
-          [&] {
-            json arr = json::array();
-            for (const auto& si : *sites)
-              arr.push_back({{"site", si.site},
-                             {"contiguous_seq", si.contiguous_seq},
-                             {"max_seq", si.max_seq},
-                             {"records", si.records},
-                             {"last_push_ms", si.last_push_ms}});
-            return json{{"sites", std::move(arr)}};
-          });
-      AuditPull(*caller, req, 200, sites->size());
-    });
-    Get(std::string(wire::kSitesPrefix) + kSite + wire::kStockSuffix, [this](const http::Request& req, http::Response& res) {
-      SiteState<v1::StockReply>(
-          req, res, "stock", [this](const std::string& site, http::Response&) { return store.Stock(site); },
-          [](const StockRow& r) {
-            return json{{"sku", r.sku}, {"on_hand", r.on_hand}, {"reserved", r.reserved}, {"version", r.version},
-                        {"hlc", r.hlc}, {"ts", r.ts_ms},         {"seq", r.seq}};
-          },
-          [](v1::StockReply& reply) { return reply.add_stock(); },
-          [](const StockRow& r, v1::StockItem* o) {
-            o->set_sku(r.sku);
-            o->set_on_hand(r.on_hand);
-            o->set_reserved(r.reserved);
-            o->set_version(r.version);
-            o->set_hlc(r.hlc);
-            o->set_ts_ms(r.ts_ms);
-            o->set_seq(r.seq);
-          });
-    });
-    Get(std::string(wire::kSitesPrefix) + kSite + wire::kOrdersSuffix, [this](const http::Request& req, http::Response& res) {
-      SiteState<v1::OrdersReply>(
-          req, res, "orders", [this](const std::string& site, http::Response&) { return store.Orders(site); },
-          [](const OrderRow& r) {
-            json o = {{"order_id", r.order_id}, {"site", r.site}, {"status", r.status}, {"actor", r.actor},
-                      {"version", r.version},   {"hlc", r.hlc},   {"ts", r.ts_ms},      {"seq", r.seq}};
-            o["lines"] = OrderLinesJson(r);
-            if (!r.customer_sealed.empty()) o["customer_sealed"] = Base64(r.customer_sealed);
-            return o;
-          },
-          [](v1::OrdersReply& reply) { return reply.add_orders(); },
-          [](const OrderRow& r, v1::OrderItem* o) {
-            o->set_order_id(r.order_id);
-            o->set_site(r.site);
-            o->set_status(r.status);
-            o->set_actor(r.actor);
-            // The hub wrote these lines itself (sqlite_store.cc LinesJson); skip anything else.
-            const json lines = OrderLinesJson(r);
-            if (lines.is_array()) {
-              for (const auto& l : lines) {
-                if (!l.is_object() || !l.contains("sku") || !l["sku"].is_string() || !l.contains("qty") ||
-                    !l["qty"].is_number_integer())
-                  continue;
-                auto* line = o->add_lines();
-                line->set_sku(l["sku"].get<std::string>());
-                line->set_qty(l["qty"].get<int64_t>());
-              }
-            }
-            o->set_customer_sealed(r.customer_sealed);
-            o->set_version(r.version);
-            o->set_hlc(r.hlc);
-            o->set_ts_ms(r.ts_ms);
-            o->set_seq(r.seq);
-          });
-    });
-    Get(std::string(wire::kSitesPrefix) + kSite + wire::kVehiclesSuffix, [this](const http::Request& req, http::Response& res) {
-      SiteState<v1::VehiclesReply>(
-          req, res, "vehicles", [this](const std::string& site, http::Response&) { return store.Vehicles(site); },
-          PositionJson, [](v1::VehiclesReply& reply) { return reply.add_vehicles(); }, FillPosition);
-    });
-    Get(std::string(wire::kSitesPrefix) + kSite + wire::kAlertsSuffix, [this](const http::Request& req, http::Response& res) {
-      SiteState<v1::AlertsReply>(
-          req, res, "alerts", [this](const std::string& site, http::Response&) { return store.OpenAlerts(site); },
-          [](const AlertRow& r) {
-            return json{{"alert_id", r.alert_id}, {"sensor", r.sensor},   {"state", r.state},
-                        {"kind", r.kind},         {"min_c", r.min_c},     {"max_c", r.max_c},
-                        {"started_ts", r.started_ts_ms}, {"version", r.version}, {"seq", r.seq}};
-          },
-          [](v1::AlertsReply& reply) { return reply.add_alerts(); },
-          [](const AlertRow& r, v1::AlertItem* o) {
-            auto* a = o->mutable_alert();
-            a->set_alert_id(r.alert_id);
-            a->set_sensor(r.sensor);
-            a->set_state(r.state);
-            a->set_kind(r.kind);
-            a->set_min_c(r.min_c);
-            a->set_max_c(r.max_c);
-            a->set_started_ts_ms(r.started_ts_ms);
-            a->set_ended_ts_ms(r.ended_ts_ms);
-            o->set_version(r.version);
-            o->set_seq(r.seq);
-          });
-    });
-    Get(std::string(wire::kSitesPrefix) + kSite + wire::kGeofenceSuffix, [this](const http::Request& req, http::Response& res) {
-      SiteState<v1::GeofenceReply>(
-          req, res, "events",
-          [this, &req](const std::string& site, http::Response& r) -> Result<std::vector<GeofenceRow>> {
-            RangeQuery q;
-            if (!QueryOk(r, ParseRangeQuery(req.params, {1000, 10000, false}, &q)))
-              return Status::InvalidArgument("bad parameter");
-            return store.GeofenceEvents(site, q.from, q.to, static_cast<int>(q.limit));
-          },
-          [](const GeofenceRow& e) {
-            return json{{"seq", e.seq},   {"vehicle", e.vehicle}, {"fence", e.fence},
-                        {"kind", e.kind}, {"event", e.event},     {"ts", e.ts_ms}};
-          },
-          [](v1::GeofenceReply& reply) { return reply.add_events(); },
-          [](const GeofenceRow& e, v1::GeofenceItem* o) {
-            auto* g = o->mutable_event();
-            g->set_vehicle(e.vehicle);
-            g->set_fence(e.fence);
-            g->set_kind(e.kind);
-            g->set_event(e.event);
-            o->set_ts_ms(e.ts_ms);
-            o->set_seq(e.seq);
-          });
-    });
-    Get(std::string(wire::kSitesPrefix) + kSite + wire::kVehiclesSuffix + "/([^/]+)/track",
-          [this](const http::Request& req, http::Response& res) {
-            SiteState<v1::TrackReply>(
-                req, res, "track",
-                [this, &req](const std::string& site, http::Response& r) -> Result<std::vector<PositionRow>> {
-                  RangeQuery q;
-                  if (!QueryOk(r, ParseRangeQuery(req.params, {10000, 100000, true}, &q)))
-                    return Status::InvalidArgument("bad parameter");
-                  return store.Track(site, req.matches[2], q.from, q.to, static_cast<int>(q.limit));
-                },
-                PositionJson, [](v1::TrackReply& reply) { return reply.add_track(); }, FillPosition);
-          });
-    Get(wire::kAuditPath, [this](const http::Request& req, http::Response& res) {
-      auto caller = Authorize(req, res, Role::kAdmin);
-      if (!caller) return;
-      FeedQuery q;
-      if (!QueryOk(res, ParseFeedQuery(req.params, &q))) return AuditPull(*caller, req, 400, 0);
-      const uint64_t after = q.after;
-      auto rows = store.Audit(after, static_cast<int>(q.limit));
-      if (!rows.ok()) return SendError(res, 503, rows.status().message());
-      const uint64_t next = rows->empty() ? after : rows->back().id;
-      SendRead(
-          req, res,
-          [&] {
-            v1::AuditReply reply;
-            for (const auto& e : *rows) {
-              auto* o = reply.add_entries();
-              o->set_id(e.id);
-              o->set_ts_ms(e.ts_ms);
-              o->set_kind(e.kind);
-              o->set_actor(e.actor);
-              o->set_path(e.path);
-              o->set_seq_from(e.seq_from);
-              o->set_seq_to(e.seq_to);
-              o->set_count(e.count);
-              o->set_status(e.status);
-              o->set_detail(e.detail);
-            }
-            reply.set_next(next);
-            return reply;
-          },
-          [&] {
-            json arr = json::array();
-            for (const auto& e : *rows)
-              arr.push_back({{"id", e.id},         {"ts_ms", e.ts_ms},   {"kind", e.kind},   {"actor", e.actor},
-                             {"path", e.path},     {"seq_from", e.seq_from}, {"seq_to", e.seq_to}, {"count", e.count},
-                             {"status", e.status}, {"detail", e.detail}});
-            return json{{"entries", std::move(arr)}, {"next", next}};
-          });
-      AuditPull(*caller, req, 200, rows->size());
-    });
+    Get(wire::kSitesPath, [this](const http::Request& req, http::Response& res) { GetSites(req, res); });
+    // One handler per entity: stock, orders, vehicles, track, alerts, geofence.
+    for (EntityRoute& route : EntityRoutes()) {
+      const std::string pattern = std::string(wire::kSitesPrefix) + kSite + route.path;
+      Get(pattern, [this, route = std::move(route)](const http::Request& req, http::Response& res) { ServeEntity(route, req, res); });
+    }
+    Get(wire::kAuditPath, [this](const http::Request& req, http::Response& res) { GetAudit(req, res); });
   }
 };
 
