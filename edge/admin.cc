@@ -25,6 +25,7 @@ namespace {
 
 constexpr int kBackupPagesPerStep = 256;  // 1 MiB at 4 KiB pages
 constexpr int kBackupSleepMs = 2;
+constexpr int kBusyTimeoutMs = 5000;
 
 struct Db {
   sqlite3* db = nullptr;
@@ -39,28 +40,18 @@ Status SqlError(sqlite3* db, const std::string& what) { return sqlite::LastError
 Status OpenDb(const std::string& path, int flags, Db* out) {
   if (!std::filesystem::exists(path)) return Status::NotFound(path + ": no such file");
   if (sqlite3_open_v2(path.c_str(), &out->db, flags, nullptr) != SQLITE_OK) return SqlError(out->db, "opening " + path);
-  sqlite3_busy_timeout(out->db, 5000);
+  sqlite3_busy_timeout(out->db, kBusyTimeoutMs);
   return Status::Ok();
+}
+
+// Read-only, through the store's reader; a missing file is kNotFound "<path>: no such file",
+// as for the actions that write.
+Result<StoreReader> OpenReader(const std::string& path) {
+  if (!std::filesystem::exists(path)) return Status::NotFound(path + ": no such file");
+  return StoreReader::Open(path, kBusyTimeoutMs);
 }
 
 Status Exec(sqlite3* db, const char* sql) { return sqlite::ExecOn(db, sql); }
-
-// Runs `sql`; `row` is called per row. kIOError on failure.
-template <typename F>
-Status Query(sqlite3* db, const std::string& sql, F row) {
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return SqlError(db, sql);
-  int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) row(st);
-  sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) return SqlError(db, sql);
-  return Status::Ok();
-}
-
-std::string Text(sqlite3_stmt* st, int col) {
-  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, col));
-  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st, col))) : std::string();
-}
 
 Status FsyncPath(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -105,13 +96,6 @@ Status CopyDatabase(sqlite3* src, const std::string& dest_path) {
   return FsyncPath(dest_path);
 }
 
-Status IntegrityCheck(sqlite3* db, std::vector<std::string>* findings) {
-  return Query(db, "PRAGMA integrity_check", [&](sqlite3_stmt* st) {
-    std::string r = Text(st, 0);
-    if (r != "ok") findings->push_back("integrity_check: " + r);
-  });
-}
-
 }  // namespace
 
 Result<StoreLock> StoreLock::Acquire(const std::string& store_path) {
@@ -133,10 +117,10 @@ StoreLock::~StoreLock() {
 }
 
 Status BackupStore(const std::string& store_path, const std::string& out_path) {
-  Db src;
-  if (Status s = OpenDb(store_path, SQLITE_OPEN_READONLY, &src); !s.ok()) return s;
+  auto src = OpenReader(store_path);
+  if (!src.ok()) return src.status();
   const std::string tmp = out_path + ".tmp";
-  if (Status s = CopyDatabase(src.db, tmp); !s.ok()) return s;
+  if (Status s = CopyDatabase(src->handle(), tmp); !s.ok()) return s;
   if (std::rename(tmp.c_str(), out_path.c_str()) != 0) return Status::IOError("rename " + tmp + ": " + std::strerror(errno));
   return FsyncPath(DirOf(out_path));
 }
@@ -144,19 +128,16 @@ Status BackupStore(const std::string& store_path, const std::string& out_path) {
 Status RestoreStore(const std::string& in_path, const std::string& store_path) {
   auto lock = StoreLock::Acquire(store_path);
   if (!lock.ok()) return lock.status();
-  Db in;
-  if (Status s = OpenDb(in_path, SQLITE_OPEN_READONLY, &in); !s.ok()) return s;
+  auto in = OpenReader(in_path);
+  if (!in.ok()) return in.status();
   std::vector<std::string> findings;
-  if (Status s = IntegrityCheck(in.db, &findings); !s.ok())
+  if (Status s = in->IntegrityCheck(&findings); !s.ok())
     return Status::InvalidArgument(in_path + ": not a readable SQLite database: " + s.message());
-  int64_t tables = 0;
-  (void)Query(in.db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('outbox', 'sync_state', 'stock')",
-              [&](sqlite3_stmt* st) { tables = sqlite3_column_int64(st, 0); });
-  if (tables != 3) findings.push_back("not an edge store (tables outbox, sync_state, stock missing)");
+  if (!in->IsEdgeStore()) findings.push_back("not an edge store (tables outbox, sync_state, stock missing)");
   if (!findings.empty()) return Status::InvalidArgument(in_path + ": " + findings.front());
 
   const std::string tmp = store_path + ".restore.tmp";
-  if (Status s = CopyDatabase(in.db, tmp); !s.ok()) return s;
+  if (Status s = CopyDatabase(in->handle(), tmp); !s.ok()) return s;
   // An operator restores as root; edged runs as its own user. The new file takes the old
   // store's owner and mode (best effort: without privileges the caller already owns both).
   struct stat old_st {};
@@ -206,81 +187,22 @@ Status RestoreStore(const std::string& in_path, const std::string& store_path) {
 }
 
 Status VerifyStore(const std::string& store_path, std::vector<std::string>* findings) {
-  Db db;
-  if (Status s = OpenDb(store_path, SQLITE_OPEN_READONLY, &db); !s.ok()) return s;
-  if (Status s = IntegrityCheck(db.db, findings); !s.ok()) return s;
-  // All invariants read in one snapshot.
-  if (Status s = Exec(db.db, "BEGIN"); !s.ok()) return s;
-  auto check = [&](const std::string& sql, auto describe) {
-    Status s = Query(db.db, sql, [&](sqlite3_stmt* st) { findings->push_back(describe(st)); });
-    if (!s.ok()) findings->push_back("query failed: " + s.message());
-  };
-  check("SELECT sku, on_hand FROM stock WHERE on_hand < 0 LIMIT 20",
-        [](sqlite3_stmt* st) { return "stock " + Text(st, 0) + ": on_hand " + Text(st, 1) + " < 0"; });
-  check("SELECT sku, reserved, on_hand FROM stock WHERE reserved > on_hand OR reserved < 0 LIMIT 20", [](sqlite3_stmt* st) {
-    return "stock " + Text(st, 0) + ": reserved " + Text(st, 1) + " exceeds on_hand " + Text(st, 2) + " (or is negative)";
-  });
-  // Dense above the disk quota's mark: at or below it the quota may have dropped acknowledged
-  // telemetry records (edge/disk_quota.h). seq_floor (an edge restore, outbox_schema.h) splits
-  // the outbox in two runs, each dense: the hub holds the seqs between them.
-  const std::string mark = "coalesce((SELECT value FROM sync_state WHERE name = 'quota_dropped_upto'), 0)";
-  const std::string floor = "coalesce((SELECT value FROM sync_state WHERE name = 'seq_floor'), 0)";
-  auto not_dense = [](sqlite3_stmt* st) {
-    return "outbox seq not dense: " + Text(st, 2) + " rows between seq " + Text(st, 0) + " and " + Text(st, 1);
-  };
-  check("SELECT min(seq), max(seq), count(*) FROM outbox WHERE seq > " + mark + " AND seq <= " + floor +
-            " HAVING count(*) > 0 AND count(*) != max(seq) - min(seq) + 1",
-        not_dense);
-  check("SELECT min(seq), max(seq), count(*) FROM outbox WHERE seq > max(" + mark + ", " + floor +
-            ") HAVING count(*) > 0 AND count(*) != max(seq) - min(seq) + 1",
-        not_dense);
-  // acked_seq may exceed the outbox's last seq only up to seq_floor (hub restored ahead of a
-  // restored edge, outbox_schema.h).
-  check("SELECT a.value, (SELECT coalesce(max(seq), 0) FROM outbox) AS last, "
-        "coalesce((SELECT value FROM sync_state WHERE name = 'seq_floor'), 0) AS fl "
-        "FROM sync_state a WHERE a.name = 'acked_seq' AND a.value > max(last, fl)",
-        [](sqlite3_stmt* st) { return "acked_seq " + Text(st, 0) + " beyond the last seq " + Text(st, 1); });
-  (void)Exec(db.db, "ROLLBACK");
-  return Status::Ok();
+  auto db = OpenReader(store_path);
+  if (!db.ok()) return db.status();
+  if (Status s = db->IntegrityCheck(findings); !s.ok()) return s;
+  return db->Verify(findings);
 }
-
-namespace {
-const char* kDeadLetterCols = "SELECT id, received_ms, topic, code, reason, payload, payload_bytes FROM dead_letters ";
-DeadLetterFull RowToDeadLetter(sqlite3_stmt* st) {
-  DeadLetterFull d;
-  d.id = sqlite3_column_int64(st, 0);
-  d.received_ms = sqlite3_column_int64(st, 1);
-  d.topic = Text(st, 2);
-  d.code = Text(st, 3);
-  d.reason = Text(st, 4);
-  const void* p = sqlite3_column_blob(st, 5);
-  if (p != nullptr) d.payload.assign(static_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(st, 5)));
-  d.payload_bytes = sqlite3_column_int64(st, 6);
-  return d;
-}
-}  // namespace
 
 Result<DeadLetterFull> ReadDeadLetter(const std::string& store_path, int64_t id) {
-  Db db;
-  if (Status s = OpenDb(store_path, SQLITE_OPEN_READONLY, &db); !s.ok()) return s;
-  std::vector<DeadLetterFull> out;
-  if (Status s = Query(db.db, std::string(kDeadLetterCols) + "WHERE id = " + std::to_string(id),
-                       [&](sqlite3_stmt* st) { out.push_back(RowToDeadLetter(st)); });
-      !s.ok())
-    return s;
-  if (out.empty()) return Status::NotFound("no dead letter with id " + std::to_string(id));
-  return out.front();
+  auto db = OpenReader(store_path);
+  if (!db.ok()) return db.status();
+  return db->DeadLetter(id);
 }
 
 Result<std::vector<DeadLetterFull>> ReadReplayableDeadLetters(const std::string& store_path) {
-  Db db;
-  if (Status s = OpenDb(store_path, SQLITE_OPEN_READONLY, &db); !s.ok()) return s;
-  std::vector<DeadLetterFull> out;
-  if (Status s = Query(db.db, std::string(kDeadLetterCols) + "WHERE code = 'conflict' ORDER BY id",
-                       [&](sqlite3_stmt* st) { out.push_back(RowToDeadLetter(st)); });
-      !s.ok())
-    return s;
-  return out;
+  auto db = OpenReader(store_path);
+  if (!db.ok()) return db.status();
+  return db->ReplayableDeadLetters();
 }
 
 Result<int64_t> ReplayDeadLetters(const EdgeConfig& config, const std::vector<DeadLetterFull>& letters) {

@@ -1,5 +1,6 @@
 // Operator actions on a site store, for edgectl: backup, restore, verify, dead letters (show,
-// replay) and a reconciliation request. Each opens its own SQLite connection(s).
+// replay) and a reconciliation request. Each opens its own SQLite connection(s); what they read
+// of the store, they read through a StoreReader (edge/store_reader.h).
 //
 // Concurrency with a running edged:
 //   - Backup: safe while edged runs. The source connection holds one read transaction for the
@@ -20,6 +21,7 @@
 
 #include "common/config.h"
 #include "common/status.h"
+#include "edge/store_reader.h"
 
 namespace freshsync::edge {
 
@@ -51,16 +53,6 @@ Status RestoreStore(const std::string& in_path, const std::string& store_path);
 // appended to `findings`; ok() with empty findings means the store is sound. kIOError or
 // kNotFound when the store cannot be read at all.
 Status VerifyStore(const std::string& store_path, std::vector<std::string>* findings);
-
-struct DeadLetterFull {
-  int64_t id = 0;
-  int64_t received_ms = 0;
-  std::string topic;
-  std::string code;
-  std::string reason;
-  std::string payload;  // as stored: redacted for orders, truncated at 4 KiB
-  int64_t payload_bytes = 0;
-};
 
 // kNotFound for an unknown id.
 Result<DeadLetterFull> ReadDeadLetter(const std::string& store_path, int64_t id);

@@ -17,6 +17,7 @@
 
 #include "common/config.h"
 #include "common/logging.h"
+#include "common/signals.h"
 #include "edge/daemon.h"
 #include "edge/privacy.h"
 #include "edge/site_rules.h"
@@ -82,12 +83,7 @@ int main(int argc, char** argv) {
   }
 
   // Signals are taken synchronously by sigwait below; block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = freshsync::BlockDaemonSignals();
 
   (void)freshsync::InitLogging("edged", config->log_level);
   freshsync::SetLogSite(config->site);

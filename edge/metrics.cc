@@ -3,7 +3,6 @@
 
 #include "edge/disk_quota.h"
 
-#include <sqlite3.h>
 #include <httplib.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -16,6 +15,7 @@
 #include "cloud-sync/sync_agent.h"
 #include "common/config.h"
 #include "edge/ingest.h"
+#include "edge/store_reader.h"
 
 namespace freshsync::edge {
 namespace {
@@ -32,30 +32,12 @@ void Head(std::ostringstream& o, const char* name, const char* type, const char*
 
 int64_t Load(const std::atomic<int64_t>& a) { return a.load(std::memory_order_relaxed); }
 
-// One integer from a query without parameters; `def` when there is no row or on error.
-int64_t QueryInt(sqlite3* db, const char* sql, int64_t def, bool* ok) {
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
-    *ok = false;
-    return def;
-  }
-  int64_t v = def;
-  const int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) v = sqlite3_column_int64(st, 0);
-  else if (rc != SQLITE_ROW && rc != SQLITE_DONE) *ok = false;
-  sqlite3_finalize(st);
-  return v;
-}
-
 }  // namespace
 
 MetricsServer::MetricsServer(std::string listen, MetricsSources sources, MetricsTls tls)
     : listen_(std::move(listen)), src_(std::move(sources)), tls_(std::move(tls)) {}
 
-MetricsServer::~MetricsServer() {
-  Stop();
-  if (db_ != nullptr) sqlite3_close(db_);
-}
+MetricsServer::~MetricsServer() { Stop(); }
 
 Status MetricsServer::Start() {
   auto hp = ParseHostPort(listen_, "metrics.listen");
@@ -125,22 +107,19 @@ bool MetricsServer::Ready(std::string* why) {
 
 // With out == nullptr only checks that the store answers. Caller holds mu_.
 bool MetricsServer::StoreQueries(std::string* out) {
-  if (db_ == nullptr) {
-    if (sqlite3_open_v2(src_.store_path.c_str(), &db_, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-      sqlite3_close(db_);
-      db_ = nullptr;
-      return false;
-    }
-    sqlite3_busy_timeout(db_, 500);
+  if (reader_ == nullptr) {
+    auto r = StoreReader::Open(src_.store_path, 500);
+    if (!r.ok()) return false;
+    reader_ = std::make_unique<StoreReader>(std::move(*r));
   }
-  bool ok = true;
-  const int64_t last_seq = QueryInt(db_, "SELECT max(seq) FROM outbox", 0, &ok);
-  if (out == nullptr || !ok) return ok;
-  const int64_t acked = QueryInt(db_, "SELECT value FROM sync_state WHERE name = 'acked_seq'", 0, &ok);
-  const int64_t oldest_ms = QueryInt(
-      db_, "SELECT created_ms FROM outbox WHERE seq > (SELECT coalesce(max(value), 0) FROM sync_state WHERE name = 'acked_seq') "
-           "ORDER BY seq LIMIT 1",
-      0, &ok);
+  auto head = reader_->Head();
+  if (!head.ok()) return false;
+  if (out == nullptr) return true;
+  const int64_t last_seq = head->last_seq;
+  const int64_t acked = head->acked_seq;
+  auto oldest = reader_->OldestUnackedCreatedMs();
+  bool ok = oldest.ok();
+  const int64_t oldest_ms = ok ? *oldest : 0;
   const int64_t now = NowMs();
   std::ostringstream o;
   Head(o, "freshsync_outbox_last_seq", "gauge", "Highest change-record seq in the outbox.");
@@ -157,38 +136,22 @@ bool MetricsServer::StoreQueries(std::string* out) {
   // Dead letters held in the store, by code (survives restarts, unlike the process counter).
   Head(o, "freshsync_dead_letters_stored", "gauge", "Dead letters held in the store, by code.");
   {
-    sqlite3_stmt* st = nullptr;
     bool any[3] = {false, false, false};
     const char* codes[3] = {"invalid", "conflict", "internal"};
-    if (sqlite3_prepare_v2(db_, "SELECT code, count(*) FROM dead_letters GROUP BY code", -1, &st, nullptr) == SQLITE_OK) {
-      while (sqlite3_step(st) == SQLITE_ROW) {
-        const char* c = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
-        std::string code = c ? c : "";
+    if (auto by_code = reader_->DeadLettersByCode(); by_code.ok()) {
+      for (const auto& [code, n] : *by_code) {
         for (int i = 0; i < 3; ++i)
           if (code == codes[i]) any[i] = true;
-        o << "freshsync_dead_letters_stored{code=\"" << code << "\"} " << sqlite3_column_int64(st, 1) << '\n';
+        o << "freshsync_dead_letters_stored{code=\"" << code << "\"} " << n << '\n';
       }
-      sqlite3_finalize(st);
     }
     for (int i = 0; i < 3; ++i)
       if (!any[i]) o << "freshsync_dead_letters_stored{code=\"" << codes[i] << "\"} 0\n";
   }
 
-  // Open cold-chain alerts, from the cold-chain engine's per-sensor snapshots in rule_state
-  // (edge/coldchain/coldchain_engine.cc, Encode: "exc" is an open excursion alert, "off" an
-  // open offline alert). 0 while the store has no rule_state table (schema before v3).
-  int64_t open_alerts = 0;
-  {
-    bool qok = true;
-    const int64_t exists = QueryInt(db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rule_state'", 0, &qok);
-    if (qok && exists > 0) {
-      open_alerts = QueryInt(db_,
-                             "SELECT coalesce(sum((json_type(blob, '$.exc') IS NOT NULL) + (json_type(blob, '$.off') IS NOT NULL)), 0) "
-                             "FROM rule_state WHERE engine = 'coldchain' AND json_valid(blob)",
-                             0, &qok);
-      if (!qok) open_alerts = 0;
-    }
-  }
+  // Open cold-chain alerts (StoreReader::OpenColdchainAlerts); 0 when they cannot be read.
+  auto alerts = reader_->OpenColdchainAlerts();
+  const int64_t open_alerts = alerts.ok() ? *alerts : 0;
   Head(o, "freshsync_coldchain_open_alerts", "gauge", "Cold-chain alerts open now, excursion and offline (0 without a rule_state table).");
   o << "freshsync_coldchain_open_alerts " << open_alerts << '\n';
   *out += o.str();

@@ -7,7 +7,7 @@
 //   - Ingest counters (IngestCounters): atomics, read with relaxed loads. The ingest path
 //     never takes a lock for metrics.
 //   - SyncAgent::GetStats(): a snapshot copied under the agent's own short lock.
-//   - The store file, through a read-only SQLite connection owned by this server (WAL lets it
+//   - The store file, through a StoreReader (edge/store_reader.h) owned by this server (WAL lets it
 //     read while ingest writes): outbox backlog and the age of the oldest unacknowledged
 //     record, dead letters by code, open cold-chain alerts (from rule_state; 0 without it).
 // Scrapes are serialised by a mutex of this server (never shared with ingest).
@@ -29,7 +29,6 @@
 
 #include "common/status.h"
 
-struct sqlite3;
 namespace httplib {
 class Server;
 }
@@ -42,6 +41,7 @@ namespace freshsync::edge {
 
 struct IngestCounters;
 struct QuotaStatus;
+class StoreReader;
 
 struct MetricsSources {
   std::string site;
@@ -87,8 +87,8 @@ class MetricsServer {
   std::string tls_error_;
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
-  std::mutex mu_;            // scrapes; guards db_
-  sqlite3* db_ = nullptr;    // read-only, opened lazily
+  std::mutex mu_;                        // scrapes; guards reader_
+  std::unique_ptr<StoreReader> reader_;  // opened lazily
 };
 
 }  // namespace freshsync::edge

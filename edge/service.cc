@@ -1,11 +1,10 @@
 #include "edge/service.h"
 
-#include <sqlite3.h>
-
 #include <chrono>
 
 #include "cloud-sync/sync_agent.h"
 #include "edge/ingest.h"
+#include "edge/store_reader.h"
 
 namespace freshsync::edge {
 
@@ -28,36 +27,23 @@ ServiceMonitor::ServiceMonitor(std::string store_path, const IngestCounters* ing
                                const sync::SyncAgent* agent, int64_t stuck_ms)
     : path_(std::move(store_path)), ingest_(ingest), connected_(std::move(ingest_connected)), agent_(agent), stuck_ms_(stuck_ms) {}
 
-ServiceMonitor::~ServiceMonitor() {
-  if (db_ != nullptr) sqlite3_close(db_);
-}
+ServiceMonitor::~ServiceMonitor() = default;
 
 bool ServiceMonitor::StoreAnswers(int64_t* last_seq, int64_t* acked) {
-  if (db_ == nullptr) {
-    if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-      sqlite3_close(db_);
-      db_ = nullptr;
-      return false;
-    }
-    sqlite3_busy_timeout(db_, 1000);
+  if (reader_ == nullptr) {
+    auto r = StoreReader::Open(path_, 1000);
+    if (!r.ok()) return false;
+    reader_ = std::make_unique<StoreReader>(std::move(*r));
   }
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db_,
-                         "SELECT (SELECT coalesce(max(seq), 0) FROM outbox), "
-                         "(SELECT coalesce(max(value), 0) FROM sync_state WHERE name = 'acked_seq')",
-                         -1, &st, nullptr) != SQLITE_OK) {
+  auto head = reader_->Head();
+  if (!head.ok()) {
     // The file may have been replaced underneath us: reopen next time.
-    sqlite3_close(db_);
-    db_ = nullptr;
+    reader_.reset();
     return false;
   }
-  const bool ok = sqlite3_step(st) == SQLITE_ROW;
-  if (ok) {
-    *last_seq = sqlite3_column_int64(st, 0);
-    *acked = sqlite3_column_int64(st, 1);
-  }
-  sqlite3_finalize(st);
-  return ok;
+  *last_seq = head->last_seq;
+  *acked = head->acked_seq;
+  return true;
 }
 
 bool ServiceMonitor::Healthy(std::string* why) {

@@ -3,7 +3,7 @@
 // restarted by systemd instead of being kept alive by a timer.
 //
 // Healthy means both:
-//   - the store answers: a read on the monitor's own read-only connection succeeds (a
+//   - the store answers: a read on the monitor's own StoreReader (edge/store_reader.h) succeeds (a
 //     corrupt or vanished file, or a lock held past busy_timeout, fails it);
 //   - ingest is not wedged: no batch has been in the journal applier, and no message held in
 //     the MQTT callback by a failing journal, for longer than `stuck_ms`
@@ -20,9 +20,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
-
-struct sqlite3;
 
 namespace freshsync::sync {
 class SyncAgent;
@@ -31,6 +30,7 @@ class SyncAgent;
 namespace freshsync::edge {
 
 struct IngestCounters;
+class StoreReader;
 
 // Monotonic milliseconds, the clock of IngestCounters::busy_since_ms.
 int64_t SteadyMs();
@@ -60,7 +60,7 @@ class ServiceMonitor {
   std::function<bool()> connected_;
   const sync::SyncAgent* agent_;
   int64_t stuck_ms_;
-  sqlite3* db_ = nullptr;
+  std::unique_ptr<StoreReader> reader_;  // opened lazily; dropped after a failed read
 };
 
 }  // namespace freshsync::edge

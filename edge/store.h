@@ -36,6 +36,8 @@
 #include "edge/privacy.h"
 #include "edge/publications.h"
 #include "edge/stock_ledger.h"
+// The read side (StoreSummary, ReadStoreSummary, ...): its own read-only connection, not the store's.
+#include "edge/store_reader.h"
 
 struct sqlite3;
 
@@ -198,41 +200,5 @@ class EdgeStore {
   std::vector<Publication> pending_pubs_;  // of the open transaction
   std::vector<Publication> ready_pubs_;    // committed, not yet taken
 };
-
-// ---- Read side, for edgectl and tests: its own read-only connection ----
-
-struct StoreSummary {
-  int64_t last_seq = 0;
-  int64_t acked_seq = 0;
-  int64_t backlog = 0;       // outbox rows with seq > acked_seq
-  int64_t dead_letters = 0;
-  bool link_up = false;
-};
-
-struct DeadLetterRow {
-  int64_t id = 0;
-  int64_t received_ms = 0;
-  std::string topic;
-  std::string code;
-  std::string reason;
-  int64_t payload_bytes = 0;
-};
-
-// The records the hub has not acknowledged (seq > acked_seq), by sync lane (outbox.priority:
-// the sync agent sends lane 1 ahead of lane 0; docs/sync-protocol.md).
-struct BacklogSummary {
-  int64_t last_seq = 0;
-  int64_t acked_seq = 0;
-  int64_t backlog = 0;           // = priority + bulk; the same number as StoreSummary::backlog
-  int64_t priority = 0;          // lane 1: orders, stock, alerts, geofence events
-  int64_t bulk = 0;              // lane 0: vehicle positions, climate readings
-  int64_t oldest_created_ms = 0; // edge wall clock at commit of the oldest such record; 0 if none
-};
-
-// kNotFound when the database does not exist.
-Result<StoreSummary> ReadStoreSummary(const std::string& path);
-// One read transaction, so the counts agree with each other. kNotFound as above.
-Result<BacklogSummary> ReadBacklog(const std::string& path);
-Result<std::vector<DeadLetterRow>> ReadDeadLetters(const std::string& path, int64_t limit);
 
 }  // namespace freshsync::edge

@@ -27,6 +27,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/logging.h"
+#include "common/signals.h"
 #include "hub/server.h"
 #include "hub/sqlite_store.h"
 
@@ -88,12 +89,7 @@ int main(int argc, char** argv) {
 
   // Signals are taken synchronously by one thread; block them before any other thread starts
   // so that none of the I/O or worker threads receives them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = freshsync::BlockDaemonSignals();
   signal(SIGPIPE, SIG_IGN);  // a peer that hangs up mid-response must not kill the hub
 
   // Every connection is a descriptor, and limits.max_connections may exceed the default soft

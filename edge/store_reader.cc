@@ -1,0 +1,269 @@
+#include "edge/store_reader.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+namespace freshsync::edge {
+namespace {
+
+// Runs `sql`; `row` is called per row. The mapped error, naming the SQL, on failure.
+template <typename F>
+Status Query(sqlite3* db, const std::string& sql, F row) {
+  auto st = sqlite::PrepareOn(db, sql.c_str());
+  if (!st.ok()) return sqlite::LastError(db, sql);
+  int rc;
+  while ((rc = st->Step()) == SQLITE_ROW) row(*st);
+  if (rc != SQLITE_DONE) return sqlite::LastError(db, sql);
+  return Status::Ok();
+}
+
+// Text as SQLite renders the column (numbers as digits); empty for NULL.
+std::string Text(const sqlite::Stmt& st, int col) {
+  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), col));
+  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st.get(), col))) : std::string();
+}
+
+// A read transaction, ended on every path out, so that several queries see one snapshot.
+class ReadTransaction {
+ public:
+  explicit ReadTransaction(sqlite3* db) : db_(db) { (void)sqlite::ExecOn(db_, "BEGIN"); }
+  ~ReadTransaction() {
+    if (sqlite3_get_autocommit(db_) == 0) (void)sqlite::ExecOn(db_, "COMMIT");
+  }
+  ReadTransaction(const ReadTransaction&) = delete;
+  ReadTransaction& operator=(const ReadTransaction&) = delete;
+
+ private:
+  sqlite3* db_;
+};
+
+const char* kDeadLetterCols = "SELECT id, received_ms, topic, code, reason, payload, payload_bytes FROM dead_letters ";
+
+DeadLetterFull RowToDeadLetter(const sqlite::Stmt& st) {
+  DeadLetterFull d;
+  d.id = st.Int(0);
+  d.received_ms = st.Int(1);
+  d.topic = Text(st, 2);
+  d.code = Text(st, 3);
+  d.reason = Text(st, 4);
+  d.payload = st.Text(5);
+  d.payload_bytes = st.Int(6);
+  return d;
+}
+
+constexpr const char* kAckedSql = "SELECT IFNULL((SELECT value FROM sync_state WHERE name='acked_seq'), 0)";
+
+}  // namespace
+
+Result<StoreReader> StoreReader::Open(const std::string& path, int busy_timeout_ms) {
+  struct stat sb;
+  if (stat(path.c_str(), &sb) != 0) return Status::NotFound(path + ": no store database");
+  sqlite::OpenOptions o;
+  o.read_only = true;
+  o.busy_timeout_ms = busy_timeout_ms;
+  auto db = sqlite::Db::Open(path, o);
+  if (!db.ok()) return db.status();
+  return StoreReader(std::move(*db));
+}
+
+Result<StoreSummary> StoreReader::Summary() {
+  ReadTransaction tx(db_.get());
+  auto last = db_.QueryInt(
+      "SELECT max(IFNULL((SELECT MAX(seq) FROM outbox),0), IFNULL((SELECT value FROM sync_state WHERE name='acked_seq'),0))");
+  auto acked = db_.QueryInt(kAckedSql);
+  auto dls = db_.QueryInt("SELECT COUNT(*) FROM dead_letters");
+  auto link = db_.QueryInt("SELECT IFNULL((SELECT value FROM sync_state WHERE name='link_up'), 0)");
+  for (auto* r : {&last, &acked, &dls, &link})
+    if (!r->ok()) return r->status();
+  StoreSummary out;
+  out.last_seq = *last;
+  out.acked_seq = *acked;
+  auto backlog = db_.QueryInt(("SELECT COUNT(*) FROM outbox WHERE seq > " + std::to_string(out.acked_seq)).c_str());
+  if (!backlog.ok()) return backlog.status();
+  out.backlog = *backlog;
+  out.dead_letters = *dls;
+  out.link_up = *link != 0;
+  return out;
+}
+
+Result<BacklogSummary> StoreReader::Backlog() {
+  ReadTransaction tx(db_.get());
+  BacklogSummary out;
+  auto acked = db_.QueryInt(kAckedSql);
+  if (!acked.ok()) return acked.status();
+  out.acked_seq = *acked;
+  auto last = db_.QueryInt("SELECT IFNULL((SELECT MAX(seq) FROM outbox), 0)");
+  if (!last.ok()) return last.status();
+  out.last_seq = std::max(*last, out.acked_seq);
+  // A range scan on the primary key from acked_seq, grouped by lane.
+  auto st = db_.Prepare("SELECT priority, COUNT(*), MIN(created_ms) FROM outbox WHERE seq > ?1 GROUP BY priority");
+  if (!st.ok()) return sqlite::LastError(db_.get(), "backlog");
+  st->Bind(1, out.acked_seq);
+  int rc;
+  while ((rc = st->Step()) == SQLITE_ROW) {
+    const int64_t n = st->Int(1);
+    const int64_t oldest = st->Int(2);
+    (st->Int(0) != 0 ? out.priority : out.bulk) += n;
+    out.backlog += n;
+    if (out.oldest_created_ms == 0 || oldest < out.oldest_created_ms) out.oldest_created_ms = oldest;
+  }
+  if (rc != SQLITE_DONE) return sqlite::StatusFor(rc, "backlog", db_.get());
+  return out;
+}
+
+Result<OutboxHead> StoreReader::Head() {
+  OutboxHead h;
+  Status s = Query(db_.get(),
+                   "SELECT (SELECT coalesce(max(seq), 0) FROM outbox), "
+                   "(SELECT coalesce(max(value), 0) FROM sync_state WHERE name = 'acked_seq')",
+                   [&](const sqlite::Stmt& st) {
+                     h.last_seq = st.Int(0);
+                     h.acked_seq = st.Int(1);
+                   });
+  if (!s.ok()) return s;
+  return h;
+}
+
+Result<int64_t> StoreReader::OldestUnackedCreatedMs() {
+  return db_.QueryInt(
+      "SELECT created_ms FROM outbox WHERE seq > (SELECT coalesce(max(value), 0) FROM sync_state WHERE name = 'acked_seq') "
+      "ORDER BY seq LIMIT 1");
+}
+
+Result<std::vector<DeadLetterRow>> StoreReader::DeadLetters(int64_t limit) {
+  auto st = db_.Prepare("SELECT id, received_ms, topic, code, reason, payload_bytes FROM dead_letters ORDER BY id DESC LIMIT ?1");
+  if (!st.ok()) return sqlite::LastError(db_.get(), "dead letters");
+  st->Bind(1, limit);
+  // Text up to its first NUL, as edgectl has always listed it.
+  auto cstr = [&](int c) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st->get(), c));
+    return p ? std::string(p) : std::string();
+  };
+  std::vector<DeadLetterRow> rows;
+  int rc;
+  while ((rc = st->Step()) == SQLITE_ROW) {
+    DeadLetterRow r;
+    r.id = st->Int(0);
+    r.received_ms = st->Int(1);
+    r.topic = cstr(2);
+    r.code = cstr(3);
+    r.reason = cstr(4);
+    r.payload_bytes = st->Int(5);
+    rows.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return sqlite::StatusFor(rc, "dead letters", db_.get());
+  return rows;
+}
+
+Result<DeadLetterFull> StoreReader::DeadLetter(int64_t id) {
+  std::vector<DeadLetterFull> out;
+  if (Status s = Query(db_.get(), std::string(kDeadLetterCols) + "WHERE id = " + std::to_string(id),
+                       [&](const sqlite::Stmt& st) { out.push_back(RowToDeadLetter(st)); });
+      !s.ok())
+    return s;
+  if (out.empty()) return Status::NotFound("no dead letter with id " + std::to_string(id));
+  return out.front();
+}
+
+Result<std::vector<DeadLetterFull>> StoreReader::ReplayableDeadLetters() {
+  std::vector<DeadLetterFull> out;
+  if (Status s = Query(db_.get(), std::string(kDeadLetterCols) + "WHERE code = 'conflict' ORDER BY id",
+                       [&](const sqlite::Stmt& st) { out.push_back(RowToDeadLetter(st)); });
+      !s.ok())
+    return s;
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, int64_t>>> StoreReader::DeadLettersByCode() {
+  std::vector<std::pair<std::string, int64_t>> out;
+  if (Status s = Query(db_.get(), "SELECT code, count(*) FROM dead_letters GROUP BY code",
+                       [&](const sqlite::Stmt& st) { out.emplace_back(Text(st, 0), st.Int(1)); });
+      !s.ok())
+    return s;
+  return out;
+}
+
+Result<int64_t> StoreReader::OpenColdchainAlerts() {
+  auto exists = db_.QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rule_state'");
+  if (!exists.ok() || *exists == 0) return exists;
+  return db_.QueryInt(
+      "SELECT coalesce(sum((json_type(blob, '$.exc') IS NOT NULL) + (json_type(blob, '$.off') IS NOT NULL)), 0) "
+      "FROM rule_state WHERE engine = 'coldchain' AND json_valid(blob)");
+}
+
+Status StoreReader::IntegrityCheck(std::vector<std::string>* findings) {
+  return Query(db_.get(), "PRAGMA integrity_check", [&](const sqlite::Stmt& st) {
+    std::string r = Text(st, 0);
+    if (r != "ok") findings->push_back("integrity_check: " + r);
+  });
+}
+
+bool StoreReader::IsEdgeStore() {
+  int64_t tables = 0;
+  (void)Query(db_.get(), "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('outbox', 'sync_state', 'stock')",
+              [&](const sqlite::Stmt& st) { tables = st.Int(0); });
+  return tables == 3;
+}
+
+Status StoreReader::Verify(std::vector<std::string>* findings) {
+  // All invariants read in one snapshot.
+  if (Status s = db_.Exec("BEGIN"); !s.ok()) return s;
+  auto check = [&](const std::string& sql, auto describe) {
+    Status s = Query(db_.get(), sql, [&](const sqlite::Stmt& st) { findings->push_back(describe(st)); });
+    if (!s.ok()) findings->push_back("query failed: " + s.message());
+  };
+  check("SELECT sku, on_hand FROM stock WHERE on_hand < 0 LIMIT 20",
+        [](const sqlite::Stmt& st) { return "stock " + Text(st, 0) + ": on_hand " + Text(st, 1) + " < 0"; });
+  check("SELECT sku, reserved, on_hand FROM stock WHERE reserved > on_hand OR reserved < 0 LIMIT 20", [](const sqlite::Stmt& st) {
+    return "stock " + Text(st, 0) + ": reserved " + Text(st, 1) + " exceeds on_hand " + Text(st, 2) + " (or is negative)";
+  });
+  // Dense above the disk quota's mark: at or below it the quota may have dropped acknowledged
+  // telemetry records (edge/disk_quota.h). seq_floor (an edge restore, outbox_schema.h) splits
+  // the outbox in two runs, each dense: the hub holds the seqs between them.
+  const std::string mark = "coalesce((SELECT value FROM sync_state WHERE name = 'quota_dropped_upto'), 0)";
+  const std::string floor = "coalesce((SELECT value FROM sync_state WHERE name = 'seq_floor'), 0)";
+  auto not_dense = [](const sqlite::Stmt& st) {
+    return "outbox seq not dense: " + Text(st, 2) + " rows between seq " + Text(st, 0) + " and " + Text(st, 1);
+  };
+  check("SELECT min(seq), max(seq), count(*) FROM outbox WHERE seq > " + mark + " AND seq <= " + floor +
+            " HAVING count(*) > 0 AND count(*) != max(seq) - min(seq) + 1",
+        not_dense);
+  check("SELECT min(seq), max(seq), count(*) FROM outbox WHERE seq > max(" + mark + ", " + floor +
+            ") HAVING count(*) > 0 AND count(*) != max(seq) - min(seq) + 1",
+        not_dense);
+  // acked_seq may exceed the outbox's last seq only up to seq_floor (hub restored ahead of a
+  // restored edge, outbox_schema.h).
+  check("SELECT a.value, (SELECT coalesce(max(seq), 0) FROM outbox) AS last, "
+        "coalesce((SELECT value FROM sync_state WHERE name = 'seq_floor'), 0) AS fl "
+        "FROM sync_state a WHERE a.name = 'acked_seq' AND a.value > max(last, fl)",
+        [](const sqlite::Stmt& st) { return "acked_seq " + Text(st, 0) + " beyond the last seq " + Text(st, 1); });
+  (void)db_.Exec("ROLLBACK");
+  return Status::Ok();
+}
+
+namespace {
+// Read-only connections of edgectl's one-shot reads wait this long for a lock.
+constexpr int kOneShotBusyMs = 2000;
+}  // namespace
+
+Result<StoreSummary> ReadStoreSummary(const std::string& path) {
+  auto r = StoreReader::Open(path, kOneShotBusyMs);
+  if (!r.ok()) return r.status();
+  return r->Summary();
+}
+
+Result<BacklogSummary> ReadBacklog(const std::string& path) {
+  auto r = StoreReader::Open(path, kOneShotBusyMs);
+  if (!r.ok()) return r.status();
+  return r->Backlog();
+}
+
+Result<std::vector<DeadLetterRow>> ReadDeadLetters(const std::string& path, int64_t limit) {
+  auto r = StoreReader::Open(path, kOneShotBusyMs);
+  if (!r.ok()) return r.status();
+  return r->DeadLetters(limit);
+}
+
+}  // namespace freshsync::edge
