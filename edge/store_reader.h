@@ -38,14 +38,8 @@ struct DeadLetterRow {
 };
 
 // A dead letter with the payload as stored: redacted for orders, truncated at 4 KiB.
-struct DeadLetterFull {
-  int64_t id = 0;
-  int64_t received_ms = 0;
-  std::string topic;
-  std::string code;
-  std::string reason;
+struct DeadLetterFull : DeadLetterRow {
   std::string payload;
-  int64_t payload_bytes = 0;
 };
 
 // The records the hub has not acknowledged (seq > acked_seq), by sync lane (outbox.priority:

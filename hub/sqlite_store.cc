@@ -263,6 +263,38 @@ struct SerializedRecords {
   }
 };
 
+// A fix from nine columns starting at `c`: ts_ms, seq, device_seq, lat_e6, lon_e6, speed_dkmh,
+// heading_deg, hdop_d, hlc (the order of the old positions table and of the vehicles reads).
+ChunkFix FixFromColumns(const Stmt& s, int c) {
+  ChunkFix f;
+  f.ts_ms = s.Int(c);
+  f.seq = s.UInt(c + 1);
+  f.device_seq = s.UInt(c + 2);
+  f.lat_e6 = static_cast<int32_t>(s.Int(c + 3));
+  f.lon_e6 = static_cast<int32_t>(s.Int(c + 4));
+  f.speed_dkmh = static_cast<uint32_t>(s.Int(c + 5));
+  f.heading_deg = static_cast<uint32_t>(s.Int(c + 6));
+  f.hdop_d = static_cast<uint32_t>(s.Int(c + 7));
+  f.hlc = s.UInt(c + 8);
+  return f;
+}
+
+PositionRow RowFromFix(std::string vehicle, std::string site, const ChunkFix& f) {
+  PositionRow p;
+  p.vehicle = std::move(vehicle);
+  p.site = std::move(site);
+  p.device_seq = f.device_seq;
+  p.lat_e6 = f.lat_e6;
+  p.lon_e6 = f.lon_e6;
+  p.speed_dkmh = f.speed_dkmh;
+  p.heading_deg = f.heading_deg;
+  p.hdop_d = f.hdop_d;
+  p.ts_ms = f.ts_ms;
+  p.hlc = f.hlc;
+  p.seq = f.seq;
+  return p;
+}
+
 bool FixBefore(const ChunkFix& a, const ChunkFix& b) {
   return a.ts_ms != b.ts_ms ? a.ts_ms < b.ts_ms : a.seq < b.seq;
 }
@@ -293,17 +325,7 @@ Status MovePositionsToChunks(Conn& db) {
         site_id = q.Int(0);
         vehicle = q.Text(1);
       }
-      ChunkFix f;
-      f.ts_ms = q.Int(2);
-      f.seq = q.UInt(3);
-      f.device_seq = q.UInt(4);
-      f.lat_e6 = static_cast<int32_t>(q.Int(5));
-      f.lon_e6 = static_cast<int32_t>(q.Int(6));
-      f.speed_dkmh = static_cast<uint32_t>(q.Int(7));
-      f.heading_deg = static_cast<uint32_t>(q.Int(8));
-      f.hdop_d = static_cast<uint32_t>(q.Int(9));
-      f.hlc = q.UInt(10);
-      fixes.push_back(f);
+      fixes.push_back(FixFromColumns(q, 2));
     }
   }
   return db.Exec("DROP TABLE positions");
@@ -1061,30 +1083,12 @@ Result<std::vector<OrderRow>> SqliteHubStore::Orders(const std::string& site) {
       });
 }
 
-namespace {
-PositionRow VehicleFromRow(Stmt& s) {
-  PositionRow p;
-  p.vehicle = s.Text(0);
-  p.site = s.Text(1);
-  p.device_seq = s.UInt(2);
-  p.lat_e6 = static_cast<int32_t>(s.Int(3));
-  p.lon_e6 = static_cast<int32_t>(s.Int(4));
-  p.speed_dkmh = static_cast<uint32_t>(s.Int(5));
-  p.heading_deg = static_cast<uint32_t>(s.Int(6));
-  p.hdop_d = static_cast<uint32_t>(s.Int(7));
-  p.ts_ms = s.Int(8);
-  p.hlc = s.UInt(9);
-  p.seq = s.UInt(10);
-  return p;
-}
-}  // namespace
-
 Result<std::vector<PositionRow>> SqliteHubStore::Vehicles(const std::string& site) {
   return Query<PositionRow>(
       *impl_,
-      "SELECT v.vehicle, s.site, v.device_seq, v.lat_e6, v.lon_e6, v.speed_dkmh, v.heading_deg, v.hdop_d, v.ts_ms, v.hlc, "
-      "v.seq FROM vehicles v JOIN sites s ON s.site_id = v.site_id WHERE s.site = ?1 ORDER BY v.vehicle",
-      [&](Stmt& s) { s.BindRef(1, site); }, VehicleFromRow);
+      "SELECT v.vehicle, s.site, v.ts_ms, v.seq, v.device_seq, v.lat_e6, v.lon_e6, v.speed_dkmh, v.heading_deg, v.hdop_d, "
+      "v.hlc FROM vehicles v JOIN sites s ON s.site_id = v.site_id WHERE s.site = ?1 ORDER BY v.vehicle",
+      [&](Stmt& s) { s.BindRef(1, site); }, [](Stmt& s) { return RowFromFix(s.Text(0), s.Text(1), FixFromColumns(s, 2)); });
 }
 
 Result<std::vector<AlertRow>> SqliteHubStore::OpenAlerts(const std::string& site) {
@@ -1144,21 +1148,7 @@ Result<std::vector<PositionRow>> SqliteHubStore::Track(const std::string& site, 
   }
   trim();
   out.reserve(fixes.size());
-  for (const ChunkFix& f : fixes) {
-    PositionRow p;
-    p.vehicle = vehicle;
-    p.site = site;
-    p.device_seq = f.device_seq;
-    p.lat_e6 = f.lat_e6;
-    p.lon_e6 = f.lon_e6;
-    p.speed_dkmh = f.speed_dkmh;
-    p.heading_deg = f.heading_deg;
-    p.hdop_d = f.hdop_d;
-    p.ts_ms = f.ts_ms;
-    p.hlc = f.hlc;
-    p.seq = f.seq;
-    out.push_back(std::move(p));
-  }
+  for (const ChunkFix& f : fixes) out.push_back(RowFromFix(vehicle, site, f));
   return out;
 }
 
