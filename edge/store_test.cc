@@ -346,6 +346,40 @@ TEST_F(StoreTest, SummaryForEdgectl) {
   EXPECT_EQ(ReadBacklog((dir_ / "nope.db").string()).status().code(), StatusCode::kNotFound);
 }
 
+// The readers' own numbers: Head() is the outbox's max(seq) as stored (/metrics, the systemd
+// monitor), while the summary never shows a last seq below acked_seq (edgectl status).
+TEST_F(StoreTest, StoreReaderForMetricsAndMonitor) {
+  ASSERT_TRUE(Move("a1", "apple", 1).ok());
+  ASSERT_TRUE(Move("a2", "apple", 1).ok());
+  ASSERT_TRUE(store_->AddDeadLetter(DeadLetter{"fs/x", "bad", "invalid", "p", 1, clock_.now}).ok());
+  ASSERT_TRUE(store_->AddDeadLetter(DeadLetter{"fs/y", "rule", "conflict", "q", 1, clock_.now}).ok());
+  ASSERT_TRUE(store_->AddDeadLetter(DeadLetter{"fs/z", "rule", "conflict", "r", 1, clock_.now}).ok());
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(), "INSERT INTO sync_state VALUES('acked_seq', 9)", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto r = StoreReader::Open(path_, 500);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto h = r->Head();
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->last_seq, 2);
+  EXPECT_EQ(h->acked_seq, 9);
+  EXPECT_EQ(r->Summary()->last_seq, 9);
+  EXPECT_EQ(*r->OldestUnackedCreatedMs(), 0);
+  auto by_code = r->DeadLettersByCode();
+  ASSERT_TRUE(by_code.ok());
+  EXPECT_EQ(*by_code, (std::vector<std::pair<std::string, int64_t>>{{"conflict", 2}, {"invalid", 1}}));
+  auto replayable = r->ReplayableDeadLetters();
+  ASSERT_TRUE(replayable.ok());
+  ASSERT_EQ(replayable->size(), 2u);
+  EXPECT_EQ((*replayable)[0].payload, "q");
+  EXPECT_EQ(r->DeadLetter((*replayable)[1].id)->topic, "fs/z");
+  EXPECT_EQ(r->DeadLetter(12345).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*r->OpenColdchainAlerts(), 0);
+  EXPECT_TRUE(r->IsEdgeStore());
+  std::vector<std::string> findings;
+  ASSERT_TRUE(r->IntegrityCheck(&findings).ok());
+  EXPECT_TRUE(findings.empty());
+  EXPECT_EQ(StoreReader::Open((dir_ / "nope.db").string(), 500).status().code(), StatusCode::kNotFound);
+}
+
 // The committed v1 fixture (edge/testdata/make_fixture_v1.sh) migrates to the latest schema,
 // keeps its rows, and ends with the same schema as a fresh database.
 TEST_F(StoreTest, MigratesV1Fixture) {
