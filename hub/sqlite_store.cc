@@ -1037,6 +1037,12 @@ Result<std::vector<T>> Query(SqliteHubStore::Impl& impl, const char* sql, BindFn
   return out;
 }
 
+// The rows of one site's table: `sql` takes the site's name as ?1.
+template <typename T, typename RowFn>
+Result<std::vector<T>> QueryForSite(SqliteHubStore::Impl& impl, const char* sql, const std::string& site, RowFn row) {
+  return Query<T>(impl, sql, [&](Stmt& s) { s.BindRef(1, site); }, row);
+}
+
 Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit) {
   return Query<FeedEntry>(
       *impl_,
@@ -1063,20 +1069,20 @@ Result<std::vector<SiteInfo>> SqliteHubStore::Sites() {
 }
 
 Result<std::vector<StockRow>> SqliteHubStore::Stock(const std::string& site) {
-  return Query<StockRow>(
+  return QueryForSite<StockRow>(
       *impl_,
       "SELECT sku, on_hand, reserved, version, hlc, ts_ms, seq FROM stock "
       "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku",
-      [&](Stmt& s) { s.BindRef(1, site); },
+      site,
       [](Stmt& s) { return StockRow{s.Text(0), s.Int(1), s.Int(2), s.UInt(3), s.UInt(4), s.Int(5), s.UInt(6)}; });
 }
 
 Result<std::vector<OrderRow>> SqliteHubStore::Orders(const std::string& site) {
-  return Query<OrderRow>(
+  return QueryForSite<OrderRow>(
       *impl_,
       "SELECT o.order_id, s.site, o.status, o.actor, o.lines, o.customer_sealed, o.version, o.hlc, o.ts_ms, o.seq "
       "FROM orders o JOIN sites s ON s.site_id = o.site_id WHERE s.site = ?1 ORDER BY o.order_id",
-      [&](Stmt& s) { s.BindRef(1, site); },
+      site,
       [](Stmt& s) {
         return OrderRow{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5),
                         s.UInt(6), s.UInt(7), s.Int(8),  s.UInt(9)};
@@ -1084,19 +1090,19 @@ Result<std::vector<OrderRow>> SqliteHubStore::Orders(const std::string& site) {
 }
 
 Result<std::vector<PositionRow>> SqliteHubStore::Vehicles(const std::string& site) {
-  return Query<PositionRow>(
+  return QueryForSite<PositionRow>(
       *impl_,
       "SELECT v.vehicle, s.site, v.ts_ms, v.seq, v.device_seq, v.lat_e6, v.lon_e6, v.speed_dkmh, v.heading_deg, v.hdop_d, "
       "v.hlc FROM vehicles v JOIN sites s ON s.site_id = v.site_id WHERE s.site = ?1 ORDER BY v.vehicle",
-      [&](Stmt& s) { s.BindRef(1, site); }, [](Stmt& s) { return RowFromFix(s.Text(0), s.Text(1), FixFromColumns(s, 2)); });
+      site, [](Stmt& s) { return RowFromFix(s.Text(0), s.Text(1), FixFromColumns(s, 2)); });
 }
 
 Result<std::vector<AlertRow>> SqliteHubStore::OpenAlerts(const std::string& site) {
-  return Query<AlertRow>(
+  return QueryForSite<AlertRow>(
       *impl_,
       "SELECT alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, seq FROM alerts "
       "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND state = 'open' ORDER BY started_ts_ms, alert_id",
-      [&](Stmt& s) { s.BindRef(1, site); },
+      site,
       [](Stmt& s) {
         return AlertRow{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Real(4), s.Real(5),
                         s.Int(6),  s.Int(7),  s.UInt(8), s.UInt(9)};
