@@ -1,6 +1,6 @@
 // edgectl: operator tool for a site store: status, backlog, dead letters (list, show, replay), backup,
 // restore, verify, reconcile, rotate-key. Thin main; the work is in edge/admin.h and
-// edge/key_rotation.h.
+// edge/key_rotation.h, and every read of the store goes through edge/store_reader.h.
 #include <algorithm>
 #include <cstdlib>
 #include <ctime>
@@ -15,7 +15,7 @@
 #include "edge/disk_quota.h"
 #include "edge/key_rotation.h"
 #include "edge/privacy.h"
-#include "edge/store.h"
+#include "edge/store_reader.h"
 
 namespace {
 
