@@ -3,7 +3,8 @@
 // personal-data pair that ingest runs on every payload before it reaches the journal, the
 // dead letters or a notification: MayCarryPersonalData and RedactPersonalData.
 //
-// Input: byte 0 picks the topic (low 2 bits: movements, orders, gps, climate; with 0x80 set
+// Input: byte 0 picks the topic (its low 7 bits modulo the number of message types pick a row of
+// edge/message_types.h, in its order: movements, orders, gps, climate, ...; with 0x80 set
 // the topic is taken from the input up to the first '\n', to fuzz ClassifyTopic too), the rest
 // is the payload. Beyond "no crash, no sanitizer report" it checks the decoder's contract:
 // accepted values are in range, reasons are valid UTF-8 (they go into JSON dead letters); a
@@ -22,6 +23,7 @@
 
 #include "fuzz/fuzz_check.h"
 #include "edge/decode.h"
+#include "edge/message_types.h"
 
 #include "freshsync.pb.h"
 
@@ -177,10 +179,21 @@ void CheckRedacted(std::string_view topic, freshsync::edge::TopicKind kind, std:
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
-  static const char* const kTopics[] = {"fs/stock/movements", "fs/orders/status", "fs/vehicles/truck-1/gps",
-                                        "fs/sensors/cold-1/climate"};
+  using freshsync::edge::kMessageTypeCount;
+  // One topic per message type, its device segment filled in. With four types the choice is
+  // the former `data[0] & 3`, so the corpus keeps meaning what it meant.
+  static const std::vector<std::string> kTopics = [] {
+    std::vector<std::string> topics;
+    for (const auto& type : freshsync::edge::kMessageTypes) {
+      std::string t = "fs";
+      for (std::string_view segment : type.topic)
+        if (!segment.empty()) t += "/" + std::string(segment == "+" ? "dev-1" : segment);
+      topics.push_back(t);
+    }
+    return topics;
+  }();
   std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  std::string_view topic = kTopics[data[0] & 3];
+  std::string_view topic = kTopics[(data[0] & 0x7f) % kMessageTypeCount];
   if (data[0] & 0x80) {
     const size_t nl = rest.find('\n');
     if (nl == std::string_view::npos) return 0;
