@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "edge/message_types.h"
 #include "freshsync.pb.h"
 
 namespace freshsync::edge {
@@ -23,6 +24,25 @@ TEST(DecodeTest, StockMovementJson) {
   EXPECT_EQ(m.delta, -3);
   EXPECT_EQ(m.order_id, "o-1");
   EXPECT_EQ(*m.ts_ms, 1795593600000);
+}
+
+// Every row of the message-type table: its topic (device filled in) classifies as its kind with
+// the device kept, lies under its own subscription filter, and the unknown-topic reason names it.
+TEST(MessageTypesTest, EachRowClassifiesItsTopicAndItsFilterCoversIt) {
+  for (const MessageType& type : kMessageTypes) {
+    std::string topic = "fs";
+    for (std::string_view segment : type.topic)
+      if (!segment.empty()) topic += "/" + std::string(segment == "+" ? "dev-1" : segment);
+    const TopicInfo info = ClassifyTopic("fs", topic);
+    EXPECT_EQ(info.kind, type.kind) << topic;
+    EXPECT_EQ(info.device, type.topic[1] == "+" ? "dev-1" : "") << topic;
+    ASSERT_EQ(type.filter.substr(type.filter.size() - 2), "/#") << type.filter;
+    const std::string prefix = "fs/" + std::string(type.filter.substr(0, type.filter.size() - 1));
+    EXPECT_EQ(topic.rfind(prefix, 0), 0u) << topic << " is not under " << type.filter;
+    auto r = Decode("fs", "fs/nowhere/at/all", "{}");
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find(std::string(type.topic_doc)), std::string::npos) << type.topic_doc;
+  }
 }
 
 TEST(DecodeTest, LeadingWhitespaceStillJson) {
