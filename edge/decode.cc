@@ -308,10 +308,22 @@ Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
 
 // ---- Protobuf form: proto3 cannot tell a missing scalar from zero, so zero means missing ----
 
+// GPS fixes and climate samples: the device's counter and its own time are required.
+Status DeviceSeqAndTsPresent(uint64_t seq, int64_t ts_ms) {
+  if (seq == 0) return Bad("seq: missing");
+  if (ts_ms == 0) return Bad("ts: missing");
+  return Status::Ok();
+}
+
+Status ParseProto(std::string_view payload, const char* message_name, google::protobuf::MessageLite& out) {
+  if (!out.ParseFromArray(payload.data(), static_cast<int>(payload.size())))
+    return Bad(std::string("not JSON and not a valid protobuf ") + message_name);
+  return Status::Ok();
+}
+
 Result<Message> MovementFromProto(const TopicInfo&, std::string_view payload) {
-  const int size = static_cast<int>(payload.size());
   v1::StockMovementMsg p;
-  if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf StockMovementMsg");
+  RETURN_IF_ERROR(ParseProto(payload, "StockMovementMsg", p));
   StockMovement m{p.id(), p.sku(), p.delta(), p.reason(), p.order_id(), p.lot(), std::nullopt, p.expiry()};
   if (m.id.empty()) return Bad("id: missing");
   if (m.sku.empty()) return Bad("sku: missing");
@@ -321,9 +333,8 @@ Result<Message> MovementFromProto(const TopicInfo&, std::string_view payload) {
 }
 
 Result<Message> OrderFromProto(const TopicInfo&, std::string_view payload) {
-  const int size = static_cast<int>(payload.size());
   v1::OrderStatusMsg p;
-  if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf OrderStatusMsg");
+  RETURN_IF_ERROR(ParseProto(payload, "OrderStatusMsg", p));
   OrderStatus s;
   s.order_id = p.order_id();
   s.status = p.status();
@@ -339,17 +350,15 @@ Result<Message> OrderFromProto(const TopicInfo&, std::string_view payload) {
 }
 
 Result<Message> GpsFromProto(const TopicInfo& topic, std::string_view payload) {
-  const int size = static_cast<int>(payload.size());
   v1::GpsMsg p;
-  if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf GpsMsg");
+  RETURN_IF_ERROR(ParseProto(payload, "GpsMsg", p));
   GpsFix g;
   g.vehicle = topic.device;
   g.seq = p.seq();
   g.lat = p.lat();
   g.lon = p.lon();
   g.ts_ms = p.ts_ms();
-  if (g.seq == 0) return Bad("seq: missing");
-  if (g.ts_ms == 0) return Bad("ts: missing");
+  RETURN_IF_ERROR(DeviceSeqAndTsPresent(g.seq, g.ts_ms));
   if (p.has_speed_kmh()) g.speed_kmh = p.speed_kmh();
   if (p.has_heading()) g.heading = p.heading();
   if (p.has_hdop()) g.hdop = p.hdop();
@@ -358,16 +367,14 @@ Result<Message> GpsFromProto(const TopicInfo& topic, std::string_view payload) {
 }
 
 Result<Message> ClimateFromProto(const TopicInfo& topic, std::string_view payload) {
-  const int size = static_cast<int>(payload.size());
   v1::ClimateMsg p;
-  if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf ClimateMsg");
+  RETURN_IF_ERROR(ParseProto(payload, "ClimateMsg", p));
   ClimateSample c;
   c.sensor = topic.device;
   c.seq = p.seq();
   c.ts_ms = p.ts_ms();
   c.temp_c = p.temp_c();
-  if (c.seq == 0) return Bad("seq: missing");
-  if (c.ts_ms == 0) return Bad("ts: missing");
+  RETURN_IF_ERROR(DeviceSeqAndTsPresent(c.seq, c.ts_ms));
   if (p.has_rh()) c.rh = p.rh();
   if (p.has_battery()) c.battery = p.battery();
   RETURN_IF_ERROR(ValidateClimate(c));
