@@ -203,6 +203,17 @@ Status ValidateClimate(const ClimateSample& c) {
   return Status::Ok();
 }
 
+Status ValidateDockScan(const DockScan& d) {
+  RETURN_IF_ERROR(CheckId("scan_id", d.scan_id));
+  RETURN_IF_ERROR(CheckId("pallet_id", d.pallet_id));
+  RETURN_IF_ERROR(CheckId("sku", d.sku));
+  if (!d.lot.empty()) RETURN_IF_ERROR(CheckId("lot", d.lot));
+  RETURN_IF_ERROR(wire::CheckLineQty("qty", d.qty));
+  if (!wire::IsKnownScanDirection(d.direction)) return Bad("direction: must be one of in, out");
+  RETURN_IF_ERROR(CheckTs("ts", d.ts_ms));
+  return Status::Ok();
+}
+
 // ---- JSON form: one function per message type, the object already parsed ----
 
 Result<Message> MovementFromJson(const TopicInfo&, const json& j) {
@@ -286,6 +297,23 @@ Result<Message> ClimateFromJson(const TopicInfo& topic, const json& j) {
   RETURN_IF_ERROR(o.OptDouble("battery", c.battery));
   RETURN_IF_ERROR(ValidateClimate(c));
   return Message(std::move(c));
+}
+
+Result<Message> DockScanFromJson(const TopicInfo& topic, const json& j) {
+  JsonObject o(j);
+  DockScan d;
+  d.door = topic.device;
+  std::optional<int64_t> ts;
+  RETURN_IF_ERROR(o.String("scan_id", d.scan_id, true));
+  RETURN_IF_ERROR(o.String("pallet_id", d.pallet_id, true));
+  RETURN_IF_ERROR(o.String("sku", d.sku, true));
+  RETURN_IF_ERROR(o.String("lot", d.lot, false));
+  RETURN_IF_ERROR(o.Int("qty", d.qty, true));
+  RETURN_IF_ERROR(o.String("direction", d.direction, true));
+  RETURN_IF_ERROR(o.Ts("ts", ts, true));
+  d.ts_ms = *ts;
+  RETURN_IF_ERROR(ValidateDockScan(d));
+  return Message(std::move(d));
 }
 
 Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
@@ -381,9 +409,24 @@ Result<Message> ClimateFromProto(const TopicInfo& topic, std::string_view payloa
   return Message(std::move(c));
 }
 
+Result<Message> DockScanFromProto(const TopicInfo& topic, std::string_view payload) {
+  v1::DockScanMsg p;
+  RETURN_IF_ERROR(ParseProto(payload, "DockScanMsg", p));
+  DockScan d{topic.device, p.scan_id(), p.pallet_id(), p.sku(), p.lot(), p.qty(), p.direction(), p.ts_ms()};
+  if (d.scan_id.empty()) return Bad("scan_id: missing");
+  if (d.pallet_id.empty()) return Bad("pallet_id: missing");
+  if (d.sku.empty()) return Bad("sku: missing");
+  if (d.qty == 0) return Bad("qty: missing");
+  if (d.direction.empty()) return Bad("direction: missing");
+  if (d.ts_ms == 0) return Bad("ts: missing");
+  RETURN_IF_ERROR(ValidateDockScan(d));
+  return Message(std::move(d));
+}
+
 using wire::IsDeviceId;
 
-// "unknown topic (expected stock/movements, orders/status, vehicles/{id}/gps or sensors/{id}/climate)"
+// "unknown topic (expected stock/movements, orders/status, vehicles/{id}/gps, sensors/{id}/climate or
+// docks/{door}/scans)"
 const std::string& UnknownTopicReason() {
   static const std::string reason = [] {
     std::string r = "unknown topic (expected ";
@@ -581,6 +624,10 @@ bool PlainStrings(const v1::StockMovementMsg& m) {
   return PlainText(m.id()) && PlainText(m.sku()) && PlainText(m.reason()) && PlainText(m.order_id()) && PlainText(m.lot()) &&
          PlainText(m.expiry());
 }
+bool PlainStrings(const v1::DockScanMsg& m) {
+  return PlainText(m.scan_id()) && PlainText(m.pallet_id()) && PlainText(m.sku()) && PlainText(m.lot()) &&
+         PlainText(m.direction());
+}
 bool PlainStrings(const v1::OrderStatusMsg& m) {
   if (!PlainText(m.order_id()) || !PlainText(m.status()) || !PlainText(m.actor())) return false;
   for (const auto& l : m.lines())
@@ -643,6 +690,7 @@ constexpr Codec kCodecs[] = {
     {OrderFromJson, OrderFromProto, OrderProtoMayCarry, Reserialized<v1::OrderStatusMsg>},
     {GpsFromJson, GpsFromProto, ProtoMayCarry<v1::GpsMsg>, Reserialized<v1::GpsMsg>},
     {ClimateFromJson, ClimateFromProto, ProtoMayCarry<v1::ClimateMsg>, Reserialized<v1::ClimateMsg>},
+    {DockScanFromJson, DockScanFromProto, ProtoMayCarry<v1::DockScanMsg>, Reserialized<v1::DockScanMsg>},
 };
 static_assert(std::size(kCodecs) == kMessageTypeCount, "one codec per kMessageTypes row");
 static_assert([] {

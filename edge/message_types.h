@@ -48,6 +48,7 @@ inline constexpr MessageType kMessageTypes[] = {
     {TopicKind::kOrderStatus, {wire::kTopicOrders, wire::kTopicStatus}, "orders/status", IngestClient::kMain, "orders/#", "order_status"},
     {TopicKind::kGps, {wire::kTopicVehicles, "+", wire::kTopicGps}, "vehicles/{id}/gps", IngestClient::kTelemetry, "vehicles/#", "gps"},
     {TopicKind::kClimate, {wire::kTopicSensors, "+", wire::kTopicClimate}, "sensors/{id}/climate", IngestClient::kTelemetry, "sensors/#", "climate"},
+    {TopicKind::kDockScans, {wire::kTopicDocks, "+", wire::kTopicScans}, "docks/{door}/scans", IngestClient::kMain, "docks/#", "dock_scan"},
 };
 
 inline constexpr size_t kMessageTypeCount = std::size(kMessageTypes);

@@ -59,6 +59,11 @@ void CheckMessage(const freshsync::edge::Message& m) {
     Check(InRange(c->temp_c, -80, 100), "climate temp_c finite and in range");
     if (c->rh) Check(InRange(*c->rh, 0, 100), "climate rh in range");
     if (c->battery) Check(InRange(*c->battery, 0, 100), "climate battery in range");
+  } else if (const auto* d = std::get_if<freshsync::edge::DockScan>(&m)) {
+    Check(!d->scan_id.empty() && !d->pallet_id.empty() && !d->sku.empty() && !d->door.empty(), "dock scan ids present");
+    Check(d->qty >= 1 && d->qty <= freshsync::wire::kMaxLineQty, "dock scan qty in range");
+    Check(d->direction == "in" || d->direction == "out", "dock scan direction known");
+    Check(IsValidUtf8(d->scan_id) && IsValidUtf8(d->pallet_id) && IsValidUtf8(d->sku) && IsValidUtf8(d->lot), "dock scan text UTF-8");
   }
 }
 
