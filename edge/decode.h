@@ -1,4 +1,4 @@
-// Decoding and validation of inbound site messages (the four MQTT topics of design.md).
+// Decoding and validation of inbound site messages (the inbound MQTT topics of edge/message_types.h, docs/formats.md).
 //
 // Contract: Decode() turns (topic, payload) into one typed Message, or returns a non-ok Status
 // whose message is a human-readable reason naming the field ("lat: must be a finite number in

@@ -1,10 +1,10 @@
-// libFuzzer target: edge/decode.h, the decoder of the four inbound MQTT topics, in both the JSON
+// libFuzzer target: edge/decode.h, the decoder of the inbound MQTT topics, in both the JSON
 // and the protobuf form (Decode picks by the payload's first non-space byte), plus the
 // personal-data pair that ingest runs on every payload before it reaches the journal, the
 // dead letters or a notification: MayCarryPersonalData and RedactPersonalData.
 //
 // Input: byte 0 picks the topic (its low 7 bits modulo the number of message types pick a row of
-// edge/message_types.h, in its order: movements, orders, gps, climate, ...; with 0x80 set
+// edge/message_types.h, in its order: movements, orders, gps, climate, dock scans; with 0x80 set
 // the topic is taken from the input up to the first '\n', to fuzz ClassifyTopic too), the rest
 // is the payload. Beyond "no crash, no sanitizer report" it checks the decoder's contract:
 // accepted values are in range, reasons are valid UTF-8 (they go into JSON dead letters); a
@@ -185,8 +185,8 @@ void CheckRedacted(std::string_view topic, freshsync::edge::TopicKind kind, std:
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   using freshsync::edge::kMessageTypeCount;
-  // One topic per message type, its device segment filled in. With four types the choice is
-  // the former `data[0] & 3`, so the corpus keeps meaning what it meant.
+  // One topic per message type, its device segment filled in. With four types the choice was
+  // the former `data[0] & 3`; the seeds' first bytes (0..4, 0x2a) pick the same topic with five.
   static const std::vector<std::string> kTopics = [] {
     std::vector<std::string> topics;
     for (const auto& type : freshsync::edge::kMessageTypes) {
