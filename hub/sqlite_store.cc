@@ -1037,6 +1037,15 @@ Result<std::vector<T>> Query(SqliteHubStore::Impl& impl, const char* sql, BindFn
   return out;
 }
 
+// The per-site record lists read by device time (geofence events, dock scans): `sql` binds the
+// site as ?1, from and to as ?2 and ?3 and the limit as ?4.
+template <typename T, typename RowFn>
+Result<std::vector<T>> SiteRecordsInRange(SqliteHubStore::Impl& impl, const char* sql, const std::string& site, int64_t from_ms,
+                                          int64_t to_ms, int limit, RowFn row) {
+  return Query<T>(
+      impl, sql, [&](Stmt& s) { s.BindRef(1, site).Bind(2, from_ms).Bind(3, to_ms).Bind(4, int64_t{limit}); }, row);
+}
+
 Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit) {
   return Query<FeedEntry>(
       *impl_,
@@ -1186,23 +1195,21 @@ Result<std::vector<PositionRow>> SqliteHubStore::Track(const std::string& site, 
 
 Result<std::vector<GeofenceRow>> SqliteHubStore::GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
                                                                 int limit) {
-  return Query<GeofenceRow>(
+  return SiteRecordsInRange<GeofenceRow>(
       *impl_,
       "SELECT seq, vehicle, fence, kind, event, ts_ms FROM geofence_events "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 "
-      "ORDER BY ts_ms, seq LIMIT ?4",
-      [&](Stmt& s) { s.BindRef(1, site).Bind(2, from_ms).Bind(3, to_ms).Bind(4, int64_t{limit}); },
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms, seq LIMIT ?4",
+      site, from_ms, to_ms, limit,
       [](Stmt& s) { return GeofenceRow{s.UInt(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Int(5)}; });
 }
 
 Result<std::vector<DockScanRow>> SqliteHubStore::DockScans(const std::string& site, int64_t from_ms, int64_t to_ms,
                                                            int limit) {
-  return Query<DockScanRow>(
+  return SiteRecordsInRange<DockScanRow>(
       *impl_,
       "SELECT seq, scan_id, door, pallet_id, sku, lot, qty, direction, ts_ms FROM dock_scans "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 "
-      "ORDER BY ts_ms, seq LIMIT ?4",
-      [&](Stmt& s) { s.BindRef(1, site).Bind(2, from_ms).Bind(3, to_ms).Bind(4, int64_t{limit}); },
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms, seq LIMIT ?4",
+      site, from_ms, to_ms, limit,
       [](Stmt& s) {
         return DockScanRow{s.UInt(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Int(6), s.Text(7), s.Int(8)};
       });
