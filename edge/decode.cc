@@ -1,4 +1,5 @@
 #include "edge/decode.h"
+#include "edge/message_types.h"
 
 #include <cmath>
 #include <cstring>
@@ -39,6 +40,19 @@ bool HasControlCharacter(std::string_view v) {
 }
 
 using wire::CheckRange;
+
+// What decode.cc knows per message type, one row per kMessageTypes row (edge/message_types.h):
+// the two payload forms and the personal-data pair for the protobuf form (the JSON form is
+// handled the same way for every type). Defined at the end of the file, where every function
+// it names is declared; its size is checked against edge::Message there.
+struct Codec {
+  Result<Message> (*from_json)(const TopicInfo& topic, const json& object);
+  Result<Message> (*from_proto)(const TopicInfo& topic, std::string_view payload);
+  // False only when the protobuf payload cannot carry personal data (MayCarryPersonalData).
+  bool (*proto_may_carry_personal_data)(std::string_view payload);
+  std::optional<std::string> (*proto_redacted)(std::string_view payload);
+};
+const Codec& CodecOf(TopicKind kind);
 
 // ---- JSON field access: each getter names the field in its error ----
 
@@ -189,7 +203,118 @@ Status ValidateClimate(const ClimateSample& c) {
   return Status::Ok();
 }
 
-// ---- JSON form ----
+Status ValidateDockScan(const DockScan& d) {
+  RETURN_IF_ERROR(CheckId("scan_id", d.scan_id));
+  RETURN_IF_ERROR(CheckId("pallet_id", d.pallet_id));
+  RETURN_IF_ERROR(CheckId("sku", d.sku));
+  if (!d.lot.empty()) RETURN_IF_ERROR(CheckId("lot", d.lot));
+  RETURN_IF_ERROR(wire::CheckLineQty("qty", d.qty));
+  if (!wire::IsKnownScanDirection(d.direction)) return Bad("direction: must be one of in, out");
+  RETURN_IF_ERROR(CheckTs("ts", d.ts_ms));
+  return Status::Ok();
+}
+
+// ---- JSON form: one function per message type, the object already parsed ----
+
+Result<Message> MovementFromJson(const TopicInfo&, const json& j) {
+  JsonObject o(j);
+  StockMovement m;
+  RETURN_IF_ERROR(o.String("id", m.id, true));
+  RETURN_IF_ERROR(o.String("sku", m.sku, true));
+  RETURN_IF_ERROR(o.Int("delta", m.delta, true));
+  RETURN_IF_ERROR(o.String("reason", m.reason, true));
+  RETURN_IF_ERROR(o.String("order_id", m.order_id, false));
+  RETURN_IF_ERROR(o.String("lot", m.lot, false));
+  RETURN_IF_ERROR(o.String("expiry", m.expiry, false));
+  RETURN_IF_ERROR(o.Ts("ts", m.ts_ms, false));
+  RETURN_IF_ERROR(ValidateMovement(m));
+  return Message(std::move(m));
+}
+
+Result<Message> OrderFromJson(const TopicInfo&, const json& j) {
+  JsonObject o(j);
+  OrderStatus s;
+  std::optional<int64_t> ts;
+  RETURN_IF_ERROR(o.String("order_id", s.order_id, true));
+  RETURN_IF_ERROR(o.String("status", s.status, true));
+  RETURN_IF_ERROR(o.Ts("ts", ts, true));
+  s.ts_ms = *ts;
+  RETURN_IF_ERROR(o.String("actor", s.actor, false));
+  if (auto it = j.find("lines"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) return Bad("lines: must be an array");
+    if (it->size() > kMaxLines) return Bad("lines: more than " + std::to_string(kMaxLines) + " lines");
+    for (size_t i = 0; i < it->size(); ++i) {
+      const json& lj = (*it)[i];
+      const std::string p = "lines[" + std::to_string(i) + "].";
+      if (!lj.is_object()) return Bad("lines[" + std::to_string(i) + "]: must be an object");
+      JsonObject lo(lj, p);
+      OrderLine line;
+      RETURN_IF_ERROR(lo.String("sku", line.sku, true));
+      RETURN_IF_ERROR(lo.Int("qty", line.qty, true));
+      s.lines.push_back(std::move(line));
+    }
+  }
+  if (auto it = j.find("customer"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return Bad("customer: must be an object");
+    JsonObject co(*it, "customer.");
+    Customer c;
+    RETURN_IF_ERROR(co.String("name", c.name, false));
+    RETURN_IF_ERROR(co.String("phone", c.phone, false));
+    RETURN_IF_ERROR(co.String("address", c.address, false));
+    s.customer = std::move(c);
+  }
+  RETURN_IF_ERROR(ValidateOrder(s));
+  return Message(std::move(s));
+}
+
+Result<Message> GpsFromJson(const TopicInfo& topic, const json& j) {
+  JsonObject o(j);
+  GpsFix g;
+  g.vehicle = topic.device;
+  std::optional<int64_t> ts;
+  RETURN_IF_ERROR(o.Seq("seq", g.seq));
+  RETURN_IF_ERROR(o.Double("lat", g.lat, true));
+  RETURN_IF_ERROR(o.Double("lon", g.lon, true));
+  RETURN_IF_ERROR(o.Ts("ts", ts, true));
+  g.ts_ms = *ts;
+  RETURN_IF_ERROR(o.OptDouble("speed_kmh", g.speed_kmh));
+  RETURN_IF_ERROR(o.OptDouble("heading", g.heading));
+  RETURN_IF_ERROR(o.OptDouble("hdop", g.hdop));
+  RETURN_IF_ERROR(ValidateGps(g));
+  return Message(std::move(g));
+}
+
+Result<Message> ClimateFromJson(const TopicInfo& topic, const json& j) {
+  JsonObject o(j);
+  ClimateSample c;
+  c.sensor = topic.device;
+  std::optional<int64_t> ts;
+  RETURN_IF_ERROR(o.Seq("seq", c.seq));
+  RETURN_IF_ERROR(o.Ts("ts", ts, true));
+  c.ts_ms = *ts;
+  RETURN_IF_ERROR(o.Double("temp_c", c.temp_c, true));
+  RETURN_IF_ERROR(o.OptDouble("rh", c.rh));
+  RETURN_IF_ERROR(o.OptDouble("battery", c.battery));
+  RETURN_IF_ERROR(ValidateClimate(c));
+  return Message(std::move(c));
+}
+
+Result<Message> DockScanFromJson(const TopicInfo& topic, const json& j) {
+  JsonObject o(j);
+  DockScan d;
+  d.door = topic.device;
+  std::optional<int64_t> ts;
+  RETURN_IF_ERROR(o.String("scan_id", d.scan_id, true));
+  RETURN_IF_ERROR(o.String("pallet_id", d.pallet_id, true));
+  RETURN_IF_ERROR(o.String("sku", d.sku, true));
+  RETURN_IF_ERROR(o.String("lot", d.lot, false));
+  RETURN_IF_ERROR(o.Int("qty", d.qty, true));
+  RETURN_IF_ERROR(o.String("direction", d.direction, true));
+  RETURN_IF_ERROR(o.Ts("ts", ts, true));
+  d.ts_ms = *ts;
+  RETURN_IF_ERROR(ValidateDockScan(d));
+  return Message(std::move(d));
+}
 
 Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
   if (!IsValidUtf8(payload)) return Bad("payload is not valid UTF-8");
@@ -206,157 +331,113 @@ Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
     return Bad("malformed JSON");
   }
   if (!j.is_object()) return Bad("JSON payload must be an object");
-  JsonObject o(j);
-  switch (topic.kind) {
-    case TopicKind::kStockMovements: {
-      StockMovement m;
-      RETURN_IF_ERROR(o.String("id", m.id, true));
-      RETURN_IF_ERROR(o.String("sku", m.sku, true));
-      RETURN_IF_ERROR(o.Int("delta", m.delta, true));
-      RETURN_IF_ERROR(o.String("reason", m.reason, true));
-      RETURN_IF_ERROR(o.String("order_id", m.order_id, false));
-      RETURN_IF_ERROR(o.String("lot", m.lot, false));
-      RETURN_IF_ERROR(o.String("expiry", m.expiry, false));
-      RETURN_IF_ERROR(o.Ts("ts", m.ts_ms, false));
-      RETURN_IF_ERROR(ValidateMovement(m));
-      return Message(std::move(m));
-    }
-    case TopicKind::kOrderStatus: {
-      OrderStatus s;
-      std::optional<int64_t> ts;
-      RETURN_IF_ERROR(o.String("order_id", s.order_id, true));
-      RETURN_IF_ERROR(o.String("status", s.status, true));
-      RETURN_IF_ERROR(o.Ts("ts", ts, true));
-      s.ts_ms = *ts;
-      RETURN_IF_ERROR(o.String("actor", s.actor, false));
-      if (auto it = j.find("lines"); it != j.end() && !it->is_null()) {
-        if (!it->is_array()) return Bad("lines: must be an array");
-        if (it->size() > kMaxLines) return Bad("lines: more than " + std::to_string(kMaxLines) + " lines");
-        for (size_t i = 0; i < it->size(); ++i) {
-          const json& lj = (*it)[i];
-          const std::string p = "lines[" + std::to_string(i) + "].";
-          if (!lj.is_object()) return Bad("lines[" + std::to_string(i) + "]: must be an object");
-          JsonObject lo(lj, p);
-          OrderLine line;
-          RETURN_IF_ERROR(lo.String("sku", line.sku, true));
-          RETURN_IF_ERROR(lo.Int("qty", line.qty, true));
-          s.lines.push_back(std::move(line));
-        }
-      }
-      if (auto it = j.find("customer"); it != j.end() && !it->is_null()) {
-        if (!it->is_object()) return Bad("customer: must be an object");
-        JsonObject co(*it, "customer.");
-        Customer c;
-        RETURN_IF_ERROR(co.String("name", c.name, false));
-        RETURN_IF_ERROR(co.String("phone", c.phone, false));
-        RETURN_IF_ERROR(co.String("address", c.address, false));
-        s.customer = std::move(c);
-      }
-      RETURN_IF_ERROR(ValidateOrder(s));
-      return Message(std::move(s));
-    }
-    case TopicKind::kGps: {
-      GpsFix g;
-      g.vehicle = topic.device;
-      std::optional<int64_t> ts;
-      RETURN_IF_ERROR(o.Seq("seq", g.seq));
-      RETURN_IF_ERROR(o.Double("lat", g.lat, true));
-      RETURN_IF_ERROR(o.Double("lon", g.lon, true));
-      RETURN_IF_ERROR(o.Ts("ts", ts, true));
-      g.ts_ms = *ts;
-      RETURN_IF_ERROR(o.OptDouble("speed_kmh", g.speed_kmh));
-      RETURN_IF_ERROR(o.OptDouble("heading", g.heading));
-      RETURN_IF_ERROR(o.OptDouble("hdop", g.hdop));
-      RETURN_IF_ERROR(ValidateGps(g));
-      return Message(std::move(g));
-    }
-    case TopicKind::kClimate: {
-      ClimateSample c;
-      c.sensor = topic.device;
-      std::optional<int64_t> ts;
-      RETURN_IF_ERROR(o.Seq("seq", c.seq));
-      RETURN_IF_ERROR(o.Ts("ts", ts, true));
-      c.ts_ms = *ts;
-      RETURN_IF_ERROR(o.Double("temp_c", c.temp_c, true));
-      RETURN_IF_ERROR(o.OptDouble("rh", c.rh));
-      RETURN_IF_ERROR(o.OptDouble("battery", c.battery));
-      RETURN_IF_ERROR(ValidateClimate(c));
-      return Message(std::move(c));
-    }
-    default:
-      return Bad("unknown topic");
-  }
+  return CodecOf(topic.kind).from_json(topic, j);
 }
 
 // ---- Protobuf form: proto3 cannot tell a missing scalar from zero, so zero means missing ----
 
-Result<Message> DecodeProto(const TopicInfo& topic, std::string_view payload) {
-  const int size = static_cast<int>(payload.size());
-  switch (topic.kind) {
-    case TopicKind::kStockMovements: {
-      v1::StockMovementMsg p;
-      if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf StockMovementMsg");
-      StockMovement m{p.id(), p.sku(), p.delta(), p.reason(), p.order_id(), p.lot(), std::nullopt, p.expiry()};
-      if (m.id.empty()) return Bad("id: missing");
-      if (m.sku.empty()) return Bad("sku: missing");
-      if (p.ts_ms() != 0) m.ts_ms = p.ts_ms();
-      RETURN_IF_ERROR(ValidateMovement(m));
-      return Message(std::move(m));
-    }
-    case TopicKind::kOrderStatus: {
-      v1::OrderStatusMsg p;
-      if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf OrderStatusMsg");
-      OrderStatus s;
-      s.order_id = p.order_id();
-      s.status = p.status();
-      s.ts_ms = p.ts_ms();
-      s.actor = p.actor();
-      if (s.order_id.empty()) return Bad("order_id: missing");
-      if (s.status.empty()) return Bad("status: missing");
-      if (s.ts_ms == 0) return Bad("ts: missing");
-      for (const auto& l : p.lines()) s.lines.push_back({l.sku(), l.qty()});
-      if (p.has_customer()) s.customer = Customer{p.customer().name(), p.customer().phone(), p.customer().address()};
-      RETURN_IF_ERROR(ValidateOrder(s));
-      return Message(std::move(s));
-    }
-    case TopicKind::kGps: {
-      v1::GpsMsg p;
-      if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf GpsMsg");
-      GpsFix g;
-      g.vehicle = topic.device;
-      g.seq = p.seq();
-      g.lat = p.lat();
-      g.lon = p.lon();
-      g.ts_ms = p.ts_ms();
-      if (g.seq == 0) return Bad("seq: missing");
-      if (g.ts_ms == 0) return Bad("ts: missing");
-      if (p.has_speed_kmh()) g.speed_kmh = p.speed_kmh();
-      if (p.has_heading()) g.heading = p.heading();
-      if (p.has_hdop()) g.hdop = p.hdop();
-      RETURN_IF_ERROR(ValidateGps(g));
-      return Message(std::move(g));
-    }
-    case TopicKind::kClimate: {
-      v1::ClimateMsg p;
-      if (!p.ParseFromArray(payload.data(), size)) return Bad("not JSON and not a valid protobuf ClimateMsg");
-      ClimateSample c;
-      c.sensor = topic.device;
-      c.seq = p.seq();
-      c.ts_ms = p.ts_ms();
-      c.temp_c = p.temp_c();
-      if (c.seq == 0) return Bad("seq: missing");
-      if (c.ts_ms == 0) return Bad("ts: missing");
-      if (p.has_rh()) c.rh = p.rh();
-      if (p.has_battery()) c.battery = p.battery();
-      RETURN_IF_ERROR(ValidateClimate(c));
-      return Message(std::move(c));
-    }
-    default:
-      return Bad("unknown topic");
-  }
+// GPS fixes and climate samples: the device's counter and its own time are required.
+Status DeviceSeqAndTsPresent(uint64_t seq, int64_t ts_ms) {
+  if (seq == 0) return Bad("seq: missing");
+  if (ts_ms == 0) return Bad("ts: missing");
+  return Status::Ok();
+}
+
+Status ParseProto(std::string_view payload, const char* message_name, google::protobuf::MessageLite& out) {
+  if (!out.ParseFromArray(payload.data(), static_cast<int>(payload.size())))
+    return Bad(std::string("not JSON and not a valid protobuf ") + message_name);
+  return Status::Ok();
+}
+
+Result<Message> MovementFromProto(const TopicInfo&, std::string_view payload) {
+  v1::StockMovementMsg p;
+  RETURN_IF_ERROR(ParseProto(payload, "StockMovementMsg", p));
+  StockMovement m{p.id(), p.sku(), p.delta(), p.reason(), p.order_id(), p.lot(), std::nullopt, p.expiry()};
+  if (m.id.empty()) return Bad("id: missing");
+  if (m.sku.empty()) return Bad("sku: missing");
+  if (p.ts_ms() != 0) m.ts_ms = p.ts_ms();
+  RETURN_IF_ERROR(ValidateMovement(m));
+  return Message(std::move(m));
+}
+
+Result<Message> OrderFromProto(const TopicInfo&, std::string_view payload) {
+  v1::OrderStatusMsg p;
+  RETURN_IF_ERROR(ParseProto(payload, "OrderStatusMsg", p));
+  OrderStatus s;
+  s.order_id = p.order_id();
+  s.status = p.status();
+  s.ts_ms = p.ts_ms();
+  s.actor = p.actor();
+  if (s.order_id.empty()) return Bad("order_id: missing");
+  if (s.status.empty()) return Bad("status: missing");
+  if (s.ts_ms == 0) return Bad("ts: missing");
+  for (const auto& l : p.lines()) s.lines.push_back({l.sku(), l.qty()});
+  if (p.has_customer()) s.customer = Customer{p.customer().name(), p.customer().phone(), p.customer().address()};
+  RETURN_IF_ERROR(ValidateOrder(s));
+  return Message(std::move(s));
+}
+
+Result<Message> GpsFromProto(const TopicInfo& topic, std::string_view payload) {
+  v1::GpsMsg p;
+  RETURN_IF_ERROR(ParseProto(payload, "GpsMsg", p));
+  GpsFix g;
+  g.vehicle = topic.device;
+  g.seq = p.seq();
+  g.lat = p.lat();
+  g.lon = p.lon();
+  g.ts_ms = p.ts_ms();
+  RETURN_IF_ERROR(DeviceSeqAndTsPresent(g.seq, g.ts_ms));
+  if (p.has_speed_kmh()) g.speed_kmh = p.speed_kmh();
+  if (p.has_heading()) g.heading = p.heading();
+  if (p.has_hdop()) g.hdop = p.hdop();
+  RETURN_IF_ERROR(ValidateGps(g));
+  return Message(std::move(g));
+}
+
+Result<Message> ClimateFromProto(const TopicInfo& topic, std::string_view payload) {
+  v1::ClimateMsg p;
+  RETURN_IF_ERROR(ParseProto(payload, "ClimateMsg", p));
+  ClimateSample c;
+  c.sensor = topic.device;
+  c.seq = p.seq();
+  c.ts_ms = p.ts_ms();
+  c.temp_c = p.temp_c();
+  RETURN_IF_ERROR(DeviceSeqAndTsPresent(c.seq, c.ts_ms));
+  if (p.has_rh()) c.rh = p.rh();
+  if (p.has_battery()) c.battery = p.battery();
+  RETURN_IF_ERROR(ValidateClimate(c));
+  return Message(std::move(c));
+}
+
+Result<Message> DockScanFromProto(const TopicInfo& topic, std::string_view payload) {
+  v1::DockScanMsg p;
+  RETURN_IF_ERROR(ParseProto(payload, "DockScanMsg", p));
+  DockScan d{topic.device, p.scan_id(), p.pallet_id(), p.sku(), p.lot(), p.qty(), p.direction(), p.ts_ms()};
+  if (d.scan_id.empty()) return Bad("scan_id: missing");
+  if (d.pallet_id.empty()) return Bad("pallet_id: missing");
+  if (d.sku.empty()) return Bad("sku: missing");
+  if (d.qty == 0) return Bad("qty: missing");
+  if (d.direction.empty()) return Bad("direction: missing");
+  if (d.ts_ms == 0) return Bad("ts: missing");
+  RETURN_IF_ERROR(ValidateDockScan(d));
+  return Message(std::move(d));
 }
 
 using wire::IsDeviceId;
+
+// "unknown topic (expected stock/movements, orders/status, vehicles/{id}/gps, sensors/{id}/climate or
+// docks/{door}/scans)"
+const std::string& UnknownTopicReason() {
+  static const std::string reason = [] {
+    std::string r = "unknown topic (expected ";
+    for (size_t i = 0; i < kMessageTypeCount; ++i) {
+      if (i > 0) r += i + 1 == kMessageTypeCount ? " or " : ", ";
+      r += kMessageTypes[i].topic_doc;
+    }
+    return r + ")";
+  }();
+  return reason;
+}
 
 }  // namespace
 
@@ -418,17 +499,29 @@ TopicInfo ClassifyTopic(std::string_view root, std::string_view topic) {
     if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
+  for (const MessageType& type : kMessageTypes) {
+    size_t n = 0;
+    while (n < type.topic.size() && !type.topic[n].empty()) ++n;
+    if (parts.size() != n) continue;
+    std::string_view device;
+    bool match = true;
+    for (size_t k = 0; k < n && match; ++k) {
+      if (type.topic[k] == "+") {
+        match = IsDeviceId(parts[k]);
+        device = parts[k];
+      } else {
+        match = parts[k] == type.topic[k];
+      }
+    }
+    if (match) {
+      info.kind = type.kind;
+      info.device = device;
+      return info;
+    }
+  }
   using namespace wire;  // the topic segments (wire/routes.h)
-  if (parts.size() == 2 && parts[0] == kTopicStock && parts[1] == kTopicMovements) info.kind = TopicKind::kStockMovements;
-  else if (parts.size() == 2 && parts[0] == kTopicOrders && parts[1] == kTopicStatus) info.kind = TopicKind::kOrderStatus;
-  else if (parts.size() == 3 && parts[0] == kTopicVehicles && parts[2] == kTopicGps && IsDeviceId(parts[1])) {
-    info.kind = TopicKind::kGps;
-    info.device = parts[1];
-  } else if (parts.size() == 3 && parts[0] == kTopicSensors && parts[2] == kTopicClimate && IsDeviceId(parts[1])) {
-    info.kind = TopicKind::kClimate;
-    info.device = parts[1];
-  } else if ((parts.size() == 1 && parts[0] == kTopicDeadletter) || parts[0] == kTopicEvents || parts[0] == kTopicAlerts ||
-             (parts.size() == 3 && parts[0] == kTopicOrders && parts[2] == kTopicState)) {
+  if ((parts.size() == 1 && parts[0] == kTopicDeadletter) || parts[0] == kTopicEvents || parts[0] == kTopicAlerts ||
+      (parts.size() == 3 && parts[0] == kTopicOrders && parts[2] == kTopicState)) {
     info.kind = TopicKind::kOwnOutput;
   }
   return info;
@@ -437,14 +530,14 @@ TopicInfo ClassifyTopic(std::string_view root, std::string_view topic) {
 Result<Message> Decode(std::string_view root, std::string_view topic, std::string_view payload) {
   const TopicInfo info = ClassifyTopic(root, topic);
   if (info.kind == TopicKind::kUnknown || info.kind == TopicKind::kOwnOutput)
-    return Bad("unknown topic (expected stock/movements, orders/status, vehicles/{id}/gps or sensors/{id}/climate)");
+    return Bad(UnknownTopicReason());
   if (payload.size() > kMaxPayloadBytes)
     return Bad("payload too large: " + std::to_string(payload.size()) + " bytes (max " + std::to_string(kMaxPayloadBytes) + ")");
   size_t i = 0;
   while (i < payload.size() && IsSpace(payload[i])) ++i;
   if (i == payload.size()) return Bad("empty payload");
   if (payload[i] == '{') return DecodeJson(info, payload);
-  return DecodeProto(info, payload);
+  return CodecOf(info.kind).from_proto(info, payload);
 }
 
 }  // namespace freshsync::edge
@@ -531,6 +624,10 @@ bool PlainStrings(const v1::StockMovementMsg& m) {
   return PlainText(m.id()) && PlainText(m.sku()) && PlainText(m.reason()) && PlainText(m.order_id()) && PlainText(m.lot()) &&
          PlainText(m.expiry());
 }
+bool PlainStrings(const v1::DockScanMsg& m) {
+  return PlainText(m.scan_id()) && PlainText(m.pallet_id()) && PlainText(m.sku()) && PlainText(m.lot()) &&
+         PlainText(m.direction());
+}
 bool PlainStrings(const v1::OrderStatusMsg& m) {
   if (!PlainText(m.order_id()) || !PlainText(m.status()) || !PlainText(m.actor())) return false;
   for (const auto& l : m.lines())
@@ -575,6 +672,36 @@ std::optional<std::string> Reserialized(std::string_view payload) {
   return out;
 }
 
+// Protobuf payloads that parse cleanly as their type's message hold no personal data, except an
+// order's customer block.
+template <typename Msg>
+bool ProtoMayCarry(std::string_view payload) {
+  Msg m;
+  return !ParsesCleanly(payload, &m);
+}
+bool OrderProtoMayCarry(std::string_view payload) {
+  v1::OrderStatusMsg m;
+  return !ParsesCleanly(payload, &m) || m.has_customer();
+}
+
+// Row i is the codec of kMessageTypes[i], that is of the i-th edge::Message alternative.
+constexpr Codec kCodecs[] = {
+    {MovementFromJson, MovementFromProto, ProtoMayCarry<v1::StockMovementMsg>, Reserialized<v1::StockMovementMsg>},
+    {OrderFromJson, OrderFromProto, OrderProtoMayCarry, Reserialized<v1::OrderStatusMsg>},
+    {GpsFromJson, GpsFromProto, ProtoMayCarry<v1::GpsMsg>, Reserialized<v1::GpsMsg>},
+    {ClimateFromJson, ClimateFromProto, ProtoMayCarry<v1::ClimateMsg>, Reserialized<v1::ClimateMsg>},
+    {DockScanFromJson, DockScanFromProto, ProtoMayCarry<v1::DockScanMsg>, Reserialized<v1::DockScanMsg>},
+};
+static_assert(std::size(kCodecs) == kMessageTypeCount, "one codec per kMessageTypes row");
+static_assert([] {
+  for (const Codec& c : kCodecs)
+    if (!c.from_json || !c.from_proto || !c.proto_may_carry_personal_data || !c.proto_redacted) return false;
+  return true;
+}(), "every codec names all four functions");
+
+// Callers pass a kind of kMessageTypes only (ClassifyTopic's other kinds are refused before).
+const Codec& CodecOf(TopicKind kind) { return kCodecs[static_cast<size_t>(kind)]; }
+
 }  // namespace
 
 bool JsonDepthExceeds(std::string_view p, int max_depth) {
@@ -599,26 +726,9 @@ bool JsonDepthExceeds(std::string_view p, int max_depth) {
 bool MayCarryPersonalData(TopicKind kind, std::string_view payload) {
   if (payload.empty()) return false;
   if (StartsAsJson(payload)) return ContainsCustomerKey(payload) || std::memchr(payload.data(), '\\', payload.size()) != nullptr;
-  switch (kind) {
-    case TopicKind::kGps: {
-      v1::GpsMsg m;
-      return !ParsesCleanly(payload, &m);
-    }
-    case TopicKind::kClimate: {
-      v1::ClimateMsg m;
-      return !ParsesCleanly(payload, &m);
-    }
-    case TopicKind::kStockMovements: {
-      v1::StockMovementMsg m;
-      return !ParsesCleanly(payload, &m);
-    }
-    case TopicKind::kOrderStatus: {
-      v1::OrderStatusMsg m;
-      return !ParsesCleanly(payload, &m) || m.has_customer();
-    }
-    default:
-      return true;  // binary on a topic we do not decode: we cannot tell what it holds
-  }
+  // Binary on a topic we do not decode: we cannot tell what it holds.
+  if (static_cast<size_t>(kind) >= kMessageTypeCount) return true;
+  return CodecOf(kind).proto_may_carry_personal_data(payload);
 }
 
 std::optional<std::string> RedactPersonalData(TopicKind kind, std::string_view payload) {
@@ -634,18 +744,8 @@ std::optional<std::string> RedactPersonalData(TopicKind kind, std::string_view p
     RedactJson(j, 0);
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
   }
-  switch (kind) {
-    case TopicKind::kGps:
-      return Reserialized<v1::GpsMsg>(payload);
-    case TopicKind::kClimate:
-      return Reserialized<v1::ClimateMsg>(payload);
-    case TopicKind::kStockMovements:
-      return Reserialized<v1::StockMovementMsg>(payload);
-    case TopicKind::kOrderStatus:
-      return Reserialized<v1::OrderStatusMsg>(payload);
-    default:
-      return std::nullopt;
-  }
+  if (static_cast<size_t>(kind) >= kMessageTypeCount) return std::nullopt;
+  return CodecOf(kind).proto_redacted(payload);
 }
 
 }  // namespace freshsync::edge

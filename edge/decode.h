@@ -1,4 +1,4 @@
-// Decoding and validation of inbound site messages (the four MQTT topics of design.md).
+// Decoding and validation of inbound site messages (the inbound MQTT topics of edge/message_types.h, docs/formats.md).
 //
 // Contract: Decode() turns (topic, payload) into one typed Message, or returns a non-ok Status
 // whose message is a human-readable reason naming the field ("lat: must be a finite number in
@@ -77,7 +77,20 @@ struct ClimateSample {
   std::optional<double> battery;
 };
 
-using Message = std::variant<StockMovement, OrderStatus, GpsFix, ClimateSample>;
+// A pallet scanned through a dock door. A record only: it does not change stock (a receipt or a
+// pick is a stock movement of its own). Identity: scan_id, which the scanner makes unique.
+struct DockScan {
+  std::string door;         // from the topic
+  std::string scan_id;
+  std::string pallet_id;
+  std::string sku;
+  std::string lot;          // optional
+  int64_t qty = 0;
+  std::string direction;    // in, out
+  int64_t ts_ms = 0;
+};
+
+using Message = std::variant<StockMovement, OrderStatus, GpsFix, ClimateSample, DockScan>;
 
 // What a topic under the root is for.
 enum class TopicKind {
@@ -85,13 +98,14 @@ enum class TopicKind {
   kOrderStatus,      // {root}/orders/status
   kGps,              // {root}/vehicles/{vehicle}/gps
   kClimate,          // {root}/sensors/{sensor}/climate
+  kDockScans,        // {root}/docks/{door}/scans
   kOwnOutput,        // what edged itself publishes: deadletter, events/#, alerts/#, orders/{id}/state
   kUnknown,
 };
 
 struct TopicInfo {
   TopicKind kind = TopicKind::kUnknown;
-  std::string device;  // vehicle or sensor id for kGps / kClimate
+  std::string device;  // vehicle, sensor or door id for kGps / kClimate / kDockScans
 };
 TopicInfo ClassifyTopic(std::string_view root, std::string_view topic);
 

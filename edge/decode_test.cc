@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "edge/message_types.h"
 #include "freshsync.pb.h"
 
 namespace freshsync::edge {
@@ -14,6 +15,7 @@ constexpr const char* kMove = "fs/stock/movements";
 constexpr const char* kOrder = "fs/orders/status";
 constexpr const char* kGps = "fs/vehicles/truck-7/gps";
 constexpr const char* kClimate = "fs/sensors/cold-1/climate";
+constexpr const char* kScan = "fs/docks/door-3/scans";
 
 TEST(DecodeTest, StockMovementJson) {
   auto r = Decode("fs", kMove, R"({"id":"m-1","sku":"apple","delta":-3,"reason":"pick","order_id":"o-1","lot":"L1","ts":"2026-11-25T08:00:00Z"})");
@@ -23,6 +25,25 @@ TEST(DecodeTest, StockMovementJson) {
   EXPECT_EQ(m.delta, -3);
   EXPECT_EQ(m.order_id, "o-1");
   EXPECT_EQ(*m.ts_ms, 1795593600000);
+}
+
+// Every row of the message-type table: its topic (device filled in) classifies as its kind with
+// the device kept, lies under its own subscription filter, and the unknown-topic reason names it.
+TEST(MessageTypesTest, EachRowClassifiesItsTopicAndItsFilterCoversIt) {
+  for (const MessageType& type : kMessageTypes) {
+    std::string topic = "fs";
+    for (std::string_view segment : type.topic)
+      if (!segment.empty()) topic += "/" + std::string(segment == "+" ? "dev-1" : segment);
+    const TopicInfo info = ClassifyTopic("fs", topic);
+    EXPECT_EQ(info.kind, type.kind) << topic;
+    EXPECT_EQ(info.device, type.topic[1] == "+" ? "dev-1" : "") << topic;
+    ASSERT_EQ(type.filter.substr(type.filter.size() - 2), "/#") << type.filter;
+    const std::string prefix = "fs/" + std::string(type.filter.substr(0, type.filter.size() - 1));
+    EXPECT_EQ(topic.rfind(prefix, 0), 0u) << topic << " is not under " << type.filter;
+    auto r = Decode("fs", "fs/nowhere/at/all", "{}");
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find(std::string(type.topic_doc)), std::string::npos) << type.topic_doc;
+  }
 }
 
 TEST(DecodeTest, LeadingWhitespaceStillJson) {
@@ -94,6 +115,38 @@ TEST(DecodeTest, ProtobufForms) {
   c.set_temp_c(-18.5);
   r = Decode("fs", kClimate, c.SerializeAsString());
   ASSERT_TRUE(r.ok()) << r.status().ToString();
+}
+
+TEST(DecodeTest, DockScanJsonAndProtobufTakeDoorFromTopic) {
+  auto r = Decode("fs", kScan,
+                  R"({"scan_id":"sc-1","pallet_id":"P-77","sku":"apple","lot":"L1","qty":40,"direction":"in","ts":"2026-11-25T08:00:00Z"})");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const auto& d = std::get<DockScan>(*r);
+  EXPECT_EQ(d.door, "door-3");
+  EXPECT_EQ(d.scan_id, "sc-1");
+  EXPECT_EQ(d.pallet_id, "P-77");
+  EXPECT_EQ(d.lot, "L1");
+  EXPECT_EQ(d.qty, 40);
+  EXPECT_EQ(d.direction, "in");
+  EXPECT_EQ(d.ts_ms, 1795593600000);
+
+  v1::DockScanMsg p;
+  p.set_scan_id("sc-2");
+  p.set_pallet_id("P-78");
+  p.set_sku("pear");
+  p.set_qty(2);
+  p.set_direction("out");
+  p.set_ts_ms(1764000000000);
+  r = Decode("fs", kScan, p.SerializeAsString());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(std::get<DockScan>(*r).door, "door-3");
+  EXPECT_EQ(std::get<DockScan>(*r).lot, "");
+  EXPECT_FALSE(MayCarryPersonalData(TopicKind::kDockScans, p.SerializeAsString()));
+
+  p.clear_scan_id();
+  r = Decode("fs", kScan, p.SerializeAsString());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "scan_id: missing");
 }
 
 struct Bad {
@@ -172,7 +225,14 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"proto_garbage", kGps, std::string("\xff\xff\xff\xff", 4), "not a valid protobuf"},
         Bad{"climate_temp", kClimate, R"({"seq":1,"ts":1764000000000,"temp_c":150})", "temp_c"},
         Bad{"climate_missing_temp", kClimate, R"({"seq":1,"ts":1764000000000})", "temp_c: missing"},
-        Bad{"climate_rh", kClimate, R"({"seq":1,"ts":1764000000000,"temp_c":1,"rh":101})", "rh"}),
+        Bad{"climate_rh", kClimate, R"({"seq":1,"ts":1764000000000,"temp_c":1,"rh":101})", "rh"},
+        Bad{"scan_missing_scan_id", kScan, R"({"pallet_id":"P","sku":"s","qty":1,"direction":"in","ts":1764000000000})", "scan_id: missing"},
+        Bad{"scan_missing_pallet", kScan, R"({"scan_id":"x","sku":"s","qty":1,"direction":"in","ts":1764000000000})", "pallet_id: missing"},
+        Bad{"scan_missing_ts", kScan, R"({"scan_id":"x","pallet_id":"P","sku":"s","qty":1,"direction":"in"})", "ts: missing"},
+        Bad{"scan_qty_zero", kScan, R"({"scan_id":"x","pallet_id":"P","sku":"s","qty":0,"direction":"in","ts":1764000000000})", "qty: "},
+        Bad{"scan_qty_fraction", kScan, R"({"scan_id":"x","pallet_id":"P","sku":"s","qty":1.5,"direction":"in","ts":1764000000000})", "qty: must be an integer, not a fraction"},
+        Bad{"scan_direction", kScan, R"({"scan_id":"x","pallet_id":"P","sku":"s","qty":1,"direction":"sideways","ts":1764000000000})", "direction: must be one of in, out"},
+        Bad{"scan_bad_door", "fs/docks/door 3/scans", R"({"scan_id":"x"})", "unknown topic"}),
     [](const ::testing::TestParamInfo<Bad>& info) { return info.param.name; });
 
 // DecodeTest.Rfc3339 moved to wire/rfc3339_test.cc with the parser.

@@ -44,12 +44,30 @@ std::string WithheldForm(size_t original_size, std::string_view reason) {
 // that subscription, so it is dropped once the telemetry client holds its own (not before:
 // telemetry published in between would be queued for nobody).
 std::string LegacyFilter(const std::string& root) { return root + "/#"; }
-// Telemetry topics: the telemetry client's. {root}/vehicles/# and {root}/sensors/# rather
-// than the exact gps/climate patterns, so that a malformed topic there is still dead-lettered.
-std::vector<std::string> TelemetryFilters(const std::string& root) { return {root + "/vehicles/#", root + "/sensors/#"}; }
+std::string Joined(const std::vector<std::string>& filters) {
+  std::string out;
+  for (const std::string& f : filters) out += (out.empty() ? "" : ", ") + f;
+  return out;
+}
+
+// Each message type's filter (kMessageTypes, edge/message_types.h), on the client it names.
+// The filters are "{segment}/#" rather than the exact patterns, so that a malformed topic next
+// to a type's own is still received and dead-lettered.
+std::vector<std::string> FiltersOf(const std::string& root, IngestClient client) {
+  std::vector<std::string> filters;
+  for (const MessageType& type : kMessageTypes)
+    if (type.client == client) filters.push_back(root + "/" + std::string(type.filter));
+  return filters;
+}
+// Telemetry topics ({root}/vehicles/#, {root}/sensors/#): the telemetry client's.
+std::vector<std::string> TelemetryFilters(const std::string& root) { return FiltersOf(root, IngestClient::kTelemetry); }
 // Everything else edged consumes: the main client's. {root}/+ keeps single-level unknown
 // topics dead-lettered; own outputs ({root}/events/#, {root}/alerts/#) are no longer echoed.
-std::vector<std::string> MainFilters(const std::string& root) { return {root + "/stock/#", root + "/orders/#", root + "/+"}; }
+std::vector<std::string> MainFilters(const std::string& root) {
+  std::vector<std::string> filters = FiltersOf(root, IngestClient::kMain);
+  filters.push_back(root + "/+");
+  return filters;
+}
 }  // namespace
 
 Ingest::Ingest(const EdgeConfig& config, EdgeStore& store, Clock& clock)
@@ -220,9 +238,9 @@ void Ingest::OnSubscribed(bool telemetry) {
   }
   // One "subscribed to" line per time both are up: tests and operators wait for it.
   if (subscribed() && !subscribed_logged_.exchange(true))
-    spdlog::info("ingest: subscribed to {}/{{stock,orders,+}} and, {}, {}/{{vehicles,sensors}}/# (QoS 1)", config_.mqtt.topic_root,
+    spdlog::info("ingest: subscribed to {} and, {}, {} (QoS 1)", Joined(MainFilters(config_.mqtt.topic_root)),
                  telemetry_paused_ ? "paused by the disk quota" : "as " + config_.mqtt.client_id + "-telemetry",
-                 config_.mqtt.topic_root);
+                 Joined(TelemetryFilters(config_.mqtt.topic_root)));
 }
 
 void Ingest::PauseTelemetry() {
@@ -388,7 +406,7 @@ void Ingest::HandleMessage(const std::string& topic, std::string_view payload) {
 
 struct Ingest::AfterCommit {
   int64_t applied = 0, duplicates = 0, refused = 0;
-  int64_t applied_by_kind[4] = {};
+  int64_t applied_by_kind[kMessageTypeCount] = {};
   int64_t refused_by_code[3] = {};
   struct DeadLetterNote {
     std::string topic, reason;
@@ -485,7 +503,6 @@ Status Ingest::TryBatch(const std::vector<JournalEntry>& entries, size_t begin, 
   if (!s.ok()) return s;
   for (size_t i = begin; i < end; ++i) {
     const JournalEntry& e = entries[i];
-    const TopicInfo info = ClassifyTopic(root, e.topic);
     auto payload = EntryPayload(e);
     if (!payload.ok()) {  // withheld at intake, or sealed under a key we no longer hold
       s = DeadLetterInBatch(e, "", payload.status(), after);
@@ -510,7 +527,7 @@ Status Ingest::TryBatch(const std::vector<JournalEntry>& entries, size_t begin, 
       switch (*applied) {
         case EdgeStore::Outcome::kApplied:
           ++after->applied;
-          if (static_cast<int>(info.kind) < 4) ++after->applied_by_kind[static_cast<int>(info.kind)];
+          ++after->applied_by_kind[decoded->index()];  // the variant index is the kMessageTypes row
           if (const auto* o = std::get_if<OrderStatus>(&*decoded)) {
             // The order's current state, retained, for terminals that connect later. Only an
             // applied transition gets here, and transitions only move forward, so the retained
@@ -606,7 +623,7 @@ void Ingest::Finish(AfterCommit& after, uint64_t last_index) {
   counters_.applied += after.applied;
   counters_.duplicates += after.duplicates;
   counters_.refused += after.refused;
-  for (int i = 0; i < 4; ++i) counters_.applied_by_kind[i].fetch_add(after.applied_by_kind[i], std::memory_order_relaxed);
+  for (size_t i = 0; i < kMessageTypeCount; ++i) counters_.applied_by_kind[i].fetch_add(after.applied_by_kind[i], std::memory_order_relaxed);
   for (int i = 0; i < 3; ++i) counters_.refused_by_code[i].fetch_add(after.refused_by_code[i], std::memory_order_relaxed);
   ++counters_.batches;
   journal_->Release(last_index);

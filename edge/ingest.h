@@ -54,6 +54,7 @@
 #include "common/config.h"
 #include "common/status.h"
 #include "edge/intake_journal.h"
+#include "edge/message_types.h"
 #include "edge/publication_queue.h"
 #include "edge/store.h"
 #include "wire/routes.h"
@@ -73,8 +74,8 @@ struct IngestCounters {
   std::atomic<int64_t> store_retries{0}; // commits retried after an environment error
   std::atomic<int64_t> deadletter_publish_failures{0};
   std::atomic<int64_t> event_publish_failures{0};  // geofence events, alerts, order states
-  // Applied messages by TopicKind (stock movements, order status, gps, climate), for metrics.
-  std::atomic<int64_t> applied_by_kind[4]{};
+  // Applied messages by message type (a kMessageTypes row, edge/message_types.h), for metrics.
+  std::atomic<int64_t> applied_by_kind[kMessageTypeCount]{};
   // Dead letters by code: 0 invalid, 1 conflict, 2 internal (DeadLetter::code), for metrics.
   std::atomic<int64_t> refused_by_code[3]{};
   // steady_clock ms at which the message now in the callback arrived; 0 between messages.

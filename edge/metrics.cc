@@ -164,8 +164,8 @@ std::string MetricsServer::Render() {
   o << "freshsync_up{site=\"" << src_.site << "\"} 1\n";
   const IngestCounters& c = *src_.ingest;
   Head(o, "freshsync_ingest_applied_total", "counter", "Messages applied to the store, by topic kind.");
-  const char* kinds[4] = {"stock_movement", "order_status", "gps", "climate"};
-  for (int i = 0; i < 4; ++i) o << "freshsync_ingest_applied_total{kind=\"" << kinds[i] << "\"} " << Load(c.applied_by_kind[i]) << '\n';
+  for (size_t i = 0; i < kMessageTypeCount; ++i)
+    o << "freshsync_ingest_applied_total{kind=\"" << kMessageTypes[i].metrics_label << "\"} " << Load(c.applied_by_kind[i]) << '\n';
   Head(o, "freshsync_ingest_duplicates_total", "counter", "Redelivered or republished messages absorbed by dedupe.");
   o << "freshsync_ingest_duplicates_total " << Load(c.duplicates) << '\n';
   Head(o, "freshsync_ingest_dead_letters_total", "counter", "Messages refused into the dead letters since start, by code.");

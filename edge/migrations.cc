@@ -154,6 +154,23 @@ INSERT OR REPLACE INTO edge_meta(name, value) SELECT 'quota_legacy_seq', )sql") 
   return sql;
 }
 
+// v6: pallet scans at dock doors ({root}/docks/{door}/scans). A record only, no stock effect;
+// outbox_seq names the scan's DOCK_SCAN record.
+static const char* kV6 = R"sql(
+CREATE TABLE dock_scans(
+  scan_id    TEXT    PRIMARY KEY,
+  door       TEXT    NOT NULL,
+  pallet_id  TEXT    NOT NULL,
+  sku        TEXT    NOT NULL,
+  lot        TEXT    NOT NULL,
+  qty        INTEGER NOT NULL CHECK (qty > 0),
+  direction  TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+  ts_ms      INTEGER NOT NULL,
+  outbox_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX dock_scans_by_door_ts ON dock_scans(door, ts_ms);
+)sql";
+
 const std::vector<sqlite::Migration>& StoreMigrations() {
   using sqlite::MigrationStep;
   static const std::vector<sqlite::Migration> migrations = {
@@ -162,6 +179,7 @@ const std::vector<sqlite::Migration>& StoreMigrations() {
       {3, "rule_state (rule engine snapshots) and climate_rollups", {MigrationStep::Sql(kV3)}},
       {4, "stock per lot with reservations: stock_lots, reservations, stock_movements.expiry", {MigrationStep::Sql(V4().c_str())}},
       {5, "outbox_seq on raw telemetry rows, for the disk quota", {MigrationStep::Sql(V5().c_str())}},
+      {6, "dock_scans: pallet scans at dock doors", {MigrationStep::Sql(kV6)}},
   };
   return migrations;
 }

@@ -41,7 +41,7 @@ inline constexpr const char* kLastIssuedSeqSql =
 
 // outbox.priority: the sync agent sends the priority lane ahead of the bulk lane.
 inline constexpr int kBulkLane = 0;      // vehicle positions, climate readings
-inline constexpr int kPriorityLane = 1;  // orders, stock, alerts, geofence events
+inline constexpr int kPriorityLane = 1;  // orders, stock, alerts, geofence events, dock scans
 
 class OutboxWriter {
  public:

@@ -43,6 +43,7 @@ constexpr int kEntityStock = v1::STOCK;
 constexpr int kEntityOrder = v1::ORDER;
 constexpr int kEntityPosition = v1::VEHICLE_POSITION;
 constexpr int kEntityClimate = v1::CLIMATE;
+constexpr int kEntityDockScan = v1::DOCK_SCAN;
 
 nlohmann::json LinesArray(const std::vector<OrderLine>& lines) {
   nlohmann::json a = nlohmann::json::array();
@@ -143,6 +144,9 @@ Status EdgeStore::Prepare() {
       "INSERT INTO vehicle_positions(vehicle, seq, ts_ms, lat, lon, speed_kmh, heading, hdop, outbox_seq) "
       "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
   climate_put_ = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery, outbox_seq) VALUES (?1,?2,?3,?4,?5,?6,?7)");
+  dock_scan_put_ = make(
+      "INSERT INTO dock_scans(scan_id, door, pallet_id, sku, lot, qty, direction, ts_ms, outbox_seq) "
+      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
   // The intake journal's applied position (edge/intake_journal.h), written in each batch.
   intake_put_ = make(
       "INSERT INTO edge_meta(name, value) VALUES ('intake_applied', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value");
@@ -225,13 +229,18 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyInBatch(const Message& message, int64
           Status hs = hook_->OnGps(*this, m, received_ms);
           if (!hs.ok()) return hs;
           return a;
-        } else {
+        } else if constexpr (std::is_same_v<T, ClimateSample>) {
           auto a = ApplyClimate(m, received_ms);
           if (!a.ok() || *a != Outcome::kApplied || !hook_) return a;
           batch_hooked_ = true;
           Status hs = hook_->OnClimate(*this, m, received_ms);
           if (!hs.ok()) return hs;
           return a;
+        } else if constexpr (std::is_same_v<T, DockScan>) {
+          return ApplyDockScan(m, received_ms);
+        } else {
+          // A message type (edge/message_types.h) the store does not apply yet.
+          static_assert(!sizeof(T), "EdgeStore::ApplyInBatch: add an Apply for this edge::Message alternative");
         }
       },
       message);
@@ -530,6 +539,41 @@ Status EdgeStore::AddDeadLetter(const DeadLetter& dl) {
 
 Status EdgeStore::ResetLinkState() {
   return Exec("INSERT INTO sync_state(name, value) VALUES ('link_up', 0) ON CONFLICT(name) DO UPDATE SET value = 0");
+}
+
+// Dock scan: claim the scan id, one DOCK_SCAN change record (priority lane: a business record,
+// few per minute, wanted at HQ soon like geofence events) and the scan row. A record only: the
+// stock ledger is not touched, receipts and picks come as stock movements of their own.
+Result<EdgeStore::Outcome> EdgeStore::ApplyDockScan(const DockScan& d, int64_t now_ms) {
+  auto claimed = Claim(DedupeKind::kDockScan, d.scan_id, now_ms);
+  if (!claimed.ok()) return claimed.status();
+  if (!*claimed) return Outcome::kDuplicate;
+  auto version = outbox_->NextVersion(kEntityDockScan, d.scan_id);
+  if (!version.ok()) return version.status();
+  v1::ChangeRecord rec;
+  auto* p = rec.mutable_dock_scan();
+  p->set_scan_id(d.scan_id);
+  p->set_door(d.door);
+  p->set_pallet_id(d.pallet_id);
+  p->set_sku(d.sku);
+  p->set_lot(d.lot);
+  p->set_qty(d.qty);
+  p->set_direction(d.direction);
+  auto seq = outbox_->Append(kEntityDockScan, d.scan_id, *version, kPriorityLane, d.ts_ms, rec, now_ms);
+  if (!seq.ok()) return seq.status();
+  const int rc = dock_scan_put_->Bind(1, d.scan_id)
+                     .Bind(2, d.door)
+                     .Bind(3, d.pallet_id)
+                     .Bind(4, d.sku)
+                     .Bind(5, d.lot)
+                     .Bind(6, d.qty)
+                     .Bind(7, d.direction)
+                     .Bind(8, d.ts_ms)
+                     .Bind(9, *seq)
+                     .Step();
+  dock_scan_put_->Reset();
+  if (rc != SQLITE_DONE) return Error("dock scan write");
+  return Outcome::kApplied;
 }
 
 }  // namespace freshsync::edge

@@ -85,7 +85,7 @@ struct DeadLetter {
 };
 
 // Row kinds of the dedupe table (docs/formats.md).
-enum class DedupeKind : int { kMovement = 1, kOrderStatus = 2, kGps = 3, kClimate = 4 };
+enum class DedupeKind : int { kMovement = 1, kOrderStatus = 2, kGps = 3, kClimate = 4, kDockScan = 5 };
 
 class EdgeStore {
  public:
@@ -169,6 +169,7 @@ class EdgeStore {
   Result<Outcome> ApplyOrder(const OrderStatus& o, int64_t received_ms);
   Result<Outcome> ApplyGps(const GpsFix& g, int64_t received_ms);
   Result<Outcome> ApplyClimate(const ClimateSample& c, int64_t received_ms);
+  Result<Outcome> ApplyDockScan(const DockScan& d, int64_t received_ms);
   // Inside a transaction: claims the identity; false if already seen.
   Result<bool> Claim(DedupeKind kind, const std::string& key, int64_t now_ms);
   // One STOCK change record (and the stock row, same version) for a SKU the ledger changed.
@@ -187,7 +188,7 @@ class EdgeStore {
   // Prepared once, owned by stmts_.
   Stmt *begin_ = nullptr, *commit_ = nullptr, *rollback_ = nullptr, *claim_ = nullptr, *movement_put_ = nullptr,
        *order_get_ = nullptr,
-       *order_put_ = nullptr, *order_update_ = nullptr, *gps_put_ = nullptr, *climate_put_ = nullptr,
+       *order_put_ = nullptr, *order_update_ = nullptr, *gps_put_ = nullptr, *climate_put_ = nullptr, *dock_scan_put_ = nullptr,
        *dead_letter_ = nullptr, *intake_put_ = nullptr, *intake_get_ = nullptr;
   std::unique_ptr<StockLedger> ledger_;  // on db_, prepared with the statements
   // Assigns every outbox record's seq, version and hlc (edge/outbox_writer.h); on db_.

@@ -140,6 +140,33 @@ TEST_F(StoreTest, MovementAppliesOnceWithOutboxRecord) {
   EXPECT_GT(r.hlc(), 0u);
 }
 
+// A dock scan is a record only: claimed by scan id, one DOCK_SCAN record, its row; stock untouched.
+TEST_F(StoreTest, DockScanAppliesOnceAsARecordOnly) {
+  ASSERT_EQ(*Move("m-1", "apple", 10, "receive"), EdgeStore::Outcome::kApplied);
+  const DockScan scan{"door-3", "sc-1", "P-77", "apple", "L1", 40, "out", clock_.now};
+  ASSERT_EQ(*store_->Apply(scan, clock_.now), EdgeStore::Outcome::kApplied);
+  EXPECT_EQ(*store_->Apply(scan, clock_.now), EdgeStore::Outcome::kDuplicate);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM dock_scans"), 1);
+  EXPECT_EQ(Int("SELECT qty FROM dock_scans WHERE scan_id='sc-1'"), 40);
+  EXPECT_EQ(Int("SELECT outbox_seq FROM dock_scans WHERE scan_id='sc-1'"), 2);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM dedupe WHERE kind = 5 AND key = 'sc-1'"), 1);
+  EXPECT_EQ(Sku("apple"), std::make_pair(int64_t{10}, int64_t{0}));
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM outbox"), 2);
+  EXPECT_EQ(Int("SELECT priority FROM outbox WHERE seq=2"), 1);
+  auto r = Record(2);
+  EXPECT_EQ(r.entity(), v1::DOCK_SCAN);
+  EXPECT_EQ(r.key(), "sc-1");
+  EXPECT_EQ(r.version(), 1u);
+  EXPECT_EQ(r.ts_ms(), clock_.now);
+  EXPECT_EQ(r.dock_scan().door(), "door-3");
+  EXPECT_EQ(r.dock_scan().pallet_id(), "P-77");
+  EXPECT_EQ(r.dock_scan().lot(), "L1");
+  EXPECT_EQ(r.dock_scan().qty(), 40);
+  EXPECT_EQ(r.dock_scan().direction(), "out");
+  EXPECT_TRUE(wire::CheckChangeRecord(r).ok()) << wire::CheckChangeRecord(r).ToString();
+  ExpectDenseOutbox();
+}
+
 TEST_F(StoreTest, NegativeStockIsRefusedWhole) {
   ASSERT_TRUE(Move("m-1", "apple", 5, "receive").ok());
   auto r = Move("m-2", "apple", -6, "pick");

@@ -1,9 +1,10 @@
-// libFuzzer target: edge/decode.h, the decoder of the four inbound MQTT topics, in both the JSON
+// libFuzzer target: edge/decode.h, the decoder of the inbound MQTT topics, in both the JSON
 // and the protobuf form (Decode picks by the payload's first non-space byte), plus the
 // personal-data pair that ingest runs on every payload before it reaches the journal, the
 // dead letters or a notification: MayCarryPersonalData and RedactPersonalData.
 //
-// Input: byte 0 picks the topic (low 2 bits: movements, orders, gps, climate; with 0x80 set
+// Input: byte 0 picks the topic (its low 7 bits modulo the number of message types pick a row of
+// edge/message_types.h, in its order: movements, orders, gps, climate, dock scans; with 0x80 set
 // the topic is taken from the input up to the first '\n', to fuzz ClassifyTopic too), the rest
 // is the payload. Beyond "no crash, no sanitizer report" it checks the decoder's contract:
 // accepted values are in range, reasons are valid UTF-8 (they go into JSON dead letters); a
@@ -22,6 +23,7 @@
 
 #include "fuzz/fuzz_check.h"
 #include "edge/decode.h"
+#include "edge/message_types.h"
 
 #include "freshsync.pb.h"
 
@@ -57,6 +59,11 @@ void CheckMessage(const freshsync::edge::Message& m) {
     Check(InRange(c->temp_c, -80, 100), "climate temp_c finite and in range");
     if (c->rh) Check(InRange(*c->rh, 0, 100), "climate rh in range");
     if (c->battery) Check(InRange(*c->battery, 0, 100), "climate battery in range");
+  } else if (const auto* d = std::get_if<freshsync::edge::DockScan>(&m)) {
+    Check(!d->scan_id.empty() && !d->pallet_id.empty() && !d->sku.empty() && !d->door.empty(), "dock scan ids present");
+    Check(d->qty >= 1 && d->qty <= freshsync::wire::kMaxLineQty, "dock scan qty in range");
+    Check(d->direction == "in" || d->direction == "out", "dock scan direction known");
+    Check(IsValidUtf8(d->scan_id) && IsValidUtf8(d->pallet_id) && IsValidUtf8(d->sku) && IsValidUtf8(d->lot), "dock scan text UTF-8");
   }
 }
 
@@ -177,10 +184,21 @@ void CheckRedacted(std::string_view topic, freshsync::edge::TopicKind kind, std:
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
-  static const char* const kTopics[] = {"fs/stock/movements", "fs/orders/status", "fs/vehicles/truck-1/gps",
-                                        "fs/sensors/cold-1/climate"};
+  using freshsync::edge::kMessageTypeCount;
+  // One topic per message type, its device segment filled in. With four types the choice was
+  // the former `data[0] & 3`; the seeds' first bytes (0..4, 0x2a) pick the same topic with five.
+  static const std::vector<std::string> kTopics = [] {
+    std::vector<std::string> topics;
+    for (const auto& type : freshsync::edge::kMessageTypes) {
+      std::string t = "fs";
+      for (std::string_view segment : type.topic)
+        if (!segment.empty()) t += "/" + std::string(segment == "+" ? "dev-1" : segment);
+      topics.push_back(t);
+    }
+    return topics;
+  }();
   std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  std::string_view topic = kTopics[data[0] & 3];
+  std::string_view topic = kTopics[(data[0] & 0x7f) % kMessageTypeCount];
   if (data[0] & 0x80) {
     const size_t nl = rest.find('\n');
     if (nl == std::string_view::npos) return 0;

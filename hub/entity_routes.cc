@@ -183,11 +183,35 @@ struct GeofenceHandler {
   }
 };
 
+// Pallet scans at dock doors: ?from=&to=&limit=, as geofence events.
+struct DockScansHandler {
+  using Reply = v1::DockScansReply;
+  using Query = RangeQuery;
+  static std::string Path() { return wire::kDockScansSuffix; }
+  static std::optional<QueryError> Parse(const QueryParams& params, Query* q) { return GeofenceHandler::Parse(params, q); }
+  static Result<std::vector<DockScanRow>> Fetch(HubStore& store, const EntityRequest& r, const Query& q) {
+    return store.DockScans(r.site, q.from, q.to, static_cast<int>(q.limit));
+  }
+  static void Fill(const DockScanRow& e, Reply& reply) {
+    auto* o = reply.add_scans();
+    auto* d = o->mutable_scan();
+    d->set_scan_id(e.scan_id);
+    d->set_door(e.door);
+    d->set_pallet_id(e.pallet_id);
+    d->set_sku(e.sku);
+    d->set_lot(e.lot);
+    d->set_qty(e.qty);
+    d->set_direction(e.direction);
+    o->set_ts_ms(e.ts_ms);
+    o->set_seq(e.seq);
+  }
+};
+
 }  // namespace
 
 std::vector<EntityRoute> EntityRoutes() {
   return {Route<StockHandler>(),  Route<OrdersHandler>(), Route<VehiclesHandler>(),
-          Route<AlertsHandler>(), Route<GeofenceHandler>(), Route<TrackHandler>()};
+          Route<AlertsHandler>(), Route<GeofenceHandler>(), Route<TrackHandler>(), Route<DockScansHandler>()};
 }
 
 }  // namespace freshsync::hub

@@ -175,6 +175,16 @@ CREATE TABLE IF NOT EXISTS site_usage(
   bytes   INTEGER NOT NULL,
   PRIMARY KEY(site_id, day)) WITHOUT ROWID;
 )sql",
+      // 4: pallet scans at dock doors, one row per scan id per site (a record only: stock is
+      // not touched by a scan).
+      R"sql(
+CREATE TABLE dock_scans(
+  site_id INTEGER NOT NULL, scan_id TEXT NOT NULL, seq INTEGER NOT NULL, door TEXT NOT NULL,
+  pallet_id TEXT NOT NULL, sku TEXT NOT NULL, lot TEXT NOT NULL, qty INTEGER NOT NULL,
+  direction TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+  PRIMARY KEY(site_id, scan_id)) WITHOUT ROWID;
+CREATE INDEX dock_scans_ts ON dock_scans(site_id, ts_ms, seq);
+)sql",
   };
   return m;
 }
@@ -217,6 +227,9 @@ constexpr const char* kUpsertAlert =
 constexpr const char* kInsertGeofence =
     "INSERT OR IGNORE INTO geofence_events(site_id, seq, vehicle, fence, kind, event, ts_ms) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+constexpr const char* kInsertDockScan =
+    "INSERT OR IGNORE INTO dock_scans(site_id, scan_id, seq, door, pallet_id, sku, lot, qty, direction, ts_ms) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 std::string LinesJson(const v1::OrderState& o) {
   nlohmann::json lines = nlohmann::json::array();
@@ -591,6 +604,15 @@ struct SqliteHubStore::Impl {
         (*st)->Bind(1, site_id).Bind(2, seq).BindRef(3, g.vehicle().empty() ? r.key() : g.vehicle()).BindRef(4, g.fence());
         (*st)->BindRef(5, g.kind()).BindRef(6, g.event()).Bind(7, r.ts_ms());
         return run(st, "insert geofence event");
+      }
+      case v1::DOCK_SCAN: {
+        if (!r.has_dock_scan()) return Status::Ok();
+        const auto& d = r.dock_scan();
+        auto st = writer.Prepare(kInsertDockScan);
+        if (!st.ok()) return st.status();
+        (*st)->Bind(1, site_id).BindRef(2, r.key()).Bind(3, seq).BindRef(4, d.door()).BindRef(5, d.pallet_id());
+        (*st)->BindRef(6, d.sku()).BindRef(7, d.lot()).Bind(8, d.qty()).BindRef(9, d.direction()).Bind(10, r.ts_ms());
+        return run(st, "insert dock scan");
       }
       // Every entity is named here, without a default, so that a new Entity value does not
       // compile until its apply is decided (docs/architecture.md, "Adding an entity").
@@ -1043,6 +1065,15 @@ Result<std::vector<T>> QueryForSite(SqliteHubStore::Impl& impl, const char* sql,
   return Query<T>(impl, sql, [&](Stmt& s) { s.BindRef(1, site); }, row);
 }
 
+// The per-site record lists read by device time (geofence events, dock scans): `sql` binds the
+// site as ?1, from and to as ?2 and ?3 and the limit as ?4.
+template <typename T, typename RowFn>
+Result<std::vector<T>> SiteRecordsInRange(SqliteHubStore::Impl& impl, const char* sql, const std::string& site, int64_t from_ms,
+                                          int64_t to_ms, int limit, RowFn row) {
+  return Query<T>(
+      impl, sql, [&](Stmt& s) { s.BindRef(1, site).Bind(2, from_ms).Bind(3, to_ms).Bind(4, int64_t{limit}); }, row);
+}
+
 Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit) {
   return Query<FeedEntry>(
       *impl_,
@@ -1160,13 +1191,24 @@ Result<std::vector<PositionRow>> SqliteHubStore::Track(const std::string& site, 
 
 Result<std::vector<GeofenceRow>> SqliteHubStore::GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
                                                                 int limit) {
-  return Query<GeofenceRow>(
+  return SiteRecordsInRange<GeofenceRow>(
       *impl_,
       "SELECT seq, vehicle, fence, kind, event, ts_ms FROM geofence_events "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 "
-      "ORDER BY ts_ms, seq LIMIT ?4",
-      [&](Stmt& s) { s.BindRef(1, site).Bind(2, from_ms).Bind(3, to_ms).Bind(4, int64_t{limit}); },
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms, seq LIMIT ?4",
+      site, from_ms, to_ms, limit,
       [](Stmt& s) { return GeofenceRow{s.UInt(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Int(5)}; });
+}
+
+Result<std::vector<DockScanRow>> SqliteHubStore::DockScans(const std::string& site, int64_t from_ms, int64_t to_ms,
+                                                           int limit) {
+  return SiteRecordsInRange<DockScanRow>(
+      *impl_,
+      "SELECT seq, scan_id, door, pallet_id, sku, lot, qty, direction, ts_ms FROM dock_scans "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms, seq LIMIT ?4",
+      site, from_ms, to_ms, limit,
+      [](Stmt& s) {
+        return DockScanRow{s.UInt(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Int(6), s.Text(7), s.Int(8)};
+      });
 }
 
 namespace {

@@ -50,6 +50,7 @@ class SqliteHubStore final : public HubStore {
                                          int64_t to_ms, int limit) override;
   Result<std::vector<GeofenceRow>> GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
                                                   int limit) override;
+  Result<std::vector<DockScanRow>> DockScans(const std::string& site, int64_t from_ms, int64_t to_ms, int limit) override;
   Result<DigestResult> Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) override;
   Result<StateDigestResult> StateDigest(const std::string& site) override;
   Result<RebuildResult> RebuildState(const std::string& site, const AuditEntry* audit) override;

@@ -353,6 +353,47 @@ TEST_P(HubStoreContractTest, GeofenceEventsAreKept) {
   EXPECT_EQ((*ev)[0].event, "enter");
 }
 
+v1::ChangeRecord Scan(uint64_t seq, const std::string& scan_id, int64_t ts_ms, int64_t qty) {
+  v1::ChangeRecord r;
+  r.set_seq(seq);
+  r.set_entity(v1::DOCK_SCAN);
+  r.set_key(scan_id);
+  r.set_version(1);
+  r.set_ts_ms(ts_ms);
+  auto* d = r.mutable_dock_scan();
+  d->set_scan_id(scan_id);
+  d->set_door("door-3");
+  d->set_pallet_id("P-" + scan_id);
+  d->set_sku("apple");
+  d->set_qty(qty);
+  d->set_direction("in");
+  return r;
+}
+
+// Dock scans: kept per site, read by device time then seq within [from, to] up to the limit; the
+// first record of a scan id wins; no stock row comes of them.
+TEST_P(HubStoreContractTest, DockScansAreKeptOncePerSiteInTimeOrder) {
+  Apply(MakeBatch("a", {Scan(1, "sc-2", 3000, 5), Scan(2, "sc-1", 1000, 4), Scan(3, "sc-3", 9000, 1)}));
+  Apply(MakeBatch("b", {Scan(1, "sc-1", 1500, 7)}));
+  Apply(MakeBatch("a", {Scan(4, "sc-1", 2000, 99)}));  // the same scan id again: changes nothing
+  auto a = store_->DockScans("a", 0, 5000, 10);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_EQ(a->size(), 2u);
+  EXPECT_EQ((*a)[0].scan_id, "sc-1");
+  EXPECT_EQ((*a)[0].seq, 2u);
+  EXPECT_EQ((*a)[0].qty, 4);
+  EXPECT_EQ((*a)[0].ts_ms, 1000);
+  EXPECT_EQ((*a)[0].door, "door-3");
+  EXPECT_EQ((*a)[0].pallet_id, "P-sc-1");
+  EXPECT_EQ((*a)[0].direction, "in");
+  EXPECT_EQ((*a)[1].scan_id, "sc-2");
+  EXPECT_EQ(store_->DockScans("a", 0, 100000, 1)->size(), 1u);
+  ASSERT_EQ(store_->DockScans("b", 0, 100000, 10)->size(), 1u);
+  EXPECT_EQ((*store_->DockScans("b", 0, 100000, 10))[0].qty, 7);
+  EXPECT_TRUE(store_->DockScans("c", 0, 100000, 10)->empty());
+  EXPECT_TRUE(store_->Stock("a")->empty());
+}
+
 TEST_P(HubStoreContractTest, FeedIsInIngestOrderAcrossSitesAndResumable) {
   Apply(Range("a", 1, 3));
   Apply(Range("b", 1, 2));
@@ -656,7 +697,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 3);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 4);
 }
 
 TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {
@@ -715,7 +756,7 @@ TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {
     sqlite3_finalize(st);
     return v;
   };
-  EXPECT_EQ(count("PRAGMA user_version"), 3);
+  EXPECT_EQ(count("PRAGMA user_version"), SqliteHubStore::SchemaVersion());
   EXPECT_EQ(count("SELECT count(*) FROM sqlite_master WHERE name = 'positions'"), 0);
   EXPECT_EQ(count("SELECT sum(count) FROM position_chunks"), n + 2);
   // truck-1 at a: 1000 fixes, then a jump: ceil(1000 / 1024) + ceil(300 / 1024) chunks.
@@ -789,7 +830,7 @@ TEST_F(SqliteHubStoreTest, MigrationThreeAddsTheValidationTablesToAVersionTwoSto
     s->reset();
 
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    EXPECT_EQ(count("PRAGMA user_version"), 3);
+    EXPECT_EQ(count("PRAGMA user_version"), SqliteHubStore::SchemaVersion());
     EXPECT_EQ(count("SELECT count(*) FROM changes WHERE site_id = 1"), 2);  // seq 1 kept, seq first + 1 added
     EXPECT_EQ(count("SELECT count(*) FROM refused_records"), interim_tables ? 2 : 1);
     EXPECT_EQ(count("SELECT count(*) FROM refused_records WHERE seq = " + std::to_string(first) + " AND field = 'stock.on_hand'"), 1);

@@ -109,6 +109,18 @@ struct GeofenceRow {
   int64_t ts_ms = 0;
 };
 
+struct DockScanRow {
+  uint64_t seq = 0;
+  std::string scan_id;
+  std::string door;
+  std::string pallet_id;
+  std::string sku;
+  std::string lot;
+  int64_t qty = 0;
+  std::string direction;
+  int64_t ts_ms = 0;
+};
+
 struct AuditEntry {
   uint64_t id = 0;              // assigned by the store
   int64_t ts_ms = 0;
@@ -200,6 +212,11 @@ class HubStore {
                                                  int64_t to_ms, int limit) = 0;
   virtual Result<std::vector<GeofenceRow>> GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
                                                           int limit) = 0;
+  // Dock scans reported by `site` with from_ms <= ts <= to_ms, oldest first (ties by seq), at
+  // most `limit`. Each scan is kept once: the first record of a scan id the site sends wins
+  // (the edge sends one per scan; a resent record changes nothing).
+  virtual Result<std::vector<DockScanRow>> DockScans(const std::string& site, int64_t from_ms, int64_t to_ms,
+                                                     int limit) = 0;
 
   // Reconciliation digest (wire/digest.h); arguments already validated by the caller.
   virtual Result<DigestResult> Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) = 0;

@@ -116,6 +116,19 @@ Status CheckGeofence(const v1::ChangeRecord& r) {
   return Status::Ok();
 }
 
+Status CheckDockScan(const v1::ChangeRecord& r) {
+  const auto& d = r.dock_scan();
+  WIRE_RETURN_IF_ERROR(CheckId("dock_scan.scan_id", d.scan_id()));
+  WIRE_RETURN_IF_ERROR(CheckKeyMatches("dock_scan.scan_id", d.scan_id(), r.key()));
+  WIRE_RETURN_IF_ERROR(CheckDeviceId("dock_scan.door", d.door()));
+  WIRE_RETURN_IF_ERROR(CheckId("dock_scan.pallet_id", d.pallet_id()));
+  WIRE_RETURN_IF_ERROR(CheckId("dock_scan.sku", d.sku()));
+  if (!d.lot().empty()) WIRE_RETURN_IF_ERROR(CheckId("dock_scan.lot", d.lot()));
+  WIRE_RETURN_IF_ERROR(CheckLineQty("dock_scan.qty", d.qty()));
+  if (!IsKnownScanDirection(d.direction())) return Bad("dock_scan.direction: must be one of in, out");
+  return Status::Ok();
+}
+
 Status CheckAlert(const v1::ChangeRecord& r) {
   const auto& a = r.alert();
   WIRE_RETURN_IF_ERROR(CheckId("alert.alert_id", a.alert_id()));
@@ -150,6 +163,7 @@ bool IsKnownAlertKind(std::string_view s) {
   return s.empty() || s == "excursion" || s == "offline" || s == "disk_quota";
 }
 bool IsKnownGeofenceEvent(std::string_view s) { return s == "enter" || s == "exit"; }
+bool IsKnownScanDirection(std::string_view s) { return s == "in" || s == "out"; }
 
 bool IsValidUtf8(std::string_view s) {
   size_t i = 0;
@@ -260,6 +274,7 @@ v1::ChangeRecord::BodyCase BodyFor(v1::Entity entity) {
     case v1::CLIMATE: return v1::ChangeRecord::kClimate;
     case v1::GEOFENCE_EVENT: return v1::ChangeRecord::kGeofence;
     case v1::COLDCHAIN_ALERT: return v1::ChangeRecord::kAlert;
+    case v1::DOCK_SCAN: return v1::ChangeRecord::kDockScan;
     default: return v1::ChangeRecord::BODY_NOT_SET;
   }
 }
@@ -287,6 +302,7 @@ Status CheckChangeRecord(const v1::ChangeRecord& r) {
     case v1::ChangeRecord::kClimate: return CheckClimate(r);
     case v1::ChangeRecord::kGeofence: return CheckGeofence(r);
     case v1::ChangeRecord::kAlert: return CheckAlert(r);
+    case v1::ChangeRecord::kDockScan: return CheckDockScan(r);
     case v1::ChangeRecord::BODY_NOT_SET: return Status::Ok();
   }
   return Status::Ok();

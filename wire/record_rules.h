@@ -74,6 +74,7 @@ bool IsKnownStockReason(std::string_view s);        // a movement reason, "reser
 bool IsKnownAlertState(std::string_view s);         // open, closed
 bool IsKnownAlertKind(std::string_view s);          // excursion, offline, disk_quota ("" = absent)
 bool IsKnownGeofenceEvent(std::string_view s);      // enter, exit
+bool IsKnownScanDirection(std::string_view s);      // in, out (dock scans)
 bool IsValidUtf8(std::string_view s);
 // A control character other than tab, line feed and carriage return (CheckText's rule).
 bool HasControlCharacterBesidesLineBreaks(std::string_view s);
@@ -96,7 +97,7 @@ Status CheckRange(std::string_view field, double v, Range r);
 // Movement delta: non-zero, |delta| <= kMaxAbsDelta, sign consistent with the reason
 // (receive/return in, pick/spoil out; adjust and transfer go both ways).
 Status CheckDelta(std::string_view field, int64_t delta, std::string_view reason);
-// Order line quantity: 1..kMaxLineQty.
+// Order line and dock scan quantity: 1..kMaxLineQty.
 Status CheckLineQty(std::string_view field, int64_t qty);
 
 // ---------- change records (what travels from edge to hub) ----------

@@ -175,6 +175,47 @@ TEST(RecordRules, EntitiesStatusesAndBodies) {
   EXPECT_TRUE(StartsWith(Refusal(r), "stock.reason:"));
 }
 
+v1::ChangeRecord DockScanRecord() {
+  v1::ChangeRecord r;
+  r.set_seq(3);
+  r.set_entity(v1::DOCK_SCAN);
+  r.set_key("sc-1");
+  r.set_version(1);
+  r.set_ts_ms(1764000000000);
+  auto* d = r.mutable_dock_scan();
+  d->set_scan_id("sc-1");
+  d->set_door("door-3");
+  d->set_pallet_id("P-77");
+  d->set_sku("apple");
+  d->set_lot("L1");
+  d->set_qty(40);
+  d->set_direction("in");
+  return r;
+}
+
+TEST(RecordRules, DockScans) {
+  EXPECT_EQ(Refusal(DockScanRecord()), "");
+  EXPECT_EQ(BodyFor(v1::DOCK_SCAN), v1::ChangeRecord::kDockScan);
+  auto r = DockScanRecord();
+  r.mutable_dock_scan()->set_scan_id("sc-2");
+  EXPECT_TRUE(StartsWith(Refusal(r), "dock_scan.scan_id: must equal the record's key")) << Refusal(r);
+  r = DockScanRecord();
+  r.mutable_dock_scan()->set_door("door 3");
+  EXPECT_TRUE(StartsWith(Refusal(r), "dock_scan.door:")) << Refusal(r);
+  r = DockScanRecord();
+  r.mutable_dock_scan()->clear_pallet_id();
+  EXPECT_TRUE(StartsWith(Refusal(r), "dock_scan.pallet_id:")) << Refusal(r);
+  r = DockScanRecord();
+  r.mutable_dock_scan()->set_qty(-4);
+  EXPECT_TRUE(StartsWith(Refusal(r), "dock_scan.qty:")) << Refusal(r);
+  r = DockScanRecord();
+  r.mutable_dock_scan()->set_direction("up");
+  EXPECT_EQ(Refusal(r), "dock_scan.direction: must be one of in, out");
+  r = DockScanRecord();
+  r.clear_body();
+  EXPECT_TRUE(StartsWith(Refusal(r), "body: a different one expected for entity DOCK_SCAN")) << Refusal(r);
+}
+
 TEST(RecordRules, VersionIsCappedAtInt64Max) {
   auto r = Stock();
   r.set_version(std::numeric_limits<uint64_t>::max());

@@ -24,13 +24,14 @@ inline constexpr char kOrdersSuffix[] = "/orders";
 inline constexpr char kVehiclesSuffix[] = "/vehicles";
 inline constexpr char kAlertsSuffix[] = "/alerts";
 inline constexpr char kGeofenceSuffix[] = "/geofence";
+inline constexpr char kDockScansSuffix[] = "/dock-scans";
 // HQ routes without a site.
 inline constexpr char kChangesPath[] = "/v1/changes";
 inline constexpr char kAuditPath[] = "/v1/audit";
 
 // MQTT topics under a site's topic root ({root}/...). Inbound (devices and site systems):
 //   {root}/stock/movements, {root}/orders/status, {root}/vehicles/{id}/gps,
-//   {root}/sensors/{id}/climate
+//   {root}/sensors/{id}/climate, {root}/docks/{door}/scans
 // Outbound (edged publishes): {root}/deadletter, {root}/orders/{id}/state, {root}/events/...,
 //   {root}/alerts/...
 inline constexpr char kTopicStock[] = "stock";
@@ -41,6 +42,8 @@ inline constexpr char kTopicVehicles[] = "vehicles";
 inline constexpr char kTopicGps[] = "gps";
 inline constexpr char kTopicSensors[] = "sensors";
 inline constexpr char kTopicClimate[] = "climate";
+inline constexpr char kTopicDocks[] = "docks";
+inline constexpr char kTopicScans[] = "scans";
 inline constexpr char kTopicDeadletter[] = "deadletter";
 inline constexpr char kTopicEvents[] = "events";
 inline constexpr char kTopicAlerts[] = "alerts";

@@ -348,5 +348,50 @@ TEST_F(HubGoldenTest, EveryReadRouteAnswersAsPinned) {
   Golden<v1::AuditReply>("audit", "/v1/audit?limit=1000", kAdminToken, NormaliseAudit);
 }
 
+// GET /v1/sites/{site}/dock-scans on a hub of its own, so that the fixed input above and every
+// answer pinned from it stay as they are: three scans of site-a pushed out of device-time order
+// (and a fourth resending scan sc-1 under a new seq, which changes nothing), all of it and a range.
+TEST_F(HubGoldenTest, DockScansAnswerAsPinned) {
+  auto a = Site(site_a_);
+  v1::Batch batch;
+  batch.set_site("site-a");
+  const struct {
+    const char* id;
+    const char* door;
+    const char* lot;
+    int64_t qty;
+    const char* direction;
+    int64_t ts_ms;
+  } kScans[] = {{"sc-2", "door-1", "L7", 12, "out", 1764000020000},
+                {"sc-1", "door-3", "", 40, "in", 1764000010000},
+                {"sc-3", "door-3", "L8", 1, "in", 1764000030000},
+                {"sc-1", "door-9", "", 99, "out", 1764000040000}};
+  uint64_t seq = 0;
+  for (const auto& s : kScans) {
+    auto* r = batch.add_records();
+    r->set_seq(++seq);
+    r->set_entity(v1::DOCK_SCAN);
+    r->set_key(s.id);
+    r->set_version(1);
+    r->set_ts_ms(s.ts_ms);
+    r->set_hlc(static_cast<uint64_t>(s.ts_ms) << 16);
+    auto* d = r->mutable_dock_scan();
+    d->set_scan_id(s.id);
+    d->set_door(s.door);
+    d->set_pallet_id(std::string("P-") + s.id);
+    d->set_sku("sku-apple");
+    d->set_lot(s.lot);
+    d->set_qty(s.qty);
+    d->set_direction(s.direction);
+  }
+  auto pushed = Push(*a, "site-a", hub::ZstdCompress(batch.SerializeAsString()));
+  ASSERT_TRUE(pushed);
+  ASSERT_EQ(pushed->status, 200) << pushed->body;
+  Golden<v1::DockScansReply>("site-a_dock-scans", "/v1/sites/site-a/dock-scans");
+  Golden<v1::DockScansReply>("site-a_dock-scans_range",
+                             "/v1/sites/site-a/dock-scans?from=1764000015000&to=2025-11-24T16:00:45Z&limit=1");
+  Golden<v1::DockScansReply>("site-b_dock-scans", "/v1/sites/site-b/dock-scans");
+}
+
 }  // namespace
 }  // namespace freshsync::testing
