@@ -309,6 +309,22 @@ TEST_F(SqliteQuotaStoreTest, AlertIsAPriorityRecordWithTheNextSeq) {
   EXPECT_GT(Int("SELECT hlc FROM outbox WHERE seq = 4"), Int("SELECT hlc FROM outbox WHERE seq = 1"));
 }
 
+// Two writers on two connections, each with its own clock: the quota's runs a year ahead of
+// the store's (the system clock). HLC must still rise with seq, or the hub would order the
+// store's next record before the alert (the writer observes the newest row at each append's
+// transaction; edge/outbox_writer.h).
+TEST_F(SqliteQuotaStoreTest, HlcRisesWithSeqAcrossWritersWhoseClocksDisagree) {
+  Move("m1", 5);
+  clock_.Advance(int64_t{400} * 86'400'000 + (SystemClock().NowMs() - clock_.NowMs()));
+  ASSERT_TRUE(quota_store_->RecordAlert(true, clock_.NowMs(), clock_.NowMs()).ok());
+  Move("m2", 5);
+  Move("m3", 5);
+  EXPECT_EQ(Int("SELECT MAX(seq) FROM outbox"), 4);
+  EXPECT_GT(Int("SELECT hlc FROM outbox WHERE seq = 2"), Int("SELECT hlc FROM outbox WHERE seq = 1"));
+  EXPECT_GT(Int("SELECT hlc FROM outbox WHERE seq = 3"), Int("SELECT hlc FROM outbox WHERE seq = 2"));
+  EXPECT_GT(Int("SELECT hlc FROM outbox WHERE seq = 4"), Int("SELECT hlc FROM outbox WHERE seq = 3"));
+}
+
 TEST_F(SqliteQuotaStoreTest, StateIsReadableByEdgectl) {
   ASSERT_TRUE(quota_store_->PublishState(QuotaState::kDropping, 12345, 60).ok());
   auto st = ReadQuotaState((dir_ / "edge.db").string());

@@ -4,7 +4,6 @@
 #include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
 
-
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
