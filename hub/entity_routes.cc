@@ -1,11 +1,10 @@
 #include "hub/entity_routes.h"
 
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
-
-#include "wire/routes.h"
 
 namespace freshsync::hub {
 
@@ -25,7 +24,8 @@ namespace {
 
 // A handler is a struct with
 //   using Reply = v1::...Reply;   the protobuf answer: `site` and one repeated item field
-//   static std::string Path();    the route after /v1/sites/{site}
+//   static std::string Path();    the route after /v1/sites/{site} (docs/api.md); only the
+//                                 handler serves it, so it is spelled here and nowhere else
 //   using Query; static std::optional<QueryError> Parse(const QueryParams&, Query*);
 //   static Result<size_t> Read(HubStore&, const EntityRequest&, const Query&, Reply&);
 //       fills the answer, returns the rows read; SqlRead<> gives it from
@@ -96,7 +96,7 @@ EntityRoute Route() {
 
 struct StockHandler : NoQuery, SqlRead<StockHandler> {
   using Reply = v1::StockReply;
-  static std::string Path() { return wire::kStockSuffix; }
+  static std::string Path() { return "/stock"; }
   static inline const std::vector<SchemaStep> kSchema = {{1, {R"sql(
 CREATE TABLE stock(
   site_id INTEGER NOT NULL, sku TEXT NOT NULL,
@@ -144,7 +144,7 @@ std::string LinesJson(const v1::OrderState& o) {
 
 struct OrdersHandler : NoQuery, SqlRead<OrdersHandler> {
   using Reply = v1::OrdersReply;
-  static std::string Path() { return wire::kOrdersSuffix; }
+  static std::string Path() { return "/orders"; }
   static inline const std::vector<SchemaStep> kSchema = {{1, {R"sql(
 CREATE TABLE orders(
   order_id TEXT PRIMARY KEY, site_id INTEGER NOT NULL,
@@ -229,7 +229,7 @@ CREATE INDEX orders_site ON orders(site_id);
 // Latest position of each vehicle whose newest fix came from the site.
 struct VehiclesHandler : NoQuery, SqlRead<VehiclesHandler> {
   using Reply = v1::VehiclesReply;
-  static std::string Path() { return wire::kVehiclesSuffix; }
+  static std::string Path() { return "/vehicles"; }
   static inline const std::vector<SchemaStep> kSchema = {};
   static constexpr Sql kRead{
       "SELECT v.vehicle, s.site, v.device_seq, v.lat_e6, v.lon_e6, v.speed_dkmh, v.heading_deg, v.hdop_d, "
@@ -257,7 +257,7 @@ struct VehiclesHandler : NoQuery, SqlRead<VehiclesHandler> {
 struct TrackHandler {
   using Reply = v1::TrackReply;
   using Query = RangeQuery;
-  static std::string Path() { return std::string(wire::kVehiclesSuffix) + "/([^/]+)/track"; }
+  static std::string Path() { return VehiclesHandler::Path() + "/([^/]+)/track"; }
   static inline const std::vector<SchemaStep> kSchema = {};
   static std::optional<QueryError> Parse(const QueryParams& params, Query* q) {
     return ParseRangeQuery(params, {10000, 100000, true}, q);
@@ -274,7 +274,7 @@ struct TrackHandler {
 
 struct AlertsHandler : NoQuery, SqlRead<AlertsHandler> {
   using Reply = v1::AlertsReply;
-  static std::string Path() { return wire::kAlertsSuffix; }
+  static std::string Path() { return "/alerts"; }
   static inline const std::vector<SchemaStep> kSchema = {{1, {R"sql(
 CREATE TABLE alerts(
   site_id INTEGER NOT NULL, alert_id TEXT NOT NULL, sensor TEXT NOT NULL, state TEXT NOT NULL, kind TEXT NOT NULL,
@@ -325,7 +325,7 @@ CREATE INDEX alerts_state ON alerts(site_id, state);
 
 struct GeofenceHandler : RecordsInRange, SqlRead<GeofenceHandler> {
   using Reply = v1::GeofenceReply;
-  static std::string Path() { return wire::kGeofenceSuffix; }
+  static std::string Path() { return "/geofence"; }
   static inline const std::vector<SchemaStep> kSchema = {{1, {R"sql(
 CREATE TABLE geofence_events(
   site_id INTEGER NOT NULL, seq INTEGER NOT NULL, vehicle TEXT NOT NULL, fence TEXT NOT NULL,
@@ -365,7 +365,7 @@ CREATE INDEX geofence_ts ON geofence_events(site_id, ts_ms);
 
 struct DockScansHandler : RecordsInRange, SqlRead<DockScansHandler> {
   using Reply = v1::DockScansReply;
-  static std::string Path() { return wire::kDockScansSuffix; }
+  static std::string Path() { return "/dock-scans"; }
   // One row per scan id per site: a record only, stock is not touched by a scan.
   static inline const std::vector<SchemaStep> kSchema = {{4, {R"sql(
 CREATE TABLE dock_scans(
@@ -411,6 +411,8 @@ CREATE INDEX dock_scans_ts ON dock_scans(site_id, ts_ms, seq);
 // Every handler, in route registration order.
 template <typename... H>
 struct HandlerList {
+  template <typename X>
+  static constexpr bool kHas = (std::is_same_v<X, H> || ...);
   static std::vector<EntityRoute> Routes() { return {Route<H>()...}; }
   static std::vector<SchemaStep> Schema() {
     std::vector<SchemaStep> out;
@@ -420,6 +422,14 @@ struct HandlerList {
 };
 using Handlers = HandlerList<StockHandler, OrdersHandler, VehiclesHandler, AlertsHandler, GeofenceHandler,
                              TrackHandler, DockScansHandler>;
+
+// An entity's apply, from a handler that must be in Handlers: otherwise its table would not be
+// created, nor its route served.
+template <typename H>
+const std::vector<ApplyStep>& ApplyOf() {
+  static_assert(Handlers::kHas<H>, "the handler is missing from Handlers");
+  return H::kApply;
+}
 
 }  // namespace
 
@@ -436,15 +446,15 @@ const std::vector<ApplyStep>& EntityApply(v1::Entity entity) {
   // compile until its apply is decided (docs/architecture.md, "Adding an entity").
   switch (entity) {
     case v1::STOCK:
-      return StockHandler::kApply;
+      return ApplyOf<StockHandler>();
     case v1::ORDER:
-      return OrdersHandler::kApply;
+      return ApplyOf<OrdersHandler>();
     case v1::COLDCHAIN_ALERT:
-      return AlertsHandler::kApply;
+      return ApplyOf<AlertsHandler>();
     case v1::GEOFENCE_EVENT:
-      return GeofenceHandler::kApply;
+      return ApplyOf<GeofenceHandler>();
     case v1::DOCK_SCAN:
-      return DockScansHandler::kApply;
+      return ApplyOf<DockScansHandler>();
     case v1::VEHICLE_POSITION:
       // History and latest position are written per vehicle at the end of the batch by the
       // store (SqliteHubStore WritePositions).
