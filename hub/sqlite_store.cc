@@ -33,6 +33,18 @@ using sqlite::Stmt;
 // CONSTRAINT to kIOError; hub/server.cc answers 503 to all three alike.
 Status DbError(sqlite3* db, int rc, const std::string& what) { return sqlite::StatusFor(rc, what, db); }
 
+// Steps `q` (bound already) through its result, calling `row()` on each row; the first error
+// ends it, as `what` on `db`.
+template <typename RowFn>
+Status EachRow(sqlite3* db, Stmt& q, const char* what, RowFn row) {
+  while (true) {
+    const int rc = q.Step();
+    if (rc == SQLITE_DONE) return Status::Ok();
+    if (rc != SQLITE_ROW) return DbError(db, rc, what);
+    row();
+  }
+}
+
 // A connection (the toolkit's Db) with its statement cache.
 class Conn {
  public:
@@ -939,12 +951,7 @@ Result<std::vector<T>> Query(SqliteHubStore::Impl& impl, const char* sql, BindFn
   ResetGuard g(s);
   bind(s);
   std::vector<T> out;
-  while (true) {
-    const int rc = s.Step();
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return DbError(r->db(), rc, "query");
-    out.push_back(row(s));
-  }
+  if (Status e = EachRow(r->db(), s, "query", [&] { out.push_back(row(s)); }); !e.ok()) return e;
   return out;
 }
 
@@ -983,12 +990,7 @@ Status SqliteHubStore::Read(const Sql& sql, const std::function<void(SqlParams&)
   StmtParams params(s);
   bind(params);
   const StmtRow current(s);
-  while (true) {
-    const int rc = s.Step();
-    if (rc == SQLITE_DONE) return Status::Ok();
-    if (rc != SQLITE_ROW) return DbError(r->db(), rc, "read");
-    row(current);
-  }
+  return EachRow(r->db(), s, "read", [&] { row(current); });
 }
 
 Result<std::vector<v1::PositionItem>> SqliteHubStore::Track(const std::string& site, const std::string& vehicle,
@@ -1057,49 +1059,56 @@ Result<uint64_t> ContiguousSeqIn(Conn& conn, const std::string& site) {
   return (*st)->Step() == SQLITE_ROW ? (*st)->UInt(0) : uint64_t{0};
 }
 
+// Reads the site's contiguous seq and then runs `sql` (parameters from `bind`, each row to
+// `row`) in one read transaction, so that both describe the same snapshot. Returns the seq.
+template <typename BindFn, typename RowFn>
+Result<uint64_t> SnapshotRead(SqliteHubStore::Impl& impl, const std::string& site, const char* sql, const char* what,
+                              BindFn bind, RowFn row) {
+  auto r = impl.AcquireReader();
+  Status s = r->Exec("BEGIN");
+  if (!s.ok()) return s;
+  ReadTxnEnd end{*r};
+  auto contiguous = ContiguousSeqIn(*r, site);
+  if (!contiguous.ok()) return contiguous.status();
+  auto st = r->Prepare(sql);
+  if (!st.ok()) return st.status();
+  Stmt& q = **st;
+  ResetGuard g(q);
+  bind(q);
+  if (s = EachRow(r->db(), q, what, [&] { row(q); }); !s.ok()) return s;
+  return *contiguous;
+}
+
 }  // namespace
 
 Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) {
   const std::string bad = digest::ValidateRange(from, to, buckets);
   if (!bad.empty()) return Status::InvalidArgument(bad);
   DigestResult out;
-  auto r = impl_->AcquireReader();
-  // One read transaction, so that contiguous_seq and the digests describe the same snapshot.
-  Status s = r->Exec("BEGIN");
-  if (!s.ok()) return s;
-  ReadTxnEnd end{*r};
-  auto contiguous = ContiguousSeqIn(*r, site);
-  if (!contiguous.ok()) return contiguous.status();
-  out.contiguous_seq = *contiguous;
   const auto ranges = digest::SplitRange(from, to, buckets);
   std::vector<digest::RangeDigester> digesters(ranges.size());
   for (const auto& d : digesters) {
     if (Status st = d.status(); !st.ok()) return st;
   }
-  auto st = r->Prepare(
+  auto contiguous = SnapshotRead(
+      *impl_, site,
       // Quarantined records count as held (their seq is acknowledged), so the edge's digest of
       // the range matches and reconciliation does not re-send them; a record whose key broke
       // the rules has no key here, its bucket differs, and the re-send is answered as duplicates.
       "SELECT c.seq, c.entity, c.version, c.key FROM changes c "
       "WHERE c.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND c.seq BETWEEN ?2 AND ?3 "
       "UNION ALL SELECT q.seq, q.entity, q.version, q.key FROM refused_records q "
-      "WHERE q.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND q.seq BETWEEN ?2 AND ?3 ORDER BY 1");
-  if (!st.ok()) return st.status();
-  {
-    Stmt& q = **st;
-    ResetGuard g(q);
-    q.BindRef(1, site).Bind(2, from).Bind(3, to);
-    while (true) {
-      const int rc = q.Step();
-      if (rc == SQLITE_DONE) break;
-      if (rc != SQLITE_ROW) return DbError(r->db(), rc, "digest");
-      const uint64_t seq = q.UInt(0);
-      const auto* key = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 3));
-      const int key_len = sqlite3_column_bytes(q.get(), 3);
-      digesters[digest::BucketIndex(from, to, buckets, seq)].Add(
-          seq, static_cast<uint32_t>(q.Int(1)), q.UInt(2), std::string_view(key ? key : "", key_len));
-    }
-  }
+      "WHERE q.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND q.seq BETWEEN ?2 AND ?3 ORDER BY 1",
+      "digest", [&](Stmt& q) { q.BindRef(1, site).Bind(2, from).Bind(3, to); },
+      [&](Stmt& q) {
+        const uint64_t seq = q.UInt(0);
+        const auto* key = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 3));
+        const int key_len = sqlite3_column_bytes(q.get(), 3);
+        digesters[digest::BucketIndex(from, to, buckets, seq)].Add(
+            seq, static_cast<uint32_t>(q.Int(1)), q.UInt(2), std::string_view(key ? key : "", key_len));
+      });
+  if (!contiguous.ok()) return contiguous.status();
+  out.contiguous_seq = *contiguous;
   for (size_t i = 0; i < ranges.size(); ++i) {
     DigestResult::Range range;
     range.from_seq = ranges[i].from_seq;
@@ -1113,34 +1122,21 @@ Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t fr
 
 Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
   StateDigestResult out;
-  auto r = impl_->AcquireReader();
-  // One read transaction: the contiguous seq and the stock rows describe the same snapshot.
-  Status s = r->Exec("BEGIN");
-  if (!s.ok()) return s;
-  ReadTxnEnd end{*r};
-  auto contiguous = ContiguousSeqIn(*r, site);
-  if (!contiguous.ok()) return contiguous.status();
-  out.contiguous_seq = *contiguous;
-  // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (wire/digest.h).
-  auto st = r->Prepare(
-      "SELECT sku, on_hand, reserved, version FROM stock "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku");
-  if (!st.ok()) return st.status();
   digest::StateDigester d;
   if (Status st = d.status(); !st.ok()) return st;
-  {
-    Stmt& q = **st;
-    ResetGuard g(q);
-    q.BindRef(1, site);
-    while (true) {
-      const int rc = q.Step();
-      if (rc == SQLITE_DONE) break;
-      if (rc != SQLITE_ROW) return DbError(r->db(), rc, "state digest");
-      const auto* sku = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0));
-      const int sku_len = sqlite3_column_bytes(q.get(), 0);
-      d.AddStock(std::string_view(sku ? sku : "", sku_len), q.Int(1), q.Int(2), q.UInt(3));
-    }
-  }
+  auto contiguous = SnapshotRead(
+      *impl_, site,
+      // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (wire/digest.h).
+      "SELECT sku, on_hand, reserved, version FROM stock "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku",
+      "state digest", [&](Stmt& q) { q.BindRef(1, site); },
+      [&](Stmt& q) {
+        const auto* sku = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0));
+        const int sku_len = sqlite3_column_bytes(q.get(), 0);
+        d.AddStock(std::string_view(sku ? sku : "", sku_len), q.Int(1), q.Int(2), q.UInt(3));
+      });
+  if (!contiguous.ok()) return contiguous.status();
+  out.contiguous_seq = *contiguous;
   out.skus = d.count();
   out.digest = d.FinishAsString();
   return out;
