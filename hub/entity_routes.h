@@ -7,7 +7,8 @@
 //   - its read: the route after /v1/sites/{site}, the query parameters, the SQL of the read
 //     and the row-to-protobuf.
 // The store has no per-entity code apart from vehicle positions, which it writes per batch
-// in its own chunk format (SqliteHubStore::Impl::WritePositions, HubStore::Track).
+// in its own chunk format (SqliteHubStore::Impl::WritePositions, HubStore::Track), and the
+// state digest and rebuild-state of the sync protocol, which read and rewrite `stock`.
 // The server registers every route of EntityRoutes() the same way (bearer token, reader role,
 // audit of the pull) and answers the protobuf, or its JSON form through the one mapping of
 // hub/codec.h, so a handler builds no JSON. Adding an entity: docs/architecture.md, "Adding an
