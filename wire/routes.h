@@ -19,12 +19,8 @@ inline constexpr char kBatchesSuffix[] = "/batches";            // POST: zstd(pr
 inline constexpr char kDigestSuffix[] = "/digest";              // GET ?from=&to=&buckets=
 inline constexpr char kStateDigestSuffix[] = "/state-digest";   // GET
 inline constexpr char kRebuildStateSuffix[] = "/rebuild-state"; // POST
-inline constexpr char kStockSuffix[] = "/stock";
-inline constexpr char kOrdersSuffix[] = "/orders";
-inline constexpr char kVehiclesSuffix[] = "/vehicles";
-inline constexpr char kAlertsSuffix[] = "/alerts";
-inline constexpr char kGeofenceSuffix[] = "/geofence";
-inline constexpr char kDockScansSuffix[] = "/dock-scans";
+// The HQ reads of the per-site entities (/stock, /orders, ...) are spelled by their handlers
+// in hub/entity_routes.cc, the only code that serves or names them.
 // HQ routes without a site.
 inline constexpr char kChangesPath[] = "/v1/changes";
 inline constexpr char kAuditPath[] = "/v1/audit";
