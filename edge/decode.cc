@@ -120,6 +120,13 @@ class JsonObject {
     }
     return CheckTs(Name(f), *out);
   }
+  // A `ts` the message must have (all but the movement's, which defaults to the receive time).
+  Status RequiredTs(std::string_view f, int64_t& out) const {
+    std::optional<int64_t> ts;
+    Status s = Ts(f, ts, true);
+    if (s.ok()) out = *ts;
+    return s;
+  }
   Status Seq(std::string_view f, uint64_t& out) const {
     auto it = j_.find(f);
     if (it == j_.end() || it->is_null()) return Bad(Name(f) + ": missing");
@@ -234,11 +241,9 @@ Result<Message> MovementFromJson(const TopicInfo&, const json& j) {
 Result<Message> OrderFromJson(const TopicInfo&, const json& j) {
   JsonObject o(j);
   OrderStatus s;
-  std::optional<int64_t> ts;
   RETURN_IF_ERROR(o.String("order_id", s.order_id, true));
   RETURN_IF_ERROR(o.String("status", s.status, true));
-  RETURN_IF_ERROR(o.Ts("ts", ts, true));
-  s.ts_ms = *ts;
+  RETURN_IF_ERROR(o.RequiredTs("ts", s.ts_ms));
   RETURN_IF_ERROR(o.String("actor", s.actor, false));
   if (auto it = j.find("lines"); it != j.end() && !it->is_null()) {
     if (!it->is_array()) return Bad("lines: must be an array");
@@ -271,12 +276,10 @@ Result<Message> GpsFromJson(const TopicInfo& topic, const json& j) {
   JsonObject o(j);
   GpsFix g;
   g.vehicle = topic.device;
-  std::optional<int64_t> ts;
   RETURN_IF_ERROR(o.Seq("seq", g.seq));
   RETURN_IF_ERROR(o.Double("lat", g.lat, true));
   RETURN_IF_ERROR(o.Double("lon", g.lon, true));
-  RETURN_IF_ERROR(o.Ts("ts", ts, true));
-  g.ts_ms = *ts;
+  RETURN_IF_ERROR(o.RequiredTs("ts", g.ts_ms));
   RETURN_IF_ERROR(o.OptDouble("speed_kmh", g.speed_kmh));
   RETURN_IF_ERROR(o.OptDouble("heading", g.heading));
   RETURN_IF_ERROR(o.OptDouble("hdop", g.hdop));
@@ -288,10 +291,8 @@ Result<Message> ClimateFromJson(const TopicInfo& topic, const json& j) {
   JsonObject o(j);
   ClimateSample c;
   c.sensor = topic.device;
-  std::optional<int64_t> ts;
   RETURN_IF_ERROR(o.Seq("seq", c.seq));
-  RETURN_IF_ERROR(o.Ts("ts", ts, true));
-  c.ts_ms = *ts;
+  RETURN_IF_ERROR(o.RequiredTs("ts", c.ts_ms));
   RETURN_IF_ERROR(o.Double("temp_c", c.temp_c, true));
   RETURN_IF_ERROR(o.OptDouble("rh", c.rh));
   RETURN_IF_ERROR(o.OptDouble("battery", c.battery));
@@ -303,15 +304,13 @@ Result<Message> DockScanFromJson(const TopicInfo& topic, const json& j) {
   JsonObject o(j);
   DockScan d;
   d.door = topic.device;
-  std::optional<int64_t> ts;
   RETURN_IF_ERROR(o.String("scan_id", d.scan_id, true));
   RETURN_IF_ERROR(o.String("pallet_id", d.pallet_id, true));
   RETURN_IF_ERROR(o.String("sku", d.sku, true));
   RETURN_IF_ERROR(o.String("lot", d.lot, false));
   RETURN_IF_ERROR(o.Int("qty", d.qty, true));
   RETURN_IF_ERROR(o.String("direction", d.direction, true));
-  RETURN_IF_ERROR(o.Ts("ts", ts, true));
-  d.ts_ms = *ts;
+  RETURN_IF_ERROR(o.RequiredTs("ts", d.ts_ms));
   RETURN_IF_ERROR(ValidateDockScan(d));
   return Message(std::move(d));
 }
