@@ -26,7 +26,7 @@ if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${launcher[@]}" >/dev/null
-WANTED=(edged hubd ingest_drain sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog)
+WANTED=(edged hubd ingest_drain sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog hub_connections)
 # A benchmark whose target this tree does not define (yet) is reported as skipped, not fatal.
 known=$(ninja -C "$BUILD_DIR" -t targets all 2>/dev/null | sed -n 's/^\([^:]*\): .*/\1/p')
 TARGETS=()
@@ -53,6 +53,7 @@ if ((QUICK)); then
     "hub_apply_bench|$BIN/hub_apply_bench --records 100000 --batch 5000"
     "hub_fanin|$BIN/hub_fanin --sites 10 --records 5000"
     "edge_backlog|$BIN/edge_backlog --records 200000 --watch 3"
+    "hub_connections|$BIN/hub_connections --connections 500 --baseline 20 --rate 200 --seconds 3 --slowloris 100"
   )
 else
   RUNS=(
@@ -62,6 +63,7 @@ else
     "hub_apply_bench|$BIN/hub_apply_bench --records 500000 --batch 5000"
     "hub_fanin|$BIN/hub_fanin --sites 100 --records 10000"
     "edge_backlog|$BIN/edge_backlog --records 10000000 --watch 10"
+    "hub_connections|$BIN/hub_connections --seconds 10"
   )
 fi
 
