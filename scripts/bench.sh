@@ -28,7 +28,7 @@ if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${launcher[@]}" >/dev/null
-WANTED=(edged hubd ingest_drain sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog)
+WANTED=(edged hubd ingest_drain sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog outage_return)
 # A benchmark whose target this tree does not define (yet) is reported as skipped, not fatal.
 known=$(ninja -C "$BUILD_DIR" -t targets all 2>/dev/null | sed -n 's/^\([^:]*\): .*/\1/p')
 TARGETS=()
@@ -64,6 +64,7 @@ if ((QUICK)); then
     "hub_apply_bench|$BIN/hub_apply_bench --records 100000 --batch 5000"
     "hub_fanin|$BIN/hub_fanin --sites 10 --records 5000"
     "edge_backlog|$BIN/edge_backlog --records 200000 --watch 3"
+    "outage_return|$BIN/outage_return --sites 10 --records 500 --outage 5"
   )
 else
   RUNS=(
@@ -75,6 +76,7 @@ else
     "hub_apply_bench|$BIN/hub_apply_bench --records 500000 --batch 5000"
     "hub_fanin|$BIN/hub_fanin --sites 100 --records 10000"
     "edge_backlog|$BIN/edge_backlog --records 10000000 --watch 10"
+    "outage_return|$BIN/outage_return --sites 100 --records 2000 --outage 20 --baseline"
   )
 fi
 
