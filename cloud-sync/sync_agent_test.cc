@@ -281,13 +281,18 @@ TEST_F(SyncAgentTest, Honours503RetryAfterAsAFloor) {
   EXPECT_TRUE(a->GetStats().link_up);
 }
 
+// The shipped backoff (200 ms .. 30 s), with a 1 s probe interval.
+void UseShippedBackoffWithProbeEvery1s(EdgeConfig& cfg) {
+  cfg.hub->backoff_initial_ms = 200;
+  cfg.hub->backoff_max_ms = 30000;
+  cfg.hub->probe_interval_ms = 1000;
+}
+
 // Fast return (docs/sync-agent.md): a hub that refuses connections is probed on a short
 // jittered interval however long the outage, and once it answers 503 + Retry-After the agent
 // comes back after that time, not after a backoff grown during the outage.
 TEST_F(SyncAgentTest, ProbesARefusingHubOnAShortIntervalThenHonoursRetryAfter) {
-  cfg.hub->backoff_initial_ms = 200;
-  cfg.hub->backoff_max_ms = 30000;
-  cfg.hub->probe_interval_ms = 1000;
+  UseShippedBackoffWithProbeEvery1s(cfg);
   db.Add(1, 5, clock.NowMs());
   auto a = Make();
   bool down = true;
@@ -326,9 +331,7 @@ TEST_F(SyncAgentTest, ProbesARefusingHubOnAShortIntervalThenHonoursRetryAfter) {
 // A timeout may be a hub that is up and struggling: that one still backs off past the probe
 // interval.
 TEST_F(SyncAgentTest, TimeoutsStillBackOffPastTheProbeInterval) {
-  cfg.hub->backoff_initial_ms = 200;
-  cfg.hub->backoff_max_ms = 30000;
-  cfg.hub->probe_interval_ms = 1000;
+  UseShippedBackoffWithProbeEvery1s(cfg);
   db.Add(1, 5, clock.NowMs());
   auto a = Make();
   hub->handler = [&](const HttpRequest&) -> std::optional<Result<HttpResponse>> {
