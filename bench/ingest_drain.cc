@@ -95,9 +95,10 @@ enum class Workload { kGps, kStock, kMix };
 std::string GpsFix(size_t i, size_t vehicles, int64_t ts, std::string& topic) {
   topic = "fs/vehicles/truck-" + std::to_string(i % vehicles) + "/gps";
   const double t = static_cast<double>(i);
+  auto cents = [](double v) { return std::round(v * 100) / 100; };
   return nlohmann::json({{"seq", i / vehicles + 1}, {"lat", 31.2304 + 0.01 * std::sin(t / 997.0)},
-                         {"lon", 121.4737 - 0.01 * std::cos(t / 1009.0)}, {"ts", ts}, {"speed_kmh", 42.5 + (i % 17) * 0.25},
-                         {"heading", 181.0 + (i % 90) * 0.5}, {"hdop", 0.9}})
+                         {"lon", 121.4737 - 0.01 * std::cos(t / 1009.0)}, {"ts", ts}, {"speed_kmh", 42.5 + 7.5 * std::sin(t / 13.0)},
+                         {"heading", cents(180.0 + 90.0 * std::sin(t / 7.0))}, {"hdop", cents(0.8 + 0.01 * static_cast<double>(i % 40))}})
       .dump();
 }
 
@@ -142,6 +143,13 @@ std::string ShippedFlowSettings(const std::string& path) {
   while (std::getline(in, line))
     if (line.rfind("max_inflight_messages ", 0) == 0 || line.rfind("max_queued_messages ", 0) == 0) out += line + "\n";
   return out;
+}
+
+std::string OneLine(std::string s) {
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  for (char& c : s)
+    if (c == '\n') c = ',';
+  return s;
 }
 
 // --bare-client: the baseline as a process of its own, so that it is timed like edged and
@@ -341,7 +349,7 @@ int main(int argc, char** argv) {
   double loadavg[3] = {0, 0, 0};
   getloadavg(loadavg, 3);
   std::printf("workload %s: %zu messages, mean payload %zu bytes; broker flow settings as shipped: %s; load average %.2f %.2f %.2f\n\n",
-              workload_name.c_str(), n, mean_payload, flow.c_str(), loadavg[0], loadavg[1], loadavg[2]);
+              workload_name.c_str(), n, mean_payload, OneLine(flow).c_str(), loadavg[0], loadavg[1], loadavg[2]);
   std::printf("| path | messages | seconds | messages/s | CPU us/message |\n| --- | --- | --- | --- | --- |\n");
   std::printf("| bare Paho subscriber | %zu | %.2f | %.0f | %.1f |\n", n, bare_s, bare_rate, bare_cpu * 1e6 / n);
   std::printf("| edged (durability=%s) | %zu | %.2f | %.0f | %.1f |\n", durability.c_str(), n, edged_s, edged_rate, edged_cpu * 1e6 / n);
