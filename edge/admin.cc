@@ -2,6 +2,7 @@
 
 #include "cloud-sync/outbox_schema.h"
 #include "edge/intake_journal.h"
+#include "edge/mqtt_login.h"
 #include "edge/outbox_writer.h"
 #include "sqlite/db.h"
 
@@ -213,13 +214,7 @@ Result<int64_t> ReplayDeadLetters(const EdgeConfig& config, const std::vector<De
                               mqtt::create_options_builder().mqtt_version(MQTTVERSION_3_1_1).finalize(), nullptr);
     auto b = mqtt::connect_options_builder().mqtt_version(MQTTVERSION_3_1_1).clean_session(true).connect_timeout(
         std::chrono::seconds(5));
-    if (!m.username.empty()) b.user_name(m.username).password(m.password);
-    if (m.uri.rfind("ssl://", 0) == 0 || m.uri.rfind("mqtts://", 0) == 0 || m.uri.rfind("wss://", 0) == 0) {
-      auto ssl = mqtt::ssl_options_builder().enable_server_cert_auth(true).verify(true);
-      if (!m.ca.empty()) ssl.trust_store(m.ca);
-      if (!m.cert.empty()) ssl.key_store(m.cert).private_key(m.key);
-      b.ssl(ssl.finalize());
-    }
+    SetBrokerLogin(b, m);
     client.connect(b.finalize())->wait();
     for (const auto& d : letters) {
       if (d.payload.empty()) continue;  // nothing kept (unredactable order payload)

@@ -121,6 +121,13 @@ class JsonObject {
     }
     return CheckTs(Name(f), *out);
   }
+  // A `ts` the message must have (all but the movement's, which defaults to the receive time).
+  Status RequiredTs(std::string_view f, int64_t& out) const {
+    std::optional<int64_t> ts;
+    Status s = Ts(f, ts, true);
+    if (s.ok()) out = *ts;
+    return s;
+  }
   Status Seq(std::string_view f, uint64_t& out) const {
     auto it = j_.find(f);
     if (it == j_.end() || it->is_null()) return Bad(Name(f) + ": missing");
@@ -235,11 +242,9 @@ Result<Message> MovementFromJson(const TopicInfo&, const json& j) {
 Result<Message> OrderFromJson(const TopicInfo&, const json& j) {
   JsonObject o(j);
   OrderStatus s;
-  std::optional<int64_t> ts;
   RETURN_IF_ERROR(o.String("order_id", s.order_id, true));
   RETURN_IF_ERROR(o.String("status", s.status, true));
-  RETURN_IF_ERROR(o.Ts("ts", ts, true));
-  s.ts_ms = *ts;
+  RETURN_IF_ERROR(o.RequiredTs("ts", s.ts_ms));
   RETURN_IF_ERROR(o.String("actor", s.actor, false));
   if (auto it = j.find("lines"); it != j.end() && !it->is_null()) {
     if (!it->is_array()) return Bad("lines: must be an array");
@@ -272,12 +277,10 @@ Result<Message> GpsFromJson(const TopicInfo& topic, const json& j) {
   JsonObject o(j);
   GpsFix g;
   g.vehicle = topic.device;
-  std::optional<int64_t> ts;
   RETURN_IF_ERROR(o.Seq("seq", g.seq));
   RETURN_IF_ERROR(o.Double("lat", g.lat, true));
   RETURN_IF_ERROR(o.Double("lon", g.lon, true));
-  RETURN_IF_ERROR(o.Ts("ts", ts, true));
-  g.ts_ms = *ts;
+  RETURN_IF_ERROR(o.RequiredTs("ts", g.ts_ms));
   RETURN_IF_ERROR(o.OptDouble("speed_kmh", g.speed_kmh));
   RETURN_IF_ERROR(o.OptDouble("heading", g.heading));
   RETURN_IF_ERROR(o.OptDouble("hdop", g.hdop));
@@ -314,10 +317,8 @@ Result<Message> ClimateFromJson(const TopicInfo& topic, const json& j) {
   JsonObject o(j);
   ClimateSample c;
   c.sensor = topic.device;
-  std::optional<int64_t> ts;
   RETURN_IF_ERROR(o.Seq("seq", c.seq));
-  RETURN_IF_ERROR(o.Ts("ts", ts, true));
-  c.ts_ms = *ts;
+  RETURN_IF_ERROR(o.RequiredTs("ts", c.ts_ms));
   RETURN_IF_ERROR(o.Double("temp_c", c.temp_c, true));
   RETURN_IF_ERROR(o.OptDouble("rh", c.rh));
   RETURN_IF_ERROR(o.OptDouble("battery", c.battery));
@@ -329,15 +330,13 @@ Result<Message> DockScanFromJson(const TopicInfo& topic, const json& j) {
   JsonObject o(j);
   DockScan d;
   d.door = topic.device;
-  std::optional<int64_t> ts;
   RETURN_IF_ERROR(o.String("scan_id", d.scan_id, true));
   RETURN_IF_ERROR(o.String("pallet_id", d.pallet_id, true));
   RETURN_IF_ERROR(o.String("sku", d.sku, true));
   RETURN_IF_ERROR(o.String("lot", d.lot, false));
   RETURN_IF_ERROR(o.Int("qty", d.qty, true));
   RETURN_IF_ERROR(o.String("direction", d.direction, true));
-  RETURN_IF_ERROR(o.Ts("ts", ts, true));
-  d.ts_ms = *ts;
+  RETURN_IF_ERROR(o.RequiredTs("ts", d.ts_ms));
   RETURN_IF_ERROR(ValidateDockScan(d));
   return Message(std::move(d));
 }
@@ -363,13 +362,6 @@ Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
 }
 
 // ---- Protobuf form: proto3 cannot tell a missing scalar from zero, so zero means missing ----
-
-// GPS fixes and climate samples: the device's counter and its own time are required.
-Status DeviceSeqAndTsPresent(uint64_t seq, int64_t ts_ms) {
-  if (seq == 0) return Bad("seq: missing");
-  if (ts_ms == 0) return Bad("ts: missing");
-  return Status::Ok();
-}
 
 Status ParseProto(std::string_view payload, const char* message_name, google::protobuf::MessageLite& out) {
   if (!out.ParseFromArray(payload.data(), static_cast<int>(payload.size())))
@@ -405,36 +397,41 @@ Result<Message> OrderFromProto(const TopicInfo&, std::string_view payload) {
   return Message(std::move(s));
 }
 
+// GPS fixes and climate samples, readings of a device: its id from the topic, its counter and
+// its own time required, then `fill` copies the rest and `validate` checks the whole.
+template <class Msg, class Reading, class Fill>
+Result<Message> DeviceReadingFromProto(const TopicInfo& topic, std::string_view payload, const char* message_name,
+                                       std::string Reading::*device, Fill fill, Status (*validate)(const Reading&)) {
+  Msg p;
+  RETURN_IF_ERROR(ParseProto(payload, message_name, p));
+  Reading r;
+  r.*device = topic.device;
+  r.seq = p.seq();
+  r.ts_ms = p.ts_ms();
+  if (r.seq == 0) return Bad("seq: missing");
+  if (r.ts_ms == 0) return Bad("ts: missing");
+  fill(p, r);
+  RETURN_IF_ERROR(validate(r));
+  return Message(std::move(r));
+}
+
 Result<Message> GpsFromProto(const TopicInfo& topic, std::string_view payload) {
-  v1::GpsMsg p;
-  RETURN_IF_ERROR(ParseProto(payload, "GpsMsg", p));
-  GpsFix g;
-  g.vehicle = topic.device;
-  g.seq = p.seq();
-  g.lat = p.lat();
-  g.lon = p.lon();
-  g.ts_ms = p.ts_ms();
-  RETURN_IF_ERROR(DeviceSeqAndTsPresent(g.seq, g.ts_ms));
-  if (p.has_speed_kmh()) g.speed_kmh = p.speed_kmh();
-  if (p.has_heading()) g.heading = p.heading();
-  if (p.has_hdop()) g.hdop = p.hdop();
-  RETURN_IF_ERROR(ValidateGps(g));
-  return Message(std::move(g));
+  return DeviceReadingFromProto<v1::GpsMsg>(topic, payload, "GpsMsg", &GpsFix::vehicle, [](const v1::GpsMsg& p, GpsFix& g) {
+    g.lat = p.lat();
+    g.lon = p.lon();
+    if (p.has_speed_kmh()) g.speed_kmh = p.speed_kmh();
+    if (p.has_heading()) g.heading = p.heading();
+    if (p.has_hdop()) g.hdop = p.hdop();
+  }, ValidateGps);
 }
 
 Result<Message> ClimateFromProto(const TopicInfo& topic, std::string_view payload) {
-  v1::ClimateMsg p;
-  RETURN_IF_ERROR(ParseProto(payload, "ClimateMsg", p));
-  ClimateSample c;
-  c.sensor = topic.device;
-  c.seq = p.seq();
-  c.ts_ms = p.ts_ms();
-  c.temp_c = p.temp_c();
-  RETURN_IF_ERROR(DeviceSeqAndTsPresent(c.seq, c.ts_ms));
-  if (p.has_rh()) c.rh = p.rh();
-  if (p.has_battery()) c.battery = p.battery();
-  RETURN_IF_ERROR(ValidateClimate(c));
-  return Message(std::move(c));
+  return DeviceReadingFromProto<v1::ClimateMsg>(topic, payload, "ClimateMsg", &ClimateSample::sensor,
+                                                [](const v1::ClimateMsg& p, ClimateSample& c) {
+                                                  c.temp_c = p.temp_c();
+                                                  if (p.has_rh()) c.rh = p.rh();
+                                                  if (p.has_battery()) c.battery = p.battery();
+                                                }, ValidateClimate);
 }
 
 Result<Message> DockScanFromProto(const TopicInfo& topic, std::string_view payload) {
@@ -515,43 +512,56 @@ bool IsLegalOrderTransition(std::string_view from, std::string_view to) {
   return false;
 }
 
+namespace {
+// `rest` (the topic below the root) against a row's segments, one segment at a time and without
+// copying (this runs on every message); a "+" segment takes a device id, returned in `device`.
+bool MatchesRow(const MessageType& type, std::string_view rest, std::string_view& device) {
+  for (size_t k = 0; k < type.topic.size() && !type.topic[k].empty(); ++k) {
+    if (k > 0) {
+      if (rest.empty() || rest.front() != '/') return false;  // the topic has fewer segments
+      rest.remove_prefix(1);
+    }
+    const std::string_view part = rest.substr(0, rest.find('/'));
+    if (type.topic[k] == "+") {
+      if (!IsDeviceId(part)) return false;
+      device = part;
+    } else if (part != type.topic[k]) {
+      return false;
+    }
+    rest.remove_prefix(part.size());
+  }
+  return rest.empty();  // not: the topic has more segments
+}
+
+// What edged itself publishes (edge/publications.h): {root}/deadletter, {root}/events/...,
+// {root}/alerts/..., {root}/orders/{id}/state.
+bool IsOwnOutput(std::string_view rest) {
+  using namespace wire;  // the topic segments (wire/routes.h)
+  const size_t first_end = rest.find('/');
+  const std::string_view first = rest.substr(0, first_end);
+  if (first == kTopicEvents || first == kTopicAlerts) return true;
+  if (first_end == std::string_view::npos) return first == kTopicDeadletter;
+  if (first != kTopicOrders) return false;
+  const size_t second_end = rest.find('/', first_end + 1);
+  if (second_end == std::string_view::npos) return false;
+  const std::string_view third = rest.substr(second_end + 1);
+  return third.find('/') == std::string_view::npos && third == kTopicState;
+}
+}  // namespace
+
 TopicInfo ClassifyTopic(std::string_view root, std::string_view topic) {
   TopicInfo info;
   if (topic.size() <= root.size() || topic.substr(0, root.size()) != root || topic[root.size()] != '/') return info;
-  std::string_view rest = topic.substr(root.size() + 1);
-  std::vector<std::string_view> parts;
-  size_t start = 0;
-  while (true) {
-    const size_t slash = rest.find('/', start);
-    parts.push_back(rest.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
-    if (slash == std::string_view::npos) break;
-    start = slash + 1;
-  }
+  const std::string_view rest = topic.substr(root.size() + 1);
   for (const MessageType& type : kMessageTypes) {
-    size_t n = 0;
-    while (n < type.topic.size() && !type.topic[n].empty()) ++n;
-    if (parts.size() != n) continue;
     std::string_view device;
-    bool match = true;
-    for (size_t k = 0; k < n && match; ++k) {
-      if (type.topic[k] == "+") {
-        match = IsDeviceId(parts[k]);
-        device = parts[k];
-      } else {
-        match = parts[k] == type.topic[k];
-      }
-    }
-    if (match) {
+    if (MatchesRow(type, rest, device)) {
       info.kind = type.kind;
       info.device = device;
       return info;
     }
   }
-  using namespace wire;  // the topic segments (wire/routes.h)
-  if ((parts.size() == 1 && parts[0] == kTopicDeadletter) || parts[0] == kTopicEvents || parts[0] == kTopicAlerts ||
-      (parts.size() == 3 && parts[0] == kTopicOrders && parts[2] == kTopicState)) {
-    info.kind = TopicKind::kOwnOutput;
-  }
+  if (IsOwnOutput(rest)) info.kind = TopicKind::kOwnOutput;
   return info;
 }
 

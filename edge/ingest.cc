@@ -1,4 +1,5 @@
 #include "edge/ingest.h"
+#include "edge/mqtt_login.h"
 #include "wire/routes.h"
 
 #include <mqtt/async_client.h>
@@ -169,13 +170,7 @@ void Ingest::ConnectLoop(bool telemetry, bool publisher) {
                .keep_alive_interval(std::chrono::seconds(m.keepalive_s))
                .connect_timeout(std::chrono::seconds(5))
                .automatic_reconnect(std::chrono::seconds(1), std::chrono::seconds(30));
-  if (!m.username.empty()) b.user_name(m.username).password(m.password);
-  if (m.uri.rfind("ssl://", 0) == 0 || m.uri.rfind("mqtts://", 0) == 0 || m.uri.rfind("wss://", 0) == 0) {
-    auto ssl = mqtt::ssl_options_builder().enable_server_cert_auth(true).verify(true);
-    if (!m.ca.empty()) ssl.trust_store(m.ca);
-    if (!m.cert.empty()) ssl.key_store(m.cert).private_key(m.key);
-    b.ssl(ssl.finalize());
-  }
+  SetBrokerLogin(b, m);
   const auto opts = b.finalize();
   // Paho's automatic reconnect only starts after a first success; until then we retry here.
   int backoff_ms = 200;

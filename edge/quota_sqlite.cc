@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "edge/disk_quota.h"
+#include "edge/message_types.h"
 #include "edge/outbox_writer.h"
 #include "edge/store.h"
 #include "freshsync.pb.h"
@@ -21,8 +22,8 @@ namespace {
 // What the quota may drop: telemetry, as outbox entities and as dedupe kinds.
 const std::string kTelemetryEntities =
     "(" + std::to_string(v1::VEHICLE_POSITION) + ", " + std::to_string(v1::CLIMATE) + ")";
-const std::string kTelemetryDedupeKinds = "(" + std::to_string(static_cast<int>(DedupeKind::kGps)) + ", " +
-                                          std::to_string(static_cast<int>(DedupeKind::kClimate)) + ")";
+const std::string kTelemetryDedupeKinds = "(" + std::to_string(MessageTypeOf(TopicKind::kGps).dedupe_kind) + ", " +
+                                          std::to_string(MessageTypeOf(TopicKind::kClimate).dedupe_kind) + ")";
 // The quota alert's change record key (and alert id).
 constexpr char kAlertKey[] = "disk-quota";
 

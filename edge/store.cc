@@ -8,20 +8,22 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "edge/message_types.h"
 #include "edge/migrations.h"
 #include "edge/outbox_writer.h"
 #include "sqlite/db.h"
 #include "freshsync.pb.h"
-#include "wire/routes.h"
 #include "wire/scales.h"
 
 namespace freshsync::edge {
 
+namespace {
+
 // A prepared statement, reset after each use: the toolkit's Stmt, prepared once at Open.
 // Reset also clears the bindings (some statements bind a column only in one branch).
-class EdgeStore::Stmt : public sqlite::Stmt {
+class PreparedStmt : public sqlite::Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) {
+  PreparedStmt(sqlite3* db, const char* sql) {
     sqlite3_stmt* s = nullptr;
     rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
     static_cast<sqlite::Stmt&>(*this) = sqlite::Stmt(s);
@@ -34,6 +36,17 @@ class EdgeStore::Stmt : public sqlite::Stmt {
 
  private:
   int rc_ = SQLITE_OK;
+};
+
+}  // namespace
+
+struct EdgeStore::Statements {
+  std::vector<std::unique_ptr<PreparedStmt>> all;  // owns every pointer below
+  PreparedStmt *begin = nullptr, *commit = nullptr, *rollback = nullptr, *claim = nullptr, *dead_letter = nullptr,
+               *intake_put = nullptr, *intake_get = nullptr;
+  // Per message type (ApplyOne).
+  PreparedStmt *movement_put = nullptr, *order_get = nullptr, *order_put = nullptr, *order_update = nullptr,
+               *gps_put = nullptr, *climate_put = nullptr, *dock_scan_put = nullptr;
 };
 
 namespace {
@@ -72,7 +85,7 @@ EdgeStore::EdgeStore(StoreOptions options, sqlite3* db)
     : options_(std::move(options)), clock_(options_.clock ? *options_.clock : SystemClock()), db_(db) {}
 
 EdgeStore::~EdgeStore() {
-  stmts_.clear();  // finalize before close
+  sql_.reset();  // finalize before close
   ledger_.reset();
   outbox_.reset();
   if (db_) sqlite3_close_v2(db_);
@@ -124,36 +137,37 @@ Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
 }
 
 Status EdgeStore::Prepare() {
-  auto make = [&](const char* sql) -> Stmt* {
-    stmts_.push_back(std::make_unique<Stmt>(db_, sql));
-    return stmts_.back()->prepare_rc() == SQLITE_OK ? stmts_.back().get() : nullptr;
+  sql_ = std::make_unique<Statements>();
+  auto make = [&](const char* sql) -> PreparedStmt* {
+    sql_->all.push_back(std::make_unique<PreparedStmt>(db_, sql));
+    return sql_->all.back()->prepare_rc() == SQLITE_OK ? sql_->all.back().get() : nullptr;
   };
-  begin_ = make("BEGIN IMMEDIATE");
-  commit_ = make("COMMIT");
-  rollback_ = make("ROLLBACK");
-  claim_ = make("INSERT OR IGNORE INTO dedupe(kind, key, seen_ms) VALUES (?1, ?2, ?3)");
-  movement_put_ = make(
+  sql_->begin = make("BEGIN IMMEDIATE");
+  sql_->commit = make("COMMIT");
+  sql_->rollback = make("ROLLBACK");
+  sql_->claim = make("INSERT OR IGNORE INTO dedupe(kind, key, seen_ms) VALUES (?1, ?2, ?3)");
+  sql_->movement_put = make(
       "INSERT INTO stock_movements(id, sku, delta, reason, order_id, lot, ts_ms, seq, expiry) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
-  order_get_ = make("SELECT status, lines, customer_sealed, actor FROM orders WHERE order_id = ?1");
-  order_put_ = make(
+  sql_->order_get = make("SELECT status, lines, customer_sealed, actor FROM orders WHERE order_id = ?1");
+  sql_->order_put = make(
       "INSERT INTO orders(order_id, status, version, lines, customer_sealed, actor, created_ts_ms, updated_ts_ms) "
       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)");
-  order_update_ = make("UPDATE orders SET status = ?2, version = ?3, actor = ?4, updated_ts_ms = ?5 WHERE order_id = ?1");
+  sql_->order_update = make("UPDATE orders SET status = ?2, version = ?3, actor = ?4, updated_ts_ms = ?5 WHERE order_id = ?1");
   // outbox_seq: the quota touches a raw row only once the hub has acknowledged its record.
-  gps_put_ = make(
+  sql_->gps_put = make(
       "INSERT INTO vehicle_positions(vehicle, seq, ts_ms, lat, lon, speed_kmh, heading, hdop, outbox_seq) "
       "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
-  climate_put_ = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery, outbox_seq) VALUES (?1,?2,?3,?4,?5,?6,?7)");
-  dock_scan_put_ = make(
+  sql_->climate_put = make("INSERT INTO climate_readings(sensor, seq, ts_ms, temp_c, rh, battery, outbox_seq) VALUES (?1,?2,?3,?4,?5,?6,?7)");
+  sql_->dock_scan_put = make(
       "INSERT INTO dock_scans(scan_id, door, pallet_id, sku, lot, qty, direction, ts_ms, outbox_seq) "
       "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)");
   // The intake journal's applied position (edge/intake_journal.h), written in each batch.
-  intake_put_ = make(
+  sql_->intake_put = make(
       "INSERT INTO edge_meta(name, value) VALUES ('intake_applied', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value");
-  intake_get_ = make("SELECT value FROM edge_meta WHERE name = 'intake_applied'");
-  dead_letter_ = make(
+  sql_->intake_get = make("SELECT value FROM edge_meta WHERE name = 'intake_applied'");
+  sql_->dead_letter = make(
       "INSERT INTO dead_letters(received_ms, topic, reason, payload, payload_bytes, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-  for (auto& s : stmts_)
+  for (auto& s : sql_->all)
     if (s->prepare_rc() != SQLITE_OK) return Error("prepare");
   ledger_ = std::make_unique<StockLedger>(db_);
   return ledger_->Prepare();
@@ -163,8 +177,8 @@ uint64_t EdgeStore::last_hlc() const { return outbox_->last_hlc(); }
 
 Status EdgeStore::Begin() {
   outbox_->NewTransaction();  // other connections (the quota) may have appended since
-  const int rc = begin_->Step();
-  begin_->Reset();
+  const int rc = sql_->begin->Step();
+  sql_->begin->Reset();
   return rc == SQLITE_DONE ? Status::Ok() : Error("begin");
 }
 
@@ -175,8 +189,8 @@ Status EdgeStore::Commit() {
   }
   const bool appended = outbox_->appended();
   outbox_->NewTransaction();
-  const int rc = commit_->Step();
-  commit_->Reset();
+  const int rc = sql_->commit->Step();
+  sql_->commit->Reset();
   if (rc != SQLITE_DONE) return Error("commit");
   if (appended && on_outbox_commit_) on_outbox_commit_();
   return Status::Ok();
@@ -185,13 +199,13 @@ Status EdgeStore::Commit() {
 void EdgeStore::Rollback() {
   outbox_->NewTransaction();
   if (sqlite3_get_autocommit(db_)) return;  // SQLite already rolled back (e.g. on SQLITE_FULL)
-  rollback_->Step();
-  rollback_->Reset();
+  sql_->rollback->Step();
+  sql_->rollback->Reset();
 }
 
-Result<bool> EdgeStore::Claim(DedupeKind kind, const std::string& key, int64_t now_ms) {
-  const int rc = claim_->Bind(1, static_cast<int64_t>(kind)).Bind(2, key).Bind(3, now_ms).Step();
-  claim_->Reset();
+Result<bool> EdgeStore::Claim(TopicKind kind, const std::string& key, int64_t now_ms) {
+  const int rc = sql_->claim->Bind(1, static_cast<int64_t>(MessageTypeOf(kind).dedupe_kind)).Bind(2, key).Bind(3, now_ms).Step();
+  sql_->claim->Reset();
   if (rc != SQLITE_DONE) return Error("dedupe");
   return sqlite3_changes(db_) == 1;
 }
@@ -214,36 +228,6 @@ Status EdgeStore::BeginBatch() {
   pending_pubs_.clear();
   batch_hooked_ = false;
   return s;
-}
-
-Result<EdgeStore::Outcome> EdgeStore::ApplyInBatch(const Message& message, int64_t received_ms) {
-  return std::visit(
-      [&](const auto& m) -> Result<Outcome> {
-        using T = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<T, StockMovement>) return ApplyMovement(m, received_ms);
-        else if constexpr (std::is_same_v<T, OrderStatus>) return ApplyOrder(m, received_ms);
-        else if constexpr (std::is_same_v<T, GpsFix>) {
-          auto a = ApplyGps(m, received_ms);
-          if (!a.ok() || *a != Outcome::kApplied || !hook_) return a;
-          batch_hooked_ = true;
-          Status hs = hook_->OnGps(*this, m, received_ms);
-          if (!hs.ok()) return hs;
-          return a;
-        } else if constexpr (std::is_same_v<T, ClimateSample>) {
-          auto a = ApplyClimate(m, received_ms);
-          if (!a.ok() || *a != Outcome::kApplied || !hook_) return a;
-          batch_hooked_ = true;
-          Status hs = hook_->OnClimate(*this, m, received_ms);
-          if (!hs.ok()) return hs;
-          return a;
-        } else if constexpr (std::is_same_v<T, DockScan>) {
-          return ApplyDockScan(m, received_ms);
-        } else {
-          // A message type (edge/message_types.h) the store does not apply yet.
-          static_assert(!sizeof(T), "EdgeStore::ApplyInBatch: add an Apply for this edge::Message alternative");
-        }
-      },
-      message);
 }
 
 void EdgeStore::RollbackBatch() {
@@ -272,15 +256,15 @@ Status EdgeStore::CommitBatch() {
 }
 
 Status EdgeStore::SetIntakePosition(int64_t index) {
-  const int rc = intake_put_->Bind(1, index).Step();
-  intake_put_->Reset();
+  const int rc = sql_->intake_put->Bind(1, index).Step();
+  sql_->intake_put->Reset();
   return rc == SQLITE_DONE ? Status::Ok() : Error("intake position");
 }
 
 Result<int64_t> EdgeStore::IntakePosition() {
-  const int rc = intake_get_->Step();
-  const int64_t v = rc == SQLITE_ROW ? intake_get_->Int(0) : 0;
-  intake_get_->Reset();
+  const int rc = sql_->intake_get->Step();
+  const int64_t v = rc == SQLITE_ROW ? sql_->intake_get->Int(0) : 0;
+  sql_->intake_get->Reset();
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("intake position");
   return v;
 }
@@ -294,8 +278,9 @@ Result<int64_t> EdgeStore::AppendChange(int entity, const std::string& key, int 
 // more than the free stock, or more than an order's reservation plus free stock for a pick
 // with order_id); then the SKU's stock row, one STOCK change record carrying the new on_hand
 // and reserved with the movement, and the movement row.
-Result<EdgeStore::Outcome> EdgeStore::ApplyMovement(const StockMovement& m, int64_t now_ms) {
-  auto claimed = Claim(DedupeKind::kMovement, m.id, now_ms);
+template <>
+Result<EdgeStore::Outcome> EdgeStore::ApplyOne<StockMovement>(const StockMovement& m, int64_t now_ms) {
+  auto claimed = Claim(TopicKind::kStockMovements, m.id, now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
 
@@ -305,7 +290,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyMovement(const StockMovement& m, int6
   int64_t seq = 0;
   if (Status st = PutStock(*level, &m, m.reason, m.order_id, ts, now_ms, &seq); !st.ok()) return st;
 
-  const int rc = movement_put_->Bind(1, m.id)
+  const int rc = sql_->movement_put->Bind(1, m.id)
                      .Bind(2, m.sku)
                      .Bind(3, m.delta)
                      .Bind(4, m.reason)
@@ -315,7 +300,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyMovement(const StockMovement& m, int6
                      .Bind(8, seq)
                      .BindTextOrNull(9, m.expiry)
                      .Step();
-  movement_put_->Reset();
+  sql_->movement_put->Reset();
   if (rc != SQLITE_DONE) return Error("movement write");
   return Outcome::kApplied;
 }
@@ -345,19 +330,20 @@ Status EdgeStore::PutStock(const SkuLevel& level, const StockMovement* m, const 
   return Status::Ok();
 }
 
-Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t now_ms) {
-  auto claimed = Claim(DedupeKind::kOrderStatus, o.order_id + "#" + o.status, now_ms);
+template <>
+Result<EdgeStore::Outcome> EdgeStore::ApplyOne<OrderStatus>(const OrderStatus& o, int64_t now_ms) {
+  auto claimed = Claim(TopicKind::kOrderStatus, o.order_id + "#" + o.status, now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
 
   std::string from, lines_json, sealed;
-  int rc = order_get_->Bind(1, o.order_id).Step();
+  int rc = sql_->order_get->Bind(1, o.order_id).Step();
   if (rc == SQLITE_ROW) {
-    from = order_get_->Text(0);
-    lines_json = order_get_->Text(1);
-    sealed = order_get_->Text(2);
+    from = sql_->order_get->Text(0);
+    lines_json = sql_->order_get->Text(1);
+    sealed = sql_->order_get->Text(2);
   }
-  order_get_->Reset();
+  sql_->order_get->Reset();
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("order read");
   if (!IsLegalOrderTransition(from, o.status)) {
     if (from.empty()) return Status::Conflict("illegal order transition: order " + o.order_id + " is unknown, cannot become " + o.status);
@@ -409,15 +395,15 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOrder(const OrderStatus& o, int64_t n
           spdlog::warn("privacy: no privacy.key_file configured; customer data dropped from {} orders so far", n);
       }
     }
-    order_put_->Bind(1, o.order_id).Bind(2, status).Bind(3, *version).Bind(4, lines_json);
-    if (sealed.empty()) order_put_->BindTextOrNull(5, sealed);
-    else order_put_->BindBlob(5, sealed);
-    rc = order_put_->BindTextOrNull(6, o.actor).Bind(7, o.ts_ms).Step();
-    order_put_->Reset();
+    sql_->order_put->Bind(1, o.order_id).Bind(2, status).Bind(3, *version).Bind(4, lines_json);
+    if (sealed.empty()) sql_->order_put->BindTextOrNull(5, sealed);
+    else sql_->order_put->BindBlob(5, sealed);
+    rc = sql_->order_put->BindTextOrNull(6, o.actor).Bind(7, o.ts_ms).Step();
+    sql_->order_put->Reset();
   } else {
     lines = ParseLinesJson(lines_json);
-    rc = order_update_->Bind(1, o.order_id).Bind(2, o.status).Bind(3, *version).BindTextOrNull(4, o.actor).Bind(5, o.ts_ms).Step();
-    order_update_->Reset();
+    rc = sql_->order_update->Bind(1, o.order_id).Bind(2, o.status).Bind(3, *version).BindTextOrNull(4, o.actor).Bind(5, o.ts_ms).Step();
+    sql_->order_update->Reset();
   }
   if (rc != SQLITE_DONE) return Error("order write");
 
@@ -448,7 +434,7 @@ Result<EdgeStore::Outcome> EdgeStore::RefuseOrder(const OrderStatus& o, const st
   nlohmann::json kept = {{"order_id", o.order_id}, {"status", o.status}, {"ts", o.ts_ms}, {"lines", LinesArray(o.lines)}};
   if (!o.actor.empty()) kept["actor"] = o.actor;
   DeadLetter dl;
-  dl.topic = root + wire::kOrderStatusSuffix;
+  dl.topic = InboundTopic(TopicKind::kOrderStatus, root);
   dl.reason = why;
   dl.code = "conflict";
   dl.payload = kept.dump();
@@ -466,8 +452,9 @@ namespace {
 int32_t FixedPoint(double v, double scale) { return static_cast<int32_t>(std::llround(v * scale)); }
 }  // namespace
 
-Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) {
-  auto claimed = Claim(DedupeKind::kGps, g.vehicle + "#" + std::to_string(g.seq), now_ms);
+template <>
+Result<EdgeStore::Outcome> EdgeStore::ApplyOne<GpsFix>(const GpsFix& g, int64_t now_ms) {
+  auto claimed = Claim(TopicKind::kGps, g.vehicle + "#" + std::to_string(g.seq), now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
   auto version = outbox_->NextVersion(kEntityPosition, g.vehicle);
@@ -483,7 +470,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
   if (g.hdop) p->set_hdop_d(static_cast<uint32_t>(FixedPoint(*g.hdop, wire::kHdopScale)));
   auto seq = outbox_->Append(kEntityPosition, g.vehicle, *version, kBulkLane, g.ts_ms, rec, now_ms);
   if (!seq.ok()) return seq.status();
-  const int rc = gps_put_->Bind(1, g.vehicle)
+  const int rc = sql_->gps_put->Bind(1, g.vehicle)
                      .Bind(2, static_cast<int64_t>(g.seq))
                      .Bind(3, g.ts_ms)
                      .BindDouble(4, g.lat)
@@ -493,13 +480,14 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyGps(const GpsFix& g, int64_t now_ms) 
                      .BindOptional(8, g.hdop)
                      .Bind(9, *seq)
                      .Step();
-  gps_put_->Reset();
+  sql_->gps_put->Reset();
   if (rc != SQLITE_DONE) return Error("position write");
   return Outcome::kApplied;
 }
 
-Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64_t now_ms) {
-  auto claimed = Claim(DedupeKind::kClimate, c.sensor + "#" + std::to_string(c.seq), now_ms);
+template <>
+Result<EdgeStore::Outcome> EdgeStore::ApplyOne<ClimateSample>(const ClimateSample& c, int64_t now_ms) {
+  auto claimed = Claim(TopicKind::kClimate, c.sensor + "#" + std::to_string(c.seq), now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
   auto version = outbox_->NextVersion(kEntityClimate, c.sensor);
@@ -513,7 +501,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
   if (c.battery) p->set_battery_d(static_cast<uint32_t>(FixedPoint(*c.battery, wire::kBatteryScale)));
   auto seq = outbox_->Append(kEntityClimate, c.sensor, *version, kBulkLane, c.ts_ms, rec, now_ms);
   if (!seq.ok()) return seq.status();
-  const int rc = climate_put_->Bind(1, c.sensor)
+  const int rc = sql_->climate_put->Bind(1, c.sensor)
                      .Bind(2, static_cast<int64_t>(c.seq))
                      .Bind(3, c.ts_ms)
                      .BindDouble(4, c.temp_c)
@@ -521,7 +509,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
                      .BindOptional(6, c.battery)
                      .Bind(7, *seq)
                      .Step();
-  climate_put_->Reset();
+  sql_->climate_put->Reset();
   if (rc != SQLITE_DONE) return Error("climate write");
   return Outcome::kApplied;
 }
@@ -529,11 +517,11 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyClimate(const ClimateSample& c, int64
 Status EdgeStore::AddDeadLetter(const DeadLetter& dl) {
   const std::string payload = dl.payload.substr(0, kMaxDeadLetterPayload);
   const std::string topic = dl.topic.substr(0, 512);
-  dead_letter_->Bind(1, dl.received_ms).Bind(2, topic).Bind(3, dl.reason);
-  if (payload.empty()) dead_letter_->BindTextOrNull(4, payload);
-  else dead_letter_->BindBlob(4, payload);
-  const int rc = dead_letter_->Bind(5, dl.payload_bytes).Bind(6, dl.code.empty() ? std::string("invalid") : dl.code).Step();
-  dead_letter_->Reset();
+  sql_->dead_letter->Bind(1, dl.received_ms).Bind(2, topic).Bind(3, dl.reason);
+  if (payload.empty()) sql_->dead_letter->BindTextOrNull(4, payload);
+  else sql_->dead_letter->BindBlob(4, payload);
+  const int rc = sql_->dead_letter->Bind(5, dl.payload_bytes).Bind(6, dl.code.empty() ? std::string("invalid") : dl.code).Step();
+  sql_->dead_letter->Reset();
   return rc == SQLITE_DONE ? Status::Ok() : Error("dead letter");
 }
 
@@ -544,8 +532,9 @@ Status EdgeStore::ResetLinkState() {
 // Dock scan: claim the scan id, one DOCK_SCAN change record (priority lane: a business record,
 // few per minute, wanted at HQ soon like geofence events) and the scan row. A record only: the
 // stock ledger is not touched, receipts and picks come as stock movements of their own.
-Result<EdgeStore::Outcome> EdgeStore::ApplyDockScan(const DockScan& d, int64_t now_ms) {
-  auto claimed = Claim(DedupeKind::kDockScan, d.scan_id, now_ms);
+template <>
+Result<EdgeStore::Outcome> EdgeStore::ApplyOne<DockScan>(const DockScan& d, int64_t now_ms) {
+  auto claimed = Claim(TopicKind::kDockScans, d.scan_id, now_ms);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) return Outcome::kDuplicate;
   auto version = outbox_->NextVersion(kEntityDockScan, d.scan_id);
@@ -561,7 +550,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyDockScan(const DockScan& d, int64_t n
   p->set_direction(d.direction);
   auto seq = outbox_->Append(kEntityDockScan, d.scan_id, *version, kPriorityLane, d.ts_ms, rec, now_ms);
   if (!seq.ok()) return seq.status();
-  const int rc = dock_scan_put_->Bind(1, d.scan_id)
+  const int rc = sql_->dock_scan_put->Bind(1, d.scan_id)
                      .Bind(2, d.door)
                      .Bind(3, d.pallet_id)
                      .Bind(4, d.sku)
@@ -571,9 +560,34 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyDockScan(const DockScan& d, int64_t n
                      .Bind(8, d.ts_ms)
                      .Bind(9, *seq)
                      .Step();
-  dock_scan_put_->Reset();
+  sql_->dock_scan_put->Reset();
   if (rc != SQLITE_DONE) return Error("dock scan write");
   return Outcome::kApplied;
+}
+
+// A type without an ApplyOne specialisation above lands here and fails to compile: every
+// edge::Message alternative (edge/message_types.h) must be applied.
+template <class T>
+Result<EdgeStore::Outcome> EdgeStore::ApplyOne(const T&, int64_t) {
+  static_assert(!sizeof(T), "EdgeStore: add an ApplyOne specialisation for this edge::Message alternative");
+  return Status::Internal("unreachable");  // only -Wreturn-type reads this: the assert stops the build first
+}
+
+// After every ApplyOne specialisation: it instantiates ApplyOne for each alternative.
+Result<EdgeStore::Outcome> EdgeStore::ApplyInBatch(const Message& message, int64_t received_ms) {
+  Result<Outcome> applied = std::visit([&](const auto& m) { return ApplyOne(m, received_ms); }, message);
+  if (!applied.ok() || *applied != Outcome::kApplied || !hook_) return applied;
+  // The site rules (edge/site_rules.h) follow positions and climate samples.
+  Status hooked;
+  if (const auto* g = std::get_if<GpsFix>(&message)) {
+    batch_hooked_ = true;
+    hooked = hook_->OnGps(*this, *g, received_ms);
+  } else if (const auto* c = std::get_if<ClimateSample>(&message)) {
+    batch_hooked_ = true;
+    hooked = hook_->OnClimate(*this, *c, received_ms);
+  }
+  if (!hooked.ok()) return hooked;
+  return applied;
 }
 
 }  // namespace freshsync::edge

@@ -84,9 +84,6 @@ struct DeadLetter {
   int64_t received_ms = 0;
 };
 
-// Row kinds of the dedupe table (docs/formats.md).
-enum class DedupeKind : int { kMovement = 1, kOrderStatus = 2, kGps = 3, kClimate = 4, kDockScan = 5 };
-
 class EdgeStore {
  public:
   static constexpr size_t kMaxDeadLetterPayload = 4096;
@@ -161,17 +158,20 @@ class EdgeStore {
   void SetCommitFaultForTest(std::function<Status()> fault) { commit_fault_ = std::move(fault); }
 
  private:
-  class Stmt;
+  // Every prepared statement, each message type's among them: defined in store.cc only, so a
+  // new type's statements need no edit here.
+  struct Statements;
   EdgeStore(StoreOptions options, sqlite3* db);
   Status Prepare();
   Status Exec(const char* sql);
-  Result<Outcome> ApplyMovement(const StockMovement& m, int64_t received_ms);
-  Result<Outcome> ApplyOrder(const OrderStatus& o, int64_t received_ms);
-  Result<Outcome> ApplyGps(const GpsFix& g, int64_t received_ms);
-  Result<Outcome> ApplyClimate(const ClimateSample& c, int64_t received_ms);
-  Result<Outcome> ApplyDockScan(const DockScan& d, int64_t received_ms);
-  // Inside a transaction: claims the identity; false if already seen.
-  Result<bool> Claim(DedupeKind kind, const std::string& key, int64_t now_ms);
+  // Applies one message of an edge::Message alternative T inside the open transaction: its
+  // dedupe claim, change record(s) and domain rows. Specialised per type in store.cc; a type
+  // without a specialisation fails to compile there (ApplyInBatch instantiates it for all).
+  template <class T>
+  Result<Outcome> ApplyOne(const T& message, int64_t received_ms);
+  // Inside a transaction: claims the identity under the type's dedupe kind
+  // (edge/message_types.h); false if already seen.
+  Result<bool> Claim(TopicKind kind, const std::string& key, int64_t now_ms);
   // One STOCK change record (and the stock row, same version) for a SKU the ledger changed.
   Status PutStock(const SkuLevel& level, const StockMovement* m, const std::string& reason, const std::string& order_id,
                   int64_t ts_ms, int64_t now_ms, int64_t* seq_out = nullptr);
@@ -184,12 +184,7 @@ class EdgeStore {
   StoreOptions options_;
   Clock& clock_;
   sqlite3* db_ = nullptr;
-  std::vector<std::unique_ptr<Stmt>> stmts_;
-  // Prepared once, owned by stmts_.
-  Stmt *begin_ = nullptr, *commit_ = nullptr, *rollback_ = nullptr, *claim_ = nullptr, *movement_put_ = nullptr,
-       *order_get_ = nullptr,
-       *order_put_ = nullptr, *order_update_ = nullptr, *gps_put_ = nullptr, *climate_put_ = nullptr, *dock_scan_put_ = nullptr,
-       *dead_letter_ = nullptr, *intake_put_ = nullptr, *intake_get_ = nullptr;
+  std::unique_ptr<Statements> sql_;  // prepared once, at Open
   std::unique_ptr<StockLedger> ledger_;  // on db_, prepared with the statements
   // Assigns every outbox record's seq, version and hlc (edge/outbox_writer.h); on db_.
   std::unique_ptr<OutboxWriter> outbox_;

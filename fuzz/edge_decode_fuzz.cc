@@ -220,12 +220,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // the former `data[0] & 3`; the seeds' first bytes (0..4, 0x2a) pick the same topic with five.
   static const std::vector<std::string> kTopics = [] {
     std::vector<std::string> topics;
-    for (const auto& type : freshsync::edge::kMessageTypes) {
-      std::string t = "fs";
-      for (std::string_view segment : type.topic)
-        if (!segment.empty()) t += "/" + std::string(segment == "+" ? "dev-1" : segment);
-      topics.push_back(t);
-    }
+    for (const auto& type : freshsync::edge::kMessageTypes) topics.push_back(freshsync::edge::InboundTopic(type.kind, "fs", "dev-1"));
     return topics;
   }();
   std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);

@@ -265,32 +265,29 @@ nlohmann::json Value(const pb::Message& m, const pb::FieldDescriptor* f, int ind
     if (rule != nullptr && rule->scale != 0) return v / rule->scale;
     return v;
   };
+  // The singular or the repeated getter of Reflection, as `index` says.
+  auto get = [&](auto one, auto many) { return rep ? (r.*many)(m, f, index) : (r.*one)(m, f); };
+  using R = pb::Reflection;
+  using F = pb::FieldDescriptor;
   switch (f->cpp_type()) {
-    case pb::FieldDescriptor::CPPTYPE_INT32:
-      return scaled(rep ? r.GetRepeatedInt32(m, f, index) : r.GetInt32(m, f));
-    case pb::FieldDescriptor::CPPTYPE_INT64:
-      return scaled(rep ? r.GetRepeatedInt64(m, f, index) : r.GetInt64(m, f));
-    case pb::FieldDescriptor::CPPTYPE_UINT32:
-      return scaled(rep ? r.GetRepeatedUInt32(m, f, index) : r.GetUInt32(m, f));
-    case pb::FieldDescriptor::CPPTYPE_UINT64:
-      return scaled(rep ? r.GetRepeatedUInt64(m, f, index) : r.GetUInt64(m, f));
-    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-      return scaled(rep ? r.GetRepeatedDouble(m, f, index) : r.GetDouble(m, f));
-    case pb::FieldDescriptor::CPPTYPE_FLOAT:
-      return scaled(rep ? r.GetRepeatedFloat(m, f, index) : r.GetFloat(m, f));
-    case pb::FieldDescriptor::CPPTYPE_BOOL:
-      return rep ? r.GetRepeatedBool(m, f, index) : r.GetBool(m, f);
-    case pb::FieldDescriptor::CPPTYPE_ENUM: {
-      const int v = rep ? r.GetRepeatedEnumValue(m, f, index) : r.GetEnumValue(m, f);
+    case F::CPPTYPE_INT32: return scaled(get(&R::GetInt32, &R::GetRepeatedInt32));
+    case F::CPPTYPE_INT64: return scaled(get(&R::GetInt64, &R::GetRepeatedInt64));
+    case F::CPPTYPE_UINT32: return scaled(get(&R::GetUInt32, &R::GetRepeatedUInt32));
+    case F::CPPTYPE_UINT64: return scaled(get(&R::GetUInt64, &R::GetRepeatedUInt64));
+    case F::CPPTYPE_DOUBLE: return scaled(get(&R::GetDouble, &R::GetRepeatedDouble));
+    case F::CPPTYPE_FLOAT: return scaled(get(&R::GetFloat, &R::GetRepeatedFloat));
+    case F::CPPTYPE_BOOL: return get(&R::GetBool, &R::GetRepeatedBool);
+    case F::CPPTYPE_ENUM: {
+      const int v = get(&R::GetEnumValue, &R::GetRepeatedEnumValue);
       const pb::EnumValueDescriptor* e = f->enum_type()->FindValueByNumber(v);
       return e != nullptr ? e->name() : std::to_string(v);
     }
-    case pb::FieldDescriptor::CPPTYPE_STRING: {
-      std::string s = rep ? r.GetRepeatedString(m, f, index) : r.GetString(m, f);
-      if (f->type() != pb::FieldDescriptor::TYPE_BYTES) return s;
+    case F::CPPTYPE_STRING: {
+      std::string s = get(&R::GetString, &R::GetRepeatedString);
+      if (f->type() != F::TYPE_BYTES) return s;
       return rule != nullptr && rule->hex ? digest::Hex(s) : Base64(s);
     }
-    case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
+    case F::CPPTYPE_MESSAGE: {
       nlohmann::json j = nlohmann::json::object();
       AddFields(rep ? r.GetRepeatedMessage(m, f, index) : r.GetMessage(m, f), j);
       return j;

@@ -1,27 +1,75 @@
 #include "hub/entity_routes.h"
 
 #include <string_view>
+#include <type_traits>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
-#include "wire/routes.h"
-
 namespace freshsync::hub {
+
+int OrderStatusRank(const std::string& status) {
+  // Lifecycle order. The two terminal states share a rank: which of them wins is decided by
+  // the HLC, i.e. by whichever happened later (docs/conflicts.md).
+  static const std::unordered_map<std::string, int> ranks = {
+      {"created", 1}, {"accepted", 2}, {"picking", 3}, {"packed", 4},
+      {"dispatched", 5}, {"delivered", 6}, {"cancelled", 6},
+      // An edge refuses a created order stock cannot cover (docs/rules.md); terminal.
+      {"refused", 6}};
+  auto it = ranks.find(status);
+  return it == ranks.end() ? 0 : it->second;
+}
+
 namespace {
 
 // A handler is a struct with
 //   using Reply = v1::...Reply;   the protobuf answer: `site` and one repeated item field
-//   static std::string Path();    the route after /v1/sites/{site}
+//   static std::string Path();    the route after /v1/sites/{site} (docs/api.md); only the
+//                                 handler serves it, so it is spelled here and nowhere else
 //   using Query; static std::optional<QueryError> Parse(const QueryParams&, Query*);
-//   static Result<std::vector<Row>> Fetch(HubStore&, const EntityRequest&, const Query&);
-//   static void Fill(const Row&, Reply&);   adds one row's item to the answer
-// and one line in EntityRoutes(). A member missing, or a Fill that does not take Fetch's rows,
-// fails to compile in Route<Handler>().
+//   static Result<size_t> Read(HubStore&, const EntityRequest&, const Query&, Reply&);
+//       fills the answer, returns the rows read; SqlRead<> gives it from
+//       static constexpr Sql kRead; BindRead(request, query, params); Fill(row, reply)
+//   static inline const std::vector<SchemaStep> kSchema;   its table's DDL, by migration
+//   static inline const std::vector<ApplyStep> kApply;     named in EntityApply()'s switch
+// and one entry in Handlers below. A member missing, or a Fill that does not take the rows,
+// fails to compile; an Entity value not named in EntityApply()'s switch fails to compile too.
 
-// For the entities whose route takes no query parameters.
+// For the entities whose route takes no query parameters: their SQL takes the site as ?1.
 struct NoQuery {
   struct Query {};
   static std::optional<QueryError> Parse(const QueryParams&, Query*) { return std::nullopt; }
+  static void BindRead(const EntityRequest& r, const Query&, SqlParams& p) { p.TextRef(1, r.site); }
+};
+
+// Record lists read by device time, ?from=&to=&limit= (hub/query.h): their SQL takes the site
+// as ?1, from and to as ?2 and ?3, the limit as ?4.
+struct RecordsInRange {
+  using Query = RangeQuery;
+  static std::optional<QueryError> Parse(const QueryParams& params, Query* q) {
+    return ParseRangeQuery(params, {1000, 10000, false}, q);
+  }
+  static void BindRead(const EntityRequest& r, const Query& q, SqlParams& p) {
+    p.TextRef(1, r.site).Int(2, q.from).Int(3, q.to).UInt(4, q.limit);
+  }
+};
+
+// The read of a handler whose rows come from one query: Handler::kRead with the parameters of
+// Handler::BindRead, each row added to the answer by Handler::Fill.
+template <typename Handler>
+struct SqlRead {
+  template <typename Query, typename Reply>
+  static Result<size_t> Read(HubStore& store, const EntityRequest& r, const Query& q, Reply& reply) {
+    size_t rows = 0;
+    Status s = store.Read(
+        Handler::kRead, [&](SqlParams& p) { Handler::BindRead(r, q, p); },
+        [&](const SqlRow& row) {
+          Handler::Fill(row, reply);
+          ++rows;
+        });
+    if (!s.ok()) return s;
+    return rows;
+  }
 };
 
 template <typename Handler>
@@ -31,69 +79,130 @@ EntityRoute Route() {
             typename Handler::Query query;
             answer.bad_query = Handler::Parse(request.params, &query);
             if (answer.bad_query) return answer;
-            auto rows = Handler::Fetch(store, request, query);
+            auto reply = std::make_unique<typename Handler::Reply>();
+            reply->set_site(request.site);
+            auto rows = Handler::Read(store, request, query, *reply);
             if (!rows.ok()) {
               answer.status = rows.status();
               return answer;
             }
-            auto reply = std::make_unique<typename Handler::Reply>();
-            reply->set_site(request.site);
-            for (const auto& row : *rows) Handler::Fill(row, *reply);
-            answer.rows = rows->size();
+            answer.rows = *rows;
             answer.reply = std::move(reply);
             return answer;
           }};
 }
 
-void FillPosition(const PositionRow& p, v1::PositionItem* out) {
-  out->set_site(p.site);
-  auto* pos = out->mutable_position();
-  pos->set_vehicle(p.vehicle);
-  pos->set_device_seq(p.device_seq);
-  pos->set_lat_e6(p.lat_e6);
-  pos->set_lon_e6(p.lon_e6);
-  pos->set_speed_dkmh(p.speed_dkmh);
-  pos->set_heading_deg(p.heading_deg);
-  pos->set_hdop_d(p.hdop_d);
-  out->set_ts_ms(p.ts_ms);
-  out->set_hlc(p.hlc);
-  out->set_seq(p.seq);
-}
+// ---------- Stock ----------
 
-struct StockHandler : NoQuery {
+struct StockHandler : NoQuery, SqlRead<StockHandler> {
   using Reply = v1::StockReply;
-  static std::string Path() { return wire::kStockSuffix; }
-  static Result<std::vector<StockRow>> Fetch(HubStore& store, const EntityRequest& r, const Query&) {
-    return store.Stock(r.site);
-  }
-  static void Fill(const StockRow& r, Reply& reply) {
+  static std::string Path() { return "/stock"; }
+  static inline const std::vector<SchemaStep> kSchema = {{1, {R"sql(
+CREATE TABLE stock(
+  site_id INTEGER NOT NULL, sku TEXT NOT NULL,
+  on_hand INTEGER NOT NULL, reserved INTEGER NOT NULL,
+  version INTEGER NOT NULL, hlc INTEGER NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY(site_id, sku)) WITHOUT ROWID;
+)sql"}}};
+  // Newer version wins (docs/conflicts.md).
+  static inline const std::vector<ApplyStep> kApply = {
+      {{"INSERT INTO stock(site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT(site_id, sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, "
+        "version = excluded.version, hlc = excluded.hlc, ts_ms = excluded.ts_ms, seq = excluded.seq "
+        "WHERE excluded.version > stock.version"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (!r.has_stock()) return false;
+         p.Int(1, site_id).TextRef(2, r.key()).Int(3, r.stock().on_hand()).Int(4, r.stock().reserved());
+         p.UInt(5, r.version()).UInt(6, r.hlc()).Int(7, r.ts_ms()).UInt(8, r.seq());
+         return true;
+       },
+       "upsert stock"}};
+  static constexpr Sql kRead{
+      "SELECT sku, on_hand, reserved, version, hlc, ts_ms, seq FROM stock "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku"};
+  static void Fill(const SqlRow& row, Reply& reply) {
     auto* o = reply.add_stock();
-    o->set_sku(r.sku);
-    o->set_on_hand(r.on_hand);
-    o->set_reserved(r.reserved);
-    o->set_version(r.version);
-    o->set_hlc(r.hlc);
-    o->set_ts_ms(r.ts_ms);
-    o->set_seq(r.seq);
+    o->set_sku(row.Text(0));
+    o->set_on_hand(row.Int(1));
+    o->set_reserved(row.Int(2));
+    o->set_version(row.UInt(3));
+    o->set_hlc(row.UInt(4));
+    o->set_ts_ms(row.Int(5));
+    o->set_seq(row.UInt(6));
   }
 };
 
-struct OrdersHandler : NoQuery {
+// ---------- Orders ----------
+
+// orders.lines: the order's lines as a JSON array of {sku, qty}, written here and read by Fill.
+std::string LinesJson(const v1::OrderState& o) {
+  nlohmann::json lines = nlohmann::json::array();
+  for (const auto& l : o.lines()) lines.push_back({{"sku", l.sku()}, {"qty", l.qty()}});
+  return lines.dump();
+}
+
+struct OrdersHandler : NoQuery, SqlRead<OrdersHandler> {
   using Reply = v1::OrdersReply;
-  static std::string Path() { return wire::kOrdersSuffix; }
-  static Result<std::vector<OrderRow>> Fetch(HubStore& store, const EntityRequest& r, const Query&) {
-    return store.Orders(r.site);
-  }
-  static void Fill(const OrderRow& r, Reply& reply) {
+  static std::string Path() { return "/orders"; }
+  static inline const std::vector<SchemaStep> kSchema = {{1, {R"sql(
+CREATE TABLE orders(
+  order_id TEXT PRIMARY KEY, site_id INTEGER NOT NULL,
+  status TEXT NOT NULL, rank INTEGER NOT NULL, actor TEXT NOT NULL,
+  lines TEXT, customer_sealed BLOB,
+  version INTEGER NOT NULL, hlc INTEGER NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX orders_site ON orders(site_id);
+)sql"}}};
+  // Higher lifecycle rank, then later HLC wins, and moves the order to the winning site
+  // (docs/conflicts.md). Lines and the sealed customer come only with `created`; a
+  // later-arriving created record loses the status rule but still contributes them.
+  static inline const std::vector<ApplyStep> kApply = {
+      {{"INSERT INTO orders(order_id, site_id, status, rank, actor, lines, customer_sealed, version, hlc, ts_ms, seq) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+        "ON CONFLICT(order_id) DO UPDATE SET site_id = excluded.site_id, status = excluded.status, "
+        "rank = excluded.rank, actor = excluded.actor, version = excluded.version, hlc = excluded.hlc, "
+        "ts_ms = excluded.ts_ms, seq = excluded.seq "
+        "WHERE (excluded.rank, excluded.hlc) > (orders.rank, orders.hlc)"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (!r.has_order()) return false;
+         const auto& o = r.order();
+         p.TextRef(1, r.key()).Int(2, site_id).TextRef(3, o.status()).Int(4, OrderStatusRank(o.status()));
+         p.TextRef(5, o.actor());
+         if (o.lines_size() > 0) p.Text(6, LinesJson(o)); else p.Null(6);
+         if (o.customer_sealed().empty()) p.Null(7); else p.BlobRef(7, o.customer_sealed());
+         p.UInt(8, r.version()).UInt(9, r.hlc()).Int(10, r.ts_ms()).UInt(11, r.seq());
+         return true;
+       },
+       "upsert order"},
+      {{"UPDATE orders SET lines = ?2 WHERE order_id = ?1 AND lines IS NULL"},
+       [](const v1::ChangeRecord& r, int64_t, SqlParams& p) {
+         if (!r.has_order() || r.order().lines_size() == 0) return false;
+         p.TextRef(1, r.key()).Text(2, LinesJson(r.order()));
+         return true;
+       },
+       "fill order lines"},
+      {{"UPDATE orders SET customer_sealed = ?2 WHERE order_id = ?1 AND customer_sealed IS NULL"},
+       [](const v1::ChangeRecord& r, int64_t, SqlParams& p) {
+         if (!r.has_order() || r.order().customer_sealed().empty()) return false;
+         p.TextRef(1, r.key()).BlobRef(2, r.order().customer_sealed());
+         return true;
+       },
+       "fill order customer"}};
+  // Orders whose winning record came from the site.
+  static constexpr Sql kRead{
+      "SELECT o.order_id, s.site, o.status, o.actor, o.lines, o.customer_sealed, o.version, o.hlc, o.ts_ms, o.seq "
+      "FROM orders o JOIN sites s ON s.site_id = o.site_id WHERE s.site = ?1 ORDER BY o.order_id"};
+  static void Fill(const SqlRow& row, Reply& reply) {
     auto* o = reply.add_orders();
-    o->set_order_id(r.order_id);
-    o->set_site(r.site);
-    o->set_status(r.status);
-    o->set_actor(r.actor);
-    // orders.lines is JSON the hub wrote itself (sqlite_store.cc LinesJson), "" before any
-    // record carried lines; anything else is skipped rather than served.
-    if (!r.lines_json.empty()) {
-      const nlohmann::json lines = nlohmann::json::parse(r.lines_json, nullptr, false);
+    o->set_order_id(row.Text(0));
+    o->set_site(row.Text(1));
+    o->set_status(row.Text(2));
+    o->set_actor(row.Text(3));
+    // orders.lines is JSON the hub wrote itself (LinesJson), NULL before any record carried
+    // lines; anything else is skipped rather than served.
+    const std::string lines_json = row.Text(4);
+    if (!lines_json.empty()) {
+      const nlohmann::json lines = nlohmann::json::parse(lines_json, nullptr, false);
       if (lines.is_array()) {
         for (const auto& l : lines) {
           if (!l.is_object() || !l.contains("sku") || !l["sku"].is_string() || !l.contains("qty") ||
@@ -105,113 +214,261 @@ struct OrdersHandler : NoQuery {
         }
       }
     }
-    o->set_customer_sealed(r.customer_sealed);
-    o->set_version(r.version);
-    o->set_hlc(r.hlc);
-    o->set_ts_ms(r.ts_ms);
-    o->set_seq(r.seq);
+    o->set_customer_sealed(row.Text(5));
+    o->set_version(row.UInt(6));
+    o->set_hlc(row.UInt(7));
+    o->set_ts_ms(row.Int(8));
+    o->set_seq(row.UInt(9));
   }
 };
+
+// ---------- Vehicles and tracks ----------
+// The store owns the position tables (vehicles, position_chunks) and writes them per batch
+// (SqliteHubStore WritePositions), so these two handlers have no schema and no apply.
 
 // Latest position of each vehicle whose newest fix came from the site.
-struct VehiclesHandler : NoQuery {
+struct VehiclesHandler : NoQuery, SqlRead<VehiclesHandler> {
   using Reply = v1::VehiclesReply;
-  static std::string Path() { return wire::kVehiclesSuffix; }
-  static Result<std::vector<PositionRow>> Fetch(HubStore& store, const EntityRequest& r, const Query&) {
-    return store.Vehicles(r.site);
+  static std::string Path() { return "/vehicles"; }
+  static inline const std::vector<SchemaStep> kSchema = {};
+  static constexpr Sql kRead{
+      "SELECT v.vehicle, s.site, v.device_seq, v.lat_e6, v.lon_e6, v.speed_dkmh, v.heading_deg, v.hdop_d, "
+      "v.ts_ms, v.hlc, v.seq FROM vehicles v JOIN sites s ON s.site_id = v.site_id WHERE s.site = ?1 "
+      "ORDER BY v.vehicle"};
+  static void Fill(const SqlRow& row, Reply& reply) {
+    auto* out = reply.add_vehicles();
+    auto* pos = out->mutable_position();
+    pos->set_vehicle(row.Text(0));
+    out->set_site(row.Text(1));
+    pos->set_device_seq(row.UInt(2));
+    pos->set_lat_e6(static_cast<int32_t>(row.Int(3)));
+    pos->set_lon_e6(static_cast<int32_t>(row.Int(4)));
+    pos->set_speed_dkmh(static_cast<uint32_t>(row.Int(5)));
+    pos->set_heading_deg(static_cast<uint32_t>(row.Int(6)));
+    pos->set_hdop_d(static_cast<uint32_t>(row.Int(7)));
+    out->set_ts_ms(row.Int(8));
+    out->set_hlc(row.UInt(9));
+    out->set_seq(row.UInt(10));
   }
-  static void Fill(const PositionRow& p, Reply& reply) { FillPosition(p, reply.add_vehicles()); }
 };
 
-// A vehicle's position history: ?from=&to=&limit= (hub/query.h), oldest first.
+// A vehicle's position history: ?from=&to=&limit= (hub/query.h), oldest first, decoded from
+// the store's chunks (HubStore::Track).
 struct TrackHandler {
   using Reply = v1::TrackReply;
   using Query = RangeQuery;
-  static std::string Path() { return std::string(wire::kVehiclesSuffix) + "/([^/]+)/track"; }
+  static std::string Path() { return VehiclesHandler::Path() + "/([^/]+)/track"; }
+  static inline const std::vector<SchemaStep> kSchema = {};
   static std::optional<QueryError> Parse(const QueryParams& params, Query* q) {
     return ParseRangeQuery(params, {10000, 100000, true}, q);
   }
-  static Result<std::vector<PositionRow>> Fetch(HubStore& store, const EntityRequest& r, const Query& q) {
-    return store.Track(r.site, r.matches[2], q.from, q.to, static_cast<int>(q.limit));
+  static Result<size_t> Read(HubStore& store, const EntityRequest& r, const Query& q, Reply& reply) {
+    auto rows = store.Track(r.site, r.matches[2], q.from, q.to, static_cast<int>(q.limit));
+    if (!rows.ok()) return rows.status();
+    for (auto& item : *rows) *reply.add_track() = std::move(item);
+    return rows->size();
   }
-  static void Fill(const PositionRow& p, Reply& reply) { FillPosition(p, reply.add_track()); }
 };
 
-// Open cold-chain alerts.
-struct AlertsHandler : NoQuery {
+// ---------- Cold-chain alerts ----------
+
+struct AlertsHandler : NoQuery, SqlRead<AlertsHandler> {
   using Reply = v1::AlertsReply;
-  static std::string Path() { return wire::kAlertsSuffix; }
-  static Result<std::vector<AlertRow>> Fetch(HubStore& store, const EntityRequest& r, const Query&) {
-    return store.OpenAlerts(r.site);
-  }
-  static void Fill(const AlertRow& r, Reply& reply) {
+  static std::string Path() { return "/alerts"; }
+  static inline const std::vector<SchemaStep> kSchema = {{1, {R"sql(
+CREATE TABLE alerts(
+  site_id INTEGER NOT NULL, alert_id TEXT NOT NULL, sensor TEXT NOT NULL, state TEXT NOT NULL, kind TEXT NOT NULL,
+  min_c REAL NOT NULL, max_c REAL NOT NULL, started_ts_ms INTEGER NOT NULL, ended_ts_ms INTEGER NOT NULL,
+  version INTEGER NOT NULL, hlc INTEGER NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY(site_id, alert_id)) WITHOUT ROWID;
+CREATE INDEX alerts_state ON alerts(site_id, state);
+)sql"}}};
+  // Newer version wins.
+  static inline const std::vector<ApplyStep> kApply = {
+      {{"INSERT INTO alerts(site_id, alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, "
+        "version, hlc, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+        "ON CONFLICT(site_id, alert_id) DO UPDATE SET sensor = excluded.sensor, state = excluded.state, "
+        "kind = excluded.kind, min_c = excluded.min_c, max_c = excluded.max_c, "
+        "started_ts_ms = excluded.started_ts_ms, ended_ts_ms = excluded.ended_ts_ms, version = excluded.version, "
+        "hlc = excluded.hlc, seq = excluded.seq WHERE excluded.version > alerts.version"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (!r.has_alert()) return false;
+         const auto& a = r.alert();
+         p.Int(1, site_id).TextRef(2, r.key()).TextRef(3, a.sensor()).TextRef(4, a.state()).TextRef(5, a.kind());
+         p.Real(6, a.min_c()).Real(7, a.max_c()).Int(8, a.started_ts_ms()).Int(9, a.ended_ts_ms());
+         p.UInt(10, r.version()).UInt(11, r.hlc()).UInt(12, r.seq());
+         return true;
+       },
+       "upsert alert"}};
+  // Open alerts only.
+  static constexpr Sql kRead{
+      "SELECT alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, seq FROM alerts "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND state = 'open' "
+      "ORDER BY started_ts_ms, alert_id"};
+  static void Fill(const SqlRow& row, Reply& reply) {
     auto* o = reply.add_alerts();
     auto* a = o->mutable_alert();
-    a->set_alert_id(r.alert_id);
-    a->set_sensor(r.sensor);
-    a->set_state(r.state);
-    a->set_kind(r.kind);
-    a->set_min_c(r.min_c);
-    a->set_max_c(r.max_c);
-    a->set_started_ts_ms(r.started_ts_ms);
-    a->set_ended_ts_ms(r.ended_ts_ms);
-    o->set_version(r.version);
-    o->set_seq(r.seq);
+    a->set_alert_id(row.Text(0));
+    a->set_sensor(row.Text(1));
+    a->set_state(row.Text(2));
+    a->set_kind(row.Text(3));
+    a->set_min_c(row.Real(4));
+    a->set_max_c(row.Real(5));
+    a->set_started_ts_ms(row.Int(6));
+    a->set_ended_ts_ms(row.Int(7));
+    o->set_version(row.UInt(8));
+    o->set_seq(row.UInt(9));
   }
 };
 
-// Geofence events: ?from=&to=&limit= (hub/query.h).
-struct GeofenceHandler {
+// ---------- Geofence events ----------
+
+struct GeofenceHandler : RecordsInRange, SqlRead<GeofenceHandler> {
   using Reply = v1::GeofenceReply;
-  using Query = RangeQuery;
-  static std::string Path() { return wire::kGeofenceSuffix; }
-  static std::optional<QueryError> Parse(const QueryParams& params, Query* q) {
-    return ParseRangeQuery(params, {1000, 10000, false}, q);
-  }
-  static Result<std::vector<GeofenceRow>> Fetch(HubStore& store, const EntityRequest& r, const Query& q) {
-    return store.GeofenceEvents(r.site, q.from, q.to, static_cast<int>(q.limit));
-  }
-  static void Fill(const GeofenceRow& e, Reply& reply) {
+  static std::string Path() { return "/geofence"; }
+  static inline const std::vector<SchemaStep> kSchema = {{1, {R"sql(
+CREATE TABLE geofence_events(
+  site_id INTEGER NOT NULL, seq INTEGER NOT NULL, vehicle TEXT NOT NULL, fence TEXT NOT NULL,
+  kind TEXT NOT NULL, event TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+  PRIMARY KEY(site_id, seq)) WITHOUT ROWID;
+CREATE INDEX geofence_ts ON geofence_events(site_id, ts_ms);
+)sql"}}};
+  // One row per record; the vehicle defaults to the record's key.
+  static inline const std::vector<ApplyStep> kApply = {
+      {{"INSERT OR IGNORE INTO geofence_events(site_id, seq, vehicle, fence, kind, event, ts_ms) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (!r.has_geofence()) return false;
+         const auto& g = r.geofence();
+         p.Int(1, site_id).UInt(2, r.seq()).TextRef(3, g.vehicle().empty() ? r.key() : g.vehicle());
+         p.TextRef(4, g.fence()).TextRef(5, g.kind()).TextRef(6, g.event()).Int(7, r.ts_ms());
+         return true;
+       },
+       "insert geofence event"}};
+  static constexpr Sql kRead{
+      "SELECT seq, vehicle, fence, kind, event, ts_ms FROM geofence_events "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 "
+      "ORDER BY ts_ms, seq LIMIT ?4"};
+  static void Fill(const SqlRow& row, Reply& reply) {
     auto* o = reply.add_events();
     auto* g = o->mutable_event();
-    g->set_vehicle(e.vehicle);
-    g->set_fence(e.fence);
-    g->set_kind(e.kind);
-    g->set_event(e.event);
-    o->set_ts_ms(e.ts_ms);
-    o->set_seq(e.seq);
+    o->set_seq(row.UInt(0));
+    g->set_vehicle(row.Text(1));
+    g->set_fence(row.Text(2));
+    g->set_kind(row.Text(3));
+    g->set_event(row.Text(4));
+    o->set_ts_ms(row.Int(5));
   }
 };
 
-// Pallet scans at dock doors: ?from=&to=&limit=, as geofence events.
-struct DockScansHandler {
+// ---------- Dock scans ----------
+
+struct DockScansHandler : RecordsInRange, SqlRead<DockScansHandler> {
   using Reply = v1::DockScansReply;
-  using Query = RangeQuery;
-  static std::string Path() { return wire::kDockScansSuffix; }
-  static std::optional<QueryError> Parse(const QueryParams& params, Query* q) { return GeofenceHandler::Parse(params, q); }
-  static Result<std::vector<DockScanRow>> Fetch(HubStore& store, const EntityRequest& r, const Query& q) {
-    return store.DockScans(r.site, q.from, q.to, static_cast<int>(q.limit));
-  }
-  static void Fill(const DockScanRow& e, Reply& reply) {
+  static std::string Path() { return "/dock-scans"; }
+  // One row per scan id per site: a record only, stock is not touched by a scan.
+  static inline const std::vector<SchemaStep> kSchema = {{4, {R"sql(
+CREATE TABLE dock_scans(
+  site_id INTEGER NOT NULL, scan_id TEXT NOT NULL, seq INTEGER NOT NULL, door TEXT NOT NULL,
+  pallet_id TEXT NOT NULL, sku TEXT NOT NULL, lot TEXT NOT NULL, qty INTEGER NOT NULL,
+  direction TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+  PRIMARY KEY(site_id, scan_id)) WITHOUT ROWID;
+CREATE INDEX dock_scans_ts ON dock_scans(site_id, ts_ms, seq);
+)sql"}}};
+  // The first record of a scan id the site sends wins (the edge sends one per scan; a resent
+  // record changes nothing).
+  static inline const std::vector<ApplyStep> kApply = {
+      {{"INSERT OR IGNORE INTO dock_scans(site_id, scan_id, seq, door, pallet_id, sku, lot, qty, direction, ts_ms) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (!r.has_dock_scan()) return false;
+         const auto& d = r.dock_scan();
+         p.Int(1, site_id).TextRef(2, r.key()).UInt(3, r.seq()).TextRef(4, d.door()).TextRef(5, d.pallet_id());
+         p.TextRef(6, d.sku()).TextRef(7, d.lot()).Int(8, d.qty()).TextRef(9, d.direction()).Int(10, r.ts_ms());
+         return true;
+       },
+       "insert dock scan"}};
+  // Oldest first by device time, ties by seq.
+  static constexpr Sql kRead{
+      "SELECT seq, scan_id, door, pallet_id, sku, lot, qty, direction, ts_ms FROM dock_scans "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 "
+      "ORDER BY ts_ms, seq LIMIT ?4"};
+  static void Fill(const SqlRow& row, Reply& reply) {
     auto* o = reply.add_scans();
     auto* d = o->mutable_scan();
-    d->set_scan_id(e.scan_id);
-    d->set_door(e.door);
-    d->set_pallet_id(e.pallet_id);
-    d->set_sku(e.sku);
-    d->set_lot(e.lot);
-    d->set_qty(e.qty);
-    d->set_direction(e.direction);
-    o->set_ts_ms(e.ts_ms);
-    o->set_seq(e.seq);
+    o->set_seq(row.UInt(0));
+    d->set_scan_id(row.Text(1));
+    d->set_door(row.Text(2));
+    d->set_pallet_id(row.Text(3));
+    d->set_sku(row.Text(4));
+    d->set_lot(row.Text(5));
+    d->set_qty(row.Int(6));
+    d->set_direction(row.Text(7));
+    o->set_ts_ms(row.Int(8));
   }
 };
+
+// Every handler, in route registration order.
+template <typename... H>
+struct HandlerList {
+  template <typename X>
+  static constexpr bool kHas = (std::is_same_v<X, H> || ...);
+  static std::vector<EntityRoute> Routes() { return {Route<H>()...}; }
+  static std::vector<SchemaStep> Schema() {
+    std::vector<SchemaStep> out;
+    (out.insert(out.end(), H::kSchema.begin(), H::kSchema.end()), ...);
+    return out;
+  }
+};
+using Handlers = HandlerList<StockHandler, OrdersHandler, VehiclesHandler, AlertsHandler, GeofenceHandler,
+                             TrackHandler, DockScansHandler>;
+
+// An entity's apply, from a handler that must be in Handlers: otherwise its table would not be
+// created, nor its route served.
+template <typename H>
+const std::vector<ApplyStep>& ApplyOf() {
+  static_assert(Handlers::kHas<H>, "the handler is missing from Handlers");
+  return H::kApply;
+}
 
 }  // namespace
 
-std::vector<EntityRoute> EntityRoutes() {
-  return {Route<StockHandler>(),  Route<OrdersHandler>(), Route<VehiclesHandler>(),
-          Route<AlertsHandler>(), Route<GeofenceHandler>(), Route<TrackHandler>(), Route<DockScansHandler>()};
+std::vector<EntityRoute> EntityRoutes() { return Handlers::Routes(); }
+
+const std::vector<SchemaStep>& EntitySchema() {
+  static const std::vector<SchemaStep> schema = Handlers::Schema();
+  return schema;
+}
+
+const std::vector<ApplyStep>& EntityApply(v1::Entity entity) {
+  static const std::vector<ApplyStep> none;
+  // Every entity is named here, without a default, so that a new Entity value does not
+  // compile until its apply is decided (docs/architecture.md, "Adding an entity").
+  switch (entity) {
+    case v1::STOCK:
+      return ApplyOf<StockHandler>();
+    case v1::ORDER:
+      return ApplyOf<OrdersHandler>();
+    case v1::COLDCHAIN_ALERT:
+      return ApplyOf<AlertsHandler>();
+    case v1::GEOFENCE_EVENT:
+      return ApplyOf<GeofenceHandler>();
+    case v1::DOCK_SCAN:
+      return ApplyOf<DockScansHandler>();
+    case v1::VEHICLE_POSITION:
+      // History and latest position are written per vehicle at the end of the batch by the
+      // store (SqliteHubStore WritePositions).
+      return none;
+    case v1::CLIMATE:
+    case v1::STOCK_MOVEMENT:
+      // Climate readings and stock movements live in the feed only.
+      return none;
+    case v1::ENTITY_UNSPECIFIED:
+    case v1::Entity_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case v1::Entity_INT_MAX_SENTINEL_DO_NOT_USE_:
+      return none;
+  }
+  return none;  // a number this build does not know: in the feed only
 }
 
 }  // namespace freshsync::hub

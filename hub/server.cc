@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -24,6 +25,7 @@
 #include "hub/codec.h"
 #include "hub/decompress_budget.h"
 #include "hub/entity_routes.h"
+#include "hub/hub_metrics.h"
 #include "hub/record_check.h"
 #include "wire/record_rules.h"
 #include "wire/batch_format.h"
@@ -92,6 +94,7 @@ struct HubServer::Impl {
   std::unique_ptr<http::Server> server;
   std::unique_ptr<http::WorkerPool> workers;
   std::atomic<uint64_t> worker_queue_full{0};
+  HubMetrics metrics;  // requests, batches, store calls, sites (docs/operations.md, "Hub metrics")
   // Batch admission (AdmitBatch): at most max_inflight_batches apply at once.
   std::mutex admit_mu;
   std::condition_variable admit_cv;
@@ -399,7 +402,7 @@ struct HubServer::Impl {
     // Every record against the shared field rules, and the per-site byte limit (hub/record_check.h).
     const BatchRefusals refusals = CheckBatchRecords(batch);
     const ApplyChecks checks{&refusals.reasons, config.site_bytes_per_day};
-    auto applied = store.ApplyBatch(site, batch, now, &audit, checks);
+    auto applied = TimedStoreCall(metrics, "apply_batch", [&] { return store.ApplyBatch(site, batch, now, &audit, checks); });
     if (!applied.ok()) {
       const auto code = applied.status().code();
       if (code == StatusCode::kInvalidArgument) return reply(400, applied.status().message(), from, to);
@@ -426,6 +429,7 @@ struct HubServer::Impl {
       ack.set_error(std::to_string(applied->refused) + " record(s) refused and quarantined; first: " + refusals.first);
       spdlog::warn("push site={} seq={}..{}: {}", site, from, to, ack.error());
     }
+    metrics.BatchApplied(applied->applied, applied->duplicates, applied->refused);
     if (applied->gap) return reply(409, "gap: expected seq " + std::to_string(applied->contiguous_seq + 1), from, to);
     // The audit row committed with the batch; only the optional file line is left to write.
     res.status = 200;
@@ -442,7 +446,7 @@ struct HubServer::Impl {
     DigestQuery q;
     if (!QueryOk(res, ParseDigestQuery(req.params, &q))) return;
     const uint64_t from = q.from, to = q.to, buckets = q.buckets;
-    auto d = store.Digest(site, from, to, buckets);
+    auto d = TimedStoreCall(metrics, "digest", [&] { return store.Digest(site, from, to, buckets); });
     if (!d.ok()) return SendError(res, 503, d.status().message());
     v1::DigestReply reply;
     reply.set_contiguous_seq(d->contiguous_seq);
@@ -477,7 +481,7 @@ struct HubServer::Impl {
   void GetStateDigest(const http::Request& req, http::Response& res) {
     const std::string site = req.matches[1];
     if (!SiteAllowed(req, res, site)) return;
-    auto d = store.StateDigest(site);
+    auto d = TimedStoreCall(metrics, "state_digest", [&] { return store.StateDigest(site); });
     if (!d.ok()) return SendError(res, 503, d.status().message());
     SendStateDigest(req, res, *d, json::object());
     AuditEvent({0, 0, "state-digest", site, req.path, 0, d->contiguous_seq, d->skus, 200, ""});
@@ -489,7 +493,7 @@ struct HubServer::Impl {
     const std::string site = req.matches[1];
     if (!SiteAllowed(req, res, site)) return;
     AuditEntry audit{0, clock.NowMs(), "rebuild-state", site, req.path, 0, 0, 0, 200, "stock re-derived from held records"};
-    auto r = store.RebuildState(site, &audit);
+    auto r = TimedStoreCall(metrics, "rebuild_state", [&] { return store.RebuildState(site, &audit); });
     if (!r.ok()) {
       spdlog::error("rebuild-state site={}: {}", site, r.status().ToString());
       return SendError(res, 503, r.status().message());
@@ -500,7 +504,7 @@ struct HubServer::Impl {
     } else {
       spdlog::info("rebuild-state site={}: stock already consistent ({} rows)", site, r->skus_after);
     }
-    auto d = store.StateDigest(site);
+    auto d = TimedStoreCall(metrics, "state_digest", [&] { return store.StateDigest(site); });
     if (!d.ok()) return SendError(res, 503, d.status().message());
     SendStateDigest(req, res, *d, {{"changed", r->changed}});
     AuditEntry done = audit;
@@ -514,7 +518,7 @@ struct HubServer::Impl {
     FeedQuery q;
     if (!QueryOk(res, ParseFeedQuery(req.params, &q))) return AuditPull(*caller, req, 400, 0);
     const uint64_t after = q.after;
-    auto changes = store.Changes(after, static_cast<int>(q.limit));
+    auto changes = TimedStoreCall(metrics, "changes", [&] { return store.Changes(after, static_cast<int>(q.limit)); });
     if (!changes.ok()) {
       SendError(res, 503, changes.status().message());
       return AuditPull(*caller, req, 503, 0);
@@ -536,7 +540,7 @@ struct HubServer::Impl {
   void GetSites(const http::Request& req, http::Response& res) {
     auto caller = Authorize(req, res, Role::kReader);
     if (!caller) return;
-    auto sites = store.Sites();
+    auto sites = TimedStoreCall(metrics, "sites", [&] { return store.Sites(); });
     if (!sites.ok()) return SendError(res, 503, sites.status().message());
     v1::SitesReply reply;
     for (const auto& si : *sites) {
@@ -558,7 +562,7 @@ struct HubServer::Impl {
     FeedQuery q;
     if (!QueryOk(res, ParseFeedQuery(req.params, &q))) return AuditPull(*caller, req, 400, 0);
     const uint64_t after = q.after;
-    auto rows = store.Audit(after, static_cast<int>(q.limit));
+    auto rows = TimedStoreCall(metrics, "audit", [&] { return store.Audit(after, static_cast<int>(q.limit)); });
     if (!rows.ok()) return SendError(res, 503, rows.status().message());
     const uint64_t next = rows->empty() ? after : rows->back().id;
     v1::AuditReply reply;
@@ -585,7 +589,10 @@ struct HubServer::Impl {
   void ServeEntity(const EntityRoute& route, const http::Request& req, http::Response& res) {
     auto caller = Authorize(req, res, Role::kReader);
     if (!caller) return;
+    const auto start = std::chrono::steady_clock::now();
     const EntityAnswer answer = route.read(store, {req.matches[1], req.matches, req.params});
+    if (!answer.bad_query)
+      metrics.StoreCall("read", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), !answer.status.ok());
     if (answer.bad_query) {
       QueryOk(res, answer.bad_query);
       return AuditPull(*caller, req, 400, 0);
@@ -634,16 +641,23 @@ struct HubServer::Impl {
   using RouteFn = std::function<void(const http::Request&, http::Response&)>;
   struct Route {
     std::string method;
+    std::string name;  // the template, "/v1/sites/{site}/batches": the metrics' route label
     std::regex pattern;
     RouteFn fn;
     bool blocking;  // touches the store: runs on the worker pool, never on an I/O thread
   };
   std::vector<Route> routes;
+  static std::string RouteName(std::string pattern) {
+    const std::string site = kSite;
+    for (size_t at = pattern.find(site); at != std::string::npos; at = pattern.find(site, at))
+      pattern.replace(at, site.size(), "{site}");
+    return pattern;
+  }
   void Get(const std::string& pattern, RouteFn fn, bool blocking = true) {
-    routes.push_back({"GET", std::regex(pattern), std::move(fn), blocking});
+    routes.push_back({"GET", RouteName(pattern), std::regex(pattern), std::move(fn), blocking});
   }
   void Post(const std::string& pattern, RouteFn fn, bool blocking = true) {
-    routes.push_back({"POST", std::regex(pattern), std::move(fn), blocking});
+    routes.push_back({"POST", RouteName(pattern), std::regex(pattern), std::move(fn), blocking});
   }
 
   static void RunRoute(const Route& route, const http::Request& req, http::Response& res) {
@@ -670,7 +684,13 @@ struct HubServer::Impl {
       return std::nullopt;
     }
     void OnRequest(std::shared_ptr<http::Exchange> ex) override {
+      const auto start = std::chrono::steady_clock::now();
       http::Request& req = ex->request();
+      auto answer = [this, start, ex](const std::string& route, http::Response res) {
+        im.metrics.Request(ex->request().method, route, res.status,
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        ex->Respond(std::move(res));
+      };
       for (const Route& route : im.routes) {
         std::smatch m;
         if (!std::regex_match(req.path, m, route.pattern)) continue;
@@ -679,32 +699,34 @@ struct HubServer::Impl {
         if (!route.blocking) {
           http::Response res;
           RunRoute(route, req, res);
-          return ex->Respond(std::move(res));
+          return answer(route.name, std::move(res));
         }
-        const bool queued = im.workers->TrySubmit([ex, &route] {
+        const bool queued = im.workers->TrySubmit([ex, &route, answer] {
           http::Response res;
           RunRoute(route, ex->request(), res);
-          ex->Respond(std::move(res));
+          answer(route.name, std::move(res));
         });
         if (!queued) {
           ++im.worker_queue_full;
           http::Response res;
           res.set_header("Retry-After", "1");
           SendError(res, 503, "hub busy, retry later");
-          ex->Respond(std::move(res));
+          answer(route.name, std::move(res));
         }
         return;
       }
       http::Response res;
       SendError(res, 404, "no such route: " + req.method + " " + req.path);
-      ex->Respond(std::move(res));
+      answer("unmatched", std::move(res));
     }
   };
   std::unique_ptr<Router> router;
 
   void Register() {
     Get("/healthz", [](const http::Request&, http::Response& res) { res.set_content("ok\n", "text/plain"); }, false);
-    // Prometheus text format. Counters only, no names of tokens or sites, so it needs no token.
+    // Prometheus text format. No token names; site ids (which every site's certificate shows
+    // anyway) label the per-site series, so it needs no token. It reads the sites from the
+    // store, so it runs on a worker.
     Get("/metrics", [this](const http::Request&, http::Response& res) {
       std::string body =
           "# HELP freshsync_hub_rate_limited_total Requests refused with 429 by the rate limits.\n"
@@ -713,8 +735,12 @@ struct HubServer::Impl {
       body += "freshsync_hub_rate_limited_total{scope=\"site\"} " + std::to_string(push_limiter.refused_total()) + "\n";
       body += MetricsText();
       body += RefusalCounters::Process().Prometheus();
+      auto sites = TimedStoreCall(metrics, "sites", [&] { return store.Sites(); });
+      prometheus::TextWriter w;
+      metrics.Write(w, sites.ok() ? &*sites : nullptr, clock.NowMs());
+      body += w.Take();
       res.set_content(body, "text/plain; version=0.0.4");
-    }, false);
+    });
     Post(std::string(wire::kSitesPrefix) + kSite + wire::kBatchesSuffix,
            [this](const http::Request& req, http::Response& res) { PostBatch(req, res); });
     Get(std::string(wire::kSitesPrefix) + kSite + wire::kDigestSuffix,

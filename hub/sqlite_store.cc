@@ -14,26 +14,13 @@
 #include <unordered_map>
 #include <utility>
 
-#include <nlohmann/json.hpp>
-
 #include "wire/digest.h"
+#include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
 #include "sqlite/db.h"
 #include "sqlite/migrate.h"
 
 namespace freshsync::hub {
-
-int OrderStatusRank(const std::string& status) {
-  // Lifecycle order. The two terminal states share a rank: which of them wins is decided by
-  // the HLC, i.e. by whichever happened later (docs/conflicts.md).
-  static const std::unordered_map<std::string, int> ranks = {
-      {"created", 1}, {"accepted", 2}, {"picking", 3}, {"packed", 4},
-      {"dispatched", 5}, {"delivered", 6}, {"cancelled", 6},
-      // An edge refuses a created order stock cannot cover (docs/rules.md); terminal.
-      {"refused", 6}};
-  auto it = ranks.find(status);
-  return it == ranks.end() ? 0 : it->second;
-}
 
 namespace {
 
@@ -45,6 +32,18 @@ using sqlite::Stmt;
 // The one mapping, sqlite/status.h. Before it the hub mapped BUSY/LOCKED to kUnavailable and
 // CONSTRAINT to kIOError; hub/server.cc answers 503 to all three alike.
 Status DbError(sqlite3* db, int rc, const std::string& what) { return sqlite::StatusFor(rc, what, db); }
+
+// Steps `q` (bound already) through its result, calling `row()` on each row; the first error
+// ends it, as `what` on `db`.
+template <typename RowFn>
+Status EachRow(sqlite3* db, Stmt& q, const char* what, RowFn row) {
+  while (true) {
+    const int rc = q.Step();
+    if (rc == SQLITE_DONE) return Status::Ok();
+    if (rc != SQLITE_ROW) return DbError(db, rc, what);
+    row();
+  }
+}
 
 // A connection (the toolkit's Db) with its statement cache.
 class Conn {
@@ -76,12 +75,43 @@ class Conn {
   std::unordered_map<const char*, Stmt> cache_;
 };
 
+// The handlers' view of a statement (hub/sql.h): parameters and result columns.
+class StmtParams final : public SqlParams {
+ public:
+  explicit StmtParams(Stmt& st) : st_(st) {}
+  SqlParams& Int(int i, int64_t v) override { return st_.Bind(i, v), *this; }
+  SqlParams& Real(int i, double v) override { return st_.BindDouble(i, v), *this; }
+  SqlParams& Text(int i, std::string_view v) override { return st_.Bind(i, v), *this; }
+  SqlParams& Blob(int i, std::string_view v) override { return st_.BindBlob(i, v), *this; }
+  SqlParams& TextRef(int i, const std::string& v) override { return st_.BindRef(i, v), *this; }
+  SqlParams& BlobRef(int i, const std::string& v) override { return st_.BindBlobRef(i, v), *this; }
+  SqlParams& Null(int i) override { return st_.BindNull(i), *this; }
+
+ private:
+  Stmt& st_;
+};
+
+class StmtRow final : public SqlRow {
+ public:
+  explicit StmtRow(const Stmt& st) : st_(st) {}
+  int64_t Int(int c) const override { return st_.Int(c); }
+  double Real(int c) const override { return st_.Real(c); }
+  std::string Text(int c) const override { return st_.Text(c); }
+
+ private:
+  const Stmt& st_;
+};
+
 // ---------- Schema ----------
 
-// Numbered migrations: index i migrates user_version i to i + 1. Never edit a shipped one.
+// Numbered migrations: index i migrates user_version i to i + 1. Never edit a shipped one's
+// effect. Each entry is the store's own part; the tables of the entities are their handlers'
+// (hub/entity_routes.h EntitySchema()) and run in the migration their handler names, after the
+// store's part. A new entity's table is a new entry here (its handler holds the DDL).
 const std::vector<std::string>& Migrations() {
-  static const std::vector<std::string> m = {
-      // 1: initial schema.
+  static const std::vector<std::string> m = [] {
+    std::vector<std::string> sql = {
+      // 1: initial schema (with the handlers' stock, orders, alerts and geofence_events).
       R"sql(
 CREATE TABLE sites(
   site_id        INTEGER PRIMARY KEY,
@@ -103,17 +133,6 @@ CREATE TABLE changes(
   record  BLOB    NOT NULL                      -- serialized freshsync.v1.ChangeRecord
 );
 CREATE UNIQUE INDEX changes_site_seq ON changes(site_id, seq);
-CREATE TABLE stock(
-  site_id INTEGER NOT NULL, sku TEXT NOT NULL,
-  on_hand INTEGER NOT NULL, reserved INTEGER NOT NULL,
-  version INTEGER NOT NULL, hlc INTEGER NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
-  PRIMARY KEY(site_id, sku)) WITHOUT ROWID;
-CREATE TABLE orders(
-  order_id TEXT PRIMARY KEY, site_id INTEGER NOT NULL,
-  status TEXT NOT NULL, rank INTEGER NOT NULL, actor TEXT NOT NULL,
-  lines TEXT, customer_sealed BLOB,
-  version INTEGER NOT NULL, hlc INTEGER NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX orders_site ON orders(site_id);
 CREATE TABLE vehicles(
   vehicle TEXT PRIMARY KEY, site_id INTEGER NOT NULL,
   device_seq INTEGER NOT NULL, lat_e6 INTEGER NOT NULL, lon_e6 INTEGER NOT NULL,
@@ -125,17 +144,6 @@ CREATE TABLE positions(
   device_seq INTEGER NOT NULL, lat_e6 INTEGER NOT NULL, lon_e6 INTEGER NOT NULL,
   speed_dkmh INTEGER NOT NULL, heading_deg INTEGER NOT NULL, hdop_d INTEGER NOT NULL, hlc INTEGER NOT NULL,
   PRIMARY KEY(site_id, vehicle, ts_ms, seq)) WITHOUT ROWID;
-CREATE TABLE alerts(
-  site_id INTEGER NOT NULL, alert_id TEXT NOT NULL, sensor TEXT NOT NULL, state TEXT NOT NULL, kind TEXT NOT NULL,
-  min_c REAL NOT NULL, max_c REAL NOT NULL, started_ts_ms INTEGER NOT NULL, ended_ts_ms INTEGER NOT NULL,
-  version INTEGER NOT NULL, hlc INTEGER NOT NULL, seq INTEGER NOT NULL,
-  PRIMARY KEY(site_id, alert_id)) WITHOUT ROWID;
-CREATE INDEX alerts_state ON alerts(site_id, state);
-CREATE TABLE geofence_events(
-  site_id INTEGER NOT NULL, seq INTEGER NOT NULL, vehicle TEXT NOT NULL, fence TEXT NOT NULL,
-  kind TEXT NOT NULL, event TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-  PRIMARY KEY(site_id, seq)) WITHOUT ROWID;
-CREATE INDEX geofence_ts ON geofence_events(site_id, ts_ms);
 CREATE TABLE audit(
   id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL, path TEXT NOT NULL,
   seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL, count INTEGER NOT NULL, status INTEGER NOT NULL,
@@ -175,38 +183,21 @@ CREATE TABLE IF NOT EXISTS site_usage(
   bytes   INTEGER NOT NULL,
   PRIMARY KEY(site_id, day)) WITHOUT ROWID;
 )sql",
-      // 4: pallet scans at dock doors, one row per scan id per site (a record only: stock is
-      // not touched by a scan).
-      R"sql(
-CREATE TABLE dock_scans(
-  site_id INTEGER NOT NULL, scan_id TEXT NOT NULL, seq INTEGER NOT NULL, door TEXT NOT NULL,
-  pallet_id TEXT NOT NULL, sku TEXT NOT NULL, lot TEXT NOT NULL, qty INTEGER NOT NULL,
-  direction TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-  PRIMARY KEY(site_id, scan_id)) WITHOUT ROWID;
-CREATE INDEX dock_scans_ts ON dock_scans(site_id, ts_ms, seq);
-)sql",
-  };
+      // 4: pallet scans at dock doors (the handler's dock_scans only).
+      "",
+    };
+    for (const SchemaStep& step : EntitySchema()) {
+      // A handler naming a migration not listed here is caught at open (Migrate()).
+      if (step.migration >= 1 && static_cast<size_t>(step.migration) <= sql.size())
+        sql[static_cast<size_t>(step.migration) - 1] += step.ddl.sqlite;
+    }
+    return sql;
+  }();
   return m;
 }
 
 constexpr const char* kInsertChange =
     "INSERT OR IGNORE INTO changes(site_id, seq, entity, key, version, record) VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
-constexpr const char* kUpsertStock =
-    "INSERT INTO stock(site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
-    "ON CONFLICT(site_id, sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, "
-    "version = excluded.version, hlc = excluded.hlc, ts_ms = excluded.ts_ms, seq = excluded.seq "
-    "WHERE excluded.version > stock.version";
-constexpr const char* kUpsertOrder =
-    "INSERT INTO orders(order_id, site_id, status, rank, actor, lines, customer_sealed, version, hlc, ts_ms, seq) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
-    "ON CONFLICT(order_id) DO UPDATE SET site_id = excluded.site_id, status = excluded.status, rank = excluded.rank, "
-    "actor = excluded.actor, version = excluded.version, hlc = excluded.hlc, ts_ms = excluded.ts_ms, seq = excluded.seq "
-    "WHERE (excluded.rank, excluded.hlc) > (orders.rank, orders.hlc)";
-// Lines and the sealed customer come only with `created`; a later-arriving created record loses
-// the status rule but must still contribute them.
-constexpr const char* kFillOrderLines = "UPDATE orders SET lines = ?2 WHERE order_id = ?1 AND lines IS NULL";
-constexpr const char* kFillOrderCustomer =
-    "UPDATE orders SET customer_sealed = ?2 WHERE order_id = ?1 AND customer_sealed IS NULL";
 constexpr const char* kUpsertVehicle =
     "INSERT INTO vehicles(vehicle, site_id, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, hdop_d, ts_ms, hlc, seq) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
@@ -217,26 +208,6 @@ constexpr const char* kUpsertVehicle =
 constexpr const char* kInsertChunk =
     "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-constexpr const char* kUpsertAlert =
-    "INSERT INTO alerts(site_id, alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, hlc, seq) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
-    "ON CONFLICT(site_id, alert_id) DO UPDATE SET sensor = excluded.sensor, state = excluded.state, kind = excluded.kind, "
-    "min_c = excluded.min_c, max_c = excluded.max_c, started_ts_ms = excluded.started_ts_ms, "
-    "ended_ts_ms = excluded.ended_ts_ms, version = excluded.version, hlc = excluded.hlc, seq = excluded.seq "
-    "WHERE excluded.version > alerts.version";
-constexpr const char* kInsertGeofence =
-    "INSERT OR IGNORE INTO geofence_events(site_id, seq, vehicle, fence, kind, event, ts_ms) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-constexpr const char* kInsertDockScan =
-    "INSERT OR IGNORE INTO dock_scans(site_id, scan_id, seq, door, pallet_id, sku, lot, qty, direction, ts_ms) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-
-std::string LinesJson(const v1::OrderState& o) {
-  nlohmann::json lines = nlohmann::json::array();
-  for (const auto& l : o.lines()) lines.push_back({{"sku", l.sku()}, {"qty", l.qty()}});
-  return lines.dump();
-}
-
 // Writes the fixes of one (site, vehicle), sorted by (ts_ms, seq), as chunks: a new chunk
 // starts when the current one holds kChunkMaxFixes or would span more than kChunkMaxSpanMs.
 // Used by the writer per batch and by migration 2.
@@ -277,7 +248,7 @@ struct SerializedRecords {
 };
 
 // A fix from nine columns starting at `c`: ts_ms, seq, device_seq, lat_e6, lon_e6, speed_dkmh,
-// heading_deg, hdop_d, hlc (the order of the old positions table and of the vehicles reads).
+// heading_deg, hdop_d, hlc (the order of the old positions table).
 ChunkFix FixFromColumns(const Stmt& s, int c) {
   ChunkFix f;
   f.ts_ms = s.Int(c);
@@ -292,20 +263,22 @@ ChunkFix FixFromColumns(const Stmt& s, int c) {
   return f;
 }
 
-PositionRow RowFromFix(std::string vehicle, std::string site, const ChunkFix& f) {
-  PositionRow p;
-  p.vehicle = std::move(vehicle);
-  p.site = std::move(site);
-  p.device_seq = f.device_seq;
-  p.lat_e6 = f.lat_e6;
-  p.lon_e6 = f.lon_e6;
-  p.speed_dkmh = f.speed_dkmh;
-  p.heading_deg = f.heading_deg;
-  p.hdop_d = f.hdop_d;
-  p.ts_ms = f.ts_ms;
-  p.hlc = f.hlc;
-  p.seq = f.seq;
-  return p;
+// A track's item (v1::PositionItem, as the route answers it) from a decoded fix.
+v1::PositionItem ItemFromFix(const std::string& vehicle, const std::string& site, const ChunkFix& f) {
+  v1::PositionItem item;
+  item.set_site(site);
+  auto* p = item.mutable_position();
+  p->set_vehicle(vehicle);
+  p->set_device_seq(f.device_seq);
+  p->set_lat_e6(f.lat_e6);
+  p->set_lon_e6(f.lon_e6);
+  p->set_speed_dkmh(f.speed_dkmh);
+  p->set_heading_deg(f.heading_deg);
+  p->set_hdop_d(f.hdop_d);
+  item.set_ts_ms(f.ts_ms);
+  item.set_hlc(f.hlc);
+  item.set_seq(f.seq);
+  return item;
 }
 
 bool FixBefore(const ChunkFix& a, const ChunkFix& b) {
@@ -445,6 +418,11 @@ struct SqliteHubStore::Impl {
   // and migration 2's data step, commit together with the version bump.
   Status Migrate() {
     const auto& sql = Migrations();
+    for (const SchemaStep& step : EntitySchema()) {
+      if (step.migration < 1 || static_cast<size_t>(step.migration) > sql.size())
+        return Status::Internal("an entity's table names migration " + std::to_string(step.migration) +
+                                ", which the list in sqlite_store.cc does not have");
+    }
     std::vector<sqlite::Migration> plan;
     for (size_t i = 0; i < sql.size(); ++i) {
       sqlite::Migration m{static_cast<int>(i + 1), "", {sqlite::MigrationStep::Sql(sql[i].c_str())}};
@@ -532,100 +510,23 @@ struct SqliteHubStore::Impl {
     return Status::Ok();
   }
 
+  // What a newly held record changes besides the feed: its entity's apply steps
+  // (hub/entity_routes.h), or for a position the per-batch write (WritePositions).
   Status ApplyState(int64_t site_id, const v1::ChangeRecord& r) {
-    const int64_t hlc = static_cast<int64_t>(r.hlc());
-    const int64_t version = static_cast<int64_t>(r.version());
-    const int64_t seq = static_cast<int64_t>(r.seq());
-    auto run = [&](Result<Stmt*>& st, const char* what) -> Status {
+    if (r.entity() == v1::VEHICLE_POSITION) {
+      if (r.has_position()) batch_positions[r.key()].push_back(&r);
+      return Status::Ok();
+    }
+    for (const ApplyStep& step : EntityApply(r.entity())) {
+      auto st = writer.Prepare(step.sql.sqlite);
+      if (!st.ok()) return st.status();
+      StmtParams params(**st);
+      if (!step.bind(r, site_id, params)) continue;
       const int rc = (*st)->Step();
       (*st)->Reset();
-      if (rc != SQLITE_DONE) return DbError(writer.db(), rc, what);
-      return Status::Ok();
-    };
-    switch (r.entity()) {
-      case v1::STOCK: {
-        if (!r.has_stock()) return Status::Ok();
-        auto st = writer.Prepare(kUpsertStock);
-        if (!st.ok()) return st.status();
-        (*st)->Bind(1, site_id).BindRef(2, r.key()).Bind(3, r.stock().on_hand()).Bind(4, r.stock().reserved());
-        (*st)->Bind(5, version).Bind(6, hlc).Bind(7, r.ts_ms()).Bind(8, seq);
-        return run(st, "upsert stock");
-      }
-      case v1::ORDER: {
-        if (!r.has_order()) return Status::Ok();
-        const auto& o = r.order();
-        std::string lines;
-        if (o.lines_size() > 0) lines = LinesJson(o);
-        auto st = writer.Prepare(kUpsertOrder);
-        if (!st.ok()) return st.status();
-        (*st)->BindRef(1, r.key()).Bind(2, site_id).BindRef(3, o.status()).Bind(4, int64_t{OrderStatusRank(o.status())});
-        (*st)->BindRef(5, o.actor());
-        if (lines.empty()) (*st)->BindNull(6); else (*st)->BindRef(6, lines);
-        if (o.customer_sealed().empty()) (*st)->BindNull(7); else (*st)->BindBlobRef(7, o.customer_sealed());
-        (*st)->Bind(8, version).Bind(9, hlc).Bind(10, r.ts_ms()).Bind(11, seq);
-        Status s = run(st, "upsert order");
-        if (!s.ok()) return s;
-        if (!lines.empty()) {
-          auto f = writer.Prepare(kFillOrderLines);
-          if (!f.ok()) return f.status();
-          (*f)->BindRef(1, r.key()).BindRef(2, lines);
-          s = run(f, "fill order lines");
-          if (!s.ok()) return s;
-        }
-        if (!o.customer_sealed().empty()) {
-          auto f = writer.Prepare(kFillOrderCustomer);
-          if (!f.ok()) return f.status();
-          (*f)->BindRef(1, r.key()).BindBlobRef(2, o.customer_sealed());
-          s = run(f, "fill order customer");
-        }
-        return s;
-      }
-      case v1::VEHICLE_POSITION: {
-        // History and latest position are written per vehicle at the end of the batch
-        // (WritePositions).
-        if (r.has_position()) batch_positions[r.key()].push_back(&r);
-        return Status::Ok();
-      }
-      case v1::COLDCHAIN_ALERT: {
-        if (!r.has_alert()) return Status::Ok();
-        const auto& a = r.alert();
-        auto st = writer.Prepare(kUpsertAlert);
-        if (!st.ok()) return st.status();
-        (*st)->Bind(1, site_id).BindRef(2, r.key()).BindRef(3, a.sensor()).BindRef(4, a.state()).BindRef(5, a.kind());
-        (*st)->Bind(6, a.min_c()).Bind(7, a.max_c()).Bind(8, a.started_ts_ms()).Bind(9, a.ended_ts_ms());
-        (*st)->Bind(10, version).Bind(11, hlc).Bind(12, seq);
-        return run(st, "upsert alert");
-      }
-      case v1::GEOFENCE_EVENT: {
-        if (!r.has_geofence()) return Status::Ok();
-        const auto& g = r.geofence();
-        auto st = writer.Prepare(kInsertGeofence);
-        if (!st.ok()) return st.status();
-        (*st)->Bind(1, site_id).Bind(2, seq).BindRef(3, g.vehicle().empty() ? r.key() : g.vehicle()).BindRef(4, g.fence());
-        (*st)->BindRef(5, g.kind()).BindRef(6, g.event()).Bind(7, r.ts_ms());
-        return run(st, "insert geofence event");
-      }
-      case v1::DOCK_SCAN: {
-        if (!r.has_dock_scan()) return Status::Ok();
-        const auto& d = r.dock_scan();
-        auto st = writer.Prepare(kInsertDockScan);
-        if (!st.ok()) return st.status();
-        (*st)->Bind(1, site_id).BindRef(2, r.key()).Bind(3, seq).BindRef(4, d.door()).BindRef(5, d.pallet_id());
-        (*st)->BindRef(6, d.sku()).BindRef(7, d.lot()).Bind(8, d.qty()).BindRef(9, d.direction()).Bind(10, r.ts_ms());
-        return run(st, "insert dock scan");
-      }
-      // Every entity is named here, without a default, so that a new Entity value does not
-      // compile until its apply is decided (docs/architecture.md, "Adding an entity").
-      case v1::CLIMATE:
-      case v1::STOCK_MOVEMENT:
-        // Climate readings and stock movements live in the feed only.
-        return Status::Ok();
-      case v1::ENTITY_UNSPECIFIED:
-      case v1::Entity_INT_MIN_SENTINEL_DO_NOT_USE_:
-      case v1::Entity_INT_MAX_SENTINEL_DO_NOT_USE_:
-        return Status::Ok();
+      if (rc != SQLITE_DONE) return DbError(writer.db(), rc, step.what);
     }
-    return Status::Ok();  // a number this build does not know: in the feed only
+    return Status::Ok();
   }
 
   // ---------- Group commit ----------
@@ -1050,28 +951,8 @@ Result<std::vector<T>> Query(SqliteHubStore::Impl& impl, const char* sql, BindFn
   ResetGuard g(s);
   bind(s);
   std::vector<T> out;
-  while (true) {
-    const int rc = s.Step();
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return DbError(r->db(), rc, "query");
-    out.push_back(row(s));
-  }
+  if (Status e = EachRow(r->db(), s, "query", [&] { out.push_back(row(s)); }); !e.ok()) return e;
   return out;
-}
-
-// The rows of one site's table: `sql` takes the site's name as ?1.
-template <typename T, typename RowFn>
-Result<std::vector<T>> QueryForSite(SqliteHubStore::Impl& impl, const char* sql, const std::string& site, RowFn row) {
-  return Query<T>(impl, sql, [&](Stmt& s) { s.BindRef(1, site); }, row);
-}
-
-// The per-site record lists read by device time (geofence events, dock scans): `sql` binds the
-// site as ?1, from and to as ?2 and ?3 and the limit as ?4.
-template <typename T, typename RowFn>
-Result<std::vector<T>> SiteRecordsInRange(SqliteHubStore::Impl& impl, const char* sql, const std::string& site, int64_t from_ms,
-                                          int64_t to_ms, int limit, RowFn row) {
-  return Query<T>(
-      impl, sql, [&](Stmt& s) { s.BindRef(1, site).Bind(2, from_ms).Bind(3, to_ms).Bind(4, int64_t{limit}); }, row);
 }
 
 Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit) {
@@ -1099,50 +980,22 @@ Result<std::vector<SiteInfo>> SqliteHubStore::Sites() {
       });
 }
 
-Result<std::vector<StockRow>> SqliteHubStore::Stock(const std::string& site) {
-  return QueryForSite<StockRow>(
-      *impl_,
-      "SELECT sku, on_hand, reserved, version, hlc, ts_ms, seq FROM stock "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku",
-      site,
-      [](Stmt& s) { return StockRow{s.Text(0), s.Int(1), s.Int(2), s.UInt(3), s.UInt(4), s.Int(5), s.UInt(6)}; });
+Status SqliteHubStore::Read(const Sql& sql, const std::function<void(SqlParams&)>& bind,
+                            const std::function<void(const SqlRow&)>& row) {
+  auto r = impl_->AcquireReader();
+  auto st = r->Prepare(sql.sqlite);
+  if (!st.ok()) return st.status();
+  Stmt& s = **st;
+  ResetGuard g(s);
+  StmtParams params(s);
+  bind(params);
+  const StmtRow current(s);
+  return EachRow(r->db(), s, "read", [&] { row(current); });
 }
 
-Result<std::vector<OrderRow>> SqliteHubStore::Orders(const std::string& site) {
-  return QueryForSite<OrderRow>(
-      *impl_,
-      "SELECT o.order_id, s.site, o.status, o.actor, o.lines, o.customer_sealed, o.version, o.hlc, o.ts_ms, o.seq "
-      "FROM orders o JOIN sites s ON s.site_id = o.site_id WHERE s.site = ?1 ORDER BY o.order_id",
-      site,
-      [](Stmt& s) {
-        return OrderRow{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5),
-                        s.UInt(6), s.UInt(7), s.Int(8),  s.UInt(9)};
-      });
-}
-
-Result<std::vector<PositionRow>> SqliteHubStore::Vehicles(const std::string& site) {
-  return QueryForSite<PositionRow>(
-      *impl_,
-      "SELECT v.vehicle, s.site, v.ts_ms, v.seq, v.device_seq, v.lat_e6, v.lon_e6, v.speed_dkmh, v.heading_deg, v.hdop_d, "
-      "v.hlc FROM vehicles v JOIN sites s ON s.site_id = v.site_id WHERE s.site = ?1 ORDER BY v.vehicle",
-      site, [](Stmt& s) { return RowFromFix(s.Text(0), s.Text(1), FixFromColumns(s, 2)); });
-}
-
-Result<std::vector<AlertRow>> SqliteHubStore::OpenAlerts(const std::string& site) {
-  return QueryForSite<AlertRow>(
-      *impl_,
-      "SELECT alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, seq FROM alerts "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND state = 'open' ORDER BY started_ts_ms, alert_id",
-      site,
-      [](Stmt& s) {
-        return AlertRow{s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Real(4), s.Real(5),
-                        s.Int(6),  s.Int(7),  s.UInt(8), s.UInt(9)};
-      });
-}
-
-Result<std::vector<PositionRow>> SqliteHubStore::Track(const std::string& site, const std::string& vehicle,
-                                                       int64_t from_ms, int64_t to_ms, int limit) {
-  std::vector<PositionRow> out;
+Result<std::vector<v1::PositionItem>> SqliteHubStore::Track(const std::string& site, const std::string& vehicle,
+                                                             int64_t from_ms, int64_t to_ms, int limit) {
+  std::vector<v1::PositionItem> out;
   if (limit <= 0 || to_ms < from_ms) return out;
   auto r = impl_->AcquireReader();
   // A chunk spans at most kChunkMaxSpanMs, so one that holds a fix at or after `from` starts
@@ -1185,30 +1038,8 @@ Result<std::vector<PositionRow>> SqliteHubStore::Track(const std::string& site, 
   }
   trim();
   out.reserve(fixes.size());
-  for (const ChunkFix& f : fixes) out.push_back(RowFromFix(vehicle, site, f));
+  for (const ChunkFix& f : fixes) out.push_back(ItemFromFix(vehicle, site, f));
   return out;
-}
-
-Result<std::vector<GeofenceRow>> SqliteHubStore::GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
-                                                                int limit) {
-  return SiteRecordsInRange<GeofenceRow>(
-      *impl_,
-      "SELECT seq, vehicle, fence, kind, event, ts_ms FROM geofence_events "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms, seq LIMIT ?4",
-      site, from_ms, to_ms, limit,
-      [](Stmt& s) { return GeofenceRow{s.UInt(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Int(5)}; });
-}
-
-Result<std::vector<DockScanRow>> SqliteHubStore::DockScans(const std::string& site, int64_t from_ms, int64_t to_ms,
-                                                           int limit) {
-  return SiteRecordsInRange<DockScanRow>(
-      *impl_,
-      "SELECT seq, scan_id, door, pallet_id, sku, lot, qty, direction, ts_ms FROM dock_scans "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms, seq LIMIT ?4",
-      site, from_ms, to_ms, limit,
-      [](Stmt& s) {
-        return DockScanRow{s.UInt(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Int(6), s.Text(7), s.Int(8)};
-      });
 }
 
 namespace {
@@ -1228,49 +1059,56 @@ Result<uint64_t> ContiguousSeqIn(Conn& conn, const std::string& site) {
   return (*st)->Step() == SQLITE_ROW ? (*st)->UInt(0) : uint64_t{0};
 }
 
+// Reads the site's contiguous seq and then runs `sql` (parameters from `bind`, each row to
+// `row`) in one read transaction, so that both describe the same snapshot. Returns the seq.
+template <typename BindFn, typename RowFn>
+Result<uint64_t> SnapshotRead(SqliteHubStore::Impl& impl, const std::string& site, const char* sql, const char* what,
+                              BindFn bind, RowFn row) {
+  auto r = impl.AcquireReader();
+  Status s = r->Exec("BEGIN");
+  if (!s.ok()) return s;
+  ReadTxnEnd end{*r};
+  auto contiguous = ContiguousSeqIn(*r, site);
+  if (!contiguous.ok()) return contiguous.status();
+  auto st = r->Prepare(sql);
+  if (!st.ok()) return st.status();
+  Stmt& q = **st;
+  ResetGuard g(q);
+  bind(q);
+  if (s = EachRow(r->db(), q, what, [&] { row(q); }); !s.ok()) return s;
+  return *contiguous;
+}
+
 }  // namespace
 
 Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) {
   const std::string bad = digest::ValidateRange(from, to, buckets);
   if (!bad.empty()) return Status::InvalidArgument(bad);
   DigestResult out;
-  auto r = impl_->AcquireReader();
-  // One read transaction, so that contiguous_seq and the digests describe the same snapshot.
-  Status s = r->Exec("BEGIN");
-  if (!s.ok()) return s;
-  ReadTxnEnd end{*r};
-  auto contiguous = ContiguousSeqIn(*r, site);
-  if (!contiguous.ok()) return contiguous.status();
-  out.contiguous_seq = *contiguous;
   const auto ranges = digest::SplitRange(from, to, buckets);
   std::vector<digest::RangeDigester> digesters(ranges.size());
   for (const auto& d : digesters) {
     if (Status st = d.status(); !st.ok()) return st;
   }
-  auto st = r->Prepare(
+  auto contiguous = SnapshotRead(
+      *impl_, site,
       // Quarantined records count as held (their seq is acknowledged), so the edge's digest of
       // the range matches and reconciliation does not re-send them; a record whose key broke
       // the rules has no key here, its bucket differs, and the re-send is answered as duplicates.
       "SELECT c.seq, c.entity, c.version, c.key FROM changes c "
       "WHERE c.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND c.seq BETWEEN ?2 AND ?3 "
       "UNION ALL SELECT q.seq, q.entity, q.version, q.key FROM refused_records q "
-      "WHERE q.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND q.seq BETWEEN ?2 AND ?3 ORDER BY 1");
-  if (!st.ok()) return st.status();
-  {
-    Stmt& q = **st;
-    ResetGuard g(q);
-    q.BindRef(1, site).Bind(2, from).Bind(3, to);
-    while (true) {
-      const int rc = q.Step();
-      if (rc == SQLITE_DONE) break;
-      if (rc != SQLITE_ROW) return DbError(r->db(), rc, "digest");
-      const uint64_t seq = q.UInt(0);
-      const auto* key = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 3));
-      const int key_len = sqlite3_column_bytes(q.get(), 3);
-      digesters[digest::BucketIndex(from, to, buckets, seq)].Add(
-          seq, static_cast<uint32_t>(q.Int(1)), q.UInt(2), std::string_view(key ? key : "", key_len));
-    }
-  }
+      "WHERE q.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND q.seq BETWEEN ?2 AND ?3 ORDER BY 1",
+      "digest", [&](Stmt& q) { q.BindRef(1, site).Bind(2, from).Bind(3, to); },
+      [&](Stmt& q) {
+        const uint64_t seq = q.UInt(0);
+        const auto* key = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 3));
+        const int key_len = sqlite3_column_bytes(q.get(), 3);
+        digesters[digest::BucketIndex(from, to, buckets, seq)].Add(
+            seq, static_cast<uint32_t>(q.Int(1)), q.UInt(2), std::string_view(key ? key : "", key_len));
+      });
+  if (!contiguous.ok()) return contiguous.status();
+  out.contiguous_seq = *contiguous;
   for (size_t i = 0; i < ranges.size(); ++i) {
     DigestResult::Range range;
     range.from_seq = ranges[i].from_seq;
@@ -1284,34 +1122,21 @@ Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t fr
 
 Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
   StateDigestResult out;
-  auto r = impl_->AcquireReader();
-  // One read transaction: the contiguous seq and the stock rows describe the same snapshot.
-  Status s = r->Exec("BEGIN");
-  if (!s.ok()) return s;
-  ReadTxnEnd end{*r};
-  auto contiguous = ContiguousSeqIn(*r, site);
-  if (!contiguous.ok()) return contiguous.status();
-  out.contiguous_seq = *contiguous;
-  // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (wire/digest.h).
-  auto st = r->Prepare(
-      "SELECT sku, on_hand, reserved, version FROM stock "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku");
-  if (!st.ok()) return st.status();
   digest::StateDigester d;
   if (Status st = d.status(); !st.ok()) return st;
-  {
-    Stmt& q = **st;
-    ResetGuard g(q);
-    q.BindRef(1, site);
-    while (true) {
-      const int rc = q.Step();
-      if (rc == SQLITE_DONE) break;
-      if (rc != SQLITE_ROW) return DbError(r->db(), rc, "state digest");
-      const auto* sku = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0));
-      const int sku_len = sqlite3_column_bytes(q.get(), 0);
-      d.AddStock(std::string_view(sku ? sku : "", sku_len), q.Int(1), q.Int(2), q.UInt(3));
-    }
-  }
+  auto contiguous = SnapshotRead(
+      *impl_, site,
+      // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (wire/digest.h).
+      "SELECT sku, on_hand, reserved, version FROM stock "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku",
+      "state digest", [&](Stmt& q) { q.BindRef(1, site); },
+      [&](Stmt& q) {
+        const auto* sku = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0));
+        const int sku_len = sqlite3_column_bytes(q.get(), 0);
+        d.AddStock(std::string_view(sku ? sku : "", sku_len), q.Int(1), q.Int(2), q.UInt(3));
+      });
+  if (!contiguous.ok()) return contiguous.status();
+  out.contiguous_seq = *contiguous;
   out.skus = d.count();
   out.digest = d.FinishAsString();
   return out;

@@ -6,7 +6,8 @@
 // Durability: synchronous=FULL, so a batch is on disk before its BatchAck is sent: commit,
 // then ack. A SIGKILL or power cut after the ack loses nothing the edge thinks is held.
 //
-// Schema: numbered migrations in sqlite_store.cc, version in PRAGMA user_version; documented
+// Schema: numbered migrations in sqlite_store.cc (the entities' tables from their handlers,
+// hub/entity_routes.h), version in PRAGMA user_version; documented
 // in docs/architecture-hub.md. Unsigned 64-bit values (version, hlc) are stored as the same
 // bits in SQLite's signed INTEGER; seq values are at most 2^62 (refused otherwise).
 //
@@ -42,15 +43,10 @@ class SqliteHubStore final : public HubStore {
   Result<uint64_t> ContiguousSeq(const std::string& site) override;
   Result<std::vector<FeedEntry>> Changes(uint64_t after, int limit) override;
   Result<std::vector<SiteInfo>> Sites() override;
-  Result<std::vector<StockRow>> Stock(const std::string& site) override;
-  Result<std::vector<OrderRow>> Orders(const std::string& site) override;
-  Result<std::vector<PositionRow>> Vehicles(const std::string& site) override;
-  Result<std::vector<AlertRow>> OpenAlerts(const std::string& site) override;
-  Result<std::vector<PositionRow>> Track(const std::string& site, const std::string& vehicle, int64_t from_ms,
-                                         int64_t to_ms, int limit) override;
-  Result<std::vector<GeofenceRow>> GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
-                                                  int limit) override;
-  Result<std::vector<DockScanRow>> DockScans(const std::string& site, int64_t from_ms, int64_t to_ms, int limit) override;
+  Status Read(const Sql& sql, const std::function<void(SqlParams&)>& bind,
+              const std::function<void(const SqlRow&)>& row) override;
+  Result<std::vector<v1::PositionItem>> Track(const std::string& site, const std::string& vehicle, int64_t from_ms,
+                                              int64_t to_ms, int limit) override;
   Result<DigestResult> Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) override;
   Result<StateDigestResult> StateDigest(const std::string& site) override;
   Result<RebuildResult> RebuildState(const std::string& site, const AuditEntry* audit) override;

@@ -1,6 +1,7 @@
 #include "hub/sqlite_store.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
 #include <atomic>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "wire/digest.h"
+#include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
 #include "tests/support/harness.h"
 
@@ -142,6 +144,41 @@ class HubStoreFixtureBase {
     auto c = store_->Changes(0, 100000);
     return c.ok() ? c->size() : 0;
   }
+  // The per-site reads as HQ makes them, through the entity's handler (hub/entity_routes.h):
+  // the items of the route's answer, or the store's error.
+  template <typename Reply, typename Items>
+  Result<std::remove_cv_t<std::remove_reference_t<Items>>> ReadRoute(const char* suffix, const std::string& site, Items (Reply::*items)() const,
+                          const QueryParams& params = {}) {
+    for (const EntityRoute& route : EntityRoutes()) {
+      if (route.path != suffix) continue;
+      const std::vector<std::string> matches = {std::string("/v1/sites/") + site + suffix, site};
+      EntityAnswer answer = route.read(*store_, {site, matches, params});
+      EXPECT_FALSE(answer.bad_query) << answer.bad_query->message;
+      if (!answer.status.ok()) return answer.status;
+      if (answer.reply == nullptr) return Status::Internal("no answer");
+      return (dynamic_cast<const Reply&>(*answer.reply).*items)();
+    }
+    return Status::Internal(std::string("no route ") + suffix);
+  }
+  static QueryParams TimeRange(int64_t from_ms, int64_t to_ms, int limit) {
+    return {{"from", std::to_string(from_ms)}, {"to", std::to_string(to_ms)}, {"limit", std::to_string(limit)}};
+  }
+  auto ReadStock(const std::string& site) { return ReadRoute("/stock", site, &v1::StockReply::stock); }
+  auto ReadOrders(const std::string& site) { return ReadRoute("/orders", site, &v1::OrdersReply::orders); }
+  auto ReadVehicles(const std::string& site) { return ReadRoute("/vehicles", site, &v1::VehiclesReply::vehicles); }
+  auto ReadOpenAlerts(const std::string& site) { return ReadRoute("/alerts", site, &v1::AlertsReply::alerts); }
+  auto ReadGeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms, int limit) {
+    return ReadRoute("/geofence", site, &v1::GeofenceReply::events, TimeRange(from_ms, to_ms, limit));
+  }
+  auto ReadDockScans(const std::string& site, int64_t from_ms, int64_t to_ms, int limit) {
+    return ReadRoute("/dock-scans", site, &v1::DockScansReply::scans, TimeRange(from_ms, to_ms, limit));
+  }
+  // An order's lines as the JSON array the store's rows used to carry, sorted keys.
+  static std::string LinesJson(const v1::OrderItem& o) {
+    nlohmann::json lines = nlohmann::json::array();
+    for (const auto& l : o.lines()) lines.push_back({{"sku", l.sku()}, {"qty", l.qty()}});
+    return o.lines_size() == 0 ? "" : lines.dump();
+  }
   TempDir dir_;
   std::unique_ptr<HubStore> store_;
 };
@@ -221,8 +258,8 @@ TEST_P(HubStoreContractTest, UrgentRecordsApplyAtOnceWithoutMovingContiguous) {
   EXPECT_FALSE(r.gap);
   EXPECT_EQ(r.applied, 2u);
   EXPECT_EQ(r.contiguous_seq, 3u);
-  EXPECT_EQ(store_->Orders("a")->size(), 1u);
-  EXPECT_EQ(store_->OpenAlerts("a")->size(), 1u);
+  EXPECT_EQ(ReadOrders("a")->size(), 1u);
+  EXPECT_EQ(ReadOpenAlerts("a")->size(), 1u);
   EXPECT_EQ(FeedSize(), 5u);
   // The normal stream reaches 7 and 9: held, not applied twice.
   std::vector<v1::ChangeRecord> recs;
@@ -246,13 +283,13 @@ TEST_P(HubStoreContractTest, StockIsOwnedByItsSiteAndNewerVersionWins) {
   // Out of order through the urgent lane: version 3 first, then version 2 must not overwrite.
   Apply(MakeBatch("a", {Stock(3, "tomato", 30, 3)}, true));
   Apply(MakeBatch("a", {Stock(2, "tomato", 20, 2), Stock(3, "tomato", 30, 3)}));
-  auto a = store_->Stock("a");
+  auto a = ReadStock("a");
   ASSERT_EQ(a->size(), 1u);
-  EXPECT_EQ((*a)[0].on_hand, 30);
-  EXPECT_EQ((*a)[0].version, 3u);
-  auto b = store_->Stock("b");
+  EXPECT_EQ((*a)[0].on_hand(), 30);
+  EXPECT_EQ((*a)[0].version(), 3u);
+  auto b = ReadStock("b");
   ASSERT_EQ(b->size(), 1u);
-  EXPECT_EQ((*b)[0].on_hand, 99);
+  EXPECT_EQ((*b)[0].on_hand(), 99);
 }
 
 TEST_P(HubStoreContractTest, OrderHandedBetweenSitesHigherRankThenHlcWins) {
@@ -263,24 +300,24 @@ TEST_P(HubStoreContractTest, OrderHandedBetweenSitesHigherRankThenHlcWins) {
   Apply(MakeBatch("a", {created, Order(2, "o-9", "dispatched", 200, 2)}));
   // Site b received the hand-over and reports a lower rank with a later HLC: rank wins.
   Apply(MakeBatch("b", {Order(1, "o-9", "packed", 300, 1)}));
-  auto a = store_->Orders("a");
+  auto a = ReadOrders("a");
   ASSERT_EQ(a->size(), 1u);
-  EXPECT_EQ((*a)[0].status, "dispatched");
-  EXPECT_EQ((*a)[0].lines_json, R"([{"qty":2,"sku":"kale"}])");
-  EXPECT_TRUE(store_->Orders("b")->empty());
+  EXPECT_EQ((*a)[0].status(), "dispatched");
+  EXPECT_EQ(LinesJson((*a)[0]), R"([{"qty":2,"sku":"kale"}])");
+  EXPECT_TRUE(ReadOrders("b")->empty());
   // Higher rank from b wins and moves the order to b.
   Apply(MakeBatch("b", {Order(2, "o-9", "delivered", 400, 2)}));
-  EXPECT_TRUE(store_->Orders("a")->empty());
-  ASSERT_EQ(store_->Orders("b")->size(), 1u);
-  EXPECT_EQ((*store_->Orders("b"))[0].status, "delivered");
+  EXPECT_TRUE(ReadOrders("a")->empty());
+  ASSERT_EQ(ReadOrders("b")->size(), 1u);
+  EXPECT_EQ((*ReadOrders("b"))[0].status(), "delivered");
   // Equal rank (terminal states): the later HLC wins; an earlier one does not.
   Apply(MakeBatch("a", {Order(3, "o-9", "cancelled", 350, 3)}));
-  EXPECT_EQ((*store_->Orders("b"))[0].status, "delivered");
+  EXPECT_EQ((*ReadOrders("b"))[0].status(), "delivered");
   Apply(MakeBatch("a", {Order(4, "o-9", "cancelled", 500, 4)}));
-  ASSERT_EQ(store_->Orders("a")->size(), 1u);
-  EXPECT_EQ((*store_->Orders("a"))[0].status, "cancelled");
+  ASSERT_EQ(ReadOrders("a")->size(), 1u);
+  EXPECT_EQ((*ReadOrders("a"))[0].status(), "cancelled");
   // Lines survive status changes that carry none.
-  EXPECT_EQ((*store_->Orders("a"))[0].lines_json, R"([{"qty":2,"sku":"kale"}])");
+  EXPECT_EQ(LinesJson((*ReadOrders("a"))[0]), R"([{"qty":2,"sku":"kale"}])");
 }
 
 // An edge refuses a created order that stock cannot cover (docs/rules.md): `refused` is
@@ -289,9 +326,9 @@ TEST_P(HubStoreContractTest, RefusedOrderIsTerminal) {
   EXPECT_EQ(OrderStatusRank("refused"), OrderStatusRank("cancelled"));
   Apply(MakeBatch("a", {Order(1, "o-r", "refused", 100, 1)}));
   Apply(MakeBatch("b", {Order(1, "o-r", "accepted", 300, 1)}));
-  ASSERT_EQ(store_->Orders("a")->size(), 1u);
-  EXPECT_EQ((*store_->Orders("a"))[0].status, "refused");
-  EXPECT_TRUE(store_->Orders("b")->empty());
+  ASSERT_EQ(ReadOrders("a")->size(), 1u);
+  EXPECT_EQ((*ReadOrders("a"))[0].status(), "refused");
+  EXPECT_TRUE(ReadOrders("b")->empty());
 }
 
 TEST_P(HubStoreContractTest, LateCreatedRecordStillContributesLines) {
@@ -304,37 +341,37 @@ TEST_P(HubStoreContractTest, LateCreatedRecordStillContributesLines) {
   created.mutable_order()->set_customer_sealed("sealed");
   // seq 1 was taken by the urgent record; use site b's stream for the created record.
   Apply(MakeBatch("b", {created}));
-  auto rows = store_->Orders("a");
+  auto rows = ReadOrders("a");
   ASSERT_EQ(rows->size(), 1u);
-  EXPECT_EQ((*rows)[0].status, "accepted");
-  EXPECT_EQ((*rows)[0].lines_json, R"([{"qty":1,"sku":"leek"}])");
-  EXPECT_EQ((*rows)[0].customer_sealed, "sealed");
+  EXPECT_EQ((*rows)[0].status(), "accepted");
+  EXPECT_EQ(LinesJson((*rows)[0]), R"([{"qty":1,"sku":"leek"}])");
+  EXPECT_EQ((*rows)[0].customer_sealed(), "sealed");
 }
 
 TEST_P(HubStoreContractTest, TruckSeenByTwoSitesNewestDeviceTimestampWins) {
   Apply(MakeBatch("a", {Position(1, "truck-1", 5000, 1), Position(2, "truck-1", 7000, 2)}));
   Apply(MakeBatch("b", {Position(1, "truck-1", 6000, 3)}));  // older than a's latest
-  auto a = store_->Vehicles("a");
+  auto a = ReadVehicles("a");
   ASSERT_EQ(a->size(), 1u);
-  EXPECT_EQ((*a)[0].ts_ms, 7000);
-  EXPECT_EQ((*a)[0].lat_e6, 2);
-  EXPECT_TRUE(store_->Vehicles("b")->empty());
+  EXPECT_EQ((*a)[0].ts_ms(), 7000);
+  EXPECT_EQ((*a)[0].position().lat_e6(), 2);
+  EXPECT_TRUE(ReadVehicles("b")->empty());
   Apply(MakeBatch("b", {Position(2, "truck-1", 8000, 4)}));
-  EXPECT_TRUE(store_->Vehicles("a")->empty());
-  EXPECT_EQ((*store_->Vehicles("b"))[0].lat_e6, 4);
+  EXPECT_TRUE(ReadVehicles("a")->empty());
+  EXPECT_EQ((*ReadVehicles("b"))[0].position().lat_e6(), 4);
   // History keeps every position, per site, in device time.
   auto track = store_->Track("a", "truck-1", 0, 10000, 100);
   ASSERT_EQ(track->size(), 2u);
-  EXPECT_EQ((*track)[0].ts_ms, 5000);
+  EXPECT_EQ((*track)[0].ts_ms(), 5000);
   EXPECT_EQ(store_->Track("a", "truck-1", 6000, 10000, 100)->size(), 1u);
   EXPECT_EQ(store_->Track("b", "truck-1", 0, 10000, 100)->size(), 2u);
 }
 
 TEST_P(HubStoreContractTest, AlertsCloseByVersion) {
   Apply(MakeBatch("a", {Alert(1, "al-1", "open", 1), Alert(2, "al-2", "open", 1), Alert(3, "al-1", "closed", 2)}));
-  auto open = store_->OpenAlerts("a");
+  auto open = ReadOpenAlerts("a");
   ASSERT_EQ(open->size(), 1u);
-  EXPECT_EQ((*open)[0].alert_id, "al-2");
+  EXPECT_EQ((*open)[0].alert().alert_id(), "al-2");
 }
 
 TEST_P(HubStoreContractTest, GeofenceEventsAreKept) {
@@ -347,10 +384,10 @@ TEST_P(HubStoreContractTest, GeofenceEventsAreKept) {
   g.mutable_geofence()->set_fence("dc-north");
   g.mutable_geofence()->set_event("enter");
   Apply(MakeBatch("a", {g}));
-  auto ev = store_->GeofenceEvents("a", 0, 2000, 10);
+  auto ev = ReadGeofenceEvents("a", 0, 2000, 10);
   ASSERT_EQ(ev->size(), 1u);
-  EXPECT_EQ((*ev)[0].vehicle, "truck-1");
-  EXPECT_EQ((*ev)[0].event, "enter");
+  EXPECT_EQ((*ev)[0].event().vehicle(), "truck-1");
+  EXPECT_EQ((*ev)[0].event().event(), "enter");
 }
 
 v1::ChangeRecord Scan(uint64_t seq, const std::string& scan_id, int64_t ts_ms, int64_t qty) {
@@ -376,22 +413,22 @@ TEST_P(HubStoreContractTest, DockScansAreKeptOncePerSiteInTimeOrder) {
   Apply(MakeBatch("a", {Scan(1, "sc-2", 3000, 5), Scan(2, "sc-1", 1000, 4), Scan(3, "sc-3", 9000, 1)}));
   Apply(MakeBatch("b", {Scan(1, "sc-1", 1500, 7)}));
   Apply(MakeBatch("a", {Scan(4, "sc-1", 2000, 99)}));  // the same scan id again: changes nothing
-  auto a = store_->DockScans("a", 0, 5000, 10);
+  auto a = ReadDockScans("a", 0, 5000, 10);
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   ASSERT_EQ(a->size(), 2u);
-  EXPECT_EQ((*a)[0].scan_id, "sc-1");
-  EXPECT_EQ((*a)[0].seq, 2u);
-  EXPECT_EQ((*a)[0].qty, 4);
-  EXPECT_EQ((*a)[0].ts_ms, 1000);
-  EXPECT_EQ((*a)[0].door, "door-3");
-  EXPECT_EQ((*a)[0].pallet_id, "P-sc-1");
-  EXPECT_EQ((*a)[0].direction, "in");
-  EXPECT_EQ((*a)[1].scan_id, "sc-2");
-  EXPECT_EQ(store_->DockScans("a", 0, 100000, 1)->size(), 1u);
-  ASSERT_EQ(store_->DockScans("b", 0, 100000, 10)->size(), 1u);
-  EXPECT_EQ((*store_->DockScans("b", 0, 100000, 10))[0].qty, 7);
-  EXPECT_TRUE(store_->DockScans("c", 0, 100000, 10)->empty());
-  EXPECT_TRUE(store_->Stock("a")->empty());
+  EXPECT_EQ((*a)[0].scan().scan_id(), "sc-1");
+  EXPECT_EQ((*a)[0].seq(), 2u);
+  EXPECT_EQ((*a)[0].scan().qty(), 4);
+  EXPECT_EQ((*a)[0].ts_ms(), 1000);
+  EXPECT_EQ((*a)[0].scan().door(), "door-3");
+  EXPECT_EQ((*a)[0].scan().pallet_id(), "P-sc-1");
+  EXPECT_EQ((*a)[0].scan().direction(), "in");
+  EXPECT_EQ((*a)[1].scan().scan_id(), "sc-2");
+  EXPECT_EQ(ReadDockScans("a", 0, 100000, 1)->size(), 1u);
+  ASSERT_EQ(ReadDockScans("b", 0, 100000, 10)->size(), 1u);
+  EXPECT_EQ((*ReadDockScans("b", 0, 100000, 10))[0].scan().qty(), 7);
+  EXPECT_TRUE(ReadDockScans("c", 0, 100000, 10)->empty());
+  EXPECT_TRUE(ReadStock("a")->empty());
 }
 
 TEST_P(HubStoreContractTest, FeedIsInIngestOrderAcrossSitesAndResumable) {
@@ -504,16 +541,16 @@ TEST_P(HubStoreContractTest, LatestPositionWithinOneBatchFollowsTheSameRule) {
   p3.set_ts_ms(9000);
   Apply(MakeBatch("a", {Position(1, "truck-1", 5000, 10), Position(2, "truck-1", 9000, 20), p3,
                         Position(4, "truck-1", 7000, 40), Position(5, "truck-2", 1000, 50)}));
-  auto v = store_->Vehicles("a");
+  auto v = ReadVehicles("a");
   ASSERT_EQ(v->size(), 2u);
-  EXPECT_EQ((*v)[0].vehicle, "truck-1");
-  EXPECT_EQ((*v)[0].ts_ms, 9000);
-  EXPECT_EQ((*v)[0].lat_e6, 20);
-  EXPECT_EQ((*v)[0].seq, 2u);
-  EXPECT_EQ((*v)[1].lat_e6, 50);
+  EXPECT_EQ((*v)[0].position().vehicle(), "truck-1");
+  EXPECT_EQ((*v)[0].ts_ms(), 9000);
+  EXPECT_EQ((*v)[0].position().lat_e6(), 20);
+  EXPECT_EQ((*v)[0].seq(), 2u);
+  EXPECT_EQ((*v)[1].position().lat_e6(), 50);
   // A later batch whose newest fix is older than the view's keeps the view.
   Apply(MakeBatch("a", {Position(6, "truck-1", 8000, 60)}));
-  EXPECT_EQ((*store_->Vehicles("a"))[0].lat_e6, 20);
+  EXPECT_EQ((*ReadVehicles("a"))[0].position().lat_e6(), 20);
   EXPECT_EQ(store_->Track("a", "truck-1", 0, 10000, 100)->size(), 5u);
 }
 
@@ -546,7 +583,7 @@ TEST_P(HubStoreContractTest, ConcurrentBatchesShareCommitsAndARefusedOneLeavesNo
   EXPECT_EQ(FeedSize(), 8u * 400u);
   EXPECT_EQ(*store_->ContiguousSeq("gappy"), 0u);
   for (int t = 0; t < 8; ++t) EXPECT_EQ(*store_->ContiguousSeq("s" + std::to_string(t)), 400u);
-  EXPECT_EQ(store_->Stock("s3")->size(), 10u);
+  EXPECT_EQ(ReadStock("s3")->size(), 10u);
 }
 
 TEST_P(HubStoreContractTest, TrackMergesLateFixesAndHonoursLimitAndSpan) {
@@ -560,21 +597,21 @@ TEST_P(HubStoreContractTest, TrackMergesLateFixesAndHonoursLimitAndSpan) {
   auto all = store_->Track("a", "truck-1", 0, 4 * h, 100);
   ASSERT_TRUE(all.ok());
   std::vector<int32_t> lats;
-  for (const auto& p : *all) lats.push_back(p.lat_e6);
+  for (const auto& p : *all) lats.push_back(p.position().lat_e6());
   EXPECT_EQ(lats, (std::vector<int32_t>{1, 2, 3, 4, 5, 7}));
-  EXPECT_EQ((*all)[1].seq, 6u);
-  EXPECT_EQ((*all)[1].site, "a");
-  EXPECT_EQ((*all)[1].vehicle, "truck-1");
-  EXPECT_EQ((*all)[1].hlc, uint64_t{2000} << 16);
+  EXPECT_EQ((*all)[1].seq(), 6u);
+  EXPECT_EQ((*all)[1].site(), "a");
+  EXPECT_EQ((*all)[1].position().vehicle(), "truck-1");
+  EXPECT_EQ((*all)[1].hlc(), uint64_t{2000} << 16);
   auto first3 = store_->Track("a", "truck-1", 0, 4 * h, 3);
   ASSERT_EQ(first3->size(), 3u);
-  EXPECT_EQ((*first3)[2].ts_ms, 3000);
+  EXPECT_EQ((*first3)[2].ts_ms(), 3000);
   auto mid = store_->Track("a", "truck-1", 2000, 4000, 100);
   ASSERT_EQ(mid->size(), 3u);
-  EXPECT_EQ((*mid)[0].ts_ms, 2000);
+  EXPECT_EQ((*mid)[0].ts_ms(), 2000);
   auto late = store_->Track("a", "truck-1", 2 * h, 4 * h, 100);
   ASSERT_EQ(late->size(), 1u);
-  EXPECT_EQ((*late)[0].seq, 7u);
+  EXPECT_EQ((*late)[0].seq(), 7u);
   EXPECT_EQ(store_->Track("a", "truck-2", 0, 4 * h, 100)->size(), 1u);
   EXPECT_TRUE(store_->Track("a", "truck-1", 6000, 2 * h, 100)->empty());
   EXPECT_TRUE(store_->Track("b", "truck-1", 0, 4 * h, 100)->empty());
@@ -647,17 +684,17 @@ TEST_F(SqliteHubStoreTest, RebuildStateRestoresCorruptedStockAndIsAudited) {
   auto fixed = store_->StateDigest("a");
   ASSERT_TRUE(fixed.ok());
   EXPECT_EQ(fixed->digest, good->digest);
-  auto rows = store_->Stock("a");
+  auto rows = ReadStock("a");
   ASSERT_EQ(rows->size(), 2u);
-  EXPECT_EQ((*rows)[0].sku, "sku-1");
-  EXPECT_EQ((*rows)[0].on_hand, 7);
-  EXPECT_EQ((*rows)[0].version, 3u);
-  EXPECT_EQ((*rows)[0].seq, 3u);
-  EXPECT_EQ((*rows)[1].on_hand, 20);
+  EXPECT_EQ((*rows)[0].sku(), "sku-1");
+  EXPECT_EQ((*rows)[0].on_hand(), 7);
+  EXPECT_EQ((*rows)[0].version(), 3u);
+  EXPECT_EQ((*rows)[0].seq(), 3u);
+  EXPECT_EQ((*rows)[1].on_hand(), 20);
   // Site b untouched.
-  auto b = store_->Stock("b");
+  auto b = ReadStock("b");
   ASSERT_EQ(b->size(), 1u);
-  EXPECT_EQ((*b)[0].on_hand, 99);
+  EXPECT_EQ((*b)[0].on_hand(), 99);
   // Audited in the same transaction, with the number of rows changed.
   auto au = store_->Audit(0, 10);
   ASSERT_EQ(au->size(), 1u);
@@ -734,16 +771,16 @@ TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {
   ASSERT_EQ(track->size(), static_cast<size_t>(n));
   for (int i = 1; i <= n; ++i) {
     const auto& p = (*track)[static_cast<size_t>(i - 1)];
-    ASSERT_EQ(p.seq, static_cast<uint64_t>(i));
-    ASSERT_EQ(p.lat_e6, 31000000 + i);
-    ASSERT_EQ(p.lon_e6, -121000000);
-    ASSERT_EQ(p.hlc, (static_cast<uint64_t>(p.ts_ms) << 16) + 7);
+    ASSERT_EQ(p.seq(), static_cast<uint64_t>(i));
+    ASSERT_EQ(p.position().lat_e6(), 31000000 + i);
+    ASSERT_EQ(p.position().lon_e6(), -121000000);
+    ASSERT_EQ(p.hlc(), (static_cast<uint64_t>(p.ts_ms()) << 16) + 7);
   }
   auto b = (*s)->Track("b", "truck-1", 0, 10000, 10);
   ASSERT_EQ(b->size(), 1u);
-  EXPECT_EQ((*b)[0].device_seq, 2u);
-  EXPECT_EQ((*b)[0].hdop_d, 50u);
-  EXPECT_EQ((*b)[0].hlc, 60u);
+  EXPECT_EQ((*b)[0].position().device_seq(), 2u);
+  EXPECT_EQ((*b)[0].position().hdop_d(), 50u);
+  EXPECT_EQ((*b)[0].hlc(), 60u);
   EXPECT_EQ((*s)->Track("a", "truck-2", 0, 10000, 10)->size(), 1u);
   s->reset();
 
@@ -847,7 +884,7 @@ TEST_F(SqliteHubStoreTest, BigBatchOfOneTruckIsSplitIntoBoundedChunks) {
   Apply(MakeBatch("a", recs));
   auto track = store_->Track("a", "truck-1", 0, std::numeric_limits<int64_t>::max(), 100000);
   ASSERT_EQ(track->size(), n);
-  EXPECT_EQ(track->back().lat_e6, static_cast<int32_t>(n));
+  EXPECT_EQ(track->back().position().lat_e6(), static_cast<int32_t>(n));
   // 1024 fixes at 1 s apart span 1023 s: split by count, three chunks.
   store_.reset();
   sqlite3* db = nullptr;
@@ -892,10 +929,10 @@ TEST_F(SqliteHubStoreTest, RowHeldAboveContiguousWithoutMaxSeqFallsBackToRecordB
   EXPECT_EQ(r.duplicates, 211u);
   EXPECT_EQ(FeedSize(), 300u);
   // Stock follows the highest version per SKU: sku-0's last record is seq 300.
-  auto stock = store_->Stock("a");
+  auto stock = ReadStock("a");
   ASSERT_EQ(stock->size(), 10u);
-  EXPECT_EQ((*stock)[0].sku, "sku-0");
-  EXPECT_EQ((*stock)[0].on_hand, 300);
+  EXPECT_EQ((*stock)[0].sku(), "sku-0");
+  EXPECT_EQ((*stock)[0].on_hand(), 300);
 }
 
 TEST_F(SqliteHubStoreTest, BackgroundCheckpointsKeepTheWalBounded) {

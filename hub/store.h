@@ -3,7 +3,8 @@
 // history, reconciliation digests and the audit log.
 //
 // SqliteHubStore (sqlite_store.h) is the embedded default; a server database follows later,
-// which is why callers see only this interface and plain structs.
+// which is why callers see only this interface, plain structs and protobuf messages. What is
+// particular to an entity (its table, apply, read) is in its handler, hub/entity_routes.h.
 //
 // Thread-safety: every method is safe to call from any thread. Writers are serialized by the
 // implementation; readers may run concurrently with a writer.
@@ -17,12 +18,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "freshsync.pb.h"
+#include "hub/sql.h"
 
 namespace freshsync::hub {
 
@@ -48,77 +51,6 @@ struct FeedEntry {
   uint64_t cursor = 0;          // the hub's ingest order, strictly increasing
   std::string site;
   v1::ChangeRecord record;
-};
-
-struct StockRow {
-  std::string sku;
-  int64_t on_hand = 0;
-  int64_t reserved = 0;
-  uint64_t version = 0;
-  uint64_t hlc = 0;
-  int64_t ts_ms = 0;
-  uint64_t seq = 0;
-};
-
-struct OrderRow {
-  std::string order_id;
-  std::string site;             // the site whose record currently wins
-  std::string status;
-  std::string actor;
-  std::string lines_json;       // JSON array of {sku, qty}; "" if no record carried lines yet
-  std::string customer_sealed;  // opaque sealed blob, never decrypted by the hub
-  uint64_t version = 0;
-  uint64_t hlc = 0;
-  int64_t ts_ms = 0;
-  uint64_t seq = 0;
-};
-
-struct PositionRow {
-  std::string vehicle;
-  std::string site;             // the site that reported this position
-  uint64_t device_seq = 0;
-  int32_t lat_e6 = 0;
-  int32_t lon_e6 = 0;
-  uint32_t speed_dkmh = 0;
-  uint32_t heading_deg = 0;
-  uint32_t hdop_d = 0;
-  int64_t ts_ms = 0;            // device timestamp
-  uint64_t hlc = 0;
-  uint64_t seq = 0;
-};
-
-struct AlertRow {
-  std::string alert_id;
-  std::string sensor;
-  std::string state;
-  std::string kind;
-  double min_c = 0;
-  double max_c = 0;
-  int64_t started_ts_ms = 0;
-  int64_t ended_ts_ms = 0;
-  uint64_t version = 0;
-  uint64_t seq = 0;
-};
-
-struct GeofenceRow {
-  uint64_t seq = 0;
-  std::string vehicle;
-  std::string fence;
-  std::string kind;
-  std::string event;
-  int64_t ts_ms = 0;
-};
-
-struct DockScanRow {
-  uint64_t seq = 0;
-  std::string scan_id;
-  std::string door;
-  std::string pallet_id;
-  std::string sku;
-  std::string lot;
-  int64_t qty = 0;
-  std::string direction;
-  int64_t ts_ms = 0;
 };
 
 struct AuditEntry {
@@ -201,22 +133,17 @@ class HubStore {
   virtual Result<std::vector<FeedEntry>> Changes(uint64_t after, int limit) = 0;
 
   virtual Result<std::vector<SiteInfo>> Sites() = 0;
-  virtual Result<std::vector<StockRow>> Stock(const std::string& site) = 0;
-  // Orders whose winning record came from `site`.
-  virtual Result<std::vector<OrderRow>> Orders(const std::string& site) = 0;
-  // Latest positions of vehicles whose newest position came from `site`.
-  virtual Result<std::vector<PositionRow>> Vehicles(const std::string& site) = 0;
-  virtual Result<std::vector<AlertRow>> OpenAlerts(const std::string& site) = 0;
-  // Positions of `vehicle` reported by `site` with from_ms <= ts <= to_ms, oldest first.
-  virtual Result<std::vector<PositionRow>> Track(const std::string& site, const std::string& vehicle, int64_t from_ms,
-                                                 int64_t to_ms, int limit) = 0;
-  virtual Result<std::vector<GeofenceRow>> GeofenceEvents(const std::string& site, int64_t from_ms, int64_t to_ms,
-                                                          int limit) = 0;
-  // Dock scans reported by `site` with from_ms <= ts <= to_ms, oldest first (ties by seq), at
-  // most `limit`. Each scan is kept once: the first record of a scan id the site sends wins
-  // (the edge sends one per scan; a resent record changes nothing).
-  virtual Result<std::vector<DockScanRow>> DockScans(const std::string& site, int64_t from_ms, int64_t to_ms,
-                                                     int limit) = 0;
+  // Runs one read of an entity's handler (hub/entity_routes.h) on a read connection: `bind`
+  // sets the statement's parameters, `row` gets each result row in order. The per-site HQ
+  // reads all go through here, so the store has no method per entity.
+  virtual Status Read(const Sql& sql, const std::function<void(SqlParams&)>& bind,
+                      const std::function<void(const SqlRow&)>& row) = 0;
+
+  // Positions of `vehicle` reported by `site` with from_ms <= ts <= to_ms, oldest first, at
+  // most `limit`. Not a handler's SQL read: the history is kept in the store's own chunk
+  // format (hub/position_chunk.h), decoded here.
+  virtual Result<std::vector<v1::PositionItem>> Track(const std::string& site, const std::string& vehicle,
+                                                      int64_t from_ms, int64_t to_ms, int limit) = 0;
 
   // Reconciliation digest (wire/digest.h); arguments already validated by the caller.
   virtual Result<DigestResult> Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) = 0;
@@ -235,8 +162,5 @@ class HubStore {
   // Up to `limit` audit entries with id > after, oldest first.
   virtual Result<std::vector<AuditEntry>> Audit(uint64_t after, int limit) = 0;
 };
-
-// Lifecycle rank of an order status for the conflict rule (docs/conflicts.md); 0 if unknown.
-int OrderStatusRank(const std::string& status);
 
 }  // namespace freshsync::hub

@@ -8,6 +8,9 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libzstd-dev zstd
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libsystemd-dev
   libtomlplusplus-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libsodium-dev
+  postgresql-15 libpq-dev postgresql-15-partman  # hub: the PostgreSQL store (docs/architecture-hub.md); tests start their own cluster
+  prometheus  # promtool lints the /metrics text in the tests (common/prometheus_test.cc, hub tests)
+  haproxy  # tests/hub/haproxy_test.cc: the documented load balancer in front of hubd replicas
   libboost1.74-dev  # hub: Boost.Beast on asio, the event-driven HTTPS server (docs/security.md)
   clang libclang-rt-14-dev iproute2 procps psmisc
   mmdebstrap  # tests/packaging/install_test.sh: a clean Debian 12 root for the package install test

@@ -1,6 +1,6 @@
 #include "sim/site_simulator.h"
 
-#include "wire/routes.h"
+#include "edge/message_types.h"  // the inbound topics, one row per message type
 
 #include <algorithm>
 #include <cmath>
@@ -139,7 +139,7 @@ void SiteSimulator::StepTruck(Truck& t, int64_t now, std::vector<SimMessage>& ou
                       {"speed_kmh", std::round(t.speed_kmh * 10) / 10},
                       {"heading", static_cast<int>(u(rng_) * 360)},
                       {"hdop", std::round(hdop * 10) / 10}};
-  out.push_back({opt_.topic_root + "/" + wire::kTopicVehicles + "/" + t.id + "/" + wire::kTopicGps, j.dump(), now});
+  out.push_back({edge::InboundTopic(edge::TopicKind::kGps, opt_.topic_root, t.id), j.dump(), now});
 }
 
 void SiteSimulator::StepColdRoom(ColdRoom& r, int64_t now, std::vector<SimMessage>& out) {
@@ -171,7 +171,7 @@ void SiteSimulator::StepColdRoom(ColdRoom& r, int64_t now, std::vector<SimMessag
                       {"temp_c", std::round(r.temp_c * 100) / 100},
                       {"rh", std::round((88 + std::normal_distribution<double>(0, 2)(rng_)) * 10) / 10},
                       {"battery", std::max(5.0, 100.0 - static_cast<double>(r.seq) * 0.001)}};
-  out.push_back({opt_.topic_root + "/" + wire::kTopicSensors + "/" + r.id + "/" + wire::kTopicClimate, j.dump(), now});
+  out.push_back({edge::InboundTopic(edge::TopicKind::kClimate, opt_.topic_root, r.id), j.dump(), now});
 }
 
 void SiteSimulator::Receive(const std::string& sku, int qty, int64_t now, std::vector<SimMessage>& out) {
@@ -180,7 +180,7 @@ void SiteSimulator::Receive(const std::string& sku, int qty, int64_t now, std::v
   const std::string lot = NextId("lot");
   nlohmann::json j = {{"id", NextId("mv")}, {"sku", sku}, {"delta", qty},  {"reason", "receive"},
                       {"lot", lot},         {"ts", now},  {"expiry", Date(now + shelf_days(rng_) * 86'400'000LL)}};
-  out.push_back({opt_.topic_root + wire::kStockMovementsSuffix, j.dump(), now});
+  out.push_back({edge::InboundTopic(edge::TopicKind::kStockMovements, opt_.topic_root), j.dump(), now});
 }
 
 void SiteSimulator::StepFloor(int64_t now, std::vector<SimMessage>& out) {
@@ -219,7 +219,7 @@ void SiteSimulator::StepFloor(int64_t now, std::vector<SimMessage>& out) {
                           {"actor", "webshop"},
                           {"lines", lines},
                           {"customer", {{"name", "Customer " + o.id}, {"phone", phone}, {"address", "Lane " + std::to_string(id_counter_ % 900) + ", Pudong"}}}};
-      out.push_back({opt_.topic_root + wire::kOrderStatusSuffix, j.dump(), now});
+      out.push_back({edge::InboundTopic(edge::TopicKind::kOrderStatus, opt_.topic_root), j.dump(), now});
       o.next_step_ms = now + 30'000;
       open_orders_.push_back(std::move(o));
     }
@@ -236,7 +236,7 @@ void SiteSimulator::StepFloor(int64_t now, std::vector<SimMessage>& out) {
     if (o.stage == 1 && u(rng_) < 0.05) {  // the customer cancels before picking
       for (const auto& [sku, q] : o.lines) stock_[sku] += q;
       nlohmann::json j = {{"order_id", o.id}, {"status", "cancelled"}, {"ts", now}, {"actor", "customer-service"}};
-      out.push_back({opt_.topic_root + wire::kOrderStatusSuffix, j.dump(), now});
+      out.push_back({edge::InboundTopic(edge::TopicKind::kOrderStatus, opt_.topic_root), j.dump(), now});
       it = open_orders_.erase(it);
       continue;
     }
@@ -244,11 +244,11 @@ void SiteSimulator::StepFloor(int64_t now, std::vector<SimMessage>& out) {
     if (o.stage == 3) {  // picked: stock leaves the shelves
       for (const auto& [sku, q] : o.lines) {
         nlohmann::json j = {{"id", NextId("mv")}, {"sku", sku}, {"delta", -q}, {"reason", "pick"}, {"order_id", o.id}, {"ts", now}};
-        out.push_back({opt_.topic_root + wire::kStockMovementsSuffix, j.dump(), now});
+        out.push_back({edge::InboundTopic(edge::TopicKind::kStockMovements, opt_.topic_root), j.dump(), now});
       }
     }
     nlohmann::json j = {{"order_id", o.id}, {"status", kLifecycle[o.stage]}, {"ts", now}, {"actor", "picker-" + std::to_string(o.stage)}};
-    out.push_back({opt_.topic_root + wire::kOrderStatusSuffix, j.dump(), now});
+    out.push_back({edge::InboundTopic(edge::TopicKind::kOrderStatus, opt_.topic_root), j.dump(), now});
     o.next_step_ms = now + 20'000 + static_cast<int64_t>(u(rng_) * 40'000);
     if (o.stage == 5) {
       it = open_orders_.erase(it);
@@ -262,7 +262,7 @@ void SiteSimulator::StepFloor(int64_t now, std::vector<SimMessage>& out) {
     if (stock_[sku] >= 2) {
       stock_[sku] -= 2;
       nlohmann::json j = {{"id", NextId("mv")}, {"sku", sku}, {"delta", -2}, {"reason", "spoil"}, {"ts", now}};
-      out.push_back({opt_.topic_root + wire::kStockMovementsSuffix, j.dump(), now});
+      out.push_back({edge::InboundTopic(edge::TopicKind::kStockMovements, opt_.topic_root), j.dump(), now});
     }
   }
 }

@@ -1,6 +1,6 @@
 // Names both sides of the wire must spell the same: HTTP route paths and content types of the
 // sync link and the HQ API (docs/api.md, docs/sync-protocol.md), and the MQTT topic segments
-// under a site's topic root (docs/formats.md).
+// of what edged publishes under a site's topic root (docs/formats.md).
 //
 // Every constant is a char array, so it converts to std::string and std::string_view alike.
 // Thread-safety: constants only.
@@ -19,38 +19,21 @@ inline constexpr char kBatchesSuffix[] = "/batches";            // POST: zstd(pr
 inline constexpr char kDigestSuffix[] = "/digest";              // GET ?from=&to=&buckets=
 inline constexpr char kStateDigestSuffix[] = "/state-digest";   // GET
 inline constexpr char kRebuildStateSuffix[] = "/rebuild-state"; // POST
-inline constexpr char kStockSuffix[] = "/stock";
-inline constexpr char kOrdersSuffix[] = "/orders";
-inline constexpr char kVehiclesSuffix[] = "/vehicles";
-inline constexpr char kAlertsSuffix[] = "/alerts";
-inline constexpr char kGeofenceSuffix[] = "/geofence";
-inline constexpr char kDockScansSuffix[] = "/dock-scans";
+// The HQ reads of the per-site entities (/stock, /orders, ...) are spelled by their handlers
+// in hub/entity_routes.cc, the only code that serves or names them.
 // HQ routes without a site.
 inline constexpr char kChangesPath[] = "/v1/changes";
 inline constexpr char kAuditPath[] = "/v1/audit";
 
-// MQTT topics under a site's topic root ({root}/...). Inbound (devices and site systems):
-//   {root}/stock/movements, {root}/orders/status, {root}/vehicles/{id}/gps,
-//   {root}/sensors/{id}/climate, {root}/docks/{door}/scans
-// Outbound (edged publishes): {root}/deadletter, {root}/orders/{id}/state, {root}/events/...,
-//   {root}/alerts/...
-inline constexpr char kTopicStock[] = "stock";
-inline constexpr char kTopicMovements[] = "movements";
+// MQTT topics edged publishes under a site's topic root ({root}/...): {root}/deadletter,
+// {root}/orders/{id}/state, {root}/events/..., {root}/alerts/... The inbound topics (devices and
+// site systems) are spelled once, in their message type's row (edge/message_types.h).
 inline constexpr char kTopicOrders[] = "orders";
-inline constexpr char kTopicStatus[] = "status";
-inline constexpr char kTopicVehicles[] = "vehicles";
-inline constexpr char kTopicGps[] = "gps";
-inline constexpr char kTopicSensors[] = "sensors";
-inline constexpr char kTopicClimate[] = "climate";
-inline constexpr char kTopicDocks[] = "docks";
-inline constexpr char kTopicScans[] = "scans";
 inline constexpr char kTopicDeadletter[] = "deadletter";
 inline constexpr char kTopicEvents[] = "events";
 inline constexpr char kTopicAlerts[] = "alerts";
 inline constexpr char kTopicState[] = "state";
 // Whole suffixes, appended to the root.
-inline constexpr char kStockMovementsSuffix[] = "/stock/movements";
-inline constexpr char kOrderStatusSuffix[] = "/orders/status";
 inline constexpr char kDeadletterSuffix[] = "/deadletter";
 inline constexpr char kOrderEventsSuffix[] = "/events/orders";
 inline constexpr char kGeofenceEventsSuffix[] = "/events/geofence";

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "edge/decode.h"
+#include "edge/message_types.h"
 #include "edge/store.h"
 #include "tests/ingest/workload.h"
 
@@ -21,11 +22,12 @@ namespace freshsync::testing {
 // The dedupe identity of a message: what the store's dedupe table holds once it is applied.
 inline std::pair<int, std::string> DedupeIdentity(const edge::Message& m) {
   using namespace edge;
-  if (const auto* v = std::get_if<StockMovement>(&m)) return {static_cast<int>(DedupeKind::kMovement), v->id};
-  if (const auto* v = std::get_if<OrderStatus>(&m)) return {static_cast<int>(DedupeKind::kOrderStatus), v->order_id + "#" + v->status};
-  if (const auto* v = std::get_if<GpsFix>(&m)) return {static_cast<int>(DedupeKind::kGps), v->vehicle + "#" + std::to_string(v->seq)};
+  auto kind = [](TopicKind k) { return MessageTypeOf(k).dedupe_kind; };
+  if (const auto* v = std::get_if<StockMovement>(&m)) return {kind(TopicKind::kStockMovements), v->id};
+  if (const auto* v = std::get_if<OrderStatus>(&m)) return {kind(TopicKind::kOrderStatus), v->order_id + "#" + v->status};
+  if (const auto* v = std::get_if<GpsFix>(&m)) return {kind(TopicKind::kGps), v->vehicle + "#" + std::to_string(v->seq)};
   const auto& c = std::get<ClimateSample>(m);
-  return {static_cast<int>(DedupeKind::kClimate), c.sensor + "#" + std::to_string(c.seq)};
+  return {kind(TopicKind::kClimate), c.sensor + "#" + std::to_string(c.seq)};
 }
 
 // Decodes a workload as ingest would; every message of MixedWorkload is valid.

@@ -21,6 +21,8 @@
 #include <set>
 #include <thread>
 
+#include <regex>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -840,6 +842,70 @@ TEST_F(HubdTest, SlowHttpsPushRate) {
   std::printf("HTTPS push: %llu records in %.2fs = %.0f records/s, %.1f bytes/record on the wire\n",
               (unsigned long long)kTotal, secs, kTotal / secs, double(bytes) / kTotal);
   EXPECT_EQ(GetJson("/v1/sites")["sites"][0]["contiguous_seq"], kTotal);
+}
+
+}  // namespace
+}  // namespace freshsync::testing
+
+namespace freshsync::testing {
+namespace {
+
+// The value of the series `name_and_labels` (exactly as written, labels in their order) in a
+// Prometheus text; -1 when absent.
+double Series(const std::string& text, const std::string& name_and_labels) {
+  const std::string key = "\n" + name_and_labels + " ";
+  const size_t at = ("\n" + text).find(key);
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + key.size() - 1));
+}
+
+// docs/operations.md, "Hub metrics": what an operator watches, counted by the real hubd.
+TEST_F(HubdTest, MetricsCountRequestsBatchesStoreCallsAndSites) {
+  auto site_a = Site(site_a_);
+  for (uint64_t b = 0; b < 3; ++b) EXPECT_EQ(Ack(Push(*site_a, "site-a", BatchBody("site-a", b * 10 + 1, b * 10 + 10))).contiguous_seq(), b * 10 + 10);
+  EXPECT_EQ(Ack(Push(*site_a, "site-a", BatchBody("site-a", 21, 30))).duplicates(), 10u);  // a resend
+  GetJson("/v1/changes?after=0&limit=5");
+  GetJson("/v1/sites/site-a/stock");
+  GetJson("/v1/no-such-route", kReaderToken, 404);
+
+  auto r = Hq("")->Get("/metrics");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  const std::string& m = r->body;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_requests_total{method="POST",route="/v1/sites/{site}/batches",status="200"})"), 4) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_requests_total{method="GET",route="/v1/changes",status="200"})"), 1) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_requests_total{method="GET",route="/v1/sites/{site}/stock",status="200"})"), 1) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_requests_total{method="GET",route="unmatched",status="404"})"), 1) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_request_duration_seconds_count{method="POST",route="/v1/sites/{site}/batches"})"), 4) << m;
+  EXPECT_EQ(Series(m, "freshsync_hub_batches_applied_total"), 4) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_records_total{outcome="applied"})"), 30) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_records_total{outcome="duplicate"})"), 10) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_store_duration_seconds_count{op="apply_batch"})"), 4) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_store_duration_seconds_count{op="changes"})"), 1) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_store_duration_seconds_count{op="read"})"), 1) << m;
+  EXPECT_EQ(Series(m, R"(freshsync_hub_store_errors_total{op="apply_batch"})"), -1) << "no store error happened";
+  EXPECT_EQ(Series(m, R"(freshsync_hub_site_contiguous_seq{site="site-a"})"), 30) << m;
+  const double age = Series(m, R"(freshsync_hub_site_last_seen_age_seconds{site="site-a"})");
+  EXPECT_GE(age, 0) << m;
+  EXPECT_LT(age, 60) << m;
+
+  // Every hub series the shipped Grafana dashboard plots is one hubd exports.
+  const std::string dashboard = ReadFile(std::string(FRESHSYNC_SOURCE_DIR) + "/packaging/grafana-dashboard.json");
+  const std::regex hub_series("freshsync_hub_[a-z_]+");
+  int plotted = 0;
+  for (auto it = std::sregex_iterator(dashboard.begin(), dashboard.end(), hub_series); it != std::sregex_iterator(); ++it, ++plotted)
+{
+    const std::string family = std::regex_replace(it->str(), std::regex("_(bucket|sum|count)$"), "");
+    EXPECT_NE(m.find("# TYPE " + family + " "), std::string::npos) << "the dashboard plots " << it->str() << ", which hubd does not export";
+  }
+  EXPECT_GE(plotted, 10) << "the dashboard lost its hub panels";
+
+  // The whole exposition as Prometheus reads it (promtool, from Debian's prometheus package).
+  if (std::system("command -v promtool >/dev/null 2>&1") == 0) {
+    WriteFile(dir_.File("metrics.txt"), m);
+    EXPECT_EQ(RunShell("promtool check metrics < '" + dir_.File("metrics.txt") + "'", dir_.File("promtool.log")), 0)
+        << ReadFile(dir_.File("promtool.log"));
+  }
 }
 
 }  // namespace

@@ -1,0 +1,52 @@
+#include "hub/hub_metrics.h"
+
+#include <algorithm>
+
+namespace freshsync::hub {
+
+void HubMetrics::Request(std::string_view method, std::string_view route, int status, double seconds) {
+  requests_.Add({std::string(method), std::string(route), std::to_string(status)});
+  request_seconds_.Observe({std::string(method), std::string(route)}, seconds);
+}
+
+void HubMetrics::BatchApplied(uint64_t records_applied, uint64_t duplicates, uint64_t refused) {
+  batches_applied_.fetch_add(1, std::memory_order_relaxed);
+  records_applied_.fetch_add(records_applied, std::memory_order_relaxed);
+  records_duplicate_.fetch_add(duplicates, std::memory_order_relaxed);
+  records_refused_.fetch_add(refused, std::memory_order_relaxed);
+}
+
+void HubMetrics::StoreCall(std::string_view op, double seconds, bool error) {
+  store_seconds_.Observe({std::string(op)}, seconds);
+  if (error) store_errors_.Add({std::string(op)});
+}
+
+void HubMetrics::Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* sites, int64_t now_ms) const {
+  requests_.Write(w, "freshsync_hub_requests_total", "Requests answered by a route, by method, route template and status.");
+  request_seconds_.Write(w, "freshsync_hub_request_duration_seconds",
+                         "Time from a request's arrival at its route (queueing for a worker included) to its answer.");
+  auto counter = [&w](const char* name, const char* help, uint64_t v) {
+    w.Family(name, "counter", help);
+    w.Sample(name, {}, v);
+  };
+  counter("freshsync_hub_batches_applied_total", "Batches accepted from sites (200 answers, duplicates included).",
+          batches_applied_.load(std::memory_order_relaxed));
+  w.Family("freshsync_hub_records_total", "counter", "Records in accepted batches, by outcome.");
+  w.Sample("freshsync_hub_records_total", {{"outcome", "applied"}}, records_applied_.load(std::memory_order_relaxed));
+  w.Sample("freshsync_hub_records_total", {{"outcome", "duplicate"}}, records_duplicate_.load(std::memory_order_relaxed));
+  w.Sample("freshsync_hub_records_total", {{"outcome", "refused"}}, records_refused_.load(std::memory_order_relaxed));
+  store_seconds_.Write(w, "freshsync_hub_store_duration_seconds", "Store calls, by HubStore operation.");
+  store_errors_.Write(w, "freshsync_hub_store_errors_total",
+                      "Store calls that failed for a reason other than the caller's input (the caller got 503).");
+  if (sites == nullptr) return;
+  w.Family("freshsync_hub_site_contiguous_seq", "gauge", "Highest seq up to which the hub holds every record of the site.");
+  for (const SiteInfo& s : *sites) w.Sample("freshsync_hub_site_contiguous_seq", {{"site", s.site}}, s.contiguous_seq);
+  w.Family("freshsync_hub_site_last_seen_age_seconds", "gauge",
+           "Seconds since the site's last accepted batch, by the hub's clock (-1: never since the store began keeping it).");
+  for (const SiteInfo& s : *sites) {
+    const double age = s.last_push_ms > 0 ? static_cast<double>(std::max<int64_t>(0, now_ms - s.last_push_ms)) / 1000.0 : -1.0;
+    w.Sample("freshsync_hub_site_last_seen_age_seconds", {{"site", s.site}}, age);
+  }
+}
+
+}  // namespace freshsync::hub

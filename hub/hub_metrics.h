@@ -1,0 +1,61 @@
+// What an operator of a hub watches, beyond the transport's counters (server.cc MetricsText):
+// requests by route and status with their latency, batches and records applied, store call
+// latency and errors, and per site the contiguous seq and the age of its last batch
+// (docs/operations.md, "Hub metrics"; packaging/grafana-dashboard.json plots them).
+//
+// Thread-safe: the server's I/O threads and workers record, a scrape reads.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/prometheus.h"
+#include "hub/store.h"
+
+namespace freshsync::hub {
+
+class HubMetrics {
+ public:
+  // `route` is the route's template ("/v1/sites/{site}/batches"), never the path itself, so
+  // that the series stay few whatever callers send; "unmatched" for a 404 without a route.
+  void Request(std::string_view method, std::string_view route, int status, double seconds);
+  void BatchApplied(uint64_t records_applied, uint64_t duplicates, uint64_t refused);
+  // One store call: `op` names the HubStore call ("apply_batch", "changes", ...). An error is
+  // a Status that is not the caller's fault (kInvalidArgument, kNotFound are not counted).
+  void StoreCall(std::string_view op, double seconds, bool error);
+  // Appends the series; `sites` from HubStore::Sites() at scrape time (nullptr: the store did
+  // not answer, and freshsync_hub_store_errors_total counts it).
+  void Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* sites, int64_t now_ms) const;
+
+ private:
+  prometheus::LabeledCounters requests_{{"method", "route", "status"}};
+  prometheus::LabeledHistograms request_seconds_{{"method", "route"}};
+  prometheus::LabeledHistograms store_seconds_{{"op"}};
+  prometheus::LabeledCounters store_errors_{{"op"}};
+  std::atomic<uint64_t> batches_applied_{0};
+  std::atomic<uint64_t> records_applied_{0};
+  std::atomic<uint64_t> records_duplicate_{0};
+  std::atomic<uint64_t> records_refused_{0};
+};
+
+// Times a store call and records it in `m`: `auto r = TimedStoreCall(m, "changes", [&] {...})`.
+// `call` returns a Status or a Result<T>.
+template <typename Call>
+auto TimedStoreCall(HubMetrics& m, std::string_view op, Call&& call) {
+  const auto start = std::chrono::steady_clock::now();
+  auto result = call();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const Status& st = [&]() -> const Status& {
+    if constexpr (requires { result.status(); }) return result.status();
+    else return result;
+  }();
+  const bool error = !st.ok() && st.code() != StatusCode::kInvalidArgument && st.code() != StatusCode::kNotFound;
+  m.StoreCall(op, seconds, error);
+  return result;
+}
+
+}  // namespace freshsync::hub
