@@ -122,10 +122,10 @@ gen=$OUT/generated.md
     done || true
   done
   echo
-  if cat "$OUT"/*.txt | grep -q '^MISSED|'; then
+  if grep -qh '^MISSED|' "$OUT"/*.txt; then
     echo "**Targets missed:**"
     echo
-    cat "$OUT"/*.txt | sed -n 's/^MISSED|\(.*\)/- \1/p'
+    sed -n 's/^MISSED|\(.*\)/- \1/p' "$OUT"/*.txt
     echo
   fi
   for run in "${RUNS[@]}"; do
