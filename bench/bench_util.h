@@ -3,7 +3,10 @@
 // VM the rates move with other work and CPU time per record much less.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -15,6 +18,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <thread>
 
 namespace freshsync::bench {
 
@@ -58,6 +62,22 @@ inline void Exec(sqlite3* db, const char* sql) {
 // defaults to the benchmark's own directory unless the caller set it.
 inline void DefaultBinDirToOwn(const char* argv0) {
   setenv("FRESHSYNC_BIN_DIR", std::filesystem::path(argv0).parent_path().c_str(), /*overwrite=*/0);
+}
+
+// Until something accepts TCP connections on 127.0.0.1:port (a daemon that finished starting).
+inline bool WaitPort(int port, int timeout_ms) {
+  for (int i = 0; i < timeout_ms / 20; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    close(fd);
+    if (ok) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
 }
 
 }  // namespace freshsync::bench

@@ -30,6 +30,21 @@ int64_t Backoff::Next(int retry_after_s) {
   return Floor(d, retry_after_s);
 }
 
+int64_t Backoff::Probe(int64_t interval_ms) {
+  interval_ms = std::max<int64_t>(1, interval_ms);
+  if (Ceiling() <= interval_ms) return Next();
+  std::uniform_int_distribution<int64_t> dist(interval_ms / 2, interval_ms + interval_ms / 2);
+  if (attempt_ < 62) ++attempt_;  // still a failure: the caller's loop must not treat it as idle
+  return dist(rng_);
+}
+
+int64_t Backoff::Hinted(int retry_after_s) {
+  const int64_t base = std::min<int64_t>(int64_t{std::max(0, retry_after_s)} * 1000, kMaxRetryAfterMs);
+  std::uniform_int_distribution<int64_t> dist(0, std::min<int64_t>(base / 2, 1000));
+  if (attempt_ < 62) ++attempt_;
+  return std::min(base + dist(rng_), kMaxRetryAfterMs);
+}
+
 int64_t Backoff::AtCap(int retry_after_s) {
   if (attempt_ < 62) ++attempt_;
   return Floor(max_ms_, retry_after_s);

@@ -43,6 +43,40 @@ TEST(Backoff, RetryAfterIsAFloor) {
   EXPECT_EQ(b.Next(10'000'000), 3'600'000);
 }
 
+TEST(Backoff, ProbeKeepsAShortJitteredCadenceOnceTheBackoffWouldGrowPastIt) {
+  Backoff b(200, 30000, 3);
+  int64_t lo = 1000, hi = 0;
+  for (int i = 0; i < 200; ++i) {
+    const int64_t ceiling = b.Ceiling();
+    const int64_t d = b.Probe(1000);
+    if (ceiling <= 1000) {
+      EXPECT_LE(d, ceiling) << i;  // the usual backoff while it is shorter
+    } else {
+      EXPECT_GE(d, 500) << i;
+      EXPECT_LE(d, 1500) << i;
+      lo = std::min(lo, d);
+      hi = std::max(hi, d);
+    }
+  }
+  EXPECT_EQ(b.Ceiling(), 30000);  // still counted as failures
+  EXPECT_LT(lo, 600);             // spread, not in lockstep
+  EXPECT_GT(hi, 1400);
+}
+
+TEST(Backoff, HintedIsRetryAfterPlusBoundedJitterWhateverTheAttempt) {
+  Backoff b(200, 30000, 5);
+  for (int i = 0; i < 10; ++i) (void)b.Next();  // an outage grew the ceiling to the cap
+  ASSERT_EQ(b.Ceiling(), 30000);
+  for (int i = 0; i < 100; ++i) {
+    const int64_t d = b.Hinted(2);
+    EXPECT_GE(d, 2000);
+    EXPECT_LE(d, 3000);
+  }
+  const int64_t d = b.Hinted(0);
+  EXPECT_EQ(d, 0);
+  EXPECT_EQ(b.Hinted(10'000'000), 3'600'000);
+}
+
 TEST(Backoff, ResetStartsOver) {
   Backoff b(10, 10000, 1);
   for (int i = 0; i < 8; ++i) (void)b.Next();

@@ -202,6 +202,10 @@ int64_t SyncAgent::Failure(const Result<HttpResponse>& r, const char* what) {
     }
     SetLink(false);
     SetError(std::string(what) + ": " + r.status().message());
+    // Nothing listens (refused, host unknown): probing costs the hub nothing, so probe on a
+    // short interval and learn quickly that it is back. A timeout or a reset may be a hub
+    // that is up and struggling: those back off (docs/sync-agent.md, "Fast return").
+    if (r.status().message().rfind("connect:", 0) == 0) return backoff_.Probe(hub_.probe_interval_ms);
     return backoff_.Next();
   }
   const int code = r->status;
@@ -211,7 +215,9 @@ int64_t SyncAgent::Failure(const Result<HttpResponse>& r, const char* what) {
     SetLink(false);
     SetError(std::string(what) + ": hub answered " + std::to_string(code) +
              (retry_after >= 0 ? " Retry-After " + std::to_string(retry_after) + "s" : ""));
-    return backoff_.Next(retry_after);
+    // The hub said when (shedding load, a rate limit): come back then, not after a backoff
+    // grown during an outage.
+    return retry_after >= 0 ? backoff_.Hinted(retry_after) : backoff_.Next();
   }
   // A 4xx other than 409/429 does not heal by retrying soon (403: wrong certificate for the
   // site, 400: the hub cannot parse us). Never drop records: say so loudly and retry slowly.

@@ -281,6 +281,71 @@ TEST_F(SyncAgentTest, Honours503RetryAfterAsAFloor) {
   EXPECT_TRUE(a->GetStats().link_up);
 }
 
+// The shipped backoff (200 ms .. 30 s), with a 1 s probe interval.
+void UseShippedBackoffWithProbeEvery1s(EdgeConfig& cfg) {
+  cfg.hub->backoff_initial_ms = 200;
+  cfg.hub->backoff_max_ms = 30000;
+  cfg.hub->probe_interval_ms = 1000;
+}
+
+// Fast return (docs/sync-agent.md): a hub that refuses connections is probed on a short
+// jittered interval however long the outage, and once it answers 503 + Retry-After the agent
+// comes back after that time, not after a backoff grown during the outage.
+TEST_F(SyncAgentTest, ProbesARefusingHubOnAShortIntervalThenHonoursRetryAfter) {
+  UseShippedBackoffWithProbeEvery1s(cfg);
+  db.Add(1, 5, clock.NowMs());
+  auto a = Make();
+  bool down = true;
+  int shed = 0;
+  hub->handler = [&](const HttpRequest&) -> std::optional<Result<HttpResponse>> {
+    if (down) return Result<HttpResponse>(Status::Unavailable("connect: refused"));
+    if (shed > 0) {
+      --shed;
+      return Result<HttpResponse>(FakeHubTransport::Answer(503, "", 2));
+    }
+    return std::nullopt;
+  };
+  for (int i = 0; i < 30; ++i) {  // ~30 s of outage: a backoff would be at its 30 s cap
+    const int64_t w = a->StepForTest();
+    EXPECT_LE(w, 1500) << i;
+    if (i >= 5) {
+      EXPECT_GE(w, 500) << i;
+    }
+    clock.Advance(w);
+  }
+  EXPECT_FALSE(a->GetStats().link_up);
+  down = false;
+  shed = 3;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t w = a->StepForTest();
+    EXPECT_GE(w, 2000) << i;
+    EXPECT_LE(w, 3000) << i;
+    EXPECT_EQ(a->GetStats().last_http_status, 503);
+    clock.Advance(w);
+  }
+  Drain(*a, 5);
+  EXPECT_EQ(hub->held.size(), 5u);
+  EXPECT_TRUE(a->GetStats().link_up);
+}
+
+// A timeout may be a hub that is up and struggling: that one still backs off past the probe
+// interval.
+TEST_F(SyncAgentTest, TimeoutsStillBackOffPastTheProbeInterval) {
+  UseShippedBackoffWithProbeEvery1s(cfg);
+  db.Add(1, 5, clock.NowMs());
+  auto a = Make();
+  hub->handler = [&](const HttpRequest&) -> std::optional<Result<HttpResponse>> {
+    return Result<HttpResponse>(Status::Unavailable("timeout: operation timed out"));
+  };
+  int64_t total = 0;
+  for (int i = 0; i < 20; ++i) {
+    const int64_t w = a->StepForTest();
+    total += w;
+    clock.Advance(w);
+  }
+  EXPECT_GT(total, 20 * 1500);  // mostly near the 30 s cap: well beyond 20 probes
+}
+
 TEST_F(SyncAgentTest, BackoffGrowsWithJitterUnderTheCapOnTransportErrors) {
   db.Add(1, 5, clock.NowMs());
   auto a = Make();

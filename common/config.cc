@@ -125,6 +125,7 @@ void ReadHubLink(TableReader& parent, const toml::table& t, HubLinkConfig& hub) 
   r.Get("timeout_ms", hub.timeout_ms);
   r.Get("backoff_initial_ms", hub.backoff_initial_ms);
   r.Get("backoff_max_ms", hub.backoff_max_ms);
+  r.Get("probe_interval_ms", hub.probe_interval_ms);
   r.Get("reconcile_interval_s", hub.reconcile_interval_s);
   r.RejectUnknown();
   if (r.error().empty()) {
@@ -135,6 +136,7 @@ void ReadHubLink(TableReader& parent, const toml::table& t, HubLinkConfig& hub) 
     else if (hub.timeout_ms < 100) r.Fail("hub.timeout_ms: must be at least 100");
     else if (hub.backoff_initial_ms < 1 || hub.backoff_max_ms < hub.backoff_initial_ms)
       r.Fail("hub.backoff_max_ms: must be >= hub.backoff_initial_ms >= 1");
+    else if (hub.probe_interval_ms < 100) r.Fail("hub.probe_interval_ms: must be at least 100");
     else if (hub.reconcile_interval_s < 1) r.Fail("hub.reconcile_interval_s: must be at least 1");
   }
   parent.Absorb(r);

@@ -74,6 +74,7 @@ struct HubLinkConfig {
   int timeout_ms = 10000;
   int backoff_initial_ms = 200;
   int backoff_max_ms = 30000;
+  int probe_interval_ms = 500;  // retry cadence while nothing listens at the hub (connection refused)
   int reconcile_interval_s = 300;
 };
 

@@ -1,4 +1,5 @@
 #include "edge/decode.h"
+#include "edge/json_fast.h"
 #include "edge/message_types.h"
 
 #include <cmath>
@@ -287,6 +288,31 @@ Result<Message> GpsFromJson(const TopicInfo& topic, const json& j) {
   return Message(std::move(g));
 }
 
+// GpsFromJson's result without the DOM, for the plain fix (edge/json_fast.h); nullopt: not
+// the plain case, or not valid, and GpsFromJson decides (and words any refusal).
+std::optional<GpsFix> PlainGpsFix(const TopicInfo& topic, std::string_view payload) {
+  static constexpr std::string_view kKeys[] = {"seq", "lat", "lon", "ts", "speed_kmh", "heading", "hdop"};
+  FlatNumber v[std::size(kKeys)];
+  if (!ScanFlatNumbers(payload, kKeys, std::size(kKeys), v)) return std::nullopt;
+  using K = FlatNumber::Kind;
+  auto number = [](const FlatNumber& f) { return f.kind == K::kInteger || f.kind == K::kFloat; };
+  // seq and ts: integers (o.Seq, o.Ts); lat and lon: numbers; the rest numbers, null or absent.
+  if (v[0].kind != K::kInteger || v[0].integer < 0 || !number(v[1]) || !number(v[2]) || v[3].kind != K::kInteger) return std::nullopt;
+  GpsFix g;
+  g.vehicle = topic.device;
+  g.seq = static_cast<uint64_t>(v[0].integer);
+  g.lat = v[1].number;
+  g.lon = v[2].number;
+  g.ts_ms = v[3].integer;
+  std::optional<double>* optional[] = {&g.speed_kmh, &g.heading, &g.hdop};
+  for (size_t k = 0; k < 3; ++k) {
+    if (number(v[4 + k])) *optional[k] = v[4 + k].number;
+    else if (v[4 + k].kind != K::kAbsent && v[4 + k].kind != K::kNull) return std::nullopt;
+  }
+  if (!ValidateGps(g).ok()) return std::nullopt;
+  return g;
+}
+
 Result<Message> ClimateFromJson(const TopicInfo& topic, const json& j) {
   JsonObject o(j);
   ClimateSample c;
@@ -318,6 +344,8 @@ Result<Message> DockScanFromJson(const TopicInfo& topic, const json& j) {
 Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
   if (!IsValidUtf8(payload)) return Bad("payload is not valid UTF-8");
   if (JsonDepthExceeds(payload, kMaxJsonDepth)) return Bad("JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  if (topic.kind == TopicKind::kGps)
+    if (std::optional<GpsFix> g = PlainGpsFix(topic, payload)) return Message(std::move(*g));
   json j;
   try {
     j = json::parse(payload.begin(), payload.end());

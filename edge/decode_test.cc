@@ -1,7 +1,10 @@
 #include "edge/decode.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -236,6 +239,71 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<Bad>& info) { return info.param.name; });
 
 // DecodeTest.Rfc3339 moved to wire/rfc3339_test.cc with the parser.
+
+// The plain GPS fix is decoded without the DOM (edge/json_fast.h). An unknown key makes the
+// fast path decline (the general decoder ignores unknown keys), so each payload with one
+// prepended is the general decoder's answer: both must agree, accepted or refused, on every
+// edge the number grammar and the field rules have.
+TEST(DecodeTest, PlainGpsFastPathAgreesWithTheGeneralDecoder) {
+  const std::vector<std::string> bodies = {
+      R"("seq":5,"lat":31.2,"lon":121.5,"ts":1764000000000,"speed_kmh":40.5})",
+      R"("seq":5,"lat":31.230412345678901,"lon":121.47370000000001,"ts":1764000000000,"speed_kmh":42.75,"heading":181.5,"hdop":0.9})",
+      R"( "seq" : 5 , "lat" : -0.0 , "lon" : 0 , "ts" : 1764000000000 , "hdop" : null })",
+      R"("seq":5,"lat":-0,"lon":1E1,"ts":1764000000000,"heading":3.6e2})",
+      R"("seq":5,"lat":1e-400,"lon":4.9e-324,"ts":1764000000000})",
+      R"("seq":5,"lat":12345678901234567890,"lon":1,"ts":1764000000000})",
+      R"("seq":9223372036854775807,"lat":1,"lon":1,"ts":1764000000000})",
+      R"("seq":9223372036854775808,"lat":1,"lon":1,"ts":1764000000000})",
+      R"("seq":0,"lat":1,"lon":1,"ts":1764000000000})",
+      R"("seq":-0,"lat":1,"lon":1,"ts":1764000000000})",
+      R"("seq":5.0,"lat":1,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lat":1,"lon":1,"ts":1764000000000.0})",
+      R"("seq":5,"lat":1,"lon":1,"ts":"2025-11-24T16:00:00Z"})",
+      R"("seq":5,"lat":1,"lon":1,"ts":1})",
+      R"("seq":5,"lat":91,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lat":1,"lon":1,"ts":1764000000000,"speed_kmh":-1})",
+      R"("seq":5,"lat":1,"lon":1,"ts":1764000000000,"speed_kmh":"fast"})",
+      R"("seq":5,"lat":null,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lat":1,"lat":2,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lat":01,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lat":1.,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lat":.5,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lat":+1,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lat":1,"lon":1,"ts":1764000000000,})",
+      R"("seq":5,"lat":1,"lon":1,"ts":1764000000000} x)",
+      R"("seq":5,"lat":1,"lon":1,"ts":1764000000000,"hdop":[1]})",
+      R"("seq":5,"lat":1,"lon":1,"ts":1764000000000})",
+      R"("seq":5,"lat":1,"lon":1,"ts":1764000000000,"hdop":nul})",
+  };
+  int fast_accepted = 0;
+  for (const std::string& body : bodies) {
+    const std::string plain = "{" + body;
+    const std::string general = R"({"zz_unknown":0,)" + body;
+    auto a = Decode("fs", kGps, plain);
+    auto b = Decode("fs", kGps, general);
+    ASSERT_EQ(a.ok(), b.ok()) << plain << " / " << (a.ok() ? b.status().message() : a.status().message());
+    if (!a.ok()) {
+      // A malformed-JSON refusal names a byte offset, which the extra key moves.
+      if (a.status().message().find("byte") == std::string::npos) {
+        EXPECT_EQ(a.status().message(), b.status().message()) << plain;
+      }
+      continue;
+    }
+    ++fast_accepted;
+    const auto& x = std::get<GpsFix>(*a);
+    const auto& y = std::get<GpsFix>(*b);
+    EXPECT_EQ(x.vehicle, y.vehicle) << plain;
+    EXPECT_EQ(x.seq, y.seq) << plain;
+    EXPECT_EQ(std::memcmp(&x.lat, &y.lat, sizeof x.lat), 0) << plain << " " << x.lat << " vs " << y.lat;  // bit for bit (-0.0)
+    EXPECT_EQ(std::memcmp(&x.lon, &y.lon, sizeof x.lon), 0) << plain;
+    EXPECT_EQ(x.ts_ms, y.ts_ms) << plain;
+    EXPECT_EQ(x.speed_kmh, y.speed_kmh) << plain;
+    EXPECT_EQ(x.heading, y.heading) << plain;
+    EXPECT_EQ(x.hdop, y.hdop) << plain;
+  }
+  EXPECT_GE(fast_accepted, 6);  // the accepted ones above are really compared
+}
 
 TEST(DecodeTest, Utf8) {
   EXPECT_TRUE(IsValidUtf8("plain"));

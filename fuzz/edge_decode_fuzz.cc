@@ -11,10 +11,13 @@
 // payload MayCarryPersonalData calls clean holds no customer (Decode yields none, no JSON
 // "customer" key); RedactPersonalData leaves no customer value and decodes to the same verdict
 // and reason as the original (so journaling the redacted form, without a key, gives the outcome
-// that sealing it, with a key, gives).
+// that sealing it, with a key, gives); the plain GPS fix's fast path decides as the general
+// decoder does.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -180,6 +183,34 @@ void CheckRedacted(std::string_view topic, freshsync::edge::TopicKind kind, std:
   }
 }
 
+// The plain GPS fix's fast path (edge/json_fast.h) against the general decoder: a key the
+// decoder does not know, put first, makes the fast path decline and changes nothing else, so
+// both must give the same verdict and, when accepted, the same fix bit for bit.
+void CheckGpsFastPath(std::string_view topic, freshsync::edge::TopicKind kind, std::string_view payload,
+                      const freshsync::Result<freshsync::edge::Message>& decoded) {
+  // With the extra key the payload must still be within the decoder's size limit.
+  if (kind != freshsync::edge::TopicKind::kGps || payload.size() + 16 > freshsync::edge::kMaxPayloadBytes) return;
+  size_t i = 0;
+  while (i < payload.size() && (payload[i] == ' ' || payload[i] == '\t' || payload[i] == '\r' || payload[i] == '\n')) ++i;
+  if (i >= payload.size() || payload[i] != '{') return;
+  size_t j = i + 1;
+  while (j < payload.size() && (payload[j] == ' ' || payload[j] == '\t' || payload[j] == '\r' || payload[j] == '\n')) ++j;
+  if (j < payload.size() && payload[j] == '}') return;  // empty object: the extra key would be all there is
+  const std::string general = std::string(payload.substr(0, i + 1)) + "\"zz_unknown\":0," + std::string(payload.substr(i + 1));
+  auto b = freshsync::edge::Decode("fs", topic, general);
+  Check(decoded.ok() == b.ok(), "the GPS fast path and the general decoder disagree on accepting");
+  if (!decoded.ok()) return;
+  const auto& x = std::get<GpsFix>(*decoded);
+  const auto& y = std::get<GpsFix>(*b);
+  auto same = [](double u, double v) { return std::memcmp(&u, &v, sizeof u) == 0; };
+  auto same_opt = [&](const std::optional<double>& u, const std::optional<double>& v) {
+    return u.has_value() == v.has_value() && (!u || same(*u, *v));
+  };
+  Check(x.seq == y.seq && x.ts_ms == y.ts_ms && same(x.lat, y.lat) && same(x.lon, y.lon) && same_opt(x.speed_kmh, y.speed_kmh) &&
+            same_opt(x.heading, y.heading) && same_opt(x.hdop, y.hdop),
+        "the GPS fast path decodes another fix than the general decoder");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -210,5 +241,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto kind = freshsync::edge::ClassifyTopic("fs", topic).kind;
   if (!freshsync::edge::MayCarryPersonalData(kind, rest)) CheckNoPersonalData(rest, r);
   CheckRedacted(topic, kind, rest, r);
+  CheckGpsFastPath(topic, kind, rest, r);
   return 0;
 }
