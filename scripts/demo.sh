@@ -118,7 +118,7 @@ done
 sleep 3
 
 step "What the site store holds (sqlite3 $run/edge.db)"
-sqlite3 -header -column "$run/edge.db" "SELECT (SELECT count(*) FROM outbox) AS change_records, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT count(*) FROM orders) AS orders, (SELECT IFNULL(sum(reserved), 0) FROM stock) AS units_reserved, (SELECT count(*) FROM outbox WHERE entity = 5) AS geofence_events, (SELECT count(*) FROM outbox WHERE entity = 6) AS coldchain_alert_records, (SELECT count(*) FROM climate_rollups) AS climate_rollups;"
+sqlite3 -header -column "$run/edge.db" "SELECT (SELECT count(*) FROM outbox) AS change_records, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT count(*) FROM orders) AS orders, (SELECT IFNULL(sum(reserved), 0) FROM stock) AS units_reserved, (SELECT count(*) FROM outbox WHERE entity = 5) AS geofence_events, (SELECT count(*) FROM outbox WHERE entity = 6) AS coldchain_alert_records, (SELECT count(*) FROM climate_rollups) AS climate_rollups, (SELECT count(*) FROM dock_scans) AS dock_scans;"
 step "HQ: GET /v1/changes?limit=3 (the change feed across sites)"
 hq "/v1/changes?limit=3" | show
 step "HQ: GET /v1/sites/$site/stock"
@@ -131,4 +131,6 @@ step "HQ: GET /v1/sites/$site/geofence (trucks entering and leaving fences)"
 hq "/v1/sites/$site/geofence" | show
 step "HQ: GET /v1/sites/$site/alerts (open cold-chain alerts)"
 hq "/v1/sites/$site/alerts" | show
+step "HQ: GET /v1/sites/$site/dock-scans (pallets in at the receiving door, out at the loading door)"
+hq "/v1/sites/$site/dock-scans" | show
 step "Done. Logs, stores and config are in demo-run/. HQ token: $(cat "$run/hq-token")"

@@ -57,6 +57,9 @@ TEST(SimAgainstStoreTest, AnHourOfFloorTrafficIsAllApplied) {
               0);
     EXPECT_GT(count("SELECT COUNT(*) FROM reservations"), 0);
     EXPECT_EQ(count("SELECT COUNT(*) FROM stock_lots WHERE expiry IS NULL"), 0);
+    // Every pallet scan is recorded once (scan ids are unique), in and out.
+    EXPECT_EQ(count("SELECT COUNT(*) FROM dock_scans"), by_topic["fs/docks/door-1/scans"] + by_topic["fs/docks/door-4/scans"]);
+    EXPECT_GT(by_topic["fs/docks/door-4/scans"], 100);
   }
   std::filesystem::remove_all(dir);
 }

@@ -36,6 +36,10 @@ TEST(SiteSimulatorTest, AnHourOfTrafficIsPlausibleAndNeverOversells) {
       ASSERT_NEAR(j["lat"].get<double>(), opt.depot_lat, 0.1);
     } else if (m.topic.find("/climate") != std::string::npos) {
       ++per_kind["climate"];
+    } else if (m.topic == "fs/docks/door-1/scans" || m.topic == "fs/docks/door-4/scans") {
+      ++per_kind["scan:" + j["direction"].get<std::string>()];
+    } else {
+      ADD_FAILURE() << "unexpected topic " << m.topic;
     }
   }
   EXPECT_EQ(per_kind["gps"], 4 * 3600);          // 4 trucks, one fix a second
@@ -44,6 +48,8 @@ TEST(SiteSimulatorTest, AnHourOfTrafficIsPlausibleAndNeverOversells) {
   EXPECT_GT(per_kind["order:delivered"], 100);
   EXPECT_GT(per_kind["receive"], 0);
   EXPECT_GT(per_kind["pick"], 0);
+  EXPECT_EQ(per_kind["scan:in"], per_kind["receive"]);  // every lot received is scanned in
+  EXPECT_GE(per_kind["scan:out"], per_kind["order:dispatched"]);  // a pallet per order line
 }
 
 TEST(SiteSimulatorTest, FencesAreGeoJson) {

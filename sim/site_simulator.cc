@@ -1,5 +1,7 @@
 #include "sim/site_simulator.h"
 
+#include <string_view>
+
 #include "edge/message_types.h"  // the inbound topics, one row per message type
 
 #include <algorithm>
@@ -20,6 +22,10 @@ const std::vector<std::string>& Skus() {
                                                 "veg-pak-choi-3kg", "veg-potato-20kg", "veg-onion-10kg", "veg-spinach-2kg"};
   return skus;
 }
+
+// Dock doors: lots arrive through one, dispatched orders leave through the other.
+constexpr const char* kReceivingDoor = "door-1";
+constexpr const char* kLoadingDoor = "door-4";
 
 const char* const kLifecycle[] = {"created", "accepted", "picking", "packed", "dispatched", "delivered"};
 
@@ -181,6 +187,21 @@ void SiteSimulator::Receive(const std::string& sku, int qty, int64_t now, std::v
   nlohmann::json j = {{"id", NextId("mv")}, {"sku", sku}, {"delta", qty},  {"reason", "receive"},
                       {"lot", lot},         {"ts", now},  {"expiry", Date(now + shelf_days(rng_) * 86'400'000LL)}};
   out.push_back({edge::InboundTopic(edge::TopicKind::kStockMovements, opt_.topic_root), j.dump(), now});
+  // The pallet came in through the receiving door, scanned before it was booked.
+  DockScan(kReceivingDoor, "P-" + lot, sku, lot, qty, "in", now, out);
+}
+
+void SiteSimulator::DockScan(const char* door, const std::string& pallet, const std::string& sku, const std::string& lot,
+                             int qty, const char* direction, int64_t now, std::vector<SimMessage>& out) {
+  // The scanner's own id for the scan (docs/formats.md, "Dock scan"): door, time and pallet.
+  nlohmann::json j = {{"scan_id", std::string(door) + ":" + std::to_string(now) + ":" + pallet},
+                      {"pallet_id", pallet},
+                      {"sku", sku},
+                      {"qty", qty},
+                      {"direction", direction},
+                      {"ts", now}};
+  if (!lot.empty()) j["lot"] = lot;
+  out.push_back({edge::InboundTopic(edge::TopicKind::kDockScans, opt_.topic_root, door), j.dump(), now});
 }
 
 void SiteSimulator::StepFloor(int64_t now, std::vector<SimMessage>& out) {
@@ -249,6 +270,11 @@ void SiteSimulator::StepFloor(int64_t now, std::vector<SimMessage>& out) {
     }
     nlohmann::json j = {{"order_id", o.id}, {"status", kLifecycle[o.stage]}, {"ts", now}, {"actor", "picker-" + std::to_string(o.stage)}};
     out.push_back({edge::InboundTopic(edge::TopicKind::kOrderStatus, opt_.topic_root), j.dump(), now});
+    if (std::string_view(kLifecycle[o.stage]) == "dispatched") {  // each line leaves on its own pallet
+      for (size_t line = 0; line < o.lines.size(); ++line)
+        DockScan(kLoadingDoor, "P-" + o.id + "-" + std::to_string(line + 1), o.lines[line].first, "", o.lines[line].second, "out",
+                 now, out);
+    }
     o.next_step_ms = now + 20'000 + static_cast<int64_t>(u(rng_) * 40'000);
     if (o.stage == 5) {
       it = open_orders_.erase(it);

@@ -1,7 +1,8 @@
 // SiteSimulator: seeded, realistic traffic of one site, as MQTT (topic, JSON payload) pairs.
 // Trucks drive loops from the depot to customer drops and back, cold rooms drift and have
 // their doors opened (and now and then a compressor fault), and the stock floor receives
-// lots, takes orders, picks, packs, dispatches and spoils.
+// lots, takes orders, picks, packs, dispatches and spoils; pallets are scanned in at the
+// receiving door and out at the loading door.
 //
 // Deterministic: the same options and seed give the same messages, whatever the wall clock,
 // because time is simulated (Advance). Not thread-safe; one owner.
@@ -85,6 +86,9 @@ class SiteSimulator {
   void StepColdRoom(ColdRoom& r, int64_t now, std::vector<SimMessage>& out);
   void StepFloor(int64_t now, std::vector<SimMessage>& out);
   void Receive(const std::string& sku, int qty, int64_t now, std::vector<SimMessage>& out);
+  // A pallet scanned through a dock door ({root}/docks/{door}/scans); `lot` may be empty.
+  void DockScan(const char* door, const std::string& pallet, const std::string& sku, const std::string& lot, int qty,
+                const char* direction, int64_t now, std::vector<SimMessage>& out);
   std::string NextId(const std::string& prefix);
   bool Chance(double per_hour, int64_t step_ms);
 
