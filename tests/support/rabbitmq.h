@@ -1,0 +1,52 @@
+// A real RabbitMQ (Debian's rabbitmq-server 3.10) for tests: its own node name, ports, epmd and
+// mnesia folder in a temporary folder, started, SIGKILLed and restarted on demand. Test-only,
+// like the rest of tests/support/.
+//
+// No systemd: the node runs in the foreground as the `rabbitmq` user (setpriv when the test
+// runs as root), with RUNNING_UNDER_SYSTEMD set only so that rabbitmq-server execs the VM in
+// place (the ChildProcess pid is then beam's own, and SIGKILL reaches it). Its own epmd runs on
+// ERL_EPMD_PORT, a free port, so that parallel tests do not share one; it is killed at teardown.
+// No plugins (an empty enabled-plugins file). Start() takes 10-25 s on this machine kind.
+#pragma once
+
+#include <string>
+
+#include "tests/support/harness.h"
+
+namespace freshsync::testing {
+
+class RabbitMqServer {
+ public:
+  // `dir` is made reachable by `rabbitmq` (as PostgresServer does for `postgres`).
+  explicit RabbitMqServer(const std::string& dir);
+  ~RabbitMqServer();  // SIGKILL the node and its epmd
+  RabbitMqServer(const RabbitMqServer&) = delete;
+  RabbitMqServer& operator=(const RabbitMqServer&) = delete;
+
+  // Starts the node (same name, ports and mnesia folder on every call, so durable exchanges,
+  // queues and persistent messages survive a Kill()) and waits until it accepts AMQP
+  // connections. false on failure, the reason in log_path().
+  bool Start();
+  // SIGKILL to the VM: no clean shutdown, as in a crash.
+  void Kill();
+  bool Running() { return node_process_.Running(); }
+
+  // amqp://guest:guest@127.0.0.1:PORT/ (guest may log in over loopback).
+  std::string Url() const;
+  int port() const { return port_; }
+  const std::string& node_name() const { return node_; }
+  std::string log_path() const { return dir_ + "/rabbitmq.log"; }
+
+ private:
+  std::string AsRabbit(const std::string& command) const;
+  std::string EnvPrefix() const;
+  std::string dir_;
+  std::string node_;
+  int port_ = 0;
+  int dist_port_ = 0;
+  int epmd_port_ = 0;
+  ChildProcess node_process_;
+
+};
+
+}  // namespace freshsync::testing
