@@ -14,6 +14,9 @@
 #include <set>
 #include <thread>
 
+#include "common/clock.h"
+#include "hub/relay/amqp_relay.h"
+#include "hub/sqlite_store.h"
 #include "tests/hub/hubd_fixture.h"
 #include "tests/support/rabbitmq.h"
 
@@ -215,6 +218,66 @@ TEST_F(AmqpRelayTest, SlowEveryRecordArrivesThroughABrokerKilledMidStream) {
   EXPECT_EQ(Sample(metrics, "freshsync_hub_relay_active"), 1);
   EXPECT_GE(Sample(metrics, "freshsync_hub_relay_published_total"), static_cast<double>(pushed));
   EXPECT_GE(Sample(metrics, "freshsync_hub_relay_errors_total"), 1);
+}
+
+// Two replicas' relays on one store (in one process here: two AmqpRelay on one SqliteHubStore,
+// as two hubd share a database): only the lease holder publishes; when it stops, the other
+// takes over from the stored cursor and nothing is missed.
+TEST(AmqpRelayLeaseTest, OnlyTheLeaseHolderPublishesAndTheOtherTakesOver) {
+  TempDir dir;
+  RabbitMqServer rabbit(dir.File("rabbitmq"));
+  ASSERT_TRUE(rabbit.Start()) << ReadFile(rabbit.log_path());
+  Consumer consumer(rabbit.Url(), "freshsync.changes", "lease-test");
+  ASSERT_TRUE(WaitFor([&] { return consumer.bound(); }, std::chrono::seconds(30)));
+  auto store = hub::SqliteHubStore::Open({dir.File("hub.db"), 2, false});
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  hub::AmqpRelayOptions o;
+  o.url = rabbit.Url();
+  o.lease_ttl_ms = 900;
+  o.poll_ms = 20;
+  hub::RelayMetrics ma, mb;
+  hub::AmqpRelayOptions oa = o, ob = o;
+  oa.holder = "replica-a";
+  ob.holder = "replica-b";
+  hub::AmqpRelay a(oa, **store, SystemClock(), ma);
+  hub::AmqpRelay b(ob, **store, SystemClock(), mb);
+  a.Start();
+  ASSERT_TRUE(WaitFor([&] { return ma.active.load(); }, std::chrono::seconds(10)));
+  b.Start();
+  auto push = [&](uint64_t first, uint64_t last) {
+    v1::Batch batch;
+    batch.set_site("site-x");
+    for (uint64_t s = first; s <= last; ++s) *batch.add_records() = Record(s);
+    auto r = (*store)->ApplyBatch("site-x", batch, SystemClock().NowMs());
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  };
+  auto delivered = [&](uint64_t upto) {
+    std::set<std::string> ids;
+    for (const Delivered& d : consumer.Messages()) ids.insert(d.message_id);
+    for (uint64_t s = 1; s <= upto; ++s)
+      if (!ids.count("site-x:" + std::to_string(s))) return false;
+    return true;
+  };
+  push(1, 100);
+  ASSERT_TRUE(WaitFor([&] { return delivered(100); }, std::chrono::seconds(30)));
+  // Several lease periods pass (renewals by a, attempts by b): b never publishes.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  EXPECT_TRUE(ma.active.load());
+  EXPECT_FALSE(mb.active.load());
+  EXPECT_EQ(mb.published.load(), 0u);
+  EXPECT_GE(ma.published.load(), 100u);
+
+  a.Stop();  // hands the lease back
+  const uint64_t a_published = ma.published.load();
+  push(101, 200);
+  ASSERT_TRUE(WaitFor([&] { return delivered(200); }, std::chrono::seconds(30)));
+  EXPECT_TRUE(mb.active.load());
+  EXPECT_EQ(ma.published.load(), a_published);
+  // b started from the stored cursor: it published the new records, not the first hundred again.
+  EXPECT_GE(mb.published.load(), 100u);
+  EXPECT_LT(mb.published.load(), 200u);
+  EXPECT_EQ(*(*store)->RelayCursor("amqp"), (*(*store)->Changes(0, 1000)).back().cursor);
+  b.Stop();
 }
 
 }  // namespace
