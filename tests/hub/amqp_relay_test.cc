@@ -2,9 +2,6 @@
 // the real hubd with [fanout.amqp], the real rabbitmq-server (tests/support/rabbitmq.h) killed
 // with SIGKILL and restarted mid-stream, and a rabbitmq-c consumer on a durable queue bound
 // with "#". The contract checked is ../shared/design.md "HQ integrations" and docs/formats.md.
-#include <amqp.h>
-#include <amqp_tcp_socket.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -23,100 +20,6 @@
 namespace freshsync::testing {
 namespace {
 
-struct Delivered {
-  std::string routing_key;
-  std::string message_id;
-  std::string content_type;
-  int delivery_mode = 0;
-  std::string body;
-};
-
-std::string Str(amqp_bytes_t b) { return std::string(static_cast<const char*>(b.bytes), b.len); }
-
-// Consumes the durable queue `queue`, bound with "#" to the relay's exchange, acking each
-// message after recording it; reconnects while the broker is down.
-class Consumer {
- public:
-  Consumer(std::string url, std::string exchange, std::string queue)
-      : url_(std::move(url)), exchange_(std::move(exchange)), queue_(std::move(queue)) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~Consumer() {
-    stop_ = true;
-    thread_.join();
-  }
-  bool bound() const { return bound_; }
-  std::vector<Delivered> Messages() {
-    std::lock_guard<std::mutex> l(mu_);
-    return messages_;
-  }
-
- private:
-  static bool Ok(amqp_connection_state_t c) { return amqp_get_rpc_reply(c).reply_type == AMQP_RESPONSE_NORMAL; }
-
-  void Run() {
-    while (!stop_) {
-      amqp_connection_state_t c = amqp_new_connection();
-      Session(c);
-      amqp_destroy_connection(c);
-      if (!stop_) std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    }
-  }
-
-  void Session(amqp_connection_state_t c) {
-    std::string copy = url_;
-    amqp_connection_info info;
-    if (amqp_parse_url(copy.data(), &info) != AMQP_STATUS_OK) return;
-    amqp_socket_t* s = amqp_tcp_socket_new(c);
-    timeval tv{2, 0};
-    if (amqp_socket_open_noblock(s, info.host, info.port, &tv) != AMQP_STATUS_OK) return;
-    if (amqp_login(c, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest").reply_type != AMQP_RESPONSE_NORMAL) return;
-    amqp_channel_open(c, 1);
-    if (!Ok(c)) return;
-    // The same declaration as the relay's, so that either may come first.
-    amqp_exchange_declare(c, 1, amqp_cstring_bytes(exchange_.c_str()), amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table);
-    if (!Ok(c)) return;
-    amqp_queue_declare(c, 1, amqp_cstring_bytes(queue_.c_str()), 0, /*durable=*/1, 0, 0, amqp_empty_table);
-    if (!Ok(c)) return;
-    amqp_queue_bind(c, 1, amqp_cstring_bytes(queue_.c_str()), amqp_cstring_bytes(exchange_.c_str()), amqp_cstring_bytes("#"),
-                    amqp_empty_table);
-    if (!Ok(c)) return;
-    amqp_basic_qos(c, 1, 0, 500, 0);
-    amqp_basic_consume(c, 1, amqp_cstring_bytes(queue_.c_str()), amqp_empty_bytes, 0, /*no_ack=*/0, 0, amqp_empty_table);
-    if (!Ok(c)) return;
-    bound_ = true;
-    while (!stop_) {
-      amqp_maybe_release_buffers(c);
-      amqp_envelope_t env;
-      timeval wait{0, 200000};
-      amqp_rpc_reply_t r = amqp_consume_message(c, &env, &wait, 0);
-      if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) continue;
-      if (r.reply_type != AMQP_RESPONSE_NORMAL) return;  // broker gone or closed: reconnect
-      Delivered d;
-      d.routing_key = Str(env.routing_key);
-      const amqp_basic_properties_t& p = env.message.properties;
-      if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) d.message_id = Str(p.message_id);
-      if (p._flags & AMQP_BASIC_CONTENT_TYPE_FLAG) d.content_type = Str(p.content_type);
-      if (p._flags & AMQP_BASIC_DELIVERY_MODE_FLAG) d.delivery_mode = p.delivery_mode;
-      d.body = Str(env.message.body);
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        messages_.push_back(std::move(d));
-      }
-      const int ack = amqp_basic_ack(c, 1, env.delivery_tag, 0);
-      amqp_destroy_envelope(&env);
-      if (ack != AMQP_STATUS_OK) return;
-    }
-  }
-
-  const std::string url_, exchange_, queue_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> bound_{false};
-  std::mutex mu_;
-  std::vector<Delivered> messages_;
-  std::thread thread_;
-};
-
 class AmqpRelayTest : public HubdTest {};
 
 // The value of an unlabelled sample in Prometheus text, -1 when absent.
@@ -130,7 +33,7 @@ TEST_F(AmqpRelayTest, SlowEveryRecordArrivesThroughABrokerKilledMidStream) {
   RabbitMqServer rabbit(dir_.File("rabbitmq"));
   ASSERT_TRUE(rabbit.Start()) << ReadFile(rabbit.log_path());
   const std::string exchange = "freshsync.changes";  // the default: the config leaves it out
-  Consumer consumer(rabbit.Url(), exchange, "relay-test");
+  AmqpConsumer consumer(rabbit.Url(), exchange, "relay-test");
   ASSERT_TRUE(WaitFor([&] { return consumer.bound(); }, std::chrono::seconds(30)));
 
   hubd_.Kill();
@@ -166,7 +69,7 @@ TEST_F(AmqpRelayTest, SlowEveryRecordArrivesThroughABrokerKilledMidStream) {
     for (uint64_t seq = 1; seq <= kPerBatch * kBatches; ++seq) want.insert(site + ":" + std::to_string(seq));
   auto missing = [&] {
     std::set<std::string> left = want;
-    for (const Delivered& d : consumer.Messages()) left.erase(d.message_id);
+    for (const AmqpDelivered& d : consumer.Messages()) left.erase(d.message_id);
     return left;
   };
   ASSERT_TRUE(WaitFor([&] { return missing().empty(); }, std::chrono::seconds(120)))
@@ -179,7 +82,7 @@ TEST_F(AmqpRelayTest, SlowEveryRecordArrivesThroughABrokerKilledMidStream) {
   ASSERT_EQ(feed.size(), pushed);
   std::map<std::string, std::string> body_of;
   size_t repeats = 0;
-  for (const Delivered& d : consumer.Messages()) {
+  for (const AmqpDelivered& d : consumer.Messages()) {
     const json body = json::parse(d.body, nullptr, false);
     ASSERT_TRUE(body.is_object()) << d.body;
     const uint64_t cursor = body["cursor"];
@@ -227,7 +130,7 @@ TEST(AmqpRelayLeaseTest, OnlyTheLeaseHolderPublishesAndTheOtherTakesOver) {
   TempDir dir;
   RabbitMqServer rabbit(dir.File("rabbitmq"));
   ASSERT_TRUE(rabbit.Start()) << ReadFile(rabbit.log_path());
-  Consumer consumer(rabbit.Url(), "freshsync.changes", "lease-test");
+  AmqpConsumer consumer(rabbit.Url(), "freshsync.changes", "lease-test");
   ASSERT_TRUE(WaitFor([&] { return consumer.bound(); }, std::chrono::seconds(30)));
   auto store = hub::SqliteHubStore::Open({dir.File("hub.db"), 2, false});
   ASSERT_TRUE(store.ok()) << store.status().ToString();
@@ -253,7 +156,7 @@ TEST(AmqpRelayLeaseTest, OnlyTheLeaseHolderPublishesAndTheOtherTakesOver) {
   };
   auto delivered = [&](uint64_t upto) {
     std::set<std::string> ids;
-    for (const Delivered& d : consumer.Messages()) ids.insert(d.message_id);
+    for (const AmqpDelivered& d : consumer.Messages()) ids.insert(d.message_id);
     for (uint64_t s = 1; s <= upto; ++s)
       if (!ids.count("site-x:" + std::to_string(s))) return false;
     return true;

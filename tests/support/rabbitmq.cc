@@ -1,5 +1,7 @@
 #include "tests/support/rabbitmq.h"
 
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -95,5 +97,88 @@ bool RabbitMqServer::Start() {
 void RabbitMqServer::Kill() { node_process_.Kill(); }
 
 std::string RabbitMqServer::Url() const { return "amqp://guest:guest@127.0.0.1:" + std::to_string(port_) + "/"; }
+
+namespace {
+
+std::string Str(amqp_bytes_t b) { return std::string(static_cast<const char*>(b.bytes), b.len); }
+bool RpcOk(amqp_connection_state_t c) { return amqp_get_rpc_reply(c).reply_type == AMQP_RESPONSE_NORMAL; }
+
+}  // namespace
+
+AmqpConsumer::AmqpConsumer(std::string url, std::string exchange, std::string queue)
+    : url_(std::move(url)), exchange_(std::move(exchange)), queue_(std::move(queue)) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+AmqpConsumer::~AmqpConsumer() {
+  stop_ = true;
+  thread_.join();
+}
+
+std::vector<AmqpDelivered> AmqpConsumer::Messages() {
+  std::lock_guard<std::mutex> l(mu_);
+  return messages_;
+}
+
+size_t AmqpConsumer::count() {
+  std::lock_guard<std::mutex> l(mu_);
+  return messages_.size();
+}
+
+void AmqpConsumer::Run() {
+  while (!stop_) {
+    amqp_connection_state_t c = amqp_new_connection();
+    Session(c);
+    amqp_destroy_connection(c);
+    if (!stop_) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+}
+
+void AmqpConsumer::Session(void* connection) {
+  auto c = static_cast<amqp_connection_state_t>(connection);
+  std::string copy = url_;
+  amqp_connection_info info;
+  if (amqp_parse_url(copy.data(), &info) != AMQP_STATUS_OK) return;
+  amqp_socket_t* s = amqp_tcp_socket_new(c);
+  timeval tv{2, 0};
+  if (amqp_socket_open_noblock(s, info.host, info.port, &tv) != AMQP_STATUS_OK) return;
+  if (amqp_login(c, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest").reply_type != AMQP_RESPONSE_NORMAL) return;
+  amqp_channel_open(c, 1);
+  if (!RpcOk(c)) return;
+  amqp_exchange_declare(c, 1, amqp_cstring_bytes(exchange_.c_str()), amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table);
+  if (!RpcOk(c)) return;
+  amqp_queue_declare(c, 1, amqp_cstring_bytes(queue_.c_str()), 0, /*durable=*/1, 0, 0, amqp_empty_table);
+  if (!RpcOk(c)) return;
+  amqp_queue_bind(c, 1, amqp_cstring_bytes(queue_.c_str()), amqp_cstring_bytes(exchange_.c_str()), amqp_cstring_bytes("#"),
+                  amqp_empty_table);
+  if (!RpcOk(c)) return;
+  amqp_basic_qos(c, 1, 0, 500, 0);
+  amqp_basic_consume(c, 1, amqp_cstring_bytes(queue_.c_str()), amqp_empty_bytes, 0, /*no_ack=*/0, 0, amqp_empty_table);
+  if (!RpcOk(c)) return;
+  bound_ = true;
+  while (!stop_) {
+    amqp_maybe_release_buffers(c);
+    amqp_envelope_t env;
+    timeval wait{0, 200000};
+    amqp_rpc_reply_t r = amqp_consume_message(c, &env, &wait, 0);
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) continue;
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) return;  // broker gone or closed: reconnect
+    AmqpDelivered d;
+    d.received = std::chrono::steady_clock::now();
+    d.routing_key = Str(env.routing_key);
+    const amqp_basic_properties_t& p = env.message.properties;
+    if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) d.message_id = Str(p.message_id);
+    if (p._flags & AMQP_BASIC_CONTENT_TYPE_FLAG) d.content_type = Str(p.content_type);
+    if (p._flags & AMQP_BASIC_DELIVERY_MODE_FLAG) d.delivery_mode = p.delivery_mode;
+    d.body = Str(env.message.body);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      messages_.push_back(std::move(d));
+    }
+    const int ack = amqp_basic_ack(c, 1, env.delivery_tag, 0);
+    amqp_destroy_envelope(&env);
+    if (ack != AMQP_STATUS_OK) return;
+  }
+}
 
 }  // namespace freshsync::testing

@@ -9,7 +9,12 @@
 // No plugins (an empty enabled-plugins file). Start() takes 10-25 s on this machine kind.
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "tests/support/harness.h"
 
@@ -47,6 +52,42 @@ class RabbitMqServer {
   int epmd_port_ = 0;
   ChildProcess node_process_;
 
+};
+
+// One message as a consumer got it.
+struct AmqpDelivered {
+  std::string routing_key;
+  std::string message_id;
+  std::string content_type;
+  int delivery_mode = 0;
+  std::string body;
+  std::chrono::steady_clock::time_point received;
+};
+
+// A rabbitmq-c consumer on its own thread: declares the durable topic exchange `exchange` (as
+// the hub's relay does, so that either may come first) and the durable queue `queue` bound to
+// it with "#", consumes with manual acks, records each message and then acks it. Reconnects
+// while the broker is down; a message not acked before a broker death is delivered again.
+class AmqpConsumer {
+ public:
+  AmqpConsumer(std::string url, std::string exchange, std::string queue);
+  ~AmqpConsumer();
+  AmqpConsumer(const AmqpConsumer&) = delete;
+  AmqpConsumer& operator=(const AmqpConsumer&) = delete;
+  // True once the queue is bound (messages published from then on reach it).
+  bool bound() const { return bound_; }
+  std::vector<AmqpDelivered> Messages();
+  size_t count();
+
+ private:
+  void Run();
+  void Session(void* connection);
+  const std::string url_, exchange_, queue_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> bound_{false};
+  std::mutex mu_;
+  std::vector<AmqpDelivered> messages_;
+  std::thread thread_;
 };
 
 }  // namespace freshsync::testing
