@@ -423,6 +423,21 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
     r.RejectUnknown();
     root.Absorb(r);
   }
+  if (const toml::table* t = root.Table("fanout")) {
+    TableReader f(*t, "fanout");
+    if (const toml::table* a = f.Table("amqp")) {
+      TableReader r(*a, "fanout.amqp");
+      r.Get("url", c.amqp_url, true);
+      r.Get("exchange", c.amqp_exchange);
+      r.RejectUnknown();
+      // The full URL check is rabbitmq-c's parser, at hubd's start (hub::CheckAmqpUrl).
+      if (r.error().empty() && c.amqp_url.rfind("amqp://", 0) != 0) r.Fail("fanout.amqp.url: must start with amqp://");
+      if (r.error().empty() && c.amqp_exchange.empty()) r.Fail("fanout.amqp.exchange: must not be empty");
+      f.Absorb(r);
+    }
+    f.RejectUnknown();
+    root.Absorb(f);
+  }
   root.RejectUnknown();
   if (!root.error().empty()) return Status::InvalidArgument(root.error());
   auto hp = ParseHostPort(c.listen, "listen");

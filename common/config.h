@@ -139,6 +139,9 @@ struct HubConfig {
   double push_per_s = 0;
   double push_burst = 0;
   std::string log_level = "info";
+  // [fanout.amqp]: relay of the change feed to RabbitMQ (hub/relay/amqp_relay.h); "" = none.
+  std::string amqp_url;
+  std::string amqp_exchange = "freshsync.changes";
 };
 
 Result<EdgeConfig> LoadEdgeConfig(const std::string& path);

@@ -51,5 +51,30 @@ TEST(HubConfigExampleTest, TransportLimitsAreValidated) {
   }
 }
 
+// [fanout.amqp] (../shared/design.md "HQ integrations"): url required, exchange defaulted.
+TEST(HubConfigExampleTest, FanoutAmqpIsOptionalAndValidated) {
+  const std::string base = "listen = \"127.0.0.1:1\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[store]\npath = \"d\"\n";
+  auto none = ParseHubConfig(base);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(none->amqp_url, "");
+  auto ok = ParseHubConfig(base + "[fanout.amqp]\nurl = \"amqp://u:p@mq:5672/\"\n");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->amqp_url, "amqp://u:p@mq:5672/");
+  EXPECT_EQ(ok->amqp_exchange, "freshsync.changes");
+  auto named = ParseHubConfig(base + "[fanout.amqp]\nurl = \"amqp://mq\"\nexchange = \"hq.x\"\n");
+  ASSERT_TRUE(named.ok()) << named.status().ToString();
+  EXPECT_EQ(named->amqp_exchange, "hq.x");
+  for (const auto& [table, key] : std::vector<std::pair<std::string, std::string>>{
+           {"[fanout.amqp]\nexchange = \"x\"\n", "fanout.amqp.url"},
+           {"[fanout.amqp]\nurl = \"http://mq\"\n", "fanout.amqp.url"},
+           {"[fanout.amqp]\nurl = \"amqp://mq\"\nexchange = \"\"\n", "fanout.amqp.exchange"},
+           {"[fanout.amqp]\nurl = \"amqp://mq\"\nqueue = \"q\"\n", "fanout.amqp.queue"},
+           {"[fanout.kafka]\nurl = \"x\"\n", "fanout.kafka"}}) {
+    auto bad = ParseHubConfig(base + table);
+    ASSERT_FALSE(bad.ok()) << table;
+    EXPECT_NE(bad.status().message().find(key), std::string::npos) << bad.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace freshsync

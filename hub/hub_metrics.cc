@@ -38,6 +38,27 @@ void HubMetrics::Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* s
   store_seconds_.Write(w, "freshsync_hub_store_duration_seconds", "Store calls, by HubStore operation.");
   store_errors_.Write(w, "freshsync_hub_store_errors_total",
                       "Store calls that failed for a reason other than the caller's input (the caller got 503).");
+  if (relay.enabled.load(std::memory_order_relaxed)) {
+    auto gauge = [&w](const char* name, const char* help, double v) {
+      w.Family(name, "gauge", help);
+      w.Sample(name, {}, v);
+    };
+    counter("freshsync_hub_relay_published_total", "Messages the change-feed relay published (repeats after a reconnect included).",
+            relay.published.load(std::memory_order_relaxed));
+    counter("freshsync_hub_relay_confirmed_total", "Messages the broker confirmed to the relay.",
+            relay.confirmed.load(std::memory_order_relaxed));
+    counter("freshsync_hub_relay_errors_total", "Relay errors (broker or store); each is followed by a backoff and a reconnect.",
+            relay.errors.load(std::memory_order_relaxed));
+    gauge("freshsync_hub_relay_cursor", "Feed cursor up to which the broker confirmed every message.",
+          static_cast<double>(relay.cursor.load(std::memory_order_relaxed)));
+    gauge("freshsync_hub_relay_lag_records", "Feed items after the relay's cursor (counted up to one page).",
+          static_cast<double>(relay.lag_records.load(std::memory_order_relaxed)));
+    gauge("freshsync_hub_relay_lag_seconds", "Seconds since the oldest feed item not yet confirmed was first read (0 when caught up).",
+          relay.lag_seconds.load(std::memory_order_relaxed));
+    gauge("freshsync_hub_relay_connected", "1 while the relay is connected to the broker.", relay.connected.load() ? 1 : 0);
+    gauge("freshsync_hub_relay_active", "1 on the replica that holds the relay lease (exactly one across replicas).",
+          relay.active.load() ? 1 : 0);
+  }
   if (sites == nullptr) return;
   w.Family("freshsync_hub_site_contiguous_seq", "gauge", "Highest seq up to which the hub holds every record of the site.");
   for (const SiteInfo& s : *sites) w.Sample("freshsync_hub_site_contiguous_seq", {{"site", s.site}}, s.contiguous_seq);

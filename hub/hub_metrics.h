@@ -18,8 +18,23 @@
 
 namespace freshsync::hub {
 
+// The change-feed relay's state (hub/relay/amqp_relay.h), written by its thread. Exported only
+// when a relay is configured (`enabled`).
+struct RelayMetrics {
+  std::atomic<bool> enabled{false};
+  std::atomic<bool> active{false};            // holds the lease: this replica is the one relaying
+  std::atomic<bool> connected{false};         // to the broker, channel in confirm mode
+  std::atomic<uint64_t> published{0};         // messages sent, repeats after a reconnect included
+  std::atomic<uint64_t> confirmed{0};         // messages the broker confirmed
+  std::atomic<uint64_t> errors{0};            // AMQP and store errors, each followed by a backoff
+  std::atomic<uint64_t> cursor{0};            // feed cursor up to which every message is confirmed
+  std::atomic<uint64_t> lag_records{0};       // feed items after the cursor (counted up to a page)
+  std::atomic<double> lag_seconds{0};         // since the oldest of them was first read
+};
+
 class HubMetrics {
  public:
+  RelayMetrics relay;
   // `route` is the route's template ("/v1/sites/{site}/batches"), never the path itself, so
   // that the series stay few whatever callers send; "unmatched" for a 404 without a route.
   void Request(std::string_view method, std::string_view route, int status, double seconds);

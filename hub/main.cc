@@ -28,6 +28,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/signals.h"
+#include "hub/relay/amqp_relay.h"
 #include "hub/server.h"
 #include "hub/sqlite_store.h"
 
@@ -74,6 +75,10 @@ int main(int argc, char** argv) {
   auto config = freshsync::LoadHubConfig(config_path);
   if (config.ok()) UseCredentials(*config);
   freshsync::Status files = config.ok() ? CheckFiles(*config) : config.status();
+  if (files.ok() && !config->amqp_url.empty()) {
+    if (auto s = freshsync::hub::CheckAmqpUrl(config->amqp_url); !s.ok())
+      files = freshsync::Status::InvalidArgument("fanout.amqp.url: " + s.message());
+  }
   if (!files.ok()) {
     std::fprintf(stderr, "hubd: invalid config: %s\n", files.message().c_str());
     return 2;
@@ -119,6 +124,15 @@ int main(int argc, char** argv) {
     return s.code() == freshsync::StatusCode::kInvalidArgument ? 2 : 1;
   }
   spdlog::info("hubd listening on {} (port {}), store {}", config->listen, server.port(), config->store_path);
+  // Every replica runs a relay; the store's lease lets one of them publish at a time.
+  std::unique_ptr<freshsync::hub::AmqpRelay> relay;
+  if (!config->amqp_url.empty()) {
+    freshsync::hub::AmqpRelayOptions relay_options;
+    relay_options.url = config->amqp_url;
+    relay_options.exchange = config->amqp_exchange;
+    relay = std::make_unique<freshsync::hub::AmqpRelay>(relay_options, **store, freshsync::SystemClock(), server.relay_metrics());
+    relay->Start();
+  }
 
   std::mutex stop_mu;
   std::condition_variable stop_cv;
@@ -171,6 +185,7 @@ int main(int argc, char** argv) {
   // Run() also returns if the listener fails; wake the signal thread so that it can be joined.
   kill(getpid(), SIGTERM);
   signal_thread.join();
+  if (relay) relay->Stop();  // before the store and the server's metrics go
   if (watchdog_thread.joinable()) watchdog_thread.join();
   spdlog::info("hubd stopped");
   return 0;

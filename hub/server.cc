@@ -819,6 +819,8 @@ void HubServer::ReloadTokens(const std::vector<HubToken>& tokens) {
   impl_->tokens = std::move(fresh);
 }
 
+RelayMetrics& HubServer::relay_metrics() { return impl_->metrics.relay; }
+
 void HubServer::Stop() {
   if (impl_->server) impl_->server->Stop();
 }

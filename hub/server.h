@@ -21,6 +21,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/status.h"
+#include "hub/hub_metrics.h"
 #include "hub/store.h"
 
 namespace freshsync::hub {
@@ -53,6 +54,8 @@ class HubServer {
   // Replaces the HQ token table (SIGHUP). Requests in flight finish with the table they
   // started with. Thread-safe.
   void ReloadTokens(const std::vector<HubToken>& tokens);
+  // The relay's series in this server's /metrics (hub/relay/amqp_relay.h writes them).
+  RelayMetrics& relay_metrics();
 
  private:
   struct Impl;

@@ -185,6 +185,18 @@ CREATE TABLE IF NOT EXISTS site_usage(
 )sql",
       // 4: pallet scans at dock doors (the handler's dock_scans only).
       "",
+      // 5: the RabbitMQ relay (hub/relay/amqp_relay.h): leases elect one active relay across
+      // the replicas sharing the store, and the relay's cursor is the feed cursor up to which
+      // the broker confirmed every message. Plain SQL, the same in PostgreSQL.
+      R"sql(
+CREATE TABLE leases(
+  name       TEXT    PRIMARY KEY,
+  holder     TEXT    NOT NULL,
+  expires_ms INTEGER NOT NULL);
+CREATE TABLE relay_cursors(
+  name   TEXT    PRIMARY KEY,
+  cursor INTEGER NOT NULL);
+)sql",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).
@@ -1263,6 +1275,48 @@ Result<std::vector<AuditEntry>> SqliteHubStore::Audit(uint64_t after, int limit)
         return AuditEntry{s.UInt(0), s.Int(1),  s.Text(2), s.Text(3), s.Text(4),
                           s.UInt(5), s.UInt(6), s.UInt(7), static_cast<int>(s.Int(8)), s.Text(9)};
       });
+}
+
+// One statement, atomic in SQLite and PostgreSQL alike: the row is written when it is new, ours,
+// or expired; otherwise the WHERE leaves it alone and no row changes.
+Result<bool> SqliteHubStore::HoldLease(const std::string& name, const std::string& holder, int64_t now_ms,
+                                       int64_t ttl_ms) {
+  std::lock_guard<std::mutex> lock(impl_->write_mu);
+  auto st = impl_->writer.Prepare(
+      "INSERT INTO leases(name, holder, expires_ms) VALUES(?1, ?2, ?3) "
+      "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms "
+      "WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?4");
+  if (!st.ok()) return st.status();
+  ResetGuard g(**st);
+  (*st)->BindRef(1, name).BindRef(2, holder).Bind(3, now_ms + ttl_ms).Bind(4, now_ms);
+  const int rc = (*st)->Step();
+  if (rc != SQLITE_DONE) return DbError(impl_->writer.db(), rc, "hold lease");
+  return sqlite3_changes(impl_->writer.db()) > 0;
+}
+
+Result<uint64_t> SqliteHubStore::RelayCursor(const std::string& name) {
+  auto r = impl_->AcquireReader();
+  auto st = r->Prepare("SELECT cursor FROM relay_cursors WHERE name = ?1");
+  if (!st.ok()) return st.status();
+  ResetGuard g(**st);
+  (*st)->BindRef(1, name);
+  const int rc = (*st)->Step();
+  if (rc == SQLITE_ROW) return (*st)->UInt(0);
+  if (rc == SQLITE_DONE) return uint64_t{0};
+  return DbError(r->db(), rc, "relay cursor");
+}
+
+Status SqliteHubStore::SetRelayCursor(const std::string& name, uint64_t cursor) {
+  std::lock_guard<std::mutex> lock(impl_->write_mu);
+  auto st = impl_->writer.Prepare(
+      "INSERT INTO relay_cursors(name, cursor) VALUES(?1, ?2) "
+      "ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor");
+  if (!st.ok()) return st.status();
+  ResetGuard g(**st);
+  (*st)->BindRef(1, name).Bind(2, cursor);
+  const int rc = (*st)->Step();
+  if (rc != SQLITE_DONE) return DbError(impl_->writer.db(), rc, "set relay cursor");
+  return Status::Ok();
 }
 
 }  // namespace freshsync::hub

@@ -52,6 +52,9 @@ class SqliteHubStore final : public HubStore {
   Result<RebuildResult> RebuildState(const std::string& site, const AuditEntry* audit) override;
   Status AppendAudit(const AuditEntry& entry) override;
   Result<std::vector<AuditEntry>> Audit(uint64_t after, int limit) override;
+  Result<bool> HoldLease(const std::string& name, const std::string& holder, int64_t now_ms, int64_t ttl_ms) override;
+  Result<uint64_t> RelayCursor(const std::string& name) override;
+  Status SetRelayCursor(const std::string& name, uint64_t cursor) override;
 
   // The schema version this build migrates to.
   static int SchemaVersion();

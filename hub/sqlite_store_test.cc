@@ -215,6 +215,36 @@ TEST_P(HubStoreContractTest, AppliesConsecutiveBatchesAndMovesContiguous) {
   EXPECT_EQ(FeedSize(), 15u);
 }
 
+// Two relays (hub replicas) on one store: only the holder of the lease is active, it keeps the
+// lease by renewing it, and the other takes over only once the holder stops renewing.
+TEST_P(HubStoreContractTest, LeaseHasOneHolderUntilItExpires) {
+  const int64_t ttl = 10000;
+  auto a = store_->HoldLease("amqp", "replica-a", 1000, ttl);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_TRUE(*a);
+  EXPECT_FALSE(*store_->HoldLease("amqp", "replica-b", 1001, ttl));
+  EXPECT_TRUE(*store_->HoldLease("amqp", "replica-a", 9000, ttl));      // renewed: runs to 19000
+  EXPECT_FALSE(*store_->HoldLease("amqp", "replica-b", 18999, ttl));   // still a's
+  EXPECT_TRUE(*store_->HoldLease("other", "replica-b", 18999, ttl));   // leases are per name
+  EXPECT_TRUE(*store_->HoldLease("amqp", "replica-b", 19000, ttl));    // a stopped renewing
+  EXPECT_FALSE(*store_->HoldLease("amqp", "replica-a", 19001, ttl));   // and a has lost it
+  Reopen();  // the lease is durable state of the store, not of a process
+  EXPECT_FALSE(*store_->HoldLease("amqp", "replica-a", 20000, ttl));
+  EXPECT_TRUE(*store_->HoldLease("amqp", "replica-b", 20000, ttl));
+}
+
+TEST_P(HubStoreContractTest, RelayCursorIsKeptPerName) {
+  auto c = store_->RelayCursor("amqp");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(*c, 0u);
+  ASSERT_TRUE(store_->SetRelayCursor("amqp", 42).ok());
+  ASSERT_TRUE(store_->SetRelayCursor("amqp", 57).ok());
+  ASSERT_TRUE(store_->SetRelayCursor("other", 3).ok());
+  Reopen();
+  EXPECT_EQ(*store_->RelayCursor("amqp"), 57u);
+  EXPECT_EQ(*store_->RelayCursor("other"), 3u);
+}
+
 TEST_P(HubStoreContractTest, DuplicatesAreAcknowledgedAndAppliedOnce) {
   Apply(Range("a", 1, 10));
   auto r = Apply(Range("a", 1, 10));
@@ -734,7 +764,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 4);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 5);
 }
 
 TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {

@@ -161,6 +161,18 @@ class HubStore {
   virtual Status AppendAudit(const AuditEntry& entry) = 0;
   // Up to `limit` audit entries with id > after, oldest first.
   virtual Result<std::vector<AuditEntry>> Audit(uint64_t after, int limit) = 0;
+
+  // Leases: at most one holder per `name` among all the processes sharing the store (the hub's
+  // replicas), e.g. the one active change-feed relay. Takes the lease when it is free, expired
+  // (expires_ms <= now_ms) or already `holder`'s, and then holds it until now_ms + ttl_ms; true
+  // when `holder` holds it after the call, false when another holder's lease is still running.
+  // The holders' clocks must agree to well within ttl_ms.
+  virtual Result<bool> HoldLease(const std::string& name, const std::string& holder, int64_t now_ms, int64_t ttl_ms) = 0;
+  // A relay's cursor in the change feed (0 when never set): every change with cursor <= it was
+  // delivered. Set by the lease's holder; a stale holder that writes a lower value only causes
+  // repeats, which the relay's consumers see as the same message_id.
+  virtual Result<uint64_t> RelayCursor(const std::string& name) = 0;
+  virtual Status SetRelayCursor(const std::string& name, uint64_t cursor) = 0;
 };
 
 }  // namespace freshsync::hub

@@ -11,6 +11,8 @@ PACKAGES=(
   postgresql-15 libpq-dev postgresql-15-partman  # hub: the PostgreSQL store (docs/architecture-hub.md); tests start their own cluster
   prometheus  # promtool lints the /metrics text in the tests (common/prometheus_test.cc, hub tests)
   haproxy  # tests/hub/haproxy_test.cc: the documented load balancer in front of hubd replicas
+  librabbitmq-dev  # hub: rabbitmq-c, the AMQP relay of the change feed (hub/relay/amqp_relay.h)
+  rabbitmq-server  # tests/hub/amqp_relay_test.cc starts its own node (tests/support/rabbitmq.h)
   libboost1.74-dev  # hub: Boost.Beast on asio, the event-driven HTTPS server (docs/security.md)
   clang libclang-rt-14-dev iproute2 procps psmisc
   mmdebstrap  # tests/packaging/install_test.sh: a clean Debian 12 root for the package install test
@@ -28,4 +30,10 @@ fi
 # The packaged broker must not hold port 1883 or compete with the brokers the tests start.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
   ${SUDO:-} systemctl stop mosquitto || true
+fi
+# Nor may the packaged RabbitMQ hold 5672, 25672 and epmd's 4369: the tests run their own node
+# with its own ports and epmd.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+  ${SUDO:-} systemctl stop rabbitmq-server || true
+  ${SUDO:-} systemctl disable rabbitmq-server >/dev/null 2>&1 || true
 fi
