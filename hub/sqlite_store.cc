@@ -208,8 +208,7 @@ constexpr const char* kUpsertVehicle =
 constexpr const char* kInsertChunk =
     "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-// Writes the fixes of one (site, vehicle), sorted by (ts_ms, seq), as chunks: a new chunk
-// starts when the current one holds kChunkMaxFixes or would span more than kChunkMaxSpanMs.
+// Writes the fixes of one (site, vehicle), sorted by (ts_ms, seq), as chunks (ChunkEnd).
 // Used by the writer per batch and by migration 2.
 Status InsertChunks(Conn& db, int64_t site_id, const std::string& vehicle, const std::vector<ChunkFix>& fixes,
                     std::string* blob) {
@@ -218,13 +217,7 @@ Status InsertChunks(Conn& db, int64_t site_id, const std::string& vehicle, const
   Stmt& st = **ins;
   size_t begin = 0;
   while (begin < fixes.size()) {
-    size_t end = begin + 1;
-    // Unsigned difference: sorted, so it is the true distance even for extreme timestamps.
-    while (end < fixes.size() && end - begin < kChunkMaxFixes &&
-           static_cast<uint64_t>(fixes[end].ts_ms) - static_cast<uint64_t>(fixes[begin].ts_ms) <=
-               static_cast<uint64_t>(kChunkMaxSpanMs)) {
-      ++end;
-    }
+    const size_t end = ChunkEnd(fixes, begin);
     blob->clear();
     EncodeChunk(fixes.data() + begin, end - begin, blob);
     st.Bind(1, site_id).BindRef(2, vehicle).Bind(3, fixes[begin].ts_ms).Bind(4, fixes[begin].seq);
@@ -261,28 +254,6 @@ ChunkFix FixFromColumns(const Stmt& s, int c) {
   f.hdop_d = static_cast<uint32_t>(s.Int(c + 7));
   f.hlc = s.UInt(c + 8);
   return f;
-}
-
-// A track's item (v1::PositionItem, as the route answers it) from a decoded fix.
-v1::PositionItem ItemFromFix(const std::string& vehicle, const std::string& site, const ChunkFix& f) {
-  v1::PositionItem item;
-  item.set_site(site);
-  auto* p = item.mutable_position();
-  p->set_vehicle(vehicle);
-  p->set_device_seq(f.device_seq);
-  p->set_lat_e6(f.lat_e6);
-  p->set_lon_e6(f.lon_e6);
-  p->set_speed_dkmh(f.speed_dkmh);
-  p->set_heading_deg(f.heading_deg);
-  p->set_hdop_d(f.hdop_d);
-  item.set_ts_ms(f.ts_ms);
-  item.set_hlc(f.hlc);
-  item.set_seq(f.seq);
-  return item;
-}
-
-bool FixBefore(const ChunkFix& a, const ChunkFix& b) {
-  return a.ts_ms != b.ts_ms ? a.ts_ms < b.ts_ms : a.seq < b.seq;
 }
 
 // Migration 2's data step: every `positions` row into chunks, then the table goes.
@@ -476,18 +447,7 @@ struct SqliteHubStore::Impl {
       chunk_fixes.clear();
       for (const v1::ChangeRecord* rec : recs) {
         if (std::make_pair(rec->ts_ms(), rec->hlc()) > std::make_pair(latest->ts_ms(), latest->hlc())) latest = rec;
-        const auto& p = rec->position();
-        ChunkFix f;
-        f.ts_ms = rec->ts_ms();
-        f.seq = rec->seq();
-        f.device_seq = p.device_seq();
-        f.lat_e6 = p.lat_e6();
-        f.lon_e6 = p.lon_e6();
-        f.speed_dkmh = p.speed_dkmh();
-        f.heading_deg = p.heading_deg();
-        f.hdop_d = p.hdop_d();
-        f.hlc = rec->hlc();
-        chunk_fixes.push_back(f);
+        chunk_fixes.push_back(FixFromRecord(*rec));
       }
       // Batches are in seq order and fixes mostly in time order too: usually already sorted.
       if (!std::is_sorted(chunk_fixes.begin(), chunk_fixes.end(), FixBefore))
@@ -729,10 +689,6 @@ struct SqliteHubStore::Impl {
     return FinishBatch(*site_id, batch, contiguous, max_seq, now_ms, res);
   }
 
-  // Approximate store cost of one held record: its `changes` row (record blob, key in the row
-  // and in the unique index) plus fixed row overhead. Materialized state is not counted: it is
-  // bounded by the number of distinct keys, and each key is bounded by the rules.
-  static uint64_t RowBytes(const v1::ChangeRecord& r, size_t blob_bytes) { return blob_bytes + 2 * r.key().size() + 64; }
 
   // Puts a refused record's row into refused_records; returns its bytes, 0 if it was there.
   Result<uint64_t> Quarantine(int64_t site_id, const v1::ChangeRecord& r, const std::string& reason, int64_t now_ms) {
@@ -752,7 +708,7 @@ struct SqliteHubStore::Impl {
     const int rc = (*st)->Step();
     if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert refused record");
     if (sqlite3_changes(writer.db()) == 0) return uint64_t{0};
-    return uint64_t{64 + (key_ok ? r.key().size() : 0) + why.size() + field.size()};
+    return RefusedRowBytes(r, key_ok, why, field);
   }
 
   // Adds `bytes` to the site's usage of today, or sets res.over_quota when that would exceed
@@ -893,7 +849,6 @@ Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::OpenAtSchemaVersionForTe
   return std::unique_ptr<SqliteHubStore>(new SqliteHubStore(std::move(impl)));
 }
 
-namespace {
 Status ValidateBatch(const v1::Batch& batch) {
   uint64_t prev = 0;
   for (const auto& r : batch.records()) {
@@ -909,7 +864,6 @@ Status ValidateBatch(const v1::Batch& batch) {
   }
   return Status::Ok();
 }
-}  // namespace
 
 Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
                                                const AuditEntry* audit, const ApplyChecks& checks) {
@@ -939,6 +893,13 @@ Result<uint64_t> SqliteHubStore::ContiguousSeq(const std::string& site) {
   if (rc == SQLITE_ROW) return (*st)->UInt(0);
   if (rc == SQLITE_DONE) return uint64_t{0};
   return DbError(r->db(), rc, "contiguous seq");
+}
+
+uint64_t RowBytes(const v1::ChangeRecord& r, size_t blob_bytes) { return blob_bytes + 2 * r.key().size() + 64; }
+
+uint64_t RefusedRowBytes(const v1::ChangeRecord& r, bool key_kept, const std::string& reason,
+                         const std::string& field) {
+  return 64 + (key_kept ? r.key().size() : 0) + reason.size() + field.size();
 }
 
 // Runs a read query and maps each row through `row`. Stops at the first error.

@@ -1,4 +1,5 @@
 #include "hub/sqlite_store.h"
+#include "hub/pg_store.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -13,11 +14,14 @@
 #include <cstdio>
 #include <chrono>
 #include <thread>
+#include <map>
+#include <mutex>
 
 #include "wire/digest.h"
 #include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
 #include "tests/support/harness.h"
+#include "tests/support/postgres.h"
 
 namespace freshsync::hub {
 namespace {
@@ -117,10 +121,37 @@ Result<std::unique_ptr<HubStore>> OpenSqlite(const std::string& dir) {
   return AsHubStore(SqliteHubStore::Open({dir + "/hub.db", 2, false}));
 }
 
+// One PostgreSQL cluster per test binary, started on first use and shut down at exit; each
+// test's directory gets a database of its own (creating one is fast), the same one on Reopen().
+freshsync::testing::PostgresServer& SharedPostgres() {
+  static TempDir* dir = new TempDir();  // outlives the server: destroyed in that order at exit
+  static freshsync::testing::PostgresServer server(dir->File("pg"));
+  static const bool started = server.Start();
+  EXPECT_TRUE(started) << freshsync::testing::ReadFile(server.log_path());
+  return server;
+}
+
+// A fresh database for `key` (a test's directory) on the shared cluster; its URL.
+std::string PostgresDatabaseFor(const std::string& key) {
+  static std::mutex mu;
+  static std::map<std::string, std::string> dbs;
+  std::lock_guard<std::mutex> l(mu);
+  auto it = dbs.find(key);
+  if (it != dbs.end()) return it->second;
+  auto& pg = SharedPostgres();
+  const std::string name = "t" + std::to_string(dbs.size());
+  EXPECT_TRUE(pg.CreateDatabase(name)) << name;
+  return dbs.emplace(key, pg.Url(name)).first->second;
+}
+
+Result<std::unique_ptr<HubStore>> OpenPostgres(const std::string& dir) {
+  return AsHubStore(PgHubStore::Open({PostgresDatabaseFor(dir), 2}));
+}
+
 std::vector<HubStoreBackend> Backends() {
   return {
       {"Sqlite", OpenSqlite},
-      // {"Postgres", OpenPostgres},  (next)
+      {"Postgres", OpenPostgres},
   };
 }
 

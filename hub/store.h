@@ -102,6 +102,18 @@ struct ApplyChecks {
   int64_t site_bytes_per_day = 0;
 };
 
+// What every store shares of the contract below (defined in sqlite_store.cc):
+// The structural rules of a batch (seq >= 1 and <= 2^62, consecutive in a normal batch,
+// increasing in an urgent one); kInvalidArgument names the broken one.
+Status ValidateBatch(const v1::Batch& batch);
+// Approximate store cost of one held record for site_bytes_per_day: its `changes` row (record
+// blob, key in the row and in the unique index) plus fixed row overhead. Materialized state is
+// not counted: it is bounded by the number of distinct keys, and each key by the rules.
+uint64_t RowBytes(const v1::ChangeRecord& r, size_t blob_bytes);
+// The same for a quarantined record's refused_records row.
+uint64_t RefusedRowBytes(const v1::ChangeRecord& r, bool key_kept, const std::string& reason,
+                         const std::string& field);
+
 class HubStore {
  public:
   virtual ~HubStore() = default;
