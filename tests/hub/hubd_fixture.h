@@ -96,13 +96,17 @@ class HubdTest : public ::testing::Test {
       << "audit_log = \"" << dir_.File("audit.jsonl") << "\"\n"
       << extra << "[tls]\nca = \"" << pki_.ca_cert() << "\"\ncert = \"" << pki_.server().cert << "\"\nkey = \""
       << pki_.server().key << "\"\n"
-      << "[store]\npath = \"" << dir_.File("hub.db") << "\"\n"
+      << StoreSection()
       << "[limits]\nmax_body_bytes = 1048576\nmax_decompressed_bytes = 8388608\nmax_records_per_batch = 20000\n"
       << "[[tokens]]\nname = \"hq-analytics\"\nrole = \"reader\"\nsha256 = \"" << digest::Sha256Hex(kReaderToken)
       << "\"\n"
       << "[[tokens]]\nname = \"hq-ops\"\nrole = \"admin\"\nsha256 = \"" << digest::Sha256Hex(kAdminToken) << "\"\n";
     WriteFile(dir_.File("hubd.toml"), c.str());
   }
+
+  // The [store] table of the config: a SQLite file in the test's folder unless a test says
+  // otherwise (hub_golden_test runs the same answers on PostgreSQL).
+  virtual std::string StoreSection() { return "[store]\npath = \"" + dir_.File("hub.db") + "\"\n"; }
 
   void StartHubd() {
     hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
