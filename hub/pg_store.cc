@@ -17,6 +17,7 @@
 
 #include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
+#include "hub/sqlite_store.h"
 #include "wire/digest.h"
 #include "wire/record_rules.h"
 
@@ -45,7 +46,8 @@ constexpr int64_t kMigrationLockKey = 0x46534d4947;  // "FSMIG"
 constexpr int64_t kFeedLockKey = 0x4653464545;       // "FSFEE"
 
 // The store's own part of each migration, numbered as SqliteHubStore's (sqlite_store.cc), so a
-// handler's SchemaStep names the same migration for both; the handlers' DDL follows each.
+// handler's SchemaStep names the same migration for both; the handlers' DDL (their postgres
+// text) follows each. A shipped migration's effect never changes.
 const std::vector<std::string>& Migrations() {
   static const std::vector<std::string> m = [] {
     std::vector<std::string> sql = {
@@ -88,9 +90,10 @@ CREATE TABLE refused_records(
 CREATE TABLE site_usage(
   site_id BIGINT NOT NULL, day BIGINT NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY(site_id, day));
 )sql",
-        // 4: dock scans (the handler's table only).
-        "",
     };
+    // Later migrations so far are the handlers' tables alone: the list is as long as
+    // SqliteHubStore's, so a new entity's migration needs no line here.
+    sql.resize(static_cast<size_t>(std::max<int>(static_cast<int>(sql.size()), SqliteHubStore::SchemaVersion())));
     for (const SchemaStep& step : EntitySchema()) {
       if (step.migration >= 1 && static_cast<size_t>(step.migration) <= sql.size())
         sql[static_cast<size_t>(step.migration) - 1] += PostgresText(step.ddl);
