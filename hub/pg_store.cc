@@ -18,6 +18,7 @@
 #include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
 #include "hub/sqlite_store.h"
+#include "hub/store_sql.h"
 #include "wire/digest.h"
 #include "wire/record_rules.h"
 
@@ -390,10 +391,7 @@ struct PgHubStore::Impl {
     PgParams p;
     p.Int(1, e.ts_ms).Text(2, e.kind).Text(3, e.actor).Text(4, e.path).UInt(5, e.seq_from).UInt(6, e.seq_to);
     p.UInt(7, e.count).Int(8, e.status).Text(9, e.detail);
-    return Exec(c,
-                "INSERT INTO audit(ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail) "
-                "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                p, "insert audit");
+    return Exec(c, PostgresText(store_sql::kInsertAudit), p, "insert audit");
   }
 
   // Per vehicle and batch: the chunks of its fixes and one latest-position upsert (the same
@@ -417,11 +415,7 @@ struct PgHubStore::Impl {
         PgParams p;
         p.Int(1, site_id).Text(2, vehicle).Int(3, fixes[begin].ts_ms).UInt(4, fixes[begin].seq);
         p.Int(5, fixes[end - 1].ts_ms).Int(6, static_cast<int64_t>(end - begin)).Blob(7, blob);
-        if (Status s = Exec(c,
-                            "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
-                            "VALUES($1, $2, $3, $4, $5, $6, $7)",
-                            p, "insert position chunk");
-            !s.ok())
+        if (Status s = Exec(c, PostgresText(store_sql::kInsertChunk), p, "insert position chunk"); !s.ok())
           return s;
         begin = end;
       }
@@ -431,17 +425,7 @@ struct PgHubStore::Impl {
       p.Text(1, vehicle).Int(2, site_id).UInt(3, pos.device_seq()).Int(4, pos.lat_e6()).Int(5, pos.lon_e6());
       p.Int(6, pos.speed_dkmh()).Int(7, pos.heading_deg()).Int(8, pos.hdop_d()).Int(9, r.ts_ms()).UInt(10, r.hlc());
       p.UInt(11, r.seq());
-      if (Status s = Exec(
-              c,
-              "INSERT INTO vehicles(vehicle, site_id, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, hdop_d, "
-              "ts_ms, hlc, seq) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-              "ON CONFLICT(vehicle) DO UPDATE SET site_id = excluded.site_id, device_seq = excluded.device_seq, "
-              "lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6, speed_dkmh = excluded.speed_dkmh, "
-              "heading_deg = excluded.heading_deg, hdop_d = excluded.hdop_d, ts_ms = excluded.ts_ms, "
-              "hlc = excluded.hlc, seq = excluded.seq "
-              "WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)",
-              p, "upsert vehicle");
-          !s.ok())
+      if (Status s = Exec(c, PostgresText(store_sql::kUpsertVehicle), p, "upsert vehicle"); !s.ok())
         return s;
     }
     return Status::Ok();
@@ -536,11 +520,7 @@ struct PgHubStore::Impl {
         p.Int(1, site_id).UInt(2, r.seq()).Int(3, r.entity()).UInt(4, r.version());
         if (key_ok) p.Text(5, r.key()); else p.Null(5);
         p.Text(6, field).Text(7, why).Int(8, now_ms);
-        if (Status s = Exec(c,
-                            "INSERT INTO refused_records(site_id, seq, entity, version, key, field, reason, received_ms) "
-                            "VALUES($1, $2, $3, $4, $5, $6, $7, $8)",
-                            p, "insert refused record");
-            !s.ok())
+        if (Status s = Exec(c, PostgresText(store_sql::kQuarantine), p, "insert refused record"); !s.ok())
           return s;
         ++res.refused;
         added_bytes += RefusedRowBytes(r, key_ok, why, field);
@@ -565,7 +545,7 @@ struct PgHubStore::Impl {
       const int64_t day = now_ms / 86400000;
       PgParams p;
       p.Int(1, site_id).Int(2, day);
-      auto u = c.Run("SELECT bytes FROM site_usage WHERE site_id = $1 AND day = $2", p, "site usage");
+      auto u = c.Run(PostgresText(store_sql::kSiteUsage), p, "site usage");
       if (!u.ok()) return u.status();
       const uint64_t used = PQntuples(u->get()) == 1 ? U(u->get(), 0, 0) : 0;
       if (used + added_bytes > static_cast<uint64_t>(checks.site_bytes_per_day)) {
@@ -578,11 +558,7 @@ struct PgHubStore::Impl {
       }
       PgParams up;
       up.Int(1, site_id).Int(2, day).UInt(3, added_bytes);
-      if (Status s = Exec(c,
-                          "INSERT INTO site_usage(site_id, day, bytes) VALUES($1, $2, $3) "
-                          "ON CONFLICT(site_id, day) DO UPDATE SET bytes = site_usage.bytes + excluded.bytes",
-                          up, "site usage");
-          !s.ok())
+      if (Status s = Exec(c, PostgresText(store_sql::kChargeSiteUsage), up, "site usage"); !s.ok())
         return s;
       // Older days are of no use to the limit.
       if (Status s = c.Exec("DELETE FROM site_usage WHERE day < " + std::to_string(day - 7)); !s.ok()) return s;
@@ -593,11 +569,7 @@ struct PgHubStore::Impl {
     {
       PgParams p;
       p.Int(1, site_id).UInt(2, contiguous).UInt(3, std::max(max_seq, contiguous)).Int(4, res.applied).Int(5, now_ms);
-      if (Status s = Exec(c,
-                          "UPDATE sites SET contiguous_seq = $2, max_seq = $3, records = records + $4, "
-                          "last_push_ms = $5 WHERE site_id = $1",
-                          p, "update site");
-          !s.ok())
+      if (Status s = Exec(c, PostgresText(store_sql::kUpdateSite), p, "update site"); !s.ok())
         return s;
     }
     if (audit != nullptr) {
@@ -633,7 +605,7 @@ struct PgHubStore::Impl {
           PgParams p;
           p.Text(1, site);
           uint64_t contiguous = 0;
-          Status s = Query(c, "SELECT contiguous_seq FROM sites WHERE site = $1", p, "contiguous seq",
+          Status s = Query(c, PostgresText(store_sql::kContiguousSeq), p, "contiguous seq",
                            [&](const PGresult* r, int i) { contiguous = U(r, i, 0); });
           if (!s.ok()) return s;
           if (s = Query(c, sql, params, what, row); !s.ok()) return s;
@@ -674,7 +646,7 @@ Result<uint64_t> PgHubStore::ContiguousSeq(const std::string& site) {
   PgParams p;
   p.Text(1, site);
   uint64_t out = 0;
-  Status s = impl_->Query("SELECT contiguous_seq FROM sites WHERE site = $1", p, "contiguous seq",
+  Status s = impl_->Query(PostgresText(store_sql::kContiguousSeq), p, "contiguous seq",
                           [&](const PGresult* r, int i) { out = U(r, i, 0); });
   if (!s.ok()) return s;
   return out;
@@ -685,9 +657,7 @@ Result<std::vector<FeedEntry>> PgHubStore::Changes(uint64_t after, int limit) {
   p.UInt(1, after).Int(2, limit);
   std::vector<FeedEntry> out;
   Status s = impl_->Query(
-      "SELECT c.cursor, s.site, c.record FROM changes c JOIN sites s ON s.site_id = c.site_id "
-      "WHERE c.cursor > $1 ORDER BY c.cursor LIMIT $2",
-      p, "changes", [&](const PGresult* r, int i) {
+      PostgresText(store_sql::kChangesAfter), p, "changes", [&](const PGresult* r, int i) {
         FeedEntry e;
         const PgRow row(r, i);
         e.cursor = row.UInt(0);
@@ -703,7 +673,7 @@ Result<std::vector<FeedEntry>> PgHubStore::Changes(uint64_t after, int limit) {
 Result<std::vector<SiteInfo>> PgHubStore::Sites() {
   PgParams p;
   std::vector<SiteInfo> out;
-  Status s = impl_->Query("SELECT site, contiguous_seq, max_seq, records, last_push_ms FROM sites ORDER BY site", p,
+  Status s = impl_->Query(PostgresText(store_sql::kSites), p,
                           "sites", [&](const PGresult* r, int i) {
                             const PgRow row(r, i);
                             out.push_back(SiteInfo{row.Text(0), row.UInt(1), row.UInt(2), row.UInt(3), row.Int(4)});
@@ -733,10 +703,7 @@ Result<std::vector<v1::PositionItem>> PgHubStore::Track(const std::string& site,
   std::vector<ChunkFix> fixes, decoded;
   bool damaged = false;
   Status s = impl_->Query(
-      "SELECT ts_min, count, fixes FROM position_chunks "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = $1) AND vehicle = $2 AND ts_min BETWEEN $3 AND $4 "
-      "AND ts_max >= $5 ORDER BY ts_min, seq_min",
-      p, "track", [&](const PGresult* r, int i) {
+      PostgresText(store_sql::kTrackChunks), p, "track", [&](const PGresult* r, int i) {
         const PgRow row(r, i);
         decoded.clear();
         if (!DecodeChunk(row.Text(2), row.UInt(1), &decoded)) {
@@ -757,40 +724,17 @@ Result<std::vector<v1::PositionItem>> PgHubStore::Track(const std::string& site,
 }
 
 Result<DigestResult> PgHubStore::Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) {
-  const std::string bad = digest::ValidateRange(from, to, buckets);
-  if (!bad.empty()) return Status::InvalidArgument(bad);
-  DigestResult out;
-  const auto ranges = digest::SplitRange(from, to, buckets);
-  std::vector<digest::RangeDigester> digesters(ranges.size());
-  for (const auto& d : digesters) {
-    if (Status st = d.status(); !st.ok()) return st;
-  }
+  auto digesters = DigestBuckets::Make(from, to, buckets);
+  if (!digesters.ok()) return digesters.status();
   PgParams p;
   p.Text(1, site).UInt(2, from).UInt(3, to);
-  // Quarantined records count as held, as in SqliteHubStore::Digest.
   auto contiguous = impl_->SnapshotRead(
-      site,
-      "SELECT c.seq, c.entity, c.version, c.key FROM changes c "
-      "WHERE c.site_id = (SELECT site_id FROM sites WHERE site = $1) AND c.seq BETWEEN $2 AND $3 "
-      "UNION ALL SELECT q.seq, q.entity, q.version, q.key FROM refused_records q "
-      "WHERE q.site_id = (SELECT site_id FROM sites WHERE site = $1) AND q.seq BETWEEN $2 AND $3 ORDER BY 1",
-      p, "digest", [&](const PGresult* r, int i) {
+      site, PostgresText(store_sql::kDigestRows), p, "digest", [&](const PGresult* r, int i) {
         const PgRow row(r, i);
-        const uint64_t seq = row.UInt(0);
-        digesters[digest::BucketIndex(from, to, buckets, seq)].Add(seq, static_cast<uint32_t>(row.Int(1)),
-                                                                   row.UInt(2), row.Text(3));
+        digesters->Add(row.UInt(0), static_cast<uint32_t>(row.Int(1)), row.UInt(2), row.Text(3));
       });
   if (!contiguous.ok()) return contiguous.status();
-  out.contiguous_seq = *contiguous;
-  for (size_t i = 0; i < ranges.size(); ++i) {
-    DigestResult::Range range;
-    range.from_seq = ranges[i].from_seq;
-    range.to_seq = ranges[i].to_seq;
-    range.count = digesters[i].count();
-    range.digest = digesters[i].FinishAsString();
-    out.ranges.push_back(std::move(range));
-  }
-  return out;
+  return digesters->Finish(*contiguous);
 }
 
 Result<StateDigestResult> PgHubStore::StateDigest(const std::string& site) {
@@ -799,12 +743,9 @@ Result<StateDigestResult> PgHubStore::StateDigest(const std::string& site) {
   if (Status st = d.status(); !st.ok()) return st;
   PgParams p;
   p.Text(1, site);
-  // stock.sku is COLLATE "C": bytewise, as the edge sorts (wire/digest.h).
   auto contiguous = impl_->SnapshotRead(
       site,
-      "SELECT sku, on_hand, reserved, version FROM stock "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = $1) ORDER BY sku",
-      p, "state digest", [&](const PGresult* r, int i) {
+      PostgresText(store_sql::kStateDigestRows), p, "state digest", [&](const PGresult* r, int i) {
         const PgRow row(r, i);
         d.AddStock(row.Text(0), row.Int(1), row.Int(2), row.UInt(3));
       });
@@ -817,56 +758,37 @@ Result<StateDigestResult> PgHubStore::StateDigest(const std::string& site) {
 
 Result<RebuildResult> PgHubStore::RebuildState(const std::string& site, const AuditEntry* audit) {
   return impl_->Transaction<RebuildResult>([&](Conn& c, bool&) -> Result<RebuildResult> {
-    RebuildResult res;
+    RebuildCount count;
     auto site_row = Impl::LockSite(c, site);
     if (!site_row.ok()) return site_row.status();
     const int64_t site_id = site_row->id;
-    struct Row {
-      int64_t on_hand, reserved;
-      uint64_t version;
-    };
-    std::map<std::string, Row> before;
     PgParams p;
     p.Int(1, site_id);
-    Status s = impl_->Query(c, "SELECT sku, on_hand, reserved, version FROM stock WHERE site_id = $1", p,
+    Status s = impl_->Query(c, PostgresText(store_sql::kSiteStock), p,
                             "rebuild: read stock", [&](const PGresult* r, int i) {
                               const PgRow row(r, i);
-                              before[row.Text(0)] = Row{row.Int(1), row.Int(2), row.UInt(3)};
+                              count.Before(row.Text(0), row.Int(1), row.Int(2), row.UInt(3));
                             });
     if (!s.ok()) return s;
-    res.skus_before = before.size();
-    if (s = Impl::Exec(c, "DELETE FROM stock WHERE site_id = $1", p, "rebuild: delete stock"); !s.ok()) return s;
-    // Per SKU the held STOCK record with the highest version (then seq) wins (docs/conflicts.md).
+    if (s = Impl::Exec(c, PostgresText(store_sql::kDeleteSiteStock), p, "rebuild: delete stock"); !s.ok()) return s;
     PgParams q;
     q.Int(1, site_id).Int(2, v1::STOCK);
-    auto sel = c.Run(
-        "SELECT DISTINCT ON (key) key, seq, record FROM changes WHERE site_id = $1 AND entity = $2 "
-        "ORDER BY key, version DESC, seq DESC",
-        q, "rebuild: read changes");
+    auto sel = c.Run(PostgresText(store_sql::kStockRecordsByKey), q, "rebuild: read changes");
     if (!sel.ok()) return sel.status();
     for (int i = 0; i < PQntuples(sel->get()); ++i) {
       const PgRow row(sel->get(), i);
+      const std::string key = row.Text(0);
+      if (count.Rebuilt(key)) continue;
       v1::ChangeRecord rec;
       if (!rec.ParseFromString(row.Text(2)) || !rec.has_stock()) continue;
-      const std::string key = row.Text(0);
       PgParams ins;
       ins.Int(1, site_id).Text(2, key).Int(3, rec.stock().on_hand()).Int(4, rec.stock().reserved());
       ins.UInt(5, rec.version()).UInt(6, rec.hlc()).Int(7, rec.ts_ms()).UInt(8, row.UInt(1));
-      if (s = Impl::Exec(c,
-                         "INSERT INTO stock(site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq) "
-                         "VALUES($1, $2, $3, $4, $5, $6, $7, $8)",
-                         ins, "rebuild: insert stock");
-          !s.ok())
+      if (s = Impl::Exec(c, PostgresText(store_sql::kInsertStock), ins, "rebuild: insert stock"); !s.ok())
         return s;
-      ++res.skus_after;
-      auto it = before.find(key);
-      if (it == before.end() || it->second.on_hand != rec.stock().on_hand() ||
-          it->second.reserved != rec.stock().reserved() || it->second.version != rec.version()) {
-        ++res.changed;
-      }
-      if (it != before.end()) before.erase(it);
+      count.Rebuild(key, rec);
     }
-    res.changed += before.size();  // rows no held record supports: deleted
+    const RebuildResult res = count.Finish();
     if (audit != nullptr) {
       AuditEntry e = *audit;
       e.count = res.changed;
@@ -886,9 +808,7 @@ Result<std::vector<AuditEntry>> PgHubStore::Audit(uint64_t after, int limit) {
   p.UInt(1, after).Int(2, limit);
   std::vector<AuditEntry> out;
   Status s = impl_->Query(
-      "SELECT id, ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail FROM audit WHERE id > $1 "
-      "ORDER BY id LIMIT $2",
-      p, "audit", [&](const PGresult* r, int i) {
+      PostgresText(store_sql::kAuditAfter), p, "audit", [&](const PGresult* r, int i) {
         const PgRow row(r, i);
         out.push_back(AuditEntry{row.UInt(0), row.Int(1), row.Text(2), row.Text(3), row.Text(4), row.UInt(5),
                                  row.UInt(6), row.UInt(7), static_cast<int>(row.Int(8)), row.Text(9)});

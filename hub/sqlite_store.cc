@@ -17,6 +17,7 @@
 #include "wire/digest.h"
 #include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
+#include "hub/store_sql.h"
 #include "sqlite/db.h"
 #include "sqlite/migrate.h"
 
@@ -198,21 +199,11 @@ CREATE TABLE IF NOT EXISTS site_usage(
 
 constexpr const char* kInsertChange =
     "INSERT OR IGNORE INTO changes(site_id, seq, entity, key, version, record) VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
-constexpr const char* kUpsertVehicle =
-    "INSERT INTO vehicles(vehicle, site_id, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, hdop_d, ts_ms, hlc, seq) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
-    "ON CONFLICT(vehicle) DO UPDATE SET site_id = excluded.site_id, device_seq = excluded.device_seq, "
-    "lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6, speed_dkmh = excluded.speed_dkmh, "
-    "heading_deg = excluded.heading_deg, hdop_d = excluded.hdop_d, ts_ms = excluded.ts_ms, hlc = excluded.hlc, "
-    "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)";
-constexpr const char* kInsertChunk =
-    "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 // Writes the fixes of one (site, vehicle), sorted by (ts_ms, seq), as chunks (ChunkEnd).
 // Used by the writer per batch and by migration 2.
 Status InsertChunks(Conn& db, int64_t site_id, const std::string& vehicle, const std::vector<ChunkFix>& fixes,
                     std::string* blob) {
-  auto ins = db.Prepare(kInsertChunk);
+  auto ins = db.Prepare(store_sql::kInsertChunk.sqlite);
   if (!ins.ok()) return ins.status();
   Stmt& st = **ins;
   size_t begin = 0;
@@ -457,7 +448,7 @@ struct SqliteHubStore::Impl {
 
       const v1::ChangeRecord& r = *latest;
       const auto& p = r.position();
-      auto veh = writer.Prepare(kUpsertVehicle);
+      auto veh = writer.Prepare(store_sql::kUpsertVehicle.sqlite);
       if (!veh.ok()) return veh.status();
       (*veh)->BindRef(1, vehicle).Bind(2, site_id).Bind(3, p.device_seq()).Bind(4, int64_t{p.lat_e6()});
       (*veh)->Bind(5, int64_t{p.lon_e6()}).Bind(6, int64_t{p.speed_dkmh()}).Bind(7, int64_t{p.heading_deg()});
@@ -692,9 +683,7 @@ struct SqliteHubStore::Impl {
 
   // Puts a refused record's row into refused_records; returns its bytes, 0 if it was there.
   Result<uint64_t> Quarantine(int64_t site_id, const v1::ChangeRecord& r, const std::string& reason, int64_t now_ms) {
-    auto st = writer.Prepare(
-        "INSERT OR IGNORE INTO refused_records(site_id, seq, entity, version, key, field, reason, received_ms) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    auto st = writer.Prepare(store_sql::kQuarantine.sqlite);
     if (!st.ok()) return st.status();
     ResetGuard g(**st);
     // The key is kept only when it passes the identifier rule, so a 1 MB key costs nothing here.
@@ -718,7 +707,7 @@ struct SqliteHubStore::Impl {
     const int64_t day = now_ms / 86400000;
     uint64_t used = 0;
     {
-      auto st = writer.Prepare("SELECT bytes FROM site_usage WHERE site_id = ?1 AND day = ?2");
+      auto st = writer.Prepare(store_sql::kSiteUsage.sqlite);
       if (!st.ok()) return st.status();
       ResetGuard g(**st);
       (*st)->Bind(1, site_id).Bind(2, day);
@@ -729,9 +718,7 @@ struct SqliteHubStore::Impl {
       res.quota_used = used;
       return Status::Ok();
     }
-    auto up = writer.Prepare(
-        "INSERT INTO site_usage(site_id, day, bytes) VALUES(?1, ?2, ?3) "
-        "ON CONFLICT(site_id, day) DO UPDATE SET bytes = bytes + excluded.bytes");
+    auto up = writer.Prepare(store_sql::kChargeSiteUsage.sqlite);
     if (!up.ok()) return up.status();
     ResetGuard g(**up);
     (*up)->Bind(1, site_id).Bind(2, day).Bind(3, bytes);
@@ -796,8 +783,7 @@ struct SqliteHubStore::Impl {
     if (Status vs = WritePositions(site_id); !vs.ok()) return vs;
     if (!batch.urgent()) contiguous = std::max<uint64_t>(contiguous, recs[recs.size() - 1].seq());
     res.contiguous_seq = contiguous;
-    auto up = writer.Prepare(
-        "UPDATE sites SET contiguous_seq = ?2, max_seq = ?3, records = records + ?4, last_push_ms = ?5 WHERE site_id = ?1");
+    auto up = writer.Prepare(store_sql::kUpdateSite.sqlite);
     if (!up.ok()) return up.status();
     ResetGuard g(**up);
     (*up)->Bind(1, site_id).Bind(2, contiguous).Bind(3, std::max(max_seq, contiguous)).Bind(4, int64_t{res.applied});
@@ -849,22 +835,6 @@ Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::OpenAtSchemaVersionForTe
   return std::unique_ptr<SqliteHubStore>(new SqliteHubStore(std::move(impl)));
 }
 
-Status ValidateBatch(const v1::Batch& batch) {
-  uint64_t prev = 0;
-  for (const auto& r : batch.records()) {
-    if (r.seq() == 0) return Status::InvalidArgument("record seq must be >= 1");
-    if (r.seq() > digest::kMaxSeq) return Status::InvalidArgument("record seq above 2^62");
-    if (prev != 0) {
-      if (!batch.urgent() && r.seq() != prev + 1)
-        return Status::InvalidArgument("normal batch records must have consecutive seqs (" + std::to_string(prev) +
-                                       " then " + std::to_string(r.seq()) + ")");
-      if (batch.urgent() && r.seq() <= prev) return Status::InvalidArgument("urgent batch records must have increasing seqs");
-    }
-    prev = r.seq();
-  }
-  return Status::Ok();
-}
-
 Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
                                                const AuditEntry* audit, const ApplyChecks& checks) {
   Status s = ValidateBatch(batch);
@@ -885,7 +855,7 @@ Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1
 
 Result<uint64_t> SqliteHubStore::ContiguousSeq(const std::string& site) {
   auto r = impl_->AcquireReader();
-  auto st = r->Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
+  auto st = r->Prepare(store_sql::kContiguousSeq.sqlite);
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
   (*st)->BindRef(1, site);
@@ -893,13 +863,6 @@ Result<uint64_t> SqliteHubStore::ContiguousSeq(const std::string& site) {
   if (rc == SQLITE_ROW) return (*st)->UInt(0);
   if (rc == SQLITE_DONE) return uint64_t{0};
   return DbError(r->db(), rc, "contiguous seq");
-}
-
-uint64_t RowBytes(const v1::ChangeRecord& r, size_t blob_bytes) { return blob_bytes + 2 * r.key().size() + 64; }
-
-uint64_t RefusedRowBytes(const v1::ChangeRecord& r, bool key_kept, const std::string& reason,
-                         const std::string& field) {
-  return 64 + (key_kept ? r.key().size() : 0) + reason.size() + field.size();
 }
 
 // Runs a read query and maps each row through `row`. Stops at the first error.
@@ -919,8 +882,7 @@ Result<std::vector<T>> Query(SqliteHubStore::Impl& impl, const char* sql, BindFn
 Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit) {
   return Query<FeedEntry>(
       *impl_,
-      "SELECT c.cursor, s.site, c.record FROM changes c JOIN sites s ON s.site_id = c.site_id "
-      "WHERE c.cursor > ?1 ORDER BY c.cursor LIMIT ?2",
+      store_sql::kChangesAfter.sqlite,
       [&](Stmt& s) { s.Bind(1, after).Bind(2, int64_t{limit}); },
       [](Stmt& s) {
         FeedEntry e;
@@ -935,7 +897,7 @@ Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit
 
 Result<std::vector<SiteInfo>> SqliteHubStore::Sites() {
   return Query<SiteInfo>(
-      *impl_, "SELECT site, contiguous_seq, max_seq, records, last_push_ms FROM sites ORDER BY site", [](Stmt&) {},
+      *impl_, store_sql::kSites.sqlite, [](Stmt&) {},
       [](Stmt& s) {
         return SiteInfo{s.Text(0), s.UInt(1), s.UInt(2), s.UInt(3), s.Int(4)};
       });
@@ -959,12 +921,7 @@ Result<std::vector<v1::PositionItem>> SqliteHubStore::Track(const std::string& s
   std::vector<v1::PositionItem> out;
   if (limit <= 0 || to_ms < from_ms) return out;
   auto r = impl_->AcquireReader();
-  // A chunk spans at most kChunkMaxSpanMs, so one that holds a fix at or after `from` starts
-  // no earlier than from - kChunkMaxSpanMs: an index range scan, however long the history.
-  auto st = r->Prepare(
-      "SELECT ts_min, count, fixes FROM position_chunks "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND vehicle = ?2 AND ts_min BETWEEN ?3 AND ?4 "
-      "AND ts_max >= ?5 ORDER BY ts_min, seq_min");
+  auto st = r->Prepare(store_sql::kTrackChunks.sqlite);
   if (!st.ok()) return st.status();
   Stmt& q = **st;
   ResetGuard g(q);
@@ -1013,7 +970,7 @@ struct ReadTxnEnd {
 
 // The site's contiguous seq as seen by `conn`'s current transaction; 0 for an unknown site.
 Result<uint64_t> ContiguousSeqIn(Conn& conn, const std::string& site) {
-  auto st = conn.Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
+  auto st = conn.Prepare(store_sql::kContiguousSeq.sqlite);
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
   (*st)->BindRef(1, site);
@@ -1043,42 +1000,19 @@ Result<uint64_t> SnapshotRead(SqliteHubStore::Impl& impl, const std::string& sit
 }  // namespace
 
 Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) {
-  const std::string bad = digest::ValidateRange(from, to, buckets);
-  if (!bad.empty()) return Status::InvalidArgument(bad);
-  DigestResult out;
-  const auto ranges = digest::SplitRange(from, to, buckets);
-  std::vector<digest::RangeDigester> digesters(ranges.size());
-  for (const auto& d : digesters) {
-    if (Status st = d.status(); !st.ok()) return st;
-  }
+  auto digesters = DigestBuckets::Make(from, to, buckets);
+  if (!digesters.ok()) return digesters.status();
   auto contiguous = SnapshotRead(
-      *impl_, site,
-      // Quarantined records count as held (their seq is acknowledged), so the edge's digest of
-      // the range matches and reconciliation does not re-send them; a record whose key broke
-      // the rules has no key here, its bucket differs, and the re-send is answered as duplicates.
-      "SELECT c.seq, c.entity, c.version, c.key FROM changes c "
-      "WHERE c.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND c.seq BETWEEN ?2 AND ?3 "
-      "UNION ALL SELECT q.seq, q.entity, q.version, q.key FROM refused_records q "
-      "WHERE q.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND q.seq BETWEEN ?2 AND ?3 ORDER BY 1",
+      *impl_, site, store_sql::kDigestRows.sqlite,
       "digest", [&](Stmt& q) { q.BindRef(1, site).Bind(2, from).Bind(3, to); },
       [&](Stmt& q) {
         const uint64_t seq = q.UInt(0);
         const auto* key = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 3));
         const int key_len = sqlite3_column_bytes(q.get(), 3);
-        digesters[digest::BucketIndex(from, to, buckets, seq)].Add(
-            seq, static_cast<uint32_t>(q.Int(1)), q.UInt(2), std::string_view(key ? key : "", key_len));
+        digesters->Add(seq, static_cast<uint32_t>(q.Int(1)), q.UInt(2), std::string_view(key ? key : "", key_len));
       });
   if (!contiguous.ok()) return contiguous.status();
-  out.contiguous_seq = *contiguous;
-  for (size_t i = 0; i < ranges.size(); ++i) {
-    DigestResult::Range range;
-    range.from_seq = ranges[i].from_seq;
-    range.to_seq = ranges[i].to_seq;
-    range.count = digesters[i].count();
-    range.digest = digesters[i].FinishAsString();
-    out.ranges.push_back(std::move(range));
-  }
-  return out;
+  return digesters->Finish(*contiguous);
 }
 
 Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
@@ -1087,9 +1021,7 @@ Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
   if (Status st = d.status(); !st.ok()) return st;
   auto contiguous = SnapshotRead(
       *impl_, site,
-      // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (wire/digest.h).
-      "SELECT sku, on_hand, reserved, version FROM stock "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku",
+      store_sql::kStateDigestRows.sqlite,
       "state digest", [&](Stmt& q) { q.BindRef(1, site); },
       [&](Stmt& q) {
         const auto* sku = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0));
@@ -1109,16 +1041,11 @@ Result<RebuildResult> SqliteHubStore::RebuildState(const std::string& site, cons
   Status s = im.writer.Exec("BEGIN IMMEDIATE");
   if (!s.ok()) return s;
   auto body = [&]() -> Result<RebuildResult> {
-    RebuildResult res;
+    RebuildCount count;
     auto site_id = im.SiteIdForWrite(site);
     if (!site_id.ok()) return site_id.status();
-    struct Row {
-      int64_t on_hand, reserved;
-      uint64_t version;
-    };
-    std::map<std::string, Row> before;
     {
-      auto st = im.writer.Prepare("SELECT sku, on_hand, reserved, version FROM stock WHERE site_id = ?1");
+      auto st = im.writer.Prepare(store_sql::kSiteStock.sqlite);
       if (!st.ok()) return st.status();
       ResetGuard g(**st);
       (*st)->Bind(1, *site_id);
@@ -1126,57 +1053,41 @@ Result<RebuildResult> SqliteHubStore::RebuildState(const std::string& site, cons
         const int rc = (*st)->Step();
         if (rc == SQLITE_DONE) break;
         if (rc != SQLITE_ROW) return DbError(im.writer.db(), rc, "rebuild: read stock");
-        before[(*st)->Text(0)] = Row{(*st)->Int(1), (*st)->Int(2), (*st)->UInt(3)};
+        count.Before((*st)->Text(0), (*st)->Int(1), (*st)->Int(2), (*st)->UInt(3));
       }
     }
-    res.skus_before = before.size();
     {
-      auto del = im.writer.Prepare("DELETE FROM stock WHERE site_id = ?1");
+      auto del = im.writer.Prepare(store_sql::kDeleteSiteStock.sqlite);
       if (!del.ok()) return del.status();
       ResetGuard g(**del);
       (*del)->Bind(1, *site_id);
       const int rc = (*del)->Step();
       if (rc != SQLITE_DONE) return DbError(im.writer.db(), rc, "rebuild: delete stock");
     }
-    // Per SKU the held STOCK record with the highest version (then seq) wins: the same
-    // result as the conflict rule applied record by record (docs/conflicts.md).
-    auto sel = im.writer.Prepare(
-        "SELECT key, seq, record FROM changes WHERE site_id = ?1 AND entity = ?2 ORDER BY key, version DESC, seq DESC");
+    auto sel = im.writer.Prepare(store_sql::kStockRecordsByKey.sqlite);
     if (!sel.ok()) return sel.status();
-    auto ins = im.writer.Prepare(
-        "INSERT INTO stock(site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    auto ins = im.writer.Prepare(store_sql::kInsertStock.sqlite);
     if (!ins.ok()) return ins.status();
     ResetGuard g(**sel);
     (*sel)->Bind(1, *site_id).Bind(2, int64_t{v1::STOCK});
-    std::string last_key;
-    bool have_key = false;
     while (true) {
       const int rc = (*sel)->Step();
       if (rc == SQLITE_DONE) break;
       if (rc != SQLITE_ROW) return DbError(im.writer.db(), rc, "rebuild: read changes");
-      std::string key = (*sel)->Text(0);
-      if (have_key && key == last_key) continue;
+      const std::string key = (*sel)->Text(0);
+      if (count.Rebuilt(key)) continue;
       v1::ChangeRecord rec;
       const auto* p = sqlite3_column_blob((*sel)->get(), 2);
       if (!rec.ParseFromArray(p, sqlite3_column_bytes((*sel)->get(), 2)) || !rec.has_stock()) continue;
-      have_key = true;
-      last_key = key;
       const uint64_t seq = (*sel)->UInt(1);
       ResetGuard gi(**ins);
       (*ins)->Bind(1, *site_id).BindRef(2, key).Bind(3, rec.stock().on_hand()).Bind(4, rec.stock().reserved());
       (*ins)->Bind(5, rec.version()).Bind(6, rec.hlc()).Bind(7, rec.ts_ms()).Bind(8, seq);
       const int irc = (*ins)->Step();
       if (irc != SQLITE_DONE) return DbError(im.writer.db(), irc, "rebuild: insert stock");
-      ++res.skus_after;
-      auto it = before.find(key);
-      if (it == before.end() || it->second.on_hand != rec.stock().on_hand() ||
-          it->second.reserved != rec.stock().reserved() || it->second.version != rec.version()) {
-        ++res.changed;
-      }
-      if (it != before.end()) before.erase(it);
+      count.Rebuild(key, rec);
     }
-    res.changed += before.size();  // rows no held record supports: deleted
+    const RebuildResult res = count.Finish();
     if (audit != nullptr) {
       AuditEntry e = *audit;
       e.count = res.changed;
@@ -1202,9 +1113,7 @@ Status SqliteHubStore::AppendAudit(const AuditEntry& e) {
 }
 
 Status SqliteHubStore::Impl::InsertAudit(const AuditEntry& e) {
-  auto st = writer.Prepare(
-      "INSERT INTO audit(ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail) "
-      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+  auto st = writer.Prepare(store_sql::kInsertAudit.sqlite);
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
   (*st)->Bind(1, e.ts_ms).BindRef(2, e.kind).BindRef(3, e.actor).BindRef(4, e.path).Bind(5, e.seq_from).Bind(6, e.seq_to);
@@ -1217,8 +1126,7 @@ Status SqliteHubStore::Impl::InsertAudit(const AuditEntry& e) {
 Result<std::vector<AuditEntry>> SqliteHubStore::Audit(uint64_t after, int limit) {
   return Query<AuditEntry>(
       *impl_,
-      "SELECT id, ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail FROM audit WHERE id > ?1 "
-      "ORDER BY id LIMIT ?2",
+      store_sql::kAuditAfter.sqlite,
       [&](Stmt& s) { s.Bind(1, after).Bind(2, int64_t{limit}); },
       [](Stmt& s) {
         return AuditEntry{s.UInt(0), s.Int(1),  s.Text(2), s.Text(3), s.Text(4),
