@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "hub/conn_pool.h"
 #include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
 #include "hub/sqlite_store.h"
@@ -267,34 +268,12 @@ uint64_t U(const PGresult* r, int row, int c) {
 
 struct PgHubStore::Impl {
   PgHubStoreOptions options;
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<std::unique_ptr<Conn>> idle;
+  ConnPool<Conn> pool;
 
-  class Lease {
-   public:
-    Lease(Impl& impl, std::unique_ptr<Conn> c) : impl_(impl), c_(std::move(c)) {}
-    ~Lease() {
-      std::lock_guard<std::mutex> l(impl_.mu);
-      impl_.idle.push_back(std::move(c_));
-      impl_.cv.notify_one();
-    }
-    Conn& operator*() { return *c_; }
-    Conn* operator->() { return c_.get(); }
-
-   private:
-    Impl& impl_;
-    std::unique_ptr<Conn> c_;
-  };
-
-  Lease Acquire() {
-    std::unique_lock<std::mutex> l(mu);
-    cv.wait(l, [&] { return !idle.empty(); });
-    auto c = std::move(idle.back());
-    idle.pop_back();
-    l.unlock();
+  ConnPool<Conn>::Lease Acquire() {
+    auto c = pool.Acquire();
     c->Heal();
-    return Lease(*this, std::move(c));
+    return c;
   }
 
   // Runs `body` in one transaction on a pooled connection and commits; a deadlock or
@@ -596,6 +575,15 @@ struct PgHubStore::Impl {
     return Query(*c, sql, params, what, row);
   }
 
+  // Each row of `sql` mapped by `row` (a PgRow to a T), in order.
+  template <typename T, typename RowFn>
+  Result<std::vector<T>> QueryAll(const Sql& sql, PgParams& params, const char* what, RowFn row) {
+    std::vector<T> out;
+    Status s = Query(PostgresText(sql), params, what, [&](const PGresult* r, int i) { out.push_back(row(PgRow(r, i))); });
+    if (!s.ok()) return s;
+    return out;
+  }
+
   // The site's contiguous seq and the rows of `sql` in one snapshot (REPEATABLE READ).
   template <typename RowFn>
   Result<uint64_t> SnapshotRead(const std::string& site, const std::string& sql, PgParams& params, const char* what,
@@ -629,7 +617,7 @@ Result<std::unique_ptr<PgHubStore>> PgHubStore::Open(const PgHubStoreOptions& op
     if (i == 0) {
       if (Status s = impl->Migrate(*c); !s.ok()) return s;
     }
-    impl->idle.push_back(std::move(c));
+    impl->pool.Add(std::move(c));
   }
   return std::unique_ptr<PgHubStore>(new PgHubStore(std::move(impl)));
 }
@@ -655,31 +643,21 @@ Result<uint64_t> PgHubStore::ContiguousSeq(const std::string& site) {
 Result<std::vector<FeedEntry>> PgHubStore::Changes(uint64_t after, int limit) {
   PgParams p;
   p.UInt(1, after).Int(2, limit);
-  std::vector<FeedEntry> out;
-  Status s = impl_->Query(
-      PostgresText(store_sql::kChangesAfter), p, "changes", [&](const PGresult* r, int i) {
-        FeedEntry e;
-        const PgRow row(r, i);
-        e.cursor = row.UInt(0);
-        e.site = row.Text(1);
-        // A row we wrote ourselves; a parse failure means corruption, surfaced as an empty record.
-        (void)e.record.ParseFromString(row.Text(2));
-        out.push_back(std::move(e));
-      });
-  if (!s.ok()) return s;
-  return out;
+  return impl_->QueryAll<FeedEntry>(store_sql::kChangesAfter, p, "changes", [](const PgRow& row) {
+    FeedEntry e;
+    e.cursor = row.UInt(0);
+    e.site = row.Text(1);
+    // A row we wrote ourselves; a parse failure means corruption, surfaced as an empty record.
+    (void)e.record.ParseFromString(row.Text(2));
+    return e;
+  });
 }
 
 Result<std::vector<SiteInfo>> PgHubStore::Sites() {
   PgParams p;
-  std::vector<SiteInfo> out;
-  Status s = impl_->Query(PostgresText(store_sql::kSites), p,
-                          "sites", [&](const PGresult* r, int i) {
-                            const PgRow row(r, i);
-                            out.push_back(SiteInfo{row.Text(0), row.UInt(1), row.UInt(2), row.UInt(3), row.Int(4)});
-                          });
-  if (!s.ok()) return s;
-  return out;
+  return impl_->QueryAll<SiteInfo>(store_sql::kSites, p, "sites", [](const PgRow& row) {
+    return SiteInfo{row.Text(0), row.UInt(1), row.UInt(2), row.UInt(3), row.Int(4)};
+  });
 }
 
 Status PgHubStore::Read(const Sql& sql, const std::function<void(SqlParams&)>& bind,
@@ -806,15 +784,10 @@ Status PgHubStore::AppendAudit(const AuditEntry& entry) {
 Result<std::vector<AuditEntry>> PgHubStore::Audit(uint64_t after, int limit) {
   PgParams p;
   p.UInt(1, after).Int(2, limit);
-  std::vector<AuditEntry> out;
-  Status s = impl_->Query(
-      PostgresText(store_sql::kAuditAfter), p, "audit", [&](const PGresult* r, int i) {
-        const PgRow row(r, i);
-        out.push_back(AuditEntry{row.UInt(0), row.Int(1), row.Text(2), row.Text(3), row.Text(4), row.UInt(5),
-                                 row.UInt(6), row.UInt(7), static_cast<int>(row.Int(8)), row.Text(9)});
-      });
-  if (!s.ok()) return s;
-  return out;
+  return impl_->QueryAll<AuditEntry>(store_sql::kAuditAfter, p, "audit", [](const PgRow& row) {
+    return AuditEntry{row.UInt(0), row.Int(1), row.Text(2), row.Text(3), row.Text(4),
+                      row.UInt(5), row.UInt(6), row.UInt(7), static_cast<int>(row.Int(8)), row.Text(9)};
+  });
 }
 
 }  // namespace freshsync::hub

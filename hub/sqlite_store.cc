@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "wire/digest.h"
+#include "hub/conn_pool.h"
 #include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
 #include "hub/store_sql.h"
@@ -347,34 +348,8 @@ struct SqliteHubStore::Impl {
   Conn writer;
   std::unordered_map<std::string, int64_t> site_ids;
 
-  std::mutex read_mu;
-  std::condition_variable read_cv;
-  std::vector<std::unique_ptr<Conn>> idle_readers;
-
-  // A checked-out read connection, returned to the pool on destruction.
-  class Reader {
-   public:
-    Reader(Impl& impl, std::unique_ptr<Conn> c) : impl_(impl), c_(std::move(c)) {}
-    ~Reader() {
-      std::lock_guard<std::mutex> lock(impl_.read_mu);
-      impl_.idle_readers.push_back(std::move(c_));
-      impl_.read_cv.notify_one();
-    }
-    Conn& operator*() { return *c_; }
-    Conn* operator->() { return c_.get(); }
-
-   private:
-    Impl& impl_;
-    std::unique_ptr<Conn> c_;
-  };
-
-  Reader AcquireReader() {
-    std::unique_lock<std::mutex> lock(read_mu);
-    read_cv.wait(lock, [&] { return !idle_readers.empty(); });
-    auto c = std::move(idle_readers.back());
-    idle_readers.pop_back();
-    return Reader(*this, std::move(c));
-  }
+  ConnPool<Conn> readers;
+  ConnPool<Conn>::Lease AcquireReader() { return readers.Acquire(); }
 
   // The numbered migrations as the shared runner takes them (sqlite/migrate.h): each one's SQL,
   // and migration 2's data step, commit together with the version bump.
@@ -830,7 +805,7 @@ Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::OpenAtSchemaVersionForTe
     if (!s.ok()) return s;
     s = c->Exec("PRAGMA query_only=1; PRAGMA cache_size=-8192;");
     if (!s.ok()) return s;
-    impl->idle_readers.push_back(std::move(c));
+    impl->readers.Add(std::move(c));
   }
   return std::unique_ptr<SqliteHubStore>(new SqliteHubStore(std::move(impl)));
 }
