@@ -373,6 +373,15 @@ struct PgHubStore::Impl {
     return Exec(c, PostgresText(store_sql::kInsertAudit), p, "insert audit");
   }
 
+  // The audit row of an applied push, in its transaction (nothing when `audit` is null).
+  static Status AuditPush(Conn& c, const AuditEntry* audit, uint32_t applied) {
+    if (audit == nullptr) return Status::Ok();
+    AuditEntry e = *audit;
+    e.count = applied;
+    e.status = 200;
+    return InsertAudit(c, e);
+  }
+
   // Per vehicle and batch: the chunks of its fixes and one latest-position upsert (the same
   // rule as SqliteHubStore::Impl::WritePositions).
   static Status WritePositions(Conn& c, int64_t site_id,
@@ -458,7 +467,8 @@ struct PgHubStore::Impl {
     res.contiguous_seq = contiguous;
     const auto& recs = batch.records();
     if (recs.empty()) {
-      commit = false;
+      // As SqliteHubStore: the site is known from now on, and the push is audited.
+      if (Status s = AuditPush(c, audit, 0); !s.ok()) return s;
       return res;
     }
     if (!batch.urgent() && recs[0].seq() > contiguous + 1) {
@@ -551,12 +561,7 @@ struct PgHubStore::Impl {
       if (Status s = Exec(c, PostgresText(store_sql::kUpdateSite), p, "update site"); !s.ok())
         return s;
     }
-    if (audit != nullptr) {
-      AuditEntry e = *audit;
-      e.count = res.applied;
-      e.status = 200;
-      if (Status s = InsertAudit(c, e); !s.ok()) return s;
-    }
+    if (Status s = AuditPush(c, audit, res.applied); !s.ok()) return s;
     if (Status s = InsertFeed(c, site_id, batch, feed_rows); !s.ok()) return s;
     return res;
   }
