@@ -42,6 +42,17 @@ std::string PostgresText(const Sql& sql) {
 
 namespace {
 
+// PostgresText of a statement, translated once per text (the per-record apply steps would
+// otherwise translate on every run). Keyed by the address of the SQLite text, a literal.
+const std::string& PgText(const Sql& sql) {
+  static std::mutex mu;
+  static std::unordered_map<const char*, std::string> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(sql.sqlite);
+  if (it == cache.end()) it = cache.emplace(sql.sqlite, PostgresText(sql)).first;
+  return it->second;
+}
+
 constexpr Oid kByteaOid = 17;
 // Advisory lock keys (one namespace per database): the schema migrations, and the feed.
 constexpr int64_t kMigrationLockKey = 0x46534d4947;  // "FSMIG"
@@ -129,17 +140,29 @@ class PgParams final : public SqlParams {
     return *this;
   }
   PGresult* Exec(PGconn* c, const std::string& sql) {
-    std::vector<const char*> values(values_.size());
-    std::vector<int> lengths(values_.size());
-    for (size_t k = 0; k < values_.size(); ++k) {
-      values[k] = null_[k] ? nullptr : values_[k].data();
-      lengths[k] = static_cast<int>(values_[k].size());
-    }
-    return PQexecParams(c, sql.c_str(), static_cast<int>(values_.size()), types_.data(), values.data(),
-                        lengths.data(), formats_.data(), 0);
+    Pointers v(*this);
+    return PQexecParams(c, sql.c_str(), static_cast<int>(values_.size()), types_.data(), v.values.data(),
+                        v.lengths.data(), formats_.data(), 0);
+  }
+  // Queues the statement in pipeline mode; 1 on success, as PQsendQueryParams.
+  int Send(PGconn* c, const std::string& sql) {
+    Pointers v(*this);
+    return PQsendQueryParams(c, sql.c_str(), static_cast<int>(values_.size()), types_.data(), v.values.data(),
+                             v.lengths.data(), formats_.data(), 0);
   }
 
  private:
+  // What libpq takes: one pointer and length per parameter (nullptr: NULL).
+  struct Pointers {
+    explicit Pointers(const PgParams& p) : values(p.values_.size()), lengths(p.values_.size()) {
+      for (size_t k = 0; k < p.values_.size(); ++k) {
+        values[k] = p.null_[k] ? nullptr : p.values_[k].data();
+        lengths[k] = static_cast<int>(p.values_[k].size());
+      }
+    }
+    std::vector<const char*> values;
+    std::vector<int> lengths;
+  };
   SqlParams& Set(int i, std::string v, int format, Oid type) {
     const auto k = static_cast<size_t>(i - 1);
     if (values_.size() <= k) {
@@ -370,7 +393,51 @@ struct PgHubStore::Impl {
     PgParams p;
     p.Int(1, e.ts_ms).Text(2, e.kind).Text(3, e.actor).Text(4, e.path).UInt(5, e.seq_from).UInt(6, e.seq_to);
     p.UInt(7, e.count).Int(8, e.status).Text(9, e.detail);
-    return Exec(c, PostgresText(store_sql::kInsertAudit), p, "insert audit");
+    return Exec(c, PgText(store_sql::kInsertAudit), p, "insert audit");
+  }
+
+  // The handlers' apply steps of a batch, run in libpq's pipeline mode: one round trip per
+  // kPipelineChunk statements instead of one per statement (the per-record upserts were most of
+  // a batch's time). Synced every chunk so that neither side's socket buffer fills with
+  // unread results (blocking mode would then deadlock). The first failure is the batch's.
+  struct PendingStep {
+    const ApplyStep* step;
+    PgParams params;
+  };
+  static constexpr size_t kPipelineChunk = 256;
+  static Status RunPipelined(Conn& c, std::vector<PendingStep>& steps) {
+    if (steps.empty()) return Status::Ok();
+    PGconn* pc = c.get();
+    if (PQenterPipelineMode(pc) != 1) return ErrorOf(pc, nullptr, "pipeline");
+    Status out = Status::Ok();
+    for (size_t begin = 0; begin < steps.size() && out.ok(); begin += kPipelineChunk) {
+      const size_t end = std::min(steps.size(), begin + kPipelineChunk);
+      size_t sent = 0;
+      for (size_t i = begin; i < end; ++i, ++sent) {
+        if (steps[i].params.Send(pc, PgText(steps[i].step->sql)) != 1) {
+          out = ErrorOf(pc, nullptr, steps[i].step->what);
+          break;
+        }
+      }
+      if (PQpipelineSync(pc) != 1 && out.ok()) out = ErrorOf(pc, nullptr, "pipeline sync");
+      // Each sent statement's result, then NULL; after them the sync's PGRES_PIPELINE_SYNC.
+      for (size_t i = 0; i < sent; ++i) {
+        while (PGresult* raw = PQgetResult(pc)) {
+          PgResult r(raw);
+          const auto st = PQresultStatus(raw);
+          if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && out.ok()) {
+            c.last_retryable = PgError::Retryable(raw);
+            out = ErrorOf(pc, raw, steps[begin + i].step->what);
+          }
+        }
+      }
+      while (PGresult* raw = PQgetResult(pc)) {
+        PgResult r(raw);
+        if (PQresultStatus(raw) == PGRES_PIPELINE_SYNC) break;
+      }
+    }
+    if (PQexitPipelineMode(pc) != 1 && out.ok()) out = ErrorOf(pc, nullptr, "pipeline end");
+    return out;
   }
 
   // The audit row of an applied push, in its transaction (nothing when `audit` is null).
@@ -403,7 +470,7 @@ struct PgHubStore::Impl {
         PgParams p;
         p.Int(1, site_id).Text(2, vehicle).Int(3, fixes[begin].ts_ms).UInt(4, fixes[begin].seq);
         p.Int(5, fixes[end - 1].ts_ms).Int(6, static_cast<int64_t>(end - begin)).Blob(7, blob);
-        if (Status s = Exec(c, PostgresText(store_sql::kInsertChunk), p, "insert position chunk"); !s.ok())
+        if (Status s = Exec(c, PgText(store_sql::kInsertChunk), p, "insert position chunk"); !s.ok())
           return s;
         begin = end;
       }
@@ -413,7 +480,7 @@ struct PgHubStore::Impl {
       p.Text(1, vehicle).Int(2, site_id).UInt(3, pos.device_seq()).Int(4, pos.lat_e6()).Int(5, pos.lon_e6());
       p.Int(6, pos.speed_dkmh()).Int(7, pos.heading_deg()).Int(8, pos.hdop_d()).Int(9, r.ts_ms()).UInt(10, r.hlc());
       p.UInt(11, r.seq());
-      if (Status s = Exec(c, PostgresText(store_sql::kUpsertVehicle), p, "upsert vehicle"); !s.ok())
+      if (Status s = Exec(c, PgText(store_sql::kUpsertVehicle), p, "upsert vehicle"); !s.ok())
         return s;
     }
     return Status::Ok();
@@ -493,6 +560,7 @@ struct PgHubStore::Impl {
     }
     uint64_t added_bytes = 0;
     std::vector<int> feed_rows;
+    std::vector<PendingStep> steps;
     std::map<std::string, std::vector<const v1::ChangeRecord*>> positions;
     const std::vector<std::string>* refusals = checks.refusals;
     for (int i = 0; i < recs.size(); ++i) {
@@ -509,7 +577,7 @@ struct PgHubStore::Impl {
         p.Int(1, site_id).UInt(2, r.seq()).Int(3, r.entity()).UInt(4, r.version());
         if (key_ok) p.Text(5, r.key()); else p.Null(5);
         p.Text(6, field).Text(7, why).Int(8, now_ms);
-        if (Status s = Exec(c, PostgresText(store_sql::kQuarantine), p, "insert refused record"); !s.ok())
+        if (Status s = Exec(c, PgText(store_sql::kQuarantine), p, "insert refused record"); !s.ok())
           return s;
         ++res.refused;
         added_bytes += RefusedRowBytes(r, key_ok, why, field);
@@ -527,14 +595,15 @@ struct PgHubStore::Impl {
       for (const ApplyStep& step : EntityApply(r.entity())) {
         PgParams p;
         if (!step.bind(r, site_id, p)) continue;
-        if (Status s = Exec(c, PostgresText(step.sql), p, step.what); !s.ok()) return s;
+        steps.push_back({&step, std::move(p)});
       }
     }
+    if (Status s = RunPipelined(c, steps); !s.ok()) return s;
     if (checks.site_bytes_per_day > 0 && added_bytes > 0) {
       const int64_t day = now_ms / 86400000;
       PgParams p;
       p.Int(1, site_id).Int(2, day);
-      auto u = c.Run(PostgresText(store_sql::kSiteUsage), p, "site usage");
+      auto u = c.Run(PgText(store_sql::kSiteUsage), p, "site usage");
       if (!u.ok()) return u.status();
       const uint64_t used = PQntuples(u->get()) == 1 ? U(u->get(), 0, 0) : 0;
       if (used + added_bytes > static_cast<uint64_t>(checks.site_bytes_per_day)) {
@@ -547,7 +616,7 @@ struct PgHubStore::Impl {
       }
       PgParams up;
       up.Int(1, site_id).Int(2, day).UInt(3, added_bytes);
-      if (Status s = Exec(c, PostgresText(store_sql::kChargeSiteUsage), up, "site usage"); !s.ok())
+      if (Status s = Exec(c, PgText(store_sql::kChargeSiteUsage), up, "site usage"); !s.ok())
         return s;
       // Older days are of no use to the limit.
       if (Status s = c.Exec("DELETE FROM site_usage WHERE day < " + std::to_string(day - 7)); !s.ok()) return s;
@@ -558,7 +627,7 @@ struct PgHubStore::Impl {
     {
       PgParams p;
       p.Int(1, site_id).UInt(2, contiguous).UInt(3, std::max(max_seq, contiguous)).Int(4, res.applied).Int(5, now_ms);
-      if (Status s = Exec(c, PostgresText(store_sql::kUpdateSite), p, "update site"); !s.ok())
+      if (Status s = Exec(c, PgText(store_sql::kUpdateSite), p, "update site"); !s.ok())
         return s;
     }
     if (Status s = AuditPush(c, audit, res.applied); !s.ok()) return s;
@@ -584,7 +653,7 @@ struct PgHubStore::Impl {
   template <typename T, typename RowFn>
   Result<std::vector<T>> QueryAll(const Sql& sql, PgParams& params, const char* what, RowFn row) {
     std::vector<T> out;
-    Status s = Query(PostgresText(sql), params, what, [&](const PGresult* r, int i) { out.push_back(row(PgRow(r, i))); });
+    Status s = Query(PgText(sql), params, what, [&](const PGresult* r, int i) { out.push_back(row(PgRow(r, i))); });
     if (!s.ok()) return s;
     return out;
   }
@@ -598,7 +667,7 @@ struct PgHubStore::Impl {
           PgParams p;
           p.Text(1, site);
           uint64_t contiguous = 0;
-          Status s = Query(c, PostgresText(store_sql::kContiguousSeq), p, "contiguous seq",
+          Status s = Query(c, PgText(store_sql::kContiguousSeq), p, "contiguous seq",
                            [&](const PGresult* r, int i) { contiguous = U(r, i, 0); });
           if (!s.ok()) return s;
           if (s = Query(c, sql, params, what, row); !s.ok()) return s;
@@ -639,7 +708,7 @@ Result<uint64_t> PgHubStore::ContiguousSeq(const std::string& site) {
   PgParams p;
   p.Text(1, site);
   uint64_t out = 0;
-  Status s = impl_->Query(PostgresText(store_sql::kContiguousSeq), p, "contiguous seq",
+  Status s = impl_->Query(PgText(store_sql::kContiguousSeq), p, "contiguous seq",
                           [&](const PGresult* r, int i) { out = U(r, i, 0); });
   if (!s.ok()) return s;
   return out;
@@ -669,7 +738,7 @@ Status PgHubStore::Read(const Sql& sql, const std::function<void(SqlParams&)>& b
                         const std::function<void(const SqlRow&)>& row) {
   PgParams p;
   bind(p);
-  return impl_->Query(PostgresText(sql), p, "read", [&](const PGresult* r, int i) { row(PgRow(r, i)); });
+  return impl_->Query(PgText(sql), p, "read", [&](const PGresult* r, int i) { row(PgRow(r, i)); });
 }
 
 Result<std::vector<v1::PositionItem>> PgHubStore::Track(const std::string& site, const std::string& vehicle,
@@ -686,7 +755,7 @@ Result<std::vector<v1::PositionItem>> PgHubStore::Track(const std::string& site,
   std::vector<ChunkFix> fixes, decoded;
   bool damaged = false;
   Status s = impl_->Query(
-      PostgresText(store_sql::kTrackChunks), p, "track", [&](const PGresult* r, int i) {
+      PgText(store_sql::kTrackChunks), p, "track", [&](const PGresult* r, int i) {
         const PgRow row(r, i);
         decoded.clear();
         if (!DecodeChunk(row.Text(2), row.UInt(1), &decoded)) {
@@ -712,7 +781,7 @@ Result<DigestResult> PgHubStore::Digest(const std::string& site, uint64_t from, 
   PgParams p;
   p.Text(1, site).UInt(2, from).UInt(3, to);
   auto contiguous = impl_->SnapshotRead(
-      site, PostgresText(store_sql::kDigestRows), p, "digest", [&](const PGresult* r, int i) {
+      site, PgText(store_sql::kDigestRows), p, "digest", [&](const PGresult* r, int i) {
         const PgRow row(r, i);
         digesters->Add(row.UInt(0), static_cast<uint32_t>(row.Int(1)), row.UInt(2), row.Text(3));
       });
@@ -728,7 +797,7 @@ Result<StateDigestResult> PgHubStore::StateDigest(const std::string& site) {
   p.Text(1, site);
   auto contiguous = impl_->SnapshotRead(
       site,
-      PostgresText(store_sql::kStateDigestRows), p, "state digest", [&](const PGresult* r, int i) {
+      PgText(store_sql::kStateDigestRows), p, "state digest", [&](const PGresult* r, int i) {
         const PgRow row(r, i);
         d.AddStock(row.Text(0), row.Int(1), row.Int(2), row.UInt(3));
       });
@@ -747,16 +816,16 @@ Result<RebuildResult> PgHubStore::RebuildState(const std::string& site, const Au
     const int64_t site_id = site_row->id;
     PgParams p;
     p.Int(1, site_id);
-    Status s = impl_->Query(c, PostgresText(store_sql::kSiteStock), p,
+    Status s = impl_->Query(c, PgText(store_sql::kSiteStock), p,
                             "rebuild: read stock", [&](const PGresult* r, int i) {
                               const PgRow row(r, i);
                               count.Before(row.Text(0), row.Int(1), row.Int(2), row.UInt(3));
                             });
     if (!s.ok()) return s;
-    if (s = Impl::Exec(c, PostgresText(store_sql::kDeleteSiteStock), p, "rebuild: delete stock"); !s.ok()) return s;
+    if (s = Impl::Exec(c, PgText(store_sql::kDeleteSiteStock), p, "rebuild: delete stock"); !s.ok()) return s;
     PgParams q;
     q.Int(1, site_id).Int(2, v1::STOCK);
-    auto sel = c.Run(PostgresText(store_sql::kStockRecordsByKey), q, "rebuild: read changes");
+    auto sel = c.Run(PgText(store_sql::kStockRecordsByKey), q, "rebuild: read changes");
     if (!sel.ok()) return sel.status();
     for (int i = 0; i < PQntuples(sel->get()); ++i) {
       const PgRow row(sel->get(), i);
@@ -767,7 +836,7 @@ Result<RebuildResult> PgHubStore::RebuildState(const std::string& site, const Au
       PgParams ins;
       ins.Int(1, site_id).Text(2, key).Int(3, rec.stock().on_hand()).Int(4, rec.stock().reserved());
       ins.UInt(5, rec.version()).UInt(6, rec.hlc()).Int(7, rec.ts_ms()).UInt(8, row.UInt(1));
-      if (s = Impl::Exec(c, PostgresText(store_sql::kInsertStock), ins, "rebuild: insert stock"); !s.ok())
+      if (s = Impl::Exec(c, PgText(store_sql::kInsertStock), ins, "rebuild: insert stock"); !s.ok())
         return s;
       count.Rebuild(key, rec);
     }
