@@ -27,6 +27,7 @@ class HubReplicasTest : public HubdTest {
     ASSERT_TRUE(pg_->Start()) << ReadFile(pg_->log_path());
     ASSERT_TRUE(pg_->CreateDatabase("hub"));
     HubdTest::SetUp();  // replica 0, on port_
+    if (HasFatalFailure()) return;
     ports_.push_back(port_);
     const int first = port_;
     for (int i = 1; i < kReplicas; ++i) {
@@ -38,14 +39,8 @@ class HubReplicasTest : public HubdTest {
       replicas_.emplace_back(std::vector<std::string>{BinDir() + "/hubd", "--config", config},
                              dir_.File("hubd-" + std::to_string(i) + ".log"));
       ASSERT_TRUE(replicas_.back().Start());
-      ASSERT_TRUE(WaitFor(
-          [&] {
-            auto c = Hq("");
-            auto r = c->Get("/healthz");
-            return r && r->status == 200;
-          },
-          std::chrono::seconds(20)))
-          << ReadFile(dir_.File("hubd-" + std::to_string(i) + ".log"));
+      WaitHealthy(dir_.File("hubd-" + std::to_string(i) + ".log"));
+      if (HasFatalFailure()) return;
       ports_.push_back(port_);
     }
     port_ = first;

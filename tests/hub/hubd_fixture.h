@@ -111,6 +111,11 @@ class HubdTest : public ::testing::Test {
   void StartHubd() {
     hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
     ASSERT_TRUE(hubd_.Start());
+    WaitHealthy(dir_.File("hubd.log"));
+  }
+
+  // Until the hubd on port_ answers /healthz (20 s at most; its log in the failure).
+  void WaitHealthy(const std::string& log) {
     ASSERT_TRUE(WaitFor(
         [&] {
           auto c = Hq("");
@@ -118,7 +123,7 @@ class HubdTest : public ::testing::Test {
           return r && r->status == 200;
         },
         std::chrono::seconds(20)))
-        << ReadFile(dir_.File("hubd.log"));
+        << ReadFile(log);
   }
 
   std::unique_ptr<httplib::SSLClient> Site(const TestPki::Files& f) {
