@@ -348,7 +348,9 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
   }
   if (const toml::table* t = root.Table("store")) {
     TableReader r(*t, "store");
-    r.Get("path", c.store_path, true);
+    r.Get("backend", c.store_backend);
+    r.Get("path", c.store_path, c.store_backend == "sqlite");
+    r.Get("url", c.store_url, c.store_backend == "postgresql");
     r.RejectUnknown();
     root.Absorb(r);
   } else {
@@ -461,7 +463,11 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
   if (c.max_connections < 1 || c.max_connections > 1000000) return Status::InvalidArgument("limits.max_connections: must be 1..1000000");
   if (c.max_connections_per_address < 1 || c.max_connections_per_address > c.max_connections)
     return Status::InvalidArgument("limits.max_connections_per_address: must be 1..limits.max_connections");
-  if (c.store_path.empty()) return Status::InvalidArgument("store.path: must not be empty");
+  if (c.store_backend != "sqlite" && c.store_backend != "postgresql")
+    return Status::InvalidArgument("store.backend: must be \"sqlite\" or \"postgresql\", not \"" + c.store_backend + "\"");
+  if (c.store_backend == "sqlite" && c.store_path.empty()) return Status::InvalidArgument("store.path: must not be empty");
+  if (c.store_backend == "postgresql" && c.store_url.empty())
+    return Status::InvalidArgument("store.url: must not be empty (a libpq connection string)");
   if (c.pull_burst == 0) c.pull_burst = std::max(1.0, 2 * c.pull_per_s);
   if (c.push_burst == 0) c.push_burst = std::max(1.0, 2 * c.push_per_s);
   if (c.pull_burst < 1) return Status::InvalidArgument("rate_limits.pull_burst: must be >= 1");

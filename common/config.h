@@ -107,7 +107,11 @@ struct HubConfig {
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
+  // [store]: backend "sqlite" (the default: store_path, one hubd) or "postgresql" (store_url,
+  // any libpq connection string; several hubd replicas may share the database).
+  std::string store_backend = "sqlite";
   std::string store_path;
+  std::string store_url;
   std::vector<HubToken> tokens;
   int64_t max_body_bytes = 16 << 20;
   int64_t max_decompressed_bytes = 64 << 20;

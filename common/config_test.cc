@@ -163,16 +163,36 @@ TEST(EdgeConfigTest, MetricsTlsAndOldPrivacyKeys) {
   EXPECT_EQ(ParseEdgeConfig(bad).status().message(), "privacy.old_key_files: must be an array of non-empty strings");
 }
 
-TEST(HubConfigTest, RateLimits) {
-  const std::string base = R"(
+// A hub config's keys before [store], as the tests below use them.
+constexpr const char* kHubHead = R"(
 listen = "0.0.0.0:8443"
 [tls]
 ca = "ca.crt"
 cert = "hub.crt"
 key = "hub.key"
-[store]
-path = "hub.db"
 )";
+
+TEST(HubConfigTest, StoreBackend) {
+  const std::string base = kHubHead;
+  auto sqlite = ParseHubConfig(base + "[store]\npath = \"hub.db\"\n");
+  ASSERT_TRUE(sqlite.ok()) << sqlite.status().ToString();
+  EXPECT_EQ(sqlite->store_backend, "sqlite");
+  EXPECT_EQ(sqlite->store_path, "hub.db");
+  auto pg = ParseHubConfig(base + "[store]\nbackend = \"postgresql\"\nurl = \"host=db1 dbname=freshsync\"\n");
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  EXPECT_EQ(pg->store_backend, "postgresql");
+  EXPECT_EQ(pg->store_url, "host=db1 dbname=freshsync");
+  EXPECT_EQ(ParseHubConfig(base + "[store]\nbackend = \"mysql\"\npath = \"hub.db\"\n").status().message(),
+            "store.backend: must be \"sqlite\" or \"postgresql\", not \"mysql\"");
+  EXPECT_NE(ParseHubConfig(base + "[store]\nbackend = \"postgresql\"\n").status().message().find("store.url"),
+            std::string::npos);
+  EXPECT_EQ(ParseHubConfig(base + "[store]\nbackend = \"postgresql\"\nurl = \"\"\n").status().message(),
+            "store.url: must not be empty (a libpq connection string)");
+  EXPECT_NE(ParseHubConfig(base + "[store]\n").status().message().find("store.path"), std::string::npos);
+}
+
+TEST(HubConfigTest, RateLimits) {
+  const std::string base = std::string(kHubHead) + "[store]\npath = \"hub.db\"\n";
   auto off = ParseHubConfig(base);
   ASSERT_TRUE(off.ok());
   EXPECT_EQ(off->pull_per_s, 0);
@@ -190,15 +210,7 @@ path = "hub.db"
 }
 
 TEST(HubConfigTest, SiteLimitsAndDecompressionBudget) {
-  const std::string base = R"(
-listen = "0.0.0.0:8443"
-[tls]
-ca = "ca.crt"
-cert = "hub.crt"
-key = "hub.key"
-[store]
-path = "hub.db"
-)";
+  const std::string base = std::string(kHubHead) + "[store]\npath = \"hub.db\"\n";
   auto d = ParseHubConfig(base);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   EXPECT_EQ(d->site_bytes_per_day, int64_t{2} << 30);

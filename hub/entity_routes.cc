@@ -103,6 +103,14 @@ CREATE TABLE stock(
   on_hand INTEGER NOT NULL, reserved INTEGER NOT NULL,
   version INTEGER NOT NULL, hlc INTEGER NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY(site_id, sku)) WITHOUT ROWID;
+)sql",
+                                                              // COLLATE "C": bytewise, as the state digest sorts.
+                                                              R"sql(
+CREATE TABLE stock(
+  site_id BIGINT NOT NULL, sku TEXT COLLATE "C" NOT NULL,
+  on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL,
+  version BIGINT NOT NULL, hlc BIGINT NOT NULL, ts_ms BIGINT NOT NULL, seq BIGINT NOT NULL,
+  PRIMARY KEY(site_id, sku));
 )sql"}}};
   // Newer version wins (docs/conflicts.md).
   static inline const std::vector<ApplyStep> kApply = {
@@ -151,6 +159,14 @@ CREATE TABLE orders(
   status TEXT NOT NULL, rank INTEGER NOT NULL, actor TEXT NOT NULL,
   lines TEXT, customer_sealed BLOB,
   version INTEGER NOT NULL, hlc INTEGER NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX orders_site ON orders(site_id);
+)sql",
+                                                              R"sql(
+CREATE TABLE orders(
+  order_id TEXT COLLATE "C" PRIMARY KEY, site_id BIGINT NOT NULL,
+  status TEXT NOT NULL, rank BIGINT NOT NULL, actor TEXT NOT NULL,
+  lines TEXT, customer_sealed BYTEA,
+  version BIGINT NOT NULL, hlc BIGINT NOT NULL, ts_ms BIGINT NOT NULL, seq BIGINT NOT NULL);
 CREATE INDEX orders_site ON orders(site_id);
 )sql"}}};
   // Higher lifecycle rank, then later HLC wins, and moves the order to the winning site
@@ -282,6 +298,15 @@ CREATE TABLE alerts(
   version INTEGER NOT NULL, hlc INTEGER NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY(site_id, alert_id)) WITHOUT ROWID;
 CREATE INDEX alerts_state ON alerts(site_id, state);
+)sql",
+                                                              R"sql(
+CREATE TABLE alerts(
+  site_id BIGINT NOT NULL, alert_id TEXT COLLATE "C" NOT NULL, sensor TEXT NOT NULL, state TEXT NOT NULL,
+  kind TEXT NOT NULL, min_c DOUBLE PRECISION NOT NULL, max_c DOUBLE PRECISION NOT NULL,
+  started_ts_ms BIGINT NOT NULL, ended_ts_ms BIGINT NOT NULL,
+  version BIGINT NOT NULL, hlc BIGINT NOT NULL, seq BIGINT NOT NULL,
+  PRIMARY KEY(site_id, alert_id));
+CREATE INDEX alerts_state ON alerts(site_id, state);
 )sql"}}};
   // Newer version wins.
   static inline const std::vector<ApplyStep> kApply = {
@@ -332,11 +357,20 @@ CREATE TABLE geofence_events(
   kind TEXT NOT NULL, event TEXT NOT NULL, ts_ms INTEGER NOT NULL,
   PRIMARY KEY(site_id, seq)) WITHOUT ROWID;
 CREATE INDEX geofence_ts ON geofence_events(site_id, ts_ms);
+)sql",
+                                                              R"sql(
+CREATE TABLE geofence_events(
+  site_id BIGINT NOT NULL, seq BIGINT NOT NULL, vehicle TEXT NOT NULL, fence TEXT NOT NULL,
+  kind TEXT NOT NULL, event TEXT NOT NULL, ts_ms BIGINT NOT NULL,
+  PRIMARY KEY(site_id, seq));
+CREATE INDEX geofence_ts ON geofence_events(site_id, ts_ms);
 )sql"}}};
   // One row per record; the vehicle defaults to the record's key.
   static inline const std::vector<ApplyStep> kApply = {
       {{"INSERT OR IGNORE INTO geofence_events(site_id, seq, vehicle, fence, kind, event, ts_ms) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO geofence_events(site_id, seq, vehicle, fence, kind, event, ts_ms) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"},
        [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
          if (!r.has_geofence()) return false;
          const auto& g = r.geofence();
@@ -374,12 +408,22 @@ CREATE TABLE dock_scans(
   direction TEXT NOT NULL, ts_ms INTEGER NOT NULL,
   PRIMARY KEY(site_id, scan_id)) WITHOUT ROWID;
 CREATE INDEX dock_scans_ts ON dock_scans(site_id, ts_ms, seq);
+)sql",
+                                                              R"sql(
+CREATE TABLE dock_scans(
+  site_id BIGINT NOT NULL, scan_id TEXT NOT NULL, seq BIGINT NOT NULL, door TEXT NOT NULL,
+  pallet_id TEXT NOT NULL, sku TEXT NOT NULL, lot TEXT NOT NULL, qty BIGINT NOT NULL,
+  direction TEXT NOT NULL, ts_ms BIGINT NOT NULL,
+  PRIMARY KEY(site_id, scan_id));
+CREATE INDEX dock_scans_ts ON dock_scans(site_id, ts_ms, seq);
 )sql"}}};
   // The first record of a scan id the site sends wins (the edge sends one per scan; a resent
   // record changes nothing).
   static inline const std::vector<ApplyStep> kApply = {
       {{"INSERT OR IGNORE INTO dock_scans(site_id, scan_id, seq, door, pallet_id, sku, lot, qty, direction, ts_ms) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO dock_scans(site_id, scan_id, seq, door, pallet_id, sku, lot, qty, direction, ts_ms) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"},
        [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
          if (!r.has_dock_scan()) return false;
          const auto& d = r.dock_scan();

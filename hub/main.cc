@@ -30,6 +30,7 @@
 #include "common/signals.h"
 #include "hub/relay/amqp_relay.h"
 #include "hub/server.h"
+#include "hub/pg_store.h"
 #include "hub/sqlite_store.h"
 
 namespace {
@@ -109,12 +110,28 @@ int main(int argc, char** argv) {
                    config->max_connections, static_cast<uint64_t>(nofile.rlim_cur));
   }
 
-  freshsync::hub::SqliteHubStoreOptions store_options;
-  store_options.path = config->store_path;
-  store_options.read_connections = std::max(2, config->threads);
-  auto store = freshsync::hub::SqliteHubStore::Open(store_options);
+  // [store] backend: SQLite (one hubd) or PostgreSQL (replicas sharing one database). The
+  // PostgreSQL URL is not logged: it may hold a password.
+  const bool postgres = config->store_backend == "postgresql";
+  const std::string store_name = postgres ? "postgresql" : config->store_path;
+  freshsync::Result<std::unique_ptr<freshsync::hub::HubStore>> store = freshsync::Status::Internal("no store");
+  if (postgres) {
+    freshsync::hub::PgHubStoreOptions o;
+    o.url = config->store_url;
+    o.connections = std::max(2, config->threads);  // as many as workers that may apply or read at once
+    auto pg = freshsync::hub::PgHubStore::Open(o);
+    if (pg.ok()) store = std::unique_ptr<freshsync::hub::HubStore>(std::move(*pg));
+    else store = pg.status();
+  } else {
+    freshsync::hub::SqliteHubStoreOptions store_options;
+    store_options.path = config->store_path;
+    store_options.read_connections = std::max(2, config->threads);
+    auto sq = freshsync::hub::SqliteHubStore::Open(store_options);
+    if (sq.ok()) store = std::unique_ptr<freshsync::hub::HubStore>(std::move(*sq));
+    else store = sq.status();
+  }
   if (!store.ok()) {
-    spdlog::critical("store {}: {}", config->store_path, store.status().ToString());
+    spdlog::critical("store {}: {}", store_name, store.status().ToString());
     return 1;
   }
   // Test hooks (FRESHSYNC_*_FOR_TEST): read here, once.
@@ -123,7 +140,7 @@ int main(int argc, char** argv) {
     spdlog::critical("start: {}", s.ToString());
     return s.code() == freshsync::StatusCode::kInvalidArgument ? 2 : 1;
   }
-  spdlog::info("hubd listening on {} (port {}), store {}", config->listen, server.port(), config->store_path);
+  spdlog::info("hubd listening on {} (port {}), store {}", config->listen, server.port(), store_name);
   // Every replica runs a relay; the store's lease lets one of them publish at a time.
   std::unique_ptr<freshsync::hub::AmqpRelay> relay;
   if (!config->amqp_url.empty()) {

@@ -80,4 +80,51 @@ bool DecodeChunk(std::string_view blob, uint64_t count, std::vector<ChunkFix>* o
   return pos == blob.size();
 }
 
+bool FixBefore(const ChunkFix& a, const ChunkFix& b) {
+  return a.ts_ms != b.ts_ms ? a.ts_ms < b.ts_ms : a.seq < b.seq;
+}
+
+size_t ChunkEnd(const std::vector<ChunkFix>& fixes, size_t begin) {
+  size_t end = begin + 1;
+  // Unsigned difference: sorted, so it is the true distance even for extreme timestamps.
+  while (end < fixes.size() && end - begin < kChunkMaxFixes &&
+         static_cast<uint64_t>(fixes[end].ts_ms) - static_cast<uint64_t>(fixes[begin].ts_ms) <=
+             static_cast<uint64_t>(kChunkMaxSpanMs)) {
+    ++end;
+  }
+  return end;
+}
+
+ChunkFix FixFromRecord(const v1::ChangeRecord& rec) {
+  const auto& p = rec.position();
+  ChunkFix f;
+  f.ts_ms = rec.ts_ms();
+  f.seq = rec.seq();
+  f.device_seq = p.device_seq();
+  f.lat_e6 = p.lat_e6();
+  f.lon_e6 = p.lon_e6();
+  f.speed_dkmh = p.speed_dkmh();
+  f.heading_deg = p.heading_deg();
+  f.hdop_d = p.hdop_d();
+  f.hlc = rec.hlc();
+  return f;
+}
+
+v1::PositionItem ItemFromFix(const std::string& vehicle, const std::string& site, const ChunkFix& f) {
+  v1::PositionItem item;
+  item.set_site(site);
+  auto* p = item.mutable_position();
+  p->set_vehicle(vehicle);
+  p->set_device_seq(f.device_seq);
+  p->set_lat_e6(f.lat_e6);
+  p->set_lon_e6(f.lon_e6);
+  p->set_speed_dkmh(f.speed_dkmh);
+  p->set_heading_deg(f.heading_deg);
+  p->set_hdop_d(f.hdop_d);
+  item.set_ts_ms(f.ts_ms);
+  item.set_hlc(f.hlc);
+  item.set_seq(f.seq);
+  return item;
+}
+
 }  // namespace freshsync::hub

@@ -1,7 +1,8 @@
 // Position history in chunks: the hub stores a vehicle's fixes from one batch as one row of
 // `position_chunks` (docs/architecture-hub.md) instead of one row per fix, because a B-tree
 // insert per GPS record was half of the hub's apply cost (docs/benchmarks.md, "Hub apply
-// rate"). This header is the blob format of that row; pure functions, no SQLite.
+// rate"). This header is the blob format of that row and the rules of cutting a vehicle's
+// fixes into chunks; pure functions, no database.
 //
 // Grammar (all integers LEB128 varints; zz() is zigzag of a 64-bit two's-complement
 // difference, computed in unsigned wrap-around arithmetic, so any values round-trip):
@@ -21,6 +22,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "freshsync.pb.h"
 
 namespace freshsync::hub {
 
@@ -48,5 +51,16 @@ void EncodeChunk(const ChunkFix* fixes, size_t count, std::string* out);
 // Decodes exactly `count` fixes and appends them to `out`. False if the blob is truncated,
 // holds a value out of its field's range, or has bytes left over (a damaged row).
 bool DecodeChunk(std::string_view blob, uint64_t count, std::vector<ChunkFix>* out);
+
+// What every store that keeps chunks shares (SqliteHubStore, PgHubStore):
+// The order of fixes in a chunk and in a track: (ts_ms, seq).
+bool FixBefore(const ChunkFix& a, const ChunkFix& b);
+// The end (exclusive) of the chunk that starts at fixes[begin] of a sorted run: a new chunk
+// starts when the current one holds kChunkMaxFixes or would span more than kChunkMaxSpanMs.
+size_t ChunkEnd(const std::vector<ChunkFix>& fixes, size_t begin);
+// The fix of a VEHICLE_POSITION record that has its position.
+ChunkFix FixFromRecord(const v1::ChangeRecord& rec);
+// A track's item (v1::PositionItem, as the route answers it) from a decoded fix.
+v1::PositionItem ItemFromFix(const std::string& vehicle, const std::string& site, const ChunkFix& f);
 
 }  // namespace freshsync::hub

@@ -1,7 +1,7 @@
 // What an entity's handler (hub/entity_routes.h) and a HubStore share about SQL, without the
 // handler knowing which database runs it: statement text per dialect, parameters to bind and
 // the columns of a result row. SqliteHubStore implements SqlParams and SqlRow on its
-// statements (sqlite_store.cc); a second store implements them on its own.
+// statements (sqlite_store.cc), PgHubStore on libpq's parameters and results (pg_store.cc).
 //
 // Unsigned 64-bit values (version, hlc, seq) travel as the same bits in a signed integer, as
 // the stores keep them.
@@ -15,10 +15,14 @@
 
 namespace freshsync::hub {
 
-// One statement's text per dialect. A second store's dialect becomes a second member here,
-// filled in beside SQLite's in each handler.
+// One statement's text per dialect.
+//   sqlite    always given.
+//   postgres  only where the dialects really differ (DDL types, INSERT OR IGNORE, ...). When
+//             it is null, PgHubStore runs the SQLite text with its ?N placeholders made $N
+//             (PostgresText, hub/pg_store.h): so a statement valid in both is written once.
 struct Sql {
   const char* sqlite = nullptr;
+  const char* postgres = nullptr;
 };
 
 // Parameters of a statement, numbered from 1 as in the SQL (?1, ?2, ...). Text and Blob copy,

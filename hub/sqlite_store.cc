@@ -15,8 +15,10 @@
 #include <utility>
 
 #include "wire/digest.h"
+#include "hub/conn_pool.h"
 #include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
+#include "hub/store_sql.h"
 #include "sqlite/db.h"
 #include "sqlite/migrate.h"
 
@@ -210,33 +212,16 @@ CREATE TABLE relay_cursors(
 
 constexpr const char* kInsertChange =
     "INSERT OR IGNORE INTO changes(site_id, seq, entity, key, version, record) VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
-constexpr const char* kUpsertVehicle =
-    "INSERT INTO vehicles(vehicle, site_id, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, hdop_d, ts_ms, hlc, seq) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
-    "ON CONFLICT(vehicle) DO UPDATE SET site_id = excluded.site_id, device_seq = excluded.device_seq, "
-    "lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6, speed_dkmh = excluded.speed_dkmh, "
-    "heading_deg = excluded.heading_deg, hdop_d = excluded.hdop_d, ts_ms = excluded.ts_ms, hlc = excluded.hlc, "
-    "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)";
-constexpr const char* kInsertChunk =
-    "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-// Writes the fixes of one (site, vehicle), sorted by (ts_ms, seq), as chunks: a new chunk
-// starts when the current one holds kChunkMaxFixes or would span more than kChunkMaxSpanMs.
+// Writes the fixes of one (site, vehicle), sorted by (ts_ms, seq), as chunks (ChunkEnd).
 // Used by the writer per batch and by migration 2.
 Status InsertChunks(Conn& db, int64_t site_id, const std::string& vehicle, const std::vector<ChunkFix>& fixes,
                     std::string* blob) {
-  auto ins = db.Prepare(kInsertChunk);
+  auto ins = db.Prepare(store_sql::kInsertChunk.sqlite);
   if (!ins.ok()) return ins.status();
   Stmt& st = **ins;
   size_t begin = 0;
   while (begin < fixes.size()) {
-    size_t end = begin + 1;
-    // Unsigned difference: sorted, so it is the true distance even for extreme timestamps.
-    while (end < fixes.size() && end - begin < kChunkMaxFixes &&
-           static_cast<uint64_t>(fixes[end].ts_ms) - static_cast<uint64_t>(fixes[begin].ts_ms) <=
-               static_cast<uint64_t>(kChunkMaxSpanMs)) {
-      ++end;
-    }
+    const size_t end = ChunkEnd(fixes, begin);
     blob->clear();
     EncodeChunk(fixes.data() + begin, end - begin, blob);
     st.Bind(1, site_id).BindRef(2, vehicle).Bind(3, fixes[begin].ts_ms).Bind(4, fixes[begin].seq);
@@ -273,28 +258,6 @@ ChunkFix FixFromColumns(const Stmt& s, int c) {
   f.hdop_d = static_cast<uint32_t>(s.Int(c + 7));
   f.hlc = s.UInt(c + 8);
   return f;
-}
-
-// A track's item (v1::PositionItem, as the route answers it) from a decoded fix.
-v1::PositionItem ItemFromFix(const std::string& vehicle, const std::string& site, const ChunkFix& f) {
-  v1::PositionItem item;
-  item.set_site(site);
-  auto* p = item.mutable_position();
-  p->set_vehicle(vehicle);
-  p->set_device_seq(f.device_seq);
-  p->set_lat_e6(f.lat_e6);
-  p->set_lon_e6(f.lon_e6);
-  p->set_speed_dkmh(f.speed_dkmh);
-  p->set_heading_deg(f.heading_deg);
-  p->set_hdop_d(f.hdop_d);
-  item.set_ts_ms(f.ts_ms);
-  item.set_hlc(f.hlc);
-  item.set_seq(f.seq);
-  return item;
-}
-
-bool FixBefore(const ChunkFix& a, const ChunkFix& b) {
-  return a.ts_ms != b.ts_ms ? a.ts_ms < b.ts_ms : a.seq < b.seq;
 }
 
 // Migration 2's data step: every `positions` row into chunks, then the table goes.
@@ -397,34 +360,8 @@ struct SqliteHubStore::Impl {
   Conn writer;
   std::unordered_map<std::string, int64_t> site_ids;
 
-  std::mutex read_mu;
-  std::condition_variable read_cv;
-  std::vector<std::unique_ptr<Conn>> idle_readers;
-
-  // A checked-out read connection, returned to the pool on destruction.
-  class Reader {
-   public:
-    Reader(Impl& impl, std::unique_ptr<Conn> c) : impl_(impl), c_(std::move(c)) {}
-    ~Reader() {
-      std::lock_guard<std::mutex> lock(impl_.read_mu);
-      impl_.idle_readers.push_back(std::move(c_));
-      impl_.read_cv.notify_one();
-    }
-    Conn& operator*() { return *c_; }
-    Conn* operator->() { return c_.get(); }
-
-   private:
-    Impl& impl_;
-    std::unique_ptr<Conn> c_;
-  };
-
-  Reader AcquireReader() {
-    std::unique_lock<std::mutex> lock(read_mu);
-    read_cv.wait(lock, [&] { return !idle_readers.empty(); });
-    auto c = std::move(idle_readers.back());
-    idle_readers.pop_back();
-    return Reader(*this, std::move(c));
-  }
+  ConnPool<Conn> readers;
+  ConnPool<Conn>::Lease AcquireReader() { return readers.Acquire(); }
 
   // The numbered migrations as the shared runner takes them (sqlite/migrate.h): each one's SQL,
   // and migration 2's data step, commit together with the version bump.
@@ -488,18 +425,7 @@ struct SqliteHubStore::Impl {
       chunk_fixes.clear();
       for (const v1::ChangeRecord* rec : recs) {
         if (std::make_pair(rec->ts_ms(), rec->hlc()) > std::make_pair(latest->ts_ms(), latest->hlc())) latest = rec;
-        const auto& p = rec->position();
-        ChunkFix f;
-        f.ts_ms = rec->ts_ms();
-        f.seq = rec->seq();
-        f.device_seq = p.device_seq();
-        f.lat_e6 = p.lat_e6();
-        f.lon_e6 = p.lon_e6();
-        f.speed_dkmh = p.speed_dkmh();
-        f.heading_deg = p.heading_deg();
-        f.hdop_d = p.hdop_d();
-        f.hlc = rec->hlc();
-        chunk_fixes.push_back(f);
+        chunk_fixes.push_back(FixFromRecord(*rec));
       }
       // Batches are in seq order and fixes mostly in time order too: usually already sorted.
       if (!std::is_sorted(chunk_fixes.begin(), chunk_fixes.end(), FixBefore))
@@ -509,7 +435,7 @@ struct SqliteHubStore::Impl {
 
       const v1::ChangeRecord& r = *latest;
       const auto& p = r.position();
-      auto veh = writer.Prepare(kUpsertVehicle);
+      auto veh = writer.Prepare(store_sql::kUpsertVehicle.sqlite);
       if (!veh.ok()) return veh.status();
       (*veh)->BindRef(1, vehicle).Bind(2, site_id).Bind(3, p.device_seq()).Bind(4, int64_t{p.lat_e6()});
       (*veh)->Bind(5, int64_t{p.lon_e6()}).Bind(6, int64_t{p.speed_dkmh()}).Bind(7, int64_t{p.heading_deg()});
@@ -741,16 +667,10 @@ struct SqliteHubStore::Impl {
     return FinishBatch(*site_id, batch, contiguous, max_seq, now_ms, res);
   }
 
-  // Approximate store cost of one held record: its `changes` row (record blob, key in the row
-  // and in the unique index) plus fixed row overhead. Materialized state is not counted: it is
-  // bounded by the number of distinct keys, and each key is bounded by the rules.
-  static uint64_t RowBytes(const v1::ChangeRecord& r, size_t blob_bytes) { return blob_bytes + 2 * r.key().size() + 64; }
 
   // Puts a refused record's row into refused_records; returns its bytes, 0 if it was there.
   Result<uint64_t> Quarantine(int64_t site_id, const v1::ChangeRecord& r, const std::string& reason, int64_t now_ms) {
-    auto st = writer.Prepare(
-        "INSERT OR IGNORE INTO refused_records(site_id, seq, entity, version, key, field, reason, received_ms) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    auto st = writer.Prepare(store_sql::kQuarantine.sqlite);
     if (!st.ok()) return st.status();
     ResetGuard g(**st);
     // The key is kept only when it passes the identifier rule, so a 1 MB key costs nothing here.
@@ -764,7 +684,7 @@ struct SqliteHubStore::Impl {
     const int rc = (*st)->Step();
     if (rc != SQLITE_DONE) return DbError(writer.db(), rc, "insert refused record");
     if (sqlite3_changes(writer.db()) == 0) return uint64_t{0};
-    return uint64_t{64 + (key_ok ? r.key().size() : 0) + why.size() + field.size()};
+    return RefusedRowBytes(r, key_ok, why, field);
   }
 
   // Adds `bytes` to the site's usage of today, or sets res.over_quota when that would exceed
@@ -774,7 +694,7 @@ struct SqliteHubStore::Impl {
     const int64_t day = now_ms / 86400000;
     uint64_t used = 0;
     {
-      auto st = writer.Prepare("SELECT bytes FROM site_usage WHERE site_id = ?1 AND day = ?2");
+      auto st = writer.Prepare(store_sql::kSiteUsage.sqlite);
       if (!st.ok()) return st.status();
       ResetGuard g(**st);
       (*st)->Bind(1, site_id).Bind(2, day);
@@ -785,9 +705,7 @@ struct SqliteHubStore::Impl {
       res.quota_used = used;
       return Status::Ok();
     }
-    auto up = writer.Prepare(
-        "INSERT INTO site_usage(site_id, day, bytes) VALUES(?1, ?2, ?3) "
-        "ON CONFLICT(site_id, day) DO UPDATE SET bytes = bytes + excluded.bytes");
+    auto up = writer.Prepare(store_sql::kChargeSiteUsage.sqlite);
     if (!up.ok()) return up.status();
     ResetGuard g(**up);
     (*up)->Bind(1, site_id).Bind(2, day).Bind(3, bytes);
@@ -852,8 +770,7 @@ struct SqliteHubStore::Impl {
     if (Status vs = WritePositions(site_id); !vs.ok()) return vs;
     if (!batch.urgent()) contiguous = std::max<uint64_t>(contiguous, recs[recs.size() - 1].seq());
     res.contiguous_seq = contiguous;
-    auto up = writer.Prepare(
-        "UPDATE sites SET contiguous_seq = ?2, max_seq = ?3, records = records + ?4, last_push_ms = ?5 WHERE site_id = ?1");
+    auto up = writer.Prepare(store_sql::kUpdateSite.sqlite);
     if (!up.ok()) return up.status();
     ResetGuard g(**up);
     (*up)->Bind(1, site_id).Bind(2, contiguous).Bind(3, std::max(max_seq, contiguous)).Bind(4, int64_t{res.applied});
@@ -900,28 +817,10 @@ Result<std::unique_ptr<SqliteHubStore>> SqliteHubStore::OpenAtSchemaVersionForTe
     if (!s.ok()) return s;
     s = c->Exec("PRAGMA query_only=1; PRAGMA cache_size=-8192;");
     if (!s.ok()) return s;
-    impl->idle_readers.push_back(std::move(c));
+    impl->readers.Add(std::move(c));
   }
   return std::unique_ptr<SqliteHubStore>(new SqliteHubStore(std::move(impl)));
 }
-
-namespace {
-Status ValidateBatch(const v1::Batch& batch) {
-  uint64_t prev = 0;
-  for (const auto& r : batch.records()) {
-    if (r.seq() == 0) return Status::InvalidArgument("record seq must be >= 1");
-    if (r.seq() > digest::kMaxSeq) return Status::InvalidArgument("record seq above 2^62");
-    if (prev != 0) {
-      if (!batch.urgent() && r.seq() != prev + 1)
-        return Status::InvalidArgument("normal batch records must have consecutive seqs (" + std::to_string(prev) +
-                                       " then " + std::to_string(r.seq()) + ")");
-      if (batch.urgent() && r.seq() <= prev) return Status::InvalidArgument("urgent batch records must have increasing seqs");
-    }
-    prev = r.seq();
-  }
-  return Status::Ok();
-}
-}  // namespace
 
 Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
                                                const AuditEntry* audit, const ApplyChecks& checks) {
@@ -943,7 +842,7 @@ Result<ApplyResult> SqliteHubStore::ApplyBatch(const std::string& site, const v1
 
 Result<uint64_t> SqliteHubStore::ContiguousSeq(const std::string& site) {
   auto r = impl_->AcquireReader();
-  auto st = r->Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
+  auto st = r->Prepare(store_sql::kContiguousSeq.sqlite);
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
   (*st)->BindRef(1, site);
@@ -970,8 +869,7 @@ Result<std::vector<T>> Query(SqliteHubStore::Impl& impl, const char* sql, BindFn
 Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit) {
   return Query<FeedEntry>(
       *impl_,
-      "SELECT c.cursor, s.site, c.record FROM changes c JOIN sites s ON s.site_id = c.site_id "
-      "WHERE c.cursor > ?1 ORDER BY c.cursor LIMIT ?2",
+      store_sql::kChangesAfter.sqlite,
       [&](Stmt& s) { s.Bind(1, after).Bind(2, int64_t{limit}); },
       [](Stmt& s) {
         FeedEntry e;
@@ -986,7 +884,7 @@ Result<std::vector<FeedEntry>> SqliteHubStore::Changes(uint64_t after, int limit
 
 Result<std::vector<SiteInfo>> SqliteHubStore::Sites() {
   return Query<SiteInfo>(
-      *impl_, "SELECT site, contiguous_seq, max_seq, records, last_push_ms FROM sites ORDER BY site", [](Stmt&) {},
+      *impl_, store_sql::kSites.sqlite, [](Stmt&) {},
       [](Stmt& s) {
         return SiteInfo{s.Text(0), s.UInt(1), s.UInt(2), s.UInt(3), s.Int(4)};
       });
@@ -1010,12 +908,7 @@ Result<std::vector<v1::PositionItem>> SqliteHubStore::Track(const std::string& s
   std::vector<v1::PositionItem> out;
   if (limit <= 0 || to_ms < from_ms) return out;
   auto r = impl_->AcquireReader();
-  // A chunk spans at most kChunkMaxSpanMs, so one that holds a fix at or after `from` starts
-  // no earlier than from - kChunkMaxSpanMs: an index range scan, however long the history.
-  auto st = r->Prepare(
-      "SELECT ts_min, count, fixes FROM position_chunks "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND vehicle = ?2 AND ts_min BETWEEN ?3 AND ?4 "
-      "AND ts_max >= ?5 ORDER BY ts_min, seq_min");
+  auto st = r->Prepare(store_sql::kTrackChunks.sqlite);
   if (!st.ok()) return st.status();
   Stmt& q = **st;
   ResetGuard g(q);
@@ -1064,7 +957,7 @@ struct ReadTxnEnd {
 
 // The site's contiguous seq as seen by `conn`'s current transaction; 0 for an unknown site.
 Result<uint64_t> ContiguousSeqIn(Conn& conn, const std::string& site) {
-  auto st = conn.Prepare("SELECT contiguous_seq FROM sites WHERE site = ?1");
+  auto st = conn.Prepare(store_sql::kContiguousSeq.sqlite);
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
   (*st)->BindRef(1, site);
@@ -1094,42 +987,19 @@ Result<uint64_t> SnapshotRead(SqliteHubStore::Impl& impl, const std::string& sit
 }  // namespace
 
 Result<DigestResult> SqliteHubStore::Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) {
-  const std::string bad = digest::ValidateRange(from, to, buckets);
-  if (!bad.empty()) return Status::InvalidArgument(bad);
-  DigestResult out;
-  const auto ranges = digest::SplitRange(from, to, buckets);
-  std::vector<digest::RangeDigester> digesters(ranges.size());
-  for (const auto& d : digesters) {
-    if (Status st = d.status(); !st.ok()) return st;
-  }
+  auto digesters = DigestBuckets::Make(from, to, buckets);
+  if (!digesters.ok()) return digesters.status();
   auto contiguous = SnapshotRead(
-      *impl_, site,
-      // Quarantined records count as held (their seq is acknowledged), so the edge's digest of
-      // the range matches and reconciliation does not re-send them; a record whose key broke
-      // the rules has no key here, its bucket differs, and the re-send is answered as duplicates.
-      "SELECT c.seq, c.entity, c.version, c.key FROM changes c "
-      "WHERE c.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND c.seq BETWEEN ?2 AND ?3 "
-      "UNION ALL SELECT q.seq, q.entity, q.version, q.key FROM refused_records q "
-      "WHERE q.site_id = (SELECT site_id FROM sites WHERE site = ?1) AND q.seq BETWEEN ?2 AND ?3 ORDER BY 1",
+      *impl_, site, store_sql::kDigestRows.sqlite,
       "digest", [&](Stmt& q) { q.BindRef(1, site).Bind(2, from).Bind(3, to); },
       [&](Stmt& q) {
         const uint64_t seq = q.UInt(0);
         const auto* key = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 3));
         const int key_len = sqlite3_column_bytes(q.get(), 3);
-        digesters[digest::BucketIndex(from, to, buckets, seq)].Add(
-            seq, static_cast<uint32_t>(q.Int(1)), q.UInt(2), std::string_view(key ? key : "", key_len));
+        digesters->Add(seq, static_cast<uint32_t>(q.Int(1)), q.UInt(2), std::string_view(key ? key : "", key_len));
       });
   if (!contiguous.ok()) return contiguous.status();
-  out.contiguous_seq = *contiguous;
-  for (size_t i = 0; i < ranges.size(); ++i) {
-    DigestResult::Range range;
-    range.from_seq = ranges[i].from_seq;
-    range.to_seq = ranges[i].to_seq;
-    range.count = digesters[i].count();
-    range.digest = digesters[i].FinishAsString();
-    out.ranges.push_back(std::move(range));
-  }
-  return out;
+  return digesters->Finish(*contiguous);
 }
 
 Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
@@ -1138,9 +1008,7 @@ Result<StateDigestResult> SqliteHubStore::StateDigest(const std::string& site) {
   if (Status st = d.status(); !st.ok()) return st;
   auto contiguous = SnapshotRead(
       *impl_, site,
-      // ORDER BY sku uses the BINARY collation: bytewise, as the edge sorts (wire/digest.h).
-      "SELECT sku, on_hand, reserved, version FROM stock "
-      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku",
+      store_sql::kStateDigestRows.sqlite,
       "state digest", [&](Stmt& q) { q.BindRef(1, site); },
       [&](Stmt& q) {
         const auto* sku = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0));
@@ -1160,16 +1028,11 @@ Result<RebuildResult> SqliteHubStore::RebuildState(const std::string& site, cons
   Status s = im.writer.Exec("BEGIN IMMEDIATE");
   if (!s.ok()) return s;
   auto body = [&]() -> Result<RebuildResult> {
-    RebuildResult res;
+    RebuildCount count;
     auto site_id = im.SiteIdForWrite(site);
     if (!site_id.ok()) return site_id.status();
-    struct Row {
-      int64_t on_hand, reserved;
-      uint64_t version;
-    };
-    std::map<std::string, Row> before;
     {
-      auto st = im.writer.Prepare("SELECT sku, on_hand, reserved, version FROM stock WHERE site_id = ?1");
+      auto st = im.writer.Prepare(store_sql::kSiteStock.sqlite);
       if (!st.ok()) return st.status();
       ResetGuard g(**st);
       (*st)->Bind(1, *site_id);
@@ -1177,57 +1040,41 @@ Result<RebuildResult> SqliteHubStore::RebuildState(const std::string& site, cons
         const int rc = (*st)->Step();
         if (rc == SQLITE_DONE) break;
         if (rc != SQLITE_ROW) return DbError(im.writer.db(), rc, "rebuild: read stock");
-        before[(*st)->Text(0)] = Row{(*st)->Int(1), (*st)->Int(2), (*st)->UInt(3)};
+        count.Before((*st)->Text(0), (*st)->Int(1), (*st)->Int(2), (*st)->UInt(3));
       }
     }
-    res.skus_before = before.size();
     {
-      auto del = im.writer.Prepare("DELETE FROM stock WHERE site_id = ?1");
+      auto del = im.writer.Prepare(store_sql::kDeleteSiteStock.sqlite);
       if (!del.ok()) return del.status();
       ResetGuard g(**del);
       (*del)->Bind(1, *site_id);
       const int rc = (*del)->Step();
       if (rc != SQLITE_DONE) return DbError(im.writer.db(), rc, "rebuild: delete stock");
     }
-    // Per SKU the held STOCK record with the highest version (then seq) wins: the same
-    // result as the conflict rule applied record by record (docs/conflicts.md).
-    auto sel = im.writer.Prepare(
-        "SELECT key, seq, record FROM changes WHERE site_id = ?1 AND entity = ?2 ORDER BY key, version DESC, seq DESC");
+    auto sel = im.writer.Prepare(store_sql::kStockRecordsByKey.sqlite);
     if (!sel.ok()) return sel.status();
-    auto ins = im.writer.Prepare(
-        "INSERT INTO stock(site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    auto ins = im.writer.Prepare(store_sql::kInsertStock.sqlite);
     if (!ins.ok()) return ins.status();
     ResetGuard g(**sel);
     (*sel)->Bind(1, *site_id).Bind(2, int64_t{v1::STOCK});
-    std::string last_key;
-    bool have_key = false;
     while (true) {
       const int rc = (*sel)->Step();
       if (rc == SQLITE_DONE) break;
       if (rc != SQLITE_ROW) return DbError(im.writer.db(), rc, "rebuild: read changes");
-      std::string key = (*sel)->Text(0);
-      if (have_key && key == last_key) continue;
+      const std::string key = (*sel)->Text(0);
+      if (count.Rebuilt(key)) continue;
       v1::ChangeRecord rec;
       const auto* p = sqlite3_column_blob((*sel)->get(), 2);
       if (!rec.ParseFromArray(p, sqlite3_column_bytes((*sel)->get(), 2)) || !rec.has_stock()) continue;
-      have_key = true;
-      last_key = key;
       const uint64_t seq = (*sel)->UInt(1);
       ResetGuard gi(**ins);
       (*ins)->Bind(1, *site_id).BindRef(2, key).Bind(3, rec.stock().on_hand()).Bind(4, rec.stock().reserved());
       (*ins)->Bind(5, rec.version()).Bind(6, rec.hlc()).Bind(7, rec.ts_ms()).Bind(8, seq);
       const int irc = (*ins)->Step();
       if (irc != SQLITE_DONE) return DbError(im.writer.db(), irc, "rebuild: insert stock");
-      ++res.skus_after;
-      auto it = before.find(key);
-      if (it == before.end() || it->second.on_hand != rec.stock().on_hand() ||
-          it->second.reserved != rec.stock().reserved() || it->second.version != rec.version()) {
-        ++res.changed;
-      }
-      if (it != before.end()) before.erase(it);
+      count.Rebuild(key, rec);
     }
-    res.changed += before.size();  // rows no held record supports: deleted
+    const RebuildResult res = count.Finish();
     if (audit != nullptr) {
       AuditEntry e = *audit;
       e.count = res.changed;
@@ -1253,9 +1100,7 @@ Status SqliteHubStore::AppendAudit(const AuditEntry& e) {
 }
 
 Status SqliteHubStore::Impl::InsertAudit(const AuditEntry& e) {
-  auto st = writer.Prepare(
-      "INSERT INTO audit(ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail) "
-      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+  auto st = writer.Prepare(store_sql::kInsertAudit.sqlite);
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
   (*st)->Bind(1, e.ts_ms).BindRef(2, e.kind).BindRef(3, e.actor).BindRef(4, e.path).Bind(5, e.seq_from).Bind(6, e.seq_to);
@@ -1268,8 +1113,7 @@ Status SqliteHubStore::Impl::InsertAudit(const AuditEntry& e) {
 Result<std::vector<AuditEntry>> SqliteHubStore::Audit(uint64_t after, int limit) {
   return Query<AuditEntry>(
       *impl_,
-      "SELECT id, ts_ms, kind, actor, path, seq_from, seq_to, count, status, detail FROM audit WHERE id > ?1 "
-      "ORDER BY id LIMIT ?2",
+      store_sql::kAuditAfter.sqlite,
       [&](Stmt& s) { s.Bind(1, after).Bind(2, int64_t{limit}); },
       [](Stmt& s) {
         return AuditEntry{s.UInt(0), s.Int(1),  s.Text(2), s.Text(3), s.Text(4),
@@ -1277,15 +1121,11 @@ Result<std::vector<AuditEntry>> SqliteHubStore::Audit(uint64_t after, int limit)
       });
 }
 
-// One statement, atomic in SQLite and PostgreSQL alike: the row is written when it is new, ours,
-// or expired; otherwise the WHERE leaves it alone and no row changes.
+// store_sql::kHoldLease: one statement, atomic; a row changed means the lease is ours.
 Result<bool> SqliteHubStore::HoldLease(const std::string& name, const std::string& holder, int64_t now_ms,
                                        int64_t ttl_ms) {
   std::lock_guard<std::mutex> lock(impl_->write_mu);
-  auto st = impl_->writer.Prepare(
-      "INSERT INTO leases(name, holder, expires_ms) VALUES(?1, ?2, ?3) "
-      "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms "
-      "WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?4");
+  auto st = impl_->writer.Prepare(store_sql::kHoldLease.sqlite);
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
   (*st)->BindRef(1, name).BindRef(2, holder).Bind(3, now_ms + ttl_ms).Bind(4, now_ms);
@@ -1296,7 +1136,7 @@ Result<bool> SqliteHubStore::HoldLease(const std::string& name, const std::strin
 
 Result<uint64_t> SqliteHubStore::RelayCursor(const std::string& name) {
   auto r = impl_->AcquireReader();
-  auto st = r->Prepare("SELECT cursor FROM relay_cursors WHERE name = ?1");
+  auto st = r->Prepare(store_sql::kRelayCursor.sqlite);
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
   (*st)->BindRef(1, name);
@@ -1308,9 +1148,7 @@ Result<uint64_t> SqliteHubStore::RelayCursor(const std::string& name) {
 
 Status SqliteHubStore::SetRelayCursor(const std::string& name, uint64_t cursor) {
   std::lock_guard<std::mutex> lock(impl_->write_mu);
-  auto st = impl_->writer.Prepare(
-      "INSERT INTO relay_cursors(name, cursor) VALUES(?1, ?2) "
-      "ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor");
+  auto st = impl_->writer.Prepare(store_sql::kSetRelayCursor.sqlite);
   if (!st.ok()) return st.status();
   ResetGuard g(**st);
   (*st)->BindRef(1, name).Bind(2, cursor);

@@ -19,13 +19,16 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
 #include "freshsync.pb.h"
 #include "hub/sql.h"
+#include "wire/digest.h"
 
 namespace freshsync::hub {
 
@@ -100,6 +103,55 @@ struct ApplyChecks {
   const std::vector<std::string>* refusals = nullptr;
   // Bytes a site may add per UTC day (records held + refused rows); 0 = unlimited.
   int64_t site_bytes_per_day = 0;
+};
+
+// What every store shares of the contract below (hub/store.cc):
+// The structural rules of a batch (seq >= 1 and <= 2^62, consecutive in a normal batch,
+// increasing in an urgent one); kInvalidArgument names the broken one.
+Status ValidateBatch(const v1::Batch& batch);
+// Approximate store cost of one held record for site_bytes_per_day: its `changes` row (record
+// blob, key in the row and in the unique index) plus fixed row overhead. Materialized state is
+// not counted: it is bounded by the number of distinct keys, and each key by the rules.
+uint64_t RowBytes(const v1::ChangeRecord& r, size_t blob_bytes);
+// The same for a quarantined record's refused_records row.
+uint64_t RefusedRowBytes(const v1::ChangeRecord& r, bool key_kept, const std::string& reason,
+                         const std::string& field);
+
+// The buckets of one Digest call: Make validates the arguments (kInvalidArgument), Add takes
+// each held (seq, entity, version, key) of the range, Finish gives the answer.
+class DigestBuckets {
+ public:
+  static Result<DigestBuckets> Make(uint64_t from, uint64_t to, uint64_t buckets);
+  void Add(uint64_t seq, uint32_t entity, uint64_t version, std::string_view key);
+  DigestResult Finish(uint64_t contiguous_seq);
+
+ private:
+  DigestBuckets() = default;
+  uint64_t from_ = 0, to_ = 0, buckets_ = 0;
+  std::vector<digest::Bucket> ranges_;
+  std::vector<digest::RangeDigester> digesters_;
+};
+
+// RebuildState's count of what it changed: Before() for each stock row of the site before;
+// then over the held STOCK records in store_sql::kStockRecordsByKey's order, skip a record
+// whose SKU is Rebuilt() already (the first valid one of each SKU wins) and call Rebuild()
+// with the record whose row was written.
+class RebuildCount {
+ public:
+  void Before(std::string sku, int64_t on_hand, int64_t reserved, uint64_t version);
+  bool Rebuilt(const std::string& sku) const { return have_last_ && sku == last_; }
+  void Rebuild(const std::string& sku, const v1::ChangeRecord& stock_record);
+  RebuildResult Finish() const;  // rows left from before had no held record: deleted
+
+ private:
+  struct Row {
+    int64_t on_hand, reserved;
+    uint64_t version;
+  };
+  std::map<std::string, Row> before_;
+  RebuildResult res_;
+  std::string last_;
+  bool have_last_ = false;
 };
 
 class HubStore {

@@ -1,17 +1,24 @@
 // Hub apply rate: decode (zstd + protobuf) and SqliteHubStore::ApplyBatch, against a raw
 // SQLite insert baseline on the same machine. See docs/benchmarks.md.
+// With --postgres URL (an empty database; its tables are dropped and made again) the same for
+// PgHubStore, against a raw COPY of the same number of rows into a table with the feed's
+// unique index, one transaction per batch.
 //
-//   build/bin/hub_apply_bench --records 500000 --batch 5000 [--dir /tmp] [--sync normal]
+//   build/bin/hub_apply_bench --records 500000 --batch 5000 [--dir /tmp] [--sync normal] [--postgres URL]
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <memory>
 
 #include <CLI/CLI.hpp>
 
 #include "hub/codec.h"
+#include "hub/pg_store.h"
 #include "hub/sqlite_store.h"
 
 namespace {
@@ -57,11 +64,10 @@ freshsync::v1::ChangeRecord MakeRecord(uint64_t seq, bool mixed) {
   return r;
 }
 
-double HubApply(const std::string& path, uint64_t records, uint64_t batch_size, bool mixed, bool full) {
-  std::filesystem::remove(path);
-  std::filesystem::remove(path + "-wal");
-  std::filesystem::remove(path + "-shm");
-  auto store = freshsync::hub::SqliteHubStore::Open({path, 1, full});
+using StoreFactory = std::function<freshsync::Result<std::unique_ptr<freshsync::hub::HubStore>>()>;
+
+double HubApply(const StoreFactory& open, uint64_t records, uint64_t batch_size, bool mixed) {
+  auto store = open();
   if (!store.ok()) {
     std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
     std::exit(1);
@@ -86,6 +92,70 @@ double HubApply(const std::string& path, uint64_t records, uint64_t batch_size, 
     }
   }
   return records / Secs(t0);
+}
+
+StoreFactory Sqlite(const std::string& path, bool full) {
+  return [=]() -> freshsync::Result<std::unique_ptr<freshsync::hub::HubStore>> {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+    auto s = freshsync::hub::SqliteHubStore::Open({path, 1, full});
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<freshsync::hub::HubStore>(std::move(*s));
+  };
+}
+
+// Runs `sql` on `url`; exits on failure (a benchmark's set-up).
+void PgExec(PGconn* c, const std::string& sql) {
+  PGresult* r = PQexec(c, sql.c_str());
+  const auto st = PQresultStatus(r);
+  PQclear(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_COPY_IN) {
+    std::fprintf(stderr, "%s: %s\n", sql.c_str(), PQerrorMessage(c));
+    std::exit(1);
+  }
+}
+
+// A fresh schema for each run: everything the store or the baseline made is dropped.
+void PgReset(const std::string& url) {
+  PGconn* c = PQconnectdb(url.c_str());
+  PgExec(c, "SET client_min_messages = warning; DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+  PQfinish(c);
+}
+
+StoreFactory Postgres(const std::string& url) {
+  return [=]() -> freshsync::Result<std::unique_ptr<freshsync::hub::HubStore>> {
+    PgReset(url);
+    auto s = freshsync::hub::PgHubStore::Open({url, 2});
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<freshsync::hub::HubStore>(std::move(*s));
+  };
+}
+
+// The PostgreSQL baseline: COPY of one row per record (site, seq, the record's bytes) into a
+// table with the unique (site_id, seq) index, one transaction per batch.
+double RawCopy(const std::string& url, uint64_t records, uint64_t batch_size) {
+  PgReset(url);
+  PGconn* c = PQconnectdb(url.c_str());
+  PgExec(c, "CREATE TABLE t(id BIGSERIAL PRIMARY KEY, site_id BIGINT, seq BIGINT, record BYTEA); "
+            "CREATE UNIQUE INDEX t_seq ON t(site_id, seq)");
+  std::string hex = "\\\\x";  // COPY text: the bytea's \x with its backslash escaped
+  for (unsigned char ch : MakeRecord(1, false).SerializeAsString()) {
+    hex += "0123456789abcdef"[ch >> 4];
+    hex += "0123456789abcdef"[ch & 15];
+  }
+  const auto t0 = Clock::now();
+  std::string rows;
+  for (uint64_t s = 1; s <= records; s += batch_size) {
+    PgExec(c, "BEGIN");
+    PgExec(c, "COPY t(site_id, seq, record) FROM STDIN");
+    rows.clear();
+    for (uint64_t q = s; q < s + batch_size && q <= records; ++q) rows += "1\t" + std::to_string(q) + "\t" + hex + "\n";
+    if (PQputCopyData(c, rows.data(), static_cast<int>(rows.size())) != 1 || PQputCopyEnd(c, nullptr) != 1) std::exit(1);
+    while (PGresult* r = PQgetResult(c)) PQclear(r);
+    PgExec(c, "COMMIT");
+  }
+  const double rate = records / Secs(t0);
+  PQfinish(c);
+  return rate;
 }
 
 double RawSqlite(const std::string& path, uint64_t records, uint64_t batch_size, bool full) {
@@ -124,17 +194,19 @@ int main(int argc, char** argv) {
   uint64_t records = 500000, batch = 5000;
   std::string dir = std::filesystem::temp_directory_path().string();
   std::string sync = "full";
+  std::string postgres;
   app.add_option("--records", records);
   app.add_option("--batch", batch);
   app.add_option("--dir", dir);
   app.add_option("--sync", sync, "full (hubd's setting) or normal");
+  app.add_option("--postgres", postgres, "also PgHubStore on this (empty) database, baseline raw COPY");
   CLI11_PARSE(app, argc, argv);
   const bool full = sync == "full";
   const std::string path = dir + "/hub_apply_bench." + std::to_string(getpid()) + ".db";
   std::printf("records=%llu batch=%llu synchronous=%s\n", (unsigned long long)records, (unsigned long long)batch, sync.c_str());
   const double raw = RawSqlite(path, records, batch, full);
-  const double positions = HubApply(path, records, batch, false, full);
-  const double mixed = HubApply(path, records, batch, true, full);
+  const double positions = HubApply(Sqlite(path, full), records, batch, false);
+  const double mixed = HubApply(Sqlite(path, full), records, batch, true);
   std::printf("raw sqlite insert (1 row/record, unique index)  %10.0f records/s\n", raw);
   std::printf("hub apply, positions only (decode + apply)       %10.0f records/s  (%.2f of raw)\n", positions,
               positions / raw);
@@ -143,5 +215,15 @@ int main(int argc, char** argv) {
   std::printf("RESULT|hub apply in-process, positions / mixed|%.0f / %.0f rec/s (%.2f / %.2f of raw)|\n", positions,
               mixed, positions / raw, mixed / raw);
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+  if (!postgres.empty()) {
+    const double copy = RawCopy(postgres, records, batch);
+    const double pg_positions = HubApply(Postgres(postgres), records, batch, false);
+    const double pg_mixed = HubApply(Postgres(postgres), records, batch, true);
+    std::printf("raw postgresql COPY (1 row/record, unique index) %10.0f records/s\n", copy);
+    std::printf("pg hub apply, positions only (decode + apply)    %10.0f records/s  (%.2f of COPY)\n", pg_positions,
+                pg_positions / copy);
+    std::printf("pg hub apply, mixed entities (decode + apply)    %10.0f records/s  (%.2f of COPY)\n", pg_mixed,
+                pg_mixed / copy);
+  }
   return 0;
 }

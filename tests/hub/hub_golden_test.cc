@@ -34,6 +34,7 @@
 #include "hub/codec.h"
 #include "tests/hub/hubd_fixture.h"
 #include "tests/support/harness.h"
+#include "tests/support/postgres.h"
 
 #ifndef FRESHSYNC_GOLDEN_DIR
 #error "FRESHSYNC_GOLDEN_DIR must name tests/hub/golden (set by tests/hub/CMakeLists.txt)"
@@ -99,8 +100,28 @@ std::string ProtoText(const google::protobuf::Message& m) {
   return out;
 }
 
-class HubGoldenTest : public HubdTest {
+// Every golden answer is checked on both stores: hubd on its SQLite file, and hubd on a
+// PostgreSQL 15 of the test's own ([store] backend = "postgresql"), with the same files.
+class HubGoldenTest : public HubdTest, public ::testing::WithParamInterface<std::string> {
  protected:
+  void SetUp() override {
+    if (GetParam() == "Postgres") {
+      pg_ = std::make_unique<PostgresServer>(dir_.File("pg"));
+      ASSERT_TRUE(pg_->Start()) << ReadFile(pg_->log_path());
+      ASSERT_TRUE(pg_->CreateDatabase("hub"));
+    }
+    HubdTest::SetUp();
+  }
+  void TearDown() override {
+    HubdTest::TearDown();
+    pg_.reset();
+  }
+  std::string StoreSection() override {
+    if (pg_ == nullptr) return HubdTest::StoreSection();
+    return "[store]\nbackend = \"postgresql\"\nurl = \"" + pg_->Url("hub") + "\"\n";
+  }
+  std::unique_ptr<PostgresServer> pg_;
+
   // The fixed input. site-a: Record() 1..40 (stock, positions, orders, alerts); then 41..49: an
   // order with lines and sealed customer data, two geofence events, an alert with every field,
   // a climate reading, a bodiless STOCK_MOVEMENT, the close of alert al-3, a position with every
@@ -313,7 +334,7 @@ void NormaliseAudit(json& j, v1::AuditReply& p) {
   }
 }
 
-TEST_F(HubGoldenTest, EveryReadRouteAnswersAsPinned) {
+TEST_P(HubGoldenTest, EveryReadRouteAnswersAsPinned) {
   PushFixedBatches();
   if (HasFatalFailure()) return;
 
@@ -351,7 +372,7 @@ TEST_F(HubGoldenTest, EveryReadRouteAnswersAsPinned) {
 // GET /v1/sites/{site}/dock-scans on a hub of its own, so that the fixed input above and every
 // answer pinned from it stay as they are: three scans of site-a pushed out of device-time order
 // (and a fourth resending scan sc-1 under a new seq, which changes nothing), all of it and a range.
-TEST_F(HubGoldenTest, DockScansAnswerAsPinned) {
+TEST_P(HubGoldenTest, DockScansAnswerAsPinned) {
   auto a = Site(site_a_);
   v1::Batch batch;
   batch.set_site("site-a");
@@ -392,6 +413,9 @@ TEST_F(HubGoldenTest, DockScansAnswerAsPinned) {
                              "/v1/sites/site-a/dock-scans?from=1764000015000&to=2025-11-24T16:00:45Z&limit=1");
   Golden<v1::DockScansReply>("site-b_dock-scans", "/v1/sites/site-b/dock-scans");
 }
+
+INSTANTIATE_TEST_SUITE_P(Stores, HubGoldenTest, ::testing::Values("Sqlite", "Postgres"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
 }  // namespace freshsync::testing

@@ -96,7 +96,7 @@ class HubdTest : public ::testing::Test {
       << "audit_log = \"" << dir_.File("audit.jsonl") << "\"\n"
       << extra << "[tls]\nca = \"" << pki_.ca_cert() << "\"\ncert = \"" << pki_.server().cert << "\"\nkey = \""
       << pki_.server().key << "\"\n"
-      << "[store]\npath = \"" << dir_.File("hub.db") << "\"\n"
+      << StoreSection()
       << "[limits]\nmax_body_bytes = 1048576\nmax_decompressed_bytes = 8388608\nmax_records_per_batch = 20000\n"
       << "[[tokens]]\nname = \"hq-analytics\"\nrole = \"reader\"\nsha256 = \"" << digest::Sha256Hex(kReaderToken)
       << "\"\n"
@@ -104,9 +104,18 @@ class HubdTest : public ::testing::Test {
     WriteFile(dir_.File("hubd.toml"), c.str());
   }
 
+  // The [store] table of the config: a SQLite file in the test's folder unless a test says
+  // otherwise (hub_golden_test runs the same answers on PostgreSQL).
+  virtual std::string StoreSection() { return "[store]\npath = \"" + dir_.File("hub.db") + "\"\n"; }
+
   void StartHubd() {
     hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
     ASSERT_TRUE(hubd_.Start());
+    WaitHealthy(dir_.File("hubd.log"));
+  }
+
+  // Until the hubd on port_ answers /healthz (20 s at most; its log in the failure).
+  void WaitHealthy(const std::string& log) {
     ASSERT_TRUE(WaitFor(
         [&] {
           auto c = Hq("");
@@ -114,7 +123,7 @@ class HubdTest : public ::testing::Test {
           return r && r->status == 200;
         },
         std::chrono::seconds(20)))
-        << ReadFile(dir_.File("hubd.log"));
+        << ReadFile(log);
   }
 
   std::unique_ptr<httplib::SSLClient> Site(const TestPki::Files& f) {

@@ -1,0 +1,901 @@
+#include "hub/pg_store.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <cctype>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+#include <utility>
+
+#include "hub/conn_pool.h"
+#include "hub/entity_routes.h"
+#include "hub/position_chunk.h"
+#include "hub/sqlite_store.h"
+#include "hub/store_sql.h"
+#include "wire/digest.h"
+#include "wire/record_rules.h"
+
+namespace freshsync::hub {
+
+std::string PostgresText(const Sql& sql) {
+  if (sql.postgres != nullptr) return sql.postgres;
+  std::string out;
+  bool quoted = false;
+  for (const char* p = sql.sqlite; *p != '\0'; ++p) {
+    if (*p == '\'') quoted = !quoted;  // '' inside a literal toggles twice: still right
+    if (*p == '?' && !quoted && std::isdigit(static_cast<unsigned char>(p[1]))) {
+      out += '$';
+      continue;
+    }
+    out += *p;
+  }
+  return out;
+}
+
+namespace {
+
+// PostgresText of a statement, translated once per text (the per-record apply steps would
+// otherwise translate on every run). Keyed by the address of the SQLite text, a literal.
+const std::string& PgText(const Sql& sql) {
+  static std::mutex mu;
+  static std::unordered_map<const char*, std::string> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(sql.sqlite);
+  if (it == cache.end()) it = cache.emplace(sql.sqlite, PostgresText(sql)).first;
+  return it->second;
+}
+
+constexpr Oid kByteaOid = 17;
+// Advisory lock keys (one namespace per database): the schema migrations, and the feed.
+constexpr int64_t kMigrationLockKey = 0x46534d4947;  // "FSMIG"
+constexpr int64_t kFeedLockKey = 0x4653464545;       // "FSFEE"
+
+// The store's own part of each migration, numbered as SqliteHubStore's (sqlite_store.cc), so a
+// handler's SchemaStep names the same migration for both; the handlers' DDL (their postgres
+// text) follows each. A shipped migration's effect never changes.
+const std::vector<std::string>& Migrations() {
+  static const std::vector<std::string> m = [] {
+    std::vector<std::string> sql = {
+        // 1: sites, the feed, latest vehicle positions, audit. COLLATE "C": bytewise order, as
+        // SQLite's BINARY, for every key the reads sort by.
+        R"sql(
+CREATE TABLE sites(
+  site_id BIGSERIAL PRIMARY KEY, site TEXT COLLATE "C" NOT NULL UNIQUE,
+  contiguous_seq BIGINT NOT NULL DEFAULT 0, max_seq BIGINT NOT NULL DEFAULT 0,
+  records BIGINT NOT NULL DEFAULT 0, last_push_ms BIGINT NOT NULL DEFAULT 0);
+-- cursor: taken under the feed lock just before commit (pg_store.h), so in commit order.
+CREATE TABLE changes(
+  cursor BIGSERIAL PRIMARY KEY, site_id BIGINT NOT NULL, seq BIGINT NOT NULL, entity INT NOT NULL,
+  key TEXT COLLATE "C" NOT NULL, version BIGINT NOT NULL, record BYTEA NOT NULL);
+CREATE UNIQUE INDEX changes_site_seq ON changes(site_id, seq);
+CREATE TABLE vehicles(
+  vehicle TEXT COLLATE "C" PRIMARY KEY, site_id BIGINT NOT NULL,
+  device_seq BIGINT NOT NULL, lat_e6 BIGINT NOT NULL, lon_e6 BIGINT NOT NULL,
+  speed_dkmh BIGINT NOT NULL, heading_deg BIGINT NOT NULL, hdop_d BIGINT NOT NULL,
+  ts_ms BIGINT NOT NULL, hlc BIGINT NOT NULL, seq BIGINT NOT NULL);
+CREATE INDEX vehicles_site ON vehicles(site_id);
+CREATE TABLE audit(
+  id BIGSERIAL PRIMARY KEY, ts_ms BIGINT NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL, path TEXT NOT NULL,
+  seq_from BIGINT NOT NULL, seq_to BIGINT NOT NULL, count BIGINT NOT NULL, status INT NOT NULL,
+  detail TEXT NOT NULL);
+)sql",
+        // 2: position history in chunks (hub/position_chunk.h).
+        R"sql(
+CREATE TABLE position_chunks(
+  site_id BIGINT NOT NULL, vehicle TEXT COLLATE "C" NOT NULL, ts_min BIGINT NOT NULL, seq_min BIGINT NOT NULL,
+  ts_max BIGINT NOT NULL, count BIGINT NOT NULL, fixes BYTEA NOT NULL,
+  PRIMARY KEY(site_id, vehicle, ts_min, seq_min));
+)sql",
+        // 3: quarantine of refused records, and per-site daily usage.
+        R"sql(
+CREATE TABLE refused_records(
+  site_id BIGINT NOT NULL, seq BIGINT NOT NULL, entity INT NOT NULL, version BIGINT NOT NULL,
+  key TEXT COLLATE "C", field TEXT NOT NULL, reason TEXT NOT NULL, received_ms BIGINT NOT NULL,
+  PRIMARY KEY(site_id, seq));
+CREATE TABLE site_usage(
+  site_id BIGINT NOT NULL, day BIGINT NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY(site_id, day));
+)sql",
+        // 4: pallet scans at dock doors (the handler's dock_scans only).
+        "",
+        // 5: the RabbitMQ relay's leases and cursors (hub/relay/amqp_relay.h). BIGINT: SQLite's
+        // INTEGER is 64-bit, PostgreSQL's is not.
+        R"sql(
+CREATE TABLE leases(name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_ms BIGINT NOT NULL);
+CREATE TABLE relay_cursors(name TEXT PRIMARY KEY, cursor BIGINT NOT NULL);
+)sql",
+    };
+    // Later migrations so far are the handlers' tables alone: the list is as long as
+    // SqliteHubStore's, so a new entity's migration needs no line here.
+    sql.resize(static_cast<size_t>(std::max<int>(static_cast<int>(sql.size()), SqliteHubStore::SchemaVersion())));
+    for (const SchemaStep& step : EntitySchema()) {
+      if (step.migration >= 1 && static_cast<size_t>(step.migration) <= sql.size())
+        sql[static_cast<size_t>(step.migration) - 1] += PostgresText(step.ddl);
+    }
+    return sql;
+  }();
+  return m;
+}
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResult = std::unique_ptr<PGresult, ResultDeleter>;
+
+// Parameters in libpq's text format, bytea in binary; types left to the server to infer.
+class PgParams final : public SqlParams {
+ public:
+  SqlParams& Int(int i, int64_t v) override { return Set(i, std::to_string(v), 0, 0); }
+  SqlParams& Real(int i, double v) override {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return Set(i, buf, 0, 0);
+  }
+  SqlParams& Text(int i, std::string_view v) override { return Set(i, std::string(v), 0, 0); }
+  SqlParams& Blob(int i, std::string_view v) override { return Set(i, std::string(v), 1, kByteaOid); }
+  SqlParams& TextRef(int i, const std::string& v) override { return Text(i, v); }
+  SqlParams& BlobRef(int i, const std::string& v) override { return Blob(i, v); }
+  SqlParams& Null(int i) override {
+    Set(i, "", 0, 0);
+    null_[static_cast<size_t>(i - 1)] = true;
+    return *this;
+  }
+  PGresult* Exec(PGconn* c, const std::string& sql) {
+    Pointers v(*this);
+    return PQexecParams(c, sql.c_str(), static_cast<int>(values_.size()), types_.data(), v.values.data(),
+                        v.lengths.data(), formats_.data(), 0);
+  }
+  // Queues the statement in pipeline mode; 1 on success, as PQsendQueryParams.
+  int Send(PGconn* c, const std::string& sql) {
+    Pointers v(*this);
+    return PQsendQueryParams(c, sql.c_str(), static_cast<int>(values_.size()), types_.data(), v.values.data(),
+                             v.lengths.data(), formats_.data(), 0);
+  }
+
+ private:
+  // What libpq takes: one pointer and length per parameter (nullptr: NULL).
+  struct Pointers {
+    explicit Pointers(const PgParams& p) : values(p.values_.size()), lengths(p.values_.size()) {
+      for (size_t k = 0; k < p.values_.size(); ++k) {
+        values[k] = p.null_[k] ? nullptr : p.values_[k].data();
+        lengths[k] = static_cast<int>(p.values_[k].size());
+      }
+    }
+    std::vector<const char*> values;
+    std::vector<int> lengths;
+  };
+  SqlParams& Set(int i, std::string v, int format, Oid type) {
+    const auto k = static_cast<size_t>(i - 1);
+    if (values_.size() <= k) {
+      values_.resize(k + 1);
+      null_.resize(k + 1, false);
+      formats_.resize(k + 1, 0);
+      types_.resize(k + 1, 0);
+    }
+    values_[k] = std::move(v);
+    null_[k] = false;
+    formats_[k] = format;
+    types_[k] = type;
+    return *this;
+  }
+  std::vector<std::string> values_;
+  std::vector<bool> null_;
+  std::vector<int> formats_;
+  std::vector<Oid> types_;
+};
+
+// A row of a text-format result; bytea columns are unescaped by Text().
+class PgRow final : public SqlRow {
+ public:
+  PgRow(const PGresult* r, int row) : r_(r), row_(row) {}
+  int64_t Int(int c) const override { return std::strtoll(PQgetvalue(r_, row_, c), nullptr, 10); }
+  double Real(int c) const override { return std::strtod(PQgetvalue(r_, row_, c), nullptr); }
+  std::string Text(int c) const override {
+    if (PQgetisnull(r_, row_, c)) return "";
+    if (PQftype(r_, c) != kByteaOid) return std::string(PQgetvalue(r_, row_, c), PQgetlength(r_, row_, c));
+    size_t n = 0;
+    unsigned char* raw = PQunescapeBytea(reinterpret_cast<const unsigned char*>(PQgetvalue(r_, row_, c)), &n);
+    std::string out(reinterpret_cast<const char*>(raw), n);
+    PQfreemem(raw);
+    return out;
+  }
+
+ private:
+  const PGresult* r_;
+  int row_;
+};
+
+// A failed statement: deadlocks and serialization failures are worth retrying the whole
+// transaction (transient, SQLSTATE class 40); a lost connection and everything else the
+// database refused is kIOError (hub/server.cc answers 503, the edge retries).
+struct PgError {
+  static bool Retryable(const PGresult* r) {
+    const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    return state != nullptr && std::strncmp(state, "40", 2) == 0;
+  }
+};
+
+Status ErrorOf(PGconn* c, const PGresult* r, const char* what) {
+  std::string msg = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
+  while (!msg.empty() && std::isspace(static_cast<unsigned char>(msg.back()))) msg.pop_back();
+  return Status::IOError(std::string(what) + ": " + msg);
+}
+
+// A connection of the pool.
+class Conn {
+ public:
+  ~Conn() {
+    if (c_ != nullptr) PQfinish(c_);
+  }
+  Status Open(const std::string& url) {
+    c_ = PQconnectdb(url.c_str());
+    if (PQstatus(c_) != CONNECTION_OK) return ErrorOf(c_, nullptr, "connect to PostgreSQL");
+    return Exec("SET client_min_messages = warning");
+  }
+  // A connection the server dropped (restart, failover) is re-established on next use.
+  void Heal() {
+    if (PQstatus(c_) == CONNECTION_BAD) PQreset(c_);
+  }
+  PGconn* get() const { return c_; }
+  Status Exec(const std::string& sql) {
+    PgResult r(PQexec(c_, sql.c_str()));
+    const auto st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+      last_retryable = PgError::Retryable(r.get());
+      return ErrorOf(c_, r.get(), "exec");
+    }
+    return Status::Ok();
+  }
+  // Runs `sql` with `params`; the result or the error as `what`.
+  Result<PgResult> Run(const std::string& sql, PgParams& params, const char* what) {
+    PgResult r(params.Exec(c_, sql));
+    const auto st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+      last_retryable = PgError::Retryable(r.get());
+      return ErrorOf(c_, r.get(), what);
+    }
+    return r;
+  }
+  bool last_retryable = false;
+
+ private:
+  PGconn* c_ = nullptr;
+};
+
+// COPY text format: backslash, tab, newline and carriage return escaped.
+void CopyText(std::string_view v, std::string* out) {
+  for (char ch : v) {
+    switch (ch) {
+      case '\\': *out += "\\\\"; break;
+      case '\t': *out += "\\t"; break;
+      case '\n': *out += "\\n"; break;
+      case '\r': *out += "\\r"; break;
+      default: *out += ch;
+    }
+  }
+}
+
+void CopyBytea(std::string_view v, std::string* out) {
+  static const char* hex = "0123456789abcdef";
+  *out += "\\\\x";
+  for (unsigned char ch : v) {
+    *out += hex[ch >> 4];
+    *out += hex[ch & 15];
+  }
+}
+
+uint64_t U(const PGresult* r, int row, int c) {
+  return static_cast<uint64_t>(std::strtoll(PQgetvalue(r, row, c), nullptr, 10));
+}
+
+}  // namespace
+
+struct PgHubStore::Impl {
+  PgHubStoreOptions options;
+  ConnPool<Conn> pool;
+
+  ConnPool<Conn>::Lease Acquire() {
+    auto c = pool.Acquire();
+    c->Heal();
+    return c;
+  }
+
+  // Runs `body` in one transaction on a pooled connection and commits; a deadlock or
+  // serialization failure (two batches of different sites upserting the same order or vehicle
+  // in opposite order) retries the whole transaction a few times. `body` returns false in its
+  // result to roll back without an error (a refused batch).
+  template <typename T, typename Body>
+  Result<T> Transaction(Body body, const char* begin = "BEGIN") {
+    for (int attempt = 0;; ++attempt) {
+      auto c = Acquire();
+      c->last_retryable = false;
+      if (Status s = c->Exec(begin); !s.ok()) return s;
+      bool commit = true;
+      Result<T> r = body(*c, commit);
+      if (r.ok() && commit) {
+        Status s = c->Exec("COMMIT");
+        if (s.ok()) return r;
+        r = s;
+      }
+      const bool retry = !r.ok() && c->last_retryable && attempt < 4;
+      (void)c->Exec("ROLLBACK");
+      if (!retry) return r;
+    }
+  }
+
+  Status Migrate(Conn& c) {
+    const auto& sql = Migrations();
+    for (const SchemaStep& step : EntitySchema()) {
+      if (step.migration < 1 || static_cast<size_t>(step.migration) > sql.size())
+        return Status::Internal("an entity's table names migration " + std::to_string(step.migration) +
+                                ", which the list in pg_store.cc does not have");
+    }
+    // Session lock: a second replica starting now waits here, then finds the work done.
+    if (Status s = c.Exec("SELECT pg_advisory_lock(" + std::to_string(kMigrationLockKey) + ")"); !s.ok()) return s;
+    auto body = [&]() -> Status {
+      if (Status s = c.Exec("CREATE TABLE IF NOT EXISTS pg_schema(version INT NOT NULL)"); !s.ok()) return s;
+      PgParams none;
+      auto v = c.Run("SELECT version FROM pg_schema", none, "schema version");
+      if (!v.ok()) return v.status();
+      int version = 0;
+      if (PQntuples(v->get()) == 0) {
+        if (Status s = c.Exec("INSERT INTO pg_schema VALUES(0)"); !s.ok()) return s;
+      } else {
+        version = std::atoi(PQgetvalue(v->get(), 0, 0));
+      }
+      if (version > static_cast<int>(sql.size()))
+        return Status::Internal("the database's schema version " + std::to_string(version) +
+                                " is newer than this hubd knows (" + std::to_string(sql.size()) + ")");
+      for (size_t i = static_cast<size_t>(version); i < sql.size(); ++i) {
+        // Each migration commits with its version bump, or not at all.
+        Status s = c.Exec("BEGIN");
+        if (s.ok()) s = c.Exec(sql[i]);
+        if (s.ok()) s = c.Exec("UPDATE pg_schema SET version = " + std::to_string(i + 1));
+        if (s.ok()) s = c.Exec("COMMIT");
+        if (!s.ok()) {
+          (void)c.Exec("ROLLBACK");
+          return Status::Internal("migration " + std::to_string(i + 1) + ": " + s.message());
+        }
+      }
+      return Status::Ok();
+    };
+    Status s = body();
+    (void)c.Exec("SELECT pg_advisory_unlock(" + std::to_string(kMigrationLockKey) + ")");
+    return s;
+  }
+
+  // Locks the site's row (FOR UPDATE: one batch per site at a time, across replicas), creating
+  // it first if need be. Returns site_id, contiguous_seq, max_seq.
+  struct SiteRow {
+    int64_t id = 0;
+    uint64_t contiguous = 0, max_seq = 0;
+  };
+  static Result<SiteRow> LockSite(Conn& c, const std::string& site) {
+    for (int round = 0; round < 2; ++round) {
+      PgParams p;
+      p.Text(1, site);
+      auto r = c.Run("SELECT site_id, contiguous_seq, max_seq FROM sites WHERE site = $1 FOR UPDATE", p, "lock site");
+      if (!r.ok()) return r.status();
+      if (PQntuples(r->get()) == 1)
+        return SiteRow{std::strtoll(PQgetvalue(r->get(), 0, 0), nullptr, 10), U(r->get(), 0, 1), U(r->get(), 0, 2)};
+      // Not there yet: create it (another replica may be doing so too; it wins, we wait).
+      auto ins = c.Run("INSERT INTO sites(site) VALUES($1) ON CONFLICT (site) DO NOTHING", p, "insert site");
+      if (!ins.ok()) return ins.status();
+    }
+    return Status::Internal("site row vanished");
+  }
+
+  static Status Exec(Conn& c, const std::string& sql, PgParams& p, const char* what) {
+    auto r = c.Run(sql, p, what);
+    return r.ok() ? Status::Ok() : r.status();
+  }
+
+  static Status InsertAudit(Conn& c, const AuditEntry& e) {
+    PgParams p;
+    p.Int(1, e.ts_ms).Text(2, e.kind).Text(3, e.actor).Text(4, e.path).UInt(5, e.seq_from).UInt(6, e.seq_to);
+    p.UInt(7, e.count).Int(8, e.status).Text(9, e.detail);
+    return Exec(c, PgText(store_sql::kInsertAudit), p, "insert audit");
+  }
+
+  // The handlers' apply steps of a batch, run in libpq's pipeline mode: one round trip per
+  // kPipelineChunk statements instead of one per statement (the per-record upserts were most of
+  // a batch's time). Synced every chunk so that neither side's socket buffer fills with
+  // unread results (blocking mode would then deadlock). The first failure is the batch's.
+  struct PendingStep {
+    const ApplyStep* step;
+    PgParams params;
+  };
+  static constexpr size_t kPipelineChunk = 256;
+  static Status RunPipelined(Conn& c, std::vector<PendingStep>& steps) {
+    if (steps.empty()) return Status::Ok();
+    PGconn* pc = c.get();
+    if (PQenterPipelineMode(pc) != 1) return ErrorOf(pc, nullptr, "pipeline");
+    Status out = Status::Ok();
+    for (size_t begin = 0; begin < steps.size() && out.ok(); begin += kPipelineChunk) {
+      const size_t end = std::min(steps.size(), begin + kPipelineChunk);
+      size_t sent = 0;
+      for (size_t i = begin; i < end; ++i, ++sent) {
+        if (steps[i].params.Send(pc, PgText(steps[i].step->sql)) != 1) {
+          out = ErrorOf(pc, nullptr, steps[i].step->what);
+          break;
+        }
+      }
+      if (PQpipelineSync(pc) != 1 && out.ok()) out = ErrorOf(pc, nullptr, "pipeline sync");
+      // Each sent statement's result, then NULL; after them the sync's PGRES_PIPELINE_SYNC.
+      for (size_t i = 0; i < sent; ++i) {
+        while (PGresult* raw = PQgetResult(pc)) {
+          PgResult r(raw);
+          const auto st = PQresultStatus(raw);
+          if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && out.ok()) {
+            c.last_retryable = PgError::Retryable(raw);
+            out = ErrorOf(pc, raw, steps[begin + i].step->what);
+          }
+        }
+      }
+      while (PGresult* raw = PQgetResult(pc)) {
+        PgResult r(raw);
+        if (PQresultStatus(raw) == PGRES_PIPELINE_SYNC) break;
+      }
+    }
+    if (PQexitPipelineMode(pc) != 1 && out.ok()) out = ErrorOf(pc, nullptr, "pipeline end");
+    return out;
+  }
+
+  // The audit row of an applied push, in its transaction (nothing when `audit` is null).
+  static Status AuditPush(Conn& c, const AuditEntry* audit, uint32_t applied) {
+    if (audit == nullptr) return Status::Ok();
+    AuditEntry e = *audit;
+    e.count = applied;
+    e.status = 200;
+    return InsertAudit(c, e);
+  }
+
+  // Per vehicle and batch: the chunks of its fixes and one latest-position upsert (the same
+  // rule as SqliteHubStore::Impl::WritePositions).
+  static Status WritePositions(Conn& c, int64_t site_id,
+                               const std::map<std::string, std::vector<const v1::ChangeRecord*>>& by_vehicle) {
+    std::vector<ChunkFix> fixes;
+    std::string blob;
+    for (const auto& [vehicle, recs] : by_vehicle) {
+      const v1::ChangeRecord* latest = recs.front();
+      fixes.clear();
+      for (const v1::ChangeRecord* rec : recs) {
+        if (std::make_pair(rec->ts_ms(), rec->hlc()) > std::make_pair(latest->ts_ms(), latest->hlc())) latest = rec;
+        fixes.push_back(FixFromRecord(*rec));
+      }
+      std::sort(fixes.begin(), fixes.end(), FixBefore);
+      for (size_t begin = 0; begin < fixes.size();) {
+        const size_t end = ChunkEnd(fixes, begin);
+        blob.clear();
+        EncodeChunk(fixes.data() + begin, end - begin, &blob);
+        PgParams p;
+        p.Int(1, site_id).Text(2, vehicle).Int(3, fixes[begin].ts_ms).UInt(4, fixes[begin].seq);
+        p.Int(5, fixes[end - 1].ts_ms).Int(6, static_cast<int64_t>(end - begin)).Blob(7, blob);
+        if (Status s = Exec(c, PgText(store_sql::kInsertChunk), p, "insert position chunk"); !s.ok())
+          return s;
+        begin = end;
+      }
+      const v1::ChangeRecord& r = *latest;
+      const auto& pos = r.position();
+      PgParams p;
+      p.Text(1, vehicle).Int(2, site_id).UInt(3, pos.device_seq()).Int(4, pos.lat_e6()).Int(5, pos.lon_e6());
+      p.Int(6, pos.speed_dkmh()).Int(7, pos.heading_deg()).Int(8, pos.hdop_d()).Int(9, r.ts_ms()).UInt(10, r.hlc());
+      p.UInt(11, r.seq());
+      if (Status s = Exec(c, PgText(store_sql::kUpsertVehicle), p, "upsert vehicle"); !s.ok())
+        return s;
+    }
+    return Status::Ok();
+  }
+
+  // The batch's feed rows by COPY, after the feed lock: the last statements before COMMIT.
+  static Status InsertFeed(Conn& c, int64_t site_id, const v1::Batch& batch, const std::vector<int>& rows) {
+    if (rows.empty()) return Status::Ok();
+    if (Status s = c.Exec("SELECT pg_advisory_xact_lock(" + std::to_string(kFeedLockKey) + ")"); !s.ok()) return s;
+    PgResult start(PQexec(c.get(), "COPY changes(site_id, seq, entity, key, version, record) FROM STDIN"));
+    if (PQresultStatus(start.get()) != PGRES_COPY_IN) return ErrorOf(c.get(), start.get(), "copy changes");
+    std::string buf, rec;
+    const std::string site_col = std::to_string(site_id) + "\t";
+    for (int i : rows) {
+      const v1::ChangeRecord& r = batch.records(i);
+      buf += site_col;
+      buf += std::to_string(static_cast<int64_t>(r.seq())) + "\t" + std::to_string(int64_t{r.entity()}) + "\t";
+      CopyText(r.key(), &buf);
+      buf += "\t" + std::to_string(static_cast<int64_t>(r.version())) + "\t";
+      rec.clear();
+      r.SerializeToString(&rec);
+      CopyBytea(rec, &buf);
+      buf += '\n';
+      if (buf.size() > (1 << 20)) {
+        if (PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1)
+          return ErrorOf(c.get(), nullptr, "copy changes");
+        buf.clear();
+      }
+    }
+    if (!buf.empty() && PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1)
+      return ErrorOf(c.get(), nullptr, "copy changes");
+    if (PQputCopyEnd(c.get(), nullptr) != 1) return ErrorOf(c.get(), nullptr, "copy changes");
+    Status out = Status::Ok();
+    while (PGresult* raw = PQgetResult(c.get())) {
+      PgResult r(raw);
+      if (PQresultStatus(raw) != PGRES_COMMAND_OK && out.ok()) {
+        c.last_retryable = PgError::Retryable(raw);
+        out = ErrorOf(c.get(), raw, "copy changes");
+      }
+    }
+    return out;
+  }
+
+  Result<ApplyResult> ApplyInTxn(Conn& c, bool& commit, const std::string& site, const v1::Batch& batch,
+                                 int64_t now_ms, const AuditEntry* audit, const ApplyChecks& checks) {
+    ApplyResult res;
+    auto row = LockSite(c, site);
+    if (!row.ok()) return row.status();
+    const int64_t site_id = row->id;
+    uint64_t contiguous = row->contiguous, max_seq = row->max_seq;
+    res.contiguous_seq = contiguous;
+    const auto& recs = batch.records();
+    if (recs.empty()) {
+      // As SqliteHubStore: the site is known from now on, and the push is audited.
+      if (Status s = AuditPush(c, audit, 0); !s.ok()) return s;
+      return res;
+    }
+    if (!batch.urgent() && recs[0].seq() > contiguous + 1) {
+      res.gap = true;
+      commit = false;
+      return res;
+    }
+    // Seqs above contiguous already held (the urgent lane, a resend) or quarantined: the site
+    // row is locked, so nobody adds to them meanwhile.
+    std::set<uint64_t> held;
+    const uint64_t lo = std::max<uint64_t>(contiguous + 1, recs[0].seq());
+    const uint64_t hi = recs[recs.size() - 1].seq();
+    if (lo <= hi && max_seq >= lo) {
+      PgParams p;
+      p.Int(1, site_id).UInt(2, lo).UInt(3, hi);
+      auto r = c.Run(
+          "SELECT seq FROM changes WHERE site_id = $1 AND seq BETWEEN $2 AND $3 "
+          "UNION ALL SELECT seq FROM refused_records WHERE site_id = $1 AND seq BETWEEN $2 AND $3",
+          p, "held seqs");
+      if (!r.ok()) return r.status();
+      for (int i = 0; i < PQntuples(r->get()); ++i) held.insert(U(r->get(), i, 0));
+    }
+    uint64_t added_bytes = 0;
+    std::vector<int> feed_rows;
+    std::vector<PendingStep> steps;
+    std::map<std::string, std::vector<const v1::ChangeRecord*>> positions;
+    const std::vector<std::string>* refusals = checks.refusals;
+    for (int i = 0; i < recs.size(); ++i) {
+      const v1::ChangeRecord& r = recs[i];
+      if (r.seq() <= contiguous || held.count(r.seq()) != 0) {
+        ++res.duplicates;
+        continue;
+      }
+      if (refusals != nullptr && i < static_cast<int>(refusals->size()) && !(*refusals)[i].empty()) {
+        const bool key_ok = wire::CheckId("key", r.key()).ok();
+        const std::string why = (*refusals)[i].substr(0, 256);
+        const std::string field(wire::RefusalField(why));
+        PgParams p;
+        p.Int(1, site_id).UInt(2, r.seq()).Int(3, r.entity()).UInt(4, r.version());
+        if (key_ok) p.Text(5, r.key()); else p.Null(5);
+        p.Text(6, field).Text(7, why).Int(8, now_ms);
+        if (Status s = Exec(c, PgText(store_sql::kQuarantine), p, "insert refused record"); !s.ok())
+          return s;
+        ++res.refused;
+        added_bytes += RefusedRowBytes(r, key_ok, why, field);
+        max_seq = std::max<uint64_t>(max_seq, r.seq());
+        continue;
+      }
+      feed_rows.push_back(i);
+      ++res.applied;
+      added_bytes += RowBytes(r, r.ByteSizeLong());
+      max_seq = std::max<uint64_t>(max_seq, r.seq());
+      if (r.entity() == v1::VEHICLE_POSITION) {
+        if (r.has_position()) positions[r.key()].push_back(&r);
+        continue;
+      }
+      for (const ApplyStep& step : EntityApply(r.entity())) {
+        PgParams p;
+        if (!step.bind(r, site_id, p)) continue;
+        steps.push_back({&step, std::move(p)});
+      }
+    }
+    if (Status s = RunPipelined(c, steps); !s.ok()) return s;
+    if (checks.site_bytes_per_day > 0 && added_bytes > 0) {
+      const int64_t day = now_ms / 86400000;
+      PgParams p;
+      p.Int(1, site_id).Int(2, day);
+      auto u = c.Run(PgText(store_sql::kSiteUsage), p, "site usage");
+      if (!u.ok()) return u.status();
+      const uint64_t used = PQntuples(u->get()) == 1 ? U(u->get(), 0, 0) : 0;
+      if (used + added_bytes > static_cast<uint64_t>(checks.site_bytes_per_day)) {
+        ApplyResult refused;
+        refused.over_quota = true;
+        refused.quota_used = used;
+        refused.contiguous_seq = contiguous;
+        commit = false;
+        return refused;
+      }
+      PgParams up;
+      up.Int(1, site_id).Int(2, day).UInt(3, added_bytes);
+      if (Status s = Exec(c, PgText(store_sql::kChargeSiteUsage), up, "site usage"); !s.ok())
+        return s;
+      // Older days are of no use to the limit.
+      if (Status s = c.Exec("DELETE FROM site_usage WHERE day < " + std::to_string(day - 7)); !s.ok()) return s;
+    }
+    if (Status s = WritePositions(c, site_id, positions); !s.ok()) return s;
+    if (!batch.urgent()) contiguous = std::max<uint64_t>(contiguous, recs[recs.size() - 1].seq());
+    res.contiguous_seq = contiguous;
+    {
+      PgParams p;
+      p.Int(1, site_id).UInt(2, contiguous).UInt(3, std::max(max_seq, contiguous)).Int(4, res.applied).Int(5, now_ms);
+      if (Status s = Exec(c, PgText(store_sql::kUpdateSite), p, "update site"); !s.ok())
+        return s;
+    }
+    if (Status s = AuditPush(c, audit, res.applied); !s.ok()) return s;
+    if (Status s = InsertFeed(c, site_id, batch, feed_rows); !s.ok()) return s;
+    return res;
+  }
+
+  // A read on a pooled connection: each row of `sql` with `params` to `row`.
+  template <typename RowFn>
+  Status Query(Conn& c, const std::string& sql, PgParams& params, const char* what, RowFn row) {
+    auto r = c.Run(sql, params, what);
+    if (!r.ok()) return r.status();
+    for (int i = 0; i < PQntuples(r->get()); ++i) row(r->get(), i);
+    return Status::Ok();
+  }
+  template <typename RowFn>
+  Status Query(const std::string& sql, PgParams& params, const char* what, RowFn row) {
+    auto c = Acquire();
+    return Query(*c, sql, params, what, row);
+  }
+
+  // Each row of `sql` mapped by `row` (a PgRow to a T), in order.
+  template <typename T, typename RowFn>
+  Result<std::vector<T>> QueryAll(const Sql& sql, PgParams& params, const char* what, RowFn row) {
+    std::vector<T> out;
+    Status s = Query(PgText(sql), params, what, [&](const PGresult* r, int i) { out.push_back(row(PgRow(r, i))); });
+    if (!s.ok()) return s;
+    return out;
+  }
+
+  // The site's contiguous seq and the rows of `sql` in one snapshot (REPEATABLE READ).
+  template <typename RowFn>
+  Result<uint64_t> SnapshotRead(const std::string& site, const std::string& sql, PgParams& params, const char* what,
+                                RowFn row) {
+    return Transaction<uint64_t>(
+        [&](Conn& c, bool&) -> Result<uint64_t> {
+          PgParams p;
+          p.Text(1, site);
+          uint64_t contiguous = 0;
+          Status s = Query(c, PgText(store_sql::kContiguousSeq), p, "contiguous seq",
+                           [&](const PGresult* r, int i) { contiguous = U(r, i, 0); });
+          if (!s.ok()) return s;
+          if (s = Query(c, sql, params, what, row); !s.ok()) return s;
+          return contiguous;
+        },
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  }
+};
+
+PgHubStore::PgHubStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PgHubStore::~PgHubStore() = default;
+
+int PgHubStore::SchemaVersion() { return static_cast<int>(Migrations().size()); }
+
+Result<std::unique_ptr<PgHubStore>> PgHubStore::Open(const PgHubStoreOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  for (int i = 0; i < std::max(1, options.connections); ++i) {
+    auto c = std::make_unique<Conn>();
+    if (Status s = c->Open(options.url); !s.ok()) return s;
+    if (i == 0) {
+      if (Status s = impl->Migrate(*c); !s.ok()) return s;
+    }
+    impl->pool.Add(std::move(c));
+  }
+  return std::unique_ptr<PgHubStore>(new PgHubStore(std::move(impl)));
+}
+
+Result<ApplyResult> PgHubStore::ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
+                                           const AuditEntry* audit, const ApplyChecks& checks) {
+  if (Status s = ValidateBatch(batch); !s.ok()) return s;
+  return impl_->Transaction<ApplyResult>([&](Conn& c, bool& commit) {
+    return impl_->ApplyInTxn(c, commit, site, batch, now_ms, audit, checks);
+  });
+}
+
+Result<uint64_t> PgHubStore::ContiguousSeq(const std::string& site) {
+  PgParams p;
+  p.Text(1, site);
+  uint64_t out = 0;
+  Status s = impl_->Query(PgText(store_sql::kContiguousSeq), p, "contiguous seq",
+                          [&](const PGresult* r, int i) { out = U(r, i, 0); });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Result<std::vector<FeedEntry>> PgHubStore::Changes(uint64_t after, int limit) {
+  PgParams p;
+  p.UInt(1, after).Int(2, limit);
+  return impl_->QueryAll<FeedEntry>(store_sql::kChangesAfter, p, "changes", [](const PgRow& row) {
+    FeedEntry e;
+    e.cursor = row.UInt(0);
+    e.site = row.Text(1);
+    // A row we wrote ourselves; a parse failure means corruption, surfaced as an empty record.
+    (void)e.record.ParseFromString(row.Text(2));
+    return e;
+  });
+}
+
+Result<std::vector<SiteInfo>> PgHubStore::Sites() {
+  PgParams p;
+  return impl_->QueryAll<SiteInfo>(store_sql::kSites, p, "sites", [](const PgRow& row) {
+    return SiteInfo{row.Text(0), row.UInt(1), row.UInt(2), row.UInt(3), row.Int(4)};
+  });
+}
+
+Status PgHubStore::Read(const Sql& sql, const std::function<void(SqlParams&)>& bind,
+                        const std::function<void(const SqlRow&)>& row) {
+  PgParams p;
+  bind(p);
+  return impl_->Query(PgText(sql), p, "read", [&](const PGresult* r, int i) { row(PgRow(r, i)); });
+}
+
+Result<std::vector<v1::PositionItem>> PgHubStore::Track(const std::string& site, const std::string& vehicle,
+                                                         int64_t from_ms, int64_t to_ms, int limit) {
+  std::vector<v1::PositionItem> out;
+  if (limit <= 0 || to_ms < from_ms) return out;
+  // As SqliteHubStore::Track: a chunk holding a fix at or after `from` starts no earlier than
+  // from - kChunkMaxSpanMs.
+  const int64_t lowest = from_ms >= std::numeric_limits<int64_t>::min() + kChunkMaxSpanMs
+                             ? from_ms - kChunkMaxSpanMs
+                             : std::numeric_limits<int64_t>::min();
+  PgParams p;
+  p.Text(1, site).Text(2, vehicle).Int(3, lowest).Int(4, to_ms).Int(5, from_ms);
+  std::vector<ChunkFix> fixes, decoded;
+  bool damaged = false;
+  Status s = impl_->Query(
+      PgText(store_sql::kTrackChunks), p, "track", [&](const PGresult* r, int i) {
+        const PgRow row(r, i);
+        decoded.clear();
+        if (!DecodeChunk(row.Text(2), row.UInt(1), &decoded)) {
+          damaged = true;
+          return;
+        }
+        for (const ChunkFix& f : decoded) {
+          if (f.ts_ms >= from_ms && f.ts_ms <= to_ms) fixes.push_back(f);
+        }
+      });
+  if (!s.ok()) return s;
+  if (damaged) return Status::Internal("position chunk of " + vehicle + " at site " + site + " is damaged");
+  std::sort(fixes.begin(), fixes.end(), FixBefore);
+  if (fixes.size() > static_cast<size_t>(limit)) fixes.resize(static_cast<size_t>(limit));
+  out.reserve(fixes.size());
+  for (const ChunkFix& f : fixes) out.push_back(ItemFromFix(vehicle, site, f));
+  return out;
+}
+
+Result<DigestResult> PgHubStore::Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) {
+  auto digesters = DigestBuckets::Make(from, to, buckets);
+  if (!digesters.ok()) return digesters.status();
+  PgParams p;
+  p.Text(1, site).UInt(2, from).UInt(3, to);
+  auto contiguous = impl_->SnapshotRead(
+      site, PgText(store_sql::kDigestRows), p, "digest", [&](const PGresult* r, int i) {
+        const PgRow row(r, i);
+        digesters->Add(row.UInt(0), static_cast<uint32_t>(row.Int(1)), row.UInt(2), row.Text(3));
+      });
+  if (!contiguous.ok()) return contiguous.status();
+  return digesters->Finish(*contiguous);
+}
+
+Result<StateDigestResult> PgHubStore::StateDigest(const std::string& site) {
+  StateDigestResult out;
+  digest::StateDigester d;
+  if (Status st = d.status(); !st.ok()) return st;
+  PgParams p;
+  p.Text(1, site);
+  auto contiguous = impl_->SnapshotRead(
+      site,
+      PgText(store_sql::kStateDigestRows), p, "state digest", [&](const PGresult* r, int i) {
+        const PgRow row(r, i);
+        d.AddStock(row.Text(0), row.Int(1), row.Int(2), row.UInt(3));
+      });
+  if (!contiguous.ok()) return contiguous.status();
+  out.contiguous_seq = *contiguous;
+  out.skus = d.count();
+  out.digest = d.FinishAsString();
+  return out;
+}
+
+Result<RebuildResult> PgHubStore::RebuildState(const std::string& site, const AuditEntry* audit) {
+  return impl_->Transaction<RebuildResult>([&](Conn& c, bool&) -> Result<RebuildResult> {
+    RebuildCount count;
+    auto site_row = Impl::LockSite(c, site);
+    if (!site_row.ok()) return site_row.status();
+    const int64_t site_id = site_row->id;
+    PgParams p;
+    p.Int(1, site_id);
+    Status s = impl_->Query(c, PgText(store_sql::kSiteStock), p,
+                            "rebuild: read stock", [&](const PGresult* r, int i) {
+                              const PgRow row(r, i);
+                              count.Before(row.Text(0), row.Int(1), row.Int(2), row.UInt(3));
+                            });
+    if (!s.ok()) return s;
+    if (s = Impl::Exec(c, PgText(store_sql::kDeleteSiteStock), p, "rebuild: delete stock"); !s.ok()) return s;
+    PgParams q;
+    q.Int(1, site_id).Int(2, v1::STOCK);
+    auto sel = c.Run(PgText(store_sql::kStockRecordsByKey), q, "rebuild: read changes");
+    if (!sel.ok()) return sel.status();
+    for (int i = 0; i < PQntuples(sel->get()); ++i) {
+      const PgRow row(sel->get(), i);
+      const std::string key = row.Text(0);
+      if (count.Rebuilt(key)) continue;
+      v1::ChangeRecord rec;
+      if (!rec.ParseFromString(row.Text(2)) || !rec.has_stock()) continue;
+      PgParams ins;
+      ins.Int(1, site_id).Text(2, key).Int(3, rec.stock().on_hand()).Int(4, rec.stock().reserved());
+      ins.UInt(5, rec.version()).UInt(6, rec.hlc()).Int(7, rec.ts_ms()).UInt(8, row.UInt(1));
+      if (s = Impl::Exec(c, PgText(store_sql::kInsertStock), ins, "rebuild: insert stock"); !s.ok())
+        return s;
+      count.Rebuild(key, rec);
+    }
+    const RebuildResult res = count.Finish();
+    if (audit != nullptr) {
+      AuditEntry e = *audit;
+      e.count = res.changed;
+      if (s = Impl::InsertAudit(c, e); !s.ok()) return s;
+    }
+    return res;
+  });
+}
+
+Status PgHubStore::AppendAudit(const AuditEntry& entry) {
+  auto c = impl_->Acquire();
+  return Impl::InsertAudit(*c, entry);
+}
+
+Result<bool> PgHubStore::HoldLease(const std::string& name, const std::string& holder, int64_t now_ms, int64_t ttl_ms) {
+  PgParams p;
+  p.Text(1, name).Text(2, holder).Int(3, now_ms + ttl_ms).Int(4, now_ms);
+  auto c = impl_->Acquire();
+  auto r = c->Run(PgText(store_sql::kHoldLease), p, "hold lease");
+  if (!r.ok()) return r.status();
+  return std::string_view(PQcmdTuples(r->get())) == "1";
+}
+
+Result<uint64_t> PgHubStore::RelayCursor(const std::string& name) {
+  PgParams p;
+  p.Text(1, name);
+  uint64_t out = 0;
+  Status s = impl_->Query(PgText(store_sql::kRelayCursor), p, "relay cursor", [&](const PGresult* r, int i) { out = U(r, i, 0); });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Status PgHubStore::SetRelayCursor(const std::string& name, uint64_t cursor) {
+  PgParams p;
+  p.Text(1, name).UInt(2, cursor);
+  auto c = impl_->Acquire();
+  auto r = c->Run(PgText(store_sql::kSetRelayCursor), p, "set relay cursor");
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Result<std::vector<AuditEntry>> PgHubStore::Audit(uint64_t after, int limit) {
+  PgParams p;
+  p.UInt(1, after).Int(2, limit);
+  return impl_->QueryAll<AuditEntry>(store_sql::kAuditAfter, p, "audit", [](const PgRow& row) {
+    return AuditEntry{row.UInt(0), row.Int(1), row.Text(2), row.Text(3), row.Text(4),
+                      row.UInt(5), row.UInt(6), row.UInt(7), static_cast<int>(row.Int(8)), row.Text(9)};
+  });
+}
+
+}  // namespace freshsync::hub

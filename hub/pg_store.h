@@ -1,0 +1,69 @@
+// PgHubStore: HubStore on PostgreSQL (libpq), for several hubd replicas sharing one database
+// (issue 13, docs/architecture-hub.md "PostgreSQL store").
+//
+// A pool of connections; every call takes one. Apply of a batch is one transaction:
+//   - serialised per site across replicas by `SELECT ... FOR UPDATE` on the site's row;
+//   - records already held (changes or refused_records, by (site, seq)) are duplicates;
+//   - the handlers' apply steps, quarantine, quota, positions (the chunk format of
+//     hub/position_chunk.h in position_chunks), the site row and the audit row;
+//   - last, under a transaction-scoped advisory lock on one feed key, the batch's `changes`
+//     rows (COPY), so feed cursors are handed out in commit order (why: architecture-hub.md).
+// Schema: numbered migrations, the same numbers as SqliteHubStore's, run under a session
+// advisory lock so replicas starting at once migrate one at a time; version in pg_schema.
+//
+// Thread-safety: as HubStore. Ownership: owns its connections.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "hub/store.h"
+
+namespace freshsync::hub {
+
+struct PgHubStoreOptions {
+  std::string url;          // a libpq connection string
+  int connections = 4;      // pool size: concurrent applies and reads of this process
+};
+
+// The text PgHubStore runs for `sql`: its postgres member, or else its SQLite text with each
+// ?N placeholder outside a quoted literal made $N (hub/sql.h says when which applies).
+std::string PostgresText(const Sql& sql);
+
+class PgHubStore final : public HubStore {
+ public:
+  // Connects, then runs pending migrations under the advisory lock.
+  // kIOError if the server cannot be reached, kInternal if a migration fails or the database's
+  // schema is newer than this build knows.
+  static Result<std::unique_ptr<PgHubStore>> Open(const PgHubStoreOptions& options);
+  ~PgHubStore() override;
+
+  using HubStore::ApplyBatch;
+  Result<ApplyResult> ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
+                                 const AuditEntry* audit, const ApplyChecks& checks) override;
+  Result<uint64_t> ContiguousSeq(const std::string& site) override;
+  Result<std::vector<FeedEntry>> Changes(uint64_t after, int limit) override;
+  Result<std::vector<SiteInfo>> Sites() override;
+  Status Read(const Sql& sql, const std::function<void(SqlParams&)>& bind,
+              const std::function<void(const SqlRow&)>& row) override;
+  Result<std::vector<v1::PositionItem>> Track(const std::string& site, const std::string& vehicle, int64_t from_ms,
+                                              int64_t to_ms, int limit) override;
+  Result<DigestResult> Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) override;
+  Result<StateDigestResult> StateDigest(const std::string& site) override;
+  Result<RebuildResult> RebuildState(const std::string& site, const AuditEntry* audit) override;
+  Status AppendAudit(const AuditEntry& entry) override;
+  Result<std::vector<AuditEntry>> Audit(uint64_t after, int limit) override;
+  Result<bool> HoldLease(const std::string& name, const std::string& holder, int64_t now_ms, int64_t ttl_ms) override;
+  Result<uint64_t> RelayCursor(const std::string& name) override;
+  Status SetRelayCursor(const std::string& name, uint64_t cursor) override;
+
+  static int SchemaVersion();
+
+  struct Impl;
+
+ private:
+  explicit PgHubStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace freshsync::hub
