@@ -25,22 +25,20 @@ timeval ToTimeval(int64_t ms) {
 }
 
 std::string ReplyError(const amqp_rpc_reply_t& r, const char* what) {
-  switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-      return "";
-    case AMQP_RESPONSE_NONE:
-      return std::string(what) + ": no reply";
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-      return std::string(what) + ": " + amqp_error_string2(r.library_error);
-    case AMQP_RESPONSE_SERVER_EXCEPTION:
-      if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD || r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        const auto* m = static_cast<const amqp_connection_close_t*>(r.reply.decoded);
-        return std::string(what) + ": closed by the broker: " +
-               std::string(static_cast<const char*>(m->reply_text.bytes), m->reply_text.len);
-      }
-      return std::string(what) + ": server exception";
+  // rabbitmq-c's reply: its kind, the broker's method, and rabbitmq-c's own status code.
+  const auto& [kind, method, client_status] = r;
+  if (kind == AMQP_RESPONSE_NORMAL) return "";
+  if (kind == AMQP_RESPONSE_NONE) return std::string(what) + ": no reply";
+  if (kind == AMQP_RESPONSE_SERVER_EXCEPTION) {
+    if (method.id == AMQP_CONNECTION_CLOSE_METHOD || method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+      const auto* m = static_cast<const amqp_connection_close_t*>(method.decoded);
+      return std::string(what) + ": closed by the broker: " +
+             std::string(static_cast<const char*>(m->reply_text.bytes), m->reply_text.len);
+    }
+    return std::string(what) + ": server exception";
   }
-  return std::string(what) + ": unknown reply";
+  // The rest are rabbitmq-c's own failures (socket, timeout, protocol).
+  return std::string(what) + ": " + amqp_error_string2(client_status);
 }
 
 std::string DefaultHolder() {

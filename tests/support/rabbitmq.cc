@@ -43,18 +43,17 @@ RabbitMqServer::RabbitMqServer(const std::string& dir) : dir_(dir) {
 RabbitMqServer::~RabbitMqServer() {
   Kill();
   // The epmd this node started (ERL_EPMD_PORT is ours alone): ask it to stop.
-  (void)RunShell(AsRabbit(EnvPrefix() + "epmd -port " + std::to_string(epmd_port_) + " -kill"), log_path());
+  (void)RunShell(AsRabbit("epmd -port " + std::to_string(epmd_port_) + " -kill"), log_path());
 }
 
+// A shell command as the rabbitmq user (when root), with the environment both the node and
+// rabbitmqctl need: the same HOME (the Erlang cookie is there), node name and epmd. The
+// assignments come first, so the shell exports them to setpriv, which keeps them.
 std::string RabbitMqServer::AsRabbit(const std::string& command) const {
-  if (!RunningAsRoot()) return command;
-  return "setpriv --reuid=rabbitmq --regid=rabbitmq --clear-groups " + command;
-}
-
-// The environment both the node and rabbitmqctl need: the same HOME (the Erlang cookie is
-// there), node name and epmd.
-std::string RabbitMqServer::EnvPrefix() const {
-  return "env HOME='" + dir_ + "' ERL_EPMD_PORT=" + std::to_string(epmd_port_) + " RABBITMQ_NODENAME=" + node_ + " ";
+  const std::string environment =
+      "HOME='" + dir_ + "' ERL_EPMD_PORT=" + std::to_string(epmd_port_) + " RABBITMQ_NODENAME=" + node_ + " ";
+  if (!RunningAsRoot()) return environment + command;
+  return environment + "setpriv --reuid=rabbitmq --regid=rabbitmq --clear-groups " + command;
 }
 
 bool RabbitMqServer::Start() {
@@ -62,7 +61,7 @@ bool RabbitMqServer::Start() {
   std::vector<std::string> argv;
   if (RunningAsRoot()) argv = {"setpriv", "--reuid=rabbitmq", "--regid=rabbitmq", "--clear-groups"};
   argv.push_back("/usr/lib/rabbitmq/bin/rabbitmq-server");
-  const std::map<std::string, std::string> env = {
+  const std::map<std::string, std::string> environment = {
       {"HOME", dir_},
       {"RABBITMQ_NODENAME", node_},
       {"RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1"},
@@ -78,11 +77,11 @@ bool RabbitMqServer::Start() {
       // Makes rabbitmq-server exec the VM in place (see rabbitmq.h); no NOTIFY_SOCKET is set.
       {"RUNNING_UNDER_SYSTEMD", "true"},
   };
-  node_process_ = ChildProcess(argv, log_path(), env);
+  node_process_ = ChildProcess(argv, log_path(), environment);
   if (!node_process_.Start()) return false;
   // await_startup returns once the node has booted (listeners open); it fails at once while
   // the node is not yet reachable, so retry until the deadline.
-  const std::string await = AsRabbit(EnvPrefix() + "/usr/lib/rabbitmq/bin/rabbitmqctl -q -n " + node_ + " await_startup --timeout 60");
+  const std::string await = AsRabbit("/usr/lib/rabbitmq/bin/rabbitmqctl -q -n " + node_ + " await_startup --timeout 60");
   const bool up = WaitFor(
       [&] {
         if (!node_process_.Running()) return true;
@@ -158,25 +157,30 @@ void AmqpConsumer::Session(void* connection) {
   bound_ = true;
   while (!stop_) {
     amqp_maybe_release_buffers(c);
-    amqp_envelope_t env;
+    amqp_envelope_t envelope;
     timeval wait{0, 200000};
-    amqp_rpc_reply_t r = amqp_consume_message(c, &env, &wait, 0);
-    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) continue;
-    if (r.reply_type != AMQP_RESPONSE_NORMAL) return;  // broker gone or closed: reconnect
+    amqp_rpc_reply_t r = amqp_consume_message(c, &envelope, &wait, 0);
+    const auto& [kind, method, client_status] = r;  // rabbitmq-c's own status code last
+    if (kind != AMQP_RESPONSE_NORMAL) {
+      // rabbitmq-c's timeout: nothing arrived within the wait. Anything else: the broker is
+      // gone or closed the channel, so reconnect.
+      if (kind != AMQP_RESPONSE_SERVER_EXCEPTION && client_status == AMQP_STATUS_TIMEOUT) continue;
+      return;
+    }
     AmqpDelivered d;
     d.received = std::chrono::steady_clock::now();
-    d.routing_key = Str(env.routing_key);
-    const amqp_basic_properties_t& p = env.message.properties;
+    d.routing_key = Str(envelope.routing_key);
+    const amqp_basic_properties_t& p = envelope.message.properties;
     if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) d.message_id = Str(p.message_id);
     if (p._flags & AMQP_BASIC_CONTENT_TYPE_FLAG) d.content_type = Str(p.content_type);
     if (p._flags & AMQP_BASIC_DELIVERY_MODE_FLAG) d.delivery_mode = p.delivery_mode;
-    d.body = Str(env.message.body);
+    d.body = Str(envelope.message.body);
     {
       std::lock_guard<std::mutex> l(mu_);
       messages_.push_back(std::move(d));
     }
-    const int ack = amqp_basic_ack(c, 1, env.delivery_tag, 0);
-    amqp_destroy_envelope(&env);
+    const int ack = amqp_basic_ack(c, 1, envelope.delivery_tag, 0);
+    amqp_destroy_envelope(&envelope);
     if (ack != AMQP_STATUS_OK) return;
   }
 }

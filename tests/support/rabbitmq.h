@@ -44,7 +44,6 @@ class RabbitMqServer {
 
  private:
   std::string AsRabbit(const std::string& command) const;
-  std::string EnvPrefix() const;
   std::string dir_;
   std::string node_;
   int port_ = 0;
