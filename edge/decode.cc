@@ -342,10 +342,12 @@ Result<Message> DockScanFromJson(const TopicInfo& topic, const json& j) {
 }
 
 Result<Message> DecodeJson(const TopicInfo& topic, std::string_view payload) {
-  if (!IsValidUtf8(payload)) return Bad("payload is not valid UTF-8");
-  if (JsonDepthExceeds(payload, kMaxJsonDepth)) return Bad("JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  // The plain fix first: what it accepts is ASCII and one level deep, so the two scans below
+  // could not refuse it, and the GPS hot path reads its payload once.
   if (topic.kind == TopicKind::kGps)
     if (std::optional<GpsFix> g = PlainGpsFix(topic, payload)) return Message(std::move(*g));
+  if (!IsValidUtf8(payload)) return Bad("payload is not valid UTF-8");
+  if (JsonDepthExceeds(payload, kMaxJsonDepth)) return Bad("JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   json j;
   try {
     j = json::parse(payload.begin(), payload.end());

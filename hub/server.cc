@@ -606,35 +606,29 @@ struct HubServer::Impl {
   }
 
   // The transport's counters (docs/operations.md, "Metrics").
-  std::string MetricsText() const {
+  void WriteTransportMetrics(prometheus::TextWriter& w) const {
     const http::Stats& st = server->stats();
-    std::string b;
-    auto counter = [&b](const char* name, const char* help, const std::string& labels, uint64_t v, const char* type = "counter") {
-      if (!help[0]) {
-        b += std::string(name) + labels + " " + std::to_string(v) + "\n";
-        return;
-      }
-      b += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-      b += std::string(name) + labels + " " + std::to_string(v) + "\n";
+    auto one = [&w](const char* name, const char* type, const char* help, uint64_t v) {
+      w.Family(name, type, help);
+      w.Sample(name, {}, v);
     };
-    counter("freshsync_hub_connections_open", "TLS connections open now.", "",
-            static_cast<uint64_t>(std::max<int64_t>(0, st.connections_open.load())), "gauge");
-    counter("freshsync_hub_connections_accepted_total", "Connections accepted (under the caps).", "", st.connections_accepted.load());
-    counter("freshsync_hub_connections_refused_total", "Connections closed at accept by a cap.", "{cap=\"global\"}",
-            st.refused_global_cap.load());
-    counter("freshsync_hub_connections_refused_total", "", "{cap=\"address\"}", st.refused_address_cap.load());
-    counter("freshsync_hub_tls_handshake_failures_total", "TLS handshakes that failed or missed their deadline.", "",
-            st.handshake_failures.load());
-    counter("freshsync_hub_request_timeouts_total", "Connections closed because a request head or body missed its deadline.", "",
-            st.head_timeouts.load());
-    counter("freshsync_hub_headers_too_large_total", "Requests refused with 431 (header bytes or count).", "",
-            st.headers_too_large.load());
-    counter("freshsync_hub_bad_requests_total", "Requests refused with 400 by the HTTP parser.", "", st.bad_requests.load());
-    counter("freshsync_hub_body_budget_full_total", "Requests refused with 503 because bodies in flight reached their budget.", "",
-            st.body_budget_full.load());
-    counter("freshsync_hub_worker_queue_full_total", "Requests refused with 503 because the worker queue was full.", "",
-            worker_queue_full.load());
-    return b;
+    one("freshsync_hub_connections_open", "gauge", "TLS connections open now.",
+        static_cast<uint64_t>(std::max<int64_t>(0, st.connections_open.load())));
+    one("freshsync_hub_connections_accepted_total", "counter", "Connections accepted (under the caps).", st.connections_accepted.load());
+    w.Family("freshsync_hub_connections_refused_total", "counter", "Connections closed at accept by a cap.");
+    w.Sample("freshsync_hub_connections_refused_total", {{"cap", "global"}}, st.refused_global_cap.load());
+    w.Sample("freshsync_hub_connections_refused_total", {{"cap", "address"}}, st.refused_address_cap.load());
+    one("freshsync_hub_tls_handshake_failures_total", "counter", "TLS handshakes that failed or missed their deadline.",
+        st.handshake_failures.load());
+    one("freshsync_hub_request_timeouts_total", "counter", "Connections closed because a request head or body missed its deadline.",
+        st.head_timeouts.load());
+    one("freshsync_hub_headers_too_large_total", "counter", "Requests refused with 431 (header bytes or count).",
+        st.headers_too_large.load());
+    one("freshsync_hub_bad_requests_total", "counter", "Requests refused with 400 by the HTTP parser.", st.bad_requests.load());
+    one("freshsync_hub_body_budget_full_total", "counter", "Requests refused with 503 because bodies in flight reached their budget.",
+        st.body_budget_full.load());
+    one("freshsync_hub_worker_queue_full_total", "counter", "Requests refused with 503 because the worker queue was full.",
+        worker_queue_full.load());
   }
 
   // ---------- routing ----------
@@ -728,17 +722,16 @@ struct HubServer::Impl {
     // anyway) label the per-site series, so it needs no token. It reads the sites from the
     // store, so it runs on a worker.
     Get("/metrics", [this](const http::Request&, http::Response& res) {
-      std::string body =
-          "# HELP freshsync_hub_rate_limited_total Requests refused with 429 by the rate limits.\n"
-          "# TYPE freshsync_hub_rate_limited_total counter\n";
-      body += "freshsync_hub_rate_limited_total{scope=\"token\"} " + std::to_string(pull_limiter.refused_total()) + "\n";
-      body += "freshsync_hub_rate_limited_total{scope=\"site\"} " + std::to_string(push_limiter.refused_total()) + "\n";
-      body += MetricsText();
-      body += RefusalCounters::Process().Prometheus();
-      auto sites = TimedStoreCall(metrics, "sites", [&] { return store.Sites(); });
+      // One writer of the format (common/prometheus.h); the refusal counters keep their own.
       prometheus::TextWriter w;
+      w.Family("freshsync_hub_rate_limited_total", "counter", "Requests refused with 429 by the rate limits.");
+      w.Sample("freshsync_hub_rate_limited_total", {{"scope", "token"}}, pull_limiter.refused_total());
+      w.Sample("freshsync_hub_rate_limited_total", {{"scope", "site"}}, push_limiter.refused_total());
+      WriteTransportMetrics(w);
+      auto sites = TimedStoreCall(metrics, "sites", [&] { return store.Sites(); });
       metrics.Write(w, sites.ok() ? &*sites : nullptr, clock.NowMs());
-      body += w.Take();
+      std::string body = w.Take();
+      body += RefusalCounters::Process().Prometheus();
       res.set_content(body, "text/plain; version=0.0.4");
     });
     Post(std::string(wire::kSitesPrefix) + kSite + wire::kBatchesSuffix,
