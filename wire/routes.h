@@ -19,6 +19,15 @@ inline constexpr char kBatchesSuffix[] = "/batches";            // POST: zstd(pr
 inline constexpr char kDigestSuffix[] = "/digest";              // GET ?from=&to=&buckets=
 inline constexpr char kStateDigestSuffix[] = "/state-digest";   // GET
 inline constexpr char kRebuildStateSuffix[] = "/rebuild-state"; // POST
+// Downstream (docs/sync-protocol.md, "Downstream"): the site's pull, and HQ's status of a lane.
+inline constexpr char kDownCommandsSuffix[] = "/downstream/commands";  // GET ?after=&wait_ms=&kinds=
+inline constexpr char kDownstreamSuffix[] = "/downstream";             // GET (HQ reader)
+// HQ's writes (role writer): orders for a site, and the site's fences and rules.
+inline constexpr char kOrdersSuffix[] = "/orders";                     // POST; /orders/{id}/cancel
+inline constexpr char kCancelSuffix[] = "/cancel";
+inline constexpr char kFencesSuffix[] = "/fences";                     // PUT
+inline constexpr char kColdchainRulesSuffix[] = "/coldchain-rules";    // PUT
+inline constexpr char kCatalogPrefix[] = "/v1/catalog/";               // PUT /v1/catalog/{sku}
 // The HQ reads of the per-site entities (/stock, /orders, ...) are spelled by their handlers
 // in hub/entity_routes.cc, the only code that serves or names them.
 // HQ routes without a site.
@@ -33,6 +42,7 @@ inline constexpr char kTopicDeadletter[] = "deadletter";
 inline constexpr char kTopicEvents[] = "events";
 inline constexpr char kTopicAlerts[] = "alerts";
 inline constexpr char kTopicState[] = "state";
+inline constexpr char kTopicCatalog[] = "catalog";  // {root}/catalog/{sku}, retained
 // Whole suffixes, appended to the root.
 inline constexpr char kDeadletterSuffix[] = "/deadletter";
 inline constexpr char kOrderEventsSuffix[] = "/events/orders";
