@@ -237,7 +237,7 @@ class FakeDownstreamHub final : public sync::Transport {
     const uint64_t after = std::stoull(Param(req.url, "after"));
     acks.push_back(after);
     std::string kinds = Param(req.url, "kinds");
-    if (kinds.empty()) kinds = "order,cancel";
+    if (kinds.empty()) kinds = wire::kDownDefaultKinds;
     v1::DownBatch batch;
     batch.set_site(site);
     uint64_t through = after;
