@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -451,6 +452,32 @@ TEST_F(DownstreamTest, ConflictMatrixHqAndSite) {
     // Reserved stock never exceeds what is on hand.
     EXPECT_LE(Reserved("apple"), Int("SELECT on_hand FROM stock WHERE sku = 'apple'"));
   }
+}
+
+// The two writers of edged at once: ingest's connection applying stock movements and orders
+// while the applier's connection applies HQ orders. SQLite's write lock makes them take turns,
+// each connection's outbox writer reads the next seq and the newest HLC inside its
+// transaction: the outbox stays dense with HLC rising in seq order, and reservations never
+// exceed stock.
+TEST_F(DownstreamTest, IngestAndHqCommandsOnTwoConnectionsKeepOneOutboxOrder) {
+  Receive("r0", "apple", 50);
+  constexpr int kN = 150;
+  std::thread local([&] {
+    for (int i = 0; i < kN; ++i) {
+      const int64_t ts = clock_.now + i;
+      ASSERT_TRUE(store_->Apply(StockMovement{"mv-" + std::to_string(i), "apple", 1, "receive", "", "", ts, ""}, ts).ok());
+      OrderStatus o{"local-" + std::to_string(i), "created", ts, "", {{"apple", 1}}, std::nullopt};
+      ASSERT_TRUE(store_->Apply(o, ts).ok());
+    }
+  });
+  for (int i = 0; i < kN; ++i) Apply(Batch({OrderCmd(static_cast<uint64_t>(i + 1), "hq-" + std::to_string(i), {{"apple", 1}})}));
+  local.join();
+  EXPECT_EQ(*applier_->AppliedSeq(), static_cast<uint64_t>(kN));
+  EXPECT_EQ(Int("SELECT count(*) FROM outbox"), Int("SELECT max(seq) FROM outbox"));  // dense from 1
+  EXPECT_EQ(Int("SELECT count(*) FROM outbox a JOIN outbox b ON b.seq = a.seq + 1 WHERE b.hlc <= a.hlc"), 0);
+  EXPECT_EQ(Int("SELECT count(*) FROM orders WHERE order_id LIKE 'hq-%'"), kN);
+  EXPECT_LE(Reserved("apple"), Int("SELECT on_hand FROM stock WHERE sku = 'apple'"));
+  EXPECT_EQ(Reserved("apple"), Int("SELECT count(*) FROM orders WHERE status IN ('created', 'accepted')"));
 }
 
 // The puller (its own thread) against an in-memory hub, applying through the real store;
