@@ -8,7 +8,6 @@
 #include <utility>
 
 #include <nlohmann/json.hpp>
-
 #include <spdlog/spdlog.h>
 
 #include "edge/outbox_writer.h"
@@ -51,7 +50,10 @@ Result<std::string> CombinedFences(const EdgeConfig& config, const std::string& 
     if (!file.is_object() || !file["features"].is_array())
       return Status::InvalidArgument("geofence.file: " + config.geofence_file + ": not a FeatureCollection");
     for (const auto& f : file["features"]) {
-      const auto name = f["properties"]["name"].get<std::string>();
+      // Read defensively: the file may have changed since LoadFences checked it; FromGeoJson
+      // checks the combination again.
+      const auto props = f.is_object() ? f.value("properties", nlohmann::json::object()) : nlohmann::json::object();
+      const auto name = props.is_object() && props.contains("name") && props["name"].is_string() ? props["name"].get<std::string>() : "";
       if (!hq_names.count(name)) hq["features"].push_back(f);
     }
   }
