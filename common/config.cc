@@ -9,6 +9,7 @@
 #include <toml++/toml.h>
 
 // Header-only (no link dependency on freshsync_wire, which itself depends on common).
+#include "wire/routes.h"
 #include "wire/site_id.h"
 
 namespace freshsync {
@@ -274,6 +275,24 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
   if (const toml::table* t = root.Table("hub")) {
     c.hub.emplace();
     ReadHubLink(root, *t, *c.hub);
+  }
+  if (const toml::table* t = root.Table("downstream")) {
+    TableReader r(*t, "downstream");
+    r.Get("enabled", c.downstream.enabled);
+    r.Get("wait_ms", c.downstream.wait_ms);
+    if (const toml::array* kinds = r.Array("kinds")) {
+      for (const toml::node& node : *kinds) {
+        auto v = node.value<std::string>();
+        bool known = false;
+        for (int k = 1; v && k < wire::kDownKindCount; ++k) known = known || *v == wire::kDownKindNames[k];
+        if (known) c.downstream.kinds.push_back(*v);
+        else r.Fail("downstream.kinds: must name order, cancel, catalog, fences or coldchain-rules");
+      }
+    }
+    r.RejectUnknown();
+    if (r.error().empty() && (c.downstream.wait_ms < 0 || c.downstream.wait_ms > 25000))
+      r.Fail("downstream.wait_ms: must be 0..25000");
+    root.Absorb(r);
   }
   if (const toml::table* t = root.Table("log")) {
     TableReader r(*t, "log");

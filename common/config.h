@@ -78,6 +78,15 @@ struct HubLinkConfig {
   int reconcile_interval_s = 300;
 };
 
+// [downstream]: the pull of HQ's commands (cloud-sync/downstream_puller.h). On by default when
+// [hub] is set; `kinds` overrides the capability set (all kinds this release applies), e.g.
+// to act as an older site in tests.
+struct DownstreamConfig {
+  bool enabled = true;
+  std::vector<std::string> kinds;  // empty: every kind (wire::kDownKindNames)
+  int wait_ms = 20000;             // long-poll hold asked of the hub (it caps at 25,000)
+};
+
 struct EdgeConfig {
   std::string site;
   MqttConfig mqtt;
@@ -90,6 +99,7 @@ struct EdgeConfig {
   std::vector<ColdchainRule> coldchain_rules;
   ColdchainSettings coldchain;
   std::optional<HubLinkConfig> hub;
+  DownstreamConfig downstream;
   std::string log_level = "info";
   std::string privacy_key_file;   // key for customer data at rest (new data is sealed with it)
   std::vector<std::string> privacy_old_key_files;  // earlier keys, to open data not yet re-sealed

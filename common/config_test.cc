@@ -84,7 +84,25 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"[geofence]", "[geofence]\nhisteresis_m = 5", "geofence.histeresis_m"},
                       BadCase{"sensors = \"cold-*\"", "sensors = \"\"", "coldchain.rule[0].sensors"},
                       BadCase{"[[coldchain.rule]]", "[coldchain]\noffline_after_s = 0\n[[coldchain.rule]]", "coldchain.offline_after_s"},
-                      BadCase{"[[coldchain.rule]]", "[coldchain]\nupdate_interval_s = 0\n[[coldchain.rule]]", "coldchain.update_interval_s"}));
+                      BadCase{"[[coldchain.rule]]", "[coldchain]\nupdate_interval_s = 0\n[[coldchain.rule]]", "coldchain.update_interval_s"},
+                      BadCase{"[hub]", "[downstream]\nkinds = [\"order\", \"orders\"]\n[hub]", "downstream.kinds"},
+                      BadCase{"[hub]", "[downstream]\nwait_ms = 30000\n[hub]", "downstream.wait_ms"},
+                      BadCase{"[hub]", "[downstream]\nenable = true\n[hub]", "downstream.enable"}));
+
+TEST(EdgeConfigTest, DownstreamDefaultsAndOverrides) {
+  auto d = ParseEdgeConfig(kMinimalEdge);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_TRUE(d->downstream.enabled);
+  EXPECT_TRUE(d->downstream.kinds.empty());  // every kind
+  EXPECT_EQ(d->downstream.wait_ms, 20000);
+  std::string text = kMinimalEdge;
+  text.replace(text.find("[hub]"), 5, "[downstream]\nenabled = false\nkinds = [\"order\", \"cancel\"]\nwait_ms = 0\n[hub]");
+  auto c = ParseEdgeConfig(text);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->downstream.enabled);
+  EXPECT_EQ(c->downstream.kinds, (std::vector<std::string>{"order", "cancel"}));
+  EXPECT_EQ(c->downstream.wait_ms, 0);
+}
 
 TEST(EdgeConfigTest, RuleTuningDefaultsAndOverrides) {
   auto d = ParseEdgeConfig(kMinimalEdge);
