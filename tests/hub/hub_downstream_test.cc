@@ -108,6 +108,9 @@ TEST_F(HubDownstreamTest, AnAcceptedOrderIsPulledByItsSiteWithTheCustomerAndNeve
   json jb = json::parse(jr->body, nullptr, false);
   EXPECT_EQ(jb["through_seq"], 1) << jr->body;
   EXPECT_EQ(jb["commands"].size(), 1u) << jr->body;
+  EXPECT_EQ(jb["commands"][0]["kind"], "DOWN_ORDER") << jr->body;
+  EXPECT_EQ(jb["commands"][0]["order"]["order_id"], "hq-1") << jr->body;
+  EXPECT_EQ(jb["commands"][0]["order"]["customer"]["name"], "Zhang Wei") << jr->body;
   // The acknowledgement: the next pull's `after`.
   json lane = GetJson("/v1/sites/site-a/downstream");
   EXPECT_EQ(lane["pending"], 1);
