@@ -108,7 +108,7 @@ struct EdgeConfig {
 
 struct HubToken {
   std::string name;
-  std::string role;               // "reader" or "admin"
+  std::string role;               // "reader" < "writer" < "admin" (each can do what the one before can)
   std::string sha256_hex;         // lower-case hex of SHA-256(token)
 };
 
@@ -156,6 +156,12 @@ struct HubConfig {
   // [fanout.amqp]: relay of the change feed to RabbitMQ (hub/relay/amqp_relay.h); "" = none.
   std::string amqp_url;
   std::string amqp_exchange = "freshsync.changes";
+  // [downstream] (docs/sync-protocol.md, "Downstream"): delivered commands older than this are
+  // trimmed from the per-site logs; pending ones never are.
+  int downstream_retention_h = 72;
+  // [privacy] key_file: the hub's key that seals HQ orders' customer data while they wait in
+  // the downstream log (privacy/sealer.h); "" = none, and an order with a customer is refused.
+  std::string privacy_key_file;
 };
 
 Result<EdgeConfig> LoadEdgeConfig(const std::string& path);

@@ -160,6 +160,36 @@ sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
   EXPECT_NE(b.status().message().find("tokens[0].role"), std::string::npos) << b.status().message();
 }
 
+TEST(HubConfigTest, WriterRoleDownstreamAndPrivacy) {
+  const std::string base = R"(
+listen = "0.0.0.0:8443"
+[tls]
+ca = "c"
+cert = "c"
+key = "k"
+[store]
+path = "/var/lib/freshsync/hub.db"
+[[tokens]]
+name = "hq-orders"
+role = "writer"
+sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+)";
+  auto c = ParseHubConfig(base);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->tokens[0].role, "writer");
+  EXPECT_EQ(c->downstream_retention_h, 72);
+  EXPECT_EQ(c->privacy_key_file, "");
+  c = ParseHubConfig(base + "[downstream]\nretention_h = 24\n[privacy]\nkey_file = \"hub.key\"\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->downstream_retention_h, 24);
+  EXPECT_EQ(c->privacy_key_file, "hub.key");
+  auto bad = ParseHubConfig(base + "[downstream]\nretention_h = 0\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("downstream.retention_h"), std::string::npos) << bad.status().message();
+  bad = ParseHubConfig(base + "[privacy]\nold_key_files = []\n");
+  ASSERT_FALSE(bad.ok());  // the hub has one key: no rotation yet
+}
+
 TEST(EdgeConfigTest, MetricsTlsAndOldPrivacyKeys) {
   std::string text = std::string(kMinimalEdge) +
                      "[privacy]\nkey_file = \"new.key\"\nold_key_files = [\"a.key\", \"/etc/freshsync/b.key\"]\n";

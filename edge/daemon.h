@@ -33,7 +33,7 @@
 
 #include "common/config.h"
 #include "common/status.h"
-#include "edge/privacy.h"
+#include "privacy/sealer.h"
 
 namespace freshsync::sync {
 class DownstreamPuller;

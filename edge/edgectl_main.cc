@@ -14,7 +14,7 @@
 #include "edge/admin.h"
 #include "edge/disk_quota.h"
 #include "edge/key_rotation.h"
-#include "edge/privacy.h"
+#include "privacy/sealer.h"
 #include "edge/store_reader.h"
 
 namespace {
@@ -152,14 +152,14 @@ int main(int argc, char** argv) {
   const std::string& db = config->store.path;
   if (rotate->parsed()) {
     const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
-    const std::string current = freshsync::edge::Sealer::ResolveKeyPath(config->privacy_key_file, creds);
+    const std::string current = freshsync::Sealer::ResolveKeyPath(config->privacy_key_file, creds);
     if (config->privacy_key_file.empty()) {
       std::cerr << "edgectl: rotate-key: privacy.key_file is not set: there is no key to rotate to\n";
       return 2;
     }
     std::vector<std::string> old;
-    for (const auto& f : config->privacy_old_key_files) old.push_back(freshsync::edge::Sealer::ResolveKeyPath(f, creds));
-    auto sealer = freshsync::edge::Sealer::LoadKeyFiles(current, old);
+    for (const auto& f : config->privacy_old_key_files) old.push_back(freshsync::Sealer::ResolveKeyPath(f, creds));
+    auto sealer = freshsync::Sealer::LoadKeyFiles(current, old);
     if (!sealer.ok()) {
       std::cerr << "edgectl: rotate-key: " << sealer.status().message() << "\n";
       return 2;

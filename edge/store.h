@@ -33,7 +33,7 @@
 #include "common/config.h"
 #include "common/status.h"
 #include "edge/decode.h"
-#include "edge/privacy.h"
+#include "privacy/sealer.h"
 #include "edge/publications.h"
 #include "edge/stock_ledger.h"
 // The read side (StoreSummary, ReadStoreSummary, ...): its own read-only connection, not the store's.

@@ -33,6 +33,7 @@ inline constexpr char kCancelSuffix[] = "/cancel";
 inline constexpr char kFencesSuffix[] = "/fences";                     // PUT
 inline constexpr char kColdchainRulesSuffix[] = "/coldchain-rules";    // PUT
 inline constexpr char kCatalogPrefix[] = "/v1/catalog/";               // PUT /v1/catalog/{sku}
+inline constexpr char kCatalogPath[] = "/v1/catalog";                  // GET (HQ reader): every item
 // The HQ reads of the per-site entities (/stock, /orders, ...) are spelled by their handlers
 // in hub/entity_routes.cc, the only code that serves or names them.
 // HQ routes without a site.
