@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The FreshSync demo on one machine: a site broker (mosquitto), edged with its SQLite store,
 # hubd (HTTPS, mutual TLS) and edge-sim's trucks, cold rooms and stock floor. It shows the
-# site store filling and the synced data arriving at HQ through the HQ API.
+# site store filling and the synced data arriving at HQ through the HQ API, and HQ's orders,
+# catalog and price change going down to the site and their states coming back.
 # Usage: scripts/demo.sh [SECONDS]   (default 60; everything is left in demo-run/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,7 @@ token=$(openssl rand -hex 24)
 token_sha=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
 echo "$token" > "$run/hq-token"
 head -c 32 /dev/urandom > "$run/privacy.key"
+head -c 32 /dev/urandom > "$run/hub-privacy.key"   # the hub seals HQ orders' customers while they wait
 
 mqtt_port=$(free_port); hub_port=$(free_port); metrics_port=$(free_port)
 cat > "$run/mosquitto.conf" <<CONF
@@ -52,9 +54,11 @@ cert = "$run/pki/hub.crt"
 key = "$run/pki/hub.key"
 [store]
 path = "$run/hub.db"
+[privacy]
+key_file = "$run/hub-privacy.key"
 [[tokens]]
 name = "hq-demo"
-role = "reader"
+role = "writer"
 sha256 = "$token_sha"
 CONF
 "$bin/edge-sim" --write-fences "$run/fences.geojson"
@@ -108,8 +112,25 @@ at_hq() { hq /v1/sites | python3 -c '
 import json, sys
 sites = json.load(sys.stdin).get("sites", [])
 print(", ".join("%s: %d records, contiguous up to seq %d" % (s["site"], s["records"], s["contiguous_seq"]) for s in sites) or "nothing yet")'; }
+hq_send() { curl -sS --cacert "$run/pki/ca.crt" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+  -X "$1" --data "$3" -w ' -> HTTP %{http_code}\n' "https://127.0.0.1:$hub_port$2"; }
+sent_down=0
+ticks=0
 while kill -0 "$sim" 2>/dev/null; do
   sleep 5
+  ticks=$((ticks + 1))
+  if [ "$sent_down" = 0 ] && [ "$ticks" -ge 2 ]; then
+    sent_down=1
+    step "HQ -> site: the catalog, three orders (one more than the stock can cover) and a cancel"
+    hq_send PUT /v1/catalog/veg-tomato-5kg '{"name":"Tomatoes 5 kg","unit":"crate","price_cents":1290,"temp_min_c":8,"temp_max_c":12,"shelf_life_h":168}'
+    hq_send PUT /v1/catalog/veg-lettuce-box '{"name":"Lettuce box","unit":"box","price_cents":850,"temp_min_c":1,"temp_max_c":4,"shelf_life_h":96}'
+    hq_send POST "/v1/sites/$site/orders" '{"order_id":"hq-web-1001","lines":[{"sku":"veg-tomato-5kg","qty":2},{"sku":"veg-lettuce-box","qty":1}],"customer":{"name":"Li Wei","phone":"+86 21 5555 0101","address":"88 Century Ave, Pudong"}}'
+    hq_send POST "/v1/sites/$site/orders" '{"order_id":"hq-web-1002","lines":[{"sku":"veg-carrot-10kg","qty":1}]}'
+    hq_send POST "/v1/sites/$site/orders" '{"order_id":"hq-web-1003","lines":[{"sku":"veg-potato-20kg","qty":100000}]}'
+    hq_send POST "/v1/sites/$site/orders/hq-web-1002/cancel" '{"reason":"customer changed their mind"}'
+    step "HQ -> site: a price change (the site keeps the newest version)"
+    hq_send PUT /v1/catalog/veg-tomato-5kg '{"name":"Tomatoes 5 kg","unit":"crate","price_cents":1190,"temp_min_c":8,"temp_max_c":12,"shelf_life_h":168}'
+  fi
   status=$("$bin/edgectl" --config "$run/edged.toml" status --json 2>/dev/null || echo '{}')
   hq_view=$(at_hq 2>/dev/null || echo "hub not answering")
   echo "site: $status"
@@ -133,4 +154,16 @@ step "HQ: GET /v1/sites/$site/alerts (open cold-chain alerts)"
 hq "/v1/sites/$site/alerts" | show
 step "HQ: GET /v1/sites/$site/dock-scans (pallets in at the receiving door, out at the loading door)"
 hq "/v1/sites/$site/dock-scans" | show
+step "Downstream at the site: HQ's catalog (sqlite3 edge.db), and HQ's orders reserved or refused"
+sqlite3 -header -column "$run/edge.db" "SELECT sku, name, unit, price_cents, version FROM catalog ORDER BY sku;"
+sqlite3 -header -column "$run/edge.db" "SELECT order_id, status, actor, IFNULL(reason, '') AS reason, down_seq FROM orders WHERE order_id LIKE 'hq-web-%' ORDER BY order_id;"
+sqlite3 -header -column "$run/edge.db" "SELECT order_id, sku, lot, qty FROM reservations WHERE order_id LIKE 'hq-web-%' ORDER BY order_id, sku;"
+step "HQ: GET /v1/sites/$site/downstream (every command delivered and applied)"
+hq "/v1/sites/$site/downstream" | show
+step "HQ: the states of its orders, back from the site (GET /v1/sites/$site/orders)"
+hq "/v1/sites/$site/orders" | python3 -c '
+import json, sys
+for o in json.load(sys.stdin).get("orders", []):
+    if o["order_id"].startswith("hq-web-"):
+        print("%-12s %-10s by %s" % (o["order_id"], o["status"], o.get("actor", "")))'
 step "Done. Logs, stores and config are in demo-run/. HQ token: $(cat "$run/hq-token")"
