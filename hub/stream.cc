@@ -213,10 +213,13 @@ void StreamHub::CutOff(Client& c) {
   }
 }
 
-bool StreamHub::Offer(Client& c, const std::vector<std::shared_ptr<const Event>>& events, size_t from) {
-  for (size_t i = from; i < events.size(); ++i) {
-    const Event& e = *events[i];
-    if (e.cursor <= c.cursor) continue;
+template <typename Events>
+bool StreamHub::Offer(Client& c, const Events& events) {
+  // Events are in cursor order: start after the client's cursor.
+  auto it = std::upper_bound(events.begin(), events.end(), c.cursor,
+                             [](uint64_t cursor, const std::shared_ptr<const Event>& e) { return cursor < e->cursor; });
+  for (; it != events.end(); ++it) {
+    const Event& e = **it;
     if (c.Takes(e)) {
       const std::string& text = c.filter.order_id.empty() ? e.change : e.status;
       if (c.held() + text.size() > options_.buffer_bytes) return false;
@@ -278,7 +281,7 @@ void StreamHub::Round() {
       }
       for (auto& c : clients_) {
         if (c->dead || c->cut || c->cursor < head) continue;
-        Offer(*c, events, 0);  // what does not fit, it reads later from the cache or the store
+        Offer(*c, events);  // what does not fit, it reads later from the cache or the store
         Pump(c);
       }
       head = head_ = events.back()->cursor;
@@ -294,8 +297,7 @@ void StreamHub::Round() {
       std::lock_guard<std::mutex> lock(mu_);
       if (c->dead || c->cut || c->held() >= options_.buffer_bytes / 2) continue;
       if (head_known_ && c->cursor >= cache_after_ && c->cursor < head_) {
-        std::vector<std::shared_ptr<const Event>> tail(cache_.begin(), cache_.end());
-        if (Offer(*c, tail, 0)) c->cursor = std::max(c->cursor, head_);
+        if (Offer(*c, cache_)) c->cursor = std::max(c->cursor, head_);
         Pump(c);
         continue;
       }
@@ -313,7 +315,7 @@ void StreamHub::Round() {
     for (auto& entry : *got) events.push_back(MakeEvent(std::move(entry)));
     std::lock_guard<std::mutex> lock(mu_);
     if (c->dead || c->cut || c->cursor != from) continue;
-    const bool all = Offer(*c, events, 0);
+    const bool all = Offer(*c, events);
     Pump(c);
     if (all && at_end) {
       // It has the whole feed as of this read. With no live client the head can jump to it

@@ -89,7 +89,8 @@ class StreamHub {
   void Round();
   // With mu_ held: queue what the client may take from `events` (cursor order), up to its
   // buffer; false when it had no room for all of them (it is then behind).
-  bool Offer(Client& c, const std::vector<std::shared_ptr<const Event>>& events, size_t from);
+  template <typename Events>
+  bool Offer(Client& c, const Events& events);
   void Pump(const std::shared_ptr<Client>& c);  // mu_ held: start a write if none is in flight
   void CutOff(Client& c);                       // mu_ held
   static std::shared_ptr<const Event> MakeEvent(FeedEntry entry);
