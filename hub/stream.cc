@@ -329,7 +329,10 @@ void StreamHub::Round() {
         cache_.clear();
         cache_after_ = head_;
       }
-      wake_ = true;  // it may be live now: the next round reads on for it
+    } else if (all) {
+      // More to read at once (a filtered client may have queued nothing, so no write's
+      // completion would wake the thread): another round now, not after poll_ms.
+      wake_ = true;
     }
   }
 
