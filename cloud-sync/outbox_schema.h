@@ -22,5 +22,9 @@ inline constexpr const char* kStateSeqFloor = "seq_floor";
 // While it is set the agent sends nothing; its first successful reconciliation moves those
 // records above the hub's contiguous seq (SyncStore::RenumberAfterRestore) and clears it.
 inline constexpr const char* kStateRestoredLastSeq = "restored_last_seq";
+// Downstream (docs/sync-protocol.md, "At the site"): the highest down_seq the site has applied,
+// written by the edge store in the transaction of each command it applies (edge/store.h,
+// ApplyDownCommand); the puller's next `after`, hence the hub's acknowledgement.
+inline constexpr const char* kStateDownAppliedSeq = "down_applied_seq";
 
 }  // namespace freshsync::sync

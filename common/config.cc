@@ -9,6 +9,7 @@
 #include <toml++/toml.h>
 
 // Header-only (no link dependency on freshsync_wire, which itself depends on common).
+#include "wire/routes.h"
 #include "wire/site_id.h"
 
 namespace freshsync {
@@ -275,6 +276,24 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
     c.hub.emplace();
     ReadHubLink(root, *t, *c.hub);
   }
+  if (const toml::table* t = root.Table("downstream")) {
+    TableReader r(*t, "downstream");
+    r.Get("enabled", c.downstream.enabled);
+    r.Get("wait_ms", c.downstream.wait_ms);
+    if (const toml::array* kinds = r.Array("kinds")) {
+      for (const toml::node& node : *kinds) {
+        auto v = node.value<std::string>();
+        bool known = false;
+        for (int k = 1; v && k < wire::kDownKindCount; ++k) known = known || *v == wire::kDownKindNames[k];
+        if (known) c.downstream.kinds.push_back(*v);
+        else r.Fail("downstream.kinds: must name order, cancel, catalog, fences or coldchain-rules");
+      }
+    }
+    r.RejectUnknown();
+    if (r.error().empty() && (c.downstream.wait_ms < 0 || c.downstream.wait_ms > 25000))
+      r.Fail("downstream.wait_ms: must be 0..25000");
+    root.Absorb(r);
+  }
   if (const toml::table* t = root.Table("log")) {
     TableReader r(*t, "log");
     r.Get("level", c.log_level);
@@ -411,7 +430,8 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
       r.Get("role", tok.role, true);
       r.Get("sha256", tok.sha256_hex, true);
       r.RejectUnknown();
-      if (r.error().empty() && tok.role != "reader" && tok.role != "admin") r.Fail(prefix + ".role: must be \"reader\" or \"admin\"");
+      if (r.error().empty() && tok.role != "reader" && tok.role != "writer" && tok.role != "admin")
+        r.Fail(prefix + ".role: must be \"reader\", \"writer\" or \"admin\"");
       if (r.error().empty() && (tok.sha256_hex.size() != 64 ||
                                    !std::all_of(tok.sha256_hex.begin(), tok.sha256_hex.end(), [](char ch) { return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'); })))
         r.Fail(prefix + ".sha256: must be 64 lower-case hex digits (sha256sum of the token)");
@@ -422,6 +442,20 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
   if (const toml::table* t = root.Table("log")) {
     TableReader r(*t, "log");
     r.Get("level", c.log_level);
+    r.RejectUnknown();
+    root.Absorb(r);
+  }
+  if (const toml::table* t = root.Table("downstream")) {
+    TableReader r(*t, "downstream");
+    r.Get("retention_h", c.downstream_retention_h);
+    r.RejectUnknown();
+    if (r.error().empty() && (c.downstream_retention_h < 1 || c.downstream_retention_h > 24 * 3650))
+      r.Fail("downstream.retention_h: must be 1..87600");
+    root.Absorb(r);
+  }
+  if (const toml::table* t = root.Table("privacy")) {
+    TableReader r(*t, "privacy");
+    r.Get("key_file", c.privacy_key_file);
     r.RejectUnknown();
     root.Absorb(r);
   }

@@ -78,6 +78,15 @@ struct HubLinkConfig {
   int reconcile_interval_s = 300;
 };
 
+// [downstream]: the pull of HQ's commands (cloud-sync/downstream_puller.h). On by default when
+// [hub] is set; `kinds` overrides the capability set (all kinds this release applies), e.g.
+// to act as an older site in tests.
+struct DownstreamConfig {
+  bool enabled = true;
+  std::vector<std::string> kinds;  // empty: every kind (wire::kDownKindNames)
+  int wait_ms = 20000;             // long-poll hold asked of the hub (it caps at 25,000)
+};
+
 struct EdgeConfig {
   std::string site;
   MqttConfig mqtt;
@@ -90,6 +99,7 @@ struct EdgeConfig {
   std::vector<ColdchainRule> coldchain_rules;
   ColdchainSettings coldchain;
   std::optional<HubLinkConfig> hub;
+  DownstreamConfig downstream;
   std::string log_level = "info";
   std::string privacy_key_file;   // key for customer data at rest (new data is sealed with it)
   std::vector<std::string> privacy_old_key_files;  // earlier keys, to open data not yet re-sealed
@@ -98,7 +108,7 @@ struct EdgeConfig {
 
 struct HubToken {
   std::string name;
-  std::string role;               // "reader" or "admin"
+  std::string role;               // "reader" < "writer" < "admin" (each can do what the one before can)
   std::string sha256_hex;         // lower-case hex of SHA-256(token)
 };
 
@@ -155,6 +165,12 @@ struct HubConfig {
   // [customer_stream]: per-order streams behind HMAC tokens (hub/stream_token.h); "" = off.
   std::string customer_stream_key_file;
   int64_t customer_stream_token_ttl_ms = 15 * 60 * 1000;
+  // [downstream] (docs/sync-protocol.md, "Downstream"): delivered commands older than this are
+  // trimmed from the per-site logs; pending ones never are.
+  int downstream_retention_h = 72;
+  // [privacy] key_file: the hub's key that seals HQ orders' customer data while they wait in
+  // the downstream log (privacy/sealer.h); "" = none, and an order with a customer is refused.
+  std::string privacy_key_file;
 };
 
 Result<EdgeConfig> LoadEdgeConfig(const std::string& path);

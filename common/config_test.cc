@@ -84,7 +84,25 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"[geofence]", "[geofence]\nhisteresis_m = 5", "geofence.histeresis_m"},
                       BadCase{"sensors = \"cold-*\"", "sensors = \"\"", "coldchain.rule[0].sensors"},
                       BadCase{"[[coldchain.rule]]", "[coldchain]\noffline_after_s = 0\n[[coldchain.rule]]", "coldchain.offline_after_s"},
-                      BadCase{"[[coldchain.rule]]", "[coldchain]\nupdate_interval_s = 0\n[[coldchain.rule]]", "coldchain.update_interval_s"}));
+                      BadCase{"[[coldchain.rule]]", "[coldchain]\nupdate_interval_s = 0\n[[coldchain.rule]]", "coldchain.update_interval_s"},
+                      BadCase{"[hub]", "[downstream]\nkinds = [\"order\", \"orders\"]\n[hub]", "downstream.kinds"},
+                      BadCase{"[hub]", "[downstream]\nwait_ms = 30000\n[hub]", "downstream.wait_ms"},
+                      BadCase{"[hub]", "[downstream]\nenable = true\n[hub]", "downstream.enable"}));
+
+TEST(EdgeConfigTest, DownstreamDefaultsAndOverrides) {
+  auto d = ParseEdgeConfig(kMinimalEdge);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_TRUE(d->downstream.enabled);
+  EXPECT_TRUE(d->downstream.kinds.empty());  // every kind
+  EXPECT_EQ(d->downstream.wait_ms, 20000);
+  std::string text = kMinimalEdge;
+  text.replace(text.find("[hub]"), 5, "[downstream]\nenabled = false\nkinds = [\"order\", \"cancel\"]\nwait_ms = 0\n[hub]");
+  auto c = ParseEdgeConfig(text);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->downstream.enabled);
+  EXPECT_EQ(c->downstream.kinds, (std::vector<std::string>{"order", "cancel"}));
+  EXPECT_EQ(c->downstream.wait_ms, 0);
+}
 
 TEST(EdgeConfigTest, RuleTuningDefaultsAndOverrides) {
   auto d = ParseEdgeConfig(kMinimalEdge);
@@ -140,6 +158,36 @@ sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
   auto b = ParseHubConfig(bad);
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.status().message().find("tokens[0].role"), std::string::npos) << b.status().message();
+}
+
+TEST(HubConfigTest, WriterRoleDownstreamAndPrivacy) {
+  const std::string base = R"(
+listen = "0.0.0.0:8443"
+[tls]
+ca = "c"
+cert = "c"
+key = "k"
+[store]
+path = "/var/lib/freshsync/hub.db"
+[[tokens]]
+name = "hq-orders"
+role = "writer"
+sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+)";
+  auto c = ParseHubConfig(base);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->tokens[0].role, "writer");
+  EXPECT_EQ(c->downstream_retention_h, 72);
+  EXPECT_EQ(c->privacy_key_file, "");
+  c = ParseHubConfig(base + "[downstream]\nretention_h = 24\n[privacy]\nkey_file = \"hub.key\"\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->downstream_retention_h, 24);
+  EXPECT_EQ(c->privacy_key_file, "hub.key");
+  auto bad = ParseHubConfig(base + "[downstream]\nretention_h = 0\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("downstream.retention_h"), std::string::npos) << bad.status().message();
+  bad = ParseHubConfig(base + "[privacy]\nold_key_files = []\n");
+  ASSERT_FALSE(bad.ok());  // the hub has one key: no rotation yet
 }
 
 TEST(EdgeConfigTest, MetricsTlsAndOldPrivacyKeys) {

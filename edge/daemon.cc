@@ -11,11 +11,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cloud-sync/downstream_puller.h"
 #include "cloud-sync/sync_agent.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "edge/admin.h"
 #include "edge/disk_quota.h"
+#include "edge/downstream.h"
 #include "edge/ingest.h"
 #include "edge/metrics.h"
 #include "edge/service.h"
@@ -139,6 +141,21 @@ Status EdgeDaemon::Start() {
   }
   if (auto s = ingest_->Start(); !s.ok()) return fail(2, "ingest", s);
 
+  // Downstream (docs/sync-protocol.md, "Downstream"): HQ's commands through a store connection
+  // of their own, serialised with ingest's batches by SQLite's write lock (edge/downstream.h).
+  if (config_.hub && config_.downstream.enabled) {
+    auto down_store = EdgeStore::Open(so);
+    if (!down_store.ok()) return fail(1, "downstream", down_store.status());
+    down_store_ = std::move(*down_store);
+    if (agent_) down_store_->SetOutboxListener([a = agent_.get()] { a->Notify(); });
+    down_applier_ = std::make_unique<DownstreamApplier>(
+        *down_store_, rules_.get(), [i = ingest_.get()](std::vector<Publication> p) { i->PublishCommitted(std::move(p)); });
+    down_puller_ = std::make_unique<sync::DownstreamPuller>(config_, *down_applier_, SystemClock());
+    if (auto s = down_puller_->Start(); !s.ok()) return fail(2, "downstream", s);
+  } else if (config_.hub) {
+    spdlog::info("downstream: disabled ([downstream] enabled = false); HQ's commands wait at the hub");
+  }
+
   // Disk quota: its own store connection and thread; measures even without a quota, for the
   // forecast in `edgectl status` and /metrics.
   gate_ = std::make_unique<IngestTelemetryGate>(*ingest_);
@@ -164,6 +181,8 @@ Status EdgeDaemon::Start() {
     if (quota_) ms.quota = [q = quota_.get()] { return q->status(); };
     ms.ingest_stuck_ms = stuck_ms_;
     ms.customers_dropped = [s = store_.get()] { return s->customers_dropped(); };
+    ms.downstream = down_puller_.get();
+    if (down_applier_) ms.downstream_counters = &down_applier_->counters();
     metrics_ = std::make_unique<MetricsServer>(config_.metrics_listen, std::move(ms),
                                                MetricsTls{config_.metrics_tls_cert, config_.metrics_tls_key});
     // Metrics are for operators: a port in use must not stop the site from ingesting.
@@ -249,6 +268,9 @@ bool EdgeDaemon::Stop() {
   // Drain: Stop() disconnects (everything not yet acknowledged stays with the broker for the
   // next run), then the applier commits what is in the journal (at most
   // Ingest::kMaxUnappliedEntries, about a second's work) and stops.
+  // The puller publishes through ingest: it stops first (a long poll in flight is interrupted).
+  if (down_puller_) down_puller_->Stop();
+  if (down_store_) down_store_->SetOutboxListener(nullptr);
   if (ingest_) drained_ = ingest_->Stop();
   if (store_) store_->SetOutboxListener(nullptr);  // nothing commits any more; the agent goes next
   if (agent_) agent_->Stop();

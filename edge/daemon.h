@@ -8,12 +8,15 @@
 //      reconciliation with the hub; the store wakes it on every commit that appends to the
 //      outbox (EdgeStore::SetOutboxListener -> SyncAgent::Notify);
 //   4. ingest (journal replay, then MQTT);
+//   4b. the downstream puller (when [hub] is set and [downstream] enabled): a second store
+//      connection for HQ's commands (edge/downstream.h), its own thread and mTLS connection
+//      (cloud-sync/downstream_puller.h); publishes through ingest, hands sets to the rules;
 //   5. the disk quota thread (its own store connection; measures even without a quota);
 //   6. the metrics server (optional; a failure to bind is logged, the site keeps ingesting);
 //   7. the systemd notifier: READY=1 once subscribed (or after 5 s), then every tick STATUS=
 //      and, only while healthy, WATCHDOG=1 (edge/service.h).
 // Stop() undoes it: the READY notifier, the quota thread (before ingest: a Pause/Resume in
-// flight must not race Ingest::Stop), ingest (drains the journal into the store), the sync
+// flight must not race Ingest::Stop), the downstream puller (it publishes through ingest), ingest (drains the journal into the store), the sync
 // agent, metrics, the STATUS/watchdog thread.
 //
 // Threads of its own: the disk quota loop, the READY notifier, the STATUS/watchdog loop; the
@@ -30,15 +33,17 @@
 
 #include "common/config.h"
 #include "common/status.h"
-#include "edge/privacy.h"
+#include "privacy/sealer.h"
 
 namespace freshsync::sync {
+class DownstreamPuller;
 class SyncAgent;
 }
 
 namespace freshsync::edge {
 
 class DiskQuota;
+class DownstreamApplier;
 class EdgeStore;
 class Ingest;
 class MetricsServer;
@@ -118,6 +123,9 @@ class EdgeDaemon {
   std::unique_ptr<SiteRules> rules_;
   std::unique_ptr<sync::SyncAgent> agent_;
   std::unique_ptr<Ingest> ingest_;
+  std::unique_ptr<EdgeStore> down_store_;  // the downstream applier's connection
+  std::unique_ptr<DownstreamApplier> down_applier_;
+  std::unique_ptr<sync::DownstreamPuller> down_puller_;
   std::unique_ptr<TelemetryGate> gate_;
   std::unique_ptr<QuotaStore> quota_store_;
   std::unique_ptr<DiskQuota> quota_;

@@ -505,7 +505,8 @@ bool IsValidDate(std::string_view s) {
 
 bool IsLegalOrderTransition(std::string_view from, std::string_view to) {
   // created -> accepted -> picking -> packed -> dispatched -> delivered; cancelled from any
-  // state before dispatch. Each step is taken once and in order.
+  // state before dispatch. Each step is taken once and in order. refused (set by the store
+  // for an order stock cannot cover) is in no flow: terminal.
   static constexpr std::string_view kFlow[] = {"created", "accepted", "picking", "packed", "dispatched", "delivered"};
   if (from.empty()) return to == "created";
   if (to == "cancelled") return from == "created" || from == "accepted" || from == "picking" || from == "packed";

@@ -50,7 +50,7 @@ struct Customer {
 
 struct OrderStatus {
   std::string order_id;
-  std::string status;       // created, accepted, picking, packed, dispatched, delivered, cancelled
+  std::string status;       // created, accepted, picking, packed, dispatched, delivered, cancelled (refused: store only)
   int64_t ts_ms = 0;
   std::string actor;        // optional
   std::vector<OrderLine> lines;       // only on "created"
@@ -121,8 +121,11 @@ Status CheckDeviceClock(const Message& message, int64_t now_ms, int max_skew_s);
 // Helpers, exposed for tests and for the store.
 bool IsValidUtf8(std::string_view s);
 // RFC 3339 strings are parsed by wire::ParseRfc3339 (wire/rfc3339.h), the hub's parser too.
-// Order lifecycle: may an order in `from` ("" = does not exist) move to `to`?
+// Order lifecycle: may an order in `from` ("" = does not exist) move to `to`? "refused" (an
+// order stock could not cover, local or HQ's) is terminal: nothing leaves it, and no message
+// may ask for it (only the store sets it, edge/store.h).
 bool IsLegalOrderTransition(std::string_view from, std::string_view to);
+// The statuses a message may carry (not "refused": wire::IsKnownRecordOrderStatus has it).
 bool IsKnownOrderStatus(std::string_view s);
 bool IsKnownMovementReason(std::string_view s);
 // A calendar date "YYYY-MM-DD" (year 2000..2199, real month lengths, leap years).

@@ -325,6 +325,10 @@ TEST(DecodeTest, OrderLifecycle) {
   EXPECT_TRUE(IsLegalOrderTransition("picking", "cancelled"));
   EXPECT_FALSE(IsLegalOrderTransition("dispatched", "cancelled"));
   EXPECT_FALSE(IsLegalOrderTransition("cancelled", "accepted"));
+  // refused (stock could not cover it, local or HQ's) is terminal, and no message asks for it.
+  for (const char* to : {"accepted", "picking", "cancelled", "created"}) EXPECT_FALSE(IsLegalOrderTransition("refused", to)) << to;
+  EXPECT_FALSE(IsLegalOrderTransition("created", "refused"));
+  EXPECT_FALSE(IsKnownOrderStatus("refused"));
 }
 
 TEST(DecodeTest, TopicClassification) {

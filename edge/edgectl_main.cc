@@ -14,7 +14,7 @@
 #include "edge/admin.h"
 #include "edge/disk_quota.h"
 #include "edge/key_rotation.h"
-#include "edge/privacy.h"
+#include "privacy/sealer.h"
 #include "edge/store_reader.h"
 
 namespace {
@@ -90,7 +90,14 @@ int main(int argc, char** argv) {
     nlohmann::json j = {{"site", config->site},
                         {"link", s->link_up ? "up" : "down"},
                         {"dead_letters", s->dead_letters},
-                        {"outbox", {{"last_seq", s->last_seq}, {"acked_seq", s->acked_seq}, {"backlog", s->backlog}}}};
+                        {"outbox", {{"last_seq", s->last_seq}, {"acked_seq", s->acked_seq}, {"backlog", s->backlog}}},
+                        // HQ's commands (docs/operations.md, "Downstream"); enabled as configured.
+                        {"downstream",
+                         {{"enabled", config->hub.has_value() && config->downstream.enabled},
+                          {"applied_seq", s->down_applied_seq},
+                          {"commands_applied", s->down_commands},
+                          {"last_applied_ms", s->down_last_applied_ms},
+                          {"catalog_items", s->catalog_items}}}};
     // The disk quota: state and forecast as edged last published them (edge/disk_quota.h).
     auto q = freshsync::edge::ReadQuotaState(config->store.path);
     const double mib = 1 << 20;
@@ -105,7 +112,8 @@ int main(int argc, char** argv) {
     } else {
       std::cout << "site          " << config->site << "\nlink          " << (s->link_up ? "up" : "down") << "\ndead letters  "
                 << s->dead_letters << "\noutbox        last seq " << s->last_seq << ", acked " << s->acked_seq << ", backlog "
-                << s->backlog << "\n";
+                << s->backlog << "\ndownstream    applied seq " << s->down_applied_seq << ", " << s->down_commands
+                << " commands, " << s->catalog_items << " catalog items\n";
       if (q.ok())
         std::cout << "disk          " << j["disk"]["used_mb"].dump() << " MiB used of "
                   << (config->store.quota_mb > 0 ? std::to_string(config->store.quota_mb) + " MiB" : std::string("no quota")) << ", "
@@ -144,14 +152,14 @@ int main(int argc, char** argv) {
   const std::string& db = config->store.path;
   if (rotate->parsed()) {
     const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
-    const std::string current = freshsync::edge::Sealer::ResolveKeyPath(config->privacy_key_file, creds);
+    const std::string current = freshsync::Sealer::ResolveKeyPath(config->privacy_key_file, creds);
     if (config->privacy_key_file.empty()) {
       std::cerr << "edgectl: rotate-key: privacy.key_file is not set: there is no key to rotate to\n";
       return 2;
     }
     std::vector<std::string> old;
-    for (const auto& f : config->privacy_old_key_files) old.push_back(freshsync::edge::Sealer::ResolveKeyPath(f, creds));
-    auto sealer = freshsync::edge::Sealer::LoadKeyFiles(current, old);
+    for (const auto& f : config->privacy_old_key_files) old.push_back(freshsync::Sealer::ResolveKeyPath(f, creds));
+    auto sealer = freshsync::Sealer::LoadKeyFiles(current, old);
     if (!sealer.ok()) {
       std::cerr << "edgectl: rotate-key: " << sealer.status().message() << "\n";
       return 2;

@@ -19,7 +19,7 @@
 #include "common/logging.h"
 #include "common/signals.h"
 #include "edge/daemon.h"
-#include "edge/privacy.h"
+#include "privacy/sealer.h"
 #include "edge/site_rules.h"
 
 namespace {
@@ -27,16 +27,16 @@ namespace {
 // The privacy key and the old keys, if any. The key may come as a systemd credential
 // (LoadCredential=privacy.key:...), see Sealer::ResolveKeyPath. An unset key_file makes the
 // credential optional (absent = no key); a configured one is not.
-freshsync::Result<std::optional<freshsync::edge::Sealer>> LoadPrivacyKey(const freshsync::EdgeConfig& config) {
+freshsync::Result<std::optional<freshsync::Sealer>> LoadPrivacyKey(const freshsync::EdgeConfig& config) {
   const char* credentials = std::getenv("CREDENTIALS_DIRECTORY");
-  std::string key_path = freshsync::edge::Sealer::ResolveKeyPath(config.privacy_key_file, credentials);
+  std::string key_path = freshsync::Sealer::ResolveKeyPath(config.privacy_key_file, credentials);
   if (config.privacy_key_file.empty() && !key_path.empty() && access(key_path.c_str(), F_OK) != 0) key_path.clear();
-  if (key_path.empty()) return std::optional<freshsync::edge::Sealer>();
+  if (key_path.empty()) return std::optional<freshsync::Sealer>();
   std::vector<std::string> old_keys;
-  for (const auto& f : config.privacy_old_key_files) old_keys.push_back(freshsync::edge::Sealer::ResolveKeyPath(f, credentials));
-  auto s = freshsync::edge::Sealer::LoadKeyFiles(key_path, old_keys);
+  for (const auto& f : config.privacy_old_key_files) old_keys.push_back(freshsync::Sealer::ResolveKeyPath(f, credentials));
+  auto s = freshsync::Sealer::LoadKeyFiles(key_path, old_keys);
   if (!s.ok()) return s.status();
-  return std::optional<freshsync::edge::Sealer>(std::move(*s));
+  return std::optional<freshsync::Sealer>(std::move(*s));
 }
 
 }  // namespace
@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
   // [hub] key = "site.key", a bare name, is the credential edged.service loads
   // (LoadCredential=site.key:/etc/freshsync/site.key), so the key need not be readable by the
   // freshsync user in /etc; an absolute path is read as it is.
-  if (config->hub) config->hub->key = freshsync::edge::Sealer::ResolveKeyPath(config->hub->key, std::getenv("CREDENTIALS_DIRECTORY"));
+  if (config->hub) config->hub->key = freshsync::Sealer::ResolveKeyPath(config->hub->key, std::getenv("CREDENTIALS_DIRECTORY"));
   auto sealer = LoadPrivacyKey(*config);
   if (!sealer.ok()) {
     std::cerr << "edged: invalid config: " << sealer.status().message() << "\n";

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <utility>
 #include <cstdlib>
 #include <cstring>
 
@@ -664,21 +665,24 @@ void Ingest::Finish(AfterCommit& after, uint64_t last_index) {
 void Ingest::Publish(std::vector<Publication> pubs) {
   if (pubs.empty() || !publisher_) return;  // driven without a broker (tests, bench): nothing to send
   int64_t dropped = 0;
+  int64_t report = 0;
   {
+    // Under the lock, drop accounting too: the downstream applier publishes from its own thread.
     std::lock_guard<std::mutex> lock(pub_mu_);
     for (auto& p : pubs) dropped += static_cast<int64_t>(pub_queue_.Push(std::move(p)));
+    drops_since_log_ += dropped;
+    const int64_t now = SteadyMs();
+    if (dropped > 0 && now - last_drop_log_ms_ >= 10'000) {
+      report = std::exchange(drops_since_log_, 0);
+      last_drop_log_ms_ = now;
+    }
   }
   pub_cv_.notify_one();
   if (dropped == 0) return;
   counters_.publications_dropped.fetch_add(dropped, std::memory_order_relaxed);
-  drops_since_log_ += dropped;
-  const int64_t now = SteadyMs();
-  if (now - last_drop_log_ms_ >= 10'000) {
+  if (report > 0)
     spdlog::warn("ingest: publication queue full; {} notifications dropped since the last report (the outbox and dead_letters have them)",
-                 drops_since_log_);
-    last_drop_log_ms_ = now;
-    drops_since_log_ = 0;
-  }
+                 report);
 }
 
 void Ingest::PublicationLoop() {

@@ -158,6 +158,10 @@ class Ingest {
   uint64_t Accept(const std::string& topic, std::string_view payload);
   // Blocks until the applier has committed (or dead-lettered) journal entry `index`.
   void WaitApplied(uint64_t index);
+  // Queues notifications of a transaction another writer committed (the downstream applier,
+  // edge/downstream.h) for the publication thread: never waits, drops and counts when full.
+  // Any thread.
+  void PublishCommitted(std::vector<Publication> pubs) { Publish(std::move(pubs)); }
   // Accept + WaitApplied, for tests and the benchmark (after StartIntake()).
   void HandleMessage(const std::string& topic, std::string_view payload);
 
@@ -249,7 +253,7 @@ class Ingest {
   bool pub_abandon_ = false;    // exit now, dropping what is queued
   bool pub_busy_ = false;       // a publish() is in progress
   std::thread publication_thread_;
-  int64_t last_drop_log_ms_ = 0;    // applier only: drops are logged at most every 10 s
+  int64_t last_drop_log_ms_ = 0;    // under pub_mu_: drops are logged at most every 10 s
   int64_t drops_since_log_ = 0;
   int64_t last_dl_log_ms_ = 0;      // applier only: dead letters logged one by one up to a rate
   int64_t dl_logged_in_window_ = 0, dl_suppressed_ = 0;

@@ -69,7 +69,7 @@ JournalFiles& PosixJournalFiles();
 
 // JournalEntry::flags: what the payload field holds (ingest decides, edge/ingest.cc Accept; a
 // payload that may carry personal data is never journaled in clear, docs/security.md).
-// The payload is a Sealer blob (edge/privacy.h) of the payload as received.
+// The payload is a Sealer blob (privacy/sealer.h) of the payload as received.
 constexpr uint8_t kJournalSealed = 0x01;
 // The payload was not kept (it may carry personal data, no privacy key, and it cannot be
 // redacted): the field holds the reason it is refused (Decode's, which never quotes payload

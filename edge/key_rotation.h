@@ -19,7 +19,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "edge/privacy.h"
+#include "privacy/sealer.h"
 
 namespace freshsync::edge {
 

@@ -12,7 +12,9 @@
 #include <chrono>
 #include <sstream>
 
+#include "cloud-sync/downstream_puller.h"
 #include "cloud-sync/sync_agent.h"
+#include "edge/downstream.h"
 #include "common/config.h"
 #include "edge/ingest.h"
 #include "edge/store_reader.h"
@@ -279,6 +281,32 @@ std::string MetricsServer::Render() {
     }
     y << "freshsync_sync_batch_records_sum " << s.records_sent << '\n';
     y << "freshsync_sync_batch_records_count " << s.batches_sent << '\n';
+  }
+  Head(y, "freshsync_downstream_enabled", "gauge", "1 while edged pulls HQ's commands ([hub] set, [downstream] enabled).");
+  y << "freshsync_downstream_enabled " << (src_.downstream ? 1 : 0) << '\n';
+  if (src_.downstream != nullptr && src_.downstream_counters != nullptr) {
+    const sync::DownstreamStats d = src_.downstream->GetStats();
+    const DownstreamCounters& dc = *src_.downstream_counters;
+    Head(y, "freshsync_downstream_link_up", "gauge", "1 while the last pull of HQ's commands was answered 200.");
+    y << "freshsync_downstream_link_up " << (d.link_up ? 1 : 0) << '\n';
+    Head(y, "freshsync_downstream_applied_seq", "gauge", "The highest down_seq this site has applied (sync_state down_applied_seq).");
+    y << "freshsync_downstream_applied_seq " << dc.applied_seq.load(std::memory_order_relaxed) << '\n';
+    Head(y, "freshsync_downstream_hub_last_seq", "gauge", "The hub's last down_seq for this site, as of the last pull.");
+    y << "freshsync_downstream_hub_last_seq " << d.hub_last_seq << '\n';
+    Head(y, "freshsync_downstream_commands_total", "counter",
+         "HQ's commands by kind and outcome (applied, refused: the site refused it and HQ hears why).");
+    for (int k = 1; k < wire::kDownKindCount; ++k) {
+      y << "freshsync_downstream_commands_total{kind=\"" << wire::kDownKindNames[k] << "\",outcome=\"applied\"} "
+        << dc.applied_by_kind[k].load(std::memory_order_relaxed) << '\n';
+      y << "freshsync_downstream_commands_total{kind=\"" << wire::kDownKindNames[k] << "\",outcome=\"refused\"} "
+        << dc.refused_by_kind[k].load(std::memory_order_relaxed) << '\n';
+    }
+    Head(y, "freshsync_downstream_skipped_total", "counter", "Commands already applied (dedupe) or older than the stored version.");
+    y << "freshsync_downstream_skipped_total " << dc.skipped.load(std::memory_order_relaxed) << '\n';
+    Head(y, "freshsync_downstream_pull_errors_total", "counter", "Pulls that failed (no answer, or not 200) and will be retried.");
+    y << "freshsync_downstream_pull_errors_total " << d.pull_errors << '\n';
+    Head(y, "freshsync_downstream_apply_errors_total", "counter", "Batches the store could not apply (pulled again).");
+    y << "freshsync_downstream_apply_errors_total " << d.apply_errors << '\n';
   }
   body += y.str();
   return body;

@@ -35,10 +35,12 @@ class Server;
 
 namespace freshsync::sync {
 class SyncAgent;
+class DownstreamPuller;
 }
 
 namespace freshsync::edge {
 
+struct DownstreamCounters;
 struct IngestCounters;
 struct QuotaStatus;
 class StoreReader;
@@ -52,6 +54,9 @@ struct MetricsSources {
   std::function<QuotaStatus()> quota;          // the disk quota (edge/disk_quota.h); empty: none
   int64_t ingest_stuck_ms = 60'000;            // /readyz: the applier's progress limit
   std::function<int64_t()> customers_dropped;  // EdgeStore::customers_dropped; empty: not exported
+  // Downstream (edge/downstream.h): null when not pulling HQ's commands.
+  const sync::DownstreamPuller* downstream = nullptr;
+  const DownstreamCounters* downstream_counters = nullptr;
 };
 
 // PEM files; both empty: plain HTTP.

@@ -171,6 +171,41 @@ CREATE TABLE dock_scans(
 CREATE INDEX dock_scans_by_door_ts ON dock_scans(door, ts_ms);
 )sql";
 
+// v7: HQ's commands (docs/sync-protocol.md, "Downstream"). down_applied: one row per applied
+// command_id, the dedupe of the downstream log (written in the command's transaction, with
+// sync_state 'down_applied_seq'). catalog: HQ's items, one column per field, HQ's version
+// decides. hq_rule_sets: HQ's newest fence set and cold-chain rule set (kind 'fences' or
+// 'coldchain-rules', body the serialized proto FenceSet / ColdchainRuleSet), loaded at start.
+// orders.reason / orders.down_seq: why the site refused an order (or a cancel) and the HQ
+// command that created or last changed it, carried by its ORDER records.
+static const char* kV7 = R"sql(
+CREATE TABLE down_applied(
+  command_id TEXT    PRIMARY KEY,
+  down_seq   INTEGER NOT NULL,
+  kind       TEXT    NOT NULL,
+  applied_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE catalog(
+  sku          TEXT    PRIMARY KEY,
+  name         TEXT    NOT NULL,
+  unit         TEXT    NOT NULL,
+  price_cents  INTEGER NOT NULL,
+  temp_min_c   REAL,
+  temp_max_c   REAL,
+  shelf_life_h INTEGER,
+  version      INTEGER NOT NULL,
+  updated_ms   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE hq_rule_sets(
+  kind       TEXT    PRIMARY KEY,
+  version    INTEGER NOT NULL,
+  body       BLOB    NOT NULL,
+  updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE orders ADD COLUMN reason TEXT;
+ALTER TABLE orders ADD COLUMN down_seq INTEGER;
+)sql";
+
 const std::vector<sqlite::Migration>& StoreMigrations() {
   using sqlite::MigrationStep;
   static const std::vector<sqlite::Migration> migrations = {
@@ -180,6 +215,7 @@ const std::vector<sqlite::Migration>& StoreMigrations() {
       {4, "stock per lot with reservations: stock_lots, reservations, stock_movements.expiry", {MigrationStep::Sql(V4().c_str())}},
       {5, "outbox_seq on raw telemetry rows, for the disk quota", {MigrationStep::Sql(V5().c_str())}},
       {6, "dock_scans: pallet scans at dock doors", {MigrationStep::Sql(kV6)}},
+      {7, "downstream: down_applied, catalog, hq_rule_sets; orders.reason and down_seq", {MigrationStep::Sql(kV7)}},
   };
   return migrations;
 }

@@ -4,6 +4,7 @@
 
 #include "edge/coldchain/coldchain_engine.h"
 #include "edge/geofence/geofence_engine.h"
+#include "freshsync.pb.h"
 #include "wire/routes.h"
 
 namespace freshsync::edge::publish {
@@ -47,6 +48,18 @@ Publication OrderState(std::string_view root, const OrderStatus& o, std::string_
 Publication OrderEvent(std::string_view root, const OrderStatus& o, std::string_view event, std::string_view reason) {
   const json j = {{"order_id", o.order_id}, {"event", event}, {"ts", o.ts_ms}, {"reason", reason}, {"lines", Lines(o)}};
   return {Joined(root, wire::kOrderEventsSuffix), Dump(j), false};
+}
+
+Publication CatalogItem(std::string_view root, const v1::CatalogItem& item, int64_t updated_ms) {
+  json j = {{"sku", item.sku()}, {"name", item.name()}, {"unit", item.unit()}, {"price_cents", item.price_cents()}};
+  if (item.has_temp_min_c()) j["temp_min_c"] = item.temp_min_c();
+  if (item.has_temp_max_c()) j["temp_max_c"] = item.temp_max_c();
+  if (item.has_shelf_life_h()) j["shelf_life_h"] = item.shelf_life_h();
+  j["version"] = item.version();
+  j["updated_ms"] = updated_ms;
+  std::string topic(root);
+  topic.append("/").append(wire::kTopicCatalog).append("/").append(item.sku());
+  return {std::move(topic), Dump(j), true};
 }
 
 Publication GeofenceEvent(std::string_view root, const geofence::GeofenceEvent& e) {

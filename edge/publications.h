@@ -10,6 +10,9 @@
 
 #include "edge/decode.h"
 
+namespace freshsync::v1 {
+class CatalogItem;
+}
 namespace freshsync::geofence {
 struct GeofenceEvent;
 }
@@ -40,6 +43,11 @@ Publication OrderState(std::string_view root, const OrderStatus& o, std::string_
 // {root}/events/orders: {"order_id", "event", "ts", "reason", "lines"}: an order event for
 // terminals (today only "refused").
 Publication OrderEvent(std::string_view root, const OrderStatus& o, std::string_view event, std::string_view reason);
+
+// {root}/catalog/{sku}, retained: {"sku", "name", "unit", "price_cents", "temp_min_c",
+// "temp_max_c", "shelf_life_h" (the three only when HQ set them), "version", "updated_ms"}:
+// HQ's item as the site holds it (edge store table `catalog`).
+Publication CatalogItem(std::string_view root, const v1::CatalogItem& item, int64_t updated_ms);
 
 // {root}/events/geofence: geofence::EventJson's payload.
 Publication GeofenceEvent(std::string_view root, const geofence::GeofenceEvent& e);

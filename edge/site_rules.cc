@@ -2,13 +2,18 @@
 
 #include <sqlite3.h>
 
+#include <fstream>
+#include <sstream>
+#include <unordered_set>
 #include <utility>
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "edge/outbox_writer.h"
 #include "freshsync.pb.h"
 #include "sqlite/db.h"
+#include "wire/routes.h"
 
 namespace freshsync::edge {
 
@@ -25,7 +30,49 @@ Result<geofence::FenceSet> LoadFences(const EdgeConfig& config) {
     return Status(fences.status().code(), "geofence.file: " + config.geofence_file + ": " + fences.status().message());
   return fences;
 }
+
+// The file's fences (if any) and HQ's, as one FeatureCollection: on the same name HQ's fence
+// replaces the file's (docs/conflicts.md, "HQ and sites"). Both are valid FeatureCollections
+// by now (the file was loaded, HQ's set checked), so this only merges the feature arrays.
+Result<std::string> CombinedFences(const EdgeConfig& config, const std::string& hq_geojson) {
+  auto hq = nlohmann::json::parse(hq_geojson, nullptr, false);
+  if (!hq.is_object() || !hq["features"].is_array()) return Status::InvalidArgument("HQ fences: not a FeatureCollection");
+  std::unordered_set<std::string> hq_names;
+  for (const auto& f : hq["features"])
+    if (f.is_object() && f.contains("properties") && f["properties"].is_object() && f["properties"].contains("name") &&
+        f["properties"]["name"].is_string())
+      hq_names.insert(f["properties"]["name"].get<std::string>());
+  if (!config.geofence_file.empty()) {
+    std::ifstream in(config.geofence_file, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    auto file = nlohmann::json::parse(text.str(), nullptr, false);
+    if (!file.is_object() || !file["features"].is_array())
+      return Status::InvalidArgument("geofence.file: " + config.geofence_file + ": not a FeatureCollection");
+    for (const auto& f : file["features"]) {
+      // Read defensively: the file may have changed since LoadFences checked it; FromGeoJson
+      // checks the combination again.
+      const auto props = f.is_object() ? f.value("properties", nlohmann::json::object()) : nlohmann::json::object();
+      const auto name = props.is_object() && props.contains("name") && props["name"].is_string() ? props["name"].get<std::string>() : "";
+      if (!hq_names.count(name)) hq["features"].push_back(f);
+    }
+  }
+  return hq.dump();
+}
 }  // namespace
+
+std::vector<ColdchainRule> HqColdchainRules(const v1::ColdchainRuleSet& set) {
+  std::vector<ColdchainRule> rules;
+  for (const auto& r : set.rules()) {
+    ColdchainRule rule;
+    rule.sensors = r.sensors();
+    rule.min_c = r.min_c();
+    rule.max_c = r.max_c();
+    rule.for_s = static_cast<int>(r.for_s());
+    rules.push_back(rule);
+  }
+  return rules;
+}
 
 // Statements prepared once on the store's connection (the toolkit's Stmt, sqlite/db.h).
 class SiteRules::Statements {
@@ -75,7 +122,8 @@ SiteRules::SiteRules(const EdgeConfig& config, std::unique_ptr<geofence::Geofenc
     : root_(config.mqtt.topic_root),
       cc_settings_(config.coldchain),
       geofence_(std::move(geofence)),
-      coldchain_(std::make_unique<coldchain::ColdchainEngine>(config.coldchain_rules, config.coldchain)) {}
+      coldchain_(std::make_unique<coldchain::ColdchainEngine>(config.coldchain_rules, config.coldchain)),
+      config_(config) {}
 
 SiteRules::~SiteRules() = default;
 
@@ -87,9 +135,101 @@ struct SiteRules::Staged {
   std::string describe;
 };
 
+Result<std::unique_ptr<SiteRules::Staged>> SiteRules::Build(const EdgeConfig& config, const HqSets& hq) {
+  auto staged = std::make_unique<Staged>();
+  size_t fence_count = 0;
+  if (!config.geofence_file.empty()) {
+    auto fences = LoadFences(config);
+    if (!fences.ok()) return fences.status();
+    fence_count = fences->size();
+    if (!hq.has_fences) staged->geofence = std::make_unique<geofence::GeofenceEngine>(std::move(*fences), config.geofence);
+  }
+  if (hq.has_fences) {
+    auto combined = CombinedFences(config, hq.fences_geojson);
+    if (!combined.ok()) return combined.status();
+    auto fences = geofence::FenceSet::FromGeoJson(*combined, "fences (geofence.file and HQ's)");
+    if (!fences.ok()) return fences.status();
+    fence_count = fences->size();
+    if (fence_count > 0) staged->geofence = std::make_unique<geofence::GeofenceEngine>(std::move(*fences), config.geofence);
+  }
+  std::vector<ColdchainRule> rules = hq.rules;  // HQ's first: the engine takes the first match
+  rules.insert(rules.end(), config.coldchain_rules.begin(), config.coldchain_rules.end());
+  staged->coldchain = std::make_unique<coldchain::ColdchainEngine>(rules, config.coldchain);
+  staged->cc_settings = config.coldchain;
+  staged->describe = std::to_string(fence_count) + " fences" +
+                     (config.geofence_file.empty() ? "" : " from " + config.geofence_file) +
+                     (hq.has_fences ? " and HQ's" : "") + ", " + std::to_string(rules.size()) + " cold-chain rules" +
+                     (hq.has_rules ? " (" + std::to_string(hq.rules.size()) + " HQ's)" : "");
+  return staged;
+}
+
+Status SiteRules::CheckHqFences(const std::string& geojson) {
+  auto fences = geofence::FenceSet::FromGeoJson(geojson, "HQ's fences");
+  return fences.ok() ? Status::Ok() : fences.status();
+}
+
+Status SiteRules::StageLocked(const char* why) {
+  auto staged = Build(config_, hq_);
+  if (!staged.ok()) return staged.status();
+  spdlog::info("rules: {} staged ({}); adopted at the next GPS fix or climate reading", why, (*staged)->describe);
+  staged_ = std::move(*staged);  // a newer one replaces one not yet adopted
+  has_staged_.store(true, std::memory_order_release);
+  return Status::Ok();
+}
+
+Status SiteRules::SetHqFences(const std::string& geojson) {
+  if (Status s = CheckHqFences(geojson); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock(staged_mu_);
+  HqSets before = hq_;
+  hq_.has_fences = true;
+  hq_.fences_geojson = geojson;
+  Status s = StageLocked("HQ's fences");
+  if (!s.ok()) hq_ = std::move(before);
+  return s;
+}
+
+Status SiteRules::SetHqRules(std::vector<ColdchainRule> rules) {
+  std::lock_guard<std::mutex> lock(staged_mu_);
+  HqSets before = hq_;
+  hq_.has_rules = true;
+  hq_.rules = std::move(rules);
+  Status s = StageLocked("HQ's cold-chain rules");
+  if (!s.ok()) hq_ = std::move(before);
+  return s;
+}
+
 Status SiteRules::Attach(EdgeStore& store) {
   st_ = std::make_unique<Statements>(store.db());
   if (Status s = st_->Prepare(); !s.ok()) return s;
+  // HQ's sets as last committed (edge/downstream.h), combined with the file's as a reload would.
+  auto fences = store.LoadHqRuleSet(wire::kDownKindNames[v1::DOWN_FENCES]);
+  if (!fences.ok()) return fences.status();
+  auto rules = store.LoadHqRuleSet(wire::kDownKindNames[v1::DOWN_COLDCHAIN_RULES]);
+  if (!rules.ok()) return rules.status();
+  if (fences->version > 0 || rules->version > 0) {
+    std::lock_guard<std::mutex> lock(staged_mu_);
+    v1::FenceSet fs;
+    if (fences->version > 0 && fs.ParseFromString(fences->body)) {
+      hq_.has_fences = true;
+      hq_.fences_geojson = fs.geojson();
+    }
+    v1::ColdchainRuleSet rs;
+    if (rules->version > 0 && rs.ParseFromString(rules->body)) {
+      hq_.has_rules = true;
+      hq_.rules = HqColdchainRules(rs);
+    }
+    auto built = Build(config_, hq_);
+    if (built.ok()) {
+      geofence_ = std::move((*built)->geofence);
+      coldchain_ = std::move((*built)->coldchain);
+      spdlog::info("rules: with HQ's sets ({})", (*built)->describe);
+    } else {
+      // The file changed under a stored HQ set (e.g. a fence it names no longer parses with
+      // it): the file's rules run; the next HQ set or SIGHUP tries again.
+      spdlog::error("rules: HQ's stored sets not combined with the file's ({}); running the file's", built.status().message());
+      hq_ = {};
+    }
+  }
   int vehicles = 0, sensors = 0;
   if (Status s = RestoreAll(&vehicles, &sensors); !s.ok()) return s;
   spdlog::info("rules: {} fences; restored state of {} vehicles and {} sensors (newest reading ts {})", fence_count(), vehicles,
@@ -125,23 +265,13 @@ Status SiteRules::RestoreAll(int* vehicles, int* sensors) {
 }
 
 Status SiteRules::Reload(const EdgeConfig& config) {
-  // Everything that can fail is done here, before anything running is touched.
-  auto staged = std::make_unique<Staged>();
-  if (!config.geofence_file.empty()) {
-    auto fences = LoadFences(config);
-    if (!fences.ok()) return fences.status();
-    staged->geofence = std::make_unique<geofence::GeofenceEngine>(std::move(*fences), config.geofence);
-  }
-  staged->coldchain = std::make_unique<coldchain::ColdchainEngine>(config.coldchain_rules, config.coldchain);
-  staged->cc_settings = config.coldchain;
-  staged->describe = std::to_string(staged->geofence ? staged->geofence->fences().size() : 0) + " fences" +
-                     (config.geofence_file.empty() ? "" : " from " + config.geofence_file) + ", " +
-                     std::to_string(config.coldchain_rules.size()) + " cold-chain rules";
-  spdlog::info("rules: reload staged ({}); adopted at the next GPS fix or climate reading", staged->describe);
+  // Everything that can fail is done in Build, before anything running is touched; HQ's sets
+  // stay combined with the new file.
   std::lock_guard<std::mutex> lock(staged_mu_);
-  staged_ = std::move(staged);  // a newer reload replaces one not yet adopted
-  has_staged_.store(true, std::memory_order_release);
-  return Status::Ok();
+  EdgeConfig before = std::exchange(config_, config);
+  Status s = StageLocked("reload");
+  if (!s.ok()) config_ = std::move(before);
+  return s;
 }
 
 Status SiteRules::AdoptStaged() {

@@ -20,6 +20,13 @@
 // vehicle and fence (dropped for a fence no longer in the file) and per sensor. A bad file
 // leaves the running rules untouched.
 //
+// HQ's sets (docs/conflicts.md, "HQ and sites"): the fence set and cold-chain rule set HQ sends
+// down (edge/downstream.h) are combined with the file's: fences by name, HQ's winning on the
+// same name; HQ's rules ahead of the [[coldchain.rule]]s, so the first match (the engine's
+// rule) is HQ's where both match. SetHqFences/SetHqRules stage the combination exactly as
+// Reload does (adopted at the next GPS fix or climate reading); Attach loads the newest stored
+// sets (hq_rule_sets), so they survive a restart; a SIGHUP keeps them.
+//
 // Thread-safety: none for the rest; the store's thread (edged's ingest applier) owns it.
 #pragma once
 
@@ -29,6 +36,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "common/config.h"
 #include "common/status.h"
@@ -36,7 +44,14 @@
 #include "edge/geofence/geofence_engine.h"
 #include "edge/store.h"
 
+namespace freshsync::v1 {
+class ColdchainRuleSet;
+}
+
 namespace freshsync::edge {
+
+// HQ's rule set (proto) as the engine's rules.
+std::vector<ColdchainRule> HqColdchainRules(const v1::ColdchainRuleSet& set);
 
 class SiteRules : public ApplyHook {
  public:
@@ -54,6 +69,12 @@ class SiteRules : public ApplyHook {
   // Any thread. kInvalidArgument/kNotFound naming "geofence.file", the path and the feature
   // when the new file is bad (the running rules stay); ok once the new rules are staged.
   Status Reload(const EdgeConfig& config);
+  // Any thread: HQ's sets, as received (a FeatureCollection; rules). kInvalidArgument for a
+  // fence set that does not parse (nothing changes); ok once the combination is staged.
+  Status SetHqFences(const std::string& geojson);
+  Status SetHqRules(std::vector<ColdchainRule> rules);
+  // Whether HQ's fence set parses, without staging it (the applier refuses one that does not).
+  static Status CheckHqFences(const std::string& geojson);
   // Reloads staged and not yet adopted (0 or 1) and adopted so far; for logs and tests.
   int64_t reloads_adopted() const { return reloads_adopted_.load(std::memory_order_relaxed); }
 
@@ -71,6 +92,17 @@ class SiteRules : public ApplyHook {
   class Statements;
   SiteRules(const EdgeConfig& config, std::unique_ptr<geofence::GeofenceEngine> geofence);
   struct Staged;
+  // HQ's sets as last received; has_*: one was received (an empty set is a set).
+  struct HqSets {
+    bool has_fences = false;
+    std::string fences_geojson;
+    bool has_rules = false;
+    std::vector<ColdchainRule> rules;
+  };
+  // The engines for a config combined with HQ's sets: everything that can fail, off the owner thread.
+  static Result<std::unique_ptr<Staged>> Build(const EdgeConfig& config, const HqSets& hq);
+  // Builds from config_ and hq_ (under staged_mu_) and stages the result.
+  Status StageLocked(const char* why);
   Status RestoreStale();
   // On the owner thread, at the start of a hooked message: adopts staged rules, if any.
   Status AdoptStaged();
@@ -91,6 +123,8 @@ class SiteRules : public ApplyHook {
   // Reload hand-over: written by Reload() (any thread), taken by the owner thread.
   std::mutex staged_mu_;
   std::unique_ptr<Staged> staged_;
+  EdgeConfig config_;  // the file's side, as last loaded (Create, Reload); under staged_mu_
+  HqSets hq_;          // under staged_mu_
   std::atomic<bool> has_staged_{false};
   std::atomic<int64_t> reloads_adopted_{0};
 };

@@ -13,6 +13,7 @@
 #include "edge/outbox_writer.h"
 #include "sqlite/db.h"
 #include "freshsync.pb.h"
+#include "wire/routes.h"
 #include "wire/scales.h"
 
 namespace freshsync::edge {
@@ -47,6 +48,9 @@ struct EdgeStore::Statements {
   // Per message type (ApplyOne).
   PreparedStmt *movement_put = nullptr, *order_get = nullptr, *order_put = nullptr, *order_update = nullptr,
                *gps_put = nullptr, *climate_put = nullptr, *dock_scan_put = nullptr;
+  // Downstream (ApplyDownCommand).
+  PreparedStmt *down_claim = nullptr, *down_pos_put = nullptr, *down_pos_get = nullptr, *order_mark = nullptr,
+               *catalog_version = nullptr, *catalog_put = nullptr, *rule_set_version = nullptr, *rule_set_put = nullptr;
 };
 
 namespace {
@@ -167,6 +171,24 @@ Status EdgeStore::Prepare() {
   sql_->intake_get = make("SELECT value FROM edge_meta WHERE name = 'intake_applied'");
   sql_->dead_letter = make(
       "INSERT INTO dead_letters(received_ms, topic, reason, payload, payload_bytes, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  // Downstream: the dedupe row by command_id, the applied position (never moved down), the
+  // order's reason/down_seq, and HQ's versioned catalog items and rule sets.
+  sql_->down_claim = make("INSERT OR IGNORE INTO down_applied(command_id, down_seq, kind, applied_ms) VALUES (?1, ?2, ?3, ?4)");
+  sql_->down_pos_put = make(
+      "INSERT INTO sync_state(name, value) VALUES ('down_applied_seq', ?1) "
+      "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)");
+  sql_->down_pos_get = make("SELECT value FROM sync_state WHERE name = 'down_applied_seq'");
+  sql_->order_mark = make("UPDATE orders SET version = ?2, reason = ?3, down_seq = ?4 WHERE order_id = ?1");
+  sql_->catalog_version = make("SELECT version FROM catalog WHERE sku = ?1");
+  sql_->catalog_put = make(
+      "INSERT INTO catalog(sku, name, unit, price_cents, temp_min_c, temp_max_c, shelf_life_h, version, updated_ms) "
+      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) ON CONFLICT(sku) DO UPDATE SET name = excluded.name, unit = excluded.unit, "
+      "price_cents = excluded.price_cents, temp_min_c = excluded.temp_min_c, temp_max_c = excluded.temp_max_c, "
+      "shelf_life_h = excluded.shelf_life_h, version = excluded.version, updated_ms = excluded.updated_ms");
+  sql_->rule_set_version = make("SELECT version, body FROM hq_rule_sets WHERE kind = ?1");
+  sql_->rule_set_put = make(
+      "INSERT INTO hq_rule_sets(kind, version, body, updated_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(kind) DO UPDATE SET "
+      "version = excluded.version, body = excluded.body, updated_ms = excluded.updated_ms");
   for (auto& s : sql_->all)
     if (s->prepare_rc() != SQLITE_OK) return Error("prepare");
   ledger_ = std::make_unique<StockLedger>(db_);
@@ -272,6 +294,18 @@ Result<int64_t> EdgeStore::IntakePosition() {
 Result<int64_t> EdgeStore::AppendChange(int entity, const std::string& key, int priority, int64_t ts_ms, v1::ChangeRecord& record,
                                         int64_t now_ms) {
   return outbox_->AppendNext(entity, key, priority, ts_ms, record, now_ms);
+}
+
+std::string EdgeStore::SealCustomer(const std::optional<Customer>& customer) {
+  if (!customer) return {};
+  if (options_.sealer) {
+    nlohmann::json c = {{"name", customer->name}, {"phone", customer->phone}, {"address", customer->address}};
+    return options_.sealer->Seal(c.dump());
+  }
+  // No key: the data is dropped, never stored in clear. Count it so operators notice.
+  if (const int64_t n = ++customers_dropped_; n % 1000 == 1)
+    spdlog::warn("privacy: no privacy.key_file configured; customer data dropped from {} orders so far", n);
+  return {};
 }
 
 // Movement: claim the id; the ledger applies it to the lots (refusing it whole if it needs
@@ -385,16 +419,7 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOne<OrderStatus>(const OrderStatus& o
   if (from.empty()) {
     lines = o.lines;
     lines_json = LinesJson(lines);
-    if (o.customer) {
-      if (options_.sealer) {
-        nlohmann::json c = {{"name", o.customer->name}, {"phone", o.customer->phone}, {"address", o.customer->address}};
-        sealed = options_.sealer->Seal(c.dump());
-      } else {
-        // No key: the data is dropped, never stored in clear. Count it so operators notice.
-        if (const int64_t n = ++customers_dropped_; n % 1000 == 1)
-          spdlog::warn("privacy: no privacy.key_file configured; customer data dropped from {} orders so far", n);
-      }
-    }
+    sealed = SealCustomer(o.customer);
     sql_->order_put->Bind(1, o.order_id).Bind(2, status).Bind(3, *version).Bind(4, lines_json);
     if (sealed.empty()) sql_->order_put->BindTextOrNull(5, sealed);
     else sql_->order_put->BindBlob(5, sealed);
@@ -588,6 +613,280 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyInBatch(const Message& message, int64
   }
   if (!hooked.ok()) return hooked;
   return applied;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Downstream: HQ's commands (docs/sync-protocol.md "At the site"; who wins: docs/conflicts.md).
+
+Result<uint64_t> EdgeStore::DownAppliedSeq() {
+  const int rc = sql_->down_pos_get->Step();
+  const uint64_t v = rc == SQLITE_ROW ? sql_->down_pos_get->UInt(0) : 0;
+  sql_->down_pos_get->Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("down position read");
+  return v;
+}
+
+Status EdgeStore::AdvanceDownPosition(uint64_t seq) {
+  auto current = DownAppliedSeq();
+  if (!current.ok()) return current.status();
+  if (seq <= *current) return Status::Ok();  // nothing to write: no transaction at all
+  if (Status s = BeginBatch(); !s.ok()) return s;
+  const int rc = sql_->down_pos_put->Bind(1, seq).Step();
+  sql_->down_pos_put->Reset();
+  if (rc != SQLITE_DONE) {
+    Status e = Error("down position write");
+    RollbackBatch();
+    return e;
+  }
+  return CommitBatch();
+}
+
+Result<EdgeStore::HqRuleSet> EdgeStore::LoadHqRuleSet(const std::string& kind) {
+  HqRuleSet set;
+  const int rc = sql_->rule_set_version->Bind(1, kind).Step();
+  if (rc == SQLITE_ROW) {
+    set.version = sql_->rule_set_version->UInt(0);
+    set.body = sql_->rule_set_version->Text(1);
+  }
+  sql_->rule_set_version->Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("hq rule set read");
+  return set;
+}
+
+Result<EdgeStore::DownResult> EdgeStore::ApplyDownCommand(const v1::DownCommand& c, int64_t now_ms, const std::string& reject) {
+  if (Status s = BeginBatch(); !s.ok()) return s;
+  Result<DownResult> r = [&]() -> Result<DownResult> {
+    auto position = DownAppliedSeq();
+    if (!position.ok()) return position.status();
+    if (c.down_seq() <= *position) return DownResult{};  // applied before: nothing to do
+    const int kind = c.kind();
+    const char* kind_name = kind > 0 && kind < wire::kDownKindCount ? wire::kDownKindNames[kind] : "unknown";
+    int rc = sql_->down_claim->Bind(1, c.command_id()).Bind(2, c.down_seq()).Bind(3, std::string(kind_name)).Bind(4, now_ms).Step();
+    sql_->down_claim->Reset();
+    if (rc != SQLITE_DONE) return Error("down dedupe");
+    // The same command again under a new down_seq (a hub restored from an older backup re-issues
+    // HQ's retried calls): its effect happened once already, only the position moves.
+    if (sqlite3_changes(db_) == 0) return DownResult{};
+    if (!reject.empty()) return DownResult{DownResult::Effect::kRefused, reject};
+    switch (c.body_case()) {
+      case v1::DownCommand::kOrder: return DownOrder(c, now_ms);
+      case v1::DownCommand::kCancel: return DownCancel(c, now_ms);
+      case v1::DownCommand::kCatalog: return DownCatalog(c, now_ms);
+      case v1::DownCommand::kFences:
+      case v1::DownCommand::kRules: return DownRuleSet(c, now_ms);
+      default: return DownResult{DownResult::Effect::kRefused, "command without a body this release knows"};
+    }
+  }();
+  if (!r.ok()) {
+    RollbackBatch();
+    return r.status();
+  }
+  const int rc = sql_->down_pos_put->Bind(1, c.down_seq()).Step();
+  sql_->down_pos_put->Reset();
+  if (rc != SQLITE_DONE) {
+    Status e = Error("down position write");
+    RollbackBatch();
+    return e;
+  }
+  if (Status s = CommitBatch(); !s.ok()) return s;
+  return r;
+}
+
+namespace {
+// The ORDER change record of a downstream effect: what local order changes send, plus the
+// reason and the command's down_seq.
+void FillOrderRecord(v1::ChangeRecord& rec, const std::string& order_id, const std::string& status, const std::string& actor,
+                     const std::vector<OrderLine>& lines, const std::string& sealed, const std::string& reason, uint64_t down_seq) {
+  auto* os = rec.mutable_order();
+  os->set_order_id(order_id);
+  os->set_status(status);
+  os->set_actor(actor);
+  for (const auto& l : lines) {
+    auto* pl = os->add_lines();
+    pl->set_sku(l.sku);
+    pl->set_qty(l.qty);
+  }
+  os->set_customer_sealed(sealed);
+  os->set_reason(reason);
+  os->set_down_seq(down_seq);
+}
+}  // namespace
+
+// An HQ order: the stock ledger's Reserve, as for a local `created` (all or nothing, FEFO).
+Result<EdgeStore::DownResult> EdgeStore::DownOrder(const v1::DownCommand& c, int64_t now_ms) {
+  const v1::HqOrder& h = c.order();
+  OrderStatus o;
+  o.order_id = h.order_id();
+  o.actor = "hq";
+  o.ts_ms = h.ts_ms() > 0 ? h.ts_ms() : (c.issued_ms() > 0 ? c.issued_ms() : now_ms);
+  for (const auto& l : h.lines()) o.lines.push_back({l.sku(), l.qty()});
+  if (h.has_customer()) o.customer = Customer{h.customer().name(), h.customer().phone(), h.customer().address()};
+  if (o.order_id.empty()) return DownResult{DownResult::Effect::kRefused, "order without order_id"};
+
+  std::string from, lines_json, sealed, actor;
+  int rc = sql_->order_get->Bind(1, o.order_id).Step();
+  if (rc == SQLITE_ROW) {
+    from = sql_->order_get->Text(0);
+    lines_json = sql_->order_get->Text(1);
+    sealed = sql_->order_get->Text(2);
+    actor = sql_->order_get->Text(3);
+  }
+  sql_->order_get->Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("order read");
+
+  auto version = outbox_->NextVersion(kEntityOrder, o.order_id);
+  if (!version.ok()) return version.status();
+  v1::ChangeRecord rec;
+  if (!from.empty()) {
+    // The site made (or was sent) this order id already: its order stands, nothing is reserved
+    // a second time; HQ hears the refusal on a record with the site's own status.
+    const std::string why = "order id exists at site";
+    rc = sql_->order_mark->Bind(1, o.order_id).Bind(2, *version).Bind(3, why).Bind(4, c.down_seq()).Step();
+    sql_->order_mark->Reset();
+    if (rc != SQLITE_DONE) return Error("order write");
+    FillOrderRecord(rec, o.order_id, from, actor, ParseLinesJson(lines_json), sealed, why, c.down_seq());
+    auto seq = outbox_->Append(kEntityOrder, o.order_id, *version, kPriorityLane, now_ms, rec, now_ms);
+    if (!seq.ok()) return seq.status();
+    spdlog::info("downstream: HQ order {} refused: {}", o.order_id, why);
+    return DownResult{DownResult::Effect::kRefused, why};
+  }
+
+  std::string refusal;
+  bool lines_ok = !o.lines.empty();
+  for (const auto& l : o.lines) lines_ok = lines_ok && !l.sku.empty() && l.qty > 0;
+  std::vector<SkuLevel> touched;
+  if (!lines_ok) {
+    refusal = "lines: an order needs at least one line, each with a sku and qty > 0";
+  } else {
+    // A savepoint, so a shortfall on a later SKU also undoes the earlier ones' reservations.
+    if (Status st = Exec("SAVEPOINT reserve"); !st.ok()) return st;
+    auto reserved = ledger_->Reserve(o.order_id, o.lines);
+    if (!reserved.ok()) {
+      const Status why = reserved.status();
+      if (Status st = Exec("ROLLBACK TO reserve; RELEASE reserve"); !st.ok()) return st;
+      if (why.code() != StatusCode::kConflict) return why;
+      refusal = why.message();
+    } else {
+      if (Status st = Exec("RELEASE reserve"); !st.ok()) return st;
+      touched = std::move(*reserved);
+    }
+  }
+  for (const auto& level : touched)
+    if (Status st = PutStock(level, nullptr, "reserve", o.order_id, o.ts_ms, now_ms); !st.ok()) return st;
+
+  const std::string status = refusal.empty() ? "accepted" : "refused";
+  sealed = SealCustomer(o.customer);
+  lines_json = LinesJson(o.lines);
+  sql_->order_put->Bind(1, o.order_id).Bind(2, status).Bind(3, *version).Bind(4, lines_json);
+  if (sealed.empty()) sql_->order_put->BindTextOrNull(5, sealed);
+  else sql_->order_put->BindBlob(5, sealed);
+  rc = sql_->order_put->BindTextOrNull(6, o.actor).Bind(7, o.ts_ms).Step();
+  sql_->order_put->Reset();
+  if (rc != SQLITE_DONE) return Error("order write");
+  rc = sql_->order_mark->Bind(1, o.order_id).Bind(2, *version).BindTextOrNull(3, refusal).Bind(4, c.down_seq()).Step();
+  sql_->order_mark->Reset();
+  if (rc != SQLITE_DONE) return Error("order write");
+
+  FillOrderRecord(rec, o.order_id, status, o.actor, o.lines, sealed, refusal, c.down_seq());
+  auto seq = outbox_->Append(kEntityOrder, o.order_id, *version, kPriorityLane, o.ts_ms, rec, now_ms);
+  if (!seq.ok()) return seq.status();
+  pending_pubs_.push_back(publish::OrderState(options_.topic_root, o, status, refusal));
+  if (refusal.empty()) return DownResult{DownResult::Effect::kApplied, {}};
+  spdlog::info("downstream: HQ order {} refused: {}", o.order_id, refusal);
+  return DownResult{DownResult::Effect::kRefused, refusal};
+}
+
+// An HQ cancel: a local `cancelled` while the order is before dispatch (the reservation is
+// released); past that, the site's state stands and the refusal goes up on an ORDER record with
+// the site's status, which the hub's rule (rank, then HLC) keeps (docs/conflicts.md).
+Result<EdgeStore::DownResult> EdgeStore::DownCancel(const v1::DownCommand& c, int64_t now_ms) {
+  const std::string& id = c.cancel().order_id();
+  std::string from, lines_json, sealed, actor;
+  int rc = sql_->order_get->Bind(1, id).Step();
+  if (rc == SQLITE_ROW) {
+    from = sql_->order_get->Text(0);
+    lines_json = sql_->order_get->Text(1);
+    sealed = sql_->order_get->Text(2);
+    actor = sql_->order_get->Text(3);
+  }
+  sql_->order_get->Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("order read");
+  if (from.empty()) {
+    // No order to carry a status up (the hub refuses a record without one): the refusal is
+    // counted and logged at the site.
+    spdlog::warn("downstream: HQ cancel of order {} refused: unknown at this site", id);
+    return DownResult{DownResult::Effect::kRefused, "cancel refused: order unknown at site"};
+  }
+  OrderStatus o;
+  o.order_id = id;
+  o.ts_ms = now_ms;
+  o.actor = "hq";
+  auto version = outbox_->NextVersion(kEntityOrder, id);
+  if (!version.ok()) return version.status();
+  std::string status = from, reason;
+  if (IsLegalOrderTransition(from, "cancelled")) {
+    auto released = ledger_->Release(id);
+    if (!released.ok()) return released.status();
+    for (const auto& level : *released)
+      if (Status st = PutStock(level, nullptr, "release", id, now_ms, now_ms); !st.ok()) return st;
+    status = "cancelled";
+    rc = sql_->order_update->Bind(1, id).Bind(2, status).Bind(3, *version).Bind(4, o.actor).Bind(5, now_ms).Step();
+    sql_->order_update->Reset();
+    if (rc != SQLITE_DONE) return Error("order write");
+    actor = o.actor;
+  } else {
+    reason = "cancel refused: already " + from;
+  }
+  rc = sql_->order_mark->Bind(1, id).Bind(2, *version).BindTextOrNull(3, reason).Bind(4, c.down_seq()).Step();
+  sql_->order_mark->Reset();
+  if (rc != SQLITE_DONE) return Error("order write");
+  v1::ChangeRecord rec;
+  FillOrderRecord(rec, id, status, actor, ParseLinesJson(lines_json), sealed, reason, c.down_seq());
+  auto seq = outbox_->Append(kEntityOrder, id, *version, kPriorityLane, now_ms, rec, now_ms);
+  if (!seq.ok()) return seq.status();
+  if (reason.empty()) {
+    pending_pubs_.push_back(publish::OrderState(options_.topic_root, o, status));
+    return DownResult{DownResult::Effect::kApplied, {}};
+  }
+  spdlog::info("downstream: HQ cancel of order {}: {}", id, reason);
+  return DownResult{DownResult::Effect::kRefused, reason};
+}
+
+// A catalog item: HQ's version decides; an older or equal one changes nothing.
+Result<EdgeStore::DownResult> EdgeStore::DownCatalog(const v1::DownCommand& c, int64_t now_ms) {
+  const v1::CatalogItem& item = c.catalog();
+  if (item.sku().empty()) return DownResult{DownResult::Effect::kRefused, "catalog item without sku"};
+  int rc = sql_->catalog_version->Bind(1, item.sku()).Step();
+  const uint64_t stored = rc == SQLITE_ROW ? sql_->catalog_version->UInt(0) : 0;
+  sql_->catalog_version->Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("catalog read");
+  if (item.version() <= stored) return DownResult{};
+  auto& put = *sql_->catalog_put;
+  put.Bind(1, item.sku()).Bind(2, item.name()).Bind(3, item.unit()).Bind(4, item.price_cents());
+  if (item.has_temp_min_c()) put.BindDouble(5, item.temp_min_c());
+  if (item.has_temp_max_c()) put.BindDouble(6, item.temp_max_c());
+  if (item.has_shelf_life_h()) put.Bind(7, item.shelf_life_h());
+  rc = put.Bind(8, item.version()).Bind(9, now_ms).Step();  // unbound columns are NULL
+  put.Reset();
+  if (rc != SQLITE_DONE) return Error("catalog write");
+  pending_pubs_.push_back(publish::CatalogItem(options_.topic_root, item, now_ms));
+  return DownResult{DownResult::Effect::kApplied, {}};
+}
+
+// HQ's fence set or cold-chain rule set: kept when newer than the stored one. The caller
+// (edge/downstream.h) hands the committed set to the site rules.
+Result<EdgeStore::DownResult> EdgeStore::DownRuleSet(const v1::DownCommand& c, int64_t now_ms) {
+  const bool fences = c.body_case() == v1::DownCommand::kFences;
+  const std::string kind = wire::kDownKindNames[fences ? v1::DOWN_FENCES : v1::DOWN_COLDCHAIN_RULES];
+  const uint64_t version = fences ? c.fences().version() : c.rules().version();
+  auto stored = LoadHqRuleSet(kind);
+  if (!stored.ok()) return stored.status();
+  if (version <= stored->version) return DownResult{};
+  const std::string body = fences ? c.fences().SerializeAsString() : c.rules().SerializeAsString();
+  const int rc = sql_->rule_set_put->Bind(1, kind).Bind(2, version).BindBlob(3, body).Bind(4, now_ms).Step();
+  sql_->rule_set_put->Reset();
+  if (rc != SQLITE_DONE) return Error("hq rule set write");
+  return DownResult{DownResult::Effect::kApplied, {}};
 }
 
 }  // namespace freshsync::edge

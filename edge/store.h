@@ -33,7 +33,7 @@
 #include "common/config.h"
 #include "common/status.h"
 #include "edge/decode.h"
-#include "edge/privacy.h"
+#include "privacy/sealer.h"
 #include "edge/publications.h"
 #include "edge/stock_ledger.h"
 // The read side (StoreSummary, ReadStoreSummary, ...): its own read-only connection, not the store's.
@@ -43,6 +43,7 @@ struct sqlite3;
 
 namespace freshsync::v1 {
 class ChangeRecord;
+class DownCommand;
 }
 
 namespace freshsync::edge {
@@ -147,6 +148,38 @@ class EdgeStore {
   // Must be quick and must not call back into the store. Set before the store is used.
   void SetOutboxListener(std::function<void()> on_outbox_commit) { on_outbox_commit_ = std::move(on_outbox_commit); }
 
+  // ---- Downstream: HQ's commands (docs/sync-protocol.md "At the site", docs/conflicts.md) ----
+  // Each command in one transaction of its own: its dedupe row (down_applied), its effect, its
+  // outbox records and sync_state 'down_applied_seq' = max(position, down_seq). A command at or
+  // below the position, or whose command_id is applied, only moves the position (kSkipped).
+  //   order   reserved through the stock ledger like a local `created` (all or nothing, FEFO):
+  //           `accepted`, actor "hq"; else `refused` with the reason naming the SKU (committed,
+  //           not a dead letter); an order id the site already has: refused, nothing reserved
+  //   cancel  like a local `cancelled` (releases the reservation) while the order is before
+  //           dispatch; otherwise the site's state stands and the refusal goes up
+  //   catalog upserted when its version is newer than the stored one
+  //   fences, coldchain-rules  stored when newer than the stored set (hq_rule_sets)
+  // Orders' records carry down_seq and reason; order states and catalog items are published
+  // after the commit (TakePublications). `reject`: the caller found the body unusable (a fence
+  // set that does not parse): dedupe and position only, kRefused with that reason.
+  struct DownResult {
+    enum class Effect { kApplied, kRefused, kSkipped };
+    Effect effect = Effect::kSkipped;
+    std::string reason;  // kRefused: why (also in the ORDER record sent up)
+  };
+  Result<DownResult> ApplyDownCommand(const v1::DownCommand& command, int64_t now_ms, const std::string& reject = {});
+  // Moves 'down_applied_seq' up to `seq` (never down), in its own transaction: a batch's
+  // through_seq, which also covers the kinds this site did not ask for.
+  Status AdvanceDownPosition(uint64_t seq);
+  Result<uint64_t> DownAppliedSeq();
+  // HQ's newest set of a kind ("fences", "coldchain-rules"): the serialized proto FenceSet /
+  // ColdchainRuleSet; version 0 and an empty body when none was received.
+  struct HqRuleSet {
+    uint64_t version = 0;
+    std::string body;
+  };
+  Result<HqRuleSet> LoadHqRuleSet(const std::string& kind);
+
   // Records that no link to the hub is up (edged start); the sync agent sets it to 1.
   Status ResetLinkState();
 
@@ -176,6 +209,13 @@ class EdgeStore {
   Status PutStock(const SkuLevel& level, const StockMovement* m, const std::string& reason, const std::string& order_id,
                   int64_t ts_ms, int64_t now_ms, int64_t* seq_out = nullptr);
   Result<Outcome> RefuseOrder(const OrderStatus& o, const std::string& why, int64_t now_ms);
+  // Downstream, inside ApplyDownCommand's transaction.
+  Result<DownResult> DownOrder(const v1::DownCommand& c, int64_t now_ms);
+  Result<DownResult> DownCancel(const v1::DownCommand& c, int64_t now_ms);
+  Result<DownResult> DownCatalog(const v1::DownCommand& c, int64_t now_ms);
+  Result<DownResult> DownRuleSet(const v1::DownCommand& c, int64_t now_ms);
+  // Seals a customer as local orders are sealed ("" when there is none or no key).
+  std::string SealCustomer(const std::optional<Customer>& customer);
   Status Begin();
   Status Commit();
   void Rollback();

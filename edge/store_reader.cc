@@ -85,6 +85,22 @@ Result<StoreSummary> StoreReader::Summary() {
   out.backlog = *backlog;
   out.dead_letters = *dls;
   out.link_up = *link != 0;
+  auto down_seq = db_.QueryInt("SELECT IFNULL((SELECT value FROM sync_state WHERE name='down_applied_seq'), 0)");
+  if (!down_seq.ok()) return down_seq.status();
+  out.down_applied_seq = *down_seq;
+  // The tables come with schema 7; a store not yet migrated by this release has none.
+  auto has_down = db_.QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'down_applied'");
+  if (!has_down.ok()) return has_down.status();
+  if (*has_down > 0) {
+    auto commands = db_.QueryInt("SELECT count(*) FROM down_applied");
+    auto last_ms = db_.QueryInt("SELECT IFNULL(MAX(applied_ms), 0) FROM down_applied");
+    auto items = db_.QueryInt("SELECT count(*) FROM catalog");
+    for (auto* r : {&commands, &last_ms, &items})
+      if (!r->ok()) return r->status();
+    out.down_commands = *commands;
+    out.down_last_applied_ms = *last_ms;
+    out.catalog_items = *items;
+  }
   return out;
 }
 

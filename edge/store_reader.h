@@ -26,6 +26,12 @@ struct StoreSummary {
   int64_t backlog = 0;       // outbox rows with seq > acked_seq
   int64_t dead_letters = 0;
   bool link_up = false;
+  // Downstream (docs/sync-protocol.md "At the site"): sync_state 'down_applied_seq', HQ's
+  // commands applied (down_applied rows) and the newest applied_ms; 0 before schema 7.
+  int64_t down_applied_seq = 0;
+  int64_t down_commands = 0;
+  int64_t down_last_applied_ms = 0;
+  int64_t catalog_items = 0;
 };
 
 struct DeadLetterRow {

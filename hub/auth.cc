@@ -9,8 +9,19 @@ namespace freshsync::hub {
 
 TokenAuth::TokenAuth(const std::vector<HubToken>& tokens) {
   for (const auto& t : tokens) {
-    entries_.push_back({t.sha256_hex, Caller{t.name, t.role == "admin" ? Role::kAdmin : Role::kReader}});
+    // The config's validation (common/config.cc) admits only these three names.
+    const Role role = t.role == "admin" ? Role::kAdmin : t.role == "writer" ? Role::kWriter : Role::kReader;
+    entries_.push_back({t.sha256_hex, Caller{t.name, role}});
   }
+}
+
+const char* RoleName(Role role) {
+  switch (role) {
+    case Role::kReader: return "reader";
+    case Role::kWriter: return "writer";
+    case Role::kAdmin: return "admin";
+  }
+  return "reader";
 }
 
 AuthOutcome TokenAuth::Check(std::string_view authorization, Role needed, Caller* caller) const {
@@ -32,7 +43,7 @@ AuthOutcome TokenAuth::Check(std::string_view authorization, Role needed, Caller
     if (e.sha256_hex.size() == hex.size() && CRYPTO_memcmp(e.sha256_hex.data(), hex.data(), hex.size()) == 0) found = &e;
   }
   if (found == nullptr) return AuthOutcome::kInvalid;
-  if (needed == Role::kAdmin && found->caller.role != Role::kAdmin) {
+  if (found->caller.role < needed) {
     if (caller) *caller = found->caller;
     return AuthOutcome::kForbidden;
   }

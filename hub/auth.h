@@ -22,7 +22,10 @@
 
 namespace freshsync::hub {
 
-enum class Role { kReader, kAdmin };
+// Ordered: each role may do everything the roles before it may (a writer reads, an admin writes).
+enum class Role { kReader, kWriter, kAdmin };
+// "reader", "writer", "admin".
+const char* RoleName(Role role);
 
 struct Caller {
   std::string name;  // the token's name from the config, never the token itself

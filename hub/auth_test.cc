@@ -9,7 +9,8 @@ namespace {
 
 TokenAuth MakeAuth() {
   return TokenAuth({HubToken{"hq-analytics", "reader", digest::Sha256Hex("reader-secret")},
-                    HubToken{"hq-ops", "admin", digest::Sha256Hex("admin-secret")}});
+                    HubToken{"hq-ops", "admin", digest::Sha256Hex("admin-secret")},
+                    HubToken{"hq-orders", "writer", digest::Sha256Hex("writer-secret")}});
 }
 
 TEST(TokenAuthTest, ChecksTokensByTheirHash) {
@@ -21,6 +22,18 @@ TEST(TokenAuthTest, ChecksTokensByTheirHash) {
   EXPECT_EQ(auth.Check("Bearer admin-secret", Role::kAdmin, &c), AuthOutcome::kOk);
   EXPECT_EQ(c.name, "hq-ops");
   EXPECT_EQ(auth.Check("Bearer admin-secret", Role::kReader, &c), AuthOutcome::kOk);
+}
+
+TEST(TokenAuthTest, RolesAreOrderedReaderWriterAdmin) {
+  const TokenAuth auth = MakeAuth();
+  Caller c;
+  EXPECT_EQ(auth.Check("Bearer writer-secret", Role::kReader, &c), AuthOutcome::kOk);
+  EXPECT_EQ(c.role, Role::kWriter);
+  EXPECT_EQ(auth.Check("Bearer writer-secret", Role::kWriter, &c), AuthOutcome::kOk);
+  EXPECT_EQ(auth.Check("Bearer writer-secret", Role::kAdmin, &c), AuthOutcome::kForbidden);
+  EXPECT_EQ(auth.Check("Bearer reader-secret", Role::kWriter, &c), AuthOutcome::kForbidden);
+  EXPECT_EQ(auth.Check("Bearer admin-secret", Role::kWriter, &c), AuthOutcome::kOk);
+  EXPECT_STREQ(RoleName(Role::kWriter), "writer");
 }
 
 TEST(TokenAuthTest, RefusesMissingWrongAndWeakTokens) {

@@ -21,7 +21,8 @@ void HubMetrics::StoreCall(std::string_view op, double seconds, bool error) {
   if (error) store_errors_.Add({std::string(op)});
 }
 
-void HubMetrics::Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* sites, int64_t now_ms) const {
+void HubMetrics::Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* sites, int64_t now_ms,
+                       const std::vector<std::pair<std::string, LaneState>>* lanes) const {
   requests_.Write(w, "freshsync_hub_requests_total", "Requests answered by a route, by method, route template and status.");
   request_seconds_.Write(w, "freshsync_hub_request_duration_seconds",
                          "Time from a request's arrival at its route (queueing for a worker included) to its answer.");
@@ -58,6 +59,19 @@ void HubMetrics::Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* s
     gauge("freshsync_hub_relay_connected", "1 while the relay is connected to the broker.", relay.connected.load() ? 1 : 0);
     gauge("freshsync_hub_relay_active", "1 on the replica that holds the relay lease (exactly one across replicas).",
           relay.active.load() ? 1 : 0);
+  }
+  w.Family("freshsync_hub_down_commands_appended_total", "counter",
+           "Downstream commands appended to the sites' logs by this replica, by kind (repeats not counted).");
+  for (v1::DownKind k : {v1::DOWN_ORDER, v1::DOWN_CANCEL, v1::DOWN_CATALOG, v1::DOWN_FENCES, v1::DOWN_COLDCHAIN_RULES})
+    w.Sample("freshsync_hub_down_commands_appended_total", {{"kind", DownKindName(k)}},
+             downstream.appended[k].load(std::memory_order_relaxed));
+  counter("freshsync_hub_down_pulls_total", "Downstream pulls answered (sites fetching their commands).",
+          downstream.pulls.load(std::memory_order_relaxed));
+  w.Family("freshsync_hub_down_parked_pulls", "gauge", "Downstream pulls waiting for a command now (long poll).");
+  w.Sample("freshsync_hub_down_parked_pulls", {}, static_cast<double>(std::max<int64_t>(0, downstream.parked.load())));
+  if (lanes != nullptr) {
+    w.Family("freshsync_hub_down_pending", "gauge", "Downstream commands the site has not yet acknowledged (last_seq - delivered_seq).");
+    for (const auto& [site, lane] : *lanes) w.Sample("freshsync_hub_down_pending", {{"site", site}}, lane.pending);
   }
   if (sites == nullptr) return;
   w.Family("freshsync_hub_site_contiguous_seq", "gauge", "Highest seq up to which the hub holds every record of the site.");

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/prometheus.h"
+#include "hub/downstream_log.h"
 #include "hub/store.h"
 
 namespace freshsync::hub {
@@ -32,9 +33,17 @@ struct RelayMetrics {
   std::atomic<double> lag_seconds{0};         // since the oldest of them was first read
 };
 
+// The downstream logs' series (hub/downstream.h), written by the HQ write routes and the pulls.
+struct DownstreamMetrics {
+  std::atomic<uint64_t> appended[6] = {};  // commands appended, by v1::DownKind (repeats not counted)
+  std::atomic<uint64_t> pulls{0};          // pulls answered
+  std::atomic<int64_t> parked{0};          // pulls waiting now (long poll)
+};
+
 class HubMetrics {
  public:
   RelayMetrics relay;
+  DownstreamMetrics downstream;
   // `route` is the route's template ("/v1/sites/{site}/batches"), never the path itself, so
   // that the series stay few whatever callers send; "unmatched" for a 404 without a route.
   void Request(std::string_view method, std::string_view route, int status, double seconds);
@@ -42,9 +51,11 @@ class HubMetrics {
   // One store call: `op` names the HubStore call ("apply_batch", "changes", ...). An error is
   // a Status that is not the caller's fault (kInvalidArgument, kNotFound are not counted).
   void StoreCall(std::string_view op, double seconds, bool error);
-  // Appends the series; `sites` from HubStore::Sites() at scrape time (nullptr: the store did
-  // not answer, and freshsync_hub_store_errors_total counts it).
-  void Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* sites, int64_t now_ms) const;
+  // Appends the series; `sites` from HubStore::Sites() and `lanes` from DownstreamLog::Lanes()
+  // at scrape time (nullptr: the store did not answer, and freshsync_hub_store_errors_total
+  // counts it).
+  void Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* sites, int64_t now_ms,
+             const std::vector<std::pair<std::string, LaneState>>* lanes = nullptr) const;
 
  private:
   prometheus::LabeledCounters requests_{{"method", "route", "status"}};

@@ -111,6 +111,25 @@ CREATE TABLE site_usage(
 CREATE TABLE leases(name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_ms BIGINT NOT NULL);
 CREATE TABLE relay_cursors(name TEXT PRIMARY KEY, cursor BIGINT NOT NULL);
 )sql",
+        // 6: the downstream logs (as SqliteHubStore's migration 6). The lane row is what an
+        // append locks FOR UPDATE, so appends to one site are serialised across replicas.
+        R"sql(
+CREATE TABLE down_lanes(
+  site TEXT COLLATE "C" PRIMARY KEY, last_seq BIGINT NOT NULL DEFAULT 0,
+  delivered_seq BIGINT NOT NULL DEFAULT 0, delivered_ms BIGINT NOT NULL DEFAULT 0,
+  seeded BIGINT NOT NULL DEFAULT 0, fences_version BIGINT NOT NULL DEFAULT 0,
+  fences_digest TEXT NOT NULL DEFAULT '', rules_version BIGINT NOT NULL DEFAULT 0,
+  rules_digest TEXT NOT NULL DEFAULT '');
+CREATE TABLE down_commands(
+  site TEXT COLLATE "C" NOT NULL, down_seq BIGINT NOT NULL, kind BIGINT NOT NULL,
+  command_id TEXT COLLATE "C" NOT NULL, digest TEXT NOT NULL, body BYTEA NOT NULL, sealed BYTEA,
+  issued_ms BIGINT NOT NULL, issued_by TEXT NOT NULL,
+  PRIMARY KEY(site, down_seq), UNIQUE(site, command_id));
+CREATE INDEX down_commands_by_id ON down_commands(command_id);
+CREATE TABLE catalog_items(
+  sku TEXT COLLATE "C" PRIMARY KEY, version BIGINT NOT NULL, digest TEXT NOT NULL,
+  body BYTEA NOT NULL, updated_ms BIGINT NOT NULL);
+)sql",
     };
     // Later migrations so far are the handlers' tables alone: the list is as long as
     // SqliteHubStore's, so a new entity's migration needs no line here.
@@ -740,6 +759,36 @@ Result<std::vector<SiteInfo>> PgHubStore::Sites() {
   return impl_->QueryAll<SiteInfo>(store_sql::kSites, p, "sites", [](const PgRow& row) {
     return SiteInfo{row.Text(0), row.UInt(1), row.UInt(2), row.UInt(3), row.Int(4)};
   });
+}
+
+Status PgHubStore::Write(const std::function<Status(SqlTx&)>& body) {
+  // SqlTx on the transaction's connection.
+  class ConnTx final : public SqlTx {
+   public:
+    explicit ConnTx(Conn& c) : c_(c) {}
+    Status Run(const Sql& sql, const std::function<void(SqlParams&)>& bind,
+               const std::function<void(const SqlRow&)>& row) override {
+      PgParams p;
+      if (bind) bind(p);
+      auto r = c_.Run(PgText(sql), p, "write");
+      if (!r.ok()) return r.status();
+      if (row) {
+        const int n = PQntuples(r->get());
+        for (int i = 0; i < n; ++i) row(PgRow(r->get(), i));
+      }
+      return Status::Ok();
+    }
+
+   private:
+    Conn& c_;
+  };
+  auto r = impl_->Transaction<bool>([&](Conn& c, bool&) -> Result<bool> {
+    ConnTx tx(c);
+    Status s = body(tx);
+    if (!s.ok()) return s;
+    return true;
+  });
+  return r.ok() ? Status::Ok() : r.status();
 }
 
 Status PgHubStore::Read(const Sql& sql, const std::function<void(SqlParams&)>& bind,

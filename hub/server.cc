@@ -24,6 +24,7 @@
 #include "hub/http/worker_pool.h"
 #include "hub/codec.h"
 #include "hub/decompress_budget.h"
+#include "hub/downstream.h"
 #include "hub/entity_routes.h"
 #include "hub/hub_metrics.h"
 #include "hub/record_check.h"
@@ -135,6 +136,7 @@ struct HubServer::Impl {
   RateLimiter push_limiter;  // per site
   std::unique_ptr<StreamHub> stream;  // GET /v1/stream and the per-order streams (hub/stream.h)
   std::string customer_key;           // [customer_stream] key; "" = those routes are off
+  std::unique_ptr<Downstream> downstream;  // HQ to sites (hub/downstream.h); made by Start()
 
   Impl(const HubConfig& c, HubStore& s, Clock& k, HubTestHooks h)
       : config(c),
@@ -222,7 +224,7 @@ struct HubServer::Impl {
         SendError(res, 401, "invalid token");
         break;
       case AuthOutcome::kForbidden:
-        SendError(res, 403, "token '" + caller.name + "' lacks the admin role");
+        SendError(res, 403, "token '" + caller.name + "' lacks the " + RoleName(needed) + " role");
         // An authenticated caller overstepping its role is audited.
         AuditEvent({0, 0, "pull", caller.name, req.path, 0, 0, 0, 403, "refused: role"});
         return std::nullopt;
@@ -255,7 +257,7 @@ struct HubServer::Impl {
   // Who pulled what: token name (actor), role and query (detail), endpoint (path), rows
   // returned (count). Query values are cursors, limits and times, never secrets.
   void AuditPull(const Caller& c, const http::Request& req, int status, uint64_t count) {
-    std::string detail = std::string("role=") + (c.role == Role::kAdmin ? "admin" : "reader");
+    std::string detail = std::string("role=") + RoleName(c.role);
     if (!req.params.empty()) {
       detail += " query=";
       bool first = true;
@@ -672,9 +674,9 @@ struct HubServer::Impl {
     return true;
   }
 
-  // POST /v1/orders/{order_id}/stream-token (admin): a token for that order's stream.
+  // POST /v1/orders/{order_id}/stream-token (writer or admin): a token for that order's stream.
   void PostStreamToken(const http::Request& req, http::Response& res) {
-    auto caller = Authorize(req, res, Role::kAdmin);
+    auto caller = Authorize(req, res, Role::kWriter);
     if (!caller) return;
     const std::string order_id = req.matches[1];
     if (customer_key.empty()) {
@@ -724,8 +726,85 @@ struct HubServer::Impl {
         worker_queue_full.load());
   }
 
+  // ---------- downstream (hub/downstream.h) ----------
+  static void SendDown(const http::Request& req, http::Response& res, DownAnswer a) {
+    if (!a.error.empty()) return SendError(res, a.status, a.error);
+    if (!a.batch) return SendJson(res, a.status, a.body);
+    // The site's pull: protobuf, or its JSON form when the site asks for JSON.
+    res.status = a.status;
+    if (WantsJson(req)) res.set_content(ToJson(*a.batch).dump(), kJson);
+    else res.set_content(a.batch->SerializeAsString(), kProto);
+  }
+
+  // An HQ write (role writer): the answer, and an audit row with the command's place.
+  void DownWrite(const http::Request& req, http::Response& res, const std::function<DownAnswer(const Caller&)>& write) {
+    auto caller = Authorize(req, res, Role::kWriter);
+    if (!caller) return;
+    DownAnswer a = write(*caller);
+    std::string detail = a.error.empty() ? a.body.value("command_id", std::string()) : a.error;
+    if (detail.size() > 512) detail.resize(512);
+    const uint64_t seq = a.error.empty() && a.body.contains("down_seq") ? a.body["down_seq"].get<uint64_t>() : 0;
+    AuditEvent({0, 0, "write", caller->name, req.path, seq, seq, a.error.empty() ? 1u : 0u, a.status, detail});
+    SendDown(req, res, std::move(a));
+  }
+
+  void DownRead(const http::Request& req, http::Response& res, const std::function<DownAnswer()>& read) {
+    auto caller = Authorize(req, res, Role::kReader);
+    if (!caller) return;
+    DownAnswer a = read();
+    AuditPull(*caller, req, a.status, a.error.empty() ? 1 : 0);
+    SendDown(req, res, std::move(a));
+  }
+
+  void RegisterDownstream() {
+    const std::string site_prefix = std::string(wire::kSitesPrefix) + kSite;
+    Post(site_prefix + wire::kOrdersSuffix, [this](const http::Request& req, http::Response& res) {
+      DownWrite(req, res, [&](const Caller& c) { return downstream->PostOrder(req.matches[1], req.body, c.name); });
+    });
+    Post(site_prefix + wire::kOrdersSuffix + "/(.+)" + wire::kCancelSuffix, [this](const http::Request& req, http::Response& res) {
+      DownWrite(req, res, [&](const Caller& c) { return downstream->PostCancel(req.matches[1], req.matches[2], req.body, c.name); });
+    });
+    Put(site_prefix + wire::kFencesSuffix, [this](const http::Request& req, http::Response& res) {
+      DownWrite(req, res, [&](const Caller& c) { return downstream->PutFences(req.matches[1], req.body, c.name); });
+    });
+    Put(site_prefix + wire::kColdchainRulesSuffix, [this](const http::Request& req, http::Response& res) {
+      DownWrite(req, res, [&](const Caller& c) { return downstream->PutColdchainRules(req.matches[1], req.body, c.name); });
+    });
+    Put(std::string(wire::kCatalogPrefix) + "(.+)", [this](const http::Request& req, http::Response& res) {
+      DownWrite(req, res, [&](const Caller& c) { return downstream->PutCatalog(req.matches[1], req.body, c.name); });
+    });
+    Get(wire::kCatalogPath, [this](const http::Request& req, http::Response& res) {
+      DownRead(req, res, [&] { return downstream->GetCatalog(); });
+    });
+    Get(site_prefix + wire::kDownstreamSuffix, [this](const http::Request& req, http::Response& res) {
+      DownRead(req, res, [&] { return downstream->GetLane(req.matches[1]); });
+    });
+    // The site's pull: its certificate, as for batches; may wait (long poll) without a worker.
+    GetAsync(site_prefix + wire::kDownCommandsSuffix, [this](const http::Request& req, std::function<void(http::Response)> answer) {
+      const std::string site = req.matches[1];
+      http::Response res;
+      if (!SiteAllowed(req, res, site)) {
+        if (res.status == 403) {
+          if (auto cn = PeerSiteId(req.ssl)) AuditEvent({0, 0, "pull", *cn, req.path, 0, 0, 0, 403, "certificate does not match site"});
+        }
+        return answer(std::move(res));
+      }
+      const bool json = WantsJson(req);
+      downstream->Pull(site, req.params, [answer = std::move(answer), json](DownAnswer a) {
+        http::Response r;
+        http::Request accept;
+        if (json) accept.headers.emplace_back("Accept", kJson);
+        SendDown(accept, r, std::move(a));
+        answer(std::move(r));
+      });
+    });
+  }
+
   // ---------- routing ----------
   using RouteFn = std::function<void(const http::Request&, http::Response&)>;
+  // A route that may answer later (the downstream long poll): it gets the request and a
+  // callback to answer with, once, from any thread. Runs on the worker pool.
+  using AsyncFn = std::function<void(const http::Request&, std::function<void(http::Response)>)>;
   struct Route {
     std::string method;
     std::string name;  // the template, "/v1/sites/{site}/batches": the metrics' route label
@@ -734,7 +813,8 @@ struct HubServer::Impl {
     bool blocking;  // touches the store: runs on the worker pool, never on an I/O thread
     // A streaming route: true when it took the exchange (and answers through it), false when
     // the Response it filled is the answer (a refusal).
-    std::function<bool(const std::shared_ptr<http::Exchange>&, http::Response&)> stream_fn;
+    AsyncFn async = nullptr;
+    std::function<bool(const std::shared_ptr<http::Exchange>&, http::Response&)> stream_fn = nullptr;
   };
   std::vector<Route> routes;
   static std::string RouteName(std::string pattern) {
@@ -751,6 +831,12 @@ struct HubServer::Impl {
   }
   void GetStream(const std::string& pattern,
                  std::function<bool(const std::shared_ptr<http::Exchange>&, http::Response&)> fn) {
+    routes.push_back({"GET", RouteName(pattern), std::regex(pattern), nullptr, true, nullptr, std::move(fn)});
+  }
+  void Put(const std::string& pattern, RouteFn fn) {
+    routes.push_back({"PUT", RouteName(pattern), std::regex(pattern), std::move(fn), true});
+  }
+  void GetAsync(const std::string& pattern, AsyncFn fn) {
     routes.push_back({"GET", RouteName(pattern), std::regex(pattern), nullptr, true, std::move(fn)});
   }
 
@@ -800,6 +886,17 @@ struct HubServer::Impl {
           return;
         }
         const bool queued = im.workers->TrySubmit([this, ex, &route, answer, start] {
+          if (route.async) {
+            try {
+              route.async(ex->request(), [answer, &route](http::Response res) { answer(route.name, std::move(res)); });
+            } catch (const std::exception& e) {
+              spdlog::error("{} {}: exception {}", ex->request().method, ex->request().path, e.what());
+              http::Response res;
+              SendError(res, 500, "internal error");
+              answer(route.name, std::move(res));
+            }
+            return;
+          }
           http::Response res;
           if (RunRoute(route, ex, res)) return answer(route.name, std::move(res));
           // A stream: its request is counted when it starts.
@@ -836,7 +933,8 @@ struct HubServer::Impl {
       WriteTransportMetrics(w);
       WriteStreamMetrics(w);
       auto sites = TimedStoreCall(metrics, "sites", [&] { return store.Sites(); });
-      metrics.Write(w, sites.ok() ? &*sites : nullptr, clock.NowMs());
+      auto lanes = TimedStoreCall(metrics, "down_lanes", [&] { return downstream->log().Lanes(); });
+      metrics.Write(w, sites.ok() ? &*sites : nullptr, clock.NowMs(), lanes.ok() ? &*lanes : nullptr);
       std::string body = w.Take();
       body += RefusalCounters::Process().Prometheus();
       res.set_content(body, "text/plain; version=0.0.4");
@@ -863,6 +961,7 @@ struct HubServer::Impl {
               [this](const std::shared_ptr<http::Exchange>& ex, http::Response& res) { return OpenOrderStream(ex, res); });
     Post(std::string(wire::kOrdersPrefix) + "([^/]+)" + wire::kOrderStreamTokenSuffix,
          [this](const http::Request& req, http::Response& res) { PostStreamToken(req, res); });
+    RegisterDownstream();
   }
 };
 
@@ -920,6 +1019,17 @@ Status HubServer::Start() {
   so.max_clients = static_cast<size_t>(c.stream_max_clients);
   im.stream = std::make_unique<StreamHub>(im.store, so);
   im.stream->Start();
+  std::optional<Sealer> sealer;
+  if (!im.config.privacy_key_file.empty()) {
+    auto k = Sealer::LoadKeyFile(Sealer::ResolveKeyPath(im.config.privacy_key_file, std::getenv("CREDENTIALS_DIRECTORY")));
+    if (!k.ok()) return k.status();
+    sealer = std::move(*k);
+  }
+  im.downstream = std::make_unique<Downstream>(im.store, im.clock, im.metrics.downstream, c.downstream_retention_h,
+                                               std::move(sealer), [&im](std::function<void()> task) {
+                                                 return im.workers->TrySubmit(std::move(task));
+                                               });
+  im.downstream->Start();
   im.router = std::make_unique<Impl::Router>(im);
   im.Register();
   im.server = std::make_unique<http::Server>(limits, *im.router, [&im](SSL_CTX& ctx) { return im.SetupTls(ctx); });
@@ -948,6 +1058,9 @@ RelayMetrics& HubServer::relay_metrics() { return impl_->metrics.relay; }
 void HubServer::Stop() {
   // Streams first: the transport's drain waits for requests in flight, which a stream is.
   if (impl_->stream) impl_->stream->Stop();
+  // Parked pulls first: they are answered (empty batches) before the transport waits for the
+  // requests in flight.
+  if (impl_->downstream) impl_->downstream->Stop();
   if (impl_->server) impl_->server->Stop();
 }
 

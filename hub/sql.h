@@ -8,9 +8,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
+#include "common/status.h"
 #include "freshsync.pb.h"
 
 namespace freshsync::hub {
@@ -51,6 +53,16 @@ class SqlRow {
   uint64_t UInt(int c) const { return static_cast<uint64_t>(Int(c)); }
   virtual double Real(int c) const = 0;
   virtual std::string Text(int c) const = 0;  // text or blob; "" for NULL
+};
+
+// The statements of one write transaction (HubStore::Write): each runs on the transaction's
+// connection, so it sees the transaction's earlier writes. `row` (may be empty) gets each
+// result row.
+class SqlTx {
+ public:
+  virtual ~SqlTx() = default;
+  virtual Status Run(const Sql& sql, const std::function<void(SqlParams&)>& bind,
+                     const std::function<void(const SqlRow&)>& row = {}) = 0;
 };
 
 // One statement of an entity's apply. `bind` sets the statement's parameters from a record the

@@ -199,6 +199,40 @@ CREATE TABLE relay_cursors(
   name   TEXT    PRIMARY KEY,
   cursor INTEGER NOT NULL);
 )sql",
+      // 6: the downstream logs, HQ to sites (hub/downstream_log.h, docs/architecture-hub.md).
+      // A lane per site (its position, and the versions of its fences and rules), the
+      // commands, and the network-wide catalog. `digest` is what the idempotency compares.
+      R"sql(
+CREATE TABLE down_lanes(
+  site           TEXT    PRIMARY KEY,
+  last_seq       INTEGER NOT NULL DEFAULT 0,
+  delivered_seq  INTEGER NOT NULL DEFAULT 0,
+  delivered_ms   INTEGER NOT NULL DEFAULT 0,
+  seeded         INTEGER NOT NULL DEFAULT 0,
+  fences_version INTEGER NOT NULL DEFAULT 0,
+  fences_digest  TEXT    NOT NULL DEFAULT '',
+  rules_version  INTEGER NOT NULL DEFAULT 0,
+  rules_digest   TEXT    NOT NULL DEFAULT '');
+CREATE TABLE down_commands(
+  site       TEXT    NOT NULL,
+  down_seq   INTEGER NOT NULL,
+  kind       INTEGER NOT NULL,
+  command_id TEXT    NOT NULL,
+  digest     TEXT    NOT NULL,
+  body       BLOB    NOT NULL,
+  sealed     BLOB,
+  issued_ms  INTEGER NOT NULL,
+  issued_by  TEXT    NOT NULL,
+  PRIMARY KEY(site, down_seq),
+  UNIQUE(site, command_id));
+CREATE INDEX down_commands_by_id ON down_commands(command_id);
+CREATE TABLE catalog_items(
+  sku        TEXT    PRIMARY KEY,
+  version    INTEGER NOT NULL,
+  digest     TEXT    NOT NULL,
+  body       BLOB    NOT NULL,
+  updated_ms INTEGER NOT NULL);
+)sql",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).
@@ -1092,6 +1126,44 @@ Result<RebuildResult> SqliteHubStore::RebuildState(const std::string& site, cons
   (void)im.writer.Exec("ROLLBACK");
   im.site_ids.clear();
   return result;
+}
+
+namespace {
+// SqlTx on the writer connection, inside the transaction SqliteHubStore::Write began.
+class WriterTx final : public SqlTx {
+ public:
+  explicit WriterTx(Conn& c) : c_(c) {}
+  Status Run(const Sql& sql, const std::function<void(SqlParams&)>& bind,
+             const std::function<void(const SqlRow&)>& row) override {
+    auto st = c_.Prepare(sql.sqlite);
+    if (!st.ok()) return st.status();
+    Stmt& s = **st;
+    ResetGuard g(s);
+    StmtParams params(s);
+    if (bind) bind(params);
+    const StmtRow current(s);
+    return EachRow(c_.db(), s, "write", [&] {
+      if (row) row(current);
+    });
+  }
+
+ private:
+  Conn& c_;
+};
+}  // namespace
+
+Status SqliteHubStore::Write(const std::function<Status(SqlTx&)>& body) {
+  std::lock_guard<std::mutex> lock(impl_->write_mu);
+  sqlite::Transaction tx(impl_->writer.db());
+  if (Status s = tx.Begin(); !s.ok()) return s;
+  WriterTx run(impl_->writer);
+  Status s = body(run);
+  if (!s.ok()) {
+    // A rolled-back transaction may have created site rows the id cache holds (as ApplyBatch).
+    impl_->site_ids.clear();
+    return s;
+  }
+  return tx.Commit();
 }
 
 Status SqliteHubStore::AppendAudit(const AuditEntry& e) {

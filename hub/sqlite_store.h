@@ -50,6 +50,7 @@ class SqliteHubStore final : public HubStore {
   Result<DigestResult> Digest(const std::string& site, uint64_t from, uint64_t to, uint64_t buckets) override;
   Result<StateDigestResult> StateDigest(const std::string& site) override;
   Result<RebuildResult> RebuildState(const std::string& site, const AuditEntry* audit) override;
+  Status Write(const std::function<Status(SqlTx&)>& body) override;
   Status AppendAudit(const AuditEntry& entry) override;
   Result<std::vector<AuditEntry>> Audit(uint64_t after, int limit) override;
   Result<bool> HoldLease(const std::string& name, const std::string& holder, int64_t now_ms, int64_t ttl_ms) override;

@@ -18,6 +18,7 @@
 #include <mutex>
 
 #include "wire/digest.h"
+#include "hub/downstream_log.h"
 #include "hub/entity_routes.h"
 #include "hub/position_chunk.h"
 #include "tests/support/harness.h"
@@ -701,6 +702,197 @@ TEST_P(HubStoreContractTest, LargeBatchesFeedInSeqOrder) {
   EXPECT_EQ((*feed)[1130].record.seq(), 1001u);
 }
 
+// ---------- Downstream logs (hub/downstream_log.h, docs/sync-protocol.md "Downstream") ----------
+
+v1::DownCommand HqOrderCommand(const std::string& order_id, int64_t qty) {
+  v1::DownCommand c;
+  c.set_kind(v1::DOWN_ORDER);
+  c.set_command_id(DownCommandId(v1::DOWN_ORDER, order_id));
+  c.set_issued_ms(5000);
+  c.set_issued_by("hq-orders");
+  c.mutable_order()->set_order_id(order_id);
+  auto* line = c.mutable_order()->add_lines();
+  line->set_sku("apple");
+  line->set_qty(qty);
+  return c;
+}
+
+v1::CatalogItem Item(const std::string& sku, int64_t price) {
+  v1::CatalogItem i;
+  i.set_sku(sku);
+  i.set_name(sku);
+  i.set_unit("kg");
+  i.set_price_cents(price);
+  return i;
+}
+
+std::vector<uint64_t> Seqs(const std::vector<StoredDownCommand>& cs) {
+  std::vector<uint64_t> out;
+  for (const auto& c : cs) out.push_back(c.command.down_seq());
+  return out;
+}
+
+TEST_P(HubStoreContractTest, DownstreamSeqIsDensePerSiteAndRepeatsAppendNothing) {
+  DownstreamLog log(*store_);
+  for (int i = 1; i <= 3; ++i) {
+    auto r = log.Append("s1", HqOrderCommand("o" + std::to_string(i), i), "d" + std::to_string(i), "");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->down_seq, static_cast<uint64_t>(i));
+    EXPECT_FALSE(r->repeated);
+  }
+  auto other = log.Append("s2", HqOrderCommand("o1", 1), "d1", "");
+  EXPECT_EQ(other->down_seq, 1u);  // per site
+  auto again = log.Append("s1", HqOrderCommand("o2", 2), "d2", "");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->repeated);
+  EXPECT_EQ(again->down_seq, 2u);
+  auto conflict = log.Append("s1", HqOrderCommand("o2", 9), "other", "");
+  ASSERT_TRUE(conflict.ok());
+  EXPECT_TRUE(conflict->conflict);
+  auto cmds = log.Commands("s1", 0, 500);
+  ASSERT_TRUE(cmds.ok());
+  EXPECT_EQ(Seqs(*cmds), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ((*cmds)[1].command.order().lines(0).qty(), 2);  // the first body, not the conflicting one
+  Reopen();
+  DownstreamLog reopened(*store_);
+  EXPECT_EQ(reopened.Append("s1", HqOrderCommand("o4", 4), "d4", "")->down_seq, 4u);
+}
+
+TEST_P(HubStoreContractTest, DownstreamKeepsTheSealedCustomerApart) {
+  DownstreamLog log(*store_);
+  ASSERT_TRUE(log.Append("s1", HqOrderCommand("o1", 1), "d1", std::string("\xF5\x01sealed\0bytes", 14)).ok());
+  auto cmds = log.Commands("s1", 0, 10);
+  ASSERT_EQ(cmds->size(), 1u);
+  EXPECT_EQ((*cmds)[0].sealed_customer, std::string("\xF5\x01sealed\0bytes", 14));
+  EXPECT_FALSE((*cmds)[0].command.order().has_customer());
+}
+
+TEST_P(HubStoreContractTest, DownstreamAckMovesDeliveredAndAfterAboveLastSeqBumpsIt) {
+  DownstreamLog log(*store_);
+  for (int i = 1; i <= 3; ++i) ASSERT_TRUE(log.Append("s1", HqOrderCommand("o" + std::to_string(i), 1), "d", "").ok());
+  auto lane = log.Lane("s1");
+  ASSERT_TRUE(lane.ok());
+  EXPECT_EQ(lane->last_seq, 3u);
+  EXPECT_EQ(lane->delivered_seq, 0u);
+  EXPECT_EQ(lane->pending, 3u);
+  EXPECT_EQ(lane->oldest_pending_ms, 5000);
+  ASSERT_TRUE(log.Acknowledge("s1", 2, 6000).ok());
+  lane = log.Lane("s1");
+  EXPECT_EQ(lane->delivered_seq, 2u);
+  EXPECT_EQ(lane->pending, 1u);
+  ASSERT_TRUE(log.Acknowledge("s1", 1, 6100).ok());  // a site restored from a backup asks again
+  EXPECT_EQ(log.Lane("s1")->pending, 2u);
+  // The hub lost commands (restored from an older backup): the site is ahead of last_seq.
+  auto st = log.Acknowledge("s1", 10, 6200);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->last_seq, 10u);
+  EXPECT_EQ(log.Append("s1", HqOrderCommand("o9", 1), "d", "")->down_seq, 11u);
+  EXPECT_EQ(Seqs(*log.Commands("s1", 10, 500)), (std::vector<uint64_t>{11}));
+  auto none = log.Lane("nowhere");
+  EXPECT_EQ(none->last_seq, 0u);
+  EXPECT_EQ(none->pending, 0u);
+}
+
+TEST_P(HubStoreContractTest, DownstreamCatalogFansOutAndAFirstPullSeedsIt) {
+  Apply(Range("a", 1, 1));  // a site the hub knows from its batches
+  DownstreamLog log(*store_);
+  ASSERT_TRUE(log.Append("b", HqOrderCommand("o1", 1), "d", "").ok());  // and one with a lane
+  auto put = log.PutCatalog(Item("apple", 100), "apple-100", 7000, "hq");
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_EQ(put->version, 1u);
+  EXPECT_EQ(put->command_id, "catalog:apple:1");
+  EXPECT_EQ(put->sites, (std::vector<std::pair<std::string, uint64_t>>{{"a", 1}, {"b", 2}}));
+  auto same = log.PutCatalog(Item("apple", 100), "apple-100", 7100, "hq");
+  EXPECT_TRUE(same->unchanged);
+  EXPECT_EQ(same->version, 1u);
+  EXPECT_EQ(same->sites, put->sites);
+  EXPECT_EQ(log.Lane("b")->last_seq, 2u);  // nothing appended
+  auto next = log.PutCatalog(Item("apple", 120), "apple-120", 7200, "hq");
+  EXPECT_EQ(next->version, 2u);
+  EXPECT_EQ(next->command_id, "catalog:apple:2");
+  ASSERT_TRUE(log.PutCatalog(Item("pear", 50), "pear-50", 7300, "hq").ok());
+  auto b = log.Commands("b", 0, 500);
+  ASSERT_EQ(b->size(), 4u);
+  EXPECT_EQ((*b)[2].command.catalog().version(), 2u);
+  EXPECT_EQ((*b)[2].command.catalog().price_cents(), 120);
+  // A new site's first pull: the current version of every item, once.
+  auto first = log.Acknowledge("c", 0, 8000);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->last_seq, 2u);
+  auto c = log.Commands("c", 0, 500);
+  ASSERT_EQ(c->size(), 2u);
+  EXPECT_EQ((*c)[0].command.command_id(), "catalog:apple:2");
+  EXPECT_EQ((*c)[1].command.command_id(), "catalog:pear:1");
+  ASSERT_TRUE(log.Acknowledge("c", 2, 8100).ok());
+  EXPECT_EQ(log.Lane("c")->last_seq, 2u);  // seeded once only
+  // Site "a" had a lane from the fan-out but had never pulled: its seeding adds nothing new.
+  ASSERT_TRUE(log.Acknowledge("a", 0, 8200).ok());
+  EXPECT_EQ(log.Lane("a")->last_seq, 3u);
+  auto items = log.Catalog();
+  ASSERT_EQ(items->size(), 2u);
+  EXPECT_EQ((*items)[0].version(), 2u);
+}
+
+TEST_P(HubStoreContractTest, DownstreamFencesAndRulesAreVersionedPerSite) {
+  DownstreamLog log(*store_);
+  auto set = [](v1::DownCommand& c, uint64_t v) { c.mutable_fences()->set_version(v); };
+  v1::DownCommand f;
+  f.set_kind(v1::DOWN_FENCES);
+  f.mutable_fences()->set_geojson("{}");
+  auto r1 = log.AppendVersioned("s1", f, "f1", set);
+  ASSERT_TRUE(r1.ok()) << r1.status().ToString();
+  EXPECT_EQ(r1->version, 1u);
+  EXPECT_EQ(r1->command_id, "fences:1");
+  auto again = log.AppendVersioned("s1", f, "f1", set);
+  EXPECT_TRUE(again->repeated);
+  EXPECT_EQ(again->down_seq, r1->down_seq);
+  auto r2 = log.AppendVersioned("s1", f, "f2", set);
+  EXPECT_EQ(r2->version, 2u);
+  EXPECT_EQ(r2->down_seq, 2u);
+  v1::DownCommand rules;
+  rules.set_kind(v1::DOWN_COLDCHAIN_RULES);
+  auto r3 = log.AppendVersioned("s1", rules, "r1", [](v1::DownCommand& c, uint64_t v) { c.mutable_rules()->set_version(v); });
+  EXPECT_EQ(r3->version, 1u);
+  EXPECT_EQ(r3->command_id, "coldchain-rules:1");
+  auto cmds = log.Commands("s1", 0, 500);
+  ASSERT_EQ(cmds->size(), 3u);
+  EXPECT_EQ((*cmds)[1].command.fences().version(), 2u);
+  EXPECT_EQ((*cmds)[2].command.kind(), v1::DOWN_COLDCHAIN_RULES);
+}
+
+TEST_P(HubStoreContractTest, DownstreamRetentionTrimsOnlyOldDeliveredCommands) {
+  DownstreamLog log(*store_);
+  for (int i = 1; i <= 4; ++i) ASSERT_TRUE(log.Append("s1", HqOrderCommand("o" + std::to_string(i), 1), "d", "").ok());
+  ASSERT_TRUE(log.Acknowledge("s1", 2, 6000).ok());
+  ASSERT_TRUE(log.Trim(1000).ok());  // nothing that old
+  EXPECT_EQ(log.Commands("s1", 0, 500)->size(), 4u);
+  ASSERT_TRUE(log.Trim(99999).ok());  // every command is old; only the delivered go
+  EXPECT_EQ(Seqs(*log.Commands("s1", 0, 500)), (std::vector<uint64_t>{3, 4}));
+  EXPECT_EQ(log.Lane("s1")->pending, 2u);
+  ASSERT_TRUE(log.Acknowledge("s1", 0, 6100).ok());  // pending again: never trimmed
+  ASSERT_TRUE(log.Trim(99999).ok());
+  EXPECT_EQ(log.Commands("s1", 0, 500)->size(), 2u);
+}
+
+TEST_P(HubStoreContractTest, DownstreamConcurrentAppendsStayDense) {
+  DownstreamLog log(*store_);
+  std::vector<std::thread> threads;
+  std::atomic<int> errors{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        auto r = log.Append("s1", HqOrderCommand("t" + std::to_string(t) + "-" + std::to_string(i), 1), "d", "");
+        if (!r.ok()) ++errors;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors.load(), 0);
+  std::vector<uint64_t> want;
+  for (uint64_t i = 1; i <= 40; ++i) want.push_back(i);
+  EXPECT_EQ(Seqs(*log.Commands("s1", 0, 500)), want);
+}
+
 // ---------------------------------------------------------------------------------------------
 // SQLite-only (SqliteHubStoreTest). Each needs the SQLite file itself, so a second backend does
 // not run them (it brings its own equivalents where they apply):
@@ -795,7 +987,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 5);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 6);
 }
 
 TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {

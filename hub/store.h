@@ -210,6 +210,13 @@ class HubStore {
   // transaction (count = rows changed). Other sites and other tables are untouched.
   virtual Result<RebuildResult> RebuildState(const std::string& site, const AuditEntry* audit) = 0;
 
+  // Runs `body` in one write transaction and commits when it returns ok; any other status rolls
+  // back and is returned. Writers are serialised (SQLite: the one writer; PostgreSQL: whatever
+  // rows `body` locks with FOR UPDATE). PostgreSQL retries the whole transaction after a
+  // deadlock or serialization failure, so `body` must only fill its outputs from its reads.
+  // The generic write path of the parts that need no hot-path tuning (hub/downstream_log.h).
+  virtual Status Write(const std::function<Status(SqlTx&)>& body) = 0;
+
   virtual Status AppendAudit(const AuditEntry& entry) = 0;
   // Up to `limit` audit entries with id > after, oldest first.
   virtual Result<std::vector<AuditEntry>> Audit(uint64_t after, int limit) = 0;

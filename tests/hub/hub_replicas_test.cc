@@ -191,5 +191,40 @@ TEST_F(HubReplicasTest, AStreamClientHoppingBetweenReplicasGetsEveryRecordOnceIn
   EXPECT_GT(hop, 4);
 }
 
+// Downstream across replicas (issue 14): a pull parked on one replica wakes when HQ's order
+// is appended through another, by the parked sites' periodic recheck of their lanes.
+TEST_F(HubReplicasTest, APullParkedOnOneReplicaWakesForAnAppendOnAnother) {
+  std::atomic<int64_t> answered_ns{0};
+  v1::DownBatch got;
+  std::thread puller([&] {
+    auto c = Client(1, &site_a_);
+    auto r = c->Get("/v1/sites/site-a/downstream/commands?after=0&wait_ms=20000");
+    answered_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_TRUE(got.ParseFromString(r->body));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(answered_ns.load(), 0);
+  auto hq = Client(0, nullptr);
+  hq->set_bearer_token_auth(kWriterToken);
+  auto r = hq->Post("/v1/sites/site-a/orders", R"({"order_id":"hq-7","lines":[{"sku":"apple","qty":2}]})", "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const auto posted = std::chrono::steady_clock::now();
+  puller.join();
+  const auto late = std::chrono::nanoseconds(answered_ns.load()) - posted.time_since_epoch();
+  EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(late).count(), 1000);
+  ASSERT_EQ(got.commands_size(), 1);
+  EXPECT_EQ(got.commands(0).command_id(), "order:hq-7");
+  // Every replica answers the same lane.
+  for (int i = 0; i < kReplicas; ++i) {
+    auto c = Client(i, nullptr);
+    auto lane = c->Get("/v1/sites/site-a/downstream");
+    ASSERT_TRUE(lane);
+    EXPECT_EQ(json::parse(lane->body)["last_seq"], 1) << lane->body;
+  }
+}
+
 }  // namespace
 }  // namespace freshsync::testing

@@ -240,7 +240,7 @@ TEST_F(HubStreamTest, OrderStreamTakesOnlyItsSignedOrderAndNoCustomerData) {
   const json t = json::parse(minted->body);
   const std::string token = t["token"];
   EXPECT_GT(t["expires_ms"].get<int64_t>(), 0);
-  // Readers cannot mint.
+  // Readers cannot mint (writers and admins can).
   auto reader = Hq(kReaderToken);
   auto refused = reader->Post("/v1/orders/o-6/stream-token", "", "application/json");
   ASSERT_TRUE(refused);

@@ -26,6 +26,7 @@ namespace freshsync::testing {
 
 inline constexpr const char* kReaderToken = "reader-token-0123456789";
 inline constexpr const char* kAdminToken = "admin-token-9876543210";
+inline constexpr const char* kWriterToken = "writer-token-5555544444";
 
 inline v1::ChangeRecord Record(uint64_t seq) {
   // A mix of entities, so that every materialized table is exercised.
@@ -100,12 +101,16 @@ class HubdTest : public ::testing::Test {
       << "[limits]\nmax_body_bytes = 1048576\nmax_decompressed_bytes = 8388608\nmax_records_per_batch = 20000\n"
       << "[[tokens]]\nname = \"hq-analytics\"\nrole = \"reader\"\nsha256 = \"" << digest::Sha256Hex(kReaderToken)
       << "\"\n"
-      << "[[tokens]]\nname = \"hq-ops\"\nrole = \"admin\"\nsha256 = \"" << digest::Sha256Hex(kAdminToken) << "\"\n";
+      << "[[tokens]]\nname = \"hq-ops\"\nrole = \"admin\"\nsha256 = \"" << digest::Sha256Hex(kAdminToken) << "\"\n"
+      << "[[tokens]]\nname = \"hq-orders\"\nrole = \"writer\"\nsha256 = \"" << digest::Sha256Hex(kWriterToken) << "\"\n"
+      << MoreTables();
     WriteFile(dir_.File("hubd.toml"), c.str());
   }
 
   // The [store] table of the config: a SQLite file in the test's folder unless a test says
   // otherwise (hub_golden_test runs the same answers on PostgreSQL).
+  // Tables a test adds at the end of the config ([privacy], [downstream], ...).
+  virtual std::string MoreTables() { return ""; }
   virtual std::string StoreSection() { return "[store]\npath = \"" + dir_.File("hub.db") + "\"\n"; }
 
   void StartHubd() {

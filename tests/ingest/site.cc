@@ -97,7 +97,7 @@ Site::Site(SiteOptions options) {
   log_path_ = dir_.File("edged.log");
   const std::string mqtt = options.mqtt_table ? options.mqtt_table(broker_->Uri())
                                               : "[mqtt]\nuri = \"" + broker_->Uri() + "\"\ntopic_root = \"fs\"\n";
-  WriteFile(config_path_, "site = \"test-site\"\n" + options.root_toml + mqtt + "[store]\npath = \"" + db_path_ + "\"\ndurability = \"normal\"\n" +
+  WriteFile(config_path_, "site = \"" + options.site_id + "\"\n" + options.root_toml + mqtt + "[store]\npath = \"" + db_path_ + "\"\ndurability = \"normal\"\n" +
                               options.extra_toml);
 }
 

@@ -60,6 +60,7 @@ struct SiteOptions {
   std::function<std::string(const std::string& plain_uri)> mqtt_table;
   std::string root_toml;       // top-level keys, placed before the first table
   std::string store_dir;       // where edge.db lives; empty: the site's temp dir
+  std::string site_id = "test-site";
 };
 
 class Site {

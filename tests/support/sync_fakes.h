@@ -11,6 +11,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "common/clock.h"
 #include "freshsync.pb.h"
 #include "wire/digest.h"
+#include "wire/routes.h"
 
 namespace freshsync::testing {
 
@@ -212,6 +214,77 @@ class FakeHubTransport final : public sync::Transport {
       r->set_digest(std::string(b.digest.begin(), b.digest.end()));
     }
     return Answer(200, reply.SerializeAsString());
+  }
+};
+
+// An in-memory hub's downstream side (docs/sync-protocol.md, "The pull"): one site's log of
+// commands, served by GET .../downstream/commands?after=A&wait_ms=W&kinds=K as a protobuf
+// DownBatch (only the kinds asked for, through_seq covering the skipped ones, at most
+// `max_batch` commands). Every `after` it sees is recorded as the site's acknowledgement.
+// No long poll: an empty batch comes back at once. Faults: push into `script`.
+class FakeDownstreamHub final : public sync::Transport {
+ public:
+  Result<sync::HttpResponse> Send(const sync::HttpRequest& req) override {
+    std::lock_guard<std::mutex> lock(mu);
+    urls.push_back(req.url);
+    if (interrupted) return Status::Unavailable("interrupted: fake");
+    if (!script.empty()) {
+      auto r = script.front();
+      script.pop_front();
+      return r;
+    }
+    if (req.method != "GET" || req.url.find("/downstream/commands?") == std::string::npos) return FakeHubTransport::Answer(404);
+    const uint64_t after = std::stoull(Param(req.url, "after"));
+    acks.push_back(after);
+    std::string kinds = Param(req.url, "kinds");
+    if (kinds.empty()) kinds = wire::kDownDefaultKinds;
+    v1::DownBatch batch;
+    batch.set_site(site);
+    uint64_t through = after;
+    for (const auto& c : log) {
+      if (c.down_seq() <= after) continue;
+      if (batch.commands_size() >= max_batch) break;
+      through = c.down_seq();
+      if (KindAsked(kinds, c.kind())) *batch.add_commands() = c;
+    }
+    batch.set_through_seq(through);
+    batch.set_last_seq(log.empty() ? 0 : log.back().down_seq());
+    return FakeHubTransport::Answer(200, batch.SerializeAsString());
+  }
+  void Interrupt() override {
+    std::lock_guard<std::mutex> lock(mu);
+    interrupted = true;
+  }
+  // Appends a command with the next down_seq; returns it.
+  uint64_t Append(v1::DownCommand c) {
+    std::lock_guard<std::mutex> lock(mu);
+    c.set_down_seq(log.empty() ? 1 : log.back().down_seq() + 1);
+    log.push_back(c);
+    return c.down_seq();
+  }
+  static std::string Param(const std::string& url, const std::string& name) {
+    const auto q = url.find('?');
+    if (q == std::string::npos) return "";
+    const auto p = url.find(name + "=", q);
+    if (p == std::string::npos) return "";
+    const auto start = p + name.size() + 1;
+    return url.substr(start, url.find('&', start) - start);
+  }
+
+  std::mutex mu;
+  std::vector<v1::DownCommand> log;
+  std::deque<Result<sync::HttpResponse>> script;
+  std::vector<std::string> urls;
+  std::vector<uint64_t> acks;
+  std::string site = "site-a";
+  int max_batch = 500;
+  bool interrupted = false;
+
+ private:
+  static bool KindAsked(const std::string& kinds, int kind) {
+    if (kind <= 0 || kind >= wire::kDownKindCount) return false;
+    const std::string want = std::string(",") + kinds + ",";
+    return want.find(std::string(",") + wire::kDownKindNames[kind] + ",") != std::string::npos;
   }
 };
 

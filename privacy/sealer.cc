@@ -1,4 +1,4 @@
-#include "edge/privacy.h"
+#include "privacy/sealer.h"
 
 #include <cstring>
 #include <fstream>
@@ -6,7 +6,7 @@
 
 #include <sodium.h>
 
-namespace freshsync::edge {
+namespace freshsync {
 namespace {
 
 constexpr unsigned char kMagic = 0xF5;
@@ -140,6 +140,16 @@ bool Sealer::IsCurrent(std::string_view sealed) const {
   return id && *id == keys_.front().id && OpenBox(sealed.substr(kHeader), keys_.front().key).has_value();
 }
 
+std::string Sealer::KeyedDigestHex(std::string_view data) const {
+  InitSodium();
+  unsigned char out[32];
+  crypto_generichash(out, sizeof out, reinterpret_cast<const unsigned char*>(data.data()), data.size(),
+                     keys_.front().key.data(), keys_.front().key.size());
+  char hex[2 * sizeof out + 1];
+  sodium_bin2hex(hex, sizeof hex, out, sizeof out);
+  return hex;
+}
+
 std::string Sealer::current_key_id_hex() const {
   char hex[2 * kKeyIdBytes + 1];
   sodium_bin2hex(hex, sizeof hex, keys_.front().id.data(), kKeyIdBytes);
@@ -153,4 +163,4 @@ std::string Sealer::ResolveKeyPath(const std::string& key_file, const char* cred
   return key_file;
 }
 
-}  // namespace freshsync::edge
+}  // namespace freshsync

@@ -22,7 +22,7 @@
 
 #include "common/status.h"
 
-namespace freshsync::edge {
+namespace freshsync {
 
 class Sealer {
  public:
@@ -51,6 +51,11 @@ class Sealer {
   // True when `sealed` is in the current format under the current key: nothing to re-seal.
   bool IsCurrent(std::string_view sealed) const;
 
+  // Hex of BLAKE2b-256 of `data` keyed with the current key: equal inputs give equal digests
+  // under one key, and without the key a digest tells nothing of the input. For comparing
+  // personal data (the hub's idempotency of HQ orders) without keeping it in clear.
+  std::string KeyedDigestHex(std::string_view data) const;
+
   // Hex of the current key's id (for logs and edgectl; never the key).
   std::string current_key_id_hex() const;
   // The key id a blob names; nullopt for a legacy blob.
@@ -65,4 +70,4 @@ class Sealer {
   std::vector<Entry> keys_;  // [0] is the current key
 };
 
-}  // namespace freshsync::edge
+}  // namespace freshsync
