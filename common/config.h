@@ -156,6 +156,15 @@ struct HubConfig {
   // [fanout.amqp]: relay of the change feed to RabbitMQ (hub/relay/amqp_relay.h); "" = none.
   std::string amqp_url;
   std::string amqp_exchange = "freshsync.changes";
+  // [stream]: the live SSE stream, GET /v1/stream (hub/stream.h).
+  int64_t stream_heartbeat_ms = 15000;          // ": hb" comment when a client got nothing this long
+  int64_t stream_buffer_bytes = 1 << 20;        // per client: queued + the write in flight
+  int64_t stream_stall_ms = 10000;              // a client with a full buffer that took nothing this long is cut off
+  int64_t stream_poll_ms = 100;                 // feed read for other replicas' commits
+  int stream_max_clients = 5000;                // more get 503 + Retry-After
+  // [customer_stream]: per-order streams behind HMAC tokens (hub/stream_token.h); "" = off.
+  std::string customer_stream_key_file;
+  int64_t customer_stream_token_ttl_ms = 15 * 60 * 1000;
   // [downstream] (docs/sync-protocol.md, "Downstream"): delivered commands older than this are
   // trimmed from the per-site logs; pending ones never are.
   int downstream_retention_h = 72;
