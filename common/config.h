@@ -146,6 +146,9 @@ struct HubConfig {
   // [fanout.amqp]: relay of the change feed to RabbitMQ (hub/relay/amqp_relay.h); "" = none.
   std::string amqp_url;
   std::string amqp_exchange = "freshsync.changes";
+  // [console]: the web console at /console/ (docs/console.md). tiles_url: a map tile URL
+  // template with {z}, {x} and {y} ("" = the map draws without tiles).
+  std::string console_tiles_url;
 };
 
 Result<EdgeConfig> LoadEdgeConfig(const std::string& path);
