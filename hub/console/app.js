@@ -102,14 +102,18 @@ function applyChange(c) {
     case 'GEOFENCE_EVENT': applyGeofence(c.site, f); break;
     default: break;
   }
-  const s = state.sites.get(c.site) || { site: c.site, contiguous_seq: 0, max_seq: 0, records: 0 };
-  s.max_seq = Math.max(s.max_seq || 0, c.seq || 0);
+  const s = state.sites.get(c.site) || { site: c.site };
   s.last_push_ms = Date.now();  // it reached the hub just now
   state.sites.set(c.site, s);
+  // The sequence position (contiguous, max, records) is the hub's to say: re-read /v1/sites
+  // once changes pause for a moment, rather than guess it from the records seen.
+  clearTimeout(sitesTimer);
+  sitesTimer = setTimeout(() => loadSites().catch(() => {}), 1000);
   if (c.cursor > state.cursor) state.cursor = c.cursor;
   state.events++;
   touch('sites', 'status');
 }
+let sitesTimer = 0;
 
 // ---------- initial state ----------
 async function loadSites() {
@@ -297,6 +301,7 @@ const project = (lat, lon) => {
   return [(lon + 180) / 360, 0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI)];
 };
 let tilesUrl = '';
+let mapView = null;  // {vx, vy, span, h} in world units
 
 function renderMap() {
   const vs = [...state.vehicles.values()];
@@ -304,12 +309,18 @@ function renderMap() {
   const W = 1000, H = 600;
   if (!vs.length) { $('#trucks').innerHTML = ''; $('#map-note').textContent = 'no positions yet'; return; }
   const pts = vs.map((v) => project(v.lat, v.lon));
-  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-  for (const [x, y] of pts) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
-  // At least about 2 km across, with a margin, in the box's aspect ratio.
-  const span = Math.max(x1 - x0, (y1 - y0) * (W / H), 5e-5) * 1.3;
-  const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2;
-  const vx = cx - span / 2, vy = cy - (span * H) / W / 2, k = W / span;
+  // The view stays put while every truck is inside it, so a truck moves on the map rather
+  // than the map under it; it is fitted anew (all trucks, a margin, at least about 8 km
+  // across) when one leaves it.
+  const inside = (v, [x, y]) => x > v.vx + v.span * 0.05 && x < v.vx + v.span * 0.95 &&
+    y > v.vy + v.h * 0.05 && y < v.vy + v.h * 0.95;
+  if (!mapView || !pts.every((p) => inside(mapView, p))) {
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const [x, y] of pts) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
+    const span = Math.max(x1 - x0, (y1 - y0) * (W / H), 2e-4) * 1.3;
+    mapView = { span, h: (span * H) / W, vx: (x0 + x1) / 2 - span / 2, vy: (y0 + y1) / 2 - (span * H) / W / 2 };
+  }
+  const { vx, vy, span } = mapView, k = W / span;
   const toScreen = ([x, y]) => [((x - vx) * k).toFixed(1), ((y - vy) * k).toFixed(1)];
   svg.dataset.view = `${vx},${vy},${span}`;
 

@@ -4,6 +4,7 @@
 // /console/#token=..., publishes at the site and requires each change in the DOM within 1 s.
 // Afterwards the token must appear nowhere in what hubd wrote: its log and its database
 // (audit rows included).
+#include <httplib.h>
 #include <signal.h>
 
 #include <filesystem>
@@ -24,6 +25,23 @@ bool FileContains(const std::string& path, const std::string& needle) {
   std::ifstream in(path, std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return bytes.find(needle) != std::string::npos;
+}
+
+// What the page should use live: "stream" when hubd answers GET /v1/stream (the head is
+// enough), "poll" (GET /v1/changes) when it says 404, as a hub without the stream does.
+std::string LiveMode(SiteHub& sh) {
+  httplib::SSLClient c("127.0.0.1", sh.hub_port());
+  c.set_ca_cert_path(sh.pki().ca_cert().c_str());
+  c.enable_server_certificate_verification(true);
+  c.set_bearer_token_auth(SiteHub::kToken);
+  c.set_connection_timeout(2);
+  c.set_read_timeout(5);
+  int status = 0;
+  c.Get("/v1/stream", {{"Accept", "text/event-stream"}}, [&](const httplib::Response& r) {
+    status = r.status;
+    return false;  // the head says it; the stream itself never ends
+  }, [](const char*, size_t) { return false; });
+  return status == 404 ? "poll" : "stream";
 }
 
 TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
@@ -55,6 +73,7 @@ TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
 
   const std::string shots = std::getenv("FRESHSYNC_CONSOLE_SCREENSHOTS") ? std::getenv("FRESHSYNC_CONSOLE_SCREENSHOTS")
                                                                           : sh.dir().File("screenshots");
+  const std::string live = LiveMode(sh);
   ChildProcess node({"/usr/bin/node", std::string(FRESHSYNC_BROWSER_DIR) + "/console_test.mjs"}, sh.dir().File("browser.log"),
                     {{"HUB_URL", "https://127.0.0.1:" + std::to_string(sh.hub_port())},
                      {"TOKEN", SiteHub::kToken},
@@ -63,7 +82,7 @@ TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
                      {"VEHICLE", "truck-01"},
                      {"ORDER_ID", "o-console-1"},
                      {"SCREENSHOTS", shots},
-                     {"HOME", sh.dir().path()}});  // chromium's profile and crash folders
+                     {"HOME", sh.dir().path()}, {"LIVE", live}});  // chromium's profile and crash folders
   ASSERT_TRUE(node.Start());
   const int rc = node.Wait(std::chrono::seconds(120));
   const std::string out = ReadFile(sh.dir().File("browser.log"));
