@@ -125,7 +125,7 @@ async function loadSites() {
   await Promise.all(sites.map(async (s) => {
     // Present once HQ orders are (docs/sync-protocol.md, "Downstream"); an older hub says 404.
     const d = await api(`/v1/sites/${s.site}/downstream`, { allow404: true }).catch(() => null);
-    if (d) state.sites.get(s.site).pending = d.pending ?? (d.head_seq !== undefined ? d.head_seq - (d.delivered_seq ?? 0) : undefined);
+    if (d) state.sites.get(s.site).pending = d.pending;
   }));
   touch('sites');
   return sites;
@@ -241,7 +241,7 @@ const age = (ms) => {
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
   return s < 60 ? `${s} s ago` : s < 3600 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
 };
-const time = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 19) : '');
+const time = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(5, 19) : '');  // MM-DD hh:mm:ss UTC
 
 // Link health from the age of the site's last push (the sync agent pushes within seconds
 // while it has records, and probes when idle).
@@ -351,7 +351,7 @@ function renderMap() {
   $('#trucks').innerHTML = vs.map((v, i) => {
     const [sx, sy] = toScreen(pts[i]);
     return `<g class="truck" data-vehicle="${esc(v.vehicle)}" data-site="${esc(v.site)}" data-lat="${v.lat}" data-lon="${v.lon}" transform="translate(${sx} ${sy})">` +
-      `<circle r="7" stroke-width="2"/><text x="10" y="4" stroke-width="3">${esc(v.vehicle)}</text>` +
+      `<circle r="9" stroke-width="2"/><text x="13" y="6" stroke-width="4">${esc(v.vehicle)}</text>` +
       `<title>${esc(v.site)} ${esc(v.vehicle)} ${v.lat.toFixed(5)}, ${v.lon.toFixed(5)} ${v.speed_kmh ?? ''} km/h ${time(v.ts)}</title></g>`;
   }).join('');
   // The latest geofence event of each vehicle, at the vehicle (the event carries no position).
@@ -360,8 +360,8 @@ function renderMap() {
   $('#geo-marks').innerHTML = [...last.entries()].filter(([k]) => state.vehicles.has(k)).map(([k, e]) => {
     const v = state.vehicles.get(k);
     const [sx, sy] = toScreen(project(v.lat, v.lon));
-    return `<g class="geo-mark" transform="translate(${sx} ${sy})"><path d="M0 -16 L5 -10 L0 -4 L-5 -10 Z"/>` +
-      `<text x="8" y="-8" font-size="11" stroke-width="3">${esc(e.event)} ${esc(e.fence)}</text></g>`;
+    return `<g class="geo-mark" transform="translate(${sx} ${sy})"><path d="M0 -22 L6 -16 L0 -10 L-6 -16 Z"/>` +
+      `<text x="8" y="-12" stroke-width="3">${esc(e.event)} ${esc(e.fence)}</text></g>`;
   }).join('');
   $('#map-note').textContent = `${vs.length} vehicle(s)${tilesUrl ? '' : ', no tiles configured'}`;
 }

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <iostream>
 #include <string>
 
@@ -52,21 +53,41 @@ TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
 
   SiteHubOptions options;
   // A short for_s (message time): the second out-of-range reading 5 s later opens the alert.
-  options.edge_toml = "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 2\n";
+  // The recorded fences of edge-sim's seed 7, which the recorded track below enters and leaves.
+  options.edge_toml = "[geofence]\nfile = \"" + std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_fences.geojson\"\n" +
+                      "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 2\n";
   SiteHub sh(options);
   ASSERT_TRUE(sh.ok());
   ASSERT_TRUE(sh.site().StartEdged()) << sh.site().log();
 
-  // The initial state the page reads from the GET routes: a truck, stock, a created order.
+  // The initial state the page reads from the GET routes: a truck that has passed the depot
+  // and three drop points (the first 800 fixes of the recorded track, moved to end a minute
+  // ago, so that its geofence events are of the last 24 h), stock, a created order.
   auto pub = sh.site().NewPublisher("console-seed");
   const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  pub->Publish({"fs/vehicles/truck-01/gps", "{\"seq\":1,\"ts\":" + std::to_string(now - 60000) +
-                                                ",\"lat\":31.2304,\"lon\":121.4737,\"speed_kmh\":20,\"hdop\":1.0}"});
+  std::ifstream track(std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_track.csv");
+  std::string line;
+  int gps_seq = 0;
+  const int64_t shift = now - 60000 - (1767225600100 + 799 * 5000);
+  while (std::getline(track, line) && gps_seq < 800) {
+    if (line.empty() || line[0] == '#') continue;
+    std::stringstream ss(line);
+    std::string v, ts, lat, lon, hdop;
+    std::getline(ss, v, ',');
+    std::getline(ss, ts, ',');
+    std::getline(ss, lat, ',');
+    std::getline(ss, lon, ',');
+    std::getline(ss, hdop, ',');
+    pub->Publish({"fs/vehicles/" + v + "/gps", "{\"seq\":" + std::to_string(++gps_seq) + ",\"ts\":" +
+                                                   std::to_string(std::stoll(ts) + shift) + ",\"lat\":" + lat + ",\"lon\":" + lon +
+                                                   ",\"hdop\":" + hdop + "}"});
+  }
+  ASSERT_EQ(gps_seq, 800);
   pub->Publish({"fs/stock/movements", R"({"id":"r-kale","sku":"kale","delta":40,"reason":"receive","lot":"K1","expiry":"2030-01-09"})"});
   pub->Publish({"fs/orders/status", "{\"order_id\":\"o-console-1\",\"status\":\"created\",\"ts\":" + std::to_string(now - 30000) +
                                         ",\"lines\":[{\"sku\":\"kale\",\"qty\":3}]}"});
   pub->Flush();
-  // Three messages, and the records they make (the order's reservation moves stock too).
+  // Every message, and the records they make (the order's reservation moves stock too).
   ASSERT_TRUE(sh.site().WaitInt("SELECT COUNT(*) FROM orders", 1)) << sh.site().log();
   ASSERT_TRUE(WaitFor([&] { return sh.EdgeBacklog() == 0 && sh.HubRecords() == sh.EdgeLastSeq(); }, std::chrono::seconds(60)))
       << sh.site().log();
@@ -80,6 +101,7 @@ TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
                      {"MQTT_PORT", std::to_string(sh.site().broker().port())},
                      {"SITE", SiteHub::kSiteId},
                      {"VEHICLE", "truck-01"},
+                     {"GPS_SEQ", std::to_string(gps_seq + 1)},
                      {"ORDER_ID", "o-console-1"},
                      {"SCREENSHOTS", shots},
                      {"HOME", sh.dir().path()}, {"LIVE", live}});  // chromium's profile and crash folders

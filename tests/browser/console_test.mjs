@@ -4,7 +4,7 @@
 // the site's message. Started by console_browser_test.cc, which runs Mosquitto, edged and hubd
 // and passes them in the environment:
 //   HUB_URL (https://127.0.0.1:PORT), TOKEN (a reader token), MQTT_PORT, SITE,
-//   VEHICLE, ORDER_ID (seeded before the page opens), SCREENSHOTS (folder for console-*.png),
+//   VEHICLE, GPS_SEQ (its next fix's seq), ORDER_ID (seeded before the page opens), SCREENSHOTS (folder for console-*.png),
 //   CHROMIUM (default /usr/bin/chromium).
 // Prints one line per measurement and exits non-zero on the first failed check.
 import { spawn } from 'node:child_process';
@@ -22,6 +22,7 @@ const TOKEN = env('TOKEN');
 const MQTT_PORT = env('MQTT_PORT');
 const VEHICLE = env('VEHICLE');
 const ORDER_ID = env('ORDER_ID');
+const GPS_SEQ = Number(env('GPS_SEQ'));
 const SHOTS = env('SCREENSHOTS');
 const LIVE = env('LIVE', 'stream');  // the page's live mode: "stream" (GET /v1/stream) or "poll"
 const BUDGET_MS = 1000;
@@ -92,14 +93,17 @@ try {
   await page.waitForSelector(`#status[data-mode="${LIVE}"]`, { timeout: 5000 });
   console.log(`live: ${LIVE}`);
 
+  // The seeded track's geofence events are listed.
+  check((await page.$$eval('#geofence li', (li) => li.length)) >= 2, 'the geofence events of the seeded track are listed');
+
   // 1. A GPS fix moves the truck's marker.
-  const before = await page.$eval(`#trucks g[data-vehicle="${VEHICLE}"]`, (g) => [g.dataset.lat, g.getAttribute('transform')]);
-  const lat = 31.2304 + 0.004, lon = 121.4737 + 0.005;  // about 600 m: inside the first view
+  const before = await page.$eval(`#trucks g[data-vehicle="${VEHICLE}"]`, (g) => [g.dataset.lat, g.dataset.lon, g.getAttribute('transform')]);
+  const lat = Number(Number(before[0]) + 0.002).toFixed(6), lon = Number(Number(before[1]) + 0.003).toFixed(6);  // ~350 m: inside the view
   await within(page, 'gps fix',
-    () => publish(`fs/vehicles/${VEHICLE}/gps`, { seq: 2, ts: Date.now(), lat, lon, speed_kmh: 32, hdop: 1.1 }),
-    (v, want) => document.querySelector(`#trucks g[data-vehicle="${v}"]`)?.dataset.lat === String(want), VEHICLE, lat);
+    () => publish(`fs/vehicles/${VEHICLE}/gps`, { seq: GPS_SEQ, ts: Date.now(), lat: Number(lat), lon: Number(lon), speed_kmh: 32, hdop: 1.1 }),
+    (v, want) => document.querySelector(`#trucks g[data-vehicle="${v}"]`)?.dataset.lat === String(want), VEHICLE, String(Number(lat)));
   const after = await page.$eval(`#trucks g[data-vehicle="${VEHICLE}"]`, (g) => g.getAttribute('transform'));
-  check(after !== before[1], `the marker moved (${before[1]} -> ${after})`);
+  check(after !== before[2], `the marker moved (${before[2]} -> ${after})`);
 
   // 2. A cold-chain excursion: out of range, then still out past the rule's for_s (message
   //    time), which opens the alert at the site.
