@@ -4,6 +4,8 @@
 // headers, so the stream is read with fetch() and parsed here, and no URL the hub sees ever
 // carries the token.
 
+import { SseParser } from './sse.js';
+
 const TOKEN_KEY = 'freshsync.console.token';
 const ORDER_STATES = ['created', 'accepted', 'picking', 'packed', 'dispatched', 'delivered', 'cancelled', 'refused'];
 const CARDS_PER_COLUMN = 60;   // a column shows the newest ones and counts the rest
@@ -161,8 +163,8 @@ async function headCursor() {
 }
 
 // ---------- live ----------
-// Server-sent events over fetch(): the fields of docs/api.md's GET /v1/stream (id: the feed
-// cursor, event: change, data: a feed item), comments (": hb") ignored.
+// GET /v1/stream over fetch() (sse.js parses it): id: the feed cursor, event: change, data: a
+// feed item as in /v1/changes.
 async function readStream(after, signal) {
   const res = await fetch(`/v1/stream?after=${after}`, {
     headers: { Authorization: `Bearer ${token()}`, Accept: 'text/event-stream', 'Last-Event-ID': String(after) },
@@ -172,32 +174,17 @@ async function readStream(after, signal) {
   if (res.status === 404) return 'absent';
   if (!res.ok || !res.body) throw new Error(`stream: ${res.status}`);
   setMode('stream');
+  const parser = new SseParser(({ event, data, id }) => {
+    if (event !== 'change') return;
+    const c = JSON.parse(data);
+    if (c.cursor === undefined && id !== null) c.cursor = Number(id);
+    applyChange(c);
+  });
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = '';
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return 'ended';
-    buf += value.replace(/\r\n?/g, '\n');  // one line ending from here on
-    let end;
-    while ((end = buf.indexOf('\n\n')) >= 0) {
-      const block = buf.slice(0, end);
-      buf = buf.slice(end + 2);
-      let event = 'message', data = '', id = null;
-      for (const line of block.split('\n')) {
-        if (!line || line.startsWith(':')) continue;
-        const colon = line.indexOf(':');
-        const field = colon < 0 ? line : line.slice(0, colon);
-        const val = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-        if (field === 'data') data += (data ? '\n' : '') + val;
-        else if (field === 'event') event = val;
-        else if (field === 'id') id = val;
-      }
-      if (event === 'change' && data) {
-        const c = JSON.parse(data);
-        if (id !== null && c.cursor === undefined) c.cursor = Number(id);
-        applyChange(c);
-      }
-    }
+    parser.push(value);
   }
 }
 
