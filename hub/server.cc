@@ -756,6 +756,7 @@ struct HubServer::Impl {
     Get(std::string(kConsolePath) + "(/.*)?", [this](const http::Request& req, http::Response& res) {
       res = ServeConsole(req.path, req.get_header_value("If-None-Match"), config.console_tiles_url);
     }, false);
+    routes.back().name = "/console/";  // the metrics' label: one series for all its files
   }
 };
 
