@@ -316,7 +316,8 @@ function renderMap() {
     const n = 2 ** z, t0x = Math.floor(vx * n), t0y = Math.floor(vy * n);
     const t1x = Math.floor((vx + span) * n), t1y = Math.floor((vy + (span * H) / W) * n);
     const imgs = [];
-    for (let tx = t0x; tx <= t1x; tx++) for (let ty = t0y; ty <= t1y; ty++) {
+    // One tile more on each side: the SVG shows beyond its viewBox when its box is wider.
+    for (let tx = t0x - 1; tx <= t1x + 1; tx++) for (let ty = t0y - 1; ty <= t1y + 1; ty++) {
       if (ty < 0 || ty >= n) continue;
       const href = tilesUrl.replace('{z}', z).replace('{x}', ((tx % n) + n) % n).replace('{y}', ty);
       const [sx, sy] = toScreen([tx / n, ty / n]);

@@ -56,6 +56,10 @@ TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
   // The recorded fences of edge-sim's seed 7, which the recorded track below enters and leaves.
   options.edge_toml = "[geofence]\nfile = \"" + std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_fences.geojson\"\n" +
                       "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 2\n";
+  // Map tiles from a server of the test's own (console_test.mjs starts it on this port): the
+  // page must fetch them from there, past its Content-Security-Policy.
+  const int tiles_port = PickFreePort();
+  options.hub_toml = "[console]\ntiles_url = \"http://127.0.0.1:" + std::to_string(tiles_port) + "/tiles/{z}/{x}/{y}.png\"\n";
   SiteHub sh(options);
   ASSERT_TRUE(sh.ok());
   ASSERT_TRUE(sh.site().StartEdged()) << sh.site().log();
@@ -104,6 +108,7 @@ TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
                      {"GPS_SEQ", std::to_string(gps_seq + 1)},
                      {"ORDER_ID", "o-console-1"},
                      {"SCREENSHOTS", shots},
+                     {"TILES_PORT", std::to_string(tiles_port)},
                      {"HOME", sh.dir().path()}, {"LIVE", live}});  // chromium's profile and crash folders
   ASSERT_TRUE(node.Start());
   const int rc = node.Wait(std::chrono::seconds(120));

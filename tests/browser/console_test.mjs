@@ -9,6 +9,7 @@
 // Prints one line per measurement and exits non-zero on the first failed check.
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
 
@@ -26,6 +27,7 @@ const GPS_SEQ = Number(env('GPS_SEQ'));
 const SHOTS = env('SCREENSHOTS');
 const LIVE = env('LIVE', 'stream');  // the page's live mode: "stream" (GET /v1/stream) or "poll"
 const BUDGET_MS = 1000;
+const TILES_PORT = Number(env('TILES_PORT'));
 
 function check(ok, what) {
   if (!ok) throw new Error(`check failed: ${what}`);
@@ -50,6 +52,19 @@ async function within(page, what, send, predicate, ...args) {
   check(ms <= BUDGET_MS, `${what} within ${BUDGET_MS} ms (took ${ms.toFixed(0)} ms)`);
   return ms;
 }
+
+// The tile server hubd's [console] tiles_url names: pale 1x1 PNGs in a checkerboard (so the
+// screenshots show where tiles lie), and a record of what was asked.
+const tilesAsked = [];
+const PNGS = ['iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGN48eEBAAV8Arl9qM5WAAAAAElFTkSuQmCC',
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGO48+IKAAU8ApmXkY01AAAAAElFTkSuQmCC'].map((b) => Buffer.from(b, 'base64'));
+const tiles = http.createServer((req, res) => {
+  tilesAsked.push(req.url);
+  const m = /^\/tiles\/\d+\/(\d+)\/(\d+)\.png$/.exec(req.url);
+  res.writeHead(m ? 200 : 404, { 'Content-Type': 'image/png' });
+  res.end(PNGS[m ? (Number(m[1]) + Number(m[2])) % 2 : 0]);
+});
+await new Promise((resolve) => tiles.listen(TILES_PORT, '127.0.0.1', resolve));
 
 const browser = await puppeteer.launch({
   executablePath: env('CHROMIUM', '/usr/bin/chromium'),
@@ -92,6 +107,10 @@ try {
   check((await page.evaluate(() => sessionStorage.getItem('freshsync.console.token'))) === TOKEN, 'the token is in sessionStorage');
   await page.waitForSelector(`#status[data-mode="${LIVE}"]`, { timeout: 5000 });
   console.log(`live: ${LIVE}`);
+
+  // Tiles under the trucks, from the configured server only, at a street-level zoom.
+  await page.waitForSelector('#tiles image', { timeout: 5000 });
+  check(tilesAsked.length > 0 && tilesAsked.every((u) => /^\/tiles\/1[2-9]\/\d+\/\d+\.png$/.test(u)), `tiles fetched (${tilesAsked.slice(0, 3)})`);
 
   // The seeded track's geofence events are listed.
   check((await page.$$eval('#geofence li', (li) => li.length)) >= 2, 'the geofence events of the seeded track are listed');
@@ -150,5 +169,6 @@ try {
   console.error(String(e.stack || e));
 } finally {
   await browser.close();
+  tiles.close();
 }
 process.exit(failed ? 1 : 0);
