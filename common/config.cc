@@ -453,6 +453,40 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
       r.Fail("console.tiles_url: must be an http(s) URL with {z}, {x} and {y}");
     root.Absorb(r);
   }
+  if (const toml::table* t = root.Table("stream")) {
+    TableReader r(*t, "stream");
+    double heartbeat_s = static_cast<double>(c.stream_heartbeat_ms) / 1000.0;
+    double poll_s = static_cast<double>(c.stream_poll_ms) / 1000.0;
+    double stall_s = static_cast<double>(c.stream_stall_ms) / 1000.0;
+    r.Get("heartbeat_s", heartbeat_s);
+    r.Get("poll_s", poll_s);
+    r.Get("stall_s", stall_s);
+    r.Get("buffer_bytes", c.stream_buffer_bytes);
+    r.Get("max_clients", c.stream_max_clients);
+    r.RejectUnknown();
+    // Written as !(x >= lo) so that NaN is refused too.
+    if (r.error().empty() && !(heartbeat_s >= 0.05 && heartbeat_s <= 15)) r.Fail("stream.heartbeat_s: must be 0.05..15 seconds");
+    if (r.error().empty() && !(poll_s >= 0.01 && poll_s <= 10)) r.Fail("stream.poll_s: must be 0.01..10 seconds");
+    if (r.error().empty() && !(stall_s >= 0.1 && stall_s <= 600)) r.Fail("stream.stall_s: must be 0.1..600 seconds");
+    if (r.error().empty() && (c.stream_buffer_bytes < 4096 || c.stream_buffer_bytes > (int64_t{64} << 20)))
+      r.Fail("stream.buffer_bytes: must be 4096..67108864");
+    if (r.error().empty() && (c.stream_max_clients < 1 || c.stream_max_clients > 1000000))
+      r.Fail("stream.max_clients: must be 1..1000000");
+    c.stream_heartbeat_ms = static_cast<int64_t>(heartbeat_s * 1000.0);
+    c.stream_poll_ms = static_cast<int64_t>(poll_s * 1000.0);
+    c.stream_stall_ms = static_cast<int64_t>(stall_s * 1000.0);
+    root.Absorb(r);
+  }
+  if (const toml::table* t = root.Table("customer_stream")) {
+    TableReader r(*t, "customer_stream");
+    double ttl_s = static_cast<double>(c.customer_stream_token_ttl_ms) / 1000.0;
+    r.Get("key_file", c.customer_stream_key_file, true);
+    r.Get("token_ttl_s", ttl_s);
+    r.RejectUnknown();
+    if (r.error().empty() && !(ttl_s >= 1 && ttl_s <= 86400)) r.Fail("customer_stream.token_ttl_s: must be 1..86400 seconds");
+    c.customer_stream_token_ttl_ms = static_cast<int64_t>(ttl_s * 1000.0);
+    root.Absorb(r);
+  }
   root.RejectUnknown();
   if (!root.error().empty()) return Status::InvalidArgument(root.error());
   auto hp = ParseHostPort(c.listen, "listen");

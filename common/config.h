@@ -149,6 +149,15 @@ struct HubConfig {
   // [console]: the web console at /console/ (docs/console.md). tiles_url: a map tile URL
   // template with {z}, {x} and {y} ("" = the map draws without tiles).
   std::string console_tiles_url;
+  // [stream]: the live SSE stream, GET /v1/stream (hub/stream.h).
+  int64_t stream_heartbeat_ms = 15000;          // ": hb" comment when a client got nothing this long
+  int64_t stream_buffer_bytes = 1 << 20;        // per client: queued + the write in flight
+  int64_t stream_stall_ms = 10000;              // a client with a full buffer that took nothing this long is cut off
+  int64_t stream_poll_ms = 100;                 // feed read for other replicas' commits
+  int stream_max_clients = 5000;                // more get 503 + Retry-After
+  // [customer_stream]: per-order streams behind HMAC tokens (hub/stream_token.h); "" = off.
+  std::string customer_stream_key_file;
+  int64_t customer_stream_token_ttl_ms = 15 * 60 * 1000;
 };
 
 Result<EdgeConfig> LoadEdgeConfig(const std::string& path);

@@ -1,5 +1,5 @@
 // libFuzzer target: the HQ API's query parsing (hub/query.h): /v1/changes and /v1/audit
-// (?after=&limit=), the geofence and track ranges (?from=&to=&limit=) and the digest query.
+// (?after=&limit=), the live stream (?after=&site=&entity= and Last-Event-ID), the geofence and track ranges (?from=&to=&limit=) and the digest query.
 // The same input also goes through PrefersProtobuf as an Accept header.
 // The input is a query string "a=1&b=2" (httplib has already %-decoded values when the
 // server calls these). Checks: whatever is accepted is within the documented bounds, and an
@@ -80,6 +80,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   DigestQuery d;
   if (!ParseDigestQuery(params, &d)) {
     Check(d.from <= d.to && d.buckets >= 1 && d.buckets <= 1024, "digest query in range");
+  }
+  // The stream's query, with the input's first line as a Last-Event-ID header too.
+  StreamQuery sq;
+  const std::string_view first_line = raw.substr(0, raw.find('\n'));
+  for (std::string_view last_id : {std::string_view(), first_line}) {
+    if (auto e = ParseStreamQuery(params, last_id, &sq)) {
+      Check(e->message.rfind(e->parameter + ":", 0) == 0, "stream error names its parameter");
+    } else {
+      Check(sq.after <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), "stream after <= INT64_MAX");
+      for (char ch : sq.entity) Check(!(ch >= 'A' && ch <= 'Z'), "stream entity is lower case");
+      Check(sq.site.size() <= 63, "stream site within the site-id rule");
+    }
   }
   for (const auto& [k, v] : params) CheckTimestamp(v);
   return 0;

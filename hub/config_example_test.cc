@@ -76,5 +76,34 @@ TEST(HubConfigExampleTest, FanoutAmqpIsOptionalAndValidated) {
   }
 }
 
+// [stream] and [customer_stream] (docs/api.md, "GET /v1/stream").
+TEST(HubConfigExampleTest, StreamTablesAreValidated) {
+  const std::string base = "listen = \"127.0.0.1:1\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[store]\npath = \"d\"\n";
+  auto none = ParseHubConfig(base);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(none->stream_heartbeat_ms, 15000);
+  EXPECT_EQ(none->customer_stream_key_file, "");
+  auto ok = ParseHubConfig(base + "[stream]\nheartbeat_s = 0.5\nbuffer_bytes = 65536\npoll_s = 0.05\n"
+                                  "[customer_stream]\nkey_file = \"k\"\ntoken_ttl_s = 60\n");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->stream_heartbeat_ms, 500);
+  EXPECT_EQ(ok->stream_buffer_bytes, 65536);
+  EXPECT_EQ(ok->stream_poll_ms, 50);
+  EXPECT_EQ(ok->customer_stream_key_file, "k");
+  EXPECT_EQ(ok->customer_stream_token_ttl_ms, 60000);
+  for (const auto& [table, key] : std::vector<std::pair<std::string, std::string>>{
+           {"[stream]\nheartbeat_s = 16\n", "stream.heartbeat_s"},  // the contract: at least every 15 s
+           {"[stream]\nbuffer_bytes = 10\n", "stream.buffer_bytes"},
+           {"[stream]\npoll_s = 0\n", "stream.poll_s"},
+           {"[stream]\nstall_s = 0\n", "stream.stall_s"},
+           {"[stream]\nmax_clients = 0\n", "stream.max_clients"},
+           {"[customer_stream]\ntoken_ttl_s = 60\n", "customer_stream.key_file"},
+           {"[customer_stream]\nkey_file = \"k\"\ntoken_ttl_s = 0\n", "customer_stream.token_ttl_s"}}) {
+    auto bad = ParseHubConfig(base + table);
+    ASSERT_FALSE(bad.ok()) << table;
+    EXPECT_NE(bad.status().message().find(key), std::string::npos) << bad.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace freshsync

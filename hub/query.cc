@@ -4,6 +4,7 @@
 
 #include "wire/digest.h"
 #include "wire/rfc3339.h"
+#include "wire/site_id.h"
 #include "wire/routes.h"
 
 namespace freshsync::hub {
@@ -89,6 +90,30 @@ std::optional<QueryError> ParseDigestQuery(const QueryParams& params, DigestQuer
   if (auto e = UParam(params, "to", 0, digest::kMaxSeq, true, &q.to)) return e;
   if (auto e = UParam(params, "buckets", 1, digest::kMaxBuckets, true, &q.buckets)) return e;
   if (q.to < q.from) return QueryError{"to", "to: must be >= from"};
+  *out = q;
+  return std::nullopt;
+}
+
+std::optional<QueryError> ParseStreamQuery(const QueryParams& params, std::string_view last_event_id, StreamQuery* out) {
+  constexpr uint64_t kMaxCursor = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  StreamQuery q;
+  if (auto e = UParam(params, "after", 0, kMaxCursor, false, &q.after)) return e;
+  if (!last_event_id.empty()) {
+    auto id = ParseU64(last_event_id);
+    if (!id || *id > kMaxCursor)
+      return QueryError{"Last-Event-ID", "Last-Event-ID: must be an integer in 0.." + std::to_string(kMaxCursor)};
+    q.after = *id;
+  }
+  if (const std::string* site = First(params, "site")) {
+    if (!wire::IsSiteId(*site)) return QueryError{"site", std::string("site: ") + wire::kSiteIdRule};
+    q.site = *site;
+  }
+  if (const std::string* entity = First(params, "entity")) {
+    bool ok = !entity->empty() && entity->size() <= 32;
+    for (char c : *entity) ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_');
+    if (!ok) return QueryError{"entity", "entity: must be an entity name, e.g. stock or order"};
+    for (char c : *entity) q.entity += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  }
   *out = q;
   return std::nullopt;
 }

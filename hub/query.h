@@ -55,6 +55,19 @@ struct DigestQuery {
 };
 std::optional<QueryError> ParseDigestQuery(const QueryParams& params, DigestQuery* out);
 
+// GET /v1/stream: ?after=CURSOR&site=SITE&entity=NAME, and the Last-Event-ID header (the
+// cursor of the last event the client has, sent by a reconnecting EventSource), which wins over
+// `after` because a browser reconnects with the URL it first opened. Both 0..INT64_MAX; the
+// stream starts after that cursor (0: the start of the feed, as /v1/changes). `site` keeps the
+// site-id rule (wire/site_id.h); `entity` is 1..32 letters, digits or '_', answered lower case
+// as the feed's relay names it ("stock", "order"): matching is by that lower-case name.
+struct StreamQuery {
+  uint64_t after = 0;
+  std::string site;    // "" = every site
+  std::string entity;  // "" = every entity; lower case
+};
+std::optional<QueryError> ParseStreamQuery(const QueryParams& params, std::string_view last_event_id, StreamQuery* out);
+
 // Strict unsigned decimal: 1-20 digits, no sign, no overflow.
 std::optional<uint64_t> ParseU64(std::string_view s);
 // Epoch milliseconds (0..INT64_MAX), or an RFC 3339 timestamp as wire::ParseRfc3339 reads it

@@ -89,5 +89,28 @@ TEST(QueryTest, PrefersProtobufOnlyWhenAcceptAsksForIt) {
   }
 }
 
+TEST(QueryTest, StreamAfterLastEventIdAndFilters) {
+  StreamQuery q;
+  ASSERT_FALSE(ParseStreamQuery({}, "", &q));
+  EXPECT_EQ(q.after, 0u);
+  EXPECT_TRUE(q.site.empty());
+  EXPECT_TRUE(q.entity.empty());
+  ASSERT_FALSE(ParseStreamQuery({{"after", "7"}, {"site", "site-a"}, {"entity", "Stock"}}, "", &q));
+  EXPECT_EQ(q.after, 7u);
+  EXPECT_EQ(q.site, "site-a");
+  EXPECT_EQ(q.entity, "stock");  // matched lower case, as the relay names entities
+  // A reconnecting EventSource sends its first URL again, with the id it has: the id wins.
+  ASSERT_FALSE(ParseStreamQuery({{"after", "7"}}, "42", &q));
+  EXPECT_EQ(q.after, 42u);
+  auto e = ParseStreamQuery({}, "-1", &q);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->parameter, "Last-Event-ID");
+  EXPECT_EQ(ParseStreamQuery({}, "9223372036854775808", &q)->parameter, "Last-Event-ID");
+  EXPECT_EQ(ParseStreamQuery({{"after", "x"}}, "", &q)->parameter, "after");
+  EXPECT_EQ(ParseStreamQuery({{"site", "Site_A"}}, "", &q)->parameter, "site");
+  EXPECT_EQ(ParseStreamQuery({{"entity", ""}}, "", &q)->parameter, "entity");
+  EXPECT_EQ(ParseStreamQuery({{"entity", "st ock"}}, "", &q)->parameter, "entity");
+}
+
 }  // namespace
 }  // namespace freshsync::hub

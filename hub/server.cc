@@ -34,6 +34,8 @@
 #include "wire/site_id.h"
 #include "hub/query.h"
 #include "hub/rate_limit.h"
+#include "hub/stream.h"
+#include "hub/stream_token.h"
 
 namespace freshsync::hub {
 namespace {
@@ -132,6 +134,8 @@ struct HubServer::Impl {
   FILE* audit_file = nullptr;
   RateLimiter pull_limiter;  // per bearer token name
   RateLimiter push_limiter;  // per site
+  std::unique_ptr<StreamHub> stream;  // GET /v1/stream and the per-order streams (hub/stream.h)
+  std::string customer_key;           // [customer_stream] key; "" = those routes are off
 
   Impl(const HubConfig& c, HubStore& s, Clock& k, HubTestHooks h)
       : config(c),
@@ -431,6 +435,7 @@ struct HubServer::Impl {
       spdlog::warn("push site={} seq={}..{}: {}", site, from, to, ack.error());
     }
     metrics.BatchApplied(applied->applied, applied->duplicates, applied->refused);
+    if (applied->applied > 0 && stream) stream->Wake();  // live streams see the commit at once
     if (applied->gap) return reply(409, "gap: expected seq " + std::to_string(applied->contiguous_seq + 1), from, to);
     // The audit row committed with the batch; only the optional file line is left to write.
     res.status = 200;
@@ -606,6 +611,94 @@ struct HubServer::Impl {
     AuditPull(*caller, req, 200, answer.rows);
   }
 
+  // ---------- live streams ----------
+  // GET /v1/stream (reader): the change feed as server-sent events (docs/api.md).
+  bool OpenStream(const std::shared_ptr<http::Exchange>& ex, http::Response& res) {
+    const http::Request& req = ex->request();
+    auto caller = Authorize(req, res, Role::kReader);
+    if (!caller) return false;
+    StreamQuery q;
+    if (!QueryOk(res, ParseStreamQuery(req.params, req.get_header_value("Last-Event-ID"), &q))) {
+      AuditPull(*caller, req, 400, 0);
+      return false;
+    }
+    if (!q.entity.empty() && !KnownEntity(q.entity)) {
+      SendError(res, 400, "entity: no such entity '" + q.entity + "'", "entity");
+      AuditPull(*caller, req, 400, 0);
+      return false;
+    }
+    AuditPull(*caller, req, 200, 0);  // who opened which stream from where; not each event
+    stream->Add(ex, StreamFilter{q.site, q.entity, ""}, q.after);
+    return true;
+  }
+
+  static bool KnownEntity(const std::string& lower) {
+    std::string upper = lower;
+    for (char& c : upper) c = static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+    v1::Entity e;
+    return v1::Entity_Parse(upper, &e);
+  }
+
+  // GET /v1/orders/{order_id}/stream?token=... (or Authorization: Bearer <token>): the order's
+  // status changes, for its customer; the token is the only credential (hub/stream_token.h).
+  bool OpenOrderStream(const std::shared_ptr<http::Exchange>& ex, http::Response& res) {
+    const http::Request& req = ex->request();
+    const std::string order_id = req.matches[1];
+    if (customer_key.empty()) {
+      SendError(res, 404, "customer streams are off ([customer_stream] key_file is not set)");
+      return false;
+    }
+    std::string token;
+    if (auto it = req.params.find("token"); it != req.params.end()) token = it->second;
+    const std::string auth = req.get_header_value("Authorization");
+    if (token.empty() && auth.rfind("Bearer ", 0) == 0) token = auth.substr(7);
+    switch (CheckStreamToken(customer_key, token, order_id, clock.NowMs())) {
+      case StreamTokenCheck::kOk:
+        break;
+      case StreamTokenCheck::kWrongOrder:
+        SendError(res, 403, "the token is for another order");
+        return false;
+      case StreamTokenCheck::kExpired:
+        res.set_header("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        SendError(res, 401, "token expired");
+        return false;
+      default:
+        res.set_header("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        SendError(res, 401, token.empty() ? "missing token" : "invalid token");
+        return false;
+    }
+    StreamQuery q;
+    if (!QueryOk(res, ParseStreamQuery(req.params, req.get_header_value("Last-Event-ID"), &q))) return false;
+    stream->Add(ex, StreamFilter{"", "", order_id}, q.after);
+    return true;
+  }
+
+  // POST /v1/orders/{order_id}/stream-token (admin): a token for that order's stream.
+  void PostStreamToken(const http::Request& req, http::Response& res) {
+    auto caller = Authorize(req, res, Role::kAdmin);
+    if (!caller) return;
+    const std::string order_id = req.matches[1];
+    if (customer_key.empty()) {
+      SendError(res, 404, "customer streams are off ([customer_stream] key_file is not set)");
+      return AuditPull(*caller, req, 404, 0);
+    }
+    const int64_t expires = clock.NowMs() + config.customer_stream_token_ttl_ms;
+    SendJson(res, 200, {{"token", MintStreamToken(customer_key, order_id, expires)}, {"expires_ms", expires}});
+    AuditPull(*caller, req, 200, 1);
+  }
+
+  void WriteStreamMetrics(prometheus::TextWriter& w) const {
+    const StreamStats& st = stream->stats();
+    w.Family("freshsync_hub_stream_clients", "gauge", "Live stream clients (GET /v1/stream and order streams) now.");
+    w.Sample("freshsync_hub_stream_clients", {}, static_cast<uint64_t>(std::max<int64_t>(0, st.clients.load())));
+    w.Family("freshsync_hub_stream_events_total", "counter", "Change events queued to stream clients.");
+    w.Sample("freshsync_hub_stream_events_total", {}, st.events_sent.load());
+    w.Family("freshsync_hub_stream_cut_off_total", "counter", "Stream clients closed because their buffer was full (they resume by Last-Event-ID).");
+    w.Sample("freshsync_hub_stream_cut_off_total", {}, st.cut_off.load());
+    w.Family("freshsync_hub_stream_heartbeats_total", "counter", "Heartbeat comments sent to idle stream clients.");
+    w.Sample("freshsync_hub_stream_heartbeats_total", {}, st.heartbeats.load());
+  }
+
   // The transport's counters (docs/operations.md, "Metrics").
   void WriteTransportMetrics(prometheus::TextWriter& w) const {
     const http::Stats& st = server->stats();
@@ -640,6 +733,9 @@ struct HubServer::Impl {
     std::regex pattern;
     RouteFn fn;
     bool blocking;  // touches the store: runs on the worker pool, never on an I/O thread
+    // A streaming route: true when it took the exchange (and answers through it), false when
+    // the Response it filled is the answer (a refusal).
+    std::function<bool(const std::shared_ptr<http::Exchange>&, http::Response&)> stream_fn;
   };
   std::vector<Route> routes;
   static std::string RouteName(std::string pattern) {
@@ -649,14 +745,21 @@ struct HubServer::Impl {
     return pattern;
   }
   void Get(const std::string& pattern, RouteFn fn, bool blocking = true) {
-    routes.push_back({"GET", RouteName(pattern), std::regex(pattern), std::move(fn), blocking});
+    routes.push_back({"GET", RouteName(pattern), std::regex(pattern), std::move(fn), blocking, nullptr});
   }
   void Post(const std::string& pattern, RouteFn fn, bool blocking = true) {
-    routes.push_back({"POST", RouteName(pattern), std::regex(pattern), std::move(fn), blocking});
+    routes.push_back({"POST", RouteName(pattern), std::regex(pattern), std::move(fn), blocking, nullptr});
+  }
+  void GetStream(const std::string& pattern,
+                 std::function<bool(const std::shared_ptr<http::Exchange>&, http::Response&)> fn) {
+    routes.push_back({"GET", RouteName(pattern), std::regex(pattern), nullptr, true, std::move(fn)});
   }
 
-  static void RunRoute(const Route& route, const http::Request& req, http::Response& res) {
+  // Runs the route; false when a streaming route took the exchange (nothing to answer here).
+  static bool RunRoute(const Route& route, const std::shared_ptr<http::Exchange>& ex, http::Response& res) {
+    const http::Request& req = ex->request();
     try {
+      if (route.stream_fn) return !route.stream_fn(ex, res);
       route.fn(req, res);
     } catch (const std::exception& e) {
       spdlog::error("{} {}: exception {}", req.method, req.path, e.what());
@@ -667,6 +770,7 @@ struct HubServer::Impl {
       res = http::Response{};
       SendError(res, 500, "internal error");
     }
+    return true;
   }
 
   // The transport's view of the hub: PreRoute on the head, then the route table.
@@ -693,13 +797,15 @@ struct HubServer::Impl {
         for (const auto& g : m) req.matches.push_back(g.str());
         if (!route.blocking) {
           http::Response res;
-          RunRoute(route, req, res);
-          return answer(route.name, std::move(res));
+          if (RunRoute(route, ex, res)) answer(route.name, std::move(res));
+          return;
         }
-        const bool queued = im.workers->TrySubmit([ex, &route, answer] {
+        const bool queued = im.workers->TrySubmit([this, ex, &route, answer, start] {
           http::Response res;
-          RunRoute(route, ex->request(), res);
-          answer(route.name, std::move(res));
+          if (RunRoute(route, ex, res)) return answer(route.name, std::move(res));
+          // A stream: its request is counted when it starts.
+          im.metrics.Request(ex->request().method, route.name, 200,
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
         });
         if (!queued) {
           ++im.worker_queue_full;
@@ -729,6 +835,7 @@ struct HubServer::Impl {
       w.Sample("freshsync_hub_rate_limited_total", {{"scope", "token"}}, pull_limiter.refused_total());
       w.Sample("freshsync_hub_rate_limited_total", {{"scope", "site"}}, push_limiter.refused_total());
       WriteTransportMetrics(w);
+      WriteStreamMetrics(w);
       auto sites = TimedStoreCall(metrics, "sites", [&] { return store.Sites(); });
       metrics.Write(w, sites.ok() ? &*sites : nullptr, clock.NowMs());
       std::string body = w.Take();
@@ -757,6 +864,12 @@ struct HubServer::Impl {
       res = ServeConsole(req.path, req.get_header_value("If-None-Match"), config.console_tiles_url);
     }, false);
     routes.back().name = "/console/";  // the metrics' label: one series for all its files
+    // Live streams (hub/stream.h): the feed for HQ, one order's status for its customer.
+    GetStream(wire::kStreamPath, [this](const std::shared_ptr<http::Exchange>& ex, http::Response& res) { return OpenStream(ex, res); });
+    GetStream(std::string(wire::kOrdersPrefix) + "([^/]+)" + wire::kOrderStreamSuffix,
+              [this](const std::shared_ptr<http::Exchange>& ex, http::Response& res) { return OpenOrderStream(ex, res); });
+    Post(std::string(wire::kOrdersPrefix) + "([^/]+)" + wire::kOrderStreamTokenSuffix,
+         [this](const http::Request& req, http::Response& res) { PostStreamToken(req, res); });
   }
 };
 
@@ -796,6 +909,24 @@ Status HubServer::Start() {
   // A worker per read connection (main.cc opens max(2, threads)); up to 64 requests per
   // worker wait, beyond that 503 + Retry-After.
   im.workers = std::make_unique<http::WorkerPool>(c.threads, static_cast<size_t>(c.threads) * 64);
+  if (!c.customer_stream_key_file.empty()) {
+    std::ifstream in(c.customer_stream_key_file, std::ios::binary);
+    std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
+    if (!in.good() && !in.eof()) return Status::InvalidArgument("customer_stream.key_file: cannot read " + c.customer_stream_key_file);
+    if (key.size() < kMinStreamKeyBytes)
+      return Status::InvalidArgument("customer_stream.key_file: " + c.customer_stream_key_file + " must hold at least " +
+                                     std::to_string(kMinStreamKeyBytes) + " bytes (e.g. openssl rand -hex 32)");
+    im.customer_key = std::move(key);
+  }
+  StreamOptions so;
+  so.heartbeat_ms = c.stream_heartbeat_ms;
+  so.buffer_bytes = static_cast<size_t>(c.stream_buffer_bytes);
+  so.poll_ms = c.stream_poll_ms;
+  so.stall_ms = c.stream_stall_ms;
+  so.max_clients = static_cast<size_t>(c.stream_max_clients);
+  im.stream = std::make_unique<StreamHub>(im.store, so);
+  im.stream->Start();
   im.router = std::make_unique<Impl::Router>(im);
   im.Register();
   im.server = std::make_unique<http::Server>(limits, *im.router, [&im](SSL_CTX& ctx) { return im.SetupTls(ctx); });
@@ -822,6 +953,8 @@ void HubServer::ReloadTokens(const std::vector<HubToken>& tokens) {
 RelayMetrics& HubServer::relay_metrics() { return impl_->metrics.relay; }
 
 void HubServer::Stop() {
+  // Streams first: the transport's drain waits for requests in flight, which a stream is.
+  if (impl_->stream) impl_->stream->Stop();
   if (impl_->server) impl_->server->Stop();
 }
 

@@ -33,6 +33,12 @@ inline constexpr char kCatalogPrefix[] = "/v1/catalog/";               // PUT /v
 // HQ routes without a site.
 inline constexpr char kChangesPath[] = "/v1/changes";
 inline constexpr char kAuditPath[] = "/v1/audit";
+// Live streams (server-sent events): the feed for HQ; one order's status for its customer,
+// /v1/orders/{order_id}/stream, behind a token from POST /v1/orders/{order_id}/stream-token.
+inline constexpr char kStreamPath[] = "/v1/stream";
+inline constexpr char kOrdersPrefix[] = "/v1/orders/";
+inline constexpr char kOrderStreamSuffix[] = "/stream";
+inline constexpr char kOrderStreamTokenSuffix[] = "/stream-token";
 
 // MQTT topics edged publishes under a site's topic root ({root}/...): {root}/deadletter,
 // {root}/orders/{id}/state, {root}/events/..., {root}/alerts/... The inbound topics (devices and

@@ -104,6 +104,9 @@ class Exchange {
   void StartStream(Response head, std::function<void(bool)> sent);
   void Write(std::string chunk, std::function<void(bool)> sent);
   void Finish();
+  // Closes the connection at once, even with a write in flight (whose `sent` then gets false):
+  // how a stream drops a client that stopped reading. Counts as the answer.
+  void Abort();
 
  private:
   friend class Session;

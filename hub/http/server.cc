@@ -202,6 +202,9 @@ class Session : public std::enable_shared_from_this<Session> {
       self->StreamHead(std::move(head), std::move(sent));
     });
   }
+  void PostClose() {
+    net::post(stream_.get_executor(), [self = shared_from_this()] { self->Close(); });
+  }
   void PostChunk(std::string chunk, bool last, std::function<void(bool)> sent) {
     net::post(stream_.get_executor(), [self = shared_from_this(), chunk = std::move(chunk), last, sent = std::move(sent)]() mutable {
       self->StreamChunk(std::move(chunk), last, std::move(sent));
@@ -462,6 +465,11 @@ void Exchange::Write(std::string chunk, std::function<void(bool)> sent) {
 }
 
 void Exchange::Finish() { session_->PostChunk("", true, nullptr); }
+
+void Exchange::Abort() {
+  answered_ = true;
+  session_->PostClose();
+}
 
 // ---------- acceptor ----------
 

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <random>
 #include <memory>
 #include <string>
 #include <thread>
@@ -14,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/hub/hubd_fixture.h"
+#include "tests/hub/sse_client.h"
 #include "tests/support/postgres.h"
 
 namespace freshsync::testing {
@@ -129,6 +131,64 @@ TEST_F(HubReplicasTest, AFollowerPagingEveryReplicaSeesEveryRecordOfConcurrentPu
     ASSERT_EQ(j["sites"].size(), static_cast<size_t>(kSites)) << r->body;
     for (const auto& s : j["sites"]) EXPECT_EQ(s["contiguous_seq"].get<uint64_t>(), uint64_t{kBatches * kPerBatch});
   }
+}
+
+// The live stream on replicas (issue 15 item 3): sites push concurrently, each batch through
+// another replica, while an SSE client disconnects at random points and resumes with
+// Last-Event-ID on another replica each time. Every replica's stream reads the shared feed
+// (commit-order cursors), so the client ends with every record exactly once, in cursor order.
+TEST_F(HubReplicasTest, AStreamClientHoppingBetweenReplicasGetsEveryRecordOnceInOrder) {
+  constexpr int kSites = 4, kBatches = 10, kPerBatch = 40;
+  std::vector<TestPki::Files> certs;
+  for (int s = 0; s < kSites; ++s) certs.push_back(pki_.Client("site-" + std::to_string(s)));
+  std::vector<std::thread> pushers;
+  for (int s = 0; s < kSites; ++s) {
+    pushers.emplace_back([&, s] {
+      const std::string site = "site-" + std::to_string(s);
+      for (int b = 0; b < kBatches; ++b) {
+        const uint64_t first = static_cast<uint64_t>(b * kPerBatch + 1);
+        int status = 0;
+        for (int attempt = 0; attempt < 200; ++attempt) {
+          auto c = Client((s + b + attempt) % 2, &certs[static_cast<size_t>(s)]);  // two replicas
+          auto r = Push(*c, site, BatchBody(site, first, first + kPerBatch - 1));
+          status = r ? r->status : -1;
+          if (status != 503) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        ASSERT_EQ(status, 200) << site;
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      }
+    });
+  }
+  constexpr size_t kTotal = static_cast<size_t>(kSites * kBatches * kPerBatch);
+  std::mt19937 rng(2026);
+  std::vector<SseEvent> got;
+  std::string last;
+  int hop = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  while (got.size() < kTotal && std::chrono::steady_clock::now() < deadline) {
+    httplib::Headers h;
+    if (!last.empty()) h.emplace("Last-Event-ID", last);
+    const int replica = hop++ % 2;
+    SseClient sse([this, replica] { return Client(replica, nullptr); }, "/v1/stream", h);
+    sse.StopAfter(1 + rng() % 250);
+    sse.WaitDone(std::chrono::seconds(2));
+    sse.Stop();
+    for (auto& e : sse.events()) got.push_back(e);
+    if (!got.empty()) last = got.back().id;
+  }
+  for (auto& t : pushers) t.join();
+  ASSERT_EQ(got.size(), kTotal) << "after " << hop << " connections";
+  std::map<std::pair<std::string, uint64_t>, int> seen;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (i > 0) {
+      ASSERT_LT(std::stoull(got[i - 1].id), std::stoull(got[i].id));
+    }
+    const json d = json::parse(got[i].data);
+    ++seen[{d["site"].get<std::string>(), d["seq"].get<uint64_t>()}];
+  }
+  EXPECT_EQ(seen.size(), kTotal);
+  EXPECT_GT(hop, 4);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // publish only to its own topics, read only what edged publishes back, and nobody gets in
 // without a password.
 #include <gtest/gtest.h>
+#include <mqtt/client.h>
 
 #include <sstream>
 #include <thread>
@@ -22,7 +23,12 @@ class ShippedMosquittoAclTest : public ::testing::Test {
     for (const char* user : {"edged", "truck-07", "truck-08", "terminal-01", "cold-1", "cold-2"}) {
       ASSERT_EQ(RunShell("mosquitto_passwd -b '" + passwd_ + "' " + user + " pw-" + user, tmp_.File("passwd.log")), 0);
     }
-    broker_ = std::make_unique<MosquittoBroker>(tmp_.File("broker"), "allow_anonymous false\npassword_file " + passwd_ + "\nacl_file " + acl + "\n");
+    // A websockets listener beside the TCP one, as the shipped conf has (there on 9001 with TLS;
+    // here plain on loopback, the TLS policy is tests/security/tls_test.cc's).
+    ws_port_ = PickFreePort();
+    broker_ = std::make_unique<MosquittoBroker>(tmp_.File("broker"), "allow_anonymous false\npassword_file " + passwd_ + "\nacl_file " + acl +
+                                                                         "\nlistener " + std::to_string(ws_port_) +
+                                                                         " 127.0.0.1\nprotocol websockets\n");
     ASSERT_TRUE(broker_->Start());
   }
 
@@ -32,6 +38,7 @@ class ShippedMosquittoAclTest : public ::testing::Test {
   }
 
   TempDir tmp_;
+  int ws_port_ = 0;
   std::string passwd_;
   std::unique_ptr<MosquittoBroker> broker_;
 };
@@ -113,6 +120,34 @@ TEST_F(ShippedMosquittoAclTest, NoPasswordNoEntry) {
   const int wrong = RunShell("mosquitto_pub -h 127.0.0.1 -p " + std::to_string(broker_->port()) + " -q 1 -u truck-07 -P wrong -t fs/vehicles/truck-07/gps -m x",
                              tmp_.File("wrong.log"));
   EXPECT_NE(wrong, 0);
+}
+
+// Customer push at the site (issue 15 item 2): a browser-like client over MQTT-over-websockets
+// gets the retained state of an order that edged published before it connected, and may not
+// read other traffic.
+TEST_F(ShippedMosquittoAclTest, WebsocketClientGetsRetainedOrderState) {
+  // edged publishes the order's state, retained (edge/: {root}/orders/{id}/state).
+  ASSERT_EQ(RunShell("mosquitto_pub -h 127.0.0.1 -p " + std::to_string(broker_->port()) +
+                     " -q 1 -r -u edged -P pw-edged -t fs/orders/o-77/state -m '{\"order_id\":\"o-77\",\"status\":\"accepted\"}'"),
+            0);
+  ASSERT_EQ(RunShell("mosquitto_pub -h 127.0.0.1 -p " + std::to_string(broker_->port()) +
+                     " -q 1 -r -u edged -P pw-edged -t fs/stock/levels -m secret"),
+            0);
+  mqtt::client ws("ws://127.0.0.1:" + std::to_string(ws_port_), "ws-terminal-01", mqtt::create_options(MQTTVERSION_3_1_1));
+  auto opts = mqtt::connect_options_builder().user_name("terminal-01").password("pw-terminal-01").clean_session(true).finalize();
+  ASSERT_NO_THROW(ws.connect(opts));
+  ws.start_consuming();
+  ws.subscribe("fs/orders/o-77/state", 1);
+  ws.subscribe("fs/stock/#", 1);
+  mqtt::const_message_ptr msg;
+  ASSERT_TRUE(ws.try_consume_message_for(&msg, std::chrono::seconds(5))) << "no retained order state over websockets";
+  EXPECT_EQ(msg->get_topic(), "fs/orders/o-77/state");
+  EXPECT_EQ(msg->to_string(), "{\"order_id\":\"o-77\",\"status\":\"accepted\"}");
+  EXPECT_TRUE(msg->is_retained());
+  // Nothing else: stock traffic is not for terminals and browsers.
+  mqtt::const_message_ptr more;
+  EXPECT_FALSE(ws.try_consume_message_for(&more, std::chrono::milliseconds(500))) << more->get_topic();
+  ws.disconnect();
 }
 
 }  // namespace
