@@ -28,8 +28,9 @@ bool FileContains(const std::string& path, const std::string& needle) {
   return bytes.find(needle) != std::string::npos;
 }
 
-// What the page should use live: "stream" when hubd answers GET /v1/stream (the head is
-// enough), "poll" (GET /v1/changes) when it says 404, as a hub without the stream does.
+// What hubd offers live: "stream" when it answers GET /v1/stream (the head is enough), "poll"
+// when it says 404. This hubd has the stream; the page's polling, for an older hub, is tested
+// by console_test.mjs with the stream refused in the browser.
 std::string LiveMode(SiteHub& sh) {
   httplib::SSLClient c("127.0.0.1", sh.hub_port());
   c.set_ca_cert_path(sh.pki().ca_cert().c_str());
@@ -99,6 +100,7 @@ TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
   const std::string shots = std::getenv("FRESHSYNC_CONSOLE_SCREENSHOTS") ? std::getenv("FRESHSYNC_CONSOLE_SCREENSHOTS")
                                                                           : sh.dir().File("screenshots");
   const std::string live = LiveMode(sh);
+  ASSERT_EQ(live, "stream") << "hubd does not answer GET /v1/stream";
   ChildProcess node({"/usr/bin/node", std::string(FRESHSYNC_BROWSER_DIR) + "/console_test.mjs"}, sh.dir().File("browser.log"),
                     {{"HUB_URL", "https://127.0.0.1:" + std::to_string(sh.hub_port())},
                      {"TOKEN", SiteHub::kToken},

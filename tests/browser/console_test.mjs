@@ -81,9 +81,8 @@ try {
   page.on('request', (r) => requests.push({ url: r.url(), auth: r.headers().authorization ?? '' }));
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  // A 404 from the optional routes is expected: /downstream on a hub without HQ orders, and
-  // /v1/stream on one without the stream (the page then polls).
-  const optional = /\/downstream$|^\/v1\/stream$/;
+  // A 404 from the optional route is expected: /downstream on a hub without HQ orders.
+  const optional = /\/downstream$/;
   page.on('console', (m) => {
     const where = m.location()?.url ? new URL(m.location().url).pathname : '';
     if (m.type() === 'error' && !optional.test(where)) errors.push(`${m.text()} (${where})`);
@@ -153,7 +152,20 @@ try {
   await (await page.$('#map-panel')).screenshot({ path: path.join(SHOTS, 'console-map.png') });
   await (await page.$('#orders-panel')).screenshot({ path: path.join(SHOTS, 'console-orders.png') });
 
-  // 4. Without a token: the form, and no data call at all.
+  // 4. A hub without /v1/stream (an older hubd, here the same one with the stream answered 404
+  //    by the browser): the page polls /v1/changes, and a change still shows within the budget.
+  const older = await browser.newPage();
+  await older.setRequestInterception(true);
+  older.on('request', (r) => (new URL(r.url()).pathname === '/v1/stream'
+    ? r.respond({ status: 404, contentType: 'application/json', body: '{"error":"no such route"}' }) : r.continue()));
+  await older.goto(`${HUB}/console/#token=${TOKEN}`, { waitUntil: 'domcontentloaded' });
+  await older.waitForSelector('#status[data-mode="poll"]', { timeout: 10000 });
+  await within(older, 'order status, polling',
+    () => publish('fs/orders/status', { order_id: ORDER_ID, status: 'picking', ts: Date.now() }),
+    (o) => !!document.querySelector(`.column[data-status="picking"] .card[data-order="${o}"]`), ORDER_ID);
+  await older.close();
+
+  // 5. Without a token: the form, and no data call at all.
   const fresh = await browser.createBrowserContext();
   const p2 = await fresh.newPage();
   const calls = [];
