@@ -474,6 +474,19 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
     f.RejectUnknown();
     root.Absorb(f);
   }
+  if (const toml::table* t = root.Table("console")) {
+    TableReader r(*t, "console");
+    r.Get("tiles_url", c.console_tiles_url);
+    r.RejectUnknown();
+    // The browser fetches tiles itself (the page's CSP allows that one origin): http(s) only,
+    // and the three placeholders, or the map would ask for one tile everywhere.
+    const std::string& u = c.console_tiles_url;
+    if (r.error().empty() && !u.empty() &&
+        ((u.rfind("https://", 0) != 0 && u.rfind("http://", 0) != 0) || u.find("{z}") == std::string::npos ||
+         u.find("{x}") == std::string::npos || u.find("{y}") == std::string::npos))
+      r.Fail("console.tiles_url: must be an http(s) URL with {z}, {x} and {y}");
+    root.Absorb(r);
+  }
   if (const toml::table* t = root.Table("stream")) {
     TableReader r(*t, "stream");
     double heartbeat_s = static_cast<double>(c.stream_heartbeat_ms) / 1000.0;

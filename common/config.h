@@ -156,6 +156,9 @@ struct HubConfig {
   // [fanout.amqp]: relay of the change feed to RabbitMQ (hub/relay/amqp_relay.h); "" = none.
   std::string amqp_url;
   std::string amqp_exchange = "freshsync.changes";
+  // [console]: the web console at /console/ (docs/console.md). tiles_url: a map tile URL
+  // template with {z}, {x} and {y} ("" = the map draws without tiles).
+  std::string console_tiles_url;
   // [stream]: the live SSE stream, GET /v1/stream (hub/stream.h).
   int64_t stream_heartbeat_ms = 15000;          // ": hb" comment when a client got nothing this long
   int64_t stream_buffer_bytes = 1 << 20;        // per client: queued + the write in flight

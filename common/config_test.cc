@@ -257,6 +257,20 @@ TEST(HubConfigTest, RateLimits) {
   EXPECT_EQ(ParseHubConfig(base + "[rate_limits]\npulls = 1\n").status().message(), "rate_limits.pulls: unknown key");
 }
 
+TEST(HubConfigTest, ConsoleTiles) {
+  const std::string base = std::string(kHubHead) + "[store]\npath = \"hub.db\"\n";
+  auto none = ParseHubConfig(base);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->console_tiles_url, "");
+  auto c = ParseHubConfig(base + "[console]\ntiles_url = \"https://tiles.example/{z}/{x}/{y}.png\"\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->console_tiles_url, "https://tiles.example/{z}/{x}/{y}.png");
+  const std::string why = "console.tiles_url: must be an http(s) URL with {z}, {x} and {y}";
+  EXPECT_EQ(ParseHubConfig(base + "[console]\ntiles_url = \"ftp://t/{z}/{x}/{y}\"\n").status().message(), why);
+  EXPECT_EQ(ParseHubConfig(base + "[console]\ntiles_url = \"https://t/{z}/{x}.png\"\n").status().message(), why);
+  EXPECT_EQ(ParseHubConfig(base + "[console]\ntiles = \"x\"\n").status().message(), "console.tiles: unknown key");
+}
+
 TEST(HubConfigTest, SiteLimitsAndDecompressionBudget) {
   const std::string base = std::string(kHubHead) + "[store]\npath = \"hub.db\"\n";
   auto d = ParseHubConfig(base);

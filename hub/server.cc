@@ -23,6 +23,7 @@
 #include "hub/http/http.h"
 #include "hub/http/worker_pool.h"
 #include "hub/codec.h"
+#include "hub/console.h"
 #include "hub/decompress_budget.h"
 #include "hub/downstream.h"
 #include "hub/entity_routes.h"
@@ -955,6 +956,12 @@ struct HubServer::Impl {
       Get(pattern, [this, route = std::move(route)](const http::Request& req, http::Response& res) { ServeEntity(route, req, res); });
     }
     Get(wire::kAuditPath, [this](const http::Request& req, http::Response& res) { GetAudit(req, res); });
+    // The web console's static files (hub/console.h): no token, no store, so on the I/O thread.
+    // Its data calls go to the routes above with the bearer token.
+    Get(std::string(kConsolePath) + "(/.*)?", [this](const http::Request& req, http::Response& res) {
+      res = ServeConsole(req.path, req.get_header_value("If-None-Match"), config.console_tiles_url);
+    }, false);
+    routes.back().name = "/console/";  // the metrics' label: one series for all its files
     // Live streams (hub/stream.h): the feed for HQ, one order's status for its customer.
     GetStream(wire::kStreamPath, [this](const std::shared_ptr<http::Exchange>& ex, http::Response& res) { return OpenStream(ex, res); });
     GetStream(std::string(wire::kOrdersPrefix) + "([^/]+)" + wire::kOrderStreamSuffix,

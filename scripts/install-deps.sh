@@ -16,6 +16,7 @@ PACKAGES=(
   libboost1.74-dev  # hub: Boost.Beast on asio, the event-driven HTTPS server (docs/security.md)
   clang libclang-rt-14-dev iproute2 procps psmisc
   mmdebstrap  # tests/packaging/install_test.sh: a clean Debian 12 root for the package install test
+  chromium  # tests/browser/: the HQ console in a real browser (driven by puppeteer-core, no browser download)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -26,6 +27,12 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Node.js and npm for the browser test (tests/browser/): the machine's own, or Debian's.
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
 # The packaged broker must not hold port 1883 or compete with the brokers the tests start.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then

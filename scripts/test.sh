@@ -10,6 +10,9 @@ started=$SECONDS
 stage() { echo "== test.sh: $* (at $((SECONDS - started)) s)"; }
 stage "installing dependencies"
 scripts/install-deps.sh
+# puppeteer-core for tests/browser/, exactly as its lockfile says (it drives Debian's chromium
+# and downloads no browser).
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 jobs=${JOBS:-2}
 
 # ccache, where a developer has it, makes rebuilds across worktrees cheap; CI has none.

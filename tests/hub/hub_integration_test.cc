@@ -663,6 +663,41 @@ TEST_F(HubdTest, BadInputGetsFourXxAndCostsNoMemory) {
 #endif
 }
 
+// The web console's files (hub/console.h) through the real transport: no token needed, their
+// content types and revalidation, and nothing else reachable under /console/, however the
+// path is spelled on the wire.
+TEST_F(HubdTest, ServesTheConsoleWithoutATokenAndNothingElseUnderIt) {
+  auto c = Hq("");
+  auto page = c->Get("/console/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(page->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(page->body.find("<script type=\"module\" src=\"app.js\">"), std::string::npos);
+  EXPECT_NE(page->get_header_value("Content-Security-Policy").find("script-src 'self'"), std::string::npos);
+  auto js = c->Get("/console/app.js");
+  ASSERT_TRUE(js);
+  EXPECT_EQ(js->status, 200);
+  EXPECT_EQ(js->get_header_value("Content-Type"), "text/javascript; charset=utf-8");
+  auto again = c->Get("/console/app.js", {{"If-None-Match", js->get_header_value("ETag")}});
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 304);
+  EXPECT_TRUE(again->body.empty());
+  auto bare = c->Get("/console");
+  ASSERT_TRUE(bare);
+  EXPECT_EQ(bare->status, 301);
+  EXPECT_EQ(bare->get_header_value("Location"), "/console/");
+  for (const char* target : {"/console/../v1/audit", "/console/%2e%2e/v1/audit", "/console/..%2fhub.db", "/console//etc/passwd",
+                             "/console/nope.js"}) {
+    const std::string resp = RawTls(port_, site_a_, pki_.ca_cert(),
+                                    std::string("GET ") + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(resp.rfind("HTTP/1.1 404", 0), 0u) << target << ": " << resp;
+  }
+  // The data routes still want the token.
+  auto data = c->Get("/v1/sites");
+  ASSERT_TRUE(data);
+  EXPECT_EQ(data->status, 401);
+}
+
 TEST_F(HubdTest, KillAndRestartKeepsEverything) {
   auto a = Site(site_a_);
   ASSERT_EQ(Push(*a, "site-a", BatchBody("site-a", 1, 30))->status, 200);
