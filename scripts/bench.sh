@@ -28,7 +28,7 @@ if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${launcher[@]}" >/dev/null
-WANTED=(edged hubd ingest_drain sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog hub_connections outage_return stream_fanout)
+WANTED=(edged hubd ingest_drain sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog hub_connections outage_return stream_fanout downstream_latency)
 # A benchmark whose target this tree does not define (yet) is reported as skipped, not fatal.
 known=$(ninja -C "$BUILD_DIR" -t targets all 2>/dev/null | sed -n 's/^\([^:]*\): .*/\1/p')
 TARGETS=()
@@ -67,6 +67,8 @@ if ((QUICK)); then
     "hub_connections|$BIN/hub_connections --connections 500 --baseline 20 --rate 200 --seconds 3 --slowloris 100"
     "outage_return|$BIN/outage_return --sites 10 --records 500 --outage 5"
     "stream_fanout|$BIN/stream_fanout --clients 50 --stalled 5 --seconds 5"
+    "stream_fanout via edged|$BIN/stream_fanout --clients 50 --stalled 5 --seconds 5 --via_edged 1"
+    "downstream_latency|$BIN/downstream_latency --orders 50 --backlog 2000"
   )
 else
   RUNS=(
@@ -81,6 +83,8 @@ else
     "hub_connections|$BIN/hub_connections --seconds 10"
     "outage_return|$BIN/outage_return --sites 100 --records 2000 --outage 20 --baseline"
     "stream_fanout|$BIN/stream_fanout --seconds 30"
+    "stream_fanout via edged|$BIN/stream_fanout --seconds 30 --via_edged 1"
+    "downstream_latency|$BIN/downstream_latency"
   )
 fi
 
