@@ -19,6 +19,13 @@ Result<uint64_t> DownstreamApplier::AppliedSeq() {
 
 Result<uint64_t> DownstreamApplier::Apply(const v1::DownBatch& batch) {
   using Effect = EdgeStore::DownResult::Effect;
+  if (batch.commands().empty()) {
+    // through_seq also covers the kinds this site did not ask for.
+    if (Status s = store_.AdvanceDownPosition(batch.through_seq()); !s.ok()) return s;
+    return AppliedSeq();
+  }
+  std::vector<EdgeStore::DownInput> inputs;
+  inputs.reserve(static_cast<size_t>(batch.commands_size()));
   for (const v1::DownCommand& c : batch.commands()) {
     // A fence set that does not parse is refused whole (the running fences stay); its dedupe
     // row and the position still commit, so the log moves on.
@@ -26,19 +33,23 @@ Result<uint64_t> DownstreamApplier::Apply(const v1::DownBatch& batch) {
     if (c.has_fences()) {
       if (Status s = SiteRules::CheckHqFences(c.fences().geojson()); !s.ok()) reject = "fences refused: " + s.message();
     }
-    auto r = store_.ApplyDownCommand(c, clock_.NowMs(), reject);
-    if (!r.ok()) return r.status();
-    if (publish_) publish_(store_.TakePublications());
-    else (void)store_.TakePublications();
+    inputs.push_back({&c, std::move(reject)});
+  }
+  // The whole batch in one transaction (one fsync); its publications go out in one hand-over.
+  EdgeStore::DownBatchResult r = store_.ApplyDownCommands(inputs, batch.through_seq(), clock_.NowMs());
+  if (publish_) publish_(store_.TakePublications());
+  else (void)store_.TakePublications();
+  for (size_t i = 0; i < r.results.size(); ++i) {
+    const v1::DownCommand& c = *inputs[i].command;
+    const EdgeStore::DownResult& d = r.results[i];
     const int kind = c.kind() > 0 && c.kind() < wire::kDownKindCount ? c.kind() : 0;
-    counters_.applied_seq.store(c.down_seq(), std::memory_order_relaxed);
-    if (r->effect == Effect::kSkipped) {
+    if (d.effect == Effect::kSkipped) {
       counters_.skipped.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    if (r->effect == Effect::kRefused) {
+    if (d.effect == Effect::kRefused) {
       counters_.refused_by_kind[kind].fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("downstream: command {} ({}) refused: {}", c.down_seq(), c.command_id(), r->reason);
+      spdlog::warn("downstream: command {} ({}) refused: {}", c.down_seq(), c.command_id(), d.reason);
       continue;
     }
     counters_.applied_by_kind[kind].fetch_add(1, std::memory_order_relaxed);
@@ -50,8 +61,7 @@ Result<uint64_t> DownstreamApplier::Apply(const v1::DownBatch& batch) {
         spdlog::error("downstream: HQ's cold-chain rules version {} not adopted: {}", c.rules().version(), s.message());
     }
   }
-  // through_seq also covers the kinds this site did not ask for.
-  if (Status s = store_.AdvanceDownPosition(batch.through_seq()); !s.ok()) return s;
+  if (!r.status.ok()) return r.status;
   return AppliedSeq();
 }
 

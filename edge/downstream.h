@@ -3,16 +3,17 @@
 // downstream_puller.h) hands it each DownBatch on the puller's thread.
 //
 // How commands reach the writer: through an EdgeStore of their own on the same file (edged
-// opens a second connection, as the disk quota does). Every command is one BEGIN IMMEDIATE
-// transaction (EdgeStore::ApplyDownCommand), so SQLite's write lock serialises it with
-// ingest's batches, and the store's OutboxWriter on that connection reads the next seq and the
-// newest HLC inside the transaction: seq stays dense and HLC rising with it, one writer at a
+// opens a second connection, as the disk quota does). Every batch is one BEGIN IMMEDIATE
+// transaction (one fsync), each command under a savepoint of its own so that it still takes
+// effect whole or not at all (EdgeStore::ApplyDownCommands). SQLite's write lock serialises it
+// with ingest's batches, and the store's OutboxWriter on that connection reads the next seq and
+// the newest HLC inside the transaction: seq stays dense and HLC rising with it, one writer at a
 // time. A lock held past busy_timeout is a kIOError: the batch is pulled again later and the
 // dedupe rows make what had committed a no-op. The stock ledger runs inside the transaction
 // as for local orders, so local and HQ orders see each other's reservations.
 //
-// After each commit: the committed publications (order states, catalog items) go to ingest's
-// publication thread, and a new fence or rule set goes to the site rules (SiteRules::SetHq*),
+// After the batch's commit: the committed publications (order states, catalog items) go to
+// ingest's publication thread in one hand-over, and a new fence or rule set goes to the site rules (SiteRules::SetHq*),
 // which adopt it like a SIGHUP reload. A crash between the commit and that hand-over loses
 // nothing: SiteRules::Attach loads the stored sets at start.
 //

@@ -254,6 +254,38 @@ TEST_F(DownstreamTest, SameBatchTwiceAndAfterARestartTakesEffectOnce) {
   EXPECT_EQ(applier_->counters().skipped.load(), 3);  // since the reopen: the batch again, and the re-issued order
 }
 
+// A batch is one transaction, each command under its own savepoint: a command failing half-way
+// (here the order row's write, after its reservation) rolls back alone; what applied before it
+// commits, and the outbox's seq stays dense across the rolled-back records.
+TEST_F(DownstreamTest, FailingCommandInABatchRollsBackAloneAndTheRestCommitsOnce) {
+  Receive("r1", "apple", 10);
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(),
+                         "CREATE TRIGGER fail_bad BEFORE INSERT ON orders WHEN NEW.order_id = 'hq-bad' "
+                         "BEGIN SELECT RAISE(ABORT, 'disk gone'); END",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  const auto batch = Batch({OrderCmd(1, "hq-1", {{"apple", 2}}), OrderCmd(2, "hq-bad", {{"apple", 3}}),
+                            OrderCmd(3, "hq-3", {{"apple", 1}}), CatalogCmd(4, "apple", 1, "Apple")});
+  auto r = applier_->Apply(batch);
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(*applier_->AppliedSeq(), 1u);
+  EXPECT_EQ(Reserved("apple"), 2);  // hq-bad's reservation rolled back with it
+  EXPECT_EQ(Int("SELECT count(*) FROM down_applied"), 1);
+  EXPECT_EQ(StatusOf("hq-1"), "accepted");
+  EXPECT_EQ(Pub("fs/orders/hq-bad/state"), nullptr);
+  EXPECT_NE(Pub("fs/orders/hq-1/state"), nullptr);
+  ASSERT_TRUE(Local("local-1", "created", 1).ok());  // ingest's connection appends next
+
+  ASSERT_EQ(sqlite3_exec(store_->db_for_test(), "DROP TRIGGER fail_bad", nullptr, nullptr, nullptr), SQLITE_OK);
+  EXPECT_EQ(Apply(batch), 4u);  // the hub sends the batch again: hq-1 only moves the position
+  EXPECT_EQ(Reserved("apple"), 2 + 3 + 1 + 1);
+  EXPECT_EQ(OrderRecords("hq-1").size(), 1u);
+  EXPECT_EQ(OrderRecords("hq-bad").size(), 1u);
+  EXPECT_EQ(Int("SELECT count(*) FROM down_applied"), 4);
+  EXPECT_EQ(Int("SELECT max(seq) - min(seq) + 1 - count(*) FROM outbox"), 0);  // dense
+  EXPECT_EQ(applier_->counters().skipped.load(), 1);
+}
+
 TEST_F(DownstreamTest, PositionMovesPastSkippedKindsByThroughSeq) {
   EXPECT_EQ(Apply(Batch({}, 7)), 7u);  // seven commands of kinds this site did not ask for
   EXPECT_EQ(Apply(Batch({CatalogCmd(9, "pear", 1, "Pear")}, 12)), 12u);

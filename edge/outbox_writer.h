@@ -56,6 +56,9 @@ class OutboxWriter {
     next_seq_ = 0;
     appended_ = false;
   }
+  // After ROLLBACK TO a savepoint: the records appended since are gone, so the next seq is read
+  // again from what the transaction holds (seq stays dense). appended() stays as it was.
+  void Rewind() { next_seq_ = 0; }
   // True once the open transaction has appended a record.
   bool appended() const { return appended_; }
 

@@ -168,6 +168,19 @@ class EdgeStore {
     std::string reason;  // kRefused: why (also in the ORDER record sent up)
   };
   Result<DownResult> ApplyDownCommand(const v1::DownCommand& command, int64_t now_ms, const std::string& reject = {});
+  // A pulled batch's commands in ONE transaction, each under a savepoint of its own (so each is
+  // still all or nothing), then 'down_applied_seq' = max(position, through_seq). On a failing
+  // command what applied before it commits (`results` holds one entry per committed command)
+  // and `status` is the error; on a failed commit `results` is empty.
+  struct DownInput {
+    const v1::DownCommand* command;
+    std::string reject;  // as ApplyDownCommand's
+  };
+  struct DownBatchResult {
+    std::vector<DownResult> results;
+    Status status;
+  };
+  DownBatchResult ApplyDownCommands(const std::vector<DownInput>& commands, uint64_t through_seq, int64_t now_ms);
   // Moves 'down_applied_seq' up to `seq` (never down), in its own transaction: a batch's
   // through_seq, which also covers the kinds this site did not ask for.
   Status AdvanceDownPosition(uint64_t seq);
@@ -209,7 +222,8 @@ class EdgeStore {
   Status PutStock(const SkuLevel& level, const StockMovement* m, const std::string& reason, const std::string& order_id,
                   int64_t ts_ms, int64_t now_ms, int64_t* seq_out = nullptr);
   Result<Outcome> RefuseOrder(const OrderStatus& o, const std::string& why, int64_t now_ms);
-  // Downstream, inside ApplyDownCommand's transaction.
+  // Downstream, inside ApplyDownCommands' transaction: one command, its dedupe and position.
+  Result<DownResult> ApplyDownInTransaction(const v1::DownCommand& c, int64_t now_ms, const std::string& reject);
   Result<DownResult> DownOrder(const v1::DownCommand& c, int64_t now_ms);
   Result<DownResult> DownCancel(const v1::DownCommand& c, int64_t now_ms);
   Result<DownResult> DownCatalog(const v1::DownCommand& c, int64_t now_ms);

@@ -48,7 +48,7 @@ struct DownAnswer {
 
 class Downstream {
  public:
-  static constexpr int kMaxCommandsPerPull = 500;
+  static constexpr int kMaxCommandsPerPull = 2000;
   static constexpr int64_t kMaxWaitMs = 25000;
   static constexpr auto kRecheckInterval = std::chrono::milliseconds(150);
   static constexpr auto kTrimInterval = std::chrono::minutes(10);

@@ -34,6 +34,8 @@ constexpr Sql kCommands{
     "SELECT body, sealed FROM down_commands WHERE site = ?1 AND down_seq > ?2 ORDER BY down_seq LIMIT ?3"};
 constexpr Sql kPending{
     "SELECT COUNT(*), COALESCE(MIN(issued_ms), 0) FROM down_commands WHERE site = ?1 AND down_seq > ?2"};
+constexpr Sql kUnacked{"SELECT down_seq, body FROM down_commands WHERE site = ?1 AND down_seq > ?2 ORDER BY down_seq"};
+constexpr Sql kRenumber{"UPDATE down_commands SET down_seq = ?3, body = ?4 WHERE site = ?1 AND down_seq = ?2"};
 constexpr Sql kLanes{"SELECT site, last_seq, delivered_seq FROM down_lanes ORDER BY site"};
 constexpr Sql kTrim{
     "DELETE FROM down_commands WHERE issued_ms < ?1 AND down_seq <= "
@@ -277,8 +279,26 @@ Result<LaneState> DownstreamLog::Acknowledge(const std::string& site, uint64_t a
     auto lane = LockLane(tx, site);
     if (!lane.ok()) return lane.status();
     // A site ahead of the log (the hub restored from an older backup): new commands must not
-    // reuse a down_seq the site has applied.
-    if (lane->last_seq < after) lane->last_seq = after;
+    // reuse a down_seq the site has applied. The log's unacknowledged tail moves above `after`
+    // too: it holds commands the site saw in the lost timeline (its dedupe by command_id makes
+    // them no-ops) and ones appended since the restore, which the site would otherwise skip
+    // as at or below its position: lost.
+    if (lane->last_seq < after) {
+      std::vector<std::pair<uint64_t, std::string>> tail;
+      Status r = tx.Run(kUnacked, [&](SqlParams& p) { p.Text(1, site).UInt(2, lane->delivered_seq); },
+                        [&](const SqlRow& row) { tail.emplace_back(row.UInt(0), row.Text(1)); });
+      if (!r.ok()) return r;
+      uint64_t next = after;
+      for (const auto& [old_seq, body] : tail) {
+        v1::DownCommand c;
+        if (!c.ParseFromString(body)) return Status::Internal("down_commands: a body does not parse");
+        c.set_down_seq(++next);
+        const std::string moved = c.SerializeAsString();
+        r = tx.Run(kRenumber, [&](SqlParams& p) { p.Text(1, site).UInt(2, old_seq).UInt(3, next).Blob(4, moved); });
+        if (!r.ok()) return r;
+      }
+      lane->last_seq = next;
+    }
     if (!lane->seeded) {
       auto rows = CatalogRows([&](const Sql& sql, const std::function<void(const SqlRow&)>& row) {
         return tx.Run(sql, {}, row);

@@ -525,6 +525,19 @@ struct SqliteHubStore::Impl {
   std::deque<PendingApply*> queue;
   bool leader_active = false;
 
+  // Group commit of Write() (SqliteHubStore::Write): the same leader scheme.
+  struct PendingWrite {
+    const std::function<Status(SqlTx&)>* body;
+    Status result = Status::Internal("not written");
+    bool done = false;
+  };
+  static constexpr size_t kMaxGroupWrites = 1000;
+  std::mutex write_queue_mu;
+  std::condition_variable write_queue_cv;
+  std::deque<PendingWrite*> write_queue;
+  bool write_leader_active = false;
+  void WriteGroup(const std::vector<PendingWrite*>& group);
+
   Result<ApplyResult> Apply(const std::string& site, const v1::Batch& batch, const SerializedRecords& serialized,
                             int64_t now_ms, const AuditEntry* audit, const ApplyChecks& checks) {
     PendingApply me{&site, &batch, &serialized, now_ms, audit, &checks};
@@ -1152,18 +1165,73 @@ class WriterTx final : public SqlTx {
 };
 }  // namespace
 
+// Group commit, as for batches (Impl::Apply): concurrent Write calls (HQ's POSTs, one per
+// request thread) share one transaction, each body under a SAVEPOINT of its own so that a
+// failing one rolls back alone, and one fsync with synchronous=FULL. Each caller returns only
+// after the commit that holds its body. One POST per fsync capped HQ's writes at ~390/s
+// (docs/benchmarks.md, "Downstream").
 Status SqliteHubStore::Write(const std::function<Status(SqlTx&)>& body) {
-  std::lock_guard<std::mutex> lock(impl_->write_mu);
-  sqlite::Transaction tx(impl_->writer.db());
-  if (Status s = tx.Begin(); !s.ok()) return s;
-  WriterTx run(impl_->writer);
-  Status s = body(run);
-  if (!s.ok()) {
-    // A rolled-back transaction may have created site rows the id cache holds (as ApplyBatch).
-    impl_->site_ids.clear();
-    return s;
+  Impl& im = *impl_;
+  Impl::PendingWrite me{&body};
+  std::unique_lock<std::mutex> ql(im.write_queue_mu);
+  im.write_queue.push_back(&me);
+  while (!me.done) {
+    if (im.write_leader_active) {
+      im.write_queue_cv.wait(ql);
+      continue;
+    }
+    im.write_leader_active = true;
+    std::vector<Impl::PendingWrite*> group;
+    while (!im.write_queue.empty() && group.size() < Impl::kMaxGroupWrites) {
+      group.push_back(im.write_queue.front());
+      im.write_queue.pop_front();
+    }
+    ql.unlock();
+    im.WriteGroup(group);
+    ql.lock();
+    for (auto* p : group) p->done = true;
+    im.write_leader_active = false;
+    im.write_queue_cv.notify_all();
   }
-  return tx.Commit();
+  return me.result;
+}
+
+void SqliteHubStore::Impl::WriteGroup(const std::vector<PendingWrite*>& group) {
+  std::lock_guard<std::mutex> lock(write_mu);
+  Status s = writer.Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) {
+    for (auto* p : group) p->result = s;
+    return;
+  }
+  WriterTx run(writer);
+  bool any = false;
+  for (size_t i = 0; i < group.size(); ++i) {
+    PendingWrite* p = group[i];
+    s = writer.Exec("SAVEPOINT write_body");
+    if (s.ok()) s = (*p->body)(run);
+    if (s.ok()) s = writer.Exec("RELEASE write_body");
+    if (s.ok()) {
+      p->result = Status::Ok();
+      any = true;
+      continue;
+    }
+    p->result = s;
+    // A rolled-back body may have created site rows the id cache holds (as ApplyBatch).
+    site_ids.clear();
+    if (sqlite3_get_autocommit(writer.db())) {  // SQLite rolled back the whole transaction
+      for (size_t j = 0; j < group.size(); ++j)
+        if (j != i) group[j]->result = j < i ? s : Status::Unavailable("write group rolled back: " + s.message());
+      return;
+    }
+    (void)writer.Exec("ROLLBACK TO write_body");
+    (void)writer.Exec("RELEASE write_body");
+  }
+  s = any ? writer.Exec("COMMIT") : writer.Exec("ROLLBACK");
+  if (s.ok()) return;
+  (void)writer.Exec("ROLLBACK");
+  site_ids.clear();
+  for (auto* p : group)
+    if (p->result.ok()) p->result = s;
 }
 
 Status SqliteHubStore::AppendAudit(const AuditEntry& e) {

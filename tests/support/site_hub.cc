@@ -21,7 +21,8 @@ SiteHub::SiteHub(SiteHubOptions options) {
   WriteFile(dir_.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port_) + "\"\nthreads = 4\n[tls]\nca = \"" +
                                         pki_->ca_cert() + "\"\ncert = \"" + pki_->server().cert + "\"\nkey = \"" + pki_->server().key +
                                         "\"\n[store]\npath = \"" + dir_.File("hub.db") + "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\n"
-                                        "sha256 = \"" + digest::Sha256Hex(kToken) + "\"\n" + options.hub_toml);
+                                        "sha256 = \"" + digest::Sha256Hex(kToken) + "\"\n[[tokens]]\nname = \"hq-writer\"\nrole = \"writer\"\n"
+                                        "sha256 = \"" + digest::Sha256Hex(kWriterToken) + "\"\n" + options.hub_toml);
   if (!StartHubd()) return;
   proxy_ = std::make_unique<FaultProxy>("127.0.0.1", hub_port_);
   if (!proxy_->Start()) return;
@@ -67,6 +68,17 @@ nlohmann::json SiteHub::HqJson(const std::string& path) {
   auto r = c.Get(path);
   if (!r || r->status != 200) return nlohmann::json();
   return nlohmann::json::parse(r->body, nullptr, false);
+}
+
+int SiteHub::HqWrite(const std::string& method, const std::string& path, const std::string& body) {
+  httplib::SSLClient c("127.0.0.1", hub_port_);
+  c.set_ca_cert_path(pki_->ca_cert().c_str());
+  c.enable_server_certificate_verification(true);
+  c.set_bearer_token_auth(kWriterToken);
+  c.set_connection_timeout(2);
+  c.set_read_timeout(10);
+  auto r = method == "PUT" ? c.Put(path, body, "application/json") : c.Post(path, body, "application/json");
+  return r ? r->status : -1;
 }
 
 std::vector<v1::FeedChange> SiteHub::Feed() {

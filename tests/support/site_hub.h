@@ -32,6 +32,7 @@ class SiteHub {
  public:
   static constexpr const char* kSiteId = "test-site";  // tests/ingest/site.cc names its site so
   static constexpr const char* kToken = "hq-reader-token-for-tests";
+  static constexpr const char* kWriterToken = "hq-writer-token-for-tests";  // HQ writes (downstream)
 
   // Sets everything up and starts hubd (not edged). Check ok() before use.
   explicit SiteHub(SiteHubOptions options = {});
@@ -57,6 +58,8 @@ class SiteHub {
   std::vector<v1::FeedChange> Feed();          // the whole change feed
   int64_t HubRecords();                        // records the hub holds for the site; -1: no answer
   std::map<std::string, int64_t> HubStock();   // sku -> on_hand at HQ
+  // An HQ write (writer token, JSON body): the HTTP status, -1 without an answer.
+  int HqWrite(const std::string& method, const std::string& path, const std::string& body);
 
   int64_t EdgeLastSeq();
   int64_t EdgeBacklog();
