@@ -68,6 +68,10 @@ class Downstream {
   DownAnswer PutCatalog(const std::string& sku, const std::string& body, const std::string& issued_by);
   DownAnswer PutFences(const std::string& site, const std::string& body, const std::string& issued_by);
   DownAnswer PutColdchainRules(const std::string& site, const std::string& body, const std::string& issued_by);
+  // HQ asks the site for a different escrow allotment of `sku` ({"target": N}); the site grants
+  // it as its free stock allows (docs/escrow.md). Every call is a new command.
+  DownAnswer PutEscrowTarget(const std::string& site, const std::string& sku, const std::string& body,
+                             const std::string& issued_by);
   // HQ reads.
   DownAnswer GetLane(const std::string& site);
   DownAnswer GetCatalog();
