@@ -1044,12 +1044,14 @@ Result<EdgeStore::DownResult> EdgeStore::DownEscrow(const v1::DownCommand& c, in
     e->found = true;
     auto topped = EscrowTopUp(sku, *e);
     if (!topped.ok()) return topped.status();
+    changed = changed || *topped;  // the same target again may still grant more
   }
   if (!changed) return DownResult{};
   if (Status st = EscrowPut(sku, *e, now_ms); !st.ok()) return st;
   auto level = ledger_->Level(sku);
   if (!level.ok()) return level.status();
-  if (Status st = PutStock(*level, nullptr, "escrow", "", now_ms, now_ms); !st.ok()) return st;
+  // The record's reason is the ledger's (the hub's field rules know reserve and release).
+  if (Status st = PutStock(*level, nullptr, is_return ? "release" : "reserve", "", now_ms, now_ms); !st.ok()) return st;
   return DownResult{DownResult::Effect::kApplied, {}};
 }
 
@@ -1077,7 +1079,7 @@ Status EdgeStore::ConfigureEscrow(const std::map<std::string, int64_t>& targets,
       if (!*topped) return Status::Ok();
       auto level = ledger_->Level(sku);
       if (!level.ok()) return level.status();
-      return PutStock(*level, nullptr, "escrow", "", now_ms, now_ms);
+      return PutStock(*level, nullptr, "reserve", "", now_ms, now_ms);
     };
     for (const auto& [sku, n] : targets)
       if (Status st = apply(sku, n); !st.ok()) return st;
