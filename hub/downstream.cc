@@ -129,6 +129,17 @@ struct Downstream::Impl {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<Waiter> waiters;
+
+  // Group commit of HQ orders: one caller at a time (the leader) appends every order queued
+  // so far in one transaction; the others wait for their answer (CommitOrder).
+  struct QueuedOrder {
+    const DownstreamLog::OrderAppend* in;
+    std::optional<Result<DownAppend>> out;
+  };
+  std::mutex order_mu;
+  std::condition_variable order_cv;
+  std::vector<QueuedOrder*> order_queue;
+  bool order_leader = false;
   bool woken = false;
   bool stopping = false;
   std::thread thread;
@@ -227,8 +238,9 @@ DownAnswer Downstream::PostOrder(const std::string& site, const std::string& bod
     cmd.mutable_order()->clear_customer();
   }
   const std::string digest = Sha256(plain.SerializeAsString() + "|" + customer_digest);
-  // The hub's escrow decision is taken in the append's transaction (docs/escrow.md).
-  auto r = log_.AppendOrder(site, cmd, digest, sealed);
+  // The hub's escrow decision is taken in the append's transaction (docs/escrow.md); orders
+  // posted at the same time share one transaction and one commit (CommitOrder).
+  auto r = CommitOrder({site, cmd, digest, sealed});
   if (!r.ok()) return Error(503, r.status().message());
   if (r->conflict)
     return Error(409, "order '" + cmd.order().order_id() + "' was already sent to site '" + site + "' with another body");
@@ -242,6 +254,39 @@ DownAnswer Downstream::PostOrder(const std::string& site, const std::string& bod
                    {"command_id", r->command_id},
                    {"status", r->escrow ? "accepted" : "pending"},
                    {"decided_by", r->escrow ? "hub" : "site"}});
+}
+
+// At most this many orders share one commit: bounds the transaction while concurrent calls
+// (at most the worker pool's size) always fit in one or two.
+constexpr size_t kMaxOrdersPerCommit = 256;
+
+Result<DownAppend> Downstream::CommitOrder(const DownstreamLog::OrderAppend& order) {
+  Impl::QueuedOrder me{&order, std::nullopt};
+  std::unique_lock<std::mutex> l(impl_->order_mu);
+  impl_->order_queue.push_back(&me);
+  while (!me.out) {
+    if (impl_->order_leader) {
+      impl_->order_cv.wait(l);
+      continue;
+    }
+    impl_->order_leader = true;
+    const size_t n = std::min(impl_->order_queue.size(), kMaxOrdersPerCommit);
+    std::vector<Impl::QueuedOrder*> batch(impl_->order_queue.begin(), impl_->order_queue.begin() + static_cast<ptrdiff_t>(n));
+    impl_->order_queue.erase(impl_->order_queue.begin(), impl_->order_queue.begin() + static_cast<ptrdiff_t>(n));
+    l.unlock();
+    std::vector<DownstreamLog::OrderAppend> in;
+    in.reserve(batch.size());
+    for (const auto* q : batch) in.push_back(*q->in);
+    auto r = log_.AppendOrders(in);
+    l.lock();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (r.ok()) batch[i]->out.emplace((*r)[i]);
+      else batch[i]->out.emplace(r.status());
+    }
+    impl_->order_leader = false;
+    impl_->order_cv.notify_all();
+  }
+  return std::move(*me.out);
 }
 
 DownAnswer Downstream::PostCancel(const std::string& site, const std::string& order_id, const std::string& body,

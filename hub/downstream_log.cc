@@ -1,5 +1,7 @@
 #include "hub/downstream_log.h"
 
+#include <algorithm>
+#include <map>
 #include <string_view>
 
 #include "hub/escrow.h"
@@ -47,6 +49,9 @@ struct Lane {
   uint64_t fences_version = 0, rules_version = 0;
   std::string fences_digest, rules_digest;
 };
+
+// Lane is also DownstreamLog's method; members name the row by this.
+using LaneRow = Lane;
 
 // Creates the lane if need be and locks it for the rest of the transaction.
 Result<Lane> LockLane(SqlTx& tx, const std::string& site) {
@@ -170,26 +175,46 @@ Result<DownAppend> DownstreamLog::Append(const std::string& site, v1::DownComman
 
 Result<DownAppend> DownstreamLog::AppendOrder(const std::string& site, v1::DownCommand command,
                                               const std::string& digest, const std::string& sealed_customer) {
-  if (!command.has_order()) return Status::InvalidArgument("AppendOrder: an order only");
-  DownAppend out;
+  auto r = AppendOrders({{site, std::move(command), digest, sealed_customer}});
+  if (!r.ok()) return r.status();
+  return (*r)[0];
+}
+
+Result<std::vector<DownAppend>> DownstreamLog::AppendOrders(const std::vector<OrderAppend>& orders) {
+  for (const OrderAppend& o : orders)
+    if (!o.command.has_order()) return Status::InvalidArgument("AppendOrders: orders only");
+  // Site order for the lane locks; the answers go back in the input's order.
+  std::vector<size_t> by_site(orders.size());
+  for (size_t i = 0; i < by_site.size(); ++i) by_site[i] = i;
+  std::stable_sort(by_site.begin(), by_site.end(), [&](size_t a, size_t b) { return orders[a].site < orders[b].site; });
+  std::vector<DownAppend> out;
   Status s = store_.Write([&](SqlTx& tx) -> Status {
-    auto lane = LockLane(tx, site);
-    if (!lane.ok()) return lane.status();
-    v1::DownCommand c = command;
-    c.mutable_order()->set_escrow(false);
-    // A repeat must not take the allotment twice: look for the id before deciding.
-    bool found = false;
-    Status f = tx.Run(kFindCommand, [&](SqlParams& p) { p.Text(1, site).Text(2, c.command_id()); },
-                      [&](const SqlRow&) { found = true; });
-    if (!f.ok()) return f;
-    if (!found) {
-      auto taken = TakeEscrow(tx, site, c.order());
-      if (!taken.ok()) return taken.status();
-      c.mutable_order()->set_escrow(*taken);
+    out.assign(orders.size(), DownAppend{});  // a PostgreSQL retry starts again
+    std::map<std::string, LaneRow> lanes;
+    for (size_t i : by_site) {
+      const OrderAppend& o = orders[i];
+      auto lane = lanes.find(o.site);
+      if (lane == lanes.end()) {
+        auto locked = LockLane(tx, o.site);
+        if (!locked.ok()) return locked.status();
+        lane = lanes.emplace(o.site, *locked).first;
+      }
+      v1::DownCommand c = o.command;
+      c.mutable_order()->set_escrow(false);
+      // A repeat must not take the allotment twice: look for the id before deciding.
+      bool found = false;
+      Status f = tx.Run(kFindCommand, [&](SqlParams& p) { p.Text(1, o.site).Text(2, c.command_id()); },
+                        [&](const SqlRow&) { found = true; });
+      if (!f.ok()) return f;
+      if (!found) {
+        auto taken = TakeEscrow(tx, o.site, c.order());
+        if (!taken.ok()) return taken.status();
+        c.mutable_order()->set_escrow(*taken);
+      }
+      auto r = AppendLocked(tx, o.site, lane->second, c, o.digest, o.sealed_customer);
+      if (!r.ok()) return r.status();
+      out[i] = *r;
     }
-    auto r = AppendLocked(tx, site, *lane, c, digest, sealed_customer);
-    if (!r.ok()) return r.status();
-    out = *r;
     return Status::Ok();
   });
   if (!s.ok()) return s;

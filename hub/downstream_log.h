@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -81,6 +82,16 @@ class DownstreamLog {
   // answers the first call's decision.
   Result<DownAppend> AppendOrder(const std::string& site, v1::DownCommand command, const std::string& digest,
                                  const std::string& sealed_customer);
+  // Several orders, each as AppendOrder, in ONE transaction (one commit for all: the hub's
+  // group commit of concurrent HQ calls, Downstream::PostOrder). Lanes are locked in site
+  // order, so two such batches never wait on each other in a cycle. The answers are in the
+  // input's order; a store error fails them all (nothing is appended).
+  struct OrderAppend {
+    std::string site;
+    v1::DownCommand command;
+    std::string digest, sealed_customer;
+  };
+  Result<std::vector<DownAppend>> AppendOrders(const std::vector<OrderAppend>& orders);
   // A command whose every call is new (escrow-target): its id is DownCommandId(kind, key,
   // down_seq), so it never repeats.
   Result<DownAppend> AppendNumbered(const std::string& site, v1::DownCommand command, const std::string& key);

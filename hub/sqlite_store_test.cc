@@ -934,6 +934,31 @@ TEST_P(HubStoreContractTest, EscrowOrdersAreAcceptedWithinTheGrantAndOnlyOnce) {
   EXPECT_TRUE(reopened.AppendOrder("s1", HqOrderCommand("o6", 5), "d6", "")->escrow);
 }
 
+// The group commit: several orders in one transaction, answered in the input's order, a
+// repeat inside the group is a repeat, the allotment taken once per order, lanes per site.
+TEST_P(HubStoreContractTest, OrdersAppendedTogetherAnswerEachAsAlone) {
+  DownstreamLog log(*store_);
+  Apply(MakeBatch("s2", {EscrowRec(1, "apple", 5, 0, 0, 5, 5, 1)}));
+  auto r = log.AppendOrders({{"s2", HqOrderCommand("o1", 3), "d1", ""},
+                             {"s1", HqOrderCommand("o1", 1), "d1", ""},
+                             {"s2", HqOrderCommand("o2", 3), "d2", ""},
+                             {"s2", HqOrderCommand("o1", 3), "d1", ""},
+                             {"s2", HqOrderCommand("o3", 2), "d3", ""}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->size(), 5u);
+  EXPECT_EQ((*r)[0].down_seq, 1u);
+  EXPECT_TRUE((*r)[0].escrow);
+  EXPECT_EQ((*r)[1].down_seq, 1u);  // another site's lane
+  EXPECT_FALSE((*r)[1].escrow);
+  EXPECT_FALSE((*r)[2].escrow);     // 2 left
+  EXPECT_TRUE((*r)[3].repeated);
+  EXPECT_TRUE((*r)[3].escrow);
+  EXPECT_EQ((*r)[3].down_seq, 1u);
+  EXPECT_TRUE((*r)[4].escrow);
+  EXPECT_EQ((*r)[4].down_seq, 3u);
+  EXPECT_EQ((*ReadRoute("/escrow", "s2", &v1::EscrowReply::escrow))[0].used(), 5);
+}
+
 // A target below the hub's free allotment is handed back at once, as one escrow-return per SKU
 // carrying the new total; until the site applies it, the hub counts it as gone.
 TEST_P(HubStoreContractTest, EscrowAboveTheTargetIsReturnedOnce) {
