@@ -75,7 +75,7 @@ TEST_F(PullerTest, PullsFromTheAppliedSeqWithEveryKindAndLoopsAtOnce) {
   EXPECT_EQ(p->StepForTest(), 0);
   EXPECT_EQ(hub_->urls[0],
             "https://hub.test:8443/v1/sites/site-a/downstream/commands?after=4&wait_ms=20000"
-            "&kinds=order,cancel,catalog,fences,coldchain-rules");
+            "&kinds=order,cancel,catalog,fences,coldchain-rules,escrow-return,escrow-target");
   EXPECT_EQ(sink_.seen, (std::vector<uint64_t>{5, 6}));
   EXPECT_EQ(p->StepForTest(), 0);  // the long poll: at once again, acknowledging 6
   EXPECT_EQ(hub_->acks, (std::vector<uint64_t>{4, 6}));

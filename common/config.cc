@@ -286,12 +286,27 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
         bool known = false;
         for (int k = 1; v && k < wire::kDownKindCount; ++k) known = known || *v == wire::kDownKindNames[k];
         if (known) c.downstream.kinds.push_back(*v);
-        else r.Fail("downstream.kinds: must name order, cancel, catalog, fences or coldchain-rules");
+        else r.Fail("downstream.kinds: must name order, cancel, catalog, fences, coldchain-rules, escrow-return or escrow-target");
       }
     }
     r.RejectUnknown();
     if (r.error().empty() && (c.downstream.wait_ms < 0 || c.downstream.wait_ms > 25000))
       r.Fail("downstream.wait_ms: must be 0..25000");
+    root.Absorb(r);
+  }
+  if (const toml::table* t = root.Table("escrow")) {
+    TableReader r(*t, "escrow");
+    for (const auto& [key, node] : *t) {
+      const std::string sku(key.str());
+      int64_t units = 0;
+      r.Get(sku, units, true);
+      // A SKU is an identifier on the wire (wire/record_rules.h): 1..128 bytes, no control bytes.
+      const bool bad_sku = sku.empty() || sku.size() > 128 ||
+                           std::any_of(sku.begin(), sku.end(), [](unsigned char ch) { return ch < 0x20 || ch == 0x7f; });
+      if (bad_sku) r.Fail("escrow: \"" + sku + "\" is not a valid sku");
+      else if (units < 0 || units > 1000000000000000) r.Fail("escrow." + sku + ": must be 0..1e15");
+      else c.escrow[sku] = units;
+    }
     root.Absorb(r);
   }
   if (const toml::table* t = root.Table("log")) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -100,6 +101,8 @@ struct EdgeConfig {
   ColdchainSettings coldchain;
   std::optional<HubLinkConfig> hub;
   DownstreamConfig downstream;
+  // [escrow] "sku" = units: the allotment per SKU this site grants HQ (docs/escrow.md).
+  std::map<std::string, int64_t> escrow;
   std::string log_level = "info";
   std::string privacy_key_file;   // key for customer data at rest (new data is sealed with it)
   std::vector<std::string> privacy_old_key_files;  // earlier keys, to open data not yet re-sealed

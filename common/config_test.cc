@@ -87,7 +87,21 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"[[coldchain.rule]]", "[coldchain]\nupdate_interval_s = 0\n[[coldchain.rule]]", "coldchain.update_interval_s"},
                       BadCase{"[hub]", "[downstream]\nkinds = [\"order\", \"orders\"]\n[hub]", "downstream.kinds"},
                       BadCase{"[hub]", "[downstream]\nwait_ms = 30000\n[hub]", "downstream.wait_ms"},
-                      BadCase{"[hub]", "[downstream]\nenable = true\n[hub]", "downstream.enable"}));
+                      BadCase{"[hub]", "[downstream]\nenable = true\n[hub]", "downstream.enable"},
+                      BadCase{"[hub]", "[escrow]\n\"veg-001\" = -1\n[hub]", "escrow.veg-001"},
+                      BadCase{"[hub]", "[escrow]\n\"veg-001\" = \"5\"\n[hub]", "escrow.veg-001"},
+                      BadCase{"[hub]", "[escrow]\n\"bad\\u0001sku\" = 5\n[hub]", "escrow"}));
+
+TEST(EdgeConfigTest, EscrowAllotmentsPerSku) {
+  auto d = ParseEdgeConfig(kMinimalEdge);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_TRUE(d->escrow.empty());
+  std::string text = kMinimalEdge;
+  text.replace(text.find("[hub]"), 5, "[escrow]\n\"veg-001\" = 20\n\"veg-002\" = 0\n[hub]");
+  auto c = ParseEdgeConfig(text);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->escrow, (std::map<std::string, int64_t>{{"veg-001", 20}, {"veg-002", 0}}));
+}
 
 TEST(EdgeConfigTest, DownstreamDefaultsAndOverrides) {
   auto d = ParseEdgeConfig(kMinimalEdge);

@@ -102,6 +102,9 @@ Status EdgeDaemon::Start() {
   if (!store.ok()) return fail(1, "store", store.status());
   store_ = std::move(*store);
   (void)store_->ResetLinkState();
+  // [escrow] (docs/escrow.md): a changed allotment is granted (or asked back) before any
+  // message is applied.
+  if (auto s = store_->ConfigureEscrow(config_.escrow, SystemClock().NowMs()); !s.ok()) return fail(1, "escrow", s);
   // Rule engines (docs/rules.md): restored from the store before any message is applied.
   auto rules = SiteRules::Create(config_);
   if (!rules.ok()) return fail(2, "rules", rules.status());

@@ -98,6 +98,16 @@ int main(int argc, char** argv) {
                           {"commands_applied", s->down_commands},
                           {"last_applied_ms", s->down_last_applied_ms},
                           {"catalog_items", s->catalog_items}}}};
+    // Escrow allotments (docs/escrow.md): what HQ may sell for this site, as the site holds it.
+    auto escrow = freshsync::edge::ReadEscrow(config->store.path);
+    if (!escrow.ok()) {
+      std::cerr << "edgectl: " << escrow.status().message() << "\n";
+      return 1;
+    }
+    j["escrow"] = nlohmann::json::array();
+    for (const auto& e : *escrow)
+      j["escrow"].push_back({{"sku", e.sku}, {"target", e.target}, {"given", e.given}, {"returned", e.returned_applied},
+                             {"consumed", e.consumed_applied}, {"held", e.held}});
     // The disk quota: state and forecast as edged last published them (edge/disk_quota.h).
     auto q = freshsync::edge::ReadQuotaState(config->store.path);
     const double mib = 1 << 20;
@@ -114,6 +124,9 @@ int main(int argc, char** argv) {
                 << s->dead_letters << "\noutbox        last seq " << s->last_seq << ", acked " << s->acked_seq << ", backlog "
                 << s->backlog << "\ndownstream    applied seq " << s->down_applied_seq << ", " << s->down_commands
                 << " commands, " << s->catalog_items << " catalog items\n";
+      for (const auto& e : *escrow)
+        std::cout << "escrow        " << e.sku << ": held " << e.held << " of target " << e.target << " (given " << e.given
+                  << ", returned " << e.returned_applied << ", consumed " << e.consumed_applied << ")\n";
       if (q.ok())
         std::cout << "disk          " << j["disk"]["used_mb"].dump() << " MiB used of "
                   << (config->store.quota_mb > 0 ? std::to_string(config->store.quota_mb) + " MiB" : std::string("no quota")) << ", "

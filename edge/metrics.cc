@@ -16,6 +16,7 @@
 #include "cloud-sync/sync_agent.h"
 #include "edge/downstream.h"
 #include "common/config.h"
+#include "common/prometheus.h"
 #include "edge/ingest.h"
 #include "edge/store_reader.h"
 
@@ -134,6 +135,16 @@ bool MetricsServer::StoreQueries(std::string* out) {
        "Age of the oldest change record the hub has not acknowledged (0 when none).");
   o << "freshsync_outbox_oldest_unacked_age_seconds " << (oldest_ms > 0 ? std::max<int64_t>(0, now - oldest_ms) / 1000.0 : 0.0)
     << '\n';
+
+  // Escrow allotments (docs/escrow.md): what the site holds for HQ and its target, per SKU.
+  if (auto escrow = reader_->Escrow(); escrow.ok() && !escrow->empty()) {
+    Head(o, "freshsync_escrow_held_units", "gauge", "Units reserved for HQ's escrow allotment, by sku.");
+    for (const auto& e : *escrow) o << "freshsync_escrow_held_units{sku=\"" << prometheus::EscapeLabelValue(e.sku) << "\"} " << e.held << '\n';
+    Head(o, "freshsync_escrow_target_units", "gauge", "The escrow allotment the site aims at, by sku.");
+    for (const auto& e : *escrow) o << "freshsync_escrow_target_units{sku=\"" << prometheus::EscapeLabelValue(e.sku) << "\"} " << e.target << '\n';
+    Head(o, "freshsync_escrow_consumed_units_total", "counter", "Units of hub-accepted escrow orders applied, by sku.");
+    for (const auto& e : *escrow) o << "freshsync_escrow_consumed_units_total{sku=\"" << prometheus::EscapeLabelValue(e.sku) << "\"} " << e.consumed_applied << '\n';
+  }
 
   // Dead letters held in the store, by code (survives restarts, unlike the process counter).
   Head(o, "freshsync_dead_letters_stored", "gauge", "Dead letters held in the store, by code.");

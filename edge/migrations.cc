@@ -206,6 +206,22 @@ ALTER TABLE orders ADD COLUMN reason TEXT;
 ALTER TABLE orders ADD COLUMN down_seq INTEGER;
 )sql";
 
+// 8: escrow allotments (docs/escrow.md): per SKU the target the site aims at (target; the
+// last [escrow] value applied in config_target, NULL when the config names none) and the
+// monotone counters it sends up on ESCROW records. What the site holds is its reservation
+// under the holder EdgeStore::kEscrowHolder in `reservations`, so local sales cannot take it.
+static const char* kV8 = R"sql(
+CREATE TABLE escrow(
+  sku              TEXT    PRIMARY KEY,
+  target           INTEGER NOT NULL DEFAULT 0 CHECK (target >= 0),
+  config_target    INTEGER,
+  given            INTEGER NOT NULL DEFAULT 0,
+  returned_applied INTEGER NOT NULL DEFAULT 0,
+  consumed_applied INTEGER NOT NULL DEFAULT 0,
+  CHECK (returned_applied + consumed_applied <= given)
+) WITHOUT ROWID;
+)sql";
+
 const std::vector<sqlite::Migration>& StoreMigrations() {
   using sqlite::MigrationStep;
   static const std::vector<sqlite::Migration> migrations = {
@@ -216,6 +232,7 @@ const std::vector<sqlite::Migration>& StoreMigrations() {
       {5, "outbox_seq on raw telemetry rows, for the disk quota", {MigrationStep::Sql(V5().c_str())}},
       {6, "dock_scans: pallet scans at dock doors", {MigrationStep::Sql(kV6)}},
       {7, "downstream: down_applied, catalog, hq_rule_sets; orders.reason and down_seq", {MigrationStep::Sql(kV7)}},
+      {8, "escrow: allotments HQ may sell while the site is offline", {MigrationStep::Sql(kV8)}},
   };
   return migrations;
 }

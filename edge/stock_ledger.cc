@@ -66,6 +66,7 @@ Status StockLedger::Prepare() {
       !make("INSERT INTO reservations(order_id, sku, lot, qty) VALUES (?1, ?2, ?3, ?4)", &res_new_) ||
       !make("DELETE FROM reservations WHERE order_id = ?1 AND sku = ?2 AND lot = ?3 AND qty = 0", &res_clean_) ||
       !make("SELECT sku, lot, qty FROM reservations WHERE order_id = ?1 ORDER BY sku, lot", &res_of_order_) ||
+      !make("SELECT IFNULL(SUM(qty), 0) FROM reservations WHERE order_id = ?1 AND sku = ?2", &held_) ||
       !make("SELECT IFNULL(SUM(on_hand), 0), IFNULL(SUM(reserved), 0) FROM stock_lots WHERE sku = ?1", &totals_) ||
       !make("INSERT INTO stock(sku, on_hand, reserved, version, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5) "
             "ON CONFLICT(sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, "
@@ -235,6 +236,52 @@ Result<std::vector<SkuLevel>> StockLedger::Release(const std::string& order_id) 
     l = *t;
   }
   return out;
+}
+
+Result<int64_t> StockLedger::ReserveUpTo(const std::string& holder, const std::string& sku, int64_t qty) {
+  auto lots = Lots(sku);
+  if (!lots.ok()) return lots.status();
+  int64_t got = 0;
+  for (const auto& l : *lots) {
+    const int64_t n = std::min(qty - got, l.on_hand - l.reserved);
+    if (n <= 0) continue;
+    if (Status s = AddLot(sku, l.lot, 0, n, ""); !s.ok()) return s;
+    if (Status s = AddReservation(holder, sku, l.lot, n); !s.ok()) return s;
+    got += n;
+    if (got == qty) break;
+  }
+  return got;
+}
+
+Result<int64_t> StockLedger::ReleaseUpTo(const std::string& holder, const std::string& sku, int64_t qty) {
+  struct Row {
+    std::string lot;
+    int64_t qty;
+  };
+  std::vector<Row> rows;
+  {
+    sqlite::ResetGuard reset(res_of_order_, true);
+    res_of_order_.Bind(1, holder);
+    int rc;
+    while ((rc = res_of_order_.Step()) == SQLITE_ROW)
+      if (res_of_order_.Text(0) == sku) rows.push_back({res_of_order_.Text(1), res_of_order_.Int(2)});
+    if (rc != SQLITE_DONE) return Err("reservations of holder");
+  }
+  int64_t done = 0;
+  for (const auto& r : rows) {
+    const int64_t n = std::min(qty - done, r.qty);
+    if (n <= 0) break;
+    if (Status s = AddLot(sku, r.lot, 0, -n, ""); !s.ok()) return s;
+    if (Status s = AddReservation(holder, sku, r.lot, -n); !s.ok()) return s;
+    done += n;
+  }
+  return done;
+}
+
+Result<int64_t> StockLedger::Held(const std::string& holder, const std::string& sku) {
+  sqlite::ResetGuard reset(held_, true);
+  if (held_.Bind(1, holder).Bind(2, sku).Step() != SQLITE_ROW) return Err("held");
+  return held_.Int(0);
 }
 
 Status StockLedger::PutSku(const SkuLevel& level, int64_t version, int64_t now_ms) {

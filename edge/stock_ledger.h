@@ -59,6 +59,15 @@ class StockLedger {
   Result<std::vector<SkuLevel>> Reserve(const std::string& order_id, const std::vector<OrderLine>& lines);
   // Releases whatever the order still has reserved; returns the SKUs touched (maybe none).
   Result<std::vector<SkuLevel>> Release(const std::string& order_id);
+  // Partial reservations for a holder that is not an order (the escrow allotment,
+  // edge/store.h): reserves up to `qty` of the SKU's free stock, FEFO, and returns how much it
+  // reserved; releases up to `qty` of the holder's reservation of the SKU and returns how much.
+  Result<int64_t> ReserveUpTo(const std::string& holder, const std::string& sku, int64_t qty);
+  Result<int64_t> ReleaseUpTo(const std::string& holder, const std::string& sku, int64_t qty);
+  // What `holder` has reserved of the SKU.
+  Result<int64_t> Held(const std::string& holder, const std::string& sku);
+  // The SKU's totals now.
+  Result<SkuLevel> Level(const std::string& sku) { return Totals(sku); }
   // Writes the SKU's totals row with its new version.
   Status PutSku(const SkuLevel& level, int64_t version, int64_t now_ms);
 
@@ -76,7 +85,7 @@ class StockLedger {
   Result<SkuLevel> Totals(const std::string& sku);
 
   sqlite3* db_;
-  sqlite::Stmt lots_, lot_add_, lot_new_, res_new_, res_get_, res_add_, res_clean_, res_of_order_, totals_, sku_put_;
+  sqlite::Stmt lots_, lot_add_, lot_new_, res_new_, res_get_, res_add_, res_clean_, res_of_order_, totals_, sku_put_, held_;
 };
 
 }  // namespace freshsync::edge

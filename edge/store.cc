@@ -51,6 +51,8 @@ struct EdgeStore::Statements {
   // Downstream (ApplyDownCommand).
   PreparedStmt *down_claim = nullptr, *down_pos_put = nullptr, *down_pos_get = nullptr, *order_mark = nullptr,
                *catalog_version = nullptr, *catalog_put = nullptr, *rule_set_version = nullptr, *rule_set_put = nullptr;
+  // Escrow.
+  PreparedStmt *escrow_get = nullptr, *escrow_put = nullptr, *escrow_all = nullptr;
 };
 
 namespace {
@@ -61,6 +63,7 @@ constexpr int kEntityOrder = v1::ORDER;
 constexpr int kEntityPosition = v1::VEHICLE_POSITION;
 constexpr int kEntityClimate = v1::CLIMATE;
 constexpr int kEntityDockScan = v1::DOCK_SCAN;
+constexpr int kEntityEscrow = v1::ESCROW;
 
 nlohmann::json LinesArray(const std::vector<OrderLine>& lines) {
   nlohmann::json a = nlohmann::json::array();
@@ -189,6 +192,13 @@ Status EdgeStore::Prepare() {
   sql_->rule_set_put = make(
       "INSERT INTO hq_rule_sets(kind, version, body, updated_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(kind) DO UPDATE SET "
       "version = excluded.version, body = excluded.body, updated_ms = excluded.updated_ms");
+  sql_->escrow_get = make(
+      "SELECT target, config_target, given, returned_applied, consumed_applied FROM escrow WHERE sku = ?1");
+  sql_->escrow_put = make(
+      "INSERT INTO escrow(sku, target, config_target, given, returned_applied, consumed_applied) VALUES (?1,?2,?3,?4,?5,?6) "
+      "ON CONFLICT(sku) DO UPDATE SET target = excluded.target, config_target = excluded.config_target, "
+      "given = excluded.given, returned_applied = excluded.returned_applied, consumed_applied = excluded.consumed_applied");
+  sql_->escrow_all = make("SELECT sku, target, given, returned_applied, consumed_applied FROM escrow ORDER BY sku");
   for (auto& s : sql_->all)
     if (s->prepare_rc() != SQLITE_OK) return Error("prepare");
   ledger_ = std::make_unique<StockLedger>(db_);
@@ -319,7 +329,26 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOne<StockMovement>(const StockMovemen
   if (!*claimed) return Outcome::kDuplicate;
 
   auto level = ledger_->Move(m, m.delta > 0 ? m.expiry : std::string());
+  // More than the free stock (the ledger wrote nothing): the escrow allotment gives way only
+  // now that nothing else is left, and stays lower by the shortfall (docs/escrow.md,
+  // "Spoilage"). Released whole and taken again from what is left, so FEFO still decides.
+  bool escrow_shrunk = false;
+  if (!level.ok() && level.status().code() == StatusCode::kConflict && m.delta < 0) {
+    auto held = ledger_->Held(kEscrowHolder, m.sku);
+    if (!held.ok()) return held.status();
+    if (*held > 0) {
+      if (auto r = ledger_->ReleaseUpTo(kEscrowHolder, m.sku, *held); !r.ok()) return r.status();
+      level = ledger_->Move(m, std::string());
+      if (!level.ok()) return level.status();
+      if (auto r = ledger_->ReserveUpTo(kEscrowHolder, m.sku, *held); !r.ok()) return r.status();
+      spdlog::warn("escrow: movement {} took from the allotment of sku {}", m.id, m.sku);
+      escrow_shrunk = true;
+      level = ledger_->Level(m.sku);
+    }
+  }
   if (!level.ok()) return level.status();
+  if (m.delta > 0 || escrow_shrunk)
+    if (Status st = EscrowAfterStock(*level, now_ms, escrow_shrunk); !st.ok()) return st;
   const int64_t ts = m.ts_ms.value_or(now_ms);
   int64_t seq = 0;
   if (Status st = PutStock(*level, &m, m.reason, m.order_id, ts, now_ms, &seq); !st.ok()) return st;
@@ -405,6 +434,8 @@ Result<EdgeStore::Outcome> EdgeStore::ApplyOne<OrderStatus>(const OrderStatus& o
     auto released = ledger_->Release(o.order_id);
     if (!released.ok()) return released.status();
     touched = std::move(*released);
+    for (auto& level : touched)
+      if (Status st = EscrowAfterStock(level, now_ms); !st.ok()) return st;
   }
   const std::string stock_reason = o.status == "created" ? "reserve" : "release";
   for (const auto& level : touched)
@@ -736,6 +767,8 @@ Result<EdgeStore::DownResult> EdgeStore::ApplyDownInTransaction(const v1::DownCo
       case v1::DownCommand::kCatalog: return DownCatalog(c, now_ms);
       case v1::DownCommand::kFences:
       case v1::DownCommand::kRules: return DownRuleSet(c, now_ms);
+      case v1::DownCommand::kEscrowReturn:
+      case v1::DownCommand::kEscrowTarget: return DownEscrow(c, now_ms);
       default: return DownResult{DownResult::Effect::kRefused, "command without a body this release knows"};
     }
   }();
@@ -809,6 +842,21 @@ Result<EdgeStore::DownResult> EdgeStore::DownOrder(const v1::DownCommand& c, int
   bool lines_ok = !o.lines.empty();
   for (const auto& l : o.lines) lines_ok = lines_ok && !l.sku.empty() && l.qty > 0;
   std::vector<SkuLevel> touched;
+  // An order the hub accepted against the allotment (docs/escrow.md): its units leave the
+  // escrow reservation first, so the reservation below takes exactly them and never free
+  // stock that local sales could have had; the counters move even if it comes out short.
+  std::map<std::string, int64_t> escrow_skus;
+  if (h.escrow() && lines_ok) {
+    for (const auto& l : o.lines) escrow_skus[l.sku] += l.qty;
+    for (const auto& [sku, qty] : escrow_skus) {
+      auto e = EscrowGet(sku);
+      if (!e.ok()) return e.status();
+      if (auto r = ledger_->ReleaseUpTo(kEscrowHolder, sku, qty); !r.ok()) return r.status();
+      if (!e->found) continue;
+      e->consumed_applied = std::min(e->consumed_applied + qty, e->given - e->returned_applied);
+      if (Status st = EscrowPut(sku, *e, now_ms); !st.ok()) return st;
+    }
+  }
   if (!lines_ok) {
     refusal = "lines: an order needs at least one line, each with a sku and qty > 0";
   } else {
@@ -820,9 +868,24 @@ Result<EdgeStore::DownResult> EdgeStore::DownOrder(const v1::DownCommand& c, int
       if (Status st = Exec("ROLLBACK TO reserve; RELEASE reserve"); !st.ok()) return st;
       if (why.code() != StatusCode::kConflict) return why;
       refusal = why.message();
+      // The one case an accepted order cannot be served: stock behind the allotment was lost
+      // (spoiled, picked) after the hub had sold it. Refused, and said so on the record.
+      if (h.escrow()) refusal = "escrow order short: stock behind the allotment was lost; " + refusal;
     } else {
       if (Status st = Exec("RELEASE reserve"); !st.ok()) return st;
       touched = std::move(*reserved);
+    }
+  }
+  if (!escrow_skus.empty()) {
+    // Released units the order could not take go back to the allotment's target if stock
+    // allows; every SKU's stock row is written once, after.
+    touched.clear();
+    for (const auto& [sku, qty] : escrow_skus) {
+      auto level = ledger_->Level(sku);
+      if (!level.ok()) return level.status();
+      if (!refusal.empty())
+        if (Status st = EscrowAfterStock(*level, now_ms); !st.ok()) return st;
+      touched.push_back(*level);
     }
   }
   for (const auto& level : touched)
@@ -881,8 +944,10 @@ Result<EdgeStore::DownResult> EdgeStore::DownCancel(const v1::DownCommand& c, in
   if (IsLegalOrderTransition(from, "cancelled")) {
     auto released = ledger_->Release(id);
     if (!released.ok()) return released.status();
-    for (const auto& level : *released)
+    for (auto& level : *released) {
+      if (Status st = EscrowAfterStock(level, now_ms); !st.ok()) return st;
       if (Status st = PutStock(level, nullptr, "release", id, now_ms, now_ms); !st.ok()) return st;
+    }
     status = "cancelled";
     rc = sql_->order_update->Bind(1, id).Bind(2, status).Bind(3, *version).Bind(4, o.actor).Bind(5, now_ms).Step();
     sql_->order_update->Reset();
@@ -941,6 +1006,162 @@ Result<EdgeStore::DownResult> EdgeStore::DownRuleSet(const v1::DownCommand& c, i
   sql_->rule_set_put->Reset();
   if (rc != SQLITE_DONE) return Error("hq rule set write");
   return DownResult{DownResult::Effect::kApplied, {}};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Escrow stock (docs/escrow.md; the rules at kEscrowHolder in store.h).
+
+Result<EdgeStore::EscrowRow> EdgeStore::EscrowGet(const std::string& sku) {
+  EscrowRow e;
+  auto& q = *sql_->escrow_get;
+  const int rc = q.Bind(1, sku).Step();
+  if (rc == SQLITE_ROW) {
+    e.found = true;
+    e.target = q.Int(0);
+    if (sqlite3_column_type(q.get(), 1) != SQLITE_NULL) e.config_target = q.Int(1);
+    e.given = q.Int(2);
+    e.returned_applied = q.Int(3);
+    e.consumed_applied = q.Int(4);
+  }
+  q.Reset();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("escrow read");
+  return e;
+}
+
+Status EdgeStore::EscrowPut(const std::string& sku, const EscrowRow& e, int64_t now_ms) {
+  auto& q = *sql_->escrow_put;
+  q.Bind(1, sku).Bind(2, e.target);
+  if (e.config_target) q.Bind(3, *e.config_target);  // unbound: NULL
+  const int rc = q.Bind(4, e.given).Bind(5, e.returned_applied).Bind(6, e.consumed_applied).Step();
+  q.Reset();
+  if (rc != SQLITE_DONE) return Error("escrow write");
+  auto held = ledger_->Held(kEscrowHolder, sku);
+  if (!held.ok()) return held.status();
+  v1::ChangeRecord rec;
+  auto* g = rec.mutable_escrow();
+  g->set_sku(sku);
+  g->set_given(e.given);
+  g->set_returned_applied(e.returned_applied);
+  g->set_consumed_applied(e.consumed_applied);
+  g->set_held(*held);
+  g->set_target(e.target);
+  auto seq = outbox_->AppendNext(kEntityEscrow, sku, kPriorityLane, now_ms, rec, now_ms);
+  return seq.ok() ? Status::Ok() : seq.status();
+}
+
+Result<bool> EdgeStore::EscrowTopUp(const std::string& sku, EscrowRow& e) {
+  auto held = ledger_->Held(kEscrowHolder, sku);
+  if (!held.ok()) return held.status();
+  // What the site holds counts against the target, including units the hub may have used
+  // already without the site knowing: the site never grants more than the target at once.
+  if (*held >= e.target) return false;
+  auto got = ledger_->ReserveUpTo(kEscrowHolder, sku, e.target - *held);
+  if (!got.ok()) return got.status();
+  e.given += *got;
+  return *got > 0;
+}
+
+Status EdgeStore::EscrowAfterStock(SkuLevel& level, int64_t now_ms, bool changed) {
+  auto e = EscrowGet(level.sku);
+  if (!e.ok()) return e.status();
+  if (!e->found) return Status::Ok();
+  auto topped = EscrowTopUp(level.sku, *e);
+  if (!topped.ok()) return topped.status();
+  if (!*topped && !changed) return Status::Ok();
+  if (Status st = EscrowPut(level.sku, *e, now_ms); !st.ok()) return st;
+  auto now = ledger_->Level(level.sku);
+  if (!now.ok()) return now.status();
+  level = *now;
+  return Status::Ok();
+}
+
+// escrow-return: the hub's `returned` total; the reservation shrinks by what is new.
+// escrow-target: HQ's request for an allotment; granted now as far as free stock allows.
+Result<EdgeStore::DownResult> EdgeStore::DownEscrow(const v1::DownCommand& c, int64_t now_ms) {
+  const bool is_return = c.body_case() == v1::DownCommand::kEscrowReturn;
+  const std::string& sku = is_return ? c.escrow_return().sku() : c.escrow_target().sku();
+  if (sku.empty()) return DownResult{DownResult::Effect::kRefused, "escrow command without sku"};
+  auto e = EscrowGet(sku);
+  if (!e.ok()) return e.status();
+  bool changed = false;
+  if (is_return) {
+    const int64_t shrink = c.escrow_return().returned() - e->returned_applied;
+    if (!e->found || shrink <= 0) return DownResult{};
+    if (auto r = ledger_->ReleaseUpTo(kEscrowHolder, sku, shrink); !r.ok()) return r.status();
+    e->returned_applied = std::min(c.escrow_return().returned(), e->given - e->consumed_applied);
+    changed = true;
+  } else {
+    const int64_t target = c.escrow_target().target();
+    if (target < 0) return DownResult{DownResult::Effect::kRefused, "escrow target below zero"};
+    changed = !e->found || e->target != target;
+    e->target = target;
+    e->found = true;
+    auto topped = EscrowTopUp(sku, *e);
+    if (!topped.ok()) return topped.status();
+    changed = changed || *topped;  // the same target again may still grant more
+  }
+  if (!changed) return DownResult{};
+  if (Status st = EscrowPut(sku, *e, now_ms); !st.ok()) return st;
+  auto level = ledger_->Level(sku);
+  if (!level.ok()) return level.status();
+  // The record's reason is the ledger's (the hub's field rules know reserve and release).
+  if (Status st = PutStock(*level, nullptr, is_return ? "release" : "reserve", "", now_ms, now_ms); !st.ok()) return st;
+  return DownResult{DownResult::Effect::kApplied, {}};
+}
+
+Status EdgeStore::ConfigureEscrow(const std::map<std::string, int64_t>& targets, int64_t now_ms) {
+  std::vector<std::string> configured;
+  {
+    auto& q = *sql_->escrow_all;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) configured.push_back(q.Text(0));
+    q.Reset();
+    if (rc != SQLITE_DONE) return Error("escrow read");
+  }
+  if (Status s = BeginBatch(); !s.ok()) return s;
+  Status s = [&]() -> Status {
+    auto apply = [&](const std::string& sku, std::optional<int64_t> value) -> Status {
+      auto e = EscrowGet(sku);
+      if (!e.ok()) return e.status();
+      if (e->config_target == value) return Status::Ok();  // unchanged since the last start
+      if (!value && !e->config_target) return Status::Ok();
+      e->config_target = value;
+      e->target = value.value_or(0);
+      auto topped = EscrowTopUp(sku, *e);
+      if (!topped.ok()) return topped.status();
+      if (Status st = EscrowPut(sku, *e, now_ms); !st.ok()) return st;
+      if (!*topped) return Status::Ok();
+      auto level = ledger_->Level(sku);
+      if (!level.ok()) return level.status();
+      return PutStock(*level, nullptr, "reserve", "", now_ms, now_ms);
+    };
+    for (const auto& [sku, n] : targets)
+      if (Status st = apply(sku, n); !st.ok()) return st;
+    for (const auto& sku : configured)
+      if (!targets.count(sku))
+        if (Status st = apply(sku, std::nullopt); !st.ok()) return st;
+    return Status::Ok();
+  }();
+  if (!s.ok()) {
+    RollbackBatch();
+    return s;
+  }
+  return CommitBatch();
+}
+
+Result<std::vector<EdgeStore::EscrowLevel>> EdgeStore::Escrow() {
+  std::vector<EscrowLevel> out;
+  auto& q = *sql_->escrow_all;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) out.push_back({q.Text(0), q.Int(1), q.Int(2), q.Int(3), q.Int(4), 0});
+  q.Reset();
+  if (rc != SQLITE_DONE) return Error("escrow read");
+  for (auto& l : out) {
+    auto held = ledger_->Held(kEscrowHolder, l.sku);
+    if (!held.ok()) return held.status();
+    l.held = *held;
+  }
+  return out;
 }
 
 }  // namespace freshsync::edge

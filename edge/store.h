@@ -23,6 +23,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -193,6 +194,33 @@ class EdgeStore {
   };
   Result<HqRuleSet> LoadHqRuleSet(const std::string& kind);
 
+  // ---- Escrow stock (docs/escrow.md) ----
+  // The allotment HQ may sell for this site is the ledger reservation of this holder (not a
+  // valid order id: ids have no control characters), so local sales cannot take it. Rules:
+  //   - the site tops the reservation up towards its target from free stock (FEFO) whenever
+  //     it is below and stock allows (at a target change, a receipt, a release), and counts
+  //     the units in `given`;
+  //   - an escrow order (HqOrder.escrow, accepted by the hub) takes its units out of the
+  //     reservation into the order's (never free stock first) and counts them in
+  //     consumed_applied; only stock lost behind the allotment can make it short;
+  //   - an escrow-return shrinks the reservation by returned - returned_applied;
+  //   - a movement that needs more than the free stock takes the reservation only when
+  //     nothing else is left, and the reservation stays that much lower (held < given -
+  //     returned_applied - consumed_applied tells the hub);
+  //   - the reservation never shrinks otherwise: a lower target is a request the hub grants
+  //     with an escrow-return.
+  // Every change appends one ESCROW record (the counters, held, target).
+  static constexpr char kEscrowHolder[] = "\x1f" "escrow";
+  // [escrow] of the config: a SKU whose value changed since the last call gets it as its
+  // target (HQ's escrow-target commands change it in between; the later one wins); a SKU no
+  // longer named gets target 0. One transaction.
+  Status ConfigureEscrow(const std::map<std::string, int64_t>& targets, int64_t now_ms);
+  struct EscrowLevel {
+    std::string sku;
+    int64_t target = 0, given = 0, returned_applied = 0, consumed_applied = 0, held = 0;
+  };
+  Result<std::vector<EscrowLevel>> Escrow();
+
   // Records that no link to the hub is up (edged start); the sync agent sets it to 1.
   Status ResetLinkState();
 
@@ -228,6 +256,22 @@ class EdgeStore {
   Result<DownResult> DownCancel(const v1::DownCommand& c, int64_t now_ms);
   Result<DownResult> DownCatalog(const v1::DownCommand& c, int64_t now_ms);
   Result<DownResult> DownRuleSet(const v1::DownCommand& c, int64_t now_ms);
+  Result<DownResult> DownEscrow(const v1::DownCommand& c, int64_t now_ms);
+  // Escrow, inside a transaction (the rules above kEscrowHolder).
+  struct EscrowRow {
+    bool found = false;
+    int64_t target = 0;
+    std::optional<int64_t> config_target;
+    int64_t given = 0, returned_applied = 0, consumed_applied = 0;
+  };
+  Result<EscrowRow> EscrowGet(const std::string& sku);
+  // Writes the row and its ESCROW record.
+  Status EscrowPut(const std::string& sku, const EscrowRow& e, int64_t now_ms);
+  // Reserves towards the target from free stock; true when it reserved anything.
+  Result<bool> EscrowTopUp(const std::string& sku, EscrowRow& e);
+  // After the SKU's stock changed: tops the allotment up; writes the row and record when it
+  // did or `changed`; `level` is refreshed when the ledger changed.
+  Status EscrowAfterStock(SkuLevel& level, int64_t now_ms, bool changed = false);
   // Seals a customer as local orders are sealed ("" when there is none or no key).
   std::string SealCustomer(const std::optional<Customer>& customer);
   Status Begin();

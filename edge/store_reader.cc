@@ -104,6 +104,24 @@ Result<StoreSummary> StoreReader::Summary() {
   return out;
 }
 
+Result<std::vector<EscrowSummary>> StoreReader::Escrow() {
+  ReadTransaction tx(db_.get());
+  std::vector<EscrowSummary> out;
+  auto has = db_.QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'escrow'");
+  if (!has.ok()) return has.status();
+  if (*has == 0) return out;
+  // The holder is EdgeStore::kEscrowHolder ("\x1f" "escrow"), spelled here with char(31).
+  Status s = Query(db_.get(),
+                   "SELECT e.sku, e.target, e.given, e.returned_applied, e.consumed_applied, "
+                   "IFNULL((SELECT SUM(r.qty) FROM reservations r WHERE r.order_id = char(31) || 'escrow' AND r.sku = e.sku), 0) "
+                   "FROM escrow e ORDER BY e.sku",
+                   [&](const sqlite::Stmt& st) {
+                     out.push_back({Text(st, 0), st.Int(1), st.Int(2), st.Int(3), st.Int(4), st.Int(5)});
+                   });
+  if (!s.ok()) return s;
+  return out;
+}
+
 Result<BacklogSummary> StoreReader::Backlog() {
   ReadTransaction tx(db_.get());
   BacklogSummary out;
@@ -268,6 +286,12 @@ Result<StoreSummary> ReadStoreSummary(const std::string& path) {
   auto r = StoreReader::Open(path, kOneShotBusyMs);
   if (!r.ok()) return r.status();
   return r->Summary();
+}
+
+Result<std::vector<EscrowSummary>> ReadEscrow(const std::string& path) {
+  auto r = StoreReader::Open(path, kOneShotBusyMs);
+  if (!r.ok()) return r.status();
+  return r->Escrow();
 }
 
 Result<BacklogSummary> ReadBacklog(const std::string& path) {

@@ -34,6 +34,14 @@ struct StoreSummary {
   int64_t catalog_items = 0;
 };
 
+// An escrow allotment as the site holds it (docs/escrow.md; the `escrow` table, schema 8):
+// `held` is the reservation now; granted to HQ and still held = given - returned_applied -
+// consumed_applied unless stock behind it was lost.
+struct EscrowSummary {
+  std::string sku;
+  int64_t target = 0, given = 0, returned_applied = 0, consumed_applied = 0, held = 0;
+};
+
 struct DeadLetterRow {
   int64_t id = 0;
   int64_t received_ms = 0;
@@ -72,6 +80,8 @@ class StoreReader {
 
   // One read transaction, so the numbers agree. last_seq is at least acked_seq.
   Result<StoreSummary> Summary();
+  // Every allotment, by sku; empty before schema 8.
+  Result<std::vector<EscrowSummary>> Escrow();
   // One read transaction, so the counts agree. last_seq is at least acked_seq.
   Result<BacklogSummary> Backlog();
   Result<OutboxHead> Head();
@@ -111,6 +121,7 @@ class StoreReader {
 // One-shot readers for edgectl and tests: open, read, close. kNotFound when the database does
 // not exist.
 Result<StoreSummary> ReadStoreSummary(const std::string& path);
+Result<std::vector<EscrowSummary>> ReadEscrow(const std::string& path);
 Result<BacklogSummary> ReadBacklog(const std::string& path);
 Result<std::vector<DeadLetterRow>> ReadDeadLetters(const std::string& path, int64_t limit);
 

@@ -595,3 +595,128 @@ TEST_F(StoreTest, RefusesANewerSchema) {
 
 }  // namespace
 }  // namespace freshsync::edge
+
+// ---------- Escrow (docs/escrow.md) ----------
+
+namespace freshsync::edge {
+namespace {
+
+v1::DownCommand EscrowOrder(uint64_t down_seq, const std::string& id, const std::string& sku, int64_t qty) {
+  v1::DownCommand c;
+  c.set_down_seq(down_seq);
+  c.set_kind(v1::DOWN_ORDER);
+  c.set_command_id("order:" + id);
+  c.mutable_order()->set_order_id(id);
+  c.mutable_order()->set_escrow(true);
+  auto* l = c.mutable_order()->add_lines();
+  l->set_sku(sku);
+  l->set_qty(qty);
+  return c;
+}
+
+class EscrowStoreTest : public StoreTest {
+ protected:
+  v1::EscrowGrant Grant(const std::string& sku) {
+    v1::ChangeRecord r = Record(Int("SELECT MAX(seq) FROM outbox WHERE entity = 9 AND key = '" + sku + "'"));
+    EXPECT_EQ(r.entity(), v1::ESCROW);
+    return r.escrow();
+  }
+  int64_t Held(const std::string& sku) { return ReservedFor(EdgeStore::kEscrowHolder, sku); }
+};
+
+}  // namespace
+
+// The allotment is a reservation: local orders cannot take it, it tops up from receipts, an
+// escrow order takes exactly it, and every change goes up as an ESCROW record.
+TEST_F(EscrowStoreTest, TheAllotmentIsReservedToppedUpAndConsumedByEscrowOrders) {
+  ASSERT_TRUE(Move("m1", "apple", 6, "receive").ok());
+  ASSERT_TRUE(store_->ConfigureEscrow({{"apple", 10}}, clock_.now).ok());
+  EXPECT_EQ(Held("apple"), 6);  // as far as stock allows
+  EXPECT_EQ(Sku("apple"), (std::pair<int64_t, int64_t>{6, 6}));
+  EXPECT_EQ(Grant("apple").given(), 6);
+  EXPECT_EQ(*Order("pos-1", "created", std::nullopt, {{"apple", 1}}), EdgeStore::Outcome::kRefused);  // nothing free
+  ASSERT_TRUE(Move("m2", "apple", 7, "receive").ok());
+  EXPECT_EQ(Held("apple"), 10);
+  EXPECT_EQ(Sku("apple"), (std::pair<int64_t, int64_t>{13, 10}));
+  EXPECT_EQ(Grant("apple").given(), 10);
+  EXPECT_EQ(Grant("apple").held(), 10);
+  EXPECT_EQ(*Order("pos-2", "created", std::nullopt, {{"apple", 3}}), EdgeStore::Outcome::kApplied);  // the free 3
+  // The hub accepted 4 while the site was offline: they come out of the allotment.
+  auto r = store_->ApplyDownCommand(EscrowOrder(1, "hq-1", "apple", 4), clock_.now);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->effect, EdgeStore::DownResult::Effect::kApplied);
+  EXPECT_EQ(ReservedFor("hq-1", "apple"), 4);
+  EXPECT_EQ(Held("apple"), 6);
+  EXPECT_EQ(Grant("apple").consumed_applied(), 4);
+  EXPECT_EQ(Grant("apple").held(), 6);
+  // A cancelled local order frees stock: the allotment tops up to its target again.
+  ASSERT_TRUE(Order("pos-2", "cancelled").ok());
+  EXPECT_EQ(Held("apple"), 9);
+  EXPECT_EQ(Grant("apple").given(), 13);
+  Reopen();
+  EXPECT_EQ(Held("apple"), 9);
+  ASSERT_TRUE(store_->ConfigureEscrow({{"apple", 10}}, clock_.now).ok());  // unchanged config: nothing
+  EXPECT_EQ(Grant("apple").given(), 13);
+  ExpectDenseOutbox();
+}
+
+// Lowering the target asks; only the hub's escrow-return shrinks the reservation. HQ's target
+// command grants more as stock allows.
+TEST_F(EscrowStoreTest, ReturnsShrinkAndTargetsGrow) {
+  ASSERT_TRUE(Move("m1", "apple", 20, "receive").ok());
+  ASSERT_TRUE(store_->ConfigureEscrow({{"apple", 8}}, clock_.now).ok());
+  ASSERT_TRUE(store_->ConfigureEscrow({{"apple", 3}}, clock_.now).ok());
+  EXPECT_EQ(Held("apple"), 8);
+  EXPECT_EQ(Grant("apple").target(), 3);
+  v1::DownCommand ret;
+  ret.set_down_seq(1);
+  ret.set_kind(v1::DOWN_ESCROW_RETURN);
+  ret.set_command_id("escrow-return:apple:5");
+  ret.mutable_escrow_return()->set_sku("apple");
+  ret.mutable_escrow_return()->set_returned(5);
+  ASSERT_TRUE(store_->ApplyDownCommand(ret, clock_.now).ok());
+  EXPECT_EQ(Held("apple"), 3);
+  EXPECT_EQ(Grant("apple").returned_applied(), 5);
+  ret.set_down_seq(2);  // the same command again under a new down_seq: no second effect
+  ASSERT_TRUE(store_->ApplyDownCommand(ret, clock_.now).ok());
+  EXPECT_EQ(Held("apple"), 3);
+  v1::DownCommand t;
+  t.set_down_seq(3);
+  t.set_kind(v1::DOWN_ESCROW_TARGET);
+  t.set_command_id("escrow-target:apple:3");
+  t.mutable_escrow_target()->set_sku("apple");
+  t.mutable_escrow_target()->set_target(30);
+  ASSERT_TRUE(store_->ApplyDownCommand(t, clock_.now).ok());
+  EXPECT_EQ(Held("apple"), 20);  // all the stock there is
+  EXPECT_EQ(Grant("apple").given(), 25);
+  EXPECT_EQ(Sku("apple"), (std::pair<int64_t, int64_t>{20, 20}));
+}
+
+// Spoilage takes free stock first and the allotment only when nothing else is left; the
+// reservation stays lower and the record says so. An escrow order the lost stock cannot cover
+// is the one refusal, with its reason.
+TEST_F(EscrowStoreTest, SpoilageTakesTheAllotmentLastAndAShortEscrowOrderIsRefusedWithItsReason) {
+  ASSERT_TRUE(Move("m1", "apple", 10, "receive", "L1", "2027-01-01").ok());
+  ASSERT_TRUE(store_->ConfigureEscrow({{"apple", 6}}, clock_.now).ok());
+  ASSERT_TRUE(Move("s1", "apple", -3, "spoil").ok());
+  EXPECT_EQ(Held("apple"), 6);  // free stock went first
+  ASSERT_TRUE(Move("s2", "apple", -4, "spoil").ok());
+  EXPECT_EQ(Held("apple"), 3);  // 1 free, then 3 of the allotment
+  EXPECT_EQ(Sku("apple"), (std::pair<int64_t, int64_t>{3, 3}));
+  v1::EscrowGrant g = Grant("apple");
+  EXPECT_EQ(g.held(), 3);
+  EXPECT_EQ(g.given() - g.returned_applied() - g.consumed_applied(), 6);  // the hub sees the shortfall
+  EXPECT_FALSE(Move("s3", "apple", -4, "spoil").ok());  // more than there is: refused whole
+  auto r = store_->ApplyDownCommand(EscrowOrder(1, "hq-1", "apple", 5), clock_.now);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->effect, EdgeStore::DownResult::Effect::kRefused);
+  EXPECT_EQ(r->reason.rfind("escrow order short", 0), 0u) << r->reason;
+  EXPECT_EQ(Grant("apple").consumed_applied(), 5);
+  EXPECT_EQ(Held("apple"), 3);  // released by the short order, taken back towards the target
+  auto e = store_->Escrow();
+  ASSERT_TRUE(e.ok());
+  ASSERT_EQ(e->size(), 1u);
+  EXPECT_EQ((*e)[0].held, 3);
+}
+
+}  // namespace freshsync::edge

@@ -129,6 +129,17 @@ struct Downstream::Impl {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<Waiter> waiters;
+
+  // Group commit of HQ orders: one caller at a time (the leader) appends every order queued
+  // so far in one transaction; the others wait for their answer (CommitOrder).
+  struct QueuedOrder {
+    const DownstreamLog::OrderAppend* in;
+    std::optional<Result<DownAppend>> out;
+  };
+  std::mutex order_mu;
+  std::condition_variable order_cv;
+  std::vector<QueuedOrder*> order_queue;
+  bool order_leader = false;
   bool woken = false;
   bool stopping = false;
   std::thread thread;
@@ -227,19 +238,55 @@ DownAnswer Downstream::PostOrder(const std::string& site, const std::string& bod
     cmd.mutable_order()->clear_customer();
   }
   const std::string digest = Sha256(plain.SerializeAsString() + "|" + customer_digest);
-  auto r = log_.Append(site, cmd, digest, sealed);
+  // The hub's escrow decision is taken in the append's transaction (docs/escrow.md); orders
+  // posted at the same time share one transaction and one commit (CommitOrder).
+  auto r = CommitOrder({site, cmd, digest, sealed});
   if (!r.ok()) return Error(503, r.status().message());
   if (r->conflict)
     return Error(409, "order '" + cmd.order().order_id() + "' was already sent to site '" + site + "' with another body");
   if (!r->repeated) {
     metrics_.appended[v1::DOWN_ORDER].fetch_add(1, std::memory_order_relaxed);
+    if (r->escrow) metrics_.escrow_accepted.fetch_add(1, std::memory_order_relaxed);
     Notify();
   }
   return Accepted({{"site", site},
                    {"down_seq", r->down_seq},
                    {"command_id", r->command_id},
-                   {"status", "pending"},
-                   {"decided_by", "site"}});
+                   {"status", r->escrow ? "accepted" : "pending"},
+                   {"decided_by", r->escrow ? "hub" : "site"}});
+}
+
+// At most this many orders share one commit: bounds the transaction while concurrent calls
+// (at most the worker pool's size) always fit in one or two.
+constexpr size_t kMaxOrdersPerCommit = 256;
+
+Result<DownAppend> Downstream::CommitOrder(const DownstreamLog::OrderAppend& order) {
+  Impl::QueuedOrder me{&order, std::nullopt};
+  std::unique_lock<std::mutex> l(impl_->order_mu);
+  impl_->order_queue.push_back(&me);
+  while (!me.out) {
+    if (impl_->order_leader) {
+      impl_->order_cv.wait(l);
+      continue;
+    }
+    impl_->order_leader = true;
+    const size_t n = std::min(impl_->order_queue.size(), kMaxOrdersPerCommit);
+    std::vector<Impl::QueuedOrder*> batch(impl_->order_queue.begin(), impl_->order_queue.begin() + static_cast<ptrdiff_t>(n));
+    impl_->order_queue.erase(impl_->order_queue.begin(), impl_->order_queue.begin() + static_cast<ptrdiff_t>(n));
+    l.unlock();
+    std::vector<DownstreamLog::OrderAppend> in;
+    in.reserve(batch.size());
+    for (const auto* q : batch) in.push_back(*q->in);
+    auto r = log_.AppendOrders(in);
+    l.lock();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (r.ok()) batch[i]->out.emplace((*r)[i]);
+      else batch[i]->out.emplace(r.status());
+    }
+    impl_->order_leader = false;
+    impl_->order_cv.notify_all();
+  }
+  return std::move(*me.out);
 }
 
 DownAnswer Downstream::PostCancel(const std::string& site, const std::string& order_id, const std::string& body,
@@ -380,6 +427,28 @@ DownAnswer Downstream::PutColdchainRules(const std::string& site, const std::str
   return Accepted({{"site", site}, {"down_seq", r->down_seq}, {"command_id", r->command_id}, {"version", r->version}});
 }
 
+DownAnswer Downstream::PutEscrowTarget(const std::string& site, const std::string& sku, const std::string& body,
+                                       const std::string& issued_by) {
+  if (Status s = wire::CheckId("sku", sku); !s.ok()) return Error(400, s.message());
+  std::string err;
+  auto j = ParseObject(body, &err);
+  if (!j) return Error(400, err);
+  if (Status s = OnlyKnown(*j, {"target"}, ""); !s.ok()) return Error(400, s.message());
+  auto target = Integer(*j, "target", 0, wire::kMaxStockUnits);
+  if (!target.ok()) return Error(400, target.status().message());
+  v1::DownCommand cmd;
+  cmd.set_kind(v1::DOWN_ESCROW_TARGET);
+  cmd.mutable_escrow_target()->set_sku(sku);
+  cmd.mutable_escrow_target()->set_target(*target);
+  cmd.set_issued_ms(clock_.NowMs());
+  cmd.set_issued_by(issued_by);
+  auto r = log_.AppendNumbered(site, cmd, sku);
+  if (!r.ok()) return Error(503, r.status().message());
+  metrics_.appended[v1::DOWN_ESCROW_TARGET].fetch_add(1, std::memory_order_relaxed);
+  Notify();
+  return Accepted({{"site", site}, {"down_seq", r->down_seq}, {"command_id", r->command_id}, {"target", *target}});
+}
+
 DownAnswer Downstream::GetLane(const std::string& site) {
   auto lane = log_.Lane(site);
   if (!lane.ok()) return Error(503, lane.status().message());
@@ -421,6 +490,11 @@ void Downstream::Notify() {
 // nothing to send yet and the caller may wait.
 DownAnswer Downstream::RunPull(const std::string& site, uint64_t after, uint32_t kinds, bool* nothing, uint64_t* last_seq) {
   *nothing = false;
+  // The site is online: hand back what it no longer wants to grant (its target went down), so
+  // the return travels in this pull (docs/escrow.md, "Rebalancing").
+  auto returned = log_.ReturnEscrow(site, clock_.NowMs());
+  if (!returned.ok()) return Error(503, returned.status().message());
+  if (*returned > 0) metrics_.appended[v1::DOWN_ESCROW_RETURN].fetch_add(*returned, std::memory_order_relaxed);
   auto lane = log_.Acknowledge(site, after, clock_.NowMs());
   if (!lane.ok()) return Error(503, lane.status().message());
   auto cmds = log_.Commands(site, after, kMaxCommandsPerPull);

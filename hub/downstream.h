@@ -68,6 +68,10 @@ class Downstream {
   DownAnswer PutCatalog(const std::string& sku, const std::string& body, const std::string& issued_by);
   DownAnswer PutFences(const std::string& site, const std::string& body, const std::string& issued_by);
   DownAnswer PutColdchainRules(const std::string& site, const std::string& body, const std::string& issued_by);
+  // HQ asks the site for a different escrow allotment of `sku` ({"target": N}); the site grants
+  // it as its free stock allows (docs/escrow.md). Every call is a new command.
+  DownAnswer PutEscrowTarget(const std::string& site, const std::string& sku, const std::string& body,
+                             const std::string& issued_by);
   // HQ reads.
   DownAnswer GetLane(const std::string& site);
   DownAnswer GetCatalog();
@@ -89,6 +93,9 @@ class Downstream {
   struct Impl;
   // Wakes the loop: this replica appended to a log.
   void Notify();
+  // Appends an HQ order together with the orders other callers are appending at the same
+  // moment: one transaction, one commit for all of them (DownstreamLog::AppendOrders).
+  Result<DownAppend> CommitOrder(const DownstreamLog::OrderAppend& order);
   // One read of the site's commands past `after`, of `kinds` (bit per v1::DownKind).
   // *nothing: nothing to send and the position would not move (the pull may wait).
   DownAnswer RunPull(const std::string& site, uint64_t after, uint32_t kinds, bool* nothing, uint64_t* last_seq);

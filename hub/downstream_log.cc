@@ -1,6 +1,10 @@
 #include "hub/downstream_log.h"
 
+#include <algorithm>
+#include <map>
 #include <string_view>
+
+#include "hub/escrow.h"
 
 namespace freshsync::hub {
 namespace {
@@ -12,7 +16,7 @@ constexpr Sql kLockLane{
     "FROM down_lanes WHERE site = ?1",
     "SELECT last_seq, delivered_seq, seeded, fences_version, fences_digest, rules_version, rules_digest "
     "FROM down_lanes WHERE site = $1 FOR UPDATE"};
-constexpr Sql kFindCommand{"SELECT down_seq, digest FROM down_commands WHERE site = ?1 AND command_id = ?2"};
+constexpr Sql kFindCommand{"SELECT down_seq, digest, body FROM down_commands WHERE site = ?1 AND command_id = ?2"};
 constexpr Sql kInsertCommand{
     "INSERT INTO down_commands(site, down_seq, kind, command_id, digest, body, sealed, issued_ms, issued_by) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"};
@@ -48,6 +52,9 @@ struct Lane {
   std::string fences_digest, rules_digest;
 };
 
+// Lane is also DownstreamLog's method; members name the row by this.
+using LaneRow = Lane;
+
 // Creates the lane if need be and locks it for the rest of the transaction.
 Result<Lane> LockLane(SqlTx& tx, const std::string& site) {
   if (Status s = tx.Run(kEnsureLane, [&](SqlParams& p) { p.Text(1, site); }); !s.ok()) return s;
@@ -78,12 +85,16 @@ Result<DownAppend> AppendLocked(SqlTx& tx, const std::string& site, Lane& lane, 
                       found = true;
                       out.down_seq = r.UInt(0);
                       found_digest = r.Text(1);
+                      v1::DownCommand stored;
+                      // The first call's escrow decision, which a repeat answers again.
+                      if (command.has_order() && stored.ParseFromString(r.Text(2))) out.escrow = stored.order().escrow();
                     });
   if (!s.ok()) return s;
   if (found) {
     (found_digest == digest ? out.repeated : out.conflict) = true;
     return out;
   }
+  out.escrow = command.has_order() && command.order().escrow();
   out.down_seq = lane.last_seq + 1;
   command.set_down_seq(out.down_seq);
   const std::string body = command.SerializeAsString();
@@ -122,6 +133,8 @@ std::string DownCommandId(v1::DownKind kind, const std::string& key, uint64_t ve
     case v1::DOWN_CATALOG: return "catalog:" + key + ":" + std::to_string(version);
     case v1::DOWN_FENCES: return "fences:" + std::to_string(version);
     case v1::DOWN_COLDCHAIN_RULES: return "coldchain-rules:" + std::to_string(version);
+    case v1::DOWN_ESCROW_RETURN: return "escrow-return:" + key + ":" + std::to_string(version);
+    case v1::DOWN_ESCROW_TARGET: return "escrow-target:" + key + ":" + std::to_string(version);
     default: return "";
   }
 }
@@ -133,12 +146,15 @@ const char* DownKindName(v1::DownKind kind) {
     case v1::DOWN_CATALOG: return "catalog";
     case v1::DOWN_FENCES: return "fences";
     case v1::DOWN_COLDCHAIN_RULES: return "coldchain-rules";
+    case v1::DOWN_ESCROW_RETURN: return "escrow-return";
+    case v1::DOWN_ESCROW_TARGET: return "escrow-target";
     default: return "unspecified";
   }
 }
 
 std::optional<v1::DownKind> DownKindByName(std::string_view name) {
-  for (v1::DownKind k : {v1::DOWN_ORDER, v1::DOWN_CANCEL, v1::DOWN_CATALOG, v1::DOWN_FENCES, v1::DOWN_COLDCHAIN_RULES})
+  for (v1::DownKind k : {v1::DOWN_ORDER, v1::DOWN_CANCEL, v1::DOWN_CATALOG, v1::DOWN_FENCES, v1::DOWN_COLDCHAIN_RULES,
+                         v1::DOWN_ESCROW_RETURN, v1::DOWN_ESCROW_TARGET})
     if (name == DownKindName(k)) return k;
   return std::nullopt;
 }
@@ -157,6 +173,103 @@ Result<DownAppend> DownstreamLog::Append(const std::string& site, v1::DownComman
   });
   if (!s.ok()) return s;
   return out;
+}
+
+Result<DownAppend> DownstreamLog::AppendOrder(const std::string& site, v1::DownCommand command,
+                                              const std::string& digest, const std::string& sealed_customer) {
+  auto r = AppendOrders({{site, std::move(command), digest, sealed_customer}});
+  if (!r.ok()) return r.status();
+  return (*r)[0];
+}
+
+Result<std::vector<DownAppend>> DownstreamLog::AppendOrders(const std::vector<OrderAppend>& orders) {
+  for (const OrderAppend& o : orders)
+    if (!o.command.has_order()) return Status::InvalidArgument("AppendOrders: orders only");
+  // Site order for the lane locks; the answers go back in the input's order.
+  std::vector<size_t> by_site(orders.size());
+  for (size_t i = 0; i < by_site.size(); ++i) by_site[i] = i;
+  std::stable_sort(by_site.begin(), by_site.end(), [&](size_t a, size_t b) { return orders[a].site < orders[b].site; });
+  std::vector<DownAppend> out;
+  Status s = store_.Write([&](SqlTx& tx) -> Status {
+    out.assign(orders.size(), DownAppend{});  // a PostgreSQL retry starts again
+    std::map<std::string, LaneRow> lanes;
+    for (size_t i : by_site) {
+      const OrderAppend& o = orders[i];
+      auto lane = lanes.find(o.site);
+      if (lane == lanes.end()) {
+        auto locked = LockLane(tx, o.site);
+        if (!locked.ok()) return locked.status();
+        lane = lanes.emplace(o.site, *locked).first;
+      }
+      v1::DownCommand c = o.command;
+      c.mutable_order()->set_escrow(false);
+      // A repeat must not take the allotment twice: look for the id before deciding.
+      bool found = false;
+      Status f = tx.Run(kFindCommand, [&](SqlParams& p) { p.Text(1, o.site).Text(2, c.command_id()); },
+                        [&](const SqlRow&) { found = true; });
+      if (!f.ok()) return f;
+      if (!found) {
+        auto taken = TakeEscrow(tx, o.site, c.order());
+        if (!taken.ok()) return taken.status();
+        c.mutable_order()->set_escrow(*taken);
+      }
+      auto r = AppendLocked(tx, o.site, lane->second, c, o.digest, o.sealed_customer);
+      if (!r.ok()) return r.status();
+      out[i] = *r;
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Result<DownAppend> DownstreamLog::AppendNumbered(const std::string& site, v1::DownCommand command,
+                                                 const std::string& key) {
+  DownAppend out;
+  Status s = store_.Write([&](SqlTx& tx) -> Status {
+    auto lane = LockLane(tx, site);
+    if (!lane.ok()) return lane.status();
+    v1::DownCommand c = command;
+    c.set_command_id(DownCommandId(c.kind(), key, lane->last_seq + 1));
+    auto r = AppendLocked(tx, site, *lane, c, c.command_id(), "");
+    if (!r.ok()) return r.status();
+    out = *r;
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Result<int> DownstreamLog::ReturnEscrow(const std::string& site, int64_t now_ms) {
+  bool any = false;
+  Status s = store_.Read(kReadEscrow, [&](SqlParams& p) { p.Text(1, site); }, [&](const SqlRow& r) {
+    const EscrowRow e = EscrowRowFrom(r);
+    if (e.Free() > e.target) any = true;
+  });
+  if (!s.ok()) return s;
+  if (!any) return 0;
+  int appended = 0;
+  s = store_.Write([&](SqlTx& tx) -> Status {
+    appended = 0;
+    auto lane = LockLane(tx, site);
+    if (!lane.ok()) return lane.status();
+    auto returns = ReturnExcess(tx, site);
+    if (!returns.ok()) return returns.status();
+    for (v1::EscrowReturn& ret : *returns) {
+      v1::DownCommand c;
+      c.set_kind(v1::DOWN_ESCROW_RETURN);
+      c.set_command_id(DownCommandId(v1::DOWN_ESCROW_RETURN, ret.sku(), static_cast<uint64_t>(ret.returned())));
+      c.set_issued_ms(now_ms);
+      c.set_issued_by("escrow");
+      *c.mutable_escrow_return() = std::move(ret);
+      auto r = AppendLocked(tx, site, *lane, c, c.command_id(), "");
+      if (!r.ok()) return r.status();
+      ++appended;
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return appended;
 }
 
 Result<DownAppend> DownstreamLog::AppendVersioned(const std::string& site, v1::DownCommand command,

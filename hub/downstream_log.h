@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -30,10 +31,11 @@
 namespace freshsync::hub {
 
 // The idempotency ids (docs/sync-protocol.md): "order:{id}", "cancel:{id}",
-// "catalog:{sku}:{version}", "fences:{version}", "coldchain-rules:{version}".
+// "catalog:{sku}:{version}", "fences:{version}", "coldchain-rules:{version}",
+// "escrow-return:{sku}:{returned}", "escrow-target:{sku}:{version}" (docs/escrow.md).
 std::string DownCommandId(v1::DownKind kind, const std::string& key, uint64_t version = 0);
 // The kind's name in the pull's `kinds` ("order", "cancel", "catalog", "fences",
-// "coldchain-rules"); nullopt for another name.
+// "coldchain-rules", "escrow-return", "escrow-target"); nullopt for another name.
 std::optional<v1::DownKind> DownKindByName(std::string_view name);
 const char* DownKindName(v1::DownKind kind);
 
@@ -42,6 +44,7 @@ struct DownAppend {
   bool repeated = false;   // the id is in the log with this body: the first call's answer
   uint64_t down_seq = 0;   // the command's (0 when a repeat's command was trimmed since)
   uint64_t version = 0;    // fences / rules: the version the body is
+  bool escrow = false;     // an order the hub accepted against the site's allotment (also on a repeat)
   std::string command_id;
 };
 
@@ -74,6 +77,28 @@ class DownstreamLog {
   // unless its id is there already (repeat or conflict, by `digest`).
   Result<DownAppend> Append(const std::string& site, v1::DownCommand command, const std::string& digest,
                             const std::string& sealed_customer);
+  // An HQ order (command.order() set): as Append, and in the same transaction the hub's
+  // escrow decision (hub/escrow.h TakeEscrow), which marks the stored order `escrow`. A repeat
+  // answers the first call's decision.
+  Result<DownAppend> AppendOrder(const std::string& site, v1::DownCommand command, const std::string& digest,
+                                 const std::string& sealed_customer);
+  // Several orders, each as AppendOrder, in ONE transaction (one commit for all: the hub's
+  // group commit of concurrent HQ calls, Downstream::PostOrder). Lanes are locked in site
+  // order, so two such batches never wait on each other in a cycle. The answers are in the
+  // input's order; a store error fails them all (nothing is appended).
+  struct OrderAppend {
+    std::string site;
+    v1::DownCommand command;
+    std::string digest, sealed_customer;
+  };
+  Result<std::vector<DownAppend>> AppendOrders(const std::vector<OrderAppend>& orders);
+  // A command whose every call is new (escrow-target): its id is DownCommandId(kind, key,
+  // down_seq), so it never repeats.
+  Result<DownAppend> AppendNumbered(const std::string& site, v1::DownCommand command, const std::string& key);
+  // Hands back the site's allotment above its target (hub/escrow.h ReturnExcess), each SKU's
+  // new total as an escrow-return command in the same transaction. Returns how many commands
+  // were appended; reads only when nothing is to be handed back.
+  Result<int> ReturnEscrow(const std::string& site, int64_t now_ms);
   // Fences or rules: a body whose digest equals the lane's current version is a repeat of it;
   // otherwise the next version. `set_version` puts the version into the command's body before
   // it is stored (the command_id is set here).

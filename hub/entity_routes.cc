@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hub/escrow.h"
+
 namespace freshsync::hub {
 
 int OrderStatusRank(const std::string& status) {
@@ -452,6 +454,61 @@ CREATE INDEX dock_scans_ts ON dock_scans(site_id, ts_ms, seq);
   }
 };
 
+// ---------- Escrow ----------
+
+// The site's allotment per SKU (docs/escrow.md, hub/escrow.h): the site's counters from its
+// ESCROW records, and the hub's own counters `returned` and `used`, which no record touches.
+struct EscrowHandler : NoQuery {
+  using Reply = v1::EscrowReply;
+  static std::string Path() { return "/escrow"; }
+  static inline const std::vector<SchemaStep> kSchema = {{7, {R"sql(
+CREATE TABLE escrow(
+  site_id INTEGER NOT NULL, sku TEXT NOT NULL,
+  given INTEGER NOT NULL, returned_applied INTEGER NOT NULL, consumed_applied INTEGER NOT NULL,
+  held INTEGER NOT NULL, target INTEGER NOT NULL, version INTEGER NOT NULL,
+  returned INTEGER NOT NULL DEFAULT 0, used INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(site_id, sku)) WITHOUT ROWID;
+)sql",
+                                                              R"sql(
+CREATE TABLE escrow(
+  site_id BIGINT NOT NULL, sku TEXT COLLATE "C" NOT NULL,
+  given BIGINT NOT NULL, returned_applied BIGINT NOT NULL, consumed_applied BIGINT NOT NULL,
+  held BIGINT NOT NULL, target BIGINT NOT NULL, version BIGINT NOT NULL,
+  returned BIGINT NOT NULL DEFAULT 0, used BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY(site_id, sku));
+)sql"}}};
+  // Newer version wins; the site's counters only grow with its versions, so `given` is also
+  // the maximum seen (docs/conflicts.md).
+  static inline const std::vector<ApplyStep> kApply = {
+      {{"INSERT INTO escrow(site_id, sku, given, returned_applied, consumed_applied, held, target, version) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT(site_id, sku) DO UPDATE SET given = excluded.given, returned_applied = excluded.returned_applied, "
+        "consumed_applied = excluded.consumed_applied, held = excluded.held, target = excluded.target, "
+        "version = excluded.version WHERE excluded.version > escrow.version"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (!r.has_escrow()) return false;
+         const auto& e = r.escrow();
+         p.Int(1, site_id).TextRef(2, r.key()).Int(3, e.given()).Int(4, e.returned_applied());
+         p.Int(5, e.consumed_applied()).Int(6, e.held()).Int(7, e.target()).UInt(8, r.version());
+         return true;
+       },
+       "upsert escrow"}};
+  static Result<size_t> Read(HubStore& store, const EntityRequest& r, const Query&, Reply& reply) {
+    size_t rows = 0;
+    Status s = store.Read(kReadEscrow, [&](SqlParams& p) { p.TextRef(1, r.site); }, [&](const SqlRow& row) {
+      const EscrowRow e = EscrowRowFrom(row);
+      auto* o = reply.add_escrow();
+      o->set_sku(e.sku);
+      o->set_granted(e.Granted());
+      o->set_used(e.used);
+      o->set_free(e.Free());
+      ++rows;
+    });
+    if (!s.ok()) return s;
+    return rows;
+  }
+};
+
 // Every handler, in route registration order.
 template <typename... H>
 struct HandlerList {
@@ -465,7 +522,7 @@ struct HandlerList {
   }
 };
 using Handlers = HandlerList<StockHandler, OrdersHandler, VehiclesHandler, AlertsHandler, GeofenceHandler,
-                             TrackHandler, DockScansHandler>;
+                             TrackHandler, DockScansHandler, EscrowHandler>;
 
 // An entity's apply, from a handler that must be in Handlers: otherwise its table would not be
 // created, nor its route served.
@@ -499,6 +556,8 @@ const std::vector<ApplyStep>& EntityApply(v1::Entity entity) {
       return ApplyOf<GeofenceHandler>();
     case v1::DOCK_SCAN:
       return ApplyOf<DockScansHandler>();
+    case v1::ESCROW:
+      return ApplyOf<EscrowHandler>();
     case v1::VEHICLE_POSITION:
       // History and latest position are written per vehicle at the end of the batch by the
       // store (SqliteHubStore WritePositions).

@@ -62,9 +62,13 @@ void HubMetrics::Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* s
   }
   w.Family("freshsync_hub_down_commands_appended_total", "counter",
            "Downstream commands appended to the sites' logs by this replica, by kind (repeats not counted).");
-  for (v1::DownKind k : {v1::DOWN_ORDER, v1::DOWN_CANCEL, v1::DOWN_CATALOG, v1::DOWN_FENCES, v1::DOWN_COLDCHAIN_RULES})
+  for (v1::DownKind k : {v1::DOWN_ORDER, v1::DOWN_CANCEL, v1::DOWN_CATALOG, v1::DOWN_FENCES, v1::DOWN_COLDCHAIN_RULES,
+                         v1::DOWN_ESCROW_RETURN, v1::DOWN_ESCROW_TARGET})
     w.Sample("freshsync_hub_down_commands_appended_total", {{"kind", DownKindName(k)}},
              downstream.appended[k].load(std::memory_order_relaxed));
+  counter("freshsync_hub_escrow_orders_accepted_total",
+          "HQ orders this replica accepted at once against a site's escrow allotment (decided_by hub).",
+          downstream.escrow_accepted.load(std::memory_order_relaxed));
   counter("freshsync_hub_down_pulls_total", "Downstream pulls answered (sites fetching their commands).",
           downstream.pulls.load(std::memory_order_relaxed));
   w.Family("freshsync_hub_down_parked_pulls", "gauge", "Downstream pulls waiting for a command now (long poll).");

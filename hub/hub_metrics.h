@@ -35,7 +35,8 @@ struct RelayMetrics {
 
 // The downstream logs' series (hub/downstream.h), written by the HQ write routes and the pulls.
 struct DownstreamMetrics {
-  std::atomic<uint64_t> appended[6] = {};  // commands appended, by v1::DownKind (repeats not counted)
+  std::atomic<uint64_t> appended[8] = {};  // commands appended, by v1::DownKind (repeats not counted)
+  std::atomic<uint64_t> escrow_accepted{0}; // HQ orders the hub accepted against an allotment
   std::atomic<uint64_t> pulls{0};          // pulls answered
   std::atomic<int64_t> parked{0};          // pulls waiting now (long poll)
 };

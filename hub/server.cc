@@ -771,6 +771,9 @@ struct HubServer::Impl {
     Put(site_prefix + wire::kColdchainRulesSuffix, [this](const http::Request& req, http::Response& res) {
       DownWrite(req, res, [&](const Caller& c) { return downstream->PutColdchainRules(req.matches[1], req.body, c.name); });
     });
+    Put(site_prefix + wire::kEscrowSuffix + "/(.+)", [this](const http::Request& req, http::Response& res) {
+      DownWrite(req, res, [&](const Caller& c) { return downstream->PutEscrowTarget(req.matches[1], req.matches[2], req.body, c.name); });
+    });
     Put(std::string(wire::kCatalogPrefix) + "(.+)", [this](const http::Request& req, http::Response& res) {
       DownWrite(req, res, [&](const Caller& c) { return downstream->PutCatalog(req.matches[1], req.body, c.name); });
     });

@@ -233,6 +233,8 @@ CREATE TABLE catalog_items(
   body       BLOB    NOT NULL,
   updated_ms INTEGER NOT NULL);
 )sql",
+      // 7: escrow allotments per (site, sku) (the handler's escrow only; docs/escrow.md).
+      "",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).

@@ -915,6 +915,125 @@ TEST_P(HubStoreContractTest, DownstreamRetentionTrimsOnlyOldDeliveredCommands) {
   EXPECT_EQ(log.Commands("s1", 0, 500)->size(), 2u);
 }
 
+// ---------- Escrow (docs/escrow.md, hub/escrow.h) ----------
+
+v1::ChangeRecord EscrowRec(uint64_t seq, const std::string& sku, int64_t given, int64_t ret, int64_t cons, int64_t held,
+                           int64_t target, uint64_t version) {
+  v1::ChangeRecord r;
+  r.set_seq(seq);
+  r.set_entity(v1::ESCROW);
+  r.set_key(sku);
+  r.set_version(version);
+  r.set_hlc(seq << 16);
+  auto* e = r.mutable_escrow();
+  e->set_sku(sku);
+  e->set_given(given);
+  e->set_returned_applied(ret);
+  e->set_consumed_applied(cons);
+  e->set_held(held);
+  e->set_target(target);
+  return r;
+}
+
+// The site's grant comes up as versioned records; the hub accepts orders within it in the
+// append's transaction (used grows), repeats answer the same decision without taking twice,
+// an order beyond it (or for a site without a grant) is left to the site.
+TEST_P(HubStoreContractTest, EscrowOrdersAreAcceptedWithinTheGrantAndOnlyOnce) {
+  DownstreamLog log(*store_);
+  Apply(MakeBatch("s1", {EscrowRec(1, "apple", 10, 0, 0, 10, 10, 1)}));
+  auto a = log.AppendOrder("s1", HqOrderCommand("o1", 4), "d1", "");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_TRUE(a->escrow);
+  auto again = log.AppendOrder("s1", HqOrderCommand("o1", 4), "d1", "");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->repeated);
+  EXPECT_TRUE(again->escrow);  // the first call's decision
+  auto big = log.AppendOrder("s1", HqOrderCommand("o2", 7), "d2", "");
+  ASSERT_TRUE(big.ok());
+  EXPECT_FALSE(big->escrow);   // 6 left
+  auto exact = log.AppendOrder("s1", HqOrderCommand("o3", 6), "d3", "");
+  EXPECT_TRUE(exact->escrow);
+  EXPECT_FALSE(log.AppendOrder("s1", HqOrderCommand("o4", 1), "d4", "")->escrow);
+  EXPECT_FALSE(log.AppendOrder("s2", HqOrderCommand("o1", 1), "d1", "")->escrow);  // no grant at s2
+  auto cmds = log.Commands("s1", 0, 10);
+  ASSERT_EQ(cmds->size(), 4u);
+  EXPECT_TRUE((*cmds)[0].command.order().escrow());
+  EXPECT_FALSE((*cmds)[1].command.order().escrow());
+  auto view = ReadRoute("/escrow", "s1", &v1::EscrowReply::escrow);
+  ASSERT_TRUE(view.ok()) << view.status().ToString();
+  ASSERT_EQ(view->size(), 1u);
+  EXPECT_EQ((*view)[0].sku(), "apple");
+  EXPECT_EQ((*view)[0].granted(), 10);
+  EXPECT_EQ((*view)[0].used(), 10);
+  EXPECT_EQ((*view)[0].free(), 0);
+  Reopen();
+  DownstreamLog reopened(*store_);
+  EXPECT_FALSE(reopened.AppendOrder("s1", HqOrderCommand("o5", 1), "d5", "")->escrow);
+  // The site applied both and topped up by 5: free again, and only the site's newer version counts.
+  Apply(MakeBatch("s1", {EscrowRec(2, "apple", 15, 0, 10, 5, 10, 3), EscrowRec(3, "apple", 12, 0, 4, 8, 10, 2)}));
+  EXPECT_EQ((*ReadRoute("/escrow", "s1", &v1::EscrowReply::escrow))[0].free(), 5);
+  EXPECT_TRUE(reopened.AppendOrder("s1", HqOrderCommand("o6", 5), "d6", "")->escrow);
+}
+
+// The group commit: several orders in one transaction, answered in the input's order, a
+// repeat inside the group is a repeat, the allotment taken once per order, lanes per site.
+TEST_P(HubStoreContractTest, OrdersAppendedTogetherAnswerEachAsAlone) {
+  DownstreamLog log(*store_);
+  Apply(MakeBatch("s2", {EscrowRec(1, "apple", 5, 0, 0, 5, 5, 1)}));
+  auto r = log.AppendOrders({{"s2", HqOrderCommand("o1", 3), "d1", ""},
+                             {"s1", HqOrderCommand("o1", 1), "d1", ""},
+                             {"s2", HqOrderCommand("o2", 3), "d2", ""},
+                             {"s2", HqOrderCommand("o1", 3), "d1", ""},
+                             {"s2", HqOrderCommand("o3", 2), "d3", ""}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->size(), 5u);
+  EXPECT_EQ((*r)[0].down_seq, 1u);
+  EXPECT_TRUE((*r)[0].escrow);
+  EXPECT_EQ((*r)[1].down_seq, 1u);  // another site's lane
+  EXPECT_FALSE((*r)[1].escrow);
+  EXPECT_FALSE((*r)[2].escrow);     // 2 left
+  EXPECT_TRUE((*r)[3].repeated);
+  EXPECT_TRUE((*r)[3].escrow);
+  EXPECT_EQ((*r)[3].down_seq, 1u);
+  EXPECT_TRUE((*r)[4].escrow);
+  EXPECT_EQ((*r)[4].down_seq, 3u);
+  EXPECT_EQ((*ReadRoute("/escrow", "s2", &v1::EscrowReply::escrow))[0].used(), 5);
+}
+
+// A target below the hub's free allotment is handed back at once, as one escrow-return per SKU
+// carrying the new total; until the site applies it, the hub counts it as gone.
+TEST_P(HubStoreContractTest, EscrowAboveTheTargetIsReturnedOnce) {
+  DownstreamLog log(*store_);
+  Apply(MakeBatch("s1", {EscrowRec(1, "apple", 10, 0, 0, 10, 10, 1)}));
+  EXPECT_EQ(*log.ReturnEscrow("s1", 1000), 0);
+  Apply(MakeBatch("s1", {EscrowRec(2, "apple", 10, 0, 0, 10, 3, 2)}));
+  EXPECT_EQ(*log.ReturnEscrow("s1", 1000), 1);
+  EXPECT_EQ(*log.ReturnEscrow("s1", 1000), 0);  // in flight: counted already
+  auto cmds = log.Commands("s1", 0, 10);
+  ASSERT_EQ(cmds->size(), 1u);
+  EXPECT_EQ((*cmds)[0].command.kind(), v1::DOWN_ESCROW_RETURN);
+  EXPECT_EQ((*cmds)[0].command.escrow_return().returned(), 7);
+  EXPECT_EQ((*cmds)[0].command.command_id(), "escrow-return:apple:7");
+  auto view = ReadRoute("/escrow", "s1", &v1::EscrowReply::escrow);
+  EXPECT_EQ((*view)[0].granted(), 3);
+  EXPECT_EQ((*view)[0].free(), 3);
+  EXPECT_FALSE(log.AppendOrder("s1", HqOrderCommand("o1", 4), "d1", "")->escrow);
+  EXPECT_TRUE(log.AppendOrder("s1", HqOrderCommand("o2", 3), "d2", "")->escrow);
+}
+
+// Spoilage ate into the reservation: the hub sells no more than the site says it holds, less
+// what is in flight to it.
+TEST_P(HubStoreContractTest, EscrowShrinksToWhatTheSiteStillHolds) {
+  DownstreamLog log(*store_);
+  Apply(MakeBatch("s1", {EscrowRec(1, "apple", 10, 0, 0, 10, 10, 1)}));
+  EXPECT_TRUE(log.AppendOrder("s1", HqOrderCommand("o1", 2), "d1", "")->escrow);
+  Apply(MakeBatch("s1", {EscrowRec(2, "apple", 10, 0, 0, 6, 10, 2)}));  // 4 spoiled; o1 not applied yet
+  auto view = ReadRoute("/escrow", "s1", &v1::EscrowReply::escrow);
+  EXPECT_EQ((*view)[0].free(), 4);
+  EXPECT_FALSE(log.AppendOrder("s1", HqOrderCommand("o2", 5), "d2", "")->escrow);
+  EXPECT_TRUE(log.AppendOrder("s1", HqOrderCommand("o3", 4), "d3", "")->escrow);
+}
+
 TEST_P(HubStoreContractTest, DownstreamConcurrentAppendsStayDense) {
   DownstreamLog log(*store_);
   std::vector<std::thread> threads;
@@ -1028,7 +1147,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 6);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 7);
 }
 
 TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {

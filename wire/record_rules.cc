@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 namespace freshsync::wire {
 namespace {
@@ -126,6 +127,26 @@ Status CheckDockScan(const v1::ChangeRecord& r) {
   if (!d.lot().empty()) WIRE_RETURN_IF_ERROR(CheckId("dock_scan.lot", d.lot()));
   WIRE_RETURN_IF_ERROR(CheckLineQty("dock_scan.qty", d.qty()));
   if (!IsKnownScanDirection(d.direction())) return Bad("dock_scan.direction: must be one of in, out");
+  return Status::Ok();
+}
+
+// The counters are monotone totals (docs/escrow.md); what the site holds can never exceed what
+// it granted less what it has given back and used.
+Status CheckEscrow(const v1::ChangeRecord& r) {
+  const auto& e = r.escrow();
+  WIRE_RETURN_IF_ERROR(CheckId("escrow.sku", e.sku()));
+  WIRE_RETURN_IF_ERROR(CheckKeyMatches("escrow.sku", e.sku(), r.key()));
+  for (auto [field, v] : {std::pair<const char*, int64_t>{"escrow.given", e.given()},
+                          {"escrow.returned_applied", e.returned_applied()},
+                          {"escrow.consumed_applied", e.consumed_applied()},
+                          {"escrow.held", e.held()},
+                          {"escrow.target", e.target()}}) {
+    if (v < 0 || v > kMaxStockUnits) return Bad(std::string(field) + ": must be 0..1e15");
+  }
+  if (e.returned_applied() + e.consumed_applied() > e.given())
+    return Bad("escrow.given: below returned_applied + consumed_applied");
+  if (e.held() > e.given() - e.returned_applied() - e.consumed_applied())
+    return Bad("escrow.held: above given - returned_applied - consumed_applied");
   return Status::Ok();
 }
 
@@ -275,6 +296,7 @@ v1::ChangeRecord::BodyCase BodyFor(v1::Entity entity) {
     case v1::GEOFENCE_EVENT: return v1::ChangeRecord::kGeofence;
     case v1::COLDCHAIN_ALERT: return v1::ChangeRecord::kAlert;
     case v1::DOCK_SCAN: return v1::ChangeRecord::kDockScan;
+    case v1::ESCROW: return v1::ChangeRecord::kEscrow;
     default: return v1::ChangeRecord::BODY_NOT_SET;
   }
 }
@@ -303,6 +325,7 @@ Status CheckChangeRecord(const v1::ChangeRecord& r) {
     case v1::ChangeRecord::kGeofence: return CheckGeofence(r);
     case v1::ChangeRecord::kAlert: return CheckAlert(r);
     case v1::ChangeRecord::kDockScan: return CheckDockScan(r);
+    case v1::ChangeRecord::kEscrow: return CheckEscrow(r);
     case v1::ChangeRecord::BODY_NOT_SET: return Status::Ok();
   }
   return Status::Ok();

@@ -24,14 +24,18 @@ inline constexpr char kDownCommandsSuffix[] = "/downstream/commands";  // GET ?a
 inline constexpr char kDownstreamSuffix[] = "/downstream";             // GET (HQ reader)
 // The `kinds` names of the pull, indexed by the proto's DownKind value (0: unspecified). A site
 // announces the kinds it can apply; a site that sends none gets kDownDefaultKinds.
-inline constexpr const char* kDownKindNames[] = {"", "order", "cancel", "catalog", "fences", "coldchain-rules"};
-inline constexpr int kDownKindCount = 6;
+inline constexpr const char* kDownKindNames[] = {"",       "order",           "cancel",       "catalog",
+                                                 "fences", "coldchain-rules", "escrow-return", "escrow-target"};
+inline constexpr int kDownKindCount = 8;
 inline constexpr char kDownDefaultKinds[] = "order,cancel";
 // HQ's writes (role writer): orders for a site, and the site's fences and rules.
 inline constexpr char kOrdersSuffix[] = "/orders";                     // POST; /orders/{id}/cancel
 inline constexpr char kCancelSuffix[] = "/cancel";
 inline constexpr char kFencesSuffix[] = "/fences";                     // PUT
 inline constexpr char kColdchainRulesSuffix[] = "/coldchain-rules";    // PUT
+// PUT /escrow/{sku} {"target": N}: HQ asks for an allotment (docs/escrow.md). The read, GET
+// /escrow, is EscrowHandler's (hub/entity_routes.cc).
+inline constexpr char kEscrowSuffix[] = "/escrow";
 inline constexpr char kCatalogPrefix[] = "/v1/catalog/";               // PUT /v1/catalog/{sku}
 inline constexpr char kCatalogPath[] = "/v1/catalog";                  // GET (HQ reader): every item
 // The HQ reads of the per-site entities (/stock, /orders, ...) are spelled by their handlers

@@ -238,6 +238,55 @@ TEST_F(HubDownstreamTest, ALongPollWithNothingTimesOutEmptyAndStopAnswersParkedP
   EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - stop).count(), 5000);
 }
 
+// Escrow (docs/escrow.md): the site's grant arrives on an ESCROW record; an order it covers is
+// accepted by the hub at once, a repeat answers the same, one beyond it is the site's to decide;
+// GET .../escrow shows granted, used and free; PUT .../escrow/{sku} is a command for the site.
+TEST_F(HubDownstreamTest, EscrowOrdersAreDecidedByTheHubWithinTheGrant) {
+  v1::Batch b;
+  b.set_site("site-a");
+  v1::ChangeRecord* r = b.add_records();
+  r->set_seq(1);
+  r->set_entity(v1::ESCROW);
+  r->set_key("apple");
+  r->set_version(1);
+  r->set_hlc(uint64_t{1700000000000} << 16);
+  r->set_ts_ms(1700000000000);
+  auto* e = r->mutable_escrow();
+  e->set_sku("apple");
+  e->set_given(5);
+  e->set_held(5);
+  e->set_target(5);
+  auto push = Site(site_a_);
+  ASSERT_EQ(Push(*push, "site-a", hub::ZstdCompress(b.SerializeAsString(), 1))->status, 200);
+  const std::string order = R"({"order_id":"e-1","lines":[{"sku":"apple","qty":3}]})";
+  json first = Expect(Send("POST", "/v1/sites/site-a/orders", order), 202);
+  EXPECT_EQ(first["decided_by"], "hub");
+  EXPECT_EQ(first["status"], "accepted");
+  EXPECT_EQ(Expect(Send("POST", "/v1/sites/site-a/orders", order), 202), first);
+  json beyond = Expect(Send("POST", "/v1/sites/site-a/orders", R"({"order_id":"e-2","lines":[{"sku":"apple","qty":3}]})"), 202);
+  EXPECT_EQ(beyond["decided_by"], "site");
+  EXPECT_EQ(beyond["status"], "pending");
+  // site-b never granted anything.
+  EXPECT_EQ(Expect(Send("POST", "/v1/sites/site-b/orders", order), 202)["decided_by"], "site");
+  json view = GetJson("/v1/sites/site-a/escrow", kReaderToken);
+  EXPECT_EQ(view["site"], "site-a");
+  ASSERT_EQ(view["escrow"].size(), 1u) << view.dump();
+  EXPECT_EQ(view["escrow"][0]["sku"], "apple");
+  EXPECT_EQ(view["escrow"][0]["granted"], 5);
+  EXPECT_EQ(view["escrow"][0]["used"], 3);
+  EXPECT_EQ(view["escrow"][0]["free"], 2);
+  json t = Expect(Send("PUT", "/v1/sites/site-a/escrow/apple", R"({"target":8})"), 202);
+  EXPECT_EQ(t["target"], 8);
+  Expect(Send("PUT", "/v1/sites/site-a/escrow/apple", R"({"target":-1})"), 400);
+  Expect(Send("PUT", "/v1/sites/site-a/escrow/apple", R"({"target":8})", kReaderToken), 403);
+  v1::DownBatch got = Pull(site_a_, "site-a", "after=0&kinds=order,escrow-target");
+  ASSERT_EQ(got.commands_size(), 3);
+  EXPECT_TRUE(got.commands(0).order().escrow());
+  EXPECT_FALSE(got.commands(1).order().escrow());
+  EXPECT_EQ(got.commands(2).kind(), v1::DOWN_ESCROW_TARGET);
+  EXPECT_EQ(got.commands(2).escrow_target().target(), 8);
+}
+
 TEST_F(HubDownstreamTest, HostileBodiesAre400) {
   auto bad = [&](const std::string& method, const std::string& path, const std::string& body, const std::string& needle) {
     json j = Expect(Send(method, path, body), 400);
