@@ -13,7 +13,6 @@
 // Usage: downstream_latency [--orders N] [--rate R] [--backlog B]   (daemons from $FRESHSYNC_BIN_DIR)
 #include <httplib.h>
 #include <mqtt/async_client.h>
-#include <openssl/sha.h>
 
 #include <algorithm>
 #include <atomic>
@@ -30,24 +29,13 @@
 #include "freshsync.pb.h"
 #include "tests/ingest/site.h"
 #include "tests/support/harness.h"
+#include "wire/digest.h"
 
 using namespace freshsync::testing;
 using SteadyClock = std::chrono::steady_clock;
 using nlohmann::json;
 
 namespace {
-
-std::string Sha256Hex(const std::string& s) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
-  std::string out;
-  for (unsigned char c : d) {
-    static const char* hex = "0123456789abcdef";
-    out.push_back(hex[c >> 4]);
-    out.push_back(hex[c & 15]);
-  }
-  return out;
-}
 
 double Pct(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -116,7 +104,7 @@ int main(int argc, char** argv) {
   WriteFile(dir.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port) + "\"\n[tls]\nca = \"" + pki.ca_cert() +
                                        "\"\ncert = \"" + pki.server().cert + "\"\nkey = \"" + pki.server().key +
                                        "\"\n[store]\npath = \"" + dir.File("hub.db") +
-                                       "\"\n[[tokens]]\nname = \"hq\"\nrole = \"writer\"\nsha256 = \"" + Sha256Hex(token) + "\"\n");
+                                       "\"\n[[tokens]]\nname = \"hq\"\nrole = \"writer\"\nsha256 = \"" + freshsync::digest::Sha256Hex(token) + "\"\n");
   ChildProcess hubd({BinDir() + "/hubd", "--config", dir.File("hubd.toml")}, dir.File("hubd.log"));
   if (!hubd.Start()) return 1;
   auto hq = [&] {
