@@ -176,8 +176,14 @@ TEST_F(HubStreamTest, AClientThatStopsReadingIsCutOffAndMemoryStaysBounded) {
   // A burst beyond the buffer does not cut off a client that reads: only the stalled one.
   EXPECT_EQ(Metric("freshsync_hub_stream_cut_off_total"), 1u);
   const uint64_t rss_after = RssKb(hubd_.pid());
+#if !defined(__SANITIZE_ADDRESS__)
   // The stalled client never held more than its buffer; what grew is the store's cache.
+  // (Not under ASan: its quarantine keeps freed blocks, 256 MB by default, so RSS says nothing.)
   EXPECT_LT(rss_after, rss_before + 64 * 1024) << rss_before << " KiB -> " << rss_after << " KiB";
+#else
+  (void)rss_before;
+  (void)rss_after;
+#endif
   // The stalled client's connection is gone: released, it reads what was in flight and ends.
   stalled.Release();
   ASSERT_TRUE(stalled.WaitDone(std::chrono::seconds(30)));
