@@ -174,7 +174,8 @@ int main(int argc, char** argv) {
   if (via_edged) {
     fs::testing::SiteOptions o;
     o.site_id = "site-a";
-    o.extra_toml = "[log]\nlevel = \"warn\"\n[hub]\nurl = \"https://127.0.0.1:" + std::to_string(port) + "\"\nca = \"" +
+    // edged logs at info: the site harness waits for its "subscribed to" line.
+    o.extra_toml = "[hub]\nurl = \"https://127.0.0.1:" + std::to_string(port) + "\"\nca = \"" +
                    pki.ca_cert() + "\"\ncert = \"" + site_cert.cert + "\"\nkey = \"" + site_cert.key + "\"\n";
     site = std::make_unique<fs::testing::Site>(o);
     if (!site->StartEdged()) {
