@@ -113,6 +113,10 @@ bool PostgresServer::CreateDatabase(const std::string& name) {
   return RunShell(PgBin("createdb") + " -h 127.0.0.1 -p " + std::to_string(port_) + " -U postgres '" + name + "'", log_path()) == 0;
 }
 
+std::string PostgresServer::ClientArgs() const { return "-h 127.0.0.1 -p " + std::to_string(port_) + " -U postgres"; }
+
+std::string PostgresServer::Bin(const std::string& program) { return PgBin(program); }
+
 std::string PostgresServer::Url(const std::string& db) const {
   return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/" + db;
 }

@@ -36,6 +36,11 @@ class PostgresServer {
   bool CreateDatabase(const std::string& name);
   // Runs SQL through psql and returns its trimmed, unaligned output ("" on failure).
   std::string Query(const std::string& db, const std::string& sql);
+  // The connection options of the client tools (psql, pg_dump, pg_restore, createdb, dropdb)
+  // for this cluster: "-h 127.0.0.1 -p PORT -U postgres". They run as any user (trust).
+  std::string ClientArgs() const;
+  // The path of one of PostgreSQL 15's programs (pg_dump, pg_restore, ...).
+  static std::string Bin(const std::string& program);
   // A libpq connection string for `db` over TCP on loopback.
   std::string Url(const std::string& db) const;
   int port() const { return port_; }

@@ -18,9 +18,10 @@ SiteHub::SiteHub(SiteHubOptions options) {
   if (!pki_->Init()) return;
   const auto client = pki_->Client(kSiteId);
   hub_port_ = PickFreePort();
+  const std::string store = options.hub_store.empty() ? "[store]\npath = \"" + dir_.File("hub.db") + "\"\n" : options.hub_store;
   WriteFile(dir_.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port_) + "\"\nthreads = 4\n[tls]\nca = \"" +
                                         pki_->ca_cert() + "\"\ncert = \"" + pki_->server().cert + "\"\nkey = \"" + pki_->server().key +
-                                        "\"\n[store]\npath = \"" + dir_.File("hub.db") + "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\n"
+                                        "\"\n" + store + "[[tokens]]\nname = \"hq\"\nrole = \"reader\"\n"
                                         "sha256 = \"" + digest::Sha256Hex(kToken) + "\"\n[[tokens]]\nname = \"hq-writer\"\nrole = \"writer\"\n"
                                         "sha256 = \"" + digest::Sha256Hex(kWriterToken) + "\"\n" + options.hub_toml);
   if (!StartHubd()) return;

@@ -26,6 +26,7 @@ struct SiteHubOptions {
   std::string hub_tuning = "batch_max_records = 500\ntimeout_ms = 3000\nbackoff_initial_ms = 50\n"
                            "backoff_max_ms = 2000\nreconcile_interval_s = 2\n";  // inside [hub]
   std::string hub_toml;    // appended to hubd.toml after its [[tokens]] (e.g. a [limits] table)
+  std::string hub_store;   // hubd's [store] table; "" = a SQLite file, hub_db()
 };
 
 class SiteHub {

@@ -2,7 +2,8 @@
 //   - an edge restored from its own backup (`edgectl backup` / `edgectl restore`) pulls the
 //     commands applied after the backup again (the hub keeps delivered commands for
 //     retention_h) and applies each once;
-//   - a hub restored from an older backup (VACUUM INTO while it runs) learns the site's position
+//   - a hub restored from an older backup (SQLite: VACUUM INTO while it runs; PostgreSQL: pg_dump
+//     while it runs, then dropdb, createdb and pg_restore, as docs/operations.md says) learns the site's position
 //     from the next pull: commands HQ placed on it before that pull, and new ones, get a down_seq
 //     above it; HQ re-sending the lost calls (same ids) has no second effect at the site;
 //     upstream refills the hub.
@@ -18,6 +19,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/support/postgres.h"
 #include "tests/support/site_hub.h"
 
 namespace freshsync::testing {
@@ -32,6 +34,7 @@ class DownstreamRestore : public ::testing::Test {
   void SetUp() override {
     SiteHubOptions o;
     o.edge_toml = "[downstream]\nwait_ms = 500\n";
+    o.hub_store = HubStore();
     sh_ = std::make_unique<SiteHub>(o);
     ASSERT_TRUE(sh_->ok()) << sh_->HubLog();
     ASSERT_TRUE(site().StartEdged()) << site().log();
@@ -40,6 +43,23 @@ class DownstreamRestore : public ::testing::Test {
                                                     R"(,"reason":"receive","lot":"L1","ts":1764000000000})"});
     ASSERT_TRUE(site().WaitInt("SELECT IFNULL(SUM(on_hand), 0) FROM stock", kSeed, seconds(30))) << site().log();
   }
+
+  // hubd's [store] table; "" = its SQLite file.
+  virtual std::string HubStore() { return ""; }
+  // Takes a backup of the running hub's store, and later puts it back while hubd is stopped.
+  virtual void BackupHub(const std::string& backup) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(sh_->hub_db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    const int rc = sqlite3_exec(db, ("VACUUM INTO '" + backup + "'").c_str(), nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+    ASSERT_EQ(rc, SQLITE_OK);
+  }
+  virtual void RestoreHub(const std::string& backup) {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(sh_->hub_db() + suffix);
+    std::filesystem::copy_file(backup, sh_->hub_db());
+  }
+  void HubRestoredFromAnOlderBackupConverges();
 
   Site& site() { return sh_->site(); }
   static std::string Id(int i) { return "hq-" + std::to_string(i); }
@@ -120,20 +140,14 @@ TEST_F(DownstreamRestore, EdgeRestoredFromItsBackupAppliesTheLaterCommandsOnce) 
   ExpectEachOrderOnce(50, false);
 }
 
-TEST_F(DownstreamRestore, HubRestoredFromAnOlderBackupConvergesWithoutARepeatOrALoss) {
+void DownstreamRestore::HubRestoredFromAnOlderBackupConverges() {
   Post(1, 20);
   ASSERT_TRUE(WaitOrders(20)) << site().log();
   ASSERT_TRUE(WaitConverged()) << site().log();
   // A backup of the running hub.
-  const std::string backup = sh_->dir().File("hub-backup.db");
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open_v2(sh_->hub_db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    const int rc = sqlite3_exec(db, ("VACUUM INTO '" + backup + "'").c_str(), nullptr, nullptr, nullptr);
-    sqlite3_close(db);
-    ASSERT_EQ(rc, SQLITE_OK);
-  }
+  const std::string backup = sh_->dir().File("hub-backup");
+  BackupHub(backup);
+  if (HasFatalFailure()) return;
   Post(21, 40);
   ASSERT_TRUE(WaitOrders(40)) << site().log();
   ASSERT_TRUE(WaitConverged()) << site().log();
@@ -145,8 +159,8 @@ TEST_F(DownstreamRestore, HubRestoredFromAnOlderBackupConvergesWithoutARepeatOrA
   // they get down_seq 21..25, at or below the site's position.
   sh_->proxy().Cut();
   ASSERT_EQ(sh_->StopHubd(), 0);
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(sh_->hub_db() + suffix);
-  std::filesystem::copy_file(backup, sh_->hub_db());
+  RestoreHub(backup);
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(sh_->StartHubd()) << sh_->HubLog();
   Post(41, 45);
   EXPECT_EQ(Lane()["last_seq"], 25);
@@ -165,6 +179,48 @@ TEST_F(DownstreamRestore, HubRestoredFromAnOlderBackupConvergesWithoutARepeatOrA
   // Upstream: the edge's outbox refills what the hub lost (reconciliation).
   EXPECT_TRUE(WaitFor([&] { return sh_->HubRecords() == sh_->EdgeLastSeq() && sh_->EdgeBacklog() == 0; }, seconds(60)))
       << "hub holds " << sh_->HubRecords() << " records, edge last seq " << sh_->EdgeLastSeq();
+}
+
+TEST_F(DownstreamRestore, HubRestoredFromAnOlderBackupConvergesWithoutARepeatOrALoss) {
+  HubRestoredFromAnOlderBackupConverges();
+}
+
+// The same on PostgreSQL, with the documented backup and restore (docs/operations.md, "Hub on
+// PostgreSQL: backup and restore"): pg_dump of the live database, and later dropdb, createdb
+// and pg_restore into the stopped hub's database.
+class DownstreamRestorePg : public DownstreamRestore {
+ protected:
+  void SetUp() override {
+    pg_ = std::make_unique<PostgresServer>(dir_.File("pg"));
+    ASSERT_TRUE(pg_->Start()) << ReadFile(pg_->log_path());
+    ASSERT_TRUE(pg_->CreateDatabase("hub"));
+    DownstreamRestore::SetUp();
+  }
+  void TearDown() override {
+    sh_.reset();
+    pg_.reset();
+  }
+  std::string HubStore() override { return "[store]\nbackend = \"postgresql\"\nurl = \"" + pg_->Url("hub") + "\"\n"; }
+  void BackupHub(const std::string& backup) override {
+    ASSERT_EQ(RunShell(PostgresServer::Bin("pg_dump") + " " + pg_->ClientArgs() + " -Fc -d hub -f '" + backup + "'",
+                       pg_->log_path()),
+              0)
+        << ReadFile(pg_->log_path());
+  }
+  void RestoreHub(const std::string& backup) override {
+    const std::string args = " " + pg_->ClientArgs() + " ";
+    ASSERT_EQ(RunShell(PostgresServer::Bin("dropdb") + args + "hub", pg_->log_path()), 0) << ReadFile(pg_->log_path());
+    ASSERT_EQ(RunShell(PostgresServer::Bin("createdb") + args + "hub", pg_->log_path()), 0) << ReadFile(pg_->log_path());
+    ASSERT_EQ(RunShell(PostgresServer::Bin("pg_restore") + args + "--exit-on-error -d hub '" + backup + "'", pg_->log_path()), 0)
+        << ReadFile(pg_->log_path());
+  }
+
+  TempDir dir_;
+  std::unique_ptr<PostgresServer> pg_;
+};
+
+TEST_F(DownstreamRestorePg, HubOnPostgresRestoredFromAnOlderPgDumpConvergesWithoutARepeatOrALoss) {
+  HubRestoredFromAnOlderBackupConverges();
 }
 
 }  // namespace
