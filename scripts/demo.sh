@@ -3,9 +3,15 @@
 # hubd (HTTPS, mutual TLS) and edge-sim's trucks, cold rooms and stock floor. It shows the
 # site store filling and the synced data arriving at HQ through the HQ API, and HQ's orders,
 # catalog and price change going down to the site and their states coming back.
-# Usage: scripts/demo.sh [SECONDS]   (default 60; everything is left in demo-run/)
+# Usage: scripts/demo.sh [--postgres] [SECONDS]   (default 60; everything is left in demo-run/)
+#   --postgres: the hub as the documented scale-out deployment (docs/operations.md): three hubd
+#               replicas sharing one PostgreSQL 15 database, behind HAProxy in TCP mode (the
+#               shipped packaging/haproxy/freshsync-hub.cfg), so TLS and the site's certificate
+#               pass through to whichever replica takes the connection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+postgres=0
+if [ "${1:-}" = "--postgres" ]; then postgres=1; shift; fi
 seconds=${1:-60}
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -46,14 +52,29 @@ autosave_interval 5
 max_queued_messages 1000000
 log_dest file $run/mosquitto.log
 CONF
-cat > "$run/hubd.toml" <<CONF
-listen = "127.0.0.1:$hub_port"
+# One hubd on SQLite, or (--postgres) three replicas on one PostgreSQL database behind HAProxy,
+# which listens on $hub_port: the site and HQ see one address either way.
+if [ "$postgres" = 1 ]; then
+  replica_ports=("$(free_port)" "$(free_port)" "$(free_port)")
+  pg_port=$(free_port)
+  store_toml="[store]
+backend = \"postgresql\"
+url = \"postgresql://postgres@127.0.0.1:$pg_port/freshsync\""
+else
+  replica_ports=("$hub_port")
+  store_toml="[store]
+path = \"$run/hub.db\""
+fi
+hub_config() {  # the config of the replica listening on $1
+cat <<CONF
+listen = "127.0.0.1:$1"
 [tls]
 ca = "$run/pki/ca.crt"
 cert = "$run/pki/hub.crt"
 key = "$run/pki/hub.key"
-[store]
-path = "$run/hub.db"
+$store_toml
+[limits]
+max_connections_per_address = 1024  # behind HAProxy every connection comes from its address
 [privacy]
 key_file = "$run/hub-privacy.key"
 [[tokens]]
@@ -61,6 +82,8 @@ name = "hq-demo"
 role = "writer"
 sha256 = "$token_sha"
 CONF
+}
+for i in "${!replica_ports[@]}"; do hub_config "${replica_ports[$i]}" > "$run/hubd-$i.toml"; done
 "$bin/edge-sim" --write-fences "$run/fences.geojson"
 cat > "$run/edged.toml" <<CONF
 site = "$site"
@@ -88,9 +111,31 @@ cert = "$run/pki/site.crt"
 key = "$run/pki/site.key"
 CONF
 
-step "Starting mosquitto :$mqtt_port, hubd :$hub_port, edged (site $site)"
+if [ "$postgres" = 1 ]; then
+  step "PostgreSQL 15 on :$pg_port (its own cluster, run as the postgres user), database freshsync"
+  pgdir=$(mktemp -d /tmp/freshsync-demo-pg.XXXXXX)
+  pgbin=/usr/lib/postgresql/15/bin
+  as_pg=()
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$pgdir"; as_pg=(runuser -u postgres --); fi
+  "${as_pg[@]}" "$pgbin/initdb" -D "$pgdir/data" -A trust -U postgres -E UTF8 >"$run/postgres-initdb.log" 2>&1
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/postgres.log" -w \
+    -o "-p $pg_port -k $pgdir -c listen_addresses=127.0.0.1" start >/dev/null
+  pg_stop() { "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null 2>&1 || true
+              cp "$pgdir/postgres.log" "$run/" 2>/dev/null || true; rm -rf "$pgdir"; }
+  trap 'cleanup; pg_stop' EXIT
+  "$pgbin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres freshsync
+  step "HAProxy :$hub_port (TCP mode, packaging/haproxy/freshsync-hub.cfg) -> hubd replicas :${replica_ports[*]}"
+  sed -e "s/bind :8443/bind 127.0.0.1:$hub_port/" -e '/^ *server hub[0-9]/d' -e 's|^    log /dev/log local0|    log stdout format raw local0|' \
+    packaging/haproxy/freshsync-hub.cfg > "$run/haproxy.cfg"
+  for i in "${!replica_ports[@]}"; do echo "    server hub$((i + 1)) 127.0.0.1:${replica_ports[$i]}" >> "$run/haproxy.cfg"; done
+  haproxy -db -f "$run/haproxy.cfg" >"$run/haproxy.log" 2>&1 & pids+=($!)
+fi
+
+step "Starting mosquitto :$mqtt_port, hubd (${#replica_ports[@]} on :${replica_ports[*]}), edged (site $site)"
 mosquitto -c "$run/mosquitto.conf" >"$run/mosquitto.stdout" 2>&1 & pids+=($!)
-"$bin/hubd" --config "$run/hubd.toml" >"$run/hubd.log" 2>&1 & pids+=($!)
+for i in "${!replica_ports[@]}"; do
+  "$bin/hubd" --config "$run/hubd-$i.toml" >"$run/hubd-$i.log" 2>&1 & pids+=($!)
+done
 "$bin/edged" --check-config --config "$run/edged.toml"
 "$bin/edged" --config "$run/edged.toml" >"$run/edged.log" 2>&1 & pids+=($!)
 sleep 1
@@ -166,4 +211,9 @@ import json, sys
 for o in json.load(sys.stdin).get("orders", []):
     if o["order_id"].startswith("hq-web-"):
         print("%-12s %-10s by %s" % (o["order_id"], o["status"], o.get("actor", "")))'
+if [ "$postgres" = 1 ]; then
+  step "PostgreSQL: what the replicas wrote (psql), and which replica took how many requests (haproxy.log)"
+  psql -X -h 127.0.0.1 -p "$pg_port" -U postgres -d freshsync -c "SELECT s.site, s.contiguous_seq, (SELECT count(*) FROM changes c WHERE c.site_id = s.site_id) AS feed_rows FROM sites s;"
+  grep -o 'hubd_replicas/hub[0-9]' "$run/haproxy.log" | sort | uniq -c || true
+fi
 step "Done. Logs, stores and config are in demo-run/. HQ token: $(cat "$run/hq-token")"
