@@ -32,6 +32,7 @@
 #include "hub/server.h"
 #include "hub/pg_store.h"
 #include "hub/sqlite_store.h"
+#include "hub/store_copy.h"
 
 namespace {
 
@@ -58,6 +59,36 @@ void UseCredentials(freshsync::HubConfig& c) {
 
 }  // namespace
 
+// hubd --migrate-from-sqlite FILE: the one-off move of a single-machine hub into the
+// PostgreSQL store of the config (hub/store_copy.h). Exit 0 when everything is copied, 1 when
+// a store failed (what was committed stays; run it again), 2 when the config is not PostgreSQL.
+int MigrateFromSqlite(const std::string& path, bool postgres, freshsync::hub::HubStore& target) {
+  if (!postgres) {
+    spdlog::critical("--migrate-from-sqlite: the config's [store] backend must be \"postgresql\" (the target)");
+    return 2;
+  }
+  freshsync::hub::SqliteHubStoreOptions from_options;
+  from_options.path = path;
+  from_options.read_connections = 2;
+  auto from = freshsync::hub::SqliteHubStore::Open(from_options);
+  if (!from.ok()) {
+    spdlog::critical("--migrate-from-sqlite {}: {}", path, from.status().ToString());
+    return 1;
+  }
+  freshsync::hub::StoreCopyOptions options;
+  options.progress = [](const std::string& line) { spdlog::info("migrate: {}", line); };
+  if (const char* stop = std::getenv("FRESHSYNC_MIGRATE_STOP_AFTER_BATCHES_FOR_TEST")) options.stop_after_batches_for_test = std::atoll(stop);
+  auto report = freshsync::hub::CopyHubStore(**from, target, freshsync::SystemClock().NowMs(), options);
+  if (!report.ok()) {
+    spdlog::critical("migrate: {} (what was copied stays; run the same command again to continue)", report.status().ToString());
+    return 1;
+  }
+  spdlog::info("migrate: done: {} sites, {} records applied, {} refused seqs, {} downstream commands, {} catalog items, "
+               "{} audit entries", report->sites, report->records, report->refused, report->commands, report->catalog,
+               report->audit);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   // Batches are decoded on many worker threads, each with its own glibc arena; with the default
   // dynamic thresholds glibc trimmed those arenas and re-faulted the pages for the next batch
@@ -69,8 +100,13 @@ int main(int argc, char** argv) {
   CLI::App app{"FreshSync hub: receives site batches over mutual TLS and serves the HQ API"};
   std::string config_path;
   bool check_only = false;
+  std::string migrate_from;
   app.add_option("--config", config_path, "TOML config file")->required();
   app.add_flag("--check-config", check_only, "validate the config and exit (0 valid, 2 invalid)");
+  app.add_option("--migrate-from-sqlite", migrate_from,
+                 "copy the SQLite hub store FILE into the config's PostgreSQL store, site by site, and exit; "
+                 "resumable: run it again after an interruption (docs/operations.md)")
+      ->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
 
   auto config = freshsync::LoadHubConfig(config_path);
@@ -134,6 +170,7 @@ int main(int argc, char** argv) {
     spdlog::critical("store {}: {}", store_name, store.status().ToString());
     return 1;
   }
+  if (!migrate_from.empty()) return MigrateFromSqlite(migrate_from, postgres, **store);
   // Test hooks (FRESHSYNC_*_FOR_TEST): read here, once.
   freshsync::hub::HubServer server(*config, **store, freshsync::SystemClock(), freshsync::hub::HubTestHooks::FromEnvironment());
   if (auto s = server.Start(); !s.ok()) {
