@@ -148,7 +148,7 @@ INSERT INTO down_current(site, kind, version, body, updated_ms)
   WHERE l.rules_version > 0;
 )sql",
     };
-    // Later migrations so far are the handlers' tables alone: the list is as long as
+    // Migrations not listed here are the handlers' tables alone: the list is as long as
     // SqliteHubStore's, so a new entity's migration needs no line here.
     sql.resize(static_cast<size_t>(std::max<int>(static_cast<int>(sql.size()), SqliteHubStore::SchemaVersion())));
     for (const SchemaStep& step : EntitySchema()) {
