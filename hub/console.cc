@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hub/query.h"
+
 namespace freshsync::hub {
 namespace {
 
@@ -69,7 +71,7 @@ http::Response ServeConsole(std::string_view path, std::string_view if_none_matc
     // The files change only with hubd; "no-cache" lets a browser keep them and revalidate
     // by ETag (a 304 without a body), so an upgraded hub never runs an old app.js.
     res.set_header("Cache-Control", "no-cache");
-    if (!if_none_match.empty() && (if_none_match.find(f.etag) != std::string_view::npos || if_none_match == "*")) {
+    if (EtagMatches(if_none_match, f.etag)) {
       res.status = 304;
       return res;
     }

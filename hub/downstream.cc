@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "edge/geofence/fences.h"
+#include "hub/codec.h"
 #include "hub/query.h"
 #include "wire/digest.h"
 #include "wire/record_rules.h"
@@ -476,6 +477,37 @@ DownAnswer Downstream::GetCatalog() {
   DownAnswer a;
   a.body = {{"items", std::move(out)}};
   return a;
+}
+
+namespace {
+
+// A current versioned command as an HQ read: `body` of it, the version as a strong ETag.
+DownAnswer CurrentAnswer(const Result<std::optional<CurrentCommand>>& current, const char* what,
+                         const std::function<json(const v1::DownCommand&)>& body) {
+  if (!current.ok()) return Error(503, current.status().message());
+  if (!current->has_value()) return Error(404, std::string("HQ has set no ") + what + " for this site");
+  DownAnswer a;
+  a.body = body((*current)->command);
+  a.etag = "\"" + std::to_string((*current)->version) + "\"";
+  return a;
+}
+
+}  // namespace
+
+DownAnswer Downstream::GetFences(const std::string& site) {
+  return CurrentAnswer(log_.Current(site, v1::DOWN_FENCES), "fences", [](const v1::DownCommand& c) {
+    // Stored as PutFences canonicalised it (nlohmann's dump), so it parses back.
+    return json::parse(c.fences().geojson(), nullptr, false);
+  });
+}
+
+DownAnswer Downstream::GetColdchainRules(const std::string& site) {
+  return CurrentAnswer(log_.Current(site, v1::DOWN_COLDCHAIN_RULES), "coldchain rules", [](const v1::DownCommand& c) {
+    json j = ToJson(c.rules());
+    j.erase("version");  // in the ETag: the body is what PUT takes
+    if (!j.contains("rules")) j["rules"] = json::array();
+    return j;
+  });
 }
 
 void Downstream::Notify() {

@@ -44,6 +44,7 @@ struct DownAnswer {
   std::string error;             // non-empty: the answer is {"error": error}
   nlohmann::json body;           // otherwise, unless `batch` is set
   std::optional<v1::DownBatch> batch;
+  std::string etag;              // a versioned read's ETag ("\"3\"": the version), for If-None-Match
 };
 
 class Downstream {
@@ -75,6 +76,10 @@ class Downstream {
   // HQ reads.
   DownAnswer GetLane(const std::string& site);
   DownAnswer GetCatalog();
+  // The site's current HQ fences (the FeatureCollection as PUT) or rules ({"rules": [...]}, as
+  // PUT), whatever retention trimmed since; the version in `etag`. 404 when HQ never set any.
+  DownAnswer GetFences(const std::string& site);
+  DownAnswer GetColdchainRules(const std::string& site);
 
   // The site's pull: `respond` is called exactly once, now or when the pull is woken or its
   // wait ends (from the worker pool or this class's thread).

@@ -23,6 +23,11 @@ constexpr Sql kInsertCommand{
 constexpr Sql kSetLastSeq{"UPDATE down_lanes SET last_seq = ?2 WHERE site = ?1"};
 constexpr Sql kSetFences{"UPDATE down_lanes SET fences_version = ?2, fences_digest = ?3 WHERE site = ?1"};
 constexpr Sql kSetRules{"UPDATE down_lanes SET rules_version = ?2, rules_digest = ?3 WHERE site = ?1"};
+constexpr Sql kPutCurrent{
+    "INSERT INTO down_current(site, kind, version, body, updated_ms) VALUES(?1, ?2, ?3, ?4, ?5) "
+    "ON CONFLICT(site, kind) DO UPDATE SET version = excluded.version, body = excluded.body, "
+    "updated_ms = excluded.updated_ms"};
+constexpr Sql kCurrent{"SELECT version, body, updated_ms FROM down_current WHERE site = ?1 AND kind = ?2"};
 constexpr Sql kAck{
     "UPDATE down_lanes SET delivered_seq = ?2, delivered_ms = ?3, last_seq = ?4, seeded = 1 WHERE site = ?1"};
 constexpr Sql kKnownSites{"SELECT site FROM sites UNION SELECT site FROM down_lanes ORDER BY 1"};
@@ -301,8 +306,15 @@ Result<DownAppend> DownstreamLog::AppendVersioned(const std::string& site, v1::D
     if (!r.ok()) return r.status();
     out = *r;
     out.version = version;
-    return tx.Run(fences ? kSetFences : kSetRules,
-                  [&](SqlParams& p) { p.Text(1, site).UInt(2, version).Text(3, digest); });
+    Status st = tx.Run(fences ? kSetFences : kSetRules,
+                       [&](SqlParams& p) { p.Text(1, site).UInt(2, version).Text(3, digest); });
+    if (!st.ok()) return st;
+    // The current body, apart from the log: retention trims the command once delivered.
+    c.set_down_seq(0);
+    const std::string body = c.SerializeAsString();
+    return tx.Run(kPutCurrent, [&](SqlParams& p) {
+      p.Text(1, site).Int(2, c.kind()).UInt(3, version).Blob(4, body).Int(5, c.issued_ms());
+    });
   });
   if (!s.ok()) return s;
   return out;
@@ -450,6 +462,22 @@ Result<std::vector<StoredDownCommand>> DownstreamLog::Commands(const std::string
                          });
   if (!s.ok()) return s;
   if (bad) return Status::Internal("down_commands: a body does not parse");
+  return out;
+}
+
+Result<std::optional<CurrentCommand>> DownstreamLog::Current(const std::string& site, v1::DownKind kind) {
+  std::optional<CurrentCommand> out;
+  bool bad = false;
+  Status s = store_.Read(kCurrent, [&](SqlParams& p) { p.Text(1, site).Int(2, kind); }, [&](const SqlRow& r) {
+    CurrentCommand c;
+    c.version = r.UInt(0);
+    if (!c.command.ParseFromString(r.Text(1))) bad = true;
+    c.command.set_down_seq(0);  // rows filled by migration 8 hold the log's copy
+    c.updated_ms = r.Int(2);
+    out = std::move(c);
+  });
+  if (!s.ok()) return s;
+  if (bad) return Status::Internal("down_current: a body does not parse");
   return out;
 }
 

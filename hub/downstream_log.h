@@ -10,6 +10,8 @@
 //                  idempotency id (unique per site) and the digest of the HQ call's body;
 //                  an order's customer is kept apart, sealed (`sealed`)
 //   catalog_items  sku -> the current version and body
+//   down_current   (site, kind) -> the current version and command of the versioned kinds
+//                  (fences, coldchain-rules), kept past retention (migration 8)
 // Every append locks the site's lane row (FOR UPDATE on PostgreSQL; SQLite has one writer),
 // so down_seq is dense per site across replicas.
 //
@@ -69,6 +71,14 @@ struct StoredDownCommand {
   std::string sealed_customer;
 };
 
+// A site's current command of a versioned kind (fences, coldchain-rules): what HQ last set,
+// whether or not retention has trimmed its command from the log since.
+struct CurrentCommand {
+  uint64_t version = 0;
+  v1::DownCommand command;  // kind, command_id, issued_*, the body (fences / rules); down_seq 0
+  int64_t updated_ms = 0;   // when HQ set this version (the command's issued_ms)
+};
+
 class DownstreamLog {
  public:
   explicit DownstreamLog(HubStore& store) : store_(store) {}
@@ -101,7 +111,8 @@ class DownstreamLog {
   Result<int> ReturnEscrow(const std::string& site, int64_t now_ms);
   // Fences or rules: a body whose digest equals the lane's current version is a repeat of it;
   // otherwise the next version. `set_version` puts the version into the command's body before
-  // it is stored (the command_id is set here).
+  // it is stored (the command_id is set here). A new version also becomes the site's current
+  // command of its kind (Current), in the same transaction.
   Result<DownAppend> AppendVersioned(const std::string& site, v1::DownCommand command, const std::string& digest,
                                      const std::function<void(v1::DownCommand&, uint64_t)>& set_version);
   // A catalog item (version unset) for every site the hub knows (the `sites` table or a lane):
@@ -116,6 +127,9 @@ class DownstreamLog {
   Result<LaneState> Acknowledge(const std::string& site, uint64_t after, int64_t now_ms);
   // Up to `limit` commands with down_seq > after, oldest first.
   Result<std::vector<StoredDownCommand>> Commands(const std::string& site, uint64_t after, int limit);
+  // The site's current command of `kind` (DOWN_FENCES or DOWN_COLDCHAIN_RULES); nullopt when
+  // HQ never set one. Survives Trim: HQ's reads (GET .../fences) and a site's rebuild use it.
+  Result<std::optional<CurrentCommand>> Current(const std::string& site, v1::DownKind kind);
   // The lane's state; a site without a lane has all zeros.
   Result<LaneState> Lane(const std::string& site);
   // last_seq and delivered_seq of every lane (the waiters' recheck, the metrics).

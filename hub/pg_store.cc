@@ -130,8 +130,25 @@ CREATE TABLE catalog_items(
   sku TEXT COLLATE "C" PRIMARY KEY, version BIGINT NOT NULL, digest TEXT NOT NULL,
   body BYTEA NOT NULL, updated_ms BIGINT NOT NULL);
 )sql",
+        // 7: escrow allotments (the handler's escrow only).
+        "",
+        // 8: each site's current HQ fences and rules, kept past retention (as SqliteHubStore's
+        // migration 8).
+        R"sql(
+CREATE TABLE down_current(
+  site TEXT COLLATE "C" NOT NULL, kind BIGINT NOT NULL, version BIGINT NOT NULL, body BYTEA NOT NULL,
+  updated_ms BIGINT NOT NULL, PRIMARY KEY(site, kind));
+INSERT INTO down_current(site, kind, version, body, updated_ms)
+  SELECT c.site, c.kind, l.fences_version, c.body, c.issued_ms FROM down_lanes l
+  JOIN down_commands c ON c.site = l.site AND c.command_id = 'fences:' || l.fences_version
+  WHERE l.fences_version > 0;
+INSERT INTO down_current(site, kind, version, body, updated_ms)
+  SELECT c.site, c.kind, l.rules_version, c.body, c.issued_ms FROM down_lanes l
+  JOIN down_commands c ON c.site = l.site AND c.command_id = 'coldchain-rules:' || l.rules_version
+  WHERE l.rules_version > 0;
+)sql",
     };
-    // Later migrations so far are the handlers' tables alone: the list is as long as
+    // Migrations not listed here are the handlers' tables alone: the list is as long as
     // SqliteHubStore's, so a new entity's migration needs no line here.
     sql.resize(static_cast<size_t>(std::max<int>(static_cast<int>(sql.size()), SqliteHubStore::SchemaVersion())));
     for (const SchemaStep& step : EntitySchema()) {

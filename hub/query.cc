@@ -153,6 +153,19 @@ int ParseQ(std::string_view v) {
 
 }  // namespace
 
+bool EtagMatches(std::string_view if_none_match, std::string_view etag) {
+  while (!if_none_match.empty()) {
+    const size_t comma = if_none_match.find(',');
+    std::string_view tag = if_none_match.substr(0, comma);
+    if_none_match = comma == std::string_view::npos ? std::string_view() : if_none_match.substr(comma + 1);
+    while (!tag.empty() && (tag.front() == ' ' || tag.front() == '\t')) tag.remove_prefix(1);
+    while (!tag.empty() && (tag.back() == ' ' || tag.back() == '\t')) tag.remove_suffix(1);
+    if (tag.substr(0, 2) == "W/") tag.remove_prefix(2);
+    if (tag == "*" || (!etag.empty() && tag == etag)) return true;
+  }
+  return false;
+}
+
 bool PrefersProtobuf(std::string_view accept) {
   int q_proto = -1, q_json = -1;
   while (!accept.empty()) {

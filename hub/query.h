@@ -83,4 +83,9 @@ std::optional<int64_t> ParseTimestampMs(std::string_view s);
 // sloppy protobuf client working). Never fails.
 bool PrefersProtobuf(std::string_view accept);
 
+// Whether an If-None-Match header names `etag` (a quoted entity tag): "*", or one of its
+// comma-separated tags equal to it, weak ("W/") ones included (RFC 9110's weak comparison,
+// which If-None-Match uses). Never fails.
+bool EtagMatches(std::string_view if_none_match, std::string_view etag);
+
 }  // namespace freshsync::hub

@@ -73,6 +73,13 @@ TEST(QueryTest, RangeAndDigest) {
   EXPECT_TRUE(ParseDigestQuery({{"from", "1"}, {"to", "9"}, {"buckets", "1025"}}, &d));
 }
 
+TEST(QueryTest, EtagMatchesAnyListedTagWeakOrStrongAndTheWildcard) {
+  for (const char* hit : {"\"3\"", " \"3\" ", "\"1\", \"3\"", "W/\"3\"", "*", "\"x\",*"})
+    EXPECT_TRUE(EtagMatches(hit, "\"3\"")) << hit;
+  for (const char* miss : {"", "\"33\"", "3", "\"1\", \"2\"", "\"3", ","})
+    EXPECT_FALSE(EtagMatches(miss, "\"3\"")) << miss;
+}
+
 TEST(QueryTest, PrefersProtobufOnlyWhenAcceptAsksForIt) {
   // JSON by default.
   for (const char* json : {"", "*/*", "application/*", "application/json", "text/html, */*;q=0.8",

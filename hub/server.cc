@@ -730,6 +730,16 @@ struct HubServer::Impl {
   // ---------- downstream (hub/downstream.h) ----------
   static void SendDown(const http::Request& req, http::Response& res, DownAnswer a) {
     if (!a.error.empty()) return SendError(res, a.status, a.error);
+    if (!a.etag.empty()) {
+      // A versioned read (fences, rules): a caller that holds this version gets a 304, no body
+      // (the console's refresh). no-cache: a cache must ask before reusing it.
+      res.set_header("ETag", a.etag);
+      res.set_header("Cache-Control", "no-cache");
+      if (EtagMatches(req.get_header_value("If-None-Match"), a.etag)) {
+        res.status = 304;
+        return;
+      }
+    }
     if (!a.batch) return SendJson(res, a.status, a.body);
     // The site's pull: protobuf, or its JSON form when the site asks for JSON.
     res.status = a.status;
@@ -770,6 +780,12 @@ struct HubServer::Impl {
     });
     Put(site_prefix + wire::kColdchainRulesSuffix, [this](const http::Request& req, http::Response& res) {
       DownWrite(req, res, [&](const Caller& c) { return downstream->PutColdchainRules(req.matches[1], req.body, c.name); });
+    });
+    Get(site_prefix + wire::kFencesSuffix, [this](const http::Request& req, http::Response& res) {
+      DownRead(req, res, [&] { return downstream->GetFences(req.matches[1]); });
+    });
+    Get(site_prefix + wire::kColdchainRulesSuffix, [this](const http::Request& req, http::Response& res) {
+      DownRead(req, res, [&] { return downstream->GetColdchainRules(req.matches[1]); });
     });
     Put(site_prefix + wire::kEscrowSuffix + "/(.+)", [this](const http::Request& req, http::Response& res) {
       DownWrite(req, res, [&](const Caller& c) { return downstream->PutEscrowTarget(req.matches[1], req.matches[2], req.body, c.name); });

@@ -235,6 +235,29 @@ CREATE TABLE catalog_items(
 )sql",
       // 7: escrow allotments per (site, sku) (the handler's escrow only; docs/escrow.md).
       "",
+      // 8: each site's current HQ fences and cold-chain rules (hub/downstream_log.h
+      // DownstreamLog::Current): retention deletes delivered commands, but HQ's reads and a
+      // site's rebuild need the current body for good. One row per (site, kind), kind a
+      // v1::DownKind, body the serialized v1::DownCommand as appended (its down_seq is the
+      // log's business: the read answers 0), written in the append's transaction. Filled from the commands still in the log; a current version
+      // whose command was trimmed already comes back with HQ's next PUT.
+      R"sql(
+CREATE TABLE down_current(
+  site       TEXT    NOT NULL,
+  kind       INTEGER NOT NULL,
+  version    INTEGER NOT NULL,
+  body       BLOB    NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  PRIMARY KEY(site, kind));
+INSERT INTO down_current(site, kind, version, body, updated_ms)
+  SELECT c.site, c.kind, l.fences_version, c.body, c.issued_ms FROM down_lanes l
+  JOIN down_commands c ON c.site = l.site AND c.command_id = 'fences:' || l.fences_version
+  WHERE l.fences_version > 0;
+INSERT INTO down_current(site, kind, version, body, updated_ms)
+  SELECT c.site, c.kind, l.rules_version, c.body, c.issued_ms FROM down_lanes l
+  JOIN down_commands c ON c.site = l.site AND c.command_id = 'coldchain-rules:' || l.rules_version
+  WHERE l.rules_version > 0;
+)sql",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).

@@ -901,6 +901,72 @@ TEST_P(HubStoreContractTest, DownstreamFencesAndRulesAreVersionedPerSite) {
   EXPECT_EQ((*cmds)[2].command.kind(), v1::DOWN_COLDCHAIN_RULES);
 }
 
+// HQ's current fences and rules per site: what the last new version set, written with its
+// command, and still there once retention has trimmed the delivered command (GET .../fences,
+// a site's rebuild).
+TEST_P(HubStoreContractTest, DownstreamCurrentFencesAndRulesOutliveRetention) {
+  DownstreamLog log(*store_);
+  auto none = log.Current("s1", v1::DOWN_FENCES);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_FALSE(none->has_value());
+  auto set = [](v1::DownCommand& c, uint64_t v) { c.mutable_fences()->set_version(v); };
+  auto fences = [](const std::string& geojson, int64_t issued_ms) {
+    v1::DownCommand f;
+    f.set_kind(v1::DOWN_FENCES);
+    f.mutable_fences()->set_geojson(geojson);
+    f.set_issued_ms(issued_ms);
+    f.set_issued_by("hq");
+    return f;
+  };
+  ASSERT_TRUE(log.AppendVersioned("s1", fences("{\"v\":1}", 100), "f1", set).ok());
+  ASSERT_TRUE(log.AppendVersioned("s1", fences("{\"v\":2}", 200), "f2", set).ok());
+  ASSERT_TRUE(log.AppendVersioned("s1", fences("{\"v\":2}", 300), "f2", set)->repeated);  // changes nothing
+  ASSERT_TRUE(log.AppendVersioned("s2", fences("{\"other\":1}", 150), "g1", set).ok());
+  v1::DownCommand rules;
+  rules.set_kind(v1::DOWN_COLDCHAIN_RULES);
+  auto* rule = rules.mutable_rules()->add_rules();
+  rule->set_sensors("cold-*");
+  rule->set_max_c(4);
+  rules.set_issued_ms(250);
+  ASSERT_TRUE(log.AppendVersioned("s1", rules, "r1", [](v1::DownCommand& c, uint64_t v) { c.mutable_rules()->set_version(v); }).ok());
+
+  auto check = [&](const std::string& when) {
+    SCOPED_TRACE(when);
+    auto f = log.Current("s1", v1::DOWN_FENCES);
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    ASSERT_TRUE(f->has_value());
+    EXPECT_EQ((*f)->version, 2u);
+    EXPECT_EQ((*f)->updated_ms, 200);
+    EXPECT_EQ((*f)->command.command_id(), "fences:2");
+    EXPECT_EQ((*f)->command.fences().geojson(), "{\"v\":2}");
+    EXPECT_EQ((*f)->command.fences().version(), 2u);
+    EXPECT_EQ((*f)->command.issued_by(), "hq");
+    EXPECT_EQ((*f)->command.down_seq(), 0u);
+    auto r = log.Current("s1", v1::DOWN_COLDCHAIN_RULES);
+    ASSERT_TRUE(r.ok() && r->has_value());
+    EXPECT_EQ((*r)->version, 1u);
+    ASSERT_EQ((*r)->command.rules().rules_size(), 1);
+    EXPECT_EQ((*r)->command.rules().rules(0).sensors(), "cold-*");
+    auto other = log.Current("s2", v1::DOWN_FENCES);
+    ASSERT_TRUE(other.ok() && other->has_value());
+    EXPECT_EQ((*other)->command.fences().geojson(), "{\"other\":1}");
+    EXPECT_FALSE(log.Current("s2", v1::DOWN_COLDCHAIN_RULES)->has_value());
+    EXPECT_FALSE(log.Current("s1", v1::DOWN_ORDER)->has_value());
+    EXPECT_FALSE(log.Current("nowhere", v1::DOWN_FENCES)->has_value());
+  };
+  check("appended");
+  ASSERT_TRUE(log.Acknowledge("s1", 3, 6000).ok());
+  ASSERT_TRUE(log.Trim(99999).ok());
+  EXPECT_EQ(log.Commands("s1", 0, 500)->size(), 0u);  // the log holds none of them now
+  check("trimmed");
+  Reopen();
+  DownstreamLog reopened(*store_);
+  EXPECT_EQ(reopened.Current("s1", v1::DOWN_FENCES)->value().version, 2u);
+  // The next PUT after the trim is version 3, and current again.
+  ASSERT_EQ(reopened.AppendVersioned("s1", fences("{\"v\":3}", 400), "f3", set)->version, 3u);
+  EXPECT_EQ(reopened.Current("s1", v1::DOWN_FENCES)->value().command.fences().geojson(), "{\"v\":3}");
+}
+
 TEST_P(HubStoreContractTest, DownstreamRetentionTrimsOnlyOldDeliveredCommands) {
   DownstreamLog log(*store_);
   for (int i = 1; i <= 4; ++i) ASSERT_TRUE(log.Append("s1", HqOrderCommand("o" + std::to_string(i), 1), "d", "").ok());
@@ -1063,6 +1129,7 @@ TEST_P(HubStoreContractTest, DownstreamConcurrentAppendsStayDense) {
 //   BigBatchOfOneTruckIsSplitIntoBoundedChunks       reads the position_chunks table
 //   RowHeldAboveContiguousWithoutMaxSeqFallsBackToRecordByRecord   hand-inserts a changes row
 //   BackgroundCheckpointsKeepTheWalBounded           sizes of hub.db and its -wal file
+//   MigrationEightKeepsTheCurrentFencesStillInTheLog migration 7 -> 8 from a version-7 file
 // ---------------------------------------------------------------------------------------------
 
 TEST_F(SqliteHubStoreTest, RebuildStateRestoresCorruptedStockAndIsAudited) {
@@ -1147,7 +1214,47 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 7);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 8);
+}
+
+// A store from before migration 8 holds HQ's fences and rules only in the log: the migration
+// copies the current version of each whose command is still there (and none of an older
+// version, nor one already trimmed).
+TEST_F(SqliteHubStoreTest, MigrationEightKeepsTheCurrentFencesStillInTheLog) {
+  {
+    DownstreamLog log(*store_);
+    auto set = [](v1::DownCommand& c, uint64_t v) { c.mutable_fences()->set_version(v); };
+    v1::DownCommand f;
+    f.set_kind(v1::DOWN_FENCES);
+    f.set_issued_ms(100);
+    for (int v = 1; v <= 2; ++v) {
+      f.mutable_fences()->set_geojson("{\"v\":" + std::to_string(v) + "}");
+      ASSERT_TRUE(log.AppendVersioned("a", f, "f" + std::to_string(v), set).ok());
+    }
+    ASSERT_TRUE(log.AppendVersioned("trimmed", f, "t", set).ok());
+    v1::DownCommand rules;
+    rules.set_kind(v1::DOWN_COLDCHAIN_RULES);
+    rules.mutable_rules()->add_rules()->set_sensors("cold-*");
+    ASSERT_TRUE(log.AppendVersioned("a", rules, "r1", [](v1::DownCommand& c, uint64_t v) { c.mutable_rules()->set_version(v); }).ok());
+  }
+  store_.reset();
+  // Back to version 7: the table gone, and one site's command trimmed as retention would.
+  ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("hub.db") +
+                                            "' 'DROP TABLE down_current; DELETE FROM down_commands WHERE site <> (SELECT min(site) FROM down_lanes); "
+                                            "PRAGMA user_version = 7'"));
+  Reopen();
+  DownstreamLog log(*store_);
+  auto f = log.Current("a", v1::DOWN_FENCES);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  ASSERT_TRUE(f->has_value());
+  EXPECT_EQ((*f)->version, 2u);
+  EXPECT_EQ((*f)->command.fences().geojson(), "{\"v\":2}");
+  EXPECT_EQ((*f)->command.down_seq(), 0u);
+  EXPECT_EQ((*f)->updated_ms, 100);
+  auto r = log.Current("a", v1::DOWN_COLDCHAIN_RULES);
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->command.rules().rules(0).sensors(), "cold-*");
+  EXPECT_FALSE(log.Current("trimmed", v1::DOWN_FENCES)->has_value());
 }
 
 TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {

@@ -31,8 +31,9 @@ inline constexpr char kDownDefaultKinds[] = "order,cancel";
 // HQ's writes (role writer): orders for a site, and the site's fences and rules.
 inline constexpr char kOrdersSuffix[] = "/orders";                     // POST; /orders/{id}/cancel
 inline constexpr char kCancelSuffix[] = "/cancel";
-inline constexpr char kFencesSuffix[] = "/fences";                     // PUT
-inline constexpr char kColdchainRulesSuffix[] = "/coldchain-rules";    // PUT
+// GET (HQ reader) of the same two paths: the site's current body, its version as the ETag.
+inline constexpr char kFencesSuffix[] = "/fences";                     // PUT, GET
+inline constexpr char kColdchainRulesSuffix[] = "/coldchain-rules";    // PUT, GET
 // PUT /escrow/{sku} {"target": N}: HQ asks for an allotment (docs/escrow.md). The read, GET
 // /escrow, is EscrowHandler's (hub/entity_routes.cc).
 inline constexpr char kEscrowSuffix[] = "/escrow";

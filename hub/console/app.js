@@ -12,6 +12,13 @@ const CARDS_PER_COLUMN = 60;   // a column shows the newest ones and counts the 
 const GEO_EVENTS_SHOWN = 50;
 const SITES_REFRESH_MS = 10000;
 const POLL_MS = 500;           // only when the hub has no /v1/stream (an older hubd)
+// A truck's trail: its last TRAIL_POINTS fixes. The track route answers oldest first, so the
+// seed asks for the TRAIL_SEED_MS before the latest fix (at most TRAIL_SEED_LIMIT fixes: 30 min
+// of 1 Hz GPS) and keeps the newest; the stream's fixes extend it.
+const TRAIL_POINTS = 500;
+const TRAIL_SEED_MS = 30 * 60 * 1000;
+const TRAIL_SEED_LIMIT = 2000;
+const EARTH_M = 40075016.686;  // the equator's length: metres per world unit at latitude 0
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -47,6 +54,8 @@ const state = {
   vehicles: new Map(),   // site/vehicle -> {site, vehicle, lat, lon, ts, speed_kmh}
   alerts: new Map(),     // site/alert_id -> alert
   geofence: [],          // newest last: {site, vehicle, fence, kind, event, ts}
+  trails: new Map(),     // site/vehicle -> [{lat, lon, ts, seq}], oldest first, at most TRAIL_POINTS
+  fences: new Map(),     // site -> {etag, fences: [{name, kind, rings | center + radius_m}], lane}
   cursor: 0,
   events: 0,
   mode: 'offline',
@@ -81,6 +90,32 @@ function applyVehicle(site, v) {
   state.vehicles.set(k, { site, vehicle: v.vehicle, lat: v.lat, lon: v.lon, ts: v.ts, speed_kmh: v.speed_kmh });
   touch('map');
 }
+// Every fix goes into its truck's trail in device-time order, a late one too (it is history);
+// the same record twice (the seed and the stream overlap) once, by its seq.
+function applyTrail(site, v) {
+  const k = `${site}/${v.vehicle}`;
+  const trail = state.trails.get(k) || [];
+  if (v.seq !== undefined && trail.some((p) => p.seq === v.seq)) return;
+  let i = trail.length;
+  while (i > 0 && (trail[i - 1].ts ?? 0) > (v.ts ?? 0)) i--;
+  trail.splice(i, 0, { lat: v.lat, lon: v.lon, ts: v.ts, seq: v.seq });
+  if (trail.length > TRAIL_POINTS) trail.splice(0, trail.length - TRAIL_POINTS);
+  state.trails.set(k, trail);
+  touch('map');
+}
+// HQ's fences of a site (GET /v1/sites/{site}/fences: the FeatureCollection as PUT, the fence
+// file's format): polygons (outer ring, then holes) and circles (a Point with radius_m).
+function applyFences(site, etag, collection) {
+  const fences = [];
+  for (const f of collection?.features || []) {
+    const name = f.properties?.name, kind = f.properties?.kind || 'other', g = f.geometry || {};
+    if (g.type === 'Polygon') fences.push({ name, kind, rings: g.coordinates.map((r) => r.map(([lon, lat]) => [lat, lon])) });
+    else if (g.type === 'Point') fences.push({ name, kind, center: [g.coordinates[1], g.coordinates[0]], radius_m: f.properties?.radius_m ?? 0 });
+  }
+  const old = state.fences.get(site) || {};
+  state.fences.set(site, { ...old, etag, fences });
+  touch('map');
+}
 function applyAlert(site, a) {
   const k = `${site}/${a.alert_id}`;
   if (a.state === 'closed' || a.ended_ts) state.alerts.delete(k);
@@ -99,7 +134,7 @@ function applyChange(c) {
   switch (c.entity) {
     case 'STOCK': case 'STOCK_MOVEMENT': applyStock(c.site, f); break;
     case 'ORDER': applyOrder(c.site, f); break;
-    case 'VEHICLE_POSITION': applyVehicle(c.site, f); break;
+    case 'VEHICLE_POSITION': applyVehicle(c.site, f); applyTrail(c.site, f); break;
     case 'COLDCHAIN_ALERT': applyAlert(c.site, f); break;
     case 'GEOFENCE_EVENT': applyGeofence(c.site, f); break;
     default: break;
@@ -127,10 +162,39 @@ async function loadSites() {
   await Promise.all(sites.map(async (s) => {
     // Present once HQ orders are (docs/sync-protocol.md, "Downstream"); an older hub says 404.
     const d = await api(`/v1/sites/${s.site}/downstream`, { allow404: true }).catch(() => null);
-    if (d) state.sites.get(s.site).pending = d.pending;
+    if (!d) return;
+    state.sites.get(s.site).pending = d.pending;
+    // A fence PUT appends to the site's lane, and no change record tells the stream: a lane
+    // that moved since the last look (or a first look) re-reads the fences, by ETag (a 304
+    // when the move was an order). So fences cost no request of their own while nothing
+    // changes, and a new version shows within this refresh's period.
+    const f = state.fences.get(s.site);
+    if (f?.lane === d.last_seq) return;
+    await loadFences(s.site).then(() => { state.fences.get(s.site).lane = d.last_seq; }).catch(() => {});
   }));
   touch('sites');
   return sites;
+}
+
+async function loadFences(site) {
+  const old = state.fences.get(site);
+  const headers = { Authorization: `Bearer ${token()}`, Accept: 'application/json' };
+  if (old?.etag) headers['If-None-Match'] = old.etag;
+  const res = await fetch(`/v1/sites/${encodeURIComponent(site)}/fences`, { headers, cache: 'no-store', credentials: 'omit' });
+  if (res.status === 401 || res.status === 403) throw new Unauthorized(`${res.status} on fences`);
+  if (res.status === 304) return;
+  if (res.status === 404) { applyFences(site, '', null); return; }  // HQ never set any
+  if (!res.ok) throw new Error(`${res.status} on fences`);
+  applyFences(site, res.headers.get('ETag') || '', await res.json());
+}
+
+// The trail of each truck up to its latest fix (TRAIL_SEED_MS of history).
+async function loadTrails(site, vehicles) {
+  const base = `/v1/sites/${encodeURIComponent(site)}/vehicles`;
+  await Promise.all(vehicles.map(async (v) => {
+    const { track } = await api(`${base}/${encodeURIComponent(v.vehicle)}/track?from=${Math.max(0, v.ts - TRAIL_SEED_MS)}&limit=${TRAIL_SEED_LIMIT}`);
+    for (const p of track.slice(-TRAIL_POINTS)) applyTrail(site, p);
+  }));
 }
 
 async function loadSite(site) {
@@ -142,6 +206,7 @@ async function loadSite(site) {
   for (const s of stock.stock) applyStock(site, s);
   for (const o of orders.orders) applyOrder(site, o);
   for (const v of vehicles.vehicles) applyVehicle(site, v);
+  await loadTrails(site, vehicles.vehicles);
   for (const a of alerts.alerts) applyAlert(site, a);
   for (const e of geo.events) applyGeofence(site, e);
 }
@@ -290,20 +355,34 @@ const project = (lat, lon) => {
 let tilesUrl = '';
 let mapView = null;  // {vx, vy, span, h} in world units
 
+// A fence's centre: the circle's, or the middle of the polygon's outer ring's box (its label).
+const fenceCenter = (f) => {
+  if (f.center) return f.center;
+  const lats = f.rings[0].map((p) => p[0]), lons = f.rings[0].map((p) => p[1]);
+  return [(Math.min(...lats) + Math.max(...lats)) / 2, (Math.min(...lons) + Math.max(...lons)) / 2];
+};
+
 function renderMap() {
   const vs = [...state.vehicles.values()];
+  const fences = [...state.fences.entries()].flatMap(([site, f]) => f.fences.map((fence) => ({ ...fence, site })));
   const svg = $('#map');
   const W = 1000, H = 600;
-  if (!vs.length) { $('#trucks').innerHTML = ''; $('#map-note').textContent = 'no positions yet'; return; }
   const pts = vs.map((v) => project(v.lat, v.lon));
+  // The view follows the trucks; with none yet, the fences.
+  const fit = pts.length ? pts : fences.map((f) => project(...fenceCenter(f)));
+  if (!fit.length) {
+    for (const g of ['#trucks', '#trails', '#fences', '#geo-marks']) $(g).innerHTML = '';
+    $('#map-note').textContent = 'no positions yet';
+    return;
+  }
   // The view stays put while every truck is inside it, so a truck moves on the map rather
   // than the map under it; it is fitted anew (all trucks, a margin, at least about 8 km
   // across) when one leaves it.
   const inside = (v, [x, y]) => x > v.vx + v.span * 0.05 && x < v.vx + v.span * 0.95 &&
     y > v.vy + v.h * 0.05 && y < v.vy + v.h * 0.95;
-  if (!mapView || !pts.every((p) => inside(mapView, p))) {
+  if (!mapView || !fit.every((p) => inside(mapView, p))) {
     let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-    for (const [x, y] of pts) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
+    for (const [x, y] of fit) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
     const span = Math.max(x1 - x0, (y1 - y0) * (W / H), 2e-4) * 1.3;
     mapView = { span, h: (span * H) / W, vx: (x0 + x1) / 2 - span / 2, vy: (y0 + y1) / 2 - (span * H) / W / 2 };
   }
@@ -336,6 +415,29 @@ function renderMap() {
     for (let i = 0; i <= 8; i++) { const y = (H / 8) * i; lines.push(`<line x1="0" y1="${y}" x2="${W}" y2="${y}"/>`); }
     $('#grid').innerHTML = lines.join('');
   }
+  // Fences under everything else: polygons (holes cut out by even-odd), circles of their
+  // radius in metres at their latitude, each labelled with its name.
+  const pointsOf = (ring) => ring.slice(0, -1).map(([lat, lon]) => toScreen(project(lat, lon)).join(',')).join(' ');
+  $('#fences').innerHTML = fences.map((f) => {
+    let shape;
+    if (f.center) {
+      const [sx, sy] = toScreen(project(...f.center));
+      const r = (f.radius_m / (EARTH_M * Math.cos((f.center[0] * Math.PI) / 180))) * k;
+      shape = `<circle cx="${sx}" cy="${sy}" r="${r.toFixed(1)}"/>`;
+    } else if (f.rings.length === 1) {
+      shape = `<polygon points="${pointsOf(f.rings[0])}"/>`;
+    } else {
+      shape = `<path fill-rule="evenodd" d="${f.rings.map((r) => `M${pointsOf(r)}Z`).join(' ')}"/>`;
+    }
+    const [lx, ly] = toScreen(project(...fenceCenter(f)));
+    return `<g class="fence" data-fence="${esc(f.name)}" data-site="${esc(f.site)}" data-kind="${esc(f.kind)}">${shape}` +
+      `<text x="${lx}" y="${ly}" stroke-width="3">${esc(f.name)}</text><title>${esc(f.site)} ${esc(f.name)} (${esc(f.kind)})</title></g>`;
+  }).join('');
+  $('#trails').innerHTML = vs.map((v) => {
+    const trail = state.trails.get(`${v.site}/${v.vehicle}`) || [];
+    const points = trail.map((p) => toScreen(project(p.lat, p.lon)).join(',')).join(' ');
+    return `<polyline class="trail" data-vehicle="${esc(v.vehicle)}" data-site="${esc(v.site)}" points="${points}"/>`;
+  }).join('');
   $('#trucks').innerHTML = vs.map((v, i) => {
     const [sx, sy] = toScreen(pts[i]);
     return `<g class="truck" data-vehicle="${esc(v.vehicle)}" data-site="${esc(v.site)}" data-lat="${v.lat}" data-lon="${v.lon}" transform="translate(${sx} ${sy})">` +
@@ -351,7 +453,7 @@ function renderMap() {
     return `<g class="geo-mark" transform="translate(${sx} ${sy})"><path d="M0 -22 L6 -16 L0 -10 L-6 -16 Z"/>` +
       `<text x="8" y="-12" stroke-width="3">${esc(e.event)} ${esc(e.fence)}</text></g>`;
   }).join('');
-  $('#map-note').textContent = `${vs.length} vehicle(s)${tilesUrl ? '' : ', no tiles configured'}`;
+  $('#map-note').textContent = `${vs.length} vehicle(s), ${fences.length} fence(s)${tilesUrl ? '' : ', no tiles configured'}`;
 }
 
 function renderStatus() {

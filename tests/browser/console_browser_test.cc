@@ -1,7 +1,8 @@
 // The HQ web console end to end, in a real browser: Mosquitto + edged + hubd (SiteHub,
 // tests/support/site_hub.h), a site seeded with a truck, stock and an order, then
 // console_test.mjs drives Debian's chromium through puppeteer-core: it opens
-// /console/#token=..., publishes at the site and requires each change in the DOM within 1 s.
+// /console/#token=..., publishes at the site and requires each change in the DOM within 1 s,
+// the truck's trail to grow with its fixes, and fences PUT through the HQ API on the map.
 // Afterwards the token must appear nowhere in what hubd wrote: its log and its database
 // (audit rows included).
 #include <httplib.h>
@@ -111,6 +112,8 @@ TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
                      {"ORDER_ID", "o-console-1"},
                      {"SCREENSHOTS", shots},
                      {"TILES_PORT", std::to_string(tiles_port)},
+                     {"WRITER_TOKEN", SiteHub::kWriterToken},
+                     {"HUB_CA", sh.pki().ca_cert()},
                      {"HOME", sh.dir().path()}, {"LIVE", live}});  // chromium's profile and crash folders
   ASSERT_TRUE(node.Start());
   const int rc = node.Wait(std::chrono::seconds(120));

@@ -1,15 +1,18 @@
 // The HQ console in a real browser (Debian's chromium, driven by puppeteer-core): opens
 // /console/#token=... on a running hubd, then publishes at the site (a truck's GPS fix, a
 // cold-chain excursion, an order status change) and requires each in the DOM within 1 s of
-// the site's message. Started by console_browser_test.cc, which runs Mosquitto, edged and hubd
+// the site's message; a truck's trail must grow with its fixes, and fences PUT through the HQ
+// API must be drawn (and redrawn at their next version). Started by console_browser_test.cc, which runs Mosquitto, edged and hubd
 // and passes them in the environment:
 //   HUB_URL (https://127.0.0.1:PORT), TOKEN (a reader token), MQTT_PORT, SITE,
 //   VEHICLE, GPS_SEQ (its next fix's seq), ORDER_ID (seeded before the page opens), SCREENSHOTS (folder for console-*.png),
+//   WRITER_TOKEN (HQ writes: the fence PUT), HUB_CA (the CA that signed hubd's certificate),
 //   CHROMIUM (default /usr/bin/chromium).
 // Prints one line per measurement and exits non-zero on the first failed check.
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
 
@@ -28,6 +31,10 @@ const SHOTS = env('SCREENSHOTS');
 const LIVE = env('LIVE', 'stream');  // the page's live mode: "stream" (GET /v1/stream) or "poll"
 const BUDGET_MS = 1000;
 const TILES_PORT = Number(env('TILES_PORT'));
+const SITE = env('SITE');
+const WRITER_TOKEN = env('WRITER_TOKEN');
+const HUB_CA = readFileSync(env('HUB_CA'));
+const FENCE_WAIT_MS = 25000;  // the console re-reads a site's lane every 10 s (docs/console.md)
 
 function check(ok, what) {
   if (!ok) throw new Error(`check failed: ${what}`);
@@ -52,6 +59,46 @@ async function within(page, what, send, predicate, ...args) {
   check(ms <= BUDGET_MS, `${what} within ${BUDGET_MS} ms (took ${ms.toFixed(0)} ms)`);
   return ms;
 }
+
+// An HQ write, as an HQ system makes it: the writer token, hubd's certificate verified.
+function hqPut(path, body) {
+  return new Promise((resolve, reject) => {
+    const req = https.request(`${HUB}${path}`, {
+      method: 'PUT', ca: HUB_CA,
+      headers: { Authorization: `Bearer ${WRITER_TOKEN}`, 'Content-Type': 'application/json' },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => (res.statusCode === 202 ? resolve(JSON.parse(text)) : reject(new Error(`PUT ${path}: ${res.statusCode} ${text}`))));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+// A square fence of `n` corners around (lat, lon) (a closed ring: n + 1 positions), and a circle.
+function fenceCollection(lat, lon, n) {
+  const ring = [];
+  for (let i = 0; i <= n; i++) {
+    const a = (2 * Math.PI * (i % n)) / n;
+    ring.push([lon + 0.004 * Math.cos(a), lat + 0.003 * Math.sin(a)]);
+  }
+  return {
+    type: 'FeatureCollection',
+    features: [
+      { type: 'Feature', properties: { name: 'hq-yard', kind: 'depot' }, geometry: { type: 'Polygon', coordinates: [ring] } },
+      { type: 'Feature', properties: { name: 'hq-gate', kind: 'customer_drop', radius_m: 120 }, geometry: { type: 'Point', coordinates: [lon - 0.006, lat] } },
+    ],
+  };
+}
+
+// The trail's points, and whether its newest is where the truck's marker is.
+const trailOf = (page, v) => page.$eval(`#trails polyline[data-vehicle="${v}"]`, (p) => {
+  const g = document.querySelector(`#trucks g[data-vehicle="${p.dataset.vehicle}"]`);
+  const last = p.points.numberOfItems ? p.points.getItem(p.points.numberOfItems - 1) : null;
+  const m = /translate\(([-\d.]+) ([-\d.]+)\)/.exec(g.getAttribute('transform'));
+  return { n: p.points.numberOfItems, atTruck: !!last && Math.abs(last.x - Number(m[1])) < 0.2 && Math.abs(last.y - Number(m[2])) < 0.2 };
+});
 
 // The tile server hubd's [console] tiles_url names: pale 1x1 PNGs in a checkerboard (so the
 // screenshots show where tiles lie), and a record of what was asked.
@@ -82,7 +129,7 @@ try {
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   // A 404 from the optional route is expected: /downstream on a hub without HQ orders.
-  const optional = /\/downstream$/;
+  const optional = /\/(downstream|fences)$/;  // and /fences of a site HQ has set none for
   page.on('console', (m) => {
     const where = m.location()?.url ? new URL(m.location().url).pathname : '';
     if (m.type() === 'error' && !optional.test(where)) errors.push(`${m.text()} (${where})`);
@@ -114,7 +161,13 @@ try {
   // The seeded track's geofence events are listed.
   check((await page.$$eval('#geofence li', (li) => li.length)) >= 2, 'the geofence events of the seeded track are listed');
 
-  // 1. A GPS fix moves the truck's marker.
+  // The truck's trail, seeded from its track: the recorded fixes up to its marker.
+  const seeded = await trailOf(page, VEHICLE);
+  console.log(`trail: ${seeded.n} points seeded from the track`);
+  check(seeded.n > 100 && seeded.atTruck, `the trail is seeded and ends at the truck (${JSON.stringify(seeded)})`);
+  check(!(await page.$('#fences g')), 'no fences before HQ sets any');
+
+  // 1. A GPS fix moves the truck's marker, and its trail grows by that fix.
   const before = await page.$eval(`#trucks g[data-vehicle="${VEHICLE}"]`, (g) => [g.dataset.lat, g.dataset.lon, g.getAttribute('transform')]);
   const lat = Number(Number(before[0]) + 0.002).toFixed(6), lon = Number(Number(before[1]) + 0.003).toFixed(6);  // ~350 m: inside the view
   await within(page, 'gps fix',
@@ -122,6 +175,31 @@ try {
     (v, want) => document.querySelector(`#trucks g[data-vehicle="${v}"]`)?.dataset.lat === String(want), VEHICLE, String(Number(lat)));
   const after = await page.$eval(`#trucks g[data-vehicle="${VEHICLE}"]`, (g) => g.getAttribute('transform'));
   check(after !== before[2], `the marker moved (${before[2]} -> ${after})`);
+  const grown = await trailOf(page, VEHICLE);
+  check(grown.n === seeded.n + 1 && grown.atTruck, `the trail grew by the fix (${seeded.n} -> ${JSON.stringify(grown)})`);
+  const lat2 = Number(Number(lat) + 0.001).toFixed(6);
+  await within(page, 'second gps fix',
+    () => publish(`fs/vehicles/${VEHICLE}/gps`, { seq: GPS_SEQ + 1, ts: Date.now(), lat: Number(lat2), lon: Number(lon), speed_kmh: 30, hdop: 1.0 }),
+    (v, n) => document.querySelector(`#trails polyline[data-vehicle="${v}"]`)?.points.numberOfItems === n, VEHICLE, seeded.n + 2);
+  check((await trailOf(page, VEHICLE)).atTruck, 'the trail ends at the truck again');
+
+  // HQ's fences: PUT through the HQ API, drawn under the trucks (a polygon of as many corners
+  // as the ring, a circle), labelled; the next version redraws them.
+  const put1 = await hqPut(`/v1/sites/${SITE}/fences`, fenceCollection(Number(lat), Number(lon), 5));
+  const tf = performance.now();
+  await page.waitForFunction(() => document.querySelector('#fences g[data-fence="hq-yard"] polygon')?.points.numberOfItems === 5,
+    { timeout: FENCE_WAIT_MS, polling: 100 });
+  console.log(`fences version ${put1.version}: on the map ${(performance.now() - tf).toFixed(0)} ms after the PUT`);
+  check(!!(await page.$('#fences g[data-fence="hq-gate"] circle')), 'the circle fence is drawn');
+  check((await page.$eval('#fences g[data-fence="hq-yard"] text', (t) => t.textContent)) === 'hq-yard', 'the fence is labelled');
+  check(await page.$eval('#map', (svg) => [...svg.children].findIndex((g) => g.id === 'fences') < [...svg.children].findIndex((g) => g.id === 'trucks')),
+    'fences are drawn under the trucks');
+  const put2 = await hqPut(`/v1/sites/${SITE}/fences`, fenceCollection(Number(lat), Number(lon), 7));
+  check(put2.version === put1.version + 1, `a new fence version (${put1.version} -> ${put2.version})`);
+  const tf2 = performance.now();
+  await page.waitForFunction(() => document.querySelector('#fences g[data-fence="hq-yard"] polygon')?.points.numberOfItems === 7,
+    { timeout: FENCE_WAIT_MS, polling: 100 });
+  console.log(`fences version ${put2.version}: redrawn ${(performance.now() - tf2).toFixed(0)} ms after the PUT`);
 
   // 2. A cold-chain excursion: out of range, then still out past the rule's for_s (message
   //    time), which opens the alert at the site.

@@ -156,6 +156,57 @@ TEST_F(HubDownstreamTest, RepeatsAnswerAsTheFirstTimeAndAnotherBodyIs409) {
   EXPECT_EQ(GetJson("/v1/sites/site-a/downstream")["last_seq"], 4);
 }
 
+// The reads of HQ's current fences and rules (docs/api.md): 404 until HQ sets them, then the
+// body as PUT (fences as a FeatureCollection, rules as {"rules"}) with the version as ETag, and
+// a 304 without a body for a caller that holds that version.
+TEST_F(HubDownstreamTest, CurrentFencesAndRulesReadBackWithTheirVersion) {
+  auto get = [&](const std::string& path, const std::string& if_none_match = "") {
+    auto c = Hq(kReaderToken);
+    httplib::Headers h;
+    if (!if_none_match.empty()) h.emplace("If-None-Match", if_none_match);
+    return c->Get(path.c_str(), h);
+  };
+  for (const char* path : {"/v1/sites/site-a/fences", "/v1/sites/site-a/coldchain-rules"}) {
+    auto r = get(path);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404) << path << " " << r->body;
+    EXPECT_FALSE(r->has_header("ETag"));
+  }
+  json fences = R"({"type":"FeatureCollection","features":[
+    {"type":"Feature","properties":{"name":"depot","kind":"depot","radius_m":150},"geometry":{"type":"Point","coordinates":[121.5,31.2]}},
+    {"type":"Feature","properties":{"name":"yard"},"geometry":{"type":"Polygon","coordinates":[[[121.5,31.2],[121.51,31.2],[121.51,31.21],[121.5,31.2]]]}}]})"_json;
+  Expect(Send("PUT", "/v1/sites/site-a/fences", fences.dump()), 202);
+  fences["features"][0]["properties"]["radius_m"] = 200;
+  Expect(Send("PUT", "/v1/sites/site-a/fences", fences.dump(2)), 202);
+  auto r = get("/v1/sites/site-a/fences");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body), fences);
+  EXPECT_EQ(r->get_header_value("ETag"), "\"2\"");
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
+  auto same = get("/v1/sites/site-a/fences", "\"2\"");
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same->status, 304);
+  EXPECT_TRUE(same->body.empty());
+  EXPECT_EQ(get("/v1/sites/site-a/fences", "\"1\"")->status, 200);  // an older version: the body
+  EXPECT_EQ(get("/v1/sites/site-b/fences")->status, 404);           // per site
+  // The body PUTs back as the same version: nothing new for the site.
+  EXPECT_EQ(Expect(Send("PUT", "/v1/sites/site-a/fences", r->body), 202)["version"], 2);
+
+  const std::string rules = R"({"rules":[{"sensors":"cold-*","min_c":0,"max_c":4,"for_s":300},{"sensors":"frozen-*","min_c":-25,"max_c":-18,"for_s":600}]})";
+  Expect(Send("PUT", "/v1/sites/site-a/coldchain-rules", rules), 202);
+  auto rr = get("/v1/sites/site-a/coldchain-rules");
+  ASSERT_TRUE(rr);
+  ASSERT_EQ(rr->status, 200) << rr->body;
+  EXPECT_EQ(json::parse(rr->body), json::parse(rules));
+  EXPECT_EQ(rr->get_header_value("ETag"), "\"1\"");
+  EXPECT_EQ(Expect(Send("PUT", "/v1/sites/site-a/coldchain-rules", rr->body), 202)["version"], 1);
+  // Reading needs a token; the reader's is enough (the write needs a writer).
+  auto anon = Hq("")->Get("/v1/sites/site-a/fences");
+  ASSERT_TRUE(anon);
+  EXPECT_EQ(anon->status, 401);
+}
+
 TEST_F(HubDownstreamTest, CatalogFansOutToEverySiteAndKindsFilterWithThroughSeq) {
   // site-a is known by its batches, site-b by its first pull.
   auto push = Site(site_a_);
