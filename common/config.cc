@@ -468,6 +468,14 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
       r.Fail("downstream.retention_h: must be 1..87600");
     root.Absorb(r);
   }
+  if (const toml::table* t = root.Table("retention")) {
+    TableReader r(*t, "retention");
+    r.Get("telemetry_days", c.telemetry_days);
+    r.RejectUnknown();
+    if (r.error().empty() && (c.telemetry_days < 0 || c.telemetry_days > 3650))
+      r.Fail("retention.telemetry_days: must be 0 (keep everything) .. 3650");
+    root.Absorb(r);
+  }
   if (const toml::table* t = root.Table("privacy")) {
     TableReader r(*t, "privacy");
     r.Get("key_file", c.privacy_key_file);

@@ -174,6 +174,9 @@ struct HubConfig {
   // [downstream] (docs/sync-protocol.md, "Downstream"): delivered commands older than this are
   // trimmed from the per-site logs; pending ones never are.
   int downstream_retention_h = 72;
+  // [retention] telemetry_days: position history older than this many days is removed
+  // (HubStore::MaintainTelemetry; PostgreSQL drops whole day partitions). 0 = keep everything.
+  int telemetry_days = 90;
   // [privacy] key_file: the hub's key that seals HQ orders' customer data while they wait in
   // the downstream log (privacy/sealer.h); "" = none, and an order with a customer is refused.
   std::string privacy_key_file;

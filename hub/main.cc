@@ -33,6 +33,7 @@
 #include "hub/pg_store.h"
 #include "hub/sqlite_store.h"
 #include "hub/store_copy.h"
+#include "hub/telemetry_upkeep.h"
 
 namespace {
 
@@ -178,6 +179,9 @@ int main(int argc, char** argv) {
     return s.code() == freshsync::StatusCode::kInvalidArgument ? 2 : 1;
   }
   spdlog::info("hubd listening on {} (port {}), store {}", config->listen, server.port(), store_name);
+  // Telemetry partitions and retention: every replica runs the thread, the lease lets one act.
+  freshsync::hub::TelemetryUpkeepRunner upkeep(**store, freshsync::SystemClock(), config->telemetry_days);
+  upkeep.Start();
   // Every replica runs a relay; the store's lease lets one of them publish at a time.
   std::unique_ptr<freshsync::hub::AmqpRelay> relay;
   if (!config->amqp_url.empty()) {
@@ -240,6 +244,7 @@ int main(int argc, char** argv) {
   kill(getpid(), SIGTERM);
   signal_thread.join();
   if (relay) relay->Stop();  // before the store and the server's metrics go
+  upkeep.Stop();
   if (watchdog_thread.joinable()) watchdog_thread.join();
   spdlog::info("hubd stopped");
   return 0;

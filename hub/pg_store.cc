@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <ctime>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <set>
 #include <unordered_map>
@@ -146,6 +148,20 @@ INSERT INTO down_current(site, kind, version, body, updated_ms)
   SELECT c.site, c.kind, l.rules_version, c.body, c.issued_ms FROM down_lanes l
   JOIN down_commands c ON c.site = l.site AND c.command_id = 'coldchain-rules:' || l.rules_version
   WHERE l.rules_version > 0;
+)sql",
+        // 9: position history partitioned by day of ts_min (HubStore::MaintainTelemetry makes
+        // the day partitions and drops them past retention). The rows move to the DEFAULT
+        // partition here; the first upkeep round moves the recent days into their own.
+        R"sql(
+ALTER TABLE position_chunks RENAME TO position_chunks_unpartitioned;
+ALTER INDEX position_chunks_pkey RENAME TO position_chunks_unpartitioned_pkey;
+CREATE TABLE position_chunks(
+  site_id BIGINT NOT NULL, vehicle TEXT COLLATE "C" NOT NULL, ts_min BIGINT NOT NULL, seq_min BIGINT NOT NULL,
+  ts_max BIGINT NOT NULL, count BIGINT NOT NULL, fixes BYTEA NOT NULL,
+  PRIMARY KEY(site_id, vehicle, ts_min, seq_min)) PARTITION BY RANGE (ts_min);
+CREATE TABLE position_chunks_default PARTITION OF position_chunks DEFAULT;
+INSERT INTO position_chunks SELECT * FROM position_chunks_unpartitioned;
+DROP TABLE position_chunks_unpartitioned;
 )sql",
     };
     // Migrations not listed here are the handlers' tables alone: the list is as long as
@@ -962,6 +978,81 @@ Result<std::vector<AuditEntry>> PgHubStore::Audit(uint64_t after, int limit) {
     return AuditEntry{row.UInt(0), row.Int(1), row.Text(2), row.Text(3), row.Text(4),
                       row.UInt(5), row.UInt(6), row.UInt(7), static_cast<int>(row.Int(8)), row.Text(9)};
   });
+}
+
+namespace {
+constexpr int64_t kDayMs = 86400000;
+constexpr int kDaysBackMade = 7;    // day partitions made back from today: a site's week offline
+constexpr int kDaysAheadMade = 3;   // and ahead of it, so that midnight never finds none
+
+// position_chunks_pYYYYMMDD for the UTC day `day` (days since the epoch), and back.
+std::string DayPartition(int64_t day) {
+  const time_t t = static_cast<time_t>(day * 86400);
+  tm u{};
+  gmtime_r(&t, &u);
+  char name[48];
+  std::snprintf(name, sizeof name, "position_chunks_p%04d%02d%02d", u.tm_year + 1900, u.tm_mon + 1, u.tm_mday);
+  return name;
+}
+std::optional<int64_t> PartitionDay(const std::string& name) {
+  int y = 0, m = 0, d = 0;
+  if (std::sscanf(name.c_str(), "position_chunks_p%4d%2d%2d", &y, &m, &d) != 3) return std::nullopt;
+  tm u{};
+  u.tm_year = y - 1900;
+  u.tm_mon = m - 1;
+  u.tm_mday = d;
+  return static_cast<int64_t>(timegm(&u)) / 86400;
+}
+}  // namespace
+
+Result<TelemetryUpkeep> PgHubStore::MaintainTelemetry(int64_t now_ms, int keep_days) {
+  TelemetryUpkeep done;
+  auto c = impl_->Acquire();
+  c->Heal();
+  PgParams none;
+  auto parts = c->Run("SELECT child.relname FROM pg_inherits i JOIN pg_class child ON child.oid = i.inhrelid "
+                      "JOIN pg_class parent ON parent.oid = i.inhparent WHERE parent.relname = 'position_chunks'",
+                      none, "list partitions");
+  if (!parts.ok()) return parts.status();
+  std::set<int64_t> days;
+  for (int i = 0; i < PQntuples(parts->get()); ++i) {
+    if (auto d = PartitionDay(PQgetvalue(parts->get(), i, 0))) days.insert(*d);
+  }
+  const int64_t today = now_ms / kDayMs;
+  const int64_t cutoff = keep_days > 0 ? TelemetryCutoffMs(now_ms, keep_days) : std::numeric_limits<int64_t>::min();
+  // Make the missing days, each in one transaction: a plain table, the day's rows moved out of
+  // the default partition into it, then attached (ATTACH checks that the default partition
+  // holds none of the day any more, and takes a lighter lock than CREATE ... PARTITION OF).
+  // A writer that put a row of that day into the default partition meanwhile makes the ATTACH
+  // fail: rolled back, and the next round tries again.
+  for (int64_t day = today - kDaysBackMade; day <= today + kDaysAheadMade; ++day) {
+    if (days.count(day) || (day + 1) * kDayMs <= cutoff) continue;
+    const std::string name = DayPartition(day), lo = std::to_string(day * kDayMs), hi = std::to_string((day + 1) * kDayMs);
+    const std::string sql = "BEGIN;"
+                            "CREATE TABLE " + name + " (LIKE position_chunks);"
+                            "WITH moved AS (DELETE FROM position_chunks_default WHERE ts_min >= " + lo + " AND ts_min < " + hi +
+                            " RETURNING *) INSERT INTO " + name + " SELECT * FROM moved;"
+                            "ALTER TABLE position_chunks ATTACH PARTITION " + name + " FOR VALUES FROM (" + lo + ") TO (" + hi + ");"
+                            "COMMIT";
+    if (Status s = c->Exec(sql); !s.ok()) {
+      (void)c->Exec("ROLLBACK");
+      return Status(s.code(), "make partition " + name + ": " + s.message());
+    }
+    ++done.partitions_created;
+  }
+  if (keep_days <= 0) return done;
+  // Retention: whole days past it are dropped; the default partition's old rows are deleted.
+  for (int64_t day : days) {
+    if ((day + 1) * kDayMs > cutoff) continue;
+    if (Status s = c->Exec("DROP TABLE IF EXISTS " + DayPartition(day)); !s.ok()) return s;
+    ++done.partitions_dropped;
+  }
+  PgParams p;
+  p.Int(1, cutoff);
+  auto del = c->Run("DELETE FROM position_chunks_default WHERE ts_max < $1", p, "telemetry retention");
+  if (!del.ok()) return del.status();
+  done.rows_deleted = std::strtoull(PQcmdTuples(del->get()), nullptr, 10);
+  return done;
 }
 
 }  // namespace freshsync::hub

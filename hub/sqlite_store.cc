@@ -258,6 +258,8 @@ INSERT INTO down_current(site, kind, version, body, updated_ms)
   JOIN down_commands c ON c.site = l.site AND c.command_id = 'coldchain-rules:' || l.rules_version
   WHERE l.rules_version > 0;
 )sql",
+      // 9: PostgreSQL partitions position_chunks by day; SQLite keeps its one table.
+      "",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).
@@ -1320,6 +1322,21 @@ Status SqliteHubStore::SetRelayCursor(const std::string& name, uint64_t cursor) 
   const int rc = (*st)->Step();
   if (rc != SQLITE_DONE) return DbError(impl_->writer.db(), rc, "set relay cursor");
   return Status::Ok();
+}
+
+Result<TelemetryUpkeep> SqliteHubStore::MaintainTelemetry(int64_t now_ms, int keep_days) {
+  TelemetryUpkeep done;
+  if (keep_days <= 0) return done;
+  const int64_t cutoff = TelemetryCutoffMs(now_ms, keep_days);
+  std::lock_guard<std::mutex> lock(impl_->write_mu);
+  auto st = impl_->writer.Prepare(store_sql::kDeleteOldChunks.sqlite);
+  if (!st.ok()) return st.status();
+  ResetGuard g(**st);
+  (*st)->Bind(1, cutoff);
+  const int rc = (*st)->Step();
+  if (rc != SQLITE_DONE) return DbError(impl_->writer.db(), rc, "telemetry retention");
+  done.rows_deleted = static_cast<uint64_t>(sqlite3_changes(impl_->writer.db()));
+  return done;
 }
 
 }  // namespace freshsync::hub

@@ -56,6 +56,7 @@ class SqliteHubStore final : public HubStore {
   Result<bool> HoldLease(const std::string& name, const std::string& holder, int64_t now_ms, int64_t ttl_ms) override;
   Result<uint64_t> RelayCursor(const std::string& name) override;
   Status SetRelayCursor(const std::string& name, uint64_t cursor) override;
+  Result<TelemetryUpkeep> MaintainTelemetry(int64_t now_ms, int keep_days) override;
 
   // The schema version this build migrates to.
   static int SchemaVersion();

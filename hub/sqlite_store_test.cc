@@ -225,6 +225,38 @@ class HubStoreContractTest : public ::testing::TestWithParam<HubStoreBackend>, p
 INSTANTIATE_TEST_SUITE_P(Backends, HubStoreContractTest, ::testing::ValuesIn(Backends()),
                          [](const ::testing::TestParamInfo<HubStoreBackend>& info) { return info.param.name; });
 
+// Telemetry retention ([retention] telemetry_days): position history whose newest fix is older
+// than the whole days kept is removed; the rest, including a site's fixes from weeks back that
+// arrived late, stays readable. Positions written after an upkeep round land in place.
+TEST_P(HubStoreContractTest, TelemetryUpkeepRemovesPositionHistoryPastRetentionAndKeepsTheRest) {
+  constexpr int64_t kDay = 86400000;
+  const int64_t now = 20000 * kDay + 12 * 3600000;  // noon
+  Apply(MakeBatch("a", {Position(1, "t-100d", now - 100 * kDay, 1), Position(2, "t-30d", now - 30 * kDay, 2),
+                        Position(3, "t-1d", now - kDay, 3), Position(4, "t-now", now, 4)}));
+  auto track = [&](const std::string& vehicle) {
+    auto t = store_->Track("a", vehicle, 0, now + 400 * kDay, 100);
+    EXPECT_TRUE(t.ok()) << t.status().ToString();
+    return t.ok() ? t->size() : size_t{999};
+  };
+  auto round1 = store_->MaintainTelemetry(now, 90);
+  ASSERT_TRUE(round1.ok()) << round1.status().ToString();
+  EXPECT_EQ(track("t-100d"), 0u);
+  EXPECT_EQ(track("t-30d"), 1u);
+  EXPECT_EQ(track("t-1d"), 1u);
+  EXPECT_EQ(track("t-now"), 1u);
+  Apply(MakeBatch("a", {Position(5, "t-now", now + 1000, 5)}));  // after the round
+  EXPECT_EQ(track("t-now"), 2u);
+  // keep_days 0 keeps everything.
+  ASSERT_TRUE(store_->MaintainTelemetry(now + 400 * kDay, 0).ok());
+  EXPECT_EQ(track("t-30d"), 1u);
+  // 95 days on, everything but nothing newer is past 90 days.
+  auto round2 = store_->MaintainTelemetry(now + 95 * kDay, 90);
+  ASSERT_TRUE(round2.ok()) << round2.status().ToString();
+  for (const char* v : {"t-30d", "t-1d", "t-now"}) EXPECT_EQ(track(v), 0u) << v;
+  Apply(MakeBatch("a", {Position(6, "t-later", now + 95 * kDay, 6)}));
+  EXPECT_EQ(track("t-later"), 1u);
+}
+
 // SQLite-only tests: they reach behind the interface into the SQLite file (hand edits of its
 // tables, position_chunks layout, the -wal file, PRAGMA user_version, migrations from a
 // version-1 or version-2 store made with OpenAtSchemaVersionForTest). Which, and why, is at the
@@ -1214,7 +1246,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 8);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 9);
 }
 
 // A store from before migration 8 holds HQ's fences and rules only in the log: the migration
@@ -1510,6 +1542,47 @@ class PgStoreTest : public ::testing::Test {
   TempDir dir_;
   int databases_ = 0;
 };
+
+// PostgreSQL keeps position history in day partitions: an upkeep round makes a week back to
+// three days ahead (moving those days' rows out of the default partition), and retention drops
+// whole days, leaving the default partition only what no day covers.
+TEST_F(PgStoreTest, TelemetryUpkeepPartitionsPositionHistoryByDayAndDropsWholeDays) {
+  const std::string url = FreshDatabase();
+  const std::string db = url.substr(url.rfind('/') + 1);
+  auto store = Open(url);
+  ASSERT_NE(store, nullptr);
+  constexpr int64_t kDay = 86400000;
+  const int64_t now = 20000 * kDay + 12 * 3600000;
+  auto rows = [&](const std::string& table) { return SharedPostgres().Query(db, "SELECT count(*) FROM " + table); };
+  auto days = [&] {
+    return SharedPostgres().Query(db, "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+                                      "JOIN pg_class c ON c.oid = i.inhrelid WHERE p.relname = 'position_chunks' "
+                                      "AND c.relname LIKE 'position_chunks_p%'");
+  };
+  ASSERT_TRUE(store->ApplyBatch("a", MakeBatch("a", {Position(1, "old", now - 100 * kDay, 1), Position(2, "late", now - 30 * kDay, 2),
+                                                     Position(3, "today", now, 3)}), now).ok());
+  EXPECT_EQ(rows("position_chunks_default"), "3");  // no day partition yet
+  auto r = store->MaintainTelemetry(now, 90);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->partitions_created, 11u);
+  EXPECT_EQ(r->rows_deleted, 1u);  // "old", from the default partition
+  EXPECT_EQ(days(), "11");
+  EXPECT_EQ(rows("position_chunks_p20241004"), "1");  // day 20000: "today"
+  EXPECT_EQ(rows("position_chunks_default"), "1");    // "late": no day partition that far back
+  // A second round has nothing to do.
+  r = store->MaintainTelemetry(now, 90);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->partitions_created + r->partitions_dropped + r->rows_deleted, 0u);
+  // 95 days later: the 11 days are past retention and dropped whole; "late" is deleted; the
+  // new window is made.
+  r = store->MaintainTelemetry(now + 95 * kDay, 90);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->partitions_dropped, 11u);
+  EXPECT_EQ(r->partitions_created, 11u);
+  EXPECT_EQ(r->rows_deleted, 1u);
+  EXPECT_EQ(days(), "11");
+  EXPECT_EQ(rows("position_chunks"), "0");
+}
 
 TEST_F(PgStoreTest, ThreeReplicasStartingAtOnceMigrateTheDatabaseOnce) {
   const std::string url = FreshDatabase();

@@ -50,6 +50,8 @@ inline constexpr Sql kUpsertVehicle{
     "lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6, speed_dkmh = excluded.speed_dkmh, "
     "heading_deg = excluded.heading_deg, hdop_d = excluded.hdop_d, ts_ms = excluded.ts_ms, hlc = excluded.hlc, "
     "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)"};
+// Telemetry retention: the chunks whose newest fix is older than ?1 (HubStore::MaintainTelemetry).
+inline constexpr Sql kDeleteOldChunks{"DELETE FROM position_chunks WHERE ts_max < ?1"};
 inline constexpr Sql kInsertChunk{
     "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"};

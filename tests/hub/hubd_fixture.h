@@ -98,6 +98,9 @@ class HubdTest : public ::testing::Test {
       << extra << "[tls]\nca = \"" << pki_.ca_cert() << "\"\ncert = \"" << pki_.server().cert << "\"\nkey = \""
       << pki_.server().key << "\"\n"
       << StoreSection()
+      // The fixtures' records are from November 2025: telemetry retention would remove their
+      // position history at hubd's start. Kept; retention has tests of its own.
+      << "[retention]\ntelemetry_days = 0\n"
       << "[limits]\nmax_body_bytes = 1048576\nmax_decompressed_bytes = 8388608\nmax_records_per_batch = 20000\n"
       << "[[tokens]]\nname = \"hq-analytics\"\nrole = \"reader\"\nsha256 = \"" << digest::Sha256Hex(kReaderToken)
       << "\"\n"

@@ -1,0 +1,62 @@
+#include "hub/telemetry_upkeep.h"
+
+#include <unistd.h>
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+namespace freshsync::hub {
+namespace {
+std::string ThisReplica() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  return std::string(host) + ":" + std::to_string(getpid());
+}
+}  // namespace
+
+TelemetryUpkeepRunner::TelemetryUpkeepRunner(HubStore& store, Clock& clock, int keep_days, int64_t interval_ms)
+    : store_(store), clock_(clock), keep_days_(keep_days), interval_ms_(interval_ms), holder_(ThisReplica()) {}
+
+void TelemetryUpkeepRunner::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void TelemetryUpkeepRunner::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool TelemetryUpkeepRunner::RunOnce() {
+  // The lease outlives one interval: the holder keeps it round after round; if it dies another
+  // replica takes over one interval later.
+  auto held = store_.HoldLease(kLeaseName, holder_, clock_.NowMs(), interval_ms_ + 60 * 1000);
+  if (!held.ok()) {
+    spdlog::warn("telemetry upkeep: lease: {}", held.status().ToString());
+    return false;
+  }
+  if (!*held) return false;
+  auto done = store_.MaintainTelemetry(clock_.NowMs(), keep_days_);
+  if (!done.ok()) {
+    spdlog::warn("telemetry upkeep: {}", done.status().ToString());
+    return false;
+  }
+  if (done->partitions_created + done->partitions_dropped + done->rows_deleted > 0)
+    spdlog::info("telemetry upkeep: {} day partitions made, {} dropped past {} days, {} old chunks deleted",
+                 done->partitions_created, done->partitions_dropped, keep_days_, done->rows_deleted);
+  return true;
+}
+
+void TelemetryUpkeepRunner::Loop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stop_) {
+    l.unlock();
+    RunOnce();
+    l.lock();
+    cv_.wait_for(l, std::chrono::milliseconds(interval_ms_), [this] { return stop_; });
+  }
+}
+
+}  // namespace freshsync::hub
