@@ -130,6 +130,16 @@ CREATE TABLE catalog_items(
   sku TEXT COLLATE "C" PRIMARY KEY, version BIGINT NOT NULL, digest TEXT NOT NULL,
   body BYTEA NOT NULL, updated_ms BIGINT NOT NULL);
 )sql",
+        // 7: escrow (the handler's table only).
+        "",
+        // 8: webhook dead letters (as SqliteHubStore's migration 8).
+        R"sql(
+CREATE TABLE webhook_deadletters(
+  id BIGSERIAL PRIMARY KEY, webhook TEXT COLLATE "C" NOT NULL, event TEXT NOT NULL, site TEXT NOT NULL,
+  idem_key TEXT NOT NULL, body TEXT NOT NULL, attempts BIGINT NOT NULL, last_error TEXT NOT NULL,
+  dead_ms BIGINT NOT NULL, replay BIGINT NOT NULL DEFAULT 0, replays BIGINT NOT NULL DEFAULT 0);
+CREATE INDEX webhook_deadletters_by_hook ON webhook_deadletters(webhook, replay, id);
+)sql",
     };
     // Later migrations so far are the handlers' tables alone: the list is as long as
     // SqliteHubStore's, so a new entity's migration needs no line here.

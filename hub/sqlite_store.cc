@@ -235,6 +235,23 @@ CREATE TABLE catalog_items(
 )sql",
       // 7: escrow allotments per (site, sku) (the handler's escrow only; docs/escrow.md).
       "",
+      // 8: webhook deliveries given up on (hub/notify/dead_letters.h): what an admin lists and
+      // replays. `replay` 1: asked for and not yet done by the webhook's lease holder.
+      R"sql(
+CREATE TABLE webhook_deadletters(
+  id         INTEGER PRIMARY KEY,
+  webhook    TEXT    NOT NULL,
+  event      TEXT    NOT NULL,
+  site       TEXT    NOT NULL,
+  idem_key   TEXT    NOT NULL,
+  body       TEXT    NOT NULL,
+  attempts   INTEGER NOT NULL,
+  last_error TEXT    NOT NULL,
+  dead_ms    INTEGER NOT NULL,
+  replay     INTEGER NOT NULL DEFAULT 0,
+  replays    INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX webhook_deadletters_by_hook ON webhook_deadletters(webhook, replay, id);
+)sql",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).
