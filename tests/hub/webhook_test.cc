@@ -55,7 +55,10 @@ class Receiver {
   std::atomic<int> mode{kOk};
   std::atomic<bool> dead_ok{false};
 
-  Receiver() {
+  // With `tls`: https with that certificate (cpp-httplib's SSLServer), else plain http.
+  explicit Receiver(const TestPki::Files* tls = nullptr)
+      : server_(tls ? std::make_unique<httplib::SSLServer>(tls->cert.c_str(), tls->key.c_str())
+                    : std::make_unique<httplib::Server>()) {
     auto handle = [this](const httplib::Request& req, httplib::Response& res) {
       Seen s{req.path, req.get_header_value("X-FreshSync-Event"), req.get_header_value("Idempotency-Key"),
              req.get_header_value("X-FreshSync-Signature"), req.get_header_value("Content-Type"), req.body, 200};
@@ -73,14 +76,14 @@ class Receiver {
       std::lock_guard<std::mutex> l(mu_);
       seen_.push_back(std::move(s));
     };
-    server_.Post("/ops", handle);
-    server_.Post("/dead", handle);
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    server_->Post("/ops", handle);
+    server_->Post("/dead", handle);
+    port_ = server_->bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
+    while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ~Receiver() {
-    server_.stop();
+    server_->stop();
     thread_.join();
   }
   int port() const { return port_; }
@@ -103,7 +106,7 @@ class Receiver {
   }
 
  private:
-  httplib::Server server_;
+  std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
   std::thread thread_;
   std::mutex mu_;
@@ -352,6 +355,47 @@ TEST_F(WebhookTest, DeliversListedEventsThroughFailuresAndDeadLettersTheRest) {
   EXPECT_NE(m->body.find("freshsync_hub_webhook_dead_letters_total{webhook=\"dead\"} 2"), std::string::npos);
   EXPECT_NE(m->body.find("freshsync_hub_webhook_dead_letters_pending{webhook=\"dead\"} 0"), std::string::npos) << m->body;
   EXPECT_NE(m->body.find("freshsync_hub_webhook_active{webhook=\"ops\"} 1"), std::string::npos);
+}
+
+// https: the receiver's certificate is verified against the webhook's ca_file; without it
+// (the system's CAs) the handshake fails, nothing reaches the receiver, and the delivery ends
+// in the dead-letter list with the TLS error.
+class WebhookHttpsTest : public HubdTest {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(receiver_pki_.Init());
+    receiver_ = std::make_unique<Receiver>(&tls_);
+    HubdTest::SetUp();
+  }
+  std::string MoreTables() override {
+    std::ostringstream t;
+    t << "[notify]\nretry_min_ms = 100\nretry_max_ms = 400\npoll_ms = 100\n"
+      << "[[notify.webhook]]\nname = \"tls\"\nurl = \"https://127.0.0.1:" << receiver_->port() << "/ops\"\n"
+      << "events = [\"coldchain.open\"]\nsecret = \"" << kSecret << "\"\nca_file = \"" << receiver_pki_.ca_cert() << "\"\n"
+      << "[[notify.webhook]]\nname = \"untrusted\"\nurl = \"https://127.0.0.1:" << receiver_->port() << "/dead\"\n"
+      << "events = [\"coldchain.open\"]\nsecret = \"" << kSecret << "\"\nmax_attempts = 2\n";
+    return t.str();
+  }
+  TestPki receiver_pki_{dir_.File("receiver-pki")};
+  TestPki::Files tls_ = receiver_pki_.server();
+  std::unique_ptr<Receiver> receiver_;
+};
+
+TEST_F(WebhookHttpsTest, VerifiesTheReceiverWithTheCaFile) {
+  ASSERT_EQ(Ack(Push(*Site(site_a_), "site-a", EventBatch("site-a", 1))).contiguous_seq(), 7u);
+  ASSERT_TRUE(WaitFor([&] { return !receiver_->To("/ops", true).empty(); }, std::chrono::seconds(20)))
+      << ReadFile(dir_.File("hubd.log"));
+  const auto got = receiver_->To("/ops", true);
+  EXPECT_EQ(got[0].key, "site-a:1");
+  EXPECT_EQ(got[0].signature, ExpectedSignature(got[0].body));
+  json list;
+  ASSERT_TRUE(WaitFor([&] {
+    list = GetJson("/v1/webhooks/deadletters?webhook=untrusted", kAdminToken);
+    return list["deadletters"].size() == 1;
+  }, std::chrono::seconds(20)));
+  const std::string error = list["deadletters"][0]["last_error"];
+  EXPECT_NE(error.find("certificate"), std::string::npos) << error;
+  EXPECT_TRUE(receiver_->To("/dead", false).empty());
 }
 
 // Two replicas on one PostgreSQL: one lease per webhook, so each event is delivered once
