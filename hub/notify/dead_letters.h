@@ -1,5 +1,5 @@
 // WebhookDeadLetters: the deliveries a webhook gave up on, in the hub store's table
-// webhook_deadletters (docs/formats.md "Hub schema"), shared by every replica. The notifier
+// webhook_deadletters (docs/architecture-hub.md, "Schema"), shared by every replica. The notifier
 // adds a row once a delivery has used up its attempts or its age; an admin lists them and asks
 // for a replay (GET /v1/webhooks/deadletters, POST .../{id}/replay, POST .../replay); the
 // replica holding that webhook's lease sends each replay with the row's own key and body, and
