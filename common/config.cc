@@ -497,6 +497,58 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
     f.RejectUnknown();
     root.Absorb(f);
   }
+  if (const toml::table* t = root.Table("notify")) {
+    TableReader n(*t, "notify");
+    n.Get("offline_after_s", c.notify_offline_after_s);
+    n.Get("backlog_age_s", c.notify_backlog_age_s);
+    n.Get("retry_min_ms", c.notify_retry_min_ms);
+    n.Get("retry_max_ms", c.notify_retry_max_ms);
+    n.Get("poll_ms", c.notify_poll_ms);
+    if (n.error().empty() && (c.notify_offline_after_s < 1 || c.notify_backlog_age_s < 1))
+      n.Fail("notify.offline_after_s, notify.backlog_age_s: must be at least 1");
+    if (n.error().empty() && (c.notify_retry_min_ms < 1 || c.notify_retry_max_ms < c.notify_retry_min_ms))
+      n.Fail("notify.retry_min_ms: must be at least 1 and at most notify.retry_max_ms");
+    if (n.error().empty() && (c.notify_poll_ms < 10 || c.notify_poll_ms > 60000))
+      n.Fail("notify.poll_ms: must be 10..60000");
+    if (const toml::array* hooks = n.Array("webhook")) {
+      int i = 0;
+      for (const toml::node& node : *hooks) {
+        const std::string prefix = "notify.webhook[" + std::to_string(i++) + "]";
+        if (!node.is_table()) {
+          n.Fail(prefix + ": must be a table");
+          continue;
+        }
+        TableReader r(*node.as_table(), prefix);
+        HubWebhook w;
+        r.Get("name", w.name, true);
+        r.Get("url", w.url, true);
+        r.Get("secret", w.secret, true);
+        r.Get("ca_file", w.ca_file);
+        r.Get("max_attempts", w.max_attempts);
+        r.Get("max_age_s", w.max_age_s);
+        r.Get("timeout_ms", w.timeout_ms);
+        if (const toml::array* ev = r.Array("events")) {
+          for (const toml::node& e : *ev) {
+            if (auto v = e.value<std::string>()) w.events.push_back(*v);
+            else r.Fail(prefix + ".events: must be an array of strings");
+          }
+        } else if (r.error().empty()) {
+          r.Fail(prefix + ".events: required key is missing");
+        }
+        r.RejectUnknown();
+        if (r.error().empty() && w.secret.empty()) r.Fail(prefix + ".secret: must not be empty");
+        if (r.error().empty() && (w.max_attempts < 1 || w.max_age_s < 1 || w.timeout_ms < 100))
+          r.Fail(prefix + ": max_attempts and max_age_s must be at least 1, timeout_ms at least 100");
+        for (const HubWebhook& other : c.webhooks) {
+          if (r.error().empty() && other.name == w.name) r.Fail(prefix + ".name: \"" + w.name + "\" is used twice");
+        }
+        n.Absorb(r);
+        c.webhooks.push_back(std::move(w));
+      }
+    }
+    n.RejectUnknown();
+    root.Absorb(n);
+  }
   if (const toml::table* t = root.Table("console")) {
     TableReader r(*t, "console");
     r.Get("tiles_url", c.console_tiles_url);

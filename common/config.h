@@ -115,6 +115,20 @@ struct HubToken {
   std::string sha256_hex;         // lower-case hex of SHA-256(token)
 };
 
+// One [[notify.webhook]] (hub/notify/notifier.h, docs/operations.md "Webhooks"). The event
+// names and the URL's loopback rule are checked at hubd's start (hub::CheckWebhook), where the
+// notifier that defines them lives.
+struct HubWebhook {
+  std::string name;                  // the lease, cursor and dead-letter list are per name
+  std::string url;
+  std::vector<std::string> events;
+  std::string secret;                // key of X-FreshSync-Signature (HMAC-SHA256 of the body)
+  std::string ca_file;               // https: CAs that verify the receiver ("" = the system's)
+  int max_attempts = 10;             // then the delivery goes to the dead-letter list
+  int64_t max_age_s = 86400;         // or once it has been retried this long
+  int64_t timeout_ms = 10000;        // one attempt, connect to last byte of the answer
+};
+
 struct HubConfig {
   std::string listen;             // host:port
   std::string tls_ca;
@@ -159,6 +173,13 @@ struct HubConfig {
   // [fanout.amqp]: relay of the change feed to RabbitMQ (hub/relay/amqp_relay.h); "" = none.
   std::string amqp_url;
   std::string amqp_exchange = "freshsync.changes";
+  // [notify] and [[notify.webhook]]: HQ notifications by webhook (hub/notify/notifier.h).
+  std::vector<HubWebhook> webhooks;
+  int64_t notify_offline_after_s = 900;   // site.offline: no batch from a site for this long
+  int64_t notify_backlog_age_s = 3600;    // site.backlog: HQ commands waiting at the hub this long
+  int64_t notify_retry_min_ms = 1000;     // backoff between attempts: doubles, jittered, capped
+  int64_t notify_retry_max_ms = 300000;
+  int64_t notify_poll_ms = 500;           // feed and site-health polling once caught up
   // [console]: the web console at /console/ (docs/console.md). tiles_url: a map tile URL
   // template with {z}, {x} and {y} ("" = the map draws without tiles).
   std::string console_tiles_url;

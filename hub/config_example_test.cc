@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "common/config.h"
+#include "hub/notify/webhook.h"
 
 namespace freshsync {
 namespace {
@@ -74,6 +75,50 @@ TEST(HubConfigExampleTest, FanoutAmqpIsOptionalAndValidated) {
     ASSERT_FALSE(bad.ok()) << table;
     EXPECT_NE(bad.status().message().find(key), std::string::npos) << bad.status().message();
   }
+}
+
+// [notify] and [[notify.webhook]] (../shared/design.md "HQ integrations"); the event names and the
+// URL rule are hub::CheckWebhook's, at hubd's start.
+TEST(HubConfigExampleTest, NotifyWebhooksAreValidated) {
+  const std::string base = "listen = \"127.0.0.1:1\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[store]\npath = \"d\"\n";
+  const std::string hook = "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://ops.example/h\"\nsecret = \"s\"\n";
+  auto ok = ParseHubConfig(base + "[notify]\noffline_after_s = 60\nbacklog_age_s = 120\n" + hook +
+                           "events = [\"coldchain.open\", \"site.offline\"]\n"
+                           "[[notify.webhook]]\nname = \"sms\"\nurl = \"http://127.0.0.1:9/sms\"\nsecret = \"t\"\n"
+                           "events = [\"order.refused\"]\nmax_attempts = 3\nca_file = \"ca.pem\"\n");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  ASSERT_EQ(ok->webhooks.size(), 2u);
+  EXPECT_EQ(ok->notify_offline_after_s, 60);
+  EXPECT_EQ(ok->notify_backlog_age_s, 120);
+  EXPECT_EQ(ok->webhooks[0].events, (std::vector<std::string>{"coldchain.open", "site.offline"}));
+  EXPECT_EQ(ok->webhooks[1].max_attempts, 3);
+  EXPECT_EQ(ok->webhooks[1].ca_file, "ca.pem");
+  for (const HubWebhook& h : ok->webhooks) EXPECT_TRUE(hub::CheckWebhook(h).ok()) << hub::CheckWebhook(h).ToString();
+  for (const auto& [table, key] : std::vector<std::pair<std::string, std::string>>{
+           {"[[notify.webhook]]\nname = \"x\"\nurl = \"https://a/\"\nevents = []\n", "secret"},
+           {"[[notify.webhook]]\nname = \"x\"\nurl = \"https://a/\"\nsecret = \"s\"\n", "events"},
+           {hook + "events = [\"site.offline\"]\n" + hook + "events = [\"site.offline\"]\n", "used twice"},
+           {hook + "events = [\"site.offline\"]\nmax_attempts = 0\n", "max_attempts"},
+           {"[notify]\noffline_after_s = 0\n", "notify.offline_after_s"},
+           {"[notify]\nretry_min_ms = 10\nretry_max_ms = 5\n", "notify.retry_min_ms"},
+           {"[notify]\nsms = 1\n", "notify.sms"}}) {
+    auto bad = ParseHubConfig(base + table);
+    ASSERT_FALSE(bad.ok()) << table;
+    EXPECT_NE(bad.status().message().find(key), std::string::npos) << bad.status().message();
+  }
+  HubWebhook h{"ops", "http://ops.example/h", {"coldchain.open"}, "s", "", 10, 60, 1000};
+  EXPECT_NE(hub::CheckWebhook(h).message().find("http:// only"), std::string::npos);  // clear text off this host
+  for (const char* url : {"http://localhost:8080/h", "http://[::1]:80/h", "http://127.0.0.1/h", "https://ops.example/h"}) {
+    h.url = url;
+    EXPECT_TRUE(hub::CheckWebhook(h).ok()) << url;
+  }
+  h.url = "http://127.0.0.1.evil.example/h";
+  EXPECT_FALSE(hub::CheckWebhook(h).ok());
+  h.url = "ftp://a/";
+  EXPECT_FALSE(hub::CheckWebhook(h).ok());
+  h.url = "https://a/";
+  h.events = {"coldchain.opened"};
+  EXPECT_NE(hub::CheckWebhook(h).message().find("unknown event"), std::string::npos);
 }
 
 // [stream] and [customer_stream] (docs/api.md, "GET /v1/stream").

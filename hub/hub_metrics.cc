@@ -4,6 +4,39 @@
 
 namespace freshsync::hub {
 
+void NotifyMetrics::Register(const std::string& webhook) {
+  std::lock_guard<std::mutex> l(mu_);
+  state_.emplace(webhook, State{});
+}
+
+void NotifyMetrics::SetState(const std::string& webhook, bool active, uint64_t dead_pending, double lag_seconds) {
+  std::lock_guard<std::mutex> l(mu_);
+  state_[webhook] = State{active, dead_pending, lag_seconds};
+}
+
+void NotifyMetrics::Write(prometheus::TextWriter& w) const {
+  std::map<std::string, State> state;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    state = state_;
+  }
+  // The families are declared without a webhook too, as the store's error counter is: the
+  // dashboard and the alert rules query them on every hub.
+  delivered_.Write(w, "freshsync_hub_webhook_delivered_total", "Webhook deliveries the receiver answered with 2xx, by event (replays included).");
+  failed_.Write(w, "freshsync_hub_webhook_failed_attempts_total", "Webhook attempts that failed (non-2xx, timeout, connection error); each is retried or dead-lettered.");
+  dead_.Write(w, "freshsync_hub_webhook_dead_letters_total", "Webhook deliveries given up on and put in the dead-letter list (by this replica).");
+  auto gauge = [&](const char* name, const char* help, auto value) {
+    w.Family(name, "gauge", help);
+    for (const auto& [hook, st] : state) w.Sample(name, {{"webhook", hook}}, static_cast<double>(value(st)));
+  };
+  gauge("freshsync_hub_webhook_dead_letters_pending", "Dead letters of the webhook in the store, waiting for a replay (read by the lease holder).",
+        [](const State& st) { return st.dead_pending; });
+  gauge("freshsync_hub_webhook_lag_seconds", "Seconds since the oldest event not yet delivered or dead-lettered was read (0 when caught up).",
+        [](const State& st) { return st.lag_seconds; });
+  gauge("freshsync_hub_webhook_active", "1 on the replica that holds the webhook's lease (exactly one across replicas).",
+        [](const State& st) { return st.active ? 1.0 : 0.0; });
+}
+
 void HubMetrics::Request(std::string_view method, std::string_view route, int status, double seconds) {
   requests_.Add({std::string(method), std::string(route), std::to_string(status)});
   request_seconds_.Observe({std::string(method), std::string(route)}, seconds);
@@ -39,6 +72,7 @@ void HubMetrics::Write(prometheus::TextWriter& w, const std::vector<SiteInfo>* s
   store_seconds_.Write(w, "freshsync_hub_store_duration_seconds", "Store calls, by HubStore operation.");
   store_errors_.Write(w, "freshsync_hub_store_errors_total",
                       "Store calls that failed for a reason other than the caller's input (the caller got 503).");
+  notify.Write(w);
   if (relay.enabled.load(std::memory_order_relaxed)) {
     auto gauge = [&w](const char* name, const char* help, double v) {
       w.Family(name, "gauge", help);

@@ -9,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +35,32 @@ struct RelayMetrics {
   std::atomic<double> lag_seconds{0};         // since the oldest of them was first read
 };
 
+// The webhook notifiers' series (hub/notify/notifier.h), labelled by webhook name; a webhook's
+// gauges appear once its notifier has registered it (Register, before its thread starts).
+class NotifyMetrics {
+ public:
+  void Register(const std::string& webhook);
+  void Delivered(const std::string& webhook, const std::string& event) { delivered_.Add({webhook, event}); }
+  void FailedAttempt(const std::string& webhook) { failed_.Add({webhook}); }
+  void DeadLettered(const std::string& webhook) { dead_.Add({webhook}); }
+  // State of a webhook's notifier: holds the lease, dead letters waiting in the store, and
+  // seconds since the oldest undelivered event of its queue was read (0: caught up).
+  void SetState(const std::string& webhook, bool active, uint64_t dead_pending, double lag_seconds);
+  void Write(prometheus::TextWriter& w) const;
+
+ private:
+  struct State {
+    bool active = false;
+    uint64_t dead_pending = 0;
+    double lag_seconds = 0;
+  };
+  prometheus::LabeledCounters delivered_{{"webhook", "event"}};
+  prometheus::LabeledCounters failed_{{"webhook"}};
+  prometheus::LabeledCounters dead_{{"webhook"}};
+  mutable std::mutex mu_;
+  std::map<std::string, State> state_;
+};
+
 // The downstream logs' series (hub/downstream.h), written by the HQ write routes and the pulls.
 struct DownstreamMetrics {
   std::atomic<uint64_t> appended[8] = {};  // commands appended, by v1::DownKind (repeats not counted)
@@ -45,6 +73,7 @@ class HubMetrics {
  public:
   RelayMetrics relay;
   DownstreamMetrics downstream;
+  NotifyMetrics notify;
   // `route` is the route's template ("/v1/sites/{site}/batches"), never the path itself, so
   // that the series stay few whatever callers send; "unmatched" for a 404 without a route.
   void Request(std::string_view method, std::string_view route, int status, double seconds);

@@ -28,6 +28,8 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/signals.h"
+#include "hub/notify/notifier.h"
+#include "hub/notify/webhook.h"
 #include "hub/relay/amqp_relay.h"
 #include "hub/server.h"
 #include "hub/pg_store.h"
@@ -117,6 +119,14 @@ int main(int argc, char** argv) {
     if (auto s = freshsync::hub::CheckAmqpUrl(config->amqp_url); !s.ok())
       files = freshsync::Status::InvalidArgument("fanout.amqp.url: " + s.message());
   }
+  if (files.ok()) {
+    for (const freshsync::HubWebhook& hook : config->webhooks) {
+      if (auto s = freshsync::hub::CheckWebhook(hook); !s.ok()) {
+        files = s;
+        break;
+      }
+    }
+  }
   if (!files.ok()) {
     std::fprintf(stderr, "hubd: invalid config: %s\n", files.message().c_str());
     return 2;
@@ -191,6 +201,15 @@ int main(int argc, char** argv) {
     relay = std::make_unique<freshsync::hub::AmqpRelay>(relay_options, **store, freshsync::SystemClock(), server.relay_metrics());
     relay->Start();
   }
+  // [[notify.webhook]]: a notifier per webhook on every replica; the store's lease per webhook
+  // lets one of them deliver.
+  freshsync::hub::CurlWebhookPoster poster;
+  std::vector<std::unique_ptr<freshsync::hub::WebhookNotifier>> notifiers;
+  for (auto& options : freshsync::hub::NotifierOptionsFrom(*config)) {
+    notifiers.push_back(std::make_unique<freshsync::hub::WebhookNotifier>(std::move(options), **store, freshsync::SystemClock(),
+                                                                          poster, server.notify_metrics()));
+    notifiers.back()->Start();
+  }
 
   std::mutex stop_mu;
   std::condition_variable stop_cv;
@@ -245,6 +264,7 @@ int main(int argc, char** argv) {
   signal_thread.join();
   if (relay) relay->Stop();  // before the store and the server's metrics go
   upkeep.Stop();
+  for (auto& n : notifiers) n->Stop();
   if (watchdog_thread.joinable()) watchdog_thread.join();
   spdlog::info("hubd stopped");
   return 0;

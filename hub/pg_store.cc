@@ -163,6 +163,14 @@ CREATE TABLE position_chunks_default PARTITION OF position_chunks DEFAULT;
 INSERT INTO position_chunks SELECT * FROM position_chunks_unpartitioned;
 DROP TABLE position_chunks_unpartitioned;
 )sql",
+        // 10: webhook dead letters (as SqliteHubStore's migration 10).
+        R"sql(
+CREATE TABLE webhook_deadletters(
+  id BIGSERIAL PRIMARY KEY, webhook TEXT COLLATE "C" NOT NULL, event TEXT NOT NULL, site TEXT NOT NULL,
+  idem_key TEXT NOT NULL, body TEXT NOT NULL, attempts BIGINT NOT NULL, last_error TEXT NOT NULL,
+  dead_ms BIGINT NOT NULL, replay BIGINT NOT NULL DEFAULT 0, replays BIGINT NOT NULL DEFAULT 0);
+CREATE INDEX webhook_deadletters_by_hook ON webhook_deadletters(webhook, replay, id);
+)sql",
     };
     // Migrations not listed here are the handlers' tables alone: the list is as long as
     // SqliteHubStore's, so a new entity's migration needs no line here.

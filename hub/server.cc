@@ -28,6 +28,7 @@
 #include "hub/downstream.h"
 #include "hub/entity_routes.h"
 #include "hub/hub_metrics.h"
+#include "hub/notify/dead_letters.h"
 #include "hub/record_check.h"
 #include "wire/record_rules.h"
 #include "wire/batch_format.h"
@@ -592,6 +593,63 @@ struct HubServer::Impl {
     AuditPull(*caller, req, 200, rows->size());
   }
 
+  // ---------- webhook dead letters (hub/notify/dead_letters.h), admin ----------
+  static json DeadLetterJson(const WebhookDeadLetter& d) {
+    json j = {{"id", d.id},           {"webhook", d.webhook},       {"event", d.event},
+              {"site", d.site},       {"idempotency_key", d.key},   {"attempts", d.attempts},
+              {"last_error", d.last_error}, {"dead_ms", d.dead_ms}, {"replay_pending", d.replay},
+              {"replays", d.replays}};
+    // The body as the receiver gets it; it is our own JSON, so it parses.
+    j["body"] = json::parse(d.body, nullptr, false);
+    return j;
+  }
+
+  // GET /v1/webhooks/deadletters?webhook=&after=&limit=: oldest first, paged by id.
+  void GetDeadLetters(const http::Request& req, http::Response& res) {
+    auto caller = Authorize(req, res, Role::kAdmin);
+    if (!caller) return;
+    FeedQuery q;
+    if (!QueryOk(res, ParseFeedQuery(req.params, &q))) return AuditPull(*caller, req, 400, 0);
+    const auto hook = req.params.find("webhook");
+    const std::string webhook = hook == req.params.end() ? "" : hook->second;
+    auto rows = TimedStoreCall(metrics, "webhook_deadletters",
+                               [&] { return WebhookDeadLetters(store).List(webhook, q.after, static_cast<int>(q.limit)); });
+    if (!rows.ok()) return SendError(res, 503, rows.status().message());
+    json items = json::array();
+    for (const auto& d : *rows) items.push_back(DeadLetterJson(d));
+    SendJson(res, 200, {{"deadletters", std::move(items)}, {"next", rows->empty() ? q.after : rows->back().id}});
+    AuditPull(*caller, req, 200, rows->size());
+  }
+
+  // POST /v1/webhooks/deadletters/{id}/replay: the webhook's lease holder (any replica) sends it
+  // again, same key and body, within its poll interval.
+  void PostReplayDeadLetter(const http::Request& req, http::Response& res) {
+    auto caller = Authorize(req, res, Role::kAdmin);
+    if (!caller) return;
+    const auto id = ParseU64(req.matches[1]);
+    if (!id) return SendError(res, 400, "id: must be an unsigned integer", "id");
+    auto r = TimedStoreCall(metrics, "webhook_replay", [&] { return WebhookDeadLetters(store).RequestReplay(*id); });
+    if (!r.ok()) return SendError(res, 503, r.status().message());
+    if (!r->has_value()) {
+      SendError(res, 404, "no dead letter " + std::to_string(*id));
+      return AuditEvent({0, 0, "webhook-replay", caller->name, req.path, 0, 0, 0, 404, ""});
+    }
+    SendJson(res, 202, {{"id", *id}, {"webhook", (*r)->webhook}, {"queued", 1}});
+    AuditEvent({0, 0, "webhook-replay", caller->name, req.path, 0, 0, 1, 202, "webhook=" + (*r)->webhook + " key=" + (*r)->key});
+  }
+
+  // POST /v1/webhooks/deadletters/replay?webhook=NAME: every dead letter of the webhook.
+  void PostReplayAllDeadLetters(const http::Request& req, http::Response& res) {
+    auto caller = Authorize(req, res, Role::kAdmin);
+    if (!caller) return;
+    const auto hook = req.params.find("webhook");
+    if (hook == req.params.end() || hook->second.empty()) return SendError(res, 400, "webhook: required", "webhook");
+    auto n = TimedStoreCall(metrics, "webhook_replay", [&] { return WebhookDeadLetters(store).RequestReplayAll(hook->second); });
+    if (!n.ok()) return SendError(res, 503, n.status().message());
+    SendJson(res, 202, {{"webhook", hook->second}, {"queued", *n}});
+    AuditEvent({0, 0, "webhook-replay", caller->name, req.path, 0, 0, *n, 202, "webhook=" + hook->second + " all"});
+  }
+
   // An entity route (hub/entity_routes.h) behind the reader role; every pull is audited with
   // its status and the rows answered.
   void ServeEntity(const EntityRoute& route, const http::Request& req, http::Response& res) {
@@ -975,6 +1033,12 @@ struct HubServer::Impl {
       Get(pattern, [this, route = std::move(route)](const http::Request& req, http::Response& res) { ServeEntity(route, req, res); });
     }
     Get(wire::kAuditPath, [this](const http::Request& req, http::Response& res) { GetAudit(req, res); });
+    Get(wire::kWebhookDeadlettersPath, [this](const http::Request& req, http::Response& res) { GetDeadLetters(req, res); });
+    Post(std::string(wire::kWebhookDeadlettersPath) + wire::kReplaySuffix,
+         [this](const http::Request& req, http::Response& res) { PostReplayAllDeadLetters(req, res); });
+    Post(std::string(wire::kWebhookDeadlettersPath) + "/([0-9]+)" + wire::kReplaySuffix,
+         [this](const http::Request& req, http::Response& res) { PostReplayDeadLetter(req, res); });
+    routes.back().name = std::string(wire::kWebhookDeadlettersPath) + "/{id}" + wire::kReplaySuffix;
     // The web console's static files (hub/console.h): no token, no store, so on the I/O thread.
     // Its data calls go to the routes above with the bearer token.
     Get(std::string(kConsolePath) + "(/.*)?", [this](const http::Request& req, http::Response& res) {
@@ -1080,6 +1144,7 @@ void HubServer::ReloadTokens(const std::vector<HubToken>& tokens) {
 }
 
 RelayMetrics& HubServer::relay_metrics() { return impl_->metrics.relay; }
+NotifyMetrics& HubServer::notify_metrics() { return impl_->metrics.notify; }
 
 void HubServer::Stop() {
   // Streams first: the transport's drain waits for requests in flight, which a stream is.

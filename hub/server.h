@@ -56,6 +56,8 @@ class HubServer {
   void ReloadTokens(const std::vector<HubToken>& tokens);
   // The relay's series in this server's /metrics (hub/relay/amqp_relay.h writes them).
   RelayMetrics& relay_metrics();
+  // The webhook notifiers' series (hub/notify/notifier.h writes them).
+  NotifyMetrics& notify_metrics();
 
  private:
   struct Impl;

@@ -260,6 +260,23 @@ INSERT INTO down_current(site, kind, version, body, updated_ms)
 )sql",
       // 9: PostgreSQL partitions position_chunks by day; SQLite keeps its one table.
       "",
+      // 10: webhook deliveries given up on (hub/notify/dead_letters.h): what an admin lists and
+      // replays. `replay` 1: asked for and not yet done by the webhook's lease holder.
+      R"sql(
+CREATE TABLE webhook_deadletters(
+  id         INTEGER PRIMARY KEY,
+  webhook    TEXT    NOT NULL,
+  event      TEXT    NOT NULL,
+  site       TEXT    NOT NULL,
+  idem_key   TEXT    NOT NULL,
+  body       TEXT    NOT NULL,
+  attempts   INTEGER NOT NULL,
+  last_error TEXT    NOT NULL,
+  dead_ms    INTEGER NOT NULL,
+  replay     INTEGER NOT NULL DEFAULT 0,
+  replays    INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX webhook_deadletters_by_hook ON webhook_deadletters(webhook, replay, id);
+)sql",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).

@@ -20,6 +20,7 @@
 #include "wire/digest.h"
 #include "hub/downstream_log.h"
 #include "hub/entity_routes.h"
+#include "hub/notify/dead_letters.h"
 #include "hub/position_chunk.h"
 #include "tests/support/harness.h"
 #include "tests/support/postgres.h"
@@ -307,6 +308,70 @@ TEST_P(HubStoreContractTest, RelayCursorIsKeptPerName) {
   Reopen();
   EXPECT_EQ(*store_->RelayCursor("amqp"), 57u);
   EXPECT_EQ(*store_->RelayCursor("other"), 3u);
+}
+
+// Webhook dead letters (hub/notify/dead_letters.h): listed per webhook in id order, paged by
+// id; a replay marks one row or all of a webhook's, a delivered replay deletes the row, a
+// failed one puts it back unmarked with the new error. Durable across a reopen.
+TEST_P(HubStoreContractTest, WebhookDeadLettersListReplayAndDeliver) {
+  WebhookDeadLetters dl(*store_);
+  auto letter = [](const std::string& hook, const std::string& key) {
+    WebhookDeadLetter d;
+    d.webhook = hook;
+    d.event = "coldchain.open";
+    d.site = "a";
+    d.key = key;
+    d.body = "{\"event\":\"coldchain.open\",\"key\":\"" + key + "\"}";
+    d.attempts = 5;
+    d.last_error = "HTTP 500";
+    d.dead_ms = 1000;
+    return d;
+  };
+  ASSERT_TRUE(dl.Add(letter("ops", "a:1")).ok());
+  ASSERT_TRUE(dl.Add(letter("sms", "a:2")).ok());
+  ASSERT_TRUE(dl.Add(letter("ops", "a:3")).ok());
+  Reopen();
+  WebhookDeadLetters again(*store_);
+  auto ops = again.List("ops", 0, 10);
+  ASSERT_TRUE(ops.ok()) << ops.status().ToString();
+  ASSERT_EQ(ops->size(), 2u);
+  EXPECT_EQ((*ops)[0].key, "a:1");
+  EXPECT_EQ((*ops)[1].key, "a:3");
+  EXPECT_EQ((*ops)[0].body, letter("ops", "a:1").body);
+  EXPECT_EQ((*ops)[0].attempts, 5);
+  EXPECT_EQ((*ops)[0].last_error, "HTTP 500");
+  EXPECT_FALSE((*ops)[0].replay);
+  EXPECT_LT((*ops)[0].id, (*ops)[1].id);
+  EXPECT_EQ(again.List("", 0, 10)->size(), 3u);
+  EXPECT_EQ(again.List("", 0, 1)->size(), 1u);
+  auto after = again.List("ops", (*ops)[0].id, 10);
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_EQ((*after)[0].key, "a:3");
+  EXPECT_EQ(*again.Count("ops"), 2u);
+
+  auto none = again.RequestReplay(999999);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  auto one = again.RequestReplay((*ops)[0].id);
+  ASSERT_TRUE(one.ok() && one->has_value());
+  EXPECT_EQ((*one)->webhook, "ops");
+  EXPECT_EQ(*again.RequestReplayAll("ops"), 1u);  // a:3; a:1 is marked already
+  EXPECT_EQ(*again.RequestReplayAll("ops"), 0u);
+  auto replays = again.Replays("ops", 10);
+  ASSERT_EQ(replays->size(), 2u);
+  EXPECT_TRUE(again.Replays("sms", 10)->empty());
+
+  ASSERT_TRUE(again.Delivered((*replays)[0].id).ok());
+  ASSERT_TRUE(again.FailedAgain((*replays)[1].id, 8, "timeout", 2000).ok());
+  auto left = again.List("ops", 0, 10);
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].key, "a:3");
+  EXPECT_FALSE((*left)[0].replay);
+  EXPECT_EQ((*left)[0].replays, 1);
+  EXPECT_EQ((*left)[0].attempts, 8);
+  EXPECT_EQ((*left)[0].last_error, "timeout");
+  EXPECT_EQ((*left)[0].dead_ms, 2000);
+  EXPECT_TRUE(again.Replays("ops", 10)->empty());
 }
 
 TEST_P(HubStoreContractTest, DuplicatesAreAcknowledgedAndAppliedOnce) {
@@ -1246,7 +1311,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 9);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 10);
 }
 
 // A store from before migration 8 holds HQ's fences and rules only in the log: the migration

@@ -1,12 +1,11 @@
 #include "hub/stream_token.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <optional>
 
 #include "hub/query.h"
+#include "wire/digest.h"
 
 namespace freshsync::hub {
 namespace {
@@ -38,13 +37,7 @@ std::optional<std::string> Base64UrlDecode(std::string_view s) {
   return out;
 }
 
-std::string Mac(std::string_view key, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-       data.size(), out, &len);
-  return std::string(reinterpret_cast<const char*>(out), len);
-}
+std::string Mac(std::string_view key, std::string_view data) { return digest::HmacSha256(key, data); }
 
 }  // namespace
 

@@ -1,6 +1,7 @@
 #include "wire/digest.h"
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 
 namespace freshsync::digest {
@@ -185,6 +186,14 @@ std::string Sha256Hex(std::string_view data) {
     out.push_back(hex[md[i] & 0xF]);
   }
   return out;
+}
+
+std::string HmacSha256(std::string_view key, std::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+       data.size(), out, &len);
+  return std::string(reinterpret_cast<const char*>(out), len);
 }
 
 }  // namespace freshsync::digest

@@ -151,4 +151,8 @@ std::string Hex(std::string_view bytes);
 // Lower-case hex of SHA-256(data). Used for bearer tokens as well.
 std::string Sha256Hex(std::string_view data);
 
+// HMAC-SHA256(key, data), 32 raw bytes: customer stream tokens (hub/stream_token.h) and the
+// webhook signature (hub/notify/webhook.h).
+std::string HmacSha256(std::string_view key, std::string_view data);
+
 }  // namespace freshsync::digest

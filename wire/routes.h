@@ -44,6 +44,10 @@ inline constexpr char kCatalogPath[] = "/v1/catalog";                  // GET (H
 // HQ routes without a site.
 inline constexpr char kChangesPath[] = "/v1/changes";
 inline constexpr char kAuditPath[] = "/v1/audit";
+// Webhook dead letters (admin; docs/api.md "Webhooks"): GET ?webhook=&after=&limit= lists them,
+// POST {path}/{id}/replay replays one, POST {path}/replay?webhook=NAME all of a webhook's.
+inline constexpr char kWebhookDeadlettersPath[] = "/v1/webhooks/deadletters";
+inline constexpr char kReplaySuffix[] = "/replay";
 // Live streams (server-sent events): the feed for HQ; one order's status for its customer,
 // /v1/orders/{order_id}/stream, behind a token from POST /v1/orders/{order_id}/stream-token.
 inline constexpr char kStreamPath[] = "/v1/stream";

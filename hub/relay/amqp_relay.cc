@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "hub/codec.h"
+#include "hub/feed_lease.h"
 
 namespace freshsync::hub {
 namespace {
@@ -39,12 +40,6 @@ std::string ReplyError(const amqp_rpc_reply_t& r, const char* what) {
   }
   // The rest are rabbitmq-c's own failures (socket, timeout, protocol).
   return std::string(what) + ": " + amqp_error_string2(client_status);
-}
-
-std::string DefaultHolder() {
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
-  return std::string(host) + ":" + std::to_string(getpid());
 }
 
 }  // namespace
@@ -172,7 +167,7 @@ struct AmqpRelay::Conn {
 
 AmqpRelay::AmqpRelay(AmqpRelayOptions options, HubStore& store, Clock& clock, RelayMetrics& metrics)
     : options_(std::move(options)), store_(store), clock_(clock), metrics_(metrics) {
-  if (options_.holder.empty()) options_.holder = DefaultHolder();
+  if (options_.holder.empty()) options_.holder = DefaultLeaseHolder();
   metrics_.enabled = true;
 }
 
@@ -216,8 +211,8 @@ void AmqpRelay::Run() {
     conn.reset();
     metrics_.connected = false;
   };
-  bool active = false;
-  int64_t renewed_ms = 0;   // monotonic
+  FeedLease lease(store_, clock_, options_.name, options_.holder, options_.lease_ttl_ms);
+  bool have_cursor = false;   // read from the store since the lease was taken
   int64_t pending_since = 0;  // monotonic ms when the oldest unconfirmed item was first read; 0: none
   uint64_t cursor = 0;
   while (true) {
@@ -226,32 +221,31 @@ void AmqpRelay::Run() {
       if (stopping_) break;
     }
     const int64_t mono = clock_.MonotonicMs();
-    if (!active || mono - renewed_ms >= options_.lease_ttl_ms / 3) {
-      auto held = store_.HoldLease(options_.name, options_.holder, clock_.NowMs(), options_.lease_ttl_ms);
-      if (!held.ok() || !*held) {
-        if (active) spdlog::warn("relay {}: lease lost ({}); stopping publishing", options_.name,
-                                 held.ok() ? "held by another replica" : held.status().ToString());
-        active = false;
-        metrics_.active = false;
-        disconnect();
-        if (!held.ok() ? !back_off() : !Sleep(options_.lease_ttl_ms / 3)) break;
+    const bool was_active = lease.held();
+    const FeedLease::Outcome held = lease.Keep();
+    if (held == FeedLease::Outcome::kOther || held == FeedLease::Outcome::kError) {
+      if (was_active) spdlog::warn("relay {}: lease lost ({}); stopping publishing", options_.name,
+                                   held == FeedLease::Outcome::kOther ? "held by another replica" : lease.error().ToString());
+      have_cursor = false;
+      metrics_.active = false;
+      disconnect();
+      if (held == FeedLease::Outcome::kError ? !back_off() : !Sleep(lease.RetryMs())) break;
+      continue;
+    }
+    if (held == FeedLease::Outcome::kTaken) have_cursor = false;
+    if (!have_cursor) {
+      // The previous holder may have moved the cursor: start from the store's.
+      auto c = store_.RelayCursor(options_.name);
+      if (!c.ok()) {
+        spdlog::warn("relay {}: read cursor: {}", options_.name, c.status().ToString());
+        if (!back_off()) break;
         continue;
       }
-      if (!active) {
-        // The previous holder may have moved the cursor: start from the store's.
-        auto c = store_.RelayCursor(options_.name);
-        if (!c.ok()) {
-          spdlog::warn("relay {}: read cursor: {}", options_.name, c.status().ToString());
-          if (!back_off()) break;
-          continue;
-        }
-        cursor = *c;
-        spdlog::info("relay {}: lease taken by {}, from cursor {}", options_.name, options_.holder, cursor);
-        active = true;
-        metrics_.active = true;
-        metrics_.cursor = cursor;
-      }
-      renewed_ms = mono;
+      cursor = *c;
+      spdlog::info("relay {}: lease taken by {}, from cursor {}", options_.name, options_.holder, cursor);
+      have_cursor = true;
+      metrics_.active = true;
+      metrics_.cursor = cursor;
     }
     if (!conn) {
       auto fresh = std::make_unique<Conn>();
@@ -306,7 +300,7 @@ void AmqpRelay::Run() {
   disconnect();
   metrics_.active = false;
   // Hand the lease back (expires now) so that another replica need not wait out the ttl.
-  if (active) (void)store_.HoldLease(options_.name, options_.holder, clock_.NowMs(), 0);
+  lease.Release();
 }
 
 }  // namespace freshsync::hub

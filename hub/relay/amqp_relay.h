@@ -15,7 +15,7 @@
 // message_id and body. Consumers deduplicate on message_id.
 //
 // One relay is active across the hub replicas that share a store: the relay publishes only
-// while it holds the store's lease `name` (HubStore::HoldLease), renewed every ttl/3; a replica
+// while it holds the store's lease `name` (hub/feed_lease.h, as each webhook notifier does), renewed every ttl/3; a replica
 // that cannot renew it stops publishing and disconnects, and another takes over once it expires.
 //
 // Thread-safety: Start() and Stop() from one thread; the relay runs on its own thread and

@@ -111,7 +111,7 @@ TEST_F(PrometheusScrapeTest, EverySeriesTheDashboardAndRulesQueryIsExported) {
         int evaluated = 0;
         for (const auto& g : rules["data"]["groups"])
           for (const auto& r : g["rules"]) evaluated += r["health"] == "ok";
-        return evaluated == 7;
+        return evaluated == 8;
       },
       std::chrono::seconds(30)))
       << Api("/api/v1/rules").dump(1);
