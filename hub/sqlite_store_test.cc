@@ -1335,9 +1335,10 @@ TEST_F(SqliteHubStoreTest, MigrationEightKeepsTheCurrentFencesStillInTheLog) {
     ASSERT_TRUE(log.AppendVersioned("a", rules, "r1", [](v1::DownCommand& c, uint64_t v) { c.mutable_rules()->set_version(v); }).ok());
   }
   store_.reset();
-  // Back to version 7: the table gone, and one site's command trimmed as retention would.
+  // Back to version 7: the tables of later migrations gone, and one site's command trimmed as
+  // retention would.
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("hub.db") +
-                                            "' 'DROP TABLE down_current; DELETE FROM down_commands WHERE site <> (SELECT min(site) FROM down_lanes); "
+                                            "' 'DROP TABLE down_current; DROP TABLE webhook_deadletters; DELETE FROM down_commands WHERE site <> (SELECT min(site) FROM down_lanes); "
                                             "PRAGMA user_version = 7'"));
   Reopen();
   DownstreamLog log(*store_);
