@@ -235,6 +235,9 @@ CREATE TABLE catalog_items(
 )sql",
       // 7: escrow allotments per (site, sku) (the handler's escrow only; docs/escrow.md).
       "",
+      // 8: the cold-chain audit chain's links, seals and pinned keys (the handler's only;
+      // hub/entity_routes.cc ColdchainHandler, docs/formats.md "Cold-chain audit chain").
+      "",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).
