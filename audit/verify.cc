@@ -59,7 +59,7 @@ bool ChainVerifier::AddThinned(uint64_t index, uint64_t seq, std::string_view ch
 }
 
 bool ChainVerifier::AddMissing(uint64_t index, uint64_t seq) {
-  return Fail(index, seq, "link " + std::to_string(index) + ": its reading is gone from the site store (deleted, not thinned)");
+  return Fail(index, seq, "its reading is gone from the site store (deleted, not thinned)");
 }
 
 bool ChainVerifier::AddSeal(const v1::ColdchainSeal& seal, uint64_t seq) {

@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <ctime>
 #include <cmath>
+#include <cstdint>
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <sstream>
 
@@ -38,7 +40,8 @@ std::string IsoTime(int64_t ms) {
 
 // Epoch milliseconds or RFC 3339, as the hub's range queries take them.
 std::optional<int64_t> ParseTime(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos) return std::stoll(s);
+  if (!s.empty() && s.size() <= 18 && s.find_first_not_of("0123456789") == std::string::npos) return std::stoll(s);
+  if (s == "9223372036854775807") return INT64_MAX;  // the default --to: the end of time
   auto t = freshsync::wire::ParseRfc3339(s);
   if (!t.ok()) return std::nullopt;
   return *t;

@@ -9,6 +9,7 @@
 #include "audit/chain.h"
 #include "audit/verify.h"
 #include "hub/escrow.h"
+#include "wire/routes.h"
 
 namespace freshsync::hub {
 
@@ -524,7 +525,7 @@ CREATE TABLE escrow(
 // the answer names the pinned key's fingerprint so HQ can compare it with `edgectl audit-key`.
 struct ColdchainHandler {
   using Reply = v1::ColdchainVerifyReply;
-  static std::string Path() { return "/coldchain/verify"; }
+  static std::string Path() { return wire::kColdchainVerifySuffix; }
   struct Query {
     std::string sensor;
     RangeQuery range;

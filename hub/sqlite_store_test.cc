@@ -1236,7 +1236,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 7);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 8);
 }
 
 TEST_F(SqliteHubStoreTest, MigrationTwoMovesPositionRowsIntoChunks) {
