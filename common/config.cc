@@ -327,6 +327,12 @@ Result<EdgeConfig> ParseEdgeConfig(std::string_view text, std::string_view sourc
     r.RejectUnknown();
     root.Absorb(r);
   }
+  if (const toml::table* t = root.Table("audit")) {
+    TableReader r(*t, "audit");
+    r.Get("signing_key_file", c.audit_signing_key_file);
+    r.RejectUnknown();
+    root.Absorb(r);
+  }
   root.RejectUnknown();
   if (!root.error().empty()) return Status::InvalidArgument(root.error());
 

@@ -106,6 +106,9 @@ struct EdgeConfig {
   std::string log_level = "info";
   std::string privacy_key_file;   // key for customer data at rest (new data is sealed with it)
   std::vector<std::string> privacy_old_key_files;  // earlier keys, to open data not yet re-sealed
+  // [audit] signing_key_file: the site's Ed25519 key that seals the cold-chain audit chain
+  // (audit/chain.h), created 0600 at the first start; "" = the chain is kept but not sealed.
+  std::string audit_signing_key_file;
   int max_clock_skew_s = 0;       // 0: accept any device timestamp
 };
 

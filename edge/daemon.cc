@@ -97,6 +97,13 @@ Status EdgeDaemon::Start() {
   so.durability = config_.store.durability;
   so.busy_timeout_ms = config_.store.busy_timeout_ms;
   so.sealer = sealer_;
+  if (!config_.audit_signing_key_file.empty()) {
+    // Created at the first start (0600), as the chain's seals need it from the first hour on.
+    auto key = audit::SigningKey::LoadOrCreate(config_.audit_signing_key_file);
+    if (!key.ok()) return fail(2, "audit", key.status());
+    spdlog::info("audit: cold-chain seals signed with {}", audit::Fingerprint(key->public_key()));
+    so.signing_key = std::move(*key);
+  }
   so.topic_root = config_.mqtt.topic_root;  // for the store's own notices (refused orders)
   auto store = EdgeStore::Open(so);
   if (!store.ok()) return fail(1, "store", store.status());

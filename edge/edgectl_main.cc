@@ -1,21 +1,29 @@
 // edgectl: operator tool for a site store: status, backlog, dead letters (list, show, replay), backup,
-// restore, verify, reconcile, rotate-key. Thin main; the work is in edge/admin.h and
-// edge/key_rotation.h, and every read of the store goes through edge/store_reader.h.
+// restore, verify, reconcile, rotate-key, and the cold-chain audit: audit-key, export-coldchain,
+// verify-coldchain (the auditor's offline check; it needs no config). Thin main; the work is in
+// edge/admin.h, edge/key_rotation.h and audit/export.h, and every read of the store goes
+// through edge/store_reader.h.
 #include <algorithm>
 #include <cstdlib>
 #include <ctime>
 #include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <optional>
 #include <iostream>
+#include <sstream>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "audit/export.h"
 #include "common/config.h"
 #include "edge/admin.h"
 #include "edge/disk_quota.h"
 #include "edge/key_rotation.h"
 #include "privacy/sealer.h"
 #include "edge/store_reader.h"
+#include "wire/rfc3339.h"
 
 namespace {
 
@@ -30,12 +38,21 @@ std::string IsoTime(int64_t ms) {
   return out;
 }
 
+// Epoch milliseconds or RFC 3339, as the hub's range queries take them.
+std::optional<int64_t> ParseTime(const std::string& s) {
+  if (!s.empty() && s.size() <= 18 && s.find_first_not_of("0123456789") == std::string::npos) return std::stoll(s);
+  if (s == "9223372036854775807") return INT64_MAX;  // the default --to: the end of time
+  auto t = freshsync::wire::ParseRfc3339(s);
+  if (!t.ok()) return std::nullopt;
+  return *t;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"edgectl: inspect a FreshSync site store"};
   std::string config_path;
-  app.add_option("--config", config_path, "edged TOML config file")->required();
+  app.add_option("--config", config_path, "edged TOML config file (every command but verify-coldchain)");
   app.require_subcommand(1);
   bool status_json = false;
   auto* status = app.add_subcommand("status", "site, link, dead letters and outbox backlog");
@@ -74,8 +91,49 @@ int main(int argc, char** argv) {
       "exit 0 when no row needs an old key any more");
   rotate->add_option("--batch", rotate_batch, "rows per transaction (default 500)")->check(CLI::Range(1, 100000));
   rotate->add_flag("--json", rotate_json, "machine-readable output");
+  bool key_pem = false;
+  auto* audit_key = app.add_subcommand("audit-key", "the site's cold-chain signing key: public key (hex) and fingerprint");
+  audit_key->add_flag("--pem", key_pem, "the public key as PEM, for openssl pkeyutl -verify");
+  std::string ex_sensor, ex_from = "0", ex_to = "9223372036854775807", ex_out;
+  auto* export_cc = app.add_subcommand(
+      "export-coldchain", "a sensor's cold-chain audit chain (readings, alerts, seals) as a signed CSV (docs/formats.md)");
+  export_cc->add_option("--sensor", ex_sensor, "sensor id")->required();
+  export_cc->add_option("--from", ex_from, "device time, epoch ms or RFC 3339 (default: the beginning)");
+  export_cc->add_option("--to", ex_to, "device time, epoch ms or RFC 3339 (default: the end)");
+  export_cc->add_option("--out", ex_out, "output file")->required();
+  std::string vc_file, vc_key;
+  auto* verify_cc = app.add_subcommand(
+      "verify-coldchain", "check a cold-chain export offline: its signature, every link and seal; exit 0 sound, 1 not");
+  verify_cc->add_option("FILE", vc_file, "the export")->required();
+  verify_cc->add_option("--key", vc_key, "the site's public key, 64 hex digits (edgectl audit-key)")->required();
   CLI11_PARSE(app, argc, argv);
 
+  if (verify_cc->parsed()) {
+    auto pk = freshsync::audit::FromHex(vc_key);
+    if (!pk.ok() || pk->size() != freshsync::audit::kPublicKeyBytes) {
+      std::cerr << "edgectl: verify-coldchain: --key must be 64 hex digits\n";
+      return 2;
+    }
+    std::ifstream in(vc_file, std::ios::binary);
+    if (!in) {
+      std::cerr << "edgectl: verify-coldchain: cannot open " << vc_file << "\n";
+      return 2;
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    const auto c = freshsync::audit::VerifyExport(text.str(), *pk);
+    if (!c.ok) {
+      std::cout << "NOT OK: " << c.error << "\n";
+      return 1;
+    }
+    std::cout << "ok: site " << c.site << ", sensor " << c.sensor << ", " << c.links << " links (" << c.thinned
+              << " thinned at the site), " << c.seals << " seals, key " << c.key_fingerprint << "\n";
+    return 0;
+  }
+  if (config_path.empty()) {
+    std::cerr << "edgectl: --config is required\n";
+    return 2;
+  }
   auto config = freshsync::LoadEdgeConfig(config_path);
   if (!config.ok()) {
     std::cerr << "edgectl: invalid config: " << config.status().message() << "\n";
@@ -163,6 +221,53 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::string& db = config->store.path;
+  if (audit_key->parsed() || export_cc->parsed()) {
+    if (config->audit_signing_key_file.empty()) {
+      std::cerr << "edgectl: no [audit] signing_key_file in the config\n";
+      return 2;
+    }
+    auto key = freshsync::audit::SigningKey::Load(config->audit_signing_key_file);
+    if (!key.ok()) {
+      std::cerr << "edgectl: " << key.status().message() << "\n";
+      return 2;
+    }
+    if (audit_key->parsed()) {
+      if (key_pem) std::cout << freshsync::audit::PublicKeyPem(key->public_key());
+      else
+        std::cout << freshsync::audit::Hex(key->public_key()) << " " << freshsync::audit::Fingerprint(key->public_key())
+                  << "\n";
+      return 0;
+    }
+    const auto from = ParseTime(ex_from), to = ParseTime(ex_to);
+    if (!from || !to || *to < *from) {
+      std::cerr << "edgectl: export-coldchain: --from/--to must be epoch ms or RFC 3339, from <= to\n";
+      return 2;
+    }
+    auto reader = freshsync::edge::StoreReader::Open(db, 2000);
+    if (!reader.ok()) {
+      std::cerr << "edgectl: " << reader.status().message() << "\n";
+      return 1;
+    }
+    freshsync::audit::ExportHeader header;
+    std::vector<freshsync::audit::ExportItem> items;
+    if (auto st = reader->ColdchainExport(ex_sensor, *from, *to, &header, &items); !st.ok()) {
+      std::cerr << "edgectl: export-coldchain: " << st.ToString() << "\n";
+      return 1;
+    }
+    header.site = config->site;
+    std::ofstream out(ex_out, std::ios::binary | std::ios::trunc);
+    out << freshsync::audit::WriteExport(header, items, *key);
+    out.close();
+    if (!out) {
+      std::cerr << "edgectl: export-coldchain: cannot write " << ex_out << "\n";
+      return 1;
+    }
+    size_t links = 0;
+    for (const auto& it : items) links += it.is_seal ? 0 : 1;
+    std::cout << "exported " << links << " links and " << items.size() - links << " seals of " << ex_sensor << " to "
+              << ex_out << "\n";
+    return 0;
+  }
   if (rotate->parsed()) {
     const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
     const std::string current = freshsync::Sealer::ResolveKeyPath(config->privacy_key_file, creds);

@@ -222,6 +222,42 @@ CREATE TABLE escrow(
 ) WITHOUT ROWID;
 )sql";
 
+// Cold-chain audit chain (docs/formats.md, "Cold-chain audit chain"; audit/chain.h), written by
+// the OutboxWriter in the transaction of each CLIMATE or COLDCHAIN_ALERT record of a sensor.
+// coldchain_heads: per sensor the last link (index, hash, ts) and the last sealed index.
+// coldchain_links: one compact row per link, which the disk quota never deletes: a reading's
+// content is its climate_readings row (outbox_seq = seq), which the quota may thin (thinned =
+// 1, set in the same transaction); an alert's is kept here (the serialized ColdchainAlert).
+// coldchain_seals: the signed seals (serialized ColdchainSeal), for the export.
+static const char* kColdchainChain = R"sql(
+CREATE TABLE coldchain_heads(
+  sensor       TEXT    PRIMARY KEY,
+  last_index   INTEGER NOT NULL,
+  last_hash    BLOB    NOT NULL,
+  last_ts_ms   INTEGER NOT NULL,
+  sealed_index INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE coldchain_links(
+  sensor     TEXT    NOT NULL,
+  idx        INTEGER NOT NULL,
+  seq        INTEGER NOT NULL,
+  ts_ms      INTEGER NOT NULL,
+  chain_prev BLOB    NOT NULL,
+  chain_hash BLOB    NOT NULL,
+  alert      BLOB,
+  thinned    INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (sensor, idx)
+) WITHOUT ROWID;
+CREATE INDEX coldchain_links_by_seq ON coldchain_links(seq);
+CREATE TABLE coldchain_seals(
+  sensor     TEXT    NOT NULL,
+  last_index INTEGER NOT NULL,
+  seq        INTEGER NOT NULL,
+  seal       BLOB    NOT NULL,
+  PRIMARY KEY (sensor, last_index)
+) WITHOUT ROWID;
+)sql";
+
 const std::vector<sqlite::Migration>& StoreMigrations() {
   using sqlite::MigrationStep;
   static const std::vector<sqlite::Migration> migrations = {
@@ -233,6 +269,7 @@ const std::vector<sqlite::Migration>& StoreMigrations() {
       {6, "dock_scans: pallet scans at dock doors", {MigrationStep::Sql(kV6)}},
       {7, "downstream: down_applied, catalog, hq_rule_sets; orders.reason and down_seq", {MigrationStep::Sql(kV7)}},
       {8, "escrow: allotments HQ may sell while the site is offline", {MigrationStep::Sql(kV8)}},
+      {9, "cold-chain audit chain: coldchain_heads, coldchain_links, coldchain_seals", {MigrationStep::Sql(kColdchainChain)}},
   };
   return migrations;
 }

@@ -13,6 +13,12 @@
 //            with its own clock, still issue hlc in seq order. That is what lets Open()
 //            recover the last value from the newest rows by seq instead of a MAX(hlc) scan of
 //            the whole outbox (seconds with 10M rows; docs/benchmarks.md).
+//   chain    a CLIMATE or COLDCHAIN_ALERT record of a named sensor is the next link of that
+//            sensor's cold-chain audit chain (audit/chain.h): Append sets its chain_index,
+//            chain_prev and chain_hash and writes coldchain_heads/coldchain_links in the same
+//            transaction. When the link's hour (ts_ms / 1 h) is past the hour of the sensor's
+//            last link and a signing key is set, a COLDCHAIN_SEAL record of the links not yet
+//            sealed is appended first (docs/formats.md, "Cold-chain audit chain").
 //
 // Thread-safety: as its connection, one thread at a time.
 #pragma once
@@ -27,6 +33,9 @@
 
 namespace freshsync::v1 {
 class ChangeRecord;
+}
+namespace freshsync::audit {
+class SigningKey;
 }
 
 namespace freshsync::edge {
@@ -74,12 +83,22 @@ class OutboxWriter {
 
   uint64_t last_hlc() const { return hlc_.Last(); }
 
+  // The site's key for the chain's hourly seals (not owned; outlives the writer). nullptr: the
+  // chain is kept, nothing is sealed.
+  void SetSigningKey(const audit::SigningKey* key) { signing_key_ = key; }
+
  private:
   OutboxWriter(sqlite3* db, Clock& clock) : db_(db), hlc_(clock) {}
+  // The record as the next link of its sensor's chain (see "chain" above).
+  Status Chain(const std::string& sensor, v1::ChangeRecord& record, int64_t now_ms);
+  // One COLDCHAIN_SEAL record of links sealed_index+1..last_index of `sensor`.
+  Status Seal(const std::string& sensor, uint64_t first, uint64_t last, const std::string& last_hash, int64_t now_ms);
 
   sqlite3* db_;
   HybridLogicalClock hlc_;
   sqlite::Stmt version_, next_seq_stmt_, insert_, hlc_save_;
+  sqlite::Stmt head_get_, head_put_, link_put_, link_range_, seal_put_;
+  const audit::SigningKey* signing_key_ = nullptr;
   int64_t next_seq_ = 0;  // next seq within the open transaction; 0: read it
   bool appended_ = false;
   int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write

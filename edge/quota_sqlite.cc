@@ -243,7 +243,9 @@ class SqliteQuotaStore final : public QuotaStore {
   // Runs `each` (a DELETE with ?1/?2 = the marks read inside the transaction, ?3 = one key)
   // for every key in one short write transaction; `done` (may be null) runs last with ?3 =
   // the highest key deleted. Returns the rows deleted.
-  Result<int64_t> DeleteEach(const std::string& each, const std::vector<int64_t>& keys, const char* done = nullptr) {
+  // `before` (may be null) runs with the same parameters ahead of `each`, for every key.
+  Result<int64_t> DeleteEach(const std::string& each, const std::vector<int64_t>& keys, const char* done = nullptr,
+                             const char* before = nullptr) {
     if (keys.empty()) return int64_t{0};
     if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
     auto fail = [&](const char* what) -> Result<int64_t> {
@@ -270,6 +272,7 @@ class SqliteQuotaStore final : public QuotaStore {
       return ok;
     };
     int64_t n = 0;
+    if (before != nullptr && !run(before, keys, nullptr)) return fail("before delete");
     if (!run(each.c_str(), keys, &n)) return fail("delete");
     if (done != nullptr && n > 0 && !run(done, {*std::max_element(keys.begin(), keys.end())}, nullptr)) return fail("mark");
     if (Status s = Exec("COMMIT"); !s.ok()) {
@@ -280,7 +283,13 @@ class SqliteQuotaStore final : public QuotaStore {
   }
 
   Result<int64_t> DeleteRows(const std::string& table, const std::vector<int64_t>& rowids) {
-    return DeleteEach("DELETE FROM " + table + " WHERE rowid = ?3 AND " + Acked(table), rowids);
+    // A thinned reading stays a link of its sensor's cold-chain audit chain (edge/migrations.cc,
+    // coldchain_links): marked in the same transaction, so the export says where the site
+    // thinned and carries the chain on with the link's hash; the hub holds the whole reading.
+    static const std::string thin_links = "UPDATE coldchain_links SET thinned = 1 WHERE seq = (SELECT outbox_seq FROM "
+                                          "climate_readings WHERE rowid = ?3 AND " + Acked("climate_readings") + ")";
+    return DeleteEach("DELETE FROM " + table + " WHERE rowid = ?3 AND " + Acked(table), rowids, nullptr,
+                      table == "climate_readings" ? thin_links.c_str() : nullptr);
   }
 
   // sync_state.quota_dropped_upto marks the highest seq dropped, in the same transaction:

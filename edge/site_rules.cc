@@ -87,6 +87,11 @@ class SiteRules::Statements {
         {"SELECT engine, entity, blob FROM rule_state ORDER BY engine, entity", &all_},
         {"INSERT OR REPLACE INTO climate_rollups(sensor, minute_ms, count, min_c, avg_c, max_c) VALUES (?1,?2,?3,?4,?5,?6)",
          &rollup_},
+        // A trimmed reading stays a link of the cold-chain audit chain, marked as the disk
+        // quota marks what it thins (edge/migrations.cc, coldchain_links).
+        {"UPDATE coldchain_links SET thinned = 1 WHERE seq IN "
+         "(SELECT outbox_seq FROM climate_readings WHERE sensor = ?1 AND ts_ms < ?2)",
+         &thin_links_},
         {"DELETE FROM climate_readings WHERE sensor = ?1 AND ts_ms < ?2", &trim_raw_},
         {"DELETE FROM climate_rollups WHERE sensor = ?1 AND minute_ms < ?2", &trim_rollups_},
     });
@@ -99,7 +104,7 @@ class SiteRules::Statements {
   }
 
   sqlite3* db_;
-  sqlite::Stmt put_, get_, all_, rollup_, trim_raw_, trim_rollups_;
+  sqlite::Stmt put_, get_, all_, rollup_, thin_links_, trim_raw_, trim_rollups_;
 };
 
 Status SiteRules::CheckConfig(const EdgeConfig& config) {
@@ -375,6 +380,8 @@ Status SiteRules::WriteColdchain(EdgeStore& store, const coldchain::Output& out,
     if (Status st = st_->Run(st_->rollup_, "rollup write"); !st.ok()) return st;
     // Retention, on message time, once per sensor-minute: raw readings and rollups older than
     // their windows behind this minute go (indexed range deletes, a few rows each).
+    st_->thin_links_.Bind(1, r.sensor).Bind(2, r.minute_ms - raw_keep_ms);
+    if (Status st = st_->Run(st_->thin_links_, "raw retention: chain links"); !st.ok()) return st;
     st_->trim_raw_.Bind(1, r.sensor).Bind(2, r.minute_ms - raw_keep_ms);
     if (Status st = st_->Run(st_->trim_raw_, "raw retention"); !st.ok()) return st;
     st_->trim_rollups_.Bind(1, r.sensor).Bind(2, r.minute_ms - rollup_keep_ms);

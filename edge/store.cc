@@ -140,6 +140,7 @@ Result<std::unique_ptr<EdgeStore>> EdgeStore::Open(StoreOptions options) {
   auto writer = OutboxWriter::Open(db, store->clock_);
   if (!writer.ok()) return writer.status();
   store->outbox_ = std::move(*writer);
+  if (store->options_.signing_key) store->outbox_->SetSigningKey(&*store->options_.signing_key);
   return store;
 }
 
@@ -504,9 +505,7 @@ Result<EdgeStore::Outcome> EdgeStore::RefuseOrder(const OrderStatus& o, const st
   return Outcome::kRefused;
 }
 
-namespace {
-int32_t FixedPoint(double v, double scale) { return static_cast<int32_t>(std::llround(v * scale)); }
-}  // namespace
+using wire::FixedPoint;
 
 template <>
 Result<EdgeStore::Outcome> EdgeStore::ApplyOne<GpsFix>(const GpsFix& g, int64_t now_ms) {

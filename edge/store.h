@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "audit/chain.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/status.h"
@@ -71,6 +72,9 @@ struct StoreOptions {
   int busy_timeout_ms = 2000;
   Clock* clock = nullptr;                 // default SystemClock()
   std::optional<Sealer> sealer;           // none: customer data is dropped (and counted)
+  // The site's key for the cold-chain audit chain's hourly seals (edge/outbox_writer.h);
+  // none: the chain is kept, nothing is sealed.
+  std::optional<audit::SigningKey> signing_key;
   std::string topic_root = "fs";          // for the store's own publications (refused orders)
   // SQLite VFS to open the database with; "" = SQLite's default. Tests name a fault-injecting
   // VFS here (tests/support/fault_vfs.h) to simulate power cuts and disk errors.

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 
+#include "freshsync.pb.h"
+#include "wire/scales.h"
+
 namespace freshsync::edge {
 namespace {
 
@@ -225,6 +228,95 @@ Result<int64_t> StoreReader::OpenColdchainAlerts() {
   return db_.QueryInt(
       "SELECT coalesce(sum((json_type(blob, '$.exc') IS NOT NULL) + (json_type(blob, '$.off') IS NOT NULL)), 0) "
       "FROM rule_state WHERE engine = 'coldchain' AND json_valid(blob)");
+}
+
+Status StoreReader::ColdchainExport(const std::string& sensor, int64_t from_ms, int64_t to_ms,
+                                    audit::ExportHeader* header, std::vector<audit::ExportItem>* items) {
+  ReadTransaction tx(db_.get());
+  header->sensor = sensor;
+  header->from_ms = from_ms;
+  header->to_ms = to_ms;
+  items->clear();
+  // Bound by the caller's range; the sensor and times are bound, never spliced.
+  auto span = sqlite::PrepareOn(db_.get(),
+                                "SELECT MIN(idx), MAX(idx), COUNT(*) FROM coldchain_links WHERE sensor = ?1 AND ts_ms BETWEEN ?2 AND ?3");
+  if (!span.ok()) return span.status();
+  span->Bind(1, sensor).Bind(2, from_ms).Bind(3, to_ms);
+  if (span->Step() != SQLITE_ROW) return sqlite::LastError(db_.get(), "coldchain span");
+  const int64_t first = span->Int(0), last = span->Int(1), count = span->Int(2);
+  if (count == 0) return Status::Ok();
+  auto before = sqlite::PrepareOn(db_.get(),
+                                  "SELECT idx, chain_hash FROM coldchain_links WHERE sensor = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT 1");
+  if (!before.ok()) return before.status();
+  before->Bind(1, sensor).Bind(2, first);
+  if (int rc = before->Step(); rc == SQLITE_ROW) {
+    header->before_index = before->UInt(0);
+    header->before_hash = before->Text(1);
+  } else if (rc != SQLITE_DONE) {
+    return sqlite::LastError(db_.get(), "coldchain link before");
+  }
+  // Seals by their last link, to put each after it.
+  std::vector<audit::ExportItem> seals;
+  auto seal_stmt = sqlite::PrepareOn(
+      db_.get(), "SELECT seq, seal FROM coldchain_seals WHERE sensor = ?1 AND last_index BETWEEN ?2 AND ?3 ORDER BY last_index");
+  if (!seal_stmt.ok()) return seal_stmt.status();
+  seal_stmt->Bind(1, sensor).Bind(2, first).Bind(3, last);
+  int rc;
+  while ((rc = seal_stmt->Step()) == SQLITE_ROW) {
+    audit::ExportItem it;
+    it.is_seal = true;
+    it.seal.seq = seal_stmt->UInt(0);
+    if (!it.seal.seal.ParseFromString(seal_stmt->Text(1))) return Status::Internal("coldchain_seals: a seal does not parse");
+    seals.push_back(std::move(it));
+  }
+  if (rc != SQLITE_DONE) return sqlite::LastError(db_.get(), "coldchain seals");
+  // The reading of each link by its record's seq (climate_readings.outbox_seq); LEFT JOIN, so
+  // a thinned or deleted reading still gives its link.
+  auto links = sqlite::PrepareOn(
+      db_.get(),
+      "SELECT l.idx, l.seq, l.ts_ms, l.chain_prev, l.chain_hash, l.alert, l.thinned, c.rowid, c.seq, c.ts_ms, c.temp_c, "
+      "c.rh, c.battery FROM coldchain_links l LEFT JOIN climate_readings c ON c.outbox_seq = l.seq "
+      "WHERE l.sensor = ?1 AND l.idx BETWEEN ?2 AND ?3 ORDER BY l.idx");
+  if (!links.ok()) return links.status();
+  links->Bind(1, sensor).Bind(2, first).Bind(3, last);
+  size_t next_seal = 0;
+  while ((rc = links->Step()) == SQLITE_ROW) {
+    audit::ExportItem it;
+    audit::ExportLink& e = it.link;
+    audit::Link& l = e.link;
+    l.sensor = sensor;
+    l.index = links->UInt(0);
+    e.seq = links->UInt(1);
+    l.ts_ms = links->Int(2);
+    e.chain_prev = links->Text(3);
+    e.chain_hash = links->Text(4);
+    if (!links->IsNull(5)) {
+      v1::ColdchainAlert a;
+      if (!a.ParseFromString(links->Text(5))) return Status::Internal("coldchain_links: an alert does not parse");
+      l.kind = audit::Link::Kind::kAlert;
+      l.alert_id = a.alert_id();
+      l.state = a.state();
+      l.alert_kind = a.kind();
+      l.min_c = a.min_c();
+      l.max_c = a.max_c();
+      l.started_ts_ms = a.started_ts_ms();
+      l.ended_ts_ms = a.ended_ts_ms();
+    } else if (links->IsNull(7)) {
+      e.thinned = links->Int(6) != 0;
+      e.missing = !e.thinned;
+    } else {
+      l.device_seq = links->UInt(8);
+      l.ts_ms = links->Int(9);
+      l.temp_dc = wire::FixedPoint(links->Real(10), wire::kTempScale);
+      if (!links->IsNull(11)) l.rh_d = static_cast<uint32_t>(wire::FixedPoint(links->Real(11), wire::kHumidityScale));
+      if (!links->IsNull(12))
+        l.battery_d = static_cast<uint32_t>(wire::FixedPoint(links->Real(12), wire::kBatteryScale));
+    }
+    items->push_back(std::move(it));
+    while (next_seal < seals.size() && seals[next_seal].seal.seal.last_index() <= l.index) items->push_back(seals[next_seal++]);
+  }
+  if (rc != SQLITE_DONE) return sqlite::LastError(db_.get(), "coldchain links");
+  return Status::Ok();
 }
 
 Status StoreReader::IntegrityCheck(std::vector<std::string>* findings) {

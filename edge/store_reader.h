@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/export.h"
 #include "common/status.h"
 #include "sqlite/db.h"
 
@@ -101,6 +102,15 @@ class StoreReader {
   // snapshots in rule_state (edge/coldchain/coldchain_engine.cc, Encode: "exc" is an open
   // excursion alert, "off" an open offline alert); 0 without a rule_state table (before v3).
   Result<int64_t> OpenColdchainAlerts();
+
+  // The cold-chain audit chain of `sensor` for `edgectl export-coldchain` (audit/export.h):
+  // every link from the first to the last whose device time is in [from_ms, to_ms], in index
+  // order, each seal after its last link, and the link before the first (header). A reading's
+  // content comes from its climate_readings row: a link whose row the disk quota thinned is
+  // `thinned`; one whose row is gone otherwise is written as missing (the verifier fails it).
+  // One snapshot. Empty items when the sensor has no link in the range.
+  Status ColdchainExport(const std::string& sensor, int64_t from_ms, int64_t to_ms, audit::ExportHeader* header,
+                         std::vector<audit::ExportItem>* items);
 
   // PRAGMA integrity_check: each line that is not "ok" is appended to `findings`.
   Status IntegrityCheck(std::vector<std::string>* findings);

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "audit/export.h"
 #include "edge/migrations.h"
 #include "freshsync.pb.h"
 
@@ -37,12 +38,13 @@ class StoreTest : public ::testing::Test {
     store_.reset();
     std::filesystem::remove_all(dir_);
   }
-  void Reopen(std::optional<Sealer> sealer = std::nullopt) {
+  void Reopen(std::optional<Sealer> sealer = std::nullopt, std::optional<audit::SigningKey> signing_key = std::nullopt) {
     store_.reset();
     StoreOptions o;
     o.path = path_;
     o.clock = &clock_;
     o.sealer = sealer;
+    o.signing_key = signing_key;
     auto s = EdgeStore::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
@@ -105,6 +107,61 @@ class StoreTest : public ::testing::Test {
   std::string path_;
   std::unique_ptr<EdgeStore> store_;
 };
+
+// The cold-chain audit chain (docs/formats.md): each reading of a sensor is the next link,
+// chained in the record it commits with; the first reading of a later hour is preceded by a
+// signed seal of the links before it, with seq and hlc still rising together.
+TEST_F(StoreTest, ClimateReadingsAreChainedAndSealedHourly) {
+  const auto key = audit::SigningKey::FromSeed(std::string(32, '\x03'));
+  Reopen(std::nullopt, key);
+  const int64_t hour = 3'600'000, t0 = 1767225600000;
+  const int64_t ts[] = {t0 + 10, t0 + 20, t0 + hour - 1, t0 + hour + 5, t0 + hour + 6};
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(store_->Apply(ClimateSample{"cold-1", static_cast<uint64_t>(i + 1), ts[i], 2.5 + i, 60.0, {}}, clock_.now).ok());
+  ASSERT_TRUE(store_->Apply(ClimateSample{"cold-2", 1, t0, 3.0, {}, {}}, clock_.now).ok());
+  ExpectDenseOutbox();
+  ASSERT_EQ(Int("SELECT COUNT(*) FROM outbox"), 7);  // 6 readings and one seal
+  audit::ChainVerifier v(key.public_key());
+  v.Start(0, "");
+  uint64_t last_hlc = 0;
+  for (int64_t seq = 1; seq <= 7; ++seq) {
+    const v1::ChangeRecord r = Record(seq);
+    EXPECT_GT(r.hlc(), last_hlc) << "hlc rises with seq";
+    last_hlc = r.hlc();
+    if (r.has_seal()) {
+      EXPECT_EQ(seq, 4) << "the seal goes just before the first link of the next hour";
+      EXPECT_EQ(r.entity(), v1::COLDCHAIN_SEAL);
+      EXPECT_EQ(r.seal().first_index(), 1u);
+      EXPECT_EQ(r.seal().last_index(), 3u);
+      EXPECT_EQ(r.seal().last_ts_ms(), ts[2]);
+      EXPECT_TRUE(v.AddSeal(r.seal(), r.seq())) << v.first_bad()->reason;
+      continue;
+    }
+    if (r.key() != "cold-1") {
+      EXPECT_EQ(r.chain_index(), 1u) << "each sensor has its own chain";
+      EXPECT_EQ(r.chain_prev(), audit::GenesisHash());
+      continue;
+    }
+    EXPECT_TRUE(v.AddLink(audit::LinkOf(r), r.seq(), r.chain_prev(), r.chain_hash())) << v.first_bad()->reason;
+  }
+  EXPECT_TRUE(v.ok());
+  EXPECT_EQ(v.links(), 5u);
+  EXPECT_EQ(v.seals(), 1u);
+  EXPECT_EQ(Int("SELECT last_index FROM coldchain_heads WHERE sensor = 'cold-1'"), 5);
+  EXPECT_EQ(Int("SELECT sealed_index FROM coldchain_heads WHERE sensor = 'cold-1'"), 3);
+  EXPECT_EQ(Int("SELECT COUNT(*) FROM coldchain_links"), 6);
+  // The export's read joins each link to its reading and rebuilds the same link.
+  auto reader = StoreReader::Open(path_, 1000);
+  ASSERT_TRUE(reader.ok());
+  audit::ExportHeader h;
+  std::vector<audit::ExportItem> items;
+  ASSERT_TRUE(reader->ColdchainExport("cold-1", t0 + 15, t0 + hour + 5, &h, &items).ok());
+  ASSERT_EQ(items.size(), 4u);  // links 2, 3, the seal after link 3, link 4
+  EXPECT_EQ(h.before_index, 1u);
+  auto check = audit::VerifyExport(audit::WriteExport(h, items, key), key.public_key());
+  EXPECT_TRUE(check.ok) << check.error;
+  EXPECT_EQ(check.seals, 1u);
+}
 
 TEST_F(StoreTest, OpensInWalAtLatestVersion) {
   EXPECT_EQ(Text("PRAGMA journal_mode"), "wal");

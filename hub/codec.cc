@@ -170,6 +170,17 @@ constexpr FieldRule kRules[] = {
     {.message = "freshsync.v1.ChangeRecord", .field = "ts_ms", .json = "ts"},
     {.message = "freshsync.v1.ChangeRecord", .field = "hlc_from_ts", .omit = true},  // batch format 2 only
     {.message = "freshsync.v1.ChangeRecord", .field = "body", .json = "fields"},     // {} when no body
+    // The cold-chain audit chain (docs/formats.md): only on chained records, hashes in hex.
+    {.message = "freshsync.v1.ChangeRecord", .field = "chain_prev", .omit_default = true, .hex = true},
+    {.message = "freshsync.v1.ChangeRecord", .field = "chain_hash", .omit_default = true, .hex = true},
+    {.message = "freshsync.v1.ChangeRecord", .field = "chain_index", .omit_default = true},
+    {.message = "freshsync.v1.ColdchainSeal", .field = "last_hash", .hex = true},
+    {.message = "freshsync.v1.ColdchainSeal", .field = "public_key", .hex = true},
+    {.message = "freshsync.v1.ColdchainSeal", .field = "signature", .hex = true},
+    {.message = "freshsync.v1.ColdchainVerifyReply", .field = "from_ms", .json = "from"},
+    {.message = "freshsync.v1.ColdchainVerifyReply", .field = "to_ms", .json = "to"},
+    {.message = "freshsync.v1.ColdchainVerifyReply", .field = "first_bad", .omit_default = true},
+    {.message = "freshsync.v1.ColdchainBadLink", .field = "seq", .omit_default = true},
     {.message = "freshsync.v1.FeedChange", .field = "record", .inline_fields = true},
     // A movement's fields only with its id; a reservation or release (order created,
     // cancelled, dispatched) has no movement but names its reason and order.

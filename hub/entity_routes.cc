@@ -6,7 +6,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "audit/chain.h"
+#include "audit/verify.h"
 #include "hub/escrow.h"
+#include "wire/routes.h"
 
 namespace freshsync::hub {
 
@@ -509,6 +512,234 @@ CREATE TABLE escrow(
   }
 };
 
+// ---------- Cold-chain audit chain ----------
+
+// The links of each sensor's chain (CLIMATE and COLDCHAIN_ALERT records that carry chain
+// fields), one row per link with every field its canonical bytes are made of (audit/chain.h),
+// the seals, and each site's pinned key. Nothing here is ever thinned or deleted: the hub's copy
+// is what HQ verifies (docs/operations.md, "Cold-chain audit"). A record without chain fields
+// is unchained: not a row here.
+// Key pinning: the first seal a site sends pins its public key (trust on first use). The site's
+// mutual-TLS identity already authenticates that first seal, and no HQ step is needed before
+// a site's first hour is verifiable; a later seal under another key fails verification, and
+// the answer names the pinned key's fingerprint so HQ can compare it with `edgectl audit-key`.
+struct ColdchainHandler {
+  using Reply = v1::ColdchainVerifyReply;
+  static std::string Path() { return wire::kColdchainVerifySuffix; }
+  struct Query {
+    std::string sensor;
+    RangeQuery range;
+  };
+  static std::optional<QueryError> Parse(const QueryParams& params, Query* q) {
+    auto it = params.find("sensor");
+    if (it == params.end() || it->second.empty() || it->second.size() > 128)
+      return QueryError{"sensor", "sensor: required, 1..128 bytes"};
+    q->sensor = it->second;
+    return ParseRangeQuery(params, {kMaxLinks, kMaxLinks, true}, &q->range);
+  }
+  static constexpr uint64_t kMaxLinks = 200000;
+  static inline const std::vector<SchemaStep> kSchema = {{11, {R"sql(
+CREATE TABLE coldchain_links(
+  site_id INTEGER NOT NULL, sensor TEXT NOT NULL, idx INTEGER NOT NULL, seq INTEGER NOT NULL,
+  kind TEXT NOT NULL,  -- 'reading' or 'alert'
+  ts_ms INTEGER NOT NULL,
+  device_seq INTEGER NOT NULL, temp_dc INTEGER NOT NULL, rh_d INTEGER NOT NULL, battery_d INTEGER NOT NULL,
+  alert_id TEXT NOT NULL, state TEXT NOT NULL, alert_kind TEXT NOT NULL, min_c REAL NOT NULL, max_c REAL NOT NULL,
+  started_ts_ms INTEGER NOT NULL, ended_ts_ms INTEGER NOT NULL,
+  chain_prev BLOB NOT NULL, chain_hash BLOB NOT NULL,
+  PRIMARY KEY(site_id, sensor, idx)) WITHOUT ROWID;
+CREATE INDEX coldchain_links_ts ON coldchain_links(site_id, sensor, ts_ms);
+CREATE TABLE coldchain_seals(
+  site_id INTEGER NOT NULL, sensor TEXT NOT NULL, last_index INTEGER NOT NULL, seq INTEGER NOT NULL,
+  first_index INTEGER NOT NULL, count INTEGER NOT NULL, first_ts_ms INTEGER NOT NULL, last_ts_ms INTEGER NOT NULL,
+  last_hash BLOB NOT NULL, public_key BLOB NOT NULL, signature BLOB NOT NULL,
+  PRIMARY KEY(site_id, sensor, last_index)) WITHOUT ROWID;
+CREATE TABLE coldchain_keys(
+  site_id INTEGER PRIMARY KEY, public_key BLOB NOT NULL, pinned_seq INTEGER NOT NULL);
+)sql",
+                                                              R"sql(
+CREATE TABLE coldchain_links(
+  site_id BIGINT NOT NULL, sensor TEXT COLLATE "C" NOT NULL, idx BIGINT NOT NULL, seq BIGINT NOT NULL,
+  kind TEXT NOT NULL, ts_ms BIGINT NOT NULL,
+  device_seq BIGINT NOT NULL, temp_dc BIGINT NOT NULL, rh_d BIGINT NOT NULL, battery_d BIGINT NOT NULL,
+  alert_id TEXT NOT NULL, state TEXT NOT NULL, alert_kind TEXT NOT NULL,
+  min_c DOUBLE PRECISION NOT NULL, max_c DOUBLE PRECISION NOT NULL,
+  started_ts_ms BIGINT NOT NULL, ended_ts_ms BIGINT NOT NULL,
+  chain_prev BYTEA NOT NULL, chain_hash BYTEA NOT NULL,
+  PRIMARY KEY(site_id, sensor, idx));
+CREATE INDEX coldchain_links_ts ON coldchain_links(site_id, sensor, ts_ms);
+CREATE TABLE coldchain_seals(
+  site_id BIGINT NOT NULL, sensor TEXT COLLATE "C" NOT NULL, last_index BIGINT NOT NULL, seq BIGINT NOT NULL,
+  first_index BIGINT NOT NULL, count BIGINT NOT NULL, first_ts_ms BIGINT NOT NULL, last_ts_ms BIGINT NOT NULL,
+  last_hash BYTEA NOT NULL, public_key BYTEA NOT NULL, signature BYTEA NOT NULL,
+  PRIMARY KEY(site_id, sensor, last_index));
+CREATE TABLE coldchain_keys(
+  site_id BIGINT PRIMARY KEY, public_key BYTEA NOT NULL, pinned_seq BIGINT NOT NULL);
+)sql"}}};
+  // A link is held once: a second record claiming the same (sensor, index) (an edge restored
+  // from an older backup re-issuing it) does not replace the first, and verification names it.
+  static inline const std::vector<ApplyStep> kApply = {
+      {{"INSERT INTO coldchain_links(site_id, sensor, idx, seq, kind, ts_ms, device_seq, temp_dc, rh_d, battery_d, "
+        "alert_id, state, alert_kind, min_c, max_c, started_ts_ms, ended_ts_ms, chain_prev, chain_hash) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) "
+        "ON CONFLICT DO NOTHING"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (r.chain_hash().empty() || r.chain_index() == 0) return false;  // unchained
+         const audit::Link l = audit::LinkOf(r);
+         if (l.sensor.empty()) return false;
+         p.Int(1, site_id).Text(2, l.sensor).UInt(3, l.index).UInt(4, r.seq());
+         p.Text(5, l.kind == audit::Link::Kind::kReading ? "reading" : "alert").Int(6, l.ts_ms);
+         p.UInt(7, l.device_seq).Int(8, l.temp_dc).Int(9, l.rh_d).Int(10, l.battery_d);
+         p.Text(11, l.alert_id).Text(12, l.state).Text(13, l.alert_kind).Real(14, l.min_c).Real(15, l.max_c);
+         p.Int(16, l.started_ts_ms).Int(17, l.ended_ts_ms).BlobRef(18, r.chain_prev()).BlobRef(19, r.chain_hash());
+         return true;
+       },
+       "coldchain link"}};
+  static inline const std::vector<ApplyStep> kApplySeal = {
+      {{"INSERT INTO coldchain_seals(site_id, sensor, last_index, seq, first_index, count, first_ts_ms, last_ts_ms, "
+        "last_hash, public_key, signature) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (!r.has_seal()) return false;
+         const auto& s = r.seal();
+         p.Int(1, site_id).TextRef(2, s.sensor()).UInt(3, s.last_index()).UInt(4, r.seq()).UInt(5, s.first_index());
+         p.UInt(6, s.count()).Int(7, s.first_ts_ms()).Int(8, s.last_ts_ms()).BlobRef(9, s.last_hash());
+         p.BlobRef(10, s.public_key()).BlobRef(11, s.signature());
+         return true;
+       },
+       "coldchain seal"},
+      {{"INSERT INTO coldchain_keys(site_id, public_key, pinned_seq) VALUES(?1, ?2, ?3) ON CONFLICT DO NOTHING"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (!r.has_seal() || r.seal().public_key().size() != audit::kPublicKeyBytes) return false;
+         p.Int(1, site_id).BlobRef(2, r.seal().public_key()).UInt(3, r.seq());
+         return true;
+       },
+       "coldchain key pin"}};
+  // An alert is both the alert's state and a link.
+  static const std::vector<ApplyStep>& AlertApply(const std::vector<ApplyStep>& alert_steps) {
+    static const std::vector<ApplyStep> steps = [&] {
+      std::vector<ApplyStep> v = alert_steps;
+      v.insert(v.end(), kApply.begin(), kApply.end());
+      return v;
+    }();
+    return steps;
+  }
+
+  static constexpr Sql kKey{"SELECT public_key FROM coldchain_keys WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1)"};
+  static constexpr Sql kSpan{
+      "SELECT MIN(idx), MAX(idx), COUNT(*) FROM coldchain_links "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND sensor = ?2 AND ts_ms BETWEEN ?3 AND ?4"};
+  static constexpr Sql kBefore{
+      "SELECT idx, chain_hash FROM coldchain_links WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) "
+      "AND sensor = ?2 AND idx < ?3 ORDER BY idx DESC LIMIT 1"};
+  static constexpr Sql kLinks{
+      "SELECT idx, seq, kind, ts_ms, device_seq, temp_dc, rh_d, battery_d, alert_id, state, alert_kind, min_c, max_c, "
+      "started_ts_ms, ended_ts_ms, chain_prev, chain_hash FROM coldchain_links "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND sensor = ?2 AND idx BETWEEN ?3 AND ?4 "
+      "ORDER BY idx LIMIT ?5"};
+  static constexpr Sql kSeals{
+      "SELECT seq, first_index, last_index, count, first_ts_ms, last_ts_ms, last_hash, public_key, signature "
+      "FROM coldchain_seals WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND sensor = ?2 "
+      "AND last_index BETWEEN ?3 AND ?4 ORDER BY last_index"};
+
+  // Recomputes the chain over the links whose device time is in [from, to]: every link from
+  // the first to the last of them by index (a late reading does not split the range), anchored
+  // on the link before, and every seal of the range (audit/verify.h).
+  static Result<size_t> Read(HubStore& store, const EntityRequest& r, const Query& q, Reply& reply) {
+    reply.set_sensor(q.sensor);
+    reply.set_from_ms(q.range.from);
+    reply.set_to_ms(q.range.to);
+    std::string key;
+    Status s = store.Read(kKey, [&](SqlParams& p) { p.TextRef(1, r.site); }, [&](const SqlRow& row) { key = row.Text(0); });
+    if (!s.ok()) return s;
+    if (!key.empty()) reply.set_key(audit::Fingerprint(key));
+    uint64_t first = 0, last = 0, count = 0;
+    s = store.Read(
+        kSpan, [&](SqlParams& p) { p.TextRef(1, r.site).TextRef(2, q.sensor).Int(3, q.range.from).Int(4, q.range.to); },
+        [&](const SqlRow& row) {
+          first = row.UInt(0);
+          last = row.UInt(1);
+          count = row.UInt(2);
+        });
+    if (!s.ok()) return s;
+    if (count == 0) {
+      reply.set_ok(true);  // nothing chained in the range
+      return size_t{0};
+    }
+    audit::ChainVerifier v(key);
+    uint64_t before = 0;
+    std::string before_hash;
+    s = store.Read(
+        kBefore, [&](SqlParams& p) { p.TextRef(1, r.site).TextRef(2, q.sensor).UInt(3, first); },
+        [&](const SqlRow& row) {
+          before = row.UInt(0);
+          before_hash = row.Text(1);
+        });
+    if (!s.ok()) return s;
+    v.Start(before, before_hash);
+    size_t rows = 0;
+    s = store.Read(
+        kLinks,
+        [&](SqlParams& p) {
+          p.TextRef(1, r.site).TextRef(2, q.sensor).UInt(3, first).UInt(4, last).UInt(5, q.range.limit);
+        },
+        [&](const SqlRow& row) {
+          ++rows;
+          audit::Link l;
+          l.index = row.UInt(0);
+          l.sensor = q.sensor;
+          l.kind = row.Text(2) == "reading" ? audit::Link::Kind::kReading : audit::Link::Kind::kAlert;
+          l.ts_ms = row.Int(3);
+          l.device_seq = row.UInt(4);
+          l.temp_dc = static_cast<int32_t>(row.Int(5));
+          l.rh_d = static_cast<uint32_t>(row.Int(6));
+          l.battery_d = static_cast<uint32_t>(row.Int(7));
+          l.alert_id = row.Text(8);
+          l.state = row.Text(9);
+          l.alert_kind = row.Text(10);
+          l.min_c = row.Real(11);
+          l.max_c = row.Real(12);
+          l.started_ts_ms = row.Int(13);
+          l.ended_ts_ms = row.Int(14);
+          v.AddLink(l, row.UInt(1), row.Text(15), row.Text(16));
+        });
+    if (!s.ok()) return s;
+    s = store.Read(
+        kSeals, [&](SqlParams& p) { p.TextRef(1, r.site).TextRef(2, q.sensor).UInt(3, first).UInt(4, last); },
+        [&](const SqlRow& row) {
+          v1::ColdchainSeal seal;
+          seal.set_sensor(q.sensor);
+          seal.set_first_index(row.UInt(1));
+          seal.set_last_index(row.UInt(2));
+          seal.set_count(row.UInt(3));
+          seal.set_first_ts_ms(row.Int(4));
+          seal.set_last_ts_ms(row.Int(5));
+          seal.set_last_hash(row.Text(6));
+          seal.set_public_key(row.Text(7));
+          seal.set_signature(row.Text(8));
+          v.AddSeal(seal, row.UInt(0));
+        });
+    if (!s.ok()) return s;
+    reply.set_ok(v.ok());
+    reply.set_records(v.links() - v.thinned());
+    reply.set_seals(v.seals());
+    reply.set_first_index(first);
+    reply.set_last_index(last);
+    if (v.ok() && v.last_index() < last) {
+      // The limit stopped the read before the range's last link: not verified, not ok.
+      reply.set_ok(false);
+      auto* b = reply.mutable_first_bad();
+      b->set_index(v.last_index() + 1);
+      b->set_reason("the range holds more than limit=" + std::to_string(q.range.limit) + " links; narrow from/to");
+    } else if (const auto& bad = v.first_bad()) {
+      auto* b = reply.mutable_first_bad();
+      b->set_index(bad->index);
+      b->set_seq(bad->seq);
+      b->set_reason(bad->reason);
+    }
+    return rows;
+  }
+};
+
 // Every handler, in route registration order.
 template <typename... H>
 struct HandlerList {
@@ -522,7 +753,7 @@ struct HandlerList {
   }
 };
 using Handlers = HandlerList<StockHandler, OrdersHandler, VehiclesHandler, AlertsHandler, GeofenceHandler,
-                             TrackHandler, DockScansHandler, EscrowHandler>;
+                             TrackHandler, DockScansHandler, EscrowHandler, ColdchainHandler>;
 
 // An entity's apply, from a handler that must be in Handlers: otherwise its table would not be
 // created, nor its route served.
@@ -551,7 +782,9 @@ const std::vector<ApplyStep>& EntityApply(v1::Entity entity) {
     case v1::ORDER:
       return ApplyOf<OrdersHandler>();
     case v1::COLDCHAIN_ALERT:
-      return ApplyOf<AlertsHandler>();
+      return ColdchainHandler::AlertApply(ApplyOf<AlertsHandler>());
+    case v1::COLDCHAIN_SEAL:
+      return ColdchainHandler::kApplySeal;
     case v1::GEOFENCE_EVENT:
       return ApplyOf<GeofenceHandler>();
     case v1::DOCK_SCAN:
@@ -563,8 +796,10 @@ const std::vector<ApplyStep>& EntityApply(v1::Entity entity) {
       // store (SqliteHubStore WritePositions).
       return none;
     case v1::CLIMATE:
+      // Readings live in the feed; those that carry chain fields are links too.
+      return ApplyOf<ColdchainHandler>();
     case v1::STOCK_MOVEMENT:
-      // Climate readings and stock movements live in the feed only.
+      // Stock movements live in the feed only.
       return none;
     case v1::ENTITY_UNSPECIFIED:
     case v1::Entity_INT_MIN_SENTINEL_DO_NOT_USE_:

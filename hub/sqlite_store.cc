@@ -277,6 +277,9 @@ CREATE TABLE webhook_deadletters(
   replays    INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX webhook_deadletters_by_hook ON webhook_deadletters(webhook, replay, id);
 )sql",
+      // 11: the cold-chain audit chain's links, seals and pinned keys (the handler's only;
+      // hub/entity_routes.cc ColdchainHandler, docs/formats.md "Cold-chain audit chain").
+      "",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).

@@ -19,6 +19,7 @@
 
 #include "wire/digest.h"
 #include "hub/downstream_log.h"
+#include "audit/chain.h"
 #include "hub/entity_routes.h"
 #include "hub/notify/dead_letters.h"
 #include "hub/position_chunk.h"
@@ -531,6 +532,94 @@ TEST_P(HubStoreContractTest, AlertsCloseByVersion) {
   auto open = ReadOpenAlerts("a");
   ASSERT_EQ(open->size(), 1u);
   EXPECT_EQ((*open)[0].alert().alert_id(), "al-2");
+}
+
+// The cold-chain audit chain (docs/formats.md): chained readings, an alert link and a signed
+// seal verify; a link claimed again with other content (an edge restored from an older
+// backup) does not replace the first; a record without chain fields is accepted, unchained.
+TEST_P(HubStoreContractTest, ColdchainChainIsKeptAndVerifies) {
+  const auto key = audit::SigningKey::FromSeed(std::string(32, '\x05'));
+  std::string prev = audit::GenesisHash();
+  std::vector<v1::ChangeRecord> recs;
+  for (uint64_t i = 1; i <= 4; ++i) {
+    v1::ChangeRecord r;
+    r.set_seq(i);
+    r.set_entity(i == 3 ? v1::COLDCHAIN_ALERT : v1::CLIMATE);
+    r.set_version(i);
+    r.set_ts_ms(1000 * static_cast<int64_t>(i));
+    if (i == 3) {
+      r.set_key("al-1");
+      auto* a = r.mutable_alert();
+      a->set_alert_id("al-1");
+      a->set_sensor("cold-1");
+      a->set_state("open");
+      a->set_kind("excursion");
+      a->set_min_c(9.5);
+      a->set_max_c(12.25);
+      a->set_started_ts_ms(2500);
+    } else {
+      r.set_key("cold-1");
+      r.mutable_climate()->set_sensor("cold-1");
+      r.mutable_climate()->set_device_seq(i);
+      r.mutable_climate()->set_temp_dc(-100 + static_cast<int32_t>(i));
+    }
+    r.set_chain_index(i);
+    r.set_chain_prev(prev);
+    prev = audit::NextHash(prev, audit::CanonicalBytes(audit::LinkOf(r)));
+    r.set_chain_hash(prev);
+    recs.push_back(r);
+  }
+  v1::ChangeRecord seal;
+  seal.set_seq(5);
+  seal.set_entity(v1::COLDCHAIN_SEAL);
+  seal.set_key("cold-1");
+  seal.set_version(1);
+  auto* s = seal.mutable_seal();
+  s->set_sensor("cold-1");
+  s->set_first_index(1);
+  s->set_last_index(4);
+  s->set_count(4);
+  s->set_first_ts_ms(1000);
+  s->set_last_ts_ms(4000);
+  s->set_last_hash(prev);
+  s->set_public_key(key.public_key());
+  s->set_signature(key.Sign(audit::SealBytes(*s)));
+  recs.push_back(seal);
+  v1::ChangeRecord unchained = recs[0];  // an older edge's reading: no chain fields
+  unchained.set_seq(6);
+  unchained.clear_chain_index();
+  unchained.clear_chain_prev();
+  unchained.clear_chain_hash();
+  recs.push_back(unchained);
+  v1::ChangeRecord again = recs[1];  // link 2 once more, other content
+  again.set_seq(7);
+  again.mutable_climate()->set_temp_dc(500);
+  recs.push_back(again);
+  Apply(MakeBatch("a", recs));
+
+  auto verify = [&](int64_t from, int64_t to) {
+    for (const EntityRoute& route : EntityRoutes()) {
+      if (route.path != "/coldchain/verify") continue;
+      const std::vector<std::string> matches = {"/v1/sites/a/coldchain/verify", "a"};
+      QueryParams params = TimeRange(from, to, 1000);
+      params.emplace("sensor", "cold-1");
+      EntityAnswer answer = route.read(*store_, {"a", matches, params});
+      EXPECT_FALSE(answer.bad_query);
+      EXPECT_TRUE(answer.status.ok()) << answer.status.ToString();
+      return answer.reply ? dynamic_cast<const v1::ColdchainVerifyReply&>(*answer.reply) : v1::ColdchainVerifyReply();
+    }
+    return v1::ColdchainVerifyReply();
+  };
+  auto all = verify(0, 10000);
+  EXPECT_TRUE(all.ok()) << all.first_bad().reason();
+  EXPECT_EQ(all.records(), 4u);
+  EXPECT_EQ(all.seals(), 1u);
+  EXPECT_EQ(all.key(), audit::Fingerprint(key.public_key()));
+  auto tail = verify(2000, 3000);  // anchored on link 1
+  EXPECT_TRUE(tail.ok()) << tail.first_bad().reason();
+  EXPECT_EQ(tail.records(), 2u);
+  EXPECT_EQ(tail.seals(), 0u);
+  EXPECT_TRUE(verify(90000, 99000).ok());  // nothing chained there
 }
 
 TEST_P(HubStoreContractTest, GeofenceEventsAreKept) {
@@ -1311,7 +1400,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 10);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 11);
 }
 
 // A store from before migration 8 holds HQ's fences and rules only in the log: the migration
@@ -1338,7 +1427,7 @@ TEST_F(SqliteHubStoreTest, MigrationEightKeepsTheCurrentFencesStillInTheLog) {
   // Back to version 7: the tables of later migrations gone, and one site's command trimmed as
   // retention would.
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("hub.db") +
-                                            "' 'DROP TABLE down_current; DROP TABLE webhook_deadletters; DELETE FROM down_commands WHERE site <> (SELECT min(site) FROM down_lanes); "
+                                            "' 'DROP TABLE down_current; DROP TABLE webhook_deadletters; DROP TABLE coldchain_links; DROP TABLE coldchain_seals; DROP TABLE coldchain_keys; DELETE FROM down_commands WHERE site <> (SELECT min(site) FROM down_lanes); "
                                             "PRAGMA user_version = 7'"));
   Reopen();
   DownstreamLog log(*store_);

@@ -166,6 +166,22 @@ Status CheckAlert(const v1::ChangeRecord& r) {
   return Status::Ok();
 }
 
+// A seal of the cold-chain audit chain (docs/formats.md): fixed sizes, so a hostile site cannot
+// make the hub store large blobs under it; the signature itself is checked at verification.
+Status CheckSeal(const v1::ChangeRecord& r) {
+  const auto& s = r.seal();
+  WIRE_RETURN_IF_ERROR(CheckDeviceId("seal.sensor", s.sensor()));
+  WIRE_RETURN_IF_ERROR(CheckKeyMatches("seal.sensor", s.sensor(), r.key()));
+  if (s.first_index() == 0 || s.last_index() < s.first_index() || s.count() != s.last_index() - s.first_index() + 1)
+    return Bad("seal.count: must be last_index - first_index + 1, first_index >= 1");
+  if (s.last_hash().size() != 32) return Bad("seal.last_hash: must be 32 bytes");
+  if (s.public_key().size() != 32) return Bad("seal.public_key: must be 32 bytes");
+  if (s.signature().size() != 64) return Bad("seal.signature: must be 64 bytes");
+  WIRE_RETURN_IF_ERROR(CheckOptionalTs("seal.first_ts_ms", s.first_ts_ms()));
+  WIRE_RETURN_IF_ERROR(CheckOptionalTs("seal.last_ts_ms", s.last_ts_ms()));
+  return Status::Ok();
+}
+
 }  // namespace
 
 bool IsKnownOrderStatus(std::string_view s) {
@@ -297,6 +313,7 @@ v1::ChangeRecord::BodyCase BodyFor(v1::Entity entity) {
     case v1::COLDCHAIN_ALERT: return v1::ChangeRecord::kAlert;
     case v1::DOCK_SCAN: return v1::ChangeRecord::kDockScan;
     case v1::ESCROW: return v1::ChangeRecord::kEscrow;
+    case v1::COLDCHAIN_SEAL: return v1::ChangeRecord::kSeal;
     default: return v1::ChangeRecord::BODY_NOT_SET;
   }
 }
@@ -304,7 +321,8 @@ v1::ChangeRecord::BodyCase BodyFor(v1::Entity entity) {
 Status CheckChangeRecord(const v1::ChangeRecord& r) {
   if (!IsKnownEntity(r.entity())) return Bad("entity: " + std::to_string(r.entity()) + " is not a known entity");
   // The key first: it is what the hub stores and indexes, and the 1 MB-key attack.
-  if (r.entity() == v1::VEHICLE_POSITION || r.entity() == v1::CLIMATE || r.entity() == v1::GEOFENCE_EVENT)
+  if (r.entity() == v1::VEHICLE_POSITION || r.entity() == v1::CLIMATE || r.entity() == v1::GEOFENCE_EVENT ||
+      r.entity() == v1::COLDCHAIN_SEAL)
     WIRE_RETURN_IF_ERROR(CheckDeviceId("key", r.key()));
   else
     WIRE_RETURN_IF_ERROR(CheckId("key", r.key()));
@@ -313,6 +331,11 @@ Status CheckChangeRecord(const v1::ChangeRecord& r) {
   if (r.hlc() > kMaxHlc) return Bad("hlc: " + std::to_string(r.hlc()) + " above 2^63-1");
   WIRE_RETURN_IF_ERROR(CheckOptionalTs("ts_ms", r.ts_ms()));
   if (r.has_hlc_from_ts()) return Bad("hlc_from_ts: only allowed in a format-2 batch, never stored");
+  // Cold-chain audit chain fields: all or none, hashes of 32 bytes (docs/formats.md).
+  if (!r.chain_hash().empty() || !r.chain_prev().empty() || r.chain_index() != 0) {
+    if (r.chain_hash().size() != 32 || r.chain_prev().size() != 32 || r.chain_index() == 0)
+      return Bad("chain_hash: chain_prev and chain_hash must be 32 bytes with chain_index >= 1");
+  }
   const auto want = BodyFor(static_cast<v1::Entity>(r.entity()));
   if (r.body_case() != want)
     return Bad("body: " + std::string(want == v1::ChangeRecord::BODY_NOT_SET ? "none" : "a different one") +
@@ -326,6 +349,7 @@ Status CheckChangeRecord(const v1::ChangeRecord& r) {
     case v1::ChangeRecord::kAlert: return CheckAlert(r);
     case v1::ChangeRecord::kDockScan: return CheckDockScan(r);
     case v1::ChangeRecord::kEscrow: return CheckEscrow(r);
+    case v1::ChangeRecord::kSeal: return CheckSeal(r);
     case v1::ChangeRecord::BODY_NOT_SET: return Status::Ok();
   }
   return Status::Ok();

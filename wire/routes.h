@@ -41,6 +41,9 @@ inline constexpr char kCatalogPrefix[] = "/v1/catalog/";               // PUT /v
 inline constexpr char kCatalogPath[] = "/v1/catalog";                  // GET (HQ reader): every item
 // The HQ reads of the per-site entities (/stock, /orders, ...) are spelled by their handlers
 // in hub/entity_routes.cc, the only code that serves or names them.
+// Not an entity read but a check over one: GET ?sensor=&from=&to= recomputes a sensor's
+// cold-chain audit chain (docs/api.md); served by ColdchainHandler (hub/entity_routes.cc).
+inline constexpr char kColdchainVerifySuffix[] = "/coldchain/verify";
 // HQ routes without a site.
 inline constexpr char kChangesPath[] = "/v1/changes";
 inline constexpr char kAuditPath[] = "/v1/audit";

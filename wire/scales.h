@@ -5,6 +5,9 @@
 // Thread-safety: constants only.
 #pragma once
 
+#include <cmath>
+#include <cstdint>
+
 namespace freshsync::wire {
 
 inline constexpr double kLatLonScale = 1e6;      // VehiclePosition.lat_e6, lon_e6: degrees
@@ -14,5 +17,9 @@ inline constexpr double kHdopScale = 10.0;       // VehiclePosition.hdop_d
 inline constexpr double kTempScale = 100.0;      // ClimateReading.temp_dc: degrees C
 inline constexpr double kHumidityScale = 10.0;   // ClimateReading.rh_d: percent
 inline constexpr double kBatteryScale = 10.0;    // ClimateReading.battery_d: percent
+
+// A value in its unit as the stored integer: the edge's records, and the cold-chain export's
+// readings rebuilt from the site's climate_readings rows, must round alike.
+inline int32_t FixedPoint(double v, double scale) { return static_cast<int32_t>(std::llround(v * scale)); }
 
 }  // namespace freshsync::wire
