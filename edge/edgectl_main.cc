@@ -231,7 +231,8 @@ int main(int argc, char** argv) {
     freshsync::sync::CurlTransportOptions t;
     t.ca = config->hub->ca;
     t.cert = config->hub->cert;
-    t.key = config->hub->key;
+    // A bare key name is a systemd credential of edged.service, as edged resolves it.
+    t.key = freshsync::Sealer::ResolveKeyPath(config->hub->key, std::getenv("CREDENTIALS_DIRECTORY"));
     t.timeout_ms = std::max(config->hub->timeout_ms, 60000);  // a large site's snapshot takes a while
     t.max_response_bytes = size_t{1} << 30;
     freshsync::sync::CurlTransport transport(std::move(t));
