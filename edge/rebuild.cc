@@ -228,7 +228,9 @@ Result<RebuildSummary> SeedStoreFromSnapshot(const std::string& store_path, cons
   if (!lock.ok()) return lock.status();
   RebuildSummary out;
   auto content = HasContent(store_path);
-  if (!content.ok()) return content.status();
+  // With --force even a file that is no database (what a failed disk may leave) is set aside.
+  if (!content.ok() && !force) return content.status();
+  if (!content.ok()) content = true;
   if (*content && !force)
     return Status::Conflict(store_path + " exists and holds data: move it away, or pass --force to keep it as " + store_path +
                             ".pre-rebuild");
