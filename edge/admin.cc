@@ -126,6 +126,37 @@ Status BackupStore(const std::string& store_path, const std::string& out_path) {
   return FsyncPath(DirOf(out_path));
 }
 
+Status SetStoreAside(const std::string& store_path, const std::string& suffix) {
+  const std::string aside_path = store_path + suffix;
+  std::error_code ec;
+  if (std::filesystem::exists(store_path)) {
+    // Fold the old store's WAL into it, then keep it aside: an operator can still go back.
+    {
+      Db old;
+      if (OpenDb(store_path, SQLITE_OPEN_READWRITE, &old).ok()) (void)Exec(old.db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+    if (std::rename(store_path.c_str(), aside_path.c_str()) != 0)
+      return Status::IOError("rename " + store_path + ": " + std::strerror(errno));
+  }
+  // The intake journal goes with the old store: its entries after the new store's position
+  // were applied to that store (or, after a crash, acknowledged for it), and replaying them
+  // into another store would number new records with seqs the hub may already hold for other
+  // content. Kept beside the set-aside store, so the pair can be put back together.
+  const std::string journal = IntakeJournalDir(store_path);
+  if (std::filesystem::exists(journal, ec)) {
+    const std::string aside = IntakeJournalDir(aside_path);
+    std::filesystem::remove_all(aside, ec);
+    if (std::rename(journal.c_str(), aside.c_str()) != 0)
+      return Status::IOError("rename " + journal + ": " + std::strerror(errno));
+  }
+  // Stale -wal/-shm must go before a new file takes the name: SQLite would otherwise apply
+  // the old store's WAL frames to it.
+  std::filesystem::remove(store_path + "-wal", ec);
+  std::filesystem::remove(store_path + "-shm", ec);
+  std::filesystem::remove(store_path + "-journal", ec);
+  return Status::Ok();
+}
+
 Status RestoreStore(const std::string& in_path, const std::string& store_path) {
   auto lock = StoreLock::Acquire(store_path);
   if (!lock.ok()) return lock.status();
@@ -147,32 +178,7 @@ Status RestoreStore(const std::string& in_path, const std::string& store_path) {
       return Status::IOError("chown " + tmp + ": " + std::strerror(errno));
     (void)::chmod(tmp.c_str(), old_st.st_mode & 07777);
   }
-  std::error_code ec;
-  if (std::filesystem::exists(store_path)) {
-    // Fold the old store's WAL into it, then keep it aside: an operator can still go back.
-    {
-      Db old;
-      if (OpenDb(store_path, SQLITE_OPEN_READWRITE, &old).ok()) (void)Exec(old.db, "PRAGMA wal_checkpoint(TRUNCATE)");
-    }
-    if (std::rename(store_path.c_str(), (store_path + ".pre-restore").c_str()) != 0)
-      return Status::IOError("rename " + store_path + ": " + std::strerror(errno));
-  }
-  // The intake journal goes with the old store: its entries after the backup's position were
-  // applied to that store (or, after a crash, acknowledged for it), and replaying them into
-  // the restored copy would number new records with seqs the hub may already hold for other
-  // content. Kept beside `.pre-restore`, so the pair can be put back together.
-  const std::string journal = IntakeJournalDir(store_path);
-  if (std::filesystem::exists(journal, ec)) {
-    const std::string aside = IntakeJournalDir(store_path + ".pre-restore");
-    std::filesystem::remove_all(aside, ec);
-    if (std::rename(journal.c_str(), aside.c_str()) != 0)
-      return Status::IOError("rename " + journal + ": " + std::strerror(errno));
-  }
-  // Stale -wal/-shm must go before the new file takes the name: SQLite would otherwise apply
-  // the old store's WAL frames to the restored file.
-  std::filesystem::remove(store_path + "-wal", ec);
-  std::filesystem::remove(store_path + "-shm", ec);
-  std::filesystem::remove(store_path + "-journal", ec);
+  if (Status s = SetStoreAside(store_path, ".pre-restore"); !s.ok()) return s;
   if (std::rename(tmp.c_str(), store_path.c_str()) != 0) return Status::IOError("rename " + tmp + ": " + std::strerror(errno));
   if (Status s = FsyncPath(DirOf(store_path)); !s.ok()) return s;
   // edged runs in WAL mode; set it now so the first open does not have to.

@@ -49,6 +49,11 @@ Status BackupStore(const std::string& store_path, const std::string& out_path);
 // kConflict while edged runs.
 Status RestoreStore(const std::string& in_path, const std::string& store_path);
 
+// Moves the store (its WAL folded in first) to store_path + suffix and its intake journal
+// beside it, and removes stale -wal/-shm/-journal files, so a new store can take the name.
+// Nothing to move is not an error. Call with the StoreLock held.
+Status SetStoreAside(const std::string& store_path, const std::string& suffix);
+
 // PRAGMA integrity_check plus the domain invariants (docs/operations.md). Findings are
 // appended to `findings`; ok() with empty findings means the store is sound. kIOError or
 // kNotFound when the store cannot be read at all.

@@ -21,6 +21,8 @@
 #include "edge/admin.h"
 #include "edge/disk_quota.h"
 #include "edge/key_rotation.h"
+#include "edge/rebuild.h"
+#include "cloud-sync/curl_transport.h"
 #include "privacy/sealer.h"
 #include "edge/store_reader.h"
 #include "wire/rfc3339.h"
@@ -79,8 +81,13 @@ int main(int argc, char** argv) {
   std::string backup_out, restore_in;
   auto* backup = app.add_subcommand("backup", "consistent copy of the store, safe while edged runs");
   backup->add_option("OUT", backup_out, "output file")->required();
-  auto* restore = app.add_subcommand("restore", "replace the store with a backup (edged must be stopped)");
-  restore->add_option("IN", restore_in, "backup file")->required();
+  bool from_hub = false, restore_force = false;
+  auto* restore = app.add_subcommand(
+      "restore", "replace the store with a backup, or rebuild it from the hub with --from-hub (edged must be stopped)");
+  restore->add_option("IN", restore_in, "backup file");
+  restore->add_flag("--from-hub", from_hub,
+                    "seed a fresh store from what the hub holds of this site (the edge server died with its disk)");
+  restore->add_flag("--force", restore_force, "with --from-hub: keep an existing store as <store>.pre-rebuild and rebuild");
   auto* verify = app.add_subcommand("verify", "integrity check and domain invariants; exit 0 sound, 1 findings");
   auto* reconcile = app.add_subcommand("reconcile", "ask the running edged's sync agent to reconcile with the hub now");
   int rotate_batch = 500;
@@ -156,6 +163,9 @@ int main(int argc, char** argv) {
                           {"commands_applied", s->down_commands},
                           {"last_applied_ms", s->down_last_applied_ms},
                           {"catalog_items", s->catalog_items}}}};
+    // A store rebuilt from the hub (edgectl restore --from-hub) says so.
+    if (s->rebuilt_from_hub_ms > 0)
+      j["rebuilt_from_hub"] = {{"at", IsoTime(s->rebuilt_from_hub_ms)}, {"seq_floor", s->rebuilt_seq_floor}};
     // Escrow allotments (docs/escrow.md): what HQ may sell for this site, as the site holds it.
     auto escrow = freshsync::edge::ReadEscrow(config->store.path);
     if (!escrow.ok()) {
@@ -182,6 +192,9 @@ int main(int argc, char** argv) {
                 << s->dead_letters << "\noutbox        last seq " << s->last_seq << ", acked " << s->acked_seq << ", backlog "
                 << s->backlog << "\ndownstream    applied seq " << s->down_applied_seq << ", " << s->down_commands
                 << " commands, " << s->catalog_items << " catalog items\n";
+      if (s->rebuilt_from_hub_ms > 0)
+        std::cout << "rebuilt       from the hub at " << IsoTime(s->rebuilt_from_hub_ms) << ", continuing after seq "
+                  << s->rebuilt_seq_floor << "\n";
       for (const auto& e : *escrow)
         std::cout << "escrow        " << e.sku << ": held " << e.held << " of target " << e.target << " (given " << e.given
                   << ", returned " << e.returned_applied << ", consumed " << e.consumed_applied << ")\n";
@@ -310,7 +323,55 @@ int main(int argc, char** argv) {
     std::cout << "backup written to " << backup_out << "\n";
     return 0;
   }
+  if (restore->parsed() && from_hub) {
+    if (!restore_in.empty()) {
+      std::cerr << "edgectl: restore: give either a backup file or --from-hub\n";
+      return 2;
+    }
+    if (!config->hub) {
+      std::cerr << "edgectl: restore --from-hub: no [hub] in the config\n";
+      return 2;
+    }
+    // The sync agent's link: the hub URL and the site's certificate from [hub].
+    freshsync::sync::CurlTransportOptions t;
+    t.ca = config->hub->ca;
+    t.cert = config->hub->cert;
+    // A bare key name is a systemd credential of edged.service, as edged resolves it.
+    t.key = freshsync::Sealer::ResolveKeyPath(config->hub->key, std::getenv("CREDENTIALS_DIRECTORY"));
+    t.timeout_ms = std::max(config->hub->timeout_ms, 60000);  // a large site's snapshot takes a while
+    t.max_response_bytes = size_t{1} << 30;
+    freshsync::sync::CurlTransport transport(std::move(t));
+    auto snap = freshsync::edge::FetchRebuildSnapshot(*config, transport);
+    if (!snap.ok()) {
+      std::cerr << "edgectl: restore --from-hub: " << snap.status().ToString() << "\n";
+      return 1;
+    }
+    const int64_t now_ms = static_cast<int64_t>(std::time(nullptr)) * 1000;
+    auto r = freshsync::edge::SeedStoreFromSnapshot(db, *snap, restore_force, now_ms);
+    if (!r.ok()) {
+      std::cerr << "edgectl: restore --from-hub: " << r.status().ToString() << "\n";
+      return 1;
+    }
+    if (!r->set_aside.empty()) std::cout << "previous store kept as " << r->set_aside << "\n";
+    std::cout << "rebuilt " << db << " from the hub for site " << config->site << "\n"
+              << "  seq           continues at " << r->seq_floor + 1 << " (hub's contiguous seq " << r->seq_floor
+              << ", highest held " << r->hub_max_seq << ")\n"
+              << "  stock         " << r->skus << " skus, " << r->lots << " lots, " << r->reservations
+              << " orders' reservations\n"
+              << "  orders        " << r->open_orders << " open\n"
+              << "  downstream    applied seq " << r->down_applied_seq << " (the dead edge had acknowledged "
+              << r->delivered_seq << "), " << r->commands_marked << " commands marked applied\n"
+              << "  catalog       " << r->catalog << " items; fences v" << r->fences_version << ", rules v" << r->rules_version
+              << "; " << r->escrow << " escrow allotments; " << r->dedupe_keys << " dedupe keys\n";
+    for (const auto& w : r->warnings) std::cout << "  warning: " << w << "\n";
+    std::cout << "records the dead edge wrote but never shipped are lost with its disk; start edged now\n";
+    return 0;
+  }
   if (restore->parsed()) {
+    if (restore_in.empty()) {
+      std::cerr << "edgectl: restore: give a backup file, or --from-hub\n";
+      return 2;
+    }
     if (auto st = freshsync::edge::RestoreStore(restore_in, db); !st.ok()) {
       std::cerr << "edgectl: restore: " << st.ToString() << "\n";
       return 1;

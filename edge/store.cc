@@ -385,6 +385,7 @@ Status EdgeStore::PutStock(const SkuLevel& level, const StockMovement* m, const 
     st->set_movement_id(m->id);
     st->set_delta(m->delta);
     st->set_lot(m->lot);
+    st->set_expiry(m->expiry);  // lets the hub rebuild the lots in FEFO order (hub/rebuild_snapshot.h)
   }
   st->set_reason(reason);
   st->set_order_id(order_id);

@@ -91,6 +91,12 @@ Result<StoreSummary> StoreReader::Summary() {
   auto down_seq = db_.QueryInt("SELECT IFNULL((SELECT value FROM sync_state WHERE name='down_applied_seq'), 0)");
   if (!down_seq.ok()) return down_seq.status();
   out.down_applied_seq = *down_seq;
+  for (auto [name, field] : {std::pair{kMetaRebuiltFromHubMs, &out.rebuilt_from_hub_ms},
+                             std::pair{kMetaRebuiltSeqFloor, &out.rebuilt_seq_floor}}) {
+    auto v = db_.QueryInt(("SELECT IFNULL((SELECT value FROM edge_meta WHERE name='" + std::string(name) + "'), 0)").c_str());
+    if (!v.ok()) return v.status();
+    *field = *v;
+  }
   // The tables come with schema 7; a store not yet migrated by this release has none.
   auto has_down = db_.QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'down_applied'");
   if (!has_down.ok()) return has_down.status();

@@ -33,7 +33,15 @@ struct StoreSummary {
   int64_t down_commands = 0;
   int64_t down_last_applied_ms = 0;
   int64_t catalog_items = 0;
+  // Set when the store was rebuilt from the hub (`edgectl restore --from-hub`, edge/rebuild.h):
+  // when, and the hub's contiguous seq it continued from; 0 otherwise.
+  int64_t rebuilt_from_hub_ms = 0;
+  int64_t rebuilt_seq_floor = 0;
 };
+
+// edge_meta names written by a rebuild from the hub (edge/rebuild.h), read into StoreSummary.
+inline constexpr char kMetaRebuiltFromHubMs[] = "rebuilt_from_hub_ms";
+inline constexpr char kMetaRebuiltSeqFloor[] = "rebuilt_seq_floor";
 
 // An escrow allotment as the site holds it (docs/escrow.md; the `escrow` table, schema 8):
 // `held` is the reservation now; granted to HQ and still held = given - returned_applied -

@@ -187,6 +187,8 @@ constexpr FieldRule kRules[] = {
     {.message = "freshsync.v1.StockState", .field = "movement_id", .omit_default = true},
     {.message = "freshsync.v1.StockState", .field = "delta", .only_with = "movement_id"},
     {.message = "freshsync.v1.StockState", .field = "lot", .omit_default = true, .only_with = "movement_id"},
+    // A received lot's expiry (since StockState field 9): only when the movement gave one.
+    {.message = "freshsync.v1.StockState", .field = "expiry", .omit_default = true, .only_with = "movement_id"},
     {.message = "freshsync.v1.StockState", .field = "reason", .omit_default = true},
     {.message = "freshsync.v1.StockState", .field = "order_id", .omit_default = true},
     {.message = "freshsync.v1.OrderState", .field = "actor", .omit_default = true},

@@ -29,6 +29,7 @@
 #include "hub/entity_routes.h"
 #include "hub/hub_metrics.h"
 #include "hub/notify/dead_letters.h"
+#include "hub/rebuild_snapshot.h"
 #include "hub/record_check.h"
 #include "wire/record_rules.h"
 #include "wire/batch_format.h"
@@ -494,6 +495,35 @@ struct HubServer::Impl {
     if (!d.ok()) return SendError(res, 503, d.status().message());
     SendStateDigest(req, res, *d, json::object());
     AuditEvent({0, 0, "state-digest", site, req.path, 0, d->contiguous_seq, d->skus, 200, ""});
+  }
+
+  // GET /v1/sites/{site}/rebuild-snapshot: what the hub holds of the site, for `edgectl
+  // restore --from-hub` (hub/rebuild_snapshot.h). The site's own certificate, as for the pull;
+  // an admin token may read it too (customer data stays sealed: the sealed blobs as sent).
+  void GetRebuildSnapshot(const http::Request& req, http::Response& res) {
+    const std::string site = req.matches[1];
+    std::string actor;
+    if (auto cn = PeerSiteId(req.ssl); cn && *cn == site) {
+      if (!SiteAllowed(req, res, site)) return;
+      actor = site;
+    } else {
+      auto caller = Authorize(req, res, Role::kAdmin);
+      if (!caller) return;
+      actor = caller->name;
+    }
+    auto snap = TimedStoreCall(metrics, "rebuild_snapshot", [&] { return ReadRebuildSnapshot(store, site); });
+    if (!snap.ok()) {
+      if (snap.status().code() == StatusCode::kNotFound) return SendError(res, 404, snap.status().message());
+      spdlog::error("rebuild-snapshot site={}: {}", site, snap.status().ToString());
+      return SendError(res, 503, snap.status().message());
+    }
+    if (WantsJson(req)) SendJson(res, 200, ToJson(*snap));
+    else res.set_content(snap->SerializeAsString(), kProto);
+    spdlog::warn("rebuild-snapshot site={} for {}: seq floor {}, {} skus, {} orders, records name down_seq up to {}", site, actor,
+                 snap->seq_floor(), snap->stock_size(), snap->orders_size(),
+                 snap->records_down_seq());
+    AuditEvent({0, 0, "rebuild-snapshot", actor, req.path, 0, snap->seq_floor(), static_cast<uint64_t>(snap->stock_size()),
+                200, ""});
   }
 
   // POST /v1/sites/{site}/rebuild-state: re-derive the site's stock from the records held,
@@ -1023,6 +1053,8 @@ struct HubServer::Impl {
           [this](const http::Request& req, http::Response& res) { GetDigest(req, res); });
     Get(std::string(wire::kSitesPrefix) + kSite + wire::kStateDigestSuffix,
           [this](const http::Request& req, http::Response& res) { GetStateDigest(req, res); });
+    Get(std::string(wire::kSitesPrefix) + kSite + wire::kRebuildSnapshotSuffix,
+          [this](const http::Request& req, http::Response& res) { GetRebuildSnapshot(req, res); });
     Post(std::string(wire::kSitesPrefix) + kSite + wire::kRebuildStateSuffix,
            [this](const http::Request& req, http::Response& res) { PostRebuildState(req, res); });
     Get(wire::kChangesPath, [this](const http::Request& req, http::Response& res) { GetChanges(req, res); });

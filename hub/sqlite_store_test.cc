@@ -23,6 +23,7 @@
 #include "hub/entity_routes.h"
 #include "hub/notify/dead_letters.h"
 #include "hub/position_chunk.h"
+#include "hub/rebuild_snapshot.h"
 #include "tests/support/harness.h"
 #include "tests/support/postgres.h"
 
@@ -1151,6 +1152,131 @@ TEST_P(HubStoreContractTest, DownstreamCurrentFencesAndRulesOutliveRetention) {
   // The next PUT after the trim is version 3, and current again.
   ASSERT_EQ(reopened.AppendVersioned("s1", fences("{\"v\":3}", 400), "f3", set)->version, 3u);
   EXPECT_EQ(reopened.Current("s1", v1::DOWN_FENCES)->value().command.fences().geojson(), "{\"v\":3}");
+// ---------- Rebuild snapshot (hub/rebuild_snapshot.h) ----------
+
+v1::ChangeRecord Move(uint64_t seq, uint64_t version, const std::string& id, int64_t delta, const std::string& lot,
+                      const std::string& expiry, int64_t on_hand, int64_t reserved, const std::string& order_id = "") {
+  v1::ChangeRecord r = Stock(seq, "apple", on_hand, version);
+  auto* st = r.mutable_stock();
+  st->set_reserved(reserved);
+  st->set_movement_id(id);
+  st->set_delta(delta);
+  st->set_lot(lot);
+  st->set_expiry(expiry);
+  st->set_order_id(order_id);
+  st->set_reason(delta > 0 ? "receive" : "pick");
+  return r;
+}
+
+v1::ChangeRecord Reserve(uint64_t seq, uint64_t version, const std::string& order_id, int64_t on_hand, int64_t reserved) {
+  v1::ChangeRecord r = Stock(seq, "apple", on_hand, version);
+  r.mutable_stock()->set_reserved(reserved);
+  r.mutable_stock()->set_order_id(order_id);
+  r.mutable_stock()->set_reason("reserve");
+  return r;
+}
+
+v1::ChangeRecord SiteOrder(uint64_t seq, const std::string& id, const std::string& status, uint64_t version, int64_t qty,
+                           uint64_t down_seq) {
+  v1::ChangeRecord r = Order(seq, id, status, seq << 16, version);
+  r.set_ts_ms(1700000000000 + static_cast<int64_t>(seq));
+  if (qty > 0) {
+    auto* l = r.mutable_order()->add_lines();
+    l->set_sku("apple");
+    l->set_qty(qty);
+    r.mutable_order()->set_customer_sealed(std::string("\x01sealed-", 8) + id);
+  }
+  r.mutable_order()->set_down_seq(down_seq);
+  r.mutable_order()->set_actor(down_seq > 0 ? "hq" : "terminal-1");
+  return r;
+}
+
+// What the hub holds of a site, as `edgectl restore --from-hub` reads it: the seq floor, stock
+// with lots fitted to each SKU's total (named lots and expiries as the records carried them),
+// the open orders' reservations, the orders an HQ command made, the highest down_seq the
+// records name, the versions, the dedupe keys, the catalog, the newest fences and rules on the
+// lane and its delivered position; another site's records stay out of it.
+TEST_P(HubStoreContractTest, RebuildSnapshotIsWhatTheHubHoldsOfTheSite) {
+  EXPECT_EQ(ReadRebuildSnapshot(*store_, "s1").status().code(), StatusCode::kNotFound);
+  Apply(MakeBatch("s1", {Move(1, 1, "m1", 10, "L2", "2026-12-20", 10, 0), Move(2, 2, "m2", 5, "L1", "2026-12-10", 15, 0),
+                         SiteOrder(3, "o1", "created", 1, 4, 3), Reserve(4, 3, "o1", 15, 4),
+                         Move(5, 4, "m3", -3, "", "", 12, 4),
+                         SiteOrder(6, "o2", "created", 1, 2, 0), Reserve(7, 5, "o2", 12, 6),
+                         Move(8, 6, "m4", -2, "", "", 10, 4, "o2"), SiteOrder(9, "o2", "delivered", 2, 0, 0),
+                         SiteOrder(10, "o3", "refused", 1, 50, 5)}));
+  Apply(MakeBatch("s2", {Move(1, 1, "x1", 99, "Z", "", 99, 0)}));
+  DownstreamLog log(*store_);
+  ASSERT_TRUE(log.PutCatalog(Item("apple", 100), "apple-100", 7000, "hq").ok());
+  v1::DownCommand f;
+  f.set_kind(v1::DOWN_FENCES);
+  auto set = [](v1::DownCommand& c, uint64_t v) { c.mutable_fences()->set_version(v); };
+  f.mutable_fences()->set_geojson("{\"v\":1}");
+  ASSERT_TRUE(log.AppendVersioned("s1", f, "f1", set).ok());
+  f.mutable_fences()->set_geojson("{\"v\":2}");
+  ASSERT_TRUE(log.AppendVersioned("s1", f, "f2", set).ok());
+  ASSERT_TRUE(log.Acknowledge("s1", 2, 8000).ok());
+
+  auto snap = ReadRebuildSnapshot(*store_, "s1");
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  EXPECT_EQ(snap->site(), "s1");
+  EXPECT_EQ(snap->seq_floor(), 10u);
+  EXPECT_EQ(snap->max_seq(), 10u);
+  ASSERT_EQ(snap->stock_size(), 1);
+  EXPECT_EQ(snap->stock(0).on_hand(), 10);
+  EXPECT_EQ(snap->stock(0).reserved(), 4);
+  EXPECT_EQ(snap->stock(0).version(), 6u);
+  int64_t lot_sum = 0;
+  std::map<std::string, std::string> expiry;
+  for (const auto& l : snap->lots()) {
+    EXPECT_EQ(l.sku(), "apple");
+    EXPECT_GT(l.on_hand(), 0);
+    lot_sum += l.on_hand();
+    expiry[l.lot()] = l.expiry();
+  }
+  EXPECT_EQ(lot_sum, 10);  // fitted to the SKU's on_hand
+  EXPECT_EQ(expiry["L2"], "2026-12-20");
+  // The picks without a lot took the earliest expiry first (5 in L1, 5 taken): only L2 is left.
+  EXPECT_EQ(expiry.count("L1"), 0u);
+  ASSERT_EQ(snap->reservations_size(), 1);  // o2 was delivered: its reservation is gone
+  EXPECT_EQ(snap->reservations(0).order_id(), "o1");
+  EXPECT_EQ(snap->reservations(0).qty(), 4);
+  std::map<std::string, v1::RebuildOrder> orders;
+  for (const auto& o : snap->orders()) orders[o.order().order_id()] = o;
+  ASSERT_EQ(orders.size(), 2u);  // o1 open; o3 final but made by HQ; o2 final and local: left out
+  EXPECT_TRUE(orders["o1"].open());
+  EXPECT_EQ(orders["o1"].order().status(), "created");
+  EXPECT_EQ(orders["o1"].order().down_seq(), 3u);
+  ASSERT_EQ(orders["o1"].order().lines_size(), 1);
+  EXPECT_EQ(orders["o1"].order().lines(0).qty(), 4);
+  EXPECT_EQ(orders["o1"].order().customer_sealed(), std::string("\x01sealed-o1", 10));
+  EXPECT_FALSE(orders["o3"].open());
+  EXPECT_EQ(orders["o3"].order().down_seq(), 5u);
+  EXPECT_EQ(snap->records_down_seq(), 5u);
+  EXPECT_EQ(snap->delivered_seq(), 2u);
+  EXPECT_GE(snap->down_last_seq(), 3u);  // the catalog item, then two fence sets
+  std::map<std::pair<int, std::string>, uint64_t> versions;
+  for (const auto& v : snap->versions()) versions[{v.entity(), v.key()}] = v.version();
+  EXPECT_EQ((versions[{v1::STOCK, "apple"}]), 6u);
+  EXPECT_EQ((versions[{v1::ORDER, "o2"}]), 2u);
+  EXPECT_EQ(versions.size(), 4u);
+  EXPECT_EQ(std::vector<std::string>(snap->movement_ids().begin(), snap->movement_ids().end()),
+            (std::vector<std::string>{"m1", "m2", "m3", "m4"}));
+  std::vector<std::string> keys(snap->order_status_keys().begin(), snap->order_status_keys().end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"o1#created", "o2#created", "o2#delivered", "o3#created"}));
+  ASSERT_EQ(snap->catalog_size(), 1);
+  EXPECT_EQ(snap->catalog(0).sku(), "apple");
+  ASSERT_TRUE(snap->has_fences());
+  EXPECT_EQ(snap->fences().version(), 2u);
+  EXPECT_EQ(snap->fences().geojson(), "{\"v\":2}");
+  EXPECT_FALSE(snap->has_rules());
+  EXPECT_EQ(snap->max_hlc(), (uint64_t{1700000000000} + 8) << 16);  // the newest STOCK record's
+
+  auto other = ReadRebuildSnapshot(*store_, "s2");
+  ASSERT_TRUE(other.ok());
+  ASSERT_EQ(other->lots_size(), 1);
+  EXPECT_EQ(other->lots(0).lot(), "Z");
+  EXPECT_EQ(other->orders_size(), 0);
+  EXPECT_FALSE(other->has_fences());
 }
 
 TEST_P(HubStoreContractTest, DownstreamRetentionTrimsOnlyOldDeliveredCommands) {

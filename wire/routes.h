@@ -19,6 +19,8 @@ inline constexpr char kBatchesSuffix[] = "/batches";            // POST: zstd(pr
 inline constexpr char kDigestSuffix[] = "/digest";              // GET ?from=&to=&buckets=
 inline constexpr char kStateDigestSuffix[] = "/state-digest";   // GET
 inline constexpr char kRebuildStateSuffix[] = "/rebuild-state"; // POST
+// GET: protobuf RebuildSnapshot, for `edgectl restore --from-hub` (hub/rebuild_snapshot.h).
+inline constexpr char kRebuildSnapshotSuffix[] = "/rebuild-snapshot";
 // Downstream (docs/sync-protocol.md, "Downstream"): the site's pull, and HQ's status of a lane.
 inline constexpr char kDownCommandsSuffix[] = "/downstream/commands";  // GET ?after=&wait_ms=&kinds=
 inline constexpr char kDownstreamSuffix[] = "/downstream";             // GET (HQ reader)
