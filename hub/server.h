@@ -56,6 +56,14 @@ class HubServer {
   void ReloadTokens(const std::vector<HubToken>& tokens);
   // The relay's series in this server's /metrics (hub/relay/amqp_relay.h writes them).
   RelayMetrics& relay_metrics();
+  // The route table after Start(): each route's method and name (its template, as the metrics'
+  // route label spells it: "/v1/sites/{site}/batches"; groups other than the site stay regex
+  // groups, e.g. "/v1/catalog/(.+)"). tests/hub/openapi_test.cc compares it with hub/openapi.json.
+  struct RouteInfo {
+    std::string method;
+    std::string name;
+  };
+  std::vector<RouteInfo> RoutesForTest() const;
 
  private:
   struct Impl;

@@ -43,6 +43,7 @@ inline constexpr char kCatalogPath[] = "/v1/catalog";                  // GET (H
 // HQ routes without a site.
 inline constexpr char kChangesPath[] = "/v1/changes";
 inline constexpr char kAuditPath[] = "/v1/audit";
+inline constexpr char kOpenApiPath[] = "/v1/openapi.json";  // GET, no token: hub/openapi.json
 // Live streams (server-sent events): the feed for HQ; one order's status for its customer,
 // /v1/orders/{order_id}/stream, behind a token from POST /v1/orders/{order_id}/stream-token.
 inline constexpr char kStreamPath[] = "/v1/stream";
