@@ -159,6 +159,11 @@ struct HubConfig {
   // [fanout.amqp]: relay of the change feed to RabbitMQ (hub/relay/amqp_relay.h); "" = none.
   std::string amqp_url;
   std::string amqp_exchange = "freshsync.changes";
+  // amqps:// only: the CA that must have signed the broker's certificate (required), and an
+  // optional client certificate and key (both or neither) for a broker that asks for one.
+  std::string amqp_ca_file;
+  std::string amqp_cert_file;
+  std::string amqp_key_file;
   // [console]: the web console at /console/ (docs/console.md). tiles_url: a map tile URL
   // template with {z}, {x} and {y} ("" = the map draws without tiles).
   std::string console_tiles_url;
