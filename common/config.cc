@@ -494,10 +494,23 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
       TableReader r(*a, "fanout.amqp");
       r.Get("url", c.amqp_url, true);
       r.Get("exchange", c.amqp_exchange);
+      r.Get("ca_file", c.amqp_ca_file);
+      r.Get("cert_file", c.amqp_cert_file);
+      r.Get("key_file", c.amqp_key_file);
       r.RejectUnknown();
       // The full URL check is rabbitmq-c's parser, at hubd's start (hub::CheckAmqpUrl).
-      if (r.error().empty() && c.amqp_url.rfind("amqp://", 0) != 0) r.Fail("fanout.amqp.url: must start with amqp://");
+      const bool tls = c.amqp_url.rfind("amqps://", 0) == 0;
+      if (r.error().empty() && !tls && c.amqp_url.rfind("amqp://", 0) != 0)
+        r.Fail("fanout.amqp.url: must start with amqp:// or amqps://");
       if (r.error().empty() && c.amqp_exchange.empty()) r.Fail("fanout.amqp.exchange: must not be empty");
+      // TLS verifies the broker against the operator's CA, never against nothing.
+      if (r.error().empty() && tls && c.amqp_ca_file.empty())
+        r.Fail("fanout.amqp.ca_file: required with amqps:// (the CA of the broker's certificate)");
+      if (r.error().empty() && !tls && !(c.amqp_ca_file.empty() && c.amqp_cert_file.empty() && c.amqp_key_file.empty()))
+        r.Fail("fanout.amqp.ca_file: ca_file, cert_file and key_file need an amqps:// url");
+      if (r.error().empty() && c.amqp_cert_file.empty() != c.amqp_key_file.empty())
+        r.Fail(std::string("fanout.amqp.") + (c.amqp_cert_file.empty() ? "cert_file" : "key_file") +
+               ": cert_file and key_file go together");
       f.Absorb(r);
     }
     f.RejectUnknown();

@@ -183,6 +183,11 @@ struct HubConfig {
   int64_t notify_retry_min_ms = 1000;     // backoff between attempts: doubles, jittered, capped
   int64_t notify_retry_max_ms = 300000;
   int64_t notify_poll_ms = 500;           // feed and site-health polling once caught up
+  // amqps:// only: the CA that must have signed the broker's certificate (required), and an
+  // optional client certificate and key (both or neither) for a broker that asks for one.
+  std::string amqp_ca_file;
+  std::string amqp_cert_file;
+  std::string amqp_key_file;
   // [console]: the web console at /console/ (docs/console.md). tiles_url: a map tile URL
   // template with {z}, {x} and {y} ("" = the map draws without tiles).
   std::string console_tiles_url;

@@ -65,11 +65,20 @@ TEST(HubConfigExampleTest, FanoutAmqpIsOptionalAndValidated) {
   auto named = ParseHubConfig(base + "[fanout.amqp]\nurl = \"amqp://mq\"\nexchange = \"hq.x\"\n");
   ASSERT_TRUE(named.ok()) << named.status().ToString();
   EXPECT_EQ(named->amqp_exchange, "hq.x");
+  auto tls = ParseHubConfig(base + "[fanout.amqp]\nurl = \"amqps://mq:5671/\"\nca_file = \"ca\"\ncert_file = \"c\"\nkey_file = \"k\"\n");
+  ASSERT_TRUE(tls.ok()) << tls.status().ToString();
+  EXPECT_EQ(tls->amqp_ca_file, "ca");
+  EXPECT_EQ(tls->amqp_cert_file, "c");
+  EXPECT_EQ(tls->amqp_key_file, "k");
   for (const auto& [table, key] : std::vector<std::pair<std::string, std::string>>{
            {"[fanout.amqp]\nexchange = \"x\"\n", "fanout.amqp.url"},
            {"[fanout.amqp]\nurl = \"http://mq\"\n", "fanout.amqp.url"},
            {"[fanout.amqp]\nurl = \"amqp://mq\"\nexchange = \"\"\n", "fanout.amqp.exchange"},
            {"[fanout.amqp]\nurl = \"amqp://mq\"\nqueue = \"q\"\n", "fanout.amqp.queue"},
+           {"[fanout.amqp]\nurl = \"amqps://mq\"\n", "fanout.amqp.ca_file"},
+           {"[fanout.amqp]\nurl = \"amqp://mq\"\nca_file = \"ca\"\n", "fanout.amqp.ca_file"},
+           {"[fanout.amqp]\nurl = \"amqps://mq\"\nca_file = \"ca\"\ncert_file = \"c\"\n", "fanout.amqp.key_file"},
+           {"[fanout.amqp]\nurl = \"amqps://mq\"\nca_file = \"ca\"\nkey_file = \"k\"\n", "fanout.amqp.cert_file"},
            {"[fanout.kafka]\nurl = \"x\"\n", "fanout.kafka"}}) {
     auto bad = ParseHubConfig(base + table);
     ASSERT_FALSE(bad.ok()) << table;

@@ -41,8 +41,15 @@ namespace {
 
 // Files named by the config must be readable; report the key, as for any other config error.
 freshsync::Status CheckFiles(const freshsync::HubConfig& c) {
-  const std::pair<const char*, const std::string*> files[] = {{"tls.ca", &c.tls_ca}, {"tls.cert", &c.tls_cert}, {"tls.key", &c.tls_key}};
+  const std::pair<const char*, const std::string*> files[] = {
+      {"tls.ca", &c.tls_ca},
+      {"tls.cert", &c.tls_cert},
+      {"tls.key", &c.tls_key},
+      {"fanout.amqp.ca_file", &c.amqp_ca_file},
+      {"fanout.amqp.cert_file", &c.amqp_cert_file},
+      {"fanout.amqp.key_file", &c.amqp_key_file}};
   for (const auto& [key, path] : files) {
+    if (path->empty()) continue;  // the relay's files are optional
     std::ifstream in(*path);
     if (!in) return freshsync::Status::InvalidArgument(std::string(key) + ": cannot read " + *path);
   }
@@ -198,6 +205,9 @@ int main(int argc, char** argv) {
     freshsync::hub::AmqpRelayOptions relay_options;
     relay_options.url = config->amqp_url;
     relay_options.exchange = config->amqp_exchange;
+    relay_options.ca_file = config->amqp_ca_file;
+    relay_options.cert_file = config->amqp_cert_file;
+    relay_options.key_file = config->amqp_key_file;
     relay = std::make_unique<freshsync::hub::AmqpRelay>(relay_options, **store, freshsync::SystemClock(), server.relay_metrics());
     relay->Start();
   }

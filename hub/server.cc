@@ -30,6 +30,7 @@
 #include "hub/hub_metrics.h"
 #include "hub/notify/dead_letters.h"
 #include "hub/rebuild_snapshot.h"
+#include "hub/openapi.h"
 #include "hub/record_check.h"
 #include "wire/record_rules.h"
 #include "wire/batch_format.h"
@@ -1029,6 +1030,19 @@ struct HubServer::Impl {
 
   void Register() {
     Get("/healthz", [](const http::Request&, http::Response& res) { res.set_content("ok\n", "text/plain"); }, false);
+    // Readiness: the store answers a read, the same test as the systemd watchdog's (main.cc).
+    // A load balancer or Kubernetes stops sending work to a replica whose database is gone
+    // without restarting it (liveness stays /healthz). On a worker: it touches the store.
+    Get("/readyz", [this](const http::Request&, http::Response& res) {
+      if (store.ContiguousSeq("").ok()) return res.set_content("ready\n", "text/plain");
+      res.status = 503;
+      res.set_content("store does not answer\n", "text/plain");
+    });
+    // The OpenAPI description of these routes (hub/openapi.h): no token, no data, so that HQ
+    // teams can generate a client before they hold a token; on the I/O thread.
+    Get(wire::kOpenApiPath, [](const http::Request& req, http::Response& res) {
+      res = ServeOpenApi(req.get_header_value("If-None-Match"));
+    }, false);
     // Prometheus text format. No token names; site ids (which every site's certificate shows
     // anyway) label the per-site series, so it needs no token. It reads the sites from the
     // store, so it runs on a worker.
@@ -1177,6 +1191,12 @@ void HubServer::ReloadTokens(const std::vector<HubToken>& tokens) {
 
 RelayMetrics& HubServer::relay_metrics() { return impl_->metrics.relay; }
 NotifyMetrics& HubServer::notify_metrics() { return impl_->metrics.notify; }
+
+std::vector<HubServer::RouteInfo> HubServer::RoutesForTest() const {
+  std::vector<RouteInfo> out;
+  for (const auto& r : impl_->routes) out.push_back({r.method, r.name});
+  return out;
+}
 
 void HubServer::Stop() {
   // Streams first: the transport's drain waits for requests in flight, which a stream is.

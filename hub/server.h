@@ -58,6 +58,14 @@ class HubServer {
   RelayMetrics& relay_metrics();
   // The webhook notifiers' series (hub/notify/notifier.h writes them).
   NotifyMetrics& notify_metrics();
+  // The route table after Start(): each route's method and name (its template, as the metrics'
+  // route label spells it: "/v1/sites/{site}/batches"; groups other than the site stay regex
+  // groups, e.g. "/v1/catalog/(.+)"). tests/hub/openapi_test.cc compares it with hub/openapi.json.
+  struct RouteInfo {
+    std::string method;
+    std::string name;
+  };
+  std::vector<RouteInfo> RoutesForTest() const;
 
  private:
   struct Impl;

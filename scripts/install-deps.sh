@@ -17,6 +17,8 @@ PACKAGES=(
   clang libclang-rt-14-dev iproute2 procps psmisc
   mmdebstrap  # tests/packaging/install_test.sh: a clean Debian 12 root for the package install test
   chromium  # tests/browser/: the HQ console in a real browser (driven by puppeteer-core, no browser download)
+  python3-jsonschema  # tests/hub/openapi_check.py: hubd's answers validated against hub/openapi.json
+  python3-yaml  # tests/packaging/kubernetes_test.py reads the rendered Kubernetes manifests
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -34,6 +36,11 @@ if ! command -v npm >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
+# kubectl (kustomize v4 or later: kubectl 1.21+) renders the Kubernetes manifests for
+# tests/packaging/kubernetes_test.cc, which skips that part without it. Debian 12's
+# kubernetes-client is 1.20 (kustomize v2.0.3: no directories in `resources`, no `patches`),
+# too old for the manifests' syntax; take kubectl from pkgs.k8s.io or the cloud SDK.
+command -v kubectl >/dev/null 2>&1 || echo "note: no kubectl; kubernetes_test renders no manifests (see above)"
 # The packaged broker must not hold port 1883 or compete with the brokers the tests start.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
   ${SUDO:-} systemctl stop mosquitto || true

@@ -53,6 +53,7 @@ inline constexpr char kAuditPath[] = "/v1/audit";
 // POST {path}/{id}/replay replays one, POST {path}/replay?webhook=NAME all of a webhook's.
 inline constexpr char kWebhookDeadlettersPath[] = "/v1/webhooks/deadletters";
 inline constexpr char kReplaySuffix[] = "/replay";
+inline constexpr char kOpenApiPath[] = "/v1/openapi.json";  // GET, no token: hub/openapi.json
 // Live streams (server-sent events): the feed for HQ; one order's status for its customer,
 // /v1/orders/{order_id}/stream, behind a token from POST /v1/orders/{order_id}/stream-token.
 inline constexpr char kStreamPath[] = "/v1/stream";

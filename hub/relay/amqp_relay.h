@@ -40,6 +40,11 @@ namespace freshsync::hub {
 struct AmqpRelayOptions {
   std::string url;                          // amqp://user:password@host:port/vhost ([fanout.amqp] url)
   std::string exchange = "freshsync.changes";
+  // amqps:// (TLS 1.2 or later): the broker's certificate must chain to ca_file and name the
+  // URL's host; cert_file/key_file ("" = none) answer a broker that asks for a client one.
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
   std::string name = "amqp";                // the store's lease and cursor name
   std::string holder;                       // this replica in the lease; "" = hostname:pid
   int64_t lease_ttl_ms = 30000;             // > 3 x timeout_ms: a slow round must not outlive it
@@ -58,7 +63,7 @@ struct AmqpMessage {
 };
 AmqpMessage MakeAmqpMessage(const FeedEntry& entry);
 
-// kInvalidArgument when `url` is not an amqp:// URL rabbitmq-c can parse (config check).
+// kInvalidArgument when `url` is not an amqp:// or amqps:// URL rabbitmq-c can parse (config check).
 Status CheckAmqpUrl(const std::string& url);
 
 class AmqpRelay {

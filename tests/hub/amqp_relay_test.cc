@@ -187,5 +187,77 @@ TEST(AmqpRelayLeaseTest, OnlyTheLeaseHolderPublishesAndTheOtherTakesOver) {
   b.Stop();
 }
 
+// amqps:// ([fanout.amqp] ca_file, cert_file, key_file): the relay verifies the broker's
+// certificate against its CA and presents its own to a broker that requires one. A broker whose
+// certificate another CA signed, and a relay without a client certificate, get no message
+// through; the right CA and certificate relay every record.
+TEST(AmqpRelayTlsTest, RelaysOverAmqpsAndRefusesABrokerItCannotVerify) {
+  TempDir dir;
+  TestPki pki(dir.File("pki"));
+  ASSERT_TRUE(pki.Init());
+  TestPki other(dir.File("other-pki"));
+  ASSERT_TRUE(other.Init());
+  const TestPki::Files client = pki.Client("hub-relay");
+  RabbitMqServer rabbit(dir.File("rabbitmq"));
+  rabbit.EnableTls(pki.ca_cert(), pki.server().cert, pki.server().key);
+  ASSERT_TRUE(rabbit.Start()) << ReadFile(rabbit.log_path());
+  // The consumer on the plain listener: what arrives there came through the relay's TLS link.
+  AmqpConsumer consumer(rabbit.Url(), "freshsync.changes", "tls-test");
+  ASSERT_TRUE(WaitFor([&] { return consumer.bound(); }, std::chrono::seconds(30)));
+  auto store = hub::SqliteHubStore::Open({dir.File("hub.db"), 2, false});
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  v1::Batch batch;
+  batch.set_site("site-t");
+  for (uint64_t s = 1; s <= 50; ++s) *batch.add_records() = Record(s);
+  ASSERT_TRUE((*store)->ApplyBatch("site-t", batch, SystemClock().NowMs()).ok());
+
+  hub::AmqpRelayOptions o;
+  o.url = rabbit.TlsUrl();
+  o.poll_ms = 20;
+  o.backoff_min_ms = 50;
+  o.backoff_max_ms = 200;
+  o.timeout_ms = 3000;
+  // Refused: each attempt fails (counted), nothing is published or confirmed.
+  auto refused = [&](hub::AmqpRelayOptions opts, const char* what) {
+    hub::RelayMetrics m;
+    hub::AmqpRelay relay(opts, **store, SystemClock(), m);
+    relay.Start();
+    EXPECT_TRUE(WaitFor([&] { return m.errors.load() >= 3; }, std::chrono::seconds(30))) << what;
+    relay.Stop();
+    EXPECT_FALSE(m.connected.load()) << what;
+    EXPECT_EQ(m.confirmed.load(), 0u) << what;
+  };
+  hub::AmqpRelayOptions wrong_ca = o;
+  wrong_ca.name = "amqp-wrong-ca";
+  wrong_ca.ca_file = other.ca_cert();
+  wrong_ca.cert_file = client.cert;
+  wrong_ca.key_file = client.key;
+  refused(wrong_ca, "a broker certificate of another CA");
+  hub::AmqpRelayOptions no_cert = o;
+  no_cert.name = "amqp-no-cert";
+  no_cert.ca_file = pki.ca_cert();
+  refused(no_cert, "no client certificate for a broker that requires one");
+  EXPECT_EQ(consumer.count(), 0u);
+
+  hub::AmqpRelayOptions good = o;
+  good.ca_file = pki.ca_cert();
+  good.cert_file = client.cert;
+  good.key_file = client.key;
+  hub::RelayMetrics m;
+  hub::AmqpRelay relay(good, **store, SystemClock(), m);
+  relay.Start();
+  auto delivered = [&] {
+    std::set<std::string> ids;
+    for (const AmqpDelivered& d : consumer.Messages()) ids.insert(d.message_id);
+    for (uint64_t s = 1; s <= 50; ++s)
+      if (!ids.count("site-t:" + std::to_string(s))) return false;
+    return true;
+  };
+  EXPECT_TRUE(WaitFor(delivered, std::chrono::seconds(30))) << consumer.count() << " messages";
+  EXPECT_TRUE(m.connected.load());
+  EXPECT_GE(m.confirmed.load(), 50u);
+  relay.Stop();
+}
+
 }  // namespace
 }  // namespace freshsync::testing

@@ -931,6 +931,9 @@ TEST_F(HubdTest, MetricsCountRequestsBatchesStoreCallsAndSites) {
   for (auto it = std::sregex_iterator(dashboard.begin(), dashboard.end(), hub_series); it != std::sregex_iterator(); ++it, ++plotted)
 {
     const std::string family = std::regex_replace(it->str(), std::regex("_(bucket|sum|count)$"), "");
+    // The relay's series exist only with [fanout.amqp], which this hubd has not:
+    // tests/ops/prometheus_test.cc checks the Relay row against a hubd that has it.
+    if (family.rfind("freshsync_hub_relay_", 0) == 0) continue;
     EXPECT_NE(m.find("# TYPE " + family + " "), std::string::npos) << "the dashboard plots " << it->str() << ", which hubd does not export";
   }
   EXPECT_GE(plotted, 10) << "the dashboard lost its hub panels";

@@ -47,6 +47,10 @@ class PrometheusScrapeTest : public ::testing::Test {
   static SiteHubOptions WithEdgeMetrics(int port) {
     SiteHubOptions o;
     o.edge_toml = "[metrics]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n";
+    // The relay on: hubd exports its series (the dashboard's Relay row) from the moment it is
+    // configured. No broker listens on that port; the relay retries with its backoff, which
+    // costs this test nothing and keeps a RabbitMQ start out of the default suite.
+    o.hub_toml = "[fanout.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:" + std::to_string(PickFreePort()) + "/\"\n";
     return o;
   }
   int edge_metrics_port_ = PickFreePort();  // before hub_, which uses it

@@ -127,6 +127,8 @@ in_root apt-get install -y -q "/tmp/debs/$(basename "$hub_deb")" | tail -5
 check "both packages installed" sh -c "chroot '$root' dpkg-query -W -f='\${Status}\n' freshsync-edge freshsync-hub | grep -c 'install ok installed' | grep -qx 2"
 
 step "checks"
+check "the hub ships its OpenAPI description, the same bytes hubd serves" \
+  cmp "$root/usr/share/freshsync/openapi.json" "$src/hub/openapi.json"
 # The binaries run, on the shipped configs.
 check "edged --check-config on the shipped edged.toml exits 0" in_root edged --config /etc/freshsync/edged.toml --check-config
 # As the unit runs it: User=freshsync, the privacy key handed over as a credential (the

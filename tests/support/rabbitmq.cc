@@ -97,6 +97,31 @@ void RabbitMqServer::Kill() { node_process_.Kill(); }
 
 std::string RabbitMqServer::Url() const { return "amqp://guest:guest@127.0.0.1:" + std::to_string(port_) + "/"; }
 
+void RabbitMqServer::EnableTls(const std::string& ca, const std::string& cert, const std::string& key) {
+  tls_port_ = PickFreePort();
+  const std::string tls = dir_ + "/tls";
+  std::filesystem::create_directories(tls);
+  std::filesystem::copy_file(ca, tls + "/ca.crt", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(cert, tls + "/server.crt", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(key, tls + "/server.key", std::filesystem::copy_options::overwrite_existing);
+  // The new-style config file that RABBITMQ_CONFIG_FILE (dir_/rabbitmq) names with ".conf".
+  WriteFile(dir_ + "/rabbitmq.conf",
+            "listeners.ssl.1 = 127.0.0.1:" + std::to_string(tls_port_) + "\n" +
+                "ssl_options.cacertfile = " + tls + "/ca.crt\n" + "ssl_options.certfile = " + tls + "/server.crt\n" +
+                "ssl_options.keyfile = " + tls + "/server.key\n" + "ssl_options.verify = verify_peer\n" +
+                "ssl_options.fail_if_no_peer_cert = true\n");
+  if (RunningAsRoot()) {
+    if (const passwd* pw = getpwnam("rabbitmq")) {
+      for (const std::string& p : {tls, tls + "/ca.crt", tls + "/server.crt", tls + "/server.key", dir_ + "/rabbitmq.conf"})
+        if (chown(p.c_str(), pw->pw_uid, pw->pw_gid) != 0) std::perror("chown rabbitmq tls");
+    }
+  }
+}
+
+std::string RabbitMqServer::TlsUrl() const {
+  return "amqps://guest:guest@localhost:" + std::to_string(tls_port_) + "/";
+}
+
 namespace {
 
 std::string Str(amqp_bytes_t b) { return std::string(static_cast<const char*>(b.bytes), b.len); }

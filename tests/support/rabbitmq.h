@@ -38,6 +38,12 @@ class RabbitMqServer {
 
   // amqp://guest:guest@127.0.0.1:PORT/ (guest may log in over loopback).
   std::string Url() const;
+  // Before Start(): also a TLS listener on 127.0.0.1 (a free port) with this certificate and
+  // key, which requires a client certificate signed by `ca` (copies of the files go into the
+  // node's folder, readable by `rabbitmq`). TlsUrl(): amqps://guest:guest@localhost:PORT/
+  // (localhost, a name the test PKI's server certificate carries).
+  void EnableTls(const std::string& ca, const std::string& cert, const std::string& key);
+  std::string TlsUrl() const;
   int port() const { return port_; }
   const std::string& node_name() const { return node_; }
   std::string log_path() const { return dir_ + "/rabbitmq.log"; }
@@ -49,6 +55,7 @@ class RabbitMqServer {
   int port_ = 0;
   int dist_port_ = 0;
   int epmd_port_ = 0;
+  int tls_port_ = 0;  // 0: no TLS listener
   ChildProcess node_process_;
 
 };
