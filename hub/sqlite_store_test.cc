@@ -1152,6 +1152,8 @@ TEST_P(HubStoreContractTest, DownstreamCurrentFencesAndRulesOutliveRetention) {
   // The next PUT after the trim is version 3, and current again.
   ASSERT_EQ(reopened.AppendVersioned("s1", fences("{\"v\":3}", 400), "f3", set)->version, 3u);
   EXPECT_EQ(reopened.Current("s1", v1::DOWN_FENCES)->value().command.fences().geojson(), "{\"v\":3}");
+}
+
 // ---------- Rebuild snapshot (hub/rebuild_snapshot.h) ----------
 
 v1::ChangeRecord Move(uint64_t seq, uint64_t version, const std::string& id, int64_t delta, const std::string& lot,

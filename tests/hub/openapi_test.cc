@@ -284,6 +284,35 @@ TEST_F(OpenApiTest, EveryRouteAnswersAsDocumented) {
   Get(*site, pull, "/v1/sites/site-a/downstream/commands?after=0", 200, as_pb);
   Get(*site, pull, "/v1/sites/site-a/downstream/commands?after=x", 400, as_json);
   Get(*none, pull, "/v1/sites/site-a/downstream/commands", 403, as_json);
+  // HQ's current sets, read back (ETag = version).
+  auto current = reader->Get("/v1/sites/site-a/fences");
+  Note("GET", fences, current, 200, "fences");
+  ASSERT_TRUE(current);
+  Get(*reader, fences, "/v1/sites/site-a/fences", 304, {{"If-None-Match", current->get_header_value("ETag")}});
+  Get(*reader, fences, "/v1/sites/site-b/fences", 404);
+  Get(*none, fences, "/v1/sites/site-a/fences", 401);
+  Get(*reader, rules, "/v1/sites/site-a/coldchain-rules", 200);
+  Get(*reader, rules, "/v1/sites/site-b/coldchain-rules", 404);
+  // A site rebuilt from the hub reads what the hub holds of it.
+  const std::string snapshot = "/v1/sites/{site}/rebuild-snapshot";
+  Get(*site, snapshot, "/v1/sites/site-a/rebuild-snapshot", 200, as_pb);
+  Get(*admin, snapshot, "/v1/sites/site-a/rebuild-snapshot", 200, as_json);
+  Get(*reader, snapshot, "/v1/sites/site-a/rebuild-snapshot", 403, as_json);
+  // The cold-chain audit chain's verdict (no chained record here: ok with 0 records).
+  const std::string verify = "/v1/sites/{site}/coldchain/verify";
+  Get(*reader, verify, "/v1/sites/site-a/coldchain/verify?sensor=cold-1&from=0&to=1900000000000", 200);
+  Get(*reader, verify, "/v1/sites/site-a/coldchain/verify?from=0", 400);
+  Get(*none, verify, "/v1/sites/site-a/coldchain/verify?sensor=cold-1", 401);
+  // Webhook dead letters (admin; no webhook configured here: an empty list).
+  const std::string dead = "/v1/webhooks/deadletters";
+  Get(*admin, dead, "/v1/webhooks/deadletters?limit=10", 200);
+  Get(*admin, dead, "/v1/webhooks/deadletters?limit=x", 400);
+  Get(*reader, dead, "/v1/webhooks/deadletters", 403);
+  Get(*none, dead, "/v1/webhooks/deadletters", 401);
+  Send(*admin, "POST", "/v1/webhooks/deadletters/{id}/replay", "/v1/webhooks/deadletters/12345/replay", "", 404);
+  Send(*reader, "POST", "/v1/webhooks/deadletters/{id}/replay", "/v1/webhooks/deadletters/1/replay", "", 403);
+  Send(*admin, "POST", "/v1/webhooks/deadletters/replay", "/v1/webhooks/deadletters/replay?webhook=ops", "", 202);
+  Send(*admin, "POST", "/v1/webhooks/deadletters/replay", "/v1/webhooks/deadletters/replay", "", 400);
 
   CheckCalls();
 }
