@@ -95,17 +95,20 @@ Link LinkOf(const v1::ChangeRecord& r) {
     l.rh_d = r.climate().rh_d();
     l.battery_d = r.climate().battery_d();
   } else {
-    const auto& a = r.alert();
-    l.kind = Link::Kind::kAlert;
-    l.alert_id = a.alert_id();
-    l.state = a.state();
-    l.alert_kind = a.kind();
-    l.min_c = a.min_c();
-    l.max_c = a.max_c();
-    l.started_ts_ms = a.started_ts_ms();
-    l.ended_ts_ms = a.ended_ts_ms();
+    SetAlertLink(r.alert(), l);
   }
   return l;
+}
+
+void SetAlertLink(const v1::ColdchainAlert& a, Link& l) {
+  l.kind = Link::Kind::kAlert;
+  l.alert_id = a.alert_id();
+  l.state = a.state();
+  l.alert_kind = a.kind();
+  l.min_c = a.min_c();
+  l.max_c = a.max_c();
+  l.started_ts_ms = a.started_ts_ms();
+  l.ended_ts_ms = a.ended_ts_ms();
 }
 
 std::string SealBytes(const v1::ColdchainSeal& s) {

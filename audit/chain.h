@@ -27,6 +27,7 @@
 
 namespace freshsync::v1 {
 class ChangeRecord;
+class ColdchainAlert;
 class ColdchainSeal;
 }  // namespace freshsync::v1
 
@@ -64,6 +65,8 @@ std::string NextHash(std::string_view prev, std::string_view canonical);
 std::string ChainSensor(const v1::ChangeRecord& record);
 // The link of a chained record (index from record.chain_index()).
 Link LinkOf(const v1::ChangeRecord& record);
+// The alert fields of a link (kind kAlert), from the alert as the record and the edge store carry it.
+void SetAlertLink(const v1::ColdchainAlert& alert, Link& link);
 
 // The signed bytes of a seal (its signature and public key are not part of them).
 std::string SealBytes(const v1::ColdchainSeal& seal);

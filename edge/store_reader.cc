@@ -299,14 +299,7 @@ Status StoreReader::ColdchainExport(const std::string& sensor, int64_t from_ms, 
     if (!links->IsNull(5)) {
       v1::ColdchainAlert a;
       if (!a.ParseFromString(links->Text(5))) return Status::Internal("coldchain_links: an alert does not parse");
-      l.kind = audit::Link::Kind::kAlert;
-      l.alert_id = a.alert_id();
-      l.state = a.state();
-      l.alert_kind = a.kind();
-      l.min_c = a.min_c();
-      l.max_c = a.max_c();
-      l.started_ts_ms = a.started_ts_ms();
-      l.ended_ts_ms = a.ended_ts_ms();
+      audit::SetAlertLink(a, l);
     } else if (links->IsNull(7)) {
       e.thinned = links->Int(6) != 0;
       e.missing = !e.thinned;

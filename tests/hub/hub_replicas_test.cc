@@ -281,6 +281,9 @@ TEST_F(HubReplicasTest, SlowDamageReplicaKillsAndPostgresCrashesDuringPushesLose
         if (after_failure) ++resent_ok;
         after_failure = false;
         ack = a.contiguous_seq();
+        // Paced as sites trickle in, so that the pushes last well beyond a dozen rounds of
+        // damage however fast the machine is (~20 s unharmed).
+        std::this_thread::sleep_for(std::chrono::milliseconds(600));
       }
     });
   }
