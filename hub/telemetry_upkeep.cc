@@ -1,22 +1,18 @@
 #include "hub/telemetry_upkeep.h"
 
-#include <unistd.h>
-
 #include <chrono>
 
 #include <spdlog/spdlog.h>
 
 namespace freshsync::hub {
-namespace {
-std::string ThisReplica() {
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
-  return std::string(host) + ":" + std::to_string(getpid());
-}
-}  // namespace
-
 TelemetryUpkeepRunner::TelemetryUpkeepRunner(HubStore& store, Clock& clock, int keep_days, int64_t interval_ms)
-    : store_(store), clock_(clock), keep_days_(keep_days), interval_ms_(interval_ms), holder_(ThisReplica()) {}
+    : store_(store),
+      clock_(clock),
+      keep_days_(keep_days),
+      interval_ms_(interval_ms),
+      // The lease outlives one interval: the holder keeps it round after round; if it dies
+      // another replica takes over one interval later.
+      lease_(store, clock, kLeaseName, "", interval_ms + 60 * 1000) {}
 
 void TelemetryUpkeepRunner::Start() { thread_ = std::thread([this] { Loop(); }); }
 
@@ -30,14 +26,16 @@ void TelemetryUpkeepRunner::Stop() {
 }
 
 bool TelemetryUpkeepRunner::RunOnce() {
-  // The lease outlives one interval: the holder keeps it round after round; if it dies another
-  // replica takes over one interval later.
-  auto held = store_.HoldLease(kLeaseName, holder_, clock_.NowMs(), interval_ms_ + 60 * 1000);
-  if (!held.ok()) {
-    spdlog::warn("telemetry upkeep: lease: {}", held.status().ToString());
-    return false;
+  switch (lease_.Keep()) {
+    case FeedLease::Outcome::kError:
+      spdlog::warn("telemetry upkeep: lease: {}", lease_.error().ToString());
+      return false;
+    case FeedLease::Outcome::kOther:
+      return false;
+    case FeedLease::Outcome::kTaken:
+    case FeedLease::Outcome::kHeld:
+      break;
   }
-  if (!*held) return false;
   auto done = store_.MaintainTelemetry(clock_.NowMs(), keep_days_);
   if (!done.ok()) {
     spdlog::warn("telemetry upkeep: {}", done.status().ToString());

@@ -2,7 +2,7 @@
 // telemetry_days; docs/operations.md "Telemetry retention"). A round runs at start (so a fresh
 // or just-migrated database gets its day partitions at once) and then every `interval_ms`.
 // Among replicas sharing a store one runs it: the round is done only while this replica holds
-// the store's lease kLeaseName (HubStore::HoldLease), so two replicas never race on the DDL.
+// the store's lease kLeaseName (FeedLease, as the relay and the webhooks hold theirs), so two replicas never race on the DDL.
 // Errors are logged and counted; the next round tries again.
 //
 // Thread-safety: Start() and Stop() from one thread. Ownership: borrows the store and the
@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "hub/feed_lease.h"
 #include "hub/store.h"
 
 namespace freshsync::hub {
@@ -37,7 +38,7 @@ class TelemetryUpkeepRunner {
   Clock& clock_;
   const int keep_days_;
   const int64_t interval_ms_;
-  const std::string holder_;
+  FeedLease lease_;  // used by the runner's thread only
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

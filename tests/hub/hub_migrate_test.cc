@@ -118,6 +118,15 @@ TEST_F(HubMigrateTest, ASqliteHubMovesIntoPostgresResumablyAndAnswersAsBefore) {
   EXPECT_EQ(pg_->Query("hub", "SELECT count(*) FROM refused_records"), "1");
 
   StartHubd();
+  // hubd's telemetry upkeep ran its first round at start: the day partitions of position
+  // history exist (a week back to three days ahead).
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return pg_->Query("hub", "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+                                 "JOIN pg_class c ON c.oid = i.inhrelid WHERE p.relname = 'position_chunks' "
+                                 "AND c.relname LIKE 'position_chunks_p%'") == "11";
+      },
+      std::chrono::seconds(10)));
   const json after = Snapshot();
   for (const auto& [name, answer] : before.items()) EXPECT_EQ(after[name], answer) << name;
   // The audit log came along, in order and once (three runs of the copy), followed by the
