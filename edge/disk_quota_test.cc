@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "edge/store.h"
+#include "edge/store_test_support.h"
 
 namespace freshsync::edge {
 namespace {
@@ -230,13 +231,7 @@ class SqliteQuotaStoreTest : public ::testing::Test {
     store_.reset();
     std::filesystem::remove_all(dir_);
   }
-  int64_t Int(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(store_->db_for_test(), sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sql;
-    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
-    return v;
-  }
+  int64_t Int(const std::string& sql) { return test_support::QueryInt(store_->db_for_test(), sql); }
   void Exec(const std::string& sql) { ASSERT_EQ(sqlite3_exec(store_->db_for_test(), sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sql; }
   void Gps(const std::string& vehicle, uint64_t seq, int64_t ts_ms) {
     GpsFix g;

@@ -20,18 +20,12 @@
 
 #include "cloud-sync/downstream_puller.h"
 #include "edge/site_rules.h"
+#include "edge/store_test_support.h"
 #include "freshsync.pb.h"
 #include "tests/support/sync_fakes.h"
 
 namespace freshsync::edge {
 namespace {
-
-class FakeClock : public Clock {
- public:
-  int64_t NowMs() override { return now; }
-  int64_t MonotonicMs() override { return now; }
-  int64_t now = 1767225600000;
-};
 
 v1::DownCommand OrderCmd(uint64_t seq, const std::string& id, std::vector<std::pair<std::string, int64_t>> lines) {
   v1::DownCommand c;
@@ -117,10 +111,6 @@ v1::DownBatch Batch(std::vector<v1::DownCommand> commands, uint64_t through = 0)
 class DownstreamTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("edge-downstream-test-" + std::to_string(getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
     path_ = (dir_ / "edge.db").string();
     config_.site = "site-a";
     config_.mqtt.topic_root = "fs";
@@ -128,7 +118,6 @@ class DownstreamTest : public ::testing::Test {
   }
   void TearDown() override {
     Close();
-    std::filesystem::remove_all(dir_);
   }
   void Close() {
     applier_.reset();
@@ -165,23 +154,8 @@ class DownstreamTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? *r : 0;
   }
-  int64_t Int(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(store_->db_for_test(), sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sql;
-    int64_t v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-  }
-  std::string Text(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(store_->db_for_test(), sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sql;
-    std::string v;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_blob(st, 0))
-      v.assign(static_cast<const char*>(sqlite3_column_blob(st, 0)), static_cast<size_t>(sqlite3_column_bytes(st, 0)));
-    sqlite3_finalize(st);
-    return v;
-  }
+  int64_t Int(const std::string& sql) { return test_support::QueryInt(store_->db_for_test(), sql); }
+  std::string Text(const std::string& sql) { return test_support::QueryBytes(store_->db_for_test(), sql); }
   // The ORDER change records of an order, oldest first, with their hlc.
   std::vector<std::pair<v1::OrderState, int64_t>> OrderRecords(const std::string& id) {
     std::vector<std::pair<v1::OrderState, int64_t>> out;
@@ -219,9 +193,10 @@ class DownstreamTest : public ::testing::Test {
     return nullptr;
   }
 
-  std::filesystem::path dir_;
+  test_support::TestDir test_dir_{"edge-downstream-test"};
+  const std::filesystem::path& dir_ = test_dir_.path();
   std::string path_;
-  FakeClock clock_;
+  test_support::HandClock clock_;
   EdgeConfig config_;
   std::unique_ptr<EdgeStore> store_;
   std::unique_ptr<SiteRules> rules_;

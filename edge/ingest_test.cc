@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "edge/store_test_support.h"
+
 namespace freshsync::edge {
 namespace {
 
@@ -35,14 +37,7 @@ class IngestTest : public ::testing::Test {
     store_.reset();
     std::filesystem::remove_all(dir_);
   }
-  int64_t Int(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    sqlite3_prepare_v2(store_->db_for_test(), sql.c_str(), -1, &st, nullptr);
-    int64_t v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-  }
+  int64_t Int(const std::string& sql) { return test_support::QueryInt(store_->db_for_test(), sql); }
 
   std::filesystem::path dir_;
   EdgeConfig config_;

@@ -14,17 +14,11 @@
 
 #include "edge/admin.h"
 #include "edge/store.h"
+#include "edge/store_test_support.h"
 #include "freshsync.pb.h"
 
 namespace freshsync::edge {
 namespace {
-
-class FakeClock : public Clock {
- public:
-  int64_t NowMs() override { return now; }
-  int64_t MonotonicMs() override { return now; }
-  int64_t now = 1767225600000;
-};
 
 // The hub's answer for site-a: 10 apples in two lots, 4 reserved by the open HQ order o1
 // (down_seq 3), a refused HQ order o3 (down_seq 5), the dead edge had acknowledged down_seq 6.
@@ -108,15 +102,10 @@ v1::DownCommand OrderCmd(uint64_t seq, const std::string& id, int64_t qty) {
 class RebuildTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("edge-rebuild-test-" + std::to_string(getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
     path_ = (dir_ / "edge.db").string();
   }
   void TearDown() override {
     store_.reset();
-    std::filesystem::remove_all(dir_);
   }
   void OpenStore() {
     StoreOptions o;
@@ -126,14 +115,7 @@ class RebuildTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
   }
-  int64_t Int(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(store_->db_for_test(), sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sql;
-    int64_t v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-  }
+  int64_t Int(const std::string& sql) { return test_support::QueryInt(store_->db_for_test(), sql); }
   v1::ChangeRecord LastRecord() {
     sqlite3_stmt* st = nullptr;
     sqlite3_prepare_v2(store_->db_for_test(), "SELECT record FROM outbox ORDER BY seq DESC LIMIT 1", -1, &st, nullptr);
@@ -143,9 +125,10 @@ class RebuildTest : public ::testing::Test {
     return rec;
   }
 
-  std::filesystem::path dir_;
+  test_support::TestDir test_dir_{"edge-rebuild-test"};
+  const std::filesystem::path& dir_ = test_dir_.path();
   std::string path_;
-  FakeClock clock_;
+  test_support::HandClock clock_;
   std::unique_ptr<EdgeStore> store_;
 };
 

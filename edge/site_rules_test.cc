@@ -13,17 +13,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "edge/store_test_support.h"
 #include "freshsync.pb.h"
 
 namespace freshsync::edge {
 namespace {
-
-class FakeClock : public Clock {
- public:
-  int64_t NowMs() override { return now; }
-  int64_t MonotonicMs() override { return now; }
-  int64_t now = 1767225600000;
-};
 
 std::vector<GpsFix> Track() {
   std::ifstream in(std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_track.csv");
@@ -54,10 +48,6 @@ std::vector<GpsFix> Track() {
 class SiteRulesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("site-rules-test-" + std::to_string(getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
     config_.site = "test-site";
     config_.mqtt.topic_root = "fs";
     config_.geofence_file = std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_fences.geojson";
@@ -70,7 +60,6 @@ class SiteRulesTest : public ::testing::Test {
   }
   void TearDown() override {
     Close();
-    std::filesystem::remove_all(dir_);
   }
   void Open() {
     StoreOptions o;
@@ -103,22 +92,16 @@ class SiteRulesTest : public ::testing::Test {
     sqlite3_finalize(st);
     return out;
   }
-  int64_t Int(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(store_->db(), sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sql;
-    int64_t v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-  }
+  int64_t Int(const std::string& sql) { return test_support::QueryInt(store_->db(), sql); }
   std::vector<std::string> Topics() {
     std::vector<std::string> out;
     for (auto& p : store_->TakePublications()) out.push_back(p.topic + " " + p.payload);
     return out;
   }
 
-  std::filesystem::path dir_;
-  FakeClock clock_;
+  test_support::TestDir test_dir_{"site-rules-test"};
+  const std::filesystem::path& dir_ = test_dir_.path();
+  test_support::HandClock clock_;
   EdgeConfig config_;
   std::unique_ptr<EdgeStore> store_;
   std::unique_ptr<SiteRules> rules_;

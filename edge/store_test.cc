@@ -10,33 +10,22 @@
 
 #include "audit/export.h"
 #include "edge/migrations.h"
+#include "edge/store_test_support.h"
 #include "freshsync.pb.h"
 
 namespace freshsync::edge {
 namespace {
-
-class FakeClock : public Clock {
- public:
-  int64_t NowMs() override { return now; }
-  int64_t MonotonicMs() override { return now; }
-  int64_t now = 1764000000000;
-};
 
 std::pair<int64_t, int64_t> P(int64_t on_hand, int64_t reserved) { return {on_hand, reserved}; }
 
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("edge-store-test-" + std::to_string(getpid()) + "-" +
-                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
     path_ = (dir_ / "edge.db").string();
     Reopen();
   }
   void TearDown() override {
     store_.reset();
-    std::filesystem::remove_all(dir_);
   }
   void Reopen(std::optional<Sealer> sealer = std::nullopt, std::optional<audit::SigningKey> signing_key = std::nullopt) {
     store_.reset();
@@ -49,23 +38,8 @@ class StoreTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
   }
-  int64_t Int(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(store_->db_for_test(), sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sql;
-    int64_t v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-  }
-  std::string Text(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    sqlite3_prepare_v2(store_->db_for_test(), sql.c_str(), -1, &st, nullptr);
-    std::string v;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_blob(st, 0))
-      v.assign(static_cast<const char*>(sqlite3_column_blob(st, 0)), static_cast<size_t>(sqlite3_column_bytes(st, 0)));
-    sqlite3_finalize(st);
-    return v;
-  }
+  int64_t Int(const std::string& sql) { return test_support::QueryInt(store_->db_for_test(), sql); }
+  std::string Text(const std::string& sql) { return test_support::QueryBytes(store_->db_for_test(), sql); }
   Result<EdgeStore::Outcome> Move(const std::string& id, const std::string& sku, int64_t delta, const std::string& reason = "adjust",
                                   const std::string& lot = "", const std::string& expiry = "", const std::string& order = "") {
     return store_->Apply(StockMovement{id, sku, delta, reason, order, lot, clock_.now, expiry}, clock_.now);
@@ -102,8 +76,9 @@ class StoreTest : public ::testing::Test {
     EXPECT_EQ(Int("SELECT COUNT(DISTINCT seq) FROM outbox"), Int("SELECT COUNT(*) FROM outbox"));
   }
 
-  FakeClock clock_;
-  std::filesystem::path dir_;
+  test_support::HandClock clock_{1764000000000};
+  test_support::TestDir test_dir_{"edge-store-test"};
+  const std::filesystem::path& dir_ = test_dir_.path();
   std::string path_;
   std::unique_ptr<EdgeStore> store_;
 };
