@@ -5,22 +5,33 @@
 // effect of what was published; the hub's feed holds every change record exactly once (seq
 // 1..last, no gap, no repeat); stock invariants hold at the edge and HQ's stock equals the
 // edge's; the edge backlog is zero.
+//
+// It runs twice: on hubd's SQLite store, and on PostgreSQL (issue 13: the crash loop also runs
+// with PostgreSQL), where the database itself is also crashed (`pg_ctl stop -m immediate`, no
+// checkpoint: recovery from the WAL) and restarted every 25 cycles while the live edged pushes.
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <random>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "tests/ingest/workload.h"
+#include "tests/support/postgres.h"
 #include "tests/support/site_hub.h"
 
 namespace freshsync::testing {
 namespace {
 
-TEST(CrashLoopTest, SlowHundredKillsUnderLoadWithFlappingLinkAndHubKills) {
+// One store's part of the loop: `damage(cycle, rng)` runs after the cycle's own kills and
+// restarts and returns how many extra faults it caused.
+using StoreDamage = std::function<int(int cycle, std::mt19937& rng)>;
+
+void RunCrashLoop(SiteHubOptions options, const std::string& store_name, const StoreDamage& store_damage) {
   constexpr int kCycles = 100;
-  SiteHub sh;
-  ASSERT_TRUE(sh.ok());
+  SiteHub sh(std::move(options));
+  ASSERT_TRUE(sh.ok()) << sh.HubLog();
   Site& site = sh.site();
   ASSERT_TRUE(site.StartEdged()) << site.log();
 
@@ -39,9 +50,19 @@ TEST(CrashLoopTest, SlowHundredKillsUnderLoadWithFlappingLinkAndHubKills) {
     pub->Publish(Sentinel("loop", 1));
     pub->Flush();
   });
+  // A failed ASSERT below returns early: stop and join the publisher first (a joinable
+  // std::thread destroyed would end the process and leave the daemons running).
+  struct JoinOnExit {
+    std::atomic<bool>& stop;
+    std::thread& thread;
+    ~JoinOnExit() {
+      stop = true;
+      if (thread.joinable()) thread.join();
+    }
+  } join_on_exit{stop, publisher};
 
   std::mt19937 rng(20261125);
-  int edge_kills = 0, hub_kills = 0, hub_kills_live = 0, link_cuts = 0, link_resets = 0;
+  int edge_kills = 0, hub_kills = 0, hub_kills_live = 0, link_cuts = 0, link_resets = 0, store_crashes = 0;
   const auto t0 = std::chrono::steady_clock::now();
   for (int cycle = 1; cycle <= kCycles; ++cycle) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 400));
@@ -76,6 +97,7 @@ TEST(CrashLoopTest, SlowHundredKillsUnderLoadWithFlappingLinkAndHubKills) {
       ++hub_kills_live;
       ASSERT_TRUE(sh.StartHubd()) << sh.HubLog();
     }
+    store_crashes += store_damage(cycle, rng);
   }
   stop = true;
   publisher.join();
@@ -104,11 +126,38 @@ TEST(CrashLoopTest, SlowHundredKillsUnderLoadWithFlappingLinkAndHubKills) {
   EXPECT_EQ(edge_kills, kCycles);
   EXPECT_EQ(hub_kills, kCycles / 10);
   EXPECT_EQ(hub_kills_live, kCycles / 10);
-  std::cerr << "FIGURES crash_loop cycles=" << kCycles << " edged_kills=" << edge_kills << " hubd_kills=" << hub_kills << " hubd_kills_while_edged_pushed=" << hub_kills_live
-            << " link_cuts=" << link_cuts << " link_resets=" << link_resets << " proxy_resets=" << sh.proxy().resets()
+  std::cerr << "FIGURES crash_loop store=" << store_name << " cycles=" << kCycles << " edged_kills=" << edge_kills << " hubd_kills=" << hub_kills << " hubd_kills_while_edged_pushed=" << hub_kills_live
+            << " store_crashes=" << store_crashes << " link_cuts=" << link_cuts << " link_resets=" << link_resets << " proxy_resets=" << sh.proxy().resets()
             << " messages=" << n + 1 << " change_records=" << last << " loop_s=" << loop_s
             << " applied=" << site.Int("SELECT COUNT(*) FROM dedupe") << " expected=" << exp.total() + 1
             << " hub_records=" << sh.HubRecords() << "\n";
+}
+
+TEST(CrashLoopTest, SlowHundredKillsUnderLoadWithFlappingLinkAndHubKills) {
+  RunCrashLoop({}, "sqlite", [](int, std::mt19937&) { return 0; });
+}
+
+// hubd on PostgreSQL. The database is crashed mid-push every 25 cycles: hubd answers 503 while
+// it is down and reconnects on the next request, the agent retries, and the end state must be
+// the same exact one.
+TEST(CrashLoopTest, SlowHundredKillsOnPostgresWithDatabaseCrashes) {
+  TempDir pg_dir;
+  PostgresServer pg(pg_dir.File("pg"));
+  ASSERT_TRUE(pg.Start()) << ReadFile(pg.log_path());
+  ASSERT_TRUE(pg.CreateDatabase("hub")) << ReadFile(pg.log_path());
+  SiteHubOptions o;
+  o.hub_store = "[store]\nbackend = \"postgresql\"\nurl = \"" + pg.Url("hub") + "\"\n";
+  int crashes = 0;
+  RunCrashLoop(std::move(o), "postgresql", [&](int cycle, std::mt19937& rng) {
+    if (cycle % 25 != 12) return 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 300));
+    pg.Crash();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 800));
+    EXPECT_TRUE(pg.Start()) << ReadFile(pg.log_path());
+    ++crashes;
+    return 1;
+  });
+  EXPECT_EQ(crashes, 4);
 }
 
 }  // namespace

@@ -104,23 +104,7 @@ std::string ProtoText(const google::protobuf::Message& m) {
 // PostgreSQL 15 of the test's own ([store] backend = "postgresql"), with the same files.
 class HubGoldenTest : public HubdTest, public ::testing::WithParamInterface<std::string> {
  protected:
-  void SetUp() override {
-    if (GetParam() == "Postgres") {
-      pg_ = std::make_unique<PostgresServer>(dir_.File("pg"));
-      ASSERT_TRUE(pg_->Start()) << ReadFile(pg_->log_path());
-      ASSERT_TRUE(pg_->CreateDatabase("hub"));
-    }
-    HubdTest::SetUp();
-  }
-  void TearDown() override {
-    HubdTest::TearDown();
-    pg_.reset();
-  }
-  std::string StoreSection() override {
-    if (pg_ == nullptr) return HubdTest::StoreSection();
-    return "[store]\nbackend = \"postgresql\"\nurl = \"" + pg_->Url("hub") + "\"\n";
-  }
-  std::unique_ptr<PostgresServer> pg_;
+  bool OnPostgres() const override { return GetParam() == "Postgres"; }
 
   // The fixed input. site-a: Record() 1..40 (stock, positions, orders, alerts); then 41..49: an
   // order with lines and sealed customer data, two geofence events, an alert with every field,

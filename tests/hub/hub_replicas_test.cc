@@ -27,11 +27,9 @@ namespace {
 class HubReplicasTest : public HubdTest {
  protected:
   static constexpr int kReplicas = 3;
+  bool OnPostgres() const override { return true; }
   void SetUp() override {
-    pg_ = std::make_unique<PostgresServer>(dir_.File("pg"));
-    ASSERT_TRUE(pg_->Start()) << ReadFile(pg_->log_path());
-    ASSERT_TRUE(pg_->CreateDatabase("hub"));
-    HubdTest::SetUp();  // replica 0, on port_
+    HubdTest::SetUp();  // replica 0, on port_, and the database
     if (HasFatalFailure()) return;
     ports_.push_back(port_);
     const int first = port_;
@@ -54,10 +52,6 @@ class HubReplicasTest : public HubdTest {
   void TearDown() override {
     for (auto& r : replicas_) r.Kill();
     HubdTest::TearDown();
-    pg_.reset();
-  }
-  std::string StoreSection() override {
-    return "[store]\nbackend = \"postgresql\"\nurl = \"" + pg_->Url("hub") + "\"\n";
   }
   std::unique_ptr<httplib::SSLClient> Client(int replica, const TestPki::Files* site) {
     const int port = ports_[static_cast<size_t>(replica)];
@@ -71,7 +65,6 @@ class HubReplicasTest : public HubdTest {
   // Replica 0 is the fixture's hubd; the others were started above.
   ChildProcess& Replica(int i) { return i == 0 ? hubd_ : replicas_[static_cast<size_t>(i - 1)]; }
 
-  std::unique_ptr<PostgresServer> pg_;
   std::vector<int> ports_;
   std::vector<ChildProcess> replicas_;
 };

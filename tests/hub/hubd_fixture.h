@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -20,6 +21,7 @@
 #include "freshsync.pb.h"
 #include "hub/codec.h"
 #include "tests/support/harness.h"
+#include "tests/support/postgres.h"
 #include "wire/digest.h"
 
 namespace freshsync::testing {
@@ -81,6 +83,11 @@ class HubdTest : public ::testing::Test {
 
   void SetUp() override {
     signal(SIGPIPE, SIG_IGN);  // refused connections must fail a request, not kill the test
+    if (OnPostgres()) {
+      pg_ = std::make_unique<PostgresServer>(dir_.File("pg"));
+      ASSERT_TRUE(pg_->Start()) << ReadFile(pg_->log_path());
+      ASSERT_TRUE(pg_->CreateDatabase("hub")) << ReadFile(pg_->log_path());
+    }
     ASSERT_TRUE(pki_.Init());
     site_a_ = pki_.Client("site-a");
     site_b_ = pki_.Client("site-b");
@@ -88,7 +95,19 @@ class HubdTest : public ::testing::Test {
     WriteConfig();
     StartHubd();
   }
-  void TearDown() override { hubd_.Kill(); }
+  void TearDown() override {
+    hubd_.Kill();
+    pg_.reset();
+  }
+
+  // The store behind hubd: its SQLite file, or a PostgreSQL 15 of the test's own when the
+  // environment says FRESHSYNC_TEST_HUB_STORE=postgresql (ctest runs hub_integration_test both
+  // ways, issue 13: "the integration tests also run with PostgreSQL"). A fixture that needs one
+  // store whatever the environment says overrides this.
+  virtual bool OnPostgres() const {
+    const char* store = std::getenv("FRESHSYNC_TEST_HUB_STORE");
+    return store != nullptr && std::string(store) == "postgresql";
+  }
 
   void WriteConfig(const std::string& extra = "") {
     std::ostringstream c;
@@ -114,7 +133,10 @@ class HubdTest : public ::testing::Test {
   // otherwise (hub_golden_test runs the same answers on PostgreSQL).
   // Tables a test adds at the end of the config ([privacy], [downstream], ...).
   virtual std::string MoreTables() { return ""; }
-  virtual std::string StoreSection() { return "[store]\npath = \"" + dir_.File("hub.db") + "\"\n"; }
+  virtual std::string StoreSection() {
+    if (pg_ != nullptr) return "[store]\nbackend = \"postgresql\"\nurl = \"" + pg_->Url("hub") + "\"\n";
+    return "[store]\npath = \"" + dir_.File("hub.db") + "\"\n";
+  }
 
   void StartHubd() {
     hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
@@ -221,6 +243,7 @@ class HubdTest : public ::testing::Test {
   TestPki::Files site_a_, site_b_;
   int port_ = 0;
   ChildProcess hubd_;
+  std::unique_ptr<PostgresServer> pg_;  // with OnPostgres() only
 };
 
 }  // namespace freshsync::testing

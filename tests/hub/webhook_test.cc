@@ -402,10 +402,8 @@ TEST_F(WebhookHttpsTest, VerifiesTheReceiverWithTheCaFile) {
 // whichever replica took the batch.
 class WebhookReplicasTest : public HubdTest {
  protected:
+  bool OnPostgres() const override { return true; }
   void SetUp() override {
-    pg_ = std::make_unique<PostgresServer>(dir_.File("pg"));
-    ASSERT_TRUE(pg_->Start()) << ReadFile(pg_->log_path());
-    ASSERT_TRUE(pg_->CreateDatabase("hub"));
     HubdTest::SetUp();
     // The second replica: the same config on another port.
     const int first = port_;
@@ -421,9 +419,7 @@ class WebhookReplicasTest : public HubdTest {
   void TearDown() override {
     second_.Kill();
     HubdTest::TearDown();
-    pg_.reset();
   }
-  std::string StoreSection() override { return "[store]\nbackend = \"postgresql\"\nurl = \"" + pg_->Url("hub") + "\"\n"; }
   std::string MoreTables() override {
     std::ostringstream t;
     t << "[notify]\nretry_min_ms = 100\nretry_max_ms = 400\npoll_ms = 100\n"
@@ -433,7 +429,6 @@ class WebhookReplicasTest : public HubdTest {
     return t.str();
   }
   Receiver receiver_;
-  std::unique_ptr<PostgresServer> pg_;
   int second_port_ = 0;
   ChildProcess second_;
 };
