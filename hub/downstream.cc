@@ -214,7 +214,8 @@ Status ParseOrder(const json& j, v1::HqOrder* order) {
 
 }  // namespace
 
-DownAnswer Downstream::PostOrder(const std::string& site, const std::string& body, const std::string& issued_by) {
+DownAnswer Downstream::PostOrder(const std::string& site, const std::string& body, const std::string& issued_by,
+                                 std::optional<AuditEntry> audit) {
   std::string err;
   auto j = ParseObject(body, &err);
   if (!j) return Error(400, err);
@@ -241,20 +242,23 @@ DownAnswer Downstream::PostOrder(const std::string& site, const std::string& bod
   const std::string digest = Sha256(plain.SerializeAsString() + "|" + customer_digest);
   // The hub's escrow decision is taken in the append's transaction (docs/escrow.md); orders
   // posted at the same time share one transaction and one commit (CommitOrder).
-  auto r = CommitOrder({site, cmd, digest, sealed});
+  const std::string order_id = cmd.order().order_id();
+  auto r = CommitOrder({site, std::move(cmd), digest, std::move(sealed), std::move(audit)});
   if (!r.ok()) return Error(503, r.status().message());
   if (r->conflict)
-    return Error(409, "order '" + cmd.order().order_id() + "' was already sent to site '" + site + "' with another body");
+    return Error(409, "order '" + order_id + "' was already sent to site '" + site + "' with another body");
   if (!r->repeated) {
     metrics_.appended[v1::DOWN_ORDER].fetch_add(1, std::memory_order_relaxed);
     if (r->escrow) metrics_.escrow_accepted.fetch_add(1, std::memory_order_relaxed);
     Notify();
   }
-  return Accepted({{"site", site},
-                   {"down_seq", r->down_seq},
-                   {"command_id", r->command_id},
-                   {"status", r->escrow ? "accepted" : "pending"},
-                   {"decided_by", r->escrow ? "hub" : "site"}});
+  DownAnswer a = Accepted({{"site", site},
+                           {"down_seq", r->down_seq},
+                           {"command_id", r->command_id},
+                           {"status", r->escrow ? "accepted" : "pending"},
+                           {"decided_by", r->escrow ? "hub" : "site"}});
+  a.audited = r->audited;
+  return a;
 }
 
 // At most this many orders share one commit: bounds the transaction while concurrent calls

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "hub/escrow.h"
+#include "hub/store_sql.h"
 
 namespace freshsync::hub {
 namespace {
@@ -182,7 +183,7 @@ Result<DownAppend> DownstreamLog::Append(const std::string& site, v1::DownComman
 
 Result<DownAppend> DownstreamLog::AppendOrder(const std::string& site, v1::DownCommand command,
                                               const std::string& digest, const std::string& sealed_customer) {
-  auto r = AppendOrders({{site, std::move(command), digest, sealed_customer}});
+  auto r = AppendOrders({{site, std::move(command), digest, sealed_customer, std::nullopt}});
   if (!r.ok()) return r.status();
   return (*r)[0];
 }
@@ -221,6 +222,15 @@ Result<std::vector<DownAppend>> DownstreamLog::AppendOrders(const std::vector<Or
       auto r = AppendLocked(tx, o.site, lane->second, c, o.digest, o.sealed_customer);
       if (!r.ok()) return r.status();
       out[i] = *r;
+      if (o.audit && !r->conflict) {
+        const AuditEntry& a = *o.audit;
+        Status as = tx.Run(store_sql::kInsertAudit, [&](SqlParams& p) {
+          p.Int(1, a.ts_ms).Text(2, a.kind).Text(3, a.actor).Text(4, a.path).UInt(5, r->down_seq).UInt(6, r->down_seq);
+          p.Int(7, 1).Int(8, 202).Text(9, r->command_id);
+        });
+        if (!as.ok()) return as;
+        out[i].audited = true;
+      }
     }
     return Status::Ok();
   });
