@@ -517,6 +517,9 @@ DownAnswer Downstream::GetColdchainRules(const std::string& site) {
 void Downstream::Notify() {
   {
     std::lock_guard<std::mutex> l(impl_->mu);
+    // Nothing parked: nothing to wake, and no thread switch per HQ order. A pull that read
+    // before this append and parks after it is not missed: parking rechecks at once (Pull).
+    if (impl_->waiters.empty()) return;
     impl_->woken = true;
   }
   impl_->cv.notify_one();

@@ -997,9 +997,10 @@ struct HubServer::Impl {
         ex->Respond(std::move(res));
       };
       for (const Route& route : im.routes) {
+        // The method first: a string compare spares the regex of most routes.
+        if (route.method != req.method) continue;
         std::smatch m;
         if (!std::regex_match(req.path, m, route.pattern)) continue;
-        if (route.method != req.method) continue;
         for (const auto& g : m) req.matches.push_back(g.str());
         if (!route.blocking) {
           http::Response res;
