@@ -132,13 +132,16 @@ struct Downstream::Impl {
   std::vector<Waiter> waiters;
 
   // Group commit of HQ orders: one caller at a time (the leader) appends every order queued
-  // so far in one transaction; the others wait for their answer (CommitOrder).
+  // so far in one transaction; the others wait for their answer (CommitOrder). Each waits on
+  // its own condition variable: a commit wakes exactly the callers it answered, and hands the
+  // lead to the first caller still queued, instead of waking every waiter to find out.
   struct QueuedOrder {
-    const DownstreamLog::OrderAppend* in;
+    const DownstreamLog::OrderAppend* in = nullptr;
     std::optional<Result<DownAppend>> out;
+    bool lead = false;
+    std::condition_variable cv;
   };
   std::mutex order_mu;
-  std::condition_variable order_cv;
   std::vector<QueuedOrder*> order_queue;
   bool order_leader = false;
   bool woken = false;
@@ -266,15 +269,17 @@ DownAnswer Downstream::PostOrder(const std::string& site, const std::string& bod
 constexpr size_t kMaxOrdersPerCommit = 256;
 
 Result<DownAppend> Downstream::CommitOrder(const DownstreamLog::OrderAppend& order) {
-  Impl::QueuedOrder me{&order, std::nullopt};
+  Impl::QueuedOrder me;
+  me.in = &order;
   std::unique_lock<std::mutex> l(impl_->order_mu);
   impl_->order_queue.push_back(&me);
+  if (!impl_->order_leader) impl_->order_leader = me.lead = true;
   while (!me.out) {
-    if (impl_->order_leader) {
-      impl_->order_cv.wait(l);
+    if (!me.lead) {
+      me.cv.wait(l);
       continue;
     }
-    impl_->order_leader = true;
+    me.lead = false;
     const size_t n = std::min(impl_->order_queue.size(), kMaxOrdersPerCommit);
     std::vector<Impl::QueuedOrder*> batch(impl_->order_queue.begin(), impl_->order_queue.begin() + static_cast<ptrdiff_t>(n));
     impl_->order_queue.erase(impl_->order_queue.begin(), impl_->order_queue.begin() + static_cast<ptrdiff_t>(n));
@@ -284,12 +289,19 @@ Result<DownAppend> Downstream::CommitOrder(const DownstreamLog::OrderAppend& ord
     for (const auto* q : batch) in.push_back(*q->in);
     auto r = log_.AppendOrders(in);
     l.lock();
+    // Under the lock: a waiter returns (and its QueuedOrder goes) only after it is released.
     for (size_t i = 0; i < batch.size(); ++i) {
       if (r.ok()) batch[i]->out.emplace((*r)[i]);
       else batch[i]->out.emplace(r.status());
+      if (batch[i] != &me) batch[i]->cv.notify_one();
     }
-    impl_->order_leader = false;
-    impl_->order_cv.notify_all();
+    if (impl_->order_queue.empty()) {
+      impl_->order_leader = false;
+    } else {
+      Impl::QueuedOrder* next = impl_->order_queue.front();
+      next->lead = true;
+      if (next != &me) next->cv.notify_one();
+    }
   }
   return std::move(*me.out);
 }
