@@ -11,6 +11,7 @@
 // Usage: escrow_orders [--orders N] [--clients W]   (hubd from $FRESHSYNC_BIN_DIR)
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -127,18 +128,22 @@ int main(int argc, char** argv) {
     }
   }
 
-  const double cpu0 = freshsync::bench::CpuSecondsOf(hubd.pid());
+  // CPU of hubd and of this process (the clients' TLS and HTTP, on the same cores) per path.
+  const double cpu0 = freshsync::bench::CpuSecondsOf(hubd.pid()), self0 = freshsync::bench::SelfCpuSeconds();
   const Run plain = Post(port, pki.ca_cert(), "plain-site", "p-", orders, clients);
-  const double cpu1 = freshsync::bench::CpuSecondsOf(hubd.pid());
+  const double cpu1 = freshsync::bench::CpuSecondsOf(hubd.pid()), self1 = freshsync::bench::SelfCpuSeconds();
   const Run escrow = Post(port, pki.ca_cert(), "bench-site", "e-", orders, clients);
-  const double cpu2 = freshsync::bench::CpuSecondsOf(hubd.pid());
+  const double cpu2 = freshsync::bench::CpuSecondsOf(hubd.pid()), self2 = freshsync::bench::SelfCpuSeconds();
   std::printf("escrow_orders: %d orders per path, %d clients, one hubd (SQLite store)\n", orders, clients);
-  std::printf("  plain downstream order path: %8.0f orders/s  (%lld accepted 202, %lld by the hub, %lld errors), hubd cpu %.2f s\n",
-              static_cast<double>(plain.ok) / plain.secs, static_cast<long long>(plain.ok),
-              static_cast<long long>(plain.hub_decided), static_cast<long long>(plain.errors), cpu1 - cpu0);
-  std::printf("  escrow (decided by the hub): %8.0f orders/s  (%lld accepted 202, %lld by the hub, %lld errors), hubd cpu %.2f s\n",
-              static_cast<double>(escrow.ok) / escrow.secs, static_cast<long long>(escrow.ok),
-              static_cast<long long>(escrow.hub_decided), static_cast<long long>(escrow.errors), cpu2 - cpu1);
+  auto line = [](const char* name, const Run& r, double hub_cpu, double client_cpu) {
+    std::printf("  %s %8.0f orders/s  (%lld accepted 202, %lld by the hub, %lld errors), hubd cpu %.2f s = %.0f us/order, "
+                "client cpu %.2f s = %.0f us/order\n",
+                name, static_cast<double>(r.ok) / r.secs, static_cast<long long>(r.ok), static_cast<long long>(r.hub_decided),
+                static_cast<long long>(r.errors), hub_cpu, hub_cpu * 1e6 / static_cast<double>(std::max<int64_t>(1, r.ok)),
+                client_cpu, client_cpu * 1e6 / static_cast<double>(std::max<int64_t>(1, r.ok)));
+  };
+  line("plain downstream order path:", plain, cpu1 - cpu0, self1 - self0);
+  line("escrow (decided by the hub):", escrow, cpu2 - cpu1, self2 - self1);
   hubd.Kill();
   return escrow.hub_decided == escrow.ok && escrow.errors == 0 ? 0 : 2;
 }

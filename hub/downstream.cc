@@ -132,13 +132,16 @@ struct Downstream::Impl {
   std::vector<Waiter> waiters;
 
   // Group commit of HQ orders: one caller at a time (the leader) appends every order queued
-  // so far in one transaction; the others wait for their answer (CommitOrder).
+  // so far in one transaction; the others wait for their answer (CommitOrder). Each waits on
+  // its own condition variable: a commit wakes exactly the callers it answered, and hands the
+  // lead to the first caller still queued, instead of waking every waiter to find out.
   struct QueuedOrder {
-    const DownstreamLog::OrderAppend* in;
+    const DownstreamLog::OrderAppend* in = nullptr;
     std::optional<Result<DownAppend>> out;
+    bool lead = false;
+    std::condition_variable cv;
   };
   std::mutex order_mu;
-  std::condition_variable order_cv;
   std::vector<QueuedOrder*> order_queue;
   bool order_leader = false;
   bool woken = false;
@@ -214,7 +217,8 @@ Status ParseOrder(const json& j, v1::HqOrder* order) {
 
 }  // namespace
 
-DownAnswer Downstream::PostOrder(const std::string& site, const std::string& body, const std::string& issued_by) {
+DownAnswer Downstream::PostOrder(const std::string& site, const std::string& body, const std::string& issued_by,
+                                 std::optional<AuditEntry> audit) {
   std::string err;
   auto j = ParseObject(body, &err);
   if (!j) return Error(400, err);
@@ -241,20 +245,23 @@ DownAnswer Downstream::PostOrder(const std::string& site, const std::string& bod
   const std::string digest = Sha256(plain.SerializeAsString() + "|" + customer_digest);
   // The hub's escrow decision is taken in the append's transaction (docs/escrow.md); orders
   // posted at the same time share one transaction and one commit (CommitOrder).
-  auto r = CommitOrder({site, cmd, digest, sealed});
+  const std::string order_id = cmd.order().order_id();
+  auto r = CommitOrder({site, std::move(cmd), digest, std::move(sealed), std::move(audit)});
   if (!r.ok()) return Error(503, r.status().message());
   if (r->conflict)
-    return Error(409, "order '" + cmd.order().order_id() + "' was already sent to site '" + site + "' with another body");
+    return Error(409, "order '" + order_id + "' was already sent to site '" + site + "' with another body");
   if (!r->repeated) {
     metrics_.appended[v1::DOWN_ORDER].fetch_add(1, std::memory_order_relaxed);
     if (r->escrow) metrics_.escrow_accepted.fetch_add(1, std::memory_order_relaxed);
     Notify();
   }
-  return Accepted({{"site", site},
-                   {"down_seq", r->down_seq},
-                   {"command_id", r->command_id},
-                   {"status", r->escrow ? "accepted" : "pending"},
-                   {"decided_by", r->escrow ? "hub" : "site"}});
+  DownAnswer a = Accepted({{"site", site},
+                           {"down_seq", r->down_seq},
+                           {"command_id", r->command_id},
+                           {"status", r->escrow ? "accepted" : "pending"},
+                           {"decided_by", r->escrow ? "hub" : "site"}});
+  a.audited = r->audited;
+  return a;
 }
 
 // At most this many orders share one commit: bounds the transaction while concurrent calls
@@ -262,15 +269,17 @@ DownAnswer Downstream::PostOrder(const std::string& site, const std::string& bod
 constexpr size_t kMaxOrdersPerCommit = 256;
 
 Result<DownAppend> Downstream::CommitOrder(const DownstreamLog::OrderAppend& order) {
-  Impl::QueuedOrder me{&order, std::nullopt};
+  Impl::QueuedOrder me;
+  me.in = &order;
   std::unique_lock<std::mutex> l(impl_->order_mu);
   impl_->order_queue.push_back(&me);
+  if (!impl_->order_leader) impl_->order_leader = me.lead = true;
   while (!me.out) {
-    if (impl_->order_leader) {
-      impl_->order_cv.wait(l);
+    if (!me.lead) {
+      me.cv.wait(l);
       continue;
     }
-    impl_->order_leader = true;
+    me.lead = false;
     const size_t n = std::min(impl_->order_queue.size(), kMaxOrdersPerCommit);
     std::vector<Impl::QueuedOrder*> batch(impl_->order_queue.begin(), impl_->order_queue.begin() + static_cast<ptrdiff_t>(n));
     impl_->order_queue.erase(impl_->order_queue.begin(), impl_->order_queue.begin() + static_cast<ptrdiff_t>(n));
@@ -280,12 +289,19 @@ Result<DownAppend> Downstream::CommitOrder(const DownstreamLog::OrderAppend& ord
     for (const auto* q : batch) in.push_back(*q->in);
     auto r = log_.AppendOrders(in);
     l.lock();
+    // Under the lock: a waiter returns (and its QueuedOrder goes) only after it is released.
     for (size_t i = 0; i < batch.size(); ++i) {
       if (r.ok()) batch[i]->out.emplace((*r)[i]);
       else batch[i]->out.emplace(r.status());
+      if (batch[i] != &me) batch[i]->cv.notify_one();
     }
-    impl_->order_leader = false;
-    impl_->order_cv.notify_all();
+    if (impl_->order_queue.empty()) {
+      impl_->order_leader = false;
+    } else {
+      Impl::QueuedOrder* next = impl_->order_queue.front();
+      next->lead = true;
+      if (next != &me) next->cv.notify_one();
+    }
   }
   return std::move(*me.out);
 }
@@ -513,6 +529,9 @@ DownAnswer Downstream::GetColdchainRules(const std::string& site) {
 void Downstream::Notify() {
   {
     std::lock_guard<std::mutex> l(impl_->mu);
+    // Nothing parked: nothing to wake, and no thread switch per HQ order. A pull that read
+    // before this append and parks after it is not missed: parking rechecks at once (Pull).
+    if (impl_->waiters.empty()) return;
     impl_->woken = true;
   }
   impl_->cv.notify_one();

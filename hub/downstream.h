@@ -45,6 +45,7 @@ struct DownAnswer {
   nlohmann::json body;           // otherwise, unless `batch` is set
   std::optional<v1::DownBatch> batch;
   std::string etag;              // a versioned read's ETag ("\"3\"": the version), for If-None-Match
+  bool audited = false;          // the call's audit row committed with the write (PostOrder)
 };
 
 class Downstream {
@@ -63,7 +64,11 @@ class Downstream {
   Downstream& operator=(const Downstream&) = delete;
 
   // HQ writes; `issued_by` is the token's name. 202 with the command's place in the log.
-  DownAnswer PostOrder(const std::string& site, const std::string& body, const std::string& issued_by);
+  // `audit` (ts_ms, kind, actor, path): the call's audit row, committed with an accepted or
+  // repeated order (DownstreamLog::OrderAppend::audit; the answer says `audited`); a refused
+  // order is left to the caller to audit.
+  DownAnswer PostOrder(const std::string& site, const std::string& body, const std::string& issued_by,
+                       std::optional<AuditEntry> audit = std::nullopt);
   DownAnswer PostCancel(const std::string& site, const std::string& order_id, const std::string& body,
                         const std::string& issued_by);
   DownAnswer PutCatalog(const std::string& sku, const std::string& body, const std::string& issued_by);

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "hub/escrow.h"
+#include "hub/store_sql.h"
 
 namespace freshsync::hub {
 namespace {
@@ -77,33 +78,40 @@ Result<Lane> LockLane(SqlTx& tx, const std::string& site) {
   return lane;
 }
 
+// The command `id` already in the site's log, as a repeat (same digest) or a conflict;
+// nullopt when it is not there.
+Result<std::optional<DownAppend>> FindCommand(SqlTx& tx, const std::string& site, const std::string& id, const std::string& digest) {
+  std::optional<DownAppend> out;
+  Status s = tx.Run(kFindCommand, [&](SqlParams& p) { p.Text(1, site).Text(2, id); }, [&](const SqlRow& r) {
+    out.emplace();
+    out->command_id = id;
+    out->down_seq = r.UInt(0);
+    (r.Text(1) == digest ? out->repeated : out->conflict) = true;
+    v1::DownCommand stored;
+    // The first call's escrow decision, which a repeat answers again.
+    if (stored.ParseFromString(r.Text(2)) && stored.has_order()) out->escrow = stored.order().escrow();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
 // Appends under the lane lock taken by LockLane (`lane` is updated); a command id already in
-// the log is a repeat (same digest) or a conflict.
+// the log is a repeat (same digest) or a conflict. `absent`: the caller has just looked for
+// the id under this lock (FindCommand) and it is not there.
 Result<DownAppend> AppendLocked(SqlTx& tx, const std::string& site, Lane& lane, v1::DownCommand& command,
-                                const std::string& digest, const std::string& sealed) {
+                                const std::string& digest, const std::string& sealed, bool absent = false) {
   DownAppend out;
   out.command_id = command.command_id();
-  bool found = false;
-  std::string found_digest;
-  Status s = tx.Run(kFindCommand, [&](SqlParams& p) { p.Text(1, site).Text(2, command.command_id()); },
-                    [&](const SqlRow& r) {
-                      found = true;
-                      out.down_seq = r.UInt(0);
-                      found_digest = r.Text(1);
-                      v1::DownCommand stored;
-                      // The first call's escrow decision, which a repeat answers again.
-                      if (command.has_order() && stored.ParseFromString(r.Text(2))) out.escrow = stored.order().escrow();
-                    });
-  if (!s.ok()) return s;
-  if (found) {
-    (found_digest == digest ? out.repeated : out.conflict) = true;
-    return out;
+  if (!absent) {
+    auto found = FindCommand(tx, site, command.command_id(), digest);
+    if (!found.ok()) return found.status();
+    if (*found) return **found;
   }
   out.escrow = command.has_order() && command.order().escrow();
   out.down_seq = lane.last_seq + 1;
   command.set_down_seq(out.down_seq);
   const std::string body = command.SerializeAsString();
-  s = tx.Run(kInsertCommand, [&](SqlParams& p) {
+  Status s = tx.Run(kInsertCommand, [&](SqlParams& p) {
     p.Text(1, site).UInt(2, out.down_seq).Int(3, command.kind()).Text(4, command.command_id()).Text(5, digest);
     p.Blob(6, body);
     if (sealed.empty()) p.Null(7);
@@ -182,7 +190,7 @@ Result<DownAppend> DownstreamLog::Append(const std::string& site, v1::DownComman
 
 Result<DownAppend> DownstreamLog::AppendOrder(const std::string& site, v1::DownCommand command,
                                               const std::string& digest, const std::string& sealed_customer) {
-  auto r = AppendOrders({{site, std::move(command), digest, sealed_customer}});
+  auto r = AppendOrders({{site, std::move(command), digest, sealed_customer, std::nullopt}});
   if (!r.ok()) return r.status();
   return (*r)[0];
 }
@@ -206,21 +214,30 @@ Result<std::vector<DownAppend>> DownstreamLog::AppendOrders(const std::vector<Or
         if (!locked.ok()) return locked.status();
         lane = lanes.emplace(o.site, *locked).first;
       }
-      v1::DownCommand c = o.command;
-      c.mutable_order()->set_escrow(false);
       // A repeat must not take the allotment twice: look for the id before deciding.
-      bool found = false;
-      Status f = tx.Run(kFindCommand, [&](SqlParams& p) { p.Text(1, o.site).Text(2, c.command_id()); },
-                        [&](const SqlRow&) { found = true; });
-      if (!f.ok()) return f;
-      if (!found) {
+      auto found = FindCommand(tx, o.site, o.command.command_id(), o.digest);
+      if (!found.ok()) return found.status();
+      Result<DownAppend> r = DownAppend{};
+      if (*found) {
+        r = **found;
+      } else {
+        v1::DownCommand c = o.command;
         auto taken = TakeEscrow(tx, o.site, c.order());
         if (!taken.ok()) return taken.status();
         c.mutable_order()->set_escrow(*taken);
+        r = AppendLocked(tx, o.site, lane->second, c, o.digest, o.sealed_customer, /*absent=*/true);
+        if (!r.ok()) return r.status();
       }
-      auto r = AppendLocked(tx, o.site, lane->second, c, o.digest, o.sealed_customer);
-      if (!r.ok()) return r.status();
       out[i] = *r;
+      if (o.audit && !r->conflict) {
+        const AuditEntry& a = *o.audit;
+        Status as = tx.Run(store_sql::kInsertAudit, [&](SqlParams& p) {
+          p.Int(1, a.ts_ms).Text(2, a.kind).Text(3, a.actor).Text(4, a.path).UInt(5, r->down_seq).UInt(6, r->down_seq);
+          p.Int(7, 1).Int(8, 202).Text(9, r->command_id);
+        });
+        if (!as.ok()) return as;
+        out[i].audited = true;
+      }
     }
     return Status::Ok();
   });

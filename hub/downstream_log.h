@@ -47,6 +47,7 @@ struct DownAppend {
   uint64_t down_seq = 0;   // the command's (0 when a repeat's command was trimmed since)
   uint64_t version = 0;    // fences / rules: the version the body is
   bool escrow = false;     // an order the hub accepted against the site's allotment (also on a repeat)
+  bool audited = false;    // the HQ call's audit row committed with it (OrderAppend::audit)
   std::string command_id;
 };
 
@@ -96,10 +97,17 @@ class DownstreamLog {
   // group commit of concurrent HQ calls, Downstream::PostOrder). Lanes are locked in site
   // order, so two such batches never wait on each other in a cycle. The answers are in the
   // input's order; a store error fails them all (nothing is appended).
+  //
+  // `audit`: the HQ call's audit row (ts_ms, kind, actor, path), inserted in the same
+  // transaction unless the order conflicts, with seq_from = seq_to = down_seq, count 1,
+  // status 202 and the command id as detail: the row HubServer's DownWrite would write, but
+  // without a transaction and an fsync of its own per order (docs/benchmarks.md, "Escrow
+  // orders": that second commit was half of hubd's time per order).
   struct OrderAppend {
     std::string site;
     v1::DownCommand command;
     std::string digest, sealed_customer;
+    std::optional<AuditEntry> audit;
   };
   Result<std::vector<DownAppend>> AppendOrders(const std::vector<OrderAppend>& orders);
   // A command whose every call is new (escrow-target): its id is DownCommandId(kind, key,

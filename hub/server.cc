@@ -836,15 +836,25 @@ struct HubServer::Impl {
     else res.set_content(a.batch->SerializeAsString(), kProto);
   }
 
-  // An HQ write (role writer): the answer, and an audit row with the command's place.
-  void DownWrite(const http::Request& req, http::Response& res, const std::function<DownAnswer(const Caller&)>& write) {
+  // An HQ write (role writer): the answer, and an audit row with the command's place. `write`
+  // gets the row's head (ts, kind, actor, path): a write that commits the row itself (an
+  // order, DownstreamLog::OrderAppend::audit) says so in DownAnswer::audited, and only the
+  // audit file's line is left here.
+  void DownWrite(const http::Request& req, http::Response& res,
+                 const std::function<DownAnswer(const Caller&, const AuditEntry&)>& write) {
     auto caller = Authorize(req, res, Role::kWriter);
     if (!caller) return;
-    DownAnswer a = write(*caller);
+    AuditEntry e{0, clock.NowMs(), "write", caller->name, req.path, 0, 0, 0, 0, ""};
+    DownAnswer a = write(*caller, e);
     std::string detail = a.error.empty() ? a.body.value("command_id", std::string()) : a.error;
     if (detail.size() > 512) detail.resize(512);
     const uint64_t seq = a.error.empty() && a.body.contains("down_seq") ? a.body["down_seq"].get<uint64_t>() : 0;
-    AuditEvent({0, 0, "write", caller->name, req.path, seq, seq, a.error.empty() ? 1u : 0u, a.status, detail});
+    e.seq_from = e.seq_to = seq;
+    e.count = a.error.empty() ? 1u : 0u;
+    e.status = a.status;
+    e.detail = std::move(detail);
+    if (a.audited) AuditFile(e);
+    else AuditEvent(std::move(e));
     SendDown(req, res, std::move(a));
   }
 
@@ -859,16 +869,18 @@ struct HubServer::Impl {
   void RegisterDownstream() {
     const std::string site_prefix = std::string(wire::kSitesPrefix) + kSite;
     Post(site_prefix + wire::kOrdersSuffix, [this](const http::Request& req, http::Response& res) {
-      DownWrite(req, res, [&](const Caller& c) { return downstream->PostOrder(req.matches[1], req.body, c.name); });
+      DownWrite(req, res, [&](const Caller& c, const AuditEntry& audit) {
+        return downstream->PostOrder(req.matches[1], req.body, c.name, audit);
+      });
     });
     Post(site_prefix + wire::kOrdersSuffix + "/(.+)" + wire::kCancelSuffix, [this](const http::Request& req, http::Response& res) {
-      DownWrite(req, res, [&](const Caller& c) { return downstream->PostCancel(req.matches[1], req.matches[2], req.body, c.name); });
+      DownWrite(req, res, [&](const Caller& c, const AuditEntry&) { return downstream->PostCancel(req.matches[1], req.matches[2], req.body, c.name); });
     });
     Put(site_prefix + wire::kFencesSuffix, [this](const http::Request& req, http::Response& res) {
-      DownWrite(req, res, [&](const Caller& c) { return downstream->PutFences(req.matches[1], req.body, c.name); });
+      DownWrite(req, res, [&](const Caller& c, const AuditEntry&) { return downstream->PutFences(req.matches[1], req.body, c.name); });
     });
     Put(site_prefix + wire::kColdchainRulesSuffix, [this](const http::Request& req, http::Response& res) {
-      DownWrite(req, res, [&](const Caller& c) { return downstream->PutColdchainRules(req.matches[1], req.body, c.name); });
+      DownWrite(req, res, [&](const Caller& c, const AuditEntry&) { return downstream->PutColdchainRules(req.matches[1], req.body, c.name); });
     });
     Get(site_prefix + wire::kFencesSuffix, [this](const http::Request& req, http::Response& res) {
       DownRead(req, res, [&] { return downstream->GetFences(req.matches[1]); });
@@ -877,10 +889,10 @@ struct HubServer::Impl {
       DownRead(req, res, [&] { return downstream->GetColdchainRules(req.matches[1]); });
     });
     Put(site_prefix + wire::kEscrowSuffix + "/(.+)", [this](const http::Request& req, http::Response& res) {
-      DownWrite(req, res, [&](const Caller& c) { return downstream->PutEscrowTarget(req.matches[1], req.matches[2], req.body, c.name); });
+      DownWrite(req, res, [&](const Caller& c, const AuditEntry&) { return downstream->PutEscrowTarget(req.matches[1], req.matches[2], req.body, c.name); });
     });
     Put(std::string(wire::kCatalogPrefix) + "(.+)", [this](const http::Request& req, http::Response& res) {
-      DownWrite(req, res, [&](const Caller& c) { return downstream->PutCatalog(req.matches[1], req.body, c.name); });
+      DownWrite(req, res, [&](const Caller& c, const AuditEntry&) { return downstream->PutCatalog(req.matches[1], req.body, c.name); });
     });
     Get(wire::kCatalogPath, [this](const http::Request& req, http::Response& res) {
       DownRead(req, res, [&] { return downstream->GetCatalog(); });
@@ -985,9 +997,10 @@ struct HubServer::Impl {
         ex->Respond(std::move(res));
       };
       for (const Route& route : im.routes) {
+        // The method first: a string compare spares the regex of most routes.
+        if (route.method != req.method) continue;
         std::smatch m;
         if (!std::regex_match(req.path, m, route.pattern)) continue;
-        if (route.method != req.method) continue;
         for (const auto& g : m) req.matches.push_back(g.str());
         if (!route.blocking) {
           http::Response res;

@@ -125,31 +125,10 @@ Result<std::unique_ptr<HubStore>> OpenSqlite(const std::string& dir) {
   return AsHubStore(SqliteHubStore::Open({dir + "/hub.db", 2, false}));
 }
 
-// One PostgreSQL cluster per test binary, started on first use and shut down at exit; each
-// test's directory gets a database of its own (creating one is fast), the same one on Reopen().
-freshsync::testing::PostgresServer& SharedPostgres() {
-  static TempDir* dir = new TempDir();  // outlives the server: destroyed in that order at exit
-  static freshsync::testing::PostgresServer server(dir->File("pg"));
-  static const bool started = server.Start();
-  EXPECT_TRUE(started) << freshsync::testing::ReadFile(server.log_path());
-  return server;
-}
-
-// A fresh database for `key` (a test's directory) on the shared cluster; its URL.
-std::string PostgresDatabaseFor(const std::string& key) {
-  static std::mutex mu;
-  static std::map<std::string, std::string> dbs;
-  std::lock_guard<std::mutex> l(mu);
-  auto it = dbs.find(key);
-  if (it != dbs.end()) return it->second;
-  auto& pg = SharedPostgres();
-  const std::string name = "t" + std::to_string(dbs.size());
-  EXPECT_TRUE(pg.CreateDatabase(name)) << name;
-  return dbs.emplace(key, pg.Url(name)).first->second;
-}
-
+// One PostgreSQL cluster per test binary (tests/support/postgres.h); each test's directory gets
+// a database of its own (creating one is fast), the same one on Reopen().
 Result<std::unique_ptr<HubStore>> OpenPostgres(const std::string& dir) {
-  return AsHubStore(PgHubStore::Open({PostgresDatabaseFor(dir), 2}));
+  return AsHubStore(PgHubStore::Open({freshsync::testing::SharedPostgresDatabase(dir), 2}));
 }
 
 std::vector<HubStoreBackend> Backends() {
@@ -1360,11 +1339,11 @@ TEST_P(HubStoreContractTest, EscrowOrdersAreAcceptedWithinTheGrantAndOnlyOnce) {
 TEST_P(HubStoreContractTest, OrdersAppendedTogetherAnswerEachAsAlone) {
   DownstreamLog log(*store_);
   Apply(MakeBatch("s2", {EscrowRec(1, "apple", 5, 0, 0, 5, 5, 1)}));
-  auto r = log.AppendOrders({{"s2", HqOrderCommand("o1", 3), "d1", ""},
-                             {"s1", HqOrderCommand("o1", 1), "d1", ""},
-                             {"s2", HqOrderCommand("o2", 3), "d2", ""},
-                             {"s2", HqOrderCommand("o1", 3), "d1", ""},
-                             {"s2", HqOrderCommand("o3", 2), "d3", ""}});
+  auto r = log.AppendOrders({{"s2", HqOrderCommand("o1", 3), "d1", "", std::nullopt},
+                             {"s1", HqOrderCommand("o1", 1), "d1", "", std::nullopt},
+                             {"s2", HqOrderCommand("o2", 3), "d2", "", std::nullopt},
+                             {"s2", HqOrderCommand("o1", 3), "d1", "", std::nullopt},
+                             {"s2", HqOrderCommand("o3", 2), "d3", "", std::nullopt}});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(r->size(), 5u);
   EXPECT_EQ((*r)[0].down_seq, 1u);
@@ -1378,6 +1357,39 @@ TEST_P(HubStoreContractTest, OrdersAppendedTogetherAnswerEachAsAlone) {
   EXPECT_TRUE((*r)[4].escrow);
   EXPECT_EQ((*r)[4].down_seq, 3u);
   EXPECT_EQ((*ReadRoute("/escrow", "s2", &v1::EscrowReply::escrow))[0].used(), 5);
+}
+
+// The HQ call's audit row commits with its order (no commit of its own per order): a new
+// order and a repeat each leave a row with the order's down_seq; a conflicting one none (its
+// caller audits the refusal); nothing without `audit`.
+TEST_P(HubStoreContractTest, OrderAuditRowCommitsWithTheOrder) {
+  DownstreamLog log(*store_);
+  const AuditEntry head{0, 42, "write", "hq", "/v1/sites/s1/orders", 0, 0, 0, 0, ""};
+  auto r = log.AppendOrders({{"s1", HqOrderCommand("o1", 3), "d1", "", head},
+                             {"s1", HqOrderCommand("o2", 1), "d2", "", std::nullopt},
+                             {"s1", HqOrderCommand("o1", 3), "d1", "", head},
+                             {"s1", HqOrderCommand("o1", 4), "other", "", head}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE((*r)[0].audited);
+  EXPECT_FALSE((*r)[1].audited);
+  EXPECT_TRUE((*r)[2].repeated);
+  EXPECT_TRUE((*r)[2].audited);
+  EXPECT_TRUE((*r)[3].conflict);
+  EXPECT_FALSE((*r)[3].audited);
+  auto rows = store_->Audit(0, 10);
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  ASSERT_EQ(rows->size(), 2u);
+  for (const AuditEntry& e : *rows) {
+    EXPECT_EQ(e.ts_ms, 42);
+    EXPECT_EQ(e.kind, "write");
+    EXPECT_EQ(e.actor, "hq");
+    EXPECT_EQ(e.path, "/v1/sites/s1/orders");
+    EXPECT_EQ(e.seq_from, 1u);
+    EXPECT_EQ(e.seq_to, 1u);
+    EXPECT_EQ(e.count, 1u);
+    EXPECT_EQ(e.status, 202);
+    EXPECT_EQ(e.detail, "order:o1");
+  }
 }
 
 // A target below the hub's free allotment is handed back at once, as one escrow-return per SKU
@@ -1816,7 +1828,7 @@ TEST(PostgresTextTest, PlaceholdersBecomeDollarsOutsideLiteralsAndAPostgresTextW
 
 class PgStoreTest : public ::testing::Test {
  protected:
-  std::string FreshDatabase() { return PostgresDatabaseFor(dir_.path() + "/" + std::to_string(++databases_)); }
+  std::string FreshDatabase() { return freshsync::testing::SharedPostgresDatabase(dir_.path() + "/" + std::to_string(++databases_)); }
   static std::unique_ptr<PgHubStore> Open(const std::string& url) {
     auto s = PgHubStore::Open({url, 2});
     EXPECT_TRUE(s.ok()) << s.status().ToString();
@@ -1836,9 +1848,9 @@ TEST_F(PgStoreTest, TelemetryUpkeepPartitionsPositionHistoryByDayAndDropsWholeDa
   ASSERT_NE(store, nullptr);
   constexpr int64_t kDay = 86400000;
   const int64_t now = 20000 * kDay + 12 * 3600000;
-  auto rows = [&](const std::string& table) { return SharedPostgres().Query(db, "SELECT count(*) FROM " + table); };
+  auto rows = [&](const std::string& table) { return freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM " + table); };
   auto days = [&] {
-    return SharedPostgres().Query(db, "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+    return freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
                                       "JOIN pg_class c ON c.oid = i.inhrelid WHERE p.relname = 'position_chunks' "
                                       "AND c.relname LIKE 'position_chunks_p%'");
   };
@@ -1875,8 +1887,8 @@ TEST_F(PgStoreTest, ThreeReplicasStartingAtOnceMigrateTheDatabaseOnce) {
   for (auto& t : starts) t.join();
   for (const auto& s : stores) ASSERT_NE(s, nullptr);
   const std::string db = url.substr(url.rfind('/') + 1);
-  EXPECT_EQ(SharedPostgres().Query(db, "SELECT version FROM pg_schema"), std::to_string(PgHubStore::SchemaVersion()));
-  EXPECT_EQ(SharedPostgres().Query(db, "SELECT count(*) FROM pg_schema"), "1");
+  EXPECT_EQ(freshsync::testing::SharedPostgres().Query(db, "SELECT version FROM pg_schema"), std::to_string(PgHubStore::SchemaVersion()));
+  EXPECT_EQ(freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM pg_schema"), "1");
   // Every replica serves the same data: a push through one is read through the others.
   ASSERT_TRUE(stores[0]->ApplyBatch("a", Range("a", 1, 5), 1).ok());
   EXPECT_EQ(*stores[1]->ContiguousSeq("a"), 5u);
@@ -1897,7 +1909,7 @@ TEST_F(PgStoreTest, AFollowerPagingThreeReplicasDuringConcurrentPushesSeesEveryR
   // replicas commit higher cursors meanwhile and the follower pages past the sleeper's
   // (checked: with the lock taken out the test failed 3 runs of 4).
   const std::string db = url.substr(url.rfind('/') + 1);
-  ASSERT_EQ(SharedPostgres().Query(db, R"sql(
+  ASSERT_EQ(freshsync::testing::SharedPostgres().Query(db, R"sql(
 CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
   $$ BEGIN IF NEW.seq % 40 = 1 THEN PERFORM pg_sleep(0.03); END IF; RETURN NULL; END $$;
 CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON changes DEFERRABLE INITIALLY DEFERRED

@@ -5,11 +5,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -119,6 +123,26 @@ std::string PostgresServer::Bin(const std::string& program) { return PgBin(progr
 
 std::string PostgresServer::Url(const std::string& db) const {
   return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/" + db;
+}
+
+PostgresServer& SharedPostgres() {
+  static TempDir* dir = new TempDir();  // outlives the server: destroyed in that order at exit
+  static PostgresServer server(dir->File("pg"));
+  static const bool started = server.Start();
+  EXPECT_TRUE(started) << ReadFile(server.log_path());
+  return server;
+}
+
+std::string SharedPostgresDatabase(const std::string& key) {
+  static std::mutex mu;
+  static std::map<std::string, std::string> dbs;
+  std::lock_guard<std::mutex> l(mu);
+  auto it = dbs.find(key);
+  if (it != dbs.end()) return it->second;
+  auto& pg = SharedPostgres();
+  const std::string name = "t" + std::to_string(dbs.size());
+  EXPECT_TRUE(pg.CreateDatabase(name)) << name;
+  return dbs.emplace(key, pg.Url(name)).first->second;
 }
 
 }  // namespace freshsync::testing

@@ -57,4 +57,11 @@ class PostgresServer {
   ChildProcess postmaster_;
 };
 
+// One cluster per test binary, started on first use and shut down at exit (a test failure
+// with its log when it does not start): for tests that need a database each, not a cluster.
+PostgresServer& SharedPostgres();
+// A fresh database on the shared cluster for `key` (e.g. a test's directory), the same one
+// again for the same key (a store reopened, as after a restart); its libpq URL.
+std::string SharedPostgresDatabase(const std::string& key);
+
 }  // namespace freshsync::testing

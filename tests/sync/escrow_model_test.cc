@@ -2,9 +2,10 @@
 // orders, local orders and cancellations, receipts, spoilage, allotment changes (the site's
 // [escrow] and HQ's requests), partitions (the edge neither pushes nor pulls), edge crashes
 // (a failed commit, then the store reopened) and hub crashes (the hub store and its
-// Downstream reopened), in process against the real EdgeStore, the real SqliteHubStore, the
-// hub's Downstream (its order decision and the site's pull) and the agent's SyncStore for
-// the push. An independent model in this file (stock on hand, the orders each side accepted)
+// Downstream reopened; on PostgreSQL every kServerCrashEvery-th one also crashes the server
+// itself, which then runs crash recovery), in process against the real EdgeStore, the real hub store (each
+// seed on SQLite and on PostgreSQL, as the HubStore contract tests), the hub's Downstream (its
+// order decision and the site's pull) and the agent's SyncStore for the push. An independent model in this file (stock on hand, the orders each side accepted)
 // is checked after every step:
 //   - stock never negative, reservations never above what is on hand, on hand = the model's;
 //   - HQ's unused allotment + the site's free stock <= on hand, allowing only for escrow stock
@@ -30,8 +31,10 @@
 #include "edge/store.h"
 #include "hub/downstream.h"
 #include "hub/escrow.h"
+#include "hub/pg_store.h"
 #include "hub/sqlite_store.h"
 #include "tests/support/harness.h"
+#include "tests/support/postgres.h"
 #include "wire/record_rules.h"
 #include "wire/routes.h"
 
@@ -41,6 +44,9 @@ namespace {
 using nlohmann::json;
 
 constexpr char kSite[] = "site-1";
+// On PostgreSQL, every this many hub crashes the server crashes too (a restart with crash
+// recovery costs about 3.5 s here, the rest of a seed's run about 15 s).
+constexpr int kServerCrashEvery = 6;
 const std::vector<std::string> kSkus = {"veg-001", "veg-002"};
 
 class StepClock : public Clock {
@@ -58,9 +64,11 @@ struct Model {
   std::map<std::string, int64_t> escrow_lost;                           // escrow units spoilage took
 };
 
+enum class Backend { kSqlite, kPostgres };
+
 class EscrowWorld {
  public:
-  explicit EscrowWorld(uint64_t seed) : rng_(seed) {}
+  EscrowWorld(uint64_t seed, Backend backend) : rng_(seed), backend_(backend) {}
 
   void Open() {
     OpenEdge();
@@ -77,12 +85,27 @@ class EscrowWorld {
     edge_ = std::move(*s);
   }
 
-  void OpenHub() {
+  // The hub (re)started on its store; on PostgreSQL `crash_server` also crashes the server
+  // (immediate shutdown, no checkpoint) and starts it again, so the hub's rows come back
+  // through PostgreSQL's crash recovery.
+  void OpenHub(bool crash_server = false) {
     down_.reset();
     hub_.reset();
-    auto s = hub::SqliteHubStore::Open({dir_.File("hub.db"), 2, false});
-    ASSERT_TRUE(s.ok()) << s.status().ToString();
-    hub_ = std::move(*s);
+    if (backend_ == Backend::kSqlite) {
+      auto s = hub::SqliteHubStore::Open({dir_.File("hub.db"), 2, false});
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      hub_ = std::move(*s);
+    } else {
+      const std::string url = testing::SharedPostgresDatabase(dir_.path());
+      if (crash_server) {
+        testing::SharedPostgres().Crash();
+        ASSERT_TRUE(testing::SharedPostgres().Start()) << testing::ReadFile(testing::SharedPostgres().log_path());
+        ++server_crashes;
+      }
+      auto s = hub::PgHubStore::Open({url, 2});
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      hub_ = std::move(*s);
+    }
     down_ = std::make_unique<hub::Downstream>(*hub_, clock_, metrics_, 72, std::nullopt,
                                               [](std::function<void()> f) { f(); return true; });
   }
@@ -319,7 +342,7 @@ class EscrowWorld {
       else if (op < 65) name = "spoil", Movement(-Rand(1, 6));
       else if (op < 71) name = "target", Target();
       else if (op < 76) name = "partition", link_up_ = !link_up_;
-      else if (op < 78) name = "hub-crash", OpenHub();
+      else if (op < 78) name = "hub-crash", OpenHub(++hub_crashes % kServerCrashEvery == 0);
       else name = "sync", link_up_ ? Sync() : void();
       if (edge_crash) {
         name += "+edge-crash";
@@ -352,14 +375,16 @@ class EscrowWorld {
 
   int64_t hub_accepted = 0;
   int64_t short_orders = 0;
+  int hub_crashes = 0, server_crashes = 0;
 
  private:
   std::mt19937_64 rng_;
+  Backend backend_;
   testing::TempDir dir_;
   StepClock clock_;
   hub::DownstreamMetrics metrics_;
   std::unique_ptr<edge::EdgeStore> edge_;
-  std::unique_ptr<hub::SqliteHubStore> hub_;
+  std::unique_ptr<hub::HubStore> hub_;
   std::unique_ptr<hub::Downstream> down_;
   Model model_;
   std::map<std::string, int64_t> config_;
@@ -367,19 +392,32 @@ class EscrowWorld {
   int orders_ = 0, moves_ = 0;
 };
 
-class EscrowModelTest : public ::testing::TestWithParam<uint64_t> {};
+// (backend, seed): every seed on each store. The PostgreSQL ones run as their own CTest
+// entry (tests/sync/CMakeLists.txt), as the HubStore contract tests do.
+class EscrowModelTest : public ::testing::TestWithParam<std::tuple<Backend, uint64_t>> {};
 
 TEST_P(EscrowModelTest, InvariantsHoldThroughPartitionsCrashesAndSpoilage) {
-  EscrowWorld world(GetParam());
+  const auto [backend, seed] = GetParam();
+  EscrowWorld world(seed, backend);
   world.Run(1500);
   // The run must exercise the hub's side: a seed where the hub accepted nothing proves little.
   EXPECT_GT(world.hub_accepted, 10);
-  std::printf("seed %llu: %lld orders accepted by the hub, %lld short after escrow stock was lost\n",
-              static_cast<unsigned long long>(GetParam()), static_cast<long long>(world.hub_accepted),
-              static_cast<long long>(world.short_orders));
+  EXPECT_GT(world.hub_crashes, 0);
+  if (backend == Backend::kPostgres) {
+    EXPECT_GT(world.server_crashes, 0);
+  }
+  std::printf("seed %llu: %lld orders accepted by the hub, %lld short after escrow stock was lost, %d hub crashes (%d of "
+              "the PostgreSQL server)\n",
+              static_cast<unsigned long long>(seed), static_cast<long long>(world.hub_accepted),
+              static_cast<long long>(world.short_orders), world.hub_crashes, world.server_crashes);
 }
 
-INSTANTIATE_TEST_SUITE_P(Seeds, EscrowModelTest, ::testing::Values(1, 2, 3, 4));
+INSTANTIATE_TEST_SUITE_P(Seeds, EscrowModelTest,
+                         ::testing::Combine(::testing::Values(Backend::kSqlite, Backend::kPostgres), ::testing::Values(1, 2, 3, 4)),
+                         [](const ::testing::TestParamInfo<std::tuple<Backend, uint64_t>>& info) {
+                           return std::string(std::get<0>(info.param) == Backend::kSqlite ? "Sqlite" : "Postgres") + "_" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
 
 }  // namespace
 }  // namespace freshsync
