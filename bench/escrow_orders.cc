@@ -8,7 +8,8 @@
 //   2. Baseline: N orders to "plain-site" (no grant): the plain append.
 //   3. Escrow: N orders to "bench-site": the decision + `used` + the append, one transaction.
 //
-// Usage: escrow_orders [--orders N] [--clients W]   (hubd from $FRESHSYNC_BIN_DIR)
+// Usage: escrow_orders [--orders N] [--clients W] [--min-rate R]   (hubd from $FRESHSYNC_BIN_DIR)
+// --min-rate is issue 17's target (escrow orders/s): a miss prints MISSED|... and exits 3.
 #include <httplib.h>
 
 #include <algorithm>
@@ -74,10 +75,12 @@ Run Post(int port, const std::string& ca, const std::string& site, const std::st
 
 int main(int argc, char** argv) {
   int orders = 20000, clients = 8;
+  double min_rate = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--orders") orders = std::stoi(argv[i + 1]);
     else if (a == "--clients") clients = std::stoi(argv[i + 1]);
+    else if (a == "--min-rate") min_rate = std::stod(argv[i + 1]);
   }
   freshsync::bench::DefaultBinDirToOwn(argv[0]);
   TempDir dir;
@@ -145,5 +148,19 @@ int main(int argc, char** argv) {
   line("plain downstream order path:", plain, cpu1 - cpu0, self1 - self0);
   line("escrow (decided by the hub):", escrow, cpu2 - cpu1, self2 - self1);
   hubd.Kill();
-  return escrow.hub_decided == escrow.ok && escrow.errors == 0 ? 0 : 2;
+  // The summary lines of scripts/bench.sh.
+  const double plain_rate = static_cast<double>(plain.ok) / plain.secs, escrow_rate = static_cast<double>(escrow.ok) / escrow.secs;
+  auto us_per = [](double cpu, const Run& r) { return cpu * 1e6 / static_cast<double>(std::max<int64_t>(1, r.ok)); };
+  std::printf("RESULT|plain downstream orders, %d clients (baseline): orders/s, hubd CPU per order|%.0f/s, %.0f us|\n", clients, plain_rate,
+              us_per(cpu1 - cpu0, plain));
+  std::printf("RESULT|escrow orders decided by the hub: orders/s, ratio to plain, hubd CPU per order|%.0f/s, %.2f, %.0f us|%s\n", escrow_rate,
+              escrow_rate / std::max(1.0, plain_rate), us_per(cpu2 - cpu1, escrow),
+              min_rate > 0 ? (">= " + std::to_string(static_cast<int>(min_rate)) + "/s").c_str() : "");
+  const bool exact = escrow.hub_decided == escrow.ok && escrow.errors == 0;
+  if (!exact) return 2;
+  if (min_rate > 0 && escrow_rate < min_rate) {
+    std::printf("MISSED|escrow orders %.0f/s < %.0f/s\n", escrow_rate, min_rate);
+    return 3;
+  }
+  return 0;
 }

@@ -28,7 +28,7 @@ if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${launcher[@]}" >/dev/null
-WANTED=(edged hubd ingest_drain sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog hub_connections outage_return stream_fanout downstream_latency)
+WANTED=(edged hubd escrow_orders ingest_drain sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog hub_connections outage_return stream_fanout downstream_latency)
 # A benchmark whose target this tree does not define (yet) is reported as skipped, not fatal.
 known=$(ninja -C "$BUILD_DIR" -t targets all 2>/dev/null | sed -n 's/^\([^:]*\): .*/\1/p')
 TARGETS=()
@@ -69,6 +69,7 @@ if ((QUICK)); then
     "stream_fanout|$BIN/stream_fanout --clients 50 --stalled 5 --seconds 5"
     "stream_fanout via edged|$BIN/stream_fanout --clients 50 --stalled 5 --seconds 5 --via_edged 1"
     "downstream_latency|$BIN/downstream_latency --orders 50 --backlog 2000"
+    "escrow_orders|$BIN/escrow_orders --orders 2000 --clients 8"
   )
 else
   RUNS=(
@@ -85,6 +86,7 @@ else
     "stream_fanout|$BIN/stream_fanout --seconds 30"
     "stream_fanout via edged|$BIN/stream_fanout --seconds 30 --via_edged 1"
     "downstream_latency|$BIN/downstream_latency"
+    "escrow_orders|$BIN/escrow_orders --orders 20000 --clients 8 --min-rate 5000"
   )
 fi
 
