@@ -2,6 +2,9 @@
 #include "edge/mqtt_login.h"
 #include "wire/routes.h"
 
+#include <malloc.h>
+#include <sqlite3.h>
+
 #include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
 
@@ -70,6 +73,12 @@ std::vector<std::string> MainFilters(const std::string& root) {
   return filters;
 }
 }  // namespace
+
+void TuneProcessForIngest() {
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);  // must precede sqlite3_initialize
+}
 
 Ingest::Ingest(const EdgeConfig& config, EdgeStore& store, Clock& clock)
     : config_(config),

@@ -110,6 +110,16 @@ struct IngestCounters {
   std::atomic<int64_t> journal_torn_dropped{0};
 };
 
+// Process-wide settings for the ingest path, made once at the very start of the process, before
+// SQLite is initialised or the first thread allocates: edged's main and the ingest benchmarks.
+//   - glibc trims the Paho receive thread's malloc arena with madvise(MADV_DONTNEED) whenever
+//     its top chunk passes the trim threshold; every madvise is a TLB shootdown across CPUs,
+//     and profiling showed that alone costing about a quarter of the per-message CPU. Freed
+//     memory stays in the arena instead (bounded: the working set per message is small).
+//   - SQLite's memory statistics take a process-wide mutex around every allocation it makes
+//     (several per statement); nothing here reads them.
+void TuneProcessForIngest();
+
 class Ingest {
  public:
   static constexpr size_t kMaxBatch = 512;
