@@ -96,7 +96,7 @@ class OutboxWriter {
 
   sqlite3* db_;
   HybridLogicalClock hlc_;
-  sqlite::Stmt version_, next_seq_stmt_, insert_, hlc_save_;
+  sqlite::Stmt version_get_, version_put_, version_new_, next_seq_stmt_, insert_, hlc_save_;
   sqlite::Stmt head_get_, head_put_, link_put_, link_range_, seal_put_;
   const audit::SigningKey* signing_key_ = nullptr;
   int64_t next_seq_ = 0;  // next seq within the open transaction; 0: read it
