@@ -2,8 +2,12 @@
 #include "edge/mqtt_login.h"
 #include "wire/routes.h"
 
+#include <dirent.h>
 #include <malloc.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +16,7 @@
 #include <utility>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 namespace freshsync::edge {
 
@@ -42,6 +47,59 @@ std::string WithheldForm(size_t original_size, std::string_view reason) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));  // little-endian
   out.append(reason);
   return out;
+}
+
+// Paho C 1.3's receive thread (one per process, named "MQTTAsync_rcv") sleeps 100 ms after
+// every cycle that finds no socket ready (MQTTAsync_cycle), and its very first cycle usually
+// runs before the send thread has created the first client's socket: strace of edged's start
+// shows the three connect() calls, then that thread in clock_nanosleep(100 ms) while the broker
+// has long answered, so each start lost ~0.1 s before the first message (docs/benchmarks.md,
+// "Ingest drain"). There is no option for it, so while a connect is in progress we end that
+// sleep: if the thread is in clock_nanosleep (/proc/self/task/TID/syscall), a signal with an
+// empty handler interrupts it and the thread goes on to poll its sockets. Only then: a signal
+// landing in its poll() instead (the thread moved on in between) costs nothing but that cycle
+// (Paho treats EINTR there as "no socket ready"). Without /proc, nothing happens.
+int PahoWakeSignal() { return SIGRTMIN + 6; }
+void IgnoreSignal(int) {}
+
+pid_t PahoReceiveThread() {
+  DIR* d = opendir("/proc/self/task");
+  if (d == nullptr) return 0;
+  pid_t found = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string name;
+    if (std::getline(comm, name) && name == "MQTTAsync_rcv") {
+      found = static_cast<pid_t>(std::atoi(e->d_name));
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+void WakePahoReceiveThread() {
+  static const bool installed = [] {
+    struct sigaction sa {};
+    sa.sa_handler = IgnoreSignal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: ending the sleep is the point
+    return sigaction(PahoWakeSignal(), &sa, nullptr) == 0;
+  }();
+  if (!installed) return;
+  // Three clients connect at once: one look (and at most one signal) per millisecond will do.
+  static std::atomic<int64_t> last_us{0};
+  const int64_t now_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  int64_t before = last_us.load();
+  if (now_us - before < 1000 || !last_us.compare_exchange_strong(before, now_us)) return;
+  const pid_t tid = PahoReceiveThread();
+  if (tid == 0) return;
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  long nr = -1;
+  if (!(in >> nr) || (nr != SYS_clock_nanosleep && nr != SYS_nanosleep)) return;
+  syscall(SYS_tgkill, getpid(), tid, PahoWakeSignal());
 }
 
 // Until this version the main client subscribed to {root}/#. Its persistent session keeps
@@ -187,7 +245,10 @@ void Ingest::ConnectLoop(bool telemetry, bool publisher) {
   while (!stop()) {
     try {
       auto tok = client.connect(opts);
-      if (tok->wait_for(std::chrono::seconds(10)) && client.is_connected()) return;
+      // For the first 200 ms, every 2 ms: Paho's receive thread may be asleep (see above).
+      bool done = false;
+      for (int i = 0; i < 100 && !(done = tok->wait_for(std::chrono::milliseconds(2))); ++i) WakePahoReceiveThread();
+      if ((done || tok->wait_for(std::chrono::seconds(10))) && client.is_connected()) return;
     } catch (const std::exception& e) {
       spdlog::warn("ingest: {} client cannot connect to {}: {}; retrying in {} ms", telemetry ? "telemetry" : "main", m.uri, e.what(),
                    backoff_ms);
