@@ -62,18 +62,29 @@ Result<std::unique_ptr<OutboxWriter>> OutboxWriter::Open(sqlite3* db, Clock& clo
 }
 
 Result<int64_t> OutboxWriter::NextVersion(int entity, const std::string& key) {
-  int64_t next = 1;
-  {
+  // A batch of 512 GPS fixes names ~20 vehicles: the versions this transaction wrote are
+  // remembered until it ends, so only the first record of a key reads its row.
+  auto [it, first] = versions_.try_emplace({entity, key}, 0);
+  if (first) {
     sqlite::ResetGuard g(version_get_, true);
     const int rc = version_get_.Bind(1, entity).Bind(2, key).Step();
-    if (rc == SQLITE_ROW) next = version_get_.Int(0) + 1;
-    else if (rc != SQLITE_DONE) return sqlite::LastError(db_, "entity version");
+    if (rc == SQLITE_ROW) {
+      it->second = version_get_.Int(0);
+    } else if (rc != SQLITE_DONE) {
+      versions_.erase(it);
+      return sqlite::LastError(db_, "entity version");
+    }
   }
+  const int64_t next = it->second + 1;
   sqlite::Stmt& put = next == 1 ? version_new_ : version_put_;
   sqlite::ResetGuard g(put, true);
   put.Bind(1, entity).Bind(2, key);
   if (next > 1) put.Bind(3, next);
-  if (put.Step() != SQLITE_DONE) return sqlite::LastError(db_, "entity version");
+  if (put.Step() != SQLITE_DONE) {
+    versions_.erase(it);  // the row is as it was, or the transaction is gone: read it again
+    return sqlite::LastError(db_, "entity version");
+  }
+  it->second = next;
   return next;
 }
 
