@@ -62,7 +62,7 @@ Result<std::unique_ptr<OutboxWriter>> OutboxWriter::Open(sqlite3* db, Clock& clo
 }
 
 Result<int64_t> OutboxWriter::NextVersion(int entity, const std::string& key) {
-  // A batch of 512 GPS fixes names ~20 vehicles: the versions this transaction wrote are
+  // A batch of 2048 GPS fixes names ~20 vehicles: the versions this transaction wrote are
   // remembered until it ends, so only the first record of a key reads its row.
   auto [it, first] = versions_.try_emplace({entity, key}, 0);
   if (first) {
