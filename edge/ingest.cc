@@ -62,20 +62,28 @@ std::string WithheldForm(size_t original_size, std::string_view reason) {
 int PahoWakeSignal() { return SIGRTMIN + 6; }
 void IgnoreSignal(int) {}
 
+bool IsPahoReceiveThread(const std::string& tid) {
+  std::ifstream comm("/proc/self/task/" + tid + "/comm");
+  std::string name;
+  return std::getline(comm, name) && name == "MQTTAsync_rcv";
+}
+
 pid_t PahoReceiveThread() {
+  // The thread lives as long as a client is connected: look it up once, check it still is.
+  static std::atomic<pid_t> known{0};
+  if (const pid_t tid = known.load(); tid != 0 && IsPahoReceiveThread(std::to_string(tid))) return tid;
   DIR* d = opendir("/proc/self/task");
   if (d == nullptr) return 0;
   pid_t found = 0;
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] == '.') continue;
-    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
-    std::string name;
-    if (std::getline(comm, name) && name == "MQTTAsync_rcv") {
+    if (IsPahoReceiveThread(e->d_name)) {
       found = static_cast<pid_t>(std::atoi(e->d_name));
       break;
     }
   }
   closedir(d);
+  known.store(found);
   return found;
 }
 
