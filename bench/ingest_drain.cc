@@ -47,6 +47,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_util.h"
+#include "bench/ingest_workload.h"
 #include "tests/support/harness.h"
 
 using namespace freshsync::testing;
@@ -55,6 +56,8 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 using freshsync::bench::CpuSecondsOf;
+using freshsync::bench::MessageFor;
+using freshsync::bench::Workload;
 
 int64_t QueryInt(const std::string& db_path, const char* sql) {
   sqlite3* db = nullptr;
@@ -86,52 +89,6 @@ mqtt::connect_options PersistentOpts() {
       .clean_session(false)
       .keep_alive_interval(std::chrono::seconds(20))
       .finalize();
-}
-
-enum class Workload { kGps, kStock, kMix };
-
-// A GPS fix as a receiver reports it: full double precision for the position, as a device's
-// JSON library prints it (about 140 bytes). `vehicles` trucks, each with its own seq.
-std::string GpsFix(size_t i, size_t vehicles, int64_t ts, std::string& topic) {
-  topic = "fs/vehicles/truck-" + std::to_string(i % vehicles) + "/gps";
-  const double t = static_cast<double>(i);
-  auto cents = [](double v) { return std::round(v * 100) / 100; };
-  return nlohmann::json({{"seq", i / vehicles + 1}, {"lat", 31.2304 + 0.01 * std::sin(t / 997.0)},
-                         {"lon", 121.4737 - 0.01 * std::cos(t / 1009.0)}, {"ts", ts}, {"speed_kmh", 42.5 + 7.5 * std::sin(t / 13.0)},
-                         {"heading", cents(180.0 + 90.0 * std::sin(t / 7.0))}, {"hdop", cents(0.8 + 0.01 * static_cast<double>(i % 40))}})
-      .dump();
-}
-
-std::string Movement(size_t i, int64_t ts, std::string& topic) {
-  topic = "fs/stock/movements";
-  return nlohmann::json({{"id", "bench-m-" + std::to_string(i)}, {"sku", "sku-" + std::to_string(i % 50)}, {"delta", 5},
-                         {"reason", "receive"}, {"lot", "L-2026-11-25"}, {"ts", ts}})
-      .dump();
-}
-
-std::string MessageFor(Workload w, size_t i, std::string& topic) {
-  const int64_t ts = 1764000000000 + static_cast<int64_t>(i);
-  switch (w) {
-    case Workload::kGps:
-      return GpsFix(i, 20, ts, topic);
-    case Workload::kStock:
-      return i % 4 == 3 ? GpsFix(i, 20, ts, topic) : Movement(i, ts, topic);
-    case Workload::kMix:
-      break;
-  }
-  switch (i % 4) {  // the mix the earlier results in docs/benchmarks.md were measured on
-    case 0:
-      return Movement(i, ts, topic);
-    case 1:
-    case 2:
-      topic = "fs/vehicles/truck-" + std::to_string(i % 10) + "/gps";
-      return nlohmann::json({{"seq", i}, {"lat", 31.2304 + (i % 1000) / 1e5}, {"lon", 121.4737 - (i % 1000) / 1e5}, {"ts", ts},
-                             {"speed_kmh", 42.5}, {"heading", 181.0}, {"hdop", 0.9}})
-          .dump();
-    default:
-      topic = "fs/sensors/cold-" + std::to_string(i % 10) + "/climate";
-      return nlohmann::json({{"seq", i}, {"ts", ts}, {"temp_c", 3.25}, {"rh", 88.5}, {"battery", 97.0}}).dump();
-  }
 }
 
 // The flow settings of the broker config we ship, so that the backlog drains through the
@@ -204,7 +161,7 @@ int main(int argc, char** argv) {
   app.add_option("--bare-count", bare_count, "(internal) messages the bare subscriber waits for (0: set up the session)");
   CLI11_PARSE(app, argc, argv);
   if (!bare_uri.empty()) return BareClient(bare_uri, bare_count);
-  const Workload workload = workload_name == "gps" ? Workload::kGps : workload_name == "stock" ? Workload::kStock : Workload::kMix;
+  const Workload workload = freshsync::bench::WorkloadNamed(workload_name);
   const std::string flow = ShippedFlowSettings(broker_conf);
   if (flow.find("max_inflight_messages") == std::string::npos) {
     std::cerr << "no max_inflight_messages in " << broker_conf << "\n";

@@ -1,8 +1,6 @@
 // edged: the site daemon. Thin main: flags, config, privacy key, logging, signals; the
 // components and their start and stop order live in EdgeDaemon (edge/daemon.h).
-#include <malloc.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
@@ -19,6 +17,7 @@
 #include "common/logging.h"
 #include "common/signals.h"
 #include "edge/daemon.h"
+#include "edge/ingest.h"
 #include "privacy/sealer.h"
 #include "edge/site_rules.h"
 
@@ -42,15 +41,7 @@ freshsync::Result<std::optional<freshsync::Sealer>> LoadPrivacyKey(const freshsy
 }  // namespace
 
 int main(int argc, char** argv) {
-  // glibc trims the Paho receive thread's malloc arena with madvise(MADV_DONTNEED) whenever
-  // its top chunk passes the trim threshold; every madvise is a TLB shootdown across CPUs,
-  // and profiling showed that alone costing about a quarter of the per-message CPU. Keep
-  // freed memory in the arena instead (bounded: the working set per message is small).
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
-  mallopt(M_MMAP_THRESHOLD, 4 << 20);
-  // SQLite's memory statistics take a process-wide mutex around every allocation it makes
-  // (several per statement); nothing here reads them. Must precede sqlite3_initialize.
-  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  freshsync::edge::TuneProcessForIngest();  // before anything allocates or opens SQLite
   CLI::App app{"edged: FreshSync site daemon (MQTT ingest into the site store)"};
   std::string config_path;
   bool check_only = false;

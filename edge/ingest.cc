@@ -2,6 +2,13 @@
 #include "edge/mqtt_login.h"
 #include "wire/routes.h"
 
+#include <dirent.h>
+#include <malloc.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
 
@@ -9,6 +16,7 @@
 #include <utility>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 namespace freshsync::edge {
 
@@ -41,6 +49,67 @@ std::string WithheldForm(size_t original_size, std::string_view reason) {
   return out;
 }
 
+// Paho C 1.3's receive thread (one per process, named "MQTTAsync_rcv") sleeps 100 ms after
+// every cycle that finds no socket ready (MQTTAsync_cycle), and its very first cycle usually
+// runs before the send thread has created the first client's socket: strace of edged's start
+// shows the three connect() calls, then that thread in clock_nanosleep(100 ms) while the broker
+// has long answered, so each start lost ~0.1 s before the first message (docs/benchmarks.md,
+// "Ingest drain"). There is no option for it, so while a connect is in progress we end that
+// sleep: if the thread is in clock_nanosleep (/proc/self/task/TID/syscall), a signal with an
+// empty handler interrupts it and the thread goes on to poll its sockets. Only then: a signal
+// landing in its poll() instead (the thread moved on in between) costs nothing but that cycle
+// (Paho treats EINTR there as "no socket ready"). Without /proc, nothing happens.
+int PahoWakeSignal() { return SIGRTMIN + 6; }
+void IgnoreSignal(int) {}
+
+bool IsPahoReceiveThread(const std::string& tid) {
+  std::ifstream comm("/proc/self/task/" + tid + "/comm");
+  std::string name;
+  return std::getline(comm, name) && name == "MQTTAsync_rcv";
+}
+
+pid_t PahoReceiveThread() {
+  // The thread lives as long as a client is connected: look it up once, check it still is.
+  static std::atomic<pid_t> known{0};
+  if (const pid_t tid = known.load(); tid != 0 && IsPahoReceiveThread(std::to_string(tid))) return tid;
+  DIR* d = opendir("/proc/self/task");
+  if (d == nullptr) return 0;
+  pid_t found = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    if (IsPahoReceiveThread(e->d_name)) {
+      found = static_cast<pid_t>(std::atoi(e->d_name));
+      break;
+    }
+  }
+  closedir(d);
+  known.store(found);
+  return found;
+}
+
+void WakePahoReceiveThread() {
+  static const bool installed = [] {
+    struct sigaction sa {};
+    sa.sa_handler = IgnoreSignal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: ending the sleep is the point
+    return sigaction(PahoWakeSignal(), &sa, nullptr) == 0;
+  }();
+  if (!installed) return;
+  // Three clients connect at once: one look (and at most one signal) per millisecond will do.
+  static std::atomic<int64_t> last_us{0};
+  const int64_t now_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  int64_t before = last_us.load();
+  if (now_us - before < 1000 || !last_us.compare_exchange_strong(before, now_us)) return;
+  const pid_t tid = PahoReceiveThread();
+  if (tid == 0) return;
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  long nr = -1;
+  if (!(in >> nr) || (nr != SYS_clock_nanosleep && nr != SYS_nanosleep)) return;
+  syscall(SYS_tgkill, getpid(), tid, PahoWakeSignal());
+}
+
 // Until this version the main client subscribed to {root}/#. Its persistent session keeps
 // that subscription, so it is dropped once the telemetry client holds its own (not before:
 // telemetry published in between would be queued for nobody).
@@ -70,6 +139,12 @@ std::vector<std::string> MainFilters(const std::string& root) {
   return filters;
 }
 }  // namespace
+
+void TuneProcessForIngest() {
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);  // must precede sqlite3_initialize
+}
 
 Ingest::Ingest(const EdgeConfig& config, EdgeStore& store, Clock& clock)
     : config_(config),
@@ -178,7 +253,10 @@ void Ingest::ConnectLoop(bool telemetry, bool publisher) {
   while (!stop()) {
     try {
       auto tok = client.connect(opts);
-      if (tok->wait_for(std::chrono::seconds(10)) && client.is_connected()) return;
+      // For the first 200 ms, every 2 ms: Paho's receive thread may be asleep (see above).
+      bool done = false;
+      for (int i = 0; i < 100 && !(done = tok->wait_for(std::chrono::milliseconds(2))); ++i) WakePahoReceiveThread();
+      if ((done || tok->wait_for(std::chrono::seconds(10))) && client.is_connected()) return;
     } catch (const std::exception& e) {
       spdlog::warn("ingest: {} client cannot connect to {}: {}; retrying in {} ms", telemetry ? "telemetry" : "main", m.uri, e.what(),
                    backoff_ms);

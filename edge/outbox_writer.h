@@ -24,8 +24,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "common/clock.h"
 #include "common/status.h"
@@ -61,13 +63,19 @@ class OutboxWriter {
 
   // Call at every BEGIN, COMMIT and ROLLBACK of the connection: the next seq is read once per
   // write transaction and counted from there, as nobody else appends while the lock is held.
+  // The same for the entity versions written in the transaction (NextVersion).
   void NewTransaction() {
     next_seq_ = 0;
     appended_ = false;
+    versions_.clear();
   }
   // After ROLLBACK TO a savepoint: the records appended since are gone, so the next seq is read
-  // again from what the transaction holds (seq stays dense). appended() stays as it was.
-  void Rewind() { next_seq_ = 0; }
+  // again from what the transaction holds (seq stays dense), and the versions too.
+  // appended() stays as it was.
+  void Rewind() {
+    next_seq_ = 0;
+    versions_.clear();
+  }
   // True once the open transaction has appended a record.
   bool appended() const { return appended_; }
 
@@ -96,10 +104,14 @@ class OutboxWriter {
 
   sqlite3* db_;
   HybridLogicalClock hlc_;
-  sqlite::Stmt version_, next_seq_stmt_, insert_, hlc_save_;
+  sqlite::Stmt version_get_, version_put_, version_new_, next_seq_stmt_, insert_, hlc_save_;
   sqlite::Stmt head_get_, head_put_, link_put_, link_range_, seal_put_;
   const audit::SigningKey* signing_key_ = nullptr;
   int64_t next_seq_ = 0;  // next seq within the open transaction; 0: read it
+  // (entity, key) -> the version this transaction last wrote to entity_versions. Only valid
+  // while the transaction holds the write lock: cleared at every BEGIN, COMMIT, ROLLBACK and
+  // ROLLBACK TO (NewTransaction, Rewind), so no other writer can have moved a row meanwhile.
+  std::map<std::pair<int, std::string>, int64_t> versions_;
   bool appended_ = false;
   int64_t hlc_saved_ms_ = 0;  // wall ms of the last edge_meta.hlc_last write
 };

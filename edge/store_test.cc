@@ -242,6 +242,34 @@ TEST_F(StoreTest, VersionsIncreasePerEntityAndSeqIsDense) {
   ExpectDenseOutbox();
 }
 
+// The outbox writer remembers the versions a transaction wrote (edge/outbox_writer.h): they
+// must count on within a batch, go with a rolled-back batch, and give way to another writer.
+TEST_F(StoreTest, VersionsInABatchFollowRollbacksAndOtherWriters) {
+  auto fix = [&](uint64_t seq) { return GpsFix{"t1", seq, 31, 121, clock_.now, {}, {}, {}}; };
+  ASSERT_TRUE(store_->BeginBatch().ok());
+  for (uint64_t s = 1; s <= 3; ++s) ASSERT_TRUE(store_->ApplyInBatch(fix(s), clock_.now).ok());
+  ASSERT_TRUE(store_->CommitBatch().ok());
+  EXPECT_EQ(Record(1).version(), 1u);
+  EXPECT_EQ(Record(3).version(), 3u);
+  // A rolled-back batch leaves nothing behind, remembered versions included.
+  ASSERT_TRUE(store_->BeginBatch().ok());
+  ASSERT_TRUE(store_->ApplyInBatch(fix(4), clock_.now).ok());
+  ASSERT_TRUE(store_->ApplyInBatch(fix(5), clock_.now).ok());
+  store_->RollbackBatch();
+  ASSERT_TRUE(store_->Apply(fix(4), clock_.now).ok());
+  EXPECT_EQ(Record(4).version(), 4u);
+  // Another connection moves the row between two transactions (the downstream applier and the
+  // disk quota write versions on their own connections): the next record follows it.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "UPDATE entity_versions SET version = 10 WHERE key = 't1'", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  ASSERT_TRUE(store_->Apply(fix(5), clock_.now).ok());
+  EXPECT_EQ(Record(5).version(), 11u);
+  EXPECT_EQ(Int("SELECT version FROM entity_versions WHERE key = 't1'"), 11);
+  ExpectDenseOutbox();
+}
+
 TEST_F(StoreTest, SeqContinuesPastTrimmedOutbox) {
   ASSERT_TRUE(Move("a1", "apple", 1).ok());
   ASSERT_TRUE(Move("a2", "apple", 1).ok());

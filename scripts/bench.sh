@@ -28,7 +28,7 @@ if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${launcher[@]}" >/dev/null
-WANTED=(edged hubd escrow_orders ingest_drain sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog hub_connections outage_return stream_fanout downstream_latency)
+WANTED=(edged hubd escrow_orders ingest_drain ingest_apply sync_drain sync_latency hub_apply_bench hub_fanin edge_backlog hub_connections outage_return stream_fanout downstream_latency)
 # A benchmark whose target this tree does not define (yet) is reported as skipped, not fatal.
 known=$(ninja -C "$BUILD_DIR" -t targets all 2>/dev/null | sed -n 's/^\([^:]*\): .*/\1/p')
 TARGETS=()
@@ -59,6 +59,7 @@ if ((QUICK)); then
     "ingest_drain gps|$BIN/ingest_drain --messages 10000 $INGEST_GPS $NODE_ARGS"
     "ingest_drain stock|$BIN/ingest_drain --messages 10000 $INGEST_STOCK"
     "ingest_drain mix|$BIN/ingest_drain --messages 10000 --live 3000 $INGEST_MIX"
+    "ingest_apply gps|$BIN/ingest_apply --workload gps --messages 10000"
     "sync_drain|$BIN/sync_drain --records 100000"
     "sync_latency|$BIN/sync_latency --seconds 3"
     "hub_apply_bench|$BIN/hub_apply_bench --records 100000 --batch 5000"
@@ -76,6 +77,7 @@ else
     "ingest_drain gps|$BIN/ingest_drain --messages 100000 $INGEST_GPS $NODE_ARGS"
     "ingest_drain stock|$BIN/ingest_drain --messages 100000 $INGEST_STOCK"
     "ingest_drain mix|$BIN/ingest_drain --messages 100000 $INGEST_MIX"
+    "ingest_apply gps|$BIN/ingest_apply --workload gps --messages 100000"
     "sync_drain|$BIN/sync_drain --records 1000000"
     "sync_latency|$BIN/sync_latency"
     "hub_apply_bench|$BIN/hub_apply_bench --records 500000 --batch 5000"
