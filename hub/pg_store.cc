@@ -42,6 +42,27 @@ std::string PostgresText(const Sql& sql) {
   return out;
 }
 
+void AppendCopyText(std::string_view v, std::string* out) {
+  for (char ch : v) {
+    switch (ch) {
+      case '\\': *out += "\\\\"; break;
+      case '\t': *out += "\\t"; break;
+      case '\n': *out += "\\n"; break;
+      case '\r': *out += "\\r"; break;
+      default: *out += ch;
+    }
+  }
+}
+
+void AppendCopyBytea(std::string_view v, std::string* out) {
+  static const char* hex = "0123456789abcdef";
+  *out += "\\\\x";
+  for (unsigned char ch : v) {
+    *out += hex[ch >> 4];
+    *out += hex[ch & 15];
+  }
+}
+
 namespace {
 
 // PostgresText of a statement, translated once per text (the per-record apply steps would
@@ -329,28 +350,6 @@ class Conn {
   PGconn* c_ = nullptr;
 };
 
-// COPY text format: backslash, tab, newline and carriage return escaped.
-void CopyText(std::string_view v, std::string* out) {
-  for (char ch : v) {
-    switch (ch) {
-      case '\\': *out += "\\\\"; break;
-      case '\t': *out += "\\t"; break;
-      case '\n': *out += "\\n"; break;
-      case '\r': *out += "\\r"; break;
-      default: *out += ch;
-    }
-  }
-}
-
-void CopyBytea(std::string_view v, std::string* out) {
-  static const char* hex = "0123456789abcdef";
-  *out += "\\\\x";
-  for (unsigned char ch : v) {
-    *out += hex[ch >> 4];
-    *out += hex[ch & 15];
-  }
-}
-
 uint64_t U(const PGresult* r, int row, int c) {
   return static_cast<uint64_t>(std::strtoll(PQgetvalue(r, row, c), nullptr, 10));
 }
@@ -566,11 +565,11 @@ struct PgHubStore::Impl {
       const v1::ChangeRecord& r = batch.records(i);
       buf += site_col;
       buf += std::to_string(static_cast<int64_t>(r.seq())) + "\t" + std::to_string(int64_t{r.entity()}) + "\t";
-      CopyText(r.key(), &buf);
+      AppendCopyText(r.key(), &buf);
       buf += "\t" + std::to_string(static_cast<int64_t>(r.version())) + "\t";
       rec.clear();
       r.SerializeToString(&rec);
-      CopyBytea(rec, &buf);
+      AppendCopyBytea(rec, &buf);
       buf += '\n';
       if (buf.size() > (1 << 20)) {
         if (PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1)

@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "hub/store.h"
 
@@ -29,6 +30,12 @@ struct PgHubStoreOptions {
 // The text PgHubStore runs for `sql`: its postgres member, or else its SQLite text with each
 // ?N placeholder outside a quoted literal made $N (hub/sql.h says when which applies).
 std::string PostgresText(const Sql& sql);
+
+// A value in COPY's text format, appended to `out`: text with backslash, tab, newline and
+// carriage return escaped; bytea as its \\x hex form (the store's feed COPY, and what a
+// benchmark's raw COPY baseline sends).
+void AppendCopyText(std::string_view v, std::string* out);
+void AppendCopyBytea(std::string_view v, std::string* out);
 
 class PgHubStore final : public HubStore {
  public:
