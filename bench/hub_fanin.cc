@@ -9,6 +9,7 @@
 // synchronous_commit on), R hubd replicas (--replicas, default 3) on one database, site i
 // pushing to replica i % R. Baseline in the same run: a raw COPY of the same rows into the same
 // tables of a second database made by the same migrations: per batch one transaction of COPYs
+// (binary format, the feed rows with their cursors given)
 // into changes (the same record bytes), position_chunks (the same chunks), vehicles and stock
 // (one row per vehicle and SKU the batch touches; COPY cannot upsert, so these go in as new
 // rows, keyed by batch), with the COPY text built before the clock starts; from 1 connection
@@ -219,9 +220,9 @@ struct PgConn {
     PQclear(r);
     return v;
   }
-  // COPY `table(columns)` FROM STDIN with `rows` (COPY text format).
-  bool Copy(const std::string& target, const std::string& rows) {
-    PGresult* start = PQexec(c, ("COPY " + target + " FROM STDIN").c_str());
+  // COPY `table(columns)` FROM STDIN BINARY with `rows` (CopyBinaryRows).
+  bool Copy(const std::string& target, const std::string& rows, const char* format = " BINARY") {
+    PGresult* start = PQexec(c, ("COPY " + target + " FROM STDIN" + format).c_str());
     const bool in = PQresultStatus(start) == PGRES_COPY_IN;
     PQclear(start);
     bool ok = in && PQputCopyData(c, rows.data(), static_cast<int>(rows.size())) == 1 && PQputCopyEnd(c, nullptr) == 1;
@@ -235,26 +236,26 @@ struct PgConn {
   PGconn* c;
 };
 
-// The COPY text of one batch's rows, per table (the baseline).
+// One batch's rows per table in COPY's binary format, as the store sends its feed rows
+// (hub/pg_store.h CopyBinaryRows); the baseline.
 struct BatchRows {
   std::string changes, chunks, vehicles, stock;
 };
 
-BatchRows RowsOf(const fs::v1::Batch& batch, int64_t site_id, size_t batch_index) {
-  BatchRows out;
-  const std::string sid = std::to_string(site_id) + "\t";
+// `first_cursor`: the cursor of the batch's first feed row (the baseline gives them all, so the
+// server does not even take them from the sequence).
+BatchRows RowsOf(const fs::v1::Batch& batch, int64_t site_id, size_t batch_index, int64_t first_cursor) {
   const std::string suffix = "#" + std::to_string(batch_index);
   std::map<std::string, std::vector<const fs::v1::ChangeRecord*>> positions;
   std::map<std::string, const fs::v1::ChangeRecord*> stock;
+  fs::hub::CopyBinaryRows changes, chunks, vehicles, stock_rows;
   std::string rec;
+  int64_t cursor = first_cursor;
   for (const auto& r : batch.records()) {
-    out.changes += sid + std::to_string(r.seq()) + "\t" + std::to_string(int64_t{r.entity()}) + "\t";
-    fs::hub::AppendCopyText(r.key(), &out.changes);
-    out.changes += "\t" + std::to_string(r.version()) + "\t";
     rec.clear();
     r.SerializeToString(&rec);
-    fs::hub::AppendCopyBytea(rec, &out.changes);
-    out.changes += '\n';
+    changes.Row(7).Int8(cursor++).Int8(site_id).Int8(static_cast<int64_t>(r.seq())).Int4(static_cast<int32_t>(r.entity()));
+    changes.Bytes(r.key()).Int8(static_cast<int64_t>(r.version())).Bytes(rec);
     if (r.entity() == fs::v1::VEHICLE_POSITION) positions[r.key()].push_back(&r);
     if (r.entity() == fs::v1::STOCK) stock[r.key()] = &r;
   }
@@ -268,25 +269,26 @@ BatchRows RowsOf(const fs::v1::Batch& batch, int64_t site_id, size_t batch_index
       const size_t end = fs::hub::ChunkEnd(fixes, begin);
       blob.clear();
       fs::hub::EncodeChunk(fixes.data() + begin, end - begin, &blob);
-      out.chunks += sid + vehicle + "\t" + std::to_string(fixes[begin].ts_ms) + "\t" + std::to_string(fixes[begin].seq) +
-                    "\t" + std::to_string(fixes[end - 1].ts_ms) + "\t" + std::to_string(end - begin) + "\t";
-      fs::hub::AppendCopyBytea(blob, &out.chunks);
-      out.chunks += '\n';
+      chunks.Row(7).Int8(site_id).Bytes(vehicle).Int8(fixes[begin].ts_ms).Int8(static_cast<int64_t>(fixes[begin].seq));
+      chunks.Int8(fixes[end - 1].ts_ms).Int8(static_cast<int64_t>(end - begin)).Bytes(blob);
       begin = end;
     }
     const auto& r = *recs.back();
     const auto& p = r.position();
-    out.vehicles += vehicle + suffix + "\t" + sid + std::to_string(p.device_seq()) + "\t" + std::to_string(p.lat_e6()) +
-                    "\t" + std::to_string(p.lon_e6()) + "\t" + std::to_string(p.speed_dkmh()) + "\t" +
-                    std::to_string(p.heading_deg()) + "\t" + std::to_string(p.hdop_d()) + "\t" + std::to_string(r.ts_ms()) +
-                    "\t" + std::to_string(static_cast<int64_t>(r.hlc())) + "\t" + std::to_string(r.seq()) + "\n";
+    vehicles.Row(11).Bytes(vehicle + suffix).Int8(site_id).Int8(static_cast<int64_t>(p.device_seq())).Int8(p.lat_e6());
+    vehicles.Int8(p.lon_e6()).Int8(p.speed_dkmh()).Int8(p.heading_deg()).Int8(p.hdop_d()).Int8(r.ts_ms());
+    vehicles.Int8(static_cast<int64_t>(r.hlc())).Int8(static_cast<int64_t>(r.seq()));
   }
   for (const auto& [sku, r] : stock) {
-    out.stock += sid + sku + suffix + "\t" + std::to_string(r->stock().on_hand()) + "\t" +
-                 std::to_string(r->stock().reserved()) + "\t" + std::to_string(r->version()) + "\t" +
-                 std::to_string(static_cast<int64_t>(r->hlc())) + "\t" + std::to_string(r->ts_ms()) + "\t" +
-                 std::to_string(r->seq()) + "\n";
+    stock_rows.Row(8).Int8(site_id).Bytes(sku + suffix).Int8(r->stock().on_hand()).Int8(r->stock().reserved());
+    stock_rows.Int8(static_cast<int64_t>(r->version())).Int8(static_cast<int64_t>(r->hlc())).Int8(r->ts_ms());
+    stock_rows.Int8(static_cast<int64_t>(r->seq()));
   }
+  BatchRows out;
+  out.changes = changes.Finish();
+  if (!chunks.empty()) out.chunks = chunks.Finish();
+  if (!vehicles.empty()) out.vehicles = vehicles.Finish();
+  if (!stock_rows.empty()) out.stock = stock_rows.Finish();
   return out;
 }
 
@@ -307,7 +309,7 @@ double RawCopy(fs::testing::PostgresServer& pg, const std::string& db, const std
     PgConn c(pg.Url(db));
     std::string sites;
     for (size_t i = 0; i < site_names.size(); ++i) sites += std::to_string(i + 1) + "\t" + site_names[i] + "\n";
-    if (!c.ok() || !c.Copy("sites(site_id, site)", sites)) return -1;
+    if (!c.ok() || !c.Copy("sites(site_id, site)", sites, "")) return -1;
   }
   std::vector<std::unique_ptr<PgConn>> conns;
   for (int k = 0; k < streams; ++k) {
@@ -323,8 +325,9 @@ double RawCopy(fs::testing::PostgresServer& pg, const std::string& db, const std
       PgConn& c = *conns[static_cast<size_t>(k)];
       for (size_t b = static_cast<size_t>(k); b < batches.size() && !failed; b += static_cast<size_t>(streams)) {
         const BatchRows& r = batches[b];
-        const bool ok = c.Exec("BEGIN") && c.Copy("changes(site_id, seq, entity, key, version, record)", r.changes) &&
-                        c.Copy("position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes)", r.chunks) &&
+        const bool ok = c.Exec("BEGIN") && c.Copy("changes(cursor, site_id, seq, entity, key, version, record)", r.changes) &&
+                        (r.chunks.empty() ||
+                         c.Copy("position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes)", r.chunks)) &&
                         (r.vehicles.empty() ||
                          c.Copy("vehicles(vehicle, site_id, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, hdop_d, "
                                 "ts_ms, hlc, seq)",
@@ -509,12 +512,14 @@ int RunPostgres(const std::vector<SiteLoad>& loads, fs::testing::TempDir& dir, f
   // ---- Baseline: raw COPY of the same rows into the same tables. ----
   std::vector<BatchRows> rows;
   std::vector<std::string> names;
+  uint64_t first_cursor = 1;
   for (const auto& load : loads) names.push_back(load.site);
   for (size_t b = 0; b < loads[0].bodies.size(); ++b) {  // round-robin over sites, as they interleave at the hub
     for (size_t i = 0; i < loads.size(); ++i) {
       fs::v1::Batch batch;
       if (!DecodeBody(loads[i].bodies[b], &batch)) return 1;
-      rows.push_back(RowsOf(batch, static_cast<int64_t>(i + 1), b));
+      rows.push_back(RowsOf(batch, static_cast<int64_t>(i + 1), b, static_cast<int64_t>(first_cursor)));
+      first_cursor += static_cast<uint64_t>(batch.records_size());
     }
   }
   double best = 0, best_cpu_us = 0;

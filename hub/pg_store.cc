@@ -42,25 +42,40 @@ std::string PostgresText(const Sql& sql) {
   return out;
 }
 
-void AppendCopyText(std::string_view v, std::string* out) {
-  for (char ch : v) {
-    switch (ch) {
-      case '\\': *out += "\\\\"; break;
-      case '\t': *out += "\\t"; break;
-      case '\n': *out += "\\n"; break;
-      case '\r': *out += "\\r"; break;
-      default: *out += ch;
-    }
-  }
+CopyBinaryRows::CopyBinaryRows() : buf_("PGCOPY\n\xff\r\n\0", 11) {
+  BigEndian(0, 4);  // flags
+  BigEndian(0, 4);  // header extension length
 }
-
-void AppendCopyBytea(std::string_view v, std::string* out) {
-  static const char* hex = "0123456789abcdef";
-  *out += "\\\\x";
-  for (unsigned char ch : v) {
-    *out += hex[ch >> 4];
-    *out += hex[ch & 15];
-  }
+void CopyBinaryRows::BigEndian(uint64_t v, int bytes) {
+  for (int k = bytes - 1; k >= 0; --k) buf_ += static_cast<char>((v >> (8 * k)) & 0xff);
+}
+CopyBinaryRows& CopyBinaryRows::Row(int fields) {
+  ++rows_;
+  BigEndian(static_cast<uint64_t>(fields), 2);
+  return *this;
+}
+CopyBinaryRows& CopyBinaryRows::Int8(int64_t v) {
+  BigEndian(8, 4);
+  BigEndian(static_cast<uint64_t>(v), 8);
+  return *this;
+}
+CopyBinaryRows& CopyBinaryRows::Int4(int32_t v) {
+  BigEndian(4, 4);
+  BigEndian(static_cast<uint32_t>(v), 4);
+  return *this;
+}
+CopyBinaryRows& CopyBinaryRows::Bytes(std::string_view v) {
+  BigEndian(v.size(), 4);
+  buf_.append(v);
+  return *this;
+}
+void CopyBinaryRows::SetInt8(size_t at, int64_t v) {
+  const auto u = static_cast<uint64_t>(v);
+  for (size_t k = 0; k < 8; ++k) buf_[at + 4 + k] = static_cast<char>((u >> (8 * (7 - k))) & 0xff);
+}
+const std::string& CopyBinaryRows::Finish() {
+  BigEndian(0xffff, 2);
+  return buf_;
 }
 
 namespace {
@@ -553,33 +568,45 @@ struct PgHubStore::Impl {
     return Status::Ok();
   }
 
-  // The batch's feed rows by COPY, after the feed lock: the last statements before COMMIT.
+  // The batch's feed rows, the last statements before COMMIT. The rows are encoded first, in
+  // COPY's binary format (no hex for the record bytes, nothing for the server to parse) with a
+  // slot for each row's cursor; then, under the feed lock, one round trip reserves the batch's
+  // cursors from the sequence (setval to nextval + n - 1: nobody else takes cursors while the
+  // lock is held, so they are consecutive and above every committed one), the slots are filled
+  // and one COPY sends the rows. What is serialised across replicas is thus the server's insert
+  // of the rows and the commit, not their encoding nor a nextval per row.
   static Status InsertFeed(Conn& c, int64_t site_id, const v1::Batch& batch, const std::vector<int>& rows) {
     if (rows.empty()) return Status::Ok();
-    if (Status s = c.Exec("SELECT pg_advisory_xact_lock(" + std::to_string(kFeedLockKey) + ")"); !s.ok()) return s;
-    PgResult start(PQexec(c.get(), "COPY changes(site_id, seq, entity, key, version, record) FROM STDIN"));
-    if (PQresultStatus(start.get()) != PGRES_COPY_IN) return ErrorOf(c.get(), start.get(), "copy changes");
-    std::string buf, rec;
-    const std::string site_col = std::to_string(site_id) + "\t";
+    CopyBinaryRows copy;
+    std::vector<size_t> cursor_at;
+    cursor_at.reserve(rows.size());
+    std::string rec;
     for (int i : rows) {
       const v1::ChangeRecord& r = batch.records(i);
-      buf += site_col;
-      buf += std::to_string(static_cast<int64_t>(r.seq())) + "\t" + std::to_string(int64_t{r.entity()}) + "\t";
-      AppendCopyText(r.key(), &buf);
-      buf += "\t" + std::to_string(static_cast<int64_t>(r.version())) + "\t";
+      copy.Row(7);
+      cursor_at.push_back(copy.Next());
+      copy.Int8(0);  // the cursor, set under the lock
+      copy.Int8(site_id).Int8(static_cast<int64_t>(r.seq())).Int4(static_cast<int32_t>(r.entity())).Bytes(r.key());
       rec.clear();
       r.SerializeToString(&rec);
-      AppendCopyBytea(rec, &buf);
-      buf += '\n';
-      if (buf.size() > (1 << 20)) {
-        if (PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1)
-          return ErrorOf(c.get(), nullptr, "copy changes");
-        buf.clear();
-      }
+      copy.Int8(static_cast<int64_t>(r.version())).Bytes(rec);
     }
-    if (!buf.empty() && PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1)
+    PgResult reserved(PQexec(c.get(), ("SELECT pg_advisory_xact_lock(" + std::to_string(kFeedLockKey) +
+                                       "); SELECT setval('changes_cursor_seq', nextval('changes_cursor_seq') + " +
+                                       std::to_string(rows.size() - 1) + ")")
+                                          .c_str()));
+    if (PQresultStatus(reserved.get()) != PGRES_TUPLES_OK || PQntuples(reserved.get()) != 1) {
+      c.last_retryable = PgError::Retryable(reserved.get());
+      return ErrorOf(c.get(), reserved.get(), "reserve feed cursors");
+    }
+    const uint64_t last = U(reserved.get(), 0, 0);
+    uint64_t cursor = last - rows.size() + 1;
+    for (size_t at : cursor_at) copy.SetInt8(at, static_cast<int64_t>(cursor++));
+    const std::string& buf = copy.Finish();
+    PgResult start(PQexec(c.get(), "COPY changes(cursor, site_id, seq, entity, key, version, record) FROM STDIN BINARY"));
+    if (PQresultStatus(start.get()) != PGRES_COPY_IN) return ErrorOf(c.get(), start.get(), "copy changes");
+    if (PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1 || PQputCopyEnd(c.get(), nullptr) != 1)
       return ErrorOf(c.get(), nullptr, "copy changes");
-    if (PQputCopyEnd(c.get(), nullptr) != 1) return ErrorOf(c.get(), nullptr, "copy changes");
     Status out = Status::Ok();
     while (PGresult* raw = PQgetResult(c.get())) {
       PgResult r(raw);

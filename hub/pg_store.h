@@ -15,6 +15,7 @@
 #pragma once
 
 #include <memory>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -31,11 +32,26 @@ struct PgHubStoreOptions {
 // ?N placeholder outside a quoted literal made $N (hub/sql.h says when which applies).
 std::string PostgresText(const Sql& sql);
 
-// A value in COPY's text format, appended to `out`: text with backslash, tab, newline and
-// carriage return escaped; bytea as its \\x hex form (the store's feed COPY, and what a
-// benchmark's raw COPY baseline sends).
-void AppendCopyText(std::string_view v, std::string* out);
-void AppendCopyBytea(std::string_view v, std::string* out);
+// Rows in COPY's binary format (`COPY t(cols) FROM STDIN BINARY`): nothing for the server to
+// parse, no hex for bytes. The store's feed rows, and a benchmark's raw COPY baseline.
+class CopyBinaryRows {
+ public:
+  CopyBinaryRows();                       // the header
+  CopyBinaryRows& Row(int fields);        // then exactly `fields` values, in the COPY's column order
+  CopyBinaryRows& Int8(int64_t v);        // BIGINT
+  CopyBinaryRows& Int4(int32_t v);        // INT
+  CopyBinaryRows& Bytes(std::string_view v);  // TEXT (UTF-8) or BYTEA
+  // The next Int8's position, for SetInt8 once its value is known.
+  size_t Next() const { return buf_.size(); }
+  void SetInt8(size_t at, int64_t v);
+  const std::string& Finish();            // the trailer; no more rows after it
+  bool empty() const { return rows_ == 0; }
+
+ private:
+  void BigEndian(uint64_t v, int bytes);
+  std::string buf_;
+  size_t rows_ = 0;
+};
 
 class PgHubStore final : public HubStore {
  public:
