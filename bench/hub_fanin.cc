@@ -408,11 +408,13 @@ PushResult PushAll(const std::vector<SiteLoad>& loads, const std::vector<fs::tes
   return {Secs(t0, Clock::now()), retries.load(), failures.load()};
 }
 
-// hubd's config: listening on `port`, `threads` workers, the given [store] section.
+// hubd's config: listening on `port`, `threads` workers, the given [store] section. Telemetry
+// retention off: the records' device time is in 2025, and an upkeep round (at start, on a
+// thread) would otherwise delete the position history as it arrives.
 std::string HubdConfig(const fs::testing::TestPki& pki, int port, int threads, const std::string& store) {
   return "listen = \"127.0.0.1:" + std::to_string(port) + "\"\nthreads = " + std::to_string(threads) +
          "\n[log]\nlevel = \"warn\"\n[tls]\nca = \"" + pki.ca_cert() + "\"\ncert = \"" + pki.server().cert +
-         "\"\nkey = \"" + pki.server().key + "\"\n" + store;
+         "\"\nkey = \"" + pki.server().key + "\"\n[retention]\ntelemetry_days = 0\n" + store;
 }
 
 bool WaitHealthy(int port, const fs::testing::TestPki& pki, const fs::testing::TestPki::Files& client,

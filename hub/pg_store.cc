@@ -337,7 +337,16 @@ class Conn {
   }
   // A connection the server dropped (restart, failover) is re-established on next use.
   void Heal() {
-    if (PQstatus(c_) == CONNECTION_BAD) PQreset(c_);
+    if (PQstatus(c_) == CONNECTION_BAD) {
+      PQreset(c_);
+      feed_stage = false;  // a new session: its temporary table is gone
+    }
+    // Outside any transaction (a rolled-back one would take the table with it).
+    if (!feed_stage && PQstatus(c_) == CONNECTION_OK)
+      feed_stage = Exec("CREATE TEMP TABLE IF NOT EXISTS feed_stage(ord BIGINT NOT NULL, site_id BIGINT NOT NULL, "
+                        "seq BIGINT NOT NULL, entity INT NOT NULL, key TEXT NOT NULL, version BIGINT NOT NULL, "
+                        "record BYTEA NOT NULL) ON COMMIT DELETE ROWS")
+                       .ok();
   }
   PGconn* get() const { return c_; }
   Status Exec(const std::string& sql) {
@@ -360,6 +369,10 @@ class Conn {
     return r;
   }
   bool last_retryable = false;
+  // This session has its temporary feed_stage table (Impl::StageFeed), made by Heal.
+  bool feed_stage = false;
+  // Statements the transaction's COMMIT is sent with, in one round trip (Impl::Transaction).
+  std::string before_commit;
 
  private:
   PGconn* c_ = nullptr;
@@ -390,14 +403,19 @@ struct PgHubStore::Impl {
     for (int attempt = 0;; ++attempt) {
       auto c = Acquire();
       c->last_retryable = false;
+      c->before_commit.clear();
       if (Status s = c->Exec(begin); !s.ok()) return s;
       bool commit = true;
       Result<T> r = body(*c, commit);
       if (r.ok() && commit) {
-        Status s = c->Exec("COMMIT");
+        // The body's last statements go with the COMMIT: when they take the feed lock, it is
+        // held from there to the end of the commit without a round trip to hubd in between.
+        Status s = c->Exec(c->before_commit + "COMMIT");
+        c->before_commit.clear();
         if (s.ok()) return r;
         r = s;
       }
+      c->before_commit.clear();
       const bool retry = !r.ok() && c->last_retryable && attempt < 4;
       (void)c->Exec("ROLLBACK");
       if (!retry) return r;
@@ -568,54 +586,53 @@ struct PgHubStore::Impl {
     return Status::Ok();
   }
 
-  // The batch's feed rows, the last statements before COMMIT. The rows are encoded first, in
-  // COPY's binary format (no hex for the record bytes, nothing for the server to parse) with a
-  // slot for each row's cursor; then, under the feed lock, one round trip reserves the batch's
-  // cursors from the sequence (setval to nextval + n - 1: nobody else takes cursors while the
-  // lock is held, so they are consecutive and above every committed one), the slots are filled
-  // and one COPY sends the rows. What is serialised across replicas is thus the server's insert
-  // of the rows and the commit, not their encoding nor a nextval per row.
-  static Status InsertFeed(Conn& c, int64_t site_id, const v1::Batch& batch, const std::vector<int>& rows) {
+  // The batch's feed rows. They take their cursors under the feed lock, just before COMMIT
+  // (why: docs/architecture-hub.md, "An exact feed across replicas"), so what happens under
+  // the lock is serialised across all replicas and must be short. Hence: the rows are sent
+  // first, in COPY's binary format, into this session's temporary table feed_stage (no WAL, no
+  // index; emptied at commit), outside the lock; then the lock, the insert of the staged rows
+  // into `changes` with consecutive cursors reserved by one setval (nobody else takes cursors
+  // while the lock is held), and the COMMIT go to the server as one string (Conn::before_commit),
+  // so the lock is held for the server's insert and commit only, never across a round trip to
+  // a hubd thread that a loaded machine may not schedule for milliseconds.
+  static Status StageFeed(Conn& c, int64_t site_id, const v1::Batch& batch, const std::vector<int>& rows) {
     if (rows.empty()) return Status::Ok();
+    if (!c.feed_stage) return Status::IOError("copy feed rows: no feed_stage table in this session");
     CopyBinaryRows copy;
-    std::vector<size_t> cursor_at;
-    cursor_at.reserve(rows.size());
     std::string rec;
+    int64_t ord = 0;
     for (int i : rows) {
       const v1::ChangeRecord& r = batch.records(i);
-      copy.Row(7);
-      cursor_at.push_back(copy.Next());
-      copy.Int8(0);  // the cursor, set under the lock
-      copy.Int8(site_id).Int8(static_cast<int64_t>(r.seq())).Int4(static_cast<int32_t>(r.entity())).Bytes(r.key());
       rec.clear();
       r.SerializeToString(&rec);
-      copy.Int8(static_cast<int64_t>(r.version())).Bytes(rec);
+      copy.Row(7).Int8(++ord).Int8(site_id).Int8(static_cast<int64_t>(r.seq())).Int4(static_cast<int32_t>(r.entity()));
+      copy.Bytes(r.key()).Int8(static_cast<int64_t>(r.version())).Bytes(rec);
     }
-    PgResult reserved(PQexec(c.get(), ("SELECT pg_advisory_xact_lock(" + std::to_string(kFeedLockKey) +
-                                       "); SELECT setval('changes_cursor_seq', nextval('changes_cursor_seq') + " +
-                                       std::to_string(rows.size() - 1) + ")")
-                                          .c_str()));
-    if (PQresultStatus(reserved.get()) != PGRES_TUPLES_OK || PQntuples(reserved.get()) != 1) {
-      c.last_retryable = PgError::Retryable(reserved.get());
-      return ErrorOf(c.get(), reserved.get(), "reserve feed cursors");
-    }
-    const uint64_t last = U(reserved.get(), 0, 0);
-    uint64_t cursor = last - rows.size() + 1;
-    for (size_t at : cursor_at) copy.SetInt8(at, static_cast<int64_t>(cursor++));
     const std::string& buf = copy.Finish();
-    PgResult start(PQexec(c.get(), "COPY changes(cursor, site_id, seq, entity, key, version, record) FROM STDIN BINARY"));
-    if (PQresultStatus(start.get()) != PGRES_COPY_IN) return ErrorOf(c.get(), start.get(), "copy changes");
+    PgResult start(PQexec(c.get(), "COPY feed_stage(ord, site_id, seq, entity, key, version, record) FROM STDIN BINARY"));
+    if (PQresultStatus(start.get()) != PGRES_COPY_IN) {
+      c.feed_stage = false;  // dropped behind our back (DISCARD TEMP): Heal makes it again
+      return ErrorOf(c.get(), start.get(), "copy feed rows");
+    }
     if (PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1 || PQputCopyEnd(c.get(), nullptr) != 1)
-      return ErrorOf(c.get(), nullptr, "copy changes");
+      return ErrorOf(c.get(), nullptr, "copy feed rows");
     Status out = Status::Ok();
     while (PGresult* raw = PQgetResult(c.get())) {
       PgResult r(raw);
       if (PQresultStatus(raw) != PGRES_COMMAND_OK && out.ok()) {
         c.last_retryable = PgError::Retryable(raw);
-        out = ErrorOf(c.get(), raw, "copy changes");
+        out = ErrorOf(c.get(), raw, "copy feed rows");
       }
     }
-    return out;
+    if (!out.ok()) return out;
+    // MATERIALIZED: the reservation runs once, whatever plan the insert gets.
+    const std::string n = std::to_string(rows.size());
+    c.before_commit = "SELECT pg_advisory_xact_lock(" + std::to_string(kFeedLockKey) +
+                      ");WITH b AS MATERIALIZED (SELECT setval('changes_cursor_seq', nextval('changes_cursor_seq') + " + n +
+                      " - 1) - " + n +
+                      " AS base) INSERT INTO changes(cursor, site_id, seq, entity, key, version, record) "
+                      "SELECT b.base + s.ord, s.site_id, s.seq, s.entity, s.key, s.version, s.record FROM feed_stage s, b;";
+    return Status::Ok();
   }
 
   Result<ApplyResult> ApplyInTxn(Conn& c, bool& commit, const std::string& site, const v1::Batch& batch,
@@ -725,7 +742,7 @@ struct PgHubStore::Impl {
         return s;
     }
     if (Status s = AuditPush(c, audit, res.applied); !s.ok()) return s;
-    if (Status s = InsertFeed(c, site_id, batch, feed_rows); !s.ok()) return s;
+    if (Status s = StageFeed(c, site_id, batch, feed_rows); !s.ok()) return s;
     return res;
   }
 
