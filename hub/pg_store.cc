@@ -248,6 +248,31 @@ class PgParams final : public SqlParams {
     return PQexecParams(c, sql.c_str(), static_cast<int>(values_.size()), types_.data(), v.values.data(),
                         v.lengths.data(), formats_.data(), 0);
   }
+  int count() const { return static_cast<int>(values_.size()); }
+  // Parameter i (from 1) as an element of an array literal, appended to `out`: quoted with
+  // backslash and double quote escaped, a bytea as its \x hex text, NULL bare.
+  void AppendArrayElement(int i, std::string* out) const {
+    const auto k = static_cast<size_t>(i - 1);
+    if (k >= values_.size() || null_[k]) {
+      *out += "NULL";
+      return;
+    }
+    std::string text;
+    if (formats_[k] == 1) {
+      static const char* hex = "0123456789abcdef";
+      text = "\\x";
+      for (unsigned char ch : values_[k]) {
+        text += hex[ch >> 4];
+        text += hex[ch & 15];
+      }
+    }
+    *out += '"';
+    for (char ch : formats_[k] == 1 ? text : values_[k]) {
+      if (ch == '"' || ch == '\\') *out += '\\';
+      *out += ch;
+    }
+    *out += '"';
+  }
   // Queues the statement in pipeline mode; 1 on success, as PQsendQueryParams.
   int Send(PGconn* c, const std::string& sql) {
     Pointers v(*this);
@@ -496,6 +521,26 @@ struct PgHubStore::Impl {
     return Exec(c, PgText(store_sql::kInsertAudit), p, "insert audit");
   }
 
+  // `sql` once for all `rows`: its parameter k is the array literal of every row's parameter k,
+  // in order (ApplyStep::postgres_batch, the vehicles' upsert).
+  static Status ExecArrays(Conn& c, const char* sql, const std::vector<PgParams>& rows, const char* what) {
+    if (rows.empty()) return Status::Ok();
+    int params = 0;
+    for (const PgParams& r : rows) params = std::max(params, r.count());
+    PgParams arrays;
+    std::string a;
+    for (int k = 1; k <= params; ++k) {
+      a = "{";
+      for (size_t i = 0; i < rows.size(); ++i) {
+        if (i > 0) a += ',';
+        rows[i].AppendArrayElement(k, &a);
+      }
+      a += '}';
+      arrays.Text(k, a);
+    }
+    return Exec(c, sql, arrays, what);
+  }
+
   // The handlers' apply steps of a batch, run in libpq's pipeline mode: one round trip per
   // kPipelineChunk statements instead of one per statement (the per-record upserts were most of
   // a batch's time). Synced every chunk so that neither side's socket buffer fills with
@@ -550,11 +595,16 @@ struct PgHubStore::Impl {
   }
 
   // Per vehicle and batch: the chunks of its fixes and one latest-position upsert (the same
-  // rule as SqliteHubStore::Impl::WritePositions).
+  // rule as SqliteHubStore::Impl::WritePositions). All the batch's chunks go in one binary COPY
+  // and all its vehicles in one upsert of arrays (one row per vehicle: no key twice).
   static Status WritePositions(Conn& c, int64_t site_id,
                                const std::map<std::string, std::vector<const v1::ChangeRecord*>>& by_vehicle) {
+    if (by_vehicle.empty()) return Status::Ok();
     std::vector<ChunkFix> fixes;
     std::string blob;
+    CopyBinaryRows chunks;
+    std::vector<PgParams> latest_rows;
+    latest_rows.reserve(by_vehicle.size());
     for (const auto& [vehicle, recs] : by_vehicle) {
       const v1::ChangeRecord* latest = recs.front();
       fixes.clear();
@@ -567,23 +617,42 @@ struct PgHubStore::Impl {
         const size_t end = ChunkEnd(fixes, begin);
         blob.clear();
         EncodeChunk(fixes.data() + begin, end - begin, &blob);
-        PgParams p;
-        p.Int(1, site_id).Text(2, vehicle).Int(3, fixes[begin].ts_ms).UInt(4, fixes[begin].seq);
-        p.Int(5, fixes[end - 1].ts_ms).Int(6, static_cast<int64_t>(end - begin)).Blob(7, blob);
-        if (Status s = Exec(c, PgText(store_sql::kInsertChunk), p, "insert position chunk"); !s.ok())
-          return s;
+        chunks.Row(7).Int8(site_id).Bytes(vehicle).Int8(fixes[begin].ts_ms).Int8(static_cast<int64_t>(fixes[begin].seq));
+        chunks.Int8(fixes[end - 1].ts_ms).Int8(static_cast<int64_t>(end - begin)).Bytes(blob);
         begin = end;
       }
       const v1::ChangeRecord& r = *latest;
       const auto& pos = r.position();
-      PgParams p;
+      PgParams& p = latest_rows.emplace_back();
       p.Text(1, vehicle).Int(2, site_id).UInt(3, pos.device_seq()).Int(4, pos.lat_e6()).Int(5, pos.lon_e6());
       p.Int(6, pos.speed_dkmh()).Int(7, pos.heading_deg()).Int(8, pos.hdop_d()).Int(9, r.ts_ms()).UInt(10, r.hlc());
       p.UInt(11, r.seq());
-      if (Status s = Exec(c, PgText(store_sql::kUpsertVehicle), p, "upsert vehicle"); !s.ok())
-        return s;
     }
-    return Status::Ok();
+    if (Status s = Copy(c, "COPY position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) FROM STDIN BINARY",
+                        chunks.Finish(), "insert position chunks");
+        !s.ok())
+      return s;
+    return ExecArrays(c, store_sql::kUpsertVehicles, latest_rows, "upsert vehicles");
+  }
+
+  // One COPY ... FROM STDIN of `data`.
+  static Status Copy(Conn& c, const char* sql, const std::string& data, const char* what) {
+    PgResult start(PQexec(c.get(), sql));
+    if (PQresultStatus(start.get()) != PGRES_COPY_IN) {
+      c.last_retryable = PgError::Retryable(start.get());
+      return ErrorOf(c.get(), start.get(), what);
+    }
+    if (PQputCopyData(c.get(), data.data(), static_cast<int>(data.size())) != 1 || PQputCopyEnd(c.get(), nullptr) != 1)
+      return ErrorOf(c.get(), nullptr, what);
+    Status out = Status::Ok();
+    while (PGresult* raw = PQgetResult(c.get())) {
+      PgResult r(raw);
+      if (PQresultStatus(raw) != PGRES_COMMAND_OK && out.ok()) {
+        c.last_retryable = PgError::Retryable(raw);
+        out = ErrorOf(c.get(), raw, what);
+      }
+    }
+    return out;
   }
 
   // The batch's feed rows. They take their cursors under the feed lock, just before COMMIT
@@ -608,23 +677,10 @@ struct PgHubStore::Impl {
       copy.Row(7).Int8(++ord).Int8(site_id).Int8(static_cast<int64_t>(r.seq())).Int4(static_cast<int32_t>(r.entity()));
       copy.Bytes(r.key()).Int8(static_cast<int64_t>(r.version())).Bytes(rec);
     }
-    const std::string& buf = copy.Finish();
-    PgResult start(PQexec(c.get(), "COPY feed_stage(ord, site_id, seq, entity, key, version, record) FROM STDIN BINARY"));
-    if (PQresultStatus(start.get()) != PGRES_COPY_IN) {
-      c.feed_stage = false;  // dropped behind our back (DISCARD TEMP): Heal makes it again
-      return ErrorOf(c.get(), start.get(), "copy feed rows");
-    }
-    if (PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1 || PQputCopyEnd(c.get(), nullptr) != 1)
-      return ErrorOf(c.get(), nullptr, "copy feed rows");
-    Status out = Status::Ok();
-    while (PGresult* raw = PQgetResult(c.get())) {
-      PgResult r(raw);
-      if (PQresultStatus(raw) != PGRES_COMMAND_OK && out.ok()) {
-        c.last_retryable = PgError::Retryable(raw);
-        out = ErrorOf(c.get(), raw, "copy feed rows");
-      }
-    }
-    if (!out.ok()) return out;
+    if (Status s = Copy(c, "COPY feed_stage(ord, site_id, seq, entity, key, version, record) FROM STDIN BINARY",
+                        copy.Finish(), "copy feed rows");
+        !s.ok())
+      return s;
     // MATERIALIZED: the reservation runs once, whatever plan the insert gets.
     const std::string n = std::to_string(rows.size());
     c.before_commit = "SELECT pg_advisory_xact_lock(" + std::to_string(kFeedLockKey) +
@@ -672,6 +728,7 @@ struct PgHubStore::Impl {
     uint64_t added_bytes = 0;
     std::vector<int> feed_rows;
     std::vector<PendingStep> steps;
+    std::map<const ApplyStep*, std::vector<PgParams>> batched;
     std::map<std::string, std::vector<const v1::ChangeRecord*>> positions;
     const std::vector<std::string>* refusals = checks.refusals;
     for (int i = 0; i < recs.size(); ++i) {
@@ -706,8 +763,16 @@ struct PgHubStore::Impl {
       for (const ApplyStep& step : EntityApply(r.entity())) {
         PgParams p;
         if (!step.bind(r, site_id, p)) continue;
-        steps.push_back({&step, std::move(p)});
+        if (step.postgres_batch != nullptr)
+          batched[&step].push_back(std::move(p));
+        else
+          steps.push_back({&step, std::move(p)});
       }
+    }
+    // Steps of different entities touch different rows, so the batched ones may run apart
+    // from the per-record ones; each keeps its records' order.
+    for (const auto& [step, rows] : batched) {
+      if (Status s = ExecArrays(c, step->postgres_batch, rows, step->what); !s.ok()) return s;
     }
     if (Status s = RunPipelined(c, steps); !s.ok()) return s;
     if (checks.site_bytes_per_day > 0 && added_bytes > 0) {
