@@ -94,7 +94,8 @@ const std::string& PgText(const Sql& sql) {
 constexpr Oid kByteaOid = 17;
 // Advisory lock keys (one namespace per database): the schema migrations, and the feed.
 constexpr int64_t kMigrationLockKey = 0x46534d4947;  // "FSMIG"
-constexpr int64_t kFeedLockKey = 0x4653464545;       // "FSFEE"
+// The feed floors (InsertFeed): kFeedFloor + a cursor, above every other key (cursors < 2^62).
+constexpr int64_t kFeedFloor = int64_t{1} << 62;
 
 // The store's own part of each migration, numbered as SqliteHubStore's (sqlite_store.cc), so a
 // handler's SchemaStep names the same migration for both; the handlers' DDL (their postgres
@@ -362,16 +363,7 @@ class Conn {
   }
   // A connection the server dropped (restart, failover) is re-established on next use.
   void Heal() {
-    if (PQstatus(c_) == CONNECTION_BAD) {
-      PQreset(c_);
-      feed_stage = false;  // a new session: its temporary table is gone
-    }
-    // Outside any transaction (a rolled-back one would take the table with it).
-    if (!feed_stage && PQstatus(c_) == CONNECTION_OK)
-      feed_stage = Exec("CREATE TEMP TABLE IF NOT EXISTS feed_stage(ord BIGINT NOT NULL, site_id BIGINT NOT NULL, "
-                        "seq BIGINT NOT NULL, entity INT NOT NULL, key TEXT NOT NULL, version BIGINT NOT NULL, "
-                        "record BYTEA NOT NULL) ON COMMIT DELETE ROWS")
-                       .ok();
+    if (PQstatus(c_) == CONNECTION_BAD) PQreset(c_);
   }
   PGconn* get() const { return c_; }
   Status Exec(const std::string& sql) {
@@ -394,10 +386,6 @@ class Conn {
     return r;
   }
   bool last_retryable = false;
-  // This session has its temporary feed_stage table (Impl::StageFeed), made by Heal.
-  bool feed_stage = false;
-  // Statements the transaction's COMMIT is sent with, in one round trip (Impl::Transaction).
-  std::string before_commit;
 
  private:
   PGconn* c_ = nullptr;
@@ -428,19 +416,14 @@ struct PgHubStore::Impl {
     for (int attempt = 0;; ++attempt) {
       auto c = Acquire();
       c->last_retryable = false;
-      c->before_commit.clear();
       if (Status s = c->Exec(begin); !s.ok()) return s;
       bool commit = true;
       Result<T> r = body(*c, commit);
       if (r.ok() && commit) {
-        // The body's last statements go with the COMMIT: when they take the feed lock, it is
-        // held from there to the end of the commit without a round trip to hubd in between.
-        Status s = c->Exec(c->before_commit + "COMMIT");
-        c->before_commit.clear();
+        Status s = c->Exec("COMMIT");
         if (s.ok()) return r;
         r = s;
       }
-      c->before_commit.clear();
       const bool retry = !r.ok() && c->last_retryable && attempt < 4;
       (void)c->Exec("ROLLBACK");
       if (!retry) return r;
@@ -655,40 +638,66 @@ struct PgHubStore::Impl {
     return out;
   }
 
-  // The batch's feed rows. They take their cursors under the feed lock, just before COMMIT
-  // (why: docs/architecture-hub.md, "An exact feed across replicas"), so what happens under
-  // the lock is serialised across all replicas and must be short. Hence: the rows are sent
-  // first, in COPY's binary format, into this session's temporary table feed_stage (no WAL, no
-  // index; emptied at commit), outside the lock; then the lock, the insert of the staged rows
-  // into `changes` with consecutive cursors reserved by one setval (nobody else takes cursors
-  // while the lock is held), and the COMMIT go to the server as one string (Conn::before_commit),
-  // so the lock is held for the server's insert and commit only, never across a round trip to
-  // a hubd thread that a loaded machine may not schedule for milliseconds.
-  static Status StageFeed(Conn& c, int64_t site_id, const v1::Batch& batch, const std::vector<int>& rows) {
+  // The batch's feed rows, the last statement before COMMIT: one round trip announces the
+  // batch's lowest possible cursor (a shared advisory lock on kFeedFloor + the sequence's
+  // last_value, held to the end of the transaction) and then reserves its cursors (setval to
+  // nextval + n - 1: consecutive, so the rows go in by one binary COPY with their cursors, no
+  // nextval per row). Readers stop below every announced floor (FeedHorizon), which is what
+  // makes the feed exact while batches of all replicas commit in parallel
+  // (docs/architecture-hub.md, "An exact feed across replicas").
+  static Status InsertFeed(Conn& c, int64_t site_id, const v1::Batch& batch, const std::vector<int>& rows) {
     if (rows.empty()) return Status::Ok();
-    if (!c.feed_stage) return Status::IOError("copy feed rows: no feed_stage table in this session");
     CopyBinaryRows copy;
+    std::vector<size_t> cursor_at;
+    cursor_at.reserve(rows.size());
     std::string rec;
-    int64_t ord = 0;
     for (int i : rows) {
       const v1::ChangeRecord& r = batch.records(i);
       rec.clear();
       r.SerializeToString(&rec);
-      copy.Row(7).Int8(++ord).Int8(site_id).Int8(static_cast<int64_t>(r.seq())).Int4(static_cast<int32_t>(r.entity()));
-      copy.Bytes(r.key()).Int8(static_cast<int64_t>(r.version())).Bytes(rec);
+      copy.Row(7);
+      cursor_at.push_back(copy.Next());
+      copy.Int8(0);  // the cursor, once reserved
+      copy.Int8(site_id).Int8(static_cast<int64_t>(r.seq())).Int4(static_cast<int32_t>(r.entity())).Bytes(r.key());
+      copy.Int8(static_cast<int64_t>(r.version())).Bytes(rec);
     }
-    if (Status s = Copy(c, "COPY feed_stage(ord, site_id, seq, entity, key, version, record) FROM STDIN BINARY",
-                        copy.Finish(), "copy feed rows");
-        !s.ok())
-      return s;
-    // MATERIALIZED: the reservation runs once, whatever plan the insert gets.
-    const std::string n = std::to_string(rows.size());
-    c.before_commit = "SELECT pg_advisory_xact_lock(" + std::to_string(kFeedLockKey) +
-                      ");WITH b AS MATERIALIZED (SELECT setval('changes_cursor_seq', nextval('changes_cursor_seq') + " + n +
-                      " - 1) - " + n +
-                      " AS base) INSERT INTO changes(cursor, site_id, seq, entity, key, version, record) "
-                      "SELECT b.base + s.ord, s.site_id, s.seq, s.entity, s.key, s.version, s.record FROM feed_stage s, b;";
-    return Status::Ok();
+    // Two statements, run in this order: the floor is announced before the reservation, so
+    // every cursor reserved is >= it (nextval never returns less than last_value).
+    PgResult reserved(PQexec(
+        c.get(), ("SELECT pg_advisory_xact_lock_shared(" + std::to_string(kFeedFloor) +
+                  " + (SELECT last_value FROM changes_cursor_seq)); SELECT setval('changes_cursor_seq', "
+                  "nextval('changes_cursor_seq') + " + std::to_string(rows.size() - 1) + ")")
+                     .c_str()));
+    if (PQresultStatus(reserved.get()) != PGRES_TUPLES_OK || PQntuples(reserved.get()) != 1) {
+      c.last_retryable = PgError::Retryable(reserved.get());
+      return ErrorOf(c.get(), reserved.get(), "reserve feed cursors");
+    }
+    uint64_t cursor = U(reserved.get(), 0, 0) - rows.size() + 1;
+    for (size_t at : cursor_at) copy.SetInt8(at, static_cast<int64_t>(cursor++));
+    return Copy(c, "COPY changes(cursor, site_id, seq, entity, key, version, record) FROM STDIN BINARY", copy.Finish(),
+                "copy changes");
+  }
+
+  // The feed's horizon for a reader: every row with a cursor below it that will ever commit is
+  // visible to a snapshot taken after this call. Two statements, in this order: the sequence's
+  // last_value S (cursors above S are not reserved yet), then the lowest floor announced by a
+  // transaction still open (its locks are released only after its commit is visible). The
+  // horizon is min(S + 1, lowest floor). The caller's read must take its snapshot afterwards
+  // (a later statement in READ COMMITTED).
+  static Result<uint64_t> FeedHorizon(Conn& c) {
+    PgParams none;
+    auto s = c.Run("SELECT last_value FROM changes_cursor_seq", none, "feed horizon");
+    if (!s.ok()) return s.status();
+    const uint64_t last = U(s->get(), 0, 0);
+    auto floor = c.Run("SELECT min(((classid::bigint << 32) | objid::bigint) - " + std::to_string(kFeedFloor) +
+                           ") FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+                           "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                           "AND ((classid::bigint << 32) | objid::bigint) >= " + std::to_string(kFeedFloor),
+                       none, "feed horizon");
+    if (!floor.ok()) return floor.status();
+    uint64_t horizon = last + 1;
+    if (!PQgetisnull(floor->get(), 0, 0)) horizon = std::min(horizon, U(floor->get(), 0, 0));
+    return horizon;
   }
 
   Result<ApplyResult> ApplyInTxn(Conn& c, bool& commit, const std::string& site, const v1::Batch& batch,
@@ -807,7 +816,7 @@ struct PgHubStore::Impl {
         return s;
     }
     if (Status s = AuditPush(c, audit, res.applied); !s.ok()) return s;
-    if (Status s = StageFeed(c, site_id, batch, feed_rows); !s.ok()) return s;
+    if (Status s = InsertFeed(c, site_id, batch, feed_rows); !s.ok()) return s;
     return res;
   }
 
@@ -891,16 +900,28 @@ Result<uint64_t> PgHubStore::ContiguousSeq(const std::string& site) {
 }
 
 Result<std::vector<FeedEntry>> PgHubStore::Changes(uint64_t after, int limit) {
+  auto c = impl_->Acquire();
+  auto horizon = Impl::FeedHorizon(*c);
+  if (!horizon.ok()) return horizon.status();
+  std::vector<FeedEntry> out;
+  if (*horizon <= after + 1) return out;  // nothing below the horizon after `after`
   PgParams p;
-  p.UInt(1, after).Int(2, limit);
-  return impl_->QueryAll<FeedEntry>(store_sql::kChangesAfter, p, "changes", [](const PgRow& row) {
-    FeedEntry e;
-    e.cursor = row.UInt(0);
-    e.site = row.Text(1);
-    // A row we wrote ourselves; a parse failure means corruption, surfaced as an empty record.
-    (void)e.record.ParseFromString(row.Text(2));
-    return e;
-  });
+  p.UInt(1, after).Int(2, limit).UInt(3, *horizon);
+  Status s = impl_->Query(*c,
+                          "SELECT c.cursor, s.site, c.record FROM changes c JOIN sites s ON s.site_id = c.site_id "
+                          "WHERE c.cursor > $1 AND c.cursor < $3 ORDER BY c.cursor LIMIT $2",
+                          p, "changes", [&](const PGresult* r, int i) {
+                            const PgRow row(r, i);
+                            FeedEntry e;
+                            e.cursor = row.UInt(0);
+                            e.site = row.Text(1);
+                            // A row we wrote ourselves; a parse failure means corruption,
+                            // surfaced as an empty record.
+                            (void)e.record.ParseFromString(row.Text(2));
+                            out.push_back(std::move(e));
+                          });
+  if (!s.ok()) return s;
+  return out;
 }
 
 Result<std::vector<SiteInfo>> PgHubStore::Sites() {
