@@ -640,9 +640,9 @@ struct PgHubStore::Impl {
 
   // The batch's feed rows, the last statement before COMMIT: one round trip announces the
   // batch's lowest possible cursor (a shared advisory lock on kFeedFloor + the sequence's
-  // last_value, held to the end of the transaction) and then reserves its cursors (setval to
-  // nextval + n - 1: consecutive, so the rows go in by one binary COPY with their cursors, no
-  // nextval per row). Readers stop below every announced floor (FeedHorizon), which is what
+  // last_value, held to the end of the transaction) and then reserves its cursors (n nextvals,
+  // so the rows go in by one binary COPY with their cursors). Readers stop below every
+  // announced floor (FeedHorizon), which is what
   // makes the feed exact while batches of all replicas commit in parallel
   // (docs/architecture-hub.md, "An exact feed across replicas").
   static Status InsertFeed(Conn& c, int64_t site_id, const v1::Batch& batch, const std::vector<int>& rows) {
@@ -662,18 +662,23 @@ struct PgHubStore::Impl {
       copy.Int8(static_cast<int64_t>(r.version())).Bytes(rec);
     }
     // Two statements, run in this order: the floor is announced before the reservation, so
-    // every cursor reserved is >= it (nextval never returns less than last_value).
+    // every cursor reserved is >= it (nextval never returns less than last_value). The cursors
+    // are n nextvals (not a setval of a range: that is not atomic between sessions); from one
+    // session they increase, so the batch's records keep their order in the feed.
     PgResult reserved(PQexec(
         c.get(), ("SELECT pg_advisory_xact_lock_shared(" + std::to_string(kFeedFloor) +
-                  " + (SELECT last_value FROM changes_cursor_seq)); SELECT setval('changes_cursor_seq', "
-                  "nextval('changes_cursor_seq') + " + std::to_string(rows.size() - 1) + ")")
+                  " + (SELECT last_value FROM changes_cursor_seq)); SELECT nextval('changes_cursor_seq') "
+                  "FROM generate_series(1, " + std::to_string(rows.size()) + ")")
                      .c_str()));
-    if (PQresultStatus(reserved.get()) != PGRES_TUPLES_OK || PQntuples(reserved.get()) != 1) {
+    if (PQresultStatus(reserved.get()) != PGRES_TUPLES_OK ||
+        PQntuples(reserved.get()) != static_cast<int>(rows.size())) {
       c.last_retryable = PgError::Retryable(reserved.get());
       return ErrorOf(c.get(), reserved.get(), "reserve feed cursors");
     }
-    uint64_t cursor = U(reserved.get(), 0, 0) - rows.size() + 1;
-    for (size_t at : cursor_at) copy.SetInt8(at, static_cast<int64_t>(cursor++));
+    std::vector<uint64_t> cursors(rows.size());
+    for (size_t k = 0; k < rows.size(); ++k) cursors[k] = U(reserved.get(), static_cast<int>(k), 0);
+    std::sort(cursors.begin(), cursors.end());
+    for (size_t k = 0; k < rows.size(); ++k) copy.SetInt8(cursor_at[k], static_cast<int64_t>(cursors[k]));
     return Copy(c, "COPY changes(cursor, site_id, seq, entity, key, version, record) FROM STDIN BINARY", copy.Finish(),
                 "copy changes");
   }
