@@ -110,7 +110,7 @@ CREATE TABLE sites(
   site_id BIGSERIAL PRIMARY KEY, site TEXT COLLATE "C" NOT NULL UNIQUE,
   contiguous_seq BIGINT NOT NULL DEFAULT 0, max_seq BIGINT NOT NULL DEFAULT 0,
   records BIGINT NOT NULL DEFAULT 0, last_push_ms BIGINT NOT NULL DEFAULT 0);
--- cursor: taken under the feed lock just before commit (pg_store.h), so in commit order.
+-- cursor: from the sequence, after the batch announced its floor (pg_store.h, InsertFeed).
 CREATE TABLE changes(
   cursor BIGSERIAL PRIMARY KEY, site_id BIGINT NOT NULL, seq BIGINT NOT NULL, entity INT NOT NULL,
   key TEXT COLLATE "C" NOT NULL, version BIGINT NOT NULL, record BYTEA NOT NULL);

@@ -6,8 +6,11 @@
 //   - records already held (changes or refused_records, by (site, seq)) are duplicates;
 //   - the handlers' apply steps, quarantine, quota, positions (the chunk format of
 //     hub/position_chunk.h in position_chunks), the site row and the audit row;
-//   - last, under a transaction-scoped advisory lock on one feed key, the batch's `changes`
-//     rows (COPY), so feed cursors are handed out in commit order (why: architecture-hub.md).
+//   - last the batch's `changes` rows (binary COPY), after announcing a floor below which its
+//     cursors cannot be (a shared transaction-scoped advisory lock); Changes reads only below
+//     every floor still held, so a reader never passes a row that commits later, while
+//     batches of all replicas commit in parallel (why: architecture-hub.md).
+//   - a handler step with a `postgres_batch` form runs once for the batch (unnest of arrays).
 // Schema: numbered migrations, the same numbers as SqliteHubStore's, run under a session
 // advisory lock so replicas starting at once migrate one at a time; version in pg_schema.
 //

@@ -1925,15 +1925,15 @@ TEST_F(PgStoreTest, AFollowerPagingThreeReplicasDuringConcurrentPushesSeesEveryR
   // Issue 13 item 3: sites push through different replicas (stores on one database), a
   // follower pages the feed from the replicas in turn while they do. With cursors taken before
   // commit, a page could pass a cursor whose transaction commits later, and that record would
-  // never be seen; with the feed lock (pg_store.h) every record is seen exactly once.
+  // never be seen; with the feed floors (pg_store.h) every record is seen exactly once.
   const std::string url = FreshDatabase();
   std::vector<std::unique_ptr<PgHubStore>> replicas;
   for (int i = 0; i < 3; ++i) replicas.push_back(Open(url));
   for (const auto& r : replicas) ASSERT_NE(r, nullptr);
   // A slow commit, as an fsync stall would make it: a deferred trigger (run at COMMIT, after
-  // the cursors were taken) sleeps in every second batch. Without the feed lock the other
+  // the cursors were taken) sleeps in every second batch. Without the feed floors the other
   // replicas commit higher cursors meanwhile and the follower pages past the sleeper's
-  // (checked: with the lock taken out the test failed 3 runs of 4).
+  // (checked: with the floors ignored by the reader the test failed 4 runs of 5).
   const std::string db = url.substr(url.rfind('/') + 1);
   ASSERT_EQ(SharedPostgres().Query(db, R"sql(
 CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
