@@ -10,7 +10,8 @@
 namespace freshsync::hub::store_sql {
 
 inline constexpr Sql kContiguousSeq{"SELECT contiguous_seq FROM sites WHERE site = ?1"};
-// The feed: up to ?2 changes after cursor ?1.
+// The feed: up to ?2 changes after cursor ?1 (SQLite; PgHubStore::Changes also stops below its
+// horizon, pg_store.cc).
 inline constexpr Sql kChangesAfter{
     "SELECT c.cursor, s.site, c.record FROM changes c JOIN sites s ON s.site_id = c.site_id "
     "WHERE c.cursor > ?1 ORDER BY c.cursor LIMIT ?2"};
@@ -62,6 +63,7 @@ inline constexpr const char* kUpsertVehicles =
     "lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6, speed_dkmh = excluded.speed_dkmh, "
     "heading_deg = excluded.heading_deg, hdop_d = excluded.hdop_d, ts_ms = excluded.ts_ms, hlc = excluded.hlc, "
     "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)";
+// (SQLite; PgHubStore sends a batch's chunks by one binary COPY.)
 inline constexpr Sql kInsertChunk{
     "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"};
