@@ -684,14 +684,16 @@ struct PgHubStore::Impl {
   }
 
   // The feed's horizon for a reader: every row with a cursor below it that will ever commit is
-  // visible to a snapshot taken after this call. Two statements, in this order: the sequence's
-  // last_value S (cursors above S are not reserved yet), then the lowest floor announced by a
+  // visible to a snapshot taken after this call. Two statements, in this order: the last cursor
+  // handed out, S (cursors above S are not reserved yet), then the lowest floor announced by a
   // transaction still open (its locks are released only after its commit is visible). The
   // horizon is min(S + 1, lowest floor). The caller's read must take its snapshot afterwards
   // (a later statement in READ COMMITTED).
   static Result<uint64_t> FeedHorizon(Conn& c) {
     PgParams none;
-    auto s = c.Run("SELECT last_value FROM changes_cursor_seq", none, "feed horizon");
+    // The last cursor handed out: last_value, or one less before the sequence's first nextval.
+    auto s = c.Run("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM changes_cursor_seq", none,
+                   "feed horizon");
     if (!s.ok()) return s.status();
     const uint64_t last = U(s->get(), 0, 0);
     auto floor = c.Run("SELECT min(((classid::bigint << 32) | objid::bigint) - " + std::to_string(kFeedFloor) +
