@@ -19,6 +19,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace freshsync::bench {
 
@@ -47,6 +48,31 @@ inline double CpuSecondsOf(pid_t pid) {
     if (i == 15) stime = std::stol(field);
   }
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds of a process and its children: its own, its reaped children's (cutime + cstime,
+// fields 16 and 17) and each live child's (a PostgreSQL postmaster and its backends).
+inline double TreeCpuSeconds(pid_t pid) {
+  auto fields = [](pid_t p) {
+    std::ifstream in("/proc/" + std::to_string(p) + "/stat");
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<long> f(18, 0);  // f[i] = field i (1-based as proc(5)), from field 3 on
+    const auto close = all.rfind(')');
+    if (close == std::string::npos) return f;
+    std::istringstream rest(all.substr(close + 2));
+    std::string field;
+    for (size_t i = 3; i < f.size() && rest >> field; ++i) f[i] = i == 3 ? 0 : std::stol(field);
+    return f;
+  };
+  const auto own = fields(pid);
+  long ticks = own[14] + own[15] + own[16] + own[17];
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const auto f = fields(static_cast<pid_t>(std::stol(name)));
+    if (f[4] == pid) ticks += f[14] + f[15];
+  }
+  return static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 // A benchmark's set-up SQL: a failure ends the run with the statement and the reason.

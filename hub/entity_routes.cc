@@ -130,7 +130,17 @@ CREATE TABLE stock(
          p.UInt(5, r.version()).UInt(6, r.hlc()).Int(7, r.ts_ms()).UInt(8, r.seq());
          return true;
        },
-       "upsert stock"}};
+       "upsert stock",
+       // The batch's records of one SKU reduce to what the per-record upserts leave: the first
+       // record of the highest version (a later one of the same version does not replace it).
+       "INSERT INTO stock(site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq) "
+       "SELECT DISTINCT ON (site_id, sku) site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq "
+       "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], "
+       "$8::bigint[]) WITH ORDINALITY AS r(site_id, sku, on_hand, reserved, version, hlc, ts_ms, seq, ord) "
+       "ORDER BY site_id, sku, version DESC, ord "
+       "ON CONFLICT(site_id, sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, "
+       "version = excluded.version, hlc = excluded.hlc, ts_ms = excluded.ts_ms, seq = excluded.seq "
+       "WHERE excluded.version > stock.version"}};
   static constexpr Sql kRead{
       "SELECT sku, on_hand, reserved, version, hlc, ts_ms, seq FROM stock "
       "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) ORDER BY sku"};
@@ -329,7 +339,19 @@ CREATE INDEX alerts_state ON alerts(site_id, state);
          p.UInt(10, r.version()).UInt(11, r.hlc()).UInt(12, r.seq());
          return true;
        },
-       "upsert alert"}};
+       "upsert alert",
+       // As stock: per alert, the first record of the highest version.
+       "INSERT INTO alerts(site_id, alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, "
+       "version, hlc, seq) SELECT DISTINCT ON (site_id, alert_id) site_id, alert_id, sensor, state, kind, min_c, max_c, "
+       "started_ts_ms, ended_ts_ms, version, hlc, seq "
+       "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[], "
+       "$8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]) WITH ORDINALITY "
+       "AS r(site_id, alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, hlc, seq, ord) "
+       "ORDER BY site_id, alert_id, version DESC, ord "
+       "ON CONFLICT(site_id, alert_id) DO UPDATE SET sensor = excluded.sensor, state = excluded.state, "
+       "kind = excluded.kind, min_c = excluded.min_c, max_c = excluded.max_c, "
+       "started_ts_ms = excluded.started_ts_ms, ended_ts_ms = excluded.ended_ts_ms, version = excluded.version, "
+       "hlc = excluded.hlc, seq = excluded.seq WHERE excluded.version > alerts.version"}};
   // Open alerts only.
   static constexpr Sql kRead{
       "SELECT alert_id, sensor, state, kind, min_c, max_c, started_ts_ms, ended_ts_ms, version, seq FROM alerts "

@@ -42,6 +42,42 @@ std::string PostgresText(const Sql& sql) {
   return out;
 }
 
+CopyBinaryRows::CopyBinaryRows() : buf_("PGCOPY\n\xff\r\n\0", 11) {
+  BigEndian(0, 4);  // flags
+  BigEndian(0, 4);  // header extension length
+}
+void CopyBinaryRows::BigEndian(uint64_t v, int bytes) {
+  for (int k = bytes - 1; k >= 0; --k) buf_ += static_cast<char>((v >> (8 * k)) & 0xff);
+}
+CopyBinaryRows& CopyBinaryRows::Row(int fields) {
+  ++rows_;
+  BigEndian(static_cast<uint64_t>(fields), 2);
+  return *this;
+}
+CopyBinaryRows& CopyBinaryRows::Int8(int64_t v) {
+  BigEndian(8, 4);
+  BigEndian(static_cast<uint64_t>(v), 8);
+  return *this;
+}
+CopyBinaryRows& CopyBinaryRows::Int4(int32_t v) {
+  BigEndian(4, 4);
+  BigEndian(static_cast<uint32_t>(v), 4);
+  return *this;
+}
+CopyBinaryRows& CopyBinaryRows::Bytes(std::string_view v) {
+  BigEndian(v.size(), 4);
+  buf_.append(v);
+  return *this;
+}
+void CopyBinaryRows::SetInt8(size_t at, int64_t v) {
+  const auto u = static_cast<uint64_t>(v);
+  for (size_t k = 0; k < 8; ++k) buf_[at + 4 + k] = static_cast<char>((u >> (8 * (7 - k))) & 0xff);
+}
+const std::string& CopyBinaryRows::Finish() {
+  BigEndian(0xffff, 2);
+  return buf_;
+}
+
 namespace {
 
 // PostgresText of a statement, translated once per text (the per-record apply steps would
@@ -58,7 +94,8 @@ const std::string& PgText(const Sql& sql) {
 constexpr Oid kByteaOid = 17;
 // Advisory lock keys (one namespace per database): the schema migrations, and the feed.
 constexpr int64_t kMigrationLockKey = 0x46534d4947;  // "FSMIG"
-constexpr int64_t kFeedLockKey = 0x4653464545;       // "FSFEE"
+// The feed floors (InsertFeed): kFeedFloor + a cursor, above every other key (cursors < 2^62).
+constexpr int64_t kFeedFloor = int64_t{1} << 62;
 
 // The store's own part of each migration, numbered as SqliteHubStore's (sqlite_store.cc), so a
 // handler's SchemaStep names the same migration for both; the handlers' DDL (their postgres
@@ -73,7 +110,7 @@ CREATE TABLE sites(
   site_id BIGSERIAL PRIMARY KEY, site TEXT COLLATE "C" NOT NULL UNIQUE,
   contiguous_seq BIGINT NOT NULL DEFAULT 0, max_seq BIGINT NOT NULL DEFAULT 0,
   records BIGINT NOT NULL DEFAULT 0, last_push_ms BIGINT NOT NULL DEFAULT 0);
--- cursor: taken under the feed lock just before commit (pg_store.h), so in commit order.
+-- cursor: from the sequence, after the batch announced its floor (pg_store.h, InsertFeed).
 CREATE TABLE changes(
   cursor BIGSERIAL PRIMARY KEY, site_id BIGINT NOT NULL, seq BIGINT NOT NULL, entity INT NOT NULL,
   key TEXT COLLATE "C" NOT NULL, version BIGINT NOT NULL, record BYTEA NOT NULL);
@@ -212,6 +249,31 @@ class PgParams final : public SqlParams {
     return PQexecParams(c, sql.c_str(), static_cast<int>(values_.size()), types_.data(), v.values.data(),
                         v.lengths.data(), formats_.data(), 0);
   }
+  int count() const { return static_cast<int>(values_.size()); }
+  // Parameter i (from 1) as an element of an array literal, appended to `out`: quoted with
+  // backslash and double quote escaped, a bytea as its \x hex text, NULL bare.
+  void AppendArrayElement(int i, std::string* out) const {
+    const auto k = static_cast<size_t>(i - 1);
+    if (k >= values_.size() || null_[k]) {
+      *out += "NULL";
+      return;
+    }
+    std::string text;
+    if (formats_[k] == 1) {
+      static const char* hex = "0123456789abcdef";
+      text = "\\x";
+      for (unsigned char ch : values_[k]) {
+        text += hex[ch >> 4];
+        text += hex[ch & 15];
+      }
+    }
+    *out += '"';
+    for (char ch : formats_[k] == 1 ? text : values_[k]) {
+      if (ch == '"' || ch == '\\') *out += '\\';
+      *out += ch;
+    }
+    *out += '"';
+  }
   // Queues the statement in pipeline mode; 1 on success, as PQsendQueryParams.
   int Send(PGconn* c, const std::string& sql) {
     Pointers v(*this);
@@ -329,28 +391,6 @@ class Conn {
   PGconn* c_ = nullptr;
 };
 
-// COPY text format: backslash, tab, newline and carriage return escaped.
-void CopyText(std::string_view v, std::string* out) {
-  for (char ch : v) {
-    switch (ch) {
-      case '\\': *out += "\\\\"; break;
-      case '\t': *out += "\\t"; break;
-      case '\n': *out += "\\n"; break;
-      case '\r': *out += "\\r"; break;
-      default: *out += ch;
-    }
-  }
-}
-
-void CopyBytea(std::string_view v, std::string* out) {
-  static const char* hex = "0123456789abcdef";
-  *out += "\\\\x";
-  for (unsigned char ch : v) {
-    *out += hex[ch >> 4];
-    *out += hex[ch & 15];
-  }
-}
-
 uint64_t U(const PGresult* r, int row, int c) {
   return static_cast<uint64_t>(std::strtoll(PQgetvalue(r, row, c), nullptr, 10));
 }
@@ -464,6 +504,26 @@ struct PgHubStore::Impl {
     return Exec(c, PgText(store_sql::kInsertAudit), p, "insert audit");
   }
 
+  // `sql` once for all `rows`: its parameter k is the array literal of every row's parameter k,
+  // in order (ApplyStep::postgres_batch, the vehicles' upsert).
+  static Status ExecArrays(Conn& c, const char* sql, const std::vector<PgParams>& rows, const char* what) {
+    if (rows.empty()) return Status::Ok();
+    int params = 0;
+    for (const PgParams& r : rows) params = std::max(params, r.count());
+    PgParams arrays;
+    std::string a;
+    for (int k = 1; k <= params; ++k) {
+      a = "{";
+      for (size_t i = 0; i < rows.size(); ++i) {
+        if (i > 0) a += ',';
+        rows[i].AppendArrayElement(k, &a);
+      }
+      a += '}';
+      arrays.Text(k, a);
+    }
+    return Exec(c, sql, arrays, what);
+  }
+
   // The handlers' apply steps of a batch, run in libpq's pipeline mode: one round trip per
   // kPipelineChunk statements instead of one per statement (the per-record upserts were most of
   // a batch's time). Synced every chunk so that neither side's socket buffer fills with
@@ -518,11 +578,16 @@ struct PgHubStore::Impl {
   }
 
   // Per vehicle and batch: the chunks of its fixes and one latest-position upsert (the same
-  // rule as SqliteHubStore::Impl::WritePositions).
+  // rule as SqliteHubStore::Impl::WritePositions). All the batch's chunks go in one binary COPY
+  // and all its vehicles in one upsert of arrays (one row per vehicle: no key twice).
   static Status WritePositions(Conn& c, int64_t site_id,
                                const std::map<std::string, std::vector<const v1::ChangeRecord*>>& by_vehicle) {
+    if (by_vehicle.empty()) return Status::Ok();
     std::vector<ChunkFix> fixes;
     std::string blob;
+    CopyBinaryRows chunks;
+    std::vector<PgParams> latest_rows;
+    latest_rows.reserve(by_vehicle.size());
     for (const auto& [vehicle, recs] : by_vehicle) {
       const v1::ChangeRecord* latest = recs.front();
       fixes.clear();
@@ -535,61 +600,111 @@ struct PgHubStore::Impl {
         const size_t end = ChunkEnd(fixes, begin);
         blob.clear();
         EncodeChunk(fixes.data() + begin, end - begin, &blob);
-        PgParams p;
-        p.Int(1, site_id).Text(2, vehicle).Int(3, fixes[begin].ts_ms).UInt(4, fixes[begin].seq);
-        p.Int(5, fixes[end - 1].ts_ms).Int(6, static_cast<int64_t>(end - begin)).Blob(7, blob);
-        if (Status s = Exec(c, PgText(store_sql::kInsertChunk), p, "insert position chunk"); !s.ok())
-          return s;
+        chunks.Row(7).Int8(site_id).Bytes(vehicle).Int8(fixes[begin].ts_ms).Int8(static_cast<int64_t>(fixes[begin].seq));
+        chunks.Int8(fixes[end - 1].ts_ms).Int8(static_cast<int64_t>(end - begin)).Bytes(blob);
         begin = end;
       }
       const v1::ChangeRecord& r = *latest;
       const auto& pos = r.position();
-      PgParams p;
+      PgParams& p = latest_rows.emplace_back();
       p.Text(1, vehicle).Int(2, site_id).UInt(3, pos.device_seq()).Int(4, pos.lat_e6()).Int(5, pos.lon_e6());
       p.Int(6, pos.speed_dkmh()).Int(7, pos.heading_deg()).Int(8, pos.hdop_d()).Int(9, r.ts_ms()).UInt(10, r.hlc());
       p.UInt(11, r.seq());
-      if (Status s = Exec(c, PgText(store_sql::kUpsertVehicle), p, "upsert vehicle"); !s.ok())
-        return s;
     }
-    return Status::Ok();
+    if (Status s = Copy(c, "COPY position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) FROM STDIN BINARY",
+                        chunks.Finish(), "insert position chunks");
+        !s.ok())
+      return s;
+    return ExecArrays(c, store_sql::kUpsertVehicles, latest_rows, "upsert vehicles");
   }
 
-  // The batch's feed rows by COPY, after the feed lock: the last statements before COMMIT.
-  static Status InsertFeed(Conn& c, int64_t site_id, const v1::Batch& batch, const std::vector<int>& rows) {
-    if (rows.empty()) return Status::Ok();
-    if (Status s = c.Exec("SELECT pg_advisory_xact_lock(" + std::to_string(kFeedLockKey) + ")"); !s.ok()) return s;
-    PgResult start(PQexec(c.get(), "COPY changes(site_id, seq, entity, key, version, record) FROM STDIN"));
-    if (PQresultStatus(start.get()) != PGRES_COPY_IN) return ErrorOf(c.get(), start.get(), "copy changes");
-    std::string buf, rec;
-    const std::string site_col = std::to_string(site_id) + "\t";
-    for (int i : rows) {
-      const v1::ChangeRecord& r = batch.records(i);
-      buf += site_col;
-      buf += std::to_string(static_cast<int64_t>(r.seq())) + "\t" + std::to_string(int64_t{r.entity()}) + "\t";
-      CopyText(r.key(), &buf);
-      buf += "\t" + std::to_string(static_cast<int64_t>(r.version())) + "\t";
-      rec.clear();
-      r.SerializeToString(&rec);
-      CopyBytea(rec, &buf);
-      buf += '\n';
-      if (buf.size() > (1 << 20)) {
-        if (PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1)
-          return ErrorOf(c.get(), nullptr, "copy changes");
-        buf.clear();
-      }
+  // One COPY ... FROM STDIN of `data`.
+  static Status Copy(Conn& c, const char* sql, const std::string& data, const char* what) {
+    PgResult start(PQexec(c.get(), sql));
+    if (PQresultStatus(start.get()) != PGRES_COPY_IN) {
+      c.last_retryable = PgError::Retryable(start.get());
+      return ErrorOf(c.get(), start.get(), what);
     }
-    if (!buf.empty() && PQputCopyData(c.get(), buf.data(), static_cast<int>(buf.size())) != 1)
-      return ErrorOf(c.get(), nullptr, "copy changes");
-    if (PQputCopyEnd(c.get(), nullptr) != 1) return ErrorOf(c.get(), nullptr, "copy changes");
+    if (PQputCopyData(c.get(), data.data(), static_cast<int>(data.size())) != 1 || PQputCopyEnd(c.get(), nullptr) != 1)
+      return ErrorOf(c.get(), nullptr, what);
     Status out = Status::Ok();
     while (PGresult* raw = PQgetResult(c.get())) {
       PgResult r(raw);
       if (PQresultStatus(raw) != PGRES_COMMAND_OK && out.ok()) {
         c.last_retryable = PgError::Retryable(raw);
-        out = ErrorOf(c.get(), raw, "copy changes");
+        out = ErrorOf(c.get(), raw, what);
       }
     }
     return out;
+  }
+
+  // The batch's feed rows, the last statement before COMMIT: one round trip announces the
+  // batch's lowest possible cursor (a shared advisory lock on kFeedFloor + the sequence's
+  // last_value, held to the end of the transaction) and then reserves its cursors (n nextvals,
+  // so the rows go in by one binary COPY with their cursors). Readers stop below every
+  // announced floor (FeedHorizon), which is what
+  // makes the feed exact while batches of all replicas commit in parallel
+  // (docs/architecture-hub.md, "An exact feed across replicas").
+  static Status InsertFeed(Conn& c, int64_t site_id, const v1::Batch& batch, const std::vector<int>& rows) {
+    if (rows.empty()) return Status::Ok();
+    CopyBinaryRows copy;
+    std::vector<size_t> cursor_at;
+    cursor_at.reserve(rows.size());
+    std::string rec;
+    for (int i : rows) {
+      const v1::ChangeRecord& r = batch.records(i);
+      rec.clear();
+      r.SerializeToString(&rec);
+      copy.Row(7);
+      cursor_at.push_back(copy.Next());
+      copy.Int8(0);  // the cursor, once reserved
+      copy.Int8(site_id).Int8(static_cast<int64_t>(r.seq())).Int4(static_cast<int32_t>(r.entity())).Bytes(r.key());
+      copy.Int8(static_cast<int64_t>(r.version())).Bytes(rec);
+    }
+    // Two statements, run in this order: the floor is announced before the reservation, so
+    // every cursor reserved is >= it (nextval never returns less than last_value). The cursors
+    // are n nextvals (not a setval of a range: that is not atomic between sessions); from one
+    // session they increase, so the batch's records keep their order in the feed.
+    PgResult reserved(PQexec(
+        c.get(), ("SELECT pg_advisory_xact_lock_shared(" + std::to_string(kFeedFloor) +
+                  " + (SELECT last_value FROM changes_cursor_seq)); SELECT nextval('changes_cursor_seq') "
+                  "FROM generate_series(1, " + std::to_string(rows.size()) + ")")
+                     .c_str()));
+    if (PQresultStatus(reserved.get()) != PGRES_TUPLES_OK ||
+        PQntuples(reserved.get()) != static_cast<int>(rows.size())) {
+      c.last_retryable = PgError::Retryable(reserved.get());
+      return ErrorOf(c.get(), reserved.get(), "reserve feed cursors");
+    }
+    std::vector<uint64_t> cursors(rows.size());
+    for (size_t k = 0; k < rows.size(); ++k) cursors[k] = U(reserved.get(), static_cast<int>(k), 0);
+    std::sort(cursors.begin(), cursors.end());
+    for (size_t k = 0; k < rows.size(); ++k) copy.SetInt8(cursor_at[k], static_cast<int64_t>(cursors[k]));
+    return Copy(c, "COPY changes(cursor, site_id, seq, entity, key, version, record) FROM STDIN BINARY", copy.Finish(),
+                "copy changes");
+  }
+
+  // The feed's horizon for a reader: every row with a cursor below it that will ever commit is
+  // visible to a snapshot taken after this call. Two statements, in this order: the last cursor
+  // handed out, S (cursors above S are not reserved yet), then the lowest floor announced by a
+  // transaction still open (its locks are released only after its commit is visible). The
+  // horizon is min(S + 1, lowest floor). The caller's read must take its snapshot afterwards
+  // (a later statement in READ COMMITTED).
+  static Result<uint64_t> FeedHorizon(Conn& c) {
+    PgParams none;
+    // The last cursor handed out: last_value, or one less before the sequence's first nextval.
+    auto s = c.Run("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM changes_cursor_seq", none,
+                   "feed horizon");
+    if (!s.ok()) return s.status();
+    const uint64_t last = U(s->get(), 0, 0);
+    auto floor = c.Run("SELECT min(((classid::bigint << 32) | objid::bigint) - " + std::to_string(kFeedFloor) +
+                           ") FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+                           "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                           "AND ((classid::bigint << 32) | objid::bigint) >= " + std::to_string(kFeedFloor),
+                       none, "feed horizon");
+    if (!floor.ok()) return floor.status();
+    uint64_t horizon = last + 1;
+    if (!PQgetisnull(floor->get(), 0, 0)) horizon = std::min(horizon, U(floor->get(), 0, 0));
+    return horizon;
   }
 
   Result<ApplyResult> ApplyInTxn(Conn& c, bool& commit, const std::string& site, const v1::Batch& batch,
@@ -629,6 +744,7 @@ struct PgHubStore::Impl {
     uint64_t added_bytes = 0;
     std::vector<int> feed_rows;
     std::vector<PendingStep> steps;
+    std::map<const ApplyStep*, std::vector<PgParams>> batched;
     std::map<std::string, std::vector<const v1::ChangeRecord*>> positions;
     const std::vector<std::string>* refusals = checks.refusals;
     for (int i = 0; i < recs.size(); ++i) {
@@ -663,8 +779,16 @@ struct PgHubStore::Impl {
       for (const ApplyStep& step : EntityApply(r.entity())) {
         PgParams p;
         if (!step.bind(r, site_id, p)) continue;
-        steps.push_back({&step, std::move(p)});
+        if (step.postgres_batch != nullptr)
+          batched[&step].push_back(std::move(p));
+        else
+          steps.push_back({&step, std::move(p)});
       }
+    }
+    // Steps of different entities touch different rows, so the batched ones may run apart
+    // from the per-record ones; each keeps its records' order.
+    for (const auto& [step, rows] : batched) {
+      if (Status s = ExecArrays(c, step->postgres_batch, rows, step->what); !s.ok()) return s;
     }
     if (Status s = RunPipelined(c, steps); !s.ok()) return s;
     if (checks.site_bytes_per_day > 0 && added_bytes > 0) {
@@ -783,16 +907,28 @@ Result<uint64_t> PgHubStore::ContiguousSeq(const std::string& site) {
 }
 
 Result<std::vector<FeedEntry>> PgHubStore::Changes(uint64_t after, int limit) {
+  auto c = impl_->Acquire();
+  auto horizon = Impl::FeedHorizon(*c);
+  if (!horizon.ok()) return horizon.status();
+  std::vector<FeedEntry> out;
+  if (*horizon <= after + 1) return out;  // nothing below the horizon after `after`
   PgParams p;
-  p.UInt(1, after).Int(2, limit);
-  return impl_->QueryAll<FeedEntry>(store_sql::kChangesAfter, p, "changes", [](const PgRow& row) {
-    FeedEntry e;
-    e.cursor = row.UInt(0);
-    e.site = row.Text(1);
-    // A row we wrote ourselves; a parse failure means corruption, surfaced as an empty record.
-    (void)e.record.ParseFromString(row.Text(2));
-    return e;
-  });
+  p.UInt(1, after).Int(2, limit).UInt(3, *horizon);
+  Status s = impl_->Query(*c,
+                          "SELECT c.cursor, s.site, c.record FROM changes c JOIN sites s ON s.site_id = c.site_id "
+                          "WHERE c.cursor > $1 AND c.cursor < $3 ORDER BY c.cursor LIMIT $2",
+                          p, "changes", [&](const PGresult* r, int i) {
+                            const PgRow row(r, i);
+                            FeedEntry e;
+                            e.cursor = row.UInt(0);
+                            e.site = row.Text(1);
+                            // A row we wrote ourselves; a parse failure means corruption,
+                            // surfaced as an empty record.
+                            (void)e.record.ParseFromString(row.Text(2));
+                            out.push_back(std::move(e));
+                          });
+  if (!s.ok()) return s;
+  return out;
 }
 
 Result<std::vector<SiteInfo>> PgHubStore::Sites() {

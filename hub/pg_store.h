@@ -6,8 +6,11 @@
 //   - records already held (changes or refused_records, by (site, seq)) are duplicates;
 //   - the handlers' apply steps, quarantine, quota, positions (the chunk format of
 //     hub/position_chunk.h in position_chunks), the site row and the audit row;
-//   - last, under a transaction-scoped advisory lock on one feed key, the batch's `changes`
-//     rows (COPY), so feed cursors are handed out in commit order (why: architecture-hub.md).
+//   - last the batch's `changes` rows (binary COPY), after announcing a floor below which its
+//     cursors cannot be (a shared transaction-scoped advisory lock); Changes reads only below
+//     every floor still held, so a reader never passes a row that commits later, while
+//     batches of all replicas commit in parallel (why: architecture-hub.md).
+//   - a handler step with a `postgres_batch` form runs once for the batch (unnest of arrays).
 // Schema: numbered migrations, the same numbers as SqliteHubStore's, run under a session
 // advisory lock so replicas starting at once migrate one at a time; version in pg_schema.
 //
@@ -15,7 +18,9 @@
 #pragma once
 
 #include <memory>
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "hub/store.h"
 
@@ -29,6 +34,27 @@ struct PgHubStoreOptions {
 // The text PgHubStore runs for `sql`: its postgres member, or else its SQLite text with each
 // ?N placeholder outside a quoted literal made $N (hub/sql.h says when which applies).
 std::string PostgresText(const Sql& sql);
+
+// Rows in COPY's binary format (`COPY t(cols) FROM STDIN BINARY`): nothing for the server to
+// parse, no hex for bytes. The store's feed rows, and a benchmark's raw COPY baseline.
+class CopyBinaryRows {
+ public:
+  CopyBinaryRows();                       // the header
+  CopyBinaryRows& Row(int fields);        // then exactly `fields` values, in the COPY's column order
+  CopyBinaryRows& Int8(int64_t v);        // BIGINT
+  CopyBinaryRows& Int4(int32_t v);        // INT
+  CopyBinaryRows& Bytes(std::string_view v);  // TEXT (UTF-8) or BYTEA
+  // The next Int8's position, for SetInt8 once its value is known.
+  size_t Next() const { return buf_.size(); }
+  void SetInt8(size_t at, int64_t v);
+  const std::string& Finish();            // the trailer; no more rows after it
+  bool empty() const { return rows_ == 0; }
+
+ private:
+  void BigEndian(uint64_t v, int bytes);
+  std::string buf_;
+  size_t rows_ = 0;
+};
 
 class PgHubStore final : public HubStore {
  public:

@@ -72,6 +72,12 @@ struct ApplyStep {
   Sql sql;
   bool (*bind)(const v1::ChangeRecord& record, int64_t site_id, SqlParams& params);
   const char* what;  // names the step in an error
+  // Optional, PostgreSQL only: the step for all of a batch's records in one statement. $k is
+  // the array of parameter k over the records `bind` took, in batch order (cast it: $2::text[]).
+  // It must leave exactly the end state of `sql` run once per record in that order, including
+  // for several records of one key (reduce them by the step's own conflict rule first, e.g.
+  // DISTINCT ON the key ORDER BY the rule). Null: PgHubStore runs `sql` per record, pipelined.
+  const char* postgres_batch = nullptr;
 };
 
 // An entity's DDL and the numbered migration (1-based, as PRAGMA user_version) that runs it.

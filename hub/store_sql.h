@@ -10,7 +10,8 @@
 namespace freshsync::hub::store_sql {
 
 inline constexpr Sql kContiguousSeq{"SELECT contiguous_seq FROM sites WHERE site = ?1"};
-// The feed: up to ?2 changes after cursor ?1.
+// The feed: up to ?2 changes after cursor ?1 (SQLite; PgHubStore::Changes also stops below its
+// horizon, pg_store.cc).
 inline constexpr Sql kChangesAfter{
     "SELECT c.cursor, s.site, c.record FROM changes c JOIN sites s ON s.site_id = c.site_id "
     "WHERE c.cursor > ?1 ORDER BY c.cursor LIMIT ?2"};
@@ -52,6 +53,17 @@ inline constexpr Sql kUpsertVehicle{
     "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)"};
 // Telemetry retention: the chunks whose newest fix is older than ?1 (HubStore::MaintainTelemetry).
 inline constexpr Sql kDeleteOldChunks{"DELETE FROM position_chunks WHERE ts_max < ?1"};
+// PostgreSQL: kUpsertVehicle for a batch's vehicles at once, $k the array of kUpsertVehicle's
+// ?k (PgHubStore; one row per vehicle).
+inline constexpr const char* kUpsertVehicles =
+    "INSERT INTO vehicles(vehicle, site_id, device_seq, lat_e6, lon_e6, speed_dkmh, heading_deg, hdop_d, ts_ms, hlc, seq) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], "
+    "$7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[]) "
+    "ON CONFLICT(vehicle) DO UPDATE SET site_id = excluded.site_id, device_seq = excluded.device_seq, "
+    "lat_e6 = excluded.lat_e6, lon_e6 = excluded.lon_e6, speed_dkmh = excluded.speed_dkmh, "
+    "heading_deg = excluded.heading_deg, hdop_d = excluded.hdop_d, ts_ms = excluded.ts_ms, hlc = excluded.hlc, "
+    "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)";
+// (SQLite; PgHubStore sends a batch's chunks by one binary COPY.)
 inline constexpr Sql kInsertChunk{
     "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"};

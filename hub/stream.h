@@ -2,7 +2,7 @@
 // per-order customer stream). docs/architecture-hub.md, "Live stream".
 //
 // No thread per client. One hub thread reads the feed (HubStore::Changes, the source of truth:
-// cursors in commit order on every backend) after the highest cursor delivered, keeps the last
+// on every backend it never passes a change that commits later) after the highest cursor delivered, keeps the last
 // kCacheEntries events serialized once, and appends each to the buffers of the clients whose
 // filter takes it. Each client has one write in flight at a time (http::Exchange::Write, the
 // next from the previous write's completion on the I/O thread). Memory per client is bounded by

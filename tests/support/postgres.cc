@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace freshsync::testing {
@@ -30,7 +31,8 @@ bool RunningAsRoot() { return geteuid() == 0; }
 
 }  // namespace
 
-PostgresServer::PostgresServer(const std::string& dir) : dir_(dir), data_dir_(dir + "/data") {
+PostgresServer::PostgresServer(const std::string& dir, std::vector<std::string> settings)
+    : dir_(dir), data_dir_(dir + "/data"), settings_(std::move(settings)) {
   std::filesystem::create_directories(dir_);
   if (RunningAsRoot()) {
     // The postgres user must reach its folder: let it through the (0700) test folder above.
@@ -78,6 +80,10 @@ bool PostgresServer::Start() {
                                  std::string("-k"), dir_, std::string("-c"), std::string("listen_addresses=127.0.0.1"),
                                  std::string("-c"), std::string("max_connections=300")})
       argv.push_back(a);
+    for (const std::string& kv : settings_) {
+      argv.push_back("-c");
+      argv.push_back(kv);
+    }
     postmaster_ = ChildProcess(argv, log_path());
     if (!postmaster_.Start()) return false;
     if (WaitAccepting()) return true;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "tests/support/harness.h"
 
@@ -17,7 +18,8 @@ class PostgresServer {
   // `dir` must be reachable by the `postgres` user (it is made so: mode 0711 on its parents
   // under $TMPDIR is the caller's business; TempDir's folders are 0700, so pass a subfolder
   // and PostgresServer opens the path up to it).
-  explicit PostgresServer(const std::string& dir);
+  // `settings`: extra server settings, "name=value" each, passed as `-c` (a benchmark's tuning).
+  explicit PostgresServer(const std::string& dir, std::vector<std::string> settings = {});
   ~PostgresServer();  // immediate shutdown (SIGQUIT), then SIGKILL if it lingers
   PostgresServer(const PostgresServer&) = delete;
   PostgresServer& operator=(const PostgresServer&) = delete;
@@ -44,6 +46,8 @@ class PostgresServer {
   // A libpq connection string for `db` over TCP on loopback.
   std::string Url(const std::string& db) const;
   int port() const { return port_; }
+  // The postmaster's pid (its backends are its children), as last started.
+  pid_t pid() const { return postmaster_.pid(); }
   const std::string& data_dir() const { return data_dir_; }
   std::string log_path() const { return dir_ + "/postgres.log"; }
 
@@ -53,6 +57,7 @@ class PostgresServer {
   std::string AsPostgres(const std::string& command) const;
   std::string dir_;
   std::string data_dir_;
+  std::vector<std::string> settings_;
   int port_ = 0;
   ChildProcess postmaster_;
 };
