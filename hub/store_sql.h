@@ -52,6 +52,8 @@ inline constexpr Sql kUpsertVehicle{
     "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)"};
 // Telemetry retention: the chunks whose newest fix is older than ?1 (HubStore::MaintainTelemetry).
 inline constexpr Sql kDeleteOldChunks{"DELETE FROM position_chunks WHERE ts_max < ?1"};
+// The climate history's retention on SQLite (the table is ClimateHandler's, entity_routes.cc).
+inline constexpr Sql kDeleteOldReadings{"DELETE FROM climate_readings WHERE ts_ms < ?1"};
 inline constexpr Sql kInsertChunk{
     "INSERT INTO position_chunks(site_id, vehicle, ts_min, seq_min, ts_max, count, fixes) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"};
