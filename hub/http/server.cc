@@ -8,7 +8,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <spdlog/spdlog.h>
 
 #include <deque>
@@ -19,6 +18,7 @@
 #include <unordered_map>
 
 #include "hub/http/http.h"
+#include "hub/http/tls_stream.h"
 
 namespace freshsync::hub::http {
 
@@ -216,7 +216,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Handshake() {
     tcp().expires_after(limits_.handshake_timeout);
-    stream_.async_handshake(ssl::stream_base::server, [self = shared_from_this()](beast::error_code ec) {
+    stream_.async_handshake([self = shared_from_this()](beast::error_code ec) {
       if (ec) {
         ++self->impl_.stats.handshake_failures;
         return self->Close();
@@ -418,7 +418,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Server::Impl& impl_;
   const Limits& limits_;
-  beast::ssl_stream<beast::tcp_stream> stream_;
+  TlsStream stream_;  // not asio's ssl::stream: its fixed buffers were 70 kB a connection (tls_stream.h)
   beast::flat_buffer buffer_;
   std::optional<bh::request_parser<bh::string_body>> parser_;
   std::optional<Request> request_;
