@@ -507,16 +507,18 @@ void Server::Impl::Accept() {
 
 // A TLS handshake allocates about 90 kB for a moment (OpenSSL's handshake and record buffers,
 // our ciphertext buffer), and OpenSSL keeps its 17 kB read buffer until the connection's first
-// request; what stays is a few kB a connection. A burst of thousands of connections (every site
+// request; what stays is about 35 kB a connection. A burst of thousands of connections (every site
 // reconnecting after a hub restart, 1,000 slowloris coming back at once) so leaves glibc's heaps
 // full of free holes between the connections' live objects, which glibc does not give back by
 // itself (it trims only the top of a heap): RSS would stay at the burst's high water. Every 3 s,
 // when the heaps' free bytes grew by kFreeBytes since the last trim, malloc_trim(0) hands the
 // free pages back (they stay counted as free bytes, hence the growth): a few ms with the arenas
-// locked, after a burst, not in a steady state (docs/benchmarks.md, "Hub connections").
+// locked, after a burst, not in a steady state (docs/benchmarks.md, "Hub connections"). 64 MB:
+// 1,000 slowloris coming back every head_timeout should not trim each time (a trim stalls the
+// arenas' allocations for up to ~60 ms). glibc's thresholds are set in hub/main.cc.
 void Server::Impl::TrimHeapAfterBursts() {
 #if defined(__GLIBC__)
-  constexpr size_t kFreeBytes = 16 << 20;
+  constexpr size_t kFreeBytes = 64 << 20;
   trim_timer->expires_after(std::chrono::seconds(3));
   trim_timer->async_wait([this](beast::error_code ec) {
     if (ec || stopping) return;
