@@ -216,6 +216,8 @@ constexpr FieldRule kRules[] = {
     {.message = "freshsync.v1.GeofenceItem", .field = "ts_ms", .json = "ts"},
     {.message = "freshsync.v1.DockScanItem", .field = "scan", .inline_fields = true},
     {.message = "freshsync.v1.DockScanItem", .field = "ts_ms", .json = "ts"},
+    {.message = "freshsync.v1.ClimateItem", .field = "reading", .inline_fields = true},
+    {.message = "freshsync.v1.ClimateItem", .field = "ts_ms", .json = "ts"},
     // Site routes.
     {.message = "freshsync.v1.RangeDigest", .field = "digest", .hex = true},
     {.message = "freshsync.v1.StateDigestReply", .field = "digest", .hex = true},

@@ -479,6 +479,79 @@ CREATE INDEX dock_scans_ts ON dock_scans(site_id, ts_ms, seq);
   }
 };
 
+// ---------- Climate history ----------
+
+// Every CLIMATE reading the site sends, one row each, for HQ's history of a sensor: the
+// telemetry of issue 13 beside the position history, kept [retention] telemetry_days
+// (HubStore::MaintainTelemetry). PostgreSQL partitions it by day of ts_ms (the DEFAULT
+// partition takes the days no day partition covers yet, as position_chunks'); SQLite keeps
+// one table and deletes the old rows. The cold-chain audit chain keeps its own links apart
+// (ColdchainHandler), never thinned: this history is not evidence, only telemetry.
+struct ClimateHandler {
+  using Reply = v1::ClimateReply;
+  using Query = RangeQuery;
+  static std::string Path() { return "/sensors/([^/]+)/climate"; }
+  static inline const std::vector<SchemaStep> kSchema = {{12, {R"sql(
+CREATE TABLE climate_readings(
+  site_id INTEGER NOT NULL, sensor TEXT NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+  device_seq INTEGER NOT NULL, temp_dc INTEGER NOT NULL, rh_d INTEGER NOT NULL, battery_d INTEGER NOT NULL,
+  hlc INTEGER NOT NULL,
+  PRIMARY KEY(site_id, sensor, ts_ms, seq)) WITHOUT ROWID;
+CREATE INDEX climate_readings_ts ON climate_readings(ts_ms);
+)sql",
+                                                               R"sql(
+CREATE TABLE climate_readings(
+  site_id BIGINT NOT NULL, sensor TEXT COLLATE "C" NOT NULL, ts_ms BIGINT NOT NULL, seq BIGINT NOT NULL,
+  device_seq BIGINT NOT NULL, temp_dc BIGINT NOT NULL, rh_d BIGINT NOT NULL, battery_d BIGINT NOT NULL,
+  hlc BIGINT NOT NULL,
+  PRIMARY KEY(site_id, sensor, ts_ms, seq)) PARTITION BY RANGE (ts_ms);
+CREATE TABLE climate_readings_default PARTITION OF climate_readings DEFAULT;
+)sql"}}};
+  // One row per record; the sensor defaults to the record's key (batch format 2 omits it).
+  static inline const std::vector<ApplyStep> kApply = {
+      {{"INSERT OR IGNORE INTO climate_readings(site_id, sensor, ts_ms, seq, device_seq, temp_dc, rh_d, battery_d, hlc) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO climate_readings(site_id, sensor, ts_ms, seq, device_seq, temp_dc, rh_d, battery_d, hlc) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"},
+       [](const v1::ChangeRecord& r, int64_t site_id, SqlParams& p) {
+         if (!r.has_climate()) return false;
+         const auto& c = r.climate();
+         p.Int(1, site_id).TextRef(2, c.sensor().empty() ? r.key() : c.sensor()).Int(3, r.ts_ms()).UInt(4, r.seq());
+         p.UInt(5, c.device_seq()).Int(6, c.temp_dc()).Int(7, c.rh_d()).Int(8, c.battery_d()).UInt(9, r.hlc());
+         return true;
+       },
+       "insert climate reading"}};
+  // The position history's paging and limits (TrackHandler): ?from=&to=&limit=, to >= from.
+  static std::optional<QueryError> Parse(const QueryParams& params, Query* q) {
+    return ParseRangeQuery(params, {10000, 100000, true}, q);
+  }
+  // Oldest first by device time, ties by seq.
+  static constexpr Sql kRead{
+      "SELECT sensor, device_seq, temp_dc, rh_d, battery_d, ts_ms, hlc, seq FROM climate_readings "
+      "WHERE site_id = (SELECT site_id FROM sites WHERE site = ?1) AND sensor = ?2 AND ts_ms BETWEEN ?3 AND ?4 "
+      "ORDER BY ts_ms, seq LIMIT ?5"};
+  static Result<size_t> Read(HubStore& store, const EntityRequest& r, const Query& q, Reply& reply) {
+    size_t rows = 0;
+    Status s = store.Read(
+        kRead, [&](SqlParams& p) { p.TextRef(1, r.site).TextRef(2, r.matches[2]).Int(3, q.from).Int(4, q.to).UInt(5, q.limit); },
+        [&](const SqlRow& row) {
+          auto* o = reply.add_readings();
+          auto* c = o->mutable_reading();
+          c->set_sensor(row.Text(0));
+          c->set_device_seq(row.UInt(1));
+          c->set_temp_dc(static_cast<int32_t>(row.Int(2)));
+          c->set_rh_d(static_cast<uint32_t>(row.Int(3)));
+          c->set_battery_d(static_cast<uint32_t>(row.Int(4)));
+          o->set_ts_ms(row.Int(5));
+          o->set_hlc(row.UInt(6));
+          o->set_seq(row.UInt(7));
+          ++rows;
+        });
+    if (!s.ok()) return s;
+    return rows;
+  }
+};
+
 // ---------- Escrow ----------
 
 // The site's allotment per SKU (docs/escrow.md, hub/escrow.h): the site's counters from its
@@ -775,7 +848,7 @@ struct HandlerList {
   }
 };
 using Handlers = HandlerList<StockHandler, OrdersHandler, VehiclesHandler, AlertsHandler, GeofenceHandler,
-                             TrackHandler, DockScansHandler, EscrowHandler, ColdchainHandler>;
+                             TrackHandler, DockScansHandler, EscrowHandler, ColdchainHandler, ClimateHandler>;
 
 // An entity's apply, from a handler that must be in Handlers: otherwise its table would not be
 // created, nor its route served.
@@ -817,9 +890,16 @@ const std::vector<ApplyStep>& EntityApply(v1::Entity entity) {
       // History and latest position are written per vehicle at the end of the batch by the
       // store (SqliteHubStore WritePositions).
       return none;
-    case v1::CLIMATE:
-      // Readings live in the feed; those that carry chain fields are links too.
-      return ApplyOf<ColdchainHandler>();
+    case v1::CLIMATE: {
+      // Every reading goes into the climate history; those that carry chain fields are links
+      // of the cold-chain audit chain too.
+      static const std::vector<ApplyStep> steps = [] {
+        std::vector<ApplyStep> v = ApplyOf<ClimateHandler>();
+        v.insert(v.end(), ApplyOf<ColdchainHandler>().begin(), ApplyOf<ColdchainHandler>().end());
+        return v;
+      }();
+      return steps;
+    }
     case v1::STOCK_MOVEMENT:
       // Stock movements live in the feed only.
       return none;

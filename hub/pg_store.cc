@@ -1129,18 +1129,34 @@ constexpr int64_t kDayMs = 86400000;
 constexpr int kDaysBackMade = 7;    // day partitions made back from today: a site's week offline
 constexpr int kDaysAheadMade = 3;   // and ahead of it, so that midnight never finds none
 
-// position_chunks_pYYYYMMDD for the UTC day `day` (days since the epoch), and back.
-std::string DayPartition(int64_t day) {
+// The day-partitioned telemetry tables (HubStore::MaintainTelemetry): the partition key, and
+// the column by which a row of the DEFAULT partition is past retention (a chunk goes when its
+// newest fix does). `deleted` is the upkeep's counter of such rows.
+struct DayPartitioned {
+  const char* table;
+  const char* key;
+  const char* newest;
+  uint64_t TelemetryUpkeep::*deleted;
+};
+const DayPartitioned kDayPartitioned[] = {
+    {"position_chunks", "ts_min", "ts_max", &TelemetryUpkeep::rows_deleted},
+    {"climate_readings", "ts_ms", "ts_ms", &TelemetryUpkeep::readings_deleted},
+};
+
+// TABLE_pYYYYMMDD for the UTC day `day` (days since the epoch), and back.
+std::string DayPartition(const std::string& table, int64_t day) {
   const time_t t = static_cast<time_t>(day * 86400);
   tm u{};
   gmtime_r(&t, &u);
-  char name[48];
-  std::snprintf(name, sizeof name, "position_chunks_p%04d%02d%02d", u.tm_year + 1900, u.tm_mon + 1, u.tm_mday);
+  char name[64];
+  std::snprintf(name, sizeof name, "%s_p%04d%02d%02d", table.c_str(), u.tm_year + 1900, u.tm_mon + 1, u.tm_mday);
   return name;
 }
-std::optional<int64_t> PartitionDay(const std::string& name) {
+std::optional<int64_t> PartitionDay(const std::string& table, const std::string& name) {
+  const std::string prefix = table + "_p";
+  if (name.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
   int y = 0, m = 0, d = 0;
-  if (std::sscanf(name.c_str(), "position_chunks_p%4d%2d%2d", &y, &m, &d) != 3) return std::nullopt;
+  if (std::sscanf(name.c_str() + prefix.size(), "%4d%2d%2d", &y, &m, &d) != 3) return std::nullopt;
   tm u{};
   u.tm_year = y - 1900;
   u.tm_mon = m - 1;
@@ -1153,49 +1169,54 @@ Result<TelemetryUpkeep> PgHubStore::MaintainTelemetry(int64_t now_ms, int keep_d
   TelemetryUpkeep done;
   auto c = impl_->Acquire();
   c->Heal();
-  PgParams none;
-  auto parts = c->Run("SELECT child.relname FROM pg_inherits i JOIN pg_class child ON child.oid = i.inhrelid "
-                      "JOIN pg_class parent ON parent.oid = i.inhparent WHERE parent.relname = 'position_chunks'",
-                      none, "list partitions");
-  if (!parts.ok()) return parts.status();
-  std::set<int64_t> days;
-  for (int i = 0; i < PQntuples(parts->get()); ++i) {
-    if (auto d = PartitionDay(PQgetvalue(parts->get(), i, 0))) days.insert(*d);
-  }
-  const int64_t today = now_ms / kDayMs;
-  const int64_t cutoff = keep_days > 0 ? TelemetryCutoffMs(now_ms, keep_days) : std::numeric_limits<int64_t>::min();
-  // Make the missing days, each in one transaction: a plain table, the day's rows moved out of
-  // the default partition into it, then attached (ATTACH checks that the default partition
-  // holds none of the day any more, and takes a lighter lock than CREATE ... PARTITION OF).
-  // A writer that put a row of that day into the default partition meanwhile makes the ATTACH
-  // fail: rolled back, and the next round tries again.
-  for (int64_t day = today - kDaysBackMade; day <= today + kDaysAheadMade; ++day) {
-    if (days.count(day) || (day + 1) * kDayMs <= cutoff) continue;
-    const std::string name = DayPartition(day), lo = std::to_string(day * kDayMs), hi = std::to_string((day + 1) * kDayMs);
-    const std::string sql = "BEGIN;"
-                            "CREATE TABLE " + name + " (LIKE position_chunks);"
-                            "WITH moved AS (DELETE FROM position_chunks_default WHERE ts_min >= " + lo + " AND ts_min < " + hi +
-                            " RETURNING *) INSERT INTO " + name + " SELECT * FROM moved;"
-                            "ALTER TABLE position_chunks ATTACH PARTITION " + name + " FOR VALUES FROM (" + lo + ") TO (" + hi + ");"
-                            "COMMIT";
-    if (Status s = c->Exec(sql); !s.ok()) {
-      (void)c->Exec("ROLLBACK");
-      return Status(s.code(), "make partition " + name + ": " + s.message());
+  for (const DayPartitioned& t : kDayPartitioned) {
+    const std::string table = t.table, key = t.key;
+    PgParams name;
+    name.Text(1, table);
+    auto parts = c->Run("SELECT child.relname FROM pg_inherits i JOIN pg_class child ON child.oid = i.inhrelid "
+                        "JOIN pg_class parent ON parent.oid = i.inhparent WHERE parent.relname = $1",
+                        name, "list partitions");
+    if (!parts.ok()) return parts.status();
+    std::set<int64_t> days;
+    for (int i = 0; i < PQntuples(parts->get()); ++i) {
+      if (auto d = PartitionDay(table, PQgetvalue(parts->get(), i, 0))) days.insert(*d);
     }
-    ++done.partitions_created;
+    const int64_t today = now_ms / kDayMs;
+    const int64_t cutoff = keep_days > 0 ? TelemetryCutoffMs(now_ms, keep_days) : std::numeric_limits<int64_t>::min();
+    // Make the missing days, each in one transaction: a plain table, the day's rows moved out
+    // of the default partition into it, then attached (ATTACH checks that the default
+    // partition holds none of the day any more, and takes a lighter lock than CREATE ...
+    // PARTITION OF). A writer that put a row of that day into the default partition meanwhile
+    // makes the ATTACH fail: rolled back, and the next round tries again.
+    for (int64_t day = today - kDaysBackMade; day <= today + kDaysAheadMade; ++day) {
+      if (days.count(day) || (day + 1) * kDayMs <= cutoff) continue;
+      const std::string part = DayPartition(table, day), lo = std::to_string(day * kDayMs),
+                        hi = std::to_string((day + 1) * kDayMs);
+      const std::string sql = "BEGIN;"
+                              "CREATE TABLE " + part + " (LIKE " + table + ");"
+                              "WITH moved AS (DELETE FROM " + table + "_default WHERE " + key + " >= " + lo + " AND " + key +
+                              " < " + hi + " RETURNING *) INSERT INTO " + part + " SELECT * FROM moved;"
+                              "ALTER TABLE " + table + " ATTACH PARTITION " + part + " FOR VALUES FROM (" + lo + ") TO (" + hi + ");"
+                              "COMMIT";
+      if (Status s = c->Exec(sql); !s.ok()) {
+        (void)c->Exec("ROLLBACK");
+        return Status(s.code(), "make partition " + part + ": " + s.message());
+      }
+      ++done.partitions_created;
+    }
+    if (keep_days <= 0) continue;
+    // Retention: whole days past it are dropped; the default partition's old rows are deleted.
+    for (int64_t day : days) {
+      if ((day + 1) * kDayMs > cutoff) continue;
+      if (Status s = c->Exec("DROP TABLE IF EXISTS " + DayPartition(table, day)); !s.ok()) return s;
+      ++done.partitions_dropped;
+    }
+    PgParams p;
+    p.Int(1, cutoff);
+    auto del = c->Run("DELETE FROM " + table + "_default WHERE " + t.newest + " < $1", p, "telemetry retention");
+    if (!del.ok()) return del.status();
+    done.*t.deleted += std::strtoull(PQcmdTuples(del->get()), nullptr, 10);
   }
-  if (keep_days <= 0) return done;
-  // Retention: whole days past it are dropped; the default partition's old rows are deleted.
-  for (int64_t day : days) {
-    if ((day + 1) * kDayMs > cutoff) continue;
-    if (Status s = c->Exec("DROP TABLE IF EXISTS " + DayPartition(day)); !s.ok()) return s;
-    ++done.partitions_dropped;
-  }
-  PgParams p;
-  p.Int(1, cutoff);
-  auto del = c->Run("DELETE FROM position_chunks_default WHERE ts_max < $1", p, "telemetry retention");
-  if (!del.ok()) return del.status();
-  done.rows_deleted = std::strtoull(PQcmdTuples(del->get()), nullptr, 10);
   return done;
 }
 

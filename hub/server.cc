@@ -814,6 +814,8 @@ struct HubServer::Impl {
         st.body_budget_full.load());
     one("freshsync_hub_worker_queue_full_total", "counter", "Requests refused with 503 because the worker queue was full.",
         worker_queue_full.load());
+    one("freshsync_hub_heap_trims_total", "counter", "Free heap pages handed back after a burst of connections (malloc_trim).",
+        st.heap_trims.load());
   }
 
   // ---------- downstream (hub/downstream.h) ----------

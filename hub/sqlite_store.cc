@@ -280,6 +280,10 @@ CREATE INDEX webhook_deadletters_by_hook ON webhook_deadletters(webhook, replay,
       // 11: the cold-chain audit chain's links, seals and pinned keys (the handler's only;
       // hub/entity_routes.cc ColdchainHandler, docs/formats.md "Cold-chain audit chain").
       "",
+      // 12: the climate history, one row per CLIMATE reading (the handler's climate_readings
+      // only; hub/entity_routes.cc ClimateHandler). Partitioned by day on PostgreSQL. Readings
+      // held before this migration stay in the feed only.
+      "",
     };
     for (const SchemaStep& step : EntitySchema()) {
       // A handler naming a migration not listed here is caught at open (Migrate()).
@@ -1349,13 +1353,16 @@ Result<TelemetryUpkeep> SqliteHubStore::MaintainTelemetry(int64_t now_ms, int ke
   if (keep_days <= 0) return done;
   const int64_t cutoff = TelemetryCutoffMs(now_ms, keep_days);
   std::lock_guard<std::mutex> lock(impl_->write_mu);
-  auto st = impl_->writer.Prepare(store_sql::kDeleteOldChunks.sqlite);
-  if (!st.ok()) return st.status();
-  ResetGuard g(**st);
-  (*st)->Bind(1, cutoff);
-  const int rc = (*st)->Step();
-  if (rc != SQLITE_DONE) return DbError(impl_->writer.db(), rc, "telemetry retention");
-  done.rows_deleted = static_cast<uint64_t>(sqlite3_changes(impl_->writer.db()));
+  for (auto [sql, deleted] : {std::pair{store_sql::kDeleteOldChunks, &done.rows_deleted},
+                              std::pair{store_sql::kDeleteOldReadings, &done.readings_deleted}}) {
+    auto st = impl_->writer.Prepare(sql.sqlite);
+    if (!st.ok()) return st.status();
+    ResetGuard g(**st);
+    (*st)->Bind(1, cutoff);
+    const int rc = (*st)->Step();
+    if (rc != SQLITE_DONE) return DbError(impl_->writer.db(), rc, "telemetry retention");
+    *deleted = static_cast<uint64_t>(sqlite3_changes(impl_->writer.db()));
+  }
   return done;
 }
 

@@ -84,6 +84,24 @@ v1::ChangeRecord Alert(uint64_t seq, const std::string& id, const std::string& s
   return r;
 }
 
+// A climate reading of `sensor`; `named` false leaves ClimateReading.sensor empty (batch format
+// 2 omits it when it equals the key).
+v1::ChangeRecord Climate(uint64_t seq, const std::string& sensor, int64_t ts_ms, int32_t temp_dc, bool named = true) {
+  v1::ChangeRecord r;
+  r.set_seq(seq);
+  r.set_entity(v1::CLIMATE);
+  r.set_key(sensor);
+  r.set_version(seq);
+  r.set_hlc(static_cast<uint64_t>(ts_ms) << 16);
+  r.set_ts_ms(ts_ms);
+  if (named) r.mutable_climate()->set_sensor(sensor);
+  r.mutable_climate()->set_device_seq(seq + 100);
+  r.mutable_climate()->set_temp_dc(temp_dc);
+  r.mutable_climate()->set_rh_d(655);
+  r.mutable_climate()->set_battery_d(970);
+  return r;
+}
+
 v1::Batch MakeBatch(const std::string& site, std::vector<v1::ChangeRecord> recs, bool urgent = false) {
   v1::Batch b;
   b.set_site(site);
@@ -173,6 +191,24 @@ class HubStoreFixtureBase {
       return (dynamic_cast<const Reply&>(*answer.reply).*items)();
     }
     return Status::Internal(std::string("no route ") + suffix);
+  }
+  // GET .../sensors/{sensor}/climate through its handler: the whole answer (a bad query too).
+  EntityAnswer ReadClimate(const std::string& site, const std::string& sensor, const QueryParams& params = {}) {
+    for (const EntityRoute& route : EntityRoutes()) {
+      if (route.path != "/sensors/([^/]+)/climate") continue;
+      const std::vector<std::string> matches = {"/v1/sites/" + site + "/sensors/" + sensor + "/climate", site, sensor};
+      return route.read(*store_, {site, matches, params});
+    }
+    ADD_FAILURE() << "no climate route";
+    return {};
+  }
+  std::vector<v1::ClimateItem> ClimateItems(const std::string& site, const std::string& sensor, const QueryParams& params = {}) {
+    EntityAnswer a = ReadClimate(site, sensor, params);
+    EXPECT_FALSE(a.bad_query);
+    EXPECT_TRUE(a.status.ok()) << a.status.ToString();
+    if (!a.reply) return {};
+    const auto& items = dynamic_cast<const v1::ClimateReply&>(*a.reply).readings();
+    return {items.begin(), items.end()};
   }
   static QueryParams TimeRange(int64_t from_ms, int64_t to_ms, int limit) {
     return {{"from", std::to_string(from_ms)}, {"to", std::to_string(to_ms)}, {"limit", std::to_string(limit)}};
@@ -1578,7 +1614,7 @@ TEST_F(SqliteHubStoreTest, RefusesANewerSchema) {
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("new.db") + "' 'PRAGMA user_version = 99'"));
   auto s = SqliteHubStore::Open({dir_.File("new.db"), 1, false});
   EXPECT_EQ(s.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 11);
+  EXPECT_EQ(SqliteHubStore::SchemaVersion(), 12);
 }
 
 // A store from before migration 8 holds HQ's fences and rules only in the log: the migration
@@ -1605,7 +1641,7 @@ TEST_F(SqliteHubStoreTest, MigrationEightKeepsTheCurrentFencesStillInTheLog) {
   // Back to version 7: the tables of later migrations gone, and one site's command trimmed as
   // retention would.
   ASSERT_EQ(0, freshsync::testing::RunShell("sqlite3 '" + dir_.File("hub.db") +
-                                            "' 'DROP TABLE down_current; DROP TABLE webhook_deadletters; DROP TABLE coldchain_links; DROP TABLE coldchain_seals; DROP TABLE coldchain_keys; DELETE FROM down_commands WHERE site <> (SELECT min(site) FROM down_lanes); "
+                                            "' 'DROP TABLE down_current; DROP TABLE webhook_deadletters; DROP TABLE coldchain_links; DROP TABLE coldchain_seals; DROP TABLE coldchain_keys; DROP TABLE climate_readings; DELETE FROM down_commands WHERE site <> (SELECT min(site) FROM down_lanes); "
                                             "PRAGMA user_version = 7'"));
   Reopen();
   DownstreamLog log(*store_);
@@ -1864,6 +1900,70 @@ TEST(PostgresTextTest, PlaceholdersBecomeDollarsOutsideLiteralsAndAPostgresTextW
             "INSERT INTO t VALUES($1) ON CONFLICT DO NOTHING");
 }
 
+// The climate history (GET .../sensors/{sensor}/climate): every CLIMATE reading of the site,
+// per sensor, oldest first by device time, in ?from=&to= and at most ?limit= (the track's
+// paging: default 10,000, at most 100,000, to >= from). A pushed-again batch adds nothing; a
+// reading without its sensor name (batch format 2) is the key's.
+TEST_P(HubStoreContractTest, ClimateHistoryServesASensorsReadingsOldestFirstInRange) {
+  constexpr int64_t t0 = 1'700'000'000'000;
+  const auto batch = MakeBatch("a", {Climate(1, "cold-1", t0 + 2000, -150), Climate(2, "cold-2", t0 + 1000, 400),
+                                     Climate(3, "cold-1", t0, -180, false), Climate(4, "cold-1", t0 + 3000, -120),
+                                     Stock(5, "sku-1", 1, 1)});
+  Apply(batch);
+  Apply(batch);  // again: already held, nothing applied twice
+  Apply(MakeBatch("b", {Climate(1, "cold-1", t0, 999)}));  // another site's sensor of that name
+  auto all = ClimateItems("a", "cold-1");
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].seq(), 3u);
+  EXPECT_EQ(all[0].ts_ms(), t0);
+  EXPECT_EQ(all[0].reading().sensor(), "cold-1");
+  EXPECT_EQ(all[0].reading().temp_dc(), -180);
+  EXPECT_EQ(all[0].reading().rh_d(), 655u);
+  EXPECT_EQ(all[0].reading().battery_d(), 970u);
+  EXPECT_EQ(all[0].reading().device_seq(), 103u);
+  EXPECT_EQ(all[0].hlc(), static_cast<uint64_t>(t0) << 16);
+  EXPECT_EQ(all[1].seq(), 1u);
+  EXPECT_EQ(all[2].seq(), 4u);
+  auto range = ClimateItems("a", "cold-1", TimeRange(t0 + 1, t0 + 3000, 1));
+  ASSERT_EQ(range.size(), 1u);
+  EXPECT_EQ(range[0].seq(), 1u);
+  EXPECT_EQ(ClimateItems("a", "cold-2").size(), 1u);
+  EXPECT_TRUE(ClimateItems("a", "cold-9").empty());
+  ASSERT_EQ(ClimateItems("b", "cold-1").size(), 1u);
+  EXPECT_EQ(ClimateItems("b", "cold-1")[0].reading().temp_dc(), 999);
+  // The track's limits: to before from, and a limit past 100,000, are refused.
+  EXPECT_TRUE(ReadClimate("a", "cold-1", {{"from", "10"}, {"to", "5"}}).bad_query);
+  EXPECT_TRUE(ReadClimate("a", "cold-1", {{"limit", "100001"}}).bad_query);
+  EXPECT_EQ(ClimateItems("a", "cold-1", {{"limit", "100000"}}).size(), 3u);
+}
+
+// Climate history has the position history's retention: readings older than the whole days
+// kept go, the rest (a late one from weeks back too) stays, and later readings land in place.
+TEST_P(HubStoreContractTest, TelemetryUpkeepRemovesClimateHistoryPastRetentionAndKeepsTheRest) {
+  constexpr int64_t kDay = 86400000;
+  const int64_t now = 20000 * kDay + 12 * 3600000;  // noon
+  Apply(MakeBatch("a", {Climate(1, "s", now - 100 * kDay, 1), Climate(2, "s", now - 30 * kDay, 2),
+                        Climate(3, "s", now - kDay, 3), Climate(4, "s", now, 4)}));
+  auto temps = [&] {
+    std::vector<int32_t> out;
+    for (const auto& item : ClimateItems("a", "s")) out.push_back(item.reading().temp_dc());
+    return out;
+  };
+  auto round1 = store_->MaintainTelemetry(now, 90);
+  ASSERT_TRUE(round1.ok()) << round1.status().ToString();
+  EXPECT_EQ(round1->readings_deleted, 1u);
+  EXPECT_EQ(temps(), (std::vector<int32_t>{2, 3, 4}));
+  Apply(MakeBatch("a", {Climate(5, "s", now + 1000, 5)}));  // after the round
+  EXPECT_EQ(temps(), (std::vector<int32_t>{2, 3, 4, 5}));
+  ASSERT_TRUE(store_->MaintainTelemetry(now + 400 * kDay, 0).ok());  // 0 keeps everything
+  EXPECT_EQ(temps().size(), 4u);
+  auto round2 = store_->MaintainTelemetry(now + 95 * kDay, 90);
+  ASSERT_TRUE(round2.ok()) << round2.status().ToString();
+  EXPECT_TRUE(temps().empty());
+  Apply(MakeBatch("a", {Climate(6, "s", now + 95 * kDay, 6)}));
+  EXPECT_EQ(temps(), (std::vector<int32_t>{6}));
+}
+
 class PgStoreTest : public ::testing::Test {
  protected:
   std::string FreshDatabase() { return freshsync::testing::SharedPostgresDatabase(dir_.path() + "/" + std::to_string(++databases_)); }
@@ -1897,7 +1997,7 @@ TEST_F(PgStoreTest, TelemetryUpkeepPartitionsPositionHistoryByDayAndDropsWholeDa
   EXPECT_EQ(rows("position_chunks_default"), "3");  // no day partition yet
   auto r = store->MaintainTelemetry(now, 90);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->partitions_created, 11u);
+  EXPECT_EQ(r->partitions_created, 22u);  // 11 days of position_chunks and of climate_readings
   EXPECT_EQ(r->rows_deleted, 1u);  // "old", from the default partition
   EXPECT_EQ(days(), "11");
   EXPECT_EQ(rows("position_chunks_p20241004"), "1");  // day 20000: "today"
@@ -1910,11 +2010,43 @@ TEST_F(PgStoreTest, TelemetryUpkeepPartitionsPositionHistoryByDayAndDropsWholeDa
   // new window is made.
   r = store->MaintainTelemetry(now + 95 * kDay, 90);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->partitions_dropped, 11u);
-  EXPECT_EQ(r->partitions_created, 11u);
+  EXPECT_EQ(r->partitions_dropped, 22u);
+  EXPECT_EQ(r->partitions_created, 22u);
   EXPECT_EQ(r->rows_deleted, 1u);
   EXPECT_EQ(days(), "11");
   EXPECT_EQ(rows("position_chunks"), "0");
+}
+
+// Climate history is day-partitioned the same way, by the reading's device time.
+TEST_F(PgStoreTest, TelemetryUpkeepPartitionsClimateHistoryByDayAndDropsWholeDays) {
+  const std::string url = FreshDatabase();
+  const std::string db = url.substr(url.rfind('/') + 1);
+  auto store = Open(url);
+  ASSERT_NE(store, nullptr);
+  constexpr int64_t kDay = 86400000;
+  const int64_t now = 20000 * kDay + 12 * 3600000;
+  auto rows = [&](const std::string& table) { return SharedPostgres().Query(db, "SELECT count(*) FROM " + table); };
+  auto days = [&] {
+    return SharedPostgres().Query(db, "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+                                      "JOIN pg_class c ON c.oid = i.inhrelid WHERE p.relname = 'climate_readings' "
+                                      "AND c.relname LIKE 'climate_readings_p%'");
+  };
+  ASSERT_TRUE(store->ApplyBatch("a", MakeBatch("a", {Climate(1, "s", now - 100 * kDay, 1), Climate(2, "s", now - 30 * kDay, 2),
+                                                     Climate(3, "s", now, 3)}), now).ok());
+  EXPECT_EQ(rows("climate_readings_default"), "3");  // no day partition yet
+  auto r = store->MaintainTelemetry(now, 90);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->readings_deleted, 1u);  // the 100-day-old one, from the default partition
+  EXPECT_EQ(days(), "11");
+  EXPECT_EQ(rows("climate_readings_p20241004"), "1");  // day 20000
+  EXPECT_EQ(rows("climate_readings_default"), "1");    // 30 days back: no day partition
+  ASSERT_TRUE(store->ApplyBatch("a", MakeBatch("a", {Climate(4, "s", now + kDay, 4)}), now).ok());
+  EXPECT_EQ(rows("climate_readings_p20241005"), "1");  // lands in its day's partition
+  r = store->MaintainTelemetry(now + 95 * kDay, 90);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->readings_deleted, 1u);
+  EXPECT_EQ(days(), "11");
+  EXPECT_EQ(rows("climate_readings"), "0");
 }
 
 TEST_F(PgStoreTest, ThreeReplicasStartingAtOnceMigrateTheDatabaseOnce) {

@@ -156,9 +156,10 @@ class RebuildCount {
 
 // What one round of telemetry upkeep did (HubStore::MaintainTelemetry).
 struct TelemetryUpkeep {
-  uint64_t partitions_created = 0;  // PostgreSQL: days of position history made ready
-  uint64_t partitions_dropped = 0;  // PostgreSQL: whole days removed by retention
+  uint64_t partitions_created = 0;  // PostgreSQL: day partitions made ready (both tables)
+  uint64_t partitions_dropped = 0;  // PostgreSQL: whole days removed by retention (both tables)
   uint64_t rows_deleted = 0;        // chunks deleted one by one (SQLite; PostgreSQL's default partition)
+  uint64_t readings_deleted = 0;    // climate readings deleted one by one (likewise)
 };
 
 // The oldest fix time telemetry retention keeps: the start of the UTC day `keep_days` days
@@ -248,15 +249,17 @@ class HubStore {
   virtual Status SetRelayCursor(const std::string& name, uint64_t cursor) = 0;
 
   // Telemetry upkeep ([retention] telemetry_days, docs/operations.md "Telemetry retention"):
-  // position history is time-partitioned, and removed once older than `keep_days` days before
-  // now_ms (a chunk goes when its newest fix does; keep_days 0 = keep everything).
-  //   PostgreSQL: position_chunks is partitioned by day of ts_min (declarative partitioning).
+  // position history and climate history are time-partitioned, and removed once older than
+  // `keep_days` days before now_ms (a chunk goes when its newest fix does; keep_days 0 = keep
+  // everything).
+  //   PostgreSQL: position_chunks is partitioned by day of ts_min, climate_readings by day of
+  //     ts_ms (declarative partitioning), both the same way.
   //     Each round makes the partitions from a week back to three days ahead (moving any rows of
   //     those days out of the DEFAULT partition, which takes what no day partition covers: a
   //     site back after a longer outage, a wrong device clock), and drops whole day partitions
   //     past retention: no row-by-row delete, no bloat, no vacuum debt. The default partition's
   //     old rows are deleted.
-  //   SQLite: the old chunks are deleted.
+  //   SQLite: the old chunks and readings are deleted.
   // Run by one replica at a time (hub/telemetry_upkeep.h holds a lease); safe beside writers.
   virtual Result<TelemetryUpkeep> MaintainTelemetry(int64_t now_ms, int keep_days) = 0;
 };

@@ -53,6 +53,8 @@ inline constexpr Sql kUpsertVehicle{
     "seq = excluded.seq WHERE (excluded.ts_ms, excluded.hlc) > (vehicles.ts_ms, vehicles.hlc)"};
 // Telemetry retention: the chunks whose newest fix is older than ?1 (HubStore::MaintainTelemetry).
 inline constexpr Sql kDeleteOldChunks{"DELETE FROM position_chunks WHERE ts_max < ?1"};
+// The climate history's retention on SQLite (the table is ClimateHandler's, entity_routes.cc).
+inline constexpr Sql kDeleteOldReadings{"DELETE FROM climate_readings WHERE ts_ms < ?1"};
 // PostgreSQL: kUpsertVehicle for a batch's vehicles at once, $k the array of kUpsertVehicle's
 // ?k (PgHubStore; one row per vehicle).
 inline constexpr const char* kUpsertVehicles =

@@ -41,9 +41,11 @@ bool TelemetryUpkeepRunner::RunOnce() {
     spdlog::warn("telemetry upkeep: {}", done.status().ToString());
     return false;
   }
-  if (done->partitions_created + done->partitions_dropped + done->rows_deleted > 0)
-    spdlog::info("telemetry upkeep: {} day partitions made, {} dropped past {} days, {} old chunks deleted",
-                 done->partitions_created, done->partitions_dropped, keep_days_, done->rows_deleted);
+  if (done->partitions_created + done->partitions_dropped + done->rows_deleted + done->readings_deleted > 0)
+    spdlog::info("telemetry upkeep: {} day partitions made, {} dropped past {} days, {} old chunks and {} old climate "
+                 "readings deleted",
+                 done->partitions_created, done->partitions_dropped, keep_days_, done->rows_deleted,
+                 done->readings_deleted);
   return true;
 }
 

@@ -1,6 +1,6 @@
-// hub/http: hubd's HTTPS transport. Event-driven (Boost.Beast on Boost.Asio, asio::ssl for
-// TLS): a few I/O threads hold every connection, so a connection costs memory (a few KB plus
-// OpenSSL's state), never a thread. It knows nothing of routes: a Handler sees each request
+// hub/http: hubd's HTTPS transport. Event-driven (Boost.Beast on Boost.Asio, TLS through
+// tls_stream.h): a few I/O threads hold every connection, so a connection costs memory (about
+// 35 kB idle, mostly OpenSSL's state), never a thread. It knows nothing of routes: a Handler sees each request
 // head, then each whole request, and answers through its Exchange.
 //
 // What a client can hold, and for how long (all in Limits, from the config):
@@ -137,6 +137,7 @@ struct Stats {
   std::atomic<uint64_t> headers_too_large{0};   // 431: header bytes or count over the limit
   std::atomic<uint64_t> bad_requests{0};        // 400 from the parser (e.g. two Content-Lengths)
   std::atomic<uint64_t> body_budget_full{0};    // 503: max_body_bytes_in_flight reached
+  std::atomic<uint64_t> heap_trims{0};          // malloc_trim after a burst of connections (server.cc)
 };
 
 class Server {

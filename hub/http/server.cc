@@ -8,17 +8,20 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <spdlog/spdlog.h>
 
 #include <deque>
 #include <limits>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <mutex>
 #include <strings.h>
 #include <thread>
 #include <unordered_map>
 
 #include "hub/http/http.h"
+#include "hub/http/tls_stream.h"
 
 namespace freshsync::hub::http {
 
@@ -135,6 +138,8 @@ struct Server::Impl {
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<net::steady_timer> retry_timer;
   std::unique_ptr<net::steady_timer> drain_timer;
+  std::unique_ptr<net::steady_timer> trim_timer;  // TrimHeapAfterBursts, and its state:
+  size_t free_at_trim = 0;                         // the heaps' free bytes after the last trim (or fewer since)
 
   Impl(Limits l, Handler& h, std::function<bool(SSL_CTX&)> tls)
       : limits(l), handler(h), configure_tls(std::move(tls)), ioc(std::max(1, l.io_threads)) {}
@@ -166,6 +171,7 @@ struct Server::Impl {
 
   void Accept();
   void Drain(std::chrono::steady_clock::time_point deadline);
+  void TrimHeapAfterBursts();
 };
 
 // ---------- one connection ----------
@@ -216,7 +222,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Handshake() {
     tcp().expires_after(limits_.handshake_timeout);
-    stream_.async_handshake(ssl::stream_base::server, [self = shared_from_this()](beast::error_code ec) {
+    stream_.async_handshake([self = shared_from_this()](beast::error_code ec) {
       if (ec) {
         ++self->impl_.stats.handshake_failures;
         return self->Close();
@@ -418,7 +424,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Server::Impl& impl_;
   const Limits& limits_;
-  beast::ssl_stream<beast::tcp_stream> stream_;
+  TlsStream stream_;  // not asio's ssl::stream: its fixed buffers were 70 kB a connection (tls_stream.h)
   beast::flat_buffer buffer_;
   std::optional<bh::request_parser<bh::string_body>> parser_;
   std::optional<Request> request_;
@@ -499,6 +505,39 @@ void Server::Impl::Accept() {
   });
 }
 
+// A TLS handshake allocates about 90 kB for a moment (OpenSSL's handshake and record buffers,
+// our ciphertext buffer), and OpenSSL keeps its 17 kB read buffer until the connection's first
+// request; what stays is about 35 kB a connection. A burst of thousands of connections (every site
+// reconnecting after a hub restart, 1,000 slowloris coming back at once) so leaves glibc's heaps
+// full of free holes between the connections' live objects, which glibc does not give back by
+// itself (it trims only the top of a heap): RSS would stay at the burst's high water. Every 3 s,
+// when the heaps' free bytes grew by kFreeBytes since the last trim, malloc_trim(0) hands the
+// free pages back (they stay counted as free bytes, hence the growth): a few ms with the arenas
+// locked, after a burst, not in a steady state (docs/benchmarks.md, "Hub connections"). 64 MB:
+// 1,000 slowloris coming back every head_timeout should not trim each time (a trim stalls the
+// arenas' allocations for up to ~60 ms). glibc's thresholds are set in hub/main.cc.
+void Server::Impl::TrimHeapAfterBursts() {
+#if defined(__GLIBC__)
+  constexpr size_t kFreeBytes = 64 << 20;
+  trim_timer->expires_after(std::chrono::seconds(3));
+  trim_timer->async_wait([this](beast::error_code ec) {
+    if (ec || stopping) return;
+    const struct mallinfo2 mi = mallinfo2();
+    if (mi.fordblks > free_at_trim + kFreeBytes) {
+      const auto t0 = std::chrono::steady_clock::now();
+      malloc_trim(0);
+      ++stats.heap_trims;
+      free_at_trim = mi.fordblks;
+      spdlog::debug("heap trimmed: {} MB free of {} MB, in {} ms", mi.fordblks >> 20, mi.arena >> 20,
+                    std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+    } else {
+      free_at_trim = std::min(free_at_trim, mi.fordblks);  // reused since: growth counts from here
+    }
+    TrimHeapAfterBursts();
+  });
+#endif
+}
+
 void Server::Impl::Drain(std::chrono::steady_clock::time_point deadline) {
   if (active_requests.load() == 0 || std::chrono::steady_clock::now() >= deadline) {
     ioc.stop();
@@ -533,6 +572,8 @@ Status Server::Start(const std::string& host, int port) {
   im.port = im.acceptor->local_endpoint().port();
   im.retry_timer = std::make_unique<net::steady_timer>(im.ioc);
   im.drain_timer = std::make_unique<net::steady_timer>(im.ioc);
+  im.trim_timer = std::make_unique<net::steady_timer>(im.ioc);
+  im.TrimHeapAfterBursts();
   im.Accept();
   return Status::Ok();
 }
@@ -557,6 +598,7 @@ void Server::Stop() {
     if (im->acceptor) im->acceptor->close(ec);
     if (!im->retry_timer) return im->ioc.stop();
     im->retry_timer->cancel();
+    im->trim_timer->cancel();
     im->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(10));
   });
 }

@@ -196,6 +196,25 @@ TEST_F(OpenApiTest, EveryRouteAnswersAsDocumented) {
   Note("POST", "/v1/sites/{site}/batches", Push(*site, "site-a", "not zstd at all", true), 400, "push garbage");
   Note("POST", "/v1/sites/{site}/batches", Push(*none, "site-a", BatchBody("site-a", 41, 41), true), 403, "push without certificate");
   Note("POST", "/v1/sites/{site}/batches", Push(*site, "site-a", BatchBody("site-a", 41, 42)), 200, "push, protobuf answer");
+  {
+    // Two climate readings (43, 44), so that the climate history answers real items.
+    v1::Batch climate;
+    climate.set_site("site-a");
+    for (uint64_t seq : {43, 44}) {
+      v1::ChangeRecord& r = *climate.add_records();
+      r = Record(seq);
+      r.clear_alert();
+      r.clear_stock();
+      r.set_entity(v1::CLIMATE);
+      r.set_key("cold-1");
+      r.mutable_climate()->set_sensor("cold-1");
+      r.mutable_climate()->set_device_seq(seq);
+      r.mutable_climate()->set_temp_dc(-1850);
+      r.mutable_climate()->set_rh_d(650);
+    }
+    Note("POST", "/v1/sites/{site}/batches", Push(*site, "site-a", hub::ZstdCompress(climate.SerializeAsString(), 1), true), 200,
+         "push climate readings");
+  }
   Get(*site, "/v1/sites/{site}/digest", "/v1/sites/site-a/digest?from=1&to=40&buckets=4", 200, as_json);
   Get(*site, "/v1/sites/{site}/digest", "/v1/sites/site-a/digest?from=1&to=40&buckets=0", 400, as_json);
   Get(*none, "/v1/sites/{site}/digest", "/v1/sites/site-a/digest?from=1&to=40&buckets=4", 403, as_json);
@@ -221,6 +240,13 @@ TEST_F(OpenApiTest, EveryRouteAnswersAsDocumented) {
   Get(*reader, track, "/v1/sites/site-a/vehicles/truck-1/track", 200);
   Get(*reader, track, "/v1/sites/site-a/vehicles/truck-1/track?limit=0", 400);
   Get(*none, track, "/v1/sites/site-a/vehicles/truck-1/track", 401);
+  const std::string climate = "/v1/sites/{site}/sensors/{sensor}/climate";
+  auto readings = reader->Get("/v1/sites/site-a/sensors/cold-1/climate?from=0&limit=10", as_json);
+  Note("GET", climate, readings, 200, "/v1/sites/site-a/sensors/cold-1/climate?from=0&limit=10");
+  ASSERT_TRUE(readings);
+  EXPECT_EQ(json::parse(readings->body)["readings"].size(), 2u) << readings->body;
+  Get(*reader, climate, "/v1/sites/site-a/sensors/cold-1/climate?from=5&to=4", 400);
+  Get(*none, climate, "/v1/sites/site-a/sensors/cold-1/climate", 401);
   Get(*admin, "/v1/audit", "/v1/audit?after=0&limit=50", 200);
   Get(*admin, "/v1/audit", "/v1/audit?after=x", 400);
   Get(*reader, "/v1/audit", "/v1/audit", 403);
