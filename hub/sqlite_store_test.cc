@@ -2025,9 +2025,9 @@ TEST_F(PgStoreTest, TelemetryUpkeepPartitionsClimateHistoryByDayAndDropsWholeDay
   ASSERT_NE(store, nullptr);
   constexpr int64_t kDay = 86400000;
   const int64_t now = 20000 * kDay + 12 * 3600000;
-  auto rows = [&](const std::string& table) { return SharedPostgres().Query(db, "SELECT count(*) FROM " + table); };
+  auto rows = [&](const std::string& table) { return freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM " + table); };
   auto days = [&] {
-    return SharedPostgres().Query(db, "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+    return freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
                                       "JOIN pg_class c ON c.oid = i.inhrelid WHERE p.relname = 'climate_readings' "
                                       "AND c.relname LIKE 'climate_readings_p%'");
   };
