@@ -10,6 +10,7 @@
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
 #include <deque>
 #include <limits>
 #if defined(__GLIBC__)
@@ -138,11 +139,24 @@ struct Server::Impl {
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<net::steady_timer> retry_timer;
   std::unique_ptr<net::steady_timer> drain_timer;
-  std::unique_ptr<net::steady_timer> trim_timer;  // TrimHeapAfterBursts, and its state:
-  size_t free_at_trim = 0;                         // the heaps' free bytes after the last trim (or fewer since)
+  // TrimHeapAfterBursts runs on a thread of its own, never on an I/O thread: a trim can take
+  // tens of ms, which HQ's requests would otherwise wait for (slowloris bench).
+  std::mutex trim_mu;
+  std::condition_variable trim_cv;
+  bool trim_stop = false;  // under trim_mu
+  std::thread trimmer;
 
   Impl(Limits l, Handler& h, std::function<bool(SSL_CTX&)> tls)
       : limits(l), handler(h), configure_tls(std::move(tls)), ioc(std::max(1, l.io_threads)) {}
+  ~Impl() { StopTrimmer(); }
+  void StopTrimmer() {
+    {
+      std::lock_guard<std::mutex> lock(trim_mu);
+      trim_stop = true;
+    }
+    trim_cv.notify_all();
+    if (trimmer.joinable() && trimmer.get_id() != std::this_thread::get_id()) trimmer.join();
+  }
 
   bool Admit(const std::string& addr) {
     if (stats.connections_open.load() >= limits.max_connections) {
@@ -519,9 +533,10 @@ void Server::Impl::Accept() {
 void Server::Impl::TrimHeapAfterBursts() {
 #if defined(__GLIBC__)
   constexpr size_t kFreeBytes = 64 << 20;
-  trim_timer->expires_after(std::chrono::seconds(3));
-  trim_timer->async_wait([this](beast::error_code ec) {
-    if (ec || stopping) return;
+  size_t free_at_trim = 0;  // the heaps' free bytes after the last trim (or fewer since)
+  std::unique_lock<std::mutex> lock(trim_mu);
+  while (!trim_cv.wait_for(lock, std::chrono::seconds(3), [this] { return trim_stop; })) {
+    lock.unlock();
     const struct mallinfo2 mi = mallinfo2();
     if (mi.fordblks > free_at_trim + kFreeBytes) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -533,8 +548,8 @@ void Server::Impl::TrimHeapAfterBursts() {
     } else {
       free_at_trim = std::min(free_at_trim, mi.fordblks);  // reused since: growth counts from here
     }
-    TrimHeapAfterBursts();
-  });
+    lock.lock();
+  }
 #endif
 }
 
@@ -572,8 +587,7 @@ Status Server::Start(const std::string& host, int port) {
   im.port = im.acceptor->local_endpoint().port();
   im.retry_timer = std::make_unique<net::steady_timer>(im.ioc);
   im.drain_timer = std::make_unique<net::steady_timer>(im.ioc);
-  im.trim_timer = std::make_unique<net::steady_timer>(im.ioc);
-  im.TrimHeapAfterBursts();
+  im.trimmer = std::thread([&im] { im.TrimHeapAfterBursts(); });
   im.Accept();
   return Status::Ok();
 }
@@ -598,7 +612,7 @@ void Server::Stop() {
     if (im->acceptor) im->acceptor->close(ec);
     if (!im->retry_timer) return im->ioc.stop();
     im->retry_timer->cancel();
-    im->trim_timer->cancel();
+    im->StopTrimmer();
     im->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(10));
   });
 }
