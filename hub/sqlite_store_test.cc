@@ -1972,6 +1972,16 @@ class PgStoreTest : public ::testing::Test {
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return s.ok() ? std::move(*s) : nullptr;
   }
+  // Rows of a table in database `db` (FreshDatabase's last path element), as psql prints it.
+  static std::string Rows(const std::string& db, const std::string& table) {
+    return freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM " + table);
+  }
+  // The day partitions (`{parent}_pYYYYMMDD`) attached to a partitioned table.
+  static std::string DayPartitions(const std::string& db, const std::string& parent) {
+    return freshsync::testing::SharedPostgres().Query(
+        db, "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE p.relname = '" + parent + "' AND c.relname LIKE '" + parent + "_p%'");
+  }
   TempDir dir_;
   int databases_ = 0;
 };
@@ -1986,12 +1996,8 @@ TEST_F(PgStoreTest, TelemetryUpkeepPartitionsPositionHistoryByDayAndDropsWholeDa
   ASSERT_NE(store, nullptr);
   constexpr int64_t kDay = 86400000;
   const int64_t now = 20000 * kDay + 12 * 3600000;
-  auto rows = [&](const std::string& table) { return freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM " + table); };
-  auto days = [&] {
-    return freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
-                                      "JOIN pg_class c ON c.oid = i.inhrelid WHERE p.relname = 'position_chunks' "
-                                      "AND c.relname LIKE 'position_chunks_p%'");
-  };
+  auto rows = [&](const std::string& table) { return Rows(db, table); };
+  auto days = [&] { return DayPartitions(db, "position_chunks"); };
   ASSERT_TRUE(store->ApplyBatch("a", MakeBatch("a", {Position(1, "old", now - 100 * kDay, 1), Position(2, "late", now - 30 * kDay, 2),
                                                      Position(3, "today", now, 3)}), now).ok());
   EXPECT_EQ(rows("position_chunks_default"), "3");  // no day partition yet
@@ -2025,12 +2031,8 @@ TEST_F(PgStoreTest, TelemetryUpkeepPartitionsClimateHistoryByDayAndDropsWholeDay
   ASSERT_NE(store, nullptr);
   constexpr int64_t kDay = 86400000;
   const int64_t now = 20000 * kDay + 12 * 3600000;
-  auto rows = [&](const std::string& table) { return freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM " + table); };
-  auto days = [&] {
-    return freshsync::testing::SharedPostgres().Query(db, "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
-                                      "JOIN pg_class c ON c.oid = i.inhrelid WHERE p.relname = 'climate_readings' "
-                                      "AND c.relname LIKE 'climate_readings_p%'");
-  };
+  auto rows = [&](const std::string& table) { return Rows(db, table); };
+  auto days = [&] { return DayPartitions(db, "climate_readings"); };
   ASSERT_TRUE(store->ApplyBatch("a", MakeBatch("a", {Climate(1, "s", now - 100 * kDay, 1), Climate(2, "s", now - 30 * kDay, 2),
                                                      Climate(3, "s", now, 3)}), now).ok());
   EXPECT_EQ(rows("climate_readings_default"), "3");  // no day partition yet
