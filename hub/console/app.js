@@ -56,6 +56,9 @@ const state = {
   geofence: [],          // newest last: {site, vehicle, fence, kind, event, ts}
   trails: new Map(),     // site/vehicle -> [{lat, lon, ts, seq}], oldest first, at most TRAIL_POINTS
   fences: new Map(),     // site -> {etag, fences: [{name, kind, rings | center + radius_m}], lane}
+  escrow: new Map(),     // site/sku -> {site, sku, granted, used, free}
+  escrowLane: new Map(), // site -> the lane's last_seq at the last escrow read
+  escrowStale: new Set(), // sites whose grant changed (an ESCROW record) since that read
   cursor: 0,
   events: 0,
   mode: 'offline',
@@ -137,6 +140,8 @@ function applyChange(c) {
     case 'VEHICLE_POSITION': applyVehicle(c.site, f); applyTrail(c.site, f); break;
     case 'COLDCHAIN_ALERT': applyAlert(c.site, f); break;
     case 'GEOFENCE_EVENT': applyGeofence(c.site, f); break;
+    // The site's grant changed: the hub's view (granted, used, free) is re-read with the sites.
+    case 'ESCROW': state.escrowStale.add(c.site); break;
     default: break;
   }
   const s = state.sites.get(c.site) || { site: c.site };
@@ -164,6 +169,12 @@ async function loadSites() {
     const d = await api(`/v1/sites/${s.site}/downstream`, { allow404: true }).catch(() => null);
     if (!d) return;
     state.sites.get(s.site).pending = d.pending;
+    // HQ's allotments move with the lane (hub-accepted orders use them, targets change them)
+    // and with the site's ESCROW records: re-read only then.
+    if (state.escrowLane.get(s.site) !== d.last_seq || state.escrowStale.has(s.site)) {
+      state.escrowStale.delete(s.site);
+      await loadEscrow(s.site).then(() => { state.escrowLane.set(s.site, d.last_seq); }).catch(() => {});
+    }
     // A fence PUT appends to the site's lane, and no change record tells the stream: a lane
     // that moved since the last look (or a first look) re-reads the fences, by ETag (a 304
     // when the move was an order). So fences cost no request of their own while nothing
@@ -186,6 +197,16 @@ async function loadFences(site) {
   if (res.status === 404) { applyFences(site, '', null); return; }  // HQ never set any
   if (!res.ok) throw new Error(`${res.status} on fences`);
   applyFences(site, res.headers.get('ETag') || '', await res.json());
+}
+
+// HQ's allotments at a site (GET /v1/sites/{site}/escrow, docs/escrow.md): what the site
+// granted, what hub-accepted orders used, and what the hub may still accept now. A hub without
+// escrow says 404: nothing to show.
+async function loadEscrow(site) {
+  const e = await api(`/v1/sites/${encodeURIComponent(site)}/escrow`, { allow404: true });
+  for (const k of [...state.escrow.keys()]) if (k.startsWith(`${site}/`)) state.escrow.delete(k);
+  for (const row of e?.escrow || []) state.escrow.set(`${site}/${row.sku}`, { site, sku: row.sku, granted: row.granted ?? 0, used: row.used ?? 0, free: row.free ?? 0 });
+  touch('escrow');
 }
 
 // The trail of each truck up to its latest fix (TRAIL_SEED_MS of history).
@@ -317,6 +338,13 @@ function renderStock() {
     `<tr data-site="${esc(s.site)}" data-sku="${esc(s.sku)}"><td>${esc(s.site)}</td><td>${esc(s.sku)}</td>` +
     `<td class="num">${s.on_hand}</td><td class="num">${s.reserved}</td><td class="num">${s.on_hand - s.reserved}</td></tr>`);
   $('#stock tbody').innerHTML = rows.join('');
+}
+
+function renderEscrow() {
+  const rows = [...state.escrow.values()].sort((a, b) => a.site.localeCompare(b.site) || a.sku.localeCompare(b.sku)).map((e) =>
+    `<tr data-site="${esc(e.site)}" data-sku="${esc(e.sku)}"><td>${esc(e.site)}</td><td>${esc(e.sku)}</td>` +
+    `<td class="num">${e.granted}</td><td class="num">${e.used}</td><td class="num">${e.free}</td></tr>`);
+  $('#escrow tbody').innerHTML = rows.join('');
 }
 
 function renderAlerts() {
@@ -462,7 +490,7 @@ function renderStatus() {
   el.textContent = `${state.mode === 'stream' ? 'live' : state.mode === 'poll' ? 'polling' : 'offline'} · cursor ${state.cursor} · ${state.events} changes`;
 }
 
-const renderers = { sites: renderSites, stock: renderStock, alerts: renderAlerts, orders: renderOrders, geofence: renderGeofence, map: renderMap, status: renderStatus };
+const renderers = { sites: renderSites, stock: renderStock, escrow: renderEscrow, alerts: renderAlerts, orders: renderOrders, geofence: renderGeofence, map: renderMap, status: renderStatus };
 function render() {
   frame = 0;
   for (const part of dirty) renderers[part]();

@@ -57,7 +57,9 @@ TEST(ConsoleBrowserTest, LiveChangesReachTheDomWithinASecond) {
   // A short for_s (message time): the second out-of-range reading 5 s later opens the alert.
   // The recorded fences of edge-sim's seed 7, which the recorded track below enters and leaves.
   options.edge_toml = "[geofence]\nfile = \"" + std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_fences.geojson\"\n" +
-                      "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 2\n";
+                      "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 2\n" +
+                      // HQ's allotment of kale: granted from the receipt below, shown in the escrow panel.
+                      "[escrow]\n\"kale\" = 10\n";
   // Map tiles from a server of the test's own (console_test.mjs starts it on this port): the
   // page must fetch them from there, past its Content-Security-Policy.
   const int tiles_port = PickFreePort();

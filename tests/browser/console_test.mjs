@@ -76,6 +76,30 @@ function hqPut(path, body) {
   });
 }
 
+// An HQ order, as an HQ system posts it (the writer token); the hub's 202 answer.
+function hqPost(path, body) {
+  return new Promise((resolve, reject) => {
+    const req = https.request(`${HUB}${path}`, {
+      method: 'POST', ca: HUB_CA,
+      headers: { Authorization: `Bearer ${WRITER_TOKEN}`, 'Content-Type': 'application/json' },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => (res.statusCode === 202 ? resolve(JSON.parse(text)) : reject(new Error(`POST ${path}: ${res.statusCode} ${text}`))));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+// The escrow panel's row of a SKU: [granted, used, free], or null.
+function escrowRow(page, sku) {
+  return page.evaluate((k) => {
+    const tr = document.querySelector(`#escrow tr[data-sku="${k}"]`);
+    return tr ? [...tr.querySelectorAll('td.num')].map((td) => Number(td.textContent)) : null;
+  }, sku);
+}
+
 // A square fence of `n` corners around (lat, lon) (a closed ring: n + 1 positions), and a circle.
 function fenceCollection(lat, lon, n) {
   const ring = [];
@@ -182,6 +206,21 @@ try {
     () => publish(`fs/vehicles/${VEHICLE}/gps`, { seq: GPS_SEQ + 1, ts: Date.now(), lat: Number(lat2), lon: Number(lon), speed_kmh: 30, hdop: 1.0 }),
     (v, n) => document.querySelector(`#trails polyline[data-vehicle="${v}"]`)?.points.numberOfItems === n, VEHICLE, seeded.n + 2);
   check((await trailOf(page, VEHICLE)).atTruck, 'the trail ends at the truck again');
+
+  // HQ's allotment (issue 17): the site granted 10 kale from its receipt; an HQ order the
+  // hub accepts against it shows as used, and the free part shrinks by as much.
+  await page.waitForFunction(() => document.querySelector('#escrow tr[data-sku="kale"] td.num')?.textContent === '10',
+    { timeout: FENCE_WAIT_MS, polling: 100 });
+  const granted = await escrowRow(page, 'kale');
+  check(granted[0] === 10 && granted[1] === 0 && granted[2] === 10, `kale's allotment is shown: granted 10, used 0, free 10 (${granted})`);
+  const order = await hqPost(`/v1/sites/${SITE}/orders`, { order_id: 'o-console-escrow', lines: [{ sku: 'kale', qty: 4 }] });
+  check(order.decided_by === 'hub' && order.status === 'accepted', `the hub accepts the order from the allotment (${JSON.stringify(order)})`);
+  const te = performance.now();
+  await page.waitForFunction(() => document.querySelector('#escrow tr[data-sku="kale"] td.num:nth-of-type(4)')?.textContent === '4',
+    { timeout: FENCE_WAIT_MS, polling: 100 });
+  const used = await escrowRow(page, 'kale');
+  console.log(`escrow: the order's use shown ${(performance.now() - te).toFixed(0)} ms after the POST (${used})`);
+  check(used[1] === 4 && used[2] === 6, `kale's allotment after the order: used 4, free 6 (${used})`);
 
   // HQ's fences: PUT through the HQ API, drawn under the trucks (a polygon of as many corners
   // as the ring, a circle), labelled; the next version redraws them.
