@@ -60,37 +60,24 @@ async function within(page, what, send, predicate, ...args) {
   return ms;
 }
 
-// An HQ write, as an HQ system makes it: the writer token, hubd's certificate verified.
-function hqPut(path, body) {
+// An HQ write, as an HQ system makes it: the writer token, hubd's certificate verified; the
+// hub's 202 answer.
+function hqWrite(method, path, body) {
   return new Promise((resolve, reject) => {
     const req = https.request(`${HUB}${path}`, {
-      method: 'PUT', ca: HUB_CA,
+      method, ca: HUB_CA,
       headers: { Authorization: `Bearer ${WRITER_TOKEN}`, 'Content-Type': 'application/json' },
     }, (res) => {
       let text = '';
       res.on('data', (d) => { text += d; });
-      res.on('end', () => (res.statusCode === 202 ? resolve(JSON.parse(text)) : reject(new Error(`PUT ${path}: ${res.statusCode} ${text}`))));
+      res.on('end', () => (res.statusCode === 202 ? resolve(JSON.parse(text)) : reject(new Error(`${method} ${path}: ${res.statusCode} ${text}`))));
     });
     req.on('error', reject);
     req.end(JSON.stringify(body));
   });
 }
-
-// An HQ order, as an HQ system posts it (the writer token); the hub's 202 answer.
-function hqPost(path, body) {
-  return new Promise((resolve, reject) => {
-    const req = https.request(`${HUB}${path}`, {
-      method: 'POST', ca: HUB_CA,
-      headers: { Authorization: `Bearer ${WRITER_TOKEN}`, 'Content-Type': 'application/json' },
-    }, (res) => {
-      let text = '';
-      res.on('data', (d) => { text += d; });
-      res.on('end', () => (res.statusCode === 202 ? resolve(JSON.parse(text)) : reject(new Error(`POST ${path}: ${res.statusCode} ${text}`))));
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
+const hqPut = (path, body) => hqWrite('PUT', path, body);
+const hqPost = (path, body) => hqWrite('POST', path, body);
 
 // The escrow panel's row of a SKU: [granted, used, free], or null.
 function escrowRow(page, sku) {
