@@ -104,6 +104,9 @@ max_c = 8.0
 for_s = 120
 [privacy]
 key_file = "$run/privacy.key"
+# HQ's allotment (docs/escrow.md): HQ may sell up to 20 crates of tomatoes even while the site is offline.
+[escrow]
+"veg-tomato-5kg" = 20
 [hub]
 url = "https://127.0.0.1:$hub_port"
 ca = "$run/pki/ca.crt"
@@ -173,6 +176,8 @@ while kill -0 "$sim" 2>/dev/null; do
     hq_send POST "/v1/sites/$site/orders" '{"order_id":"hq-web-1002","lines":[{"sku":"veg-carrot-10kg","qty":1}]}'
     hq_send POST "/v1/sites/$site/orders" '{"order_id":"hq-web-1003","lines":[{"sku":"veg-potato-20kg","qty":100000}]}'
     hq_send POST "/v1/sites/$site/orders/hq-web-1002/cancel" '{"reason":"customer changed their mind"}'
+    step "HQ -> site: an order the hub decides at once from the site's escrow allotment (\"decided_by\": \"hub\")"
+    hq_send POST "/v1/sites/$site/orders" '{"order_id":"hq-web-1004","lines":[{"sku":"veg-tomato-5kg","qty":3}]}'
     step "HQ -> site: a price change (the site keeps the newest version)"
     hq_send PUT /v1/catalog/veg-tomato-5kg '{"name":"Tomatoes 5 kg","unit":"crate","price_cents":1190,"temp_min_c":8,"temp_max_c":12,"shelf_life_h":168}'
   fi
@@ -205,6 +210,8 @@ sqlite3 -header -column "$run/edge.db" "SELECT order_id, status, actor, IFNULL(r
 sqlite3 -header -column "$run/edge.db" "SELECT order_id, sku, lot, qty FROM reservations WHERE order_id LIKE 'hq-web-%' ORDER BY order_id, sku;"
 step "HQ: GET /v1/sites/$site/downstream (every command delivered and applied)"
 hq "/v1/sites/$site/downstream" | show
+step "HQ: the escrow allotment, granted by the site and used by the hub's decisions (GET /v1/sites/$site/escrow)"
+hq "/v1/sites/$site/escrow" | show
 step "HQ: the states of its orders, back from the site (GET /v1/sites/$site/orders)"
 hq "/v1/sites/$site/orders" | python3 -c '
 import json, sys
