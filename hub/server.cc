@@ -21,6 +21,7 @@
 
 #include "hub/auth.h"
 #include "hub/http/http.h"
+#include "hub/http/tls_policy.h"
 #include "hub/http/worker_pool.h"
 #include "hub/codec.h"
 #include "hub/console.h"
@@ -166,10 +167,7 @@ struct HubServer::Impl {
       tls_error = key + ": " + what + " (" + buf + ")";
       return false;
     };
-    SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    // Forward secrecy and AEAD only (TLS 1.3 suites are all of that already).
-    if (SSL_CTX_set_cipher_list(&ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) return fail("tls", "cipher list");
+    if (!http::ApplyServerTlsPolicy(ctx)) return fail("tls", "protocol versions and cipher list");
     if (SSL_CTX_use_certificate_chain_file(&ctx, config.tls_cert.c_str()) != 1)
       return fail("tls.cert", "cannot load certificate chain " + config.tls_cert);
     if (SSL_CTX_use_PrivateKey_file(&ctx, config.tls_key.c_str(), SSL_FILETYPE_PEM) != 1)

@@ -3,13 +3,13 @@
 # SECONDS (default 15) over its seed corpus in fuzz/corpus/<target>/. Fails on any crash,
 # sanitizer report, leak, timeout or broken contract; the input that did it is saved in
 # build-fuzz/artifacts/<target>/ and the command to replay it is printed.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]    (targets: edge_decode hub_batch config hub_query geofence)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]    (targets: edge_decode hub_batch config hub_query geofence tls_stream)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-15}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(edge_decode hub_batch config hub_query geofence)
+((${#targets[@]})) || targets=(edge_decode hub_batch config hub_query geofence tls_stream)
 jobs=${JOBS:-2}
 dir=${FUZZ_BUILD_DIR:-build-fuzz}
 

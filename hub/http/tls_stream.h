@@ -134,6 +134,11 @@ class TlsStream {
   Next After(int ret, error_code& ec);
   // The vectors are let go once empty, so an idle connection holds neither.
   void ReleaseIdleBuffers();
+  void DropBuffers() {
+    in_begin_ = in_end_ = 0;
+    out_.clear();
+    ReleaseIdleBuffers();
+  }
   boost::asio::mutable_buffer PrepareInput();
   void CommitInput(size_t n) { in_end_ += n; }
   void ConsumedOutput() {
@@ -208,7 +213,8 @@ class TlsStream {
         pending = Pending::kPosted;
         return boost::asio::post(s.next_.get_executor(), std::move(self));
       }
-      s.ReleaseIdleBuffers();
+      if (ec) s.DropBuffers();  // a failed stream is dead: what OpenSSL left unread goes too
+      else s.ReleaseIdleBuffers();
       if constexpr (kSized) self.complete(ec, ec ? 0 : result.n);
       else self.complete(ec);
     }
