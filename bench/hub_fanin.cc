@@ -10,10 +10,11 @@
 // pushing to replica i % R. Baseline in the same run: a raw COPY of the same rows into the same
 // tables of a second database made by the same migrations: per batch one transaction of COPYs
 // (binary format, the feed rows with their cursors given)
-// into changes (the same record bytes), position_chunks (the same chunks), vehicles and stock
-// (one row per vehicle and SKU the batch touches; COPY cannot upsert, so these go in as new
-// rows, keyed by batch), with the COPY text built before the clock starts; from 1 connection
-// and from R connections at once, the faster being the baseline.
+// into changes (the same record bytes), position_chunks (the same chunks), climate_readings
+// (every reading), vehicles and stock (one row per vehicle and SKU the batch touches; COPY
+// cannot upsert, so these go in as new rows, keyed by batch), with the COPY text built before
+// the clock starts; from 1 connection and from R connections at once, the faster being the
+// baseline. Both report PostgreSQL's CPU and WAL bytes per record.
 //
 // After the run the hub's store is checked: every record held once, the latest-position
 // view has the newest fix of every truck, the stock view the last level of every SKU.
