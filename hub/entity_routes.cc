@@ -521,10 +521,10 @@ CREATE TABLE climate_readings_default PARTITION OF climate_readings DEFAULT;
          return true;
        },
        "insert climate reading",
-       // A batch's readings at once; a batch's seqs are distinct, so no key repeats within it.
-       "INSERT INTO climate_readings(site_id, sensor, ts_ms, seq, device_seq, temp_dc, rh_d, battery_d, hlc) "
-       "SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], "
-       "$7::bigint[], $8::bigint[], $9::bigint[]) ON CONFLICT DO NOTHING"}};
+       nullptr,
+       // A batch's readings at once: the key holds the record's seq, so every reading of an
+       // applied record is new (the per-record ON CONFLICT never fires from ApplyBatch).
+       "COPY climate_readings(site_id, sensor, ts_ms, seq, device_seq, temp_dc, rh_d, battery_d, hlc) FROM STDIN"}};
   // The position history's paging and limits (TrackHandler): ?from=&to=&limit=, to >= from.
   static std::optional<QueryError> Parse(const QueryParams& params, Query* q) {
     return ParseRangeQuery(params, {10000, 100000, true}, q);

@@ -274,6 +274,33 @@ class PgParams final : public SqlParams {
     }
     *out += '"';
   }
+  // Parameter i (from 1) as a field of COPY's text format, appended to `out`: backslash, tab,
+  // newline and carriage return escaped, a bytea as its \x hex text, NULL as \N.
+  void AppendCopyField(int i, std::string* out) const {
+    const auto k = static_cast<size_t>(i - 1);
+    if (k >= values_.size() || null_[k]) {
+      *out += "\\N";
+      return;
+    }
+    if (formats_[k] == 1) {
+      static const char* hex = "0123456789abcdef";
+      *out += "\\\\x";
+      for (unsigned char ch : values_[k]) {
+        *out += hex[ch >> 4];
+        *out += hex[ch & 15];
+      }
+      return;
+    }
+    for (char ch : values_[k]) {
+      switch (ch) {
+        case '\\': *out += "\\\\"; break;
+        case '\t': *out += "\\t"; break;
+        case '\n': *out += "\\n"; break;
+        case '\r': *out += "\\r"; break;
+        default: *out += ch;
+      }
+    }
+  }
   // Queues the statement in pipeline mode; 1 on success, as PQsendQueryParams.
   int Send(PGconn* c, const std::string& sql) {
     Pointers v(*this);
@@ -400,6 +427,32 @@ uint64_t U(const PGresult* r, int row, int c) {
 struct PgHubStore::Impl {
   PgHubStoreOptions options;
   ConnPool<Conn> pool;
+
+  // At most options.apply_concurrency batches of this process in a transaction at once (the
+  // rest wait here, in hubd, not inside PostgreSQL): see PgHubStoreOptions.
+  std::mutex apply_mu;
+  std::condition_variable apply_cv;
+  int applying = 0;
+  class ApplySlot {
+   public:
+    explicit ApplySlot(Impl& impl) : impl_(impl) {
+      std::unique_lock<std::mutex> l(impl_.apply_mu);
+      impl_.apply_cv.wait(l, [&] { return impl_.applying < std::max(1, impl_.options.apply_concurrency); });
+      ++impl_.applying;
+    }
+    ~ApplySlot() {
+      {
+        std::lock_guard<std::mutex> l(impl_.apply_mu);
+        --impl_.applying;
+      }
+      impl_.apply_cv.notify_one();
+    }
+    ApplySlot(const ApplySlot&) = delete;
+    ApplySlot& operator=(const ApplySlot&) = delete;
+
+   private:
+    Impl& impl_;
+  };
 
   ConnPool<Conn>::Lease Acquire() {
     auto c = pool.Acquire();
@@ -744,7 +797,7 @@ struct PgHubStore::Impl {
     uint64_t added_bytes = 0;
     std::vector<int> feed_rows;
     std::vector<PendingStep> steps;
-    std::map<const ApplyStep*, std::vector<PgParams>> batched;
+    std::map<const ApplyStep*, std::vector<PgParams>> batched, copied;
     std::map<std::string, std::vector<const v1::ChangeRecord*>> positions;
     const std::vector<std::string>* refusals = checks.refusals;
     for (int i = 0; i < recs.size(); ++i) {
@@ -779,7 +832,9 @@ struct PgHubStore::Impl {
       for (const ApplyStep& step : EntityApply(r.entity())) {
         PgParams p;
         if (!step.bind(r, site_id, p)) continue;
-        if (step.postgres_batch != nullptr)
+        if (step.postgres_copy != nullptr)
+          copied[&step].push_back(std::move(p));
+        else if (step.postgres_batch != nullptr)
           batched[&step].push_back(std::move(p));
         else
           steps.push_back({&step, std::move(p)});
@@ -790,15 +845,31 @@ struct PgHubStore::Impl {
     for (const auto& [step, rows] : batched) {
       if (Status s = ExecArrays(c, step->postgres_batch, rows, step->what); !s.ok()) return s;
     }
+    for (const auto& [step, rows] : copied) {
+      std::string data;
+      for (const PgParams& row : rows) {
+        for (int k = 1; k <= row.count(); ++k) {
+          if (k > 1) data += '\t';
+          row.AppendCopyField(k, &data);
+        }
+        data += '\n';
+      }
+      if (Status s = Copy(c, step->postgres_copy, data, step->what); !s.ok()) return s;
+    }
     if (Status s = RunPipelined(c, steps); !s.ok()) return s;
     if (checks.site_bytes_per_day > 0 && added_bytes > 0) {
+      // One statement: charge the batch and read the day's total (the check is the same as
+      // SqliteHubStore's: over the limit with this batch, and the whole transaction rolls back,
+      // the charge with it). A separate read, charge and delete of old days were three round
+      // trips, the delete a scan of site_usage, per batch.
       const int64_t day = now_ms / 86400000;
-      PgParams p;
-      p.Int(1, site_id).Int(2, day);
-      auto u = c.Run(PgText(store_sql::kSiteUsage), p, "site usage");
+      PgParams up;
+      up.Int(1, site_id).Int(2, day).UInt(3, added_bytes);
+      auto u = c.Run(store_sql::kChargeSiteUsageReturning, up, "site usage");
       if (!u.ok()) return u.status();
-      const uint64_t used = PQntuples(u->get()) == 1 ? U(u->get(), 0, 0) : 0;
-      if (used + added_bytes > static_cast<uint64_t>(checks.site_bytes_per_day)) {
+      const uint64_t total = PQntuples(u->get()) == 1 ? U(u->get(), 0, 0) : added_bytes;
+      const uint64_t used = total >= added_bytes ? total - added_bytes : 0;
+      if (total > static_cast<uint64_t>(checks.site_bytes_per_day)) {
         ApplyResult refused;
         refused.over_quota = true;
         refused.quota_used = used;
@@ -806,12 +877,15 @@ struct PgHubStore::Impl {
         commit = false;
         return refused;
       }
-      PgParams up;
-      up.Int(1, site_id).Int(2, day).UInt(3, added_bytes);
-      if (Status s = Exec(c, PgText(store_sql::kChargeSiteUsage), up, "site usage"); !s.ok())
-        return s;
-      // Older days are of no use to the limit.
-      if (Status s = c.Exec("DELETE FROM site_usage WHERE day < " + std::to_string(day - 7)); !s.ok()) return s;
+      // Older days are of no use to the limit: the site's own are dropped when it starts a new
+      // day (its row for the day was inserted, not updated), by the primary key (site_id, day),
+      // so sites never wait on each other's rows.
+      if (PQntuples(u->get()) == 1 && PQgetvalue(u->get(), 0, 1)[0] == 't') {
+        PgParams old;
+        old.Int(1, site_id).Int(2, day - 7);
+        if (Status s = Exec(c, "DELETE FROM site_usage WHERE site_id = $1 AND day < $2", old, "site usage"); !s.ok())
+          return s;
+      }
     }
     if (Status s = WritePositions(c, site_id, positions); !s.ok()) return s;
     if (!batch.urgent()) contiguous = std::max<uint64_t>(contiguous, recs[recs.size() - 1].seq());
@@ -891,6 +965,7 @@ Result<std::unique_ptr<PgHubStore>> PgHubStore::Open(const PgHubStoreOptions& op
 Result<ApplyResult> PgHubStore::ApplyBatch(const std::string& site, const v1::Batch& batch, int64_t now_ms,
                                            const AuditEntry* audit, const ApplyChecks& checks) {
   if (Status s = ValidateBatch(batch); !s.ok()) return s;
+  Impl::ApplySlot slot(*impl_);
   return impl_->Transaction<ApplyResult>([&](Conn& c, bool& commit) {
     return impl_->ApplyInTxn(c, commit, site, batch, now_ms, audit, checks);
   });

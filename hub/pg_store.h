@@ -10,7 +10,9 @@
 //     cursors cannot be (a shared transaction-scoped advisory lock); Changes reads only below
 //     every floor still held, so a reader never passes a row that commits later, while
 //     batches of all replicas commit in parallel (why: architecture-hub.md).
-//   - a handler step with a `postgres_batch` form runs once for the batch (unnest of arrays).
+//   - a handler step with a `postgres_batch` form runs once for the batch (unnest of arrays),
+//     one with a `postgres_copy` form as one COPY of the batch's rows;
+//   - at most `apply_concurrency` batches of the process at once (PgHubStoreOptions).
 // Schema: numbered migrations, the same numbers as SqliteHubStore's, run under a session
 // advisory lock so replicas starting at once migrate one at a time; version in pg_schema.
 //
@@ -29,6 +31,12 @@ namespace freshsync::hub {
 struct PgHubStoreOptions {
   std::string url;          // a libpq connection string
   int connections = 4;      // pool size: concurrent applies and reads of this process
+  // Batches of this process applied at once; the others wait for a turn in hubd. A batch is
+  // ~10 ms of PostgreSQL CPU, so a few per replica keep a server's cores busy; 100 at once (one
+  // per pushing site) only queued inside PostgreSQL, on the feed's index and heap pages and
+  // the relation extension lock, and every extra backend faulted the shared buffers into its
+  // own page tables (docs/benchmarks.md, "Fan-in into PostgreSQL at 0.6 of COPY").
+  int apply_concurrency = 4;
 };
 
 // The text PgHubStore runs for `sql`: its postgres member, or else its SQLite text with each

@@ -78,6 +78,11 @@ struct ApplyStep {
   // for several records of one key (reduce them by the step's own conflict rule first, e.g.
   // DISTINCT ON the key ORDER BY the rule). Null: PgHubStore runs `sql` per record, pipelined.
   const char* postgres_batch = nullptr;
+  // Optional, PostgreSQL only, instead of postgres_batch for a step that only inserts rows no
+  // earlier apply can have made (its key holds the record's seq, and a store applies a site's
+  // seq once): `COPY table(columns) FROM STDIN`, the columns those of `bind`'s parameters in
+  // order. The batch's rows go in by one COPY: no per-row conflict check, no statement to plan.
+  const char* postgres_copy = nullptr;
 };
 
 // An entity's DDL and the numbered migration (1-based, as PRAGMA user_version) that runs it.

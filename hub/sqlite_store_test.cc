@@ -1972,6 +1972,12 @@ TEST_P(HubStoreContractTest, ClimateHistoryServesASensorsReadingsOldestFirstInRa
   EXPECT_TRUE(ReadClimate("a", "cold-1", {{"from", "10"}, {"to", "5"}}).bad_query);
   EXPECT_TRUE(ReadClimate("a", "cold-1", {{"limit", "100001"}}).bad_query);
   EXPECT_EQ(ClimateItems("a", "cold-1", {{"limit", "100000"}}).size(), 3u);
+  // A reading held by the urgent lane above the contiguous seq, then the batch that fills the
+  // gap carrying it again: stored once, beside the batch's other reading (PostgreSQL COPYs a
+  // batch's readings, with no conflict check: the store must never hand it one held already).
+  Apply(MakeBatch("a", {Climate(7, "cold-3", t0, 1)}, true));
+  Apply(MakeBatch("a", {Climate(6, "cold-3", t0 + 1, 2), Climate(7, "cold-3", t0, 1)}));
+  EXPECT_EQ(ClimateItems("a", "cold-3").size(), 2u);
 }
 
 // Climate history has the position history's retention: readings older than the whole days

@@ -80,6 +80,13 @@ inline constexpr Sql kSiteUsage{"SELECT bytes FROM site_usage WHERE site_id = ?1
 inline constexpr Sql kChargeSiteUsage{
     "INSERT INTO site_usage(site_id, day, bytes) VALUES(?1, ?2, ?3) "
     "ON CONFLICT(site_id, day) DO UPDATE SET bytes = site_usage.bytes + excluded.bytes"};
+// PostgreSQL: kChargeSiteUsage returning the day's new total and whether the row is new (a row
+// the INSERT made has no xmax; one the ON CONFLICT updated has this transaction's), so that
+// PgHubStore checks the limit and drops old days without a read or a delete per batch.
+inline constexpr const char* kChargeSiteUsageReturning =
+    "INSERT INTO site_usage(site_id, day, bytes) VALUES($1, $2, $3) "
+    "ON CONFLICT(site_id, day) DO UPDATE SET bytes = site_usage.bytes + excluded.bytes "
+    "RETURNING bytes, xmax = 0";
 // Rebuild-state of site_id ?1.
 inline constexpr Sql kSiteStock{"SELECT sku, on_hand, reserved, version FROM stock WHERE site_id = ?1"};
 inline constexpr Sql kDeleteSiteStock{"DELETE FROM stock WHERE site_id = ?1"};
