@@ -1,5 +1,6 @@
 #include "edge/ingest.h"
 #include "edge/mqtt_login.h"
+#include "edge/mqtt_subscriber.h"
 #include "wire/routes.h"
 
 #include <dirent.h>
@@ -19,21 +20,6 @@
 #include <fstream>
 
 namespace freshsync::edge {
-
-// Completion of a client's subscriptions: readiness for logs, tests and sd_notify.
-class SubscribeListener : public mqtt::iaction_listener {
- public:
-  SubscribeListener(Ingest* ingest, bool telemetry) : ingest_(ingest), telemetry_(telemetry) {}
-  void on_success(const mqtt::token&) override { ingest_->OnSubscribed(telemetry_); }
-  void on_failure(const mqtt::token& tok) override {
-    spdlog::error("ingest: {} subscription under {}/ refused (rc {})", telemetry_ ? "telemetry" : "main",
-                  ingest_->config_.mqtt.topic_root, tok.get_return_code());
-  }
-
- private:
-  Ingest* ingest_;
-  bool telemetry_;
-};
 
 namespace {
 int64_t SteadyMs() {
@@ -147,11 +133,7 @@ void TuneProcessForIngest() {
 }
 
 Ingest::Ingest(const EdgeConfig& config, EdgeStore& store, Clock& clock)
-    : config_(config),
-      store_(store),
-      clock_(clock),
-      sub_listener_(std::make_unique<SubscribeListener>(this, false)),
-      telemetry_sub_listener_(std::make_unique<SubscribeListener>(this, true)) {}
+    : config_(config), store_(store), clock_(clock) {}
 
 Ingest::~Ingest() {
   Stop();
@@ -196,20 +178,22 @@ Status Ingest::Start() {
                       .max_buffered_messages(10000)
                       .delete_oldest_messages(true)
                       .finalize();
-    client_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id, create, nullptr);
-    telemetry_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id + "-telemetry", create, nullptr);
     publisher_ = std::make_unique<mqtt::async_client>(m.uri, m.client_id + "-out", create, nullptr);
   } catch (const std::exception& e) {
     return Status::InvalidArgument(std::string("mqtt.uri: ") + e.what());
   }
-  auto on_message = [this](mqtt::const_message_ptr msg) {
-    const auto& payload = msg->get_payload_ref();
-    Accept(msg->get_topic(), std::string_view(payload.data(), payload.size()));
-  };
-  client_->set_message_callback(on_message);
-  telemetry_->set_message_callback(on_message);
-  client_->set_connected_handler([this](const std::string&) { OnConnected(); });
-  telemetry_->set_connected_handler([this](const std::string&) { OnTelemetryConnected(); });
+  // The subscribers on Paho's C API (edge/mqtt_subscriber.h): Accept gets Paho's buffers.
+  auto client = MqttSubscriber::Create(m.uri, m.client_id);
+  if (!client.ok()) return Status::InvalidArgument("mqtt.uri: " + client.status().message());
+  auto telemetry = MqttSubscriber::Create(m.uri, m.client_id + "-telemetry");
+  if (!telemetry.ok()) return Status::InvalidArgument("mqtt.uri: " + telemetry.status().message());
+  client_ = std::move(*client);
+  telemetry_ = std::move(*telemetry);
+  auto on_message = [this](std::string_view topic, std::string_view payload) { Accept(topic, payload); };
+  client_->set_message_handler(on_message);
+  telemetry_->set_message_handler(on_message);
+  client_->set_connected_handler([this] { OnConnected(); });
+  telemetry_->set_connected_handler([this] { OnTelemetryConnected(); });
   client_->set_connection_lost_handler([this](const std::string& cause) {
     subscribed_ = false;
     subscribed_logged_ = false;
@@ -234,7 +218,6 @@ Status Ingest::Start() {
 
 void Ingest::ConnectLoop(bool telemetry, bool publisher) {
   const auto& m = config_.mqtt;
-  mqtt::async_client& client = publisher ? *publisher_ : telemetry ? *telemetry_ : *client_;
   auto stop = [&] { return stopping_.load() || (telemetry && telemetry_paused_.load()); };
   auto b = mqtt::connect_options_builder()
                // Paho C++ 1.2 can silently fall back to 3.1 after a socket error: pin the version.
@@ -250,64 +233,70 @@ void Ingest::ConnectLoop(bool telemetry, bool publisher) {
   const auto opts = b.finalize();
   // Paho's automatic reconnect only starts after a first success; until then we retry here.
   int backoff_ms = 200;
-  while (!stop()) {
+  // One attempt: true once connected. For the first 200 ms, every 2 ms, Paho's receive thread
+  // may be asleep (see above).
+  auto attempt = [&]() -> bool {
+    if (!publisher) {
+      MqttSubscriber& client = telemetry ? *telemetry_ : *client_;
+      auto pending = client.Connect(m);
+      if (!pending) return false;
+      bool done = false;
+      for (int i = 0; i < 100 && !(done = pending->WaitFor(2)); ++i) WakePahoReceiveThread();
+      if ((done || pending->WaitFor(10000)) && client.is_connected()) return true;
+      spdlog::warn("ingest: {} client cannot connect to {}; retrying in {} ms", telemetry ? "telemetry" : "main", m.uri, backoff_ms);
+      return false;
+    }
     try {
-      auto tok = client.connect(opts);
-      // For the first 200 ms, every 2 ms: Paho's receive thread may be asleep (see above).
+      auto tok = publisher_->connect(opts);
       bool done = false;
       for (int i = 0; i < 100 && !(done = tok->wait_for(std::chrono::milliseconds(2))); ++i) WakePahoReceiveThread();
-      if ((done || tok->wait_for(std::chrono::seconds(10))) && client.is_connected()) return;
+      return (done || tok->wait_for(std::chrono::seconds(10))) && publisher_->is_connected();
     } catch (const std::exception& e) {
-      spdlog::warn("ingest: {} client cannot connect to {}: {}; retrying in {} ms", telemetry ? "telemetry" : "main", m.uri, e.what(),
-                   backoff_ms);
+      spdlog::warn("ingest: publisher cannot connect to {}: {}; retrying in {} ms", m.uri, e.what(), backoff_ms);
+      return false;
     }
+  };
+  while (!stop()) {
+    if (attempt()) return;
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), stop);
     backoff_ms = std::min(backoff_ms * 2, 10000);
   }
 }
 
-namespace {
-void Subscribe(mqtt::async_client& client, const std::vector<std::string>& filters, mqtt::iaction_listener& listener) {
-  // Re-subscribing is harmless with a persistent session and covers a broker that lost it.
-  // {root}/orders/# also brings back the order states we publish; Accept skips those
-  // topics (MQTT 3.1.1 has no no-local option).
-  try {
-    auto topics = mqtt::string_collection::create(filters);
-    client.subscribe(topics, mqtt::iasync_client::qos_collection(filters.size(), 1), nullptr, listener);
-  } catch (const std::exception& e) {
-    spdlog::error("ingest: subscribe to {} failed: {}", filters.front(), e.what());
-  }
+// Re-subscribing is harmless with a persistent session and covers a broker that lost it.
+// {root}/orders/# also brings back the order states we publish; Accept skips those topics
+// (MQTT 3.1.1 has no no-local option). Completion marks the client subscribed: readiness for
+// logs, tests and sd_notify.
+void Ingest::Subscribe(bool telemetry) {
+  MqttSubscriber& client = telemetry ? *telemetry_ : *client_;
+  client.Subscribe(telemetry ? TelemetryFilters(config_.mqtt.topic_root) : MainFilters(config_.mqtt.topic_root),
+                   [this, telemetry](bool ok, int rc) {
+                     if (ok) {
+                       OnSubscribed(telemetry);
+                       return;
+                     }
+                     spdlog::error("ingest: {} subscription under {}/ refused (rc {})", telemetry ? "telemetry" : "main",
+                                   config_.mqtt.topic_root, rc);
+                   });
 }
-}  // namespace
 
-void Ingest::OnConnected() { Subscribe(*client_, MainFilters(config_.mqtt.topic_root), *sub_listener_); }
+void Ingest::OnConnected() { Subscribe(false); }
 
 void Ingest::OnTelemetryConnected() {
   if (telemetry_paused_) {
     // Paho's automatic reconnect came back while we are paused (the link was down when
     // PauseTelemetry ran, so there was no connection to close): close this one.
-    try {
-      telemetry_->disconnect();
-    } catch (const std::exception& e) {
-      spdlog::warn("ingest: telemetry disconnect: {}", e.what());
-    }
+    telemetry_->Disconnect(0, 0);  // from Paho's thread: start it, do not wait for it
     return;
   }
-  Subscribe(*telemetry_, TelemetryFilters(config_.mqtt.topic_root), *telemetry_sub_listener_);
+  Subscribe(true);
 }
 
 void Ingest::OnSubscribed(bool telemetry) {
   (telemetry ? telemetry_subscribed_ : subscribed_) = true;
   if (telemetry_subscribed_ && subscribed_ && !legacy_dropped_.exchange(true)) {
-    try {
-      // The collection form: the token keeps the filter alive until the UNSUBSCRIBE is sent
-      // (with a temporary string, Paho 1.2 sent a malformed packet after a reconnect).
-      client_->unsubscribe(mqtt::string_collection::create({LegacyFilter(config_.mqtt.topic_root)}));
-    } catch (const std::exception& e) {
-      legacy_dropped_ = false;
-      spdlog::warn("ingest: unsubscribe from {}: {}", LegacyFilter(config_.mqtt.topic_root), e.what());
-    }
+    if (!client_->Unsubscribe({LegacyFilter(config_.mqtt.topic_root)})) legacy_dropped_ = false;
   }
   // One "subscribed to" line per time both are up: tests and operators wait for it.
   if (subscribed() && !subscribed_logged_.exchange(true))
@@ -322,12 +311,8 @@ void Ingest::PauseTelemetry() {
   cv_.notify_all();  // a connect loop in progress gives up
   if (telemetry_connector_.joinable()) telemetry_connector_.join();
   telemetry_subscribed_ = false;
-  try {
-    // The session stays (clean_session=false): the broker queues gps/climate for it.
-    if (telemetry_->is_connected()) telemetry_->disconnect(std::chrono::milliseconds(2000))->wait_for(std::chrono::seconds(5));
-  } catch (const std::exception& e) {
-    spdlog::warn("ingest: telemetry disconnect: {}", e.what());
-  }
+  // The session stays (clean_session=false): the broker queues gps/climate for it.
+  telemetry_->Disconnect(2000, 5000);
   spdlog::warn("ingest: telemetry paused: gps and climate are no longer acknowledged; the broker keeps them");
 }
 
@@ -358,8 +343,8 @@ bool Ingest::Stop() {
     }
   };
   // The subscribers first: once they are gone, nothing more is appended or acknowledged.
-  disconnect(telemetry_.get());
-  disconnect(client_.get());
+  if (telemetry_) telemetry_->Disconnect(2000, 5000);
+  if (client_) client_->Disconnect(2000, 5000);
   // Let the applier empty the journal into the store, then stop.
   stop_applier_ = true;
   if (journal_) journal_->Interrupt();
@@ -397,7 +382,7 @@ bool Ingest::Backoff(int* backoff_ms) {
   return stopping_;
 }
 
-uint64_t Ingest::Accept(const std::string& topic, std::string_view payload) {
+uint64_t Ingest::Accept(std::string_view topic, std::string_view payload) {
   const int64_t received_ms = clock_.NowMs();
   const TopicKind kind = ClassifyTopic(config_.mqtt.topic_root, topic).kind;
   if (kind == TopicKind::kOwnOutput) {

@@ -1,7 +1,7 @@
 // Ingest: the site's MQTT broker into the EdgeStore, through the intake journal.
 //
 // Two stages (docs/architecture.md, "Intake journal"):
-//   1. Paho's message callback (set_message_callback) appends the message to the intake
+//   1. Paho's message callback (Paho C, edge/mqtt_subscriber.h) appends the message to the intake
 //      journal (edge/intake_journal.h) and returns. Paho C sends the PUBACK only after the
 //      callback returns, so every acknowledged message is already in the journal: write()
 //      returned (survives kill -9, like SQLite WAL with synchronous=NORMAL), and under
@@ -169,7 +169,7 @@ class Ingest {
 
   // The callback's work: journal the message (own output topics are only counted); when it
   // returns, the message may be acknowledged. Returns its journal index (0: ignored).
-  uint64_t Accept(const std::string& topic, std::string_view payload);
+  uint64_t Accept(std::string_view topic, std::string_view payload);
   // Blocks until the applier has committed (or dead-lettered) journal entry `index`.
   void WaitApplied(uint64_t index);
   // Queues notifications of a transaction another writer committed (the downstream applier,
@@ -195,12 +195,12 @@ class Ingest {
   }
 
  private:
-  friend class SubscribeListener;
   // What a batch does once committed: counters and notifications (never before the commit).
   struct AfterCommit;
   // Connects the main or the telemetry client, retrying with backoff, until connected, stopping,
   // or (telemetry) paused.
   void ConnectLoop(bool telemetry, bool publisher = false);
+  void Subscribe(bool telemetry);
   void OnConnected();
   void OnTelemetryConnected();
   void OnSubscribed(bool telemetry);
@@ -227,8 +227,9 @@ class Ingest {
   EdgeConfig config_;
   EdgeStore& store_;
   Clock& clock_;
-  std::unique_ptr<mqtt::async_client> client_;
-  std::unique_ptr<mqtt::async_client> telemetry_;  // gps + climate (see the header comment)
+  // The subscribers (edge/mqtt_subscriber.h, Paho's C API); the publisher stays on Paho C++.
+  std::unique_ptr<class MqttSubscriber> client_;
+  std::unique_ptr<class MqttSubscriber> telemetry_;  // gps + climate (see the header comment)
   // Publishes edged's notifications (order state, events, alerts, dead letters) and subscribes
   // to nothing: with the subscribers publishing too, Paho 1.3.12 sent a malformed packet on
   // reconnect after a broker restart and the broker dropped the client in a loop.
@@ -271,8 +272,6 @@ class Ingest {
   int64_t drops_since_log_ = 0;
   int64_t last_dl_log_ms_ = 0;      // applier only: dead letters logged one by one up to a rate
   int64_t dl_logged_in_window_ = 0, dl_suppressed_ = 0;
-  std::unique_ptr<class SubscribeListener> sub_listener_;
-  std::unique_ptr<class SubscribeListener> telemetry_sub_listener_;
 };
 
 }  // namespace freshsync::edge
