@@ -538,7 +538,12 @@ void Server::Impl::Accept() {
     std::string addr = aec ? std::string("?") : remote.address().to_string();
     if (Admit(addr)) {
       socket.set_option(tcp::no_delay(true), aec);
-      std::make_shared<Session>(*this, std::move(socket), std::move(addr))->Start();
+      // The session (SSL_new, tens of µs) is made on the handshake threads too: the accept
+      // loop runs on the request threads.
+      const auto strand = socket.get_executor();
+      net::post(strand, [this, socket = std::move(socket), addr = std::move(addr)]() mutable {
+        std::make_shared<Session>(*this, std::move(socket), std::move(addr))->Start();
+      });
     } else {
       // Over a cap: closed at once, before any TLS work.
       socket.close(aec);
