@@ -83,8 +83,10 @@ net::mutable_buffer TlsStream::PrepareInput() {
     in_end_ -= in_begin_;
     in_begin_ = 0;
   }
-  if (in_.size() < in_end_ + kRecord) in_.resize(in_end_ + kRecord);
-  return net::buffer(in_.data() + in_end_, in_.size() - in_end_);
+  const size_t want = read_full_ ? kRecord : kSmallRead;
+  if (in_.size() < in_end_ + want) in_.resize(in_end_ + want);
+  read_asked_ = in_.size() - in_end_;
+  return net::buffer(in_.data() + in_end_, read_asked_);
 }
 
 int TlsStream::BioWrite(BIO* bio, const char* data, size_t len, size_t* written) {

@@ -93,6 +93,12 @@ class TlsStream {
   // One TLS record's worth: what a read from the socket asks for, and the most a write_some
   // hands OpenSSL at once (a larger write is the caller's loop, e.g. Beast's async_write).
   static constexpr size_t kRecord = 17 * 1024;
+  // What a read from the socket asks for while the peer sends little: a slow client's
+  // one-byte record is ~25 bytes, and a 17 kB buffer allocated (and zero-filled) for it, then
+  // freed, was a large share of hubd's CPU beside 1,000 slowloris connections (glibc serves
+  // 17 kB chunks from its bins, 500 bytes from the per-thread cache). A read that fills it
+  // makes the next ones kRecord, until a read comes back short again.
+  static constexpr size_t kSmallRead = 512;
 
   // The result of one call into OpenSSL.
   struct Step {
@@ -143,7 +149,10 @@ class TlsStream {
   // The vectors are let go once empty, so an idle connection holds neither.
   void ReleaseIdleBuffers();
   boost::asio::mutable_buffer PrepareInput();
-  void CommitInput(size_t n) { in_end_ += n; }
+  void CommitInput(size_t n) {
+    in_end_ += n;
+    read_full_ = n == read_asked_;
+  }
   void ConsumedOutput() {
     out_.clear();
     ReleaseIdleBuffers();
@@ -232,6 +241,8 @@ class TlsStream {
   std::vector<unsigned char> in_;  // ciphertext from the socket, [in_begin_, in_end_) not yet taken
   size_t in_begin_ = 0;
   size_t in_end_ = 0;
+  size_t read_asked_ = 0;   // the size of the last read from the socket
+  bool read_full_ = false;  // it came back full: more is likely waiting, read kRecord
   std::vector<unsigned char> out_;  // ciphertext OpenSSL wrote, to send
 };
 
