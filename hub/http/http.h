@@ -16,7 +16,10 @@
 // A deadline that passes closes the connection; nothing waits on a client with a thread.
 //
 // Threads: Start() binds; Run() runs the io_context on `io_threads` threads (the caller's is
-// one of them) until Stop(). Every connection has its own strand. Handler::OnHead and
+// one of them) until Stop(), and the TLS handshakes on `io_threads` more of lower CPU priority
+// (nice 10), from which each connection moves to the first once its handshake is done (a
+// burst of handshakes does not delay requests of established connections). Every connection
+// has its own strand. Handler::OnHead and
 // Handler::OnRequest run on an I/O thread and must not block: work that may block (SQLite)
 // goes to a WorkerPool (worker_pool.h) and answers from there; Exchange is thread-safe.
 #pragma once

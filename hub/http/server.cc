@@ -18,6 +18,12 @@
 #endif
 #include <mutex>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <thread>
 #include <unordered_map>
 
@@ -119,6 +125,11 @@ bool IsParserError(const beast::error_code& ec) {
 
 }  // namespace
 
+// The nice value of the handshake threads (Server::Impl::handshake_ioc): a weight of 110 to
+// the request threads' 1024, so a request thread that wakes gets a core within a fraction of
+// a millisecond, while handshakes still get all the CPU nothing else wants.
+constexpr int kHandshakeNice = 10;
+
 // ---------- server state shared by the acceptor and the sessions ----------
 
 struct Server::Impl {
@@ -133,9 +144,18 @@ struct Server::Impl {
   std::atomic<uint64_t> body_bytes{0};  // reserved by requests with a body (Limits::max_body_bytes_in_flight)
   std::atomic<bool> stopping{false};
   int port = 0;
-  // Declared last: destroying the io_context destroys the handlers still queued on it, and
+  // Declared last: destroying the io_contexts destroys the handlers still queued on them, and
   // with them the sessions, which give back their slots in the members above.
+  // `ioc` serves the requests of connections whose TLS handshake is done; `handshake_ioc`
+  // does the handshakes, on threads of lower CPU priority (kHandshakeNice), and then hands
+  // each connection to `ioc`. A burst of handshakes (1,000 slowloris coming back at once after
+  // head_timeout, every site reconnecting after a restart) is ~1 ms of CPU each; on one queue
+  // with the requests, an HQ call on an established connection waited behind hundreds of them
+  // (slowloris bench, docs/benchmarks.md "Hub connections"). Now the kernel runs the request
+  // threads first, and the handshakes take the CPU they leave: no handshake is refused or
+  // delayed when requests are few (sites retry anyway, but need not).
   net::io_context ioc;
+  net::io_context handshake_ioc;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<net::steady_timer> retry_timer;
   std::unique_ptr<net::steady_timer> drain_timer;
@@ -147,7 +167,8 @@ struct Server::Impl {
   std::thread trimmer;
 
   Impl(Limits l, Handler& h, std::function<bool(SSL_CTX&)> tls)
-      : limits(l), handler(h), configure_tls(std::move(tls)), ioc(std::max(1, l.io_threads)) {}
+      : limits(l), handler(h), configure_tls(std::move(tls)), ioc(std::max(1, l.io_threads)),
+        handshake_ioc(std::max(1, l.io_threads)) {}
   ~Impl() { StopTrimmer(); }
   void StopTrimmer() {
     {
@@ -241,7 +262,14 @@ class Session : public std::enable_shared_from_this<Session> {
         ++self->impl_.stats.handshake_failures;
         return self->Close();
       }
-      self->ReadHead();
+      // From the handshake threads to the request threads (Server::Impl::handshake_ioc).
+      self->tcp().expires_never();
+      self->stream_.Rebind(net::make_strand(self->impl_.ioc), ec);
+      if (ec) {
+        spdlog::debug("{}: after the handshake: {}", self->addr_, ec.message());
+        return self->Close();
+      }
+      net::post(self->stream_.get_executor(), [self] { self->ReadHead(); });
     });
   }
 
@@ -494,7 +522,7 @@ void Exchange::Abort() {
 // ---------- acceptor ----------
 
 void Server::Impl::Accept() {
-  acceptor->async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+  acceptor->async_accept(net::make_strand(handshake_ioc), [this](beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || stopping) return;
     if (ec) {
       // EMFILE and friends: back off briefly instead of spinning on the error.
@@ -510,7 +538,12 @@ void Server::Impl::Accept() {
     std::string addr = aec ? std::string("?") : remote.address().to_string();
     if (Admit(addr)) {
       socket.set_option(tcp::no_delay(true), aec);
-      std::make_shared<Session>(*this, std::move(socket), std::move(addr))->Start();
+      // The session (SSL_new, tens of µs) is made on the handshake threads too: the accept
+      // loop runs on the request threads.
+      const auto strand = socket.get_executor();
+      net::post(strand, [this, socket = std::move(socket), addr = std::move(addr)]() mutable {
+        std::make_shared<Session>(*this, std::move(socket), std::move(addr))->Start();
+      });
     } else {
       // Over a cap: closed at once, before any TLS work.
       socket.close(aec);
@@ -599,8 +632,21 @@ const Stats& Server::stats() const { return impl_->stats; }
 void Server::Run() {
   auto& im = *impl_;
   std::vector<std::thread> threads;
+  // The handshake threads run until the request threads are done, with connections or not.
+  auto handshake_work = net::make_work_guard(im.handshake_ioc);
+  for (int i = 0; i < im.limits.io_threads; ++i) {
+    threads.emplace_back([&im] {
+      // Lower priority for this thread only (Linux: a thread's nice value is its own).
+      errno = 0;
+      if (setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kHandshakeNice) != 0)
+        spdlog::warn("handshake thread priority: {}", std::strerror(errno));
+      im.handshake_ioc.run();
+    });
+  }
   for (int i = 1; i < im.limits.io_threads; ++i) threads.emplace_back([&im] { im.ioc.run(); });
   im.ioc.run();
+  handshake_work.reset();
+  im.handshake_ioc.stop();  // its connections are not done with their handshakes: no request to drain
   for (auto& t : threads) t.join();
 }
 

@@ -6,11 +6,14 @@
 #include <algorithm>
 #include <cstring>
 
+#include <unistd.h>
+
 namespace freshsync::hub::http {
 
 namespace net = boost::asio;
 
-TlsStream::TlsStream(net::ip::tcp::socket&& socket, net::ssl::context& ctx) : next_(std::move(socket)) {
+TlsStream::TlsStream(net::ip::tcp::socket&& socket, net::ssl::context& ctx) {
+  next_.emplace(std::move(socket));
   ssl_ = SSL_new(ctx.native_handle());
   if (!ssl_) throw boost::system::system_error(error_code(static_cast<int>(ERR_get_error()), net::error::get_ssl_category()), "SSL_new");
   // ACCEPT_MOVING_WRITE_BUFFER: a retried SSL_write gets its bytes from a new copy (WriteStep).
@@ -27,6 +30,21 @@ TlsStream::TlsStream(net::ip::tcp::socket&& socket, net::ssl::context& ctx) : ne
 }
 
 TlsStream::~TlsStream() { SSL_free(ssl_); }
+
+void TlsStream::Rebind(const executor_type& executor, error_code& ec) {
+  auto& old = next_->socket();
+  const auto protocol = old.local_endpoint(ec).protocol();
+  if (ec) return;  // the peer is gone already: the caller closes
+  const auto fd = old.release(ec);  // deregisters it from the old io_context's reactor
+  if (ec) return;
+  net::ip::tcp::socket moved(executor);
+  moved.assign(protocol, fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  next_.emplace(std::move(moved));  // the old tcp_stream (its timer) goes; nothing of it is pending
+}
 
 TlsStream::Next TlsStream::After(int ret, error_code& ec) {
   if (ret > 0) return Next::kDone;
@@ -65,8 +83,10 @@ net::mutable_buffer TlsStream::PrepareInput() {
     in_end_ -= in_begin_;
     in_begin_ = 0;
   }
-  if (in_.size() < in_end_ + kRecord) in_.resize(in_end_ + kRecord);
-  return net::buffer(in_.data() + in_end_, in_.size() - in_end_);
+  const size_t want = read_full_ ? kRecord : kSmallRead;
+  if (in_.size() < in_end_ + want) in_.resize(in_end_ + want);
+  read_asked_ = in_.size() - in_end_;
+  return net::buffer(in_.data() + in_end_, read_asked_);
 }
 
 int TlsStream::BioWrite(BIO* bio, const char* data, size_t len, size_t* written) {

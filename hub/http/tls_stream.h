@@ -33,6 +33,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -50,9 +51,16 @@ class TlsStream {
   TlsStream(const TlsStream&) = delete;
   TlsStream& operator=(const TlsStream&) = delete;
 
-  executor_type get_executor() noexcept { return next_.get_executor(); }
-  next_layer_type& next_layer() noexcept { return next_; }
+  executor_type get_executor() noexcept { return next_->get_executor(); }
+  next_layer_type& next_layer() noexcept { return *next_; }
   SSL* native_handle() noexcept { return ssl_; }
+
+  // Moves the connection to `executor` (another io_context's strand): the socket is taken
+  // out of its io_context and wrapped anew; the TLS state stays. With no operation pending
+  // (none may be), from the current executor. hub/http/server.cc does the handshakes on
+  // io_contexts of their own and then moves each connection to the one that serves requests.
+  // On failure the connection is closed and `ec` says why.
+  void Rebind(const executor_type& executor, error_code& ec);
 
   // Bytes held now outside OpenSSL (the two vectors' capacity), for tests.
   size_t BufferedCapacity() const { return in_.capacity() + out_.capacity(); }
@@ -60,31 +68,37 @@ class TlsStream {
   template <class Token>
   auto async_handshake(Token&& token) {
     return boost::asio::async_compose<Token, void(error_code)>(
-        Op<HandshakeStep, false>{*this, HandshakeStep{}}, token, next_);
+        Op<HandshakeStep, false>{*this, HandshakeStep{}}, token, *next_);
   }
 
   template <class Token>
   auto async_shutdown(Token&& token) {
     return boost::asio::async_compose<Token, void(error_code)>(Op<ShutdownStep, false>{*this, ShutdownStep{}},
-                                                               token, next_);
+                                                               token, *next_);
   }
 
   template <class MutableBuffers, class Token>
   auto async_read_some(const MutableBuffers& buffers, Token&& token) {
     return boost::asio::async_compose<Token, void(error_code, size_t)>(
-        Op<ReadStep<MutableBuffers>, true>{*this, ReadStep<MutableBuffers>{buffers}}, token, next_);
+        Op<ReadStep<MutableBuffers>, true>{*this, ReadStep<MutableBuffers>{buffers}}, token, *next_);
   }
 
   template <class ConstBuffers, class Token>
   auto async_write_some(const ConstBuffers& buffers, Token&& token) {
     return boost::asio::async_compose<Token, void(error_code, size_t)>(
-        Op<WriteStep<ConstBuffers>, true>{*this, WriteStep<ConstBuffers>{buffers}}, token, next_);
+        Op<WriteStep<ConstBuffers>, true>{*this, WriteStep<ConstBuffers>{buffers}}, token, *next_);
   }
 
  private:
   // One TLS record's worth: what a read from the socket asks for, and the most a write_some
   // hands OpenSSL at once (a larger write is the caller's loop, e.g. Beast's async_write).
   static constexpr size_t kRecord = 17 * 1024;
+  // What a read from the socket asks for while the peer sends little: a slow client's
+  // one-byte record is ~25 bytes, and a 17 kB buffer allocated (and zero-filled) for it, then
+  // freed, was a large share of hubd's CPU beside 1,000 slowloris connections (glibc serves
+  // 17 kB chunks from its bins, 500 bytes from the per-thread cache). A read that fills it
+  // makes the next ones kRecord, until a read comes back short again.
+  static constexpr size_t kSmallRead = 512;
 
   // The result of one call into OpenSSL.
   struct Step {
@@ -140,7 +154,10 @@ class TlsStream {
     ReleaseIdleBuffers();
   }
   boost::asio::mutable_buffer PrepareInput();
-  void CommitInput(size_t n) { in_end_ += n; }
+  void CommitInput(size_t n) {
+    in_end_ += n;
+    read_full_ = n == read_asked_;
+  }
   void ConsumedOutput() {
     out_.clear();
     ReleaseIdleBuffers();
@@ -188,7 +205,7 @@ class TlsStream {
           if (!s.out_.empty()) return Flush(self);  // what OpenSSL wrote goes first, then we retry
           pending = Pending::kRead;
           did_io = true;
-          return s.next_.async_read_some(s.PrepareInput(), std::move(self));
+          return s.next_->async_read_some(s.PrepareInput(), std::move(self));
         case Next::kError:
           // The alert OpenSSL wrote, if any, reaches the peer before we give up.
           failure = err;
@@ -202,7 +219,7 @@ class TlsStream {
     void Flush(Self& self) {
       pending = Pending::kWrite;
       did_io = true;
-      boost::asio::async_write(s.next_, boost::asio::buffer(s.out_), std::move(self));
+      boost::asio::async_write(*s.next_, boost::asio::buffer(s.out_), std::move(self));
     }
 
     template <class Self>
@@ -211,7 +228,7 @@ class TlsStream {
         did_io = true;
         failure = ec;
         pending = Pending::kPosted;
-        return boost::asio::post(s.next_.get_executor(), std::move(self));
+        return boost::asio::post(s.next_->get_executor(), std::move(self));
       }
       if (ec) s.DropBuffers();  // a failed stream is dead: what OpenSSL left unread goes too
       else s.ReleaseIdleBuffers();
@@ -225,11 +242,13 @@ class TlsStream {
   static long BioCtrl(BIO* bio, int cmd, long num, void* ptr);
   static const BIO_METHOD* BioMethod();
 
-  next_layer_type next_;
+  std::optional<next_layer_type> next_;  // always engaged; optional so that Rebind can replace it
   SSL* ssl_ = nullptr;
   std::vector<unsigned char> in_;  // ciphertext from the socket, [in_begin_, in_end_) not yet taken
   size_t in_begin_ = 0;
   size_t in_end_ = 0;
+  size_t read_asked_ = 0;   // the size of the last read from the socket
+  bool read_full_ = false;  // it came back full: more is likely waiting, read kRecord
   std::vector<unsigned char> out_;  // ciphertext OpenSSL wrote, to send
 };
 

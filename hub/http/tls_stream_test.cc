@@ -8,6 +8,7 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -157,6 +158,49 @@ TEST_F(TlsStreamTest, APeerThatClosesWithoutCloseNotifyIsATruncatedStream) {
   EXPECT_EQ(answer, std::string(10, 'x'));
   ASSERT_TRUE(ex->end.has_value());
   EXPECT_EQ(*ex->end, ssl::error::stream_truncated);
+}
+
+// What hub/http/server.cc does with every connection: the handshake on one io_context, then
+// Rebind to a strand of another, where the request is read and answered.
+TEST_F(TlsStreamTest, RebindMovesAHandshakenConnectionToAnotherIoContext) {
+  std::string answer;
+  std::thread client = Client("GET /moved HTTP/1.1\r\nHost: h\r\n\r\n", true, &answer);
+  net::io_context requests;
+  std::unique_ptr<TlsStream> stream;
+  beast::error_code rebind_ec = net::error::fault;
+  acceptor_.async_accept([&](beast::error_code ec, tcp::socket s) {
+    ASSERT_FALSE(ec);
+    stream = std::make_unique<TlsStream>(std::move(s), server_ctx_);
+    stream->async_handshake([&](beast::error_code hec) {
+      ASSERT_FALSE(hec) << hec.message();
+      stream->Rebind(net::make_strand(requests), rebind_ec);
+    });
+  });
+  io_.run();  // returns once the handshake is done: the connection has left io_
+  ASSERT_FALSE(rebind_ec) << rebind_ec.message();
+  ASSERT_NE(stream, nullptr);
+  EXPECT_EQ(&net::query(stream->get_executor(), net::execution::context), &static_cast<net::execution_context&>(requests));
+  beast::flat_buffer buf;
+  bh::request<bh::string_body> req;
+  bh::response<bh::string_body> res;
+  bool answered = false;
+  bh::async_read(*stream, buf, req, [&](beast::error_code rec, size_t) {
+    ASSERT_FALSE(rec) << rec.message();
+    res.result(bh::status::ok);
+    res.body() = "moved";
+    res.prepare_payload();
+    bh::async_write(*stream, res, [&](beast::error_code wec, size_t) {
+      ASSERT_FALSE(wec) << wec.message();
+      answered = true;
+      beast::error_code ignored;
+      stream->next_layer().socket().close(ignored);
+    });
+  });
+  requests.run();
+  client.join();
+  EXPECT_TRUE(answered);
+  EXPECT_EQ(req.target(), "/moved");
+  EXPECT_EQ(answer, "moved");
 }
 
 }  // namespace
