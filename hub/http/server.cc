@@ -154,8 +154,10 @@ struct Server::Impl {
   // (slowloris bench, docs/benchmarks.md "Hub connections"). Now the kernel runs the request
   // threads first, and the handshakes take the CPU they leave: no handshake is refused or
   // delayed when requests are few (sites retry anyway, but need not).
-  net::io_context ioc;
+  // handshake_ioc is declared first so that it outlives ioc: the acceptor's pending accept,
+  // queued on ioc, holds a socket bound to handshake_ioc, and destroying ioc destroys it.
   net::io_context handshake_ioc;
+  net::io_context ioc;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<net::steady_timer> retry_timer;
   std::unique_ptr<net::steady_timer> drain_timer;
@@ -167,8 +169,8 @@ struct Server::Impl {
   std::thread trimmer;
 
   Impl(Limits l, Handler& h, std::function<bool(SSL_CTX&)> tls)
-      : limits(l), handler(h), configure_tls(std::move(tls)), ioc(std::max(1, l.io_threads)),
-        handshake_ioc(std::max(1, l.io_threads)) {}
+      : limits(l), handler(h), configure_tls(std::move(tls)), handshake_ioc(std::max(1, l.io_threads)),
+        ioc(std::max(1, l.io_threads)) {}
   ~Impl() { StopTrimmer(); }
   void StopTrimmer() {
     {
