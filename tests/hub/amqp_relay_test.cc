@@ -255,7 +255,10 @@ TEST(AmqpRelayTlsTest, RelaysOverAmqpsAndRefusesABrokerItCannotVerify) {
   };
   EXPECT_TRUE(WaitFor(delivered, std::chrono::seconds(30))) << consumer.count() << " messages";
   EXPECT_TRUE(m.connected.load());
-  EXPECT_GE(m.confirmed.load(), 50u);
+  // The consumer can see the last message before the broker's confirm of it reaches the relay
+  // (CI saw all 50 delivered and the count still at 0): the confirms follow, they need not lead.
+  EXPECT_TRUE(WaitFor([&] { return m.confirmed.load() >= 50u; }, std::chrono::seconds(10)))
+      << m.confirmed.load() << " confirmed";
   relay.Stop();
 }
 
