@@ -12,6 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -50,7 +53,55 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+namespace {
+
+// The kernel's ephemeral range: the local ports of outgoing connections come from it.
+std::pair<int, int> EphemeralRange() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int lo = 32768, hi = 60999;
+  in >> lo >> hi;
+  return {lo, hi};
+}
+
+bool CanBind(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+}  // namespace
+
+// A port the kernel hands out for bind(port 0) lies in the ephemeral range, which is also where
+// every outgoing connection takes its local port. Between this pick and the server's bind, any
+// client on the machine (another test's thousand connections, a sync push) could take it, and
+// the server would not start; CI saw an edged run "without metrics" that way. So the port is
+// drawn at random below the ephemeral range, where only an explicit bind can take it, and never
+// handed out twice by one process. Two test processes drawing the same port before either binds
+// is a one in ~20,000 chance per pick, not the ephemeral range's steady traffic.
 int PickFreePort() {
+  static std::mutex mu;
+  static std::set<int> given;
+  static std::mt19937 rng(std::random_device{}());
+  const auto [eph_lo, eph_hi] = EphemeralRange();
+  (void)eph_hi;
+  constexpr int kLowest = 10000;
+  std::lock_guard<std::mutex> lock(mu);
+  if (eph_lo - kLowest >= 1000) {
+    std::uniform_int_distribution<int> pick(kLowest, eph_lo - 1);
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      const int port = pick(rng);
+      if (given.count(port) || !CanBind(port)) continue;
+      given.insert(port);
+      return port;
+    }
+  }
+  // An unusual ephemeral range leaves no room below it: the kernel's pick, as before.
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -63,6 +114,7 @@ int PickFreePort() {
     port = ntohs(addr.sin_port);
   }
   close(fd);
+  given.insert(port);
   return port;
 }
 

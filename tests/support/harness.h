@@ -34,8 +34,9 @@ class TempDir {
 void WriteFile(const std::string& path, const std::string& content);
 std::string ReadFile(const std::string& path);
 
-// A loopback TCP port that was free a moment ago. Callers that cannot bind port 0 themselves
-// (Mosquitto) must still retry on a bind failure.
+// A loopback TCP port that was free a moment ago, drawn below the kernel's ephemeral range so
+// that no outgoing connection takes it before the server binds it (see harness.cc). Callers
+// that cannot bind port 0 themselves (Mosquitto) must still retry on a bind failure.
 int PickFreePort();
 
 // Polls `cond` every 20 ms until it is true or `timeout` passes. Returns the last result.
