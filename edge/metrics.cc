@@ -17,6 +17,7 @@
 #include "edge/downstream.h"
 #include "common/config.h"
 #include "common/prometheus.h"
+#include "common/tls_policy.h"
 #include "edge/ingest.h"
 #include "edge/store_reader.h"
 
@@ -48,7 +49,7 @@ Status MetricsServer::Start() {
   if (tls_.cert.empty()) {
     http_ = std::make_unique<httplib::Server>();
   } else {
-    // Same policy as hubd (hub/server.cc): TLS 1.2+, forward secrecy and AEAD only.
+    // The policy of every server side of ours (common/tls_policy.h), hubd's included.
     http_ = std::make_unique<httplib::SSLServer>([this](SSL_CTX& ctx) {
       auto fail = [&](const std::string& what) {
         char buf[256] = {0};
@@ -56,9 +57,7 @@ Status MetricsServer::Start() {
         tls_error_ = what + " (" + buf + ")";
         return false;
       };
-      SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
-      SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-      if (SSL_CTX_set_cipher_list(&ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) return fail("metrics: cipher list");
+      if (!ApplyServerTlsPolicy(ctx)) return fail("metrics: protocol versions and cipher list");
       if (SSL_CTX_use_certificate_chain_file(&ctx, tls_.cert.c_str()) != 1)
         return fail("metrics.tls_cert: cannot load certificate chain " + tls_.cert);
       if (SSL_CTX_use_PrivateKey_file(&ctx, tls_.key.c_str(), SSL_FILETYPE_PEM) != 1)

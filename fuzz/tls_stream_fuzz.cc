@@ -1,6 +1,6 @@
 // libFuzzer target: hub/http/tls_stream.h, the server side of TLS that every hubd connection
 // goes through, fed by a hostile peer over a real socket. hubd's TLS policy
-// (hub/http/tls_policy.h) and a P-256 certificate made at start-up, as hubd is deployed.
+// (common/tls_policy.h) and a P-256 certificate made at start-up, as hubd is deployed.
 //
 // Input: [mode][chunking][rest]. The peer writes its bytes in chunks whose sizes come from a
 // generator seeded by the chunking byte (1-7 bytes or up to 4 kB each: records split anywhere).
@@ -35,7 +35,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_check.h"
-#include "hub/http/tls_policy.h"
+#include "common/tls_policy.h"
 #include "hub/http/tls_stream.h"
 
 namespace {
@@ -74,7 +74,7 @@ struct Contexts {
   ssl::context server{ssl::context::tls_server};
   ssl::context client{ssl::context::tls_client};
   Contexts() {
-    Check(freshsync::hub::http::ApplyServerTlsPolicy(*server.native_handle()), "hubd's TLS policy applies");
+    Check(freshsync::ApplyServerTlsPolicy(*server.native_handle()), "hubd's TLS policy applies");
     id.Install(server.native_handle());
     SSL_CTX_set_verify(server.native_handle(), SSL_VERIFY_PEER, nullptr);  // as hubd: asked, not required
     SSL_CTX_set_mode(server.native_handle(), SSL_MODE_RELEASE_BUFFERS);

@@ -21,7 +21,7 @@
 
 #include "hub/auth.h"
 #include "hub/http/http.h"
-#include "hub/http/tls_policy.h"
+#include "common/tls_policy.h"
 #include "hub/http/worker_pool.h"
 #include "hub/codec.h"
 #include "hub/console.h"
@@ -167,7 +167,7 @@ struct HubServer::Impl {
       tls_error = key + ": " + what + " (" + buf + ")";
       return false;
     };
-    if (!http::ApplyServerTlsPolicy(ctx)) return fail("tls", "protocol versions and cipher list");
+    if (!ApplyServerTlsPolicy(ctx)) return fail("tls", "protocol versions and cipher list");
     if (SSL_CTX_use_certificate_chain_file(&ctx, config.tls_cert.c_str()) != 1)
       return fail("tls.cert", "cannot load certificate chain " + config.tls_cert);
     if (SSL_CTX_use_PrivateKey_file(&ctx, config.tls_key.c_str(), SSL_FILETYPE_PEM) != 1)

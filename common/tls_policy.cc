@@ -1,6 +1,6 @@
-#include "hub/http/tls_policy.h"
+#include "common/tls_policy.h"
 
-namespace freshsync::hub::http {
+namespace freshsync {
 
 bool ApplyServerTlsPolicy(SSL_CTX& ctx) {
   if (SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION) != 1) return false;
@@ -9,4 +9,4 @@ bool ApplyServerTlsPolicy(SSL_CTX& ctx) {
   return SSL_CTX_set_cipher_list(&ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") == 1;
 }
 
-}  // namespace freshsync::hub::http
+}  // namespace freshsync
