@@ -405,6 +405,7 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
     r.Get("max_header_count", c.max_header_count);
     r.Get("max_connections", c.max_connections);
     r.Get("max_connections_per_address", c.max_connections_per_address);
+    r.Get("handshake_nice", c.handshake_nice);
     // Deadlines in seconds (fractions allowed), kept in milliseconds.
     const std::pair<const char*, int64_t*> deadlines[] = {{"handshake_timeout_s", &c.handshake_timeout_ms},
                                                           {"head_timeout_s", &c.head_timeout_ms},
@@ -638,6 +639,8 @@ Result<HubConfig> ParseHubConfig(std::string_view text, std::string_view source_
   if (c.max_connections < 1 || c.max_connections > 1000000) return Status::InvalidArgument("limits.max_connections: must be 1..1000000");
   if (c.max_connections_per_address < 1 || c.max_connections_per_address > c.max_connections)
     return Status::InvalidArgument("limits.max_connections_per_address: must be 1..limits.max_connections");
+  if (c.handshake_nice < 0 || c.handshake_nice > 19)
+    return Status::InvalidArgument("limits.handshake_nice: must be 0..19 (a nice increment over hubd's own; 0 = no lower priority)");
   if (c.store_backend != "sqlite" && c.store_backend != "postgresql")
     return Status::InvalidArgument("store.backend: must be \"sqlite\" or \"postgresql\", not \"" + c.store_backend + "\"");
   if (c.store_backend == "sqlite" && c.store_path.empty()) return Status::InvalidArgument("store.path: must not be empty");

@@ -160,6 +160,9 @@ struct HubConfig {
   int max_header_count = 100;              // header fields; 431 beyond
   int max_connections = 10000;             // in all; more are closed at accept
   int max_connections_per_address = 256;   // per peer IP address
+  // How much lower the TLS handshake threads run than the request threads: a nice increment
+  // over hubd's own, 0..19 (0: the same priority). hub/http/http.h says why.
+  int handshake_nice = 10;
   int64_t handshake_timeout_ms = 10000;    // TCP accept to finished TLS handshake
   int64_t head_timeout_ms = 10000;         // first byte to last header of a request
   int64_t body_timeout_ms = 60000;         // the whole body

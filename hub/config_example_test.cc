@@ -25,6 +25,7 @@ TEST(HubConfigExampleTest, ExampleParses) {
   EXPECT_EQ(c->max_header_count, defaults.max_header_count);
   EXPECT_EQ(c->max_connections, defaults.max_connections);
   EXPECT_EQ(c->max_connections_per_address, defaults.max_connections_per_address);
+  EXPECT_EQ(c->handshake_nice, defaults.handshake_nice);
   EXPECT_EQ(c->handshake_timeout_ms, defaults.handshake_timeout_ms);
   EXPECT_EQ(c->head_timeout_ms, defaults.head_timeout_ms);
   EXPECT_EQ(c->body_timeout_ms, defaults.body_timeout_ms);
@@ -35,16 +36,19 @@ TEST(HubConfigExampleTest, ExampleParses) {
 TEST(HubConfigExampleTest, TransportLimitsAreValidated) {
   const std::string base =
       "listen = \"127.0.0.1:1\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[store]\npath = \"d\"\n[limits]\n";
-  auto ok = ParseHubConfig(base + "head_timeout_s = 0.5\nmax_connections_per_address = 3\n");
+  auto ok = ParseHubConfig(base + "head_timeout_s = 0.5\nmax_connections_per_address = 3\nhandshake_nice = 0\n");
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->head_timeout_ms, 500);
   EXPECT_EQ(ok->max_connections_per_address, 3);
+  EXPECT_EQ(ok->handshake_nice, 0);
   for (const auto& [line, key] : std::vector<std::pair<std::string, std::string>>{
            {"head_timeout_s = 0\n", "limits.head_timeout_s"},
            {"idle_timeout_s = -1\n", "limits.idle_timeout_s"},
            {"max_header_bytes = 100\n", "limits.max_header_bytes"},
            {"max_header_count = 1\n", "limits.max_header_count"},
            {"max_connections = 0\n", "limits.max_connections"},
+           {"handshake_nice = -1\n", "limits.handshake_nice"},
+           {"handshake_nice = 20\n", "limits.handshake_nice"},
            {"max_connections = 10\nmax_connections_per_address = 11\n", "limits.max_connections_per_address"}}) {
     auto bad = ParseHubConfig(base + line);
     ASSERT_FALSE(bad.ok()) << line;

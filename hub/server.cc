@@ -1147,6 +1147,7 @@ Status HubServer::Start() {
   limits.max_connections_per_address = c.max_connections_per_address;
   // I/O threads only parse, encrypt and copy; the store's calls run on the workers.
   limits.io_threads = std::max(1, std::min(c.threads, 4));
+  limits.handshake_nice = c.handshake_nice;
   // A worker per read connection (main.cc opens max(2, threads)); up to 64 requests per
   // worker wait, beyond that 503 + Retry-After.
   im.workers = std::make_unique<http::WorkerPool>(c.threads, static_cast<size_t>(c.threads) * 64);

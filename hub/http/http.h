@@ -17,7 +17,7 @@
 //
 // Threads: Start() binds; Run() runs the io_context on `io_threads` threads (the caller's is
 // one of them) until Stop(), and the TLS handshakes on `io_threads` more of lower CPU priority
-// (nice 10), from which each connection moves to the first once its handshake is done (a
+// (`Limits::handshake_nice`, 10 by default), from which each connection moves to the first once its handshake is done (a
 // burst of handshakes does not delay requests of established connections). Every connection
 // has its own strand. Handler::OnHead and
 // Handler::OnRequest run on an I/O thread and must not block: work that may block (SQLite)
@@ -57,6 +57,10 @@ struct Limits {
   int max_connections = 10000;
   int max_connections_per_address = 256;
   int io_threads = 2;
+  // The handshake threads' nice increment over the process's own nice value (0..19; 0: the
+  // request threads' priority). An increment, not an absolute value: a hubd started at nice 5
+  // runs its handshakes at 15, and one at -5 (beside a database) at 5.
+  int handshake_nice = 10;
 };
 
 // A request as the routes see it; the member names follow cpp-httplib's Request, which the

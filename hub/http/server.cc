@@ -125,11 +125,6 @@ bool IsParserError(const beast::error_code& ec) {
 
 }  // namespace
 
-// The nice value of the handshake threads (Server::Impl::handshake_ioc): a weight of 110 to
-// the request threads' 1024, so a request thread that wakes gets a core within a fraction of
-// a millisecond, while handshakes still get all the CPU nothing else wants.
-constexpr int kHandshakeNice = 10;
-
 // ---------- server state shared by the acceptor and the sessions ----------
 
 struct Server::Impl {
@@ -638,10 +633,17 @@ void Server::Run() {
   auto handshake_work = net::make_work_guard(im.handshake_ioc);
   for (int i = 0; i < im.limits.io_threads; ++i) {
     threads.emplace_back([&im] {
-      // Lower priority for this thread only (Linux: a thread's nice value is its own).
-      errno = 0;
-      if (setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kHandshakeNice) != 0)
-        spdlog::warn("handshake thread priority: {}", std::strerror(errno));
+      // Lower priority for this thread only (Linux: a thread's nice value is its own). At the
+      // default increment of 10, a weight of 110 to the request threads' 1024: a request thread
+      // that wakes gets a core within a fraction of a millisecond, while handshakes still get
+      // all the CPU nothing else wants.
+      if (im.limits.handshake_nice > 0) {
+        const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+        errno = 0;
+        const int own = getpriority(PRIO_PROCESS, tid);  // -1 is a valid nice value: errno tells
+        if (errno != 0 || setpriority(PRIO_PROCESS, tid, std::min(19, own + im.limits.handshake_nice)) != 0)
+          spdlog::warn("handshake thread priority: {}", std::strerror(errno));
+      }
       im.handshake_ioc.run();
     });
   }

@@ -19,6 +19,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <regex>
@@ -712,6 +713,53 @@ TEST_F(HubdTest, KillAndRestartKeepsEverything) {
   EXPECT_EQ(Feed(7).size(), 45u);
   // SIGTERM is a clean stop.
   EXPECT_EQ(hubd_.Stop(), 0);
+}
+
+// The nice value of each of hubd's threads, from /proc (field 19 of a task's stat).
+std::map<pid_t, int> ThreadNiceValues(pid_t pid) {
+  std::map<pid_t, int> out;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    const std::string stat = ReadFile(task.path().string() + "/stat");
+    const size_t close = stat.rfind(')');  // the thread's name may hold spaces
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && fields >> field; ++i) {
+      if (i == 19) out[std::stoi(task.path().filename().string())] = std::stoi(field);
+    }
+  }
+  return out;
+}
+
+// [limits] handshake_nice: the TLS handshake threads (as many as the I/O threads: 4 with
+// threads = 4) run that much nicer than hubd itself, and at 0 as the rest; every other thread
+// keeps hubd's own. Handshakes on them still complete (a site pushes after each start).
+TEST_F(HubdTest, HandshakeThreadsRunAtTheConfiguredNiceIncrement) {
+  const std::string config = ReadFile(dir_.File("hubd.toml"));
+  for (int increment : {-1, 3, 0}) {  // -1: the key absent, the default of 10
+    if (increment >= 0) {
+      hubd_.Kill();
+      std::string text = config;
+      text.replace(text.find("[limits]\n"), 9, "[limits]\nhandshake_nice = " + std::to_string(increment) + "\n");
+      WriteFile(dir_.File("hubd.toml"), text);
+      StartHubd();
+    }
+    const int want = increment < 0 ? 10 : increment;
+    auto a = Site(site_a_);
+    auto r = Push(*a, "site-a", BatchBody("site-a", 1, 2));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    const auto nice = ThreadNiceValues(hubd_.pid());
+    ASSERT_TRUE(nice.count(hubd_.pid()));
+    const int own = nice.at(hubd_.pid());
+    int lowered = 0;
+    for (const auto& [tid, value] : nice) {
+      if (value == own) continue;
+      EXPECT_EQ(value, std::min(19, own + want)) << "thread " << tid;
+      ++lowered;
+    }
+    EXPECT_EQ(lowered, want == 0 ? 0 : 4) << "handshake_nice = " << want;
+  }
 }
 
 TEST_F(HubdTest, SighupReloadsTokens) {
