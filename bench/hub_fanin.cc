@@ -169,13 +169,17 @@ bool Verify(const std::function<int64_t(const std::string&)>& query, int sites, 
   expect("sites complete", "SELECT count(*) FROM sites WHERE contiguous_seq = " + std::to_string(per_site), sites);
   expect("positions in the history", "SELECT sum(count) FROM position_chunks",
          query("SELECT count(*) FROM changes WHERE entity = 3"));
-  expect("vehicles", "SELECT count(*) FROM vehicles", int64_t{kTrucks} * sites);
+  // One row per (site, key) the changes hold: kTrucks and kSkus per site at the sizes
+  // scripts/bench.sh runs, fewer in a short run whose sites send only some of them.
+  expect("vehicles", "SELECT count(*) FROM vehicles",
+         query("SELECT count(*) FROM (SELECT DISTINCT site_id, key FROM changes WHERE entity = 3) k"));
   // The latest-position view holds each truck's newest fix (its highest seq, as ts grows with seq).
   expect("vehicles not at their newest fix",
          "SELECT count(*) FROM vehicles v JOIN (SELECT site_id, key, max(seq) AS m FROM changes WHERE entity = 3 "
          "GROUP BY site_id, key) x ON x.site_id = v.site_id AND x.key = v.vehicle WHERE v.seq != x.m",
          0);
-  expect("stock rows", "SELECT count(*) FROM stock", int64_t{kSkus} * sites);
+  expect("stock rows", "SELECT count(*) FROM stock",
+         query("SELECT count(*) FROM (SELECT DISTINCT site_id, key FROM changes WHERE entity = 1) k"));
   expect("stock rows not at their highest version",
          "SELECT count(*) FROM stock s JOIN (SELECT site_id, key, max(version) AS m FROM changes WHERE entity = 1 "
          "GROUP BY site_id, key) x ON x.site_id = s.site_id AND x.key = s.sku WHERE s.version != x.m",
