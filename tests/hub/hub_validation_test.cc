@@ -81,12 +81,6 @@ class HubValidationTest : public HubdTest {
   }
   bool OnPostgres() const override { return false; }
 
-  void StartWithLimits(const std::string& limits = "") {
-    limits_ = limits;
-    WriteConfig();
-    StartHubd();
-  }
-
   httplib::Result PushBody(const std::string& body) { return Push(*Site(site_a_), "site-a", body); }
   // Pushes and parses the BatchAck (status in *status).
   v1::BatchAck PushBatch(const v1::Batch& b, int* status) {
@@ -115,7 +109,7 @@ class HubValidationTest : public HubdTest {
 // seq and field, quarantined, counted per site; the valid ones around them are applied; the
 // site's stream moves on (contiguous covers the refused seqs, so nothing wedges).
 TEST_F(HubValidationTest, InvalidRecordsAreRefusedWithReasonQuarantinedAndCounted) {
-  ASSERT_NO_FATAL_FAILURE(StartWithLimits());
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits(""));
   v1::Batch b;
   b.set_site("site-a");
   *b.add_records() = StockRecord(1, "sku-ok", 5, 1);
@@ -190,7 +184,7 @@ TEST_F(HubValidationTest, InvalidRecordsAreRefusedWithReasonQuarantinedAndCounte
 // Version 2^64-1 used to lose to version 3 (SQLite compares it as -1). The shared rules cap
 // versions at 2^63-1: 2^64-1 is refused, 2^63-1 is accepted and wins.
 TEST_F(HubValidationTest, VersionAboveInt64MaxIsRefusedAndInt64MaxWins) {
-  ASSERT_NO_FATAL_FAILURE(StartWithLimits());
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits(""));
   v1::Batch b;
   b.set_site("site-a");
   *b.add_records() = StockRecord(1, "sku-v", 3, 3);
@@ -316,7 +310,7 @@ TEST_F(HubValidationTest, SixteenParallelZstdBombsStayWithinTheProcessBudget) {
 // boundaries, random entities and bodies, both batch formats. hubd must answer every one (no
 // crash, no hang), every refusal has a reason, and every record HQ can read passes the rules.
 TEST_F(HubValidationTest, GeneratedHostileBatchesNeverCrashAndOnlyValidRecordsAreServed) {
-  ASSERT_NO_FATAL_FAILURE(StartWithLimits());
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits(""));
   const uint32_t seed = 20261206;
   std::cerr << "property test seed " << seed << "\n";
   std::mt19937_64 rng(seed);

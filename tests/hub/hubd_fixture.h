@@ -159,6 +159,14 @@ class HubdTest : public ::testing::Test {
     WaitHealthy(dir_.File("hubd.log"));
   }
 
+  // hubd on hubd's defaults for [limits] but the keys in `limits`, for the tests of its own
+  // limits (validation, HTTP abuse); with Prepare() alone as their SetUp().
+  void StartWithLimits(const std::string& limits) {
+    limits_ = limits;
+    WriteConfig();
+    StartHubd();
+  }
+
   // Until the hubd on port_ answers /healthz (20 s at most; its log in the failure).
   void WaitHealthy(const std::string& log) {
     ASSERT_TRUE(WaitFor(

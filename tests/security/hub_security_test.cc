@@ -41,11 +41,6 @@ class HubSecurityTest : public HubdTest {
   std::string MoreTables() override {
     return "[[tokens]]\nname = \"hq-reports\"\nrole = \"reader\"\nsha256 = \"" + digest::Sha256Hex(kOtherReaderToken) + "\"\n";
   }
-  void Start(const std::string& extra) {
-    WriteConfig(extra);
-    StartHubd();
-  }
-
   httplib::Result PushSeqs(const TestPki::Files& cert, const std::string& site, uint64_t first, uint64_t last) {
     return Push(*Site(cert), site, Body(site, first, last));
   }
@@ -55,7 +50,8 @@ class HubSecurityTest : public HubdTest {
 TEST_F(HubSecurityTest, RateLimitsPerTokenAndPerSite) {
   // Slow refill so that a loaded test machine does not refill a bucket between two requests:
   // 3 pulls at once, then one every 5 s; 2 batches at once, then one every 20 s.
-  ASSERT_NO_FATAL_FAILURE(Start("[rate_limits]\npull_per_s = 0.2\npull_burst = 3\npush_per_s = 0.05\npush_burst = 2\n"));
+  WriteConfig("[rate_limits]\npull_per_s = 0.2\npull_burst = 3\npush_per_s = 0.05\npush_burst = 2\n");
+  ASSERT_NO_FATAL_FAILURE(StartHubd());
   auto hq = Hq(kReaderToken);
   for (int i = 0; i < 3; ++i) {
     auto r = hq->Get("/v1/changes?limit=10");
@@ -133,7 +129,8 @@ TEST_F(HubSecurityTest, RateLimitsPerTokenAndPerSite) {
 }
 
 TEST_F(HubSecurityTest, AuditRecordsWhoPulledWhat) {
-  ASSERT_NO_FATAL_FAILURE(Start(""));
+  WriteConfig();
+  ASSERT_NO_FATAL_FAILURE(StartHubd());
   ASSERT_EQ(PushSeqs(site_a_, "site-a", 1, 9)->status, 200);
   auto hq = Hq(kReaderToken);
   ASSERT_EQ(hq->Get("/v1/changes?after=2&limit=4")->status, 200);
