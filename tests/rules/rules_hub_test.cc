@@ -21,9 +21,6 @@ constexpr const char* kSiteId = "test-site";  // tests/ingest/site.cc names its 
 // hubd from the shared fixture (tests/hub/hubd_fixture.h); the site's edged from
 // tests/ingest/site.h, pushing with a certificate for its own site id.
 class RulesHubTest : public HubdTest {};
-// Inside the fixture, Site() is its site HTTPS client and hides the edged site class.
-using EdgeSite = Site;
-
 TEST_F(RulesHubTest, GeofenceEventsAndAlertsReachHqViews) {
   const auto client = pki_.Client(kSiteId);
   auto get = [&](const std::string& path) {

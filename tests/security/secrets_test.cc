@@ -51,9 +51,6 @@ std::vector<std::string> PemBodyLines(const std::string& path) {
   return out;
 }
 
-// Inside the fixture, Site() is its site HTTPS client and hides the edged site class.
-using EdgeSite = Site;
-
 // hubd from the shared fixture (tests/hub/hubd_fixture.h) at debug level, on its SQLite file
 // (searched below); the site's edged from tests/ingest/site.h.
 class SecretsTest : public HubdTest {
