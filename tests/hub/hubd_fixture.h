@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -154,7 +155,7 @@ class HubdTest : public ::testing::Test {
   }
 
   void StartHubd() {
-    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
+    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"), hubd_env_);
     ASSERT_TRUE(hubd_.Start());
     WaitHealthy(dir_.File("hubd.log"));
   }
@@ -272,6 +273,7 @@ class HubdTest : public ::testing::Test {
   // The [limits] table's keys. A test of hubd's own limits sets "" (hubd's defaults) or its own.
   std::string limits_ = "max_body_bytes = 1048576\nmax_decompressed_bytes = 8388608\nmax_records_per_batch = 20000\n";
   int read_timeout_s_ = 30;  // each client's
+  std::map<std::string, std::string> hubd_env_;  // hubd's environment beyond the test's own
 
   TempDir dir_;
   TestPki pki_{dir_.File("pki")};

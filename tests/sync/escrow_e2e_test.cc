@@ -35,6 +35,7 @@ class EscrowE2E : public HubdTest {
 
   // hubd from the shared fixture (tests/hub/hubd_fixture.h), then the proxy and the site.
   void SetUp() override {
+    read_timeout_s_ = 10;  // as the test's own HQ client had
     ASSERT_NO_FATAL_FAILURE(HubdTest::SetUp());
     const auto client = pki_.Client(kSiteId);
     proxy_ = std::make_unique<FaultProxy>("127.0.0.1", port_);
