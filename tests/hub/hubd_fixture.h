@@ -1,8 +1,8 @@
-// The one home for "start a real hubd for a test", shared by every test of hubd under tests/hub
-// and tests/security: the real binary on a free loopback port, real mutual TLS with certificates
-// from TestPki, HQ and site clients over httplib's SSLClient, and Record() / BatchBody(), a
-// deterministic mix of entities (fixed seqs, versions, HLCs and timestamps). tests/hub/README.md
-// says what it offers and how a test changes the config.
+// The one home for "start a real hubd for a test", shared by the tests that start one
+// (tests/hub, tests/security, tests/rules, tests/sync): the real binary on a free loopback port,
+// real mutual TLS with certificates from TestPki, HQ and site clients over httplib's SSLClient,
+// and Record() / BatchBody(), a deterministic mix of entities (fixed seqs, versions, HLCs and
+// timestamps). tests/hub/README.md says what it offers and how a test changes the config.
 #pragma once
 
 #include <httplib.h>
