@@ -21,11 +21,7 @@ namespace {
 class HubStreamTest : public HubdTest {
  protected:
   void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    ASSERT_TRUE(pki_.Init());
-    site_a_ = pki_.Client("site-a");
-    site_b_ = pki_.Client("site-b");
-    port_ = PickFreePort();
+    ASSERT_NO_FATAL_FAILURE(Prepare());
     WriteFile(dir_.File("customer.key"), std::string(64, 'c') + "\n");
     // Quick heartbeats and a small per-client buffer, so the tests see both in seconds.
     WriteConfig("[stream]\nheartbeat_s = 0.3\nbuffer_bytes = 65536\nstall_s = 1\n[customer_stream]\nkey_file = \"" +

@@ -1,11 +1,9 @@
 // Issue 11 part 4, "hubd trusts what a site sends": each attack against a real hubd over real
-// HTTPS with a valid site certificate (TestPki), and a property-based test of hostile batches.
+// HTTPS with a valid site certificate (TestPki; hubd started by the shared fixture,
+// hubd_fixture.h), and a property-based test of hostile batches.
 // docs/security.md lists each attack with its limit and this test.
-#include <httplib.h>
-#include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
-#include <zstd.h>
 
 #include <atomic>
 #include <fstream>
@@ -14,12 +12,10 @@
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "freshsync.pb.h"
 #include "hub/codec.h"
-#include "wire/digest.h"
-#include "tests/support/harness.h"
+#include "tests/hub/hubd_fixture.h"
 #include "tests/support/zstd_bomb.h"
 #include "wire/record_rules.h"
 
@@ -27,7 +23,6 @@ namespace freshsync::testing {
 namespace {
 
 using nlohmann::json;
-constexpr const char* kReaderToken = "reader-token-for-validation-tests";
 constexpr int64_t kTs = 1764000000000;
 
 v1::ChangeRecord StockRecord(uint64_t seq, const std::string& sku, int64_t on_hand, uint64_t version) {
@@ -74,66 +69,26 @@ int64_t FileBytes(const std::string& path) {
   return stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
 }
 
-class HubValidationTest : public ::testing::Test {
+// The shared fixture (hubd_fixture.h) with what these tests probe: hubd's own defaults for
+// [limits] (each test sets the keys it tests), 8 threads for the parallel bombs, and the SQLite
+// store, whose quarantine table Refused() reads directly. Each test starts hubd itself.
+class HubValidationTest : public HubdTest {
  protected:
   void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    ASSERT_TRUE(pki_.Init());
-    site_a_ = pki_.Client("site-a");
-    port_ = PickFreePort();
+    threads_ = 8;
+    read_timeout_s_ = 60;
+    ASSERT_NO_FATAL_FAILURE(Prepare());
   }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << "---- hubd log (tail)\n" << ReadFile(dir_.File("hubd.log")).substr(0, 20000) << "\n";
-    hubd_.Kill();
-  }
+  bool OnPostgres() const override { return false; }
 
-  void StartHubd(const std::string& limits = "") {
-    WriteFile(dir_.File("hubd.toml"),
-              "listen = \"127.0.0.1:" + std::to_string(port_) + "\"\nthreads = 8\n" + limits + "[tls]\nca = \"" +
-                  pki_.ca_cert() + "\"\ncert = \"" + pki_.server().cert + "\"\nkey = \"" + pki_.server().key +
-                  "\"\n[store]\npath = \"" + dir_.File("hub.db") + "\"\n" +
-                  "[[tokens]]\nname = \"hq\"\nrole = \"reader\"\nsha256 = \"" + digest::Sha256Hex(kReaderToken) + "\"\n");
-    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
-    ASSERT_TRUE(hubd_.Start());
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          auto r = Client("")->Get("/healthz");
-          return r && r->status == 200;
-        },
-        std::chrono::seconds(20)));
-  }
-
-  std::unique_ptr<httplib::SSLClient> Client(const std::string& token, const TestPki::Files* cert = nullptr) {
-    auto c = cert ? std::make_unique<httplib::SSLClient>("127.0.0.1", port_, cert->cert, cert->key)
-                  : std::make_unique<httplib::SSLClient>("127.0.0.1", port_);
-    c->set_ca_cert_path(pki_.ca_cert());
-    c->enable_server_certificate_verification(true);
-    c->set_connection_timeout(5);
-    c->set_read_timeout(60);
-    if (!token.empty()) c->set_bearer_token_auth(token);
-    return c;
-  }
-
-  httplib::Result PushBody(const std::string& body) {
-    return Client("", &site_a_)->Post("/v1/sites/site-a/batches", {{"Content-Encoding", "zstd"}}, body,
-                                      "application/x-protobuf");
-  }
+  httplib::Result PushBody(const std::string& body) { return Push(*Site(site_a_), "site-a", body); }
   // Pushes and parses the BatchAck (status in *status).
-  v1::BatchAck Push(const v1::Batch& b, int* status) {
+  v1::BatchAck PushBatch(const v1::Batch& b, int* status) {
     auto r = PushBody(Compress(b));
     v1::BatchAck ack;
     *status = r ? r->status : 0;
     if (r) ack.ParseFromString(r->body);
     return ack;
-  }
-  json Feed() {
-    auto r = Client(kReaderToken)->Get("/v1/changes?limit=10000");
-    EXPECT_TRUE(r && r->status == 200);
-    return r ? json::parse(r->body, nullptr, false) : json();
-  }
-  std::string Metrics() {
-    auto r = Client("")->Get("/metrics");
-    return r ? r->body : "";
   }
   // Rows of refused_records, read with the sqlite3 library (WAL: hubd may be running).
   std::vector<std::pair<uint64_t, std::string>> Refused() {
@@ -148,19 +103,13 @@ class HubValidationTest : public ::testing::Test {
     sqlite3_close(db);
     return out;
   }
-
-  TempDir dir_;
-  TestPki pki_{dir_.File("pki")};
-  TestPki::Files site_a_;
-  int port_ = 0;
-  ChildProcess hubd_;
 };
 
 // Every attack of the issue in one batch: each bad record is refused with a reason naming its
 // seq and field, quarantined, counted per site; the valid ones around them are applied; the
 // site's stream moves on (contiguous covers the refused seqs, so nothing wedges).
 TEST_F(HubValidationTest, InvalidRecordsAreRefusedWithReasonQuarantinedAndCounted) {
-  StartHubd();
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits(""));
   v1::Batch b;
   b.set_site("site-a");
   *b.add_records() = StockRecord(1, "sku-ok", 5, 1);
@@ -190,7 +139,7 @@ TEST_F(HubValidationTest, InvalidRecordsAreRefusedWithReasonQuarantinedAndCounte
   }
   *b.add_records() = PositionRecord(8, 31000000);
   int status = 0;
-  const auto ack = Push(b, &status);
+  const auto ack = PushBatch(b, &status);
   ASSERT_EQ(status, 200) << ack.error();
   EXPECT_EQ(ack.contiguous_seq(), 8u) << "refused seqs count as held: the stream is not wedged";
   EXPECT_EQ(ack.applied(), 2u);
@@ -207,11 +156,11 @@ TEST_F(HubValidationTest, InvalidRecordsAreRefusedWithReasonQuarantinedAndCounte
     EXPECT_EQ(refused[i].second.rfind(want[i].second, 0), 0u) << refused[i].second;
   }
   // HQ sees only the two valid records.
-  const json feed = Feed();
+  const json feed = GetJson("/v1/changes?limit=10000");
   ASSERT_EQ(feed["changes"].size(), 2u) << feed.dump();
   EXPECT_EQ(feed["changes"][0]["seq"], 1);
   EXPECT_EQ(feed["changes"][1]["seq"], 8);
-  auto stock = Client(kReaderToken)->Get("/v1/sites/site-a/stock");
+  auto stock = Hq(kReaderToken)->Get("/v1/sites/site-a/stock");
   ASSERT_TRUE(stock);
   EXPECT_EQ(stock->body.find("sku-neg"), std::string::npos);
   const std::string m = Metrics();
@@ -219,13 +168,13 @@ TEST_F(HubValidationTest, InvalidRecordsAreRefusedWithReasonQuarantinedAndCounte
   EXPECT_NE(m.find("reason=\"position.lat_e6\"} 1"), std::string::npos) << m;
   EXPECT_NE(m.find("reason=\"entity\"} 1"), std::string::npos) << m;
   // Resending the same batch (reconciliation, a retry) changes nothing and counts nothing.
-  const auto again = Push(b, &status);
+  const auto again = PushBatch(b, &status);
   EXPECT_EQ(status, 200);
   EXPECT_EQ(again.duplicates(), 8u);
   EXPECT_EQ(again.refused(), 0u);
   EXPECT_EQ(Refused().size(), 6u);
   // The hub's range digest counts the quarantined seqs whose key was valid, as the edge does.
-  auto d = Client("", &site_a_)->Get("/v1/sites/site-a/digest?from=3&to=8&buckets=1");
+  auto d = Site(site_a_)->Get("/v1/sites/site-a/digest?from=3&to=8&buckets=1");
   ASSERT_TRUE(d && d->status == 200);
   v1::DigestReply reply;
   ASSERT_TRUE(reply.ParseFromString(d->body));
@@ -235,13 +184,13 @@ TEST_F(HubValidationTest, InvalidRecordsAreRefusedWithReasonQuarantinedAndCounte
 // Version 2^64-1 used to lose to version 3 (SQLite compares it as -1). The shared rules cap
 // versions at 2^63-1: 2^64-1 is refused, 2^63-1 is accepted and wins.
 TEST_F(HubValidationTest, VersionAboveInt64MaxIsRefusedAndInt64MaxWins) {
-  StartHubd();
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits(""));
   v1::Batch b;
   b.set_site("site-a");
   *b.add_records() = StockRecord(1, "sku-v", 3, 3);
   *b.add_records() = StockRecord(2, "sku-v", 999, std::numeric_limits<uint64_t>::max());
   int status = 0;
-  auto ack = Push(b, &status);
+  auto ack = PushBatch(b, &status);
   ASSERT_EQ(status, 200);
   EXPECT_EQ(ack.refused(), 1u);
   EXPECT_NE(ack.error().find("seq 2: version: 18446744073709551615 out of range 1..2^63-1"), std::string::npos)
@@ -249,10 +198,10 @@ TEST_F(HubValidationTest, VersionAboveInt64MaxIsRefusedAndInt64MaxWins) {
   b.clear_records();
   *b.add_records() = StockRecord(3, "sku-v", 7, wire::kMaxVersion);
   *b.add_records() = StockRecord(4, "sku-v", 8, 4);  // older: must lose
-  ack = Push(b, &status);
+  ack = PushBatch(b, &status);
   ASSERT_EQ(status, 200) << ack.error();
   EXPECT_EQ(ack.refused(), 0u);
-  auto r = Client(kReaderToken)->Get("/v1/sites/site-a/stock");
+  auto r = Hq(kReaderToken)->Get("/v1/sites/site-a/stock");
   ASSERT_TRUE(r && r->status == 200);
   const json j = json::parse(r->body);
   ASSERT_EQ(j["stock"].size(), 1u) << j.dump();
@@ -263,13 +212,13 @@ TEST_F(HubValidationTest, VersionAboveInt64MaxIsRefusedAndInt64MaxWins) {
 // A stolen certificate pushing oversized keys grows the store by the refused rows only, and a
 // per-site daily byte limit stops even valid-looking floods: 429 + Retry-After, nothing written.
 TEST_F(HubValidationTest, OversizedKeysDoNotGrowTheStoreAndTheSiteByteLimitHolds) {
-  StartHubd("[limits]\nsite_bytes_per_day = 200000\n");
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits("site_bytes_per_day = 200000\n"));
   // Warm-up so that the file has its tables and first pages.
   v1::Batch b;
   b.set_site("site-a");
   *b.add_records() = StockRecord(1, "sku-1", 1, 1);
   int status = 0;
-  Push(b, &status);
+  PushBatch(b, &status);
   ASSERT_EQ(status, 200);
   auto db_bytes = [&] { return FileBytes(dir_.File("hub.db")) + FileBytes(dir_.File("hub.db-wal")); };
   const int64_t before = db_bytes();
@@ -310,7 +259,7 @@ TEST_F(HubValidationTest, OversizedKeysDoNotGrowTheStoreAndTheSiteByteLimitHolds
   EXPECT_TRUE(limited);
   // Nothing of the refused batch was written: the next batch from the same seq is refused too
   // (not a gap, not a duplicate), and the hub's contiguous seq stops before it.
-  auto ack = Push(b, &status);
+  auto ack = PushBatch(b, &status);
   EXPECT_EQ(status, 429);
   EXPECT_EQ(ack.contiguous_seq(), seq - 1);
   EXPECT_NE(Metrics().find("reason=\"site_bytes_per_day\"}"), std::string::npos);
@@ -323,7 +272,7 @@ TEST_F(HubValidationTest, OversizedKeysDoNotGrowTheStoreAndTheSiteByteLimitHolds
 // and runs to its 413, the others get 503 at once.
 TEST_F(HubValidationTest, SixteenParallelZstdBombsStayWithinTheProcessBudget) {
   // A 16 MiB per-request cap and a 56 MiB total (the least accepted is 2 x 16 + 20 = 52 MiB).
-  StartHubd("[limits]\nmax_decompressed_bytes = 16777216\nmax_decompressed_total_bytes = 58720256\n");
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits("max_decompressed_bytes = 16777216\nmax_decompressed_total_bytes = 58720256\n"));
   const std::string bomb = ZstdBombOfZeros(64, 19);  // 256 MiB of zeros
   const long base_kb = StatusKb(hubd_.pid(), "VmHWM:");
   ASSERT_GT(base_kb, 0);
@@ -353,7 +302,7 @@ TEST_F(HubValidationTest, SixteenParallelZstdBombsStayWithinTheProcessBudget) {
   b.set_site("site-a");
   *b.add_records() = StockRecord(1, "sku-1", 1, 1);
   int status = 0;
-  Push(b, &status);
+  PushBatch(b, &status);
   EXPECT_EQ(status, 200);
 }
 
@@ -361,7 +310,7 @@ TEST_F(HubValidationTest, SixteenParallelZstdBombsStayWithinTheProcessBudget) {
 // boundaries, random entities and bodies, both batch formats. hubd must answer every one (no
 // crash, no hang), every refusal has a reason, and every record HQ can read passes the rules.
 TEST_F(HubValidationTest, GeneratedHostileBatchesNeverCrashAndOnlyValidRecordsAreServed) {
-  StartHubd();
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits(""));
   const uint32_t seed = 20261206;
   std::cerr << "property test seed " << seed << "\n";
   std::mt19937_64 rng(seed);
@@ -518,7 +467,7 @@ TEST_F(HubValidationTest, GeneratedHostileBatchesNeverCrashAndOnlyValidRecordsAr
       // A structurally bad batch (e.g. format 2 with an implied seq 0) holds nothing; continue after it.
       next_seq = ack.contiguous_seq() + 1;
       if (res->status == 409 || res->status == 400) {
-        auto c = Client("", &site_a_)->Get("/v1/sites/site-a/digest?from=1&to=1&buckets=1");
+        auto c = Site(site_a_)->Get("/v1/sites/site-a/digest?from=1&to=1&buckets=1");
         ASSERT_TRUE(c && c->status == 200);
         v1::DigestReply d;
         ASSERT_TRUE(d.ParseFromString(c->body));
@@ -530,7 +479,7 @@ TEST_F(HubValidationTest, GeneratedHostileBatchesNeverCrashAndOnlyValidRecordsAr
   EXPECT_GT(accepted_batches, 0);
   for (const auto& [seq, reason] : Refused()) EXPECT_FALSE(reason.empty()) << "seq " << seq;
   // Every record HQ can read passes the shared rules.
-  auto r = Client(kReaderToken)->Get("/v1/changes?limit=10000", {{"Accept", "application/x-protobuf"}});
+  auto r = Hq(kReaderToken)->Get("/v1/changes?limit=10000", {{"Accept", "application/x-protobuf"}});
   ASSERT_TRUE(r && r->status == 200);
   v1::Feed feed;
   ASSERT_TRUE(feed.ParseFromString(r->body));

@@ -1,7 +1,8 @@
-// The hubd test fixture shared by the integration tests (hub_integration_test.cc) and the golden
-// route tests (hub_golden_test.cc): the real binary on a free loopback port, real mutual TLS
-// with certificates from TestPki, HQ and site clients over httplib's SSLClient, and Record() /
-// BatchBody(), a deterministic mix of entities (fixed seqs, versions, HLCs and timestamps).
+// The one home for "start a real hubd for a test", shared by the tests that start one
+// (tests/hub, tests/security, tests/rules, tests/sync): the real binary on a free loopback port,
+// real mutual TLS with certificates from TestPki, HQ and site clients over httplib's SSLClient,
+// and Record() / BatchBody(), a deterministic mix of entities (fixed seqs, versions, HLCs and
+// timestamps). tests/hub/README.md says what it offers and how a test changes the config.
 #pragma once
 
 #include <httplib.h>
@@ -9,6 +10,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <iostream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -82,6 +85,23 @@ class HubdTest : public ::testing::Test {
   using json = nlohmann::json;
 
   void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(Prepare());
+    WriteConfig();
+    StartHubd();
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      const std::string log = ReadFile(dir_.File("hubd.log"));
+      std::cerr << "---- hubd log (last 20000 bytes)\n" << log.substr(log.size() > 20000 ? log.size() - 20000 : 0) << "\n";
+    }
+    hubd_.Kill();
+    pg_.reset();
+  }
+
+  // Everything but hubd: the store (when OnPostgres()), the PKI, the port. A fixture whose tests
+  // each start hubd with a config of their own overrides SetUp() with this alone, and each test
+  // then calls WriteConfig(...) and StartHubd().
+  void Prepare() {
     signal(SIGPIPE, SIG_IGN);  // refused connections must fail a request, not kill the test
     if (OnPostgres()) {
       pg_ = std::make_unique<PostgresServer>(dir_.File("pg"));
@@ -92,12 +112,6 @@ class HubdTest : public ::testing::Test {
     site_a_ = pki_.Client("site-a");
     site_b_ = pki_.Client("site-b");
     port_ = PickFreePort();
-    WriteConfig();
-    StartHubd();
-  }
-  void TearDown() override {
-    hubd_.Kill();
-    pg_.reset();
   }
 
   // The store behind hubd: its SQLite file, or a PostgreSQL 15 of the test's own when the
@@ -109,10 +123,12 @@ class HubdTest : public ::testing::Test {
     return store != nullptr && std::string(store) == "postgresql";
   }
 
+  // `extra` goes before the first table: top-level keys and tables of a test's own
+  // ([rate_limits], [stream], ...). threads_ and limits_ set the rest.
   void WriteConfig(const std::string& extra = "") {
     std::ostringstream c;
     c << "listen = \"127.0.0.1:" << port_ << "\"\n"
-      << "threads = 4\n"
+      << "threads = " << threads_ << "\n"
       << "audit_log = \"" << dir_.File("audit.jsonl") << "\"\n"
       << extra << "[tls]\nca = \"" << pki_.ca_cert() << "\"\ncert = \"" << pki_.server().cert << "\"\nkey = \""
       << pki_.server().key << "\"\n"
@@ -120,7 +136,7 @@ class HubdTest : public ::testing::Test {
       // The fixtures' records are from November 2025: telemetry retention would remove their
       // position history at hubd's start. Kept; retention has tests of its own.
       << "[retention]\ntelemetry_days = 0\n"
-      << "[limits]\nmax_body_bytes = 1048576\nmax_decompressed_bytes = 8388608\nmax_records_per_batch = 20000\n"
+      << "[limits]\n" << limits_
       << "[[tokens]]\nname = \"hq-analytics\"\nrole = \"reader\"\nsha256 = \"" << digest::Sha256Hex(kReaderToken)
       << "\"\n"
       << "[[tokens]]\nname = \"hq-ops\"\nrole = \"admin\"\nsha256 = \"" << digest::Sha256Hex(kAdminToken) << "\"\n"
@@ -129,19 +145,27 @@ class HubdTest : public ::testing::Test {
     WriteFile(dir_.File("hubd.toml"), c.str());
   }
 
+  // Tables a test adds at the end of the config ([privacy], [downstream], more [[tokens]], ...).
+  virtual std::string MoreTables() { return ""; }
   // The [store] table of the config: a SQLite file in the test's folder unless a test says
   // otherwise (hub_golden_test runs the same answers on PostgreSQL).
-  // Tables a test adds at the end of the config ([privacy], [downstream], ...).
-  virtual std::string MoreTables() { return ""; }
   virtual std::string StoreSection() {
     if (pg_ != nullptr) return "[store]\nbackend = \"postgresql\"\nurl = \"" + pg_->Url("hub") + "\"\n";
     return "[store]\npath = \"" + dir_.File("hub.db") + "\"\n";
   }
 
   void StartHubd() {
-    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
+    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"), hubd_env_);
     ASSERT_TRUE(hubd_.Start());
     WaitHealthy(dir_.File("hubd.log"));
+  }
+
+  // hubd on hubd's defaults for [limits] but the keys in `limits`, for the tests of its own
+  // limits (validation, HTTP abuse); with Prepare() alone as their SetUp().
+  void StartWithLimits(const std::string& limits) {
+    limits_ = limits;
+    WriteConfig();
+    StartHubd();
   }
 
   // Until the hubd on port_ answers /healthz (20 s at most; its log in the failure).
@@ -171,7 +195,13 @@ class HubdTest : public ::testing::Test {
     c.set_ca_cert_path(pki_.ca_cert());
     c.enable_server_certificate_verification(true);
     c.set_connection_timeout(5);
-    c.set_read_timeout(30);
+    c.set_read_timeout(read_timeout_s_);
+  }
+
+  // hubd's Prometheus text ("" without an answer).
+  std::string Metrics() {
+    auto r = Hq("")->Get("/metrics");
+    return r ? r->body : "";
   }
 
   httplib::Result Push(httplib::SSLClient& c, const std::string& site, const std::string& body, bool json = false) {
@@ -237,6 +267,13 @@ class HubdTest : public ::testing::Test {
     }
     return out;
   }
+
+  // Config knobs, read by WriteConfig() and the clients: a test changes them before hubd starts.
+  int threads_ = 4;
+  // The [limits] table's keys. A test of hubd's own limits sets "" (hubd's defaults) or its own.
+  std::string limits_ = "max_body_bytes = 1048576\nmax_decompressed_bytes = 8388608\nmax_records_per_batch = 20000\n";
+  int read_timeout_s_ = 30;  // each client's
+  std::map<std::string, std::string> hubd_env_;  // hubd's environment beyond the test's own
 
   TempDir dir_;
   TestPki pki_{dir_.File("pki")};

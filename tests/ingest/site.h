@@ -98,6 +98,9 @@ class Site {
   std::map<std::string, std::string> edged_env_;
   int starts_ = 0;
 };
+// The same class for tests on the hubd fixture (tests/hub/hubd_fixture.h), whose member Site()
+// (a site's HTTPS client) hides this name inside the fixture.
+using EdgeSite = Site;
 
 // The checks every ingest test ends with: seq is dense and unique.
 void ExpectDenseOutbox(const Site& site);

@@ -2,10 +2,6 @@
 // real hubd through the sync agent (mutual TLS), and HQ sees them in its materialized views:
 // GET /v1/sites/{site}/geofence and GET /v1/sites/{site}/alerts (open alerts only); and orders
 // that reserve stock or are refused for want of it, in /orders and /stock.
-#include <httplib.h>
-#include <signal.h>
-
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -13,50 +9,29 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "wire/digest.h"
+#include "tests/hub/hubd_fixture.h"
 #include "tests/ingest/site.h"
-#include "tests/support/harness.h"
 
 namespace freshsync::testing {
 namespace {
 
 using nlohmann::json;
-constexpr const char* kToken = "hq-reader-token-for-rules-tests";
 constexpr const char* kSiteId = "test-site";  // tests/ingest/site.cc names its site so
 
-TEST(RulesHubTest, GeofenceEventsAndAlertsReachHqViews) {
-  signal(SIGPIPE, SIG_IGN);
-  TempDir dir;
-  std::filesystem::create_directories(dir.File("pki"));
-  TestPki pki(dir.File("pki"));
-  ASSERT_TRUE(pki.Init());
-  const auto client = pki.Client(kSiteId);
-  const int port = PickFreePort();
-  WriteFile(dir.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(port) + "\"\n[tls]\nca = \"" + pki.ca_cert() +
-                                       "\"\ncert = \"" + pki.server().cert + "\"\nkey = \"" + pki.server().key + "\"\n[store]\npath = \"" +
-                                       dir.File("hub.db") + "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\nsha256 = \"" +
-                                       digest::Sha256Hex(kToken) + "\"\n");
-  ChildProcess hubd({BinDir() + "/hubd", "--config", dir.File("hubd.toml")}, dir.File("hubd.log"));
-  ASSERT_TRUE(hubd.Start());
-  auto hq = [&] {
-    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", port);
-    c->set_ca_cert_path(pki.ca_cert().c_str());
-    c->enable_server_certificate_verification(true);
-    c->set_bearer_token_auth(kToken);
-    c->set_connection_timeout(2);
-    c->set_read_timeout(10);
-    return c;
-  };
+// hubd from the shared fixture (tests/hub/hubd_fixture.h); the site's edged from
+// tests/ingest/site.h, pushing with a certificate for its own site id.
+class RulesHubTest : public HubdTest {};
+TEST_F(RulesHubTest, GeofenceEventsAndAlertsReachHqViews) {
+  const auto client = pki_.Client(kSiteId);
   auto get = [&](const std::string& path) {
-    auto r = hq()->Get(path);
+    auto r = Hq(kReaderToken)->Get(path);
     return r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
   };
-  ASSERT_TRUE(WaitFor([&] { return hq()->Get("/healthz") != nullptr; }, std::chrono::seconds(20)));
 
-  Site site("[hub]\nurl = \"https://127.0.0.1:" + std::to_string(port) + "\"\nca = \"" + pki.ca_cert() + "\"\ncert = \"" + client.cert +
-            "\"\nkey = \"" + client.key + "\"\nbackoff_initial_ms = 50\nbackoff_max_ms = 1000\n" + "[geofence]\nfile = \"" +
-            std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_fences.geojson\"\n" +
-            "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 300\n");
+  EdgeSite site("[hub]\nurl = \"https://127.0.0.1:" + std::to_string(port_) + "\"\nca = \"" + pki_.ca_cert() +
+                "\"\ncert = \"" + client.cert + "\"\nkey = \"" + client.key + "\"\nbackoff_initial_ms = 50\nbackoff_max_ms = 1000\n" + "[geofence]\nfile = \"" +
+                std::string(FRESHSYNC_GEOFENCE_TESTDATA) + "/sim_seed7_fences.geojson\"\n" +
+                "[[coldchain.rule]]\nsensors = \"cold-*\"\nmin_c = 0.0\nmax_c = 4.0\nfor_s = 300\n");
   ASSERT_TRUE(site.StartEdged()) << site.log();
   auto pub = site.NewPublisher("rules-hub-pub");
   // The first 800 fixes (4000 s) of the recorded track: enter/exit drop-01, drop-07, drop-03, depot.
@@ -135,7 +110,6 @@ TEST(RulesHubTest, GeofenceEventsAndAlertsReachHqViews) {
   Subscriber state(site.broker().Uri(), "state-watch", "fs/orders/o-short/state");
   ASSERT_TRUE(WaitFor([&] { return !state.Payloads().empty(); }, std::chrono::seconds(10)));
   EXPECT_EQ(json::parse(state.Payloads().back())["status"], "refused");
-  hubd.Kill();
 }
 
 }  // namespace

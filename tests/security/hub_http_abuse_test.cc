@@ -1,15 +1,14 @@
 // hubd's HTTPS transport under abuse (docs/security.md): slow
 // clients, oversized heads, connection floods and request smuggling, against the real hubd
-// over real TLS. Raw OpenSSL clients, since a well-behaved client cannot express the attacks.
+// over real TLS (hubd started by the shared fixture, tests/hub/hubd_fixture.h). Raw OpenSSL
+// clients, since a well-behaved client cannot express the attacks.
 //
 // The default suite runs the attacks at a few hundred connections; the cases named *Slow* run
 // them at the issue's sizes (1,000 slowloris connections, 5,000 idle keep-alive connections)
 // and are labelled `slow`.
 #include <arpa/inet.h>
-#include <httplib.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
-#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,13 +21,10 @@
 
 #include <gtest/gtest.h>
 
-#include "wire/digest.h"
-#include "tests/support/harness.h"
+#include "tests/hub/hubd_fixture.h"
 
 namespace freshsync::testing {
 namespace {
-
-constexpr const char* kReaderToken = "reader-token-for-abuse-tests";
 
 long RssKb(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -113,54 +109,28 @@ double P99(std::vector<double> v) {
   return v[std::min(v.size() - 1, static_cast<size_t>(v.size() * 0.99))];
 }
 
-class HubHttpAbuseTest : public ::testing::Test {
+// The shared fixture (tests/hub/hubd_fixture.h) on hubd's default [limits] but the keys each
+// test sets; each test starts hubd itself. ctx_ is the raw OpenSSL clients' context.
+class HubHttpAbuseTest : public HubdTest {
  protected:
   void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
     RaiseNoFile();
-    ASSERT_TRUE(pki_.Init());
-    port_ = PickFreePort();
+    read_timeout_s_ = 10;
+    ASSERT_NO_FATAL_FAILURE(Prepare());
     ctx_ = SSL_CTX_new(TLS_client_method());
     SSL_CTX_load_verify_locations(ctx_, pki_.ca_cert().c_str(), nullptr);
   }
   void TearDown() override {
-    if (HasFailure()) std::cerr << "---- hubd log\n" << ReadFile(dir_.File("hubd.log")) << "\n";
-    hubd_.Kill();
+    HubdTest::TearDown();
     SSL_CTX_free(ctx_);
-  }
-
-  void StartHubd(const std::string& limits) {
-    WriteFile(dir_.File("hubd.toml"),
-              "listen = \"127.0.0.1:" + std::to_string(port_) + "\"\nthreads = 4\n[tls]\nca = \"" + pki_.ca_cert() +
-                  "\"\ncert = \"" + pki_.server().cert + "\"\nkey = \"" + pki_.server().key + "\"\n[store]\npath = \"" +
-                  dir_.File("hub.db") + "\"\n[limits]\n" + limits +
-                  "[[tokens]]\nname = \"hq-analytics\"\nrole = \"reader\"\nsha256 = \"" + digest::Sha256Hex(kReaderToken) + "\"\n");
-    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
-    ASSERT_TRUE(hubd_.Start());
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          auto r = Hq()->Get("/healthz");
-          return r && r->status == 200;
-        },
-        std::chrono::seconds(20)));
-  }
-
-  std::unique_ptr<httplib::SSLClient> Hq() {
-    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", port_);
-    c->set_ca_cert_path(pki_.ca_cert());
-    c->enable_server_certificate_verification(true);
-    c->set_connection_timeout(5);
-    c->set_read_timeout(10);
-    return c;
   }
 
   // A metric's value from /metrics ("name" or "name{labels}").
   long Metric(const std::string& series) {
-    auto r = Hq()->Get("/metrics");
-    if (!r) return -1;
-    const size_t at = r->body.find("\n" + series + " ");
+    const std::string m = Metrics();
+    const size_t at = m.find("\n" + series + " ");
     if (at == std::string::npos) return -1;
-    return std::stol(r->body.substr(at + series.size() + 2));
+    return std::stol(m.substr(at + series.size() + 2));
   }
 
   std::string Raw(const std::string& request) {
@@ -173,8 +143,7 @@ class HubHttpAbuseTest : public ::testing::Test {
   // HQ reads on one kept-alive connection for `secs`, each one's latency in seconds.
   std::vector<double> HqReads(std::atomic<bool>& stop) {
     std::vector<double> lat;
-    auto c = Hq();
-    c->set_bearer_token_auth(kReaderToken);
+    auto c = Hq(kReaderToken);
     while (!stop) {
       const auto t0 = std::chrono::steady_clock::now();
       auto r = c->Get("/v1/changes?limit=10");
@@ -188,7 +157,7 @@ class HubHttpAbuseTest : public ::testing::Test {
   // Slowloris: `n` TLS connections each send one byte of a request head per second. The HQ
   // reader's p99 stays under 1 s, and every slow connection is closed by the head deadline.
   void Slowloris(int n) {
-    StartHubd("head_timeout_s = 3\nmax_connections_per_address = 10000\n");
+    ASSERT_NO_FATAL_FAILURE(StartWithLimits("head_timeout_s = 3\nmax_connections_per_address = 10000\n"));
     std::vector<TlsConn> slow(static_cast<size_t>(n));
     for (auto& c : slow) ASSERT_TRUE(c.Open(ctx_, port_));
     std::atomic<bool> stop{false};
@@ -224,7 +193,7 @@ class HubHttpAbuseTest : public ::testing::Test {
   // `n` idle keep-alive TLS connections, each after one answered request: all stay open (a
   // sample answers a second request), and hubd's RSS stays bounded.
   void IdleKeepAlive(int n, long max_rss_kb) {
-    StartHubd("max_connections_per_address = 10000\nidle_timeout_s = 600\n");
+    ASSERT_NO_FATAL_FAILURE(StartWithLimits("max_connections_per_address = 10000\nidle_timeout_s = 600\n"));
     const long rss0 = RssKb(hubd_.pid());
     std::vector<TlsConn> conns(static_cast<size_t>(n));
     const std::string req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
@@ -249,17 +218,13 @@ class HubHttpAbuseTest : public ::testing::Test {
     EXPECT_TRUE(hubd_.Running());
   }
 
-  TempDir dir_;
-  TestPki pki_{dir_.File("pki")};
-  int port_ = 0;
-  ChildProcess hubd_;
   SSL_CTX* ctx_ = nullptr;
 };
 
 // Request smuggling: two differing Content-Lengths, or Transfer-Encoding with Content-Length,
 // are refused with 400 and the connection closed.
 TEST_F(HubHttpAbuseTest, ConflictingLengthsAreRefused) {
-  StartHubd("");
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits(""));
   for (const std::string& req :
        {std::string("POST /v1/sites/site-a/batches HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
         std::string("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 4\r\n\r\nabcd"),
@@ -274,19 +239,19 @@ TEST_F(HubHttpAbuseTest, ConflictingLengthsAreRefused) {
 }
 
 TEST_F(HubHttpAbuseTest, BearerSchemeIgnoresCase) {
-  StartHubd("");
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits(""));
   for (const std::string scheme : {"bearer", "BEARER", "Bearer"}) {
-    auto r = Hq()->Get("/v1/changes", {{"Authorization", scheme + " " + kReaderToken}});
+    auto r = Hq("")->Get("/v1/changes", {{"Authorization", scheme + " " + kReaderToken}});
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 200) << scheme << ": " << r->body;
   }
-  auto r = Hq()->Get("/v1/changes", {{"Authorization", std::string("Basic ") + kReaderToken}});
+  auto r = Hq("")->Get("/v1/changes", {{"Authorization", std::string("Basic ") + kReaderToken}});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 401);
 }
 
 TEST_F(HubHttpAbuseTest, PerAddressConnectionCap) {
-  StartHubd("max_connections_per_address = 5\n");
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits("max_connections_per_address = 5\n"));
   std::vector<TlsConn> held(5);
   for (auto& c : held) ASSERT_TRUE(c.Open(ctx_, port_));
   // The sixth from the same address is closed at accept: no handshake.
@@ -310,7 +275,7 @@ TEST_F(HubHttpAbuseTest, PerAddressConnectionCap) {
 // refused once its head passes limits.max_header_bytes (431, or the connection closed while
 // the client is still sending), and hubd's RSS stays under 200 MB and comes back.
 TEST_F(HubHttpAbuseTest, MillionHeadersAreRefusedWithinBoundedMemory) {
-  StartHubd("");
+  ASSERT_NO_FATAL_FAILURE(StartWithLimits(""));
   const long rss0 = RssKb(hubd_.pid());
   std::atomic<long> peak{rss0};
   std::atomic<bool> done{false};
@@ -337,7 +302,7 @@ TEST_F(HubHttpAbuseTest, MillionHeadersAreRefusedWithinBoundedMemory) {
   for (auto& t : attackers) t.join();
   done = true;
   sampler.join();
-  auto ok = Hq()->Get("/healthz");
+  auto ok = Hq("")->Get("/healthz");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);
   const long rss1 = RssKb(hubd_.pid());

@@ -1,26 +1,21 @@
 // The hub's security features against the real hubd over HTTPS (mutual TLS for sites, bearer
 // tokens for HQ): rate limits per token and per site with 429 + Retry-After, counted in
-// /metrics and the audit log; and the audit trail of who pulled what.
-#include <httplib.h>
-#include <signal.h>
-
+// /metrics and the audit log; and the audit trail of who pulled what. hubd is started by the
+// shared fixture, tests/hub/hubd_fixture.h.
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "freshsync.pb.h"
 #include "hub/codec.h"
+#include "tests/hub/hubd_fixture.h"
 #include "wire/digest.h"
-#include "tests/support/harness.h"
 
 namespace freshsync::testing {
 namespace {
 
 using nlohmann::json;
-constexpr const char* kReaderToken = "reader-token-for-security-tests";
 constexpr const char* kOtherReaderToken = "second-reader-token-for-security-tests";
-constexpr const char* kAdminToken = "admin-token-for-security-tests";
 
 std::string Body(const std::string& site, uint64_t first, uint64_t last) {
   v1::Batch b;
@@ -38,72 +33,26 @@ std::string Body(const std::string& site, uint64_t first, uint64_t last) {
   return hub::ZstdCompress(b.SerializeAsString(), 1);
 }
 
-class HubSecurityTest : public ::testing::Test {
+// The shared fixture (tests/hub/hubd_fixture.h) with a second reader token, for the per-token
+// buckets; each test starts hubd with its own top-level config (the rate limits).
+class HubSecurityTest : public HubdTest {
  protected:
-  void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    ASSERT_TRUE(pki_.Init());
-    site_a_ = pki_.Client("site-a");
-    site_b_ = pki_.Client("site-b");
-    port_ = PickFreePort();
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(Prepare()); }
+  std::string MoreTables() override {
+    return "[[tokens]]\nname = \"hq-reports\"\nrole = \"reader\"\nsha256 = \"" + digest::Sha256Hex(kOtherReaderToken) + "\"\n";
   }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << "---- hubd log\n" << ReadFile(dir_.File("hubd.log")) << "\n";
-    hubd_.Kill();
+  httplib::Result PushSeqs(const TestPki::Files& cert, const std::string& site, uint64_t first, uint64_t last) {
+    return Push(*Site(cert), site, Body(site, first, last));
   }
-
-  void StartHubd(const std::string& extra) {
-    WriteFile(dir_.File("hubd.toml"),
-              "listen = \"127.0.0.1:" + std::to_string(port_) + "\"\nthreads = 4\naudit_log = \"" + dir_.File("audit.jsonl") +
-                  "\"\n" + extra + "[tls]\nca = \"" + pki_.ca_cert() + "\"\ncert = \"" + pki_.server().cert + "\"\nkey = \"" +
-                  pki_.server().key + "\"\n[store]\npath = \"" + dir_.File("hub.db") + "\"\n" +
-                  "[[tokens]]\nname = \"hq-analytics\"\nrole = \"reader\"\nsha256 = \"" + digest::Sha256Hex(kReaderToken) +
-                  "\"\n[[tokens]]\nname = \"hq-reports\"\nrole = \"reader\"\nsha256 = \"" + digest::Sha256Hex(kOtherReaderToken) +
-                  "\"\n[[tokens]]\nname = \"hq-ops\"\nrole = \"admin\"\nsha256 = \"" + digest::Sha256Hex(kAdminToken) + "\"\n");
-    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
-    ASSERT_TRUE(hubd_.Start());
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          auto r = Client("")->Get("/healthz");
-          return r && r->status == 200;
-        },
-        std::chrono::seconds(20)));
-  }
-
-  std::unique_ptr<httplib::SSLClient> Client(const std::string& token, const TestPki::Files* cert = nullptr) {
-    auto c = cert ? std::make_unique<httplib::SSLClient>("127.0.0.1", port_, cert->cert, cert->key)
-                  : std::make_unique<httplib::SSLClient>("127.0.0.1", port_);
-    c->set_ca_cert_path(pki_.ca_cert());
-    c->enable_server_certificate_verification(true);
-    c->set_connection_timeout(5);
-    c->set_read_timeout(30);
-    if (!token.empty()) c->set_bearer_token_auth(token);
-    return c;
-  }
-
-  httplib::Result Push(const TestPki::Files& cert, const std::string& site, uint64_t first, uint64_t last) {
-    return Client("", &cert)->Post(("/v1/sites/" + site + "/batches").c_str(), {{"Content-Encoding", "zstd"}},
-                                   Body(site, first, last), "application/x-protobuf");
-  }
-
-  json Audit() {
-    auto r = Client(kAdminToken)->Get("/v1/audit?limit=10000");
-    EXPECT_TRUE(r && r->status == 200);
-    return r ? json::parse(r->body, nullptr, false) : json();
-  }
-
-  TempDir dir_;
-  TestPki pki_{dir_.File("pki")};
-  TestPki::Files site_a_, site_b_;
-  int port_ = 0;
-  ChildProcess hubd_;
+  json Audit() { return GetJson("/v1/audit?limit=10000", kAdminToken); }
 };
 
 TEST_F(HubSecurityTest, RateLimitsPerTokenAndPerSite) {
   // Slow refill so that a loaded test machine does not refill a bucket between two requests:
   // 3 pulls at once, then one every 5 s; 2 batches at once, then one every 20 s.
-  StartHubd("[rate_limits]\npull_per_s = 0.2\npull_burst = 3\npush_per_s = 0.05\npush_burst = 2\n");
-  auto hq = Client(kReaderToken);
+  WriteConfig("[rate_limits]\npull_per_s = 0.2\npull_burst = 3\npush_per_s = 0.05\npush_burst = 2\n");
+  ASSERT_NO_FATAL_FAILURE(StartHubd());
+  auto hq = Hq(kReaderToken);
   for (int i = 0; i < 3; ++i) {
     auto r = hq->Get("/v1/changes?limit=10");
     ASSERT_TRUE(r);
@@ -121,7 +70,7 @@ TEST_F(HubSecurityTest, RateLimitsPerTokenAndPerSite) {
   // Further refusals in the same minute are counted, not each audited.
   for (int i = 0; i < 4; ++i) EXPECT_EQ(hq->Get("/v1/sites")->status, 429);
   // Another token has its own bucket.
-  auto other = Client(kOtherReaderToken)->Get("/v1/changes");
+  auto other = Hq(kOtherReaderToken)->Get("/v1/changes");
   ASSERT_TRUE(other);
   EXPECT_EQ(other->status, 200);
   // Retry-After is honest: after it, the token may pull again.
@@ -129,21 +78,21 @@ TEST_F(HubSecurityTest, RateLimitsPerTokenAndPerSite) {
   EXPECT_EQ(hq->Get("/v1/changes")->status, 200);
 
   // Sites: two batches at once, then the third is refused with Retry-After, per site.
-  auto p1 = Push(site_a_, "site-a", 1, 5);
-  auto p2 = Push(site_a_, "site-a", 6, 10);
+  auto p1 = PushSeqs(site_a_, "site-a", 1, 5);
+  auto p2 = PushSeqs(site_a_, "site-a", 6, 10);
   ASSERT_TRUE(p1 && p2);
   EXPECT_EQ(p1->status, 200);
   EXPECT_EQ(p2->status, 200);
-  auto p3 = Push(site_a_, "site-a", 11, 15);
+  auto p3 = PushSeqs(site_a_, "site-a", 11, 15);
   ASSERT_TRUE(p3);
   EXPECT_EQ(p3->status, 429);
   ASSERT_TRUE(p3->has_header("Retry-After"));
   EXPECT_GE(std::stoi(p3->get_header_value("Retry-After")), 1);
-  auto pb = Push(site_b_, "site-b", 1, 5);
+  auto pb = PushSeqs(site_b_, "site-b", 1, 5);
   ASSERT_TRUE(pb);
   EXPECT_EQ(pb->status, 200) << "site-b is not limited by site-a's traffic";
   // The refused batch was not applied: the hub holds 10 records of site-a.
-  auto sites = json::parse(Client(kAdminToken)->Get("/v1/sites")->body, nullptr, false);
+  auto sites = json::parse(Hq(kAdminToken)->Get("/v1/sites")->body, nullptr, false);
   bool saw_site_a = false;
   for (const auto& s : sites["sites"]) {
     if (s["site"] != "site-a") continue;
@@ -153,7 +102,7 @@ TEST_F(HubSecurityTest, RateLimitsPerTokenAndPerSite) {
   EXPECT_TRUE(saw_site_a);
 
   // Counted in /metrics ...
-  auto m = Client("")->Get("/metrics");
+  auto m = Hq("")->Get("/metrics");
   ASSERT_TRUE(m);
   EXPECT_NE(m->body.find("freshsync_hub_rate_limited_total{scope=\"token\"} 5"), std::string::npos) << m->body;
   EXPECT_NE(m->body.find("freshsync_hub_rate_limited_total{scope=\"site\"} 1"), std::string::npos) << m->body;
@@ -180,13 +129,14 @@ TEST_F(HubSecurityTest, RateLimitsPerTokenAndPerSite) {
 }
 
 TEST_F(HubSecurityTest, AuditRecordsWhoPulledWhat) {
-  StartHubd("");
-  ASSERT_EQ(Push(site_a_, "site-a", 1, 9)->status, 200);
-  auto hq = Client(kReaderToken);
+  WriteConfig();
+  ASSERT_NO_FATAL_FAILURE(StartHubd());
+  ASSERT_EQ(PushSeqs(site_a_, "site-a", 1, 9)->status, 200);
+  auto hq = Hq(kReaderToken);
   ASSERT_EQ(hq->Get("/v1/changes?after=2&limit=4")->status, 200);
   ASSERT_EQ(hq->Get("/v1/sites/site-a/stock")->status, 200);
   ASSERT_EQ(hq->Get("/v1/changes?limit=0")->status, 400);
-  ASSERT_EQ(Client(kAdminToken)->Get("/v1/sites")->status, 200);
+  ASSERT_EQ(Hq(kAdminToken)->Get("/v1/sites")->status, 200);
 
   std::vector<json> pulls;
   const json audit = Audit();

@@ -6,9 +6,6 @@
 // personal data, the tokens, the privacy key (hex, base64, raw) and the TLS private keys.
 // Then `edgectl rotate-key` moves the stored data to a new key and the old key can go.
 // (tests/ingest/ingest_volume_test.cc checks the edge store alone at volume.)
-#include <httplib.h>
-#include <signal.h>
-
 #include <fstream>
 #include <sstream>
 
@@ -18,15 +15,13 @@
 #include <nlohmann/json.hpp>
 
 #include "hub/codec.h"
-#include "wire/digest.h"
+#include "tests/hub/hubd_fixture.h"
 #include "tests/ingest/site.h"
-#include "tests/support/harness.h"
 
 namespace freshsync::testing {
 namespace {
 
 using nlohmann::json;
-constexpr const char* kToken = "hq-bearer-SECRET-7f3a9c21d4e8b605";
 constexpr const char* kWrongToken = "hq-bearer-WRONG-0a1b2c3d4e5f6789";
 
 std::string Hex(const std::string& bytes, bool upper) {
@@ -56,42 +51,27 @@ std::vector<std::string> PemBodyLines(const std::string& path) {
   return out;
 }
 
-class SecretsTest : public ::testing::Test {
+// hubd from the shared fixture (tests/hub/hubd_fixture.h) at debug level, on its SQLite file
+// (searched below); the site's edged from tests/ingest/site.h.
+class SecretsTest : public HubdTest {
  protected:
   void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    ASSERT_TRUE(pki_.Init());
+    read_timeout_s_ = 10;
+    ASSERT_NO_FATAL_FAILURE(Prepare());
     client_ = pki_.Client("test-site");
-    hub_port_ = PickFreePort();
-    WriteFile(dir_.File("hubd.toml"),
-              "listen = \"127.0.0.1:" + std::to_string(hub_port_) + "\"\nthreads = 4\naudit_log = \"" + dir_.File("audit.jsonl") +
-                  "\"\n[tls]\nca = \"" + pki_.ca_cert() + "\"\ncert = \"" + pki_.server().cert + "\"\nkey = \"" +
-                  pki_.server().key + "\"\n[store]\npath = \"" + dir_.File("hub.db") + "\"\n[log]\nlevel = \"debug\"\n" +
-                  "[[tokens]]\nname = \"hq\"\nrole = \"reader\"\nsha256 = \"" + digest::Sha256Hex(kToken) + "\"\n");
-    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
-    ASSERT_TRUE(hubd_.Start());
-    ASSERT_TRUE(WaitFor([&] { return Hq(kToken)->Get("/healthz") != nullptr; }, std::chrono::seconds(20)));
+    WriteConfig("[log]\nlevel = \"debug\"\n");
+    ASSERT_NO_FATAL_FAILURE(StartHubd());
     key_ = RandomBytes(32);
     WriteFile(dir_.File("privacy.key"), Hex(key_, false) + "\n");
   }
   void TearDown() override {
-    if (HasFailure()) std::cerr << "---- hubd log\n" << ReadFile(dir_.File("hubd.log")) << "\n";
     site_.reset();
-    hubd_.Kill();
+    HubdTest::TearDown();
   }
-
-  std::unique_ptr<httplib::SSLClient> Hq(const std::string& token) {
-    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", hub_port_);
-    c->set_ca_cert_path(pki_.ca_cert());
-    c->enable_server_certificate_verification(true);
-    c->set_connection_timeout(5);
-    c->set_read_timeout(10);
-    c->set_bearer_token_auth(token);
-    return c;
-  }
+  bool OnPostgres() const override { return false; }
 
   int64_t HubRecords() {
-    auto r = Hq(kToken)->Get("/v1/sites");
+    auto r = Hq(kReaderToken)->Get("/v1/sites");
     if (!r || r->status != 200) return -1;
     auto j = json::parse(r->body, nullptr, false);
     for (auto& s : j["sites"])
@@ -99,18 +79,14 @@ class SecretsTest : public ::testing::Test {
     return 0;
   }
 
-  TempDir dir_;
-  TestPki pki_{dir_.File("pki")};
   TestPki::Files client_;
-  int hub_port_ = 0;
-  ChildProcess hubd_;
   std::string key_;
-  std::unique_ptr<Site> site_;
+  std::unique_ptr<EdgeSite> site_;
 };
 
 TEST_F(SecretsTest, NoSecretOrPersonalDataInLogsOrStoresThenKeyRotation) {
-  site_ = std::make_unique<Site>("[log]\nlevel = \"debug\"\n[privacy]\nkey_file = \"" + dir_.File("privacy.key") +
-                                 "\"\n[hub]\nurl = \"https://127.0.0.1:" + std::to_string(hub_port_) + "\"\nca = \"" +
+  site_ = std::make_unique<EdgeSite>("[log]\nlevel = \"debug\"\n[privacy]\nkey_file = \"" + dir_.File("privacy.key") +
+                                 "\"\n[hub]\nurl = \"https://127.0.0.1:" + std::to_string(port_) + "\"\nca = \"" +
                                  pki_.ca_cert() + "\"\ncert = \"" + client_.cert + "\"\nkey = \"" + client_.key +
                                  "\"\nbackoff_initial_ms = 50\nbackoff_max_ms = 1000\n");
   ASSERT_TRUE(site_->StartEdged()) << site_->log();
@@ -141,11 +117,11 @@ TEST_F(SecretsTest, NoSecretOrPersonalDataInLogsOrStoresThenKeyRotation) {
   ASSERT_TRUE(WaitFor([&] { return HubRecords() == last; }, std::chrono::seconds(60))) << site_->log();
 
   // HQ pulls the orders (sealed blobs) and the feed; a wrong token is refused and logged.
-  auto orders = Hq(kToken)->Get("/v1/sites/test-site/orders");
+  auto orders = Hq(kReaderToken)->Get("/v1/sites/test-site/orders");
   ASSERT_TRUE(orders);
   ASSERT_EQ(orders->status, 200);
   for (const auto& p : pii) EXPECT_EQ(orders->body.find(p), std::string::npos) << p;
-  ASSERT_EQ(Hq(kToken)->Get("/v1/changes?limit=1000")->status, 200);
+  ASSERT_EQ(Hq(kReaderToken)->Get("/v1/changes?limit=1000")->status, 200);
   ASSERT_EQ(Hq(kWrongToken)->Get("/v1/changes")->status, 401);
 
   // Operator tools print nothing secret either.
@@ -165,7 +141,7 @@ TEST_F(SecretsTest, NoSecretOrPersonalDataInLogsOrStoresThenKeyRotation) {
 
   std::vector<std::pair<std::string, std::string>> needles;  // what, bytes
   for (const auto& p : pii) needles.push_back({"personal data '" + p + "'", p});
-  needles.push_back({"the bearer token", kToken});
+  needles.push_back({"the bearer token", kReaderToken});
   needles.push_back({"the wrong bearer token", kWrongToken});
   needles.push_back({"the privacy key (hex)", Hex(key_, false)});
   needles.push_back({"the privacy key (HEX)", Hex(key_, true)});

@@ -4,7 +4,6 @@
 // cipher are refused, TLS 1.2 and 1.3 work. A control server that does accept TLS 1.1 proves
 // that the probe itself can speak TLS 1.1 (Debian's OpenSSL refuses it by default, which would
 // make "refused" pass for the wrong reason).
-#include <httplib.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -14,8 +13,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/hub/hubd_fixture.h"
 #include "tests/ingest/site.h"
-#include "tests/support/harness.h"
 
 namespace freshsync::testing {
 namespace {
@@ -79,17 +78,12 @@ TEST_F(TlsTest, ProbeCanSpeakTls11AndCbc) {
   server.Kill();
 }
 
-TEST_F(TlsTest, Hubd) {
-  const int port = PickFreePort();
-  WriteFile(dir_.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(port) + "\"\n[tls]\nca = \"" + pki_.ca_cert() +
-                                        "\"\ncert = \"" + pki_.server().cert + "\"\nkey = \"" + pki_.server().key +
-                                        "\"\n[store]\npath = \"" + dir_.File("hub.db") + "\"\n");
-  ChildProcess hubd({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
-  ASSERT_TRUE(hubd.Start());
-  ASSERT_TRUE(WaitFor([&] { return Handshake(port, "-tls1_2", dir_.File("wait.log")) == "TLSv1.2"; }, std::chrono::seconds(20)))
-      << ReadFile(dir_.File("hubd.log"));
-  ExpectModernTlsOnly(port, dir_, "hubd");
-  EXPECT_TRUE(hubd.Running());
+// hubd from the shared fixture (tests/hub/hubd_fixture.h): started, answering /healthz over HTTPS.
+class TlsHubdTest : public HubdTest {};
+
+TEST_F(TlsHubdTest, Hubd) {
+  ExpectModernTlsOnly(port_, dir_, "hubd");
+  EXPECT_TRUE(hubd_.Running());
 }
 
 TEST_F(TlsTest, EdgedMetricsWithTls) {

@@ -7,9 +7,6 @@
 //   - every order ended reserved or refused (HQ orders: accepted or refused; local orders:
 //     created or refused), and HQ's view agrees with the site's;
 //   - nothing is pending downstream, and the upstream backlog is empty.
-#include <httplib.h>
-#include <signal.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,17 +21,15 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/hub/hubd_fixture.h"
 #include "tests/ingest/site.h"
 #include "tests/support/fault_proxy.h"
-#include "tests/support/harness.h"
-#include "wire/digest.h"
 
 namespace freshsync::testing {
 namespace {
 
 using nlohmann::json;
 
-constexpr const char* kWriterToken = "hq-writer-token-for-race";
 constexpr int kSites = 3;
 constexpr int kHqOrders = 1000;
 constexpr int kLocalOrders = 1000;
@@ -48,37 +43,29 @@ struct Line {
 struct RaceSite {
   std::string id;
   std::unique_ptr<FaultProxy> proxy;
-  std::unique_ptr<Site> site;
+  std::unique_ptr<EdgeSite> site;
   std::unique_ptr<Publisher> pub;
 };
 
-class DownstreamRace : public ::testing::Test {
+class DownstreamRace : public HubdTest {
  protected:
+  // hubd from the shared fixture (tests/hub/hubd_fixture.h), then the sites, each behind its proxy.
   void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    std::filesystem::create_directories(dir_.File("pki"));
-    pki_ = std::make_unique<TestPki>(dir_.File("pki"));
-    ASSERT_TRUE(pki_->Init());
-    hub_port_ = PickFreePort();
-    WriteFile(dir_.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port_) + "\"\nthreads = 4\n[tls]\nca = \"" +
-                                          pki_->ca_cert() + "\"\ncert = \"" + pki_->server().cert + "\"\nkey = \"" +
-                                          pki_->server().key + "\"\n[store]\npath = \"" + dir_.File("hub.db") +
-                                          "\"\n[[tokens]]\nname = \"hq\"\nrole = \"writer\"\nsha256 = \"" +
-                                          digest::Sha256Hex(kWriterToken) + "\"\n");
-    ASSERT_TRUE(StartHubd()) << ReadFile(dir_.File("hubd.log"));
+    read_timeout_s_ = 10;  // as the test's own HQ client had
+    ASSERT_NO_FATAL_FAILURE(HubdTest::SetUp());
     for (int i = 0; i < kSites; ++i) {
       RaceSite s;
       s.id = "race-" + std::to_string(i + 1);
-      const auto client = pki_->Client(s.id);
-      s.proxy = std::make_unique<FaultProxy>("127.0.0.1", hub_port_);
+      const auto client = pki_.Client(s.id);
+      s.proxy = std::make_unique<FaultProxy>("127.0.0.1", port_);
       ASSERT_TRUE(s.proxy->Start());
       SiteOptions o;
       o.site_id = s.id;
-      o.extra_toml = "[hub]\nurl = \"https://127.0.0.1:" + std::to_string(s.proxy->port()) + "\"\nca = \"" + pki_->ca_cert() +
+      o.extra_toml = "[hub]\nurl = \"https://127.0.0.1:" + std::to_string(s.proxy->port()) + "\"\nca = \"" + pki_.ca_cert() +
                      "\"\ncert = \"" + client.cert + "\"\nkey = \"" + client.key +
                      "\"\nbatch_max_records = 500\ntimeout_ms = 3000\nbackoff_initial_ms = 50\nbackoff_max_ms = 1000\n"
                      "reconcile_interval_s = 2\n";
-      s.site = std::make_unique<Site>(o);
+      s.site = std::make_unique<EdgeSite>(o);
       ASSERT_TRUE(s.site->StartEdged()) << s.site->log();
       s.pub = s.site->NewPublisher("race-pub-" + std::to_string(i));
       for (const char* sku : {"veg-001", "veg-002"})
@@ -93,27 +80,11 @@ class DownstreamRace : public ::testing::Test {
 
   void TearDown() override {
     sites_.clear();
-    hubd_.Kill();
-  }
-
-  bool StartHubd() {
-    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
-    if (!hubd_.Start()) return false;
-    return WaitFor([&] { return Hq()->Get("/healthz") != nullptr; }, std::chrono::seconds(20));
-  }
-
-  std::unique_ptr<httplib::SSLClient> Hq() {
-    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", hub_port_);
-    c->set_ca_cert_path(pki_->ca_cert().c_str());
-    c->enable_server_certificate_verification(true);
-    c->set_bearer_token_auth(kWriterToken);
-    c->set_connection_timeout(2);
-    c->set_read_timeout(10);
-    return c;
+    HubdTest::TearDown();
   }
 
   json HqGet(const std::string& path) {
-    auto r = Hq()->Get(path);
+    auto r = Hq(kWriterToken)->Get(path);
     if (!r || r->status != 200) return json();
     return json::parse(r->body, nullptr, false);
   }
@@ -124,10 +95,6 @@ class DownstreamRace : public ::testing::Test {
     return a.dump();
   }
 
-  TempDir dir_;
-  std::unique_ptr<TestPki> pki_;
-  int hub_port_ = 0;
-  ChildProcess hubd_;
   std::vector<RaceSite> sites_;
 };
 
@@ -171,7 +138,7 @@ TEST_F(DownstreamRace, SlowHqAndLocalOrdersRaceForStockUnderKillsAndCuts) {
       const Order& o = orders[hq_ids[i]];
       const std::string body = R"({"order_id":")" + hq_ids[i] + R"(","lines":)" + LinesJson(o.lines) + "}";
       for (int attempt = 0;; ++attempt) {
-        auto r = Hq()->Post("/v1/sites/" + sites_[o.site].id + "/orders", body, "application/json");
+        auto r = Hq(kWriterToken)->Post("/v1/sites/" + sites_[o.site].id + "/orders", body, "application/json");
         if (r && r->status == 202) break;
         ASSERT_TRUE(!r || r->status >= 500 || r->status == 429) << r->status << " " << r->body;
         ++hq_retries;
@@ -210,7 +177,7 @@ TEST_F(DownstreamRace, SlowHqAndLocalOrdersRaceForStockUnderKillsAndCuts) {
       } else if (plan[i] == 1) {
         hubd_.Kill();
         std::this_thread::sleep_for(std::chrono::milliseconds(300));
-        EXPECT_TRUE(StartHubd());
+        StartHubd();  // a failed start fails the test (the fixture's assertion); the run goes on
         ++hub_kills;
       } else {
         s.proxy->Cut();
@@ -251,7 +218,7 @@ TEST_F(DownstreamRace, SlowHqAndLocalOrdersRaceForStockUnderKillsAndCuts) {
 
   for (int i = 0; i < kSites; ++i) {
     RaceSite& s = sites_[i];
-    Site& site = *s.site;
+    EdgeSite& site = *s.site;
     SCOPED_TRACE(s.id);
     // Every command once, in order: one dedupe row per down_seq 1..last, and the orders' first
     // ORDER records in the outbox in down_seq order.

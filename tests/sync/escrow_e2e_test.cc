@@ -4,11 +4,9 @@
 // left to the site, and local sales cannot take the allotment; with the link back, the site
 // honours every hub-accepted order and the hub's view matches. Then the same with kill -9 of
 // edged and of hubd while HQ's orders arrive, with and without the link.
-#include <signal.h>
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -17,49 +15,38 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/hub/hubd_fixture.h"
 #include "tests/ingest/site.h"
 #include "tests/support/fault_proxy.h"
-#include "tests/support/harness.h"
-#include "wire/digest.h"
 
 namespace freshsync::testing {
 namespace {
 
 using nlohmann::json;
 
-constexpr const char* kWriterToken = "hq-writer-token-for-escrow";
 constexpr const char* kSiteId = "escrow-1";
 
-class EscrowE2E : public ::testing::Test {
+class EscrowE2E : public HubdTest {
  protected:
   // The site's [escrow] allotment of veg-001.
   virtual int Grant() const { return 5; }
 
+  // hubd from the shared fixture (tests/hub/hubd_fixture.h), then the proxy and the site.
   void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    std::filesystem::create_directories(dir_.File("pki"));
-    pki_ = std::make_unique<TestPki>(dir_.File("pki"));
-    ASSERT_TRUE(pki_->Init());
-    hub_port_ = PickFreePort();
-    WriteFile(dir_.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port_) + "\"\nthreads = 4\n[tls]\nca = \"" +
-                                          pki_->ca_cert() + "\"\ncert = \"" + pki_->server().cert + "\"\nkey = \"" +
-                                          pki_->server().key + "\"\n[store]\npath = \"" + dir_.File("hub.db") +
-                                          "\"\n[[tokens]]\nname = \"hq\"\nrole = \"writer\"\nsha256 = \"" +
-                                          digest::Sha256Hex(kWriterToken) + "\"\n");
-    ASSERT_NO_FATAL_FAILURE(StartHubd());
-    const auto client = pki_->Client(kSiteId);
-    proxy_ = std::make_unique<FaultProxy>("127.0.0.1", hub_port_);
+    read_timeout_s_ = 10;  // as the test's own HQ client had
+    ASSERT_NO_FATAL_FAILURE(HubdTest::SetUp());
+    const auto client = pki_.Client(kSiteId);
+    proxy_ = std::make_unique<FaultProxy>("127.0.0.1", port_);
     ASSERT_TRUE(proxy_->Start());
     SiteOptions o;
     o.site_id = kSiteId;
-    o.extra_toml = "[hub]\nurl = \"https://127.0.0.1:" + std::to_string(proxy_->port()) + "\"\nca = \"" + pki_->ca_cert() +
+    o.extra_toml = "[hub]\nurl = \"https://127.0.0.1:" + std::to_string(proxy_->port()) + "\"\nca = \"" + pki_.ca_cert() +
                    "\"\ncert = \"" + client.cert + "\"\nkey = \"" + client.key +
                    "\"\nbatch_max_records = 500\ntimeout_ms = 3000\nbackoff_initial_ms = 50\nbackoff_max_ms = 1000\n"
                    "reconcile_interval_s = 2\n[downstream]\nwait_ms = 2000\n[escrow]\n\"veg-001\" = " + std::to_string(Grant()) + "\n";
-    site_ = std::make_unique<Site>(o);
+    site_ = std::make_unique<EdgeSite>(o);
     ASSERT_TRUE(site_->StartEdged()) << site_->log();
     pub_ = site_->NewPublisher("escrow-pub");
   }
@@ -67,28 +54,11 @@ class EscrowE2E : public ::testing::Test {
   void TearDown() override {
     pub_.reset();
     site_.reset();
-    hubd_.Kill();
-  }
-
-  // hubd on its config and port (again after a kill: same store, same port).
-  void StartHubd() {
-    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"));
-    ASSERT_TRUE(hubd_.Start());
-    ASSERT_TRUE(WaitFor([&] { return Hq()->Get("/healthz") != nullptr; }, std::chrono::seconds(20))) << ReadFile(dir_.File("hubd.log"));
-  }
-
-  std::unique_ptr<httplib::SSLClient> Hq() {
-    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", hub_port_);
-    c->set_ca_cert_path(pki_->ca_cert().c_str());
-    c->enable_server_certificate_verification(true);
-    c->set_bearer_token_auth(kWriterToken);
-    c->set_connection_timeout(2);
-    c->set_read_timeout(10);
-    return c;
+    HubdTest::TearDown();
   }
 
   json HqOrder(const std::string& id, int qty) {
-    auto r = Hq()->Post(std::string("/v1/sites/") + kSiteId + "/orders",
+    auto r = Hq(kWriterToken)->Post(std::string("/v1/sites/") + kSiteId + "/orders",
                         json{{"order_id", id}, {"lines", {{{"sku", "veg-001"}, {"qty", qty}}}}}.dump(), "application/json");
     EXPECT_TRUE(r);
     if (!r) return json();
@@ -98,7 +68,7 @@ class EscrowE2E : public ::testing::Test {
 
   // The site's one allotment as HQ sees it; {} until there is one (so value() never throws).
   json Escrow() {
-    auto r = Hq()->Get(std::string("/v1/sites/") + kSiteId + "/escrow");
+    auto r = Hq(kWriterToken)->Get(std::string("/v1/sites/") + kSiteId + "/escrow");
     if (!r || r->status != 200) return json::object();
     json j = json::parse(r->body, nullptr, false);
     return j.is_object() && j["escrow"].is_array() && !j["escrow"].empty() ? j["escrow"][0] : json::object();
@@ -114,12 +84,8 @@ class EscrowE2E : public ::testing::Test {
                                      "FROM orders WHERE order_id = '" + order + "'"));
   }
 
-  TempDir dir_;
-  std::unique_ptr<TestPki> pki_;
-  int hub_port_ = 0;
-  ChildProcess hubd_;
   std::unique_ptr<FaultProxy> proxy_;
-  std::unique_ptr<Site> site_;
+  std::unique_ptr<EdgeSite> site_;
   std::unique_ptr<Publisher> pub_;
 };
 
@@ -161,7 +127,7 @@ TEST_F(EscrowE2E, HubAcceptedOrdersDuringAnOutageAreHonouredWhenTheLinkReturns) 
   EXPECT_EQ(site_->Int("SELECT reserved FROM stock WHERE sku = 'veg-001'"), 10);
   // HQ hears the site's decisions on the orders' records, and the allotment is as it said.
   auto hq_status = [&](const std::string& id) {
-    auto r = Hq()->Get(std::string("/v1/sites/") + kSiteId + "/orders");
+    auto r = Hq(kWriterToken)->Get(std::string("/v1/sites/") + kSiteId + "/orders");
     if (!r || r->status != 200) return std::string();
     json j = json::parse(r->body, nullptr, false);
     if (!j.is_object() || !j["orders"].is_array()) return std::string();
@@ -216,7 +182,7 @@ TEST_F(EscrowKillsE2E, KillsOfEdgedAndHubdDuringHqOrdersKeepEveryInvariant) {
       const std::string body = json{{"order_id", id}, {"lines", {{{"sku", "veg-001"}, {"qty", qty}}}}}.dump();
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
       for (;;) {
-        auto r = Hq()->Post(std::string("/v1/sites/") + kSiteId + "/orders", body, "application/json");
+        auto r = Hq(kWriterToken)->Post(std::string("/v1/sites/") + kSiteId + "/orders", body, "application/json");
         if (r && r->status == 202) {
           json a = json::parse(r->body, nullptr, false);
           std::lock_guard<std::mutex> l(mu);

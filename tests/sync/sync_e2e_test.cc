@@ -2,7 +2,6 @@
 // real hubd over mutual TLS with certificates made by TestPki; a FaultProxy between edged and
 // hubd for link faults; hubd's ForTest shed file for 503 + Retry-After.
 #include <httplib.h>
-#include <signal.h>
 #include <sqlite3.h>
 
 #include <filesystem>
@@ -13,16 +12,14 @@
 #include <nlohmann/json.hpp>
 
 #include "freshsync.pb.h"
-#include "wire/digest.h"
+#include "tests/hub/hubd_fixture.h"
 #include "tests/ingest/site.h"
 #include "tests/support/fault_proxy.h"
-#include "tests/support/harness.h"
 
 namespace freshsync::testing {
 namespace {
 
 using nlohmann::json;
-constexpr const char* kToken = "hq-reader-token-for-sync-tests";
 constexpr const char* kSiteId = "test-site";  // tests/ingest/site.cc names its site so
 
 Msg Gps(int truck, int seq) {
@@ -39,64 +36,39 @@ Msg Receive(int n, const std::string& sku, int qty) {
                                     std::to_string(qty) + R"(,"reason":"receive","ts":1764000000000})"};
 }
 
-class SyncE2E : public ::testing::Test {
+class SyncE2E : public HubdTest {
  protected:
+  // hubd from the shared fixture (tests/hub/hubd_fixture.h) with the load-shedding switch file,
+  // then the proxy and the site.
   void SetUp() override {
-    signal(SIGPIPE, SIG_IGN);
-    std::filesystem::create_directories(dir_.File("pki"));
-    pki_ = std::make_unique<TestPki>(dir_.File("pki"));
-    ASSERT_TRUE(pki_->Init());
-    client_ = pki_->Client(kSiteId);
-    hub_port_ = PickFreePort();
+    hubd_env_ = {{"FRESHSYNC_HUB_SHED_FILE_FOR_TEST", dir_.File("shed")}};
+    read_timeout_s_ = 10;  // as the test's own HQ client had
+    ASSERT_NO_FATAL_FAILURE(HubdTest::SetUp());
+    client_ = pki_.Client(kSiteId);
     metrics_port_ = PickFreePort();
-    WriteFile(dir_.File("hubd.toml"), "listen = \"127.0.0.1:" + std::to_string(hub_port_) + "\"\nthreads = 4\n[tls]\nca = \"" +
-                                          pki_->ca_cert() + "\"\ncert = \"" + pki_->server().cert + "\"\nkey = \"" +
-                                          pki_->server().key + "\"\n[store]\npath = \"" + dir_.File("hub.db") +
-                                          "\"\n[[tokens]]\nname = \"hq\"\nrole = \"reader\"\nsha256 = \"" +
-                                          digest::Sha256Hex(kToken) + "\"\n");
-    ASSERT_TRUE(StartHubd());
-    proxy_ = std::make_unique<FaultProxy>("127.0.0.1", hub_port_);
+    proxy_ = std::make_unique<FaultProxy>("127.0.0.1", port_);
     ASSERT_TRUE(proxy_->Start());
-    site_ = std::make_unique<Site>("[hub]\nurl = \"https://127.0.0.1:" + std::to_string(proxy_->port()) + "\"\nca = \"" +
-                                   pki_->ca_cert() + "\"\ncert = \"" + client_.cert + "\"\nkey = \"" + client_.key +
-                                   "\"\nbatch_max_records = 500\ntimeout_ms = 3000\nbackoff_initial_ms = 50\n"
-                                   "backoff_max_ms = 2000\nreconcile_interval_s = 2\n[metrics]\nlisten = \"127.0.0.1:" +
-                                   std::to_string(metrics_port_) + "\"\n");
+    site_ = std::make_unique<EdgeSite>("[hub]\nurl = \"https://127.0.0.1:" + std::to_string(proxy_->port()) + "\"\nca = \"" +
+                                       pki_.ca_cert() + "\"\ncert = \"" + client_.cert + "\"\nkey = \"" + client_.key +
+                                       "\"\nbatch_max_records = 500\ntimeout_ms = 3000\nbackoff_initial_ms = 50\n"
+                                       "backoff_max_ms = 2000\nreconcile_interval_s = 2\n[metrics]\nlisten = \"127.0.0.1:" +
+                                       std::to_string(metrics_port_) + "\"\n");
     ASSERT_TRUE(site_->StartEdged()) << site_->log();
   }
   void TearDown() override {
-    if (HasFailure()) {
-      std::cerr << "---- edged log (tail)\n" << Tail(site_ ? site_->log() : "") << "\n---- hubd log (tail)\n"
-                << Tail(ReadFile(dir_.File("hubd.log"))) << "\n";
-    }
+    if (HasFailure()) std::cerr << "---- edged log (tail)\n" << Tail(site_ ? site_->log() : "") << "\n";
     site_.reset();
     if (proxy_) proxy_->Stop();
-    hubd_.Kill();
+    HubdTest::TearDown();
   }
   static std::string Tail(const std::string& s) { return s.size() > 6000 ? s.substr(s.size() - 6000) : s; }
-
-  bool StartHubd() {
-    hubd_ = ChildProcess({BinDir() + "/hubd", "--config", dir_.File("hubd.toml")}, dir_.File("hubd.log"),
-                         {{"FRESHSYNC_HUB_SHED_FILE_FOR_TEST", dir_.File("shed")}});
-    if (!hubd_.Start()) return false;
-    return WaitFor([&] { return Hq()->Get("/healthz") != nullptr; }, std::chrono::seconds(20));
-  }
-
-  std::unique_ptr<httplib::SSLClient> Hq() {
-    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", hub_port_);
-    c->set_ca_cert_path(pki_->ca_cert().c_str());
-    c->enable_server_certificate_verification(true);
-    c->set_bearer_token_auth(kToken);
-    c->set_connection_timeout(2);
-    c->set_read_timeout(10);
-    return c;
-  }
+  bool OnPostgres() const override { return false; }  // a case copies hub.db back in place
 
   // The whole HQ feed, in protobuf.
   std::vector<v1::FeedChange> Feed() {
     std::vector<v1::FeedChange> out;
     uint64_t after = 0;
-    auto c = Hq();
+    auto c = Hq(kReaderToken);
     while (true) {
       auto r = c->Get("/v1/changes?after=" + std::to_string(after) + "&limit=10000", {{"Accept", "application/x-protobuf"}});
       if (!r || r->status != 200) {
@@ -112,7 +84,7 @@ class SyncE2E : public ::testing::Test {
   }
 
   json HqJson(const std::string& path) {
-    auto r = Hq()->Get(path);
+    auto r = Hq(kReaderToken)->Get(path);
     if (!r || r->status != 200) return json();
     return json::parse(r->body, nullptr, false);
   }
@@ -164,14 +136,10 @@ class SyncE2E : public ::testing::Test {
     }
   }
 
-  TempDir dir_;
-  std::unique_ptr<TestPki> pki_;
   TestPki::Files client_;
   int metrics_port_ = 0;
-  int hub_port_ = 0;
-  ChildProcess hubd_;
   std::unique_ptr<FaultProxy> proxy_;
-  std::unique_ptr<Site> site_;
+  std::unique_ptr<EdgeSite> site_;
   int publishers_ = 0;
 };
 
@@ -340,7 +308,7 @@ TEST_F(SyncE2E, SlowTwentyThousandThroughEveryFault) {
         hubd_.Kill();
         ++hub_kills;
         std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-        ASSERT_TRUE(StartHubd());
+        ASSERT_NO_FATAL_FAILURE(StartHubd());
         break;
       }
       case 4:  // the link cut
@@ -423,7 +391,7 @@ TEST_F(SyncE2E, HubPutBackToAnEarlierCopyIsRefilledByReconciliation) {
     const std::string f = dir_.File(std::string("hub.db") + ext);
     if (std::filesystem::exists(f)) std::filesystem::copy_file(f, dir_.File(std::string("backup.db") + ext));
   }
-  ASSERT_TRUE(StartHubd());
+  ASSERT_NO_FATAL_FAILURE(StartHubd());
   Publish(second);
   ASSERT_TRUE(WaitSynced(400));
   // Put it back. The edge is idle: nothing will be sent unless reconciliation notices.
@@ -434,7 +402,7 @@ TEST_F(SyncE2E, HubPutBackToAnEarlierCopyIsRefilledByReconciliation) {
     if (std::filesystem::exists(dir_.File(std::string("backup.db") + ext)))
       std::filesystem::copy_file(dir_.File(std::string("backup.db") + ext), f);
   }
-  ASSERT_TRUE(StartHubd());
+  ASSERT_NO_FATAL_FAILURE(StartHubd());
   ASSERT_EQ(HubRecords(), 200);
   ASSERT_TRUE(WaitSynced(400, std::chrono::seconds(60))) << "hub " << HubRecords();
   EXPECT_NE(site_->log().find("is below our acked_seq"), std::string::npos) << "not healed by reconciliation";
