@@ -80,8 +80,8 @@ void RunDiskErrors(Durability durability, const std::string& tag, uint32_t seed)
   ExpectExactly(db, exp);
 }
 
-TEST(DiskErrorsTest, StrictNeverAcknowledgesWhatItCouldNotStore) { RunDiskErrors(Durability::kStrict, "strict", 501); }
-TEST(DiskErrorsTest, NormalNeverAcknowledgesWhatItCouldNotStore) { RunDiskErrors(Durability::kNormal, "normal", 502); }
+TEST(DiskErrorsTest, StrictNeverAcknowledgesWhatItCouldNotStore) { RunDiskErrors(Durability::kStrict, "strict", DamageSeed(501)); }
+TEST(DiskErrorsTest, NormalNeverAcknowledgesWhatItCouldNotStore) { RunDiskErrors(Durability::kNormal, "normal", DamageSeed(502)); }
 
 }  // namespace
 }  // namespace freshsync::testing

@@ -269,7 +269,7 @@ void Print(const std::string& name, const CutRun& run, const Figures& f) {
 }
 
 TEST(JournalPowerLossTest, StrictLosesNothingAcknowledged) {
-  const CutRun run{Durability::kStrict, 120, 600, 400, 20261205};
+  const CutRun run{Durability::kStrict, DamageRounds(120), 600, 400, DamageSeed(20261205)};
   Expected exp;
   const auto msgs = MixedWorkload(4000, "jpls", exp, run.seed);
   Figures f;
@@ -302,7 +302,7 @@ std::vector<Msg> UnrefusableWorkload(size_t n) {
 // Normal mode: no fdatasync of the journal, synchronous=NORMAL in the store. A cut takes back
 // what was not yet committed before the WAL's last sync, and no more.
 TEST(JournalPowerLossTest, NormalLosesOnlyWhatTheWalHadNotSynced) {
-  const CutRun run{Durability::kNormal, 30, 20000, 20000, 20261206};
+  const CutRun run{Durability::kNormal, DamageRounds(30), 20000, 20000, DamageSeed(20261206)};
   const auto msgs = UnrefusableWorkload(150000);
   Figures f;
   RunCuts(run, msgs, "normal", f, nullptr);

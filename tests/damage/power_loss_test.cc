@@ -156,7 +156,7 @@ void Print(const std::string& name, const PowerRun& run, const Figures& f) {
 }
 
 TEST(PowerLossTest, StrictLosesNothingAcknowledged) {
-  const PowerRun run{Durability::kStrict, 300, 6000, 600, 20261125};
+  const PowerRun run{Durability::kStrict, DamageRounds(300), 6000, 600, DamageSeed(20261125)};
   Figures f;
   RunPowerCuts(run, "strict", f);
   Print("power_loss_strict", run, f);
@@ -169,7 +169,7 @@ TEST(PowerLossTest, StrictLosesNothingAcknowledged) {
 // back what was acknowledged since the last one. The cut lands anywhere in the first 20,000
 // writes after power-on, so that many cycles pass a checkpoint (every ~4,000 WAL pages).
 TEST(PowerLossTest, NormalLosesOnlyATailSinceTheLastWalSync) {
-  const PowerRun run{Durability::kNormal, 100, 40000, 12000, 20261126};
+  const PowerRun run{Durability::kNormal, DamageRounds(100), 40000, 12000, DamageSeed(20261126)};
   Figures f;
   RunPowerCuts(run, "normal", f);
   Print("power_loss_normal", run, f);

@@ -310,7 +310,7 @@ TEST_F(HubReplicasTest, SlowDamageReplicaKillsAndPostgresCrashesDuringPushesLose
 
   // The damage: SIGKILL a random replica and start it again a moment later; every fourth round
   // crash PostgreSQL instead (immediate stop: no checkpoint, crash recovery on start).
-  std::mt19937 rng(13);
+  std::mt19937 rng(DamageSeed(13));
   int kills = 0, pg_crashes = 0;
   auto restart_down_replicas = [&] {
     for (int i = 0; i < kReplicas; ++i) {

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -125,6 +126,36 @@ bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeou
     if (std::chrono::steady_clock::now() >= deadline) return cond();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+namespace {
+
+// A positive integer from the environment, or 0 when unset or not a number.
+uint64_t EnvNumber(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(v, &end, 10);
+  return *end == '\0' ? n : 0;
+}
+
+}  // namespace
+
+uint32_t DamageSeed(uint32_t fixed) {
+  const uint64_t soak = EnvNumber("FRESHSYNC_DAMAGE_SEED");
+  if (soak == 0) return fixed;
+  // Mixed rather than replaced: a test with several fixed seeds keeps them distinct.
+  const auto seed = static_cast<uint32_t>(fixed ^ (soak * 0x9E3779B97F4A7C15ull >> 32));
+  std::cerr << "damage seed " << seed << " (fixed " << fixed << ", FRESHSYNC_DAMAGE_SEED=" << soak << ")\n";
+  return seed;
+}
+
+int DamageRounds(int fixed) {
+  const uint64_t scale = EnvNumber("FRESHSYNC_DAMAGE_SCALE");
+  if (scale <= 1) return fixed;
+  const int rounds = static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(fixed) * scale, 1000000));
+  std::cerr << "damage rounds " << rounds << " (" << fixed << " x FRESHSYNC_DAMAGE_SCALE=" << scale << ")\n";
+  return rounds;
 }
 
 std::string BinDir() {

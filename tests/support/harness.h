@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -41,6 +42,14 @@ int PickFreePort();
 
 // Polls `cond` every 20 ms until it is true or `timeout` passes. Returns the last result.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+
+// Damage tests draw their faults from fixed seeds, so that CI does the same damage every run.
+// scripts/soak.sh runs them again and again with other faults: $FRESHSYNC_DAMAGE_SEED is mixed
+// into each fixed seed (unset: the fixed seed itself), and $FRESHSYNC_DAMAGE_SCALE multiplies a
+// damage loop's round count (unset: 1). Both print what they used to stderr, so that a failure
+// in a soak names the variables that repeat it.
+uint32_t DamageSeed(uint32_t fixed);
+int DamageRounds(int fixed);
 
 // Directory of the test's own build outputs (edged, hubd, ...): $FRESHSYNC_BIN_DIR.
 std::string BinDir();
