@@ -39,10 +39,11 @@ else
   suite_targets() {  # suite_targets DIR CTEST-ARGS...
     local dir=$1; shift
     local names; names=$(cd "$dir" && ctest -N "$@" | sed -n 's/^ *Test *#[0-9]*: *//p')
+    local bin; bin=$(cd "$dir" && pwd)/bin
     find "$dir" -name CTestTestfile.cmake -exec grep -h '^add_test(' {} + |
       sed -n 's/^add_test(\[=\[\([^]]*\)\]=\] "\([^"]*\)".*/\1 \2/p' |
       while read -r name path; do
-        if grep -qxF "$name" <<<"$names" && [[ $path == "$dir"/bin/* ]]; then basename "$path"; fi
+        if grep -qxF "$name" <<<"$names" && [[ $path == "$bin"/* ]]; then basename "$path"; fi
       done | sort -u
     printf '%s\n' edged hubd edgectl edge-sim
   }
