@@ -98,7 +98,9 @@ while (( $(date +%s) < deadline )) && { ((MAX_ROUNDS == 0)) || ((round < MAX_ROU
     IFS='|' read -r name bin filter <<<"$t"
     log=$LOG_DIR/round$round-$name.log
     t0=$(date +%s)
-    if FRESHSYNC_DAMAGE_SEED=$seed "$FRESHSYNC_BIN_DIR/$bin" --gtest_filter="$filter" >"$log" 2>&1; then
+    # stock_crash_test draws a fresh workload seed per run unless FRESHSYNC_STOCK_SEED names one:
+    # the round's seed, so that the repeat command below repeats it too.
+    if FRESHSYNC_DAMAGE_SEED=$seed FRESHSYNC_STOCK_SEED=$seed "$FRESHSYNC_BIN_DIR/$bin" --gtest_filter="$filter" >"$log" 2>&1; then
       runs=$((runs + 1))
       figures=$(grep -h '^FIGURES\|^damage:' "$log" | tail -n 2 | tr '\n' ' ' | cut -c1-160 || true)
       echo "round $round seed $seed $name: passed in $(( $(date +%s) - t0 )) s ${figures}"
@@ -107,7 +109,7 @@ while (( $(date +%s) < deadline )) && { ((MAX_ROUNDS == 0)) || ((round < MAX_ROU
       echo "round $round seed $seed $name: FAILED after $(( $(date +%s) - t0 )) s; its output: $log" >&2
       grep -h 'Failure\|Expected\|Which is\|error' "$log" | head -n 20 >&2 || true
       echo "repeat it with:" >&2
-      echo "  FRESHSYNC_BIN_DIR=$FRESHSYNC_BIN_DIR FRESHSYNC_DAMAGE_SEED=$seed FRESHSYNC_DAMAGE_SCALE=$SCALE $FRESHSYNC_BIN_DIR/$bin --gtest_filter='$filter'" >&2
+      echo "  FRESHSYNC_BIN_DIR=$FRESHSYNC_BIN_DIR FRESHSYNC_DAMAGE_SEED=$seed FRESHSYNC_STOCK_SEED=$seed FRESHSYNC_DAMAGE_SCALE=$SCALE $FRESHSYNC_BIN_DIR/$bin --gtest_filter='$filter'" >&2
       exit 1
     fi
   done

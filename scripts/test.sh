@@ -34,8 +34,8 @@ if ((quick)); then
 else
   # The executables a sanitizer suite needs: those of the tests `ctest ARGS` selects, read from
   # the generated CTestTestfile.cmake files (ctest shows a test's command only once its binary
-  # exists), plus the programs tests start (each test target depends on the daemons it runs).
-  # Building only these skips the slow-only test programs and the benchmarks.
+  # exists), and the daemons (each test target depends on those it starts; named here as well so
+  # that the tree always has them). Building only these skips the slow-only test programs.
   suite_targets() {  # suite_targets DIR CTEST-ARGS...
     local dir=$1; shift
     local names; names=$(cd "$dir" && ctest -N "$@" | sed -n 's/^ *Test *#[0-9]*: *//p')

@@ -56,12 +56,13 @@ std::string ReadFile(const std::string& path) {
 
 namespace {
 
-// The kernel's ephemeral range: the local ports of outgoing connections come from it.
-std::pair<int, int> EphemeralRange() {
+// The lowest port of the kernel's ephemeral range, where outgoing connections take their
+// local ports.
+int EphemeralLow() {
   std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
-  int lo = 32768, hi = 60999;
-  in >> lo >> hi;
-  return {lo, hi};
+  int lo = 32768;
+  in >> lo;
+  return lo;
 }
 
 bool CanBind(int port) {
@@ -89,8 +90,7 @@ int PickFreePort() {
   static std::mutex mu;
   static std::set<int> given;
   static std::mt19937 rng(std::random_device{}());
-  const auto [eph_lo, eph_hi] = EphemeralRange();
-  (void)eph_hi;
+  const int eph_lo = EphemeralLow();
   constexpr int kLowest = 10000;
   std::lock_guard<std::mutex> lock(mu);
   if (eph_lo - kLowest >= 1000) {
